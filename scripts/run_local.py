@@ -1,0 +1,80 @@
+"""Start a local Pointex (`make run`): command server and query server on the SQLite default.
+
+Waits until each answers its health check with SERVING, prints where they listen, and
+stops both (SIGTERM, graceful) on Ctrl-C. Data lives in ./.pointex/ and survives restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND_LISTEN = os.environ.get("POINTEX_COMMAND_LISTEN", "127.0.0.1:50051")
+QUERY_LISTEN = os.environ.get("POINTEX_QUERY_LISTEN", "127.0.0.1:50052")
+HEALTH_WAIT_S = 30
+
+
+def _start(module: str, listen: str, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "POINTEX_LISTEN": listen, "POINTEX_LOG_FORMAT": "text", **extra_env}
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
+
+
+def _wait_serving(name: str, target: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + HEALTH_WAIT_S
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"{name} exited with code {process.returncode}; see its log above")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                time.sleep(0.2)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    sys.exit(f"{name} did not report SERVING on {target} within {HEALTH_WAIT_S} s")
+
+
+def main() -> int:
+    """Run both servers in the foreground until interrupted."""
+    (ROOT / ".pointex").mkdir(exist_ok=True)
+    command = _start("pointex.server.command.main", COMMAND_LISTEN, {})
+    query = _start(
+        "pointex.server.query.main", QUERY_LISTEN, {"POINTEX_COMMAND_TARGET": COMMAND_LISTEN}
+    )
+    processes = [("command server", command), ("query server", query)]
+    try:
+        _wait_serving("command server", COMMAND_LISTEN, command)
+        _wait_serving("query server", QUERY_LISTEN, query)
+        print(
+            "\nPointex is running (SQLite store in .pointex/):\n"
+            f"  command server  {COMMAND_LISTEN}   CommandService, EventFeed, health, reflection\n"
+            f"  query server    {QUERY_LISTEN}   QueryService, health, reflection\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while all(process.poll() is None for _, process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in processes:
+            code = process.wait()
+            print(f"{name} exited with code {code}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

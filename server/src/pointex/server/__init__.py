@@ -1,0 +1,1 @@
+"""Pointex server: the command server, the query server, the event store and the domain."""

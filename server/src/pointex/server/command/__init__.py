@@ -1,0 +1,1 @@
+"""The command-server process: CommandService and EventFeed; the only writer of events."""

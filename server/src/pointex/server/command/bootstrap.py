@@ -1,0 +1,74 @@
+"""Composition root of the command server: config in, running server out.
+
+`create_server` is what `main()` and the tests call (tests with port 0). Nothing is
+wired at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pointex.server.command.feed_servicer import EventFeedServicer
+from pointex.server.config import CommandConfig
+from pointex.server.eventstore.factory import open_store
+from pointex.server.eventstore.port import EventStore
+from pointex.server.grpc_edge.server import RunningServer, Service, start_server
+from pointex.v1 import event_feed_pb2, event_feed_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CommandServer:
+    """The running command server and what it owns."""
+
+    running: RunningServer
+    store: EventStore
+
+    @property
+    def port(self) -> int:
+        """Return the TCP port the server is bound to."""
+        return self.running.port
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking RPCs, let in-flight ones finish within `grace_s`, close the store."""
+        await self.running.health.enter_graceful_shutdown()
+        await self.running.server.stop(grace_s)
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what the server owns once gRPC has stopped."""
+        await self.store.close()
+
+
+async def create_server(config: CommandConfig) -> CommandServer:
+    """Open the event store (migrating it), then start gRPC with every command-side service."""
+    store = open_store(config.store_url, allow_unsafe_durability=config.allow_unsafe_durability)
+    await store.open()
+    try:
+        feed = EventFeedServicer(store)
+        services = [
+            Service(
+                event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
+                lambda server: event_feed_pb2_grpc.add_EventFeedServicer_to_server(feed, server),
+            ),
+        ]
+        running = await start_server(config.common, services)
+    except BaseException:
+        await store.close()
+        raise
+    log.info(
+        "command server listening",
+        extra={"port": running.port, "store": _redacted(config.store_url)},
+    )
+    return CommandServer(running=running, store=store)
+
+
+def _redacted(url: str) -> str:
+    """Return the store URL without a password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,159 @@
+"""EventFeed: the committed log, catch-up then live, in position order, with heartbeats.
+
+A pump task follows the store (`EventStore.subscribe`, which reads page by page) into a
+bounded queue; the call drains it into batches and writes them with `context.write`,
+which waits for HTTP/2 flow control. A subscriber that reads slowly therefore holds the
+pump back and costs at most `feed_buffer_events_max` events plus one store page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from pointex.client.positions import decode_global, encode_global
+from pointex.server import limits
+from pointex.server.eventstore.port import (
+    EventStore,
+    RecordedEvent,
+    StoreError,
+    stream_category,
+)
+from pointex.server.grpc_edge.status import InvalidRequest
+from pointex.v1 import common_pb2, event_feed_pb2, event_feed_pb2_grpc, events_pb2
+
+_CATEGORY = re.compile(r"[a-z]{1,32}")
+_CATEGORIES_MAX = 16
+_BATCH_DEFAULT = 100
+
+# Stable event type name -> the field of Event.payload that carries it.
+_PAYLOAD_FIELDS: dict[str, str] = {
+    field.message_type.name: field.name
+    for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
+    if field.message_type is not None
+}
+
+Context = grpc.aio.ServicerContext[
+    event_feed_pb2.SubscribeRequest, event_feed_pb2.SubscribeResponse
+]
+
+
+def _position(position: int) -> common_pb2.Position:
+    # Position 0 ("nothing yet") travels as an empty token.
+    return common_pb2.Position(token=encode_global(position) if position else b"")
+
+
+def to_wire(event: RecordedEvent) -> events_pb2.Event:
+    """Return the wire form of a recorded event; its payload is parsed by stable type name."""
+    recorded_at = timestamp_pb2.Timestamp()
+    recorded_at.FromMicroseconds(event.recorded_at_us)
+    wire = events_pb2.Event(
+        position=_position(event.position),
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        slice=event.slice,
+        type=event.type,
+        schema_version=event.schema_version,
+        recorded_at=recorded_at,
+    )
+    field = _PAYLOAD_FIELDS.get(event.type)
+    if field is not None:
+        getattr(wire, field).MergeFromString(event.data)
+    return wire
+
+
+def _validate(request: event_feed_pb2.SubscribeRequest) -> tuple[int, frozenset[str], int]:
+    after = decode_global(request.from_position.token)
+    if len(request.categories) > _CATEGORIES_MAX:
+        raise InvalidRequest("INVALID_FIELD", "categories", f"at most {_CATEGORIES_MAX}")
+    for category in request.categories:
+        if not _CATEGORY.fullmatch(category):
+            raise InvalidRequest("INVALID_FIELD", "categories", "1-32 characters of [a-z]")
+    if request.max_batch_size > limits.feed_batch_events_max:
+        raise InvalidRequest(
+            "PAGE_SIZE_TOO_LARGE", "max_batch_size", f"at most {limits.feed_batch_events_max}"
+        )
+    return after, frozenset(request.categories), request.max_batch_size or _BATCH_DEFAULT
+
+
+class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
+    """Serve `EventFeed.Subscribe` from one event store."""
+
+    def __init__(self, store: EventStore) -> None:
+        """Serve the log of `store`."""
+        self._store = store
+
+    async def Subscribe(  # noqa: N802 - the name is the RPC's.
+        self, request: event_feed_pb2.SubscribeRequest, _context: Context
+    ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
+        """Stream every committed event after `from_position`, then heartbeats when idle."""
+        after, categories, batch_max = _validate(request)
+        queue: asyncio.Queue[RecordedEvent | StoreError] = asyncio.Queue(
+            limits.feed_buffer_events_max
+        )
+        pump = asyncio.create_task(self._pump(after, queue), name="feed-pump")
+        try:
+            async for response in self._responses(after, categories, batch_max, queue):
+                yield response
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _pump(self, after: int, queue: asyncio.Queue[RecordedEvent | StoreError]) -> None:
+        try:
+            async for event in self._store.subscribe(after):
+                await queue.put(event)
+        except StoreError as error:
+            # Handed to the call, which ends with UNAVAILABLE; the subscriber resumes later.
+            await queue.put(error)
+
+    async def _responses(
+        self,
+        after: int,
+        categories: frozenset[str],
+        batch_max: int,
+        queue: asyncio.Queue[RecordedEvent | StoreError],
+    ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
+        served = after
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), limits.feed_heartbeat_ms / 1000)
+            except TimeoutError:
+                head = await self._store.head_position()
+                yield _heartbeat(max(head, served))
+                continue
+            events: list[RecordedEvent] = []
+            while True:
+                if isinstance(item, StoreError):
+                    raise item
+                events.append(item)
+                if len(events) == batch_max or queue.empty():
+                    break
+                item = queue.get_nowait()
+            served = events[-1].position
+            wanted = [
+                e for e in events if not categories or stream_category(e.stream_id) in categories
+            ]
+            # Caught up when the queue is empty: the last event is the head as far as we know.
+            head = served if queue.empty() else await self._store.head_position()
+            yield event_feed_pb2.SubscribeResponse(
+                events=event_feed_pb2.EventBatch(
+                    events=[to_wire(e) for e in wanted],
+                    resume_position=_position(served),
+                    head=_position(max(head, served)),
+                )
+            )
+
+
+def _heartbeat(head: int) -> event_feed_pb2.SubscribeResponse:
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    return event_feed_pb2.SubscribeResponse(
+        heartbeat=event_feed_pb2.Heartbeat(head=_position(head), server_time=now)
+    )

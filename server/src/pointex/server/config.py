@@ -1,0 +1,288 @@
+"""Every setting of both servers, in one place: flags, POINTEX_* variables, defaults.
+
+A setting is read from its command-line flag, else from its environment variable,
+else from its default. Values are validated once, here, and the servers receive
+frozen `CommandConfig` / `QueryConfig` objects. docs/configuration.md lists the
+same table; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+DEFAULT_DATA_DIR: Final = ".pointex"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the servers cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configurable value: its flag, its variable, its default and its meaning."""
+
+    key: str
+    env: str
+    default: str
+    help: str
+    servers: frozenset[str]
+
+    @property
+    def flag(self) -> str:
+        """Return the command-line flag, e.g. `--store-url`."""
+        return "--" + self.key.replace("_", "-")
+
+
+_BOTH = frozenset({"command", "query"})
+_COMMAND = frozenset({"command"})
+_QUERY = frozenset({"query"})
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "listen",
+        "POINTEX_LISTEN",
+        "",
+        "host:port to serve gRPC on; port 0 picks a free "
+        "port (default 127.0.0.1:50051 for the command server, :50052 for the query server)",
+        _BOTH,
+    ),
+    Setting(
+        "store_url",
+        "POINTEX_STORE_URL",
+        f"sqlite:///{DEFAULT_DATA_DIR}/events.db",
+        "event store: sqlite:///<file> or postgresql://user@host:port/db[?schema=name]",
+        _COMMAND,
+    ),
+    Setting(
+        "allow_unsafe_durability",
+        "POINTEX_ALLOW_UNSAFE_DURABILITY",
+        "false",
+        "start even when the store would not make commits durable (synchronous_commit or "
+        "fsync off, SQLite synchronous below FULL); logged loudly",
+        _COMMAND,
+    ),
+    Setting(
+        "read_store_url",
+        "POINTEX_READ_STORE_URL",
+        f"sqlite:///{DEFAULT_DATA_DIR}/read.db",
+        "read store of the query server: sqlite:///<file> or postgresql://...",
+        _QUERY,
+    ),
+    Setting(
+        "command_target",
+        "POINTEX_COMMAND_TARGET",
+        "127.0.0.1:50051",
+        "host:port of the command server whose EventFeed the query server follows",
+        _QUERY,
+    ),
+    Setting("tls_cert", "POINTEX_TLS_CERT", "", "PEM certificate chain; enables TLS", _BOTH),
+    Setting("tls_key", "POINTEX_TLS_KEY", "", "PEM private key of --tls-cert", _BOTH),
+    Setting(
+        "tls_client_ca",
+        "POINTEX_TLS_CLIENT_CA",
+        "",
+        "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)",
+        _BOTH,
+    ),
+    Setting(
+        "shutdown_grace_s",
+        "POINTEX_SHUTDOWN_GRACE_S",
+        "10",
+        "seconds in-flight RPCs get to finish after SIGTERM/SIGINT",
+        _BOTH,
+    ),
+    Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _BOTH),
+    Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _BOTH),
+)
+
+_DEFAULT_LISTEN: Final = {"command": "127.0.0.1:50051", "query": "127.0.0.1:50052"}
+_LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+_LOG_FORMATS: Final = frozenset({"json", "text"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Server-side TLS material; `client_ca_pem` set means mutual TLS."""
+
+    cert_chain_pem: bytes
+    private_key_pem: bytes
+    client_ca_pem: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommonConfig:
+    """Settings both servers share."""
+
+    listen: str
+    tls: TlsConfig | None
+    shutdown_grace_s: int
+    log_level: str
+    log_format: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandConfig:
+    """Settings of the command server."""
+
+    common: CommonConfig
+    store_url: str
+    allow_unsafe_durability: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    """Settings of the query server."""
+
+    common: CommonConfig
+    read_store_url: str
+    command_target: str
+
+
+def _parser(server: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"pointex-{server}-server",
+        description=description,
+        epilog="Every flag can also be set by its POINTEX_* environment variable.",
+    )
+    for setting in SETTINGS:
+        if server in setting.servers:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.key,
+                default=None,
+                metavar=setting.env,
+                help=f"{setting.help} [env {setting.env}; default {setting.default or 'see text'}]",
+            )
+    return parser
+
+
+def _raw_values(
+    server: str, argv: Sequence[str] | None, env: Mapping[str, str], description: str
+) -> dict[str, str]:
+    namespace = vars(_parser(server, description).parse_args(argv))
+    values: dict[str, str] = {}
+    for setting in SETTINGS:
+        if server not in setting.servers:
+            continue
+        flag_value = namespace.get(setting.key)
+        values[setting.key] = (
+            flag_value if flag_value is not None else env.get(setting.env, setting.default)
+        )
+    if not values["listen"]:
+        values["listen"] = _DEFAULT_LISTEN[server]
+    return values
+
+
+def _bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {text!r}")
+
+
+def _int_in(key: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: {value} is outside {low}..{high}")
+    return value
+
+
+def _choice(key: str, text: str, choices: frozenset[str], normalise: Callable[[str], str]) -> str:
+    value = normalise(text.strip())
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {sorted(choices)}, got {text!r}")
+    return value
+
+
+def _host_port(key: str, text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{key}: expected host:port, got {text!r}")
+    _int_in(key, port, 0, 65535)
+    return text
+
+
+def _read_pem(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+
+
+def _tls(values: Mapping[str, str]) -> TlsConfig | None:
+    cert, key, client_ca = values["tls_cert"], values["tls_key"], values["tls_client_ca"]
+    if not cert and not key:
+        if client_ca:
+            raise ConfigError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+        return None
+    if not cert or not key:
+        raise ConfigError("tls_cert and tls_key go together")
+    return TlsConfig(
+        cert_chain_pem=_read_pem("tls_cert", cert),
+        private_key_pem=_read_pem("tls_key", key),
+        client_ca_pem=_read_pem("tls_client_ca", client_ca) if client_ca else None,
+    )
+
+
+def _store_url(key: str, text: str) -> str:
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    raise ConfigError(f"{key}: expected sqlite:///<file> or postgresql://..., got {text!r}")
+
+
+def _common(values: Mapping[str, str]) -> CommonConfig:
+    return CommonConfig(
+        listen=_host_port("listen", values["listen"]),
+        tls=_tls(values),
+        shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
+        log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
+        log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
+    )
+
+
+def command_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> CommandConfig:
+    """Build and validate the command server's settings from flags and environment."""
+    values = _raw_values(
+        "command",
+        argv,
+        os.environ if env is None else env,
+        "Pointex command server: CommandService and EventFeed over the event store.",
+    )
+    return CommandConfig(
+        common=_common(values),
+        store_url=_store_url("store_url", values["store_url"]),
+        allow_unsafe_durability=_bool("allow_unsafe_durability", values["allow_unsafe_durability"]),
+    )
+
+
+def query_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> QueryConfig:
+    """Build and validate the query server's settings from flags and environment."""
+    values = _raw_values(
+        "query",
+        argv,
+        os.environ if env is None else env,
+        "Pointex query server: read models built from the command server's EventFeed.",
+    )
+    return QueryConfig(
+        common=_common(values),
+        read_store_url=_store_url("read_store_url", values["read_store_url"]),
+        command_target=_host_port("command_target", values["command_target"]),
+    )

@@ -1,0 +1,68 @@
+"""Load a backend's numbered migration files and decide which ones still need applying.
+
+Migrations are SQL files ``migrations/NNNN_name.sql`` shipped as package data beside each
+backend's store. They are applied in order at open, each recorded in the
+``pointex_schema_migrations`` table. The backend runs them; this module holds the rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+
+from pointex.server import limits
+from pointex.server.eventstore.port import SchemaTooNew
+
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered SQL file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(package: str) -> tuple[Migration, ...]:
+    """Read ``<package>/migrations/*.sql`` in version order.
+
+    Args:
+        package: The backend's package, e.g. ``pointex.server.eventstore.sqlite``.
+
+    Returns:
+        The migrations, numbered 1..n without a hole (asserted: a hole is a packaging bug).
+    """
+    folder = resources.files(package).joinpath("migrations")
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match is None:
+            continue
+        found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda migration: migration.version)
+    assert 1 <= len(found) <= limits.migrations_max, len(found)
+    versions = [migration.version for migration in found]
+    assert versions == list(range(1, len(found) + 1)), versions
+    return tuple(found)
+
+
+def pending_migrations(
+    known: tuple[Migration, ...], applied_versions: Iterable[int]
+) -> tuple[Migration, ...]:
+    """Return the known migrations not applied yet, in order.
+
+    Raises:
+        SchemaTooNew: The database has a migration this code does not know.
+    """
+    applied = set(applied_versions)
+    newest_known = len(known)
+    if applied and max(applied) > newest_known:
+        raise SchemaTooNew(
+            f"database schema version {max(applied)} is newer than this code "
+            f"knows ({newest_known}); upgrade Pointex before opening this store"
+        )
+    return tuple(migration for migration in known if migration.version not in applied)

@@ -1,0 +1,156 @@
+"""Plan an append batch: check expected versions and assign versions and positions.
+
+Both backends run the same plan inside their appending transaction, after taking the
+position lock and reading the head position and the current versions of the streams
+involved. The plan is pure, so it is the same on every backend by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pointex.server import limits
+from pointex.server.eventstore.port import (
+    RecordedEvent,
+    Snapshot,
+    StoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+    is_valid_stream_id,
+    stream_slice,
+)
+
+
+class VersionRaceError(StoreError):
+    """An insert hit the unique (stream, version) or position index: nothing was written.
+
+    Adapters raise it from their translation table and retry the whole transaction; it never
+    reaches callers of the store.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The rows to insert, in position order, and the outcome of every unit in input order."""
+
+    rows: list[RecordedEvent]
+    results: list[list[RecordedEvent] | WrongExpectedVersion]
+
+
+def assert_valid_units(units: Sequence[Sequence[StreamAppend]]) -> None:
+    """Assert that a batch is well formed; a malformed batch is a programmer error."""
+    assert 1 <= len(units) <= limits.append_batch_units_max, len(units)
+    events_total = 0
+    for unit in units:
+        assert 1 <= len(unit) <= limits.append_unit_streams_max, len(unit)
+        stream_ids = [append.stream_id for append in unit]
+        assert len(set(stream_ids)) == len(stream_ids), f"a stream twice in a unit: {stream_ids}"
+        for append in unit:
+            assert_valid_append(append)
+            events_total += len(append.events)
+    assert events_total <= limits.append_batch_events_max, events_total
+
+
+def assert_valid_append(append: StreamAppend) -> None:
+    """Assert that one stream's append is well formed."""
+    assert is_valid_stream_id(append.stream_id), append.stream_id
+    assert append.expected_version >= 0, append.expected_version
+    assert len(append.events) >= 1, append.stream_id
+    for event in append.events:
+        assert 1 <= len(event.type.encode()) <= limits.event_type_bytes_max, event.type
+        assert "." not in event.type, f"a type name, never a Python path: {event.type}"
+        assert event.schema_version >= 1, event.schema_version
+        assert len(event.data) <= limits.event_data_bytes_max, len(event.data)
+        assert len(event.metadata) <= limits.event_metadata_bytes_max, len(event.metadata)
+
+
+def assert_valid_snapshot(snapshot: Snapshot) -> None:
+    """Assert that a snapshot is well formed."""
+    assert is_valid_stream_id(snapshot.stream_id), snapshot.stream_id
+    assert snapshot.stream_version >= 1, snapshot.stream_version
+    assert 1 <= len(snapshot.type.encode()) <= limits.event_type_bytes_max, snapshot.type
+    assert snapshot.schema_version >= 1, snapshot.schema_version
+    assert len(snapshot.data) <= limits.snapshot_data_bytes_max, len(snapshot.data)
+
+
+def stream_ids_of(units: Sequence[Sequence[StreamAppend]]) -> list[str]:
+    """Return the distinct stream ids of a batch, in first-seen order."""
+    return list(dict.fromkeys(append.stream_id for unit in units for append in unit))
+
+
+def plan_batch(
+    units: Sequence[Sequence[StreamAppend]],
+    versions: Mapping[str, int],
+    head_position: int,
+    recorded_at_us: int,
+) -> BatchPlan:
+    """Check each unit against the current versions, in order, and place its events.
+
+    Args:
+        units: The batch, already checked by `assert_valid_units`.
+        versions: Current version of each stream of the batch that exists (absent = 0),
+            read under the position lock.
+        head_position: Highest committed position, read under the position lock.
+        recorded_at_us: Wall clock to record with every event of the batch.
+
+    Returns:
+        The rows to insert (positions head_position+1 onwards, gap-free) and each unit's
+        outcome: its recorded events, or the conflict that left it out.
+    """
+    current = dict(versions)
+    rows: list[RecordedEvent] = []
+    results: list[list[RecordedEvent] | WrongExpectedVersion] = []
+    for unit in units:
+        conflict = _first_conflict(unit, current)
+        if conflict is not None:
+            results.append(conflict)
+            continue
+        recorded: list[RecordedEvent] = []
+        for append in unit:
+            for offset, event in enumerate(append.events, start=1):
+                recorded.append(
+                    RecordedEvent(
+                        position=head_position + len(rows) + len(recorded) + 1,
+                        stream_id=append.stream_id,
+                        stream_version=append.expected_version + offset,
+                        slice=stream_slice(append.stream_id),
+                        type=event.type,
+                        schema_version=event.schema_version,
+                        data=event.data,
+                        metadata=event.metadata,
+                        recorded_at_us=recorded_at_us,
+                    )
+                )
+            current[append.stream_id] = append.expected_version + len(append.events)
+        rows.extend(recorded)
+        results.append(recorded)
+    return BatchPlan(rows=rows, results=results)
+
+
+def _first_conflict(
+    unit: Sequence[StreamAppend], current: Mapping[str, int]
+) -> WrongExpectedVersion | None:
+    """Return the conflict of the unit's first stream whose version is not the expected one."""
+    for append in unit:
+        actual_version = current.get(append.stream_id, 0)
+        if actual_version != append.expected_version:
+            return WrongExpectedVersion(append.stream_id, append.expected_version, actual_version)
+    return None
+
+
+def conflict_after_race(
+    unit: Sequence[StreamAppend], current: Mapping[str, int]
+) -> WrongExpectedVersion:
+    """Return the unit's conflict after a lost insert race, re-read from the database.
+
+    When the versions read afterwards happen to match (the racing writer rolled back), the
+    conflict names the first stream with its actual version, so the caller still re-reads.
+    """
+    conflict = _first_conflict(unit, current)
+    if conflict is not None:
+        return conflict
+    first = unit[0]
+    return WrongExpectedVersion(
+        first.stream_id, first.expected_version, current.get(first.stream_id, 0)
+    )

@@ -1,0 +1,95 @@
+"""Hold the PostgreSQL adapter's statements; every value is a bind parameter.
+
+Tables are named without a schema: each connection's search_path is the store's schema.
+"""
+
+TAKE_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS pointex_schema_migrations (
+    version        integer NOT NULL PRIMARY KEY,
+    applied_at_us  bigint  NOT NULL
+)
+"""
+
+SELECT_MIGRATIONS = "SELECT version FROM pointex_schema_migrations"
+
+# The database's clock, so that several command servers record one clock.
+_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+INSERT_MIGRATION = f"""
+INSERT INTO pointex_schema_migrations (version, applied_at_us) VALUES ($1, {_NOW_US})
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM pointex_schema_migrations"
+
+# One round trip under the position lock: the head, the clock, and the current version of
+# each stream in $1, in the order of $1 (0 for a stream that does not exist).
+HEAD_CLOCK_VERSIONS = f"""
+SELECT
+    (SELECT coalesce(max(position), 0) FROM events),
+    {_NOW_US},
+    ARRAY(
+        SELECT coalesce(
+            (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = s.stream_id), 0)
+        FROM unnest($1::text[]) WITH ORDINALITY AS s(stream_id, n)
+        ORDER BY s.n
+    )
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+INSERT_EVENTS = """
+INSERT INTO events (
+    position, stream_id, stream_version, slice, category, type, schema_version,
+    data, metadata, recorded_at_us
+)
+SELECT u.*, $10::bigint
+FROM unnest(
+    $1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
+    $7::integer[], $8::bytea[], $9::bytea[]
+) AS u
+"""
+
+EVENT_COLUMNS = (
+    "position, stream_id, stream_version, slice, type, schema_version, data, metadata, "
+    "recorded_at_us"
+)
+
+READ_STREAM = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE stream_id = $1 AND stream_version >= $2
+ORDER BY stream_version
+LIMIT $3
+"""  # noqa: S608 - EVENT_COLUMNS is a constant of this module, not input.
+
+READ_ALL = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE position > $1
+ORDER BY position
+LIMIT $2
+"""  # noqa: S608 - EVENT_COLUMNS is a constant of this module, not input.
+
+HEAD_POSITION = "SELECT coalesce(max(position), 0) FROM events"
+
+# Newest wins; an equal version replaces (a re-snapshot after a snapshot schema change).
+UPSERT_SNAPSHOT = f"""
+INSERT INTO snapshots (stream_id, stream_version, type, schema_version, data, saved_at_us)
+VALUES ($1, $2, $3, $4, $5, {_NOW_US})
+ON CONFLICT (stream_id) DO UPDATE SET
+    stream_version = excluded.stream_version,
+    type = excluded.type,
+    schema_version = excluded.schema_version,
+    data = excluded.data,
+    saved_at_us = excluded.saved_at_us
+WHERE snapshots.stream_version <= excluded.stream_version
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+LOAD_SNAPSHOT = """
+SELECT stream_id, stream_version, type, schema_version, data FROM snapshots
+WHERE stream_id = $1
+"""
+
+DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE stream_id = $1"
+
+DELETE_ALL_SNAPSHOTS = "DELETE FROM snapshots"

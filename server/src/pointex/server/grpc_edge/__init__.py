@@ -1,0 +1,1 @@
+"""What both servers share at the gRPC edge: server construction, status mapping, auth."""

@@ -1,0 +1,77 @@
+"""Server interceptors shared by both processes.
+
+`ErrorMapping` wraps every handler so that an exception escaping it is reported through
+the status table (grpc_edge/status.py): a named case gets its code and reason, anything
+else INTERNAL with a correlation id. No client ever sees UNKNOWN or a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, cast
+
+import grpc
+
+from pointex.server.grpc_edge.status import abort_for
+
+# Exceptions that already are the call's outcome and must pass through untouched.
+_PASS_THROUGH = (grpc.aio.AbortError,)
+
+# grpc.RpcMethodHandler is generic only in the type stubs, hence the string alias.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
+
+
+def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except _PASS_THROUGH:
+            raise
+        except Exception as error:  # noqa: BLE001 - every escape is mapped, none is lost.
+            await abort_for(context, error)
+
+    return wrapped
+
+
+def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except _PASS_THROUGH:
+            raise
+        except Exception as error:  # noqa: BLE001 - every escape is mapped, none is lost.
+            await abort_for(context, error)
+
+    return wrapped
+
+
+class ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Map every exception a handler raises to a status through the one table."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        """Return the handler with its behavior wrapped (None, for an unknown method, as is)."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(handler.request_streaming, handler.response_streaming)]
+        behavior: Any = (
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
+        wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
+        return make(
+            wrap(behavior),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

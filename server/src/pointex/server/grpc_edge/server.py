@@ -1,0 +1,127 @@
+"""Build, start and stop a grpc.aio server the same way for both processes.
+
+Every option is passed explicitly (message sizes, keepalive, concurrency), TLS and
+mutual TLS come from configuration, and every server carries the standard health
+service (`grpc.health.v1`) and server reflection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+
+from pointex.server import limits
+from pointex.server.config import CommonConfig, TlsConfig
+from pointex.server.grpc_edge.interceptors import ErrorMapping
+
+log = logging.getLogger(__name__)
+
+# Adds a servicer to a server, e.g. `command_service_pb2_grpc.add_CommandServiceServicer_to_server`
+# bound to its servicer.
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A servicer to host: its full proto name (for health and reflection) and its registrar."""
+
+    name: str
+    register: Registrar
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A started server, the port it bound and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    service_names: tuple[str, ...]
+
+    async def set_serving(self, *, serving: bool) -> None:
+        """Report every hosted service (and the server as a whole) as SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Return the channel options every Pointex server is built with."""
+    return [
+        ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+        ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+        ("grpc.max_metadata_size", limits.grpc_metadata_bytes_max),
+        ("grpc.keepalive_time_ms", limits.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", limits.grpc_keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", limits.grpc_ping_interval_ms_min),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.private_key_pem, tls.cert_chain_pem)],
+        root_certificates=tls.client_ca_pem,
+        require_client_auth=tls.client_ca_pem is not None,
+    )
+
+
+async def start_server(
+    common: CommonConfig,
+    services: Sequence[Service],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+) -> RunningServer:
+    """Bind `common.listen`, host `services` plus health and reflection, and start serving."""
+    server = grpc.aio.server(
+        options=server_options(),
+        # Error mapping is innermost, so it sees exactly what the servicers raise.
+        interceptors=(*interceptors, ErrorMapping()),
+        maximum_concurrent_rpcs=limits.grpc_concurrent_rpcs_max,
+    )
+    for service in services:
+        service.register(server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(service.name for service in services)
+    reflection.enable_server_reflection(
+        (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if common.tls is None:
+        log.warning("serving without TLS", extra={"listen": common.listen})
+        port = server.add_insecure_port(common.listen)
+    else:
+        port = server.add_secure_port(common.listen, _credentials(common.tls))
+    await server.start()
+    running = RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    await running.set_serving(serving=True)
+    return running
+
+
+async def serve_until_signalled(
+    running: RunningServer, grace_s: int, on_drained: Callable[[], Awaitable[None]]
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, stop with grace, `on_drained`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace_s})
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace_s)
+    await on_drained()
+    log.info("stopped")

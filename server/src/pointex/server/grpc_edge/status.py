@@ -1,0 +1,176 @@
+"""THE table from exceptions to gRPC status codes and `google.rpc.ErrorInfo` reasons.
+
+Servicers never build statuses themselves: they raise, and `abort_for` turns the
+exception into a status with an ErrorInfo (domain `pointex.v1`), plus BadRequest or
+RetryInfo where they help. An exception not in the table is a bug: it becomes INTERNAL
+with a correlation id that is also logged with the traceback; the client never sees one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from pointex.client.positions import InvalidPositionError
+from pointex.server.domain import errors as domain
+from pointex.server.overload import Overloaded
+from pointex.server.store_errors import (
+    CommitOutcomeUnknown,
+    DurabilityUnsafe,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "pointex.v1"
+_STORE_RETRY_AFTER_MS = 200
+
+
+class InvalidRequest(domain.InvalidArgument):
+    """A request field is malformed; `field` names it for BadRequest details."""
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        """Name the reason, the offending field and what is wrong with it."""
+        super().__init__(reason, message, field=field)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """How one exception goes on the wire."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+    metadata: Mapping[str, str]
+    retry_after_ms: int = 0
+    field: str = ""
+
+
+_DOMAIN_CODES: dict[type[domain.DomainError], grpc.StatusCode] = {
+    domain.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    domain.NotFound: grpc.StatusCode.NOT_FOUND,
+    domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    domain.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def map_exception(error: BaseException) -> Mapped | None:
+    """Return how `error` is reported, or None when it is not a known case (a bug)."""
+    match error:
+        case domain.DomainError():
+            code = next(c for t, c in _DOMAIN_CODES.items() if isinstance(error, t))
+            field = error.field if isinstance(error, InvalidRequest) else ""
+            return Mapped(code, error.reason, error.message, error.metadata, field=field)
+        case InvalidPositionError():
+            return Mapped(grpc.StatusCode.INVALID_ARGUMENT, "POSITION_INVALID", str(error), {})
+        case Overloaded():
+            return Mapped(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                error.reason,
+                error.message,
+                {},
+                retry_after_ms=error.retry_after_ms,
+            )
+        case StoreError():
+            return _map_store_error(error)
+    return None
+
+
+def _map_store_error(error: StoreError) -> Mapped:
+    match error:
+        case WrongExpectedVersion():
+            return Mapped(
+                grpc.StatusCode.ABORTED,
+                "CONCURRENT_MODIFICATION",
+                "the stream changed concurrently; retry",
+                {"stream_id": error.stream_id},
+            )
+        case CommitOutcomeUnknown():
+            return Mapped(
+                grpc.StatusCode.UNAVAILABLE,
+                "COMMIT_OUTCOME_UNKNOWN",
+                "the commit's outcome is unknown; retry with the same request_id",
+                {},
+                retry_after_ms=_STORE_RETRY_AFTER_MS,
+            )
+        case StoreUnavailable() | DurabilityUnsafe() | SchemaTooNew():
+            return Mapped(
+                grpc.StatusCode.UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "the event store is unavailable",
+                {},
+                retry_after_ms=_STORE_RETRY_AFTER_MS,
+            )
+    return Mapped(
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        "the event store failed",
+        {},
+        retry_after_ms=_STORE_RETRY_AFTER_MS,
+    )
+
+
+def to_status(error: BaseException) -> status_pb2.Status:
+    """Return the google.rpc.Status for `error` (INTERNAL with a correlation id if unknown)."""
+    mapped = map_exception(error)
+    if mapped is None:
+        correlation_id = uuid.uuid4().hex
+        log.error("unhandled error %s", correlation_id, exc_info=error)
+        mapped = Mapped(
+            grpc.StatusCode.INTERNAL,
+            "INTERNAL_ERROR",
+            f"internal error; quote {correlation_id}",
+            {"correlation_id": correlation_id},
+        )
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=mapped.reason, domain=ERROR_DOMAIN, metadata=dict(mapped.metadata)
+            )
+        )
+    ]
+    if mapped.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=mapped.field, description=mapped.message
+        )
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if mapped.retry_after_ms:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(mapped.retry_after_ms)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(
+        code=getattr(code_pb2, mapped.code.name), message=mapped.message, details=details
+    )
+
+
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+async def abort_for(
+    context: grpc.aio.ServicerContext[object, object], error: BaseException
+) -> NoReturn:
+    """End the call with the status that `error` maps to."""
+    status = rpc_status.to_status(to_status(error))
+    # grpc-stubs predates abort_with_status on the aio context; grpc.aio has it.
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises.

@@ -1,0 +1,183 @@
+"""Name every bound the server places on a queue, a batch, a loop or a payload.
+
+Each bound says what raising it costs. The relationships between bounds are asserted at
+import, so a change that breaks one fails at start rather than under load. Units come last
+in every name (``_ms``, ``_bytes``, ``_events``).
+"""
+
+# --- Event store: pages and batches -------------------------------------------------------
+
+# Events in one page of read_stream/read_all, and so in one subscriber page. A page is held in
+# memory whole; raising it costs memory per reader and lengthens each read query.
+read_batch_events_max = 1000
+
+# Events written by one database transaction (one append, or one group commit of many
+# units). The position lock is held for the whole transaction, so a larger batch makes every
+# other writer wait longer, in exchange for fewer commits (fsyncs) per event.
+append_batch_events_max = 1000
+
+# Independent units in one group commit. Each unit carries at least one event, so this can
+# never usefully exceed append_batch_events_max; raising it lengthens the per-unit
+# bookkeeping done while the position lock is held.
+append_batch_units_max = 256
+
+# Streams written atomically by one unit (a transfer touches two accounts and a process).
+# Each stream costs one version check under the position lock.
+append_unit_streams_max = 16
+
+# Events a subscriber buffers: exactly one page of read_all. Raising it costs memory per
+# live subscriber (the feed keeps one page per connected client).
+subscribe_buffer_events_max = read_batch_events_max
+
+# --- Event store: payload sizes -------------------------------------------------------------
+
+# Bytes of a stream id ("category-id") in UTF-8. Every index entry repeats it.
+stream_id_bytes_max = 200
+
+# Bytes of an event type name in UTF-8 ("PointsTransferred"). Stored with every event.
+event_type_bytes_max = 128
+
+# Bytes of one event's serialized payload. Events of this domain are a few hundred bytes;
+# the bound keeps a page of reads (read_batch_events_max of them) to tens of MiB at worst.
+event_data_bytes_max = 16 * 1024
+
+# Bytes of one event's metadata (request id, causation, correlation).
+event_metadata_bytes_max = 2 * 1024
+
+# Bytes held by one page of reads at worst; a reader allocates up to this much per page.
+read_batch_bytes_max = 32 * 1024 * 1024
+
+# Bytes of payload in one append transaction at worst; the writer holds all of it in memory
+# and sends it in one round trip while holding the position lock.
+append_batch_bytes_max = 32 * 1024 * 1024
+
+# Bytes of one snapshot (an order book is the largest state). Loading it costs this much
+# memory per activation.
+snapshot_data_bytes_max = 4 * 1024 * 1024
+
+# --- Event store: connections, timeouts and waits -------------------------------------------
+
+# Connections in one process's PostgreSQL pool (one writer plus readers and feeds). Each costs
+# a backend process on the server (a few MiB) and a slot of max_connections.
+pg_pool_connections_max = 10
+
+# Longest single statement on PostgreSQL before it is cancelled and reported unavailable.
+# A larger value lets a stuck server hold a caller (and the position lock) longer.
+pg_statement_ms_max = 30_000
+
+# Longest wait to open a PostgreSQL connection or to take one from the pool.
+pg_connect_ms_max = 10_000
+
+# Longest wait of a SQLite connection for another connection's lock before it reports the
+# store unavailable. A larger value hides contention from other processes longer.
+sqlite_busy_ms_max = 5_000
+
+# Attempts, and the pause between them, to switch a new SQLite file to WAL. Connections that
+# switch at once deadlock on the file lock, and SQLite then answers BUSY at once rather than
+# waiting, so the store retries; the product bounds how long the first open may wait.
+sqlite_wal_switch_attempts_max = 100
+sqlite_wal_switch_pause_ms = 10
+
+# Longest a caught-up subscriber sleeps before re-reading the head without a wake-up signal.
+# In-process appends (and PostgreSQL NOTIFY) wake it at once; this bounds the delay for appends
+# made by other processes when no notification arrives. Lower costs more idle queries.
+subscribe_idle_ms_max = 250
+
+# Whole-transaction retries of an append whose insert hit the unique (stream, version) index.
+# The position lock makes that race impossible for writers that follow the protocol, so one
+# retry (which re-checks every expected version under the lock) is enough.
+append_race_retries_max = 1
+
+# Numbered migration files per backend (the file name holds four digits).
+migrations_max = 9999
+
+# --- Relationships -------------------------------------------------------------------------
+
+assert append_batch_events_max <= read_batch_events_max
+assert append_batch_units_max <= append_batch_events_max
+assert append_unit_streams_max <= append_batch_events_max
+assert subscribe_buffer_events_max >= read_batch_events_max
+assert read_batch_events_max * (event_data_bytes_max + event_metadata_bytes_max) <= (
+    read_batch_bytes_max
+)
+assert append_batch_events_max * (event_data_bytes_max + event_metadata_bytes_max) <= (
+    append_batch_bytes_max
+)
+assert snapshot_data_bytes_max <= read_batch_bytes_max
+assert subscribe_idle_ms_max < pg_statement_ms_max
+assert sqlite_wal_switch_attempts_max * sqlite_wal_switch_pause_ms <= sqlite_busy_ms_max
+assert pg_pool_connections_max > 0
+assert append_race_retries_max >= 0
+
+# --- Command side: queues ------------------------------------------------------------------
+
+# Events waiting for the group-commit writer. Past it, callers get RESOURCE_EXHAUSTED
+# (OVERLOADED) at once instead of queueing without bound; each waiting event holds its
+# caller's RPC and payload in memory.
+commit_queue_events_max = 50_000
+
+# How long an overloaded caller is told to wait before retrying (RetryInfo).
+overload_retry_after_ms = 100
+
+# --- Event feed -------------------------------------------------------------------------------
+
+# Events buffered per EventFeed subscriber between the store reader and the gRPC writer. A
+# subscriber that reads slowly holds its reader back at this bound (plus one store page), so
+# memory per subscriber is bounded whatever its lag.
+feed_buffer_events_max = 2_000
+
+# Events in one EventBatch message: the subscriber's max_batch_size may not exceed it. Larger
+# batches mean fewer messages but a bigger message (at most a few hundred bytes an event).
+feed_batch_events_max = 1_000
+
+# Idle time after which a caught-up subscriber gets a heartbeat with the head position.
+feed_heartbeat_ms = 5_000
+
+# --- gRPC transport ---------------------------------------------------------------------------
+
+# Largest message either way. Commands are small; a bulk batch of bulk_commands_max commands
+# stays well under it. Larger messages get RESOURCE_EXHAUSTED from the gRPC library.
+grpc_message_bytes_max = 4 * 1024 * 1024
+
+# Largest metadata (headers) of a call; a bearer token and tracing headers fit easily.
+grpc_metadata_bytes_max = 16 * 1024
+
+# Concurrent RPCs a server runs; past it the library answers RESOURCE_EXHAUSTED. Each RPC in
+# flight costs a task and its request in memory.
+grpc_concurrent_rpcs_max = 10_000
+
+# Keepalive pings on idle connections, and how long to wait for the answer; clients must not
+# ping more often than grpc_ping_interval_ms_min or they are sent GOAWAY.
+grpc_keepalive_time_ms = 30_000
+grpc_keepalive_timeout_ms = 10_000
+grpc_ping_interval_ms_min = 10_000
+
+# --- Domain amounts ---------------------------------------------------------------------------
+
+# Points one command may move. Far below int64 so that sums of many amounts cannot overflow.
+points_amount_max = 10**12
+
+# Points one account may hold (available + held).
+points_balance_max = 10**15
+
+assert feed_batch_events_max <= feed_buffer_events_max
+assert commit_queue_events_max >= append_batch_events_max
+assert points_amount_max <= points_balance_max
+assert points_balance_max < 2**63
+assert grpc_keepalive_time_ms >= grpc_ping_interval_ms_min
+
+# --- Actors -----------------------------------------------------------------------------------
+
+# Account actors kept in memory; past it the least recently used idle ones are dropped (their
+# state is in the store). Each costs its state and a few small objects (about 1 KiB), and a
+# passivated account costs a store read when it is next used.
+actors_resident_max = 100_000
+
+# Messages queued for one actor while it loads or reloads. Past it the caller gets
+# RESOURCE_EXHAUSTED (MAILBOX_FULL) at once. A ready actor handles a message on arrival,
+# so the bound matters only while it waits for the store.
+mailbox_messages_max = 10_000
+
+# Busy actors skipped when looking for one to passivate, per activation. Bounds the work an
+# activation does; a larger value passivates more eagerly under churn.
+passivation_scan_actors_max = 64

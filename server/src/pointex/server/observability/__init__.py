@@ -1,0 +1,1 @@
+"""Structured logging and metrics for both servers."""

@@ -1,0 +1,1 @@
+"""The query-server process: projections built from the EventFeed, served by QueryService."""

@@ -1,0 +1,36 @@
+"""Console script `pointex-query-server`: config, bootstrap, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pointex.server.config import ConfigError, QueryConfig, query_config
+from pointex.server.grpc_edge.server import serve_until_signalled
+from pointex.server.observability.logging import configure_logging
+from pointex.server.query.bootstrap import create_server
+
+EXIT_CONFIG = 2
+
+
+async def _serve(config: QueryConfig) -> None:
+    server = await create_server(config)
+    print(f"pointex query server listening on port {server.port}", flush=True)  # noqa: T201
+    await serve_until_signalled(server.running, config.common.shutdown_grace_s, server.close)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the query server until it is signalled to stop."""
+    try:
+        config = query_config(argv)
+    except ConfigError as error:
+        print(f"pointex-query-server: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    configure_logging(config.common.log_level, config.common.log_format)
+    asyncio.run(_serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Real server processes on loopback, started with port 0, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+STARTUP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 30
+_PORT_LINE = re.compile(rb"listening on port (\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A running server process and where it listens."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        """Return host:port for a client channel."""
+        return f"127.0.0.1:{self.port}"
+
+    async def terminate(self) -> int:
+        """Send SIGTERM and return the exit code once the process is gone."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+
+    def log(self) -> str:
+        """Return what the process wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+async def start_server(
+    module: str, log_path: Path, env: Mapping[str, str], *args: str
+) -> ServerProcess:
+    """Start `python -m module` on port 0 and wait for the line that names its port."""
+    full_env = {**os.environ, "POINTEX_LISTEN": "127.0.0.1:0", "POINTEX_LOG_FORMAT": "json", **env}
+    with log_path.open("ab") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=full_env,
+        )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT_S):
+            while line := await process.stdout.readline():
+                if match := _PORT_LINE.search(line):
+                    return ServerProcess(process, int(match.group(1)), log_path)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    code = process.returncode if process.returncode is not None else await process.wait()
+    log = log_path.read_text(errors="replace")  # noqa: ASYNC240 - a short file, read once.
+    pytest.fail(f"{module} did not start (exit {code}):\n{log}")
+
+
+StartCommandServer = Callable[[str], Awaitable[ServerProcess]]
+
+
+@pytest.fixture
+async def start_command_server(tmp_path: Path) -> AsyncIterator[StartCommandServer]:
+    """Start command servers on given store URLs; each is stopped after the test."""
+    started: list[ServerProcess] = []
+
+    async def start(store_url: str) -> ServerProcess:
+        log_path = tmp_path / f"command-{len(started)}.log"
+        env = {"POINTEX_STORE_URL": store_url}
+        server = await start_server("pointex.server.command.main", log_path, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.terminate()
+
+
+@pytest.fixture
+async def command_server(tmp_path: Path, start_command_server: StartCommandServer) -> ServerProcess:
+    """A command server on a fresh SQLite store."""
+    return await start_command_server(f"sqlite:///{tmp_path / 'events.db'}")
+
+
+@pytest.fixture
+async def query_server(
+    tmp_path: Path, command_server: ServerProcess
+) -> AsyncIterator[ServerProcess]:
+    """A query server following `command_server`."""
+    env = {
+        "POINTEX_READ_STORE_URL": f"sqlite:///{tmp_path / 'read.db'}",
+        "POINTEX_COMMAND_TARGET": command_server.target,
+    }
+    server = await start_server("pointex.server.query.main", tmp_path / "query.log", env)
+    yield server
+    await server.terminate()

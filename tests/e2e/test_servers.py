@@ -1,0 +1,91 @@
+"""Both servers as real processes: they start, answer health and reflection, and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.e2e.conftest import ServerProcess
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+async def _health(target: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+        return int(reply.status)
+
+
+async def _reflected_services(target: str) -> set[str]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        async for reply in call:
+            return {s.name for s in reply.list_services_response.service}
+    return set()
+
+
+async def test_both_servers_answer_health_serving(
+    command_server: ServerProcess, query_server: ServerProcess
+) -> None:
+    """The command and query servers each report SERVING for the server as a whole."""
+    assert await _health(command_server.target) == SERVING
+    assert await _health(query_server.target) == SERVING
+
+
+async def test_command_server_reflects_its_services(command_server: ServerProcess) -> None:
+    """Server reflection lists EventFeed, health and reflection, and each is SERVING."""
+    names = await _reflected_services(command_server.target)
+    assert "pointex.v1.EventFeed" in names
+    assert "grpc.health.v1.Health" in names
+    assert "grpc.reflection.v1alpha.ServerReflection" in names
+    assert await _health(command_server.target, "pointex.v1.EventFeed") == SERVING
+
+
+async def test_query_server_reflects_health(query_server: ServerProcess) -> None:
+    """The query server offers reflection with at least the health service."""
+    assert "grpc.health.v1.Health" in await _reflected_services(query_server.target)
+
+
+async def test_sigterm_drains_and_exits_zero(command_server: ServerProcess) -> None:
+    """SIGTERM makes the command server exit 0 and log its shutdown."""
+    assert await command_server.terminate() == 0
+    assert '"msg": "stopped"' in command_server.log()
+
+
+async def test_invalid_setting_exits_2_naming_it() -> None:
+    """A bad POINTEX_* value stops the server at once with exit code 2 and names the setting."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pointex.server.command.main",
+        "--listen",
+        "nowhere",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert b"listen" in stderr
+
+
+async def test_help_lists_every_variable() -> None:
+    """`--help` documents the flags with their environment variables."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pointex.server.query.main",
+        "--help",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    assert b"POINTEX_COMMAND_TARGET" in stdout
+    assert b"POINTEX_READ_STORE_URL" in stdout

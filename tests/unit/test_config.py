@@ -1,0 +1,75 @@
+"""Settings: flags over environment over defaults, validation, and the documented table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pointex.server.config import SETTINGS, ConfigError, command_config, query_config
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_defaults_need_no_environment() -> None:
+    """With no flags and no variables, both servers get their documented defaults."""
+    command = command_config([], env={})
+    query = query_config([], env={})
+    assert command.common.listen == "127.0.0.1:50051"
+    assert command.store_url == "sqlite:///.pointex/events.db"
+    assert command.allow_unsafe_durability is False
+    assert query.common.listen == "127.0.0.1:50052"
+    assert query.command_target == "127.0.0.1:50051"
+    assert command.common.tls is None
+
+
+def test_flag_wins_over_environment_which_wins_over_default() -> None:
+    """A flag overrides its POINTEX_* variable, which overrides the default."""
+    env = {"POINTEX_LISTEN": "127.0.0.1:6000", "POINTEX_SHUTDOWN_GRACE_S": "3"}
+    from_env = command_config([], env=env)
+    from_flag = command_config(["--listen", "127.0.0.1:7000"], env=env)
+    assert from_env.common.listen == "127.0.0.1:6000"
+    assert from_env.common.shutdown_grace_s == 3
+    assert from_flag.common.listen == "127.0.0.1:7000"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"POINTEX_LISTEN": "nohostport"}, "listen"),
+        ({"POINTEX_LISTEN": "127.0.0.1:70000"}, "listen"),
+        ({"POINTEX_STORE_URL": "mysql://x"}, "store_url"),
+        ({"POINTEX_STORE_URL": "sqlite:///"}, "store_url"),
+        ({"POINTEX_ALLOW_UNSAFE_DURABILITY": "perhaps"}, "allow_unsafe_durability"),
+        ({"POINTEX_SHUTDOWN_GRACE_S": "-1"}, "shutdown_grace_s"),
+        ({"POINTEX_LOG_LEVEL": "LOUD"}, "log_level"),
+        ({"POINTEX_TLS_CERT": "/nonexistent.pem"}, "tls_cert"),
+        ({"POINTEX_TLS_CLIENT_CA": "/ca.pem"}, "tls_client_ca"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_setting_named(env: dict[str, str], named: str) -> None:
+    """Every invalid value raises ConfigError whose message names the setting."""
+    with pytest.raises(ConfigError, match=named):
+        command_config([], env=env)
+
+
+def test_tls_material_is_read(tmp_path: Path) -> None:
+    """TLS files are read at configuration time; a client CA turns on mutual TLS."""
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_bytes(name.encode())
+    env = {
+        "POINTEX_TLS_CERT": str(tmp_path / "cert.pem"),
+        "POINTEX_TLS_KEY": str(tmp_path / "key.pem"),
+        "POINTEX_TLS_CLIENT_CA": str(tmp_path / "ca.pem"),
+    }
+    tls = query_config([], env=env).common.tls
+    assert tls is not None
+    assert tls.cert_chain_pem == b"cert.pem"
+    assert tls.client_ca_pem == b"ca.pem"
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md lists every variable and flag that config.py defines."""
+    text = DOCS.read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in text or f"`{s.flag}`" not in text]
+    assert missing == []
