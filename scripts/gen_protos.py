@@ -21,8 +21,6 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_ROOT = ROOT / "protos"
-OUT_ROOT = ROOT / "client" / "src"
 PACKAGE_DIR = Path("pointex") / "v1"
 # Files in the generated folder that are not generated and must survive regeneration.
 KEEP = {"py.typed", "__init__.py"}
@@ -37,15 +35,15 @@ def _plugin(name: str) -> Path:
     return path
 
 
-def generate(out_root: Path) -> None:
-    """Run protoc over every .proto file into out_root."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+def generate(proto_root: Path, out_root: Path) -> None:
+    """Run protoc over every .proto file under proto_root into out_root."""
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
     if not protos:
         sys.exit("no .proto files under protos/")
     well_known = importlib.resources.files("grpc_tools") / "_proto"
     args = [
         "grpc_tools.protoc",
-        f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={proto_root}",
         f"--proto_path={well_known}",
         f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
@@ -68,22 +66,22 @@ def _generated_files(folder: Path) -> dict[str, Path]:
     }
 
 
-def regenerate() -> None:
+def regenerate(root: Path) -> None:
     """Replace the committed generated code with a fresh generation."""
-    target = OUT_ROOT / PACKAGE_DIR
+    target = root / "client" / "src" / PACKAGE_DIR
     target.mkdir(parents=True, exist_ok=True)
     for stale in _generated_files(target).values():
         stale.unlink()
-    generate(OUT_ROOT)
-    print(f"generated {len(_generated_files(target))} files into {target.relative_to(ROOT)}")
+    generate(root / "protos", root / "client" / "src")
+    print(f"generated {len(_generated_files(target))} files into {target.relative_to(root)}")
 
 
-def check() -> int:
+def check(root: Path) -> int:
     """Return 1 and name the differences when the committed code is stale."""
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp))
+        generate(root / "protos", Path(tmp))
         fresh = _generated_files(Path(tmp) / PACKAGE_DIR)
-        committed = _generated_files(OUT_ROOT / PACKAGE_DIR)
+        committed = _generated_files(root / "client" / "src" / PACKAGE_DIR)
         problems = [f"missing: {n}" for n in sorted(fresh.keys() - committed.keys())]
         problems += [f"not generated: {n}" for n in sorted(committed.keys() - fresh.keys())]
         problems += [
@@ -102,9 +100,13 @@ def main() -> int:
     """Parse arguments and regenerate or check."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when committed code is stale")
-    if parser.parse_args().check:
-        return check()
-    regenerate()
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="project root holding protos/ and client/src/"
+    )
+    args = parser.parse_args()
+    if args.check:
+        return check(args.root)
+    regenerate(args.root)
     return 0
 
 
