@@ -123,7 +123,10 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
         served = after
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), limits.feed_heartbeat_ms / 1000)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races its timeout, leaving the call running.
+                async with asyncio.timeout(limits.feed_heartbeat_ms / 1000):
+                    item = await queue.get()
             except TimeoutError:
                 head = await self._store.head_position()
                 yield _heartbeat(max(head, served))

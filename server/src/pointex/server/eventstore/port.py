@@ -203,7 +203,9 @@ class EventStore(Protocol):
     def subscribe(self, after_position: int) -> AsyncIterator[RecordedEvent]:
         """Yield every event after ``after_position``: catch-up, then live, each exactly once.
 
-        Memory is bounded by one page of `limits.subscribe_buffer_events_max` events.
+        Memory is bounded by one page of `limits.subscribe_buffer_events_max` events. No
+        connection is held between pages, so a consumer may simply stop iterating (or be
+        cancelled). A store error ends the iteration; resubscribe from the last position.
         """
         ...
 

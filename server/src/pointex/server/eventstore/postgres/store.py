@@ -107,6 +107,9 @@ class PostgresEventStore:
         self._server_settings = {
             "search_path": schema,
             "application_name": "pointex",
+            # A writer stuck between statements (a paused process) would hold the position
+            # lock and stall every writer; the server ends its transaction instead.
+            "idle_in_transaction_session_timeout": str(statement_ms),
             **(server_settings or {}),
         }
         self._before_commit = before_commit
@@ -174,7 +177,7 @@ class PostgresEventStore:
 
     async def _migrate(self, connection: Any) -> None:
         """Create the schema if missing and apply pending migrations, one opener at a time."""
-        async with connection.transaction():
+        async with connection.transaction(isolation="read_committed"):
             await connection.execute(sql.TAKE_LOCK, MIGRATION_LOCK_KEY)
             if not await connection.fetchval(sql.SCHEMA_EXISTS, self._schema):
                 # The name matched _SCHEMA_NAME, so it is a plain identifier.
@@ -230,7 +233,9 @@ class PostgresEventStore:
     async def _write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
         """Run one appending transaction; COMMIT failures are reported as outcome unknown."""
         async with self._write_lock, self._connection() as connection:
-            transaction = connection.transaction()
+            # READ COMMITTED, stated rather than taken from the server's default: each
+            # statement after the lock must take a fresh snapshot (see _plan_and_insert).
+            transaction = connection.transaction(isolation="read_committed")
             await transaction.start()
             try:
                 plan = await self._plan_and_insert(connection, units)
