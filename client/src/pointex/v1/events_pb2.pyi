@@ -12,6 +12,7 @@ the events each holds:
                           PointsReturned, PointsHeld, PointsReleased, PointsSold,
                           PointsBought
   transfer-<transfer_id>  TransferInitiated, TransferCompleted, TransferCompensated
+  request-<key>           CommandRecorded
   market-<market_id>      MarketConfigured, OrderPlaced, OrderRejected, TradeMatched,
                           OrderCancelled, OrderQuantityReturned
   trade-<trade_id>        TradeCreated, PaymentRequested, PaymentConfirmed, PaymentFailed,
@@ -106,6 +107,7 @@ class Event(_message.Message):
     TRADE_SETTLED_FIELD_NUMBER: _builtins.int
     TRADE_CANCELLED_FIELD_NUMBER: _builtins.int
     REFUND_REQUIRED_FIELD_NUMBER: _builtins.int
+    COMMAND_RECORDED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -261,6 +263,10 @@ class Event(_message.Message):
     def refund_required(self) -> Global___RefundRequired:
         """See RefundRequired."""
 
+    @_builtins.property
+    def command_recorded(self) -> Global___CommandRecorded:
+        """See CommandRecorded."""
+
     def __init__(
         self,
         *,
@@ -302,16 +308,63 @@ class Event(_message.Message):
         trade_settled: Global___TradeSettled | None = ...,
         trade_cancelled: Global___TradeCancelled | None = ...,
         refund_required: Global___RefundRequired | None = ...,
+        command_recorded: Global___CommandRecorded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class CommandRecorded(_message.Message):
+    """A single-account command was executed for a request id: the idempotency record. First and
+    only event of stream request-<key>, where key is a digest of the caller and the request id;
+    committed in one append with the command's own events, so a command is recorded exactly
+    when it took effect. A retry with the same request id finds this record and gets the
+    original response back; a retry with another payload is refused (IDEMPOTENCY_KEY_REUSED).
+    Multi-account commands are recorded by their process stream instead (TransferInitiated).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_ID_FIELD_NUMBER: _builtins.int
+    RPC_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SHA256_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's request id."""
+    principal_id: _builtins.str
+    """The principal that sent the command; request ids are scoped per principal."""
+    rpc: _builtins.str
+    """The RPC, for example "MintPoints"."""
+    payload_sha256: _builtins.bytes
+    """SHA-256 of the request message serialized deterministically with request_id cleared."""
+    response: _builtins.bytes
+    """The serialized response message of the RPC, with its position unset: the position of a
+    replayed response is the position of this event.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        principal_id: _builtins.str = ...,
+        rpc: _builtins.str = ...,
+        payload_sha256: _builtins.bytes = ...,
+        response: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload_sha256", b"payload_sha256", "principal_id", b"principal_id", "request_id", b"request_id", "response", b"response", "rpc", b"rpc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandRecorded: _TypeAlias = CommandRecorded  # noqa: Y015
 
 @_typing.final
 class AccountOpened(_message.Message):
@@ -513,6 +566,8 @@ class TransferInitiated(_message.Message):
     TO_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FROM_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     kind: _common_pb2.TransferKind.ValueType
@@ -525,6 +580,12 @@ class TransferInitiated(_message.Message):
     """Points transferred; positive."""
     memo: _builtins.str
     """The reason (issue, redeem) or memo (transfer) given; may be empty."""
+    request_id: _builtins.str
+    """The caller's request id; transfer_id is a digest of the caller and this id, so a retry
+    finds this stream and gets the original outcome.
+    """
+    from_available_points: _builtins.int
+    """The source account's available points after the debit."""
     def __init__(
         self,
         *,
@@ -534,10 +595,12 @@ class TransferInitiated(_message.Message):
         to_account_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         memo: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        from_available_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "from_account_id", b"from_account_id", "kind", b"kind", "memo", b"memo", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

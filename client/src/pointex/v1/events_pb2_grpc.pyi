@@ -12,6 +12,7 @@ the events each holds:
                           PointsReturned, PointsHeld, PointsReleased, PointsSold,
                           PointsBought
   transfer-<transfer_id>  TransferInitiated, TransferCompleted, TransferCompensated
+  request-<key>           CommandRecorded
   market-<market_id>      MarketConfigured, OrderPlaced, OrderRejected, TradeMatched,
                           OrderCancelled, OrderQuantityReturned
   trade-<trade_id>        TradeCreated, PaymentRequested, PaymentConfirmed, PaymentFailed,

@@ -1,0 +1,337 @@
+"""The account aggregate: `decide(state, command) -> events` and `evolve(state, event)`.
+
+`state` is None until the account is opened. `decide` raises a DomainError (nothing
+changes) or returns the events to append; `evolve` applies one committed event and
+never fails for an event `decide` produced. Both are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pointex.server import limits
+from pointex.server.domain import errors
+from pointex.server.domain.commands import (
+    AccountCommand,
+    BurnPoints,
+    CloseAccount,
+    CreditPoints,
+    DebitPoints,
+    FreezeAccount,
+    MintPoints,
+    OpenAccount,
+    ReturnPoints,
+    UnfreezeAccount,
+)
+from pointex.server.domain.events import (
+    AccountClosed,
+    AccountEvent,
+    AccountFrozen,
+    AccountOpened,
+    AccountUnfrozen,
+    PointsBurned,
+    PointsCredited,
+    PointsDebited,
+    PointsMinted,
+    PointsReturned,
+)
+from pointex.server.domain.values import (
+    TRANSFER_KINDS,
+    AccountKind,
+    AccountStatus,
+    Caller,
+    Role,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What an account is now: its owner, kind, status and balances."""
+
+    account_id: str
+    kind: AccountKind
+    owner_partner_id: str
+    status: AccountStatus
+    available_points: int
+    held_points: int
+    frozen_by_role: Role | None = None
+
+    def check(self) -> None:
+        """Assert the account's own invariants (balances within 0..ceiling)."""
+        assert self.available_points >= 0, self
+        assert self.held_points >= 0, self
+        assert self.status is not AccountStatus.CLOSED or self.total_points == 0, self
+
+    @property
+    def total_points(self) -> int:
+        """Return available plus held points."""
+        return self.available_points + self.held_points
+
+
+def _require_amount(amount_points: int) -> None:
+    if amount_points <= 0:
+        raise errors.InvalidArgument(errors.AMOUNT_NOT_POSITIVE, "amount must be positive")
+    if amount_points > limits.points_amount_max:
+        raise errors.InvalidArgument(
+            errors.AMOUNT_TOO_LARGE,
+            f"amount exceeds {limits.points_amount_max}",
+            limit=str(limits.points_amount_max),
+        )
+
+
+def _require_open(state: Account | None, account_id: str) -> Account:
+    account = _require_exists(state, account_id)
+    if account.status is AccountStatus.CLOSED:
+        raise errors.FailedPrecondition(
+            errors.ACCOUNT_CLOSED, "account is closed", account_id=account_id
+        )
+    return account
+
+
+def _require_exists(state: Account | None, account_id: str) -> Account:
+    if state is None:
+        raise errors.NotFound(errors.ACCOUNT_NOT_FOUND, "no such account", account_id=account_id)
+    return state
+
+
+def _require_may_act(caller: Caller, account: Account) -> None:
+    if not caller.may_act_for(account.owner_partner_id):
+        raise errors.PermissionDenied(
+            errors.NOT_OWNER,
+            "the account belongs to another partner",
+            account_id=account.account_id,
+        )
+
+
+def _require_operator(caller: Caller) -> None:
+    if caller.role is not Role.OPERATOR:
+        raise errors.PermissionDenied(errors.ROLE_FORBIDDEN, "only an operator may do this")
+
+
+def _require_kind(account: Account, kind: AccountKind) -> None:
+    if account.kind is not kind:
+        raise errors.FailedPrecondition(
+            errors.ACCOUNT_KIND_MISMATCH,
+            f"account is a {account.kind.value}, this needs a {kind.value}",
+            account_id=account.account_id,
+        )
+
+
+def _require_not_frozen(account: Account) -> None:
+    if account.status is AccountStatus.FROZEN:
+        raise errors.FailedPrecondition(
+            errors.ACCOUNT_FROZEN, "account is frozen", account_id=account.account_id
+        )
+
+
+def _require_room(account: Account, amount_points: int) -> None:
+    if account.total_points + amount_points > limits.points_balance_max:
+        raise errors.FailedPrecondition(
+            errors.BALANCE_CEILING_EXCEEDED,
+            f"balance would exceed {limits.points_balance_max}",
+            account_id=account.account_id,
+        )
+
+
+def _require_available(account: Account, amount_points: int) -> None:
+    if account.available_points < amount_points:
+        raise errors.FailedPrecondition(
+            errors.INSUFFICIENT_POINTS,
+            "not enough available points",
+            account_id=account.account_id,
+            available_points=str(account.available_points),
+        )
+
+
+def _open(state: Account | None, command: OpenAccount) -> list[AccountEvent]:
+    if (
+        command.caller.role is Role.PARTNER
+        and command.owner_partner_id != command.caller.partner_id
+    ):
+        raise errors.PermissionDenied(errors.NOT_OWNER, "a partner opens accounts only for itself")
+    _require_operator_or_partner(command.caller)
+    if state is not None:
+        raise errors.AlreadyExists(
+            errors.ACCOUNT_ALREADY_EXISTS, "account exists", account_id=command.account_id
+        )
+    return [
+        AccountOpened(
+            command.account_id, command.kind, command.owner_partner_id, command.display_name
+        )
+    ]
+
+
+def _require_operator_or_partner(caller: Caller) -> None:
+    if caller.role not in {Role.OPERATOR, Role.PARTNER}:
+        raise errors.PermissionDenied(errors.ROLE_FORBIDDEN, "this role may not manage accounts")
+
+
+def _mint(state: Account | None, command: MintPoints) -> list[AccountEvent]:
+    _require_operator(command.caller)
+    _require_amount(command.amount_points)
+    account = _require_open(state, command.account_id)
+    _require_kind(account, AccountKind.MERCHANT)
+    _require_room(account, command.amount_points)
+    available = account.available_points + command.amount_points
+    return [PointsMinted(command.account_id, command.amount_points, command.memo, available)]
+
+
+def _burn(state: Account | None, command: BurnPoints) -> list[AccountEvent]:
+    _require_operator(command.caller)
+    _require_amount(command.amount_points)
+    account = _require_open(state, command.account_id)
+    _require_kind(account, AccountKind.MERCHANT)
+    _require_available(account, command.amount_points)
+    available = account.available_points - command.amount_points
+    return [PointsBurned(command.account_id, command.amount_points, command.memo, available)]
+
+
+def _debit(state: Account | None, command: DebitPoints) -> list[AccountEvent]:
+    _require_amount(command.amount_points)
+    if command.account_id == command.counterparty_account_id:
+        raise errors.InvalidArgument(errors.SAME_ACCOUNT, "source and destination are the same")
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    _require_kind(account, TRANSFER_KINDS[command.kind][0])
+    _require_not_frozen(account)
+    _require_available(account, command.amount_points)
+    return [
+        PointsDebited(
+            command.account_id,
+            command.transfer_id,
+            command.kind,
+            command.counterparty_account_id,
+            command.amount_points,
+            command.memo,
+            account.available_points - command.amount_points,
+        )
+    ]
+
+
+def check_credit(state: Account | None, command: CreditPoints) -> Account:
+    """Raise the DomainError that a credit would meet, else return the account.
+
+    A movement asks this of the destination before it debits the source, so that an
+    obviously impossible movement moves nothing; the credit itself checks again.
+    """
+    account = _require_open(state, command.account_id)
+    _require_kind(account, TRANSFER_KINDS[command.kind][1])
+    _require_room(account, command.amount_points)
+    return account
+
+
+def _credit(state: Account | None, command: CreditPoints) -> list[AccountEvent]:
+    account = check_credit(state, command)
+    return [
+        PointsCredited(
+            command.account_id,
+            command.transfer_id,
+            command.kind,
+            command.counterparty_account_id,
+            command.amount_points,
+            command.memo,
+            account.available_points + command.amount_points,
+        )
+    ]
+
+
+def _return(state: Account | None, command: ReturnPoints) -> list[AccountEvent]:
+    # A return gives back points this account held a moment ago, so it is never refused:
+    # not for a frozen account, and not for the ceiling (the points were within it before
+    # the debit). A closed source cannot occur: the account actor refuses CloseAccount
+    # while any transfer from the account is in flight (actors/account_actor.py).
+    account = _require_exists(state, command.account_id)
+    return [
+        PointsReturned(
+            command.account_id,
+            command.transfer_id,
+            command.kind,
+            command.counterparty_account_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+        )
+    ]
+
+
+def _freeze(state: Account | None, command: FreezeAccount) -> list[AccountEvent]:
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    if account.status is AccountStatus.FROZEN:
+        return []  # Already frozen: the contract makes a repeat a no-op, not an error.
+    return [AccountFrozen(command.account_id, command.reason, command.caller.role)]
+
+
+def _unfreeze(state: Account | None, command: UnfreezeAccount) -> list[AccountEvent]:
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    if account.status is not AccountStatus.FROZEN:
+        return []  # Not frozen: a no-op, like freezing a frozen account.
+    if account.frozen_by_role is Role.OPERATOR and command.caller.role is not Role.OPERATOR:
+        raise errors.PermissionDenied(
+            errors.ROLE_FORBIDDEN, "only an operator lifts an operator's freeze"
+        )
+    return [AccountUnfrozen(command.account_id, command.reason)]
+
+
+def _close(state: Account | None, command: CloseAccount) -> list[AccountEvent]:
+    account = _require_exists(state, command.account_id)
+    _require_may_act(command.caller, account)
+    if account.status is AccountStatus.CLOSED:
+        return []  # Closing a closed account is a no-op.
+    if account.total_points != 0:
+        raise errors.FailedPrecondition(
+            errors.ACCOUNT_NOT_EMPTY,
+            "only an account with a zero balance can close",
+            account_id=command.account_id,
+        )
+    return [AccountClosed(command.account_id, command.reason)]
+
+
+_DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEvent]]] = {
+    OpenAccount: _open,  # type: ignore[dict-item]
+    MintPoints: _mint,  # type: ignore[dict-item]
+    BurnPoints: _burn,  # type: ignore[dict-item]
+    DebitPoints: _debit,  # type: ignore[dict-item]
+    CreditPoints: _credit,  # type: ignore[dict-item]
+    ReturnPoints: _return,  # type: ignore[dict-item]
+    FreezeAccount: _freeze,  # type: ignore[dict-item]
+    UnfreezeAccount: _unfreeze,  # type: ignore[dict-item]
+    CloseAccount: _close,  # type: ignore[dict-item]
+}
+
+
+def decide(state: Account | None, command: AccountCommand) -> list[AccountEvent]:
+    """Return the events `command` produces on `state`, or raise the DomainError refusing it."""
+    return _DECIDERS[type(command)](state, command)
+
+
+def evolve(state: Account | None, event: AccountEvent) -> Account:
+    """Return the account after `event`."""
+    if isinstance(event, AccountOpened):
+        assert state is None, "an account opens once"
+        return Account(
+            event.account_id, event.kind, event.owner_partner_id, AccountStatus.OPEN, 0, 0
+        )
+    assert state is not None, f"{type(event).__name__} before AccountOpened"
+    available, status, frozen_by = state.available_points, state.status, state.frozen_by_role
+    match event:
+        case PointsMinted() | PointsCredited() | PointsReturned():
+            available += event.amount_points
+        case PointsBurned() | PointsDebited():
+            available -= event.amount_points
+        case AccountFrozen():
+            status, frozen_by = AccountStatus.FROZEN, event.frozen_by_role
+        case AccountUnfrozen():
+            status, frozen_by = AccountStatus.OPEN, None
+        case AccountClosed():
+            status = AccountStatus.CLOSED
+    account = dataclasses.replace(
+        state, available_points=available, status=status, frozen_by_role=frozen_by
+    )
+    account.check()
+    # The balance an event states is the balance replay arrives at (paired assertion).
+    stated = getattr(event, "available_points", available)
+    assert stated == available, (event, available)
+    return account

@@ -1,0 +1,120 @@
+"""Commands the account aggregate decides: imperative, frozen, named as in the proto.
+
+Two-account movements (IssuePoints, RedeemPoints, TransferPoints) are processes
+(processes.py) that send the account-level steps below to each account in turn:
+`DebitPoints` to the source, then `CreditPoints` to the destination, or
+`ReturnPoints` back to the source when the credit is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pointex.server.domain.values import AccountKind, Caller, TransferKind
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    """Open an account of `kind` owned by the partner `owner_partner_id`."""
+
+    caller: Caller
+    account_id: str
+    kind: AccountKind
+    owner_partner_id: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MintPoints:
+    """Create new points in a merchant account (operator only): program funding."""
+
+    caller: Caller
+    account_id: str
+    amount_points: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class BurnPoints:
+    """Retire points from a merchant account (operator only)."""
+
+    caller: Caller
+    account_id: str
+    amount_points: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class DebitPoints:
+    """First step of a movement: take points from the source account."""
+
+    caller: Caller
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreditPoints:
+    """Second step of a movement: give the points to the destination account."""
+
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnPoints:
+    """Compensation of a movement whose credit was refused: return points to the source."""
+
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeAccount:
+    """Stop all outgoing movement from an account."""
+
+    caller: Caller
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeAccount:
+    """Allow outgoing movement again."""
+
+    caller: Caller
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAccount:
+    """Close an empty account for good."""
+
+    caller: Caller
+    account_id: str
+    reason: str
+
+
+AccountCommand = (
+    OpenAccount
+    | MintPoints
+    | BurnPoints
+    | DebitPoints
+    | CreditPoints
+    | ReturnPoints
+    | FreezeAccount
+    | UnfreezeAccount
+    | CloseAccount
+)

@@ -1,0 +1,182 @@
+"""Events of an account stream: past tense, frozen, named as in events.proto.
+
+Each event type has a stable name and a schema version (the registry at the end);
+the codec stores those, never a Python path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from pointex.server.domain.values import AccountKind, Role, TransferKind
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOpened:
+    """An account exists from now on, empty and OPEN."""
+
+    account_id: str
+    kind: AccountKind
+    owner_partner_id: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PointsMinted:
+    """New points entered a merchant account."""
+
+    account_id: str
+    amount_points: int
+    memo: str
+    available_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsBurned:
+    """Points left circulation from a merchant account."""
+
+    account_id: str
+    amount_points: int
+    memo: str
+    available_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsDebited:
+    """The source side of a movement: points left this account, in flight to the counterparty."""
+
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+    memo: str
+    available_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsCredited:
+    """The destination side of a movement: points arrived; the movement is complete."""
+
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+    memo: str
+    available_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsReturned:
+    """A movement was compensated: its debited points came back to the source."""
+
+    account_id: str
+    transfer_id: str
+    kind: TransferKind
+    counterparty_account_id: str
+    amount_points: int
+    available_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFrozen:
+    """Outgoing movement is stopped."""
+
+    account_id: str
+    reason: str
+    frozen_by_role: Role  # only an operator lifts an operator's freeze
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnfrozen:
+    """Outgoing movement is allowed again."""
+
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountClosed:
+    """The account is closed for good (it was empty)."""
+
+    account_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInitiated:
+    """A transfer process started; its stream doubles as the request's idempotency record."""
+
+    transfer_id: str
+    kind: TransferKind
+    from_account_id: str
+    to_account_id: str
+    amount_points: int
+    memo: str
+    request_id: str
+    from_available_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompleted:
+    """The destination was credited; the transfer is done."""
+
+    transfer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompensated:
+    """The destination refused; the points went back to the source."""
+
+    transfer_id: str
+    reason: str  # an ErrorReason name, e.g. ACCOUNT_CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecorded:
+    """A single-account command took effect for a request id (idempotency record)."""
+
+    request_id: str
+    principal_id: str
+    rpc: str
+    payload_sha256: bytes
+    response: bytes
+
+
+AccountEvent = (
+    AccountOpened
+    | PointsMinted
+    | PointsBurned
+    | PointsDebited
+    | PointsCredited
+    | PointsReturned
+    | AccountFrozen
+    | AccountUnfrozen
+    | AccountClosed
+)
+
+# Stable type name and current schema version of every account event. The names are
+# written literally (not taken from the classes) so that renaming a class cannot change
+# what is stored.
+ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
+    AccountOpened: ("AccountOpened", 1),
+    PointsMinted: ("PointsMinted", 1),
+    PointsBurned: ("PointsBurned", 1),
+    PointsDebited: ("PointsDebited", 1),
+    PointsCredited: ("PointsCredited", 1),
+    PointsReturned: ("PointsReturned", 1),
+    AccountFrozen: ("AccountFrozen", 1),
+    AccountUnfrozen: ("AccountUnfrozen", 1),
+    AccountClosed: ("AccountClosed", 1),
+}
+
+ProcessEvent = TransferInitiated | TransferCompleted | TransferCompensated | CommandRecorded
+
+PROCESS_EVENT_TYPES: Final[dict[type[ProcessEvent], tuple[str, int]]] = {
+    TransferInitiated: ("TransferInitiated", 1),
+    TransferCompleted: ("TransferCompleted", 1),
+    TransferCompensated: ("TransferCompensated", 1),
+    CommandRecorded: ("CommandRecorded", 1),
+}

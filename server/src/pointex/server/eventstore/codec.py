@@ -1,0 +1,113 @@
+"""Domain events <-> stored events: a stable type name, a schema version, protobuf bytes.
+
+The payload of every stored event is the matching message of events.proto, so the log,
+the EventFeed and the projections share one schema. Fields map by name; domain enums map
+to proto enums by value name (`AccountKind.MEMBER` <-> `ACCOUNT_KIND_MEMBER`). Reading an
+older schema version goes through `_UPCASTERS` (none are needed yet: every type is v1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from typing import Any, Final, get_type_hints
+
+from google.protobuf.message import Message
+
+from pointex.server.domain import events as domain_events
+from pointex.server.domain.values import AccountKind, Role, TransferKind
+from pointex.server.eventstore.port import NewEvent, RecordedEvent
+from pointex.v1 import events_pb2
+
+_ENUM_PREFIXES: Final[dict[type[enum.Enum], str]] = {
+    AccountKind: "ACCOUNT_KIND_",
+    TransferKind: "TRANSFER_KIND_",
+    Role: "ROLE_",
+}
+# Domain fields holding an error reason as text travel as the proto ErrorReason enum.
+_REASON_PREFIX: Final = "ERROR_REASON_"
+_REASON = object()  # marks such a field in a mapping
+
+
+class UnknownEventType(Exception):
+    """A stored event has a type or schema version this release cannot read."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Mapping:
+    domain: type[Any]
+    proto: type[Message]
+    type_name: str
+    schema_version: int
+    # (field name, domain enum, _REASON or None) in dataclass order.
+    fields: tuple[tuple[str, Any], ...]
+
+
+def _field_kind(proto: type[Message], name: str, hint: Any) -> Any:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint
+    proto_field = proto.DESCRIPTOR.fields_by_name[name]
+    if proto_field.enum_type is not None and proto_field.enum_type.name == "ErrorReason":
+        return _REASON
+    return None
+
+
+def _mapping(domain: type[Any], type_name: str, schema_version: int) -> _Mapping:
+    hints = get_type_hints(domain)
+    proto = getattr(events_pb2, type_name)
+    fields = tuple(
+        (f.name, _field_kind(proto, f.name, hints[f.name])) for f in dataclasses.fields(domain)
+    )
+    return _Mapping(domain, proto, type_name, schema_version, fields)
+
+
+_BY_CLASS: Final[dict[type[Any], _Mapping]] = {
+    cls: _mapping(cls, name, version)
+    for cls, (name, version) in (
+        *domain_events.ACCOUNT_EVENT_TYPES.items(),
+        *domain_events.PROCESS_EVENT_TYPES.items(),
+    )
+}
+_BY_NAME: Final[dict[str, _Mapping]] = {m.type_name: m for m in _BY_CLASS.values()}
+
+# (type name, stored schema version) -> function turning an old payload into the current one.
+_UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {}
+
+
+def encode(event: object, metadata: bytes = b"") -> NewEvent:
+    """Return the stored form of a domain event."""
+    mapping = _BY_CLASS[type(event)]
+    values: dict[str, Any] = {}
+    for name, kind in mapping.fields:
+        value = getattr(event, name)
+        if kind is _REASON:
+            value = _REASON_PREFIX + value
+        elif kind is not None:
+            value = _ENUM_PREFIXES[kind] + value.value
+        values[name] = value
+    data = mapping.proto(**values).SerializeToString()
+    return NewEvent(mapping.type_name, mapping.schema_version, data, metadata)
+
+
+def decode(recorded: RecordedEvent) -> Any:
+    """Return the domain event a stored event holds, upcast to the current schema."""
+    mapping = _BY_NAME.get(recorded.type)
+    if mapping is None or recorded.schema_version > mapping.schema_version:
+        raise UnknownEventType(f"{recorded.type} v{recorded.schema_version}")
+    message = mapping.proto.FromString(recorded.data)
+    for version in range(recorded.schema_version, mapping.schema_version):
+        message = _UPCASTERS[(recorded.type, version)](message)
+    values: dict[str, Any] = {}
+    for name, kind in mapping.fields:
+        value = getattr(message, name)
+        if kind is not None:
+            field = message.DESCRIPTOR.fields_by_name[name]
+            assert field.enum_type is not None
+            value_name = field.enum_type.values_by_number[value].name
+            if kind is _REASON:
+                value = value_name.removeprefix(_REASON_PREFIX)
+            else:
+                value = kind(value_name.removeprefix(_ENUM_PREFIXES[kind]))
+        values[name] = value
+    return mapping.domain(**values)
