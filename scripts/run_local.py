@@ -7,6 +7,7 @@ stops both (SIGTERM, graceful) on Ctrl-C. Data lives in ./.pointex/ and survives
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,8 +23,35 @@ QUERY_LISTEN = os.environ.get("POINTEX_QUERY_LISTEN", "127.0.0.1:50052")
 HEALTH_WAIT_S = 30
 
 
+TOKENS_FILE = ROOT / ".pointex" / "tokens"
+
+
+def _ensure_tokens() -> str:
+    """Write .pointex/tokens with fresh random tokens once; return the operator's token."""
+    if not TOKENS_FILE.exists():
+        lines = [
+            "# Local tokens written by `make run`: <role> <principal_id> <token>.",
+            f"operator ops {secrets.token_urlsafe(24)}",
+            f"partner demo {secrets.token_urlsafe(24)}",
+            f"payment_provider sandbox {secrets.token_urlsafe(24)}",
+            f"query_server query {secrets.token_urlsafe(24)}",
+        ]
+        TOKENS_FILE.write_text("\n".join(lines) + "\n")
+        TOKENS_FILE.chmod(0o600)
+    for line in TOKENS_FILE.read_text().splitlines():
+        if line.startswith("operator "):
+            return line.split()[2]
+    sys.exit(f"{TOKENS_FILE} has no operator token")
+
+
 def _start(module: str, listen: str, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "POINTEX_LISTEN": listen, "POINTEX_LOG_FORMAT": "text", **extra_env}
+    env = {
+        **os.environ,
+        "POINTEX_LISTEN": listen,
+        "POINTEX_LOG_FORMAT": "text",
+        "POINTEX_AUTH_TOKENS_FILE": str(TOKENS_FILE),
+        **extra_env,
+    }
     return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
 
 
@@ -47,6 +75,7 @@ def _wait_serving(name: str, target: str, process: subprocess.Popen[bytes]) -> N
 def main() -> int:
     """Run both servers in the foreground until interrupted."""
     (ROOT / ".pointex").mkdir(exist_ok=True)
+    operator_token = _ensure_tokens()
     command = _start("pointex.server.command.main", COMMAND_LISTEN, {})
     query = _start(
         "pointex.server.query.main", QUERY_LISTEN, {"POINTEX_COMMAND_TARGET": COMMAND_LISTEN}
@@ -58,7 +87,8 @@ def main() -> int:
         print(
             "\nPointex is running (SQLite store in .pointex/):\n"
             f"  command server  {COMMAND_LISTEN}   CommandService, EventFeed, health, reflection\n"
-            f"  query server    {QUERY_LISTEN}   QueryService, health, reflection\n"
+            f"  query server    {QUERY_LISTEN}   health, reflection\n"
+            f"  tokens          {TOKENS_FILE.relative_to(ROOT)} (operator: {operator_token})\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )

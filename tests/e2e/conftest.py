@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -13,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+OPERATOR_TOKEN = "operator-" + secrets.token_hex(16)
+ACME_TOKEN = "partner-acme-" + secrets.token_hex(16)
+OTHER_TOKEN = "partner-other-" + secrets.token_hex(16)
+PROVIDER_TOKEN = "provider-" + secrets.token_hex(16)
+QUERY_TOKEN = "query-" + secrets.token_hex(16)
 STARTUP_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
 _PORT_LINE = re.compile(rb"listening on port (\d+)")
@@ -74,14 +80,35 @@ async def start_server(
 StartCommandServer = Callable[[str], Awaitable[ServerProcess]]
 
 
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    """Return call metadata carrying `token`."""
+    return (("authorization", f"Bearer {token}"),)
+
+
 @pytest.fixture
-async def start_command_server(tmp_path: Path) -> AsyncIterator[StartCommandServer]:
+def tokens_file(tmp_path: Path) -> Path:
+    """A tokens file with an operator, two partners, a provider and a query server."""
+    path = tmp_path / "tokens"
+    path.write_text(
+        f"operator ops {OPERATOR_TOKEN}\n"
+        f"partner acme {ACME_TOKEN}\n"
+        f"partner other {OTHER_TOKEN}\n"
+        f"payment_provider sandbox {PROVIDER_TOKEN}\n"
+        f"query_server query {QUERY_TOKEN}\n"
+    )
+    return path
+
+
+@pytest.fixture
+async def start_command_server(
+    tmp_path: Path, tokens_file: Path
+) -> AsyncIterator[StartCommandServer]:
     """Start command servers on given store URLs; each is stopped after the test."""
     started: list[ServerProcess] = []
 
     async def start(store_url: str) -> ServerProcess:
         log_path = tmp_path / f"command-{len(started)}.log"
-        env = {"POINTEX_STORE_URL": store_url}
+        env = {"POINTEX_STORE_URL": store_url, "POINTEX_AUTH_TOKENS_FILE": str(tokens_file)}
         server = await start_server("pointex.server.command.main", log_path, env)
         started.append(server)
         return server
@@ -99,10 +126,11 @@ async def command_server(tmp_path: Path, start_command_server: StartCommandServe
 
 @pytest.fixture
 async def query_server(
-    tmp_path: Path, command_server: ServerProcess
+    tmp_path: Path, tokens_file: Path, command_server: ServerProcess
 ) -> AsyncIterator[ServerProcess]:
     """A query server following `command_server`."""
     env = {
+        "POINTEX_AUTH_TOKENS_FILE": str(tokens_file),
         "POINTEX_READ_STORE_URL": f"sqlite:///{tmp_path / 'read.db'}",
         "POINTEX_COMMAND_TARGET": command_server.target,
     }

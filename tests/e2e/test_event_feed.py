@@ -17,7 +17,13 @@ from pointex.client.positions import decode_global, encode_global
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.port import EventStore, NewEvent, StreamAppend, stream_slice
 from pointex.v1 import common_pb2, event_feed_pb2, event_feed_pb2_grpc, events_pb2
-from tests.e2e.conftest import StartCommandServer
+from tests.e2e.conftest import (
+    ACME_TOKEN,
+    OPERATOR_TOKEN,
+    QUERY_TOKEN,
+    StartCommandServer,
+    bearer,
+)
 
 RECEIVE_TIMEOUT_S = 20
 
@@ -48,6 +54,7 @@ async def collect(
                 from_position=common_pb2.Position(token=from_token), categories=categories
             ),
             timeout=RECEIVE_TIMEOUT_S,
+            metadata=bearer(QUERY_TOKEN),
         )
         async for response in call:
             received.extend(response.events.events)
@@ -65,7 +72,9 @@ async def test_catch_up_then_live_in_position_order(
     await writer.append([StreamAppend("account-m1", 0, (minted("m1", 5), minted("m1", 7)))])
     async with grpc.aio.insecure_channel(server.target) as channel:
         call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
-            event_feed_pb2.SubscribeRequest(), timeout=RECEIVE_TIMEOUT_S
+            event_feed_pb2.SubscribeRequest(),
+            timeout=RECEIVE_TIMEOUT_S,
+            metadata=bearer(OPERATOR_TOKEN),
         )
         received: list[events_pb2.Event] = []
         async for response in call:
@@ -118,3 +127,42 @@ async def test_malformed_position_is_invalid_argument(
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.reason, info.domain) == ("POSITION_INVALID", "pointex.v1")
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "reason"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING"),
+        ("not-a-known-token-at-all", grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"),
+        (ACME_TOKEN, grpc.StatusCode.PERMISSION_DENIED, "ROLE_FORBIDDEN"),
+    ],
+)
+async def test_feed_requires_operator_or_query_server(
+    store_url: str,
+    start_command_server: StartCommandServer,
+    token: str | None,
+    code: grpc.StatusCode,
+    reason: str,
+) -> None:
+    """No token, an unknown token, or a partner's token cannot follow the feed."""
+    server = await start_command_server(store_url)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
+            event_feed_pb2.SubscribeRequest(),
+            timeout=RECEIVE_TIMEOUT_S,
+            metadata=bearer(token) if token else None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+    assert caught.value.code() == code
+    assert error_reason(caught.value) == reason
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """Return the ErrorInfo reason carried by a failed call."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.domain == "pointex.v1"
+    return str(info.reason)

@@ -11,10 +11,18 @@ from pointex.server.config import SETTINGS, ConfigError, command_config, query_c
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
-def test_defaults_need_no_environment() -> None:
-    """With no flags and no variables, both servers get their documented defaults."""
-    command = command_config([], env={})
-    query = query_config([], env={})
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    """An environment naming an existing tokens file (its content is checked elsewhere)."""
+    path = tmp_path / "tokens"
+    path.write_text("operator ops 0123456789abcdef0123\n")
+    return {"POINTEX_AUTH_TOKENS_FILE": str(path)}
+
+
+def test_defaults_need_only_the_tokens_file(tokens: dict[str, str]) -> None:
+    """With only the tokens file set, both servers get their documented defaults."""
+    command = command_config([], env=tokens)
+    query = query_config([], env=tokens)
     assert command.common.listen == "127.0.0.1:50051"
     assert command.store_url == "sqlite:///.pointex/events.db"
     assert command.allow_unsafe_durability is False
@@ -23,9 +31,15 @@ def test_defaults_need_no_environment() -> None:
     assert command.common.tls is None
 
 
-def test_flag_wins_over_environment_which_wins_over_default() -> None:
+def test_tokens_file_is_required() -> None:
+    """Without a tokens file the servers refuse to start: there is no unauthenticated mode."""
+    with pytest.raises(ConfigError, match="auth_tokens_file"):
+        command_config([], env={})
+
+
+def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, str]) -> None:
     """A flag overrides its POINTEX_* variable, which overrides the default."""
-    env = {"POINTEX_LISTEN": "127.0.0.1:6000", "POINTEX_SHUTDOWN_GRACE_S": "3"}
+    env = {"POINTEX_LISTEN": "127.0.0.1:6000", "POINTEX_SHUTDOWN_GRACE_S": "3", **tokens}
     from_env = command_config([], env=env)
     from_flag = command_config(["--listen", "127.0.0.1:7000"], env=env)
     assert from_env.common.listen == "127.0.0.1:6000"
@@ -47,13 +61,15 @@ def test_flag_wins_over_environment_which_wins_over_default() -> None:
         ({"POINTEX_TLS_CLIENT_CA": "/ca.pem"}, "tls_client_ca"),
     ],
 )
-def test_invalid_values_are_refused_with_the_setting_named(env: dict[str, str], named: str) -> None:
+def test_invalid_values_are_refused_with_the_setting_named(
+    env: dict[str, str], named: str, tokens: dict[str, str]
+) -> None:
     """Every invalid value raises ConfigError whose message names the setting."""
     with pytest.raises(ConfigError, match=named):
-        command_config([], env=env)
+        command_config([], env={**tokens, **env})
 
 
-def test_tls_material_is_read(tmp_path: Path) -> None:
+def test_tls_material_is_read(tmp_path: Path, tokens: dict[str, str]) -> None:
     """TLS files are read at configuration time; a client CA turns on mutual TLS."""
     for name in ("cert.pem", "key.pem", "ca.pem"):
         (tmp_path / name).write_bytes(name.encode())
@@ -61,6 +77,7 @@ def test_tls_material_is_read(tmp_path: Path) -> None:
         "POINTEX_TLS_CERT": str(tmp_path / "cert.pem"),
         "POINTEX_TLS_KEY": str(tmp_path / "key.pem"),
         "POINTEX_TLS_CLIENT_CA": str(tmp_path / "ca.pem"),
+        **tokens,
     }
     tls = query_config([], env=env).common.tls
     assert tls is not None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pointex.server import limits
+
 DEFAULT_DATA_DIR: Final = ".pointex"
 
 
@@ -80,6 +82,20 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "host:port of the command server whose EventFeed the query server follows",
         _QUERY,
     ),
+    Setting(
+        "actors_resident_max",
+        "POINTEX_ACTORS_RESIDENT_MAX",
+        "100000",
+        "account actors kept in memory; the least recently used idle ones leave first",
+        _COMMAND,
+    ),
+    Setting(
+        "auth_tokens_file",
+        "POINTEX_AUTH_TOKENS_FILE",
+        "",
+        "file of bearer tokens, one '<role> <principal_id> <token>' a line (required)",
+        _BOTH,
+    ),
     Setting("tls_cert", "POINTEX_TLS_CERT", "", "PEM certificate chain; enables TLS", _BOTH),
     Setting("tls_key", "POINTEX_TLS_KEY", "", "PEM private key of --tls-cert", _BOTH),
     Setting(
@@ -121,6 +137,7 @@ class CommonConfig:
     """Settings both servers share."""
 
     listen: str
+    auth_tokens_file: Path
     tls: TlsConfig | None
     shutdown_grace_s: int
     log_level: str
@@ -134,6 +151,7 @@ class CommandConfig:
     common: CommonConfig
     store_url: str
     allow_unsafe_durability: bool
+    actors_resident_max: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +254,15 @@ def _tls(values: Mapping[str, str]) -> TlsConfig | None:
     )
 
 
+def _existing_file(key: str, text: str) -> Path:
+    if not text:
+        raise ConfigError(f"{key}: required (see docs/configuration.md#authentication)")
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"{key}: {text} is not a readable file")
+    return path
+
+
 def _store_url(key: str, text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -247,6 +274,7 @@ def _store_url(key: str, text: str) -> str:
 def _common(values: Mapping[str, str]) -> CommonConfig:
     return CommonConfig(
         listen=_host_port("listen", values["listen"]),
+        auth_tokens_file=_existing_file("auth_tokens_file", values["auth_tokens_file"]),
         tls=_tls(values),
         shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
         log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
@@ -268,6 +296,9 @@ def command_config(
         common=_common(values),
         store_url=_store_url("store_url", values["store_url"]),
         allow_unsafe_durability=_bool("allow_unsafe_durability", values["allow_unsafe_durability"]),
+        actors_resident_max=_int_in(
+            "actors_resident_max", values["actors_resident_max"], 1, limits.actors_resident_max
+        ),
     )
 
 

@@ -181,3 +181,15 @@ mailbox_messages_max = 10_000
 # Busy actors skipped when looking for one to passivate, per activation. Bounds the work an
 # activation does; a larger value passivates more eagerly under churn.
 passivation_scan_actors_max = 64
+
+# --- Bulk commands --------------------------------------------------------------------------
+
+# Commands in one ExecuteBulk message. They run concurrently and are answered in one message,
+# so a batch holds this many commands and results in memory at once.
+bulk_commands_max = 1_000
+
+# ExecuteBulk messages a stream may have in flight before the server stops reading; HTTP/2
+# flow control then holds the sender back. Each costs a batch of concurrent commands.
+bulk_messages_in_flight_max = 8
+
+assert bulk_commands_max * bulk_messages_in_flight_max <= commit_queue_events_max

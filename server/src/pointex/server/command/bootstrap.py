@@ -9,12 +9,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pointex.server.actors.runtime import ActorSystem
+from pointex.server.command.command_servicer import CommandServicer
 from pointex.server.command.feed_servicer import EventFeedServicer
+from pointex.server.command.handlers import CommandHandlers
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
-from pointex.server.eventstore.port import EventStore
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import EventStore, StoreError
+from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
-from pointex.v1 import event_feed_pb2, event_feed_pb2_grpc
+from pointex.v1 import (
+    command_service_pb2,
+    command_service_pb2_grpc,
+    event_feed_pb2,
+    event_feed_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +35,8 @@ class CommandServer:
 
     running: RunningServer
     store: EventStore
+    committer: GroupCommitter
+    handlers: CommandHandlers
 
     @property
     def port(self) -> int:
@@ -38,31 +50,52 @@ class CommandServer:
         await self.close()
 
     async def close(self) -> None:
-        """Release what the server owns once gRPC has stopped."""
+        """Commit what is queued, record the recovery checkpoint, close the store."""
+        await self.committer.stop()
+        try:
+            await self.handlers.save_checkpoint(await self.store.head_position())
+        except StoreError as error:
+            log.warning("no recovery checkpoint saved at shutdown: %s", error)
         await self.store.close()
 
 
 async def create_server(config: CommandConfig) -> CommandServer:
     """Open the event store (migrating it), then start gRPC with every command-side service."""
+    tokens = TokenTable.from_file(config.common.auth_tokens_file)
     store = open_store(config.store_url, allow_unsafe_durability=config.allow_unsafe_durability)
     await store.open()
+    committer = GroupCommitter(store)
+    committer.start()
     try:
+        actors = ActorSystem(store, committer, resident_max=config.actors_resident_max)
+        handlers = CommandHandlers(store, actors)
+        recovered = await handlers.recover()  # Before any command is taken.
+        if recovered:
+            log.info("finished transfers left open", extra={"transfers": recovered})
         feed = EventFeedServicer(store)
+        commands = CommandServicer(handlers)
         services = [
             Service(
                 event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
                 lambda server: event_feed_pb2_grpc.add_EventFeedServicer_to_server(feed, server),
             ),
+            Service(
+                command_service_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
+                lambda server: command_service_pb2_grpc.add_CommandServiceServicer_to_server(
+                    commands, server
+                ),
+            ),
         ]
-        running = await start_server(config.common, services)
+        running = await start_server(config.common, services, tokens)
     except BaseException:
+        await committer.stop()
         await store.close()
         raise
     log.info(
         "command server listening",
         extra={"port": running.port, "store": _redacted(config.store_url)},
     )
-    return CommandServer(running=running, store=store)
+    return CommandServer(running=running, store=store, committer=committer, handlers=handlers)
 
 
 def _redacted(url: str) -> str:

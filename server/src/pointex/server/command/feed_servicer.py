@@ -88,7 +88,7 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
         """Serve the log of `store`."""
         self._store = store
 
-    async def Subscribe(  # noqa: N802 - the name is the RPC's.
+    async def Subscribe(
         self, request: event_feed_pb2.SubscribeRequest, _context: Context
     ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
         """Stream every committed event after `from_position`, then heartbeats when idle."""

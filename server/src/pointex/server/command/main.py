@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pointex.server.command.bootstrap import create_server
 from pointex.server.config import CommandConfig, ConfigError, command_config
 from pointex.server.eventstore.port import StoreError
+from pointex.server.grpc_edge.auth import TokenFileError
 from pointex.server.grpc_edge.server import serve_until_signalled
 from pointex.server.observability.logging import configure_logging
 
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.common.log_level, config.common.log_format)
     try:
         asyncio.run(_serve(config))
+    except TokenFileError as error:
+        log.error("auth_tokens_file: %s", error)  # noqa: TRY400 - the cause is in the message.
+        return EXIT_CONFIG
     except StoreError as error:
         log.error("event store refused: %s", error)  # noqa: TRY400 - the cause is in the message.
         return EXIT_STORE

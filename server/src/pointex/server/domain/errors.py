@@ -43,6 +43,10 @@ class PermissionDenied(DomainError):
     """The caller may not do this to this object (PERMISSION_DENIED)."""
 
 
+class Unauthenticated(DomainError):
+    """The caller presented no valid credential (UNAUTHENTICATED)."""
+
+
 # Reasons, as constants so a typo is a NameError rather than a wrong reason on the wire.
 INVALID_FIELD = "INVALID_FIELD"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"

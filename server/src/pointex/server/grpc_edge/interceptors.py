@@ -1,8 +1,9 @@
-"""Server interceptors shared by both processes.
+"""The one server interceptor both processes use: authenticate, authorize, map errors.
 
-`ErrorMapping` wraps every handler so that an exception escaping it is reported through
-the status table (grpc_edge/status.py): a named case gets its code and reason, anything
-else INTERNAL with a correlation id. No client ever sees UNKNOWN or a traceback.
+Every handler is wrapped so that (1) the caller's bearer token and role are checked
+before it runs (health and reflection excepted), and (2) an exception escaping it is
+reported through the status table (grpc_edge/status.py): a named case gets its code and
+reason, anything else INTERNAL with a correlation id. No client sees UNKNOWN or a traceback.
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
+from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.status import abort_for
-
-# Exceptions that already are the call's outcome and must pass through untouched.
-_PASS_THROUGH = (grpc.aio.AbortError,)
 
 # grpc.RpcMethodHandler is generic only in the type stubs, hence the string alias.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
+Guard: TypeAlias = Callable[[Any], None] | None
+
+# Exceptions that already are the call's outcome and must pass through untouched.
+_PASS_THROUGH = (grpc.aio.AbortError,)
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary_response(behavior: Any, guard: Guard) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if guard is not None:
+                guard(context)
             return await behavior(request, context)
         except _PASS_THROUGH:
             raise
@@ -34,9 +39,11 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..
     return wrapped
 
 
-def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+def _wrap_stream_response(behavior: Any, guard: Guard) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if guard is not None:
+                guard(context)
             async for response in behavior(request, context):
                 yield response
         except _PASS_THROUGH:
@@ -47,8 +54,12 @@ def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callab
     return wrapped
 
 
-class ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Map every exception a handler raises to a status through the one table."""
+class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Check credentials (when `tokens` is given) and map every exception to a status."""
+
+    def __init__(self, tokens: TokenTable | None) -> None:
+        """Authenticate against `tokens`; None serves without authentication."""
+        self._tokens = tokens
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -57,6 +68,8 @@ class ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
+        method = handler_call_details.method
+        guard = None if self._tokens is None else guard_for(self._tokens, method)
         make = {
             (False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
@@ -71,7 +84,7 @@ class ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         return make(
-            wrap(behavior),
+            wrap(behavior, guard),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

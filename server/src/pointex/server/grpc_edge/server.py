@@ -20,7 +20,8 @@ from grpc_reflection.v1alpha import reflection
 
 from pointex.server import limits
 from pointex.server.config import CommonConfig, TlsConfig
-from pointex.server.grpc_edge.interceptors import ErrorMapping
+from pointex.server.grpc_edge.auth import TokenTable
+from pointex.server.grpc_edge.interceptors import EdgeInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,15 @@ def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
 
 
 async def start_server(
-    common: CommonConfig,
-    services: Sequence[Service],
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+    common: CommonConfig, services: Sequence[Service], tokens: TokenTable | None
 ) -> RunningServer:
-    """Bind `common.listen`, host `services` plus health and reflection, and start serving."""
+    """Bind `common.listen`, host `services` plus health and reflection, and start serving.
+
+    With `tokens`, every call but health and reflection must carry a valid bearer token.
+    """
     server = grpc.aio.server(
         options=server_options(),
-        # Error mapping is innermost, so it sees exactly what the servicers raise.
-        interceptors=(*interceptors, ErrorMapping()),
+        interceptors=(EdgeInterceptor(tokens),),
         maximum_concurrent_rpcs=limits.grpc_concurrent_rpcs_max,
     )
     for service in services:

@@ -64,6 +64,7 @@ _DOMAIN_CODES: dict[type[domain.DomainError], grpc.StatusCode] = {
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     domain.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     domain.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    domain.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 

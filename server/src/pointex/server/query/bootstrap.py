@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from pointex.server.config import QueryConfig
+from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, start_server
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class QueryServer:
 
 async def create_server(config: QueryConfig) -> QueryServer:
     """Start gRPC with every query-side service."""
-    running = await start_server(config.common, services=[])
+    tokens = TokenTable.from_file(config.common.auth_tokens_file)
+    running = await start_server(config.common, [], tokens)
     log.info(
         "query server listening",
         extra={"port": running.port, "command_target": config.command_target},

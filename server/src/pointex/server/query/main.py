@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from pointex.server.config import ConfigError, QueryConfig, query_config
+from pointex.server.grpc_edge.auth import TokenFileError
 from pointex.server.grpc_edge.server import serve_until_signalled
 from pointex.server.observability.logging import configure_logging
 from pointex.server.query.bootstrap import create_server
@@ -28,7 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pointex-query-server: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
     configure_logging(config.common.log_level, config.common.log_format)
-    asyncio.run(_serve(config))
+    try:
+        asyncio.run(_serve(config))
+    except TokenFileError as error:
+        print(f"pointex-query-server: auth_tokens_file: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
     return 0
 
 

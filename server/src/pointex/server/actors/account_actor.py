@@ -1,0 +1,270 @@
+"""One account's actor: decides commands on its state and hands the events to group commit.
+
+An actor handles one message at a time, synchronously (decide, evolve, submit), so no
+lock is needed: asyncio runs one piece of code at a time and nothing in a handler awaits.
+It does not wait for the commit before the next message (pipelining): a hot account
+decides as fast as the CPU allows while its earlier events are still being committed,
+and every unit states the stream version it expects, so a unit decided on events that
+did not commit cannot commit either.
+
+When a commit fails, the actor's state may be ahead of the store. It then stops taking
+messages, waits until every unit it submitted is resolved, reloads from the store, and
+carries on with the messages that queued meanwhile (at most `mailbox_messages_max`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pointex.server import limits
+from pointex.server.domain import errors
+from pointex.server.domain.account import Account, decide, evolve
+from pointex.server.domain.commands import AccountCommand, CloseAccount, DebitPoints
+from pointex.server.domain.events import AccountEvent
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import (
+    EventStore,
+    RecordedEvent,
+    StoreUnavailable,
+    StreamAppend,
+)
+from pointex.server.overload import Overloaded
+
+log = logging.getLogger(__name__)
+
+
+# Given the state after the command and its events, return the appends to commit in the
+# same unit (process and idempotency records) and the value to reply with.
+Finish = Callable[[Account | None, list[AccountEvent]], tuple[tuple[StreamAppend, ...], Any]]
+
+
+def _no_extra(_state: Account | None, _events: list[AccountEvent]) -> tuple[tuple[()], None]:
+    return (), None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Decide `command`; commit its events with what `finish` adds, in one unit.
+
+    The reply is a `Decided`: `finish`'s value and the committed events (none, for a
+    command that changed nothing; `position` is then the account's latest).
+    """
+
+    command: AccountCommand
+    finish: Finish = _no_extra
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What a Command resolves to once its unit is committed."""
+
+    value: Any
+    recorded: list[RecordedEvent]
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """Call `read` on the current state (no append), e.g. to pre-check a credit."""
+
+    read: Callable[[Account | None], Any]
+
+
+Message = Command | Inspect
+
+
+@dataclass(slots=True)
+class _Envelope:
+    message: Message
+    reply: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def stream_id_of(account_id: str) -> str:
+    """Return the stream of an account: `account-<id>`."""
+    return f"account-{account_id}"
+
+
+class AccountActor:
+    """The only writer of one account stream in this process."""
+
+    def __init__(self, account_id: str, store: EventStore, committer: GroupCommitter) -> None:
+        """Create an inactive actor; it loads its state on the first message."""
+        self.account_id = account_id
+        self.stream_id = stream_id_of(account_id)
+        self._store = store
+        self._committer = committer
+        self.state: Account | None = None
+        self.version = 0  # version of the last event decided (committed or in flight)
+        self.last_position = 0  # position of the last committed event of the stream
+        self._last_commit: asyncio.Future[list[RecordedEvent]] | None = None
+        self._ready = False
+        self._loader: asyncio.Task[None] | None = None
+        self._backlog: collections.deque[_Envelope] = collections.deque()
+        self._units_in_flight = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        # Transfers out of this account whose credit or return has not committed yet. Kept in
+        # memory only: recovery finishes every transfer before the server takes commands.
+        self.transfers_in_flight = 0
+
+    @property
+    def idle(self) -> bool:
+        """Tell whether the actor can be passivated without losing anything."""
+        return (
+            self._ready
+            and self._loader is None
+            and not self._backlog
+            and self._units_in_flight == 0
+            and self.transfers_in_flight == 0
+        )
+
+    def tell(self, message: Message) -> asyncio.Future[Any]:
+        """Deliver `message`; the future resolves with its result (or its error)."""
+        envelope = _Envelope(message)
+        if self._ready and not self._backlog:
+            self._handle(envelope)
+            return envelope.reply
+        if len(self._backlog) >= limits.mailbox_messages_max:
+            raise Overloaded(
+                "MAILBOX_FULL", "the account's mailbox is full", limits.overload_retry_after_ms
+            )
+        self._backlog.append(envelope)
+        if self._loader is None:
+            self._loader = asyncio.create_task(
+                self._load_then_drain(), name=f"load-{self.stream_id}"
+            )
+        return envelope.reply
+
+    def _handle(self, envelope: _Envelope) -> None:
+        try:
+            match envelope.message:
+                case Inspect(read=read):
+                    envelope.reply.set_result(read(self.state))
+                case Command():
+                    self._decide(envelope)
+        except (errors.DomainError, Overloaded) as error:
+            envelope.reply.set_exception(error)
+        except Exception as error:  # A bug: this message fails, the actor reloads.
+            log.exception("actor %s failed; reloading", self.stream_id)
+            envelope.reply.set_exception(error)
+            self._ready = False
+
+    def _decide(self, envelope: _Envelope) -> None:
+        message = envelope.message
+        assert isinstance(message, Command)
+        command = message.command
+        if isinstance(command, CloseAccount) and self.transfers_in_flight:
+            raise errors.FailedPrecondition(
+                errors.ACCOUNT_NOT_EMPTY,
+                "a transfer from this account is in flight",
+                account_id=self.account_id,
+            )
+        events = decide(self.state, command)
+        state = self.state
+        for event in events:
+            state = evolve(state, event)
+        extra, value = message.finish(state, events)
+        if not events:
+            self._reply_after_latest(envelope, value)
+            return
+        append = StreamAppend(self.stream_id, self.version, tuple(codec.encode(e) for e in events))
+        commit = self._committer.submit((append, *extra))  # Raises Overloaded: no change.
+        self.state = state
+        self.version += len(events)
+        self._units_in_flight += 1
+        self._settled.clear()
+        self._last_commit = commit
+        if isinstance(command, DebitPoints):
+            self.transfers_in_flight += 1
+        commit.add_done_callback(lambda done: self._committed(done, envelope, command, value))
+
+    def _reply_after_latest(self, envelope: _Envelope, value: Any) -> None:
+        """Answer a command that changed nothing once what it saw is committed."""
+        latest = self._last_commit
+        if latest is None or latest.done():
+            envelope.reply.set_result(Decided(value, [], self.last_position))
+            return
+
+        def answer(done: asyncio.Future[list[RecordedEvent]]) -> None:
+            if envelope.reply.done():
+                return
+            if done.cancelled() or done.exception() is not None:
+                # What this command saw did not commit: the caller retries.
+                envelope.reply.set_exception(
+                    StoreUnavailable("an earlier change to the account did not commit")
+                )
+            else:
+                envelope.reply.set_result(Decided(value, [], self.last_position))
+
+        latest.add_done_callback(answer)
+
+    def _committed(
+        self,
+        done: asyncio.Future[list[RecordedEvent]],
+        envelope: _Envelope,
+        command: AccountCommand,
+        value: Any,
+    ) -> None:
+        self._units_in_flight -= 1
+        if self._units_in_flight == 0:
+            self._settled.set()
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if error is None:
+            recorded = done.result()
+            self.last_position = max(self.last_position, recorded[-1].position)
+            if not envelope.reply.done():
+                envelope.reply.set_result(Decided(value, recorded, recorded[-1].position))
+            return
+        if isinstance(command, DebitPoints):
+            self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
+        # The state may include events that did not commit: reload before the next message.
+        self._ready = False
+        if not envelope.reply.done():
+            envelope.reply.set_exception(error)
+
+    def transfer_settled(self) -> None:
+        """Record that a transfer out of this account was credited or returned."""
+        assert self.transfers_in_flight > 0, self.account_id
+        self.transfers_in_flight -= 1
+
+    async def _load_then_drain(self) -> None:
+        try:
+            await self._settled.wait()
+            self.state, self.version, self.last_position = await load_account(
+                self._store, self.stream_id
+            )
+            self._ready = True
+        except Exception as error:  # noqa: BLE001 - store down or a bug: fail what waits; the next message retries.
+            log.warning("loading %s failed: %s", self.stream_id, error)
+            while self._backlog:
+                self._backlog.popleft().reply.set_exception(error)
+            return
+        finally:
+            self._loader = None
+        while self._backlog and self._ready:
+            self._handle(self._backlog.popleft())
+        if self._backlog:  # A handler failed and un-readied the actor: load again.
+            self._loader = asyncio.create_task(self._load_then_drain())
+
+
+async def load_account(store: EventStore, stream_id: str) -> tuple[Account | None, int, int]:
+    """Rebuild an account from its stream, page by page; return (state, version, position)."""
+    state: Account | None = None
+    version = 0
+    position = 0
+    while True:
+        page = await store.read_stream(stream_id, version + 1, limits.read_batch_events_max)
+        for recorded in page:
+            state = evolve(state, codec.decode(recorded))
+            version = recorded.stream_version
+            position = recorded.position
+        if len(page) < limits.read_batch_events_max:
+            return state, version, position

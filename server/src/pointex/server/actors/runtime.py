@@ -1,0 +1,75 @@
+"""The actor system: finds or activates an account's actor, and caps how many stay resident.
+
+Actors are activated on their first message (state loaded from the store) and kept in
+least-recently-used order. Past `actors_resident_max`, the least recently used idle actors
+are passivated (dropped; their state is in the store). A busy actor (loading, with queued
+messages, units or transfers in flight) is never passivated, so the cap can be exceeded
+only by the number of actors busy at once, which the mailbox and commit-queue bounds limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from typing import Any
+
+from pointex.server import limits
+from pointex.server.actors.account_actor import AccountActor, Inspect, Message
+from pointex.server.domain.account import Account
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import EventStore
+
+
+class ActorSystem:
+    """All account actors of one command server."""
+
+    def __init__(self, store: EventStore, committer: GroupCommitter, *, resident_max: int) -> None:
+        """Host actors over `store`, appending through `committer`, at most `resident_max`."""
+        assert resident_max > 0, resident_max
+        self._store = store
+        self._committer = committer
+        self._resident_max = resident_max
+        self._actors: collections.OrderedDict[str, AccountActor] = collections.OrderedDict()
+        self.activations = 0
+        self.passivations = 0
+
+    @property
+    def resident(self) -> int:
+        """Return how many actors are in memory now."""
+        return len(self._actors)
+
+    def actor(self, account_id: str) -> AccountActor:
+        """Return the account's actor, creating it (inactive) if it is not resident."""
+        actor = self._actors.get(account_id)
+        if actor is None:
+            actor = AccountActor(account_id, self._store, self._committer)
+            self._actors[account_id] = actor
+            self.activations += 1
+            self._passivate_beyond_cap()
+        else:
+            self._actors.move_to_end(account_id)
+        return actor
+
+    async def ask(self, account_id: str, message: Message) -> Any:
+        """Deliver `message` to the account's actor and wait for its result."""
+        return await self.actor(account_id).tell(message)
+
+    async def peek(self, account_id: str) -> Account | None:
+        """Return the account's current state (None if it was never opened)."""
+        state: Account | None = await self.ask(account_id, Inspect(lambda state: state))
+        return state
+
+    def _passivate_beyond_cap(self) -> None:
+        excess = len(self._actors) - self._resident_max
+        if excess <= 0:
+            return
+        # Oldest first; busy actors are skipped and stay until they are idle. Only a few are
+        # looked at per activation, so an activation costs O(1) whatever the cap.
+        scan = limits.passivation_scan_actors_max
+        for account_id in list(itertools.islice(self._actors, excess + scan)):
+            if excess <= 0:
+                break
+            if self._actors[account_id].idle:
+                del self._actors[account_id]
+                self.passivations += 1
+                excess -= 1

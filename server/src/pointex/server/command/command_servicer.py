@@ -1,0 +1,346 @@
+"""CommandService: proto -> validated command -> handlers -> reply with its position.
+
+Servicers are thin: no business rule lives here. Errors are raised and mapped to
+statuses by the edge interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from pointex.client.positions import encode_global
+from pointex.server import limits
+from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
+from pointex.server.domain import commands as cmd
+from pointex.server.domain.account import Account
+from pointex.server.domain.values import Role, TransferKind
+from pointex.server.grpc_edge import convert
+from pointex.server.grpc_edge.auth import Principal, current_principal
+from pointex.server.grpc_edge.status import InvalidRequest, map_exception, to_status
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import command_service_pb2_grpc, common_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R", bound=Message)
+
+
+def _account_message(state: Account | None) -> common_pb2.Account:
+    assert state is not None
+    return common_pb2.Account(
+        account_id=state.account_id,
+        kind=convert.account_kind_to_proto(state.kind),
+        status=convert.account_status_to_proto(state.status.value),
+        owner_partner_id=state.owner_partner_id,
+        available_points=state.available_points,
+        held_points=state.held_points,
+    )
+
+
+def _available(state: Account | None) -> int:
+    assert state is not None
+    return state.available_points
+
+
+class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
+    """Every state change of Pointex, over gRPC."""
+
+    def __init__(self, handlers: CommandHandlers) -> None:
+        """Serve commands through `handlers`."""
+        self._handlers = handlers
+
+    async def OpenAccount(
+        self, request: pb.OpenAccountRequest, _: Context
+    ) -> pb.OpenAccountResponse:
+        """Open an account."""
+        principal = current_principal()
+        owner = request.owner_partner_id
+        if principal.role is Role.PARTNER and not owner:
+            owner = principal.principal_id
+        command = cmd.OpenAccount(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.account_kind(request.kind),
+            convert.identifier("owner_partner_id", owner),
+            convert.text("display_name", request.display_name, convert.DISPLAY_NAME_BYTES_MAX),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.OpenAccountResponse,
+            lambda s, _: pb.OpenAccountResponse(account=_account_message(s)),
+        )
+
+    async def MintPoints(self, request: pb.MintPointsRequest, _: Context) -> pb.MintPointsResponse:
+        """Mint points into a merchant account (operator only)."""
+        principal = current_principal()
+        command = cmd.MintPoints(
+            principal.caller,
+            convert.identifier("merchant_account_id", request.merchant_account_id),
+            convert.amount("amount_points", request.amount_points),
+            convert.text("memo", request.memo),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.MintPointsResponse,
+            lambda s, _: pb.MintPointsResponse(available_points=_available(s)),
+        )
+
+    async def BurnPoints(self, request: pb.BurnPointsRequest, _: Context) -> pb.BurnPointsResponse:
+        """Burn points from a merchant account (operator only)."""
+        principal = current_principal()
+        command = cmd.BurnPoints(
+            principal.caller,
+            convert.identifier("merchant_account_id", request.merchant_account_id),
+            convert.amount("amount_points", request.amount_points),
+            convert.text("memo", request.memo),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.BurnPointsResponse,
+            lambda s, _: pb.BurnPointsResponse(available_points=_available(s)),
+        )
+
+    async def FreezeAccount(
+        self, request: pb.FreezeAccountRequest, _: Context
+    ) -> pb.FreezeAccountResponse:
+        """Freeze an account."""
+        principal = current_principal()
+        command = cmd.FreezeAccount(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.text("reason", request.reason),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.FreezeAccountResponse,
+            lambda _, e: pb.FreezeAccountResponse(changed=bool(e)),
+        )
+
+    async def UnfreezeAccount(
+        self, request: pb.UnfreezeAccountRequest, _: Context
+    ) -> pb.UnfreezeAccountResponse:
+        """Unfreeze an account."""
+        principal = current_principal()
+        command = cmd.UnfreezeAccount(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.text("reason", request.reason),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.UnfreezeAccountResponse,
+            lambda _, e: pb.UnfreezeAccountResponse(changed=bool(e)),
+        )
+
+    async def CloseAccount(
+        self, request: pb.CloseAccountRequest, _: Context
+    ) -> pb.CloseAccountResponse:
+        """Close an empty account."""
+        principal = current_principal()
+        command = cmd.CloseAccount(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.text("reason", request.reason),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.CloseAccountResponse,
+            lambda _, e: pb.CloseAccountResponse(changed=bool(e)),
+        )
+
+    async def _single(
+        self,
+        principal: Principal,
+        request: Any,
+        command: cmd.AccountCommand,
+        response_type: type[R],
+        respond: Callable[[Account | None, list[Any]], R],
+    ) -> R:
+        convert.request_id(request.request_id)
+        return await self._handlers.single(
+            principal,
+            request,
+            account_id=command.account_id,
+            command=command,
+            response_type=response_type,
+            respond=respond,
+        )
+
+    async def IssuePoints(
+        self, request: pb.IssuePointsRequest, _: Context
+    ) -> pb.IssuePointsResponse:
+        """Reward a member from a merchant."""
+        done = await self._transfer(
+            request, TransferKind.ISSUE, source="merchant_account_id", target="member_account_id"
+        )
+        return pb.IssuePointsResponse(
+            position=_pos(done),
+            transfer_id=done.initiated.transfer_id,
+            merchant_available_points=done.initiated.from_available_points,
+        )
+
+    async def RedeemPoints(
+        self, request: pb.RedeemPointsRequest, _: Context
+    ) -> pb.RedeemPointsResponse:
+        """Spend a member's points at a merchant."""
+        done = await self._transfer(
+            request, TransferKind.REDEEM, source="member_account_id", target="merchant_account_id"
+        )
+        return pb.RedeemPointsResponse(
+            position=_pos(done),
+            transfer_id=done.initiated.transfer_id,
+            member_available_points=done.initiated.from_available_points,
+        )
+
+    async def TransferPoints(
+        self, request: pb.TransferPointsRequest, _: Context
+    ) -> pb.TransferPointsResponse:
+        """Give points from one member to another."""
+        done = await self._transfer(
+            request, TransferKind.TRANSFER, source="from_account_id", target="to_account_id"
+        )
+        return pb.TransferPointsResponse(
+            position=_pos(done),
+            transfer_id=done.initiated.transfer_id,
+            from_available_points=done.initiated.from_available_points,
+        )
+
+    async def _transfer(
+        self, request: Any, kind: TransferKind, *, source: str, target: str
+    ) -> TransferDone:
+        # Issue and redeem call their text "reason", a transfer calls it "memo".
+        memo_field = "memo" if kind is TransferKind.TRANSFER else "reason"
+        return await self._handlers.transfer(
+            TransferRequest(
+                current_principal(),
+                convert.request_id(request.request_id),
+                kind,
+                convert.identifier(source, getattr(request, source)),
+                convert.identifier(target, getattr(request, target)),
+                convert.amount("amount_points", request.amount_points),
+                convert.text(memo_field, getattr(request, memo_field)),
+            )
+        )
+
+    async def PlaceOrder(
+        self, _request: pb.PlaceOrderRequest, context: Context
+    ) -> pb.PlaceOrderResponse:
+        """Not served yet: the market is a later release."""
+        return await _unimplemented(context)
+
+    async def CancelOrder(
+        self, _request: pb.CancelOrderRequest, context: Context
+    ) -> pb.CancelOrderResponse:
+        """Not served yet: the market is a later release."""
+        return await _unimplemented(context)
+
+    async def ConfirmPayment(
+        self, _request: pb.ConfirmPaymentRequest, context: Context
+    ) -> pb.ConfirmPaymentResponse:
+        """Not served yet: the market is a later release."""
+        return await _unimplemented(context)
+
+    async def FailPayment(
+        self, _request: pb.FailPaymentRequest, context: Context
+    ) -> pb.FailPaymentResponse:
+        """Not served yet: the market is a later release."""
+        return await _unimplemented(context)
+
+    async def ExecuteBulk(
+        self, request_iterator: AsyncIterator[pb.ExecuteBulkRequest], context: Context
+    ) -> AsyncIterator[pb.ExecuteBulkResponse]:
+        """Run batches of commands; answer each batch, in order, with one result per command."""
+        pending: collections.deque[asyncio.Task[pb.ExecuteBulkResponse]] = collections.deque()
+        reader = request_iterator.__aiter__()
+        exhausted = False
+        while not exhausted or pending:
+            while not exhausted and len(pending) < limits.bulk_messages_in_flight_max:
+                try:
+                    batch = await reader.__anext__()
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                if len(batch.commands) > limits.bulk_commands_max:
+                    raise InvalidRequest(
+                        "BULK_BATCH_TOO_LARGE",
+                        "commands",
+                        f"at most {limits.bulk_commands_max} a message",
+                    )
+                pending.append(asyncio.create_task(self._bulk_batch(batch, context)))
+                if pending[0].done():
+                    break
+            if pending:
+                yield await pending.popleft()
+
+    async def _bulk_batch(
+        self, batch: pb.ExecuteBulkRequest, context: Context
+    ) -> pb.ExecuteBulkResponse:
+        runs = [
+            self._bulk_one(index, command, context) for index, command in enumerate(batch.commands)
+        ]
+        return pb.ExecuteBulkResponse(results=await asyncio.gather(*runs))
+
+    async def _bulk_one(
+        self, index: int, command: pb.BulkCommand, context: Context
+    ) -> pb.BulkResult:
+        which = command.WhichOneof("command")
+        if which is None:
+            error = InvalidRequest("INVALID_FIELD", "command", "empty bulk command")
+            return pb.BulkResult(index=index, error=_bulk_error(error))
+        method: Awaitable[Any] = getattr(self, _BULK_RPCS[which])(getattr(command, which), context)
+        try:
+            response = await method
+        except Exception as error:  # noqa: BLE001 - each failure becomes that command's result.
+            return pb.BulkResult(index=index, error=_bulk_error(error))
+        ok = pb.BulkOk()
+        getattr(ok, which).CopyFrom(response)
+        return pb.BulkResult(index=index, ok=ok)
+
+
+_BULK_RPCS = {
+    "issue_points": "IssuePoints",
+    "redeem_points": "RedeemPoints",
+    "transfer_points": "TransferPoints",
+    "mint_points": "MintPoints",
+    "burn_points": "BurnPoints",
+}
+
+
+def _bulk_error(error: Exception) -> pb.BulkError:
+    mapped = map_exception(error)
+    status = to_status(error)
+    result = pb.BulkError(code=status.code, message=status.message)
+    if mapped is not None:
+        result.reason = mapped.reason
+        result.metadata.update(mapped.metadata)
+        if mapped.retry_after_ms:
+            result.retry_delay.FromMilliseconds(mapped.retry_after_ms)
+    else:
+        result.reason = "INTERNAL_ERROR"
+    return result
+
+
+def _pos(done: TransferDone) -> common_pb2.Position:
+    return common_pb2.Position(token=encode_global(done.position))
+
+
+async def _unimplemented(context: Context) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the market is not served by this release")
+    raise AssertionError("abort returned")  # pragma: no cover - abort always raises.

@@ -1,0 +1,353 @@
+"""The command service layer: idempotent single-account commands and transfer processes.
+
+Servicers convert a request and call one of these; here a command becomes actor
+messages and appends, and a retry becomes a replay of the recorded outcome.
+
+A transfer (issue, redeem, transfer) is a process whose every step is an event:
+(1) the destination is checked (nothing is written if it cannot take the points);
+(2) the source decides PointsDebited, committed with TransferInitiated on the process
+stream; (3) the destination decides PointsCredited, committed with TransferCompleted, or
+if it now refuses, the source gets PointsReturned with TransferCompensated. After a crash
+between (2) and (3), `recover` finds the transfer open and finishes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from pointex.client.positions import encode_global
+from pointex.server import limits
+from pointex.server.actors.account_actor import Command, Decided, Inspect
+from pointex.server.actors.runtime import ActorSystem
+from pointex.server.command.idempotency import (
+    payload_digest,
+    record_stream,
+    request_key,
+    transfer_stream,
+)
+from pointex.server.domain import errors
+from pointex.server.domain.account import Account, check_credit
+from pointex.server.domain.commands import AccountCommand, CreditPoints, DebitPoints, ReturnPoints
+from pointex.server.domain.events import (
+    AccountEvent,
+    CommandRecorded,
+    TransferCompensated,
+    TransferCompleted,
+    TransferInitiated,
+)
+from pointex.server.domain.values import TransferKind
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.port import (
+    EventStore,
+    Snapshot,
+    StoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+)
+from pointex.server.grpc_edge.auth import Principal
+from pointex.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+RECOVERY_CHECKPOINT = "recovery-transfers"
+
+
+def _position(position: int) -> common_pb2.Position:
+    return common_pb2.Position(token=encode_global(position) if position else b"")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """A validated issue, redeem or transfer."""
+
+    principal: Principal
+    request_id: str
+    kind: TransferKind
+    from_account_id: str
+    to_account_id: str
+    amount_points: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """A completed transfer: its process record and the position of its last event."""
+
+    initiated: TransferInitiated
+    position: int
+
+
+class CommandHandlers:
+    """Run commands against the actors of one command server."""
+
+    def __init__(self, store: EventStore, actors: ActorSystem) -> None:
+        """Serve commands over `store` through `actors`."""
+        self._store = store
+        self._actors = actors
+        # Transfers debited and not yet credited or returned: id -> (initiation position, record).
+        self._open: dict[str, tuple[int, TransferInitiated]] = {}
+
+    async def single(
+        self,
+        principal: Principal,
+        request: Message,
+        *,
+        account_id: str,
+        command: AccountCommand,
+        response_type: type[R],
+        respond: Callable[[Account | None, list[AccountEvent]], R],
+    ) -> R:
+        """Run a single-account command once per request id; return its response."""
+        key = request_key(principal, request.request_id)  # type: ignore[attr-defined]
+        digest = payload_digest(request)
+        stream = record_stream(key)
+
+        def finish(state: Account | None, events: list[AccountEvent]) -> tuple[Any, R]:
+            response = respond(state, events)
+            if not events:
+                return (), response
+            record = CommandRecorded(
+                request.request_id,  # type: ignore[attr-defined]
+                principal.principal_id,
+                type(request).__name__.removesuffix("Request"),
+                digest,
+                response.SerializeToString(deterministic=True),
+            )
+            return (StreamAppend(stream, 0, (codec.encode(record),)),), response
+
+        try:
+            decided: Decided = await self._actors.ask(account_id, Command(command, finish))
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != stream:
+                raise
+            replayed = await self._replay_single(stream, digest, response_type)
+            assert replayed is not None, "a conflict on the record means the record exists"
+            return replayed
+        except errors.DomainError:
+            # The first attempt may have changed the state so that a repeat is refused.
+            replayed = await self._replay_single(stream, digest, response_type)
+            if replayed is None:
+                raise
+            return replayed
+        response: R = decided.value
+        response.position.CopyFrom(_position(decided.position))  # type: ignore[attr-defined]
+        return response
+
+    async def _replay_single(
+        self,
+        stream: str,
+        digest: bytes,
+        response_type: type[R],
+    ) -> R | None:
+        recorded = await self._store.read_stream(stream, 1, 1)
+        if not recorded:
+            return None
+        record = codec.decode(recorded[0])
+        assert isinstance(record, CommandRecorded)
+        if record.payload_sha256 != digest:
+            raise _key_reused()
+        response = response_type.FromString(record.response)
+        response.position.CopyFrom(_position(recorded[0].position))  # type: ignore[attr-defined]
+        return response
+
+    async def transfer(self, request: TransferRequest) -> TransferDone:
+        """Run a transfer process once per request id; return when it completed."""
+        key = request_key(request.principal, request.request_id)
+        try:
+            initiated, position = await self._start(request, key)
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != transfer_stream(key):
+                raise
+            return await self._resume(request, key, required=True)  # type: ignore[return-value]
+        except errors.DomainError:
+            resumed = await self._resume(request, key, required=False)
+            if resumed is None:
+                raise
+            return resumed
+        self._open[key] = (position, initiated)
+        return await self._complete(initiated)
+
+    async def _start(self, request: TransferRequest, key: str) -> tuple[TransferInitiated, int]:
+        credit = CreditPoints(
+            request.to_account_id,
+            key,
+            request.kind,
+            request.from_account_id,
+            request.amount_points,
+            request.memo,
+        )
+        # A destination that cannot take the points stops the transfer before anything moves.
+        await self._actors.ask(request.to_account_id, Inspect(lambda s: check_credit(s, credit)))
+        debit = DebitPoints(
+            request.principal.caller,
+            request.from_account_id,
+            key,
+            request.kind,
+            request.to_account_id,
+            request.amount_points,
+            request.memo,
+        )
+
+        def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
+            initiated = TransferInitiated(
+                key,
+                request.kind,
+                request.from_account_id,
+                request.to_account_id,
+                request.amount_points,
+                request.memo,
+                request.request_id,
+                events[0].available_points,  # type: ignore[union-attr]
+            )
+            append = StreamAppend(transfer_stream(key), 0, (codec.encode(initiated),))
+            return (append,), initiated
+
+        decided: Decided = await self._actors.ask(request.from_account_id, Command(debit, finish))
+        return decided.value, decided.position
+
+    async def _complete(self, initiated: TransferInitiated) -> TransferDone:
+        """Credit the destination, or return the points to the source if it refuses."""
+        key = initiated.transfer_id
+        credit = CreditPoints(
+            initiated.to_account_id,
+            key,
+            initiated.kind,
+            initiated.from_account_id,
+            initiated.amount_points,
+            initiated.memo,
+        )
+        completed = StreamAppend(transfer_stream(key), 1, (codec.encode(TransferCompleted(key)),))
+        try:
+            decided: Decided = await self._actors.ask(
+                initiated.to_account_id, Command(credit, lambda _s, _e: ((completed,), None))
+            )
+        except errors.DomainError as refusal:
+            return await self._compensate(initiated, refusal)
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != transfer_stream(key):
+                raise
+            return await self._outcome(initiated)  # Another driver finished it.
+        self._settled(initiated)
+        return TransferDone(initiated, decided.position)
+
+    async def _compensate(
+        self, initiated: TransferInitiated, refusal: errors.DomainError
+    ) -> TransferDone:
+        key = initiated.transfer_id
+        compensated = TransferCompensated(key, refusal.reason)
+        append = StreamAppend(transfer_stream(key), 1, (codec.encode(compensated),))
+        give_back = ReturnPoints(
+            initiated.from_account_id,
+            key,
+            initiated.kind,
+            initiated.to_account_id,
+            initiated.amount_points,
+        )
+        try:
+            decided: Decided = await self._actors.ask(
+                initiated.from_account_id, Command(give_back, lambda _s, _e: ((append,), None))
+            )
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != transfer_stream(key):
+                raise
+            return await self._outcome(initiated)
+        self._settled(initiated)
+        raise _compensated_error(refusal.reason, refusal.message, decided.position)
+
+    def _settled(self, initiated: TransferInitiated) -> None:
+        self._open.pop(initiated.transfer_id, None)
+        self._actors.actor(initiated.from_account_id).transfer_settled()
+
+    async def _outcome(self, initiated: TransferInitiated) -> TransferDone:
+        """Return (or raise) the recorded end of a transfer another driver finished."""
+        recorded = await self._store.read_stream(transfer_stream(initiated.transfer_id), 1, 2)
+        assert len(recorded) == 2, recorded  # noqa: PLR2004 - initiated, then its end.
+        end = codec.decode(recorded[1])
+        if isinstance(end, TransferCompensated):
+            raise _compensated_error(end.reason, "the destination refused", recorded[1].position)
+        return TransferDone(initiated, recorded[1].position)
+
+    async def _resume(
+        self, request: TransferRequest, key: str, *, required: bool
+    ) -> TransferDone | None:
+        """Answer a retry from the transfer's record, finishing it if it is still open."""
+        recorded = await self._store.read_stream(transfer_stream(key), 1, 2)
+        if not recorded:
+            assert not required, key
+            return None
+        initiated = codec.decode(recorded[0])
+        assert isinstance(initiated, TransferInitiated)
+        same = (
+            initiated.kind,
+            initiated.from_account_id,
+            initiated.to_account_id,
+            initiated.amount_points,
+            initiated.memo,
+        ) == (
+            request.kind,
+            request.from_account_id,
+            request.to_account_id,
+            request.amount_points,
+            request.memo,
+        )
+        if not same:
+            raise _key_reused()
+        if len(recorded) == 1:
+            return await self._complete(initiated)
+        return await self._outcome(initiated)
+
+    async def recover(self) -> int:
+        """Finish every transfer left open by a crash; return how many were finished."""
+        snapshot = await self._store.load_snapshot(RECOVERY_CHECKPOINT)
+        after = int(snapshot.data) if snapshot is not None else 0
+        open_transfers: dict[str, tuple[int, TransferInitiated]] = {}
+        while page := await self._store.read_all(after, limits.read_batch_events_max):
+            for recorded in page:
+                if recorded.type == "TransferInitiated":
+                    initiated = codec.decode(recorded)
+                    open_transfers[initiated.transfer_id] = (recorded.position, initiated)
+                elif recorded.type in {"TransferCompleted", "TransferCompensated"}:
+                    open_transfers.pop(codec.decode(recorded).transfer_id, None)
+            after = page[-1].position
+        for position, initiated in open_transfers.values():
+            self._open[initiated.transfer_id] = (position, initiated)
+            self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
+        for _, initiated in open_transfers.values():
+            # A compensation raises its refusal; the points went back to the source.
+            with contextlib.suppress(errors.DomainError):
+                await self._complete(initiated)
+        await self.save_checkpoint(after)
+        return len(open_transfers)
+
+    async def save_checkpoint(self, head: int) -> None:
+        """Record how far the log is known to hold no open transfer (a cache; deletable)."""
+        try:
+            safe = min((p for p, _ in self._open.values()), default=head + 1) - 1
+            await self._store.save_snapshot(
+                Snapshot(
+                    RECOVERY_CHECKPOINT,
+                    max(safe, 1),
+                    "RecoveryCheckpoint",
+                    1,
+                    str(max(safe, 0)).encode(),
+                )
+            )
+        except StoreError as error:
+            log.warning("could not save the recovery checkpoint: %s", error)
+
+
+def _key_reused() -> errors.AlreadyExists:
+    return errors.AlreadyExists(
+        errors.IDEMPOTENCY_KEY_REUSED, "this request_id was used with another payload"
+    )
+
+
+def _compensated_error(reason: str, message: str, position: int) -> errors.DomainError:
+    return errors.FailedPrecondition(reason, message, position=str(position))

@@ -1,0 +1,46 @@
+"""Request ids: scoped per caller, recorded with the command's events, replayed on retry.
+
+A request key is a digest of the caller and its request id, so two partners using the
+same request id never collide and one cannot read the other's result. A single-account
+command appends a CommandRecorded event to stream `request-<key>` (expected version 0)
+in the same unit as its own events; a transfer uses its process stream `transfer-<key>`.
+A retry therefore meets a version conflict on that stream (or a rejection, if the first
+attempt changed the state) and is answered from the record instead of running again.
+
+A command that was rejected wrote nothing and records nothing: its retry is evaluated
+afresh, like an idempotency key on which validation failed at a payment API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from google.protobuf.message import Message
+
+from pointex.server.grpc_edge.auth import Principal
+
+KEY_HEX_CHARS = 32
+
+
+def request_key(principal: Principal, request_id: str) -> str:
+    """Return the key of a request id within its caller's scope (32 hex characters)."""
+    scope = f"{principal.role.value}:{principal.principal_id}\x00{request_id}"
+    return hashlib.sha256(scope.encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+def payload_digest(request: Message) -> bytes:
+    """Return the SHA-256 of a request with its request_id cleared (deterministic bytes)."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+def record_stream(key: str) -> str:
+    """Return the stream that records a single-account command."""
+    return f"request-{key}"
+
+
+def transfer_stream(key: str) -> str:
+    """Return the process stream of a transfer (its id is the request key)."""
+    return f"transfer-{key}"

@@ -1,0 +1,83 @@
+"""Proto requests -> validated values for the domain; domain values -> proto fields.
+
+Every field of a request is checked here before any work is done, and a malformed one
+raises `InvalidRequest` naming the field (INVALID_ARGUMENT with BadRequest details).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from pointex.server import limits
+from pointex.server.domain import errors
+from pointex.server.domain.values import AccountKind
+from pointex.server.grpc_edge.status import InvalidRequest
+from pointex.v1 import common_pb2
+
+_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+TEXT_BYTES_MAX: Final = 256
+DISPLAY_NAME_BYTES_MAX: Final = 128
+
+
+def request_id(value: str) -> str:
+    """Return a valid request id (1-128 id characters)."""
+    if not value:
+        raise InvalidRequest("REQUEST_ID_MISSING", "request_id", "request_id is required")
+    if not _REQUEST_ID.fullmatch(value):
+        reason = errors.FIELD_TOO_LONG if len(value) > 128 else errors.INVALID_FIELD  # noqa: PLR2004
+        raise InvalidRequest(reason, "request_id", "1-128 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def identifier(field: str, value: str) -> str:
+    """Return a valid id (1-64 id characters) or raise naming `field`."""
+    if not _ID.fullmatch(value):
+        if len(value) > 64:  # noqa: PLR2004 - the documented id length.
+            raise InvalidRequest(errors.FIELD_TOO_LONG, field, "at most 64 characters")
+        raise InvalidRequest(errors.INVALID_FIELD, field, "1-64 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def text(field: str, value: str, bytes_max: int = TEXT_BYTES_MAX) -> str:
+    """Return free text of at most `bytes_max` UTF-8 bytes without control characters."""
+    if len(value.encode()) > bytes_max:
+        raise InvalidRequest(errors.FIELD_TOO_LONG, field, f"at most {bytes_max} bytes")
+    if _CONTROL.search(value):
+        raise InvalidRequest(errors.INVALID_FIELD, field, "no control characters")
+    return value
+
+
+def amount(field: str, value: int) -> int:
+    """Return a positive amount of points within the per-command limit."""
+    if value <= 0:
+        raise InvalidRequest(errors.AMOUNT_NOT_POSITIVE, field, "must be positive")
+    if value > limits.points_amount_max:
+        raise InvalidRequest(errors.AMOUNT_TOO_LARGE, field, f"at most {limits.points_amount_max}")
+    return value
+
+
+_KINDS: Final = {
+    common_pb2.ACCOUNT_KIND_MEMBER: AccountKind.MEMBER,
+    common_pb2.ACCOUNT_KIND_MERCHANT: AccountKind.MERCHANT,
+}
+
+
+def account_kind(value: int) -> AccountKind:
+    """Return the domain kind of a proto AccountKind (UNSPECIFIED is invalid)."""
+    kind: AccountKind | None = _KINDS.get(value)  # type: ignore[call-overload]
+    if kind is None:
+        raise InvalidRequest(errors.INVALID_FIELD, "kind", "MEMBER or MERCHANT")
+    return kind
+
+
+def account_kind_to_proto(kind: AccountKind) -> common_pb2.AccountKind.ValueType:
+    """Return the proto AccountKind of a domain kind."""
+    return common_pb2.AccountKind.Value(f"ACCOUNT_KIND_{kind.value}")
+
+
+def account_status_to_proto(status: str) -> common_pb2.AccountStatus.ValueType:
+    """Return the proto AccountStatus of a domain status name."""
+    return common_pb2.AccountStatus.Value(f"ACCOUNT_STATUS_{status}")
