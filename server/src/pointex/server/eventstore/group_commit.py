@@ -59,6 +59,17 @@ class GroupCommitter:
             await self._task
             self._task = None
 
+    def abort(self) -> None:
+        """Stop at once, committing nothing more: what a crash does (used to simulate one)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        for _, _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pending_events = 0
+
     def submit(self, unit: Sequence[StreamAppend]) -> asyncio.Future[list[RecordedEvent]]:
         """Queue one all-or-nothing unit; the future resolves once it is committed (or not)."""
         events = sum(len(append.events) for append in unit)

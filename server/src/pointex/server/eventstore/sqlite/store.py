@@ -198,7 +198,10 @@ class SqliteEventStore:
         assert_valid_units(units)
         for _ in range(limits.append_race_retries_max + 1):
             try:
-                plan = await self._write(units)
+                # Shielded: a caller cancelled mid-transaction (shutdown, a dropped request)
+                # must not leave the writer connection inside an open transaction, which
+                # would make every later BEGIN fail. The transaction runs to its end.
+                plan = await asyncio.shield(self._write(units))
             except VersionRaceError:
                 _log.warning("append lost an insert race; retrying under the write lock")
                 continue
