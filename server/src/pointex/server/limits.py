@@ -193,3 +193,17 @@ bulk_commands_max = 1_000
 bulk_messages_in_flight_max = 8
 
 assert bulk_commands_max * bulk_messages_in_flight_max <= commit_queue_events_max
+
+# --- Transfer processes ---------------------------------------------------------------------
+
+# Backoff between attempts to finish a transfer whose credit failed for an operating reason
+# (store down). The points stay in flight meanwhile; the first retry comes soon, later ones
+# back off so a long outage costs few attempts.
+transfer_retry_delay_ms_min = 200
+transfer_retry_delay_ms_max = 10_000
+
+# How long shutdown waits for transfer processes under way (after gRPC stopped taking calls)
+# before it cancels them; a cancelled one is finished by recovery at the next start.
+shutdown_processes_ms_max = 5_000
+
+assert transfer_retry_delay_ms_min <= transfer_retry_delay_ms_max

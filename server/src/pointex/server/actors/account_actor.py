@@ -118,9 +118,9 @@ class AccountActor:
     @property
     def idle(self) -> bool:
         """Tell whether the actor can be passivated without losing anything."""
+        # An actor that is not ready holds no state worth keeping (it would reload anyway).
         return (
-            self._ready
-            and self._loader is None
+            self._loader is None
             and not self._backlog
             and self._units_in_flight == 0
             and self.transfers_in_flight == 0

@@ -50,7 +50,8 @@ class CommandServer:
         await self.close()
 
     async def close(self) -> None:
-        """Commit what is queued, record the recovery checkpoint, close the store."""
+        """Finish processes under way, commit what is queued, save the checkpoint, close."""
+        await self.handlers.stop()
         await self.committer.stop()
         try:
             await self.handlers.save_checkpoint(await self.store.head_position())

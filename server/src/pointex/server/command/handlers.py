@@ -13,6 +13,7 @@ between (2) and (3), `recover` finds the transfer open and finishes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from pointex.server.eventstore.port import (
     EventStore,
     Snapshot,
     StoreError,
+    StoreUnavailable,
     StreamAppend,
     WrongExpectedVersion,
 )
@@ -93,6 +95,8 @@ class CommandHandlers:
         self._actors = actors
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
         self._open: dict[str, tuple[int, TransferInitiated]] = {}
+        # Processes running detached from their callers, kept referenced until they end.
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def single(
         self,
@@ -158,10 +162,25 @@ class CommandHandlers:
         return response
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
-        """Run a transfer process once per request id; return when it completed."""
+        """Run a transfer process once per request id; return when it completed.
+
+        The process runs in a task of its own, shielded from the caller: a client that
+        hangs up or runs out of deadline after the debit must not leave the points in flight.
+        """
+        task = asyncio.create_task(self._transfer(request))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
+
+    async def _transfer(self, request: TransferRequest) -> TransferDone:
         key = request_key(request.principal, request.request_id)
         try:
             initiated, position = await self._start(request, key)
+        except StoreUnavailable:
+            # The debit's commit may have happened (outcome unknown): find out once the store
+            # answers, and finish the transfer if it did, whether or not the client retries.
+            self._reconcile_later(key)
+            raise
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != transfer_stream(key):
                 raise
@@ -172,7 +191,67 @@ class CommandHandlers:
                 raise
             return resumed
         self._open[key] = (position, initiated)
-        return await self._complete(initiated)
+        try:
+            return await self._complete(initiated)
+        except StoreError:
+            self._finish_later(initiated)
+            raise
+
+    def _finish_later(self, initiated: TransferInitiated) -> None:
+        """Keep retrying an open transfer whose last step failed for an operating reason."""
+
+        async def retry() -> None:
+            delay_ms = limits.transfer_retry_delay_ms_min
+            while initiated.transfer_id in self._open:
+                await asyncio.sleep(delay_ms / 1000)
+                try:
+                    await self._complete(initiated)
+                except errors.DomainError:
+                    return  # Compensated: the process is finished.
+                except StoreError as error:
+                    log.warning("transfer %s still open: %s", initiated.transfer_id, error)
+                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
+                else:
+                    return
+
+        task = asyncio.create_task(retry())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _reconcile_later(self, key: str) -> None:
+        async def reconcile() -> None:
+            delay_ms = limits.transfer_retry_delay_ms_min
+            while True:
+                await asyncio.sleep(delay_ms / 1000)
+                try:
+                    recorded = await self._store.read_stream(transfer_stream(key), 1, 2)
+                except StoreError:
+                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
+                    continue
+                if len(recorded) == 1 and key not in self._open:
+                    initiated = codec.decode(recorded[0])
+                    self._open[key] = (recorded[0].position, initiated)
+                    self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
+                    self._finish_later(initiated)
+                return
+
+        task = asyncio.create_task(reconcile())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        """Let transfer processes under way finish, within a bound; cancel the rest.
+
+        A transfer cancelled here stays open in the log; recovery finishes it at next start.
+        """
+        if not self._background:
+            return
+        _, stuck = await asyncio.wait(
+            set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
+        )
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
 
     async def _start(self, request: TransferRequest, key: str) -> tuple[TransferInitiated, int]:
         credit = CreditPoints(
