@@ -79,90 +79,67 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
 
     async def MintPoints(self, request: pb.MintPointsRequest, _: Context) -> pb.MintPointsResponse:
         """Mint points into a merchant account (operator only)."""
-        principal = current_principal()
-        command = cmd.MintPoints(
-            principal.caller,
-            convert.identifier("merchant_account_id", request.merchant_account_id),
-            convert.amount("amount_points", request.amount_points),
-            convert.text("memo", request.memo),
-        )
-        return await self._single(
-            principal,
-            request,
-            command,
-            pb.MintPointsResponse,
-            lambda s, _: pb.MintPointsResponse(available_points=_available(s)),
-        )
+        return await self._merchant_amount(request, cmd.MintPoints, pb.MintPointsResponse)
 
     async def BurnPoints(self, request: pb.BurnPointsRequest, _: Context) -> pb.BurnPointsResponse:
         """Burn points from a merchant account (operator only)."""
-        principal = current_principal()
-        command = cmd.BurnPoints(
-            principal.caller,
-            convert.identifier("merchant_account_id", request.merchant_account_id),
-            convert.amount("amount_points", request.amount_points),
-            convert.text("memo", request.memo),
-        )
-        return await self._single(
-            principal,
-            request,
-            command,
-            pb.BurnPointsResponse,
-            lambda s, _: pb.BurnPointsResponse(available_points=_available(s)),
-        )
+        return await self._merchant_amount(request, cmd.BurnPoints, pb.BurnPointsResponse)
 
     async def FreezeAccount(
         self, request: pb.FreezeAccountRequest, _: Context
     ) -> pb.FreezeAccountResponse:
         """Freeze an account."""
-        principal = current_principal()
-        command = cmd.FreezeAccount(
-            principal.caller,
-            convert.identifier("account_id", request.account_id),
-            convert.text("reason", request.reason),
-        )
-        return await self._single(
-            principal,
-            request,
-            command,
-            pb.FreezeAccountResponse,
-            lambda _, e: pb.FreezeAccountResponse(changed=bool(e)),
-        )
+        return await self._status_change(request, cmd.FreezeAccount, pb.FreezeAccountResponse)
 
     async def UnfreezeAccount(
         self, request: pb.UnfreezeAccountRequest, _: Context
     ) -> pb.UnfreezeAccountResponse:
         """Unfreeze an account."""
-        principal = current_principal()
-        command = cmd.UnfreezeAccount(
-            principal.caller,
-            convert.identifier("account_id", request.account_id),
-            convert.text("reason", request.reason),
-        )
-        return await self._single(
-            principal,
-            request,
-            command,
-            pb.UnfreezeAccountResponse,
-            lambda _, e: pb.UnfreezeAccountResponse(changed=bool(e)),
-        )
+        return await self._status_change(request, cmd.UnfreezeAccount, pb.UnfreezeAccountResponse)
 
     async def CloseAccount(
         self, request: pb.CloseAccountRequest, _: Context
     ) -> pb.CloseAccountResponse:
         """Close an empty account."""
+        return await self._status_change(request, cmd.CloseAccount, pb.CloseAccountResponse)
+
+    async def _merchant_amount(
+        self,
+        request: pb.MintPointsRequest | pb.BurnPointsRequest,
+        command_type: type[cmd.MintPoints | cmd.BurnPoints],
+        response_type: type[R],
+    ) -> R:
+        """Run a mint or a burn: both name a merchant, an amount and a memo."""
         principal = current_principal()
-        command = cmd.CloseAccount(
+        command = command_type(
             principal.caller,
-            convert.identifier("account_id", request.account_id),
-            convert.text("reason", request.reason),
+            convert.identifier("merchant_account_id", request.merchant_account_id),
+            convert.amount("amount_points", request.amount_points),
+            convert.text("memo", request.memo),
         )
         return await self._single(
             principal,
             request,
             command,
-            pb.CloseAccountResponse,
-            lambda _, e: pb.CloseAccountResponse(changed=bool(e)),
+            response_type,
+            lambda s, _: response_type(available_points=_available(s)),
+        )
+
+    async def _status_change(
+        self,
+        request: pb.FreezeAccountRequest | pb.UnfreezeAccountRequest | pb.CloseAccountRequest,
+        command_type: type[cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount],
+        response_type: type[R],
+    ) -> R:
+        """Run a freeze, unfreeze or close: an account and a reason; `changed` says if it did."""
+        principal = current_principal()
+        command = command_type(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.text("reason", request.reason),
+        )
+        return await self._single(
+            principal, request, command, response_type, lambda _, e: response_type(changed=bool(e))
         )
 
     async def _single(
