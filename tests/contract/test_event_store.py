@@ -72,6 +72,13 @@ async def test_absent_stream_has_version_zero_and_no_events(store: EventStore) -
     assert await store.read_stream(stream_id) == []
 
 
+async def test_stream_versions_reads_many_streams_at_once(store: EventStore) -> None:
+    """stream_versions answers every asked stream in one call, 0 for streams that do not exist."""
+    one, two, absent = new_stream_id(), new_stream_id(), new_stream_id()
+    await store.append([StreamAppend(one, 0, events(3)), StreamAppend(two, 0, events(1))])
+    assert await store.stream_versions([one, absent, two]) == {one: 3, absent: 0, two: 1}
+
+
 async def test_recorded_event_carries_every_stored_field(store: EventStore) -> None:
     """An appended event comes back with position, slice, schema version and a clock."""
     stream_id = new_stream_id("market")

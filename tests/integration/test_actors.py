@@ -21,6 +21,7 @@ from pointex.server import limits
 from pointex.server.actors.account_actor import AccountActor, Command
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.handlers import CommandHandlers, TransferRequest
+from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors
 from pointex.server.domain import events as ev
 from pointex.server.domain.commands import MintPoints, OpenAccount
@@ -49,6 +50,7 @@ class Node:
     store: EventStore
     committer: GroupCommitter = field(init=False)
     actors: ActorSystem = field(init=False)
+    lookup: RecordLookup = field(init=False)
     handlers: CommandHandlers = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +58,9 @@ class Node:
         self.committer = GroupCommitter(self.store)
         self.committer.start()
         self.actors = ActorSystem(self.store, self.committer, resident_max=100)
-        self.handlers = CommandHandlers(self.store, self.actors)
+        self.lookup = RecordLookup(self.store)
+        self.lookup.start()
+        self.handlers = CommandHandlers(self.store, self.actors, self.lookup)
 
 
 async def settle(store: EventStore, number: int) -> None:
@@ -140,6 +144,7 @@ async def run_scenario(store: EventStore, steps: list[tuple[str, str, int, bool,
             with contextlib.suppress(asyncio.CancelledError, errors.DomainError, StoreError):
                 await task
             node.committer.abort()
+            await node.lookup.stop()
             await settle(store, number)
             node = Node(store)  # A new incarnation; the old one is simply dropped.
             await node.handlers.recover()
@@ -148,6 +153,7 @@ async def run_scenario(store: EventStore, steps: list[tuple[str, str, int, bool,
             done = await task
             acknowledged.append(done.initiated.transfer_id)
     await node.committer.stop()
+    await node.lookup.stop()
     supply, available, balances, open_ids = await log_totals(store)
     assert open_ids == set(), "recovery leaves no transfer in flight"
     assert available == supply, balances

@@ -194,6 +194,12 @@ bulk_messages_in_flight_max = 8
 
 assert bulk_commands_max * bulk_messages_in_flight_max <= commit_queue_events_max
 
+# --- Idempotency records ---------------------------------------------------------------------
+
+# Record streams asked about in one store read. Each costs an index probe inside the query;
+# a larger read answers more commands per round trip but holds its callers a little longer.
+record_lookup_streams_max = 1_000
+
 # --- Transfer processes ---------------------------------------------------------------------
 
 # Backoff between attempts to finish a transfer whose credit failed for an operating reason

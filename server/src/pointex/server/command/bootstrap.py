@@ -13,6 +13,7 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.command_servicer import CommandServicer
 from pointex.server.command.feed_servicer import EventFeedServicer
 from pointex.server.command.handlers import CommandHandlers
+from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -37,6 +38,7 @@ class CommandServer:
     store: EventStore
     committer: GroupCommitter
     handlers: CommandHandlers
+    lookup: RecordLookup
 
     @property
     def port(self) -> int:
@@ -52,6 +54,7 @@ class CommandServer:
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
         await self.handlers.stop()
+        await self.lookup.stop()
         await self.committer.stop()
         try:
             await self.handlers.save_checkpoint(await self.store.head_position())
@@ -69,7 +72,9 @@ async def create_server(config: CommandConfig) -> CommandServer:
     committer.start()
     try:
         actors = ActorSystem(store, committer, resident_max=config.actors_resident_max)
-        handlers = CommandHandlers(store, actors)
+        lookup = RecordLookup(store)
+        lookup.start()
+        handlers = CommandHandlers(store, actors, lookup)
         recovered = await handlers.recover()  # Before any command is taken.
         if recovered:
             log.info("finished transfers left open", extra={"transfers": recovered})
@@ -96,7 +101,9 @@ async def create_server(config: CommandConfig) -> CommandServer:
         "command server listening",
         extra={"port": running.port, "store": _redacted(config.store_url)},
     )
-    return CommandServer(running=running, store=store, committer=committer, handlers=handlers)
+    return CommandServer(
+        running=running, store=store, committer=committer, handlers=handlers, lookup=lookup
+    )
 
 
 def _redacted(url: str) -> str:

@@ -32,6 +32,7 @@ from pointex.server.command.idempotency import (
     request_key,
     transfer_stream,
 )
+from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors
 from pointex.server.domain.account import Account, check_credit
 from pointex.server.domain.commands import AccountCommand, CreditPoints, DebitPoints, ReturnPoints
@@ -53,6 +54,7 @@ from pointex.server.eventstore.port import (
     WrongExpectedVersion,
 )
 from pointex.server.grpc_edge.auth import Principal
+from pointex.server.overload import Overloaded
 from pointex.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -89,10 +91,11 @@ class TransferDone:
 class CommandHandlers:
     """Run commands against the actors of one command server."""
 
-    def __init__(self, store: EventStore, actors: ActorSystem) -> None:
-        """Serve commands over `store` through `actors`."""
+    def __init__(self, store: EventStore, actors: ActorSystem, lookup: RecordLookup) -> None:
+        """Serve commands over `store` through `actors`; `lookup` spots retries."""
         self._store = store
         self._actors = actors
+        self._lookup = lookup
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
         self._open: dict[str, tuple[int, TransferInitiated]] = {}
         # Processes running detached from their callers, kept referenced until they end.
@@ -112,6 +115,10 @@ class CommandHandlers:
         key = request_key(principal, request.request_id)  # type: ignore[attr-defined]
         digest = payload_digest(request)
         stream = record_stream(key)
+        if await self._lookup.exists(stream):  # A retry: answer from the record.
+            replayed = await self._replay_single(stream, digest, response_type)
+            assert replayed is not None, stream
+            return replayed
 
         def finish(state: Account | None, events: list[AccountEvent]) -> tuple[Any, R]:
             response = respond(state, events)
@@ -174,6 +181,8 @@ class CommandHandlers:
 
     async def _transfer(self, request: TransferRequest) -> TransferDone:
         key = request_key(request.principal, request.request_id)
+        if await self._lookup.exists(transfer_stream(key)):  # A retry: answer from the record.
+            return await self._resume(request, key, required=True)  # type: ignore[return-value]
         try:
             initiated, position = await self._start(request, key)
         except StoreUnavailable:
@@ -193,7 +202,7 @@ class CommandHandlers:
         self._open[key] = (position, initiated)
         try:
             return await self._complete(initiated)
-        except StoreError:
+        except (StoreError, Overloaded):
             self._finish_later(initiated)
             raise
 
@@ -208,7 +217,7 @@ class CommandHandlers:
                     await self._complete(initiated)
                 except errors.DomainError:
                     return  # Compensated: the process is finished.
-                except StoreError as error:
+                except (StoreError, Overloaded) as error:
                     log.warning("transfer %s still open: %s", initiated.transfer_id, error)
                     delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
                 else:

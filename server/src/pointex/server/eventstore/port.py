@@ -192,6 +192,10 @@ class EventStore(Protocol):
         """Return the version of a stream's last event, 0 if the stream does not exist."""
         ...
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Return the version of each stream in one read, 0 for a stream that does not exist."""
+        ...
+
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
         """Return up to ``limit`` events with a position above ``after_position``, ascending."""
         ...

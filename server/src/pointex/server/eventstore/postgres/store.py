@@ -227,7 +227,7 @@ class PostgresEventStore:
             if plan.rows:
                 self._signal.fire()
             return plan.results
-        versions = await self._versions(stream_ids_of(units[:1]))
+        versions = await self.stream_versions(stream_ids_of(units[:1]))
         raise conflict_after_race(units[0], versions)
 
     async def _write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
@@ -263,10 +263,10 @@ class PostgresEventStore:
             await connection.execute(sql.INSERT_EVENTS, *_columns(plan.rows), now_us)
         return plan
 
-    async def _versions(self, stream_ids: list[str]) -> dict[str, int]:
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Return the current version of each stream (0 when absent)."""
         async with self._connection() as connection:
-            _, _, versions = await connection.fetchrow(sql.HEAD_CLOCK_VERSIONS, stream_ids)
+            _, _, versions = await connection.fetchrow(sql.HEAD_CLOCK_VERSIONS, list(stream_ids))
         return {stream_id: int(v) for stream_id, v in zip(stream_ids, versions, strict=True)}
 
     async def read_stream(
@@ -281,7 +281,7 @@ class PostgresEventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
-        versions = await self._versions([stream_id])
+        versions = await self.stream_versions([stream_id])
         return versions[stream_id]
 
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:

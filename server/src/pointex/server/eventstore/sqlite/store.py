@@ -208,7 +208,7 @@ class SqliteEventStore:
             if plan.rows:
                 self._signal.fire()
             return plan.results
-        raise conflict_after_race(units[0], await self._versions(stream_ids_of(units[:1])))
+        raise conflict_after_race(units[0], await self.stream_versions(stream_ids_of(units[:1])))
 
     async def _write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
         """Run one appending transaction; COMMIT failures are reported as outcome unknown."""
@@ -244,9 +244,9 @@ class SqliteEventStore:
             await writer.executemany(sql.INSERT_EVENT, [_row_values(row) for row in plan.rows])
         return plan
 
-    async def _versions(self, stream_ids: list[str]) -> dict[str, int]:
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Return the current version of each stream (0 when absent)."""
-        rows = await self._read(sql.STREAM_VERSIONS, (json.dumps(stream_ids),))
+        rows = await self._read(sql.STREAM_VERSIONS, (json.dumps(list(stream_ids)),))
         found = {row[0]: int(row[1]) for row in rows}
         return {stream_id: found.get(stream_id, 0) for stream_id in stream_ids}
 
@@ -261,7 +261,7 @@ class SqliteEventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
-        versions = await self._versions([stream_id])
+        versions = await self.stream_versions([stream_id])
         return versions[stream_id]
 
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
