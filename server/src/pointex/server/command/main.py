@@ -11,7 +11,7 @@ from pointex.server.command.bootstrap import create_server
 from pointex.server.config import CommandConfig, ConfigError, command_config
 from pointex.server.eventstore.port import StoreError
 from pointex.server.grpc_edge.auth import TokenFileError
-from pointex.server.grpc_edge.server import serve_until_signalled
+from pointex.server.grpc_edge.server import serve_until_signalled, stop_signal
 from pointex.server.observability.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,10 @@ EXIT_STORE = 3
 
 
 async def _serve(config: CommandConfig) -> None:
+    stop = stop_signal()  # Before the port is announced: see stop_signal.
     server = await create_server(config)
     print(f"pointex command server listening on port {server.port}", flush=True)  # noqa: T201
-    await serve_until_signalled(server.running, config.common.shutdown_grace_s, server.close)
+    await serve_until_signalled(stop, server.running, config.common.shutdown_grace_s, server.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,17 +112,36 @@ async def start_server(
     return running
 
 
-async def serve_until_signalled(
-    running: RunningServer, grace_s: int, on_drained: Callable[[], Awaitable[None]]
-) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, stop with grace, `on_drained`."""
+def stop_signal() -> asyncio.Event:
+    """Return an event that SIGTERM or SIGINT sets.
+
+    Install it before the server announces where it listens: a supervisor may signal the
+    process as soon as it has read that line, and the default action would kill it undrained.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve_until_signalled(
+    stop: asyncio.Event,
+    running: RunningServer,
+    grace_s: int,
+    on_drained: Callable[[], Awaitable[None]],
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until `stop` is set, then drain: NOT_SERVING, stop with grace, `on_drained`.
+
+    `on_stopping` runs once health is NOT_SERVING and before the grace period starts, so that
+    long-lived streams can end at once (SHUTTING_DOWN) instead of holding the whole grace.
+    """
     await stop.wait()
     log.info("shutting down", extra={"grace_s": grace_s})
     await running.health.enter_graceful_shutdown()
+    if on_stopping is not None:
+        await on_stopping()
     await running.server.stop(grace_s)
     await on_drained()
     log.info("stopped")

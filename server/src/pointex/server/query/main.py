@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pointex.server.config import ConfigError, QueryConfig, query_config
 from pointex.server.grpc_edge.auth import TokenFileError
-from pointex.server.grpc_edge.server import serve_until_signalled
+from pointex.server.grpc_edge.server import serve_until_signalled, stop_signal
 from pointex.server.observability.logging import configure_logging
 from pointex.server.query.bootstrap import create_server
 
@@ -16,9 +16,10 @@ EXIT_CONFIG = 2
 
 
 async def _serve(config: QueryConfig) -> None:
+    stop = stop_signal()  # Before the port is announced: see stop_signal.
     server = await create_server(config)
     print(f"pointex query server listening on port {server.port}", flush=True)  # noqa: T201
-    await serve_until_signalled(server.running, config.common.shutdown_grace_s, server.close)
+    await serve_until_signalled(stop, server.running, config.common.shutdown_grace_s, server.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
