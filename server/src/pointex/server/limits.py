@@ -178,6 +178,10 @@ actors_resident_max = 100_000
 # so the bound matters only while it waits for the store.
 mailbox_messages_max = 10_000
 
+# Events between two snapshots of an account. An activation replays at most this many events
+# after its snapshot; a lower value writes snapshots more often (one row upsert each).
+snapshot_interval_events = 100
+
 # Busy actors skipped when looking for one to passivate, per activation. Bounds the work an
 # activation does; a larger value passivates more eagerly under churn.
 passivation_scan_actors_max = 64

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pointex.server import limits
+from pointex.server.actors.snapshots import from_snapshot, to_snapshot
 from pointex.server.domain import errors
 from pointex.server.domain.account import Account, decide, evolve
 from pointex.server.domain.commands import AccountCommand, CloseAccount, DebitPoints
@@ -31,12 +32,16 @@ from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
     EventStore,
     RecordedEvent,
+    StoreError,
     StoreUnavailable,
     StreamAppend,
 )
 from pointex.server.overload import Overloaded
 
 log = logging.getLogger(__name__)
+
+# Snapshot saves under way, kept referenced until they end (they are fire-and-forget).
+_SNAPSHOT_TASKS: set[asyncio.Task[None]] = set()
 
 
 # Given the state after the command and its events, return the appends to commit in the
@@ -104,6 +109,7 @@ class AccountActor:
         self.state: Account | None = None
         self.version = 0  # version of the last event decided (committed or in flight)
         self.last_position = 0  # position of the last committed event of the stream
+        self._snapshot_version = 0  # version of the latest snapshot saved or loaded
         self._last_commit: asyncio.Future[list[RecordedEvent]] | None = None
         self._ready = False
         self._loader: asyncio.Task[None] | None = None
@@ -222,6 +228,7 @@ class AccountActor:
             self.last_position = max(self.last_position, recorded[-1].position)
             if not envelope.reply.done():
                 envelope.reply.set_result(Decided(value, recorded, recorded[-1].position))
+            self._maybe_snapshot()
             return
         if isinstance(command, DebitPoints):
             self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
@@ -229,6 +236,30 @@ class AccountActor:
         self._ready = False
         if not envelope.reply.done():
             envelope.reply.set_exception(error)
+
+    def _maybe_snapshot(self) -> None:
+        """Save a snapshot every `snapshot_interval_events`, when nothing is in flight.
+
+        With nothing in flight, the state holds exactly the committed events up to version.
+        """
+        if (
+            self._units_in_flight
+            or self.state is None
+            or self.version - self._snapshot_version < limits.snapshot_interval_events
+        ):
+            return
+        snapshot = to_snapshot(self.stream_id, self.state, self.version, self.last_position)
+        self._snapshot_version = self.version
+
+        async def save() -> None:
+            try:
+                await self._store.save_snapshot(snapshot)
+            except StoreError as error:  # Only a cache: the events are still there.
+                log.warning("snapshot of %s not saved: %s", self.stream_id, error)
+
+        task = asyncio.create_task(save(), name=f"snapshot-{self.stream_id}")
+        _SNAPSHOT_TASKS.add(task)
+        task.add_done_callback(_SNAPSHOT_TASKS.discard)
 
     def transfer_settled(self) -> None:
         """Record that a transfer out of this account was credited or returned."""
@@ -241,6 +272,7 @@ class AccountActor:
             self.state, self.version, self.last_position = await load_account(
                 self._store, self.stream_id
             )
+            self._snapshot_version = self.version
             self._ready = True
         except Exception as error:  # noqa: BLE001 - store down or a bug: fail what waits; the next message retries.
             log.warning("loading %s failed: %s", self.stream_id, error)
@@ -256,10 +288,14 @@ class AccountActor:
 
 
 async def load_account(store: EventStore, stream_id: str) -> tuple[Account | None, int, int]:
-    """Rebuild an account from its stream, page by page; return (state, version, position)."""
+    """Rebuild an account from its snapshot and the events after it; (state, version, position)."""
     state: Account | None = None
     version = 0
     position = 0
+    snapshot = await store.load_snapshot(stream_id)
+    restored = from_snapshot(snapshot) if snapshot is not None else None
+    if restored is not None:
+        state, version, position = restored
     while True:
         page = await store.read_stream(stream_id, version + 1, limits.read_batch_events_max)
         for recorded in page:

@@ -1,0 +1,54 @@
+"""Account snapshots: a cache of an account's state at a stream version.
+
+An actor activates from its latest snapshot plus the events after it, so a long-lived hot
+account does not replay its whole history. Snapshots are only a cache: deleting them (all,
+or one) loses nothing, the events are replayed instead; a snapshot of a schema this
+release does not know is ignored the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from pointex.server.domain.account import Account
+from pointex.server.domain.values import AccountKind, AccountStatus, Role
+from pointex.server.eventstore.port import Snapshot
+
+SNAPSHOT_TYPE: Final = "AccountSnapshot"
+SNAPSHOT_SCHEMA_VERSION: Final = 1
+
+
+def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
+    """Return the snapshot of `state`, the account as of stream `version` (at `position`)."""
+    data = {
+        "account_id": state.account_id,
+        "kind": state.kind.value,
+        "owner_partner_id": state.owner_partner_id,
+        "status": state.status.value,
+        "available_points": state.available_points,
+        "held_points": state.held_points,
+        "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
+        "position": position,
+    }
+    encoded = json.dumps(data, separators=(",", ":")).encode()
+    return Snapshot(stream_id, version, SNAPSHOT_TYPE, SNAPSHOT_SCHEMA_VERSION, encoded)
+
+
+def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
+    """Return (state, version, position) from a snapshot, or None if it cannot be used."""
+    if snapshot.type != SNAPSHOT_TYPE or snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION:
+        return None
+    data = json.loads(snapshot.data)
+    frozen_by = data["frozen_by_role"]
+    state = Account(
+        account_id=data["account_id"],
+        kind=AccountKind(data["kind"]),
+        owner_partner_id=data["owner_partner_id"],
+        status=AccountStatus(data["status"]),
+        available_points=int(data["available_points"]),
+        held_points=int(data["held_points"]),
+        frozen_by_role=Role(frozen_by) if frozen_by else None,
+    )
+    state.check()
+    return state, snapshot.stream_version, int(data["position"])
