@@ -51,10 +51,9 @@ class EventFeedServicer:
     def Subscribe(self, request, context):
         """Streams every committed event after `from_position`, exactly once, in position order,
         with no gap: first the history (catch-up), then live events as they commit, on the same
-        stream. An event is delivered only once every event before it is committed or known never
-        to commit, so a transaction that commits after a later position became visible is not
-        skipped, and a rolled-back gap does not stall the feed (it is passed within a bounded
-        time, default 10 s). The subscriber owns its checkpoint: to resume after a disconnect or a
+        stream. Positions are assigned inside the appending transaction under one lock, so they
+        are gap-free and follow commit order: a position becomes visible only after every lower
+        one, and a rolled-back transaction leaves no gap. The subscriber owns its checkpoint: to resume after a disconnect or a
         server restart, subscribe again from the last `resume_position` or heartbeat `head` it
         received; nothing is lost or repeated.
 

@@ -38,10 +38,9 @@ class EventFeedStub:
     Subscribe: _grpc.UnaryStreamMultiCallable[_event_feed_pb2.SubscribeRequest, _event_feed_pb2.SubscribeResponse]
     """Streams every committed event after `from_position`, exactly once, in position order,
     with no gap: first the history (catch-up), then live events as they commit, on the same
-    stream. An event is delivered only once every event before it is committed or known never
-    to commit, so a transaction that commits after a later position became visible is not
-    skipped, and a rolled-back gap does not stall the feed (it is passed within a bounded
-    time, default 10 s). The subscriber owns its checkpoint: to resume after a disconnect or a
+    stream. Positions are assigned inside the appending transaction under one lock, so they
+    are gap-free and follow commit order: a position becomes visible only after every lower
+    one, and a rolled-back transaction leaves no gap. The subscriber owns its checkpoint: to resume after a disconnect or a
     server restart, subscribe again from the last `resume_position` or heartbeat `head` it
     received; nothing is lost or repeated.
 
@@ -75,10 +74,9 @@ class EventFeedAsyncStub(EventFeedStub):
     Subscribe: _aio.UnaryStreamMultiCallable[_event_feed_pb2.SubscribeRequest, _event_feed_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Streams every committed event after `from_position`, exactly once, in position order,
     with no gap: first the history (catch-up), then live events as they commit, on the same
-    stream. An event is delivered only once every event before it is committed or known never
-    to commit, so a transaction that commits after a later position became visible is not
-    skipped, and a rolled-back gap does not stall the feed (it is passed within a bounded
-    time, default 10 s). The subscriber owns its checkpoint: to resume after a disconnect or a
+    stream. Positions are assigned inside the appending transaction under one lock, so they
+    are gap-free and follow commit order: a position becomes visible only after every lower
+    one, and a rolled-back transaction leaves no gap. The subscriber owns its checkpoint: to resume after a disconnect or a
     server restart, subscribe again from the last `resume_position` or heartbeat `head` it
     received; nothing is lost or repeated.
 
@@ -115,10 +113,9 @@ class EventFeedServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_event_feed_pb2.SubscribeResponse], _abc.AsyncIterator[_event_feed_pb2.SubscribeResponse]]:
         """Streams every committed event after `from_position`, exactly once, in position order,
         with no gap: first the history (catch-up), then live events as they commit, on the same
-        stream. An event is delivered only once every event before it is committed or known never
-        to commit, so a transaction that commits after a later position became visible is not
-        skipped, and a rolled-back gap does not stall the feed (it is passed within a bounded
-        time, default 10 s). The subscriber owns its checkpoint: to resume after a disconnect or a
+        stream. Positions are assigned inside the appending transaction under one lock, so they
+        are gap-free and follow commit order: a position becomes visible only after every lower
+        one, and a rolled-back transaction leaves no gap. The subscriber owns its checkpoint: to resume after a disconnect or a
         server restart, subscribe again from the last `resume_position` or heartbeat `head` it
         received; nothing is lost or repeated.
 

@@ -117,11 +117,8 @@ class Event(_message.Message):
     """
     slice: _builtins.int
     """The event's slice, 0–1023: the CRC-32 (IEEE 802.3 polynomial, as zlib.crc32) of the UTF-8
-    bytes of the stream's slice key, modulo 1024. The slice key of an entity stream is its id
-    (the account id, the market id); a process stream takes the slice key of the entity that
-    started it (the source account for transfer-, the market for trade-), so a process's
-    first event commits in one append with the step that started it. Fixed forever; stored
-    with the event.
+    bytes of the stream's entity id (the part of stream_id after the first '-': the account
+    id, the market id, the transfer id), modulo 1024. Fixed forever; stored with the event.
     """
     type: _builtins.str
     """The stable name of the event type: the payload's message name, for example
