@@ -298,3 +298,25 @@ async def test_bulk_answers_every_command_in_order(channel: grpc.aio.Channel) ->
     failed = [i for i, r in enumerate(results) if r.WhichOneof("outcome") == "error"]
     assert failed == [7]
     assert results[7].error.reason == "AMOUNT_NOT_POSITIVE"
+
+
+async def test_bulk_answers_before_the_client_sends_more(channel: grpc.aio.Channel) -> None:
+    """A client that waits for each bulk answer before sending the next batch is served."""
+    operator, acme = Client(channel, OPERATOR_TOKEN), Client(channel, ACME_TOKEN)
+    merchant, alice, _ = await open_funded(operator, acme, 100)
+    call = acme.stub.ExecuteBulk(metadata=acme.metadata, timeout=20)
+    for _ in range(3):
+        command = pb.BulkCommand(
+            issue_points=pb.IssuePointsRequest(
+                request_id=rid(),
+                merchant_account_id=merchant,
+                member_account_id=alice,
+                amount_points=1,
+            )
+        )
+        await call.write(pb.ExecuteBulkRequest(commands=[command]))
+        response = await call.read()
+        assert isinstance(response, pb.ExecuteBulkResponse)
+        assert response.results[0].WhichOneof("outcome") == "ok"
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF

@@ -7,7 +7,7 @@ statuses by the edge interceptor.
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -243,28 +243,39 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     async def ExecuteBulk(
         self, request_iterator: AsyncIterator[pb.ExecuteBulkRequest], context: Context
     ) -> AsyncIterator[pb.ExecuteBulkResponse]:
-        """Run batches of commands; answer each batch, in order, with one result per command."""
-        pending: collections.deque[asyncio.Task[pb.ExecuteBulkResponse]] = collections.deque()
-        reader = request_iterator.__aiter__()
-        exhausted = False
-        while not exhausted or pending:
-            while not exhausted and len(pending) < limits.bulk_messages_in_flight_max:
-                try:
-                    batch = await reader.__anext__()
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                if len(batch.commands) > limits.bulk_commands_max:
-                    raise InvalidRequest(
-                        "BULK_BATCH_TOO_LARGE",
-                        "commands",
-                        f"at most {limits.bulk_commands_max} a message",
-                    )
-                pending.append(asyncio.create_task(self._bulk_batch(batch, context)))
-                if pending[0].done():
-                    break
-            if pending:
-                yield await pending.popleft()
+        """Run batches of commands; answer each batch, in order, with one result per command.
+
+        A reader task takes request messages as they come and starts each batch at once; the
+        responses go out in order as batches finish. The queue between them bounds the
+        batches under way: when it is full the reader stops reading, and HTTP/2 flow control
+        holds the sender back. A client may wait for each answer before sending more.
+        """
+        batches: asyncio.Queue[asyncio.Task[pb.ExecuteBulkResponse] | None] = asyncio.Queue(
+            limits.bulk_messages_in_flight_max
+        )
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    if len(batch.commands) > limits.bulk_commands_max:
+                        raise InvalidRequest(
+                            "BULK_BATCH_TOO_LARGE",
+                            "commands",
+                            f"at most {limits.bulk_commands_max} a message",
+                        )
+                    await batches.put(asyncio.create_task(self._bulk_batch(batch, context)))
+            finally:
+                await batches.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await batches.get()) is not None:
+                yield await task
+            await reader  # Raises what stopped the reader (an oversized batch).
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
     async def _bulk_batch(
         self, batch: pb.ExecuteBulkRequest, context: Context

@@ -110,6 +110,11 @@ class PostgresEventStore:
             # A writer stuck between statements (a paused process) would hold the position
             # lock and stall every writer; the server ends its transaction instead.
             "idle_in_transaction_session_timeout": str(statement_ms),
+            # Every statement of this store (and of the insert trigger) is an index lookup.
+            # An events table that was never analysed (autovacuum off, or a young table)
+            # can make the planner pick full scans, and every append then reads the whole
+            # log: throughput fell with each run. Scans stay possible where no index fits.
+            "enable_seqscan": "off",
             **(server_settings or {}),
         }
         self._before_commit = before_commit
