@@ -44,7 +44,7 @@ buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 lint: $(INSTALLED) buf-lint proto-check ## buf lint, stale codegen, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy server/src client/src/pointex/client tests scripts
+	$(BIN)/mypy server/src client/src/pointex/client tests scripts bench
 	$(BIN)/lint-imports
 
 fmt: $(INSTALLED) ## format and auto-fix
@@ -65,6 +65,18 @@ test-integration: $(INSTALLED) ## actors, group commit, projections on real data
 
 test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
+
+# The bench extra (matplotlib, for the chart) is installed on first use; `install` stays lean.
+BENCH_DEPS = $(PY) -c 'import matplotlib' 2>/dev/null || \
+	$(PY) -m pip install --quiet -e ./client -e '.[dev,bench]'
+
+bench: install ## benchmark every contender and scenario, median of 3 runs: about 20 minutes
+	$(BENCH_DEPS)
+	$(PY) -m bench.run
+
+bench-quick: install ## every benchmark scenario once, in under 3 minutes (same JSON shape)
+	$(BENCH_DEPS)
+	$(PY) -m bench.run --quick
 
 clean: ## remove local state (.pointex data, caches); keeps .venv and node_modules
 	rm -rf .pointex .pytest_cache .mypy_cache .ruff_cache

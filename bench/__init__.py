@@ -1,0 +1,1 @@
+"""Pointex benchmark harness: contenders, one load generator, and the runner (`make bench`)."""

@@ -1,0 +1,86 @@
+"""Every bound of the benchmark harness, each with what it costs; checked at import.
+
+The harness follows the product's habit (STYLE habit 9): a queue, a loop, a batch or a
+pool is sized by a named `<noun>_max` here, never by a literal at the call site.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Concurrent closed-loop callers per scenario, over all load-generator processes. Each is one
+# in-flight RPC; 64 is the load the issue's targets are stated at.
+callers_default: Final = 64
+# The most callers a run may ask for: each costs a coroutine and an HTTP/2 stream, and more
+# than this only queues inside the servers without telling anything new on 2 cores.
+callers_max: Final = 1024
+# Load-generator worker processes (each with its own event loop and channel). More processes
+# than cores only steal CPU from the server under test.
+loadgen_processes_max: Final = 8
+# A call's deadline. A lock-based hot-account transfer can wait seconds; past this it is a
+# DEADLINE_EXCEEDED error in the report rather than an unbounded wait.
+call_deadline_s: Final = 30
+# How long calls still in flight when the measured window closes may take to finish. Past it
+# they are cancelled, counted as `unfinished`, and their latency so far (a lower bound) is
+# kept: a deadlocked lock-based call would otherwise hold the run for its whole deadline.
+drain_s_max: Final = 5
+# Latency samples one worker keeps for one scenario (a list of ints, 8 bytes each inside a
+# Python list: 2,000,000 samples are about 16 MB plus pickling back to the runner).
+latency_samples_max: Final = 2_000_000
+
+# Member accounts the transfer scenarios draw from (uniform); the hot scenarios use a prefix.
+members_count: Final = 10_000
+hot_wide_accounts_count: Final = 100
+hot_narrow_accounts_count: Final = 4
+# Merchants that fund the members during setup. Several, so the lock-based contender's setup
+# is not serialised on one merchant row (setup is not timed, but it should not take minutes).
+merchants_count: Final = 8
+# Points each member starts with. Transfers move 1 point in a random direction, so a balance
+# drifts like a random walk: 1,000,000 points outlast millions of transfers.
+member_funding_points: Final = 1_000_000
+# Concurrent setup RPCs (opening and funding accounts).
+setup_callers_max: Final = 64
+
+# Commands one ExecuteBulk request message may carry, by the contract (BULK_BATCH_TOO_LARGE).
+bulk_message_commands_max: Final = 1000
+# TransferPoints commands the load generator puts in one ExecuteBulk request message.
+bulk_batch_commands_max: Final = 500
+# Unanswered request messages one bulk stream keeps in flight: the contract's whole read
+# window (the server reads a message only while fewer than 8 are unanswered), so the server
+# always has the next batch at hand.
+bulk_inflight_messages_max: Final = 8
+# Concurrent bulk streams over all load-generator processes. One stream keeps 8 x 500 = 4,000
+# transfers in flight: enough to keep a batching server busy, and at the ~2k/s of a
+# per-command server a message still comes back within about 2 s.
+bulk_streams_default: Final = 1
+bulk_streams_max: Final = 8
+
+# Connections in the lock-based contender's pool: one per concurrent transaction, sized to the
+# 64 callers; PostgreSQL's max_connections (100 by default) must leave room for the rest.
+lockbased_pool_connections_max: Final = 48
+# How long one statement waits for a row lock before the contender gives up (lock_timeout).
+# Well above deadlock_timeout (1 s by default), so a deadlock is reported as one.
+lockbased_lock_wait_ms_max: Final = 10_000
+# How long a command waits for a pooled connection.
+lockbased_pool_wait_s_max: Final = 30
+# How often the lock-based contender rewrites its stats file.
+lockbased_stats_interval_ms: Final = 200
+# Bulk commands of one request message the lock-based contender runs at once.
+lockbased_bulk_parallel_max: Final = lockbased_pool_connections_max
+
+# How long the runner waits for a contender to print its port.
+server_start_timeout_s: Final = 60
+# How long a contender gets to exit after SIGTERM before it is killed.
+server_stop_timeout_s: Final = 30
+# Runs of each scenario (the report keeps the median by throughput, and every run).
+repeat_max: Final = 9
+
+assert 0 < callers_default <= callers_max
+assert 0 < bulk_streams_default <= bulk_streams_max
+assert bulk_inflight_messages_max <= 8, "the contract reads at most 8 unanswered messages"
+assert 0 < bulk_batch_commands_max <= bulk_message_commands_max
+assert hot_narrow_accounts_count < hot_wide_accounts_count <= members_count
+assert hot_narrow_accounts_count >= 2, "a transfer needs two distinct accounts"
+assert lockbased_lock_wait_ms_max > 1000, "must exceed PostgreSQL's default deadlock_timeout"
+assert lockbased_stats_interval_ms < 1000
+assert members_count % merchants_count == 0

@@ -1,0 +1,1 @@
+"""The traditional contender: account rows locked with SELECT ... FOR UPDATE in PostgreSQL."""

@@ -1,0 +1,244 @@
+"""Turn recorded runs into the report: rows, Pointex's ratios, the issue's targets, JSON, PNG.
+
+`python -m bench.report bench/results/latest.json` prints the Markdown table that
+docs/benchmarks.md shows, from a result file (so the document is filled from a real run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench.recorder import Recorded, percentile_us
+
+Row = dict[str, Any]
+_US_PER_MS: Final = 1000
+POINTEX_REFERENCE: Final = ("pointex", "postgres")
+
+
+def summarize(recorded: Recorded, measure_s: int) -> Row:
+    """Return throughput, latency percentiles (ms) and errors of one run."""
+    latencies = sorted(recorded.latencies_us)
+    return {
+        "ok": recorded.ok,
+        "ops_per_s": round(recorded.ok / measure_s, 1),
+        "p50_ms": percentile_us(latencies, 500) / _US_PER_MS,
+        "p99_ms": percentile_us(latencies, 990) / _US_PER_MS,
+        "max_ms": (latencies[-1] if latencies else 0) / _US_PER_MS,
+        "samples": len(latencies),
+        "unfinished": recorded.unfinished,
+        "errors": dict(sorted(recorded.errors.items())),
+        "aborts": sum(n for key, n in recorded.errors.items() if key.startswith("ABORTED")),
+    }
+
+
+def counters_delta(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """Return how much each of the contender's counters grew."""
+    return {key: after[key] - before.get(key, 0) for key in sorted(after)}
+
+
+def median_row(runs: list[Row]) -> Row:
+    """Return the run with the median throughput, with every run attached under `runs`."""
+    ordered = sorted(runs, key=lambda run: run["ops_per_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        median["runs"] = [
+            {key: run[key] for key in ("ok", "ops_per_s", "p50_ms", "p99_ms", "max_ms")}
+            for run in runs
+        ]
+    return median
+
+
+def _find(rows: list[Row], contender: str, store: str, scenario: str) -> Row | None:
+    for row in rows:
+        key = (row["contender"], row["store"], row["scenario"])
+        if key == (contender, store, scenario) and row.get("status") == "ok":
+            return row
+    return None
+
+
+def _x(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 2) if denominator else None
+
+
+def ratios(rows: list[Row]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Return Pointex's throughput and p99 ratios to every other contender, per scenario."""
+    result: dict[str, dict[str, dict[str, float | None]]] = {}
+    pointex_rows = [r for r in rows if r["contender"] == "pointex" and r.get("status") == "ok"]
+    for mine in pointex_rows:
+        for other in rows:
+            if other["contender"] == "pointex" or other.get("status") != "ok":
+                continue
+            if other["scenario"] != mine["scenario"]:
+                continue
+            key = f"pointex/{mine['store']} vs {other['contender']}/{other['store']}"
+            result.setdefault(key, {})[mine["scenario"]] = {
+                "throughput_x": _x(mine["ops_per_s"], other["ops_per_s"]),
+                "p99_x": _x(mine["p99_ms"], other["p99_ms"]),
+            }
+        echo = _find(rows, "grpc-echo", "none", "echo")
+        if echo is not None and mine["scenario"] == "uniform":
+            key = f"pointex/{mine['store']} uniform vs grpc-echo/none echo"
+            result[key] = {"uniform": {"throughput_x": _x(mine["ops_per_s"], echo["ops_per_s"])}}
+    return result
+
+
+def _target(
+    name: str, value: float | None, goal: float, *, at_most: bool = False
+) -> dict[str, Any]:
+    """Return one target's verdict: value >= goal (value < goal when `at_most`)."""
+    met = value is not None and (value < goal if at_most else value >= goal)
+    return {"target": name, "goal": goal, "value": value, "met": met}
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """Evaluate the issue's targets for Pointex on PostgreSQL (None: a row is missing)."""
+    name, store = POINTEX_REFERENCE
+
+    def ops(contender: str, row_store: str, scenario: str) -> float | None:
+        row = _find(rows, contender, row_store, scenario)
+        return None if row is None else float(row["ops_per_s"])
+
+    def p99(contender: str, row_store: str, scenario: str) -> float | None:
+        row = _find(rows, contender, row_store, scenario)
+        return None if row is None else float(row["p99_ms"])
+
+    def x(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else _x(a, b)
+
+    hot4 = ops(name, store, "hot4")
+    uniform = ops(name, store, "uniform")
+    plain, sorted_ = "lockbased-request-order", "lockbased-sorted-order"
+    return [
+        _target("hot4 vs lockbased-request", x(hot4, ops(plain, "postgres", "hot4")), 10),
+        _target("hot4 vs lockbased-sorted", x(hot4, ops(sorted_, "postgres", "hot4")), 3),
+        _target(
+            "hot4 p99 vs lockbased-request",
+            x(p99(name, store, "hot4"), p99(plain, "postgres", "hot4")),
+            1,
+            at_most=True,
+        ),
+        _target(
+            "hot4 p99 vs lockbased-sorted",
+            x(p99(name, store, "hot4"), p99(sorted_, "postgres", "hot4")),
+            1,
+            at_most=True,
+        ),
+        _target("hot4 vs own uniform", x(hot4, uniform), 0.9),
+        _target("uniform vs lockbased-request", x(uniform, ops(plain, "postgres", "uniform")), 2),
+        _target("uniform vs grpc-echo unary", x(uniform, ops("grpc-echo", "none", "echo")), 0.5),
+        _target("bulk transfers per second", ops(name, store, "bulk"), 20_000),
+    ]
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write the result document, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _label(row: Row) -> str:
+    return f"{row['contender']}/{row['store']}" if row["store"] != "none" else row["contender"]
+
+
+def _bar_text(value: float) -> str:
+    # Below 10 the first decimal matters: 0.1 transfers/s is not nothing.
+    if not value:
+        return ""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def write_png(path: Path, rows: list[Row]) -> None:
+    """Draw throughput and p99 per scenario, contenders side by side (log scales)."""
+    import matplotlib as mpl  # noqa: PLC0415 - only the runner's last step needs it.
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend.
+
+    scenarios = list(dict.fromkeys(row["scenario"] for row in rows))
+    labels = list(dict.fromkeys(_label(row) for row in rows))
+    figure, axes = plt.subplots(2, 1, figsize=(12, 8), constrained_layout=True)
+    width = 0.8 / max(1, len(labels))
+    for metric, axis, title in (
+        ("ops_per_s", axes[0], "throughput (ok operations/s, log scale)"),
+        ("p99_ms", axes[1], "p99 latency (ms, log scale)"),
+    ):
+        for offset, label in enumerate(labels):
+            values = []
+            for scenario in scenarios:
+                row = next(
+                    (r for r in rows if _label(r) == label and r["scenario"] == scenario), None
+                )
+                ok = row is not None and row.get("status") == "ok"
+                values.append(row[metric] if ok and row is not None and row[metric] else 0)
+            xs = [i + offset * width for i in range(len(scenarios))]
+            bars = axis.bar(xs, values, width, label=label)
+            axis.bar_label(bars, labels=[_bar_text(v) for v in values], fontsize=7)
+        axis.set_yscale("log")
+        axis.set_title(title)
+        axis.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(scenarios))])
+        axis.set_xticklabels(scenarios)
+    axes[0].legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def markdown_table(document: dict[str, Any]) -> str:
+    """Return the rows as a Markdown table (one line per contender and scenario)."""
+    lines = [
+        (
+            "| contender | store | scenario | load | ok ops/s | p50 ms | p99 ms | max ms "
+            "| errors | deadlocks | aborts |"
+        ),
+        "|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|",
+    ]
+    for row in document["rows"]:
+        if row.get("status") != "ok":
+            lines.append(
+                f"| {row['contender']} | {row['store']} | {row['scenario']} | "
+                f"{row['concurrency']} | pending | | | | {row.get('note', '')} | | |"
+            )
+            continue
+        errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "none"
+        deadlocks = "n/a" if row["deadlocks"] is None else row["deadlocks"]
+        lines.append(
+            f"| {row['contender']} | {row['store']} | {row['scenario']} | {row['load']} | "
+            f"{row['ops_per_s']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+            f"{row['max_ms']:.1f} | {errors} | {deadlocks} | {row['aborts']} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_targets(document: dict[str, Any]) -> str:
+    """Return the issue's targets and how this run fares against them, as a Markdown table."""
+    lines = ["| target (Pointex on PostgreSQL) | goal | measured | met |", "|---|--:|--:|---|"]
+    for target in document["targets"]:
+        relation = "< " if target["target"].startswith("hot4 p99") else ">= "
+        value = "n/a" if target["value"] is None else f"{target['value']:,}"
+        met = "yes" if target["met"] else "**no**"
+        lines.append(f"| {target['target']} | {relation}{target['goal']:,} | {value} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the Markdown tables (rows, then targets) of a result file; redraw its chart."""
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("result", type=Path, nargs="?", default=Path("bench/results/latest.json"))
+    parser.add_argument("--png", type=Path, help="also redraw the chart from the file, here")
+    args = parser.parse_args(argv)
+    document = json.loads(args.result.read_text())
+    if args.png is not None:
+        write_png(args.png, [row for row in document["rows"] if row.get("status") == "ok"])
+    print(markdown_table(document))
+    print()
+    print(markdown_targets(document))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

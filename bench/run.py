@@ -1,0 +1,337 @@
+"""`make bench`: every contender as a real process, every scenario, one report.
+
+Run from the repository root: `python -m bench.run` (full: about 20 minutes) or
+`python -m bench.run --quick` (every scenario in under 3 minutes, same JSON shape).
+For each contender in turn it starts the process on a free loopback port, opens and funds the
+accounts (untimed), runs the scenarios with the one load generator, stops the process, and
+finally writes `bench/results/latest.json` and `bench/results/latest.png` and drops the
+PostgreSQL schemas it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import grpc
+
+from bench import limits
+from bench.accounts import SetupFailed, setup_accounts
+from bench.contenders import (
+    CONTENDER_NAMES,
+    Contender,
+    Plan,
+    Running,
+    StartFailed,
+    build_contenders,
+    read_counters,
+    start,
+)
+from bench.loadgen import SCENARIOS, TRANSFER_SCENARIOS, LoadFailed, LoadSpec, run_load
+from bench.report import (
+    Row,
+    counters_delta,
+    median_row,
+    ratios,
+    summarize,
+    targets,
+    write_json,
+    write_png,
+)
+
+REPO: Final = Path(__file__).resolve().parents[1]
+RESULTS: Final = REPO / "bench" / "results"
+PG_DSN_DEFAULT: Final = "postgresql://postgres@127.0.0.1:5432/test"
+_PG_TIMEOUT_S: Final = 10
+# Full run: 18 scenario rows x 3 runs x (3 s warm-up + 15 s measured + ~2 s spawn), plus setup.
+FULL: Final = {"warmup_s": 3, "measure_s": 15, "repeat": 3}
+QUICK: Final = {"warmup_s": 1, "measure_s": 3, "repeat": 1}
+# Load-generator processes: see docs/benchmarks.md for the 1-versus-2 measurement.
+LOADGEN_PROCESSES_DEFAULT: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run, and for how long."""
+
+    scenarios: tuple[str, ...]
+    contenders: tuple[str, ...]
+    warmup_s: int
+    measure_s: int
+    repeat: int
+    callers: int
+    processes: int
+    members: int
+    pg_dsn: str
+    output: Path
+    chart: bool
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+async def machine_info(pg_dsn: str) -> dict[str, Any]:
+    """Describe where the run happens: CPUs, Python, gRPC and PostgreSQL versions."""
+    postgres_version = None
+    try:
+        connection = await asyncpg.connect(pg_dsn, timeout=_PG_TIMEOUT_S)
+        try:
+            postgres_version = await connection.fetchval("SHOW server_version")
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError) as error:
+        _say(f"PostgreSQL not reachable: {error!r}")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "postgres_version": postgres_version,
+        # Other work on the machine skews every figure; the report says how busy it was.
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def _pending(contender: Contender, scenarios: list[str], options: Options, note: str) -> list[Row]:
+    return [
+        {
+            "contender": contender.name,
+            "store": contender.store,
+            "scenario": scenario,
+            "concurrency": options.callers,
+            "status": "pending",
+            "note": note,
+        }
+        for scenario in scenarios
+    ]
+
+
+def _status(summary: Row) -> str:
+    errors: dict[str, int] = summary["errors"]
+    if summary["ok"] == 0 and errors and all(k.startswith("UNIMPLEMENTED") for k in errors):
+        return "pending"  # The contender does not serve this RPC (yet).
+    return "ok"
+
+
+async def run_scenario(running: Running, scenario: str, options: Options, token: str) -> Row:
+    """Drive one scenario against a running contender and return its row."""
+    contender = running.contender
+    bulk_streams = limits.bulk_streams_default
+    spec = LoadSpec(
+        running.target, scenario, options.callers, options.processes, options.warmup_s,
+        options.measure_s, token, bulk_streams, options.members,
+    )  # fmt: skip
+    before: Counter[str] = Counter()
+    recorded = await asyncio.to_thread(
+        run_load, spec, lambda: before.update(read_counters(contender))
+    )
+    # The contender rewrites its counters every stats interval: wait two to see the last ones.
+    await asyncio.sleep(2 * limits.lockbased_stats_interval_ms / 1000)
+    delta = counters_delta(before, read_counters(contender))
+    summary = summarize(recorded, options.measure_s)
+    load = (
+        f"{bulk_streams} stream x {limits.bulk_inflight_messages_max} msgs x "
+        f"{limits.bulk_batch_commands_max}"
+        if scenario == "bulk"
+        else f"{options.callers} callers"
+    )
+    row: Row = {
+        "contender": contender.name,
+        "store": contender.store,
+        "scenario": scenario,
+        "concurrency": bulk_streams if scenario == "bulk" else options.callers,
+        "load": load,
+        "status": _status(summary),
+        **summary,
+        # Pointex takes no row locks, so it has no deadlock counter: null, not zero.
+        "deadlocks": delta.get("deadlocks", 0) if contender.stats_file else None,
+        "server_counters": delta,
+    }
+    _say(
+        f"{contender.name}/{contender.store} {scenario}: {row['ops_per_s']:,.0f} ok/s, "
+        f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, errors {row['errors']}"
+    )
+    return row
+
+
+async def run_contender(
+    contender: Contender, options: Options, plan: Plan, token: str, set_up: set[str]
+) -> list[Row]:
+    """Start one contender, set its accounts up once, run its scenarios, stop it."""
+    scenarios = [s for s in contender.scenarios if s in options.scenarios]
+    if not scenarios:
+        return []
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    _say(f"starting {contender.name}/{contender.store}")
+    try:
+        running = await start(contender, plan.scratch, env)
+    except StartFailed as error:
+        _say(str(error))
+        return _pending(contender, scenarios, options, "did not start")
+    rows: list[Row] = []
+    try:
+        needs_accounts = any(s in (*TRANSFER_SCENARIOS, "bulk") for s in scenarios)
+        if needs_accounts and contender.setup_key not in set_up:
+            _say(f"opening and funding {options.members} members (untimed)")
+            setup_started_s = time.monotonic()
+            await setup_accounts(running.target, token, options.members)
+            _say(f"setup took {time.monotonic() - setup_started_s:.0f} s")
+            set_up.add(contender.setup_key or "")
+        for scenario in scenarios:
+            runs = [
+                await run_scenario(running, scenario, options, token) for _ in range(options.repeat)
+            ]
+            rows.append(median_row(runs))
+    except (SetupFailed, LoadFailed) as error:
+        _say(f"{contender.name}/{contender.store}: {error}\n{running.log_tail()}")
+        done = {row["scenario"] for row in rows}
+        note = str(error).splitlines()[0][:120]
+        rows += _pending(contender, [s for s in scenarios if s not in done], options, note)
+    finally:
+        await running.stop()
+    return rows
+
+
+async def drop_schemas(pg_dsn: str, schemas: list[str]) -> None:
+    """Drop the PostgreSQL schemas this run created."""
+    if not schemas:
+        return
+    connection = await asyncpg.connect(pg_dsn, timeout=_PG_TIMEOUT_S)
+    try:
+        for schema in schemas:
+            # Names come from new_schema: "bench_" and hex digits only.
+            await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await connection.close()
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """Run every selected contender and scenario; return the result document."""
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    scratch = Path(tempfile.mkdtemp(prefix="pointex-bench-"))
+    token = secrets.token_hex(24)
+    tokens_file = scratch / "tokens"
+    # The operator may call every command RPC on every account: one credential drives all.
+    tokens_file.write_text(f"operator bench-operator {token}\n")
+    plan = Plan(options.pg_dsn, scratch, tokens_file)
+    machine = await machine_info(options.pg_dsn)
+    rows: list[Row] = []
+    set_up: set[str] = set()
+    try:
+        for contender in build_contenders(plan, options.contenders):
+            rows += await run_contender(contender, options, plan, token, set_up)
+    finally:
+        await drop_schemas(options.pg_dsn, plan.schemas)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "machine": machine,
+        "started_at": started_at,
+        "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+        "warmup_s": options.warmup_s,
+        "duration_s": dict.fromkeys(options.scenarios, options.measure_s),
+        "repeat": options.repeat,
+        "members": options.members,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "targets": targets(rows),
+    }
+
+
+def _names(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {list(allowed)}")
+    return names
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    """Return the run's options from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="every scenario in under 3 minutes")
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: _names(text, SCENARIOS, "scenarios"),
+        default=SCENARIOS,
+        help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
+        "--contenders",
+        type=lambda text: _names(text, CONTENDER_NAMES, "contenders"),
+        default=CONTENDER_NAMES,
+        help=f"comma-separated, from {','.join(CONTENDER_NAMES)} (default: all)",
+    )
+    parser.add_argument("--duration", type=int, help="measured seconds per scenario run")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds before each measurement")
+    parser.add_argument("--repeat", type=int, help="runs per scenario; the median is reported")
+    parser.add_argument("--callers", type=int, default=limits.callers_default)
+    parser.add_argument("--processes", type=int, default=LOADGEN_PROCESSES_DEFAULT)
+    parser.add_argument("--members", type=int, default=limits.members_count, help=argparse.SUPPRESS)
+    parser.add_argument("--pg-dsn", default=os.environ.get("POINTEX_TEST_PG_DSN", PG_DSN_DEFAULT))
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    options = Options(
+        scenarios=args.scenarios,
+        contenders=args.contenders,
+        warmup_s=args.warmup if args.warmup is not None else preset["warmup_s"],
+        measure_s=args.duration if args.duration is not None else preset["measure_s"],
+        repeat=args.repeat if args.repeat is not None else preset["repeat"],
+        callers=args.callers,
+        processes=args.processes,
+        members=args.members,
+        pg_dsn=args.pg_dsn,
+        output=args.output,
+        chart=not args.no_chart,
+    )
+    if not 0 < options.repeat <= limits.repeat_max:
+        parser.error(f"--repeat must be 1..{limits.repeat_max}")
+    if options.measure_s <= 0 or options.warmup_s < 0:
+        parser.error("--duration must be positive and --warmup not negative")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write the JSON result and the PNG chart."""
+    options = parse_options(argv)
+    document = asyncio.run(run(options))
+    write_json(options.output, document)
+    _say(f"wrote {options.output}")
+    if options.chart:
+        chart = options.output.with_suffix(".png")
+        write_png(chart, [row for row in document["rows"] if row.get("status") == "ok"])
+        _say(f"wrote {chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
