@@ -26,6 +26,14 @@ HEALTH_WAIT_S = 30
 TOKENS_FILE = ROOT / ".pointex" / "tokens"
 
 
+def _token_of(role: str) -> str:
+    """Return the token of the first `role` line of .pointex/tokens."""
+    for line in TOKENS_FILE.read_text().splitlines():
+        if line.startswith(f"{role} "):
+            return line.split()[2]
+    sys.exit(f"{TOKENS_FILE} has no {role} token")
+
+
 def _ensure_tokens() -> str:
     """Write .pointex/tokens with fresh random tokens once; return the operator's token."""
     if not TOKENS_FILE.exists():
@@ -38,10 +46,7 @@ def _ensure_tokens() -> str:
         ]
         TOKENS_FILE.write_text("\n".join(lines) + "\n")
         TOKENS_FILE.chmod(0o600)
-    for line in TOKENS_FILE.read_text().splitlines():
-        if line.startswith("operator "):
-            return line.split()[2]
-    sys.exit(f"{TOKENS_FILE} has no operator token")
+    return _token_of("operator")
 
 
 def _start(module: str, listen: str, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -77,8 +82,11 @@ def main() -> int:
     (ROOT / ".pointex").mkdir(exist_ok=True)
     operator_token = _ensure_tokens()
     command = _start("pointex.server.command.main", COMMAND_LISTEN, {})
+    # The query server follows the command server's EventFeed with the query_server credential.
     query = _start(
-        "pointex.server.query.main", QUERY_LISTEN, {"POINTEX_COMMAND_TARGET": COMMAND_LISTEN}
+        "pointex.server.query.main",
+        QUERY_LISTEN,
+        {"POINTEX_COMMAND_TARGET": COMMAND_LISTEN, "POINTEX_FEED_TOKEN": _token_of("query_server")},
     )
     processes = [("command server", command), ("query server", query)]
     try:
@@ -87,7 +95,7 @@ def main() -> int:
         print(
             "\nPointex is running (SQLite store in .pointex/):\n"
             f"  command server  {COMMAND_LISTEN}   CommandService, EventFeed, health, reflection\n"
-            f"  query server    {QUERY_LISTEN}   health, reflection\n"
+            f"  query server    {QUERY_LISTEN}   QueryService, health, reflection\n"
             f"  tokens          {TOKENS_FILE.relative_to(ROOT)} (operator: {operator_token})\n"
             "Press Ctrl-C to stop.\n",
             flush=True,

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 OPERATOR_TOKEN = "operator-" + secrets.token_hex(16)
 ACME_TOKEN = "partner-acme-" + secrets.token_hex(16)
@@ -124,16 +126,57 @@ async def command_server(tmp_path: Path, start_command_server: StartCommandServe
     return await start_command_server(f"sqlite:///{tmp_path / 'events.db'}")
 
 
+async def wait_serving(target: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Wait until the server at `target` reports SERVING (the query server: feed connected)."""
+    async with grpc.aio.insecure_channel(target) as channel, asyncio.timeout(timeout_s):
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            await asyncio.sleep(0.05)
+
+
+StartQueryServer = Callable[..., Awaitable[ServerProcess]]
+
+
+@pytest.fixture
+async def start_query_server(tmp_path: Path, tokens_file: Path) -> AsyncIterator[StartQueryServer]:
+    """Start query servers following a command server; each is stopped after the test.
+
+    `start(command_target, read_store_url=None, wait=True)`: the read store defaults to one
+    SQLite file per test (so a restarted server finds its read models); with `wait`, returns
+    once the server is SERVING (its feed connected).
+    """
+    started: list[ServerProcess] = []
+
+    async def start(
+        command_target: str, read_store_url: str | None = None, *, wait: bool = True
+    ) -> ServerProcess:
+        env = {
+            "POINTEX_AUTH_TOKENS_FILE": str(tokens_file),
+            "POINTEX_READ_STORE_URL": read_store_url or f"sqlite:///{tmp_path / 'read.db'}",
+            "POINTEX_COMMAND_TARGET": command_target,
+            "POINTEX_FEED_TOKEN": QUERY_TOKEN,
+        }
+        log_path = tmp_path / f"query-{len(started)}.log"
+        server = await start_server("pointex.server.query.main", log_path, env)
+        started.append(server)
+        if wait:
+            try:
+                await wait_serving(server.target)
+            except TimeoutError:
+                pytest.fail(f"the query server never reported SERVING:\n{server.log()}")
+        return server
+
+    yield start
+    for server in started:
+        await server.terminate()
+
+
 @pytest.fixture
 async def query_server(
-    tmp_path: Path, tokens_file: Path, command_server: ServerProcess
-) -> AsyncIterator[ServerProcess]:
-    """A query server following `command_server`."""
-    env = {
-        "POINTEX_AUTH_TOKENS_FILE": str(tokens_file),
-        "POINTEX_READ_STORE_URL": f"sqlite:///{tmp_path / 'read.db'}",
-        "POINTEX_COMMAND_TARGET": command_server.target,
-    }
-    server = await start_server("pointex.server.query.main", tmp_path / "query.log", env)
-    yield server
-    await server.terminate()
+    command_server: ServerProcess, start_query_server: StartQueryServer
+) -> ServerProcess:
+    """A query server following `command_server`, SERVING."""
+    return await start_query_server(command_server.target)

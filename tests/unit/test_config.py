@@ -9,6 +9,7 @@ import pytest
 from pointex.server.config import SETTINGS, ConfigError, command_config, query_config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+FEED_TOKEN = "query-0123456789abcdef"
 
 
 @pytest.fixture
@@ -16,19 +17,29 @@ def tokens(tmp_path: Path) -> dict[str, str]:
     """An environment naming an existing tokens file (its content is checked elsewhere)."""
     path = tmp_path / "tokens"
     path.write_text("operator ops 0123456789abcdef0123\n")
-    return {"POINTEX_AUTH_TOKENS_FILE": str(path)}
+    return {"POINTEX_AUTH_TOKENS_FILE": str(path), "POINTEX_FEED_TOKEN": FEED_TOKEN}
 
 
 def test_defaults_need_only_the_tokens_file(tokens: dict[str, str]) -> None:
-    """With only the tokens file set, both servers get their documented defaults."""
+    """With only the tokens (and the query server's feed token), both get their defaults."""
     command = command_config([], env=tokens)
     query = query_config([], env=tokens)
+    assert query.feed_token == FEED_TOKEN
+    assert query.read_store_url == "sqlite:///.pointex/read.db"
     assert command.common.listen == "127.0.0.1:50051"
     assert command.store_url == "sqlite:///.pointex/events.db"
     assert command.allow_unsafe_durability is False
     assert query.common.listen == "127.0.0.1:50052"
     assert query.command_target == "127.0.0.1:50051"
     assert command.common.tls is None
+
+
+@pytest.mark.parametrize("value", ["", "short", "has a space in it, long enough"])
+def test_query_server_needs_a_usable_feed_token(tokens: dict[str, str], value: str) -> None:
+    """Without a feed token (or with a guessable one) the query server refuses to start."""
+    with pytest.raises(ConfigError, match="feed_token") as caught:
+        query_config([], env={**tokens, "POINTEX_FEED_TOKEN": value})
+    assert value not in str(caught.value) or not value
 
 
 def test_tokens_file_is_required() -> None:

@@ -83,6 +83,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _QUERY,
     ),
     Setting(
+        "feed_token",
+        "POINTEX_FEED_TOKEN",
+        "",
+        "bearer token the query server presents to the command server's EventFeed: a "
+        "query_server (or operator) token of the command server's tokens file (required)",
+        _QUERY,
+    ),
+    Setting(
         "actors_resident_max",
         "POINTEX_ACTORS_RESIDENT_MAX",
         "100000",
@@ -161,6 +169,7 @@ class QueryConfig:
     common: CommonConfig
     read_store_url: str
     command_target: str
+    feed_token: str
 
 
 def _parser(server: str, description: str) -> argparse.ArgumentParser:
@@ -271,6 +280,16 @@ def _store_url(key: str, text: str) -> str:
     raise ConfigError(f"{key}: expected sqlite:///<file> or postgresql://..., got {text!r}")
 
 
+def _token(key: str, text: str) -> str:
+    # The same rule as the tokens file: a short token is guessable. The value is never echoed.
+    token = text.strip()
+    if not token:
+        raise ConfigError(f"{key}: required (see docs/configuration.md#authentication)")
+    if len(token) < 16 or any(c.isspace() for c in token):  # noqa: PLR2004 - as the tokens file.
+        raise ConfigError(f"{key}: expected 16 or more characters without spaces")
+    return token
+
+
 def _common(values: Mapping[str, str]) -> CommonConfig:
     return CommonConfig(
         listen=_host_port("listen", values["listen"]),
@@ -316,4 +335,5 @@ def query_config(
         common=_common(values),
         read_store_url=_store_url("read_store_url", values["read_store_url"]),
         command_target=_host_port("command_target", values["command_target"]),
+        feed_token=_token("feed_token", values["feed_token"]),
     )

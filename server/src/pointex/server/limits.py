@@ -217,3 +217,65 @@ transfer_retry_delay_ms_max = 10_000
 shutdown_processes_ms_max = 5_000
 
 assert transfer_retry_delay_ms_min <= transfer_retry_delay_ms_max
+
+# --- Query server -----------------------------------------------------------------------------
+
+# Items in one page of a List*/history read. A page is held in memory and sent as one message;
+# the contract documents this maximum (PAGE_SIZE_TOO_LARGE above it) and the default.
+read_page_items_max = 1_000
+read_page_items_default = 100
+
+# Longest a read waits for the projections to reach its min_position, whatever its deadline.
+# Each waiting read holds an RPC slot and a task; the contract documents 30 s.
+read_wait_ms_max = 30_000
+
+# Events the query server projects in one read-store transaction (one feed batch). The batch's
+# rows are held in memory and written while the read store's writer is busy; a larger batch
+# means fewer commits (fsyncs) per event during catch-up and longer pauses for the rebuild switch.
+projection_batch_events_max = feed_batch_events_max
+
+# Feed messages the query server reads ahead while it writes the previous batch. Whatever has
+# arrived is projected together in one read-store transaction (at most
+# projection_batch_events_max events), so under load the commits per event drop instead of
+# the lag growing. Costs up to this many messages (each at most feed_batch_events_max events)
+# in memory.
+feed_messages_ahead_max = 4
+
+# Reconnect delays of the query server's EventFeed subscription: doubled after each failure
+# from the first to the cap, reset once a message arrives. A lower cap reconnects sooner after
+# an outage at the cost of more attempts against a command server that is down.
+feed_reconnect_ms_min = 100
+feed_reconnect_ms_max = 5_000
+
+# Notifications one WatchNotifications stream reads from the read store at a time: its whole
+# buffer. A stream that stops reading holds at most this many rows (HTTP/2 flow control holds
+# the writer back), so memory per watcher is bounded whatever its lag.
+notification_page_max = 500
+
+# Concurrent WatchNotifications streams. Each costs a task, one page of rows and a read-store
+# query per projected batch; past it new streams get RESOURCE_EXHAUSTED (OVERLOADED).
+notification_watchers_max = 1_000
+
+# Idle time after which a notification stream gets a heartbeat with the projections' position.
+notification_heartbeat_ms = 5_000
+
+# Violations CheckInvariants lists (all are counted); the contract documents 1000 and 100.
+invariant_violations_max = 1_000
+invariant_violations_default = 100
+
+# Read connections of the SQLite read store. Each runs its queries on its own thread, so reads
+# proceed in parallel with each other and with the writer (WAL); each costs a file handle and
+# SQLite's page cache.
+sqlite_read_connections_max = 4
+
+# How long the generation a rebuild replaced stays readable before its tables are dropped, so
+# that reads which picked it just before the switch finish on it. Costs the disk space of a
+# second copy of the read models for this long.
+retired_generation_keep_ms = 10_000
+
+assert read_page_items_default <= read_page_items_max
+assert projection_batch_events_max <= read_batch_events_max
+assert feed_reconnect_ms_min <= feed_reconnect_ms_max
+assert read_wait_ms_max <= pg_statement_ms_max
+assert invariant_violations_default <= invariant_violations_max
+assert notification_page_max <= read_page_items_max

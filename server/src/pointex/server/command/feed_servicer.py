@@ -89,10 +89,13 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
         self._store = store
 
     async def Subscribe(
-        self, request: event_feed_pb2.SubscribeRequest, _context: Context
+        self, request: event_feed_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
         """Stream every committed event after `from_position`, then heartbeats when idle."""
         after, categories, batch_max = _validate(request)
+        # Headers now rather than with the first batch: a subscriber learns at once that it is
+        # connected and authorised, even on an idle log (its health depends on it).
+        await context.send_initial_metadata(())
         queue: asyncio.Queue[RecordedEvent | StoreError] = asyncio.Queue(
             limits.feed_buffer_events_max
         )

@@ -51,6 +51,27 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     "/pointex.v1.CommandService/ConfirmPayment": _PROVIDERS,
     "/pointex.v1.CommandService/FailPayment": _PROVIDERS,
     "/pointex.v1.EventFeed/Subscribe": frozenset({Role.OPERATOR, Role.QUERY_SERVER}),
+    # Reads: partners see their own accounts (checked per object by the query server).
+    **{
+        f"/pointex.v1.QueryService/{rpc}": _PARTNERS
+        for rpc in (
+            "GetAccount",
+            "ListAccounts",
+            "GetAccountHistory",
+            "GetOrder",
+            "ListOrders",
+            "GetTrade",
+            "ListTrades",
+            "ListMarkets",
+            "GetOrderBook",
+            "ListRecentTrades",
+            "GetMarketStats",
+            "WatchNotifications",
+        )
+    },
+    "/pointex.v1.QueryService/CheckInvariants": _OPERATORS,
+    "/pointex.v1.QueryService/RebuildProjections": _OPERATORS,
+    "/pointex.v1.QueryService/GetProjectionStatus": _OPERATORS,
 }
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("pointex_principal")

@@ -46,6 +46,20 @@ class InvalidRequest(domain.InvalidArgument):
         self.field = field
 
 
+class PositionNotReached(Exception):
+    """A read's `min_position` was not reached within its deadline (DEADLINE_EXCEEDED)."""
+
+    def __init__(self, position: int, reached: int) -> None:
+        """Name the position asked for and the position the projections had reached."""
+        super().__init__(f"projections reached {reached}, not {position}, before the deadline")
+        self.position = position
+        self.reached = reached
+
+
+class ShuttingDown(Exception):
+    """The server is draining and ends the call; resume elsewhere or later (UNAVAILABLE)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Mapped:
     """How one exception goes on the wire."""
@@ -87,7 +101,21 @@ def map_exception(error: BaseException) -> Mapped | None:
             )
         case StoreError():
             return _map_store_error(error)
+        case PositionNotReached() | ShuttingDown():
+            return _map_query_error(error)
     return None
+
+
+def _map_query_error(error: PositionNotReached | ShuttingDown) -> Mapped:
+    if isinstance(error, PositionNotReached):
+        return Mapped(grpc.StatusCode.DEADLINE_EXCEEDED, "POSITION_NOT_REACHED", str(error), {})
+    return Mapped(
+        grpc.StatusCode.UNAVAILABLE,
+        "SHUTTING_DOWN",
+        "the server is shutting down",
+        {},
+        retry_after_ms=_STORE_RETRY_AFTER_MS,
+    )
 
 
 def _map_store_error(error: StoreError) -> Mapped:

@@ -1,0 +1,91 @@
+"""CheckInvariants: judge the audit figures of the read models against the invariants.
+
+I1 (conservation): Σ available + Σ held + in flight = Σ minted - Σ burned, where in flight
+means debited by a transfer and not yet credited or returned, or sold by a settlement and
+not yet bought (the debit/credit events themselves, not the process's final event, so a
+batch ending between a credit and its TransferCompleted does not count the points twice).
+I2 (escrow): held = open SELL quantity + quantity pending payment as seller. Orders and
+trades are not projected yet (the market lands later), so both are 0 and every held point
+is reported; the figures say so (`open_sell_quantity_points` = 0).
+"""
+
+from __future__ import annotations
+
+from pointex.server import limits
+from pointex.server.query.readstore.port import AccountRow, Audit
+from pointex.server.query.views import position_message
+from pointex.v1 import query_service_pb2 as pb
+
+
+def _per_account(
+    invariant: pb.Invariant.ValueType,
+    accounts: tuple[AccountRow, ...],
+    expected: int,
+    actual: tuple[int, ...],
+    message: str,
+) -> list[pb.Violation]:
+    return [
+        pb.Violation(
+            invariant=invariant,
+            account_ids=[row.account_id],
+            expected_points=expected,
+            actual_points=value,
+            message=message,
+        )
+        for row, value in zip(accounts, actual, strict=True)
+    ]
+
+
+def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
+    """Return the CheckInvariants answer for one audit snapshot."""
+    assert 1 <= violations_max <= limits.invariant_violations_max, violations_max
+    violations: list[pb.Violation] = []
+    count = 0
+    supply = audit.minted_points - audit.burned_points
+    held_anywhere = audit.available_points + audit.held_points + audit.in_flight_points
+    if supply != held_anywhere:
+        count += 1
+        violations.append(
+            pb.Violation(
+                invariant=pb.INVARIANT_CONSERVATION,
+                expected_points=supply,
+                actual_points=held_anywhere,
+                message="available + held + in flight differs from minted - burned",
+            )
+        )
+    violations += _per_account(
+        pb.INVARIANT_NON_NEGATIVE,
+        audit.negative,
+        0,
+        tuple(min(row.available_points, row.held_points) for row in audit.negative),
+        "a balance is negative",
+    )
+    violations += _per_account(
+        pb.INVARIANT_BALANCE_CEILING,
+        audit.over_ceiling,
+        limits.points_balance_max,
+        tuple(row.available_points + row.held_points for row in audit.over_ceiling),
+        "available + held exceeds the per-account ceiling",
+    )
+    violations += _per_account(
+        pb.INVARIANT_ESCROW,
+        audit.holding,
+        0,
+        tuple(row.held_points for row in audit.holding),
+        "held points without a resting SELL order or a trade pending payment",
+    )
+    count += audit.negative_count + audit.over_ceiling_count + audit.holding_count
+    return pb.CheckInvariantsResponse(
+        as_of=position_message(audit.position),
+        ok=count == 0,
+        minted_points=audit.minted_points,
+        burned_points=audit.burned_points,
+        available_points=audit.available_points,
+        held_points=audit.held_points,
+        in_flight_points=audit.in_flight_points,
+        open_sell_quantity_points=0,
+        pending_trade_quantity_points=0,
+        account_count=audit.account_count,
+        violations=violations[:violations_max],
+        violation_count=count,
+    )

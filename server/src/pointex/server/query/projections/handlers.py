@@ -1,0 +1,234 @@
+"""One projection per event type: what an event does to accounts, history and notifications.
+
+Every handler takes the batch's working state, the feed event and its payload. Events this
+module does not name are passed over (the checkpoint still moves past them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from pointex.server.query.projections import notifications
+from pointex.server.query.projections.state import (
+    BatchState,
+    Move,
+    apply_move,
+    at_us,
+    next_version,
+    notify_moved,
+    position_of,
+    transfer_kind,
+)
+from pointex.server.query.readstore.port import AccountRow, InFlightRow
+from pointex.v1 import common_pb2, events_pb2
+
+Handler = Callable[[BatchState, events_pb2.Event, Any], None]
+
+
+# --- Account lifecycle ------------------------------------------------------------------------
+
+
+def _opened(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountOpened) -> None:
+    assert p.account_id not in batch.accounts, p.account_id
+    assert event.stream_version == 1, event.stream_version
+    batch.put(
+        AccountRow(
+            account_id=p.account_id,
+            kind=common_pb2.AccountKind.Name(p.kind).removeprefix("ACCOUNT_KIND_"),
+            status="OPEN",
+            owner_partner_id=p.owner_partner_id,
+            display_name=p.display_name,
+            available_points=0,
+            held_points=0,
+            version=1,
+            frozen_by_role="",
+            opened_at_us=at_us(event),
+            updated_at_us=at_us(event),
+        )
+    )
+
+
+def _status(
+    batch: BatchState,
+    event: events_pb2.Event,
+    account_id: str,
+    *,
+    status: str,
+    reason: str,
+    role: str,
+) -> None:
+    old = batch.account(account_id)
+    new = dataclasses.replace(
+        old,
+        status=status,
+        frozen_by_role=role if status == "FROZEN" else "",
+        version=next_version(event, old),
+        updated_at_us=at_us(event),
+    )
+    batch.put(new)
+    position = position_of(event)
+    kind = {"FROZEN": "ACCOUNT_FROZEN", "OPEN": "ACCOUNT_UNFROZEN", "CLOSED": "ACCOUNT_CLOSED"}
+    batch.notify(
+        notifications.account_status(
+            kind[status],
+            account=new,
+            position=position,
+            index=batch.next_index(position),
+            at_us=at_us(event),
+            reason=reason,
+            role=role,
+        )
+    )
+
+
+def _frozen(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountFrozen) -> None:
+    role = common_pb2.Role.Name(p.frozen_by_role).removeprefix("ROLE_")
+    _status(batch, event, p.account_id, status="FROZEN", reason=p.reason, role=role)
+
+
+def _unfrozen(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountUnfrozen) -> None:
+    _status(batch, event, p.account_id, status="OPEN", reason=p.reason, role="")
+
+
+def _closed(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountClosed) -> None:
+    assert batch.account(p.account_id).available_points == 0, p.account_id
+    assert batch.account(p.account_id).held_points == 0, p.account_id
+    _status(batch, event, p.account_id, status="CLOSED", reason=p.reason, role="")
+
+
+# --- Supply: mint and burn --------------------------------------------------------------------
+
+
+def _minted(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsMinted) -> None:
+    move = Move("MINT", p.amount_points, available_after=p.available_points, memo=p.memo)
+    account = apply_move(batch, event, p.account_id, move)
+    batch.minted_points += p.amount_points
+    notify_moved(batch, event, "POINTS_MINTED", account, move)
+
+
+def _burned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBurned) -> None:
+    move = Move("BURN", -p.amount_points, available_after=p.available_points, memo=p.memo)
+    account = apply_move(batch, event, p.account_id, move)
+    batch.burned_points += p.amount_points
+    notify_moved(batch, event, "POINTS_BURNED", account, move)
+
+
+# --- Transfers: debit, then credit or return --------------------------------------------------
+
+
+def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDebited) -> None:
+    move = Move(
+        transfer_kind(p.kind) + "_OUT",
+        -p.amount_points,
+        available_after=p.available_points,
+        counterparty_account_id=p.counterparty_account_id,
+        transfer_id=p.transfer_id,
+        memo=p.memo,
+    )
+    account = apply_move(batch, event, p.account_id, move)
+    batch.add_in_flight(
+        InFlightRow("transfer-" + p.transfer_id, p.account_id, p.amount_points, position_of(event))
+    )
+    notify_moved(batch, event, "POINTS_SENT", account, move)
+
+
+def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCredited) -> None:
+    move = Move(
+        transfer_kind(p.kind) + "_IN",
+        p.amount_points,
+        available_after=p.available_points,
+        counterparty_account_id=p.counterparty_account_id,
+        transfer_id=p.transfer_id,
+        memo=p.memo,
+    )
+    account = apply_move(batch, event, p.account_id, move)
+    batch.remove_in_flight("transfer-" + p.transfer_id)
+    notify_moved(batch, event, "POINTS_RECEIVED", account, move)
+
+
+def _returned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReturned) -> None:
+    move = Move(
+        "TRANSFER_RETURNED",
+        p.amount_points,
+        available_after=p.available_points,
+        counterparty_account_id=p.counterparty_account_id,
+        transfer_id=p.transfer_id,
+    )
+    account = apply_move(batch, event, p.account_id, move)
+    batch.remove_in_flight("transfer-" + p.transfer_id)
+    notify_moved(batch, event, "POINTS_RETURNED", account, move)
+
+
+# --- Market steps on accounts: escrow and settlement -----------------------------------------
+
+
+def _held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) -> None:
+    move = Move(
+        "ESCROW_HOLD",
+        -p.amount_points,
+        p.amount_points,
+        available_after=p.available_points,
+        held_after=p.held_points,
+        order_id=p.order_id,
+    )
+    apply_move(batch, event, p.account_id, move)
+
+
+def _released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReleased) -> None:
+    move = Move(
+        "ESCROW_RELEASE",
+        p.amount_points,
+        -p.amount_points,
+        available_after=p.available_points,
+        held_after=p.held_points,
+        order_id=p.order_id,
+        trade_id=p.trade_id,
+    )
+    apply_move(batch, event, p.account_id, move)
+
+
+def _sold(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsSold) -> None:
+    move = Move(
+        "TRADE_SOLD",
+        0,
+        -p.amount_points,
+        held_after=p.held_points,
+        order_id=p.order_id,
+        trade_id=p.trade_id,
+    )
+    apply_move(batch, event, p.account_id, move)
+    batch.add_in_flight(
+        InFlightRow("trade-" + p.trade_id, p.account_id, p.amount_points, position_of(event))
+    )
+
+
+def _bought(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBought) -> None:
+    move = Move(
+        "TRADE_BOUGHT",
+        p.amount_points,
+        available_after=p.available_points,
+        order_id=p.order_id,
+        trade_id=p.trade_id,
+    )
+    apply_move(batch, event, p.account_id, move)
+    batch.remove_in_flight("trade-" + p.trade_id)
+
+
+# Payload field of Event -> its projection. Every other payload is passed over.
+HANDLERS: dict[str, Handler] = {
+    "account_opened": _opened,
+    "account_frozen": _frozen,
+    "account_unfrozen": _unfrozen,
+    "account_closed": _closed,
+    "points_minted": _minted,
+    "points_burned": _burned,
+    "points_debited": _debited,
+    "points_credited": _credited,
+    "points_returned": _returned,
+    "points_held": _held,
+    "points_released": _released,
+    "points_sold": _sold,
+    "points_bought": _bought,
+}

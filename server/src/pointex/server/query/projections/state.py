@@ -1,0 +1,175 @@
+"""The working state of one projected batch, and the helpers every handler shares."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from pointex.server.query.projections import notifications
+from pointex.server.query.readstore.port import (
+    AccountRow,
+    InFlightRow,
+    MovementRow,
+    NotificationRow,
+)
+from pointex.v1 import common_pb2, events_pb2, query_service_pb2
+
+ACCOUNT_CATEGORY = "account-"
+
+
+@dataclass(slots=True)
+class BatchState:
+    """The working state of one batch: account copies and the rows produced so far."""
+
+    accounts: dict[str, AccountRow]
+    changed: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    movements: list[MovementRow] = field(default_factory=list)
+    notifications: list[NotificationRow] = field(default_factory=list)
+    in_flight_added: dict[str, InFlightRow] = field(default_factory=dict)
+    in_flight_removed: list[str] = field(default_factory=list)
+    minted_points: int = 0
+    burned_points: int = 0
+
+    def account(self, account_id: str) -> AccountRow:
+        """Return the current row of an account the batch was given or opened."""
+        row = self.accounts.get(account_id)
+        assert row is not None, f"event for unknown account {account_id!r}"
+        return row
+
+    def put(self, row: AccountRow) -> None:
+        """Record the account's new state."""
+        self.accounts[row.account_id] = row
+        self.changed[row.account_id] = None
+
+    def notify(self, row: NotificationRow) -> None:
+        """Add a notification, built with `next_index` of its position."""
+        assert row.index == self.next_index(row.position), row
+        self.notifications.append(row)
+
+    def next_index(self, position: int) -> int:
+        """Return the index the next notification at `position` gets (0, 1, ...)."""
+        # Notifications are added in position order, so those at `position` are the last ones.
+        index = 0
+        for row in reversed(self.notifications):
+            if row.position != position:
+                break
+            index += 1
+        return index
+
+    def add_in_flight(self, row: InFlightRow) -> None:
+        """Record points that left an account for a process step still to come."""
+        assert row.process_id not in self.in_flight_added, row
+        self.in_flight_added[row.process_id] = row
+
+    def remove_in_flight(self, process_id: str) -> None:
+        """Record that a process's points arrived (or came back)."""
+        if self.in_flight_added.pop(process_id, None) is None:
+            self.in_flight_removed.append(process_id)
+
+
+def position_of(event: events_pb2.Event) -> int:
+    """Return the global position of a feed event (format-1 token)."""
+    token = event.position.token
+    assert len(token) == 9, token  # noqa: PLR2004 - a format-1 position token.
+    assert token[0] == 1, token
+    return int.from_bytes(token[1:], "big")
+
+
+def at_us(event: events_pb2.Event) -> int:
+    """Return when the event was recorded, in microseconds since the epoch."""
+    return int(event.recorded_at.ToMicroseconds())
+
+
+def next_version(event: events_pb2.Event, account: AccountRow) -> int:
+    """Return the account's version after `event`, asserting it follows the current one."""
+    # Every event of an account stream reaches the projection, in stream order.
+    assert event.stream_id == ACCOUNT_CATEGORY + account.account_id, event.stream_id
+    assert event.stream_version == account.version + 1, (event.stream_version, account.version)
+    return int(event.stream_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One movement's amounts, the balances the event states after it, and its references."""
+
+    kind: str
+    available_delta: int
+    held_delta: int = 0
+    available_after: int | None = None
+    held_after: int | None = None
+    counterparty_account_id: str = ""
+    transfer_id: str = ""
+    order_id: str = ""
+    trade_id: str = ""
+    memo: str = ""
+
+
+def apply_move(
+    batch: BatchState, event: events_pb2.Event, account_id: str, move: Move
+) -> AccountRow:
+    """Apply a movement to an account and record it in the account's history."""
+    old = batch.account(account_id)
+    new = dataclasses.replace(
+        old,
+        available_points=old.available_points + move.available_delta,
+        held_points=old.held_points + move.held_delta,
+        version=next_version(event, old),
+        updated_at_us=at_us(event),
+    )
+    if move.available_after is not None:
+        assert new.available_points == move.available_after, (new, event)
+    if move.held_after is not None:
+        assert new.held_points == move.held_after, (new, event)
+    assert new.available_points >= 0, new
+    assert new.held_points >= 0, new
+    batch.put(new)
+    batch.movements.append(
+        MovementRow(
+            account_id=account_id,
+            position=position_of(event),
+            recorded_at_us=at_us(event),
+            account_version=new.version,
+            kind=move.kind,
+            available_delta_points=move.available_delta,
+            held_delta_points=move.held_delta,
+            available_points=new.available_points,
+            held_points=new.held_points,
+            counterparty_account_id=move.counterparty_account_id,
+            transfer_id=move.transfer_id,
+            order_id=move.order_id,
+            trade_id=move.trade_id,
+            memo=move.memo,
+        )
+    )
+    return new
+
+
+def notify_moved(
+    batch: BatchState, event: events_pb2.Event, kind: str, account: AccountRow, move: Move
+) -> None:
+    """Tell the account's owner about a movement (a POINTS_* notification)."""
+    amount = abs(move.available_delta)
+    position = position_of(event)
+    details = query_service_pb2.PointsMovedDetails(
+        movement_kind=common_pb2.MovementKind.Value("MOVEMENT_KIND_" + move.kind),
+        amount_points=amount,
+        counterparty_account_id=move.counterparty_account_id,
+        transfer_id=move.transfer_id,
+        memo=move.memo,
+        available_points=account.available_points,
+    )
+    batch.notify(
+        notifications.points_moved(
+            kind,
+            account=account,
+            position=position,
+            index=batch.next_index(position),
+            at_us=at_us(event),
+            details=details,
+        )
+    )
+
+
+def transfer_kind(kind: int) -> str:
+    """Return the name of a TransferKind value without its prefix (ISSUE, REDEEM, TRANSFER)."""
+    return common_pb2.TransferKind.Name(kind).removeprefix("TRANSFER_KIND_")  # type: ignore[arg-type]

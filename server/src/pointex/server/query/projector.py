@@ -1,0 +1,55 @@
+"""Apply batches of feed events to a generation of the read models, one transaction each.
+
+Loading the touched accounts, projecting (pure) and writing the changes with the checkpoint
+happen in order under `lock` for the active generation; the rebuild takes the same lock to
+switch generations between two batches, so no batch straddles the switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from pointex.server.query.checkpoint import CheckpointWatch
+from pointex.server.query.projections import account_ids_of, project_batch
+from pointex.server.query.readstore.port import Changes, ReadStore
+from pointex.v1 import events_pb2
+
+
+class Projector:
+    """Project feed batches into the read store and advance the served checkpoint."""
+
+    def __init__(self, store: ReadStore, watch: CheckpointWatch) -> None:
+        """Write to `store`; advance `watch` after each batch of the active generation."""
+        self._store = store
+        self._watch = watch
+        self.lock = asyncio.Lock()
+
+    async def apply_active(self, events: Sequence[events_pb2.Event]) -> int:
+        """Apply events that continue the active checkpoint; return the new checkpoint."""
+        async with self.lock:
+            changes = await self._project(events, self._watch.position, None)
+            await self._store.apply(changes)
+            self._watch.advance(changes.position)
+            return changes.position
+
+    async def apply_to(
+        self, generation: int, events: Sequence[events_pb2.Event], after_position: int
+    ) -> int:
+        """Apply events to an inactive generation (a rebuild); return its new checkpoint."""
+        changes = await self._project(events, after_position, generation)
+        await self._store.apply(changes, generation)
+        return changes.position
+
+    async def resync(self) -> int:
+        """Re-read the active checkpoint after a store error (a COMMIT may have succeeded)."""
+        async with self.lock:
+            position = await self._store.checkpoint()
+            self._watch.advance(max(position, self._watch.position))
+            return self._watch.position
+
+    async def _project(
+        self, events: Sequence[events_pb2.Event], after_position: int, generation: int | None
+    ) -> Changes:
+        accounts = await self._store.accounts(account_ids_of(events), generation)
+        return project_batch(events, accounts, after_position)

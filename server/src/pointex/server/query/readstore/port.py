@@ -1,0 +1,242 @@
+"""The read store's port: the rows the projections write and the reads the queries make.
+
+One small interface, two adapters (`sqlite/`, `postgres/`), one contract suite
+(tests/integration/test_read_store.py). Rows are plain frozen records; enums are stored by
+their proto value name without the prefix (`MEMBER`, `ISSUE_IN`, `POINTS_RECEIVED`).
+
+Projections live in *generations* of tables (``g<n>_accounts``...). One generation is
+active and serves reads; a rebuild fills a fresh one from position 0 and then replaces the
+active one atomically. Every write names its generation and commits the projection changes
+of one batch together with that generation's checkpoint, in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pointex.server.store_errors import StoreError
+
+# Enum names as stored.
+ACCOUNT_KINDS = frozenset({"MEMBER", "MERCHANT"})
+ACCOUNT_STATUSES = frozenset({"OPEN", "FROZEN", "CLOSED"})
+
+
+class CheckpointMoved(StoreError):
+    """A batch was written against a checkpoint that is no longer the generation's own.
+
+    Another writer applied events to this generation meanwhile; nothing was written. It is
+    the final guard against applying an event twice.
+    """
+
+    def __init__(self, generation: int, expected: int, actual: int | None) -> None:
+        """Name the generation, the checkpoint the batch expected and the one found."""
+        super().__init__(
+            f"read-store generation {generation}: checkpoint is {actual}, batch expected {expected}"
+        )
+        self.generation = generation
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """An account as projected."""
+
+    account_id: str
+    kind: str
+    status: str
+    owner_partner_id: str
+    display_name: str
+    available_points: int
+    held_points: int
+    version: int
+    frozen_by_role: str  # a Role name while FROZEN, else ""
+    opened_at_us: int
+    updated_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class MovementRow:
+    """One change of an account's points: one event of its stream."""
+
+    account_id: str
+    position: int
+    recorded_at_us: int
+    account_version: int
+    kind: str
+    available_delta_points: int
+    held_delta_points: int
+    available_points: int
+    held_points: int
+    counterparty_account_id: str = ""
+    transfer_id: str = ""
+    order_id: str = ""
+    trade_id: str = ""
+    memo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    """One notification; (position, index) orders them and is their cursor."""
+
+    position: int
+    index: int
+    account_id: str
+    owner_partner_id: str
+    kind: str
+    occurred_at_us: int
+    body: bytes  # a serialized pointex.v1.Notification without its cursor
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightRow:
+    """Points debited by a process and not yet credited (or returned) on the other side."""
+
+    process_id: str  # the process stream, "transfer-<id>" or "trade-<id>"
+    account_id: str  # the account the points left
+    amount_points: int
+    position: int  # of the debit
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one batch of events does to the read models, applied in one transaction."""
+
+    after_position: int  # the generation's checkpoint the batch continues from
+    position: int  # the checkpoint after the batch
+    events: int  # events the batch covers, projected or not
+    accounts: tuple[AccountRow, ...] = ()  # the final state of every account it changed
+    movements: tuple[MovementRow, ...] = ()
+    notifications: tuple[NotificationRow, ...] = ()
+    in_flight_added: tuple[InFlightRow, ...] = ()
+    in_flight_removed: tuple[str, ...] = ()  # process ids
+    minted_points: int = 0
+    burned_points: int = 0
+
+    def check(self) -> None:
+        """Assert the batch is well formed (positions ordered, keys unique)."""
+        assert 0 <= self.after_position < self.position, (self.after_position, self.position)
+        assert 0 < self.events <= self.position - self.after_position, self.events
+        assert len({a.account_id for a in self.accounts}) == len(self.accounts)
+        assert all(self.after_position < m.position <= self.position for m in self.movements)
+        assert all(self.after_position < n.position <= self.position for n in self.notifications)
+        assert self.minted_points >= 0
+        assert self.burned_points >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    """Which accounts a listing returns; empty tuples mean "any"."""
+
+    owner_partner_id: str = ""
+    kinds: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Which movements of one account a history page returns."""
+
+    kinds: tuple[str, ...] = ()
+    start_us: int | None = None  # inclusive
+    end_us: int | None = None  # exclusive
+    newest_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationFilter:
+    """Which notifications a watcher receives: one partner's (or all), some accounts, kinds."""
+
+    owner_partner_id: str | None = None  # None: every owner (operators)
+    account_ids: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Figures of the read models at one checkpoint, read in one snapshot."""
+
+    position: int
+    minted_points: int
+    burned_points: int
+    available_points: int
+    held_points: int
+    in_flight_points: int
+    account_count: int
+    # Offending accounts, at most the asked number each, and how many there are in all.
+    negative: tuple[AccountRow, ...] = ()
+    negative_count: int = 0
+    over_ceiling: tuple[AccountRow, ...] = ()
+    over_ceiling_count: int = 0
+    holding: tuple[AccountRow, ...] = ()
+    holding_count: int = 0
+
+
+class ReadStore(Protocol):
+    """The query server's read models and their checkpoint.
+
+    `generation=None` means the active generation. Reads always use the active one.
+    """
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, and drop a rebuild left by a crash."""
+
+    async def close(self) -> None:
+        """Release every connection."""
+
+    async def token_secret(self) -> bytes:
+        """Return the key that signs page tokens and cursors (kept across restarts)."""
+
+    async def checkpoint(self, generation: int | None = None) -> int:
+        """Return the position through which the generation has applied every event."""
+
+    async def accounts(
+        self, account_ids: list[str], generation: int | None = None
+    ) -> dict[str, AccountRow]:
+        """Return the named accounts that exist, by id."""
+
+    async def apply(self, changes: Changes, generation: int | None = None) -> None:
+        """Write one batch and its checkpoint atomically.
+
+        Raises:
+            CheckpointMoved: The generation's checkpoint is not `changes.after_position`.
+        """
+
+    async def list_accounts(
+        self, account_filter: AccountFilter, after_account_id: str, limit: int
+    ) -> list[AccountRow]:
+        """Return up to `limit` matching accounts after `after_account_id`, ascending."""
+
+    async def history(
+        self, account_id: str, history_filter: HistoryFilter, after_position: int, limit: int
+    ) -> list[MovementRow]:
+        """Return up to `limit` matching movements strictly beyond `after_position`.
+
+        Beyond means above it (ascending), or below it when newest first; 0 starts at the end
+        the order begins from.
+        """
+
+    async def notifications(
+        self, notification_filter: NotificationFilter, after: tuple[int, int], limit: int
+    ) -> list[NotificationRow]:
+        """Return up to `limit` matching notifications after `(position, index)`, ascending."""
+
+    async def audit(self, listed_max: int) -> Audit:
+        """Return the figures CheckInvariants needs, from one consistent snapshot."""
+
+    async def create_generation(self) -> int:
+        """Create an empty generation (checkpoint 0) for a rebuild; return its number."""
+
+    async def activate_generation(self, generation: int) -> int:
+        """Make `generation` the active one, atomically; return the one it replaced.
+
+        The replaced generation stays readable (reads that started before the switch finish
+        on it) until `drop_generation`; `open` drops every inactive generation it finds.
+        """
+
+    async def drop_generation(self, generation: int) -> None:
+        """Drop an inactive generation."""
+
+    async def count_differences(self, generation: int) -> int:
+        """Return how many rows differ between `generation` and the active one."""

@@ -1,0 +1,185 @@
+"""Hold the PostgreSQL read store's statements; every value is a bind parameter.
+
+Tables are named without a schema (each connection's search_path is the store's schema) and
+with ``{p}``, a generation's table prefix put in by `render` from an integer. A batch is
+written with one statement per table, whose columns travel as arrays (``unnest``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
+
+
+@cache
+def render(statement: str, generation: int) -> str:
+    """Return `statement` for the tables of `generation`."""
+    return statement.replace(PREFIX_MARK, table_prefix(generation))
+
+
+TAKE_LOCK = "SELECT pg_advisory_xact_lock($1)"
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
+CREATE_META = f"""
+CREATE TABLE IF NOT EXISTS {META_TABLE} (
+    key    text NOT NULL PRIMARY KEY,
+    value  text NOT NULL
+)
+"""
+GET_META = f"SELECT value FROM {META_TABLE} WHERE key = $1"  # noqa: S608 - constant name.
+SET_META = f"""
+INSERT INTO {META_TABLE} (key, value) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""  # noqa: S608 - constant name.
+LIST_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = $1"
+
+CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS {p}schema_migrations (
+    version        integer NOT NULL PRIMARY KEY,
+    applied_at_us  bigint  NOT NULL
+)
+"""
+SELECT_MIGRATIONS = "SELECT version FROM {p}schema_migrations"
+INSERT_MIGRATION = """
+INSERT INTO {p}schema_migrations (version, applied_at_us)
+VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+"""
+DROP_TABLE = "DROP TABLE IF EXISTS {p}{table}"
+
+CHECKPOINT = "SELECT position FROM {p}checkpoint"
+ADVANCE_CHECKPOINT = """
+UPDATE {p}checkpoint SET position = $2, events_applied = events_applied + $3
+WHERE position = $1
+"""
+
+ACCOUNT_COLUMNS = (
+    "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
+    "version, frozen_by_role, opened_at_us, updated_at_us"
+)
+ACCOUNTS_BY_ID = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text[])
+"""  # noqa: S608 - constant column list.
+UPSERT_ACCOUNTS = f"""
+INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[]
+)
+ON CONFLICT (account_id) DO UPDATE SET
+    status = excluded.status,
+    available_points = excluded.available_points,
+    held_points = excluded.held_points,
+    version = excluded.version,
+    frozen_by_role = excluded.frozen_by_role,
+    updated_at_us = excluded.updated_at_us
+"""  # noqa: S608 - constant column list.
+_ACCOUNT_FILTERS = """
+    AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
+    AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+"""
+LIST_ACCOUNTS = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
+WHERE account_id > $1 {_ACCOUNT_FILTERS}
+ORDER BY account_id LIMIT $4
+"""  # noqa: S608 - constant fragments.
+LIST_OWNER_ACCOUNTS = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
+WHERE owner_partner_id = $5 AND account_id > $1 {_ACCOUNT_FILTERS}
+ORDER BY account_id LIMIT $4
+"""  # noqa: S608 - constant fragments.
+
+MOVEMENT_COLUMNS = (
+    "account_id, position, recorded_at_us, account_version, kind, available_delta_points, "
+    "held_delta_points, available_points, held_points, counterparty_account_id, transfer_id, "
+    "order_id, trade_id, memo"
+)
+INSERT_MOVEMENTS = f"""
+INSERT INTO {{p}}movements ({MOVEMENT_COLUMNS})
+SELECT * FROM unnest(
+    $1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
+    $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
+    $13::text[], $14::text[]
+)
+"""  # noqa: S608 - constant column list.
+_HISTORY_FILTERS = """
+    AND ($3::text[] IS NULL OR kind = ANY($3::text[]))
+    AND ($4::bigint IS NULL OR recorded_at_us >= $4)
+    AND ($5::bigint IS NULL OR recorded_at_us < $5)
+"""
+HISTORY_ASCENDING = f"""
+SELECT {MOVEMENT_COLUMNS} FROM {{p}}movements
+WHERE account_id = $1 AND position > $2 {_HISTORY_FILTERS}
+ORDER BY position LIMIT $6
+"""  # noqa: S608 - constant fragments.
+HISTORY_DESCENDING = f"""
+SELECT {MOVEMENT_COLUMNS} FROM {{p}}movements
+WHERE account_id = $1 AND position < $2 {_HISTORY_FILTERS}
+ORDER BY position DESC LIMIT $6
+"""  # noqa: S608 - constant fragments.
+
+NOTIFICATION_COLUMNS = "position, idx, account_id, owner_partner_id, kind, occurred_at_us, body"
+INSERT_NOTIFICATIONS = f"""
+INSERT INTO {{p}}notifications ({NOTIFICATION_COLUMNS})
+SELECT * FROM unnest(
+    $1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[]
+)
+"""  # noqa: S608 - constant column list.
+_NOTIFICATION_FILTERS = """
+    AND ($3::text[] IS NULL OR account_id = ANY($3::text[]))
+    AND ($4::text[] IS NULL OR kind = ANY($4::text[]))
+"""
+NOTIFICATIONS = f"""
+SELECT {NOTIFICATION_COLUMNS} FROM {{p}}notifications
+WHERE (position, idx) > ($1, $2) {_NOTIFICATION_FILTERS}
+ORDER BY position, idx LIMIT $5
+"""  # noqa: S608 - constant fragments.
+OWNER_NOTIFICATIONS = f"""
+SELECT {NOTIFICATION_COLUMNS} FROM {{p}}notifications
+WHERE owner_partner_id = $6 AND (position, idx) > ($1, $2) {_NOTIFICATION_FILTERS}
+ORDER BY position, idx LIMIT $5
+"""  # noqa: S608 - constant fragments.
+
+INSERT_IN_FLIGHT = """
+INSERT INTO {p}in_flight (process_id, account_id, amount_points, position)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+"""
+DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ANY($1::text[])"
+ADD_TOTALS = """
+UPDATE {p}totals SET minted_points = minted_points + $1, burned_points = burned_points + $2
+"""
+
+AUDIT_SUMS = """
+SELECT
+    (SELECT position FROM {p}checkpoint),
+    (SELECT minted_points FROM {p}totals),
+    (SELECT burned_points FROM {p}totals),
+    (SELECT coalesce(sum(available_points), 0) FROM {p}accounts),
+    (SELECT coalesce(sum(held_points), 0) FROM {p}accounts),
+    (SELECT coalesce(sum(amount_points), 0) FROM {p}in_flight),
+    (SELECT count(*) FROM {p}accounts)
+"""
+AUDIT_NEGATIVE = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
+WHERE available_points < 0 OR held_points < 0 ORDER BY account_id LIMIT $1
+"""  # noqa: S608 - constant column list.
+AUDIT_NEGATIVE_COUNT = (
+    "SELECT count(*) FROM {p}accounts WHERE available_points < 0 OR held_points < 0"
+)
+AUDIT_OVER_CEILING = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
+WHERE available_points + held_points > $1 ORDER BY account_id LIMIT $2
+"""  # noqa: S608 - constant column list.
+AUDIT_OVER_CEILING_COUNT = (
+    "SELECT count(*) FROM {p}accounts WHERE available_points + held_points > $1"
+)
+AUDIT_HOLDING = f"""
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
+WHERE held_points <> 0 ORDER BY account_id LIMIT $1
+"""  # noqa: S608 - constant column list.
+AUDIT_HOLDING_COUNT = "SELECT count(*) FROM {p}accounts WHERE held_points <> 0"
+
+COUNT_DIFFERENCES = """
+SELECT
+    (SELECT count(*) FROM (SELECT * FROM {a}{table} EXCEPT SELECT * FROM {b}{table}) AS d)
+    + (SELECT count(*) FROM (SELECT * FROM {b}{table} EXCEPT SELECT * FROM {a}{table}) AS d)
+"""

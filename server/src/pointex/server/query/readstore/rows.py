@@ -1,0 +1,83 @@
+"""Rows as statement parameters, in the column order both adapters' statements use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pointex.server.query.readstore.port import (
+    AccountRow,
+    InFlightRow,
+    MovementRow,
+    NotificationRow,
+)
+
+# Above every position: where a newest-first listing starts.
+POSITION_END = 2**63 - 1
+
+
+def account_values(row: AccountRow) -> tuple[Any, ...]:
+    """Return an account's columns in `ACCOUNT_COLUMNS` order."""
+    return (
+        row.account_id,
+        row.kind,
+        row.status,
+        row.owner_partner_id,
+        row.display_name,
+        row.available_points,
+        row.held_points,
+        row.version,
+        row.frozen_by_role,
+        row.opened_at_us,
+        row.updated_at_us,
+    )
+
+
+def movement_values(row: MovementRow) -> tuple[Any, ...]:
+    """Return a movement's columns in `MOVEMENT_COLUMNS` order."""
+    return (
+        row.account_id,
+        row.position,
+        row.recorded_at_us,
+        row.account_version,
+        row.kind,
+        row.available_delta_points,
+        row.held_delta_points,
+        row.available_points,
+        row.held_points,
+        row.counterparty_account_id,
+        row.transfer_id,
+        row.order_id,
+        row.trade_id,
+        row.memo,
+    )
+
+
+def notification_values(row: NotificationRow) -> tuple[Any, ...]:
+    """Return a notification's columns in `NOTIFICATION_COLUMNS` order."""
+    return (
+        row.position,
+        row.index,
+        row.account_id,
+        row.owner_partner_id,
+        row.kind,
+        row.occurred_at_us,
+        row.body,
+    )
+
+
+def in_flight_values(row: InFlightRow) -> tuple[Any, ...]:
+    """Return an in-flight row's columns in insert order."""
+    return (row.process_id, row.account_id, row.amount_points, row.position)
+
+
+def notification_row(values: Any) -> NotificationRow:
+    """Build a notification from a row of `NOTIFICATION_COLUMNS`."""
+    return NotificationRow(
+        position=int(values[0]),
+        index=int(values[1]),
+        account_id=str(values[2]),
+        owner_partner_id=str(values[3]),
+        kind=str(values[4]),
+        occurred_at_us=int(values[5]),
+        body=bytes(values[6]),
+    )

@@ -1,0 +1,67 @@
+"""Read-store rows -> proto messages of the query contract."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from pointex.client.positions import encode_global
+from pointex.server.query.readstore.port import AccountRow, MovementRow, NotificationRow
+from pointex.v1 import common_pb2, query_service_pb2
+
+
+def position_message(position: int) -> common_pb2.Position:
+    """Return the wire form of a position; 0 ("nothing applied yet") is the empty token."""
+    return common_pb2.Position(token=encode_global(position) if position else b"")
+
+
+def timestamp(us: int) -> timestamp_pb2.Timestamp:
+    """Return a Timestamp of microseconds since the Unix epoch."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(us)
+    return stamp
+
+
+def account_message(row: AccountRow) -> common_pb2.Account:
+    """Return the proto Account of an account row."""
+    return common_pb2.Account(
+        account_id=row.account_id,
+        kind=common_pb2.AccountKind.Value("ACCOUNT_KIND_" + row.kind),
+        status=common_pb2.AccountStatus.Value("ACCOUNT_STATUS_" + row.status),
+        owner_partner_id=row.owner_partner_id,
+        display_name=row.display_name,
+        available_points=row.available_points,
+        held_points=row.held_points,
+        version=row.version,
+        frozen_by_role=common_pb2.Role.Value("ROLE_" + row.frozen_by_role)
+        if row.frozen_by_role
+        else common_pb2.ROLE_UNSPECIFIED,
+        opened_at=timestamp(row.opened_at_us),
+        updated_at=timestamp(row.updated_at_us),
+    )
+
+
+def movement_message(row: MovementRow) -> query_service_pb2.Movement:
+    """Return the proto Movement of a movement row."""
+    return query_service_pb2.Movement(
+        position=position_message(row.position),
+        recorded_at=timestamp(row.recorded_at_us),
+        account_id=row.account_id,
+        account_version=row.account_version,
+        kind=common_pb2.MovementKind.Value("MOVEMENT_KIND_" + row.kind),
+        available_delta_points=row.available_delta_points,
+        held_delta_points=row.held_delta_points,
+        available_points=row.available_points,
+        held_points=row.held_points,
+        counterparty_account_id=row.counterparty_account_id,
+        transfer_id=row.transfer_id,
+        order_id=row.order_id,
+        trade_id=row.trade_id,
+        memo=row.memo,
+    )
+
+
+def notification_message(row: NotificationRow, cursor: bytes) -> query_service_pb2.Notification:
+    """Return the stored notification with the caller's cursor."""
+    notification = query_service_pb2.Notification.FromString(row.body)
+    notification.cursor = cursor
+    return notification

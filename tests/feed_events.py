@@ -1,0 +1,169 @@
+"""Feed events for the query side's tests: consecutive positions, per-stream versions.
+
+The events are what the command server's EventFeed delivers (`pointex.v1.Event` with its
+typed payload), built by hand so that projection and read-store tests need no server.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from pointex.client.positions import encode_global
+from pointex.v1 import common_pb2, events_pb2
+
+AT_US = 1_700_000_000_000_000
+
+
+class Log:
+    """Feed events with consecutive positions and per-stream versions."""
+
+    def __init__(self) -> None:
+        """Start before position 1."""
+        self.position = 0
+        self.versions: dict[str, int] = {}
+
+    def event(self, stream_id: str, field: str, payload: Message) -> events_pb2.Event:
+        """Return the next event of `stream_id` carrying `payload` in its `field`."""
+        self.position += 1
+        self.versions[stream_id] = self.versions.get(stream_id, 0) + 1
+        event = events_pb2.Event(
+            position=common_pb2.Position(token=encode_global(self.position)),
+            stream_id=stream_id,
+            stream_version=self.versions[stream_id],
+            type=type(payload).__name__,
+            schema_version=1,
+        )
+        event.recorded_at.FromMicroseconds(AT_US + self.position * 1_000_000)
+        getattr(event, field).CopyFrom(payload)
+        return event
+
+    def opened(self, account_id: str, owner: str, kind: int = 1) -> events_pb2.Event:
+        """AccountOpened."""
+        payload = events_pb2.AccountOpened(
+            account_id=account_id,
+            kind=kind,  # type: ignore[arg-type]
+            owner_partner_id=owner,
+        )
+        return self.event(f"account-{account_id}", "account_opened", payload)
+
+    def minted(self, account_id: str, amount: int, after: int) -> events_pb2.Event:
+        """PointsMinted."""
+        payload = events_pb2.PointsMinted(
+            account_id=account_id, amount_points=amount, available_points=after
+        )
+        return self.event(f"account-{account_id}", "points_minted", payload)
+
+    def transfer(
+        self, source: str, target: str, amount: int, source_after: int, target_after: int
+    ) -> list[events_pb2.Event]:
+        """TransferInitiated + PointsDebited, PointsCredited, TransferCompleted."""
+        transfer_id = f"t{self.position}"
+        common = {"transfer_id": transfer_id, "kind": 3, "amount_points": amount}
+        return [
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_initiated",
+                events_pb2.TransferInitiated(
+                    transfer_id=transfer_id, from_account_id=source, to_account_id=target
+                ),
+            ),
+            self.event(
+                f"account-{source}",
+                "points_debited",
+                events_pb2.PointsDebited(
+                    account_id=source,
+                    counterparty_account_id=target,
+                    available_points=source_after,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ),
+            self.event(
+                f"account-{target}",
+                "points_credited",
+                events_pb2.PointsCredited(
+                    account_id=target,
+                    counterparty_account_id=source,
+                    available_points=target_after,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ),
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_completed",
+                events_pb2.TransferCompleted(transfer_id=transfer_id),
+            ),
+        ]
+
+    def burned(self, account_id: str, amount: int, after: int) -> events_pb2.Event:
+        """PointsBurned."""
+        payload = events_pb2.PointsBurned(
+            account_id=account_id, amount_points=amount, available_points=after
+        )
+        return self.event(f"account-{account_id}", "points_burned", payload)
+
+    def returned_transfer(
+        self, source: str, target: str, amount: int, source_after: int
+    ) -> list[events_pb2.Event]:
+        """TransferInitiated + PointsDebited, PointsReturned, TransferCompensated."""
+        transfer_id = f"t{self.position}"
+        debited, returned = source_after, source_after + amount
+        return [
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_initiated",
+                events_pb2.TransferInitiated(
+                    transfer_id=transfer_id, from_account_id=source, to_account_id=target
+                ),
+            ),
+            self.event(
+                f"account-{source}",
+                "points_debited",
+                events_pb2.PointsDebited(
+                    account_id=source,
+                    transfer_id=transfer_id,
+                    kind=common_pb2.TRANSFER_KIND_TRANSFER,
+                    counterparty_account_id=target,
+                    amount_points=amount,
+                    available_points=debited,
+                ),
+            ),
+            self.event(
+                f"account-{source}",
+                "points_returned",
+                events_pb2.PointsReturned(
+                    account_id=source,
+                    transfer_id=transfer_id,
+                    kind=common_pb2.TRANSFER_KIND_TRANSFER,
+                    counterparty_account_id=target,
+                    amount_points=amount,
+                    available_points=returned,
+                ),
+            ),
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_compensated",
+                events_pb2.TransferCompensated(transfer_id=transfer_id),
+            ),
+        ]
+
+    def frozen(self, account_id: str, reason: str = "") -> events_pb2.Event:
+        """AccountFrozen by an operator."""
+        payload = events_pb2.AccountFrozen(
+            account_id=account_id, reason=reason, frozen_by_role=common_pb2.ROLE_OPERATOR
+        )
+        return self.event(f"account-{account_id}", "account_frozen", payload)
+
+    def unfrozen(self, account_id: str) -> events_pb2.Event:
+        """AccountUnfrozen."""
+        payload = events_pb2.AccountUnfrozen(account_id=account_id)
+        return self.event(f"account-{account_id}", "account_unfrozen", payload)
+
+    def closed(self, account_id: str) -> events_pb2.Event:
+        """AccountClosed."""
+        payload = events_pb2.AccountClosed(account_id=account_id)
+        return self.event(f"account-{account_id}", "account_closed", payload)
+
+    def recorded(self, key: str) -> events_pb2.Event:
+        """CommandRecorded: an event no projection reads."""
+        payload = events_pb2.CommandRecorded(request_id=key, rpc="MintPoints")
+        return self.event(f"request-{key}", "command_recorded", payload)

@@ -1,0 +1,337 @@
+"""The read-store contract, written once and run on SQLite and on PostgreSQL.
+
+The only backend-specific code is the `make_read_store` factory. Batches are produced by
+the real (pure) projections from feed events, so the rows are the rows the server writes.
+The translation of driver errors is tested row by row at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from pointex.server.query.projections import account_ids_of, project_batch
+from pointex.server.query.readstore.factory import open_read_store
+from pointex.server.query.readstore.port import (
+    AccountFilter,
+    Changes,
+    CheckpointMoved,
+    HistoryFilter,
+    NotificationFilter,
+    ReadStore,
+)
+from pointex.server.query.readstore.postgres import errors as pg_errors
+from pointex.server.query.readstore.sqlite import errors as sqlite_errors
+from pointex.server.store_errors import StoreError, StoreUnavailable
+from pointex.v1 import events_pb2
+from tests.feed_events import Log
+
+MakeReadStore = Callable[[], ReadStore]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def read_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a read store of the test's own: a SQLite file or a PostgreSQL schema."""
+    if request.param == "postgres":
+        dsn: str = request.getfixturevalue("pg_dsn")
+        schema: str = request.getfixturevalue("pg_schema")
+        return f"{dsn}?schema={schema}"
+    return f"sqlite:///{tmp_path / 'read.db'}"
+
+
+@pytest.fixture
+async def make_read_store(read_store_url: str) -> AsyncIterator[MakeReadStore]:
+    """Build (unopened) read stores on the test's database; close them all afterwards."""
+    built: list[ReadStore] = []
+
+    def make() -> ReadStore:
+        store = open_read_store(read_store_url)
+        built.append(store)
+        return store
+
+    yield make
+    for store in reversed(built):
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_read_store: MakeReadStore) -> ReadStore:
+    """An opened read store."""
+    opened = make_read_store()
+    await opened.open()
+    return opened
+
+
+async def apply(
+    store: ReadStore, events: list[events_pb2.Event], generation: int | None = None
+) -> Changes:
+    """Project `events` against the store's rows and apply them as one batch."""
+    after = await store.checkpoint(generation)
+    accounts = await store.accounts(account_ids_of(events), generation)
+    changes = project_batch(events, accounts, after)
+    await store.apply(changes, generation)
+    return changes
+
+
+async def seed(store: ReadStore, log: Log) -> list[list[events_pb2.Event]]:
+    """Three accounts of two owners, a mint and two transfers, in two batches; return them."""
+    batches = [
+        [
+            log.opened("m1", "acme", kind=2),
+            log.opened("a1", "acme"),
+            log.opened("o1", "other"),
+            log.minted("m1", 100, after=100),
+        ],
+        [*log.transfer("m1", "a1", 30, 70, 30), *log.transfer("a1", "o1", 5, 25, 5)],
+    ]
+    for batch in batches:
+        await apply(store, batch)
+    return batches
+
+
+async def test_a_fresh_store_is_empty_at_checkpoint_zero(store: ReadStore) -> None:
+    """A new read store has checkpoint 0, no accounts, and a balanced audit."""
+    assert await store.checkpoint() == 0
+    assert await store.list_accounts(AccountFilter(), "", 10) == []
+    audit = await store.audit(10)
+    assert (audit.position, audit.account_count, audit.minted_points) == (0, 0, 0)
+
+
+async def test_a_batch_and_its_checkpoint_are_applied_together(store: ReadStore) -> None:
+    """After two batches the rows, the totals and the checkpoint all reflect both."""
+    log = Log()
+    await seed(store, log)
+    assert await store.checkpoint() == log.position == 12
+    accounts = await store.accounts(["m1", "a1", "o1", "nobody"])
+    assert {k: v.available_points for k, v in accounts.items()} == {"m1": 70, "a1": 25, "o1": 5}
+    assert accounts["a1"].version == 3
+    audit = await store.audit(10)
+    assert (audit.minted_points, audit.available_points, audit.in_flight_points) == (100, 100, 0)
+
+
+async def test_a_failed_batch_leaves_no_rows_and_the_checkpoint_unchanged(
+    store: ReadStore,
+) -> None:
+    """A batch whose last insert fails writes nothing at all, checkpoint included."""
+    log = Log()
+    changes = project_batch([log.opened("a1", "acme"), log.minted("a1", 9, after=9)], {}, 0)
+    # The same movement twice: the second insert violates the primary key, after the
+    # checkpoint, the account and the first movement were written in the transaction.
+    broken = dataclasses.replace(changes, movements=changes.movements * 2)
+    with pytest.raises(StoreError):
+        await store.apply(broken)
+    assert await store.checkpoint() == 0
+    assert await store.accounts(["a1"]) == {}
+    assert await store.history("a1", HistoryFilter(), 0, 10) == []
+    assert (await store.audit(10)).minted_points == 0
+    await store.apply(changes)
+    assert await store.checkpoint() == 2
+
+
+async def test_a_cancelled_batch_runs_to_its_end_and_the_cancellation_goes_on(
+    store: ReadStore,
+) -> None:
+    """A cancelled `apply` finishes its batch, re-raises the cancel, and leaves the store usable."""
+    log = Log()
+    first = project_batch([log.opened("a1", "acme"), log.minted("a1", 9, after=9)], {}, 0)
+    task = asyncio.create_task(store.apply(first))
+    await asyncio.sleep(0)  # The batch's transaction has started.
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.checkpoint() == 2
+    await apply(store, [log.minted("a1", 1, after=10)])
+    assert (await store.audit(10)).minted_points == 10
+
+
+async def test_a_batch_not_continuing_the_checkpoint_is_refused(store: ReadStore) -> None:
+    """Applying a batch twice fails with CheckpointMoved and changes nothing the second time."""
+    log = Log()
+    changes = await apply(store, [log.opened("a1", "acme"), log.minted("a1", 9, after=9)])
+    with pytest.raises(CheckpointMoved) as caught:
+        await store.apply(changes)
+    assert (caught.value.expected, caught.value.actual) == (0, 2)
+    assert (await store.audit(10)).minted_points == 9
+    assert len(await store.history("a1", HistoryFilter(), 0, 10)) == 1
+
+
+async def test_accounts_page_in_id_order_with_owner_and_kind_filters(store: ReadStore) -> None:
+    """Keyset pages return each account once in id order; filters select owner and kind."""
+    log = Log()
+    await seed(store, log)
+    seen, after = [], ""
+    while page := await store.list_accounts(AccountFilter(), after, 2):
+        seen += [row.account_id for row in page]
+        after = page[-1].account_id
+    assert seen == ["a1", "m1", "o1"]
+    acme = await store.list_accounts(AccountFilter(owner_partner_id="acme"), "", 10)
+    assert [row.account_id for row in acme] == ["a1", "m1"]
+    merchants = await store.list_accounts(AccountFilter(kinds=("MERCHANT",)), "", 10)
+    assert [row.account_id for row in merchants] == ["m1"]
+    closed = await store.list_accounts(AccountFilter(statuses=("CLOSED",)), "", 10)
+    assert closed == []
+
+
+async def test_history_pages_both_ways_and_filters_kind_and_time(store: ReadStore) -> None:
+    """A history pages oldest or newest first after a position, by kind and time window."""
+    log = Log()
+    await seed(store, log)
+    oldest = await store.history("a1", HistoryFilter(), 0, 10)
+    assert [m.kind for m in oldest] == ["TRANSFER_IN", "TRANSFER_OUT"]
+    assert [m.available_points for m in oldest] == [30, 25]
+    newest = await store.history("a1", HistoryFilter(newest_first=True), 0, 1)
+    assert [m.kind for m in newest] == ["TRANSFER_OUT"]
+    older = await store.history("a1", HistoryFilter(newest_first=True), newest[0].position, 5)
+    assert [m.kind for m in older] == ["TRANSFER_IN"]
+    outs = await store.history("a1", HistoryFilter(kinds=("TRANSFER_OUT",)), 0, 10)
+    assert [m.position for m in outs] == [newest[0].position]
+    first_at = oldest[0].recorded_at_us
+    window = HistoryFilter(start_us=first_at, end_us=first_at + 1)
+    assert [m.position for m in await store.history("a1", window, 0, 10)] == [oldest[0].position]
+
+
+async def test_notifications_come_in_cursor_order_filtered_by_owner(store: ReadStore) -> None:
+    """Notifications are ordered by (position, index); a partner's filter keeps its own."""
+    log = Log()
+    await seed(store, log)
+    everything = await store.notifications(NotificationFilter(), (0, 0), 100)
+    keys = [(n.position, n.index) for n in everything]
+    assert keys == sorted(keys)
+    assert len(keys) == len(set(keys))
+    acme = await store.notifications(NotificationFilter(owner_partner_id="acme"), (0, 0), 100)
+    assert {n.owner_partner_id for n in acme} == {"acme"}
+    assert [n.kind for n in acme] == [
+        "POINTS_MINTED",
+        "POINTS_SENT",
+        "POINTS_RECEIVED",
+        "POINTS_SENT",
+    ]
+    after_first = await store.notifications(
+        NotificationFilter(owner_partner_id="acme"), (acme[0].position, acme[0].index), 2
+    )
+    assert after_first == acme[1:3]
+    received = NotificationFilter(kinds=("POINTS_RECEIVED",), account_ids=("o1",))
+    assert [n.account_id for n in await store.notifications(received, (0, 0), 10)] == ["o1"]
+
+
+async def test_a_rebuilt_generation_compares_equal_and_replaces_the_active_one(
+    store: ReadStore, make_read_store: MakeReadStore
+) -> None:
+    """A new generation fed the same log has no differences; once active, it serves reads."""
+    batches = await seed(store, Log())
+    generation = await store.create_generation()
+    assert await store.checkpoint(generation) == 0
+    await apply(store, batches[0], generation)
+    assert await store.count_differences(generation) > 0
+    await apply(store, batches[1], generation)
+    assert await store.count_differences(generation) == 0
+    before = await store.list_accounts(AccountFilter(), "", 10)
+    old = await store.activate_generation(generation)
+    assert await store.checkpoint() == 12
+    assert await store.list_accounts(AccountFilter(), "", 10) == before
+    await store.drop_generation(old)
+    reopened = make_read_store()
+    await reopened.open()
+    assert await reopened.checkpoint() == 12
+    assert await reopened.token_secret() == await store.token_secret()
+    assert await reopened.list_accounts(AccountFilter(), "", 10) == before
+
+
+async def test_opening_drops_a_generation_a_crashed_rebuild_left(
+    store: ReadStore, make_read_store: MakeReadStore
+) -> None:
+    """A generation that never became active is dropped at the next open."""
+    await seed(store, Log())
+    left = await store.create_generation()
+    await store.close()
+    reopened = make_read_store()
+    await reopened.open()
+    assert await reopened.create_generation() == left
+    assert await reopened.checkpoint(left) == 0
+    assert await reopened.checkpoint() == 12
+
+
+async def test_audit_lists_offending_accounts_and_counts_them_all(store: ReadStore) -> None:
+    """Negative, over-ceiling and holding accounts are listed (at most N) and all counted."""
+    log = Log()
+    changes = project_batch([log.opened(f"a{i}", "acme") for i in range(3)], {}, 0)
+    bad = tuple(
+        dataclasses.replace(row, available_points=-1, held_points=2) for row in changes.accounts
+    )
+    await store.apply(dataclasses.replace(changes, accounts=bad))
+    audit = await store.audit(2)
+    assert (audit.account_count, audit.available_points, audit.held_points) == (3, -3, 6)
+    assert [row.account_id for row in audit.negative] == ["a0", "a1"]
+    assert (audit.negative_count, audit.holding_count, audit.over_ceiling_count) == (3, 3, 0)
+
+
+def _sqlite_error(code: int) -> sqlite3.Error:
+    error = sqlite3.OperationalError("sqlite")
+    error.sqlite_errorcode = code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (sqlite3.SQLITE_BUSY, StoreUnavailable),
+        (sqlite3.SQLITE_LOCKED, StoreUnavailable),
+        (sqlite3.SQLITE_IOERR_FSYNC, StoreUnavailable),
+        (sqlite3.SQLITE_FULL, StoreUnavailable),
+        (sqlite3.SQLITE_CANTOPEN, StoreUnavailable),
+        (sqlite3.SQLITE_READONLY, StoreUnavailable),
+        (sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, StoreError),
+        (sqlite3.SQLITE_CORRUPT, StoreError),
+        (sqlite3.SQLITE_ERROR, StoreError),
+    ],
+)
+def test_sqlite_translation_table(code: int, expected: type[StoreError]) -> None:
+    """Each SQLite result code becomes its read-store error."""
+    assert type(sqlite_errors.translate(_sqlite_error(code))) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (asyncpg.ConnectionDoesNotExistError("connection lost"), StoreUnavailable),
+        (asyncpg.AdminShutdownError("terminating connection"), StoreUnavailable),
+        (asyncpg.QueryCanceledError("statement timeout"), StoreUnavailable),
+        (asyncpg.TooManyConnectionsError("too many"), StoreUnavailable),
+        (asyncpg.SerializationError("serialization"), StoreUnavailable),
+        (asyncpg.ReadOnlySQLTransactionError("read-only"), StoreUnavailable),
+        (asyncpg.InterfaceError("connection is closed"), StoreUnavailable),
+        (ConnectionRefusedError("refused"), StoreUnavailable),
+        (TimeoutError("timed out"), StoreUnavailable),
+        (asyncpg.UniqueViolationError("duplicate key"), StoreError),
+        (asyncpg.UndefinedTableError("no such table"), StoreError),
+        (asyncpg.InternalClientError("bug"), StoreError),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else "",
+)
+def test_postgres_translation_table(error: BaseException, expected: type[StoreError]) -> None:
+    """Each asyncpg (or socket) exception becomes its read-store error."""
+    assert type(pg_errors.translate(error)) is expected
+
+
+async def test_an_unreachable_postgres_is_store_unavailable(pg_dsn: str) -> None:
+    """Opening a read store on a closed port fails with StoreUnavailable, not a driver error."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_read_store(f"postgresql://postgres@127.0.0.1:{port}/test?schema=x")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_an_unreachable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
+    """Opening a read store in a missing directory fails with StoreUnavailable."""
+    store = open_read_store(f"sqlite:///{tmp_path / 'missing' / 'read.db'}")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
