@@ -6,6 +6,8 @@ second writer would), and follows the log through the server's EventFeed.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import grpc
@@ -158,6 +160,12 @@ async def test_feed_requires_operator_or_query_server(
     assert error_reason(caught.value) == reason
 
 
+async def drain(call: object) -> None:
+    """Read a stream until it ends (with an error, for the caller to catch)."""
+    while True:
+        await call.read()  # type: ignore[attr-defined]
+
+
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     """Return the ErrorInfo reason carried by a failed call."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -166,3 +174,27 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
     assert status.details[0].Unpack(info)
     assert info.domain == "pointex.v1"
     return str(info.reason)
+
+
+async def test_sigterm_ends_subscriptions_with_shutting_down(
+    store_url: str, writer: EventStore, start_command_server: StartCommandServer
+) -> None:
+    """SIGTERM ends a live subscription at once with UNAVAILABLE / SHUTTING_DOWN; exit 0."""
+    server = await start_command_server(store_url)
+    await writer.append([StreamAppend("account-m1", 0, (minted("m1", 5),))])
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
+            event_feed_pb2.SubscribeRequest(),
+            timeout=RECEIVE_TIMEOUT_S,
+            metadata=bearer(QUERY_TOKEN),
+        )
+        first = await call.read()
+        assert isinstance(first, event_feed_pb2.SubscribeResponse)
+        assert len(first.events.events) == 1
+        server.process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await drain(call)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(caught.value) == "SHUTTING_DOWN"
+    # The grace period is 10 s by default; ending the stream lets the process exit well before.
+    assert await asyncio.wait_for(server.process.wait(), 8) == 0

@@ -39,6 +39,7 @@ class CommandServer:
     committer: GroupCommitter
     handlers: CommandHandlers
     lookup: RecordLookup
+    feed: EventFeedServicer
 
     @property
     def port(self) -> int:
@@ -48,8 +49,13 @@ class CommandServer:
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, let in-flight ones finish within `grace_s`, close the store."""
         await self.running.health.enter_graceful_shutdown()
+        await self.stopping()
         await self.running.server.stop(grace_s)
         await self.close()
+
+    async def stopping(self) -> None:
+        """End the feed's subscriptions, which would otherwise hold the whole grace period."""
+        self.feed.stop_streams()
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
@@ -102,7 +108,12 @@ async def create_server(config: CommandConfig) -> CommandServer:
         extra={"port": running.port, "store": _redacted(config.store_url)},
     )
     return CommandServer(
-        running=running, store=store, committer=committer, handlers=handlers, lookup=lookup
+        running=running,
+        store=store,
+        committer=committer,
+        handlers=handlers,
+        lookup=lookup,
+        feed=feed,
     )
 
 

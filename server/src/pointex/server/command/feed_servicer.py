@@ -24,7 +24,7 @@ from pointex.server.eventstore.port import (
     StoreError,
     stream_category,
 )
-from pointex.server.grpc_edge.status import InvalidRequest
+from pointex.server.grpc_edge.status import InvalidRequest, ShuttingDown
 from pointex.v1 import common_pb2, event_feed_pb2, event_feed_pb2_grpc, events_pb2
 
 _CATEGORY = re.compile(r"[a-z]{1,32}")
@@ -81,34 +81,56 @@ def _validate(request: event_feed_pb2.SubscribeRequest) -> tuple[int, frozenset[
     return after, frozenset(request.categories), request.max_batch_size or _BATCH_DEFAULT
 
 
+# What the pump hands the call: an event, or the error that ends the call.
+_Item = RecordedEvent | StoreError | ShuttingDown
+
+
 class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
     """Serve `EventFeed.Subscribe` from one event store."""
 
     def __init__(self, store: EventStore) -> None:
         """Serve the log of `store`."""
         self._store = store
+        self._queues: set[asyncio.Queue[_Item]] = set()
+        self._stopping = False
+
+    def stop_streams(self) -> None:
+        """End every subscription now with UNAVAILABLE / SHUTTING_DOWN, and refuse new ones.
+
+        Called when the server starts draining: a subscription never ends by itself, so it
+        would otherwise hold the whole grace period. Subscribers resume from their last
+        resume_position elsewhere or after the restart; the events dropped from a buffer
+        here are sent again then.
+        """
+        self._stopping = True
+        for queue in self._queues:
+            while queue.full():
+                queue.get_nowait()
+            queue.put_nowait(ShuttingDown("the command server is shutting down"))
 
     async def Subscribe(
         self, request: event_feed_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
         """Stream every committed event after `from_position`, then heartbeats when idle."""
         after, categories, batch_max = _validate(request)
+        if self._stopping:
+            raise ShuttingDown("the command server is shutting down")
         # Headers now rather than with the first batch: a subscriber learns at once that it is
         # connected and authorised, even on an idle log (its health depends on it).
         await context.send_initial_metadata(())
-        queue: asyncio.Queue[RecordedEvent | StoreError] = asyncio.Queue(
-            limits.feed_buffer_events_max
-        )
+        queue: asyncio.Queue[_Item] = asyncio.Queue(limits.feed_buffer_events_max)
+        self._queues.add(queue)
         pump = asyncio.create_task(self._pump(after, queue), name="feed-pump")
         try:
             async for response in self._responses(after, categories, batch_max, queue):
                 yield response
         finally:
+            self._queues.discard(queue)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
 
-    async def _pump(self, after: int, queue: asyncio.Queue[RecordedEvent | StoreError]) -> None:
+    async def _pump(self, after: int, queue: asyncio.Queue[_Item]) -> None:
         try:
             async for event in self._store.subscribe(after):
                 await queue.put(event)
@@ -121,7 +143,7 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
         after: int,
         categories: frozenset[str],
         batch_max: int,
-        queue: asyncio.Queue[RecordedEvent | StoreError],
+        queue: asyncio.Queue[_Item],
     ) -> AsyncIterator[event_feed_pb2.SubscribeResponse]:
         served = after
         while True:
@@ -136,8 +158,8 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
                 continue
             events: list[RecordedEvent] = []
             while True:
-                if isinstance(item, StoreError):
-                    raise item
+                if isinstance(item, Exception):
+                    raise item  # A store error or the shutdown: the call ends with it.
                 events.append(item)
                 if len(events) == batch_max or queue.empty():
                     break

@@ -25,7 +25,9 @@ async def _serve(config: CommandConfig) -> None:
     stop = stop_signal()  # Before the port is announced: see stop_signal.
     server = await create_server(config)
     print(f"pointex command server listening on port {server.port}", flush=True)  # noqa: T201
-    await serve_until_signalled(stop, server.running, config.common.shutdown_grace_s, server.close)
+    await serve_until_signalled(
+        stop, server.running, config.common.shutdown_grace_s, server.close, server.stopping
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
