@@ -77,8 +77,14 @@ def _wait_serving(name: str, target: str, process: subprocess.Popen[bytes]) -> N
     sys.exit(f"{name} did not report SERVING on {target} within {HEALTH_WAIT_S} s")
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    """Run both servers in the foreground until interrupted."""
+    """Run both servers in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    # SIGTERM (a supervisor, `timeout`) stops both servers gracefully, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     (ROOT / ".pointex").mkdir(exist_ok=True)
     operator_token = _ensure_tokens()
     command = _start("pointex.server.command.main", COMMAND_LISTEN, {})
