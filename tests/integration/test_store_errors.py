@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from pointex.server import store_urls
 from pointex.server.eventstore import durability, factory
 from pointex.server.eventstore.planning import VersionRaceError
 from pointex.server.eventstore.port import (
@@ -266,7 +267,7 @@ def test_enforce_durability_refuses_or_warns(caplog: pytest.LogCaptureFixture) -
 )
 def test_sqlite_url_gives_its_path(url: str, path: str) -> None:
     """Three slashes then a relative path, four for an absolute one (SQLAlchemy's form)."""
-    assert factory.sqlite_path(url) == path
+    assert store_urls.sqlite_path(url, "event store") == path
 
 
 @pytest.mark.parametrize(
@@ -288,11 +289,14 @@ def test_unsupported_or_in_memory_urls_are_refused(url: str) -> None:
 
 def test_postgres_url_schema_parameter_is_split_from_the_dsn() -> None:
     """``?schema=`` selects the schema and is removed; other parameters stay in the DSN."""
-    dsn, schema = factory.postgres_dsn_and_schema(
+    dsn, schema = store_urls.postgres_dsn_and_schema(
         "postgresql://u@h:5432/db?schema=tenant_a&sslmode=disable"
     )
     assert (dsn, schema) == ("postgresql://u@h:5432/db?sslmode=disable", "tenant_a")
-    assert factory.postgres_dsn_and_schema("postgres://u@h/db") == ("postgres://u@h/db", "public")
+    assert store_urls.postgres_dsn_and_schema("postgres://u@h/db") == (
+        "postgres://u@h/db",
+        "public",
+    )
 
 
 def test_open_store_chooses_the_backend_by_scheme(tmp_path: Path) -> None:

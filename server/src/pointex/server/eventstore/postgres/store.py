@@ -24,7 +24,6 @@ from pointex.server.eventstore.durability import (
     postgres_durability_problems,
 )
 from pointex.server.eventstore.feed import AppendSignal, follow
-from pointex.server.eventstore.migrations import load_migrations, pending_migrations
 from pointex.server.eventstore.planning import (
     BatchPlan,
     VersionRaceError,
@@ -45,6 +44,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
+from pointex.server.store_migrations import load_migrations, pending_migrations
 
 _log = logging.getLogger(__name__)
 
@@ -189,7 +189,12 @@ class PostgresEventStore:
                 await connection.execute(f"CREATE SCHEMA {self._schema}")
             await connection.execute(sql.CREATE_MIGRATIONS_TABLE)
             applied = await connection.fetch(sql.SELECT_MIGRATIONS)
-            for migration in pending_migrations(_MIGRATIONS, [row[0] for row in applied]):
+            for migration in pending_migrations(
+                _MIGRATIONS,
+                [row[0] for row in applied],
+                store="event store",
+                advice="upgrade Pointex before opening this store",
+            ):
                 await connection.execute(migration.sql)
                 await connection.execute(sql.INSERT_MIGRATION, migration.version)
                 _log.info("applied event-store migration %s", migration.name)

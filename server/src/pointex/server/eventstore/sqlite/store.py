@@ -25,7 +25,6 @@ from pointex.server.eventstore.durability import (
     sqlite_durability_problems,
 )
 from pointex.server.eventstore.feed import AppendSignal, follow
-from pointex.server.eventstore.migrations import load_migrations, pending_migrations
 from pointex.server.eventstore.planning import (
     BatchPlan,
     VersionRaceError,
@@ -47,6 +46,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.sqlite import sql
 from pointex.server.eventstore.sqlite.errors import DRIVER_ERRORS, translate, translated
+from pointex.server.store_migrations import load_migrations, pending_migrations
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.eventstore.sqlite")
@@ -157,7 +157,12 @@ class SqliteEventStore:
             try:
                 await writer.execute(sql.CREATE_MIGRATIONS_TABLE)
                 applied = await writer.execute_fetchall(sql.SELECT_MIGRATIONS)
-                for migration in pending_migrations(_MIGRATIONS, [row[0] for row in applied]):
+                for migration in pending_migrations(
+                    _MIGRATIONS,
+                    [row[0] for row in applied],
+                    store="event store",
+                    advice="upgrade Pointex before opening this store",
+                ):
                     for statement in split_statements(migration.sql):
                         await writer.execute(statement)
                     await writer.execute(sql.INSERT_MIGRATION, (migration.version, _now_us()))

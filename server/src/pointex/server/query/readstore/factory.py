@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
 from pointex.server.query.readstore.port import ReadStore
 from pointex.server.query.readstore.postgres import PostgresReadStore
 from pointex.server.query.readstore.sqlite import SqliteReadStore
-
-_SQLITE_PREFIX = "sqlite:///"
-_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+from pointex.server.store_urls import (
+    POSTGRES_SCHEMES,
+    postgres_dsn_and_schema,
+    sqlite_path,
+    url_scheme,
+)
 
 
 def open_read_store(url: str) -> ReadStore:
@@ -24,33 +25,10 @@ def open_read_store(url: str) -> ReadStore:
     Raises:
         ValueError: The URL names no supported backend, or an in-memory SQLite database.
     """
-    scheme = urlsplit(url).scheme.lower()
+    scheme = url_scheme(url)
     if scheme == "sqlite":
-        return SqliteReadStore(sqlite_path(url))
-    if scheme in _POSTGRES_SCHEMES:
+        return SqliteReadStore(sqlite_path(url, "read store"))
+    if scheme in POSTGRES_SCHEMES:
         dsn, schema = postgres_dsn_and_schema(url)
         return PostgresReadStore(dsn, schema=schema)
     raise ValueError(f"unsupported read store URL scheme {scheme!r}: use sqlite or postgresql")
-
-
-def sqlite_path(url: str) -> str:
-    """Return the file path of a ``sqlite:///`` URL."""
-    if not url.startswith(_SQLITE_PREFIX):
-        raise ValueError(f"a SQLite URL starts with {_SQLITE_PREFIX!r}: {url!r}")
-    path = url.removeprefix(_SQLITE_PREFIX)
-    if "?" in path or "#" in path:
-        raise ValueError(f"a SQLite URL takes no parameters: {url!r}")
-    if path in {"", ":memory:"} or path.startswith("file:"):
-        raise ValueError(f"the read store needs a SQLite file, not {path!r}")
-    return path
-
-
-def postgres_dsn_and_schema(url: str) -> tuple[str, str]:
-    """Split a PostgreSQL URL into the driver's DSN and the ``schema`` parameter."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema"]
-    if len(schemas) > 1:
-        raise ValueError(f"the schema parameter is given more than once: {url!r}")
-    rest = [(key, value) for key, value in query if key != "schema"]
-    return urlunsplit(parts._replace(query=urlencode(rest))), schemas[0] if schemas else "public"

@@ -23,8 +23,8 @@ from pointex.server.query.readstore.migrations import (
     GENERATION_TABLES,
     PROJECTION_TABLES,
     generation_of,
-    load_migrations,
-    pending_migrations,
+    pending_read_migrations,
+    render,
     table_prefix,
 )
 from pointex.server.query.readstore.port import (
@@ -42,6 +42,7 @@ from pointex.server.query.readstore.postgres import sql
 from pointex.server.query.readstore.postgres.errors import DRIVER_ERRORS, translated
 from pointex.server.query.readstore.shielding import run_to_end
 from pointex.server.store_errors import StoreError, StoreUnavailable
+from pointex.server.store_migrations import load_migrations
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.query.readstore.postgres")
@@ -367,8 +368,8 @@ async def _migrate(connection: Any, generation: int, *, create: bool) -> None:
     applied = (
         [] if create else await connection.fetch(sql.render(sql.SELECT_MIGRATIONS, generation))
     )
-    for migration in pending_migrations(_MIGRATIONS, [row[0] for row in applied]):
-        await connection.execute(migration.render(generation))
+    for migration in pending_read_migrations(_MIGRATIONS, [row[0] for row in applied]):
+        await connection.execute(render(migration, generation))
         await connection.execute(sql.render(sql.INSERT_MIGRATION, generation), migration.version)
         _log.info("applied read-store migration %s to generation %d", migration.name, generation)
 

@@ -12,12 +12,13 @@ import aiosqlite
 from pointex.server import limits
 from pointex.server.query.readstore.migrations import (
     GENERATION_TABLES,
-    load_migrations,
-    pending_migrations,
+    pending_read_migrations,
+    render,
 )
 from pointex.server.query.readstore.sqlite import sql
 from pointex.server.query.readstore.sqlite.errors import translated
 from pointex.server.store_errors import StoreError, StoreUnavailable
+from pointex.server.store_migrations import load_migrations
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.query.readstore.sqlite")
@@ -31,8 +32,8 @@ async def migrate(writer: aiosqlite.Connection, generation: int, *, create: bool
         if create
         else await writer.execute_fetchall(sql.render(sql.SELECT_MIGRATIONS, generation))
     )
-    for migration in pending_migrations(_MIGRATIONS, [row[0] for row in applied]):
-        for statement in split_statements(migration.render(generation)):
+    for migration in pending_read_migrations(_MIGRATIONS, [row[0] for row in applied]):
+        for statement in split_statements(render(migration, generation)):
             await writer.execute(statement)
         await writer.execute(
             sql.render(sql.INSERT_MIGRATION, generation), (migration.version, _now_us())

@@ -24,7 +24,6 @@ from pointex.server.query.readstore import rows
 from pointex.server.query.readstore.migrations import (
     PROJECTION_TABLES,
     generation_of,
-    load_migrations,
     table_prefix,
 )
 from pointex.server.query.readstore.port import (
@@ -42,6 +41,7 @@ from pointex.server.query.readstore.shielding import run_to_end
 from pointex.server.query.readstore.sqlite import schema, sql
 from pointex.server.query.readstore.sqlite.errors import DRIVER_ERRORS, translated
 from pointex.server.store_errors import StoreError, StoreUnavailable
+from pointex.server.store_migrations import load_migrations
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.query.readstore.sqlite")

@@ -1,8 +1,8 @@
-"""Load a backend's numbered migration files and decide which ones still need applying.
+"""Numbered migration files: loading them and deciding which still need applying.
 
-Migrations are SQL files ``migrations/NNNN_name.sql`` shipped as package data beside each
-backend's store. They are applied in order at open, each recorded in the
-``pointex_schema_migrations`` table. The backend runs them; this module holds the rules.
+Both the event store and the read stores ship SQL files ``migrations/NNNN_name.sql`` as
+package data beside each backend. They are applied in order at open and recorded in a
+table of the store; each backend runs them, this module holds the rules.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from pointex.server import limits
-from pointex.server.eventstore.port import SchemaTooNew
+from pointex.server.store_errors import SchemaTooNew
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -40,9 +40,8 @@ def load_migrations(package: str) -> tuple[Migration, ...]:
     found: list[Migration] = []
     for entry in folder.iterdir():
         match = _FILE_NAME.match(entry.name)
-        if match is None:
-            continue
-        found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+        if match is not None:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda migration: migration.version)
     assert 1 <= len(found) <= limits.migrations_max, len(found)
     versions = [migration.version for migration in found]
@@ -51,18 +50,18 @@ def load_migrations(package: str) -> tuple[Migration, ...]:
 
 
 def pending_migrations(
-    known: tuple[Migration, ...], applied_versions: Iterable[int]
+    known: tuple[Migration, ...], applied_versions: Iterable[int], *, store: str, advice: str
 ) -> tuple[Migration, ...]:
     """Return the known migrations not applied yet, in order.
 
     Raises:
-        SchemaTooNew: The database has a migration this code does not know.
+        SchemaTooNew: The database has a migration this code does not know; the message
+            names `store` and gives `advice`.
     """
     applied = set(applied_versions)
-    newest_known = len(known)
-    if applied and max(applied) > newest_known:
+    if applied and max(applied) > len(known):
         raise SchemaTooNew(
-            f"database schema version {max(applied)} is newer than this code "
-            f"knows ({newest_known}); upgrade Pointex before opening this store"
+            f"{store} schema version {max(applied)} is newer than this code knows "
+            f"({len(known)}); {advice}"
         )
     return tuple(migration for migration in known if migration.version not in applied)
