@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -89,3 +92,34 @@ async def test_help_lists_every_variable() -> None:
     assert process.returncode == 0
     assert b"POINTEX_COMMAND_TARGET" in stdout
     assert b"POINTEX_READ_STORE_URL" in stdout
+
+
+@pytest.mark.parametrize(
+    ("store_url", "code", "said"),
+    [
+        ("sqlite:///:memory:", 2, "durable SQLite file"),
+        ("postgresql://postgres@127.0.0.1:1/none", 3, "store refused"),
+    ],
+)
+async def test_unusable_store_exits_with_its_code(
+    tokens_file: Path, store_url: str, code: int, said: str
+) -> None:
+    """An in-memory SQLite URL exits 2 (configuration); an unreachable store exits 3."""
+    env = {
+        **os.environ,
+        "POINTEX_STORE_URL": store_url,
+        "POINTEX_AUTH_TOKENS_FILE": str(tokens_file),
+        "POINTEX_LISTEN": "127.0.0.1:0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pointex.server.command.main",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == code
+    assert said.encode() in stderr
+    assert b"Traceback" not in stderr

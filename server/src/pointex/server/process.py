@@ -1,0 +1,92 @@
+"""What both server processes do around their composition root: the console-script shell.
+
+Read the configuration, set up logging, install the stop signals, start the server,
+announce its port, serve until signalled, drain, and turn every start-up failure an
+operator can fix into a one-line message and an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol, TypeVar
+
+from pointex.server.config import CommonConfig, ConfigError
+from pointex.server.grpc_edge.auth import TokenFileError
+from pointex.server.grpc_edge.server import RunningServer, serve_until_signalled, stop_signal
+from pointex.server.observability.logging import configure_logging
+from pointex.server.store_errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# Exit codes an operator (or a supervisor) can act on.
+EXIT_CONFIG: Final = 2  # a setting, the tokens file or a store URL is invalid
+EXIT_STORE: Final = 3  # a store refused: unreachable, unsafe durability, schema too new
+
+
+class HasCommon(Protocol):
+    """A server's configuration: it has the settings both servers share."""
+
+    @property
+    def common(self) -> CommonConfig:
+        """Return the shared settings."""
+        ...
+
+
+class Serving(Protocol):
+    """A started server, as the process shell drives it."""
+
+    @property
+    def running(self) -> RunningServer:
+        """Return the gRPC server and its health servicer."""
+        ...
+
+    @property
+    def port(self) -> int:
+        """Return the bound port."""
+        ...
+
+    async def stopping(self) -> None:
+        """End long-lived streams once draining starts."""
+
+    async def close(self) -> None:
+        """Release what the server owns once gRPC has stopped."""
+
+
+C = TypeVar("C", bound=HasCommon)
+
+
+def run_server(
+    name: str,
+    parse: Callable[[Sequence[str] | None], C],
+    create: Callable[[C], Awaitable[Serving]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Run the `name` server ("command" or "query") until it is signalled; return the exit code."""
+    program = f"pointex-{name}-server"
+    try:
+        config = parse(argv)
+    except ConfigError as error:
+        print(f"{program}: {error}", file=sys.stderr)  # noqa: T201 - before logging exists.
+        return EXIT_CONFIG
+    configure_logging(config.common.log_level, config.common.log_format)
+
+    async def serve() -> None:
+        stop = stop_signal()  # Before the port is announced: see stop_signal.
+        server = await create(config)
+        print(f"pointex {name} server listening on port {server.port}", flush=True)  # noqa: T201
+        await serve_until_signalled(
+            stop, server.running, config.common.shutdown_grace_s, server.close, server.stopping
+        )
+
+    try:
+        asyncio.run(serve())
+    except (TokenFileError, ValueError) as error:
+        log.error("%s: invalid configuration: %s", program, error)  # noqa: TRY400 - no trace needed.
+        return EXIT_CONFIG
+    except StoreError as error:
+        log.error("%s: store refused: %s", program, error)  # noqa: TRY400 - no trace needed.
+        return EXIT_STORE
+    return 0
