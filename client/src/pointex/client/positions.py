@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from pointex.v1 import common_pb2
+
 FORMAT_GLOBAL: Final = 1
 _GLOBAL_TOKEN_BYTES: Final = 9
 _POSITION_MAX: Final = 2**64 - 1
@@ -34,3 +36,8 @@ def decode_global(token: bytes) -> int:
     if len(token) != _GLOBAL_TOKEN_BYTES:
         raise InvalidPositionError(f"a format-1 position has 9 bytes, not {len(token)}")
     return int.from_bytes(token[1:], "big")
+
+
+def position_message(position: int) -> common_pb2.Position:
+    """Return the `pointex.v1.Position` of a global position; 0 travels as an empty token."""
+    return common_pb2.Position(token=encode_global(position) if position else b"")

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from pointex.client.positions import encode_global
+from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.domain import commands as cmd
@@ -168,7 +168,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             request, TransferKind.ISSUE, source="merchant_account_id", target="member_account_id"
         )
         return pb.IssuePointsResponse(
-            position=_pos(done),
+            position=position_message(done.position),
             transfer_id=done.initiated.transfer_id,
             merchant_available_points=done.initiated.from_available_points,
         )
@@ -181,7 +181,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             request, TransferKind.REDEEM, source="member_account_id", target="merchant_account_id"
         )
         return pb.RedeemPointsResponse(
-            position=_pos(done),
+            position=position_message(done.position),
             transfer_id=done.initiated.transfer_id,
             member_available_points=done.initiated.from_available_points,
         )
@@ -194,7 +194,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             request, TransferKind.TRANSFER, source="from_account_id", target="to_account_id"
         )
         return pb.TransferPointsResponse(
-            position=_pos(done),
+            position=position_message(done.position),
             transfer_id=done.initiated.transfer_id,
             from_available_points=done.initiated.from_available_points,
         )
@@ -323,10 +323,6 @@ def _bulk_error(error: Exception) -> pb.BulkError:
     else:
         result.reason = "INTERNAL_ERROR"
     return result
-
-
-def _pos(done: TransferDone) -> common_pb2.Position:
-    return common_pb2.Position(token=encode_global(done.position))
 
 
 async def _unimplemented(context: Context) -> NoReturn:

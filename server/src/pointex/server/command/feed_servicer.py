@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from pointex.client.positions import decode_global, encode_global
+from pointex.client.positions import decode_global, position_message
 from pointex.server import limits
 from pointex.server.eventstore.port import (
     EventStore,
@@ -25,7 +25,7 @@ from pointex.server.eventstore.port import (
     stream_category,
 )
 from pointex.server.grpc_edge.status import InvalidRequest, ShuttingDown
-from pointex.v1 import common_pb2, event_feed_pb2, event_feed_pb2_grpc, events_pb2
+from pointex.v1 import event_feed_pb2, event_feed_pb2_grpc, events_pb2
 
 _CATEGORY = re.compile(r"[a-z]{1,32}")
 _CATEGORIES_MAX = 16
@@ -43,17 +43,12 @@ Context = grpc.aio.ServicerContext[
 ]
 
 
-def _position(position: int) -> common_pb2.Position:
-    # Position 0 ("nothing yet") travels as an empty token.
-    return common_pb2.Position(token=encode_global(position) if position else b"")
-
-
 def to_wire(event: RecordedEvent) -> events_pb2.Event:
     """Return the wire form of a recorded event; its payload is parsed by stable type name."""
     recorded_at = timestamp_pb2.Timestamp()
     recorded_at.FromMicroseconds(event.recorded_at_us)
     wire = events_pb2.Event(
-        position=_position(event.position),
+        position=position_message(event.position),
         stream_id=event.stream_id,
         stream_version=event.stream_version,
         slice=event.slice,
@@ -173,8 +168,8 @@ class EventFeedServicer(event_feed_pb2_grpc.EventFeedServicer):
             yield event_feed_pb2.SubscribeResponse(
                 events=event_feed_pb2.EventBatch(
                     events=[to_wire(e) for e in wanted],
-                    resume_position=_position(served),
-                    head=_position(max(head, served)),
+                    resume_position=position_message(served),
+                    head=position_message(max(head, served)),
                 )
             )
 
@@ -183,5 +178,5 @@ def _heartbeat(head: int) -> event_feed_pb2.SubscribeResponse:
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
     return event_feed_pb2.SubscribeResponse(
-        heartbeat=event_feed_pb2.Heartbeat(head=_position(head), server_time=now)
+        heartbeat=event_feed_pb2.Heartbeat(head=position_message(head), server_time=now)
     )

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from pointex.client.positions import encode_global
+from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.actors.account_actor import Command, Decided, Inspect
 from pointex.server.actors.runtime import ActorSystem
@@ -55,16 +55,11 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
-from pointex.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 RECOVERY_CHECKPOINT = "recovery-transfers"
-
-
-def _position(position: int) -> common_pb2.Position:
-    return common_pb2.Position(token=encode_global(position) if position else b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +143,7 @@ class CommandHandlers:
                 raise
             return replayed
         response: R = decided.value
-        response.position.CopyFrom(_position(decided.position))  # type: ignore[attr-defined]
+        response.position.CopyFrom(position_message(decided.position))  # type: ignore[attr-defined]
         return response
 
     async def _replay_single(
@@ -165,7 +160,7 @@ class CommandHandlers:
         if record.payload_sha256 != digest:
             raise _key_reused()
         response = response_type.FromString(record.response)
-        response.position.CopyFrom(_position(recorded[0].position))  # type: ignore[attr-defined]
+        response.position.CopyFrom(position_message(recorded[0].position))  # type: ignore[attr-defined]
         return response
 
     async def transfer(self, request: TransferRequest) -> TransferDone:

@@ -11,9 +11,9 @@ is reported; the figures say so (`open_sell_quantity_points` = 0).
 
 from __future__ import annotations
 
+from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.query.readstore.port import AccountRow, Audit
-from pointex.server.query.views import position_message
 from pointex.v1 import query_service_pb2 as pb
 
 

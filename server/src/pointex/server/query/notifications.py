@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import timestamp_pb2
 
+from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.grpc_edge.status import ShuttingDown
@@ -105,4 +106,4 @@ class NotificationStreams:
 def _heartbeat(as_of: int) -> pb.NotificationHeartbeat:
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
-    return pb.NotificationHeartbeat(as_of=views.position_message(as_of), server_time=now)
+    return pb.NotificationHeartbeat(as_of=position_message(as_of), server_time=now)

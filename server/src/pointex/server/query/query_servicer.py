@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
@@ -34,7 +35,6 @@ from pointex.server.query.tokens import (
 from pointex.server.query.views import (
     account_message,
     movement_message,
-    position_message,
     timestamp,
 )
 from pointex.v1 import common_pb2, query_service_pb2_grpc

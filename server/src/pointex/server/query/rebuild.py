@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from pointex.client.positions import decode_global
+from pointex.client.positions import decode_global, position_message
 from pointex.server import limits
 from pointex.server.grpc_edge.status import ShuttingDown
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.feed_subscriber import Backoff, FeedClient, FeedState, Subscription
 from pointex.server.query.projector import Projector
 from pointex.server.query.readstore.port import ReadStore
-from pointex.server.query.views import position_message, timestamp
+from pointex.server.query.views import timestamp
 from pointex.v1 import event_feed_pb2, events_pb2
 from pointex.v1 import query_service_pb2 as pb
 

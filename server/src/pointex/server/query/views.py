@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from pointex.client.positions import encode_global
+from pointex.client.positions import position_message
 from pointex.server.query.readstore.port import AccountRow, MovementRow, NotificationRow
 from pointex.v1 import common_pb2, query_service_pb2
-
-
-def position_message(position: int) -> common_pb2.Position:
-    """Return the wire form of a position; 0 ("nothing applied yet") is the empty token."""
-    return common_pb2.Position(token=encode_global(position) if position else b"")
 
 
 def timestamp(us: int) -> timestamp_pb2.Timestamp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from pointex.client.positions import encode_global
+from pointex.client.positions import position_message
 from pointex.server.query.readstore.port import AccountRow, NotificationRow
 from pointex.v1 import common_pb2, query_service_pb2
 
@@ -56,7 +56,7 @@ def points_moved(
         kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
         account_id=account.account_id,
         occurred_at=_timestamp(at_us),
-        position=common_pb2.Position(token=encode_global(position)),
+        position=position_message(position),
         points_moved=details,
     )
     return _row(notification, account=account, position=position, index=index, at_us=at_us)
@@ -77,7 +77,7 @@ def account_status(
         kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
         account_id=account.account_id,
         occurred_at=_timestamp(at_us),
-        position=common_pb2.Position(token=encode_global(position)),
+        position=position_message(position),
         account_status=query_service_pb2.AccountStatusDetails(
             status=common_pb2.AccountStatus.Value("ACCOUNT_STATUS_" + account.status),
             reason=reason,
