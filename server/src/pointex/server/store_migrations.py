@@ -8,6 +8,7 @@ table of the store; each backend runs them, this module holds the rules.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -65,3 +66,21 @@ def pending_migrations(
             f"({len(known)}); {advice}"
         )
     return tuple(migration for migration in known if migration.version not in applied)
+
+
+def split_sqlite_script(script: str) -> list[str]:
+    """Split a SQLite migration script into statements; trigger bodies stay whole.
+
+    ``executescript`` would be simpler but commits any open transaction first, which would
+    break the one-transaction migration.
+    """
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    leftover = [line for line in buffer.splitlines() if line.strip()]
+    assert all(line.lstrip().startswith("--") for line in leftover), leftover
+    return statements

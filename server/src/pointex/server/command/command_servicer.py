@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -22,7 +22,12 @@ from pointex.server.domain.account import Account
 from pointex.server.domain.values import Role, TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import Principal, current_principal
-from pointex.server.grpc_edge.status import InvalidRequest, map_exception, to_status
+from pointex.server.grpc_edge.status import (
+    InvalidRequest,
+    abort_market_not_served,
+    map_exception,
+    to_status,
+)
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import command_service_pb2_grpc, common_pb2
 
@@ -220,25 +225,25 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, _request: pb.PlaceOrderRequest, context: Context
     ) -> pb.PlaceOrderResponse:
         """Not served yet: the market is a later release."""
-        return await _unimplemented(context)
+        return await abort_market_not_served(context)
 
     async def CancelOrder(
         self, _request: pb.CancelOrderRequest, context: Context
     ) -> pb.CancelOrderResponse:
         """Not served yet: the market is a later release."""
-        return await _unimplemented(context)
+        return await abort_market_not_served(context)
 
     async def ConfirmPayment(
         self, _request: pb.ConfirmPaymentRequest, context: Context
     ) -> pb.ConfirmPaymentResponse:
         """Not served yet: the market is a later release."""
-        return await _unimplemented(context)
+        return await abort_market_not_served(context)
 
     async def FailPayment(
         self, _request: pb.FailPaymentRequest, context: Context
     ) -> pb.FailPaymentResponse:
         """Not served yet: the market is a later release."""
-        return await _unimplemented(context)
+        return await abort_market_not_served(context)
 
     async def ExecuteBulk(
         self, request_iterator: AsyncIterator[pb.ExecuteBulkRequest], context: Context
@@ -323,8 +328,3 @@ def _bulk_error(error: Exception) -> pb.BulkError:
     else:
         result.reason = "INTERNAL_ERROR"
     return result
-
-
-async def _unimplemented(context: Context) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the market is not served by this release")
-    raise AssertionError("abort returned")  # pragma: no cover - abort always raises.

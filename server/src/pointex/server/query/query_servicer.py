@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
@@ -18,7 +18,7 @@ from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
-from pointex.server.grpc_edge.status import InvalidRequest
+from pointex.server.grpc_edge.status import InvalidRequest, abort_market_not_served
 from pointex.server.query import invariants, requests
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.feed_subscriber import FeedState
@@ -42,13 +42,6 @@ from pointex.v1 import query_service_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _POSITION = struct.Struct(">Q")
-
-
-async def _market_not_yet(context: Context) -> NoReturn:
-    # The market read models arrive with the market (issue 7); until then these RPCs exist in
-    # the contract but are not served.
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "market queries are not available yet")
-    raise AssertionError("abort returned")  # pragma: no cover - abort always raises.
 
 
 class QueryServicer(query_service_pb2_grpc.QueryServiceServicer):
@@ -192,44 +185,44 @@ class QueryServicer(query_service_pb2_grpc.QueryServiceServicer):
 
     async def GetOrder(self, _request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def ListOrders(
         self, _request: pb.ListOrdersRequest, context: Context
     ) -> pb.ListOrdersResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def GetTrade(self, _request: pb.GetTradeRequest, context: Context) -> pb.GetTradeResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def ListTrades(
         self, _request: pb.ListTradesRequest, context: Context
     ) -> pb.ListTradesResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def ListMarkets(
         self, _request: pb.ListMarketsRequest, context: Context
     ) -> pb.ListMarketsResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def GetOrderBook(
         self, _request: pb.GetOrderBookRequest, context: Context
     ) -> pb.GetOrderBookResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def ListRecentTrades(
         self, _request: pb.ListRecentTradesRequest, context: Context
     ) -> pb.ListRecentTradesResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)
 
     async def GetMarketStats(
         self, _request: pb.GetMarketStatsRequest, context: Context
     ) -> pb.GetMarketStatsResponse:
         """Not served until the market lands (UNIMPLEMENTED)."""
-        await _market_not_yet(context)
+        await abort_market_not_served(context)

@@ -46,7 +46,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.sqlite import sql
 from pointex.server.eventstore.sqlite.errors import DRIVER_ERRORS, translate, translated
-from pointex.server.store_migrations import load_migrations, pending_migrations
+from pointex.server.store_migrations import load_migrations, pending_migrations, split_sqlite_script
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.eventstore.sqlite")
@@ -163,7 +163,7 @@ class SqliteEventStore:
                     store="event store",
                     advice="upgrade Pointex before opening this store",
                 ):
-                    for statement in split_statements(migration.sql):
+                    for statement in split_sqlite_script(migration.sql):
                         await writer.execute(statement)
                     await writer.execute(sql.INSERT_MIGRATION, (migration.version, _now_us()))
                     _log.info("applied event-store migration %s", migration.name)
@@ -319,24 +319,6 @@ class SqliteEventStore:
             writer = self._require(self._writer)
             with translated():
                 await writer.execute(statement, parameters)
-
-
-def split_statements(script: str) -> list[str]:
-    """Split a migration script into statements; trigger bodies stay whole.
-
-    ``executescript`` would be simpler but commits any open transaction first, which would
-    break the one-transaction migration.
-    """
-    statements: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    leftover = [line for line in buffer.splitlines() if line.strip()]
-    assert all(line.lstrip().startswith("--") for line in leftover), leftover
-    return statements
 
 
 def _probe_file(path: str) -> None:

@@ -18,7 +18,7 @@ from pointex.server.query.readstore.migrations import (
 from pointex.server.query.readstore.sqlite import sql
 from pointex.server.query.readstore.sqlite.errors import translated
 from pointex.server.store_errors import StoreError, StoreUnavailable
-from pointex.server.store_migrations import load_migrations
+from pointex.server.store_migrations import load_migrations, split_sqlite_script
 
 _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.query.readstore.sqlite")
@@ -33,7 +33,7 @@ async def migrate(writer: aiosqlite.Connection, generation: int, *, create: bool
         else await writer.execute_fetchall(sql.render(sql.SELECT_MIGRATIONS, generation))
     )
     for migration in pending_read_migrations(_MIGRATIONS, [row[0] for row in applied]):
-        for statement in split_statements(render(migration, generation)):
+        for statement in split_sqlite_script(render(migration, generation)):
             await writer.execute(statement)
         await writer.execute(
             sql.render(sql.INSERT_MIGRATION, generation), (migration.version, _now_us())
@@ -51,20 +51,6 @@ async def meta(writer: aiosqlite.Connection, key: str) -> str | None:
     """Return a value of the meta table, or None."""
     found = list(await writer.execute_fetchall(sql.GET_META, (key,)))
     return str(found[0][0]) if found else None
-
-
-def split_statements(script: str) -> list[str]:
-    """Split a migration script into statements (executescript would COMMIT first)."""
-    statements: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    leftover = [line for line in buffer.splitlines() if line.strip()]
-    assert all(line.lstrip().startswith("--") for line in leftover), leftover
-    return statements
 
 
 def probe_file(path: str) -> None:
