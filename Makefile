@@ -29,7 +29,7 @@ $(NPM_INSTALLED): package.json package-lock.json
 
 install: $(INSTALLED) $(NPM_INSTALLED) ## create .venv and node_modules from the project's files
 
-run: $(INSTALLED) ## start the command and query servers on the SQLite default
+run: $(INSTALLED) ## start the command and query servers and the sandbox payment provider
 	$(PY) scripts/run_local.py
 
 proto: $(INSTALLED) ## regenerate client/src/pointex/v1 from protos/

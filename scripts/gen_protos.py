@@ -1,7 +1,9 @@
 """Generate the Python modules and typed stubs of the pointex.v1 contract.
 
+The same run generates pointex.sandbox.v1, the sandbox payment provider's own API.
+
 Usage:
-    python scripts/gen_protos.py           # regenerate client/src/pointex/v1/
+    python scripts/gen_protos.py           # regenerate client/src/pointex/{v1,sandbox/v1}/
     python scripts/gen_protos.py --check   # fail when the committed code is stale
 
 The output is committed and never edited by hand. `--check` regenerates into a
@@ -21,7 +23,8 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIR = Path("pointex") / "v1"
+# One folder per proto package; protoc writes each package's modules into its own.
+PACKAGE_DIRS = (Path("pointex") / "v1", Path("pointex") / "sandbox" / "v1")
 # Files in the generated folder that are not generated and must survive regeneration.
 KEEP = {"py.typed", "__init__.py"}
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
@@ -68,32 +71,43 @@ def _generated_files(folder: Path) -> dict[str, Path]:
 
 def regenerate(root: Path) -> None:
     """Replace the committed generated code with a fresh generation."""
-    target = root / "client" / "src" / PACKAGE_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    for stale in _generated_files(target).values():
-        stale.unlink()
+    targets = [root / "client" / "src" / package for package in PACKAGE_DIRS]
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
+        for stale in _generated_files(target).values():
+            stale.unlink()
     generate(root / "protos", root / "client" / "src")
-    print(f"generated {len(_generated_files(target))} files into {target.relative_to(root)}")
+    for target in targets:
+        print(f"generated {len(_generated_files(target))} files into {target.relative_to(root)}")
 
 
 def check(root: Path) -> int:
     """Return 1 and name the differences when the committed code is stale."""
+    problems: list[str] = []
+    count = 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(root / "protos", Path(tmp))
-        fresh = _generated_files(Path(tmp) / PACKAGE_DIR)
-        committed = _generated_files(root / "client" / "src" / PACKAGE_DIR)
-        problems = [f"missing: {n}" for n in sorted(fresh.keys() - committed.keys())]
-        problems += [f"not generated: {n}" for n in sorted(committed.keys() - fresh.keys())]
-        problems += [
-            f"stale: {n}"
-            for n in sorted(fresh.keys() & committed.keys())
-            if not filecmp.cmp(fresh[n], committed[n], shallow=False)
-        ]
+        for package in PACKAGE_DIRS:
+            fresh = _generated_files(Path(tmp) / package)
+            committed = _generated_files(root / "client" / "src" / package)
+            count += len(committed)
+            problems += _differences(fresh, committed)
     if problems:
         print("generated code is stale; run `make proto` and commit:", *problems, sep="\n  ")
         return 1
-    print(f"generated code is up to date ({len(committed)} files)")
+    print(f"generated code is up to date ({count} files)")
     return 0
+
+
+def _differences(fresh: dict[str, Path], committed: dict[str, Path]) -> list[str]:
+    problems = [f"missing: {n}" for n in sorted(fresh.keys() - committed.keys())]
+    problems += [f"not generated: {n}" for n in sorted(committed.keys() - fresh.keys())]
+    problems += [
+        f"stale: {n}"
+        for n in sorted(fresh.keys() & committed.keys())
+        if not filecmp.cmp(fresh[n], committed[n], shallow=False)
+    ]
+    return problems
 
 
 def main() -> int:

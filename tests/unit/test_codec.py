@@ -1,11 +1,25 @@
-"""The codec: every account event survives encode -> store -> decode unchanged."""
+"""The codec: every event survives encode -> store -> decode unchanged."""
 
 from __future__ import annotations
 
 import pytest
 
 from pointex.server.domain import events as ev
-from pointex.server.domain.values import AccountKind, Role, TransferKind
+from pointex.server.domain import market_events as mev
+from pointex.server.domain.values import (
+    AccountKind,
+    FeeSchedule,
+    Instant,
+    Market,
+    Money,
+    OrderCancelReason,
+    OrderSide,
+    Role,
+    Span,
+    TimeInForce,
+    TradeCancelReason,
+    TransferKind,
+)
 from pointex.server.eventstore.codec import UnknownEventType, decode, encode
 from pointex.server.eventstore.port import RecordedEvent
 from pointex.v1 import common_pb2, events_pb2
@@ -24,6 +38,56 @@ SAMPLES = [
     ev.TransferCompleted("t1"),
     ev.TransferCompensated("t1", "ACCOUNT_CLOSED"),
     ev.CommandRecorded("r-1", "acme", "MintPoints", b"\x01" * 32, b"\x08\x05"),
+    ev.PointsHeld("u1", "o1", "PTS-CNY", 5, 120, TimeInForce.IOC, "c-1", 5, 5),
+    ev.PointsReleased("u1", "o1", "t1", 2, 7, 3),
+    ev.PointsSold("u1", "t1", "o1", 3, 0),
+    ev.PointsBought("u2", "t1", "o2", 3, 3),
+]
+_CNY = Money(12550, "CNY")
+_AT = Instant(1_767_225_600_123)
+MARKET_SAMPLES = [
+    mev.MarketConfigured(
+        Market(
+            "PTS-CNY",
+            "CNY",
+            FeeSchedule(25, 1),
+            FeeSchedule(0, 0),
+            Span(900_500),
+            10**6,
+            10**9,
+            "sandbox",
+            True,
+        )
+    ),
+    mev.OrderPlaced("o1", "PTS-CNY", "u1", OrderSide.SELL, 5, 120, "CNY", TimeInForce.GTC, ""),
+    mev.OrderRejected("o1", "PTS-CNY", "u1", OrderSide.SELL, 5, "MARKET_CLOSED"),
+    mev.TradeMatched("t1", "PTS-CNY", "o2", "o1", "u2", "u1", OrderSide.SELL, 3, 120, 0, 2),
+    mev.OrderCancelled("o1", "PTS-CNY", "u1", OrderSide.SELL, OrderCancelReason.REQUESTED, 2),
+    mev.OrderQuantityReturned("o1", "PTS-CNY", "t1", 3, 5),
+    mev.TradeCreated(
+        "t1",
+        "PTS-CNY",
+        "o2",
+        "o1",
+        "u2",
+        "u1",
+        OrderSide.SELL,
+        3,
+        120,
+        "CNY",
+        360,
+        1,
+        0,
+        361,
+        360,
+        _AT,
+    ),
+    mev.PaymentRequested("t1", "sandbox", "pay_1", "https://pay.example/1", _CNY, _AT),
+    mev.PaymentConfirmed("t1", "sandbox", "pay_1", "evt_1", _CNY, _AT, "k1", late=True),
+    mev.PaymentFailed("t1", "sandbox", "pay_1", "evt_2", _CNY, _AT, ""),
+    mev.TradeSettled("t1", _CNY),
+    mev.TradeCancelled("t1", TradeCancelReason.PAYMENT_DEADLINE_PASSED),
+    mev.RefundRequired("t1", "sandbox", "pay_1", "evt_1", _CNY),
 ]
 
 
@@ -32,7 +96,7 @@ def stored(type_name: str, version: int, data: bytes) -> RecordedEvent:
     return RecordedEvent(1, "account-u1", 1, 0, type_name, version, data, b"", 0)
 
 
-@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("event", SAMPLES + MARKET_SAMPLES, ids=lambda e: type(e).__name__)
 def test_round_trip(event: object) -> None:
     """Decoding what encode stored gives back an equal domain event."""
     new = encode(event)
@@ -41,9 +105,24 @@ def test_round_trip(event: object) -> None:
     assert decode(stored(new.type, new.schema_version, new.data)) == event
 
 
-def test_every_account_event_has_a_sample() -> None:
-    """The samples cover every registered account event type."""
+def test_every_event_type_has_a_sample() -> None:
+    """The samples cover every registered event type."""
     assert {type(e) for e in SAMPLES} == set(ev.ACCOUNT_EVENT_TYPES) | set(ev.PROCESS_EVENT_TYPES)
+    assert {type(e) for e in MARKET_SAMPLES} == set(mev.MARKET_EVENT_TYPES) | set(
+        mev.TRADE_EVENT_TYPES
+    )
+
+
+def test_nested_values_travel_as_their_proto_messages() -> None:
+    """Money, Instant, Span and the market configuration map to Money, Timestamp, Duration."""
+    created = events_pb2.TradeCreated.FromString(encode(MARKET_SAMPLES[6]).data)
+    assert created.payment_deadline.seconds == 1_767_225_600
+    assert created.payment_deadline.nanos == 123_000_000
+    configured = events_pb2.MarketConfigured.FromString(encode(MARKET_SAMPLES[0]).data)
+    assert configured.market.payment_window.seconds == 900
+    assert configured.market.buyer_fee.rate_bps == 25
+    paid = events_pb2.PaymentRequested.FromString(encode(MARKET_SAMPLES[7]).data)
+    assert (paid.amount.amount_minor, paid.amount.currency) == (12550, "CNY")
 
 
 def test_payload_is_the_events_proto_message() -> None:

@@ -14,7 +14,9 @@ SCRIPT = ROOT / "scripts" / "gen_protos.py"
 def _copy_tree(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(ROOT / "protos", root / "protos")
-    shutil.copytree(ROOT / "client" / "src" / "pointex" / "v1", root / "client/src/pointex/v1")
+    for package in ("v1", "sandbox/v1"):
+        source = ROOT / "client" / "src" / "pointex" / package
+        shutil.copytree(source, root / "client" / "src" / "pointex" / package)
     return root
 
 

@@ -1,8 +1,9 @@
-"""Every setting of both servers, in one place: flags, POINTEX_* variables, defaults.
+"""Every setting of every server, in one place: flags, POINTEX_* variables, defaults.
 
 A setting is read from its command-line flag, else from its environment variable,
 else from its default. Values are validated once, here, and the servers receive
-frozen `CommandConfig` / `QueryConfig` objects. docs/configuration.md lists the
+frozen `CommandConfig` / `QueryConfig` / `SandboxConfig` objects (the sandbox payment
+provider is the third kind of server). docs/configuration.md lists the
 same table; a test keeps the two in step.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -43,6 +45,8 @@ class Setting:
 _BOTH = frozenset({"command", "query"})
 _COMMAND = frozenset({"command"})
 _QUERY = frozenset({"query"})
+_SANDBOX = frozenset({"sandbox"})
+_ALL = _BOTH | _SANDBOX
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
@@ -50,8 +54,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "POINTEX_LISTEN",
         "",
         "host:port to serve gRPC on; port 0 picks a free "
-        "port (default 127.0.0.1:50051 for the command server, :50052 for the query server)",
-        _BOTH,
+        "port (default 127.0.0.1:50051 for the command server, :50052 for the query server, "
+        ":50053 for the sandbox payment provider)",
+        _ALL,
     ),
     Setting(
         "store_url",
@@ -79,8 +84,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "command_target",
         "POINTEX_COMMAND_TARGET",
         "127.0.0.1:50051",
-        "host:port of the command server whose EventFeed the query server follows",
-        _QUERY,
+        "host:port of the command server: the query server follows its EventFeed, the sandbox "
+        "payment provider delivers its callbacks to it",
+        _QUERY | _SANDBOX,
     ),
     Setting(
         "feed_token",
@@ -118,15 +124,103 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "POINTEX_SHUTDOWN_GRACE_S",
         "10",
         "seconds in-flight RPCs get to finish after SIGTERM/SIGINT",
-        _BOTH,
+        _ALL,
     ),
-    Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _BOTH),
-    Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _BOTH),
+    Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _ALL),
+    Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _ALL),
+    Setting(
+        "markets_file",
+        "POINTEX_MARKETS_FILE",
+        "",
+        "TOML file configuring the markets (fees, payment window, bounds, provider); empty: "
+        "one market PTS-CNY paid through the provider 'sandbox'",
+        _COMMAND,
+    ),
+    # --- Payment providers (the command server) and the sandbox payment provider ---------
+    Setting(
+        "payment_providers_file",
+        "POINTEX_PAYMENT_PROVIDERS_FILE",
+        "",
+        "TOML file naming each payment provider, its secrets (key id -> secret) and where to "
+        "create payments; empty: no provider is configured",
+        _COMMAND,
+    ),
+    Setting("provider_id", "POINTEX_PROVIDER_ID", "sandbox", "provider id to sign as", _SANDBOX),
+    Setting(
+        "provider_key_id",
+        "POINTEX_PROVIDER_KEY_ID",
+        "",
+        "key id sent with each callback; empty: the command server tries every valid secret",
+        _SANDBOX,
+    ),
+    Setting(
+        "provider_secret",
+        "POINTEX_PROVIDER_SECRET",
+        "",
+        "shared secret callbacks are signed with (16+ bytes); or use provider_secret_file",
+        _SANDBOX,
+    ),
+    Setting(
+        "provider_secret_file",
+        "POINTEX_PROVIDER_SECRET_FILE",
+        "",
+        "file holding the shared secret (surrounding whitespace ignored)",
+        _SANDBOX,
+    ),
+    Setting(
+        "callback_token",
+        "POINTEX_CALLBACK_TOKEN",
+        "",
+        "bearer token of a payment_provider line of the command server's tokens file; or use "
+        "callback_token_file",
+        _SANDBOX,
+    ),
+    Setting(
+        "callback_token_file",
+        "POINTEX_CALLBACK_TOKEN_FILE",
+        "",
+        "file holding the callback token (surrounding whitespace ignored)",
+        _SANDBOX,
+    ),
+    Setting(
+        "payment_delay_ms",
+        "POINTEX_PAYMENT_DELAY_MS",
+        "1000",
+        "milliseconds from a payment's creation to its callback (0 to 86400000)",
+        _SANDBOX,
+    ),
+    Setting(
+        "payment_failure_rate_bps",
+        "POINTEX_PAYMENT_FAILURE_RATE_BPS",
+        "0",
+        "share of payments that fail, in basis points (0 to 10000)",
+        _SANDBOX,
+    ),
+    Setting(
+        "callback_duplicate_rate_bps",
+        "POINTEX_CALLBACK_DUPLICATE_RATE_BPS",
+        "0",
+        "share of callbacks delivered a second time, in basis points (0 to 10000)",
+        _SANDBOX,
+    ),
 )
 
-_DEFAULT_LISTEN: Final = {"command": "127.0.0.1:50051", "query": "127.0.0.1:50052"}
+_DEFAULT_LISTEN: Final = {
+    "command": "127.0.0.1:50051",
+    "query": "127.0.0.1:50052",
+    "sandbox": "127.0.0.1:50053",
+}
+_PROGRAMS: Final = {
+    "command": "pointex-command-server",
+    "query": "pointex-query-server",
+    "sandbox": "pointex-sandbox-provider",
+}
+_BPS_MAX: Final = 10_000
+_PAYMENT_DELAY_MS_MAX: Final = 86_400_000
+_SECRET_BYTES_MIN: Final = 16
 _LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 _LOG_FORMATS: Final = frozenset({"json", "text"})
+_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
@@ -160,6 +254,10 @@ class CommandConfig:
     store_url: str
     allow_unsafe_durability: bool
     actors_resident_max: int
+    # None: no payment provider is configured (payments/providers.py reads the file).
+    payment_providers_file: Path | None = None
+    # None: the default market (markets.py reads the file).
+    markets_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +270,28 @@ class QueryConfig:
     feed_token: str
 
 
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Settings of the sandbox payment provider."""
+
+    listen: str
+    command_target: str
+    provider_id: str
+    key_id: str
+    # Kept out of repr so that logging the configuration never prints a credential.
+    secret: bytes = field(repr=False)
+    callback_token: str = field(repr=False)
+    delay_ms: int
+    failure_rate_bps: int
+    duplicate_rate_bps: int
+    shutdown_grace_s: int
+    log_level: str
+    log_format: str
+
+
 def _parser(server: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"pointex-{server}-server",
+        prog=_PROGRAMS[server],
         description=description,
         epilog="Every flag can also be set by its POINTEX_* environment variable.",
     )
@@ -290,6 +407,16 @@ def _token(key: str, text: str) -> str:
     return token
 
 
+def _choice_id(key: str, text: str, *, allow_empty: bool) -> str:
+    # The id syntax of the contract (1-64 of A-Z a-z 0-9 _ . : -).
+    value = text.strip()
+    if not value and allow_empty:
+        return value
+    if not _ID.fullmatch(value):
+        raise ConfigError(f"{key}: expected 1-64 of A-Z a-z 0-9 _ . : -, got {text!r}")
+    return value
+
+
 def _common(values: Mapping[str, str]) -> CommonConfig:
     return CommonConfig(
         listen=_host_port("listen", values["listen"]),
@@ -318,6 +445,16 @@ def command_config(
         actors_resident_max=_int_in(
             "actors_resident_max", values["actors_resident_max"], 1, limits.actors_resident_max
         ),
+        payment_providers_file=(
+            _existing_file("payment_providers_file", values["payment_providers_file"])
+            if values["payment_providers_file"]
+            else None
+        ),
+        markets_file=(
+            _existing_file("markets_file", values["markets_file"])
+            if values["markets_file"]
+            else None
+        ),
     )
 
 
@@ -336,4 +473,69 @@ def query_config(
         read_store_url=_store_url("read_store_url", values["read_store_url"]),
         command_target=_host_port("command_target", values["command_target"]),
         feed_token=_token("feed_token", values["feed_token"]),
+    )
+
+
+def read_secret(key: str, text: str, path: str) -> bytes:
+    """Return a shared secret given inline (`text`) or in a file (`path`), exactly one of them.
+
+    Surrounding whitespace is dropped, so a file written with a final newline works.
+    """
+    if bool(text) == bool(path):
+        raise ConfigError(f"{key}: give the secret or a file holding it, exactly one")
+    if path:
+        try:
+            secret = Path(path).read_bytes().strip()
+        except OSError as error:
+            raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    else:
+        secret = text.strip().encode()
+    # A shorter HMAC key can be guessed offline from one captured callback.
+    if len(secret) < _SECRET_BYTES_MIN:
+        raise ConfigError(f"{key}: a secret needs {_SECRET_BYTES_MIN} or more bytes")
+    return secret
+
+
+def _token_from(key: str, text: str, path: str) -> str:
+    if text and path:
+        raise ConfigError(f"{key}: give the token or a file holding it, not both")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"{key}_file: cannot read {path}: {error.strerror}") from None
+    return _token(key, text)
+
+
+def sandbox_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> SandboxConfig:
+    """Build and validate the sandbox payment provider's settings from flags and environment."""
+    values = _raw_values(
+        "sandbox",
+        argv,
+        os.environ if env is None else env,
+        "Pointex sandbox payment provider: a test gateway that sends signed callbacks.",
+    )
+    return SandboxConfig(
+        listen=_host_port("listen", values["listen"]),
+        command_target=_host_port("command_target", values["command_target"]),
+        provider_id=_choice_id("provider_id", values["provider_id"], allow_empty=False),
+        key_id=_choice_id("provider_key_id", values["provider_key_id"], allow_empty=True),
+        secret=read_secret(
+            "provider_secret", values["provider_secret"], values["provider_secret_file"]
+        ),
+        callback_token=_token_from(
+            "callback_token", values["callback_token"], values["callback_token_file"]
+        ),
+        delay_ms=_int_in("payment_delay_ms", values["payment_delay_ms"], 0, _PAYMENT_DELAY_MS_MAX),
+        failure_rate_bps=_int_in(
+            "payment_failure_rate_bps", values["payment_failure_rate_bps"], 0, _BPS_MAX
+        ),
+        duplicate_rate_bps=_int_in(
+            "callback_duplicate_rate_bps", values["callback_duplicate_rate_bps"], 0, _BPS_MAX
+        ),
+        shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
+        log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
+        log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
     )

@@ -21,9 +21,10 @@ append_batch_events_max = 1000
 # bookkeeping done while the position lock is held.
 append_batch_units_max = 256
 
-# Streams written atomically by one unit (a transfer touches two accounts and a process).
+# Streams written atomically by one unit (a transfer touches two accounts and a process; an
+# order placement its market, one stream per trade it creates and its request record).
 # Each stream costs one version check under the position lock.
-append_unit_streams_max = 16
+append_unit_streams_max = 128
 
 # Events a subscriber buffers: exactly one page of read_all. Raising it costs memory per
 # live subscriber (the feed keeps one page per connected client).
@@ -279,3 +280,26 @@ assert feed_reconnect_ms_min <= feed_reconnect_ms_max
 assert read_wait_ms_max <= pg_statement_ms_max
 assert invariant_violations_default <= invariant_violations_max
 assert notification_page_max <= read_page_items_max
+
+# --- Market ---------------------------------------------------------------------------------
+
+# Resting orders of one account in one market (TOO_MANY_OPEN_ORDERS past it). Each resting
+# order costs memory in the market's actor and time in every match that passes over it.
+open_orders_per_account_max = 1_000
+
+# Trades one placement may create; an order that would match more stops matching there
+# (the rest of a GTC order rests, of an IOC order is cancelled). Bounds one append's size:
+# the market stream, one trade stream per trade and the request record.
+trades_per_order_max = 100
+assert trades_per_order_max + 2 <= append_unit_streams_max
+
+# Attempts to decide a trade step again after another driver changed the trade first
+# (a callback racing the deadline, a redelivery racing its original).
+trade_step_attempts_max = 8
+
+# Payment requests retried while the provider is unavailable, between these delays.
+payment_retry_delay_ms_min = 200
+payment_retry_delay_ms_max = 10_000
+
+# How long one CreatePayment call to a provider may take.
+payment_request_timeout_ms = 5_000

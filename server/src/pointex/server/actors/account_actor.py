@@ -1,95 +1,58 @@
-"""One account's actor: decides commands on its state and hands the events to group commit.
+"""One account's actor: a stream actor over the account aggregate.
 
-An actor handles one message at a time, synchronously (decide, evolve, submit), so no
-lock is needed: asyncio runs one piece of code at a time and nothing in a handler awaits.
-It does not wait for the commit before the next message (pipelining): a hot account
-decides as fast as the CPU allows while its earlier events are still being committed,
-and every unit states the stream version it expects, so a unit decided on events that
-did not commit cannot commit either.
-
-When a commit fails, the actor's state may be ahead of the store. It then stops taking
-messages, waits until every unit it submitted is resolved, reloads from the store, and
-carries on with the messages that queued meanwhile (at most `mailbox_messages_max`).
+Beyond the generic actor (actors/stream_actor.py), an account actor counts the transfers
+out of it whose credit or return has not committed, so that it neither closes nor is
+passivated while points it sent are in flight.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from pointex.server import limits
-from pointex.server.actors.snapshots import from_snapshot, to_snapshot
-from pointex.server.domain import errors
-from pointex.server.domain.account import Account, decide, evolve
-from pointex.server.domain.commands import AccountCommand, CloseAccount, DebitPoints
-from pointex.server.domain.events import AccountEvent
-from pointex.server.eventstore import codec
-from pointex.server.eventstore.group_commit import GroupCommitter
-from pointex.server.eventstore.port import (
-    EventStore,
-    RecordedEvent,
-    StoreError,
-    StoreUnavailable,
-    StreamAppend,
+from pointex.server.actors import snapshots
+from pointex.server.actors.stream_actor import (
+    Command,
+    Decided,
+    Inspect,
+    Message,
+    StreamActor,
+    load_stream,
 )
-from pointex.server.overload import Overloaded
+from pointex.server.domain import account, errors
+from pointex.server.domain.account import Account
+from pointex.server.domain.commands import CloseAccount, DebitPoints
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import EventStore, Snapshot
 
-log = logging.getLogger(__name__)
-
-# Snapshot saves under way, kept referenced until they end (they are fire-and-forget).
-_SNAPSHOT_TASKS: set[asyncio.Task[None]] = set()
-
-
-# Given the state after the command and its events, return the appends to commit in the
-# same unit (process and idempotency records) and the value to reply with.
-Finish = Callable[[Account | None, list[AccountEvent]], tuple[tuple[StreamAppend, ...], Any]]
+__all__ = ["AccountActor", "Command", "Decided", "Inspect", "Message", "load_account"]
 
 
-def _no_extra(_state: Account | None, _events: list[AccountEvent]) -> tuple[tuple[()], None]:
-    return (), None
+class _AccountAggregate:
+    """The account domain as an actor's aggregate."""
+
+    in_place = False
+
+    def empty(self) -> Account | None:
+        return None
+
+    def decide(self, state: Account | None, command: Any) -> list[Any]:
+        return account.decide(state, command)
+
+    def evolve(self, state: Account | None, event: Any) -> Account | None:
+        return account.evolve(state, event)
+
+    def to_snapshot(
+        self, stream_id: str, state: Account | None, version: int, position: int
+    ) -> Snapshot | None:
+        if state is None:
+            return None
+        return snapshots.to_snapshot(stream_id, state, version, position)
+
+    def from_snapshot(self, snapshot: Snapshot) -> tuple[Account | None, int, int] | None:
+        return snapshots.from_snapshot(snapshot)
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """Decide `command`; commit its events with what `finish` adds, in one unit.
-
-    The reply is a `Decided`: `finish`'s value and the committed events (none, for a
-    command that changed nothing; `position` is then the account's latest).
-    """
-
-    command: AccountCommand
-    finish: Finish = _no_extra
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """What a Command resolves to once its unit is committed."""
-
-    value: Any
-    recorded: list[RecordedEvent]
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class Inspect:
-    """Call `read` on the current state (no append), e.g. to pre-check a credit."""
-
-    read: Callable[[Account | None], Any]
-
-
-Message = Command | Inspect
-
-
-@dataclass(slots=True)
-class _Envelope:
-    message: Message
-    reply: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+ACCOUNTS = _AccountAggregate()
 
 
 def stream_id_of(account_id: str) -> str:
@@ -97,26 +60,13 @@ def stream_id_of(account_id: str) -> str:
     return f"account-{account_id}"
 
 
-class AccountActor:
+class AccountActor(StreamActor[Account | None]):
     """The only writer of one account stream in this process."""
 
     def __init__(self, account_id: str, store: EventStore, committer: GroupCommitter) -> None:
         """Create an inactive actor; it loads its state on the first message."""
+        super().__init__(stream_id_of(account_id), ACCOUNTS, store, committer)
         self.account_id = account_id
-        self.stream_id = stream_id_of(account_id)
-        self._store = store
-        self._committer = committer
-        self.state: Account | None = None
-        self.version = 0  # version of the last event decided (committed or in flight)
-        self.last_position = 0  # position of the last committed event of the stream
-        self._snapshot_version = 0  # version of the latest snapshot saved or loaded
-        self._last_commit: asyncio.Future[list[RecordedEvent]] | None = None
-        self._ready = False
-        self._loader: asyncio.Task[None] | None = None
-        self._backlog: collections.deque[_Envelope] = collections.deque()
-        self._units_in_flight = 0
-        self._settled = asyncio.Event()
-        self._settled.set()
         # Transfers out of this account whose credit or return has not committed yet. Kept in
         # memory only: recovery finishes every transfer before the server takes commands.
         self.transfers_in_flight = 0
@@ -124,183 +74,30 @@ class AccountActor:
     @property
     def idle(self) -> bool:
         """Tell whether the actor can be passivated without losing anything."""
-        # An actor that is not ready holds no state worth keeping (it would reload anyway).
-        return (
-            self._loader is None
-            and not self._backlog
-            and self._units_in_flight == 0
-            and self.transfers_in_flight == 0
-        )
+        return super().idle and self.transfers_in_flight == 0
 
-    def tell(self, message: Message) -> asyncio.Future[Any]:
-        """Deliver `message`; the future resolves with its result (or its error)."""
-        envelope = _Envelope(message)
-        if self._ready and not self._backlog:
-            self._handle(envelope)
-            return envelope.reply
-        if len(self._backlog) >= limits.mailbox_messages_max:
-            raise Overloaded(
-                "MAILBOX_FULL", "the account's mailbox is full", limits.overload_retry_after_ms
-            )
-        self._backlog.append(envelope)
-        if self._loader is None:
-            self._loader = asyncio.create_task(
-                self._load_then_drain(), name=f"load-{self.stream_id}"
-            )
-        return envelope.reply
-
-    def _handle(self, envelope: _Envelope) -> None:
-        try:
-            match envelope.message:
-                case Inspect(read=read):
-                    envelope.reply.set_result(read(self.state))
-                case Command():
-                    self._decide(envelope)
-        except (errors.DomainError, Overloaded) as error:
-            envelope.reply.set_exception(error)
-        except Exception as error:  # A bug: this message fails, the actor reloads.
-            log.exception("actor %s failed; reloading", self.stream_id)
-            envelope.reply.set_exception(error)
-            self._ready = False
-
-    def _decide(self, envelope: _Envelope) -> None:
-        message = envelope.message
-        assert isinstance(message, Command)
-        command = message.command
+    def _check(self, command: Any) -> None:
         if isinstance(command, CloseAccount) and self.transfers_in_flight:
             raise errors.FailedPrecondition(
                 errors.ACCOUNT_NOT_EMPTY,
                 "a transfer from this account is in flight",
                 account_id=self.account_id,
             )
-        events = decide(self.state, command)
-        state = self.state
-        for event in events:
-            state = evolve(state, event)
-        extra, value = message.finish(state, events)
-        if not events:
-            self._reply_after_latest(envelope, value)
-            return
-        append = StreamAppend(self.stream_id, self.version, tuple(codec.encode(e) for e in events))
-        commit = self._committer.submit((append, *extra))  # Raises Overloaded: no change.
-        self.state = state
-        self.version += len(events)
-        self._units_in_flight += 1
-        self._settled.clear()
-        self._last_commit = commit
+
+    def _submitted(self, command: Any) -> None:
         if isinstance(command, DebitPoints):
             self.transfers_in_flight += 1
-        commit.add_done_callback(lambda done: self._committed(done, envelope, command, value))
 
-    def _reply_after_latest(self, envelope: _Envelope, value: Any) -> None:
-        """Answer a command that changed nothing once what it saw is committed."""
-        latest = self._last_commit
-        if latest is None or latest.done():
-            envelope.reply.set_result(Decided(value, [], self.last_position))
-            return
-
-        def answer(done: asyncio.Future[list[RecordedEvent]]) -> None:
-            if envelope.reply.done():
-                return
-            if done.cancelled() or done.exception() is not None:
-                # What this command saw did not commit: the caller retries.
-                envelope.reply.set_exception(
-                    StoreUnavailable("an earlier change to the account did not commit")
-                )
-            else:
-                envelope.reply.set_result(Decided(value, [], self.last_position))
-
-        latest.add_done_callback(answer)
-
-    def _committed(
-        self,
-        done: asyncio.Future[list[RecordedEvent]],
-        envelope: _Envelope,
-        command: AccountCommand,
-        value: Any,
-    ) -> None:
-        self._units_in_flight -= 1
-        if self._units_in_flight == 0:
-            self._settled.set()
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        if error is None:
-            recorded = done.result()
-            self.last_position = max(self.last_position, recorded[-1].position)
-            if not envelope.reply.done():
-                envelope.reply.set_result(Decided(value, recorded, recorded[-1].position))
-            self._maybe_snapshot()
-            return
+    def _failed(self, command: Any) -> None:
         if isinstance(command, DebitPoints):
             self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
-        # The state may include events that did not commit: reload before the next message.
-        self._ready = False
-        if not envelope.reply.done():
-            envelope.reply.set_exception(error)
-
-    def _maybe_snapshot(self) -> None:
-        """Save a snapshot every `snapshot_interval_events`, when nothing is in flight.
-
-        With nothing in flight, the state holds exactly the committed events up to version.
-        """
-        if (
-            self._units_in_flight
-            or self.state is None
-            or self.version - self._snapshot_version < limits.snapshot_interval_events
-        ):
-            return
-        snapshot = to_snapshot(self.stream_id, self.state, self.version, self.last_position)
-        self._snapshot_version = self.version
-
-        async def save() -> None:
-            try:
-                await self._store.save_snapshot(snapshot)
-            except StoreError as error:  # Only a cache: the events are still there.
-                log.warning("snapshot of %s not saved: %s", self.stream_id, error)
-
-        task = asyncio.create_task(save(), name=f"snapshot-{self.stream_id}")
-        _SNAPSHOT_TASKS.add(task)
-        task.add_done_callback(_SNAPSHOT_TASKS.discard)
 
     def transfer_settled(self) -> None:
         """Record that a transfer out of this account was credited or returned."""
         assert self.transfers_in_flight > 0, self.account_id
         self.transfers_in_flight -= 1
 
-    async def _load_then_drain(self) -> None:
-        try:
-            await self._settled.wait()
-            self.state, self.version, self.last_position = await load_account(
-                self._store, self.stream_id
-            )
-            self._snapshot_version = self.version
-            self._ready = True
-        except Exception as error:  # noqa: BLE001 - store down or a bug: fail what waits; the next message retries.
-            log.warning("loading %s failed: %s", self.stream_id, error)
-            while self._backlog:
-                self._backlog.popleft().reply.set_exception(error)
-            return
-        finally:
-            self._loader = None
-        while self._backlog and self._ready:
-            self._handle(self._backlog.popleft())
-        if self._backlog:  # A handler failed and un-readied the actor: load again.
-            self._loader = asyncio.create_task(self._load_then_drain())
-
 
 async def load_account(store: EventStore, stream_id: str) -> tuple[Account | None, int, int]:
     """Rebuild an account from its snapshot and the events after it; (state, version, position)."""
-    state: Account | None = None
-    version = 0
-    position = 0
-    snapshot = await store.load_snapshot(stream_id)
-    restored = from_snapshot(snapshot) if snapshot is not None else None
-    if restored is not None:
-        state, version, position = restored
-    while True:
-        page = await store.read_stream(stream_id, version + 1, limits.read_batch_events_max)
-        for recorded in page:
-            state = evolve(state, codec.decode(recorded))
-            version = recorded.stream_version
-            position = recorded.position
-        if len(page) < limits.read_batch_events_max:
-            return state, version, position
+    return await load_stream(store, stream_id, ACCOUNTS)

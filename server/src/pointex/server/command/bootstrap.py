@@ -7,19 +7,27 @@ wired at import time.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
+from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.command_servicer import CommandServicer
 from pointex.server.command.feed_servicer import EventFeedServicer
 from pointex.server.command.handlers import CommandHandlers
+from pointex.server.command.market_handlers import MarketHandlers
+from pointex.server.command.market_recovery import recover_market
+from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.trades import TradeProcesses
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore, StoreError
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
+from pointex.server.markets import load_markets
+from pointex.server.payments.providers import build_verifier, create_providers, load_providers
 from pointex.v1 import (
     command_service_pb2,
     command_service_pb2_grpc,
@@ -38,6 +46,8 @@ class CommandServer:
     store: EventStore
     committer: GroupCommitter
     handlers: CommandHandlers
+    market: MarketHandlers
+    processes: TradeProcesses
     lookup: RecordLookup
     feed: EventFeedServicer
 
@@ -59,6 +69,8 @@ class CommandServer:
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
+        await self.market.stop()
+        await self.processes.stop()
         await self.handlers.stop()
         await self.lookup.stop()
         await self.committer.stop()
@@ -84,8 +96,9 @@ async def create_server(config: CommandConfig) -> CommandServer:
         recovered = await handlers.recover()  # Before any command is taken.
         if recovered:
             log.info("finished transfers left open", extra={"transfers": recovered})
+        market, callbacks = await _market_side(config, store, committer, actors, lookup)
         feed = EventFeedServicer(store)
-        commands = CommandServicer(handlers)
+        commands = CommandServicer(handlers, market, callbacks)
         services = [
             Service(
                 event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
@@ -112,9 +125,44 @@ async def create_server(config: CommandConfig) -> CommandServer:
         store=store,
         committer=committer,
         handlers=handlers,
+        market=market,
+        processes=market.processes,
         lookup=lookup,
         feed=feed,
     )
+
+
+async def _market_side(
+    config: CommandConfig,
+    store: EventStore,
+    committer: GroupCommitter,
+    actors: ActorSystem,
+    lookup: RecordLookup,
+) -> tuple[MarketHandlers, PaymentCallbacks]:
+    """Build the markets, trade processes and callbacks; finish what a crash left open."""
+    settings = (
+        load_providers(config.payment_providers_file) if config.payment_providers_file else {}
+    )
+    markets = MarketActors(store, committer, load_markets(config.markets_file).values())
+    processes = TradeProcesses(
+        store=store,
+        committer=committer,
+        accounts=actors,
+        markets=markets,
+        providers=create_providers(settings),
+        clock=lambda: time.time_ns() // 1_000_000,
+    )
+    market = MarketHandlers(
+        store=store, accounts=actors, markets=markets, processes=processes, lookup=lookup
+    )
+    await market.configure()
+    reopened = await recover_market(store, market, processes)
+    if reopened:
+        log.info("resumed market steps left open", extra={"steps": reopened})
+    callbacks = PaymentCallbacks(
+        store=store, lookup=lookup, processes=processes, verifier=build_verifier(settings)
+    )
+    return market, callbacks
 
 
 def _redacted(url: str) -> str:

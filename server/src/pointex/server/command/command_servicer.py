@@ -17,14 +17,17 @@ from google.protobuf.message import Message
 from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
+from pointex.server.command.idempotency import request_key
+from pointex.server.command.market_handlers import MarketHandlers, order_id_for
+from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
+from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.values import Role, TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import Principal, current_principal
 from pointex.server.grpc_edge.status import (
     InvalidRequest,
-    abort_market_not_served,
     map_exception,
     to_status,
 )
@@ -55,9 +58,13 @@ def _available(state: Account | None) -> int:
 class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     """Every state change of Pointex, over gRPC."""
 
-    def __init__(self, handlers: CommandHandlers) -> None:
-        """Serve commands through `handlers`."""
+    def __init__(
+        self, handlers: CommandHandlers, market: MarketHandlers, callbacks: PaymentCallbacks
+    ) -> None:
+        """Serve account commands through `handlers`, the market through the other two."""
         self._handlers = handlers
+        self._market = market
+        self._callbacks = callbacks
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, _: Context
@@ -221,29 +228,42 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             )
         )
 
-    async def PlaceOrder(
-        self, _request: pb.PlaceOrderRequest, context: Context
-    ) -> pb.PlaceOrderResponse:
-        """Not served yet: the market is a later release."""
-        return await abort_market_not_served(context)
+    async def PlaceOrder(self, request: pb.PlaceOrderRequest, _: Context) -> pb.PlaceOrderResponse:
+        """Place a limit order; reply once it is matched (and rests, if anything is left)."""
+        principal = current_principal()
+        key = request_key(principal, convert.request_id(request.request_id))
+        order = PlaceOrder(
+            order_id_for(key),
+            convert.identifier("account_id", request.account_id),
+            convert.identifier("market_id", request.market_id),
+            convert.order_side(request.side),
+            convert.amount("quantity_points", request.quantity_points),
+            convert.price("limit_price_minor", request.limit_price_minor),
+            convert.time_in_force(request.time_in_force),
+            convert.optional_identifier("client_order_id", request.client_order_id),
+        )
+        return await self._market.place_order(principal, request, order)
 
     async def CancelOrder(
-        self, _request: pb.CancelOrderRequest, context: Context
+        self, request: pb.CancelOrderRequest, _: Context
     ) -> pb.CancelOrderResponse:
-        """Not served yet: the market is a later release."""
-        return await abort_market_not_served(context)
+        """Take a resting order out of the book."""
+        convert.request_id(request.request_id)
+        convert.identifier("market_id", request.market_id)
+        convert.identifier("order_id", request.order_id)
+        return await self._market.cancel_order(current_principal(), request)
 
     async def ConfirmPayment(
-        self, _request: pb.ConfirmPaymentRequest, context: Context
+        self, request: pb.ConfirmPaymentRequest, _: Context
     ) -> pb.ConfirmPaymentResponse:
-        """Not served yet: the market is a later release."""
-        return await abort_market_not_served(context)
+        """A provider's signed confirmation: settle the trade (or flag a late one)."""
+        return await self._callbacks.handle(current_principal(), request, pb.ConfirmPaymentResponse)
 
     async def FailPayment(
-        self, _request: pb.FailPaymentRequest, context: Context
+        self, request: pb.FailPaymentRequest, _: Context
     ) -> pb.FailPaymentResponse:
-        """Not served yet: the market is a later release."""
-        return await abort_market_not_served(context)
+        """A provider's signed failure: cancel the trade."""
+        return await self._callbacks.handle(current_principal(), request, pb.FailPaymentResponse)
 
     async def ExecuteBulk(
         self, request_iterator: AsyncIterator[pb.ExecuteBulkRequest], context: Context

@@ -27,8 +27,10 @@ from pointex.server import limits
 from pointex.server.actors.account_actor import Command, Decided, Inspect
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.idempotency import (
+    key_reused,
     payload_digest,
     record_stream,
+    replay_record,
     request_key,
     transfer_stream,
 )
@@ -152,16 +154,7 @@ class CommandHandlers:
         digest: bytes,
         response_type: type[R],
     ) -> R | None:
-        recorded = await self._store.read_stream(stream, 1, 1)
-        if not recorded:
-            return None
-        record = codec.decode(recorded[0])
-        assert isinstance(record, CommandRecorded)
-        if record.payload_sha256 != digest:
-            raise _key_reused()
-        response = response_type.FromString(record.response)
-        response.position.CopyFrom(position_message(recorded[0].position))  # type: ignore[attr-defined]
-        return response
+        return await replay_record(self._store, stream, digest, response_type)
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
         """Run a transfer process once per request id; return when it completed.
@@ -381,7 +374,7 @@ class CommandHandlers:
             request.memo,
         )
         if not same:
-            raise _key_reused()
+            raise key_reused()
         if len(recorded) == 1:
             return await self._complete(initiated)
         return await self._outcome(initiated)
@@ -424,12 +417,6 @@ class CommandHandlers:
             )
         except StoreError as error:
             log.warning("could not save the recovery checkpoint: %s", error)
-
-
-def _key_reused() -> errors.AlreadyExists:
-    return errors.AlreadyExists(
-        errors.IDEMPOTENCY_KEY_REUSED, "this request_id was used with another payload"
-    )
 
 
 def _compensated_error(reason: str, message: str, position: int) -> errors.DomainError:

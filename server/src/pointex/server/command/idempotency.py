@@ -14,10 +14,18 @@ afresh, like an idempotency key on which validation failed at a payment API.
 from __future__ import annotations
 
 import hashlib
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from pointex.client.positions import position_message
+from pointex.server.domain import errors
+from pointex.server.domain.events import CommandRecorded
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.port import EventStore
 from pointex.server.grpc_edge.auth import Principal
+
+R = TypeVar("R", bound=Message)
 
 KEY_HEX_CHARS = 32
 
@@ -44,3 +52,29 @@ def record_stream(key: str) -> str:
 def transfer_stream(key: str) -> str:
     """Return the process stream of a transfer (its id is the request key)."""
     return f"transfer-{key}"
+
+
+def key_reused() -> errors.AlreadyExists:
+    """Return the error for a request id reused with another payload."""
+    return errors.AlreadyExists(
+        errors.IDEMPOTENCY_KEY_REUSED, "this request_id was used with another payload"
+    )
+
+
+async def replay_record(
+    store: EventStore, stream: str, digest: bytes, response_type: type[R]
+) -> R | None:
+    """Return the recorded response of a request (position set), or None if none is recorded.
+
+    Raises IDEMPOTENCY_KEY_REUSED when the record holds another payload.
+    """
+    recorded = await store.read_stream(stream, 1, 1)
+    if not recorded:
+        return None
+    record = codec.decode(recorded[0])
+    assert isinstance(record, CommandRecorded)
+    if record.payload_sha256 != digest:
+        raise key_reused()
+    response = response_type.FromString(record.response)
+    response.position.CopyFrom(position_message(recorded[0].position))  # type: ignore[attr-defined]
+    return response

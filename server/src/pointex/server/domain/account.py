@@ -16,13 +16,17 @@ from pointex.server.domain import errors
 from pointex.server.domain.commands import (
     AccountCommand,
     BurnPoints,
+    BuyPoints,
     CloseAccount,
     CreditPoints,
     DebitPoints,
     FreezeAccount,
+    HoldPoints,
     MintPoints,
     OpenAccount,
+    ReleasePoints,
     ReturnPoints,
+    SellPoints,
     UnfreezeAccount,
 )
 from pointex.server.domain.events import (
@@ -31,11 +35,15 @@ from pointex.server.domain.events import (
     AccountFrozen,
     AccountOpened,
     AccountUnfrozen,
+    PointsBought,
     PointsBurned,
     PointsCredited,
     PointsDebited,
+    PointsHeld,
     PointsMinted,
+    PointsReleased,
     PointsReturned,
+    PointsSold,
 )
 from pointex.server.domain.values import (
     TRANSFER_KINDS,
@@ -289,6 +297,73 @@ def _close(state: Account | None, command: CloseAccount) -> list[AccountEvent]:
     return [AccountClosed(command.account_id, command.reason)]
 
 
+def _hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
+    _require_amount(command.amount_points)
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    _require_not_frozen(account)
+    _require_available(account, command.amount_points)
+    return [
+        PointsHeld(
+            command.account_id,
+            command.order_id,
+            command.market_id,
+            command.amount_points,
+            command.limit_price_minor,
+            command.time_in_force,
+            command.client_order_id,
+            account.available_points - command.amount_points,
+            account.held_points + command.amount_points,
+        )
+    ]
+
+
+def _release(state: Account | None, command: ReleasePoints) -> list[AccountEvent]:
+    # Like a return, a release gives back what the account escrowed itself: never refused,
+    # not for a frozen account. The held points are there: I2 says they were escrowed.
+    account = _require_exists(state, command.account_id)
+    assert account.held_points >= command.amount_points, (account, command)
+    return [
+        PointsReleased(
+            command.account_id,
+            command.order_id,
+            command.trade_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+            account.held_points - command.amount_points,
+        )
+    ]
+
+
+def _sell(state: Account | None, command: SellPoints) -> list[AccountEvent]:
+    # The seller delivers from escrow: a paid trade's quantity is never refused.
+    account = _require_exists(state, command.account_id)
+    assert account.held_points >= command.amount_points, (account, command)
+    return [
+        PointsSold(
+            command.account_id,
+            command.trade_id,
+            command.order_id,
+            command.amount_points,
+            account.held_points - command.amount_points,
+        )
+    ]
+
+
+def _buy(state: Account | None, command: BuyPoints) -> list[AccountEvent]:
+    # The buyer paid: only a closed account (which may hold nothing) cannot receive.
+    account = _require_open(state, command.account_id)
+    return [
+        PointsBought(
+            command.account_id,
+            command.trade_id,
+            command.order_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+        )
+    ]
+
+
 _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEvent]]] = {
     OpenAccount: _open,  # type: ignore[dict-item]
     MintPoints: _mint,  # type: ignore[dict-item]
@@ -299,6 +374,10 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     FreezeAccount: _freeze,  # type: ignore[dict-item]
     UnfreezeAccount: _unfreeze,  # type: ignore[dict-item]
     CloseAccount: _close,  # type: ignore[dict-item]
+    HoldPoints: _hold,  # type: ignore[dict-item]
+    ReleasePoints: _release,  # type: ignore[dict-item]
+    SellPoints: _sell,  # type: ignore[dict-item]
+    BuyPoints: _buy,  # type: ignore[dict-item]
 }
 
 
@@ -316,11 +395,18 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         )
     assert state is not None, f"{type(event).__name__} before AccountOpened"
     available, status, frozen_by = state.available_points, state.status, state.frozen_by_role
+    held = state.held_points
     match event:
-        case PointsMinted() | PointsCredited() | PointsReturned():
+        case PointsMinted() | PointsCredited() | PointsReturned() | PointsBought():
             available += event.amount_points
         case PointsBurned() | PointsDebited():
             available -= event.amount_points
+        case PointsHeld():
+            available, held = available - event.amount_points, held + event.amount_points
+        case PointsReleased():
+            available, held = available + event.amount_points, held - event.amount_points
+        case PointsSold():
+            held -= event.amount_points
         case AccountFrozen():
             status, frozen_by = AccountStatus.FROZEN, event.frozen_by_role
         case AccountUnfrozen():
@@ -328,10 +414,14 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         case AccountClosed():
             status = AccountStatus.CLOSED
     account = dataclasses.replace(
-        state, available_points=available, status=status, frozen_by_role=frozen_by
+        state,
+        available_points=available,
+        held_points=held,
+        status=status,
+        frozen_by_role=frozen_by,
     )
     account.check()
-    # The balance an event states is the balance replay arrives at (paired assertion).
-    stated = getattr(event, "available_points", available)
-    assert stated == available, (event, available)
+    # The balances an event states are the balances replay arrives at (paired assertion).
+    assert getattr(event, "available_points", available) == available, (event, available)
+    assert getattr(event, "held_points", held) == held, (event, held)
     return account

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pointex.server.domain.values import AccountKind, Caller, TransferKind
+from pointex.server.domain.values import AccountKind, Caller, TimeInForce, TransferKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,50 @@ class CloseAccount:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class HoldPoints:
+    """First step of a SELL order: escrow its quantity (available -> held)."""
+
+    caller: Caller
+    account_id: str
+    order_id: str
+    market_id: str
+    amount_points: int
+    limit_price_minor: int
+    time_in_force: TimeInForce
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasePoints:
+    """Return held points to available: the order or one of its trades was cancelled."""
+
+    account_id: str
+    order_id: str
+    trade_id: str
+    amount_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class SellPoints:
+    """Settlement, seller side: deliver a trade's quantity out of held points."""
+
+    account_id: str
+    trade_id: str
+    order_id: str
+    amount_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuyPoints:
+    """Settlement, buyer side: receive a trade's quantity into available points."""
+
+    account_id: str
+    trade_id: str
+    order_id: str
+    amount_points: int
+
+
 AccountCommand = (
     OpenAccount
     | MintPoints
@@ -117,4 +161,8 @@ AccountCommand = (
     | FreezeAccount
     | UnfreezeAccount
     | CloseAccount
+    | HoldPoints
+    | ReleasePoints
+    | SellPoints
+    | BuyPoints
 )

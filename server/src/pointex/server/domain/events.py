@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pointex.server.domain.values import AccountKind, Role, TransferKind
+from pointex.server.domain.values import AccountKind, Role, TimeInForce, TransferKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +145,55 @@ class CommandRecorded:
     response: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PointsHeld:
+    """Points were escrowed for a new SELL order (available down, held up); carries its terms."""
+
+    account_id: str
+    order_id: str
+    market_id: str
+    amount_points: int
+    limit_price_minor: int
+    time_in_force: TimeInForce
+    client_order_id: str
+    available_points: int  # after this event
+    held_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsReleased:
+    """Held points went back to available: an order was cancelled or a trade of it was."""
+
+    account_id: str
+    order_id: str
+    trade_id: str  # empty unless a cancelled trade is the cause
+    amount_points: int
+    available_points: int  # after this event
+    held_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsSold:
+    """Settlement: the seller delivered a trade's quantity from held points (held down)."""
+
+    account_id: str
+    trade_id: str
+    order_id: str
+    amount_points: int
+    held_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsBought:
+    """Settlement: the buyer received a trade's quantity (available +)."""
+
+    account_id: str
+    trade_id: str
+    order_id: str
+    amount_points: int
+    available_points: int  # after this event
+
+
 AccountEvent = (
     AccountOpened
     | PointsMinted
@@ -155,6 +204,10 @@ AccountEvent = (
     | AccountFrozen
     | AccountUnfrozen
     | AccountClosed
+    | PointsHeld
+    | PointsReleased
+    | PointsSold
+    | PointsBought
 )
 
 # Stable type name and current schema version of every account event. The names are
@@ -170,6 +223,10 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     AccountFrozen: ("AccountFrozen", 1),
     AccountUnfrozen: ("AccountUnfrozen", 1),
     AccountClosed: ("AccountClosed", 1),
+    PointsHeld: ("PointsHeld", 1),
+    PointsReleased: ("PointsReleased", 1),
+    PointsSold: ("PointsSold", 1),
+    PointsBought: ("PointsBought", 1),
 }
 
 ProcessEvent = TransferInitiated | TransferCompleted | TransferCompensated | CommandRecorded

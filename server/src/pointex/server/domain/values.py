@@ -61,3 +61,94 @@ class Caller:
 
 
 OPERATOR = Caller(Role.OPERATOR, "")
+
+
+# --- Market --------------------------------------------------------------------------------
+
+
+class OrderSide(enum.Enum):
+    """A BUY order pays money for points; a SELL order holds points and sells them."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> OrderSide:
+        """Return the side an order of this side matches against."""
+        return OrderSide.SELL if self is OrderSide.BUY else OrderSide.BUY
+
+
+class TimeInForce(enum.Enum):
+    """GTC rests until matched or cancelled; IOC matches what it can and drops the rest."""
+
+    GTC = "GTC"
+    IOC = "IOC"
+
+
+class OrderCancelReason(enum.Enum):
+    """Why an order's remainder left the book unmatched."""
+
+    REQUESTED = "REQUESTED"
+    IOC_REMAINDER = "IOC_REMAINDER"
+
+
+class TradeCancelReason(enum.Enum):
+    """Why a trade ended without settling."""
+
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    PAYMENT_DEADLINE_PASSED = "PAYMENT_DEADLINE_PASSED"
+    PAYMENT_REQUEST_FAILED = "PAYMENT_REQUEST_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A moment by the server clock, in whole milliseconds since the Unix epoch."""
+
+    unix_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A length of time in whole milliseconds."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in minor units (cents, fen) of an ISO 4217 currency."""
+
+    amount_minor: int
+    currency: str
+
+
+BPS_PER_UNIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class FeeSchedule:
+    """fee = ceil(notional * rate_bps / 10000) + fixed_minor, in integers."""
+
+    rate_bps: int
+    fixed_minor: int
+
+    def fee_minor(self, notional_minor: int) -> int:
+        """Return the fee on `notional_minor`, rounded up to a whole minor unit."""
+        assert 0 <= self.rate_bps <= BPS_PER_UNIT, self
+        assert self.fixed_minor >= 0, self
+        return -(-notional_minor * self.rate_bps // BPS_PER_UNIT) + self.fixed_minor
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """A market's configuration: currency, fees, payment window, bounds and provider."""
+
+    market_id: str
+    currency: str
+    buyer_fee: FeeSchedule
+    seller_fee: FeeSchedule
+    payment_window: Span
+    max_price_minor: int
+    max_quantity_points: int
+    provider_id: str
+    open: bool

@@ -13,10 +13,24 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final, get_type_hints
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server.domain import events as domain_events
-from pointex.server.domain.values import AccountKind, Role, TransferKind
+from pointex.server.domain import market_events
+from pointex.server.domain.values import (
+    AccountKind,
+    Instant,
+    OrderCancelReason,
+    OrderSide,
+    Role,
+    Span,
+    TimeInForce,
+    TradeCancelReason,
+    TransferKind,
+)
 from pointex.server.eventstore.port import NewEvent, RecordedEvent
 from pointex.v1 import events_pb2
 
@@ -24,10 +38,16 @@ _ENUM_PREFIXES: Final[dict[type[enum.Enum], str]] = {
     AccountKind: "ACCOUNT_KIND_",
     TransferKind: "TRANSFER_KIND_",
     Role: "ROLE_",
+    OrderSide: "ORDER_SIDE_",
+    TimeInForce: "TIME_IN_FORCE_",
+    OrderCancelReason: "ORDER_CANCEL_REASON_",
+    TradeCancelReason: "TRADE_CANCEL_REASON_",
 }
 # Domain fields holding an error reason as text travel as the proto ErrorReason enum.
 _REASON_PREFIX: Final = "ERROR_REASON_"
 _REASON = object()  # marks such a field in a mapping
+_MS_PER_S: Final = 1000
+_NS_PER_MS: Final = 1_000_000
 
 
 class UnknownEventType(Exception):
@@ -40,33 +60,40 @@ class _Mapping:
     proto: type[Message]
     type_name: str
     schema_version: int
-    # (field name, domain enum, _REASON or None) in dataclass order.
+    # (field name, how the value converts) in dataclass order: a domain enum, _REASON,
+    # Instant, Span, a nested _Mapping (a value dataclass as a sub-message) or None (as is).
     fields: tuple[tuple[str, Any], ...]
 
 
 def _field_kind(proto: type[Message], name: str, hint: Any) -> Any:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return hint
+    if hint in {Instant, Span}:
+        return hint
     proto_field = proto.DESCRIPTOR.fields_by_name[name]
+    if dataclasses.is_dataclass(hint):
+        assert proto_field.message_type is not None, (proto, name)
+        return _mapping(hint, GetMessageClass(proto_field.message_type), "", 0)  # type: ignore[arg-type]
     if proto_field.enum_type is not None and proto_field.enum_type.name == "ErrorReason":
         return _REASON
     return None
 
 
-def _mapping(domain: type[Any], type_name: str, schema_version: int) -> _Mapping:
+def _mapping(domain: type[Any], proto: type[Message], type_name: str, version: int) -> _Mapping:
     hints = get_type_hints(domain)
-    proto = getattr(events_pb2, type_name)
     fields = tuple(
         (f.name, _field_kind(proto, f.name, hints[f.name])) for f in dataclasses.fields(domain)
     )
-    return _Mapping(domain, proto, type_name, schema_version, fields)
+    return _Mapping(domain, proto, type_name, version, fields)
 
 
 _BY_CLASS: Final[dict[type[Any], _Mapping]] = {
-    cls: _mapping(cls, name, version)
+    cls: _mapping(cls, getattr(events_pb2, name), name, version)
     for cls, (name, version) in (
         *domain_events.ACCOUNT_EVENT_TYPES.items(),
         *domain_events.PROCESS_EVENT_TYPES.items(),
+        *market_events.MARKET_EVENT_TYPES.items(),
+        *market_events.TRADE_EVENT_TYPES.items(),
     )
 }
 _BY_NAME: Final[dict[str, _Mapping]] = {m.type_name: m for m in _BY_CLASS.values()}
@@ -78,16 +105,28 @@ _UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {}
 def encode(event: object, metadata: bytes = b"") -> NewEvent:
     """Return the stored form of a domain event."""
     mapping = _BY_CLASS[type(event)]
+    data = _to_proto(mapping, event).SerializeToString()
+    return NewEvent(mapping.type_name, mapping.schema_version, data, metadata)
+
+
+def _to_proto(mapping: _Mapping, value_object: object) -> Message:
     values: dict[str, Any] = {}
     for name, kind in mapping.fields:
-        value = getattr(event, name)
+        value = getattr(value_object, name)
         if kind is _REASON:
             value = _REASON_PREFIX + value
+        elif kind is Instant:
+            value = Timestamp(
+                seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
+            )
+        elif kind is Span:
+            value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
+        elif isinstance(kind, _Mapping):
+            value = _to_proto(kind, value)
         elif kind is not None:
             value = _ENUM_PREFIXES[kind] + value.value
         values[name] = value
-    data = mapping.proto(**values).SerializeToString()
-    return NewEvent(mapping.type_name, mapping.schema_version, data, metadata)
+    return mapping.proto(**values)
 
 
 def decode(recorded: RecordedEvent) -> Any:
@@ -98,10 +137,20 @@ def decode(recorded: RecordedEvent) -> Any:
     message = mapping.proto.FromString(recorded.data)
     for version in range(recorded.schema_version, mapping.schema_version):
         message = _UPCASTERS[(recorded.type, version)](message)
+    return _from_proto(mapping, message)
+
+
+def _from_proto(mapping: _Mapping, message: Message) -> Any:
     values: dict[str, Any] = {}
     for name, kind in mapping.fields:
         value = getattr(message, name)
-        if kind is not None:
+        if kind is Instant:
+            value = Instant(value.seconds * _MS_PER_S + value.nanos // _NS_PER_MS)
+        elif kind is Span:
+            value = Span(value.seconds * _MS_PER_S + value.nanos // _NS_PER_MS)
+        elif isinstance(kind, _Mapping):
+            value = _from_proto(kind, value)
+        elif kind is not None:
             field = message.DESCRIPTOR.fields_by_name[name]
             assert field.enum_type is not None
             value_name = field.enum_type.values_by_number[value].name

@@ -11,7 +11,7 @@ from typing import Final
 
 from pointex.server import limits
 from pointex.server.domain import errors
-from pointex.server.domain.values import AccountKind
+from pointex.server.domain.values import AccountKind, OrderSide, TimeInForce
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import common_pb2
 
@@ -81,3 +81,41 @@ def account_kind_to_proto(kind: AccountKind) -> common_pb2.AccountKind.ValueType
 def account_status_to_proto(status: str) -> common_pb2.AccountStatus.ValueType:
     """Return the proto AccountStatus of a domain status name."""
     return common_pb2.AccountStatus.Value(f"ACCOUNT_STATUS_{status}")
+
+
+_SIDES: Final = {
+    common_pb2.ORDER_SIDE_BUY: OrderSide.BUY,
+    common_pb2.ORDER_SIDE_SELL: OrderSide.SELL,
+}
+_TIME_IN_FORCE: Final = {
+    common_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
+    common_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
+}
+
+
+def order_side(value: int) -> OrderSide:
+    """Return the domain side of a proto OrderSide (UNSPECIFIED is invalid)."""
+    side: OrderSide | None = _SIDES.get(value)  # type: ignore[call-overload]
+    if side is None:
+        raise InvalidRequest(errors.INVALID_FIELD, "side", "BUY or SELL")
+    return side
+
+
+def time_in_force(value: int) -> TimeInForce:
+    """Return the domain time in force of a proto TimeInForce (UNSPECIFIED is invalid)."""
+    tif: TimeInForce | None = _TIME_IN_FORCE.get(value)  # type: ignore[call-overload]
+    if tif is None:
+        raise InvalidRequest(errors.INVALID_FIELD, "time_in_force", "GTC or IOC")
+    return tif
+
+
+def price(field: str, value: int) -> int:
+    """Return a positive limit price (the market checks its own maximum)."""
+    if value <= 0:
+        raise InvalidRequest(errors.PRICE_NOT_POSITIVE, field, "must be positive")
+    return value
+
+
+def optional_identifier(field: str, value: str) -> str:
+    """Return an id that may be empty (0-64 id characters)."""
+    return identifier(field, value) if value else ""

@@ -78,6 +78,7 @@ _DOMAIN_CODES: dict[type[domain.DomainError], grpc.StatusCode] = {
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     domain.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     domain.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    domain.Aborted: grpc.StatusCode.ABORTED,
     domain.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 

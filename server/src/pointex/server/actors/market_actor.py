@@ -1,0 +1,78 @@
+"""One market's actor: a stream actor over the order book, and the registry of markets.
+
+Markets are few and hot, so their actors stay resident for the life of the server. Only
+configured markets take new orders; a market that was configured once and then dropped
+from the configuration still answers for the orders and trades it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pointex.server.actors.stream_actor import StreamActor
+from pointex.server.domain import errors, order_book
+from pointex.server.domain.order_book import OrderBook
+from pointex.server.domain.values import Market
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import EventStore, Snapshot
+
+
+class _MarketAggregate:
+    """The order book as an actor's aggregate (updated in place, no snapshots yet)."""
+
+    in_place = True
+
+    def empty(self) -> OrderBook:
+        return OrderBook()
+
+    def decide(self, state: OrderBook, command: Any) -> list[Any]:
+        return order_book.decide(state, command)
+
+    def evolve(self, state: OrderBook, event: Any) -> OrderBook:
+        return order_book.evolve(state, event)
+
+    def to_snapshot(
+        self, _stream_id: str, _state: OrderBook, _version: int, _position: int
+    ) -> Snapshot | None:
+        # A book is replayed from its stream when the server starts; snapshots of books are
+        # a later optimisation (the stream is read once per start, not per activation).
+        return None
+
+    def from_snapshot(self, _snapshot: Snapshot) -> tuple[OrderBook, int, int] | None:
+        return None
+
+
+MARKETS = _MarketAggregate()
+
+
+def market_stream(market_id: str) -> str:
+    """Return the stream of a market: `market-<id>`."""
+    return f"market-{market_id}"
+
+
+class MarketActors:
+    """The market actors of one command server."""
+
+    def __init__(
+        self, store: EventStore, committer: GroupCommitter, configured: Iterable[Market]
+    ) -> None:
+        """Serve the `configured` markets (and any recorded one, for its processes)."""
+        self._store = store
+        self._committer = committer
+        self.configured: dict[str, Market] = {m.market_id: m for m in configured}
+        self._actors: dict[str, StreamActor[OrderBook]] = {}
+
+    def actor(self, market_id: str) -> StreamActor[OrderBook]:
+        """Return the market's actor (for a process step on a market named by the log)."""
+        actor = self._actors.get(market_id)
+        if actor is None:
+            actor = StreamActor(market_stream(market_id), MARKETS, self._store, self._committer)
+            self._actors[market_id] = actor
+        return actor
+
+    def serving(self, market_id: str) -> StreamActor[OrderBook]:
+        """Return the actor of a configured market, or raise MARKET_NOT_FOUND."""
+        if market_id not in self.configured:
+            raise errors.NotFound(errors.MARKET_NOT_FOUND, "no such market", market_id=market_id)
+        return self.actor(market_id)

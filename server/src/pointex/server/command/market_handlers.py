@@ -1,0 +1,365 @@
+"""The market's service layer: placing and cancelling orders, and payment callbacks.
+
+Placing a SELL order is a process: (1) the seller's points are held (PointsHeld carries
+the order's terms), (2) the market places and matches the order (OrderPlaced, its
+TradeMatched, an IOC remainder's OrderCancelled, each trade's TradeCreated and the request
+record, in one unit), (3) an IOC remainder's points are released. A BUY order is step 2
+only. After a crash between steps, recovery (market_recovery.py) finishes the order.
+
+A request's record (`request-<key>`) is written with the market step; the order id is
+derived from the request key, so a retry names the same order. Payment callbacks are
+recorded per provider event id, which is what a provider redelivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from pointex.client.positions import position_message
+from pointex.server import limits
+from pointex.server.actors.market_actor import MarketActors
+from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.stream_actor import Command, Decided, Inspect
+from pointex.server.command import market_replies
+from pointex.server.command.idempotency import (
+    payload_digest,
+    record_stream,
+    replay_record,
+    request_key,
+)
+from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.trades import TradeProcesses, trade_stream
+from pointex.server.domain import errors
+from pointex.server.domain import trade as trades
+from pointex.server.domain.account import Account
+from pointex.server.domain.commands import HoldPoints, ReleasePoints
+from pointex.server.domain.events import CommandRecorded
+from pointex.server.domain.market_commands import (
+    CancelOrder,
+    ConfigureMarket,
+    PlaceOrder,
+    RejectOrder,
+)
+from pointex.server.domain.market_events import (
+    MarketEvent,
+    OrderCancelled,
+    TradeCreated,
+    TradeMatched,
+)
+from pointex.server.domain.order_book import OrderBook, check_order, copy_order
+from pointex.server.domain.values import (
+    AccountStatus,
+    Caller,
+    OrderSide,
+)
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.port import EventStore, StreamAppend
+from pointex.server.grpc_edge.auth import Principal
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+ORDER_ID_PREFIX = "ord-"
+
+
+def order_id_for(key: str) -> str:
+    """Return the id of the order a request key places."""
+    return ORDER_ID_PREFIX + key
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What the market step of a placement decided: the reply, and the trades it created."""
+
+    response: pb.PlaceOrderResponse
+    created: list[TradeCreated]
+    remainder_points: int  # an IOC SELL remainder, to release
+
+
+class MarketHandlers:
+    """Run market commands against the market and account actors of one command server."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        accounts: ActorSystem,
+        markets: MarketActors,
+        processes: TradeProcesses,
+        lookup: RecordLookup,
+    ) -> None:
+        """Serve market commands through these actors and trade processes."""
+        self._accounts = accounts
+        self._markets = markets
+        self._processes = processes
+        self.processes = processes
+        self._lookup = lookup
+        self._store = store
+        self._running: set[str] = set()  # request keys whose first attempt is under way
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def configure(self) -> None:
+        """Record each configured market's configuration where it changed."""
+        for market in self._markets.configured.values():
+            await self._markets.actor(market.market_id).tell(Command(ConfigureMarket(market)))
+
+    # --- PlaceOrder ---------------------------------------------------------------------
+
+    async def place_order(
+        self, principal: Principal, request: pb.PlaceOrderRequest, order: PlaceOrder
+    ) -> pb.PlaceOrderResponse:
+        """Place an order once per request id; return it after matching."""
+        key = request_key(principal, request.request_id)
+        assert order.order_id == order_id_for(key), order
+        digest = payload_digest(request)
+        replayed = await self._replayed(key, digest, pb.PlaceOrderResponse)
+        if replayed is not None:
+            return replayed
+        work = self._place(principal.caller, request.request_id, principal.principal_id, order)
+        response: pb.PlaceOrderResponse = await self._once(key, work(digest))
+        return response
+
+    def _place(
+        self, caller: Caller, request_id: str, principal_id: str, order: PlaceOrder
+    ) -> Callable[[bytes], Any]:
+        async def run(digest: bytes) -> pb.PlaceOrderResponse:
+            await self._require_trader(caller, order.account_id)
+            market = self._markets.serving(order.market_id)
+            await market.tell(Inspect(lambda book: check_order(book, order)))
+            if order.side is OrderSide.SELL:
+                hold = HoldPoints(
+                    caller,
+                    order.account_id,
+                    order.order_id,
+                    order.market_id,
+                    order.quantity_points,
+                    order.limit_price_minor,
+                    order.time_in_force,
+                    order.client_order_id,
+                )
+                await self._accounts.ask(order.account_id, Command(hold))
+            return await self.place_held(order, digest, request_id, principal_id)
+
+        return run
+
+    async def place_held(
+        self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
+    ) -> pb.PlaceOrderResponse:
+        """Run the market step of a placement (its points, for a SELL, are held)."""
+        key = order.order_id.removeprefix(ORDER_ID_PREFIX)
+        market = self._markets.actor(order.market_id)
+        finish = self._placement_finish(order, key, digest, request_id, principal_id)
+        try:
+            decided: Decided = await market.tell(Command(order, finish))
+        except errors.DomainError as refusal:
+            if order.side is OrderSide.SELL:
+                await self._reject_held(order, refusal.reason)
+            raise
+        placed: Placed = decided.value
+        position = decided.position
+        if placed.remainder_points:
+            release = ReleasePoints(order.account_id, order.order_id, "", placed.remainder_points)
+            position = await self.release(release)
+        for created in placed.created:
+            self._processes.start(created.trade_id, created.payment_deadline)
+        response = placed.response
+        response.position.CopyFrom(position_message(position))
+        return response
+
+    def _placement_finish(
+        self, order: PlaceOrder, key: str, digest: bytes, request_id: str, principal_id: str
+    ) -> Callable[[OrderBook, list[MarketEvent]], tuple[tuple[StreamAppend, ...], Placed]]:
+        def finish(book: OrderBook, events: list[MarketEvent]) -> Any:
+            assert book.market is not None
+            now = self._processes.now()
+            created = [
+                trades.created_from(e, book.market, now)
+                for e in events
+                if isinstance(e, TradeMatched)
+            ]
+            placed = book.orders[order.order_id]
+            response = pb.PlaceOrderResponse(
+                order=market_replies.order_message(
+                    copy_order(placed), order.market_id, book.market.currency
+                ),
+                trades=[market_replies.trade_message(c, now) for c in created[:100]],
+                trade_count=len(created),
+            )
+            if placed.cancelled_quantity_points:
+                response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
+            record = CommandRecorded(
+                request_id,
+                principal_id,
+                "PlaceOrder",
+                digest,
+                response.SerializeToString(deterministic=True),
+            )
+            appends = (
+                *(StreamAppend(trade_stream(c.trade_id), 0, (codec.encode(c),)) for c in created),
+                StreamAppend(record_stream(key), 0, (codec.encode(record),)),
+            )
+            remainder = sum(
+                e.cancelled_quantity_points for e in events if isinstance(e, OrderCancelled)
+            )
+            sell_remainder = remainder if order.side is OrderSide.SELL else 0
+            return appends, Placed(response, created, sell_remainder)
+
+        return finish
+
+    async def _reject_held(self, order: PlaceOrder, reason: str) -> None:
+        """Record that a held SELL order cannot be placed, and release its points."""
+        market = self._markets.actor(order.market_id)
+        await market.tell(Command(RejectOrder(order, reason)))
+        await self.release(
+            ReleasePoints(order.account_id, order.order_id, "", order.quantity_points)
+        )
+
+    async def release(self, release: ReleasePoints) -> int:
+        """Return held points to the seller; return the position of the release."""
+        decided: Decided = await self._accounts.ask(release.account_id, Command(release))
+        return decided.position
+
+    # --- CancelOrder --------------------------------------------------------------------
+
+    async def cancel_order(
+        self, principal: Principal, request: pb.CancelOrderRequest
+    ) -> pb.CancelOrderResponse:
+        """Cancel a resting order once per request id; release a SELL order's points."""
+        key = request_key(principal, request.request_id)
+        digest = payload_digest(request)
+        replayed = await self._replayed(key, digest, pb.CancelOrderResponse)
+        if replayed is not None:
+            return replayed
+        response: pb.CancelOrderResponse = await self._once(
+            key, self._cancel(principal, request, key, digest)
+        )
+        return response
+
+    async def _cancel(
+        self, principal: Principal, request: pb.CancelOrderRequest, key: str, digest: bytes
+    ) -> pb.CancelOrderResponse:
+        market = self._markets.serving(request.market_id)
+        order = await market.tell(Inspect(lambda book: book.orders.get(request.order_id)))
+        if order is None:
+            raise errors.NotFound(
+                errors.ORDER_NOT_FOUND, "no such order", order_id=request.order_id
+            )
+        account = await self._accounts.peek(order.account_id)
+        assert account is not None, order
+        if not principal.caller.may_act_for(account.owner_partner_id):
+            raise errors.PermissionDenied(
+                errors.NOT_OWNER, "the order belongs to another partner", order_id=order.order_id
+            )
+
+        def finish(book: OrderBook, events: list[MarketEvent]) -> Any:
+            assert book.market is not None
+            cancelled = events[0]
+            assert isinstance(cancelled, OrderCancelled)
+            released = cancelled.cancelled_quantity_points if order.side is OrderSide.SELL else 0
+            response = pb.CancelOrderResponse(
+                order=market_replies.order_message(
+                    copy_order(book.orders[order.order_id]),
+                    request.market_id,
+                    book.market.currency,
+                    cancel_reason=common_pb2.ORDER_CANCEL_REASON_REQUESTED,
+                ),
+                cancelled_quantity_points=cancelled.cancelled_quantity_points,
+                released_points=released,
+            )
+            record = CommandRecorded(
+                request.request_id,
+                principal.principal_id,
+                "CancelOrder",
+                digest,
+                response.SerializeToString(deterministic=True),
+            )
+            return (StreamAppend(record_stream(key), 0, (codec.encode(record),)),), response
+
+        command = CancelOrder(request.market_id, request.order_id)
+        decided: Decided = await market.tell(Command(command, finish))
+        response: pb.CancelOrderResponse = decided.value
+        position = decided.position
+        if response.released_points:
+            position = await self.release(
+                ReleasePoints(order.account_id, order.order_id, "", response.released_points)
+            )
+        response.position.CopyFrom(position_message(position))
+        return response
+
+    # --- Shared -------------------------------------------------------------------------
+
+    async def _require_trader(self, caller: Caller, account_id: str) -> Account:
+        account = await self._accounts.peek(account_id)
+        if account is None:
+            raise errors.NotFound(
+                errors.ACCOUNT_NOT_FOUND, "no such account", account_id=account_id
+            )
+        if not caller.may_act_for(account.owner_partner_id):
+            raise errors.PermissionDenied(
+                errors.NOT_OWNER, "the account belongs to another partner", account_id=account_id
+            )
+        if account.status is AccountStatus.CLOSED:
+            raise errors.FailedPrecondition(
+                errors.ACCOUNT_CLOSED, "account is closed", account_id=account_id
+            )
+        return account
+
+    async def _replayed(self, key: str, digest: bytes, response_type: type[R]) -> R | None:
+        stream = record_stream(key)
+        if not await self._lookup.exists(stream):
+            return None
+        return await replay_record(self._store, stream, digest, response_type)
+
+    async def _once(self, key: str, work: Any) -> Any:
+        """Run a request's first attempt detached from its caller; refuse a concurrent retry.
+
+        Detached: a client that hangs up after the points were held must not leave them
+        held with no order. A retry while it runs gets ABORTED / REQUEST_IN_PROGRESS.
+        """
+        if key in self._running:
+            work.close()
+            raise errors.Aborted(
+                errors.REQUEST_IN_PROGRESS, "the first request with this id is still running"
+            )
+        self._running.add(key)
+        task = asyncio.create_task(work)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._background.discard(finished)
+            self._running.discard(key)
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def stop(self) -> None:
+        """Let first attempts under way finish, within a bound; cancel the rest."""
+        if not self._background:
+            return
+        _, stuck = await asyncio.wait(
+            set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
+        )
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+
+
+def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
+    """Return the request that places `order` (without its request id), for its digest."""
+    return pb.PlaceOrderRequest(
+        account_id=order.account_id,
+        market_id=order.market_id,
+        side=market_replies.side_to_proto(order.side),
+        quantity_points=order.quantity_points,
+        limit_price_minor=order.limit_price_minor,
+        time_in_force=market_replies.tif_to_proto(order.time_in_force),
+        client_order_id=order.client_order_id,
+    )

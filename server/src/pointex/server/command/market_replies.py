@@ -1,0 +1,102 @@
+"""Replies of the market commands: orders and trades as the command side knows them.
+
+The command side knows an order as its market's book does: its open quantity, what left
+the book unmatched, and (the rest) what was matched. The query side has the full view,
+including what later happened to each trade.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pointex.server.domain.market_events import TradeCreated
+from pointex.server.domain.order_book import BookOrder
+from pointex.server.domain.values import Instant, OrderSide, TimeInForce
+from pointex.v1 import common_pb2
+
+_SIDES = {
+    OrderSide.BUY: common_pb2.ORDER_SIDE_BUY,
+    OrderSide.SELL: common_pb2.ORDER_SIDE_SELL,
+}
+_TIF = {
+    TimeInForce.GTC: common_pb2.TIME_IN_FORCE_GTC,
+    TimeInForce.IOC: common_pb2.TIME_IN_FORCE_IOC,
+}
+
+
+def side_to_proto(side: OrderSide) -> common_pb2.OrderSide.ValueType:
+    """Return the wire value of a side."""
+    return _SIDES[side]
+
+
+def timestamp(instant: Instant) -> Timestamp:
+    """Return an instant as a protobuf Timestamp."""
+    return Timestamp(seconds=instant.unix_ms // 1000, nanos=instant.unix_ms % 1000 * 1_000_000)
+
+
+def order_message(
+    order: BookOrder,
+    market_id: str,
+    currency: str,
+    *,
+    cancel_reason: common_pb2.OrderCancelReason.ValueType = (
+        common_pb2.ORDER_CANCEL_REASON_UNSPECIFIED
+    ),
+) -> common_pb2.Order:
+    """Return the order as its book sees it now."""
+    filled = order.quantity_points - order.open_quantity_points - order.cancelled_quantity_points
+    if order.resting:
+        status = (
+            common_pb2.ORDER_STATUS_OPEN
+            if filled == 0
+            else (common_pb2.ORDER_STATUS_PARTIALLY_FILLED)
+        )
+    elif order.cancelled_quantity_points:
+        status = common_pb2.ORDER_STATUS_CANCELLED
+    else:
+        status = common_pb2.ORDER_STATUS_FILLED
+    return common_pb2.Order(
+        order_id=order.order_id,
+        market_id=market_id,
+        account_id=order.account_id,
+        side=_SIDES[order.side],
+        time_in_force=_TIF[order.time_in_force],
+        status=status,
+        quantity_points=order.quantity_points,
+        limit_price_minor=order.limit_price_minor,
+        currency=currency,
+        open_quantity_points=order.open_quantity_points,
+        filled_quantity_points=filled,
+        cancelled_quantity_points=order.cancelled_quantity_points,
+        client_order_id=order.client_order_id,
+        cancel_reason=cancel_reason,
+    )
+
+
+def trade_message(created: TradeCreated, matched_at: Instant) -> common_pb2.Trade:
+    """Return a just-matched trade, PENDING_PAYMENT."""
+    return common_pb2.Trade(
+        trade_id=created.trade_id,
+        market_id=created.market_id,
+        status=common_pb2.TRADE_STATUS_PENDING_PAYMENT,
+        buy_order_id=created.buy_order_id,
+        sell_order_id=created.sell_order_id,
+        buyer_account_id=created.buyer_account_id,
+        seller_account_id=created.seller_account_id,
+        maker_side=_SIDES[created.maker_side],
+        quantity_points=created.quantity_points,
+        price_minor=created.price_minor,
+        currency=created.currency,
+        notional_minor=created.notional_minor,
+        buyer_fee_minor=created.buyer_fee_minor,
+        seller_fee_minor=created.seller_fee_minor,
+        amount_due_minor=created.amount_due_minor,
+        seller_proceeds_minor=created.seller_proceeds_minor,
+        payment_deadline=timestamp(created.payment_deadline),
+        matched_at=timestamp(matched_at),
+    )
+
+
+def tif_to_proto(time_in_force: TimeInForce) -> common_pb2.TimeInForce.ValueType:
+    """Return the wire value of a time in force."""
+    return _TIF[time_in_force]

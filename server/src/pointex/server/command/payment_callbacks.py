@@ -1,0 +1,219 @@
+"""ConfirmPayment and FailPayment: verify the provider's callback, then move the trade on.
+
+Checks run in the contract's order: the caller's binding to the provider, field syntax,
+signature, signed_at window (payments/verification.py), then deduplication on the
+provider event id, then the match with the trade (domain/trade.py). Every rejection
+records nothing.
+
+A callback that changes the trade is recorded with the change, on a record stream keyed
+by (provider, provider event id): a redelivery of that event, re-signed at another time,
+finds the record and gets the original reply, marked `duplicate`. A callback that changes
+nothing (a failure after settlement, a second late confirmation) records nothing: a
+redelivery of it is simply evaluated again, with the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from pointex.client.positions import position_message
+from pointex.server import limits
+from pointex.server.command.idempotency import KEY_HEX_CHARS, record_stream
+from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.trades import Loaded, TradeConflict, TradeProcesses
+from pointex.server.domain import errors
+from pointex.server.domain import trade as trades
+from pointex.server.domain.events import CommandRecorded
+from pointex.server.domain.trade import TradeStatus
+from pointex.server.domain.values import Instant, Money, Role, TradeCancelReason
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.port import EventStore, StreamAppend, WrongExpectedVersion
+from pointex.server.grpc_edge import convert
+from pointex.server.grpc_edge.auth import Principal
+from pointex.server.payments.verification import CallbackVerifier
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import common_pb2
+
+Response = TypeVar("Response", pb.ConfirmPaymentResponse, pb.FailPaymentResponse)
+
+_SETTLED = common_pb2.TRADE_STATUS_SETTLED
+_CANCELLED = common_pb2.TRADE_STATUS_CANCELLED
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a callback did: the trade's status after it, and where its last event is."""
+
+    status: common_pb2.TradeStatus.ValueType
+    refund_required: bool
+    position: int
+
+
+class _Record(Protocol):
+    def __call__(
+        self, status: common_pb2.TradeStatus.ValueType, *, refund: bool
+    ) -> StreamAppend: ...
+
+
+def _event_key(callback: pb.PaymentCallback) -> str:
+    scope = f"callback:{callback.provider_id}\x00{callback.provider_event_id}"
+    return hashlib.sha256(scope.encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+def _business_digest(callback: pb.PaymentCallback) -> bytes:
+    """Digest the fields a redelivery must repeat (not signed_at, signature or key id)."""
+    fields = (
+        callback.payment_id,
+        callback.trade_id,
+        str(callback.outcome),
+        str(callback.amount.amount_minor),
+        callback.amount.currency,
+    )
+    return hashlib.sha256("\n".join(fields).encode()).digest()
+
+
+class PaymentCallbacks:
+    """Apply verified payment callbacks to trades."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        lookup: RecordLookup,
+        processes: TradeProcesses,
+        verifier: CallbackVerifier,
+    ) -> None:
+        """Verify callbacks with `verifier` and drive their trades through `processes`."""
+        self._store = store
+        self._lookup = lookup
+        self._processes = processes
+        self._verifier = verifier
+
+    async def handle(
+        self,
+        principal: Principal,
+        request: pb.ConfirmPaymentRequest | pb.FailPaymentRequest,
+        response_type: type[Response],
+    ) -> Response:
+        """Verify and apply one callback; return the reply (the original one for a redelivery)."""
+        confirmed = isinstance(request, pb.ConfirmPaymentRequest)
+        callback = request.callback
+        provider = principal.principal_id if principal.role is Role.PAYMENT_PROVIDER else None
+        outcome = (
+            common_pb2.PAYMENT_OUTCOME_CONFIRMED
+            if confirmed
+            else (common_pb2.PAYMENT_OUTCOME_FAILED)
+        )
+        now = self._processes.now()
+        self._verifier.check(
+            callback, caller_provider_id=provider, now_unix_s=now.unix_ms // 1000, outcome=outcome
+        )
+        convert.request_id(request.request_id)
+        stream = record_stream(_event_key(callback))
+        digest = _business_digest(callback)
+        if await self._lookup.exists(stream):
+            return await self._duplicate(stream, digest, response_type)
+        domain_callback = trades.Callback(
+            callback.provider_id,
+            callback.payment_id,
+            callback.trade_id,
+            confirmed,
+            Money(callback.amount.amount_minor, callback.amount.currency),
+            callback.provider_event_id,
+            Instant(callback.signed_at.seconds * 1000),
+            callback.key_id,
+        )
+
+        def record(status: common_pb2.TradeStatus.ValueType, *, refund: bool) -> StreamAppend:
+            reply = response_type(
+                trade_id=callback.trade_id, trade_status=status, refund_required=refund
+            )
+            recorded = CommandRecorded(
+                request.request_id,
+                principal.principal_id,
+                type(request).__name__.removesuffix("Request"),
+                digest,
+                reply.SerializeToString(deterministic=True),
+            )
+            return StreamAppend(stream, 0, (codec.encode(recorded),))
+
+        for _ in range(limits.trade_step_attempts_max):
+            loaded = await self._processes.load(callback.trade_id)
+            trade = trades.check_callback(loaded.trade if loaded else None, domain_callback)
+            assert loaded is not None
+            try:
+                outcome_done = await self._apply(loaded, domain_callback, record)
+            except TradeConflict:
+                continue
+            except WrongExpectedVersion as conflict:
+                if conflict.stream_id != stream:
+                    raise
+                return await self._duplicate(stream, digest, response_type)
+            if outcome_done is None:
+                continue  # The trade was cancelled first (deadline): decide again.
+            return response_type(
+                position=position_message(outcome_done.position),
+                trade_id=trade.trade_id,
+                trade_status=outcome_done.status,
+                refund_required=outcome_done.refund_required,
+            )
+        raise TradeConflict(callback.trade_id)
+
+    async def _apply(
+        self, loaded: Loaded, callback: trades.Callback, record: _Record
+    ) -> _Outcome | None:
+        trade = loaded.trade
+        if trade.status in {TradeStatus.SETTLED, TradeStatus.SETTLING}:
+            if trade.status is TradeStatus.SETTLING:
+                self._processes.in_background(self._processes.finish_settlement(trade.trade_id))
+            return _Outcome(_SETTLED, trade.refund_required, loaded.position)
+        if callback.confirmed:
+            return await self._confirm(loaded, callback, record)
+        if trade.status is TradeStatus.CANCELLED:
+            return _Outcome(_CANCELLED, trade.refund_required, loaded.position)
+        position = await self._processes.cancel(
+            trade,
+            TradeCancelReason.PAYMENT_FAILED,
+            [trades.failure(trade, callback)],
+            (record(_CANCELLED, refund=False),),
+        )
+        return _Outcome(_CANCELLED, refund_required=False, position=position)
+
+    async def _confirm(
+        self, loaded: Loaded, callback: trades.Callback, record: _Record
+    ) -> _Outcome | None:
+        trade = loaded.trade
+        if trade.status is TradeStatus.PENDING_PAYMENT:
+            if trade.past_deadline(self._processes.now()):
+                # Paid too late by the server clock: cancel first, then record it as late.
+                await self._processes.cancel(trade, TradeCancelReason.PAYMENT_DEADLINE_PASSED)
+                return None
+            settled = (record(_SETTLED, refund=False),)
+            position = await self._processes.settle(trade, callback, settled)
+            return _Outcome(_SETTLED, refund_required=False, position=position)
+        late = trades.late_confirmation(trade, callback)
+        position = loaded.position
+        if late:
+            flagged = record(_CANCELLED, refund=True)
+            position = await self._processes.commit_trade_only(trade, late, flagged)
+        return _Outcome(_CANCELLED, refund_required=True, position=position)
+
+    async def _duplicate(
+        self, stream: str, digest: bytes, response_type: type[Response]
+    ) -> Response:
+        recorded = await self._store.read_stream(stream, 1, 1)
+        assert recorded, stream
+        original = codec.decode(recorded[0])
+        assert isinstance(original, CommandRecorded)
+        if original.payload_sha256 != digest:
+            raise errors.AlreadyExists(
+                errors.PROVIDER_EVENT_ID_REUSED,
+                "this provider_event_id was delivered with other fields",
+                field="callback.provider_event_id",
+            )
+        response = response_type.FromString(original.response)
+        response.position.CopyFrom(position_message(recorded[0].position))
+        response.duplicate = True
+        return response

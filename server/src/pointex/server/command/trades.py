@@ -1,0 +1,367 @@
+"""Trade processes: request the payment, settle on confirmation, cancel on failure or deadline.
+
+A trade's stream (`trade-<id>`) is its process record and has no actor: each step reads
+the trade (a handful of events), decides with domain/trade.py, and commits its trade
+events at the stream's expected version in one unit with the account or market step that
+goes with them. Two drivers racing on one trade (a callback and the deadline, a callback
+and its redelivery) therefore cannot both win: the loser meets a version conflict on the
+trade stream, reads the trade again and decides afresh.
+
+  settle:  PaymentConfirmed + seller's PointsSold, then TradeSettled + buyer's PointsBought
+  cancel:  [PaymentFailed +] TradeCancelled + OrderQuantityReturned (market) when the SELL
+           order still rests, else + seller's PointsReleased
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pointex.server import limits
+from pointex.server.actors.market_actor import MarketActors
+from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.stream_actor import Command, Decided
+from pointex.server.domain import errors
+from pointex.server.domain import trade as trades
+from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
+from pointex.server.domain.market_commands import ReturnTradeQuantity
+from pointex.server.domain.market_events import PaymentRequested, TradeCancelled, TradeEvent
+from pointex.server.domain.trade import Trade, TradeStatus
+from pointex.server.domain.values import Instant, Money, TradeCancelReason
+from pointex.server.eventstore import codec
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import (
+    EventStore,
+    StoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+)
+from pointex.server.overload import Overloaded
+from pointex.server.payments.port import (
+    PaymentProvider,
+    PaymentRequest,
+    PaymentRequestRefused,
+    ProviderUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # the server's time, in Unix milliseconds
+
+
+def trade_stream(trade_id: str) -> str:
+    """Return the process stream of a trade."""
+    return f"trade-{trade_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A trade as read from its stream, and the position of its latest event."""
+
+    trade: Trade
+    position: int
+
+
+class TradeConflict(Exception):
+    """Another driver changed the trade between reading and committing: read it again."""
+
+
+class TradeProcesses:
+    """Drive every trade of one command server from match to SETTLED or CANCELLED."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        committer: GroupCommitter,
+        accounts: ActorSystem,
+        markets: MarketActors,
+        providers: dict[str, PaymentProvider],
+        clock: Clock,
+    ) -> None:
+        """Drive trades over these stores, actors and payment providers."""
+        self._store = store
+        self._committer = committer
+        self._accounts = accounts
+        self._markets = markets
+        self._providers = providers
+        self._clock = clock
+        self._deadlines: list[tuple[int, str]] = []  # heap of (deadline ms, trade id)
+        self._deadline_added = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.Task[None] | None = None
+
+    def now(self) -> Instant:
+        """Return the server's time."""
+        return Instant(self._clock())
+
+    async def load(self, trade_id: str) -> Loaded | None:
+        """Return the trade rebuilt from its stream, or None if there is no such trade."""
+        recorded = await self._store.read_stream(trade_stream(trade_id), 1, 64)
+        if not recorded:
+            return None
+        trade: Trade | None = None
+        for event in recorded:
+            trade = trades.evolve(trade, codec.decode(event))
+        assert trade is not None
+        return Loaded(trade, recorded[-1].position)
+
+    def _append(self, trade: Trade, events: Sequence[TradeEvent]) -> StreamAppend:
+        return StreamAppend(
+            trade_stream(trade.trade_id), trade.version, tuple(codec.encode(e) for e in events)
+        )
+
+    async def _commit_via(
+        self, actor: Any, command: object, extra: tuple[StreamAppend, ...], trade: Trade
+    ) -> Decided:
+        """Commit `command` on an actor with the trade's appends; a trade race is a conflict."""
+        try:
+            decided: Decided = await actor.tell(Command(command, lambda _s, _e: (extra, None)))
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id == trade_stream(trade.trade_id):
+                raise TradeConflict(trade.trade_id) from conflict
+            raise
+        return decided
+
+    async def commit_trade_only(
+        self, trade: Trade, events: Sequence[TradeEvent], *more: StreamAppend
+    ) -> int:
+        """Commit trade events that move no points; return the last position."""
+        try:
+            recorded = await self._committer.submit((self._append(trade, events), *more))
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id == trade_stream(trade.trade_id):
+                raise TradeConflict(trade.trade_id) from conflict
+            raise
+        return recorded[-1].position
+
+    # --- Settlement ---------------------------------------------------------------------
+
+    async def settle(
+        self, trade: Trade, callback: trades.Callback, record: tuple[StreamAppend, ...]
+    ) -> int:
+        """Record the confirmation with the seller's delivery, then credit the buyer.
+
+        Returns the position of the last event written. Raises TradeConflict if another
+        driver changed the trade first.
+        """
+        created = trade.created
+        confirmed = trades.confirmation(trade, callback, late=False)
+        extra = (self._append(trade, [confirmed]), *record)
+        sell = SellPoints(
+            created.seller_account_id,
+            trade.trade_id,
+            created.sell_order_id,
+            created.quantity_points,
+        )
+        seller = self._accounts.actor(created.seller_account_id)
+        decided = await self._commit_via(seller, sell, extra, trade)
+        try:
+            return await self.finish_settlement(trade.trade_id)
+        except (StoreError, Overloaded, errors.DomainError) as error:
+            log.warning("settlement of %s continues later: %s", trade.trade_id, error)
+            self.in_background(self._finish_settlement_later(trade.trade_id))
+            return decided.position
+
+    async def finish_settlement(self, trade_id: str) -> int:
+        """Credit the buyer of a confirmed trade and record it settled; return the position."""
+        for _ in range(limits.trade_step_attempts_max):
+            loaded = await self.load(trade_id)
+            assert loaded is not None, trade_id
+            trade = loaded.trade
+            if trade.status is not TradeStatus.SETTLING:
+                return loaded.position
+            created = trade.created
+            buy = BuyPoints(
+                created.buyer_account_id, trade_id, created.buy_order_id, created.quantity_points
+            )
+            buyer = self._accounts.actor(created.buyer_account_id)
+            try:
+                decided = await self._commit_via(
+                    buyer, buy, (self._append(trade, [trades.settled(trade)]),), trade
+                )
+            except TradeConflict:
+                continue
+            return decided.position
+        raise TradeConflict(trade_id)
+
+    async def _finish_settlement_later(self, trade_id: str) -> None:
+        delay_ms = limits.transfer_retry_delay_ms_min
+        while True:
+            await asyncio.sleep(delay_ms / 1000)
+            try:
+                await self.finish_settlement(trade_id)
+            except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
+                # A closed buyer account refuses the credit (ACCOUNT_CLOSED): the points stay
+                # in flight, visible to CheckInvariants, until an operator reopens the case.
+                log.warning("trade %s still settling: %s", trade_id, error)
+                delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
+            else:
+                return
+
+    # --- Cancellation -------------------------------------------------------------------
+
+    async def cancel(
+        self,
+        trade: Trade,
+        reason: TradeCancelReason,
+        before: Sequence[TradeEvent] = (),
+        record: tuple[StreamAppend, ...] = (),
+    ) -> int:
+        """Cancel a pending trade, returning its quantity; return the last position.
+
+        `before` are trade events recorded first in the same unit (a PaymentFailed).
+        Raises TradeConflict if another driver changed the trade first.
+        """
+        assert trade.status is TradeStatus.PENDING_PAYMENT, trade
+        created = trade.created
+        events = [*before, TradeCancelled(trade.trade_id, reason)]
+        extra = (self._append(trade, events), *record)
+        give_back = ReturnTradeQuantity(
+            created.market_id, trade.trade_id, created.sell_order_id, created.quantity_points
+        )
+        market = self._markets.actor(created.market_id)
+        decided = await self._commit_via(market, give_back, extra, trade)
+        if decided.recorded:
+            return decided.position
+        # The SELL order no longer rests (and never will again): the seller gets the points.
+        release = ReleasePoints(
+            created.seller_account_id,
+            created.sell_order_id,
+            trade.trade_id,
+            created.quantity_points,
+        )
+        seller = self._accounts.actor(created.seller_account_id)
+        decided = await self._commit_via(seller, release, extra, trade)
+        return decided.position
+
+    async def cancel_if_pending(self, trade_id: str, reason: TradeCancelReason) -> None:
+        """Cancel a trade unless it was settled or cancelled meanwhile."""
+        for _ in range(limits.trade_step_attempts_max):
+            loaded = await self.load(trade_id)
+            if loaded is None or loaded.trade.status is not TradeStatus.PENDING_PAYMENT:
+                return
+            try:
+                await self.cancel(loaded.trade, reason)
+            except TradeConflict:
+                continue
+            return
+
+    # --- Payment requests and deadlines -------------------------------------------------
+
+    def start(self, trade_id: str, deadline: Instant) -> None:
+        """Ask for the payment of a new trade and watch its deadline."""
+        self.watch_deadline(trade_id, deadline)
+        self.in_background(self.request_payment(trade_id))
+
+    async def request_payment(self, trade_id: str) -> None:
+        """Ask the market's provider for the trade's payment and record it, once."""
+        delay_ms = limits.payment_retry_delay_ms_min
+        while True:
+            loaded = await self.load(trade_id)
+            if loaded is None:
+                return
+            trade = loaded.trade
+            if trade.status is not TradeStatus.PENDING_PAYMENT or trade.payment is not None:
+                return
+            if trade.past_deadline(self.now()):
+                return  # The deadline cancels it.
+            try:
+                await self._request_once(trade)
+            except PaymentRequestRefused as refused:
+                log.warning("provider refused the payment of %s: %s", trade_id, refused)
+                await self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_REQUEST_FAILED)
+                return
+            except (ProviderUnavailable, StoreError, Overloaded, TradeConflict) as error:
+                log.info("payment of %s not recorded yet: %s", trade_id, error)
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(delay_ms * 2, limits.payment_retry_delay_ms_max)
+            else:
+                return
+
+    async def _request_once(self, trade: Trade) -> None:
+        created = trade.created
+        market = self._markets.configured.get(created.market_id)
+        provider_id = market.provider_id if market is not None else ""
+        provider = self._providers.get(provider_id)
+        if provider is None:
+            raise PaymentRequestRefused("UNKNOWN_PROVIDER", f"no provider {provider_id!r}")
+        request = PaymentRequest(
+            trade.trade_id,
+            provider_id,
+            created.amount_due_minor,
+            created.currency,
+            created.payment_deadline.unix_ms // 1000,
+            created.buyer_account_id,
+        )
+        timeout_s = limits.payment_request_timeout_ms / 1000
+        payment = await provider.create_payment(request, timeout_s=timeout_s)
+        requested = PaymentRequested(
+            trade.trade_id,
+            provider_id,
+            payment.payment_id,
+            payment.checkout_url,
+            Money(created.amount_due_minor, created.currency),
+            created.payment_deadline,
+        )
+        await self.commit_trade_only(trade, [requested])
+
+    def watch_deadline(self, trade_id: str, deadline: Instant) -> None:
+        """Cancel the trade at `deadline` if it is still pending then."""
+        heapq.heappush(self._deadlines, (deadline.unix_ms, trade_id))
+        self._deadline_added.set()
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._run_deadlines(), name="trade-deadlines")
+
+    async def _run_deadlines(self) -> None:
+        while True:
+            now_ms = self._clock()
+            while self._deadlines and self._deadlines[0][0] <= now_ms:
+                _, trade_id = heapq.heappop(self._deadlines)
+                self.in_background(
+                    self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_DEADLINE_PASSED)
+                )
+            wait_ms = self._deadlines[0][0] - now_ms if self._deadlines else None
+            self._deadline_added.clear()
+            # Sleep until the next deadline, waking early when an earlier one is added; never
+            # longer than a second, so a clock that jumps is noticed soon.
+            timeout_s = min(wait_ms, 1000) / 1000 if wait_ms is not None else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deadline_added.wait(), timeout_s)
+
+    def in_background(self, work: Any) -> None:
+        """Run a process step detached from any caller, kept referenced until it ends."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except (StoreError, Overloaded, TradeConflict) as error:
+                log.warning("a trade step will be retried at restart: %s", error)
+
+        task = asyncio.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        """Stop the deadline timer, let steps under way finish within a bound, close providers.
+
+        A step cancelled here leaves its trade open in the log; recovery resumes it.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        if self._background:
+            _, stuck = await asyncio.wait(
+                set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
+            )
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        for provider in self._providers.values():
+            await provider.close()

@@ -1,0 +1,1 @@
+"""Payment providers: the port, callback verification, the sandbox provider and its adapter."""

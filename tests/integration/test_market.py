@@ -1,0 +1,355 @@
+"""The market on a real event store (no gRPC): orders, trades, callbacks, deadlines, recovery.
+
+A `Market` wires the command side as the server does (actors, group commit, trade
+processes, callbacks) over a store, with a clock the test moves and a payment provider
+that records what it was asked (the real sandbox provider is in the e2e tests). Signed
+callbacks are made with the SDK's signing functions and the provider's secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pointex.client.callbacks import sign
+from pointex.server.actors.market_actor import MarketActors
+from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.stream_actor import Command, Inspect
+from pointex.server.command.idempotency import request_key
+from pointex.server.command.market_handlers import MarketHandlers, order_id_for
+from pointex.server.command.market_recovery import recover_market
+from pointex.server.command.payment_callbacks import PaymentCallbacks
+from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.trades import TradeProcesses
+from pointex.server.domain import errors
+from pointex.server.domain.commands import MintPoints, OpenAccount
+from pointex.server.domain.market_commands import PlaceOrder
+from pointex.server.domain.order_book import OrderBook
+from pointex.server.domain.trade import TradeStatus
+from pointex.server.domain.values import (
+    OPERATOR,
+    AccountKind,
+    FeeSchedule,
+    Market,
+    OrderSide,
+    Role,
+    Span,
+    TimeInForce,
+)
+from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.eventstore.port import EventStore
+from pointex.server.grpc_edge.auth import Principal
+from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
+from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import common_pb2
+
+ACME = Principal("acme", Role.PARTNER)
+PROVIDER = Principal("sandbox", Role.PAYMENT_PROVIDER)
+SECRET = b"test-secret-for-callbacks"
+WINDOW_MS = 60_000
+PTS_CNY = Market(
+    "PTS-CNY", "CNY", FeeSchedule(100, 1), FeeSchedule(50, 0), Span(WINDOW_MS), 10_000,
+    10**9, "sandbox", True,
+)  # fmt: skip
+START_MS = 1_800_000_000_000
+
+
+@dataclass
+class Provider:
+    """A payment provider that creates payments at once (or refuses, when told to)."""
+
+    provider_id: str = "sandbox"
+    refuse: bool = False
+    asked: Counter[str] = field(default_factory=Counter)
+
+    async def create_payment(self, request: PaymentRequest, *, timeout_s: float) -> PaymentCreated:
+        """Create the payment of a trade: its id is derived from the trade id (idempotent)."""
+        assert timeout_s > 0
+        self.asked[request.trade_id] += 1
+        if self.refuse:
+            raise PaymentRequestRefused("DECLINED", "the test provider declines")
+        return PaymentCreated(f"pay-{request.trade_id}", f"https://pay.test/{request.trade_id}")
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class Clock:
+    """The server's time, moved by the test."""
+
+    now_ms: int = START_MS
+
+    def __call__(self) -> int:
+        """Return the time in Unix milliseconds."""
+        return self.now_ms
+
+
+@dataclass
+class Node:
+    """One incarnation of the command side's market over a shared store."""
+
+    store: EventStore
+    provider: Provider
+    clock: Clock
+    committer: GroupCommitter = field(init=False)
+    accounts: ActorSystem = field(init=False)
+    processes: TradeProcesses = field(init=False)
+    market: MarketHandlers = field(init=False)
+    callbacks: PaymentCallbacks = field(init=False)
+    lookup: RecordLookup = field(init=False)
+    markets: MarketActors = field(init=False)
+
+    async def start(self) -> Node:
+        """Wire everything, record the market, and recover what is open."""
+        self.committer = GroupCommitter(self.store)
+        self.committer.start()
+        self.accounts = ActorSystem(self.store, self.committer, resident_max=100)
+        self.lookup = RecordLookup(self.store)
+        self.lookup.start()
+        self.markets = markets = MarketActors(self.store, self.committer, [PTS_CNY])
+        self.processes = TradeProcesses(
+            store=self.store,
+            committer=self.committer,
+            accounts=self.accounts,
+            markets=markets,
+            providers={"sandbox": self.provider},
+            clock=self.clock,
+        )
+        self.market = MarketHandlers(
+            store=self.store,
+            accounts=self.accounts,
+            markets=markets,
+            processes=self.processes,
+            lookup=self.lookup,
+        )
+        secrets = ProviderSecrets("sandbox", (ProviderSecret("k1", SECRET),))
+        verifier = CallbackVerifier({"sandbox": secrets}, window_s=300)
+        self.callbacks = PaymentCallbacks(
+            store=self.store, lookup=self.lookup, processes=self.processes, verifier=verifier
+        )
+        await self.market.configure()
+        await recover_market(self.store, self.market, self.processes)
+        return self
+
+    async def stop(self) -> None:
+        """Stop processes and the writer (a clean stop)."""
+        await self.market.stop()
+        await self.processes.stop()
+        await self.lookup.stop()
+        await self.committer.stop()
+
+    async def open(self, account_id: str, kind: AccountKind, points: int = 0) -> None:
+        """Open an acme account, minting `points` into a merchant."""
+        opened = OpenAccount(ACME.caller, account_id, kind, "acme", "")
+        await self.accounts.ask(account_id, Command(opened))
+        if points:
+            await self.accounts.ask(
+                account_id, Command(MintPoints(OPERATOR, account_id, points, ""))
+            )
+
+    async def place(  # noqa: PLR0917 - an order's terms.
+        self,
+        account_id: str,
+        side: OrderSide,
+        quantity: int,
+        price: int,
+        tif: TimeInForce = TimeInForce.GTC,
+        request_id: str | None = None,
+    ) -> pb.PlaceOrderResponse:
+        """Place an order as acme."""
+        request_id = request_id or uuid.uuid4().hex
+        request = pb.PlaceOrderRequest(
+            request_id=request_id,
+            account_id=account_id,
+            market_id="PTS-CNY",
+            side=common_pb2.ORDER_SIDE_BUY if side is OrderSide.BUY else common_pb2.ORDER_SIDE_SELL,
+            quantity_points=quantity,
+            limit_price_minor=price,
+            time_in_force=(
+                common_pb2.TIME_IN_FORCE_GTC
+                if tif is TimeInForce.GTC
+                else common_pb2.TIME_IN_FORCE_IOC
+            ),
+        )
+        key = request_key(ACME, request_id)
+        order = PlaceOrder(order_id_for(key), account_id, "PTS-CNY", side, quantity, price, tif, "")
+        return await self.market.place_order(ACME, request, order)
+
+    async def callback(
+        self,
+        trade_id: str,
+        *,
+        confirmed: bool,
+        event_id: str | None = None,
+        amount: int | None = None,
+    ) -> pb.ConfirmPaymentResponse | pb.FailPaymentResponse:
+        """Deliver a callback signed now with the provider's secret."""
+        loaded = await self.processes.load(trade_id)
+        assert loaded is not None
+        assert loaded.trade.payment is not None
+        callback = pb.PaymentCallback(
+            provider_id="sandbox",
+            payment_id=loaded.trade.payment.payment_id,
+            trade_id=trade_id,
+            outcome=(
+                common_pb2.PAYMENT_OUTCOME_CONFIRMED
+                if confirmed
+                else common_pb2.PAYMENT_OUTCOME_FAILED
+            ),
+            amount=common_pb2.Money(
+                amount_minor=loaded.trade.created.amount_due_minor if amount is None else amount,
+                currency="CNY",
+            ),
+            provider_event_id=event_id or f"evt-{uuid.uuid4().hex}",
+            signed_at=Timestamp(seconds=self.clock.now_ms // 1000),
+            key_id="k1",
+        )
+        callback.signature = sign(callback, SECRET)
+        if confirmed:
+            request = pb.ConfirmPaymentRequest(request_id=uuid.uuid4().hex, callback=callback)
+            return await self.callbacks.handle(PROVIDER, request, pb.ConfirmPaymentResponse)
+        failed = pb.FailPaymentRequest(request_id=uuid.uuid4().hex, callback=callback)
+        return await self.callbacks.handle(PROVIDER, failed, pb.FailPaymentResponse)
+
+    async def settle_background(self) -> None:
+        """Let payment requests and other background steps run."""
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    async def book(self) -> OrderBook:
+        """Return the market's order book (live: read it before the next await)."""
+        book: OrderBook = await self.markets.actor("PTS-CNY").tell(Inspect(lambda b: b))
+        return book
+
+    async def balances(self, account_id: str) -> tuple[int, int]:
+        """Return (available, held) of an account."""
+        state = await self.accounts.peek(account_id)
+        assert state is not None
+        return state.available_points, state.held_points
+
+
+@pytest.fixture
+async def node(store: EventStore) -> AsyncIterator[Node]:
+    """A market node over the test's store (SQLite and PostgreSQL)."""
+    started = await Node(store, Provider(), Clock()).start()
+    yield started
+    await started.stop()
+
+
+async def _two_traders(node: Node) -> tuple[str, str]:
+    seller, buyer = (f"{who}-{uuid.uuid4().hex[:6]}" for who in ("seller", "buyer"))
+    merchant = f"m-{uuid.uuid4().hex[:6]}"
+    await node.open(merchant, AccountKind.MERCHANT, 1_000)
+    await node.open(seller, AccountKind.MERCHANT, 100)
+    await node.open(buyer, AccountKind.MEMBER)
+    return seller, buyer
+
+
+async def test_a_confirmed_trade_moves_points_from_seller_held_to_buyer(node: Node) -> None:
+    """SELL 10 @ 100, BUY 4 @ 120: one trade at 100 with fees; confirmed, it settles."""
+    seller, buyer = await _two_traders(node)
+    sell = await node.place(seller, OrderSide.SELL, 10, 100)
+    assert sell.order.status == common_pb2.ORDER_STATUS_OPEN
+    assert await node.balances(seller) == (90, 10)
+    buy = await node.place(buyer, OrderSide.BUY, 4, 120)
+    assert buy.trade_count == 1
+    trade = buy.trades[0]
+    assert (trade.quantity_points, trade.price_minor, trade.notional_minor) == (4, 100, 400)
+    assert trade.amount_due_minor == 400 + 4 + 1  # 1% rounded up, plus 1 fixed
+    assert trade.seller_proceeds_minor == 400 - 2
+    await node.settle_background()
+    reply = await node.callback(trade.trade_id, confirmed=True)
+    assert reply.trade_status == common_pb2.TRADE_STATUS_SETTLED
+    assert await node.balances(seller) == (90, 6)
+    assert await node.balances(buyer) == (4, 0)
+
+
+async def test_a_failed_payment_returns_the_quantity_to_the_resting_order(node: Node) -> None:
+    """The payment fails while the SELL order rests: the quantity goes back to the order."""
+    seller, buyer = await _two_traders(node)
+    sell = await node.place(seller, OrderSide.SELL, 10, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    reply = await node.callback(trade.trade_id, confirmed=False)
+    assert reply.trade_status == common_pb2.TRADE_STATUS_CANCELLED
+    book = await node.book()
+    assert book.orders[sell.order.order_id].open_quantity_points == 10
+    assert await node.balances(seller) == (90, 10)
+
+
+async def test_a_cancelled_trade_of_a_filled_order_releases_to_the_seller(node: Node) -> None:
+    """The SELL order was filled; its trade fails: the points go back to available."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    await node.callback(trade.trade_id, confirmed=False)
+    assert await node.balances(seller) == (100, 0)
+
+
+async def test_a_deadline_cancels_and_a_late_confirmation_flags_a_refund(node: Node) -> None:
+    """No payment by the deadline: cancelled; a confirmation afterwards flags a refund once."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    node.clock.now_ms += WINDOW_MS + 1
+    await asyncio.sleep(1.2)  # The deadline timer looks at least once a second.
+    loaded = await node.processes.load(trade.trade_id)
+    assert loaded is not None
+    assert loaded.trade.status is TradeStatus.CANCELLED
+    late = await node.callback(trade.trade_id, confirmed=True, event_id="evt-late")
+    assert (late.trade_status, late.refund_required, late.duplicate) == (
+        common_pb2.TRADE_STATUS_CANCELLED,
+        True,
+        False,
+    )
+    again = await node.callback(trade.trade_id, confirmed=True, event_id="evt-late")
+    assert again.duplicate
+    assert await node.balances(seller) == (100, 0)
+    assert await node.balances(buyer) == (0, 0)
+
+
+async def test_callbacks_with_wrong_amount_or_reused_event_id_are_refused(node: Node) -> None:
+    """AMOUNT_MISMATCH changes nothing; an event id reused with other fields is refused."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        await node.callback(trade.trade_id, confirmed=True, amount=1)
+    assert refused.value.reason == errors.AMOUNT_MISMATCH
+    await node.callback(trade.trade_id, confirmed=False, event_id="evt-1")
+    with pytest.raises(errors.AlreadyExists) as reused:
+        await node.callback(trade.trade_id, confirmed=True, event_id="evt-1")
+    assert reused.value.reason == errors.PROVIDER_EVENT_ID_REUSED
+
+
+async def test_a_retried_placement_returns_the_original_order(node: Node) -> None:
+    """The same request id twice: one order, one hold, the same reply."""
+    seller, _ = await _two_traders(node)
+    first = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-1")
+    again = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-1")
+    assert again.order.order_id == first.order.order_id
+    assert await node.balances(seller) == (95, 5)
+
+
+async def test_a_refused_payment_request_cancels_the_trade(node: Node) -> None:
+    """The provider declines to create the payment: the trade is cancelled."""
+    node.provider.refuse = True
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100, TimeInForce.GTC)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    loaded = await node.processes.load(trade.trade_id)
+    assert loaded is not None
+    assert loaded.trade.status is TradeStatus.CANCELLED
+    assert await node.balances(seller) == (100, 0)
