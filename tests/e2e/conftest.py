@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import pytest
@@ -79,7 +80,12 @@ async def start_server(
     pytest.fail(f"{module} did not start (exit {code}):\n{log}")
 
 
-StartCommandServer = Callable[[str], Awaitable[ServerProcess]]
+class StartCommandServer(Protocol):
+    """Start a command server on a store URL; `markets=False` serves none (an empty log)."""
+
+    def __call__(self, store_url: str, *, markets: bool = True) -> Awaitable[ServerProcess]:
+        """Start the server and return it once it listens."""
+        ...
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
@@ -108,9 +114,14 @@ async def start_command_server(
     """Start command servers on given store URLs; each is stopped after the test."""
     started: list[ServerProcess] = []
 
-    async def start(store_url: str) -> ServerProcess:
+    async def start(store_url: str, *, markets: bool = True) -> ServerProcess:
         log_path = tmp_path / f"command-{len(started)}.log"
         env = {"POINTEX_STORE_URL": store_url, "POINTEX_AUTH_TOKENS_FILE": str(tokens_file)}
+        if not markets:
+            # No market records its configuration at start: the log begins empty.
+            no_markets = tmp_path / "no-markets.toml"
+            no_markets.write_text("[markets]\n")
+            env["POINTEX_MARKETS_FILE"] = str(no_markets)
         server = await start_server("pointex.server.command.main", log_path, env)
         started.append(server)
         return server

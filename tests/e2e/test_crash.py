@@ -414,11 +414,11 @@ async def test_sigkill_under_transfer_load_loses_and_doubles_nothing(
     are then exactly the acknowledged ones, and repeating acknowledged ones replays their
     replies and writes nothing.
     """
-    first = await start_command_server(store_url)
+    first = await start_command_server(store_url, markets=False)
     members = await open_funded_members(first.target)
     attempts = await load_then_kill(first, members)
     assert any(attempt.first.reply is not None for attempt in attempts), "no transfer went through"
-    second = await start_command_server(store_url)
+    second = await start_command_server(store_url, markets=False)
     async with opened_store(store_url) as store:
         ledger, _ = await read_ledger(store)
         assert_settled_once(ledger)

@@ -70,7 +70,7 @@ async def test_catch_up_then_live_in_position_order(
     store_url: str, writer: EventStore, start_command_server: StartCommandServer
 ) -> None:
     """History, then events appended while subscribed, arrive once each, in order, typed."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     await writer.append([StreamAppend("account-m1", 0, (minted("m1", 5), minted("m1", 7)))])
     async with grpc.aio.insecure_channel(server.target) as channel:
         call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
@@ -98,7 +98,7 @@ async def test_resume_from_a_position_skips_nothing(
     store_url: str, writer: EventStore, start_command_server: StartCommandServer
 ) -> None:
     """Subscribing from position 2 delivers exactly the events after it."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     for amount in range(1, 5):
         await writer.append([StreamAppend(f"account-a{amount}", 0, (minted("a", amount),))])
     received = await collect(server.target, 2, from_token=encode_global(2))
@@ -109,7 +109,7 @@ async def test_category_filter(
     store_url: str, writer: EventStore, start_command_server: StartCommandServer
 ) -> None:
     """Only events of the asked categories are delivered."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     await writer.append([StreamAppend("transfer-t1", 0, (minted("x", 1),))])
     await writer.append([StreamAppend("account-a1", 0, (minted("a1", 2),))])
     received = await collect(server.target, 1, categories=("account",))
@@ -120,7 +120,7 @@ async def test_malformed_position_is_invalid_argument(
     store_url: str, start_command_server: StartCommandServer
 ) -> None:
     """A token of an unknown format is INVALID_ARGUMENT with reason POSITION_INVALID."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await collect(server.target, 1, from_token=b"\x07junk")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -147,7 +147,7 @@ async def test_feed_requires_operator_or_query_server(
     reason: str,
 ) -> None:
     """No token, an unknown token, or a partner's token cannot follow the feed."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     async with grpc.aio.insecure_channel(server.target) as channel:
         call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
             event_feed_pb2.SubscribeRequest(),
@@ -180,7 +180,7 @@ async def test_sigterm_ends_subscriptions_with_shutting_down(
     store_url: str, writer: EventStore, start_command_server: StartCommandServer
 ) -> None:
     """SIGTERM ends a live subscription at once with UNAVAILABLE / SHUTTING_DOWN; exit 0."""
-    server = await start_command_server(store_url)
+    server = await start_command_server(store_url, markets=False)
     await writer.append([StreamAppend("account-m1", 0, (minted("m1", 5),))])
     async with grpc.aio.insecure_channel(server.target) as channel:
         call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(

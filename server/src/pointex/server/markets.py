@@ -13,7 +13,8 @@
     seller_fee_fixed_minor = 0       # optional: fixed fee deducted from the proceeds
     open = true                      # optional: false stops new orders (cancels, payments go on)
 
-With no file, one market PTS-CNY is served, paid through the provider "sandbox". Every
+With no file, one market PTS-CNY is served, paid through the provider "sandbox"; a file
+with an empty `[markets]` table serves no market (a program without point trading). Every
 value is checked when the file is read; a mistake is a ConfigError naming the entry.
 """
 
@@ -65,9 +66,9 @@ def load_markets(path: Path | None) -> dict[str, Market]:
         raise ConfigError(f"{path}: {error}") from None
     if set(document) - {"markets"}:
         raise ConfigError(f"{path}: only [markets.<id>] tables are allowed")
-    tables = document.get("markets", {})
-    if not isinstance(tables, dict) or not tables:
-        raise ConfigError(f"{path}: no [markets.<id>] table")
+    tables = document.get("markets")
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: no [markets] table (an empty one serves no market)")
     if len(tables) > _MARKETS_MAX:
         raise ConfigError(f"{path}: at most {_MARKETS_MAX} markets")
     return {

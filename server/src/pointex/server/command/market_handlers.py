@@ -340,6 +340,11 @@ class MarketHandlers:
         task.add_done_callback(done)
         return await asyncio.shield(task)
 
+    def abort(self) -> None:
+        """Stop at once, finishing nothing: what a crash does (used to simulate one)."""
+        for task in self._background:
+            task.cancel()
+
     async def stop(self) -> None:
         """Let first attempts under way finish, within a bound; cancel the rest."""
         if not self._background:

@@ -5,11 +5,11 @@ signature, signed_at window (payments/verification.py), then deduplication on th
 provider event id, then the match with the trade (domain/trade.py). Every rejection
 records nothing.
 
-A callback that changes the trade is recorded with the change, on a record stream keyed
-by (provider, provider event id): a redelivery of that event, re-signed at another time,
-finds the record and gets the original reply, marked `duplicate`. A callback that changes
-nothing (a failure after settlement, a second late confirmation) records nothing: a
-redelivery of it is simply evaluated again, with the same answer.
+Every accepted callback is recorded on a stream keyed by (provider, provider event id),
+with the change it causes if any (a failure after settlement, or a second late
+confirmation, changes nothing but is still recorded): a redelivery of that event,
+re-signed at another time, finds the record and gets the original reply, marked
+`duplicate`.
 """
 
 from __future__ import annotations
@@ -168,11 +168,11 @@ class PaymentCallbacks:
         if trade.status in {TradeStatus.SETTLED, TradeStatus.SETTLING}:
             if trade.status is TradeStatus.SETTLING:
                 self._processes.in_background(self._processes.finish_settlement(trade.trade_id))
-            return _Outcome(_SETTLED, trade.refund_required, loaded.position)
+            return await self._unchanged(_SETTLED, record, refund=trade.refund_required)
         if callback.confirmed:
             return await self._confirm(loaded, callback, record)
         if trade.status is TradeStatus.CANCELLED:
-            return _Outcome(_CANCELLED, trade.refund_required, loaded.position)
+            return await self._unchanged(_CANCELLED, record, refund=trade.refund_required)
         position = await self._processes.cancel(
             trade,
             TradeCancelReason.PAYMENT_FAILED,
@@ -194,11 +194,26 @@ class PaymentCallbacks:
             position = await self._processes.settle(trade, callback, settled)
             return _Outcome(_SETTLED, refund_required=False, position=position)
         late = trades.late_confirmation(trade, callback)
-        position = loaded.position
-        if late:
-            flagged = record(_CANCELLED, refund=True)
-            position = await self._processes.commit_trade_only(trade, late, flagged)
+        if not late:
+            return await self._unchanged(_CANCELLED, record, refund=True)
+        flagged = record(_CANCELLED, refund=True)
+        position = await self._processes.commit_trade_only(trade, late, flagged)
         return _Outcome(_CANCELLED, refund_required=True, position=position)
+
+    async def _unchanged(
+        self,
+        status: common_pb2.TradeStatus.ValueType,
+        record: _Record,
+        *,
+        refund: bool,
+    ) -> _Outcome:
+        """Record a callback that changes nothing, so that its redelivery is a duplicate.
+
+        The trade is final here (or settling, which ends SETTLED), so the reply cannot go
+        stale between reading the trade and committing the record.
+        """
+        position = await self._processes.commit_records(record(status, refund=refund))
+        return _Outcome(status, refund_required=refund, position=position)
 
     async def _duplicate(
         self, stream: str, digest: bytes, response_type: type[Response]

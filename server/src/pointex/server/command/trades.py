@@ -140,6 +140,11 @@ class TradeProcesses:
             raise
         return recorded[-1].position
 
+    async def commit_records(self, *appends: StreamAppend) -> int:
+        """Commit records that touch no trade (a callback that changed nothing)."""
+        recorded = await self._committer.submit(appends)
+        return recorded[-1].position
+
     # --- Settlement ---------------------------------------------------------------------
 
     async def settle(
@@ -346,6 +351,17 @@ class TradeProcesses:
         task = asyncio.create_task(guarded())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    @property
+    def busy(self) -> bool:
+        """Tell whether a process step runs detached right now."""
+        return bool(self._background)
+
+    def abort(self) -> None:
+        """Stop at once, finishing nothing: what a crash does (used to simulate one)."""
+        for task in [*self._background, *([self._timer] if self._timer else [])]:
+            task.cancel()
+        self._timer = None
 
     async def stop(self) -> None:
         """Stop the deadline timer, let steps under way finish within a bound, close providers.
