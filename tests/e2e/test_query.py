@@ -412,10 +412,22 @@ async def test_rejections_carry_their_reason(
     assert (error.code(), error_reason(error)) == (code, reason)
 
 
-async def test_market_queries_are_unimplemented_for_now(setup: Setup) -> None:
-    """Order, trade and market reads answer UNIMPLEMENTED until the market lands."""
-    error = await rpc_error(setup.q_acme.call("GetOrderBook", qpb.GetOrderBookRequest()))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+async def test_market_reads_name_what_they_cannot_find(setup: Setup) -> None:
+    """Market reads are served: an unknown market, order or trade is NOT_FOUND with its reason."""
+    s = setup
+    market = f"Z{uuid.uuid4().hex[:8].upper()}-CNY"
+    cases = [
+        ("GetOrderBook", qpb.GetOrderBookRequest(market_id=market), "MARKET_NOT_FOUND"),
+        ("GetMarketStats", qpb.GetMarketStatsRequest(market_id=market), "MARKET_NOT_FOUND"),
+        ("GetOrder", qpb.GetOrderRequest(order_id=uuid.uuid4().hex), "ORDER_NOT_FOUND"),
+        ("GetTrade", qpb.GetTradeRequest(trade_id=uuid.uuid4().hex), "TRADE_NOT_FOUND"),
+    ]
+    for rpc, request_message, reason in cases:
+        error = await rpc_error(s.q_acme.call(rpc, request_message))
+        assert (error.code(), error_reason(error)) == (grpc.StatusCode.NOT_FOUND, reason)
+    reply = await s.q_acme.call("ListOrders", qpb.ListOrdersRequest(min_position=s.last))
+    assert isinstance(reply, qpb.ListOrdersResponse)
+    assert list(reply.orders) == []
 
 
 # --- Notifications ----------------------------------------------------------------------------

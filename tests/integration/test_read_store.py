@@ -17,8 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pointex.server.query.projections import account_ids_of, project_batch
+from pointex.server.query.projections import keys_of, order_ids_of, project_batch
 from pointex.server.query.readstore.factory import open_read_store
+from pointex.server.query.readstore.market_rows import OrderFilter, TradeFilter
 from pointex.server.query.readstore.port import (
     AccountFilter,
     Changes,
@@ -32,6 +33,7 @@ from pointex.server.query.readstore.sqlite import errors as sqlite_errors
 from pointex.server.store_errors import StoreError, StoreUnavailable
 from pointex.v1 import events_pb2
 from tests.feed_events import Log
+from tests.unit.test_market_projections import MarketRows, quantities, scenario
 
 MakeReadStore = Callable[[], ReadStore]
 
@@ -74,8 +76,11 @@ async def apply(
 ) -> Changes:
     """Project `events` against the store's rows and apply them as one batch."""
     after = await store.checkpoint(generation)
-    accounts = await store.accounts(account_ids_of(events), generation)
-    changes = project_batch(events, accounts, after)
+    keys = keys_of(events)
+    accounts = await store.accounts(keys.account_ids, generation)
+    trades = await store.trades(keys.trade_ids, generation)
+    orders = await store.orders([*keys.order_ids, *order_ids_of(trades.values())], generation)
+    changes = project_batch(events, accounts, after, orders=orders, trades=trades)
     await store.apply(changes, generation)
     return changes
 
@@ -259,7 +264,7 @@ async def test_opening_drops_a_generation_a_crashed_rebuild_left(
 
 
 async def test_audit_lists_offending_accounts_and_counts_them_all(store: ReadStore) -> None:
-    """Negative, over-ceiling and holding accounts are listed (at most N) and all counted."""
+    """Negative, over-ceiling and unexplained-held accounts are listed (at most N), all counted."""
     log = Log()
     changes = project_batch([log.opened(f"a{i}", "acme") for i in range(3)], {}, 0)
     bad = tuple(
@@ -269,7 +274,106 @@ async def test_audit_lists_offending_accounts_and_counts_them_all(store: ReadSto
     audit = await store.audit(2)
     assert (audit.account_count, audit.available_points, audit.held_points) == (3, -3, 6)
     assert [row.account_id for row in audit.negative] == ["a0", "a1"]
-    assert (audit.negative_count, audit.holding_count, audit.over_ceiling_count) == (3, 3, 0)
+    assert (audit.negative_count, audit.escrow_count, audit.over_ceiling_count) == (3, 3, 0)
+    assert [(row.account_id, expected) for row, expected in audit.escrow] == [("a0", 0), ("a1", 0)]
+
+
+async def apply_in_batches(
+    store: ReadStore, events: list[events_pb2.Event], size: int, generation: int | None = None
+) -> None:
+    """Apply `events` in batches of `size`."""
+    for start in range(0, len(events), size):
+        await apply(store, events[start : start + size], generation)
+
+
+async def test_market_rows_round_trip_and_equal_the_pure_projection(store: ReadStore) -> None:
+    """Orders, trades and markets read back exactly as the projections computed them."""
+    s = scenario()
+    await apply_in_batches(store, s.events, 7)
+    model = MarketRows()
+    model.apply(s.events)
+    assert await store.orders([*s.orders.values(), "nobody"]) == model.orders
+    assert await store.trades([*s.trades.values(), "nobody"]) == model.trades
+    markets = await store.markets()
+    assert [m.market_id for m in markets] == [s.market]
+    audit = await store.audit(10)
+    assert (audit.escrow_count, audit.open_sell_quantity_points) == (0, 0)
+    assert audit.pending_trade_quantity_points == 0
+    assert audit.in_flight_points == 0
+
+
+async def test_orders_and_trades_page_newest_first_with_filters(store: ReadStore) -> None:
+    """Keyset pages list each placed order once, newest first; filters narrow both listings."""
+    s = scenario()
+    await apply_in_batches(store, s.events, 5)
+    seen, before = [], 0
+    while page := await store.list_orders(OrderFilter(), before, 2):
+        seen += [row.order_id for row in page]
+        before = page[-1].placed_position
+    names = {order_id: name for name, order_id in s.orders.items()}
+    assert [names[i] for i in seen] == ["reject", "cancel", "ioc", "buy2", "buy1", "sell"]
+    acme_sells = await store.list_orders(
+        OrderFilter(owner_partner_id="acme", side="SELL", statuses=("CANCELLED", "FILLED")), 0, 10
+    )
+    assert [names[row.order_id] for row in acme_sells] == ["cancel", "sell"]
+    assert await store.list_orders(OrderFilter(account_id=s.buyer, side="SELL"), 0, 10) == []
+    trades = {trade_id: name for name, trade_id in s.trades.items()}
+    every = await store.list_trades(TradeFilter(market_id=s.market), 0, 10)
+    assert [trades[t.trade_id] for t in every] == ["released", "returned", "settled"]
+    of_sell = await store.list_trades(TradeFilter(order_id=s.orders["sell"]), 0, 2)
+    assert [trades[t.trade_id] for t in of_sell] == ["released", "returned"]
+    older = await store.list_trades(
+        TradeFilter(order_id=s.orders["sell"]), of_sell[-1].matched_position, 2
+    )
+    assert [trades[t.trade_id] for t in older] == ["settled"]
+    refunds = await store.list_trades(TradeFilter(refund_required_only=True), 0, 10)
+    assert [trades[t.trade_id] for t in refunds] == ["released"]
+    cancelled = TradeFilter(owner_partner_id="other", account_id=s.seller, statuses=("CANCELLED",))
+    assert len(await store.list_trades(cancelled, 0, 10)) == 2
+    assert await store.list_trades(TradeFilter(owner_partner_id="nobody"), 0, 10) == []
+
+
+async def test_books_and_i2_follow_a_partly_applied_log(store: ReadStore) -> None:
+    """Midway, the book has the resting orders' levels and the audit finds I2 holding."""
+    s = scenario()
+    settled_at = next(i for i, e in enumerate(s.events) if e.WhichOneof("payload") == "points_sold")
+    await apply_in_batches(store, s.events[: settled_at + 1], 4)
+    asks = await store.price_levels(s.market, "SELL", 10)
+    assert [(v.price_minor, v.quantity_points, v.order_count) for v in asks] == [(10, 30, 1)]
+    assert await store.price_levels(s.market, "BUY", 10) == []
+    audit = await store.audit(10)
+    assert audit.escrow_count == 0, audit.escrow
+    assert audit.open_sell_quantity_points == 30
+    assert audit.pending_trade_quantity_points == 30
+    assert audit.in_flight_points == 20
+    await apply_in_batches(store, s.events[settled_at + 1 :], 3)
+    assert await store.price_levels(s.market, "SELL", 10) == []
+    sell = (await store.orders([s.orders["sell"]]))[s.orders["sell"]]
+    assert quantities(sell) == ("FILLED", 0, 20, 20, 40)
+
+
+async def test_market_stats_count_trades_not_cancelled_in_the_window(store: ReadStore) -> None:
+    """Stats cover trades not cancelled: last of all time, and the window's figures."""
+    s = scenario()
+    await apply_in_batches(store, s.events, 50)
+    settled = (await store.trades([s.trades["settled"]]))[s.trades["settled"]]
+    stats = await store.market_stats(s.market, 0, 2**62)
+    assert (stats.last_price_minor, stats.last_trade_at_us) == (10, settled.matched_at_us)
+    assert (stats.trade_count, stats.volume_points, stats.volume_minor) == (1, 20, 200)
+    assert (stats.open_price_minor, stats.high_price_minor, stats.low_price_minor) == (10, 10, 10)
+    empty = await store.market_stats(s.market, 0, settled.matched_at_us)
+    assert (empty.trade_count, empty.open_price_minor, empty.last_price_minor) == (0, 0, 10)
+
+
+async def test_a_rebuilt_generation_has_the_same_market_rows(store: ReadStore) -> None:
+    """A rebuild cut into other batches compares equal on every market table."""
+    s = scenario()
+    await apply_in_batches(store, s.events, 6)
+    generation = await store.create_generation()
+    await apply_in_batches(store, s.events[:20], 1, generation)
+    assert await store.count_differences(generation) > 0
+    await apply_in_batches(store, s.events[20:], 9, generation)
+    assert await store.count_differences(generation) == 0
 
 
 def _sqlite_error(code: int) -> sqlite3.Error:

@@ -204,11 +204,3 @@ async def abort_for(
     # grpc-stubs predates abort_with_status on the aio context; grpc.aio has it.
     await context.abort_with_status(status)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises.
-
-
-async def abort_market_not_served(
-    context: grpc.aio.ServicerContext[object, object],
-) -> NoReturn:
-    """End a market RPC with UNIMPLEMENTED: the contract has it, this release does not."""
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the market is not served by this release")
-    raise AssertionError("abort returned")  # pragma: no cover - abort always raises.

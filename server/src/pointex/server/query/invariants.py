@@ -4,9 +4,11 @@ I1 (conservation): Σ available + Σ held + in flight = Σ minted - Σ burned, w
 means debited by a transfer and not yet credited or returned, or sold by a settlement and
 not yet bought (the debit/credit events themselves, not the process's final event, so a
 batch ending between a credit and its TransferCompleted does not count the points twice).
-I2 (escrow): held = open SELL quantity + quantity pending payment as seller. Orders and
-trades are not projected yet (the market lands later), so both are 0 and every held point
-is reported; the figures say so (`open_sell_quantity_points` = 0).
+I2 (escrow), per account: held = open quantity of its resting SELL orders + quantity of its
+trades pending payment as seller + its escrow steps in flight: a hold whose order is not
+placed yet, a cancelled order or trade whose points are not yet released or returned to the
+book (+), a sale delivered before its trade settled (-). The read store computes the
+expected figure per account and lists the accounts whose held points differ.
 """
 
 from __future__ import annotations
@@ -67,14 +69,17 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
         tuple(row.available_points + row.held_points for row in audit.over_ceiling),
         "available + held exceeds the per-account ceiling",
     )
-    violations += _per_account(
-        pb.INVARIANT_ESCROW,
-        audit.holding,
-        0,
-        tuple(row.held_points for row in audit.holding),
-        "held points without a resting SELL order or a trade pending payment",
-    )
-    count += audit.negative_count + audit.over_ceiling_count + audit.holding_count
+    violations += [
+        pb.Violation(
+            invariant=pb.INVARIANT_ESCROW,
+            account_ids=[row.account_id],
+            expected_points=expected,
+            actual_points=row.held_points,
+            message="held differs from open SELL quantity + quantity pending payment as seller",
+        )
+        for row, expected in audit.escrow
+    ]
+    count += audit.negative_count + audit.over_ceiling_count + audit.escrow_count
     return pb.CheckInvariantsResponse(
         as_of=position_message(audit.position),
         ok=count == 0,
@@ -83,8 +88,8 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
         available_points=audit.available_points,
         held_points=audit.held_points,
         in_flight_points=audit.in_flight_points,
-        open_sell_quantity_points=0,
-        pending_trade_quantity_points=0,
+        open_sell_quantity_points=audit.open_sell_quantity_points,
+        pending_trade_quantity_points=audit.pending_trade_quantity_points,
         account_count=audit.account_count,
         violations=violations[:violations_max],
         violation_count=count,

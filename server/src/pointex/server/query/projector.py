@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 from pointex.server.query.checkpoint import CheckpointWatch
-from pointex.server.query.projections import account_ids_of, project_batch
+from pointex.server.query.projections import keys_of, order_ids_of, project_batch
 from pointex.server.query.readstore.port import Changes, ReadStore
 from pointex.v1 import events_pb2
 
@@ -51,5 +51,10 @@ class Projector:
     async def _project(
         self, events: Sequence[events_pb2.Event], after_position: int, generation: int | None
     ) -> Changes:
-        accounts = await self._store.accounts(account_ids_of(events), generation)
-        return project_batch(events, accounts, after_position)
+        keys = keys_of(events)
+        accounts = await self._store.accounts(keys.account_ids, generation)
+        trades = await self._store.trades(keys.trade_ids, generation)
+        # Settling or cancelling a trade changes its orders, which its events do not name.
+        order_ids = list(dict.fromkeys([*keys.order_ids, *order_ids_of(trades.values())]))
+        orders = await self._store.orders(order_ids, generation)
+        return project_batch(events, accounts, after_position, orders=orders, trades=trades)

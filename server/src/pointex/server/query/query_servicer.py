@@ -1,6 +1,7 @@
 """QueryService: proto -> validated filters -> wait for min_position -> read -> proto.
 
-Servicers are thin: validation and tenancy live in `requests`, reading in the read store,
+Servicers are thin: validation and tenancy live in `requests` (`market_requests` for the
+market reads of `market_servicer`), reading in the read store,
 judging invariants in `invariants`, streams in `notifications`, rebuilds in `rebuild`.
 Errors are raised and mapped to statuses by the edge interceptor.
 """
@@ -18,10 +19,11 @@ from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
-from pointex.server.grpc_edge.status import InvalidRequest, abort_market_not_served
+from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.server.query import invariants, requests
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.feed_subscriber import FeedState
+from pointex.server.query.market_servicer import MarketQueries
 from pointex.server.query.notifications import NotificationStreams
 from pointex.server.query.readstore.port import ReadStore
 from pointex.server.query.rebuild import Rebuilder
@@ -37,15 +39,14 @@ from pointex.server.query.views import (
     movement_message,
     timestamp,
 )
-from pointex.v1 import common_pb2, query_service_pb2_grpc
 from pointex.v1 import query_service_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _POSITION = struct.Struct(">Q")
 
 
-class QueryServicer(query_service_pb2_grpc.QueryServiceServicer):
-    """Every read of Pointex, over gRPC."""
+class QueryServicer(MarketQueries):
+    """Every read of Pointex, over gRPC (the market reads come from `MarketQueries`)."""
 
     def __init__(  # noqa: PLR0917 - the servicer's collaborators, each named.
         self,
@@ -63,11 +64,6 @@ class QueryServicer(query_service_pb2_grpc.QueryServiceServicer):
         self._streams = streams
         self._rebuilder = rebuilder
         self._feed_state = feed_state
-
-    async def _reached(self, min_position: common_pb2.Position, context: Context) -> int:
-        """Wait for `min_position` (bounded by the deadline); return the checkpoint (as_of)."""
-        await self._watch.wait_for(requests.min_position(min_position), context.time_remaining())
-        return self._watch.position
 
     async def GetAccount(
         self, request: pb.GetAccountRequest, context: Context
@@ -182,47 +178,3 @@ class QueryServicer(query_service_pb2_grpc.QueryServiceServicer):
         if self._rebuilder.latest is not None:
             status.rebuild.CopyFrom(self._rebuilder.latest.message())
         return status
-
-    async def GetOrder(self, _request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def ListOrders(
-        self, _request: pb.ListOrdersRequest, context: Context
-    ) -> pb.ListOrdersResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def GetTrade(self, _request: pb.GetTradeRequest, context: Context) -> pb.GetTradeResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def ListTrades(
-        self, _request: pb.ListTradesRequest, context: Context
-    ) -> pb.ListTradesResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def ListMarkets(
-        self, _request: pb.ListMarketsRequest, context: Context
-    ) -> pb.ListMarketsResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def GetOrderBook(
-        self, _request: pb.GetOrderBookRequest, context: Context
-    ) -> pb.GetOrderBookResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def ListRecentTrades(
-        self, _request: pb.ListRecentTradesRequest, context: Context
-    ) -> pb.ListRecentTradesResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)
-
-    async def GetMarketStats(
-        self, _request: pb.GetMarketStatsRequest, context: Context
-    ) -> pb.GetMarketStatsResponse:
-        """Not served until the market lands (UNIMPLEMENTED)."""
-        await abort_market_not_served(context)

@@ -52,9 +52,10 @@ def page_size(value: int, field: str = "page_size") -> int:
     return value or limits.read_page_items_default
 
 
-def _enum_names(
+def enum_names(
     field: str, values: Sequence[int], enum: object, prefix: str, count_max: int
 ) -> tuple[str, ...]:
+    """Return the names (without `prefix`) of a repeated enum field, sorted, no UNSPECIFIED."""
     if len(values) > count_max:
         raise InvalidRequest(errors.FIELD_TOO_LONG, field, f"at most {count_max} entries")
     names: list[str] = []
@@ -96,10 +97,10 @@ def account_filter(
         owner = caller.principal_id
     return AccountFilter(
         owner_partner_id=owner,
-        kinds=_enum_names(
+        kinds=enum_names(
             "kinds", request.kinds, common_pb2.AccountKind, "ACCOUNT_KIND_", _KINDS_MAX
         ),
-        statuses=_enum_names(
+        statuses=enum_names(
             "statuses", request.statuses, common_pb2.AccountStatus, "ACCOUNT_STATUS_", _STATUSES_MAX
         ),
     )
@@ -120,7 +121,7 @@ def history_filter(request: query_service_pb2.GetAccountHistoryRequest) -> Histo
     if start_us is not None and end_us is not None and end_us <= start_us:
         raise InvalidRequest(errors.INVALID_FIELD, "end_time", "must be after start_time")
     return HistoryFilter(
-        kinds=_enum_names(
+        kinds=enum_names(
             "kinds", request.kinds, common_pb2.MovementKind, "MOVEMENT_KIND_", _MOVEMENT_KINDS_MAX
         ),
         start_us=start_us,
@@ -140,7 +141,7 @@ def notification_filter(
     account_ids = tuple(
         sorted({convert.identifier("account_ids", account) for account in request.account_ids})
     )
-    kinds = _enum_names(
+    kinds = enum_names(
         "kinds",
         request.kinds,
         query_service_pb2.NotificationKind,

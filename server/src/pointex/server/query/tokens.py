@@ -37,6 +37,8 @@ CURSOR_INVALID = "CURSOR_INVALID"
 KIND_ACCOUNTS = ord("A")
 KIND_HISTORY = ord("H")
 KIND_NOTIFICATION = ord("N")
+KIND_ORDERS = ord("O")
+KIND_TRADES = ord("T")
 
 
 def filter_digest(parts: Iterable[object]) -> bytes:

@@ -4,6 +4,11 @@
 number, so a replay from position 0 produces exactly the rows the live feed produced.
 """
 
-from pointex.server.query.projections.batch import account_ids_of, project_batch
+from pointex.server.query.projections.batch import (
+    account_ids_of,
+    keys_of,
+    order_ids_of,
+    project_batch,
+)
 
-__all__ = ["account_ids_of", "project_batch"]
+__all__ = ["account_ids_of", "keys_of", "order_ids_of", "project_batch"]

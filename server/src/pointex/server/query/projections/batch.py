@@ -1,8 +1,9 @@
 """Project a batch of feed events into the row changes of one read-store transaction.
 
-The caller loads the accounts the batch touches (`account_ids_of`) and passes them in; the
-batch works on copies and returns every change at once (`Changes`). Events this release does
-not project (market, trade, idempotency records) still count: the checkpoint passes them.
+The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades; then the
+orders of the loaded trades, `order_ids_of`) and passes them in; the batch works on copies
+and returns every change at once (`Changes`). Events this release does not project
+(idempotency records, transfer process steps) still count: the checkpoint passes them.
 
 Account streams carry the balances after each event, so every movement's balance is also
 checked against the event (paired assertions): a mismatch is a bug, and the projection stops
@@ -11,10 +12,12 @@ at that position rather than serve wrong numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import ACCOUNT_CATEGORY, BatchState, position_of
+from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import AccountRow, Changes
 from pointex.v1 import events_pb2
 
@@ -26,22 +29,65 @@ class UnknownSchemaVersion(Exception):
     """An event has a payload schema newer than this release projects; upgrade to go on."""
 
 
+# Payload fields naming the rows an event needs (orders and trades carry their owners).
+_ACCOUNT_FIELDS = ("account_id", "buyer_account_id", "seller_account_id")
+_ORDER_FIELDS = ("order_id", "buy_order_id", "sell_order_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The rows projecting a batch needs, without repeats."""
+
+    account_ids: list[str]
+    order_ids: list[str]
+    trade_ids: list[str]
+
+
+def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
+    """Return the accounts, orders and trades whose rows projecting `events` needs."""
+    accounts: dict[str, None] = {}
+    orders: dict[str, None] = {}
+    trades: dict[str, None] = {}
+    for event in events:
+        if event.stream_id.startswith(ACCOUNT_CATEGORY):
+            accounts[event.stream_id.removeprefix(ACCOUNT_CATEGORY)] = None
+        field_name = event.WhichOneof("payload")
+        if field_name is None or field_name not in HANDLERS:
+            continue
+        payload = getattr(event, field_name)
+        known = payload.DESCRIPTOR.fields_by_name
+        for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
+            for name in names:
+                if name in known and getattr(payload, name):
+                    found[getattr(payload, name)] = None
+        if "trade_id" in known and payload.trade_id:
+            trades[payload.trade_id] = None
+    return Keys(list(accounts), list(orders), list(trades))
+
+
 def account_ids_of(events: Sequence[events_pb2.Event]) -> list[str]:
     """Return the accounts whose rows projecting `events` needs, without repeats."""
-    ids = {
-        event.stream_id.removeprefix(ACCOUNT_CATEGORY): None
-        for event in events
-        if event.stream_id.startswith(ACCOUNT_CATEGORY)
-    }
-    return list(ids)
+    return keys_of(events).account_ids
+
+
+def order_ids_of(trades: Iterable[TradeRow]) -> list[str]:
+    """Return the orders of `trades` (a trade's settlement changes both)."""
+    return [order_id for t in trades for order_id in (t.buy_order_id, t.sell_order_id)]
 
 
 def project_batch(
-    events: Sequence[events_pb2.Event], accounts: Mapping[str, AccountRow], after_position: int
+    events: Sequence[events_pb2.Event],
+    accounts: Mapping[str, AccountRow],
+    after_position: int,
+    *,
+    orders: Mapping[str, OrderRow] | None = None,
+    trades: Mapping[str, TradeRow] | None = None,
 ) -> Changes:
     """Return the changes `events` (consecutive, after `after_position`) make to the rows."""
     assert events, "an empty batch changes nothing"
-    batch = BatchState(accounts=dict(accounts))
+    batch = BatchState(
+        accounts=dict(accounts), orders=dict(orders or {}), trades=dict(trades or {})
+    )
     expected = after_position
     for event in events:
         position = position_of(event)
@@ -66,6 +112,16 @@ def project_batch(
         in_flight_removed=tuple(batch.in_flight_removed),
         minted_points=batch.minted_points,
         burned_points=batch.burned_points,
+        markets=tuple(batch.markets.values()),
+        orders=tuple(batch.orders[order_id] for order_id in batch.orders_changed),
+        trades=tuple(batch.trades[trade_id] for trade_id in batch.trades_changed),
+        levels=tuple(
+            LevelRow(market_id, side, price, quantity, count)
+            for (market_id, side, price), (quantity, count) in batch.levels.items()
+            if (quantity, count) != (0, 0)
+        ),
+        escrow_added=tuple(batch.escrow_added.values()),
+        escrow_removed=tuple(batch.escrow_removed),
     )
     changes.check()
     return changes

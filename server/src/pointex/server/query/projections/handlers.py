@@ -1,7 +1,8 @@
 """One projection per event type: what an event does to accounts, history and notifications.
 
 Every handler takes the batch's working state, the feed event and its payload. Events this
-module does not name are passed over (the checkpoint still moves past them).
+module does not name are passed over (the checkpoint still moves past them). Market and trade
+streams are projected in `orders` and `trades`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from pointex.server.query.projections import notifications
+from pointex.server.query.projections import notifications, orders, trades
 from pointex.server.query.projections.state import (
     BatchState,
     Move,
@@ -174,6 +175,7 @@ def _held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) 
         order_id=p.order_id,
     )
     apply_move(batch, event, p.account_id, move)
+    orders.held(batch, event, p)
 
 
 def _released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReleased) -> None:
@@ -187,6 +189,7 @@ def _released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsRe
         trade_id=p.trade_id,
     )
     apply_move(batch, event, p.account_id, move)
+    orders.released(batch, event, p)
 
 
 def _sold(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsSold) -> None:
@@ -202,6 +205,7 @@ def _sold(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsSold) 
     batch.add_in_flight(
         InFlightRow("trade-" + p.trade_id, p.account_id, p.amount_points, position_of(event))
     )
+    orders.sold(batch, event, p)
 
 
 def _bought(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBought) -> None:
@@ -231,4 +235,17 @@ HANDLERS: dict[str, Handler] = {
     "points_released": _released,
     "points_sold": _sold,
     "points_bought": _bought,
+    "market_configured": orders.market_configured,
+    "order_placed": orders.placed,
+    "order_rejected": orders.rejected,
+    "trade_matched": orders.matched,
+    "order_cancelled": orders.cancelled,
+    "order_quantity_returned": orders.quantity_returned,
+    "trade_created": trades.created,
+    "payment_requested": trades.payment_requested,
+    "payment_confirmed": trades.payment_confirmed,
+    "payment_failed": trades.payment_failed,
+    "trade_settled": trades.settled,
+    "trade_cancelled": trades.cancelled,
+    "refund_required": trades.refund_required,
 }

@@ -87,3 +87,40 @@ def account_status(
         ),
     )
     return _row(notification, account=account, position=position, index=index, at_us=at_us)
+
+
+def market(
+    kind: str,
+    *,
+    account_id: str,
+    owner_partner_id: str,
+    position: int,
+    index: int,
+    at_us: int,
+    order: common_pb2.Order | None = None,
+    trade: common_pb2.Trade | None = None,
+    payment_required: query_service_pb2.PaymentRequiredDetails | None = None,
+) -> NotificationRow:
+    """Return an ORDER_*, TRADE_*, PAYMENT_REQUIRED or REFUND_REQUIRED notification."""
+    notification = query_service_pb2.Notification(
+        kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
+        account_id=account_id,
+        occurred_at=_timestamp(at_us),
+        position=position_message(position),
+    )
+    if order is not None:
+        notification.order.CopyFrom(order)
+    if trade is not None:
+        notification.trade.CopyFrom(trade)
+    if payment_required is not None:
+        notification.payment_required.CopyFrom(payment_required)
+    assert notification.WhichOneof("details") is not None, kind
+    return NotificationRow(
+        position=position,
+        index=index,
+        account_id=account_id,
+        owner_partner_id=owner_partner_id,
+        kind=kind,
+        occurred_at_us=at_us,
+        body=notification.SerializeToString(),
+    )

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from pointex.server.query.projections import notifications
+from pointex.server.query.readstore.market_rows import MarketRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import (
     AccountRow,
     InFlightRow,
@@ -29,6 +30,15 @@ class BatchState:
     in_flight_removed: list[str] = field(default_factory=list)
     minted_points: int = 0
     burned_points: int = 0
+    orders: dict[str, OrderRow] = field(default_factory=dict)
+    orders_changed: dict[str, None] = field(default_factory=dict)
+    trades: dict[str, TradeRow] = field(default_factory=dict)
+    trades_changed: dict[str, None] = field(default_factory=dict)
+    markets: dict[str, MarketRow] = field(default_factory=dict)
+    # (market, side, price) -> (open quantity, order count) to add to the stored level.
+    levels: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+    escrow_added: dict[str, InFlightRow] = field(default_factory=dict)
+    escrow_removed: list[str] = field(default_factory=list)
 
     def account(self, account_id: str) -> AccountRow:
         """Return the current row of an account the batch was given or opened."""
@@ -65,6 +75,45 @@ class BatchState:
         """Record that a process's points arrived (or came back)."""
         if self.in_flight_added.pop(process_id, None) is None:
             self.in_flight_removed.append(process_id)
+
+    def order(self, order_id: str) -> OrderRow:
+        """Return the current row of an order the batch was given or created."""
+        row = self.orders.get(order_id)
+        assert row is not None, f"event for unknown order {order_id!r}"
+        return row
+
+    def put_order(self, row: OrderRow) -> None:
+        """Record an order's new state, and what it changes in its book's price level."""
+        old = self.orders.get(row.order_id)
+        for sign, each in ((-1, old), (1, row)):
+            if each is not None and each.resting:
+                key = (each.market_id, each.side, each.limit_price_minor)
+                quantity, count = self.levels.get(key, (0, 0))
+                self.levels[key] = (quantity + sign * each.open_quantity_points, count + sign)
+        self.orders[row.order_id] = row
+        self.orders_changed[row.order_id] = None
+
+    def trade(self, trade_id: str) -> TradeRow:
+        """Return the current row of a trade the batch was given or created."""
+        row = self.trades.get(trade_id)
+        assert row is not None, f"event for unknown trade {trade_id!r}"
+        return row
+
+    def put_trade(self, row: TradeRow) -> None:
+        """Record a trade's new state."""
+        self.trades[row.trade_id] = row
+        self.trades_changed[row.trade_id] = None
+
+    def add_escrow(self, row: InFlightRow) -> None:
+        """Record held points that a step still to come will account for (I2)."""
+        assert row.process_id not in self.escrow_added, row
+        self.escrow_added[row.process_id] = row
+
+    def remove_escrow(self, key: str) -> None:
+        """Record that the step an escrow entry waited for happened."""
+        if self.escrow_added.pop(key, None) is None:
+            assert key not in self.escrow_removed, key
+            self.escrow_removed.append(key)
 
 
 def position_of(event: events_pb2.Event) -> int:

@@ -42,7 +42,18 @@ def pending_read_migrations(
 
 
 # Tables of a generation, in the order a comparison visits them.
-PROJECTION_TABLES = ("accounts", "movements", "notifications", "in_flight", "totals")
+PROJECTION_TABLES = (
+    "accounts",
+    "movements",
+    "notifications",
+    "in_flight",
+    "totals",
+    "markets",
+    "orders",
+    "trades",
+    "price_levels",
+    "escrow",
+)
 GENERATION_TABLES = ("checkpoint", *PROJECTION_TABLES, "schema_migrations")
 
 _GENERATION_TABLE = re.compile(r"^g([0-9]{1,9})_checkpoint$")

@@ -15,6 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from pointex.server.query.readstore.market_rows import (
+    LevelRow,
+    MarketRow,
+    MarketStats,
+    OrderFilter,
+    OrderRow,
+    TradeFilter,
+    TradeRow,
+)
 from pointex.server.store_errors import StoreError
 
 # Enum names as stored.
@@ -113,6 +122,14 @@ class Changes:
     in_flight_removed: tuple[str, ...] = ()  # process ids
     minted_points: int = 0
     burned_points: int = 0
+    markets: tuple[MarketRow, ...] = ()
+    orders: tuple[OrderRow, ...] = ()  # the final state of every order it changed
+    trades: tuple[TradeRow, ...] = ()  # the final state of every trade it changed
+    levels: tuple[LevelRow, ...] = ()  # deltas, one per (market, side, price)
+    # Escrow steps in flight (I2): held points not (or no longer) counted by an order or a
+    # trade, keyed "order-<id>" or "trade-<id>"; removals are applied before additions.
+    escrow_added: tuple[InFlightRow, ...] = ()
+    escrow_removed: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Assert the batch is well formed (positions ordered, keys unique)."""
@@ -123,6 +140,10 @@ class Changes:
         assert all(self.after_position < n.position <= self.position for n in self.notifications)
         assert self.minted_points >= 0
         assert self.burned_points >= 0
+        assert len({o.order_id for o in self.orders}) == len(self.orders)
+        assert len({t.trade_id for t in self.trades}) == len(self.trades)
+        assert len({(v.market_id, v.side, v.price_minor) for v in self.levels}) == len(self.levels)
+        assert len({e.process_id for e in self.escrow_added}) == len(self.escrow_added)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +190,12 @@ class Audit:
     negative_count: int = 0
     over_ceiling: tuple[AccountRow, ...] = ()
     over_ceiling_count: int = 0
-    holding: tuple[AccountRow, ...] = ()
-    holding_count: int = 0
+    open_sell_quantity_points: int = 0
+    pending_trade_quantity_points: int = 0
+    # I2: accounts whose held points differ from what their orders, trades and escrow steps
+    # in flight account for, each with that expected figure.
+    escrow: tuple[tuple[AccountRow, int], ...] = ()
+    escrow_count: int = 0
 
 
 class ReadStore(Protocol):
@@ -224,6 +249,41 @@ class ReadStore(Protocol):
 
     async def audit(self, listed_max: int) -> Audit:
         """Return the figures CheckInvariants needs, from one consistent snapshot."""
+
+    async def orders(
+        self, order_ids: list[str], generation: int | None = None
+    ) -> dict[str, OrderRow]:
+        """Return the named orders that exist (pending ones included), by id."""
+
+    async def trades(
+        self, trade_ids: list[str], generation: int | None = None
+    ) -> dict[str, TradeRow]:
+        """Return the named trades that exist, by id."""
+
+    async def markets(self) -> list[MarketRow]:
+        """Return every configured market in market_id order."""
+
+    async def list_orders(
+        self, order_filter: OrderFilter, before_position: int, limit: int
+    ) -> list[OrderRow]:
+        """Return up to `limit` matching placed orders, newest first, placed before a position.
+
+        0 starts at the newest. Pending orders (held, not yet placed) are never listed.
+        """
+
+    async def list_trades(
+        self, trade_filter: TradeFilter, before_position: int, limit: int
+    ) -> list[TradeRow]:
+        """Return up to `limit` matching trades, newest first, matched before a position.
+
+        0 starts at the newest.
+        """
+
+    async def price_levels(self, market_id: str, side: str, limit: int) -> list[LevelRow]:
+        """Return the best `limit` levels of one side: BUY highest first, SELL lowest first."""
+
+    async def market_stats(self, market_id: str, start_us: int, end_us: int) -> MarketStats:
+        """Return the figures of the market's trades not cancelled, the window [start, end)."""
 
     async def create_generation(self) -> int:
         """Create an empty generation (checkpoint 0) for a rebuild; return its number."""

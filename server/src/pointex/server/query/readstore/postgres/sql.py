@@ -172,12 +172,6 @@ WHERE available_points + held_points > $1 ORDER BY account_id LIMIT $2
 AUDIT_OVER_CEILING_COUNT = (
     "SELECT count(*) FROM {p}accounts WHERE available_points + held_points > $1"
 )
-AUDIT_HOLDING = f"""
-SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE held_points <> 0 ORDER BY account_id LIMIT $1
-"""  # noqa: S608 - constant column list.
-AUDIT_HOLDING_COUNT = "SELECT count(*) FROM {p}accounts WHERE held_points <> 0"
-
 COUNT_DIFFERENCES = """
 SELECT
     (SELECT count(*) FROM (SELECT * FROM {a}{table} EXCEPT SELECT * FROM {b}{table}) AS d)

@@ -40,6 +40,11 @@ from pointex.server.query.readstore.port import (
 )
 from pointex.server.query.readstore.postgres import sql
 from pointex.server.query.readstore.postgres.errors import DRIVER_ERRORS, translated
+from pointex.server.query.readstore.postgres.market import (
+    PostgresMarketReads,
+    audit_market,
+    write_market_changes,
+)
 from pointex.server.query.readstore.shielding import run_to_end
 from pointex.server.store_errors import StoreError, StoreUnavailable
 from pointex.server.store_migrations import load_migrations
@@ -52,7 +57,7 @@ _CLOSE_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, TimeoutError)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class PostgresReadStore:
+class PostgresReadStore(PostgresMarketReads):
     """A `ReadStore` on PostgreSQL (asyncpg)."""
 
     def __init__(
@@ -273,7 +278,7 @@ class PostgresReadStore:
         ceiling = limits.points_balance_max
         async with self._transaction(snapshot=True) as connection:
 
-            async def fetch(statement: str, *parameters: int) -> list[Any]:
+            async def fetch(statement: str, *parameters: Any) -> list[Any]:
                 return list(await connection.fetch(sql.render(statement, generation), *parameters))
 
             ((position, minted, burned, available, held, in_flight, count),) = await fetch(
@@ -283,8 +288,7 @@ class PostgresReadStore:
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
             over = await fetch(sql.AUDIT_OVER_CEILING, ceiling, listed_max)
             ((over_count,),) = await fetch(sql.AUDIT_OVER_CEILING_COUNT, ceiling)
-            holding = await fetch(sql.AUDIT_HOLDING, listed_max)
-            ((holding_count,),) = await fetch(sql.AUDIT_HOLDING_COUNT)
+            open_sell, pending, escrow, escrow_count = await audit_market(fetch, listed_max)
         return Audit(
             position=int(position),
             minted_points=int(minted),
@@ -297,8 +301,10 @@ class PostgresReadStore:
             negative_count=int(negative_count),
             over_ceiling=tuple(AccountRow(*row) for row in over),
             over_ceiling_count=int(over_count),
-            holding=tuple(AccountRow(*row) for row in holding),
-            holding_count=int(holding_count),
+            open_sell_quantity_points=open_sell,
+            pending_trade_quantity_points=pending,
+            escrow=escrow,
+            escrow_count=escrow_count,
         )
 
     async def create_generation(self) -> int:
@@ -360,6 +366,7 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
         await connection.execute(
             sql.render(sql.ADD_TOTALS, generation), changes.minted_points, changes.burned_points
         )
+    await write_market_changes(connection, changes, generation)
 
 
 async def _migrate(connection: Any, generation: int, *, create: bool) -> None:

@@ -158,12 +158,6 @@ WHERE available_points + held_points > ?1 ORDER BY account_id LIMIT ?2
 AUDIT_OVER_CEILING_COUNT = (
     "SELECT count(*) FROM {p}accounts WHERE available_points + held_points > ?1"
 )
-AUDIT_HOLDING = f"""
-SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE held_points <> 0 ORDER BY account_id LIMIT ?2
-"""  # noqa: S608 - constant column list.
-AUDIT_HOLDING_COUNT = "SELECT count(*) FROM {p}accounts WHERE held_points <> 0"
-
 # Rows of one table present in one generation and not in the other, both ways.
 COUNT_DIFFERENCES = """
 SELECT

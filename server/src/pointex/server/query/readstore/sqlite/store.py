@@ -40,6 +40,11 @@ from pointex.server.query.readstore.port import (
 from pointex.server.query.readstore.shielding import run_to_end
 from pointex.server.query.readstore.sqlite import schema, sql
 from pointex.server.query.readstore.sqlite.errors import DRIVER_ERRORS, translated
+from pointex.server.query.readstore.sqlite.market import (
+    SqliteMarketReads,
+    audit_market,
+    write_market_changes,
+)
 from pointex.server.store_errors import StoreError, StoreUnavailable
 from pointex.server.store_migrations import load_migrations
 
@@ -47,7 +52,7 @@ _log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations("pointex.server.query.readstore.sqlite")
 
 
-class SqliteReadStore:
+class SqliteReadStore(SqliteMarketReads):
     """A `ReadStore` in a SQLite file (aiosqlite, WAL, synchronous=FULL)."""
 
     def __init__(
@@ -295,7 +300,7 @@ class SqliteReadStore:
         generation = self._active
         ceiling = limits.points_balance_max
 
-        async def fetch(statement: str, *parameters: int) -> list[Any]:
+        async def fetch(statement: str, *parameters: Any) -> list[Any]:
             return list(
                 await reader.execute_fetchall(sql.render(statement, generation), parameters)
             )
@@ -308,8 +313,7 @@ class SqliteReadStore:
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
             over = await fetch(sql.AUDIT_OVER_CEILING, ceiling, listed_max)
             ((over_count,),) = await fetch(sql.AUDIT_OVER_CEILING_COUNT, ceiling)
-            holding = await fetch(sql.AUDIT_HOLDING, ceiling, listed_max)
-            ((holding_count,),) = await fetch(sql.AUDIT_HOLDING_COUNT)
+            open_sell, pending, escrow, escrow_count = await audit_market(fetch, listed_max)
         return Audit(
             position=int(position),
             minted_points=int(minted),
@@ -322,8 +326,10 @@ class SqliteReadStore:
             negative_count=int(negative_count),
             over_ceiling=tuple(AccountRow(*row) for row in over),
             over_ceiling_count=int(over_count),
-            holding=tuple(AccountRow(*row) for row in holding),
-            holding_count=int(holding_count),
+            open_sell_quantity_points=open_sell,
+            pending_trade_quantity_points=pending,
+            escrow=escrow,
+            escrow_count=escrow_count,
         )
 
     async def create_generation(self) -> int:
@@ -390,6 +396,7 @@ async def _write_changes(writer: aiosqlite.Connection, changes: Changes, generat
         await writer.execute(
             sql.render(sql.ADD_TOTALS, generation), (changes.minted_points, changes.burned_points)
         )
+    await write_market_changes(writer, changes, generation)
 
 
 def _json_or_none(values: tuple[str, ...]) -> str | None:
