@@ -101,11 +101,30 @@ def _lockbased(plan: Plan, lock_order: str, schema: str) -> Contender:
     )
 
 
+def _peer(plan: Plan) -> Contender:
+    """The eventsourcing library on its PostgreSQL module, in a schema of its own."""
+    stats = plan.scratch / "eventsourcing-stats.json"
+    schema = new_schema(plan)
+    return Contender(
+        name="eventsourcing",
+        store="postgres",
+        module="bench.peer.server",
+        args=(
+            "--listen", "127.0.0.1:0", "--dsn", plan.pg_dsn, "--schema", schema,
+            "--stats-file", str(stats),
+        ),
+        scenarios=TRANSFER_ROW_SCENARIOS,
+        setup_key=f"eventsourcing:{schema}",
+        stats_file=stats,
+    )  # fmt: skip
+
+
 CONTENDER_NAMES: Final = (
     "pointex-postgres",
     "pointex-sqlite",
     "lockbased-request",
     "lockbased-sorted",
+    "eventsourcing-postgres",
     "echo",
 )
 
@@ -124,6 +143,8 @@ def build_contenders(plan: Plan, names: tuple[str, ...]) -> list[Contender]:
             built.append(_lockbased(plan, "request", lock_schema))
         elif name == "lockbased-sorted":
             built.append(_lockbased(plan, "sorted", lock_schema))
+        elif name == "eventsourcing-postgres":
+            built.append(_peer(plan))
         else:
             assert name == "echo", name
             args = ("--listen", "127.0.0.1:0")

@@ -30,6 +30,9 @@ latency_samples_max: Final = 2_000_000
 
 # Member accounts the transfer scenarios draw from (uniform); the hot scenarios use a prefix.
 members_count: Final = 10_000
+# Members of a quick run (`--quick`): enough that the uniform scenario still rarely meets
+# contention with 64 callers, few enough that every contender's setup takes seconds.
+members_quick_count: Final = 2_000
 hot_wide_accounts_count: Final = 100
 hot_narrow_accounts_count: Final = 4
 # Merchants that fund the members during setup. Several, so the lock-based contender's setup
@@ -68,6 +71,28 @@ lockbased_stats_interval_ms: Final = 200
 # Bulk commands of one request message the lock-based contender runs at once.
 lockbased_bulk_parallel_max: Final = lockbased_pool_connections_max
 
+# Threads that run the eventsourcing peer's blocking library calls, each holding at most one
+# of the library's pooled PostgreSQL connections. The library serialises every write on a
+# table lock, so more threads only add version conflicts and GIL contention: on the 2-core
+# development VM 1, 2, 3, 4, 8, 16 and 32 threads gave 215, 372, 318, 380, 252, ~250 and 212
+# uniform transfers/s and 243, 216, 134, 117, 62, ~50 and 23 on 4 hot accounts (one short
+# run each, docs/benchmarks.md). 2 is the best overall: within noise of the best uniform
+# figure and close to the single writer on hot4, which a multi-threaded server built on an
+# optimistic-concurrency library would not limit itself to.
+peer_threads_max: Final = 2
+# Attempts the peer makes at one command that meets version conflicts (optimistic
+# concurrency): each re-reads the accounts and saves again. Past the last, the caller gets
+# ABORTED / CONCURRENT_MODIFICATION, as a lock-based deadlock victim does.
+peer_attempts_max: Final = 8
+# Aggregates the peer's repository keeps in memory (the library's AGGREGATE_CACHE_MAXSIZE,
+# about 1 KB each): every benchmark account, so a read fast-forwards the cached account by
+# its new events instead of replaying a hot account's whole history from the table.
+peer_aggregate_cache_max: Final = 16_384
+# How long the peer's insert waits for the library's table lock (POSTGRES_LOCK_TIMEOUT),
+# and for a pooled connection (POSTGRES_CONNECT_TIMEOUT).
+peer_lock_wait_s_max: Final = 10
+peer_pool_wait_s_max: Final = 30
+
 # How long the runner waits for a contender to print its port.
 server_start_timeout_s: Final = 60
 # How long a contender gets to exit after SIGTERM before it is killed.
@@ -84,3 +109,6 @@ assert hot_narrow_accounts_count >= 2, "a transfer needs two distinct accounts"
 assert lockbased_lock_wait_ms_max > 1000, "must exceed PostgreSQL's default deadlock_timeout"
 assert lockbased_stats_interval_ms < 1000
 assert members_count % merchants_count == 0
+assert hot_wide_accounts_count <= members_quick_count <= members_count
+assert peer_aggregate_cache_max >= members_count + merchants_count, "every account stays cached"
+assert 0 < peer_attempts_max <= 100

@@ -18,6 +18,8 @@ from bench.recorder import Recorded, percentile_us
 Row = dict[str, Any]
 _US_PER_MS: Final = 1000
 POINTEX_REFERENCE: Final = ("pointex", "postgres")
+PEER: Final = ("eventsourcing", "postgres")
+PEER_SCENARIOS: Final = ("uniform", "hot100", "hot4", "bulk")
 
 
 def summarize(recorded: Recorded, measure_s: int) -> Row:
@@ -132,6 +134,15 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         _target("uniform vs lockbased-request", x(uniform, ops(plain, "postgres", "uniform")), 2),
         _target("uniform vs grpc-echo unary", x(uniform, ops("grpc-echo", "none", "echo")), 0.5),
         _target("bulk transfers per second", ops(name, store, "bulk"), 20_000),
+        # "Ahead of the eventsourcing peer in every scenario."
+        *(
+            _target(
+                f"{scenario} vs eventsourcing peer",
+                x(ops(name, store, scenario), ops(PEER[0], PEER[1], scenario)),
+                1,
+            )
+            for scenario in PEER_SCENARIOS
+        ),
     ]
 
 
@@ -150,6 +161,27 @@ def _bar_text(value: float) -> str:
     if not value:
         return ""
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def peer_ratios(rows: list[Row]) -> dict[str, dict[str, float | None]]:
+    """Return Pointex on PostgreSQL's throughput and p99 over the eventsourcing peer's."""
+    result: dict[str, dict[str, float | None]] = {}
+    for scenario in PEER_SCENARIOS:
+        mine = _find(rows, *POINTEX_REFERENCE, scenario)
+        peer = _find(rows, *PEER, scenario)
+        if mine is not None and peer is not None:
+            result[scenario] = {
+                "throughput_x": _x(mine["ops_per_s"], peer["ops_per_s"]),
+                "p99_x": _x(mine["p99_ms"], peer["p99_ms"]),
+            }
+    return result
+
+
+def _peer_caption(rows: list[Row]) -> str:
+    parts = [f"{s} {r['throughput_x']}x" for s, r in peer_ratios(rows).items()]
+    if not parts:
+        return ""
+    return "pointex/postgres throughput over eventsourcing/postgres: " + ", ".join(parts)
 
 
 def write_png(path: Path, rows: list[Row]) -> None:
@@ -183,9 +215,16 @@ def write_png(path: Path, rows: list[Row]) -> None:
         axis.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(scenarios))])
         axis.set_xticklabels(scenarios)
     axes[0].legend(fontsize=8)
+    if caption := _peer_caption(rows):
+        figure.suptitle(caption, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _count(value: int | None) -> str:
+    """Return a server counter for the table: `n/a` when the contender does not keep it."""
+    return "n/a" if value is None else f"{value:,}"
 
 
 def markdown_table(document: dict[str, Any]) -> str:
@@ -193,23 +232,26 @@ def markdown_table(document: dict[str, Any]) -> str:
     lines = [
         (
             "| contender | store | scenario | load | ok ops/s | p50 ms | p99 ms | max ms "
-            "| errors | deadlocks | aborts |"
+            "| errors | deadlocks | aborts | conflicts | retries |"
         ),
-        "|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|",
+        "|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for row in document["rows"]:
         if row.get("status") != "ok":
             lines.append(
                 f"| {row['contender']} | {row['store']} | {row['scenario']} | "
-                f"{row['concurrency']} | pending | | | | {row.get('note', '')} | | |"
+                f"{row['concurrency']} | pending | | | | {row.get('note', '')} | | | | |"
             )
             continue
         errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "none"
-        deadlocks = "n/a" if row["deadlocks"] is None else row["deadlocks"]
+        deadlocks, conflicts, retries = (
+            _count(row.get(key)) for key in ("deadlocks", "conflicts", "retries")
+        )
         lines.append(
             f"| {row['contender']} | {row['store']} | {row['scenario']} | {row['load']} | "
             f"{row['ops_per_s']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-            f"{row['max_ms']:.1f} | {errors} | {deadlocks} | {row['aborts']} |"
+            f"{row['max_ms']:.1f} | {errors} | {deadlocks} | {row['aborts']} | "
+            f"{conflicts} | {retries} |"
         )
     return "\n".join(lines)
 
@@ -225,6 +267,19 @@ def markdown_targets(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_peer(document: dict[str, Any]) -> str:
+    """Return Pointex's ratios to the eventsourcing peer as a Markdown table ('' if absent)."""
+    found = peer_ratios(document["rows"])
+    if not found:
+        return ""
+    lines = [
+        "| scenario | Pointex/postgres throughput ÷ peer | Pointex/postgres p99 ÷ peer |",
+        "|---|--:|--:|",
+    ]
+    lines += [f"| {s} | {r['throughput_x']} | {r['p99_x']} |" for s, r in found.items()]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the Markdown tables (rows, then targets) of a result file; redraw its chart."""
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
@@ -237,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(document))
     print()
     print(markdown_targets(document))
+    if peer := markdown_peer(document):
+        print()
+        print(peer)
     return 0
 
 

@@ -6,6 +6,10 @@ commands); every other RPC answers UNIMPLEMENTED. It ignores the `authorization`
 since it exists only to be measured. It prints `lockbased server listening on port N` once
 serving, rewrites `--stats-file` (JSON counters: deadlocks, lock timeouts, aborts) every
 200 ms, and on SIGTERM stops, prints the final counters as one JSON line and exits.
+
+The front (`LedgerServicer`, `command_handler`, `serve_ledger`) takes any `Ledger`, so the
+eventsourcing peer contender (`bench.peer.server`) is served by the very same code: the two
+contenders differ only in how they store a command.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -50,6 +54,22 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _KINDS = {common_pb2.ACCOUNT_KIND_MEMBER: MEMBER, common_pb2.ACCOUNT_KIND_MERCHANT: MERCHANT}
 
 
+class Ledger(Protocol):
+    """What the front needs of a store: open an account, move points, count what happened."""
+
+    async def open_account(self, request_id: str, account_id: str, kind: str, owner: str) -> int:
+        """Open an account with zero points; return the position of the opening."""
+        ...
+
+    async def move(self, movement: Movement) -> Result:
+        """Move points between two accounts (or mint into one); raise Rejected to refuse."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Return the store's own counters (aborts, deadlocks...) for the stats file."""
+        ...
+
+
 def _position(ledger_id: int) -> common_pb2.Position:
     return common_pb2.Position(token=encode_global(ledger_id))
 
@@ -62,7 +82,7 @@ def _check(request_id: str, amount_points: int | None = None) -> None:
         raise Rejected("INVALID_ARGUMENT", "AMOUNT_NOT_POSITIVE", "amount must be positive")
 
 
-def _movement(command: cs.BulkCommand) -> tuple[Movement, str]:
+def movement_of(command: cs.BulkCommand) -> tuple[Movement, str]:
     """Return the movement a bulk or unary command asks for, and its response field name."""
     which = command.WhichOneof("command")
     if which == "transfer_points":
@@ -93,7 +113,8 @@ def _movement(command: cs.BulkCommand) -> tuple[Movement, str]:
     raise Rejected("UNIMPLEMENTED", "INVALID_FIELD", f"{which} is not served by this contender")
 
 
-def _reply(which: str, result: Result) -> Any:
+def reply_of(which: str, result: Result) -> Any:
+    """Return the response message of a committed command (`which`: its oneof field name)."""
     position = _position(result.ledger_id)
     transfer_id = str(result.ledger_id)
     if which == "transfer_points":
@@ -110,6 +131,13 @@ def _reply(which: str, result: Result) -> Any:
         )
     assert which == "mint_points", which
     return cs.MintPointsResponse(position=position, available_points=result.result_available)
+
+
+def bulk_error(index: int, error: Rejected) -> cs.BulkResult:
+    """Return the result of a refused bulk command."""
+    code = getattr(code_pb2, error.code)
+    failed = cs.BulkError(code=code, reason=error.reason, message=error.message)
+    return cs.BulkResult(index=index, error=failed)
 
 
 async def _abort(context: Context, error: Rejected) -> None:
@@ -132,17 +160,18 @@ def _open_kind(request: cs.OpenAccountRequest) -> str:
     return kind
 
 
-class LockBasedServicer:
-    """The CommandService RPCs the benchmark drives, over a LockBasedLedger."""
+class LedgerServicer:
+    """The CommandService RPCs the benchmark drives, over a Ledger."""
 
-    def __init__(self, ledger: LockBasedLedger) -> None:
+    def __init__(self, ledger: Ledger, bulk_parallel_max: int) -> None:
         """Serve commands from `ledger`."""
         self._ledger = ledger
+        self._bulk_parallel_max = bulk_parallel_max
 
     async def _unary(self, command: cs.BulkCommand, context: Context) -> Any:
         try:
-            movement, which = _movement(command)
-            return _reply(which, await self._ledger.move(movement))
+            movement, which = movement_of(command)
+            return reply_of(which, await self._ledger.move(movement))
         except Rejected as error:
             await _abort(context, error)
 
@@ -179,30 +208,33 @@ class LockBasedServicer:
     async def execute_bulk(
         self, requests: AsyncIterator[cs.ExecuteBulkRequest], context: Context
     ) -> AsyncIterator[cs.ExecuteBulkResponse]:
-        """Answer each batch in order; a batch's commands run concurrently, each on its own."""
-        # Bounds the batch's concurrent transactions; the pool bounds them again overall.
-        parallel = asyncio.Semaphore(limits.lockbased_bulk_parallel_max)
-
-        async def one(index: int, command: cs.BulkCommand) -> cs.BulkResult:
-            async with parallel:
-                try:
-                    movement, which = _movement(command)
-                    reply = _reply(which, await self._ledger.move(movement))
-                except Rejected as error:
-                    code = getattr(code_pb2, error.code)
-                    failed = cs.BulkError(code=code, reason=error.reason, message=error.message)
-                    return cs.BulkResult(index=index, error=failed)
-                return cs.BulkResult(index=index, ok=cs.BulkOk(**{which: reply}))
-
+        """Answer each batch in order, as `run_batch` executes it."""
         async for request in requests:
             if len(request.commands) > limits.bulk_message_commands_max:
                 too_large = Rejected("INVALID_ARGUMENT", "BULK_BATCH_TOO_LARGE", "over 1000")
                 await _abort(context, too_large)
-            results = await asyncio.gather(*(one(i, c) for i, c in enumerate(request.commands)))
-            yield cs.ExecuteBulkResponse(results=results)
+            yield cs.ExecuteBulkResponse(results=await self.run_batch(request.commands))
+
+    async def run_batch(self, commands: Sequence[cs.BulkCommand]) -> list[cs.BulkResult]:
+        """Run a batch's commands concurrently, each on its own; return results in order."""
+        # Bounds the batch's concurrent transactions; the pool bounds them again overall.
+        parallel = asyncio.Semaphore(self._bulk_parallel_max)
+
+        async def one(index: int, command: cs.BulkCommand) -> cs.BulkResult:
+            async with parallel:
+                try:
+                    movement, which = movement_of(command)
+                    reply = reply_of(which, await self._ledger.move(movement))
+                except Rejected as error:
+                    return bulk_error(index, error)
+                return cs.BulkResult(index=index, ok=cs.BulkOk(**{which: reply}))
+
+        return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(commands))))
 
 
-def _handler(servicer: LockBasedServicer) -> grpc.GenericRpcHandler[Any, Any]:
+def command_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """Return the generic handler of `pointex.v1.CommandService` for `servicer`."""
+
     def unary(fn: Callable[..., Awaitable[Any]], request: Any, response: Any) -> Any:
         return grpc.unary_unary_rpc_method_handler(
             fn,
@@ -226,16 +258,16 @@ def _handler(servicer: LockBasedServicer) -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-def _write_stats(path: Path | None, ledger: LockBasedLedger) -> None:
+def _write_stats(path: Path | None, ledger: Ledger) -> None:
     if path is None:
         return
     scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(ledger.stats.as_json()))
+    scratch.write_text(json.dumps(ledger.counters()))
     # Atomic: the runner never reads a half-written file.
     scratch.replace(path)
 
 
-async def _keep_writing_stats(path: Path | None, ledger: LockBasedLedger) -> None:
+async def _keep_writing_stats(path: Path | None, ledger: Ledger) -> None:
     while True:
         _write_stats(path, ledger)
         await asyncio.sleep(limits.lockbased_stats_interval_ms / 1000)
@@ -270,27 +302,38 @@ async def serve(args: argparse.Namespace) -> None:
         },
     )
     ledger = LockBasedLedger(pool, args.lock_order)
+    try:
+        servicer = LedgerServicer(ledger, limits.lockbased_bulk_parallel_max)
+        await serve_ledger(servicer, ledger, args.listen, args.stats_file, "lockbased server")
+    finally:
+        await pool.close()
+
+
+async def serve_ledger(
+    servicer: LedgerServicer, ledger: Ledger, listen: str, stats_file: Path | None, label: str
+) -> None:
+    """Serve until SIGTERM or SIGINT: announce the port, keep the stats file, print the last."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((_handler(LockBasedServicer(ledger)),))
-    port = server.add_insecure_port(args.listen)
+    server.add_generic_rpc_handlers((command_handler(servicer),))
+    port = server.add_insecure_port(listen)
     await server.start()
-    print(f"lockbased server listening on port {port}", flush=True)
+    print(f"{label} listening on port {port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    writer = asyncio.create_task(_keep_writing_stats(args.stats_file, ledger))
+    writer = asyncio.create_task(_keep_writing_stats(stats_file, ledger))
     await stop.wait()
     await server.stop(_SHUTDOWN_GRACE_S)
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
-    _write_stats(args.stats_file, ledger)
-    print(json.dumps({"stats": ledger.stats.as_json()}), flush=True)
-    await pool.close()
+    _write_stats(stats_file, ledger)
+    print(json.dumps({"stats": ledger.counters()}), flush=True)
 
 
-def _loopback(text: str) -> str:
+def loopback(text: str) -> str:
+    """Return `text` if it is a loopback host:port, else raise ArgumentTypeError."""
     host, _, port = text.rpartition(":")
     if host not in {"127.0.0.1", "localhost", "[::1]"} or not port.isdigit():
         raise argparse.ArgumentTypeError("only loopback host:port targets are allowed")
@@ -300,7 +343,7 @@ def _loopback(text: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the contender's options."""
     parser = argparse.ArgumentParser(prog="python -m bench.lockbased.server", description=__doc__)
-    parser.add_argument("--listen", type=_loopback, default="127.0.0.1:0")
+    parser.add_argument("--listen", type=loopback, default="127.0.0.1:0")
     parser.add_argument("--dsn", default=os.environ.get("POINTEX_TEST_PG_DSN", ""))
     parser.add_argument("--schema", default="bench_lockbased")
     parser.add_argument("--lock-order", choices=("request", "sorted"), default="request")

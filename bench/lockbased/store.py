@@ -137,6 +137,10 @@ class LockBasedLedger:
         self._lock_order = lock_order
         self.stats = Stats()
 
+    def counters(self) -> dict[str, int]:
+        """Return the ledger's counters for the stats file."""
+        return self.stats.as_json()
+
     async def open_account(self, request_id: str, account_id: str, kind: str, owner: str) -> int:
         """Insert an account with zero points; return the ledger id of the opening."""
         movement = Movement(request_id, "open", None, account_id, 0, None, kind)

@@ -1,0 +1,1 @@
+"""The eventsourcing-library peer contender (`python -m bench.peer.server`)."""
