@@ -83,8 +83,14 @@ async def start_server(
 class StartCommandServer(Protocol):
     """Start a command server on a store URL; `markets=False` serves none (an empty log)."""
 
-    def __call__(self, store_url: str, *, markets: bool = True) -> Awaitable[ServerProcess]:
-        """Start the server and return it once it listens."""
+    def __call__(
+        self,
+        store_url: str,
+        *,
+        markets: bool = True,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Awaitable[ServerProcess]:
+        """Start the server (with `extra_env` settings) and return it once it listens."""
         ...
 
 
@@ -114,7 +120,9 @@ async def start_command_server(
     """Start command servers on given store URLs; each is stopped after the test."""
     started: list[ServerProcess] = []
 
-    async def start(store_url: str, *, markets: bool = True) -> ServerProcess:
+    async def start(
+        store_url: str, *, markets: bool = True, extra_env: Mapping[str, str] | None = None
+    ) -> ServerProcess:
         log_path = tmp_path / f"command-{len(started)}.log"
         env = {"POINTEX_STORE_URL": store_url, "POINTEX_AUTH_TOKENS_FILE": str(tokens_file)}
         if not markets:
@@ -122,6 +130,7 @@ async def start_command_server(
             no_markets = tmp_path / "no-markets.toml"
             no_markets.write_text("[markets]\n")
             env["POINTEX_MARKETS_FILE"] = str(no_markets)
+        env.update(extra_env or {})
         server = await start_server("pointex.server.command.main", log_path, env)
         started.append(server)
         return server

@@ -93,6 +93,9 @@ class Command:
 
     command: Any
     finish: Finish = _no_extra
+    # Commit `finish`'s appends before the stream's own events, where the process's order
+    # says so (a trade's TradeCancelled comes before the quantity's return).
+    extra_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,8 @@ class StreamActor(Generic[S]):
         extra, value = message.finish(state, events)
         append = StreamAppend(self.stream_id, self.version, tuple(codec.encode(e) for e in events))
         try:
-            commit = self._committer.submit((append, *extra))
+            unit = (*extra, append) if message.extra_first else (append, *extra)
+            commit = self._committer.submit(unit)
         except Overloaded:
             if aggregate.in_place:
                 self._ready = False  # The state moved on with events that will not commit.

@@ -117,11 +117,22 @@ class TradeProcesses:
         )
 
     async def _commit_via(
-        self, actor: Any, command: object, extra: tuple[StreamAppend, ...], trade: Trade
+        self,
+        actor: Any,
+        command: object,
+        extra: tuple[StreamAppend, ...],
+        trade: Trade,
+        *,
+        trade_first: bool,
     ) -> Decided:
-        """Commit `command` on an actor with the trade's appends; a trade race is a conflict."""
+        """Commit `command` on an actor with the trade's appends; a trade race is a conflict.
+
+        `trade_first` puts the trade's events before the actor's in the log, as the process's
+        order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
+        """
+        finish = Command(command, lambda _s, _e: (extra, None), extra_first=trade_first)
         try:
-            decided: Decided = await actor.tell(Command(command, lambda _s, _e: (extra, None)))
+            decided: Decided = await actor.tell(finish)
         except WrongExpectedVersion as conflict:
             if conflict.stream_id == trade_stream(trade.trade_id):
                 raise TradeConflict(trade.trade_id) from conflict
@@ -165,7 +176,7 @@ class TradeProcesses:
             created.quantity_points,
         )
         seller = self._accounts.actor(created.seller_account_id)
-        decided = await self._commit_via(seller, sell, extra, trade)
+        decided = await self._commit_via(seller, sell, extra, trade, trade_first=True)
         try:
             return await self.finish_settlement(trade.trade_id)
         except (StoreError, Overloaded, errors.DomainError) as error:
@@ -187,9 +198,8 @@ class TradeProcesses:
             )
             buyer = self._accounts.actor(created.buyer_account_id)
             try:
-                decided = await self._commit_via(
-                    buyer, buy, (self._append(trade, [trades.settled(trade)]),), trade
-                )
+                settle = (self._append(trade, [trades.settled(trade)]),)
+                decided = await self._commit_via(buyer, buy, settle, trade, trade_first=False)
             except TradeConflict:
                 continue
             return decided.position
@@ -231,7 +241,7 @@ class TradeProcesses:
             created.market_id, trade.trade_id, created.sell_order_id, created.quantity_points
         )
         market = self._markets.actor(created.market_id)
-        decided = await self._commit_via(market, give_back, extra, trade)
+        decided = await self._commit_via(market, give_back, extra, trade, trade_first=True)
         if decided.recorded:
             return decided.position
         # The SELL order no longer rests (and never will again): the seller gets the points.
@@ -242,7 +252,7 @@ class TradeProcesses:
             created.quantity_points,
         )
         seller = self._accounts.actor(created.seller_account_id)
-        decided = await self._commit_via(seller, release, extra, trade)
+        decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
         return decided.position
 
     async def cancel_if_pending(self, trade_id: str, reason: TradeCancelReason) -> None:
