@@ -14,7 +14,7 @@ import random
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,13 +51,21 @@ from pointex.server.domain.values import (
 )
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
-from pointex.server.eventstore.port import EventStore, NewEvent, StoreError, StreamAppend
+from pointex.server.eventstore.port import (
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailable,
+    StreamAppend,
+)
 from pointex.server.eventstore.sqlite import SqliteEventStore
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
+from tests.conftest import MakeStore
 
 ACME = Principal("acme", Role.PARTNER)
 PROVIDER = Principal("sandbox", Role.PAYMENT_PROVIDER)
@@ -365,6 +373,38 @@ async def test_a_refused_payment_request_cancels_the_trade(node: Node) -> None:
     assert loaded is not None
     assert loaded.trade.status is TradeStatus.CANCELLED
     assert await node.balances(seller) == (100, 0)
+
+
+async def test_a_placement_that_failed_after_its_hold_is_finished_once(
+    make_store: MakeStore,
+) -> None:
+    """The market's commit fails after the points were held: the order is placed later,
+    a retry meanwhile is told the request is in progress, and the points are held once.
+    """
+    failures = [StoreUnavailable("the store went away")]
+
+    async def fail_once(rows: Sequence[RecordedEvent]) -> None:
+        if failures and any(row.type == "OrderPlaced" for row in rows):
+            raise failures.pop()
+
+    store = make_store(before_commit=fail_once)
+    await store.open()
+    node = await Node(store, Provider(), Clock()).start()
+    try:
+        seller, _ = await _two_traders(node)
+        with pytest.raises(StoreUnavailable):
+            await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
+        with pytest.raises(errors.Aborted) as busy:
+            await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
+        assert busy.value.reason == errors.REQUEST_IN_PROGRESS
+        async with asyncio.timeout(10):
+            while not node.market.idle:
+                await asyncio.sleep(0.05)
+        again = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
+        assert again.order.status == common_pb2.ORDER_STATUS_OPEN
+        assert await node.balances(seller) == (95, 5)
+    finally:
+        await node.stop()
 
 
 # --- Random flows with duplicated, reordered and late callbacks, crashes and restarts -------

@@ -10,13 +10,17 @@ from pointex.server.domain.account import Account, check_credit, decide, evolve
 from pointex.server.domain.commands import (
     AccountCommand,
     BurnPoints,
+    BuyPoints,
     CloseAccount,
     CreditPoints,
     DebitPoints,
     FreezeAccount,
+    HoldPoints,
     MintPoints,
     OpenAccount,
+    ReleasePoints,
     ReturnPoints,
+    SellPoints,
     UnfreezeAccount,
 )
 from pointex.server.domain.events import (
@@ -32,6 +36,7 @@ from pointex.server.domain.values import (
     AccountStatus,
     Caller,
     Role,
+    TimeInForce,
     TransferKind,
 )
 
@@ -307,3 +312,71 @@ def test_evolve_rejects_events_before_opening() -> None:
     """Applying a movement to an unopened account is a programmer error (assertion)."""
     with pytest.raises(AssertionError):
         evolve(None, PointsMinted("m1", 1, "", 1))
+
+
+# --- Escrow for the market: hold, release, sell, buy ----------------------------------------
+
+
+def _hold(amount: int, caller: Caller = ACME) -> HoldPoints:
+    return HoldPoints(caller, "m1", "o1", "PTS-CNY", amount, 100, TimeInForce.GTC, "")
+
+
+def test_a_hold_moves_available_to_held_and_a_release_moves_it_back() -> None:
+    """Hold 30 of 100: 70 + 30 held; release 10: 80 + 20; the total never changes."""
+    state = apply(merchant(100), _hold(30))
+    assert (state.available_points, state.held_points) == (70, 30)
+    state = apply(state, ReleasePoints("m1", "o1", "", 10))
+    assert (state.available_points, state.held_points) == (80, 20)
+    assert state.total_points == 100
+
+
+def test_a_sale_delivers_from_held_and_a_purchase_credits_available() -> None:
+    """Sell 20 of the 30 held: held 10; the buyer receives them into available."""
+    seller = apply(apply(merchant(100), _hold(30)), SellPoints("m1", "t1", "o1", 20))
+    assert (seller.available_points, seller.held_points) == (70, 10)
+    buyer = apply(member(0), BuyPoints("u1", "t1", "o2", 20))
+    assert buyer.available_points == 20
+
+
+@pytest.mark.parametrize(
+    ("state", "command", "reason"),
+    [
+        (merchant(10), _hold(11), errors.INSUFFICIENT_POINTS),
+        (merchant(10), _hold(0), errors.AMOUNT_NOT_POSITIVE),
+        (merchant(10), _hold(5, OTHER), errors.NOT_OWNER),
+        (None, _hold(5), errors.ACCOUNT_NOT_FOUND),
+    ],
+)
+def test_a_hold_is_refused_with_its_reason(
+    state: Account | None, command: HoldPoints, reason: str
+) -> None:
+    """Too few points, a non-positive amount, another partner, no account: refused."""
+    with pytest.raises(errors.DomainError) as refused:
+        decide(state, command)
+    assert refused.value.reason == reason
+
+
+def test_a_frozen_account_cannot_hold_but_still_releases() -> None:
+    """Freezing stops new SELL orders; points already held still come back."""
+    held = apply(merchant(50), _hold(20))
+    frozen = apply(held, FreezeAccount(OPERATOR, "m1", "check"))
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(frozen, _hold(5))
+    assert refused.value.reason == errors.ACCOUNT_FROZEN
+    assert apply(frozen, ReleasePoints("m1", "o1", "", 20)).available_points == 50
+
+
+def test_an_account_holding_points_cannot_close() -> None:
+    """Held points count: an account with only held points is not empty."""
+    held = apply(merchant(20), _hold(20))
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(held, CloseAccount(ACME, "m1", ""))
+    assert refused.value.reason == errors.ACCOUNT_NOT_EMPTY
+
+
+def test_a_closed_account_cannot_receive_bought_points() -> None:
+    """A purchase needs an account that is not closed (it could hold nothing)."""
+    closed = apply(member(0), CloseAccount(ACME, "u1", "moving"))
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(closed, BuyPoints("u1", "t1", "o2", 5))
+    assert refused.value.reason == errors.ACCOUNT_CLOSED

@@ -14,6 +14,7 @@ recorded per provider event id, which is what a provider redelivers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +60,9 @@ from pointex.server.domain.values import (
     OrderSide,
 )
 from pointex.server.eventstore import codec
-from pointex.server.eventstore.port import EventStore, StreamAppend
+from pointex.server.eventstore.port import EventStore, StoreError, StreamAppend
 from pointex.server.grpc_edge.auth import Principal
+from pointex.server.overload import Overloaded
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 
@@ -103,7 +105,9 @@ class MarketHandlers:
         self.processes = processes
         self._lookup = lookup
         self._store = store
-        self._running: set[str] = set()  # request keys whose first attempt is under way
+        # Request keys with work under way (a first attempt, its retry in the background).
+        self._running: collections.Counter[str] = collections.Counter()
+        self._held: set[str] = set()  # SELL orders whose points are held, not yet placed
         self._background: set[asyncio.Task[Any]] = set()
 
     async def configure(self) -> None:
@@ -145,31 +149,79 @@ class MarketHandlers:
                     order.time_in_force,
                     order.client_order_id,
                 )
-                await self._accounts.ask(order.account_id, Command(hold))
-            return await self.place_held(order, digest, request_id, principal_id)
+                if order.order_id not in self._held:  # A retry after a failed placement: held.
+                    await self._accounts.ask(order.account_id, Command(hold))
+                    self._held.add(order.order_id)
+            try:
+                return await self.place_held(order, digest, request_id, principal_id)
+            except (StoreError, Overloaded):
+                if order.side is OrderSide.SELL:
+                    self._place_later(order, digest, request_id, principal_id)
+                raise
 
         return run
+
+    def _place_later(
+        self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
+    ) -> None:
+        """Keep placing a held order whose placement failed for an operating reason.
+
+        Its request stays "in progress" meanwhile, so a retry cannot hold the points again.
+        """
+        key = order.order_id.removeprefix(ORDER_ID_PREFIX)
+
+        async def retry() -> None:
+            delay_ms = limits.transfer_retry_delay_ms_min
+            while True:
+                await asyncio.sleep(delay_ms / 1000)
+                try:
+                    await self.place_held(order, digest, request_id, principal_id)
+                except errors.DomainError:
+                    return  # Rejected: its points were released.
+                except (StoreError, Overloaded) as error:
+                    log.warning("order %s still not placed: %s", order.order_id, error)
+                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
+                else:
+                    return
+
+        self._detach(key, retry())
 
     async def place_held(
         self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
     ) -> pb.PlaceOrderResponse:
-        """Run the market step of a placement (its points, for a SELL, are held)."""
+        """Run the market step of a placement (its points, for a SELL, are held).
+
+        A placement whose commit had an unknown outcome may have happened: then the order is
+        in the book and its reply is the request's record.
+        """
         key = order.order_id.removeprefix(ORDER_ID_PREFIX)
         market = self._markets.actor(order.market_id)
+        if await market.tell(Inspect(lambda book: order.order_id in book.orders)):
+            self._held.discard(order.order_id)
+            replayed = await replay_record(
+                self._store, record_stream(key), digest, pb.PlaceOrderResponse
+            )
+            if replayed is None:  # Rejected after its hold: the refusal is not recorded.
+                raise errors.FailedPrecondition(
+                    errors.MARKET_CLOSED, "the order was rejected", order_id=order.order_id
+                )
+            return replayed
         finish = self._placement_finish(order, key, digest, request_id, principal_id)
         try:
             decided: Decided = await market.tell(Command(order, finish))
         except errors.DomainError as refusal:
             if order.side is OrderSide.SELL:
                 await self._reject_held(order, refusal.reason)
+                self._held.discard(order.order_id)
             raise
+        self._held.discard(order.order_id)
         placed: Placed = decided.value
+        for created in placed.created:
+            self._processes.start(created.trade_id, created.payment_deadline)
         position = decided.position
         if placed.remainder_points:
             release = ReleasePoints(order.account_id, order.order_id, "", placed.remainder_points)
-            position = await self.release(release)
-        for created in placed.created:
-            self._processes.start(created.trade_id, created.payment_deadline)
+            position = await self.release(release, after=position)
         response = placed.response
         response.position.CopyFrom(position_message(position))
         return response
@@ -222,10 +274,34 @@ class MarketHandlers:
             ReleasePoints(order.account_id, order.order_id, "", order.quantity_points)
         )
 
-    async def release(self, release: ReleasePoints) -> int:
-        """Return held points to the seller; return the position of the release."""
-        decided: Decided = await self._accounts.ask(release.account_id, Command(release))
+    async def release(self, release: ReleasePoints, *, after: int = 0) -> int:
+        """Return held points to the seller; return the position of the release.
+
+        The step before it is committed, so the release must happen: if it fails for an
+        operating reason it is retried in the background, and `after` (the position of the
+        step before) is returned instead: the release follows, or recovery finishes it.
+        """
+        try:
+            decided: Decided = await self._accounts.ask(release.account_id, Command(release))
+        except (StoreError, Overloaded) as error:
+            log.warning("release for %s continues later: %s", release.order_id, error)
+            self._detach(
+                f"release-{release.order_id}-{release.trade_id}", self._release_later(release)
+            )
+            return after
         return decided.position
+
+    async def _release_later(self, release: ReleasePoints) -> None:
+        delay_ms = limits.transfer_retry_delay_ms_min
+        while True:
+            await asyncio.sleep(delay_ms / 1000)
+            try:
+                await self._accounts.ask(release.account_id, Command(release))
+            except (StoreError, Overloaded) as error:
+                log.warning("release for %s still pending: %s", release.order_id, error)
+                delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
+            else:
+                return
 
     # --- CancelOrder --------------------------------------------------------------------
 
@@ -289,7 +365,8 @@ class MarketHandlers:
         position = decided.position
         if response.released_points:
             position = await self.release(
-                ReleasePoints(order.account_id, order.order_id, "", response.released_points)
+                ReleasePoints(order.account_id, order.order_id, "", response.released_points),
+                after=position,
             )
         response.position.CopyFrom(position_message(position))
         return response
@@ -329,16 +406,27 @@ class MarketHandlers:
             raise errors.Aborted(
                 errors.REQUEST_IN_PROGRESS, "the first request with this id is still running"
             )
-        self._running.add(key)
+        return await asyncio.shield(self._detach(key, work))
+
+    def _detach(self, key: str, work: Any) -> asyncio.Task[Any]:
+        """Run `work` in a task of its own, marking `key` in progress until it ends."""
+        self._running[key] += 1
         task = asyncio.create_task(work)
         self._background.add(task)
 
         def done(finished: asyncio.Task[Any]) -> None:
             self._background.discard(finished)
-            self._running.discard(key)
+            self._running[key] -= 1
+            if not self._running[key]:
+                del self._running[key]
 
         task.add_done_callback(done)
-        return await asyncio.shield(task)
+        return task
+
+    @property
+    def idle(self) -> bool:
+        """Tell whether no request or retry of the market runs detached right now."""
+        return not self._background
 
     def abort(self) -> None:
         """Stop at once, finishing nothing: what a crash does (used to simulate one)."""
