@@ -14,7 +14,7 @@ import random
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,6 +256,13 @@ class Node:
         return state.available_points, state.held_points
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 10 s) until `condition` holds, looking every 50 ms."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - the condition is another task's state.
+            await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def node(store: EventStore) -> AsyncIterator[Node]:
     """A market node over the test's store (SQLite and PostgreSQL)."""
@@ -378,8 +385,10 @@ async def test_a_refused_payment_request_cancels_the_trade(node: Node) -> None:
 async def test_a_placement_that_failed_after_its_hold_is_finished_once(
     make_store: MakeStore,
 ) -> None:
-    """The market's commit fails after the points were held: the order is placed later,
-    a retry meanwhile is told the request is in progress, and the points are held once.
+    """The market's commit fails after the hold: the order is placed later, held once.
+
+    A retry while the placement is retried in the background is told the request is in
+    progress; afterwards it gets the order.
     """
     failures = [StoreUnavailable("the store went away")]
 
@@ -397,12 +406,37 @@ async def test_a_placement_that_failed_after_its_hold_is_finished_once(
         with pytest.raises(errors.Aborted) as busy:
             await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
         assert busy.value.reason == errors.REQUEST_IN_PROGRESS
-        async with asyncio.timeout(10):
-            while not node.market.idle:
-                await asyncio.sleep(0.05)
+        await _until(lambda: node.market.idle)
         again = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
         assert again.order.status == common_pb2.ORDER_STATUS_OPEN
         assert await node.balances(seller) == (95, 5)
+    finally:
+        await node.stop()
+
+
+async def test_a_deadline_that_passed_while_the_server_was_down_is_enforced(
+    store: EventStore,
+) -> None:
+    """A trade pending when the server stopped, past its deadline at restart: cancelled."""
+    clock = Clock()
+    node = await Node(store, Provider(), clock).start()
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    await node.stop()
+    clock.now_ms += WINDOW_MS + 1  # The server is down while the deadline passes.
+    node = await Node(store, Provider(), clock).start()
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                loaded = await node.processes.load(trade.trade_id)
+                assert loaded is not None
+                if loaded.trade.status is TradeStatus.CANCELLED:
+                    break
+                await asyncio.sleep(0.05)
+        assert loaded.trade.cancel_reason is TradeCancelReason.PAYMENT_DEADLINE_PASSED
+        assert await node.balances(seller) == (100, 0)
     finally:
         await node.stop()
 
