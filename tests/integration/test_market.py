@@ -27,6 +27,7 @@ from pointex.client.callbacks import sign
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Inspect
+from pointex.server.command.feed_servicer import to_wire
 from pointex.server.command.idempotency import request_key
 from pointex.server.command.market_handlers import MarketHandlers, order_id_for
 from pointex.server.command.market_recovery import recover_market
@@ -63,6 +64,10 @@ from pointex.server.eventstore.sqlite import SqliteEventStore
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
+from pointex.server.query import invariants
+from pointex.server.query.checkpoint import CheckpointWatch
+from pointex.server.query.projector import Projector
+from pointex.server.query.readstore.factory import open_read_store
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 from tests.conftest import MakeStore
@@ -584,7 +589,9 @@ async def _check_invariants(flow: Flow) -> None:
     assert total + settling == 2 * SUPPLY_EACH
 
 
-async def run_flow(store: EventStore, steps: list[tuple[object, ...]]) -> None:
+async def run_flow(
+    store: EventStore, steps: list[tuple[object, ...]], read_store_file: Path
+) -> None:
     """Run a random flow; at the end every trade is SETTLED or CANCELLED and I1, I2 hold."""
     flow = Flow(await Node(store, Provider(), Clock()).start())
     for account in TRADERS:
@@ -620,6 +627,37 @@ async def run_flow(store: EventStore, steps: list[tuple[object, ...]]) -> None:
         # No point moved twice: each balance is its start, less what it sold, plus what it bought.
         assert available + held == start - sold[account] + bought[account], account
     await flow.node.stop()
+    await _project_and_audit(store, read_store_file, random.Random(len(steps)))
+
+
+async def _project_and_audit(store: EventStore, read_store_file: Path, draw: random.Random) -> None:
+    """Project the whole log as the query server would, in batches cut anywhere; audit it.
+
+    The query side must follow every sequence the command side wrote (crashes and recovery
+    included) and find I1 and I2 intact in its own read models.
+    """
+    read_store = open_read_store(f"sqlite:///{read_store_file}")
+    await read_store.open()
+    try:
+        projector = Projector(read_store, CheckpointWatch(await read_store.checkpoint()))
+        wire = [to_wire(r) for r in await _whole_log(store)]
+        while wire:
+            cut = draw.randint(1, 7)
+            await projector.apply_active(wire[:cut])
+            wire = wire[cut:]
+        answer = invariants.check(await read_store.audit(100), 100)
+        assert not answer.violations, answer
+    finally:
+        await read_store.close()
+
+
+async def _whole_log(store: EventStore) -> list[RecordedEvent]:
+    log: list[RecordedEvent] = []
+    after = 0
+    while page := await store.read_all(after, 1000):
+        log.extend(page)
+        after = page[-1].position
+    return log
 
 
 @pytest.mark.timeout(300)
@@ -638,7 +676,7 @@ def run_seed(seed: int) -> None:
         store = SqliteEventStore(str(path))
         await store.open()
         try:
-            await run_flow(store, steps)
+            await run_flow(store, steps, path.with_name("read.db"))
         finally:
             await store.close()
 
