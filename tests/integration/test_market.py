@@ -446,6 +446,34 @@ async def test_a_deadline_that_passed_while_the_server_was_down_is_enforced(
         await node.stop()
 
 
+async def test_a_restarted_market_loads_its_book_from_a_snapshot(store: EventStore) -> None:
+    """After 150 orders the book is snapshotted; a new node loads it; without it, replays."""
+    node = await Node(store, Provider(), Clock()).start()
+    seller, buyer = await _two_traders(node)
+    for number in range(75):
+        await node.place(seller, OrderSide.SELL, 1, 101 + number % 3)
+        await node.place(buyer, OrderSide.BUY, 1, 99 - number % 3)
+    resting = _resting(await node.book())
+    await node.stop()
+    assert await store.load_snapshot("market-PTS-CNY") is not None
+    for _ in range(2):  # From the snapshot, then from the stream alone.
+        again = await Node(store, Provider(), Clock()).start()
+        try:
+            assert _resting(await again.book()) == resting
+        finally:
+            await again.stop()
+        await store.delete_snapshots("market-PTS-CNY")
+
+
+def _resting(book: OrderBook) -> list[tuple[str, int, int]]:
+    """Return the resting orders in matching priority, both sides."""
+    return [
+        (order.order_id, order.limit_price_minor, order.open_quantity_points)
+        for side in (OrderSide.BUY, OrderSide.SELL)
+        for order in book.best_first(side)
+    ]
+
+
 # --- Random flows with duplicated, reordered and late callbacks, crashes and restarts -------
 
 TRADERS = ("s0", "s1", "b0", "b1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pointex.server.actors import book_snapshots
 from pointex.server.actors.stream_actor import StreamActor
 from pointex.server.domain import errors, order_book
 from pointex.server.domain.order_book import OrderBook
@@ -19,9 +20,13 @@ from pointex.server.eventstore.port import EventStore, Snapshot
 
 
 class _MarketAggregate:
-    """The order book as an actor's aggregate (updated in place, no snapshots yet)."""
+    """The order book as an actor's aggregate: updated in place, snapshotted sparingly."""
 
     in_place = True
+
+    def __init__(self) -> None:
+        # Stream version of each market's last snapshot written or loaded here.
+        self._written: dict[str, int] = {}
 
     def empty(self) -> OrderBook:
         return OrderBook()
@@ -33,17 +38,18 @@ class _MarketAggregate:
         return order_book.evolve(state, event)
 
     def to_snapshot(
-        self, _stream_id: str, _state: OrderBook, _version: int, _position: int
+        self, stream_id: str, state: OrderBook, version: int, position: int
     ) -> Snapshot | None:
-        # A book is replayed from its stream when the server starts; snapshots of books are
-        # a later optimisation (the stream is read once per start, not per activation).
-        return None
+        if not book_snapshots.worth_writing(state, version - self._written.get(stream_id, 0)):
+            return None
+        self._written[stream_id] = version
+        return book_snapshots.to_snapshot(stream_id, state, version, position)
 
-    def from_snapshot(self, _snapshot: Snapshot) -> tuple[OrderBook, int, int] | None:
-        return None
-
-
-MARKETS = _MarketAggregate()
+    def from_snapshot(self, snapshot: Snapshot) -> tuple[OrderBook, int, int] | None:
+        restored = book_snapshots.from_snapshot(snapshot)
+        if restored is not None:
+            self._written[snapshot.stream_id] = restored[1]
+        return restored
 
 
 def market_stream(market_id: str) -> str:
@@ -62,12 +68,15 @@ class MarketActors:
         self._committer = committer
         self.configured: dict[str, Market] = {m.market_id: m for m in configured}
         self._actors: dict[str, StreamActor[OrderBook]] = {}
+        self._aggregate = _MarketAggregate()
 
     def actor(self, market_id: str) -> StreamActor[OrderBook]:
         """Return the market's actor (for a process step on a market named by the log)."""
         actor = self._actors.get(market_id)
         if actor is None:
-            actor = StreamActor(market_stream(market_id), MARKETS, self._store, self._committer)
+            actor = StreamActor(
+                market_stream(market_id), self._aggregate, self._store, self._committer
+            )
             self._actors[market_id] = actor
         return actor
 
