@@ -222,6 +222,46 @@ async def test_orders_match_and_sandbox_payments_settle_or_cancel(market: Market
         query_service_pb2.CheckInvariantsRequest(), metadata=bearer(OPERATOR_TOKEN), timeout=10
     )
     assert not checked.violations, checked
+    await _book_and_notifications_agree(market, buyer, paid.trade_id, unpaid.trade_id)
+
+
+async def _book_and_notifications_agree(
+    market: Market, buyer: str, paid_id: str, unpaid_id: str
+) -> None:
+    """The book rests 6 (3 returned by the failed trade); the buyer was told everything."""
+    book = await market.queries.GetOrderBook(
+        query_service_pb2.GetOrderBookRequest(market_id="PTS-CNY"),
+        metadata=bearer(ACME_TOKEN),
+        timeout=10,
+    )
+    asks = [(level.price_minor, level.quantity_points) for level in book.asks]
+    assert (100, 6) in asks, asks
+    recent = await market.queries.ListRecentTrades(
+        query_service_pb2.ListRecentTradesRequest(market_id="PTS-CNY"),
+        metadata=bearer(ACME_TOKEN),
+        timeout=10,
+    )
+    statuses = {trade.trade_id: trade.status for trade in recent.trades}
+    assert statuses[paid_id] == common_pb2.TRADE_STATUS_SETTLED
+    assert statuses[unpaid_id] == common_pb2.TRADE_STATUS_CANCELLED
+    kinds: set[int] = set()
+    watch = market.queries.WatchNotifications(
+        query_service_pb2.WatchNotificationsRequest(from_beginning=True, account_ids=[buyer]),
+        metadata=bearer(ACME_TOKEN),
+        timeout=10,
+    )
+    wanted = {
+        query_service_pb2.NOTIFICATION_KIND_PAYMENT_REQUIRED,
+        query_service_pb2.NOTIFICATION_KIND_TRADE_SETTLED,
+        query_service_pb2.NOTIFICATION_KIND_TRADE_CANCELLED,
+    }
+    async for message in watch:
+        if message.HasField("notification"):
+            kinds.add(message.notification.kind)
+        if wanted <= kinds:
+            watch.cancel()
+            break
+    assert wanted <= kinds, kinds
 
 
 def _callback(trade: common_pb2.Trade, **changes: object) -> pb.PaymentCallback:
