@@ -102,9 +102,7 @@ class PaymentCallbacks:
         callback = request.callback
         provider = principal.principal_id if principal.role is Role.PAYMENT_PROVIDER else None
         outcome = (
-            common_pb2.PAYMENT_OUTCOME_CONFIRMED
-            if confirmed
-            else (common_pb2.PAYMENT_OUTCOME_FAILED)
+            common_pb2.PAYMENT_OUTCOME_CONFIRMED if confirmed else common_pb2.PAYMENT_OUTCOME_FAILED
         )
         now = self._processes.now()
         self._verifier.check(
@@ -159,7 +157,11 @@ class PaymentCallbacks:
                 trade_status=outcome_done.status,
                 refund_required=outcome_done.refund_required,
             )
-        raise TradeConflict(callback.trade_id)
+        raise errors.Aborted(
+            errors.CONCURRENT_MODIFICATION,
+            "the trade kept changing; retry",
+            trade_id=callback.trade_id,
+        )
 
     async def _apply(
         self, loaded: Loaded, callback: trades.Callback, record: _Record

@@ -179,7 +179,7 @@ class TradeProcesses:
         decided = await self._commit_via(seller, sell, extra, trade, trade_first=True)
         try:
             return await self.finish_settlement(trade.trade_id)
-        except (StoreError, Overloaded, errors.DomainError) as error:
+        except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
             log.warning("settlement of %s continues later: %s", trade.trade_id, error)
             self.in_background(self._finish_settlement_later(trade.trade_id))
             return decided.position
@@ -355,8 +355,10 @@ class TradeProcesses:
         async def guarded() -> None:
             try:
                 await work
-            except (StoreError, Overloaded, TradeConflict) as error:
+            except (StoreError, Overloaded, TradeConflict, errors.DomainError) as error:
                 log.warning("a trade step will be retried at restart: %s", error)
+            except Exception:  # A bug: logged with its traceback; recovery retries the step.
+                log.exception("a trade step failed")
 
         task = asyncio.create_task(guarded())
         self._background.add(task)
