@@ -22,6 +22,8 @@ from bench.loadgen import TRANSFER_SCENARIOS
 
 _PORT_LINE: Final = re.compile(rb"listening on port (\d+)")
 TRANSFER_ROW_SCENARIOS: Final = (*TRANSFER_SCENARIOS, "bulk")
+# The market runs on a fresh store of its own, with the sandbox provider wired in.
+MARKET_ROW_SCENARIOS: Final = (*TRANSFER_ROW_SCENARIOS, "market")
 ECHO_SCENARIOS: Final = ("echo", "echo_stream")
 
 
@@ -67,7 +69,7 @@ def _pointex(plan: Plan, store: str) -> Contender:
         store=store,
         module="pointex.server.command.main",
         args=("--listen", "127.0.0.1:0", "--store-url", url),
-        scenarios=TRANSFER_ROW_SCENARIOS,
+        scenarios=MARKET_ROW_SCENARIOS,
         setup_key=url,
         env=(
             ("POINTEX_AUTH_TOKENS_FILE", str(plan.tokens_file)),
@@ -95,7 +97,7 @@ def _lockbased(plan: Plan, lock_order: str, schema: str) -> Contender:
             "--stats-file",
             str(stats),
         ),
-        scenarios=TRANSFER_ROW_SCENARIOS,
+        scenarios=MARKET_ROW_SCENARIOS,
         setup_key=f"lockbased:{schema}",
         stats_file=stats,
     )

@@ -93,6 +93,41 @@ peer_aggregate_cache_max: Final = 16_384
 peer_lock_wait_s_max: Final = 10
 peer_pool_wait_s_max: Final = 30
 
+# The market scenario (orders on PTS-CNY, paid through the sandbox provider). Every order
+# is priced within `market_spread_minor` of `market_price_minor` on either side, so most
+# buys cross most sells: the book stays thin and most orders trade.
+market_id: Final = "PTS-CNY"
+market_price_minor: Final = 100
+market_spread_minor: Final = 2
+# Points per order, drawn from 1..this: a seller's 1,000,000 points outlast any run.
+market_order_points_max: Final = 10
+# Resting orders one caller keeps: past it the caller cancels its oldest before placing the
+# next. It bounds the book (callers x this orders) and exercises CancelOrder.
+market_resting_orders_max: Final = 4
+# The sandbox provider's behaviour: a small delay before each callback, as a gateway that
+# answers fast, and one payment in ten failing, so the cancel path is measured too.
+market_payment_delay_ms: Final = 20
+market_payment_failure_rate_bps: Final = 1_000
+# After the load, how long the runner waits for every trade to leave PENDING_PAYMENT (the
+# callbacks of the last trades, with the sandbox's redeliveries) before it checks the books.
+market_settle_wait_s_max: Final = 30
+# How long the Pointex check waits for its query server to catch up with the command server.
+market_catch_up_wait_s_max: Final = 120
+# Page size of the Pointex check's ListTrades and ListAccounts calls (the contract's most).
+market_page_size_max: Final = 1_000
+# Trades the lock-based contender matches for one order: an order of at most
+# `market_order_points_max` points meets at most that many resting orders.
+lockbased_matches_max: Final = 100
+# Payment requests (CreatePayment calls to the sandbox) the lock-based contender has in
+# flight at once; past it, newly matched trades wait for a slot.
+lockbased_payment_requests_max: Final = 64
+# Attempts at one CreatePayment that meets UNAVAILABLE, with a short pause between them.
+lockbased_payment_attempts_max: Final = 5
+# Digits of an order or trade id the lock-based contender accepts (a bigserial fits in 18).
+lockbased_row_id_digits_max: Final = 18
+# How far a callback's signed_at may be from the contender's clock (as Pointex's default).
+lockbased_callback_window_s: Final = 300
+
 # How long the runner waits for a contender to print its port.
 server_start_timeout_s: Final = 60
 # How long a contender gets to exit after SIGTERM before it is killed.
@@ -112,3 +147,6 @@ assert members_count % merchants_count == 0
 assert hot_wide_accounts_count <= members_quick_count <= members_count
 assert peer_aggregate_cache_max >= members_count + merchants_count, "every account stays cached"
 assert 0 < peer_attempts_max <= 100
+assert market_spread_minor < market_price_minor, "every price stays positive"
+assert market_order_points_max <= lockbased_matches_max
+assert market_resting_orders_max >= 1

@@ -10,6 +10,8 @@ Scenarios:
   members among the first 10,000, 100 or 4.
 * `bulk`: ExecuteBulk streams, each keeping `bulk_inflight_messages_max` batches of
   `bulk_batch_commands_max` uniform transfers unanswered; throughput counts commands.
+* `market`: sellers and buyers placing crossing limit orders on PTS-CNY, one account per
+  caller (bench/market_load.py); the sandbox provider pays each trade by calling back.
 * `echo`, `echo_stream`: the bare grpc.aio echo, unary and bidi ping-pong per caller.
 
 Run alone: `python -m bench.loadgen --target 127.0.0.1:PORT --scenario uniform`.
@@ -35,6 +37,7 @@ import grpc
 from bench import limits
 from bench.accounts import auth_metadata, member_id, request_id
 from bench.echo import STREAM_METHOD, UNARY_METHOD
+from bench.market_load import market_caller
 from bench.recorder import Recorded, Recorder, bulk_error_key, error_key
 from pointex.v1 import command_service_pb2 as cs
 from pointex.v1 import command_service_pb2_grpc
@@ -44,7 +47,7 @@ TRANSFER_SCENARIOS: Final = {
     "hot100": limits.hot_wide_accounts_count,
     "hot4": limits.hot_narrow_accounts_count,
 }
-SCENARIOS: Final = (*TRANSFER_SCENARIOS, "bulk", "echo", "echo_stream")
+SCENARIOS: Final = (*TRANSFER_SCENARIOS, "bulk", "market", "echo", "echo_stream")
 _CONNECT_TIMEOUT_S: Final = 30
 # Worker start-up (spawn + imports + connect) is not measured, but it must end.
 _WORKER_START_TIMEOUT_S: Final = 120
@@ -221,7 +224,7 @@ async def _bulk_stream(
 
 
 async def _run_callers(
-    spec: LoadSpec, channel: grpc.aio.Channel, recorder: Recorder, callers: int
+    spec: LoadSpec, channel: grpc.aio.Channel, recorder: Recorder, callers: range
 ) -> None:
     stub = command_service_pb2_grpc.CommandServiceStub(channel)
     metadata = auth_metadata(spec.token)
@@ -238,14 +241,16 @@ async def _run_callers(
         return await echo(request, timeout=limits.call_deadline_s)
 
     tasks: list[Coroutine[Any, Any, None]]
-    if spec.scenario in TRANSFER_SCENARIOS:
-        tasks = [_unary_caller(transfer, accounts_of(spec), recorder) for _ in range(callers)]
+    if spec.scenario == "market":
+        tasks = [market_caller(stub, metadata, caller, recorder) for caller in callers]
+    elif spec.scenario in TRANSFER_SCENARIOS:
+        tasks = [_unary_caller(transfer, accounts_of(spec), recorder) for _ in callers]
     elif spec.scenario == "echo":
-        tasks = [_unary_caller(echo_once, limits.members_count, recorder) for _ in range(callers)]
+        tasks = [_unary_caller(echo_once, limits.members_count, recorder) for _ in callers]
     elif spec.scenario == "echo_stream":
-        tasks = [_echo_stream_caller(channel, recorder) for _ in range(callers)]
+        tasks = [_echo_stream_caller(channel, recorder) for _ in callers]
     else:
-        tasks = [_bulk_stream(stub, spec, recorder) for _ in range(callers)]
+        tasks = [_bulk_stream(stub, spec, recorder) for _ in callers]
     running = [asyncio.create_task(task) for task in tasks]
     drain_end_s = recorder.window_end_s + limits.drain_s_max
     done, unfinished = await asyncio.wait(running, timeout=drain_end_s - time.monotonic())
@@ -258,7 +263,9 @@ async def _run_callers(
 
 async def _worker_async(spec: LoadSpec, index: int, barrier: Barrier) -> Recorded:
     parallel = spec.bulk_streams if spec.scenario == "bulk" else spec.callers
-    callers = _share(parallel, spec.processes, index)
+    # This worker's callers by global index: the market gives each caller its own account.
+    first = sum(_share(parallel, spec.processes, j) for j in range(index))
+    callers = range(first, first + _share(parallel, spec.processes, index))
     # A channel of its own (not the process-wide subchannel pool): its own HTTP/2 connection.
     options = [("grpc.use_local_subchannel_pool", 1)]
     async with grpc.aio.insecure_channel(spec.target, options=options) as channel:

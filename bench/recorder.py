@@ -32,6 +32,9 @@ class Recorded:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_dropped: int = 0
     unfinished: int = 0
+    # Scenario-specific tallies of calls completed in the window (the market's trades
+    # created and cancels), kept apart from `ok`, which is what throughput counts.
+    counts: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: Recorded) -> None:
         """Add `other`'s counts and samples to this one."""
@@ -40,6 +43,7 @@ class Recorded:
         self.errors.update(other.errors)
         self.latencies_dropped += other.latencies_dropped
         self.unfinished += other.unfinished
+        self.counts.update(other.counts)
 
 
 class Recorder:
@@ -63,6 +67,19 @@ class Recorder:
             if errors:
                 self.recorded.errors.update(errors)
         self._keep(latency_us)
+
+    def count(
+        self, started_s: float, tallies: Counter[str], errors: Counter[str] | None = None
+    ) -> None:
+        """Add the tallies (and errors) of a call that started at `started_s` and just ended.
+
+        Only a call that ended inside the window counts, as for `record`; no latency is kept.
+        """
+        finished_s = time.monotonic()
+        if started_s < self.window_end_s and self.window_start_s <= finished_s <= self.window_end_s:
+            self.recorded.counts.update(tallies)
+            if errors:
+                self.recorded.errors.update(errors)
 
     def record_unfinished(self, started_s: float, waited_us: int) -> None:
         """Record a call cancelled after the drain: it waited `waited_us` and had not ended."""

@@ -78,10 +78,14 @@ def ratios(rows: list[Row]) -> dict[str, dict[str, dict[str, float | None]]]:
             if other["scenario"] != mine["scenario"]:
                 continue
             key = f"pointex/{mine['store']} vs {other['contender']}/{other['store']}"
-            result.setdefault(key, {})[mine["scenario"]] = {
+            ratio = {
                 "throughput_x": _x(mine["ops_per_s"], other["ops_per_s"]),
                 "p99_x": _x(mine["p99_ms"], other["p99_ms"]),
             }
+            if mine["scenario"] == "market":
+                # Orders are the throughput; settled trades are what the market is for.
+                ratio["settled_x"] = _x(mine["settled_per_s"], other["settled_per_s"])
+            result.setdefault(key, {})[mine["scenario"]] = ratio
         echo = _find(rows, "grpc-echo", "none", "echo")
         if echo is not None and mine["scenario"] == "uniform":
             key = f"pointex/{mine['store']} uniform vs grpc-echo/none echo"
@@ -240,7 +244,8 @@ def markdown_table(document: dict[str, Any]) -> str:
         if row.get("status") != "ok":
             lines.append(
                 f"| {row['contender']} | {row['store']} | {row['scenario']} | "
-                f"{row['concurrency']} | pending | | | | {row.get('note', '')} | | | | |"
+                f"{row['concurrency']} | {row.get('status')} | | | | {row.get('note', '')} "
+                "| | | | |"
             )
             continue
         errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "none"
@@ -280,6 +285,32 @@ def markdown_peer(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_market(document: dict[str, Any]) -> str:
+    """Return the market rows (orders, trades, settlements, the check) as a table ('' if none)."""
+    rows = [r for r in document["rows"] if r["scenario"] == "market" and "check" in r]
+    if not rows:
+        return ""
+    lines = [
+        (
+            "| contender | store | orders/s | trades/s | settled/s | p50 ms | p99 ms | max ms "
+            "| errors | deadlocks | aborts | settled / cancelled (all) | points conserved |"
+        ),
+        "|---|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        check = row["check"]
+        errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "none"
+        verdict = "yes" if check["ok"] else "**no**: " + "; ".join(check["failures"])
+        lines.append(
+            f"| {row['contender']} | {row['store']} | {row['ops_per_s']:,.0f} | "
+            f"{row['trades_per_s']:,.0f} | {row['settled_per_s']:,.0f} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {row['max_ms']:.1f} | {errors} | "
+            f"{_count(row.get('deadlocks'))} | {row['aborts']} | "
+            f"{check['trades_settled']:,} / {check['trades_cancelled']:,} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the Markdown tables (rows, then targets) of a result file; redraw its chart."""
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
@@ -292,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(document))
     print()
     print(markdown_targets(document))
+    if market := markdown_market(document):
+        print()
+        print(market)
     if peer := markdown_peer(document):
         print()
         print(peer)

@@ -42,6 +42,7 @@ from bench.contenders import (
     start,
 )
 from bench.loadgen import SCENARIOS, TRANSFER_SCENARIOS, LoadFailed, LoadSpec, run_load
+from bench.market_run import run_market
 from bench.report import (
     Row,
     counters_delta,
@@ -57,14 +58,20 @@ REPO: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = REPO / "bench" / "results"
 PG_DSN_DEFAULT: Final = "postgresql://postgres@127.0.0.1:5432/test"
 _PG_TIMEOUT_S: Final = 10
-# Full run: 22 scenario rows x 3 runs x (3 s warm-up + 15 s measured + ~2 s spawn), plus setup.
+# Full run: 26 scenario rows x 3 runs x (3 s warm-up + 15 s measured + ~2 s spawn), plus setup
+# (each market run also starts its own processes and checks the books: a few seconds more).
 FULL: Final = {
     "warmup_s": 3, "measure_s": 15, "repeat": 3, "members": limits.members_count,
 }  # fmt: skip
-# Quick run: 22 rows x (1 s + 3 s + ~2.5 s) plus setup, under 3 minutes. Setup is what grows
+# Quick run: 25 rows x (1 s + 3 s + ~2.5 s) plus setup, under 3 minutes. Setup is what grows
 # with the members (the eventsourcing peer opens about 300 accounts/s), so the quick run
 # opens and funds a fifth of them; every scenario still runs, over at most 2,000 members.
 QUICK: Final = {"warmup_s": 1, "measure_s": 3, "repeat": 1, "members": limits.members_quick_count}
+# The market costs about 9 s per contender (fresh processes, setup, the check). The quick run
+# measures it on Pointex/PostgreSQL and both lock-based variants, and leaves out
+# Pointex/SQLite so that the whole run keeps its margin under 3 minutes (171 s measured with
+# it, on the shared 2-core development VM).
+QUICK_MARKET_SKIP: Final = (("pointex", "sqlite"),)
 # Load-generator processes: see docs/benchmarks.md for the 1-versus-2 measurement.
 LOADGEN_PROCESSES_DEFAULT: Final = 2
 
@@ -84,6 +91,8 @@ class Options:
     pg_dsn: str
     output: Path
     chart: bool
+    # (contender, store) pairs whose market row this run leaves out.
+    market_skip: tuple[tuple[str, str], ...] = ()
 
 
 def _say(message: str) -> None:
@@ -188,20 +197,42 @@ async def run_scenario(running: Running, scenario: str, options: Options, token:
     return row
 
 
-async def run_contender(
-    contender: Contender, options: Options, plan: Plan, token: str, set_up: set[str]
-) -> list[Row]:
-    """Start one contender, set its accounts up once, run its scenarios, stop it."""
-    scenarios = [s for s in contender.scenarios if s in options.scenarios]
-    if not scenarios:
-        return []
-    env = {
+def _env() -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+async def run_contender(
+    contender: Contender, options: Options, plan: Plan, token: str, set_up: set[str]
+) -> list[Row]:
+    """Run one contender's scenarios: the shared-store ones, then the market on its own."""
+    scenarios = [s for s in contender.scenarios if s in options.scenarios]
+    rows: list[Row] = []
+    if plain := [s for s in scenarios if s != "market"]:
+        rows += await _run_shared(contender, plain, options, plan, token, set_up=set_up)
+    if "market" in scenarios and (contender.name, contender.store) not in options.market_skip:
+        runs = [
+            await run_market(contender, options, plan, token, _env()) for _ in range(options.repeat)
+        ]
+        rows.append(median_row(runs))
+    return rows
+
+
+async def _run_shared(
+    contender: Contender,
+    scenarios: list[str],
+    options: Options,
+    plan: Plan,
+    token: str,
+    *,
+    set_up: set[str],
+) -> list[Row]:
+    """Start one contender, set its accounts up once, run its scenarios, stop it."""
     _say(f"starting {contender.name}/{contender.store}")
     try:
-        running = await start(contender, plan.scratch, env)
+        running = await start(contender, plan.scratch, _env())
     except StartFailed as error:
         _say(str(error))
         return _pending(contender, scenarios, options, "did not start")
@@ -321,6 +352,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         pg_dsn=args.pg_dsn,
         output=args.output,
         chart=not args.no_chart,
+        market_skip=QUICK_MARKET_SKIP if args.quick else (),
     )
     if not 0 < options.repeat <= limits.repeat_max:
         parser.error(f"--repeat must be 1..{limits.repeat_max}")

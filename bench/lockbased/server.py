@@ -2,7 +2,9 @@
 
 Run: `python -m bench.lockbased.server --dsn postgresql://... --schema bench_lockbased`.
 It serves OpenAccount, MintPoints, IssuePoints, TransferPoints and ExecuteBulk (for those
-commands); every other RPC answers UNIMPLEMENTED. It ignores the `authorization` metadata,
+commands) and, given `--sandbox-target` and `--provider-secret-file`, the market: PlaceOrder,
+CancelOrder, ConfirmPayment and FailPayment (bench/lockbased/market.py); every other RPC
+answers UNIMPLEMENTED. It ignores the `authorization` metadata,
 since it exists only to be measured. It prints `lockbased server listening on port N` once
 serving, rewrites `--stats-file` (JSON counters: deadlocks, lock timeouts, aborts) every
 200 ms, and on SIGTERM stops, prints the final counters as one JSON line and exits.
@@ -31,6 +33,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from bench import limits
+from bench.lockbased.market import LockBasedMarket, LockBasedPayments
+from bench.lockbased.market_server import MarketServicer, PaymentRequester
 from bench.lockbased.store import (
     MEMBER,
     MERCHANT,
@@ -232,8 +236,24 @@ class LedgerServicer:
         return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(commands))))
 
 
-def command_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler[Any, Any]:
-    """Return the generic handler of `pointex.v1.CommandService` for `servicer`."""
+def _guarded(
+    method: Callable[[Any], Awaitable[Any]],
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    """Return an RPC handler running `method` and answering its Rejected with a status."""
+
+    async def handle(request: Any, context: Context) -> Any:
+        try:
+            return await method(request)
+        except Rejected as error:
+            await _abort(context, error)
+
+    return handle
+
+
+def command_handler(
+    servicer: LedgerServicer, market: MarketServicer | None = None
+) -> grpc.GenericRpcHandler[Any, Any]:
+    """Return the generic handler of `pointex.v1.CommandService` for `servicer` (and market)."""
 
     def unary(fn: Callable[..., Awaitable[Any]], request: Any, response: Any) -> Any:
         return grpc.unary_unary_rpc_method_handler(
@@ -255,6 +275,23 @@ def command_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler[Any, Any
             response_serializer=cs.ExecuteBulkResponse.SerializeToString,
         ),
     }
+    if market is not None:
+        handlers |= {
+            "PlaceOrder": unary(
+                _guarded(market.place_order), cs.PlaceOrderRequest, cs.PlaceOrderResponse
+            ),
+            "CancelOrder": unary(
+                _guarded(market.cancel_order), cs.CancelOrderRequest, cs.CancelOrderResponse
+            ),
+            "ConfirmPayment": unary(
+                _guarded(market.confirm_payment),
+                cs.ConfirmPaymentRequest,
+                cs.ConfirmPaymentResponse,
+            ),
+            "FailPayment": unary(
+                _guarded(market.fail_payment), cs.FailPaymentRequest, cs.FailPaymentResponse
+            ),
+        }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
@@ -302,19 +339,44 @@ async def serve(args: argparse.Namespace) -> None:
         },
     )
     ledger = LockBasedLedger(pool, args.lock_order)
+    market, requester = _market(args, pool, ledger)
     try:
         servicer = LedgerServicer(ledger, limits.lockbased_bulk_parallel_max)
-        await serve_ledger(servicer, ledger, args.listen, args.stats_file, "lockbased server")
+        await serve_ledger(
+            servicer, ledger, args.listen, args.stats_file, "lockbased server", market=market
+        )
     finally:
+        if requester is not None:
+            await requester.close()
         await pool.close()
 
 
+def _market(
+    args: argparse.Namespace, pool: asyncpg.Pool, ledger: LockBasedLedger
+) -> tuple[MarketServicer | None, PaymentRequester | None]:
+    """Return the market servicer when a sandbox provider is given (else the market is off)."""
+    if not args.sandbox_target:
+        return None, None
+    secret = args.provider_secret_file.read_text().strip().encode()
+    payments = LockBasedPayments(pool, args.lock_order, ledger.stats)
+    requester = PaymentRequester(args.sandbox_target, payments, ledger.stats)
+    market = LockBasedMarket(pool, args.lock_order, ledger.stats)
+    provider = (args.provider_id, secret)
+    return MarketServicer(market, payments, requester, provider), requester
+
+
 async def serve_ledger(
-    servicer: LedgerServicer, ledger: Ledger, listen: str, stats_file: Path | None, label: str
+    servicer: LedgerServicer,
+    ledger: Ledger,
+    listen: str,
+    stats_file: Path | None,
+    label: str,
+    *,
+    market: MarketServicer | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT: announce the port, keep the stats file, print the last."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((command_handler(servicer),))
+    server.add_generic_rpc_handlers((command_handler(servicer, market),))
     port = server.add_insecure_port(listen)
     await server.start()
     print(f"{label} listening on port {port}", flush=True)
@@ -355,7 +417,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=f"1..{limits.lockbased_pool_connections_max}",
     )
     parser.add_argument("--stats-file", type=Path, default=None)
+    parser.add_argument(
+        "--sandbox-target", type=loopback, default=None, help="serve the market, paid here"
+    )
+    parser.add_argument("--provider-id", default="sandbox", help="the sandbox's provider id")
+    parser.add_argument(
+        "--provider-secret-file", type=Path, help="the sandbox's callback secret, in a file"
+    )
     args = parser.parse_args(argv)
+    if args.sandbox_target and args.provider_secret_file is None:
+        parser.error("--sandbox-target needs --provider-secret-file")
     if not args.dsn:
         parser.error("--dsn (or POINTEX_TEST_PG_DSN) is required")
     lock_order: LockOrder = args.lock_order

@@ -10,7 +10,9 @@ labelled variant locks them in sorted id order, which removes deadlocks but not 
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
@@ -44,6 +46,64 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     -- The reply's balance, kept so that a retry returns the original result.
     result_available bigint NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now()
+);
+-- The market (bench/lockbased/market.py): orders, the trades their matches create, the
+-- cancellations and the payment callbacks, each keyed for idempotency.
+CREATE TABLE IF NOT EXISTS {schema}.orders (
+    order_id bigserial PRIMARY KEY,
+    request_id text NOT NULL UNIQUE,
+    account_id text NOT NULL,
+    market_id text NOT NULL,
+    side text NOT NULL CHECK (side IN ('BUY', 'SELL')),
+    time_in_force text NOT NULL,
+    quantity bigint NOT NULL CHECK (quantity > 0),
+    price_minor bigint NOT NULL CHECK (price_minor > 0),
+    open_quantity bigint NOT NULL CHECK (open_quantity >= 0),
+    filled_quantity bigint NOT NULL DEFAULT 0 CHECK (filled_quantity >= 0),
+    cancelled_quantity bigint NOT NULL DEFAULT 0 CHECK (cancelled_quantity >= 0),
+    status text NOT NULL,
+    client_order_id text NOT NULL DEFAULT '',
+    placed_at timestamptz NOT NULL DEFAULT now()
+);
+-- The book, one partial index per side in price-time priority: lowest ask first, highest
+-- bid first, then the oldest order.
+CREATE INDEX IF NOT EXISTS orders_asks ON {schema}.orders (market_id, price_minor, order_id)
+    WHERE side = 'SELL' AND open_quantity > 0;
+CREATE INDEX IF NOT EXISTS orders_bids ON {schema}.orders (market_id, price_minor DESC, order_id)
+    WHERE side = 'BUY' AND open_quantity > 0;
+CREATE TABLE IF NOT EXISTS {schema}.trades (
+    trade_id bigserial PRIMARY KEY,
+    market_id text NOT NULL,
+    buy_order_id bigint NOT NULL,
+    sell_order_id bigint NOT NULL,
+    buyer_account_id text NOT NULL,
+    seller_account_id text NOT NULL,
+    maker_side text NOT NULL,
+    quantity bigint NOT NULL CHECK (quantity > 0),
+    price_minor bigint NOT NULL,
+    amount_due_minor bigint NOT NULL,
+    currency text NOT NULL,
+    status text NOT NULL,
+    payment_id text,
+    refund_required boolean NOT NULL DEFAULT false,
+    matched_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz,
+    cancelled_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS {schema}.order_cancels (
+    request_id text PRIMARY KEY,
+    order_id bigint NOT NULL,
+    cancelled_quantity bigint NOT NULL,
+    released bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.callbacks (
+    provider_event_id text PRIMARY KEY,
+    trade_id bigint NOT NULL,
+    outcome text NOT NULL,
+    amount_minor bigint NOT NULL,
+    payment_id text NOT NULL,
+    trade_status text NOT NULL,
+    refund_required boolean NOT NULL
 );
 """
 _LOCK: Final = "SELECT kind, status, available FROM accounts WHERE account_id = $1 FOR UPDATE"
@@ -88,6 +148,16 @@ class Stats:
     lock_timeouts: int = 0
     aborts: int = 0
     replays: int = 0
+    # The market's own counts (zero when it is not served).
+    orders_placed: int = 0
+    orders_cancelled: int = 0
+    trades_created: int = 0
+    trades_settled: int = 0
+    trades_cancelled: int = 0
+    payments_requested: int = 0
+    payment_requests_failed: int = 0
+    callbacks_duplicate: int = 0
+    callbacks_refused: int = 0
 
     def as_json(self) -> dict[str, int]:
         """Return the counters as a JSON-ready mapping."""
@@ -128,6 +198,29 @@ async def create_schema(connection: asyncpg.Connection, schema: str) -> None:
     await connection.execute(_SCHEMA_SQL.format(schema=schema_name(schema)))
 
 
+@contextlib.asynccontextmanager
+async def translated(stats: Stats) -> AsyncIterator[None]:
+    """Turn the driver's errors inside the block into Rejected, counting deadlocks and aborts."""
+    try:
+        yield
+    except asyncpg.DeadlockDetectedError:
+        stats.deadlocks += 1
+        stats.aborts += 1
+        raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "deadlock detected") from None
+    except asyncpg.LockNotAvailableError:
+        stats.lock_timeouts += 1
+        stats.aborts += 1
+        raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "lock wait timed out") from None
+    except asyncpg.SerializationError:
+        stats.aborts += 1
+        raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "serialization failure") from None
+    except Rejected:
+        stats.rejected += 1
+        raise
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        raise Rejected("UNAVAILABLE", "STORE_UNAVAILABLE", str(error)) from None
+
+
 class LockBasedLedger:
     """Commands as PostgreSQL transactions over locked account rows."""
 
@@ -151,30 +244,17 @@ class LockBasedLedger:
         return await self._run(movement, self._move_in, "")
 
     async def _run(self, movement: Movement, body: Any, owner: str) -> Result:
-        try:
-            async with self._pool.acquire(timeout=limits.lockbased_pool_wait_s_max) as connection:
-                try:
-                    async with connection.transaction(isolation="read_committed"):
-                        result: Result = await body(connection, movement, owner)
-                except asyncpg.UniqueViolationError:
-                    # Another transaction (an earlier attempt) recorded this request_id first.
-                    result = await self._replay(connection, movement)
-        except asyncpg.DeadlockDetectedError:
-            self.stats.deadlocks += 1
-            self.stats.aborts += 1
-            raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "deadlock detected") from None
-        except asyncpg.LockNotAvailableError:
-            self.stats.lock_timeouts += 1
-            self.stats.aborts += 1
-            raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "lock wait timed out") from None
-        except asyncpg.SerializationError:
-            self.stats.aborts += 1
-            raise Rejected("ABORTED", "CONCURRENT_MODIFICATION", "serialization failure") from None
-        except Rejected:
-            self.stats.rejected += 1
-            raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise Rejected("UNAVAILABLE", "STORE_UNAVAILABLE", str(error)) from None
+        pool_wait_s = limits.lockbased_pool_wait_s_max
+        async with (
+            translated(self.stats),
+            self._pool.acquire(timeout=pool_wait_s) as connection,
+        ):
+            try:
+                async with connection.transaction(isolation="read_committed"):
+                    result: Result = await body(connection, movement, owner)
+            except asyncpg.UniqueViolationError:
+                # Another transaction (an earlier attempt) recorded this request_id first.
+                result = await self._replay(connection, movement)
         self.stats.commands_ok += 1
         return result
 
