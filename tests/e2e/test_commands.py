@@ -321,3 +321,57 @@ async def test_bulk_answers_before_the_client_sends_more(channel: grpc.aio.Chann
         assert response.results[0].WhichOneof("outcome") == "ok"
     await call.done_writing()
     assert await call.read() == grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+async def test_bulk_applies_commands_on_one_account_in_the_order_sent(
+    channel: grpc.aio.Channel,
+) -> None:
+    """Issues, a mint and a burn on one merchant in one bulk message see each other in order."""
+    operator, acme = Client(channel, OPERATOR_TOKEN), Client(channel, ACME_TOKEN)
+    merchant, alice, bob = await open_funded(operator, acme, 1000)
+
+    def issue(member: str, points: int) -> pb.BulkCommand:
+        request = pb.IssuePointsRequest(
+            request_id=rid(),
+            merchant_account_id=merchant,
+            member_account_id=member,
+            amount_points=points,
+        )
+        return pb.BulkCommand(issue_points=request)
+
+    def mint(points: int) -> pb.BulkCommand:
+        request = pb.MintPointsRequest(
+            request_id=rid(), merchant_account_id=merchant, amount_points=points
+        )
+        return pb.BulkCommand(mint_points=request)
+
+    def burn(points: int) -> pb.BulkCommand:
+        request = pb.BurnPointsRequest(
+            request_id=rid(), merchant_account_id=merchant, amount_points=points
+        )
+        return pb.BulkCommand(burn_points=request)
+
+    commands = [
+        issue(alice, 1000),  # the merchant is left with nothing
+        mint(7),
+        issue(bob, 7),  # takes what the mint just added
+        burn(1),  # nothing is left to burn
+        issue(alice, 1),
+        mint(2),
+        burn(2),
+    ]
+
+    async def batches() -> AsyncIterator[pb.ExecuteBulkRequest]:
+        yield pb.ExecuteBulkRequest(commands=commands)
+
+    (response,) = [
+        response
+        async for response in operator.stub.ExecuteBulk(
+            batches(), metadata=operator.metadata, timeout=20
+        )
+    ]
+    outcomes = [
+        r.error.reason if r.WhichOneof("outcome") == "error" else "ok" for r in response.results
+    ]
+    assert outcomes == ["ok", "ok", "ok", "INSUFFICIENT_POINTS", "INSUFFICIENT_POINTS", "ok", "ok"]
+    assert response.results[2].ok.issue_points.merchant_available_points == 0

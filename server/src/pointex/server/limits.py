@@ -167,6 +167,18 @@ assert points_amount_max <= points_balance_max
 assert points_balance_max < 2**63
 assert grpc_keepalive_time_ms >= grpc_ping_interval_ms_min
 
+# --- Garbage collector (command server) ----------------------------------------------------
+
+# Container allocations (net of frees) between two young-generation collections, and young
+# collections between two middle-generation ones; see command/main.py. Every command
+# allocates futures, callbacks and records that live until its commit, so with the
+# interpreter's defaults (700, 10, 10) the collector ran almost continuously and full
+# collections, which walk every resident actor, took about half of the bulk path's CPU. A
+# larger value costs memory held by cyclic garbage until the next collection (a few MiB).
+gc_young_allocations_max = 50_000
+gc_young_collections_max = 20
+gc_middle_collections_max = 100
+
 # --- Actors -----------------------------------------------------------------------------------
 
 # Account actors kept in memory; past it the least recently used idle ones are dropped (their

@@ -21,7 +21,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pointex.server import limits
@@ -120,9 +120,7 @@ Message = Command | Inspect
 @dataclass(slots=True)
 class _Envelope:
     message: Message
-    reply: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    reply: asyncio.Future[Any]
 
 
 class StreamActor(Generic[S]):
@@ -133,6 +131,9 @@ class StreamActor(Generic[S]):
     ) -> None:
         """Create an inactive actor; it loads its state on the first message."""
         self.stream_id = stream_id
+        # Kept rather than looked up per message: on Python 3.11 every look-up of the running
+        # loop costs a getpid() system call, once per message on the hot path.
+        self._loop = asyncio.get_running_loop()
         self._aggregate = aggregate
         self._store = store
         self._committer = committer
@@ -156,7 +157,7 @@ class StreamActor(Generic[S]):
 
     def tell(self, message: Message) -> asyncio.Future[Any]:
         """Deliver `message`; the future resolves with its result (or its error)."""
-        envelope = _Envelope(message)
+        envelope = _Envelope(message, self._loop.create_future())
         if self._ready and not self._backlog:
             self._handle(envelope)
             return envelope.reply

@@ -14,22 +14,31 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from pointex.client.positions import position_message
 from pointex.server import limits
+from pointex.server.command.bulk import BULK_RPCS, Bulk, bulk_error, segments
 from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.command.idempotency import request_key
 from pointex.server.command.market_handlers import MarketHandlers, order_id_for
 from pointex.server.command.payment_callbacks import PaymentCallbacks
+from pointex.server.command.transfer_rpcs import (
+    ISSUE,
+    REDEEM,
+    TRANSFER,
+    TRANSFER_RPCS,
+    TransferRpc,
+    issue_reply,
+    redeem_reply,
+    transfer_reply,
+    transfer_request,
+)
 from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
-from pointex.server.domain.values import Role, TransferKind
+from pointex.server.domain.values import Role
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import Principal, current_principal
 from pointex.server.grpc_edge.status import (
     InvalidRequest,
-    map_exception,
-    to_status,
 )
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import command_service_pb2_grpc, common_pb2
@@ -176,57 +185,22 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.IssuePointsRequest, _: Context
     ) -> pb.IssuePointsResponse:
         """Reward a member from a merchant."""
-        done = await self._transfer(
-            request, TransferKind.ISSUE, source="merchant_account_id", target="member_account_id"
-        )
-        return pb.IssuePointsResponse(
-            position=position_message(done.position),
-            transfer_id=done.initiated.transfer_id,
-            merchant_available_points=done.initiated.from_available_points,
-        )
+        return issue_reply(await self._transfer(request, ISSUE))
 
     async def RedeemPoints(
         self, request: pb.RedeemPointsRequest, _: Context
     ) -> pb.RedeemPointsResponse:
         """Spend a member's points at a merchant."""
-        done = await self._transfer(
-            request, TransferKind.REDEEM, source="member_account_id", target="merchant_account_id"
-        )
-        return pb.RedeemPointsResponse(
-            position=position_message(done.position),
-            transfer_id=done.initiated.transfer_id,
-            member_available_points=done.initiated.from_available_points,
-        )
+        return redeem_reply(await self._transfer(request, REDEEM))
 
     async def TransferPoints(
         self, request: pb.TransferPointsRequest, _: Context
     ) -> pb.TransferPointsResponse:
         """Give points from one member to another."""
-        done = await self._transfer(
-            request, TransferKind.TRANSFER, source="from_account_id", target="to_account_id"
-        )
-        return pb.TransferPointsResponse(
-            position=position_message(done.position),
-            transfer_id=done.initiated.transfer_id,
-            from_available_points=done.initiated.from_available_points,
-        )
+        return transfer_reply(await self._transfer(request, TRANSFER))
 
-    async def _transfer(
-        self, request: Any, kind: TransferKind, *, source: str, target: str
-    ) -> TransferDone:
-        # Issue and redeem call their text "reason", a transfer calls it "memo".
-        memo_field = "memo" if kind is TransferKind.TRANSFER else "reason"
-        return await self._handlers.transfer(
-            TransferRequest(
-                current_principal(),
-                convert.request_id(request.request_id),
-                kind,
-                convert.identifier(source, getattr(request, source)),
-                convert.identifier(target, getattr(request, target)),
-                convert.amount("amount_points", request.amount_points),
-                convert.text(memo_field, getattr(request, memo_field)),
-            )
-        )
+    async def _transfer(self, request: Any, rpc: TransferRpc) -> TransferDone:
+        return await self._handlers.transfer(transfer_request(request, rpc))
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, _: Context) -> pb.PlaceOrderResponse:
         """Place a limit order; reply once it is matched (and rests, if anything is left)."""
@@ -305,10 +279,40 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     async def _bulk_batch(
         self, batch: pb.ExecuteBulkRequest, context: Context
     ) -> pb.ExecuteBulkResponse:
-        runs = [
-            self._bulk_one(index, command, context) for index, command in enumerate(batch.commands)
-        ]
-        return pb.ExecuteBulkResponse(results=await asyncio.gather(*runs))
+        results: dict[int, pb.BulkResult] = {}
+        for segment in segments(batch.commands):
+            await self._bulk_segment(segment, results, context)
+        return pb.ExecuteBulkResponse(results=[results[i] for i in range(len(batch.commands))])
+
+    async def _bulk_segment(
+        self, segment: list[Bulk], results: dict[int, pb.BulkResult], context: Context
+    ) -> None:
+        """Run a segment's commands together: its transfers as one batch, the rest one by one."""
+        transfers: list[tuple[int, TransferRpc, TransferRequest]] = []
+        singles = []
+        for index, which, command in segment:
+            rpc = TRANSFER_RPCS.get(which or "")
+            if rpc is None:
+                singles.append(self._bulk_one(index, command, context))
+                continue
+            try:
+                transfers.append((index, rpc, transfer_request(getattr(command, rpc.field), rpc)))
+            except Exception as error:  # noqa: BLE001 - each failure becomes that command's result.
+                results[index] = pb.BulkResult(index=index, error=bulk_error(error))
+        ran_singles = asyncio.gather(*singles)  # Started now, alongside the transfers.
+        if transfers:
+            ends = await self._handlers.transfer_many([request for _, _, request in transfers])
+            for (index, rpc, _), end in zip(transfers, ends, strict=True):
+                if isinstance(end, TransferDone):
+                    ok = pb.BulkOk()
+                    getattr(ok, rpc.field).CopyFrom(rpc.reply(end))
+                    results[index] = pb.BulkResult(index=index, ok=ok)
+                elif isinstance(end, Exception):
+                    results[index] = pb.BulkResult(index=index, error=bulk_error(end))
+                else:
+                    raise end  # Cancelled: as the command's own RPC would be.
+        for result in await ran_singles:
+            results[result.index] = result
 
     async def _bulk_one(
         self, index: int, command: pb.BulkCommand, context: Context
@@ -316,35 +320,12 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         which = command.WhichOneof("command")
         if which is None:
             error = InvalidRequest("INVALID_FIELD", "command", "empty bulk command")
-            return pb.BulkResult(index=index, error=_bulk_error(error))
-        method: Awaitable[Any] = getattr(self, _BULK_RPCS[which])(getattr(command, which), context)
+            return pb.BulkResult(index=index, error=bulk_error(error))
+        method: Awaitable[Any] = getattr(self, BULK_RPCS[which])(getattr(command, which), context)
         try:
             response = await method
         except Exception as error:  # noqa: BLE001 - each failure becomes that command's result.
-            return pb.BulkResult(index=index, error=_bulk_error(error))
+            return pb.BulkResult(index=index, error=bulk_error(error))
         ok = pb.BulkOk()
         getattr(ok, which).CopyFrom(response)
         return pb.BulkResult(index=index, ok=ok)
-
-
-_BULK_RPCS = {
-    "issue_points": "IssuePoints",
-    "redeem_points": "RedeemPoints",
-    "transfer_points": "TransferPoints",
-    "mint_points": "MintPoints",
-    "burn_points": "BurnPoints",
-}
-
-
-def _bulk_error(error: Exception) -> pb.BulkError:
-    mapped = map_exception(error)
-    status = to_status(error)
-    result = pb.BulkError(code=status.code, message=status.message)
-    if mapped is not None:
-        result.reason = mapped.reason
-        result.metadata.update(mapped.metadata)
-        if mapped.retry_after_ms:
-            result.retry_delay.FromMilliseconds(mapped.retry_after_ms)
-    else:
-        result.reason = "INTERNAL_ERROR"
-    return result

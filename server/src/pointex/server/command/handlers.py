@@ -16,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.actors.account_actor import Command, Decided, Inspect
+from pointex.server.actors.account_actor import Command, Decided
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.idempotency import (
     key_reused,
@@ -35,9 +34,18 @@ from pointex.server.command.idempotency import (
     transfer_stream,
 )
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.transfer_steps import (
+    TransferDone,
+    TransferRequest,
+    appending,
+    credit_of,
+    replies,
+    start_transfers,
+    tell,
+)
 from pointex.server.domain import errors
-from pointex.server.domain.account import Account, check_credit
-from pointex.server.domain.commands import AccountCommand, CreditPoints, DebitPoints, ReturnPoints
+from pointex.server.domain.account import Account
+from pointex.server.domain.commands import AccountCommand, ReturnPoints
 from pointex.server.domain.events import (
     AccountEvent,
     CommandRecorded,
@@ -45,7 +53,6 @@ from pointex.server.domain.events import (
     TransferCompleted,
     TransferInitiated,
 )
-from pointex.server.domain.values import TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
@@ -58,31 +65,12 @@ from pointex.server.eventstore.port import (
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
 
+__all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]
+
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 RECOVERY_CHECKPOINT = "recovery-transfers"
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRequest:
-    """A validated issue, redeem or transfer."""
-
-    principal: Principal
-    request_id: str
-    kind: TransferKind
-    from_account_id: str
-    to_account_id: str
-    amount_points: int
-    memo: str
-
-
-@dataclass(frozen=True, slots=True)
-class TransferDone:
-    """A completed transfer: its process record and the position of its last event."""
-
-    initiated: TransferInitiated
-    position: int
 
 
 class CommandHandlers:
@@ -157,42 +145,74 @@ class CommandHandlers:
         return await replay_record(self._store, stream, digest, response_type)
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
-        """Run a transfer process once per request id; return when it completed.
+        """Run a transfer process once per request id; return when it completed."""
+        (outcome,) = await self.transfer_many([request])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        The process runs in a task of its own, shielded from the caller: a client that
+    async def transfer_many(
+        self, requests: Sequence[TransferRequest]
+    ) -> list[TransferDone | BaseException]:
+        """Run transfer processes, each as `transfer` runs it; return each one's end or error.
+
+        The processes run in a task of their own, shielded from the caller: a client that
         hangs up or runs out of deadline after the debit must not leave the points in flight.
         """
-        task = asyncio.create_task(self._transfer(request))
+        task = asyncio.create_task(self._transfer_many(requests))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return await asyncio.shield(task)
 
-    async def _transfer(self, request: TransferRequest) -> TransferDone:
-        key = request_key(request.principal, request.request_id)
-        if await self._lookup.exists(transfer_stream(key)):  # A retry: answer from the record.
-            return await self._resume(request, key, required=True)  # type: ignore[return-value]
-        try:
-            initiated, position = await self._start(request, key)
-        except StoreUnavailable:
+    async def _transfer_many(
+        self, requests: Sequence[TransferRequest]
+    ) -> list[TransferDone | BaseException]:
+        keys = [request_key(request.principal, request.request_id) for request in requests]
+        started = await start_transfers(self._actors, self._lookup, requests, keys)
+        outcomes: dict[int, TransferDone | BaseException] = {}
+        debited: list[tuple[int, TransferInitiated]] = []
+        others: dict[int, Awaitable[TransferDone | None]] = {}
+        for i, start in enumerate(started):
+            if start is None or isinstance(start, BaseException):
+                others[i] = self._after_start(requests[i], keys[i], start)
+            else:
+                initiated, position = start
+                self._open[keys[i]] = (position, initiated)
+                debited.append((i, initiated))
+        # Retries and failed starts take their own paths meanwhile (gather starts them now).
+        ended = asyncio.gather(*others.values(), return_exceptions=True)
+        completed = await self._complete_many([initiated for _, initiated in debited])
+        for (i, initiated), outcome in zip(debited, completed, strict=True):
+            if isinstance(outcome, StoreError | Overloaded):
+                self._finish_later(initiated)
+            outcomes[i] = outcome
+        for i, ending in zip(others, await ended, strict=True):
+            assert ending is not None, "a retry of a recorded transfer has its record"
+            outcomes[i] = ending
+        return [outcomes[i] for i in range(len(requests))]
+
+    async def _after_start(
+        self, request: TransferRequest, key: str, start: BaseException | None
+    ) -> TransferDone | None:
+        """Answer a transfer that did not start: a retry, a race with a first attempt, an error."""
+        if start is None:  # A retry: answer from the record.
+            return await self._resume(request, key, required=True)
+        if isinstance(start, StoreUnavailable):
             # The debit's commit may have happened (outcome unknown): find out once the store
             # answers, and finish the transfer if it did, whether or not the client retries.
             self._reconcile_later(key)
-            raise
-        except WrongExpectedVersion as conflict:
-            if conflict.stream_id != transfer_stream(key):
-                raise
-            return await self._resume(request, key, required=True)  # type: ignore[return-value]
-        except errors.DomainError:
+            raise start
+        if isinstance(start, WrongExpectedVersion):
+            if start.stream_id != transfer_stream(key):
+                raise start
+            return await self._resume(request, key, required=True)
+        if isinstance(start, errors.DomainError):
+            # The first attempt may have changed the state so that a repeat is refused.
             resumed = await self._resume(request, key, required=False)
             if resumed is None:
-                raise
+                raise start
             return resumed
-        self._open[key] = (position, initiated)
-        try:
-            return await self._complete(initiated)
-        except (StoreError, Overloaded):
-            self._finish_later(initiated)
-            raise
+        raise start
 
     def _finish_later(self, initiated: TransferInitiated) -> None:
         """Keep retrying an open transfer whose last step failed for an operating reason."""
@@ -250,68 +270,43 @@ class CommandHandlers:
             task.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
 
-    async def _start(self, request: TransferRequest, key: str) -> tuple[TransferInitiated, int]:
-        credit = CreditPoints(
-            request.to_account_id,
-            key,
-            request.kind,
-            request.from_account_id,
-            request.amount_points,
-            request.memo,
-        )
-        # A destination that cannot take the points stops the transfer before anything moves.
-        await self._actors.ask(request.to_account_id, Inspect(lambda s: check_credit(s, credit)))
-        debit = DebitPoints(
-            request.principal.caller,
-            request.from_account_id,
-            key,
-            request.kind,
-            request.to_account_id,
-            request.amount_points,
-            request.memo,
-        )
-
-        def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
-            initiated = TransferInitiated(
-                key,
-                request.kind,
-                request.from_account_id,
-                request.to_account_id,
-                request.amount_points,
-                request.memo,
-                request.request_id,
-                events[0].available_points,  # type: ignore[union-attr]
-            )
-            append = StreamAppend(transfer_stream(key), 0, (codec.encode(initiated),))
-            return (append,), initiated
-
-        decided: Decided = await self._actors.ask(request.from_account_id, Command(debit, finish))
-        return decided.value, decided.position
-
     async def _complete(self, initiated: TransferInitiated) -> TransferDone:
         """Credit the destination, or return the points to the source if it refuses."""
-        key = initiated.transfer_id
-        credit = CreditPoints(
-            initiated.to_account_id,
-            key,
-            initiated.kind,
-            initiated.from_account_id,
-            initiated.amount_points,
-            initiated.memo,
-        )
-        completed = StreamAppend(transfer_stream(key), 1, (codec.encode(TransferCompleted(key)),))
-        try:
-            decided: Decided = await self._actors.ask(
-                initiated.to_account_id, Command(credit, lambda _s, _e: ((completed,), None))
+        (outcome,) = await self._complete_many([initiated])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _complete_many(
+        self, transfers: Sequence[TransferInitiated]
+    ) -> list[TransferDone | BaseException]:
+        """Run `_complete` for each transfer, all credits told before any is awaited."""
+        asked = []
+        for initiated in transfers:
+            key = initiated.transfer_id
+            completed = StreamAppend(
+                transfer_stream(key), 1, (codec.encode(TransferCompleted(key)),)
             )
-        except errors.DomainError as refusal:
-            return await self._compensate(initiated, refusal)
-        except WrongExpectedVersion as conflict:
-            if conflict.stream_id != transfer_stream(key):
-                raise
-            return await self._outcome(initiated)  # Another driver finished it.
-        self._settled(initiated)
-        return TransferDone(initiated, decided.position)
+            credit = Command(credit_of(initiated, key), appending(completed))
+            asked.append(tell(self._actors, initiated.to_account_id, credit))
+        outcomes: list[TransferDone | BaseException] = []
+        others: dict[int, Awaitable[TransferDone]] = {}
+        for i, (initiated, decided) in enumerate(zip(transfers, await replies(asked), strict=True)):
+            if isinstance(decided, Decided):
+                self._settled(initiated)
+                outcomes.append(TransferDone(initiated, decided.position))
+                continue
+            outcomes.append(decided)
+            if isinstance(decided, errors.DomainError):
+                others[i] = self._compensate(initiated, decided)
+            elif isinstance(decided, WrongExpectedVersion) and decided.stream_id == transfer_stream(
+                initiated.transfer_id
+            ):
+                others[i] = self._outcome(initiated)  # Another driver finished it.
+        ended = await asyncio.gather(*others.values(), return_exceptions=True)
+        for i, outcome in zip(others, ended, strict=True):
+            outcomes[i] = outcome
+        return outcomes
 
     async def _compensate(
         self, initiated: TransferInitiated, refusal: errors.DomainError

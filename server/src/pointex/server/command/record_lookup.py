@@ -12,11 +12,13 @@ query.
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from pointex.server import limits
 from pointex.server.eventstore.port import EventStore, StoreError
 
-_Pending = tuple[str, "asyncio.Future[bool]"]
+# The streams one caller asks about, and the future of their answers (in the same order).
+_Pending = tuple[list[str], "asyncio.Future[list[bool]]"]
 
 
 class RecordLookup:
@@ -25,14 +27,17 @@ class RecordLookup:
     def __init__(self, store: EventStore) -> None:
         """Look up streams in `store`."""
         self._store = store
-        self._pending: list[_Pending] = []
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Kept from `start`: on Python 3.11 each look-up of the running loop is a system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Launch the reading task."""
         assert self._task is None
-        self._task = asyncio.create_task(self._run(), name="record-lookup")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="record-lookup")
 
     async def stop(self) -> None:
         """End the reading task; callers still waiting get an error."""
@@ -47,10 +52,31 @@ class RecordLookup:
 
     async def exists(self, stream_id: str) -> bool:
         """Return whether `stream_id` has at least one event."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((stream_id, future))
+        (found,) = await self.exists_many([stream_id])
+        return found
+
+    async def exists_many(self, stream_ids: list[str]) -> list[bool]:
+        """Return whether each stream has at least one event, in the order given."""
+        assert len(stream_ids) <= limits.record_lookup_streams_max, len(stream_ids)
+        if not stream_ids:
+            return []
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[list[bool]] = loop.create_future()
+        self._pending.append((stream_ids, future))
         self._wake.set()
         return await future
+
+    def _take_batch(self) -> list[_Pending]:
+        """Take the oldest questions, up to `record_lookup_streams_max` streams in all."""
+        batch: list[_Pending] = []
+        streams = 0
+        while self._pending:
+            asked = len(self._pending[0][0])
+            if batch and streams + asked > limits.record_lookup_streams_max:
+                break
+            batch.append(self._pending.popleft())
+            streams += asked
+        return batch
 
     async def _run(self) -> None:
         while True:
@@ -58,17 +84,16 @@ class RecordLookup:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._pending[: limits.record_lookup_streams_max]
-            del self._pending[: limits.record_lookup_streams_max]
+            batch = self._take_batch()
             try:
                 versions = await self._store.stream_versions(
-                    list(dict.fromkeys(stream_id for stream_id, _ in batch))
+                    list(dict.fromkeys(s for stream_ids, _ in batch for s in stream_ids))
                 )
             except StoreError as error:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for stream_id, future in batch:
+            for stream_ids, future in batch:
                 if not future.done():
-                    future.set_result(versions[stream_id] > 0)
+                    future.set_result([versions[s] > 0 for s in stream_ids])

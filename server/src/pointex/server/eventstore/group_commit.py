@@ -42,6 +42,9 @@ class GroupCommitter:
         self._pending_events = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Kept from `start` rather than looked up per unit: on Python 3.11 every look-up of
+        # the running loop costs a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.batches_committed = 0
         self.events_committed = 0
@@ -49,7 +52,8 @@ class GroupCommitter:
     def start(self) -> None:
         """Launch the writer task."""
         assert self._task is None
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
         """Commit what is queued, then end the writer task."""
@@ -80,7 +84,8 @@ class GroupCommitter:
             raise Overloaded(
                 "OVERLOADED", "the commit queue is full", limits.overload_retry_after_ms
             )
-        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[list[RecordedEvent]] = loop.create_future()
         self._pending.append((tuple(unit), events, future))
         self._pending_events += events
         self._wake.set()

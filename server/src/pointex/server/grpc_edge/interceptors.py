@@ -60,15 +60,24 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, tokens: TokenTable | None) -> None:
         """Authenticate against `tokens`; None serves without authentication."""
         self._tokens = tokens
+        # Wrapped handlers by method name, built on a method's first call rather than on
+        # every call. Bounded by the methods the server registers (unknown ones are not kept).
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         """Return the handler with its behavior wrapped (None, for an unknown method, as is)."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
         guard = None if self._tokens is None else guard_for(self._tokens, method)
         make = {
             (False, False): grpc.unary_unary_rpc_method_handler,

@@ -144,6 +144,7 @@ class PostgresEventStore:
                 min_size=self._pool_connections[0],
                 max_size=self._pool_connections[1],
                 max_inactive_connection_lifetime=300,
+                reset=_keep_session,
                 **self._connect_options(),
             )
         try:
@@ -368,6 +369,16 @@ class PostgresEventStore:
                 await connection.execute(sql.DELETE_ALL_SNAPSHOTS)
             else:
                 await connection.execute(sql.DELETE_SNAPSHOT, stream_id)
+
+
+async def _keep_session(_connection: object) -> None:
+    """Skip the pool's reset on release (RESET ALL, UNLISTEN *, CLOSE ALL, unlocks).
+
+    Pooled connections never change session state: settings are given at connect, the
+    advisory locks are transaction-scoped, and LISTEN is on a connection of its own. The
+    reset would add a round trip to every append and every read; asyncpg still rolls back
+    a transaction left open before calling this.
+    """
 
 
 def _columns(rows: list[RecordedEvent]) -> tuple[list[Any], ...]:

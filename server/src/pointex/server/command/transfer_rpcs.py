@@ -1,0 +1,85 @@
+"""The transfer RPCs (issue, redeem, transfer) as the servicer and ExecuteBulk share them.
+
+A unary call and a bulk command of one kind read their request and build their reply with
+the same functions, so that a bulk command is executed exactly as its unary RPC would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from pointex.client.positions import position_message
+from pointex.server.command.transfer_steps import TransferDone, TransferRequest
+from pointex.server.domain.values import TransferKind
+from pointex.server.grpc_edge import convert
+from pointex.server.grpc_edge.auth import current_principal
+from pointex.v1 import command_service_pb2 as pb
+
+
+def issue_reply(done: TransferDone) -> pb.IssuePointsResponse:
+    """Return IssuePoints' reply for a completed issue."""
+    return pb.IssuePointsResponse(
+        position=position_message(done.position),
+        transfer_id=done.initiated.transfer_id,
+        merchant_available_points=done.initiated.from_available_points,
+    )
+
+
+def redeem_reply(done: TransferDone) -> pb.RedeemPointsResponse:
+    """Return RedeemPoints' reply for a completed redemption."""
+    return pb.RedeemPointsResponse(
+        position=position_message(done.position),
+        transfer_id=done.initiated.transfer_id,
+        member_available_points=done.initiated.from_available_points,
+    )
+
+
+def transfer_reply(done: TransferDone) -> pb.TransferPointsResponse:
+    """Return TransferPoints' reply for a completed transfer."""
+    return pb.TransferPointsResponse(
+        position=position_message(done.position),
+        transfer_id=done.initiated.transfer_id,
+        from_available_points=done.initiated.from_available_points,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRpc:
+    """How one transfer RPC reads its request and builds its reply."""
+
+    field: str  # the RPC's field in a BulkCommand
+    kind: TransferKind
+    source: str
+    target: str
+    reply: Callable[[TransferDone], Message]
+
+
+ISSUE = TransferRpc(
+    "issue_points", TransferKind.ISSUE, "merchant_account_id", "member_account_id", issue_reply
+)
+REDEEM = TransferRpc(
+    "redeem_points", TransferKind.REDEEM, "member_account_id", "merchant_account_id", redeem_reply
+)
+TRANSFER = TransferRpc(
+    "transfer_points", TransferKind.TRANSFER, "from_account_id", "to_account_id", transfer_reply
+)
+TRANSFER_RPCS = {rpc.field: rpc for rpc in (ISSUE, REDEEM, TRANSFER)}
+
+
+def transfer_request(request: Any, rpc: TransferRpc) -> TransferRequest:
+    """Validate a transfer RPC's request (the caller's, from the call's context)."""
+    # Issue and redeem call their text "reason", a transfer calls it "memo".
+    memo_field = "memo" if rpc.kind is TransferKind.TRANSFER else "reason"
+    return TransferRequest(
+        current_principal(),
+        convert.request_id(request.request_id),
+        rpc.kind,
+        convert.identifier(rpc.source, getattr(request, rpc.source)),
+        convert.identifier(rpc.target, getattr(request, rpc.target)),
+        convert.amount("amount_points", request.amount_points),
+        convert.text(memo_field, getattr(request, memo_field)),
+    )
