@@ -474,6 +474,23 @@ def _resting(book: OrderBook) -> list[tuple[str, int, int]]:
     ]
 
 
+async def test_an_account_with_a_resting_order_or_an_open_trade_cannot_close(
+    node: Node,
+) -> None:
+    """A resting BUY order, then a trade pending as buyer, each keep the account open."""
+    seller, buyer = await _two_traders(node)
+    resting = await node.place(buyer, OrderSide.BUY, 4, 100)
+    with pytest.raises(errors.FailedPrecondition, match="resting orders"):
+        await node.market.require_no_positions(buyer)
+    trade = (await node.place(seller, OrderSide.SELL, 4, 100)).trades[0]
+    assert trade.buy_order_id == resting.order.order_id
+    await node.settle_background()
+    with pytest.raises(errors.FailedPrecondition, match="not yet settled"):
+        await node.market.require_no_positions(buyer)
+    await node.callback(trade.trade_id, confirmed=False)
+    await node.market.require_no_positions(buyer)  # Cancelled: nothing left open.
+
+
 # --- Random flows with duplicated, reordered and late callbacks, crashes and restarts -------
 
 TRADERS = ("s0", "s1", "b0", "b1")

@@ -121,7 +121,10 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     async def CloseAccount(
         self, request: pb.CloseAccountRequest, _: Context
     ) -> pb.CloseAccountResponse:
-        """Close an empty account."""
+        """Close an empty account with no resting order and no trade under way."""
+        await self._market.require_no_positions(
+            convert.identifier("account_id", request.account_id)
+        )
         return await self._status_change(request, cmd.CloseAccount, pb.CloseAccountResponse)
 
     async def _merchant_amount(

@@ -217,7 +217,7 @@ class MarketHandlers:
         self._held.discard(order.order_id)
         placed: Placed = decided.value
         for created in placed.created:
-            self._processes.start(created.trade_id, created.payment_deadline)
+            self._processes.start(created)
         position = decided.position
         if placed.remainder_points:
             release = ReleasePoints(order.account_id, order.order_id, "", placed.remainder_points)
@@ -370,6 +370,31 @@ class MarketHandlers:
             )
         response.position.CopyFrom(position_message(position))
         return response
+
+    # --- CloseAccount's check ---------------------------------------------------------------
+
+    async def require_no_positions(self, account_id: str) -> None:
+        """Refuse to close an account with resting orders or trades not yet ended.
+
+        Held points already stop a close (they are not zero); a BUY order holds nothing, so
+        its account could otherwise close and then be unable to receive what it bought.
+        """
+        for market_id in self._markets.configured:
+            market = self._markets.actor(market_id)
+            resting = await market.tell(Inspect(lambda b: b.resting_by_account[account_id]))
+            if resting:
+                raise errors.FailedPrecondition(
+                    errors.ACCOUNT_NOT_EMPTY,
+                    "the account has resting orders; cancel them first",
+                    account_id=account_id,
+                    market_id=market_id,
+                )
+        if await self._processes.unsettled_of(account_id):
+            raise errors.FailedPrecondition(
+                errors.ACCOUNT_NOT_EMPTY,
+                "the account has trades not yet settled or cancelled",
+                account_id=account_id,
+            )
 
     # --- Shared -------------------------------------------------------------------------
 

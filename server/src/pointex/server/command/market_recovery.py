@@ -124,9 +124,10 @@ async def recover_market(
         loaded = await processes.load(created.trade_id)
         assert loaded is not None, created.trade_id
         if loaded.trade.status is TradeStatus.SETTLING:
+            processes.track(created)
             processes.in_background(processes.finish_settlement(created.trade_id))
         elif loaded.trade.status is TradeStatus.PENDING_PAYMENT:
-            processes.start(created.trade_id, created.payment_deadline)
+            processes.start(created)
     await _save_checkpoint(store, found.oldest(after))
     return len(found.holds) + len(found.releases) + len(found.trades)
 

@@ -30,7 +30,12 @@ from pointex.server.domain import errors
 from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
 from pointex.server.domain.market_commands import ReturnTradeQuantity
-from pointex.server.domain.market_events import PaymentRequested, TradeCancelled, TradeEvent
+from pointex.server.domain.market_events import (
+    PaymentRequested,
+    TradeCancelled,
+    TradeCreated,
+    TradeEvent,
+)
 from pointex.server.domain.trade import Trade, TradeStatus
 from pointex.server.domain.values import Instant, Money, TradeCancelReason
 from pointex.server.eventstore import codec
@@ -92,6 +97,9 @@ class TradeProcesses:
         self._providers = providers
         self._clock = clock
         self._deadlines: list[tuple[int, str]] = []  # heap of (deadline ms, trade id)
+        # Trades not known to have ended: id -> (buyer, seller). Bounded by the trades open at
+        # once: an entry leaves when this process ends the trade or finds it ended.
+        self._parties: dict[str, tuple[str, str]] = {}
         self._deadline_added = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -202,6 +210,7 @@ class TradeProcesses:
                 decided = await self._commit_via(buyer, buy, settle, trade, trade_first=False)
             except TradeConflict:
                 continue
+            self._parties.pop(trade_id, None)
             return decided.position
         raise TradeConflict(trade_id)
 
@@ -243,6 +252,7 @@ class TradeProcesses:
         market = self._markets.actor(created.market_id)
         decided = await self._commit_via(market, give_back, extra, trade, trade_first=True)
         if decided.recorded:
+            self._parties.pop(trade.trade_id, None)
             return decided.position
         # The SELL order no longer rests (and never will again): the seller gets the points.
         release = ReleasePoints(
@@ -253,6 +263,7 @@ class TradeProcesses:
         )
         seller = self._accounts.actor(created.seller_account_id)
         decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
+        self._parties.pop(trade.trade_id, None)
         return decided.position
 
     async def cancel_if_pending(self, trade_id: str, reason: TradeCancelReason) -> None:
@@ -269,10 +280,30 @@ class TradeProcesses:
 
     # --- Payment requests and deadlines -------------------------------------------------
 
-    def start(self, trade_id: str, deadline: Instant) -> None:
+    def start(self, created: TradeCreated) -> None:
         """Ask for the payment of a new trade and watch its deadline."""
-        self.watch_deadline(trade_id, deadline)
-        self.in_background(self.request_payment(trade_id))
+        self.track(created)
+        self.watch_deadline(created.trade_id, created.payment_deadline)
+        self.in_background(self.request_payment(created.trade_id))
+
+    def track(self, created: TradeCreated) -> None:
+        """Remember a trade's parties until it ends (for CloseAccount's check)."""
+        self._parties[created.trade_id] = (created.buyer_account_id, created.seller_account_id)
+
+    async def unsettled_of(self, account_id: str) -> list[str]:
+        """Return the trades of an account (either side) that are not settled or cancelled."""
+        candidates = [t for t, parties in self._parties.items() if account_id in parties]
+        unsettled = []
+        for trade_id in candidates:
+            loaded = await self.load(trade_id)
+            if loaded is None or loaded.trade.status in {
+                TradeStatus.SETTLED,
+                TradeStatus.CANCELLED,
+            }:
+                self._parties.pop(trade_id, None)  # Ended through another driver.
+            else:
+                unsettled.append(trade_id)
+        return unsettled
 
     async def request_payment(self, trade_id: str) -> None:
         """Ask the market's provider for the trade's payment and record it, once."""
