@@ -44,7 +44,7 @@ buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 lint: $(INSTALLED) buf-lint proto-check ## buf lint, stale codegen, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy server/src client/src/pointex/client tests scripts bench
+	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench
 	$(BIN)/lint-imports
 
 fmt: $(INSTALLED) ## format and auto-fix
@@ -70,7 +70,7 @@ test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
 BENCH_DEPS = $(PY) -c 'import matplotlib' 2>/dev/null || \
 	$(PY) -m pip install --quiet -e ./client -e '.[dev,bench]'
 
-bench: install ## benchmark every contender and scenario, median of 3 runs: about 20 minutes
+bench: install ## benchmark every contender and scenario, median of 3 runs: about 30 minutes
 	$(BENCH_DEPS)
 	$(PY) -m bench.run
 

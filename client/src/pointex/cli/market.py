@@ -1,0 +1,339 @@
+"""`pointex order|trade|book|markets`: trade points in a market's order book.
+
+Prices are integers in minor units of the market's currency per point (125 in PTS-CNY is
+1.25 CNY a point). Tables show them split into major and minor units; JSON keeps the
+integers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Final
+
+from rich.text import Text
+
+from pointex.cli import formatting
+from pointex.cli.errors import EXIT_OK
+from pointex.cli.output import Cell, Output, rows_caption, status_text, to_json, to_json_list
+from pointex.cli.registry import (
+    Subcommands,
+    add_after,
+    add_limit,
+    bounded_int,
+    enum_type,
+    leaf,
+    pages,
+    positive_int,
+    request_id,
+)
+from pointex.cli.session import Session
+from pointex.v1 import command_service_pb2 as cmd
+from pointex.v1 import common_pb2
+from pointex.v1 import query_service_pb2 as qry
+
+DEFAULT_MARKET: Final = "PTS-CNY"
+_SIDE = common_pb2.OrderSide.DESCRIPTOR
+_TIF = common_pb2.TimeInForce.DESCRIPTOR
+_ORDER_STATUS = common_pb2.OrderStatus.DESCRIPTOR
+_TRADE_STATUS = common_pb2.TradeStatus.DESCRIPTOR
+_BOOK_DEPTH_MAX: Final = 100  # The server's bound on levels per side.
+
+
+def register(group: Subcommands) -> None:
+    """Add `order`, `trade`, `book` and `markets`."""
+    _register_orders(group)
+    _register_trades(group)
+    book = leaf(group, "book", "show a market's order book: price levels per side", _book)
+    book.add_argument("market_id", nargs="?", default=DEFAULT_MARKET, help="default %(default)s")
+    book.add_argument(
+        "--depth", type=bounded_int(1, _BOOK_DEPTH_MAX), default=10, help="levels per side"
+    )
+    add_after(book)
+    markets = leaf(group, "markets", "list the markets: currency, fees, limits", _markets)
+    add_after(markets)
+
+
+def _register_orders(group: Subcommands) -> None:
+    parser = group.add_parser("order", help="place, cancel and show orders")
+    actions = parser.add_subparsers(title="order commands", metavar="COMMAND", required=True)
+    place = leaf(actions, "place", "place a limit order", _place, mutating=True)
+    place.add_argument("account_id", metavar="ACCOUNT")
+    place.add_argument("side", type=enum_type(_SIDE), help="buy|sell")
+    place.add_argument("quantity_points", type=positive_int, metavar="POINTS")
+    place.add_argument(
+        "limit_price_minor", type=positive_int, metavar="PRICE", help="minor units per point"
+    )
+    place.add_argument("--market", default=DEFAULT_MARKET, help="default %(default)s")
+    place.add_argument(
+        "--tif", type=enum_type(_TIF), default=common_pb2.TIME_IN_FORCE_GTC, help="gtc|ioc"
+    )
+    place.add_argument("--client-order-id", default="", help="your own reference")
+
+    cancel = leaf(actions, "cancel", "cancel a resting order", _cancel, mutating=True)
+    cancel.add_argument("order_id", metavar="ORDER")
+    cancel.add_argument("--market", default=DEFAULT_MARKET, help="default %(default)s")
+
+    get = leaf(actions, "get", "show one order", _get_order)
+    get.add_argument("order_id", metavar="ORDER")
+    add_after(get)
+
+    listing = leaf(actions, "list", "list orders, newest first", _list_orders)
+    listing.add_argument("--account", default="")
+    listing.add_argument("--market", default="")
+    listing.add_argument("--status", type=enum_type(_ORDER_STATUS), action="append", default=[])
+    listing.add_argument("--side", type=enum_type(_SIDE), default=common_pb2.ORDER_SIDE_UNSPECIFIED)
+    add_limit(listing)
+    add_after(listing)
+
+
+def _register_trades(group: Subcommands) -> None:
+    parser = group.add_parser("trade", help="show trades")
+    actions = parser.add_subparsers(title="trade commands", metavar="COMMAND", required=True)
+    get = leaf(actions, "get", "show one trade", _get_trade)
+    get.add_argument("trade_id", metavar="TRADE")
+    add_after(get)
+    listing = leaf(actions, "list", "list trades, newest first", _list_trades)
+    listing.add_argument("--account", default="")
+    listing.add_argument("--market", default="")
+    listing.add_argument("--order", default="")
+    listing.add_argument("--status", type=enum_type(_TRADE_STATUS), action="append", default=[])
+    listing.add_argument("--refund-required", action="store_true", help="only flagged trades")
+    add_limit(listing)
+    add_after(listing)
+
+
+def _place(session: Session, out: Output, args: argparse.Namespace) -> int:
+    rid = request_id(args)
+    request = cmd.PlaceOrderRequest(
+        request_id=rid,
+        account_id=args.account_id,
+        market_id=args.market,
+        side=args.side,
+        quantity_points=args.quantity_points,
+        limit_price_minor=args.limit_price_minor,
+        time_in_force=args.tif,
+        client_order_id=args.client_order_id,
+    )
+    reply = session.mutate(session.commands.PlaceOrder, request, rid)
+    if out.json_mode:
+        out.json({"request_id": rid, **to_json(reply)})
+        return EXIT_OK
+    out.fields(f"order {reply.order.order_id}", order_fields(reply.order))
+    if reply.trades:
+        caption = f"{len(reply.trades)} of {reply.trade_count} trades shown"
+        out.table("trades matched", _TRADE_COLUMNS, map(_trade_row, reply.trades), caption)
+    out.position(reply.position, rid)
+    return EXIT_OK
+
+
+def _cancel(session: Session, out: Output, args: argparse.Namespace) -> int:
+    rid = request_id(args)
+    request = cmd.CancelOrderRequest(request_id=rid, market_id=args.market, order_id=args.order_id)
+    reply = session.mutate(session.commands.CancelOrder, request, rid)
+    if out.json_mode:
+        out.json({"request_id": rid, **to_json(reply)})
+        return EXIT_OK
+    out.line(
+        f"cancelled {formatting.points(reply.cancelled_quantity_points)} points of order "
+        f"{args.order_id}; released {formatting.points(reply.released_points)} points"
+    )
+    out.position(reply.position, rid)
+    return EXIT_OK
+
+
+def _get_order(session: Session, out: Output, args: argparse.Namespace) -> int:
+    request = qry.GetOrderRequest(min_position=args.after, order_id=args.order_id)
+    reply = session.read(session.queries.GetOrder, request)
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    pairs = [*order_fields(reply.order), ("as of", formatting.position_text(reply.as_of))]
+    out.fields(f"order {reply.order.order_id}", pairs)
+    return EXIT_OK
+
+
+def order_fields(order: common_pb2.Order) -> list[tuple[str, Cell]]:
+    """Return an order's fields as (name, value) pairs for a record table."""
+    return [
+        ("market", order.market_id),
+        ("account", order.account_id),
+        ("side", formatting.enum_label(_SIDE, order.side)),
+        ("time in force", formatting.enum_label(_TIF, order.time_in_force)),
+        ("status", status_text(formatting.enum_label(_ORDER_STATUS, order.status))),
+        ("quantity", formatting.points(order.quantity_points)),
+        ("limit price", formatting.money(order.limit_price_minor, order.currency)),
+        ("open", formatting.points(order.open_quantity_points)),
+        ("filled", formatting.points(order.filled_quantity_points)),
+        ("settled", formatting.points(order.settled_quantity_points)),
+        ("cancelled", formatting.points(order.cancelled_quantity_points)),
+        ("client order id", order.client_order_id or "-"),
+        ("placed", formatting.timestamp(order.placed_at)),
+    ]
+
+
+def _list_orders(session: Session, out: Output, args: argparse.Namespace) -> int:
+    as_of = common_pb2.Position()
+
+    def fetch(token: str, size: int) -> tuple[list[common_pb2.Order], str]:
+        nonlocal as_of
+        request = qry.ListOrdersRequest(
+            min_position=args.after,
+            account_id=args.account,
+            market_id=args.market,
+            statuses=args.status,
+            side=args.side,
+            page_size=size,
+            page_token=token,
+        )
+        reply = session.read(session.queries.ListOrders, request)
+        as_of = reply.as_of
+        return list(reply.orders), reply.next_page_token
+
+    with out.errors.status("listing orders"):
+        orders = list(pages(fetch, args.limit))
+    if out.json_mode:
+        out.json({"as_of": formatting.position_token(as_of), "orders": to_json_list(orders)})
+        return EXIT_OK
+    columns = ("order", "market", "account", "side", "status", "quantity#", "filled#", "price#")
+    rows = [
+        (
+            order.order_id,
+            order.market_id,
+            order.account_id,
+            formatting.enum_label(_SIDE, order.side),
+            status_text(formatting.enum_label(_ORDER_STATUS, order.status)),
+            formatting.points(order.quantity_points),
+            formatting.points(order.filled_quantity_points),
+            formatting.money(order.limit_price_minor, order.currency),
+        )
+        for order in orders
+    ]
+    out.table("orders", columns, rows, caption=rows_caption(len(rows), as_of))
+    return EXIT_OK
+
+
+_TRADE_COLUMNS: Final = ("trade", "market", "status", "quantity#", "price#", "amount due#")
+
+
+def _trade_row(trade: common_pb2.Trade) -> Sequence[Cell]:
+    return (
+        trade.trade_id,
+        trade.market_id,
+        status_text(formatting.enum_label(_TRADE_STATUS, trade.status)),
+        formatting.points(trade.quantity_points),
+        formatting.money(trade.price_minor, trade.currency),
+        formatting.money(trade.amount_due_minor, trade.currency),
+    )
+
+
+def _get_trade(session: Session, out: Output, args: argparse.Namespace) -> int:
+    request = qry.GetTradeRequest(min_position=args.after, trade_id=args.trade_id)
+    reply = session.read(session.queries.GetTrade, request)
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    trade = reply.trade
+    pairs: list[tuple[str, Cell]] = [
+        ("market", trade.market_id),
+        ("status", status_text(formatting.enum_label(_TRADE_STATUS, trade.status))),
+        ("buyer", trade.buyer_account_id or "-"),
+        ("seller", trade.seller_account_id or "-"),
+        ("quantity", formatting.points(trade.quantity_points)),
+        ("price", formatting.money(trade.price_minor, trade.currency)),
+        ("notional", formatting.money(trade.notional_minor, trade.currency)),
+        ("amount due", formatting.money(trade.amount_due_minor, trade.currency)),
+        ("seller proceeds", formatting.money(trade.seller_proceeds_minor, trade.currency)),
+        ("payment deadline", formatting.timestamp(trade.payment_deadline)),
+        ("payment", trade.payment_id or "-"),
+        ("refund required", "yes" if trade.refund_required else "no"),
+        ("matched", formatting.timestamp(trade.matched_at)),
+        ("as of", formatting.position_text(reply.as_of)),
+    ]
+    out.fields(f"trade {trade.trade_id}", pairs)
+    return EXIT_OK
+
+
+def _list_trades(session: Session, out: Output, args: argparse.Namespace) -> int:
+    as_of = common_pb2.Position()
+
+    def fetch(token: str, size: int) -> tuple[list[common_pb2.Trade], str]:
+        nonlocal as_of
+        request = qry.ListTradesRequest(
+            min_position=args.after,
+            account_id=args.account,
+            market_id=args.market,
+            order_id=args.order,
+            statuses=args.status,
+            refund_required_only=args.refund_required,
+            page_size=size,
+            page_token=token,
+        )
+        reply = session.read(session.queries.ListTrades, request)
+        as_of = reply.as_of
+        return list(reply.trades), reply.next_page_token
+
+    with out.errors.status("listing trades"):
+        trades = list(pages(fetch, args.limit))
+    if out.json_mode:
+        out.json({"as_of": formatting.position_token(as_of), "trades": to_json_list(trades)})
+        return EXIT_OK
+    rows = [_trade_row(trade) for trade in trades]
+    out.table("trades", _TRADE_COLUMNS, rows, caption=rows_caption(len(rows), as_of))
+    return EXIT_OK
+
+
+def _book(session: Session, out: Output, args: argparse.Namespace) -> int:
+    request = qry.GetOrderBookRequest(
+        min_position=args.after, market_id=args.market_id, depth=args.depth
+    )
+    reply = session.read(session.queries.GetOrderBook, request)
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    # Asks are printed best last and bids best first, so the spread sits in the middle.
+    rows: list[Sequence[Cell]] = [
+        _level_row("SELL", "red", level, reply.currency) for level in reversed(reply.asks)
+    ]
+    rows += [_level_row("BUY", "green", level, reply.currency) for level in reply.bids]
+    columns = ("side", "price#", "quantity#", "orders#")
+    out.table(f"order book {reply.market_id}", columns, rows, rows_caption(len(rows), reply.as_of))
+    return EXIT_OK
+
+
+def _level_row(side: str, style: str, level: qry.PriceLevel, currency: str) -> Sequence[Cell]:
+    return (
+        Text(side, style=style),
+        formatting.money(level.price_minor, currency),
+        formatting.points(level.quantity_points),
+        str(level.order_count),
+    )
+
+
+def _markets(session: Session, out: Output, args: argparse.Namespace) -> int:
+    reply = session.read(
+        session.queries.ListMarkets, qry.ListMarketsRequest(min_position=args.after)
+    )
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    columns = ("market", "currency", "open", "buyer fee", "seller fee", "max price#", "provider")
+    rows = [
+        (
+            market.market_id,
+            market.currency,
+            status_text("OPEN" if market.open else "CLOSED"),
+            _fee(market.buyer_fee, market.currency),
+            _fee(market.seller_fee, market.currency),
+            formatting.money(market.max_price_minor, market.currency),
+            market.provider_id,
+        )
+        for market in reply.markets
+    ]
+    out.table("markets", columns, rows, caption=rows_caption(len(rows), reply.as_of))
+    return EXIT_OK
+
+
+def _fee(fee: common_pb2.FeeSchedule, currency: str) -> str:
+    """Return a fee schedule as `<bps> bps + <fixed>`; basis points stay integers."""
+    return f"{fee.rate_bps} bps + {formatting.money(fee.fixed_minor, currency)}"

@@ -1,0 +1,257 @@
+"""`pointex watch`: a live stream of notifications that resumes where it left off.
+
+Every notification carries a cursor; reconnecting with the last one resumes with nothing
+lost and nothing repeated, so the stream reconnects by itself after a retryable failure
+(a query server restart, SLOW_CONSUMER), and `--cursor-file` carries the place over to the
+next run. It stops on Ctrl-C or SIGTERM, or after `--limit` notifications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import cast
+
+import grpc
+from rich.text import Text
+
+from pointex.cli import formatting
+from pointex.cli.errors import EXIT_OK, UsageError, describe
+from pointex.cli.output import Output, to_json
+from pointex.cli.registry import Subcommands, add_after, bounded_int, enum_type, leaf
+from pointex.cli.retry import RETRYABLE_CODES, CallFailed, backoff_s
+from pointex.cli.session import Session
+from pointex.v1 import common_pb2
+from pointex.v1 import query_service_pb2 as qry
+
+_KIND = qry.NotificationKind.DESCRIPTOR
+_MOVEMENT = common_pb2.MovementKind.DESCRIPTOR
+_STATUS = common_pb2.AccountStatus.DESCRIPTOR
+_ROLE = common_pb2.Role.DESCRIPTOR
+_ORDER_STATUS = common_pb2.OrderStatus.DESCRIPTOR
+_TRADE_STATUS = common_pb2.TradeStatus.DESCRIPTOR
+_SIDE = common_pb2.OrderSide.DESCRIPTOR
+_NOTIFICATIONS_MAX = 2**31 - 1
+# The longest kind label (ACCOUNT_UNFROZEN, PAYMENT_REQUIRED): the columns line up.
+_KIND_COLUMNS = 16
+
+
+def register(group: Subcommands) -> None:
+    """Add `watch`."""
+    watch = leaf(
+        group,
+        "watch",
+        "stream notifications live until Ctrl-C; reconnects from the last cursor by itself",
+        _watch,
+    )
+    watch.add_argument(
+        "--account", action="append", default=[], help="only this account (repeatable)"
+    )
+    watch.add_argument(
+        "--kind", type=enum_type(_KIND), action="append", default=[], help="e.g. points_received"
+    )
+    start = watch.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning", action="store_true", help="start at the first notification"
+    )
+    start.add_argument("--cursor", help="resume right after this cursor (printed on exit)")
+    watch.add_argument(
+        "--cursor-file",
+        type=Path,
+        help="resume from the cursor saved in this file, and save each new one there",
+    )
+    watch.add_argument(
+        "--limit",
+        type=bounded_int(1, _NOTIFICATIONS_MAX),
+        default=None,
+        help="stop after this many notifications",
+    )
+    add_after(watch)
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while watching, so a supervisor's stop is a clean exit."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _watch(session: Session, out: Output, args: argparse.Namespace) -> int:
+    cursor = _start_cursor(args)
+    if cursor and args.from_beginning:
+        raise UsageError("--from-beginning cannot resume from a saved cursor")
+    watcher = _Watcher(session, out, args, cursor)
+    if not out.json_mode:
+        out.note("watching notifications; Ctrl-C stops")
+    with _sigterm_stops():
+        try:
+            watcher.run()
+        except KeyboardInterrupt:
+            watcher.cancel()
+    if watcher.cursor:
+        out.note(f"resume with: pointex watch --cursor {formatting.cursor_text(watcher.cursor)}")
+    return EXIT_OK
+
+
+def _start_cursor(args: argparse.Namespace) -> bytes:
+    if args.cursor:
+        return formatting.parse_cursor(args.cursor)
+    path: Path | None = args.cursor_file
+    if path is not None and path.is_file():
+        text = path.read_text().strip()
+        return formatting.parse_cursor(text) if text else b""
+    return b""
+
+
+class _Watcher:
+    """One `watch` run: the stream, its cursor, and reconnection after retryable failures."""
+
+    def __init__(
+        self, session: Session, out: Output, args: argparse.Namespace, cursor: bytes
+    ) -> None:
+        self._session = session
+        self._out = out
+        self._args = args
+        self.cursor = cursor
+        self._received = 0
+        self._call: grpc.CallIterator[qry.WatchNotificationsResponse] | None = None
+
+    def run(self) -> None:
+        """Read notifications until the limit, reconnecting at most --retries times in a row.
+
+        Raises:
+            CallFailed: the stream failed with a refusal, or kept failing.
+        """
+        failures = 0
+        metadata = self._session.metadata()
+        # Not bounded on purpose: a watch runs until it is stopped, reconnecting as often as
+        # a long life needs. What is bounded is the failures in a row (--retries).
+        while True:
+            self._call = self._session.queries.WatchNotifications(
+                self._request(), metadata=metadata
+            )
+            try:
+                for response in self._call:
+                    failures = 0
+                    if response.HasField("notification") and self._show(response.notification):
+                        self.cancel()
+                        return
+            except grpc.RpcError as error:
+                failure = describe(error)
+                if (
+                    failure.code not in RETRYABLE_CODES
+                    or failures >= self._session.settings.retries
+                ):
+                    raise CallFailed(failure) from None
+                delay_s = backoff_s(failures, failure.retry_delay_ms)
+                self._out.note(f"reconnecting in {delay_s:.1f} s after {failure.line()}")
+                failures += 1
+                time.sleep(delay_s)
+            else:
+                return  # The server ended the stream (it is draining): stop cleanly.
+
+    def cancel(self) -> None:
+        """End the stream, if one is open."""
+        if self._call is not None:
+            # The stream object is also a grpc.Future, whose stub types `cancel`.
+            cast("grpc.Future[object]", self._call).cancel()
+
+    def _request(self) -> qry.WatchNotificationsRequest:
+        return qry.WatchNotificationsRequest(
+            min_position=self._args.after,
+            cursor=self.cursor,
+            from_beginning=self._args.from_beginning and not self.cursor,
+            account_ids=self._args.account,
+            kinds=self._args.kind,
+        )
+
+    def _show(self, notification: qry.Notification) -> bool:
+        """Print a notification and keep its cursor; return whether the limit is reached."""
+        self.cursor = notification.cursor
+        if self._out.json_mode:
+            record = to_json(notification)
+            record["cursor"] = formatting.cursor_text(notification.cursor)
+            self._out.json_line(record)
+        else:
+            self._out.line(notification_line(notification))
+        path: Path | None = self._args.cursor_file
+        if path is not None:
+            _save_cursor(path, notification.cursor)
+        self._received += 1
+        limit: int | None = self._args.limit
+        return limit is not None and self._received >= limit
+
+
+def _save_cursor(path: Path, cursor: bytes) -> None:
+    """Write the cursor through a temporary file, so a crash never leaves half a cursor."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(formatting.cursor_text(cursor) + "\n")
+    temporary.replace(path)
+
+
+def notification_line(notification: qry.Notification) -> Text:
+    """Return one notification as a line: when, what, which account, the details."""
+    return Text.assemble(
+        (formatting.timestamp(notification.occurred_at), "dim"),
+        "  ",
+        (formatting.enum_label(_KIND, notification.kind).ljust(_KIND_COLUMNS), "bold cyan"),
+        "  ",
+        (notification.account_id, "bold"),
+        "  ",
+        _details(notification),
+    )
+
+
+def _details(notification: qry.Notification) -> str:
+    which = notification.WhichOneof("details")
+    if which == "points_moved":
+        moved = notification.points_moved
+        other = f" with {moved.counterparty_account_id}" if moved.counterparty_account_id else ""
+        memo = f" ({moved.memo})" if moved.memo else ""
+        return (
+            f"{formatting.enum_label(_MOVEMENT, moved.movement_kind)} "
+            f"{formatting.points(moved.amount_points)} points{other}{memo}; "
+            f"available {formatting.points(moved.available_points)}"
+        )
+    if which == "order":
+        order = notification.order
+        return (
+            f"order {order.order_id} {formatting.enum_label(_SIDE, order.side)} "
+            f"{formatting.enum_label(_ORDER_STATUS, order.status)}: filled "
+            f"{formatting.points(order.filled_quantity_points)} of "
+            f"{formatting.points(order.quantity_points)}"
+        )
+    if which == "trade":
+        trade = notification.trade
+        return (
+            f"trade {trade.trade_id} {formatting.enum_label(_TRADE_STATUS, trade.status)}: "
+            f"{formatting.points(trade.quantity_points)} points at "
+            f"{formatting.money(trade.price_minor, trade.currency)}"
+        )
+    if which == "payment_required":
+        due = notification.payment_required
+        return (
+            f"pay {formatting.money(due.amount_due.amount_minor, due.amount_due.currency)} "
+            f"for trade {due.trade_id} at {due.checkout_url} before "
+            f"{formatting.timestamp(due.payment_deadline)}"
+        )
+    if which == "account_status":
+        change = notification.account_status
+        reason = f": {change.reason}" if change.reason else ""
+        return (
+            f"{formatting.enum_label(_STATUS, change.status)} by "
+            f"{formatting.enum_label(_ROLE, change.changed_by_role)}{reason}"
+        )
+    return ""

@@ -1,0 +1,333 @@
+"""The `pointex` command line end to end: the real entry point against real servers.
+
+Every command runs `python -m pointex.cli` as a subprocess (what the `pointex` console script
+runs), in a scratch directory and without POINTEX_TOKEN, so only the options given count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+
+COMMAND_TIMEOUT_S = 30
+# The exit codes `pointex --help` documents.
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one `pointex` run did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, object]:
+        """Return standard output parsed as one JSON document."""
+        value = json.loads(self.stdout)
+        assert isinstance(value, dict)
+        return value
+
+
+def _cli_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("POINTEX_")}
+    env["NO_COLOR"] = "1"
+    return env
+
+
+async def start_cli(cwd: Path, *args: str) -> asyncio.subprocess.Process:
+    """Start `pointex args...` with piped output."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pointex.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=_cli_env(),
+    )
+
+
+async def run_cli(cwd: Path, *args: str) -> Run:
+    """Run `pointex args...` to its end."""
+    process = await start_cli(cwd, *args)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+    assert process.returncode is not None
+    return Run(process.returncode, stdout.decode(), stderr.decode())
+
+
+@dataclass(frozen=True)
+class Cli:
+    """`pointex` pointed at one command server and one query server, as one principal."""
+
+    cwd: Path
+    options: tuple[str, ...]
+
+    def acting_as(self, principal: str) -> Cli:
+        """Return the same CLI acting as another principal of the tokens file."""
+        return Cli(self.cwd, (*self.options, "--principal", principal))
+
+    async def __call__(self, *args: str) -> Run:
+        """Run a command with this CLI's connection options after it."""
+        return await run_cli(self.cwd, *args, *self.options)
+
+    async def ok(self, *args: str) -> Run:
+        """Run a command that must succeed."""
+        run = await self(*args)
+        assert run.code == 0, run
+        return run
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, tokens_file: Path, command_server: ServerProcess, query_server: ServerProcess
+) -> Cli:
+    """`pointex` on a fresh command server and its query server, as the operator."""
+    options = (
+        "--command-target",
+        command_server.target,
+        "--query-target",
+        query_server.target,
+        "--token-file",
+        str(tokens_file),
+    )
+    return Cli(tmp_path, options)
+
+
+def ids() -> tuple[str, str, str]:
+    """Return random ids for a merchant and two members of partner acme."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"acme:shop-{suffix}", f"acme:alice-{suffix}", f"acme:bob-{suffix}"
+
+
+async def open_funded(cli: Cli) -> tuple[str, str, str]:
+    """Open acme's merchant (minted 1,000 points) and two members; return their ids."""
+    shop, alice, bob = ids()
+    await cli.ok("account", "open", shop, "--kind", "merchant", "--owner", "acme")
+    for member in (alice, bob):
+        await cli.ok("account", "open", member, "--kind", "member", "--owner", "acme")
+    await cli.ok("points", "mint", shop, "1000", "--memo", "funding")
+    return shop, alice, bob
+
+
+async def test_points_move_and_accounts_show_as_table_and_json(cli: Cli) -> None:
+    """Open, mint, issue and transfer; the accounts read back (after the position) agree."""
+    shop, alice, bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    issued = await acme.ok("points", "issue", shop, alice, "300", "--reason", "welcome")
+    assert "issued 300 points" in issued.stdout
+    assert "position " in issued.stdout
+    moved = await acme("points", "transfer", alice, bob, "120", "--json")
+    assert moved.code == 0, moved
+    reply = moved.json()
+    assert reply["from_available_points"] == "180"
+    position = reply["position"]
+    assert isinstance(position, str)
+    assert len(position) == 18  # A format-1 token: 9 bytes in hex.
+
+    table = await cli.ok("account", "get", bob, "--after", position)
+    assert bob in table.stdout
+    assert "MEMBER" in table.stdout
+    assert "OPEN" in table.stdout
+    assert "│ available │ 120" in table.stdout
+    as_json = (await cli.ok("account", "get", alice, "--after", position, "--json")).json()
+    account = as_json["account"]
+    assert isinstance(account, dict)
+    assert account["available_points"] == "180"
+    assert account["status"] == "ACCOUNT_STATUS_OPEN"
+
+    history = await cli.ok("account", "history", bob, "--after", position)
+    assert "TRANSFER_IN" in history.stdout
+    assert alice in history.stdout
+    listing = await cli.ok("account", "list", "--owner", "acme", "--after", position)
+    for account_id in (shop, alice, bob):
+        assert account_id in listing.stdout
+    assert listing.stderr == ""  # Progress shows only on a terminal.
+
+
+async def test_a_refused_command_prints_code_and_reason_and_exits_1(cli: Cli) -> None:
+    """Too many points: one error line with the code and the reason, exit 1, nothing printed."""
+    shop, alice, bob = await open_funded(cli)
+    await cli.ok("points", "issue", shop, alice, "10")
+    refused = await cli("points", "transfer", alice, bob, "11")
+    assert refused.code == EXIT_REFUSED, refused
+    assert refused.stdout == ""
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error: FAILED_PRECONDITION INSUFFICIENT_POINTS: ")
+
+    missing = await cli("account", "get", "acme:nobody")
+    assert missing.code == EXIT_REFUSED
+    assert missing.stderr.startswith("error: NOT_FOUND ACCOUNT_NOT_FOUND")
+    forbidden = await cli.acting_as("acme")("points", "mint", shop, "5")
+    assert forbidden.code == EXIT_REFUSED
+    assert "PERMISSION_DENIED ROLE_FORBIDDEN" in forbidden.stderr
+
+
+async def test_a_request_id_given_twice_applies_the_command_once(cli: Cli) -> None:
+    """The same --request-id returns the original reply: one mint, one position."""
+    shop, _alice, _bob = await open_funded(cli)
+    request_id = str(uuid.uuid4())
+    first = (await cli.ok("points", "mint", shop, "7", "--request-id", request_id, "--json")).json()
+    again = (await cli.ok("points", "mint", shop, "7", "--request-id", request_id, "--json")).json()
+    assert first == again
+    assert first["available_points"] == "1007"
+    assert first["request_id"] == request_id
+
+
+async def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    """A wrong command line exits 2 before calling anything."""
+    assert (await run_cli(tmp_path, "points", "mint", "acme:shop")).code == EXIT_USAGE
+    assert (await run_cli(tmp_path, "points", "mint", "acme:shop", "-5")).code == EXIT_USAGE
+    bad_position = await run_cli(tmp_path, "account", "get", "a", "--after", "zz", "--token", "t")
+    assert bad_position.code == EXIT_USAGE
+    no_token = await run_cli(tmp_path, "account", "get", "a")
+    assert no_token.code == EXIT_USAGE
+    assert "no token" in no_token.stderr
+
+
+async def test_an_unreachable_server_exits_3(tmp_path: Path) -> None:
+    """Nothing listens on the port: after its retries the command exits 3 with UNAVAILABLE."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    common = ("--token", "t", "--retries", "1", "--command-target", closed)
+    run = await run_cli(tmp_path, "points", "mint", "acme:shop", "5", *common)
+    assert run.code == EXIT_UNREACHABLE, run
+    assert "error: UNAVAILABLE" in run.stderr
+    assert "--request-id" in run.stderr  # The outcome is unknown: how to find it out.
+    status = await run_cli(tmp_path, "status", *common, "--query-target", closed)
+    assert status.code == EXIT_UNREACHABLE
+    assert "UNREACHABLE" in status.stdout
+
+
+async def test_audit_and_status_of_a_healthy_system_exit_0(cli: Cli) -> None:
+    """After some movements the audit finds no violation and both servers are SERVING."""
+    shop, alice, _bob = await open_funded(cli)
+    issued = (await cli.ok("points", "issue", shop, alice, "40", "--json")).json()
+    position = issued["position"]
+    assert isinstance(position, str)
+    audit = await cli.ok("audit", "--after", position)
+    assert "OK" in audit.stdout
+    as_json = (await cli.ok("audit", "--after", position, "--json")).json()
+    assert as_json["ok"] is True
+    assert as_json["minted_points"] == "1000"
+    status = await cli.ok("status")
+    assert status.stdout.count("SERVING") == 2
+    assert "connected" in status.stdout
+
+
+async def test_watch_prints_notifications_and_resumes_from_its_cursor(cli: Cli) -> None:
+    """`watch --limit` prints notifications as JSON lines; the saved cursor resumes after them."""
+    shop, alice, _bob = await open_funded(cli)
+    cursor_file = cli.cwd / "cursor"
+    first = await cli.ok(
+        "watch", "--from-beginning", "--account", shop, "--limit", "1", "--json",
+        "--cursor-file", str(cursor_file),
+    )  # fmt: skip
+    (minted,) = [json.loads(line) for line in first.stdout.splitlines()]
+    assert minted["kind"] == "NOTIFICATION_KIND_POINTS_MINTED"
+    assert minted["account_id"] == shop
+    assert cursor_file.read_text().strip() == minted["cursor"]
+
+    await cli.ok("points", "issue", shop, alice, "25")
+    resumed = await cli.ok(
+        "watch", "--account", shop, "--limit", "1", "--cursor-file", str(cursor_file)
+    )
+    assert "POINTS_SENT" in resumed.stdout
+    assert "POINTS_MINTED" not in resumed.stdout
+    assert "resume with: pointex watch --cursor " in resumed.stderr
+
+
+async def test_watch_stops_cleanly_on_a_signal(cli: Cli) -> None:
+    """A running `watch` prints a new notification as it happens and exits 0 on SIGINT."""
+    shop, _alice, _bob = await open_funded(cli)
+    # From the beginning and filtered to burns: the burn shows however fast the stream starts.
+    watcher = await start_cli(
+        cli.cwd, "watch", "--account", shop, "--kind", "points_burned", "--from-beginning",
+        *cli.options,
+    )  # fmt: skip
+    try:
+        await cli.ok("points", "burn", shop, "3", "--memo", "expired")
+        assert watcher.stdout is not None
+        line = await asyncio.wait_for(watcher.stdout.readline(), COMMAND_TIMEOUT_S)
+        assert b"POINTS_BURNED" in line
+        assert shop.encode() in line
+        watcher.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(watcher.communicate(), COMMAND_TIMEOUT_S)
+    finally:
+        if watcher.returncode is None:
+            watcher.kill()
+            await watcher.wait()
+    assert watcher.returncode == 0, stderr
+    assert b"resume with: pointex watch --cursor " in stderr
+
+
+async def test_market_commands_show_orders_books_and_markets(cli: Cli) -> None:
+    """A resting SELL order shows in the book and in the order list; cancelling releases it."""
+    shop, alice, _bob = await open_funded(cli)
+    await cli.ok("points", "issue", shop, alice, "50")
+    placed = (await cli.ok("order", "place", alice, "sell", "20", "125", "--json")).json()
+    order = placed["order"]
+    assert isinstance(order, dict)
+    order_id = order["order_id"]
+    position = placed["position"]
+    assert isinstance(order_id, str)
+    assert isinstance(position, str)
+    book = await cli.ok("book", "PTS-CNY", "--after", position)
+    assert "SELL" in book.stdout
+    assert "1.25 CNY" in book.stdout
+    orders = await cli.ok("order", "list", "--account", alice, "--after", position)
+    assert order_id in orders.stdout
+    assert "PTS-CNY" in (await cli.ok("markets")).stdout
+    cancelled = await cli.ok("order", "cancel", order_id)
+    assert "released 20 points" in cancelled.stdout
+
+
+async def test_without_the_cli_extra_pointex_says_how_to_install_it(tmp_path: Path) -> None:
+    """With `rich` missing, `pointex` names the extra to install instead of a traceback."""
+    hide_rich = (
+        "import sys; sys.modules['rich'] = None; "
+        "from pointex.cli.main import main; sys.exit(main(['status']))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", hide_rich, stderr=asyncio.subprocess.PIPE, cwd=tmp_path
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+    assert process.returncode == EXIT_USAGE
+    assert b"pip install 'pointex-client[cli]'" in stderr
+    assert b"Traceback" not in stderr
+
+
+def test_every_command_has_help() -> None:
+    """Every subcommand of the tree, down to the leaves, has a help text."""
+    from pointex.cli.app import build_parser  # noqa: PLC0415 - needs the cli extra.
+
+    pending: list[argparse.ArgumentParser] = [build_parser()]
+    leaves = 0
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    assert choice.help, choice.dest
+                pending.extend(action.choices.values())
+        leaves += parser.get_default("handler") is not None
+    assert (
+        leaves == 23
+    )  # account 7, points 5, order 4, trade 2, book, markets, watch, audit, status
