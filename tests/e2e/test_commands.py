@@ -375,3 +375,23 @@ async def test_bulk_applies_commands_on_one_account_in_the_order_sent(
     ]
     assert outcomes == ["ok", "ok", "ok", "INSUFFICIENT_POINTS", "INSUFFICIENT_POINTS", "ok", "ok"]
     assert response.results[2].ok.issue_points.merchant_available_points == 0
+
+
+async def test_open_account_replies_with_the_account_at_its_first_version(
+    channel: grpc.aio.Channel,
+) -> None:
+    """The reply states the new account: OPEN, empty, version 1, with its display name."""
+    acme = Client(channel, ACME_TOKEN)
+    account_id = f"acme:new-{uuid.uuid4().hex[:8]}"
+    reply = await acme.call(
+        "OpenAccount",
+        pb.OpenAccountRequest(
+            request_id=rid(), account_id=account_id, kind=MEMBER, display_name="Ann"
+        ),
+    )
+    assert isinstance(reply, pb.OpenAccountResponse)
+    account = reply.account
+    assert (account.account_id, account.owner_partner_id) == (account_id, "acme")
+    assert (account.version, account.display_name) == (1, "Ann")
+    assert account.status == common_pb2.ACCOUNT_STATUS_OPEN
+    assert (account.available_points, account.held_points) == (0, 0)

@@ -59,6 +59,14 @@ def _account_message(state: Account | None) -> common_pb2.Account:
     )
 
 
+def _opened(state: Account | None, display_name: str) -> common_pb2.Account:
+    """Return a just-opened account as the contract states it: its first version."""
+    account = _account_message(state)
+    account.version = 1
+    account.display_name = display_name
+    return account
+
+
 def _available(state: Account | None) -> int:
     assert state is not None
     return state.available_points
@@ -95,7 +103,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             request,
             command,
             pb.OpenAccountResponse,
-            lambda s, _: pb.OpenAccountResponse(account=_account_message(s)),
+            lambda s, _: pb.OpenAccountResponse(account=_opened(s, command.display_name)),
         )
 
     async def MintPoints(self, request: pb.MintPointsRequest, _: Context) -> pb.MintPointsResponse:
