@@ -290,6 +290,7 @@ async def test_a_confirmed_trade_moves_points_from_seller_held_to_buyer(node: No
     seller, buyer = await _two_traders(node)
     sell = await node.place(seller, OrderSide.SELL, 10, 100)
     assert sell.order.status == common_pb2.ORDER_STATUS_OPEN
+    assert sell.order.placed_at.seconds == START_MS // 1000  # The server clock's time.
     assert await node.balances(seller) == (90, 10)
     buy = await node.place(buyer, OrderSide.BUY, 4, 120)
     assert buy.trade_count == 1

@@ -240,11 +240,12 @@ class MarketHandlers:
             placed = book.orders[order.order_id]
             response = pb.PlaceOrderResponse(
                 order=market_replies.order_message(
-                    copy_order(placed), order.market_id, book.market.currency
+                    copy_order(placed), order.market_id, book.market.currency, changed_at=now
                 ),
                 trades=[market_replies.trade_message(c, now) for c in created[:100]],
                 trade_count=len(created),
             )
+            response.order.placed_at.CopyFrom(response.order.updated_at)
             if placed.cancelled_quantity_points:
                 response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
             record = CommandRecorded(
@@ -345,6 +346,7 @@ class MarketHandlers:
                     copy_order(book.orders[order.order_id]),
                     request.market_id,
                     book.market.currency,
+                    changed_at=self._processes.now(),
                     cancel_reason=common_pb2.ORDER_CANCEL_REASON_REQUESTED,
                 ),
                 cancelled_quantity_points=cancelled.cancelled_quantity_points,

@@ -39,11 +39,12 @@ def order_message(
     market_id: str,
     currency: str,
     *,
+    changed_at: Instant,
     cancel_reason: common_pb2.OrderCancelReason.ValueType = (
         common_pb2.ORDER_CANCEL_REASON_UNSPECIFIED
     ),
 ) -> common_pb2.Order:
-    """Return the order as its book sees it now."""
+    """Return the order as its book sees it at `changed_at` (server clock)."""
     filled = order.quantity_points - order.open_quantity_points - order.cancelled_quantity_points
     if order.resting:
         status = (
@@ -70,6 +71,7 @@ def order_message(
         cancelled_quantity_points=order.cancelled_quantity_points,
         client_order_id=order.client_order_id,
         cancel_reason=cancel_reason,
+        updated_at=timestamp(changed_at),
     )
 
 
