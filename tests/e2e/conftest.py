@@ -171,13 +171,18 @@ async def start_query_server(tmp_path: Path, tokens_file: Path) -> AsyncIterator
     started: list[ServerProcess] = []
 
     async def start(
-        command_target: str, read_store_url: str | None = None, *, wait: bool = True
+        command_target: str,
+        read_store_url: str | None = None,
+        *,
+        wait: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> ServerProcess:
         env = {
             "POINTEX_AUTH_TOKENS_FILE": str(tokens_file),
             "POINTEX_READ_STORE_URL": read_store_url or f"sqlite:///{tmp_path / 'read.db'}",
             "POINTEX_COMMAND_TARGET": command_target,
             "POINTEX_FEED_TOKEN": QUERY_TOKEN,
+            **(extra_env or {}),
         }
         log_path = tmp_path / f"query-{len(started)}.log"
         server = await start_server("pointex.server.query.main", log_path, env)

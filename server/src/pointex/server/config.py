@@ -126,6 +126,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "seconds in-flight RPCs get to finish after SIGTERM/SIGINT",
         _ALL,
     ),
+    Setting(
+        "metrics_listen",
+        "POINTEX_METRICS_LISTEN",
+        "",
+        "host:port to serve Prometheus metrics on (/metrics); port 0 picks a free port; "
+        "empty: no metrics endpoint",
+        _BOTH,
+    ),
     Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _ALL),
     Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _ALL),
     Setting(
@@ -244,6 +252,7 @@ class CommonConfig:
     shutdown_grace_s: int
     log_level: str
     log_format: str
+    metrics_listen: str = ""  # empty: no /metrics endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +434,11 @@ def _common(values: Mapping[str, str]) -> CommonConfig:
         shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
         log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
         log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
+        metrics_listen=(
+            _host_port("metrics_listen", values["metrics_listen"])
+            if values.get("metrics_listen")
+            else ""
+        ),
     )
 
 

@@ -27,6 +27,7 @@ from pointex.server.eventstore.port import EventStore, StoreError
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
+from pointex.server.observability.metrics import Metrics
 from pointex.server.payments.providers import build_verifier, create_providers, load_providers
 from pointex.v1 import (
     command_service_pb2,
@@ -61,6 +62,7 @@ class CommandServer:
         await self.running.health.enter_graceful_shutdown()
         await self.stopping()
         await self.running.server.stop(grace_s)
+        self.running.close_metrics()
         await self.close()
 
     async def stopping(self) -> None:
@@ -111,7 +113,18 @@ async def create_server(config: CommandConfig) -> CommandServer:
                 ),
             ),
         ]
-        running = await start_server(config.common, services, tokens)
+        metrics = Metrics("command")
+        metrics.gauge(
+            "pointex_actors_resident",
+            "Account actors in memory now (capped by POINTEX_ACTORS_RESIDENT_MAX).",
+            lambda: actors.resident,
+        )
+        metrics.gauge(
+            "pointex_actor_activations",
+            "Account actors activated since start (loaded from a snapshot and the log).",
+            lambda: actors.activations,
+        )
+        running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
         await store.close()

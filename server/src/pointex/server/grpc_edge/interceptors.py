@@ -1,20 +1,23 @@
 """The one server interceptor both processes use: authenticate, authorize, map errors.
 
 Every handler is wrapped so that (1) the caller's bearer token and role are checked
-before it runs (health and reflection excepted), and (2) an exception escaping it is
+before it runs (health and reflection excepted), (2) an exception escaping it is
 reported through the status table (grpc_edge/status.py): a named case gets its code and
-reason, anything else INTERNAL with a correlation id. No client sees UNKNOWN or a traceback.
+reason, anything else INTERNAL with a correlation id, and (3) the call is counted with its
+code and duration in the server's metrics. No client sees UNKNOWN or a traceback.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
 
 from pointex.server.grpc_edge.auth import TokenTable, guard_for
-from pointex.server.grpc_edge.status import abort_for
+from pointex.server.grpc_edge.status import abort_for, map_exception
+from pointex.server.observability.metrics import Metrics
 
 # grpc.RpcMethodHandler is generic only in the type stubs, hence the string alias.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -25,31 +28,67 @@ Guard: TypeAlias = Callable[[Any], None] | None
 _PASS_THROUGH = (grpc.aio.AbortError,)
 
 
-def _wrap_unary_response(behavior: Any, guard: Guard) -> Callable[..., Awaitable[Any]]:
+class _Call:
+    """Times one call and reports its outcome to the metrics (if any)."""
+
+    __slots__ = ("_method", "_metrics", "_started")
+
+    def __init__(self, metrics: Metrics | None, method: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._started = time.perf_counter()
+
+    def done(self, code: str) -> None:
+        if self._metrics is not None:
+            self._metrics.rpc_done(self._method, code, time.perf_counter() - self._started)
+
+    def failed(self, error: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            code = context.code()
+            self.done(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN")
+            return
+        mapped = map_exception(error)
+        self.done(mapped.code.name if mapped is not None else "INTERNAL")
+
+
+def _wrap_unary_response(
+    behavior: Any, guard: Guard, metrics: Metrics | None, method: str
+) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = _Call(metrics, method)
         try:
             if guard is not None:
                 guard(context)
-            return await behavior(request, context)
-        except _PASS_THROUGH:
+            response = await behavior(request, context)
+        except _PASS_THROUGH as error:
+            call.failed(error, context)
             raise
         except Exception as error:  # noqa: BLE001 - every escape is mapped, none is lost.
+            call.failed(error, context)
             await abort_for(context, error)
+        call.done("OK")
+        return response
 
     return wrapped
 
 
-def _wrap_stream_response(behavior: Any, guard: Guard) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream_response(
+    behavior: Any, guard: Guard, metrics: Metrics | None, method: str
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = _Call(metrics, method)
         try:
             if guard is not None:
                 guard(context)
             async for response in behavior(request, context):
                 yield response
-        except _PASS_THROUGH:
+        except _PASS_THROUGH as error:
+            call.failed(error, context)
             raise
         except Exception as error:  # noqa: BLE001 - every escape is mapped, none is lost.
+            call.failed(error, context)
             await abort_for(context, error)
+        call.done("OK")
 
     return wrapped
 
@@ -57,9 +96,10 @@ def _wrap_stream_response(behavior: Any, guard: Guard) -> Callable[..., AsyncIte
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Check credentials (when `tokens` is given) and map every exception to a status."""
 
-    def __init__(self, tokens: TokenTable | None) -> None:
-        """Authenticate against `tokens`; None serves without authentication."""
+    def __init__(self, tokens: TokenTable | None, metrics: Metrics | None = None) -> None:
+        """Authenticate against `tokens` (None: no authentication); count calls in `metrics`."""
         self._tokens = tokens
+        self._metrics = metrics
         # Wrapped handlers by method name, built on a method's first call rather than on
         # every call. Bounded by the methods the server registers (unknown ones are not kept).
         self._wrapped: dict[str, Handler] = {}
@@ -93,7 +133,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         return make(
-            wrap(behavior, guard),
+            wrap(behavior, guard, self._metrics, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -22,6 +22,7 @@ from pointex.server import limits
 from pointex.server.config import CommonConfig, TlsConfig
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.interceptors import EdgeInterceptor
+from pointex.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ class RunningServer:
     port: int
     health: health_aio.HealthServicer
     service_names: tuple[str, ...]
+    metrics: Metrics | None = None
+    metrics_port: int | None = None  # where /metrics is served, if it is
+
+    def close_metrics(self) -> None:
+        """Stop serving /metrics (after the gRPC server stopped)."""
+        if self.metrics is not None:
+            self.metrics.close()
 
     async def set_serving(self, *, serving: bool) -> None:
         """Report every hosted service (and the server as a whole) as SERVING or NOT_SERVING."""
@@ -82,15 +90,20 @@ def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
 
 
 async def start_server(
-    common: CommonConfig, services: Sequence[Service], tokens: TokenTable | None
+    common: CommonConfig,
+    services: Sequence[Service],
+    tokens: TokenTable | None,
+    metrics: Metrics | None = None,
 ) -> RunningServer:
     """Bind `common.listen`, host `services` plus health and reflection, and start serving.
 
     With `tokens`, every call but health and reflection must carry a valid bearer token.
+    With `metrics`, every call is counted, and `/metrics` is served where
+    `common.metrics_listen` says (if it says).
     """
     server = grpc.aio.server(
         options=server_options(),
-        interceptors=(EdgeInterceptor(tokens),),
+        interceptors=(EdgeInterceptor(tokens, metrics),),
         maximum_concurrent_rpcs=limits.grpc_concurrent_rpcs_max,
     )
     for service in services:
@@ -107,7 +120,17 @@ async def start_server(
     else:
         port = server.add_secure_port(common.listen, _credentials(common.tls))
     await server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    metrics_port = None
+    if metrics is not None and common.metrics_listen:
+        metrics_port = metrics.serve(common.metrics_listen)
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=names,
+        metrics=metrics,
+        metrics_port=metrics_port,
+    )
     await running.set_serving(serving=True)
     return running
 

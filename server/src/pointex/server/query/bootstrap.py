@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pointex.server.config import QueryConfig
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
+from pointex.server.observability.metrics import Metrics
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.feed_subscriber import FeedClient, FeedState, FeedSubscriber
 from pointex.server.query.notifications import NotificationStreams
@@ -47,6 +48,7 @@ class QueryServer:
         await self.running.health.enter_graceful_shutdown()
         await self.stopping()
         await self.running.server.stop(grace_s)
+        self.running.close_metrics()
         await self.close()
 
     async def stopping(self) -> None:
@@ -87,7 +89,23 @@ async def create_server(config: QueryConfig) -> QueryServer:
                 servicer, server
             ),
         )
-        running = await start_server(config.common, [service], tokens)
+        metrics = Metrics("query")
+        metrics.gauge(
+            "pointex_projection_position",
+            "Global position the projections have reached.",
+            lambda: watch.position,
+        )
+        metrics.gauge(
+            "pointex_feed_head_position",
+            "Latest head position the command server's feed reported.",
+            lambda: feed_state.head,
+        )
+        metrics.gauge(
+            "pointex_projection_lag_events",
+            "Events committed but not yet projected (feed head minus projection position).",
+            lambda: max(feed_state.head - watch.position, 0),
+        )
+        running = await start_server(config.common, [service], tokens, metrics)
     except BaseException:
         await store.close()
         raise
