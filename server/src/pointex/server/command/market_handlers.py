@@ -28,6 +28,7 @@ from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided, Inspect
 from pointex.server.command import market_replies
+from pointex.server.command.background import finish_within
 from pointex.server.command.idempotency import (
     payload_digest,
     record_stream,
@@ -462,24 +463,4 @@ class MarketHandlers:
 
     async def stop(self) -> None:
         """Let first attempts under way finish, within a bound; cancel the rest."""
-        if not self._background:
-            return
-        _, stuck = await asyncio.wait(
-            set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
-        )
-        for task in stuck:
-            task.cancel()
-        await asyncio.gather(*stuck, return_exceptions=True)
-
-
-def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
-    """Return the request that places `order` (without its request id), for its digest."""
-    return pb.PlaceOrderRequest(
-        account_id=order.account_id,
-        market_id=order.market_id,
-        side=market_replies.side_to_proto(order.side),
-        quantity_points=order.quantity_points,
-        limit_price_minor=order.limit_price_minor,
-        time_in_force=market_replies.tif_to_proto(order.time_in_force),
-        client_order_id=order.client_order_id,
-    )
+        await finish_within(self._background, limits.shutdown_processes_ms_max)

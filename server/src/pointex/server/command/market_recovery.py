@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from pointex.server import limits
 from pointex.server.command.idempotency import payload_digest
-from pointex.server.command.market_handlers import MarketHandlers, place_request_of
+from pointex.server.command.market_handlers import MarketHandlers
+from pointex.server.command.market_replies import place_request_of
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.domain import errors
 from pointex.server.domain.commands import ReleasePoints

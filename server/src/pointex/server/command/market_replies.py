@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.market_events import TradeCreated
 from pointex.server.domain.order_book import BookOrder
 from pointex.server.domain.values import Instant, OrderSide, TimeInForce
+from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 
 _SIDES = {
@@ -102,3 +104,16 @@ def trade_message(created: TradeCreated, matched_at: Instant) -> common_pb2.Trad
 def tif_to_proto(time_in_force: TimeInForce) -> common_pb2.TimeInForce.ValueType:
     """Return the wire value of a time in force."""
     return _TIF[time_in_force]
+
+
+def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
+    """Return the request that places `order` (without its request id), for its digest."""
+    return pb.PlaceOrderRequest(
+        account_id=order.account_id,
+        market_id=order.market_id,
+        side=side_to_proto(order.side),
+        quantity_points=order.quantity_points,
+        limit_price_minor=order.limit_price_minor,
+        time_in_force=tif_to_proto(order.time_in_force),
+        client_order_id=order.client_order_id,
+    )

@@ -26,6 +26,7 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided
+from pointex.server.command.background import finish_within
 from pointex.server.domain import errors
 from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
@@ -415,12 +416,6 @@ class TradeProcesses:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
             self._timer = None
-        if self._background:
-            _, stuck = await asyncio.wait(
-                set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
-            )
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
+        await finish_within(self._background, limits.shutdown_processes_ms_max)
         for provider in self._providers.values():
             await provider.close()
