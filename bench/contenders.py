@@ -25,6 +25,8 @@ TRANSFER_ROW_SCENARIOS: Final = (*TRANSFER_SCENARIOS, "bulk")
 # The market runs on a fresh store of its own, with the sandbox provider wired in.
 MARKET_ROW_SCENARIOS: Final = (*TRANSFER_ROW_SCENARIOS, "market")
 ECHO_SCENARIOS: Final = ("echo", "echo_stream")
+# Pointex alone keeps projections: the replay scenario rebuilds them from its own log.
+POINTEX_SCENARIOS: Final = (*MARKET_ROW_SCENARIOS, "replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ def _pointex(plan: Plan, store: str) -> Contender:
         store=store,
         module="pointex.server.command.main",
         args=("--listen", "127.0.0.1:0", "--store-url", url),
-        scenarios=MARKET_ROW_SCENARIOS,
+        scenarios=POINTEX_SCENARIOS,
         setup_key=url,
         env=(
             ("POINTEX_AUTH_TOKENS_FILE", str(plan.tokens_file)),

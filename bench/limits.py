@@ -128,6 +128,25 @@ lockbased_row_id_digits_max: Final = 18
 # How far a callback's signed_at may be from the contender's clock (as Pointex's default).
 lockbased_callback_window_s: Final = 300
 
+# The projection replay (bench/replay.py). A log shorter than this is topped up with 1-point
+# transfers in bulk before the replay, so that the rate is measured over enough events to mean
+# something; the log the other scenarios leave is far longer.
+replay_log_events_min: Final = 5_000
+# Bulk messages (of `bulk_batch_commands_max` transfers) the top-up may send: each transfer
+# appends at least one event, so 40 messages reach the minimum with room to spare.
+replay_top_up_messages_max: Final = 40
+# How long reading the log's head may wait for the feed's first message.
+replay_head_wait_s_max: Final = 10
+# Reads of the head, `replay_poll_interval_ms` apart, until two agree: the last steps of the
+# load's transfers may still be appending when the replay starts (10 s at most).
+replay_settle_polls_max: Final = 100
+# How long the catch-up, and then the rebuild, may take. A full run's log (hundreds of
+# thousands of events) replays in minutes on 2 cores; past this the row is pending.
+replay_wait_s_max: Final = 1_200
+# How often the rebuild's progress is polled (GetProjectionStatus). The rate itself comes
+# from the server's timestamps, so the poll adds no error to it.
+replay_poll_interval_ms: Final = 100
+
 # How long the runner waits for a contender to print its port.
 server_start_timeout_s: Final = 60
 # How long a contender gets to exit after SIGTERM before it is killed.
@@ -150,3 +169,4 @@ assert 0 < peer_attempts_max <= 100
 assert market_spread_minor < market_price_minor, "every price stays positive"
 assert market_order_points_max <= lockbased_matches_max
 assert market_resting_orders_max >= 1
+assert replay_top_up_messages_max * bulk_batch_commands_max >= replay_log_events_min

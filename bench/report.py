@@ -20,6 +20,9 @@ _US_PER_MS: Final = 1000
 POINTEX_REFERENCE: Final = ("pointex", "postgres")
 PEER: Final = ("eventsourcing", "postgres")
 PEER_SCENARIOS: Final = ("uniform", "hot100", "hot4", "bulk")
+# The projection replay drives no load: its rows carry events/s instead of calls and
+# latencies, and have a table of their own (markdown_replay).
+REPLAY: Final = "replay"
 
 
 def summarize(recorded: Recorded, measure_s: int) -> Row:
@@ -189,12 +192,16 @@ def _peer_caption(rows: list[Row]) -> str:
 
 
 def write_png(path: Path, rows: list[Row]) -> None:
-    """Draw throughput and p99 per scenario, contenders side by side (log scales)."""
+    """Draw throughput and p99 per scenario, contenders side by side (log scales).
+
+    The replay's rows are left out: they have no latency, and events/s is not calls/s.
+    """
     import matplotlib as mpl  # noqa: PLC0415 - only the runner's last step needs it.
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend.
 
+    rows = [row for row in rows if row["scenario"] != REPLAY]
     scenarios = list(dict.fromkeys(row["scenario"] for row in rows))
     labels = list(dict.fromkeys(_label(row) for row in rows))
     figure, axes = plt.subplots(2, 1, figsize=(12, 8), constrained_layout=True)
@@ -241,6 +248,8 @@ def markdown_table(document: dict[str, Any]) -> str:
         "|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for row in document["rows"]:
+        if row["scenario"] == REPLAY:
+            continue  # In markdown_replay.
         if row.get("status") != "ok":
             lines.append(
                 f"| {row['contender']} | {row['store']} | {row['scenario']} | "
@@ -311,6 +320,36 @@ def markdown_market(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_replay(document: dict[str, Any]) -> str:
+    """Return the projection replay rows as a Markdown table ('' if the run had none)."""
+    rows = [r for r in document["rows"] if r["scenario"] == REPLAY]
+    if not rows:
+        return ""
+    lines = [
+        (
+            "| contender | store | read store | events in log | added by top-up "
+            "| events replayed | replay s | replay events/s | live catch-up s "
+            "| catch-up events/s |"
+        ),
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        read_store = row.get("read_store", "n/a")
+        if row.get("status") != "ok":
+            note = f"{row.get('status')}: {row.get('note', '')}"
+            lines.append(
+                f"| {row['contender']} | {row['store']} | {read_store} | {note} | | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['contender']} | {row['store']} | {read_store} | {row['log_events']:,} | "
+            f"{row['topped_up_events']:,} | {row['events_replayed']:,} | {row['replay_s']:.2f} | "
+            f"{row['events_per_s']:,.0f} | {row['catch_up_s']:.2f} | "
+            f"{row['catch_up_events_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the Markdown tables (rows, then targets) of a result file; redraw its chart."""
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
@@ -326,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if market := markdown_market(document):
         print()
         print(market)
+    if replay := markdown_replay(document):
+        print()
+        print(replay)
     if peer := markdown_peer(document):
         print()
         print(peer)

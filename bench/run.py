@@ -1,6 +1,6 @@
 """`make bench`: every contender as a real process, every scenario, one report.
 
-Run from the repository root: `python -m bench.run` (full: about 20 minutes) or
+Run from the repository root: `python -m bench.run` (full: about 30 minutes) or
 `python -m bench.run --quick` (every scenario in under 3 minutes, same JSON shape).
 For each contender in turn it starts the process on a free loopback port, opens and funds the
 accounts (untimed), runs the scenarios with the one load generator, stops the process, and
@@ -43,6 +43,8 @@ from bench.contenders import (
 )
 from bench.loadgen import SCENARIOS, TRANSFER_SCENARIOS, LoadFailed, LoadSpec, run_load
 from bench.market_run import run_market
+from bench.replay import SCENARIO as REPLAY
+from bench.replay import not_applicable, run_replay
 from bench.report import (
     Row,
     counters_delta,
@@ -59,13 +61,17 @@ RESULTS: Final = REPO / "bench" / "results"
 PG_DSN_DEFAULT: Final = "postgresql://postgres@127.0.0.1:5432/test"
 _PG_TIMEOUT_S: Final = 10
 # Full run: 26 scenario rows x 3 runs x (3 s warm-up + 15 s measured + ~2 s spawn), plus setup
-# (each market run also starts its own processes and checks the books: a few seconds more).
+# (each market run also starts its own processes and checks the books: a few seconds more),
+# plus the replay: Pointex's filled log (one to two million events) caught up and rebuilt once
+# per read store, three in all, at 15,000-30,000 events/s each way: about 5-15 minutes.
 FULL: Final = {
     "warmup_s": 3, "measure_s": 15, "repeat": 3, "members": limits.members_count,
 }  # fmt: skip
 # Quick run: 25 rows x (1 s + 3 s + ~2.5 s) plus setup, under 3 minutes. Setup is what grows
 # with the members (the eventsourcing peer opens about 300 accounts/s), so the quick run
 # opens and funds a fifth of them; every scenario still runs, over at most 2,000 members.
+# Its replay runs on the setup's log (about 12,000 events) into one read store per Pointex
+# contender: a few seconds for both (173 s for the whole quick run, measured with it).
 QUICK: Final = {"warmup_s": 1, "measure_s": 3, "repeat": 1, "members": limits.members_quick_count}
 # The market costs about 9 s per contender (fresh processes, setup, the check). The quick run
 # measures it on Pointex/PostgreSQL and both lock-based variants, and leaves out
@@ -74,6 +80,9 @@ QUICK: Final = {"warmup_s": 1, "measure_s": 3, "repeat": 1, "members": limits.me
 QUICK_MARKET_SKIP: Final = (("pointex", "sqlite"),)
 # Load-generator processes: see docs/benchmarks.md for the 1-versus-2 measurement.
 LOADGEN_PROCESSES_DEFAULT: Final = 2
+# Every scenario of the runner: the load generator's, and the projection replay, which drives
+# no load (bench/replay.py).
+RUN_SCENARIOS: Final = (*SCENARIOS, REPLAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,12 @@ class Options:
     chart: bool
     # (contender, store) pairs whose market row this run leaves out.
     market_skip: tuple[tuple[str, str], ...] = ()
+    # The replay runs on at least this many events (a shorter log is topped up first).
+    replay_events_min: int = limits.replay_log_events_min
+    # The quick run's replay: right after the setup, on the log it left (a few thousand
+    # events, not the load's hundreds of thousands), into one read store per contender.
+    replay_on_setup_log: bool = False
+    replay_one_read_store: bool = False
 
 
 def _say(message: str) -> None:
@@ -207,9 +222,14 @@ def _env() -> dict[str, str]:
 async def run_contender(
     contender: Contender, options: Options, plan: Plan, token: str, set_up: set[str]
 ) -> list[Row]:
-    """Run one contender's scenarios: the shared-store ones, then the market on its own."""
+    """Run one contender's scenarios: the shared-store ones, then the market on its own.
+
+    The replay needs projections: a contender without them gets an `n/a` row.
+    """
     scenarios = [s for s in contender.scenarios if s in options.scenarios]
     rows: list[Row] = []
+    if REPLAY in options.scenarios and REPLAY not in contender.scenarios:
+        rows.append(not_applicable(contender))
     if plain := [s for s in scenarios if s != "market"]:
         rows += await _run_shared(contender, plain, options, plan, token, set_up=set_up)
     if "market" in scenarios and (contender.name, contender.store) not in options.market_skip:
@@ -238,18 +258,25 @@ async def _run_shared(
         return _pending(contender, scenarios, options, "did not start")
     rows: list[Row] = []
     try:
-        needs_accounts = any(s in (*TRANSFER_SCENARIOS, "bulk") for s in scenarios)
+        # The replay's top-up transfers between the members too.
+        needs_accounts = any(s in (*TRANSFER_SCENARIOS, "bulk", REPLAY) for s in scenarios)
         if needs_accounts and contender.setup_key not in set_up:
             _say(f"opening and funding {options.members} members (untimed)")
             setup_started_s = time.monotonic()
             await setup_accounts(running.target, token, options.members)
             _say(f"setup took {time.monotonic() - setup_started_s:.0f} s")
             set_up.add(contender.setup_key or "")
-        for scenario in scenarios:
+        replay = REPLAY in scenarios
+        if replay and options.replay_on_setup_log:
+            rows += await run_replay(running, options, plan, token, _env())
+        for scenario in (s for s in scenarios if s != REPLAY):
             runs = [
                 await run_scenario(running, scenario, options, token) for _ in range(options.repeat)
             ]
             rows.append(median_row(runs))
+        if replay and not options.replay_on_setup_log:
+            # After the load: the log the other scenarios filled is the one replayed.
+            rows += await run_replay(running, options, plan, token, _env())
     except (SetupFailed, LoadFailed) as error:
         _say(f"{contender.name}/{contender.store}: {error}\n{running.log_tail()}")
         done = {row["scenario"] for row in rows}
@@ -296,7 +323,10 @@ async def run(options: Options) -> dict[str, Any]:
         "started_at": started_at,
         "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
         "warmup_s": options.warmup_s,
-        "duration_s": dict.fromkeys(options.scenarios, options.measure_s),
+        # The replay has no measured window: it lasts as long as the log takes.
+        "duration_s": dict.fromkeys(
+            (s for s in options.scenarios if s != REPLAY), options.measure_s
+        ),
         "repeat": options.repeat,
         "members": options.members,
         "rows": rows,
@@ -319,9 +349,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="every scenario in under 3 minutes")
     parser.add_argument(
         "--scenarios",
-        type=lambda text: _names(text, SCENARIOS, "scenarios"),
-        default=SCENARIOS,
-        help=f"comma-separated, from {','.join(SCENARIOS)} (default: all)",
+        type=lambda text: _names(text, RUN_SCENARIOS, "scenarios"),
+        default=RUN_SCENARIOS,
+        help=f"comma-separated, from {','.join(RUN_SCENARIOS)} (default: all)",
     )
     parser.add_argument(
         "--contenders",
@@ -353,6 +383,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         output=args.output,
         chart=not args.no_chart,
         market_skip=QUICK_MARKET_SKIP if args.quick else (),
+        replay_on_setup_log=args.quick,
+        replay_one_read_store=args.quick,
     )
     if not 0 < options.repeat <= limits.repeat_max:
         parser.error(f"--repeat must be 1..{limits.repeat_max}")
