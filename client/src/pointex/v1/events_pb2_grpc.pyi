@@ -26,7 +26,9 @@ vanish. Event sequences:
 * Issue, redeem, transfer: TransferInitiated + PointsDebited (source) in one append, then
   PointsCredited (destination), then TransferCompleted. If the destination refuses the
   credit (closed, ceiling): PointsReturned (source), then TransferCompensated. A transfer
-  rejected up front writes nothing.
+  rejected up front writes nothing. When both accounts are at hand, the command server may
+  commit the whole transfer in one append: PointsDebited, PointsCredited, then
+  TransferInitiated and TransferCompleted; it is then never open.
 * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
   (trade stream) in the same append. A BUY order starts at OrderPlaced. If the market cannot

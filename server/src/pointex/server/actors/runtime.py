@@ -50,6 +50,18 @@ class ActorSystem:
             self._actors.move_to_end(account_id)
         return actor
 
+    def ready(self, account_id: str) -> AccountActor | None:
+        """Return the account's actor if it is resident and would decide a message at once.
+
+        Never activates an actor, so it never passivates one either: two actors asked for
+        in a row both stay the ones the system holds.
+        """
+        actor = self._actors.get(account_id)
+        if actor is None or not actor.decides_now:
+            return None
+        self._actors.move_to_end(account_id)
+        return actor
+
     async def ask(self, account_id: str, message: Message) -> Any:
         """Deliver `message` to the account's actor and wait for its result."""
         return await self.actor(account_id).tell(message)

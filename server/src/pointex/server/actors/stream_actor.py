@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -117,6 +117,15 @@ class Inspect:
 Message = Command | Inspect
 
 
+@dataclass(frozen=True, slots=True)
+class Proposal(Generic[S]):
+    """A command decided on an actor's state but not taken on yet (see `commit_together`)."""
+
+    state: S
+    events: list[Any]
+    append: StreamAppend
+
+
 @dataclass(slots=True)
 class _Envelope:
     message: Message
@@ -154,6 +163,57 @@ class StreamActor(Generic[S]):
         """Tell whether the actor can be passivated without losing anything."""
         # An actor that is not ready holds no state worth keeping (it would reload anyway).
         return self._loader is None and not self._backlog and self._units_in_flight == 0
+
+    @property
+    def decides_now(self) -> bool:
+        """Tell whether a message told now would be decided at once (loaded, nothing queued)."""
+        return self._ready and not self._backlog
+
+    def propose(self, command: Any) -> Proposal[S]:
+        """Decide `command` on the current state without taking it on; raise its DomainError.
+
+        The proposal holds only while nothing else is decided: the caller commits it with
+        `commit_together` before it next yields to the event loop.
+        """
+        assert self.decides_now, self.stream_id
+        self._check(command)
+        aggregate = self._aggregate
+        assert not aggregate.in_place, "a proposal must leave the state as it is"
+        events = aggregate.decide(self.state, command)
+        assert events, "a joint unit holds a change on every stream"
+        state = self.state
+        for event in events:
+            state = aggregate.evolve(state, event)
+        append = StreamAppend(self.stream_id, self.version, tuple(codec.encode(e) for e in events))
+        return Proposal(state, events, append)
+
+    def commit_together(
+        self,
+        mine: Proposal[S],
+        others: Sequence[tuple[StreamActor[Any], Proposal[Any]]],
+        extra: Sequence[StreamAppend],
+    ) -> asyncio.Future[list[RecordedEvent]]:
+        """Submit this actor's proposal, the other actors' and `extra` as one unit.
+
+        Every actor takes its proposal on at once and counts the unit as in flight, so its
+        later units state versions after it, and if it does not commit every actor reloads.
+        A full commit queue raises `Overloaded` and changes nothing.
+        """
+        unit = (mine.append, *(proposal.append for _, proposal in others), *extra)
+        commit = self._committer.submit(unit)
+        self.take_on(mine, commit)
+        for actor, proposal in others:
+            actor.take_on(proposal, commit)
+        return commit
+
+    def take_on(self, proposal: Proposal[S], commit: asyncio.Future[list[RecordedEvent]]) -> None:
+        """Take on a proposal whose unit `commit_together` submitted."""
+        # Nothing was decided since the proposal: it is synchronous up to here.
+        assert proposal.append.expected_version == self.version, self.stream_id
+        self.state = proposal.state
+        self.version += len(proposal.events)
+        self._track(commit)
+        commit.add_done_callback(self._resolved)
 
     def tell(self, message: Message) -> asyncio.Future[Any]:
         """Deliver `message`; the future resolves with its result (or its error)."""
@@ -218,9 +278,7 @@ class StreamActor(Generic[S]):
             raise
         self.state = state
         self.version += len(events)
-        self._units_in_flight += 1
-        self._settled.clear()
-        self._last_commit = commit
+        self._track(commit)
         self._submitted(command)
         commit.add_done_callback(lambda done: self._committed(done, envelope, command, value))
 
@@ -244,6 +302,26 @@ class StreamActor(Generic[S]):
 
         latest.add_done_callback(answer)
 
+    def _track(self, commit: asyncio.Future[list[RecordedEvent]]) -> None:
+        """Count a submitted unit as in flight until it is resolved."""
+        self._units_in_flight += 1
+        self._settled.clear()
+        self._last_commit = commit
+
+    def _resolved(self, done: asyncio.Future[list[RecordedEvent]]) -> BaseException | None:
+        """Settle a unit in flight; return its error (the actor then reloads), or None."""
+        self._units_in_flight -= 1
+        if self._units_in_flight == 0:
+            self._settled.set()
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            # The state may include events that did not commit: reload before the next message.
+            self._ready = False
+            return error
+        self.last_position = max(self.last_position, done.result()[-1].position)
+        self._maybe_snapshot()
+        return None
+
     def _committed(
         self,
         done: asyncio.Future[list[RecordedEvent]],
@@ -251,20 +329,13 @@ class StreamActor(Generic[S]):
         command: Any,
         value: Any,
     ) -> None:
-        self._units_in_flight -= 1
-        if self._units_in_flight == 0:
-            self._settled.set()
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        error = self._resolved(done)
         if error is None:
             recorded = done.result()
-            self.last_position = max(self.last_position, recorded[-1].position)
             if not envelope.reply.done():
                 envelope.reply.set_result(Decided(value, recorded, recorded[-1].position))
-            self._maybe_snapshot()
             return
         self._failed(command)
-        # The state may include events that did not commit: reload before the next message.
-        self._ready = False
         if not envelope.reply.done():
             envelope.reply.set_exception(error)
 

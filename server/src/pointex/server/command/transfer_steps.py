@@ -1,21 +1,31 @@
-"""The first two steps of many transfer processes at once: check, then debit.
+"""The start of many transfer processes at once: in one unit, or check, then debit.
 
-A transfer's steps are the same whether it came alone or in a bulk message (see
-handlers.py for the process); what changes with a batch is only how the steps are driven.
-Each step is handed to every actor it concerns before any of its replies is awaited, and
-the replies are awaited together (futures, not tasks), so a batch of transfers costs one
-record look-up, one wait per step, and the group commits its units share, instead of a
-task and several waits per transfer.
+A transfer whose two accounts' actors are loaded and have nothing queued is decided at once
+on both (the credit on the destination, then the debit on the source, each by the domain's
+own decide) and committed as one unit: PointsDebited, PointsCredited, then TransferInitiated
+and TransferCompleted on the process stream, whose version 0 is the idempotency record as
+in the step-by-step process. A refusal raises before anything is submitted, with the reason
+the step-by-step process gives; the unit commits whole or not at all, so it is never open.
 
-Every debit of a batch is told to its actor in the order the transfers were sent, after
-every destination check of the batch has answered: transfers from one account are
-therefore debited in the order sent, whatever order the destinations answer in.
+Any other transfer takes the steps of handlers.py. A transfer's steps are the same whether
+it came alone or in a bulk message; what changes with a batch is only how the steps are
+driven. Each step is handed to every actor it concerns before any of its replies is
+awaited, and the replies are awaited together (futures, not tasks), so a batch of transfers
+costs one record look-up, one wait per step, and the group commits its units share,
+instead of a task and several waits per transfer.
+
+Transfers of a batch start in the order sent: every debit of the step-by-step ones is told
+after every destination check of the batch has answered, in the order sent, and once a
+transfer takes the steps, later transfers of the batch touching either of its accounts take
+them too. Transfers from one account are therefore debited in the order sent, whatever
+order the destinations answer in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +35,22 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Finish
 from pointex.server.command.idempotency import transfer_stream
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.domain import errors
 from pointex.server.domain.account import Account, check_credit
 from pointex.server.domain.commands import CreditPoints, DebitPoints
-from pointex.server.domain.events import AccountEvent, TransferInitiated
+from pointex.server.domain.events import (
+    AccountEvent,
+    PointsDebited,
+    TransferCompleted,
+    TransferInitiated,
+)
 from pointex.server.domain.values import TransferKind
 from pointex.server.eventstore import codec
-from pointex.server.eventstore.port import StreamAppend
+from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +74,10 @@ class TransferDone:
     position: int
 
 
-# What starting one transfer came to: its record and the position of its debit; None when
-# the transfer's record already exists (a retry); or the error its check or debit raised.
-Started = tuple[TransferInitiated, int] | BaseException | None
+# What starting one transfer came to: its record and the position of its debit; the whole
+# transfer, when it committed in one unit; None when the transfer's record already exists (a
+# retry); or the error its check, debit or unit raised.
+Started = tuple[TransferInitiated, int] | TransferDone | BaseException | None
 
 
 def tell(actors: ActorSystem, account_id: str, message: Message) -> asyncio.Future[Any]:
@@ -103,8 +122,8 @@ def appending(*appends: StreamAppend) -> Finish:
     return finish
 
 
-def _debit(request: TransferRequest, key: str) -> Command:
-    debit = DebitPoints(
+def _debit_of(request: TransferRequest, key: str) -> DebitPoints:
+    return DebitPoints(
         request.principal.caller,
         request.from_account_id,
         key,
@@ -114,21 +133,97 @@ def _debit(request: TransferRequest, key: str) -> Command:
         request.memo,
     )
 
+
+def _initiated(request: TransferRequest, key: str, debited: AccountEvent) -> TransferInitiated:
+    assert isinstance(debited, PointsDebited), debited
+    return TransferInitiated(
+        key,
+        request.kind,
+        request.from_account_id,
+        request.to_account_id,
+        request.amount_points,
+        request.memo,
+        request.request_id,
+        debited.available_points,
+    )
+
+
+def _debit(request: TransferRequest, key: str) -> Command:
     def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
-        initiated = TransferInitiated(
-            key,
-            request.kind,
-            request.from_account_id,
-            request.to_account_id,
-            request.amount_points,
-            request.memo,
-            request.request_id,
-            events[0].available_points,  # type: ignore[union-attr]
-        )
+        initiated = _initiated(request, key, events[0])
         append = StreamAppend(transfer_stream(key), 0, (codec.encode(initiated),))
         return (append,), initiated
 
-    return Command(debit, finish)
+    return Command(_debit_of(request, key), finish)
+
+
+def _in_one_unit(
+    actors: ActorSystem, request: TransferRequest, key: str
+) -> asyncio.Future[TransferDone] | None:
+    """Decide and submit a transfer as one unit; None if it must take the steps instead.
+
+    Raises the DomainError refusing the transfer (nothing submitted), or `Overloaded`.
+    """
+    if request.from_account_id == request.to_account_id:
+        return None  # The debit refuses it, after the destination's check, as it always did.
+    destination = actors.ready(request.to_account_id)
+    source = actors.ready(request.from_account_id)
+    if destination is None or source is None:
+        return None
+    # The destination first: the steps check it before the debit, so a transfer both
+    # accounts refuse fails with the destination's reason on either path.
+    credited = destination.propose(credit_of(request, key))
+    debited = source.propose(_debit_of(request, key))
+    initiated = _initiated(request, key, debited.events[0])
+    record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
+    extra = (StreamAppend(transfer_stream(key), 0, record),)
+    commit = source.commit_together(debited, ((destination, credited),), extra)
+    done: asyncio.Future[TransferDone] = asyncio.get_running_loop().create_future()
+
+    def answer(committed: asyncio.Future[list[RecordedEvent]]) -> None:
+        if committed.cancelled():
+            done.cancel()
+        elif (error := committed.exception()) is not None:
+            done.set_exception(error)
+        else:  # Its last event is TransferCompleted, as a retry reads it from the record.
+            done.set_result(TransferDone(initiated, committed.result()[-1].position))
+
+    commit.add_done_callback(answer)
+    return done
+
+
+def _start_in_one_unit(
+    actors: ActorSystem,
+    requests: Sequence[TransferRequest],
+    keys: Sequence[str],
+    fresh: Sequence[int],
+    outcomes: list[Started],
+) -> tuple[dict[int, asyncio.Future[TransferDone]], list[int]]:
+    """Start each transfer it can in one unit; return those units and the others' indexes."""
+    units: dict[int, asyncio.Future[TransferDone]] = {}
+    stepwise: list[int] = []
+    stepwise_accounts: set[str] = set()
+    for i in fresh:
+        request = requests[i]
+        accounts = (request.from_account_id, request.to_account_id)
+        # After an earlier transfer of the batch on one of its accounts took the steps, this
+        # one does too, or it would move points on that account before the earlier one.
+        if stepwise_accounts.isdisjoint(accounts):
+            try:
+                unit = _in_one_unit(actors, request, keys[i])
+            except (errors.DomainError, Overloaded, StoreError) as error:
+                outcomes[i] = error
+                continue
+            except Exception as error:  # A bug fails its own transfer, not the batch.
+                log.exception("transfer %s failed in one unit", keys[i])
+                outcomes[i] = error
+                continue
+            if unit is not None:
+                units[i] = unit
+                continue
+        stepwise.append(i)
+        stepwise_accounts.update(accounts)
+    return units, stepwise
 
 
 async def start_transfers(
@@ -137,23 +232,24 @@ async def start_transfers(
     requests: Sequence[TransferRequest],
     keys: Sequence[str],
 ) -> list[Started]:
-    """Check each destination, then debit each source with its process record, in order.
+    """Start each transfer in one unit, or check its destination then debit its source.
 
     Returns one `Started` a request, in the order of `requests`.
     """
     exists = await lookup.exists_many([transfer_stream(key) for key in keys])
     outcomes: list[Started] = [None] * len(requests)
     fresh = [i for i, found in enumerate(exists) if not found]
+    units, stepwise = _start_in_one_unit(actors, requests, keys, fresh, outcomes)
     # A destination that cannot take the points stops its transfer before anything moves.
     checks = []
-    for i in fresh:
+    for i in stepwise:
         credit = credit_of(requests[i], keys[i])
         check = Inspect(functools.partial(_check_credit, credit))
         checks.append(tell(actors, requests[i].to_account_id, check))
     checked = await replies(checks)
     debits: list[asyncio.Future[Any]] = []
     debited: list[int] = []
-    for i, answer in zip(fresh, checked, strict=True):
+    for i, answer in zip(stepwise, checked, strict=True):
         if isinstance(answer, BaseException):
             outcomes[i] = answer
             continue
@@ -164,4 +260,6 @@ async def start_transfers(
             outcomes[i] = (decided.value, decided.position)
         else:
             outcomes[i] = decided
+    for i, ended in zip(units, await replies(list(units.values())), strict=True):
+        outcomes[i] = ended
     return outcomes
