@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided, Inspect
 from pointex.server.command import market_replies
-from pointex.server.command.background import finish_within
+from pointex.server.command.background import finish_within, retry_until_done
 from pointex.server.command.idempotency import (
     payload_digest,
     record_stream,
@@ -172,18 +173,12 @@ class MarketHandlers:
         key = order.order_id.removeprefix(ORDER_ID_PREFIX)
 
         async def retry() -> None:
-            delay_ms = limits.transfer_retry_delay_ms_min
-            while True:
-                await asyncio.sleep(delay_ms / 1000)
-                try:
-                    await self.place_held(order, digest, request_id, principal_id)
-                except errors.DomainError:
-                    return  # Rejected: its points were released.
-                except (StoreError, Overloaded) as error:
-                    log.warning("order %s still not placed: %s", order.order_id, error)
-                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
-                else:
-                    return
+            with contextlib.suppress(errors.DomainError):  # Rejected: its points were released.
+                await retry_until_done(
+                    lambda: self.place_held(order, digest, request_id, principal_id),
+                    retry_on=(StoreError, Overloaded),
+                    what=f"placement of order {order.order_id}",
+                )
 
         self._detach(key, retry())
 
@@ -294,16 +289,11 @@ class MarketHandlers:
         return decided.position
 
     async def _release_later(self, release: ReleasePoints) -> None:
-        delay_ms = limits.transfer_retry_delay_ms_min
-        while True:
-            await asyncio.sleep(delay_ms / 1000)
-            try:
-                await self._accounts.ask(release.account_id, Command(release))
-            except (StoreError, Overloaded) as error:
-                log.warning("release for %s still pending: %s", release.order_id, error)
-                delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
-            else:
-                return
+        await retry_until_done(
+            lambda: self._accounts.ask(release.account_id, Command(release)),
+            retry_on=(StoreError, Overloaded),
+            what=f"release for order {release.order_id}",
+        )
 
     # --- CancelOrder --------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided
-from pointex.server.command.background import finish_within
+from pointex.server.command.background import finish_within, retry_until_done
 from pointex.server.domain import errors
 from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
@@ -216,18 +216,13 @@ class TradeProcesses:
         raise TradeConflict(trade_id)
 
     async def _finish_settlement_later(self, trade_id: str) -> None:
-        delay_ms = limits.transfer_retry_delay_ms_min
-        while True:
-            await asyncio.sleep(delay_ms / 1000)
-            try:
-                await self.finish_settlement(trade_id)
-            except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
-                # A closed buyer account refuses the credit (ACCOUNT_CLOSED): the points stay
-                # in flight, visible to CheckInvariants, until an operator reopens the case.
-                log.warning("trade %s still settling: %s", trade_id, error)
-                delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
-            else:
-                return
+        # A closed buyer account refuses the credit (ACCOUNT_CLOSED): the points stay in
+        # flight, visible to CheckInvariants, until an operator reopens the case.
+        await retry_until_done(
+            lambda: self.finish_settlement(trade_id),
+            retry_on=(StoreError, Overloaded, errors.DomainError, TradeConflict),
+            what=f"settlement of trade {trade_id}",
+        )
 
     # --- Cancellation -------------------------------------------------------------------
 
