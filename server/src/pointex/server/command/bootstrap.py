@@ -92,7 +92,8 @@ async def create_server(config: CommandConfig) -> CommandServer:
     committer.start()
     try:
         actors = ActorSystem(store, committer, resident_max=config.actors_resident_max)
-        lookup = RecordLookup(store)
+        # Reads of retries go in step with the commits (see record_lookup).
+        lookup = RecordLookup(store, committer.between_commits)
         lookup.start()
         handlers = CommandHandlers(store, actors, lookup)
         recovered = await handlers.recover()  # Before any command is taken.

@@ -46,6 +46,8 @@ class GroupCommitter:
         # the running loop costs a getpid() system call.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        # Resolved when the commit under way ends; None while none is.
+        self._round: asyncio.Future[None] | None = None
         self.batches_committed = 0
         self.events_committed = 0
 
@@ -111,7 +113,23 @@ class GroupCommitter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._commit(self._take_batch())
+            loop = self._loop or asyncio.get_running_loop()
+            self._round = loop.create_future()
+            try:
+                await self._commit(self._take_batch())
+            finally:
+                self._round.set_result(None)
+                self._round = None
+
+    async def between_commits(self) -> None:
+        """Return once the commit under way, if any, has ended (at once when none is).
+
+        Readers that batch their own store reads wait here to read once per commit rather
+        than once per question (command/record_lookup.py).
+        """
+        round_ = self._round
+        if round_ is not None:
+            await asyncio.shield(round_)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
