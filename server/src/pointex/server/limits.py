@@ -153,6 +153,10 @@ grpc_keepalive_time_ms = 30_000
 grpc_keepalive_timeout_ms = 10_000
 grpc_ping_interval_ms_min = 10_000
 
+# Authorization headers remembered as valid, so that repeated calls skip the hash and the
+# constant-time scan of the tokens table. One per token, plus variants of its spacing.
+proven_tokens_max = 1024
+
 # --- Domain amounts ---------------------------------------------------------------------------
 
 # Points one command may move. Far below int64 so that sums of many amounts cannot overflow.

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from pointex.server import limits
 from pointex.server.domain.errors import PermissionDenied, Unauthenticated
 from pointex.server.domain.values import Caller, Role
 
@@ -110,6 +111,10 @@ class TokenTable:
     def __init__(self, entries: Mapping[bytes, Principal]) -> None:
         """Hold the given digest -> principal entries."""
         self._entries = dict(entries)
+        # Headers already proven valid, so that a caller's every call does not hash and
+        # compare again. Only successes are kept: an unknown token always takes the
+        # constant-time path. Bounded, since one token can be sent with other spacing.
+        self._proven: dict[str, Principal] = {}
 
     @classmethod
     def from_file(cls, path: Path) -> TokenTable:
@@ -142,12 +147,20 @@ class TokenTable:
         header = next((v for k, v in metadata or () if k == "authorization"), None)
         if not isinstance(header, str) or not header.startswith("Bearer "):
             raise Unauthenticated("TOKEN_MISSING", "send authorization: Bearer <token>")
+        proven = self._proven.get(header)
+        if proven is not None:
+            return proven
         digest = _digest(header.removeprefix("Bearer ").strip())
+        found = None
         for known, principal in self._entries.items():
             # Digests are compared in constant time; the loop visits every entry.
             if hmac.compare_digest(known, digest):
-                return principal
-        raise Unauthenticated("TOKEN_INVALID", "the token is not valid")
+                found = principal
+        if found is None:
+            raise Unauthenticated("TOKEN_INVALID", "the token is not valid")
+        if len(self._proven) < limits.proven_tokens_max:
+            self._proven[header] = found
+        return found
 
 
 def authorize(method: str, principal: Principal) -> None:

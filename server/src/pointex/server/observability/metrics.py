@@ -47,13 +47,23 @@ class Metrics:
             buckets=_RPC_BUCKETS_S,
             registry=self.registry,
         )
+        # The labelled children by (method, code): `labels()` takes a lock and builds a key
+        # on every call. Bounded by the methods the server serves times the status codes.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def rpc_done(self, method: str, code: str, seconds: float) -> None:
         """Count one finished RPC and its duration."""
-        self._rpcs.labels(method=method, code=code).inc()
-        self._rpc_seconds.labels(method=method).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[method, code] = (
+                self._rpcs.labels(method=method, code=code),
+                self._rpc_seconds.labels(method=method),
+            )
+        count, duration = children
+        count.inc()
+        duration.observe(seconds)
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose `read()`, called at each scrape, as the gauge `name`."""
