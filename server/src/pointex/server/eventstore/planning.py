@@ -101,6 +101,7 @@ def plan_batch(
     current = dict(versions)
     rows: list[RecordedEvent] = []
     results: list[list[RecordedEvent] | WrongExpectedVersion] = []
+    position = head_position
     for unit in units:
         conflict = _first_conflict(unit, current)
         if conflict is not None:
@@ -108,21 +109,28 @@ def plan_batch(
             continue
         recorded: list[RecordedEvent] = []
         for append in unit:
-            for offset, event in enumerate(append.events, start=1):
+            stream_id = append.stream_id
+            version = append.expected_version
+            slice_ = stream_slice(stream_id)
+            for event in append.events:
+                position += 1
+                version += 1
+                # Positional, in the field order of RecordedEvent: this runs for every event
+                # of every batch.
                 recorded.append(
                     RecordedEvent(
-                        position=head_position + len(rows) + len(recorded) + 1,
-                        stream_id=append.stream_id,
-                        stream_version=append.expected_version + offset,
-                        slice=stream_slice(append.stream_id),
-                        type=event.type,
-                        schema_version=event.schema_version,
-                        data=event.data,
-                        metadata=event.metadata,
-                        recorded_at_us=recorded_at_us,
+                        position,
+                        stream_id,
+                        version,
+                        slice_,
+                        event.type,
+                        event.schema_version,
+                        event.data,
+                        event.metadata,
+                        recorded_at_us,
                     )
                 )
-            current[append.stream_id] = append.expected_version + len(append.events)
+            current[stream_id] = version
         rows.extend(recorded)
         results.append(recorded)
     return BatchPlan(rows=rows, results=results)
