@@ -70,7 +70,7 @@ test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
 BENCH_DEPS = $(PY) -c 'import matplotlib' 2>/dev/null || \
 	$(PY) -m pip install --quiet -e ./client -e '.[dev,bench]'
 
-bench: install ## benchmark every contender and scenario, median of 3 runs: about 30 minutes
+bench: install ## benchmark every contender and scenario, median of 3 runs: about 35–40 minutes
 	$(BENCH_DEPS)
 	$(PY) -m bench.run
 

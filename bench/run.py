@@ -1,6 +1,6 @@
 """`make bench`: every contender as a real process, every scenario, one report.
 
-Run from the repository root: `python -m bench.run` (full: about 30 minutes) or
+Run from the repository root: `python -m bench.run` (full: about 35-40 minutes) or
 `python -m bench.run --quick` (every scenario in under 3 minutes, same JSON shape).
 For each contender in turn it starts the process on a free loopback port, opens and funds the
 accounts (untimed), runs the scenarios with the one load generator, stops the process, and
