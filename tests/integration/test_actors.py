@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pointex.server import limits
 from pointex.server.actors.account_actor import AccountActor, Command
 from pointex.server.actors.runtime import ActorSystem
+from pointex.server.command.bootstrap import start_core
 from pointex.server.command.handlers import CommandHandlers, TransferRequest
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors
@@ -55,11 +56,8 @@ class Node:
 
     def __post_init__(self) -> None:
         """Wire a fresh committer, actor system and handlers."""
-        self.committer = GroupCommitter(self.store)
-        self.committer.start()
-        self.actors = ActorSystem(self.store, self.committer, resident_max=100)
-        self.lookup = RecordLookup(self.store)
-        self.lookup.start()
+        core = start_core(self.store, resident_max=100)
+        self.committer, self.actors, self.lookup = core.committer, core.actors, core.lookup
         self.handlers = CommandHandlers(self.store, self.actors, self.lookup)
 
 

@@ -27,6 +27,7 @@ from pointex.client.callbacks import sign
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Inspect
+from pointex.server.command.bootstrap import start_core
 from pointex.server.command.feed_servicer import to_wire
 from pointex.server.command.idempotency import request_key
 from pointex.server.command.market_handlers import MarketHandlers, order_id_for
@@ -131,11 +132,8 @@ class Node:
 
     async def start(self) -> Node:
         """Wire everything, record the market, and recover what is open."""
-        self.committer = GroupCommitter(self.store)
-        self.committer.start()
-        self.accounts = ActorSystem(self.store, self.committer, resident_max=100)
-        self.lookup = RecordLookup(self.store)
-        self.lookup.start()
+        core = start_core(self.store, resident_max=100)
+        self.committer, self.accounts, self.lookup = core.committer, core.actors, core.lookup
         self.markets = markets = MarketActors(self.store, self.committer, [PTS_CNY])
         self.processes = TradeProcesses(
             store=self.store,

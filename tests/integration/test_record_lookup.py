@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.eventstore.group_commit import GroupCommitter
+from pointex.server.command.bootstrap import start_core
 from pointex.server.eventstore.port import EventStore, NewEvent, RecordedEvent, StreamAppend
 from tests.conftest import MakeStore
 
@@ -39,10 +38,8 @@ async def test_questions_during_a_commit_wait_for_it_and_share_one_read(
 
     store = make_store(before_commit=hold)
     await store.open()
-    committer = GroupCommitter(store)
-    committer.start()
-    lookup = RecordLookup(store, committer.between_commits)
-    lookup.start()
+    core = start_core(store, resident_max=10)  # Wired as the server wires it.
+    committer, lookup = core.committer, core.lookup
     try:
         committed = committer.submit((StreamAppend("request-first", 0, (EVENT,)),))
         await holding.wait()
@@ -69,10 +66,8 @@ async def test_questions_during_a_commit_wait_for_it_and_share_one_read(
 
 async def test_an_idle_committer_adds_no_wait(store: EventStore) -> None:
     """With no commit under way, a question is read at once."""
-    committer = GroupCommitter(store)
-    committer.start()
-    lookup = RecordLookup(store, committer.between_commits)
-    lookup.start()
+    core = start_core(store, resident_max=10)  # Wired as the server wires it.
+    committer, lookup = core.committer, core.lookup
     try:
         await committer.submit((StreamAppend("request-known", 0, (EVENT,)),))
         reads = _count_reads(store)

@@ -83,18 +83,37 @@ class CommandServer:
         await self.store.close()
 
 
+@dataclass(slots=True)
+class CommandCore:
+    """The single writer, the actors and the retry look-up, started over one store."""
+
+    committer: GroupCommitter
+    actors: ActorSystem
+    lookup: RecordLookup
+
+
+def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
+    """Start the group committer and the record look-up, and the actors over them.
+
+    The server and the tests that run the command side without gRPC wire it here alike.
+    """
+    committer = GroupCommitter(store)
+    committer.start()
+    actors = ActorSystem(store, committer, resident_max=resident_max)
+    # Reads of retries go in step with the commits (see record_lookup).
+    lookup = RecordLookup(store, committer.between_commits)
+    lookup.start()
+    return CommandCore(committer, actors, lookup)
+
+
 async def create_server(config: CommandConfig) -> CommandServer:
     """Open the event store (migrating it), then start gRPC with every command-side service."""
     tokens = TokenTable.from_file(config.common.auth_tokens_file)
     store = open_store(config.store_url, allow_unsafe_durability=config.allow_unsafe_durability)
     await store.open()
-    committer = GroupCommitter(store)
-    committer.start()
+    core = start_core(store, resident_max=config.actors_resident_max)
+    committer, actors, lookup = core.committer, core.actors, core.lookup
     try:
-        actors = ActorSystem(store, committer, resident_max=config.actors_resident_max)
-        # Reads of retries go in step with the commits (see record_lookup).
-        lookup = RecordLookup(store, committer.between_commits)
-        lookup.start()
         handlers = CommandHandlers(store, actors, lookup)
         recovered = await handlers.recover()  # Before any command is taken.
         if recovered:
