@@ -164,6 +164,41 @@ async def test_a_transfer_between_loaded_accounts_is_one_unit_of_four_events(
     await check_conservation(store)
 
 
+async def test_a_caller_gone_while_its_unit_commits_leaves_the_transfer_done(
+    make_store: MakeStore,
+) -> None:
+    """Cancelled while its unit commits: the unit commits, and a retry answers from it."""
+    armed, holding, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def hold(_rows: Sequence[RecordedEvent]) -> None:
+        if armed.is_set():
+            holding.set()
+            await release.wait()
+
+    store = make_store(before_commit=hold)
+    await store.open()
+    node = Node(store)
+    try:
+        await node.fund()
+        armed.set()
+        caller = asyncio.create_task(node.handlers.transfer(move("gone", "h0", "h1", 25)))
+        await holding.wait()  # The unit is submitted and its commit under way.
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        # The commit was not cancelled with its caller: the actors keep their state.
+        assert node.actors.ready("h0") is not None
+        assert node.actors.ready("h1") is not None
+        release.set()
+        done = await node.handlers.transfer(move("gone", "h0", "h1", 25))  # The retry.
+        assert done.initiated.amount_points == 25
+        assert (await node.available("h0"), await node.available("h1")) == (975, 1_025)
+    finally:
+        release.set()
+        await node.stop()
+    assert (await check_conservation(store))["h1"] == 1_025
+
+
 async def test_cold_actors_take_the_steps_then_later_transfers_are_one_unit(
     node: Node, store: EventStore
 ) -> None:

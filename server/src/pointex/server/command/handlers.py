@@ -9,7 +9,8 @@ A transfer (issue, redeem, transfer) is a process whose every step is an event:
 stream; (3) the destination decides PointsCredited, committed with TransferCompleted, or
 if it now refuses, the source gets PointsReturned with TransferCompensated. After a crash
 between (2) and (3), `recover` finds the transfer open and finishes it. When both accounts'
-actors are loaded, the transfer commits as one unit instead (transfer_steps.py): never open.
+actors are loaded, the transfer commits as one unit instead (transfer_steps.py): never open,
+so a single such transfer needs no process task of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pointex.server.command.transfer_steps import (
     TransferRequest,
     appending,
     credit_of,
+    in_one_unit,
     replies,
     start_transfers,
     tell,
@@ -146,30 +148,50 @@ class CommandHandlers:
         return await replay_record(self._store, stream, digest, response_type)
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
-        """Run a transfer process once per request id; return when it completed."""
-        (outcome,) = await self.transfer_many([request])
+        """Run a transfer process once per request id; return when it completed.
+
+        A transfer that commits in one unit is never open, so it needs no process detached
+        from the caller: it runs in the caller's task, with no task or gathering of its own.
+        """
+        key = request_key(request.principal, request.request_id)
+        (exists,) = await self._lookup.exists_many([transfer_stream(key)])
+        if exists:  # A retry: answer from the record.
+            resumed = await self._resume(request, key, required=True)
+            assert resumed is not None, "a retry of a recorded transfer has its record"
+            return resumed
+        try:
+            unit = in_one_unit(self._actors, request, key)
+            if unit is not None:
+                # Submitted: a caller that goes away now does not stop the commit.
+                return unit.done(await asyncio.shield(unit.committed))
+        except (errors.DomainError, Overloaded, StoreError) as error:
+            done = await self._after_start(request, key, error)
+            assert done is not None, "only a retry has no error to answer"
+            return done
+        (outcome,) = await self.transfer_many([request], exists=[False])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     async def transfer_many(
-        self, requests: Sequence[TransferRequest]
+        self, requests: Sequence[TransferRequest], exists: Sequence[bool] | None = None
     ) -> list[TransferDone | BaseException]:
         """Run transfer processes, each as `transfer` runs it; return each one's end or error.
 
         The processes run in a task of their own, shielded from the caller: a client that
         hangs up or runs out of deadline after the debit must not leave the points in flight.
+        `exists` says which transfers' records exist, when the caller looked them up already.
         """
-        task = asyncio.create_task(self._transfer_many(requests))
+        task = asyncio.create_task(self._transfer_many(requests, exists))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return await asyncio.shield(task)
 
     async def _transfer_many(
-        self, requests: Sequence[TransferRequest]
+        self, requests: Sequence[TransferRequest], exists: Sequence[bool] | None
     ) -> list[TransferDone | BaseException]:
         keys = [request_key(request.principal, request.request_id) for request in requests]
-        started = await start_transfers(self._actors, self._lookup, requests, keys)
+        started = await start_transfers(self._actors, self._lookup, requests, keys, exists)
         outcomes: dict[int, TransferDone | BaseException] = {}
         debited: list[tuple[int, TransferInitiated]] = []
         others: dict[int, Awaitable[TransferDone | None]] = {}

@@ -157,9 +157,21 @@ def _debit(request: TransferRequest, key: str) -> Command:
     return Command(_debit_of(request, key), finish)
 
 
-def _in_one_unit(
-    actors: ActorSystem, request: TransferRequest, key: str
-) -> asyncio.Future[TransferDone] | None:
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A transfer decided on both accounts and submitted as one unit."""
+
+    initiated: TransferInitiated
+    # Resolves with the unit's recorded events once committed; its last is TransferCompleted.
+    committed: asyncio.Future[list[RecordedEvent]]
+
+    def done(self, recorded: list[RecordedEvent]) -> TransferDone:
+        """Return the completed transfer, given the unit's recorded events."""
+        # Its last event is TransferCompleted, as a retry reads it from the record.
+        return TransferDone(self.initiated, recorded[-1].position)
+
+
+def in_one_unit(actors: ActorSystem, request: TransferRequest, key: str) -> Unit | None:
     """Decide and submit a transfer as one unit; None if it must take the steps instead.
 
     Raises the DomainError refusing the transfer (nothing submitted), or `Overloaded`.
@@ -177,19 +189,7 @@ def _in_one_unit(
     initiated = _initiated(request, key, debited.events[0])
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
     extra = (StreamAppend(transfer_stream(key), 0, record),)
-    commit = source.commit_together(debited, ((destination, credited),), extra)
-    done: asyncio.Future[TransferDone] = asyncio.get_running_loop().create_future()
-
-    def answer(committed: asyncio.Future[list[RecordedEvent]]) -> None:
-        if committed.cancelled():
-            done.cancel()
-        elif (error := committed.exception()) is not None:
-            done.set_exception(error)
-        else:  # Its last event is TransferCompleted, as a retry reads it from the record.
-            done.set_result(TransferDone(initiated, committed.result()[-1].position))
-
-    commit.add_done_callback(answer)
-    return done
+    return Unit(initiated, source.commit_together(debited, ((destination, credited),), extra))
 
 
 def _start_in_one_unit(
@@ -198,9 +198,9 @@ def _start_in_one_unit(
     keys: Sequence[str],
     fresh: Sequence[int],
     outcomes: list[Started],
-) -> tuple[dict[int, asyncio.Future[TransferDone]], list[int]]:
+) -> tuple[dict[int, Unit], list[int]]:
     """Start each transfer it can in one unit; return those units and the others' indexes."""
-    units: dict[int, asyncio.Future[TransferDone]] = {}
+    units: dict[int, Unit] = {}
     stepwise: list[int] = []
     stepwise_accounts: set[str] = set()
     for i in fresh:
@@ -210,7 +210,7 @@ def _start_in_one_unit(
         # one does too, or it would move points on that account before the earlier one.
         if stepwise_accounts.isdisjoint(accounts):
             try:
-                unit = _in_one_unit(actors, request, keys[i])
+                unit = in_one_unit(actors, request, keys[i])
             except (errors.DomainError, Overloaded, StoreError) as error:
                 outcomes[i] = error
                 continue
@@ -231,12 +231,15 @@ async def start_transfers(
     lookup: RecordLookup,
     requests: Sequence[TransferRequest],
     keys: Sequence[str],
+    exists: Sequence[bool] | None = None,
 ) -> list[Started]:
     """Start each transfer in one unit, or check its destination then debit its source.
 
+    `exists` says which transfers' records exist, when the caller looked them up already.
     Returns one `Started` a request, in the order of `requests`.
     """
-    exists = await lookup.exists_many([transfer_stream(key) for key in keys])
+    if exists is None:
+        exists = await lookup.exists_many([transfer_stream(key) for key in keys])
     outcomes: list[Started] = [None] * len(requests)
     fresh = [i for i, found in enumerate(exists) if not found]
     units, stepwise = _start_in_one_unit(actors, requests, keys, fresh, outcomes)
@@ -260,6 +263,7 @@ async def start_transfers(
             outcomes[i] = (decided.value, decided.position)
         else:
             outcomes[i] = decided
-    for i, ended in zip(units, await replies(list(units.values())), strict=True):
-        outcomes[i] = ended
+    committed = await replies([unit.committed for unit in units.values()])
+    for (i, unit), ended in zip(units.items(), committed, strict=True):
+        outcomes[i] = ended if isinstance(ended, BaseException) else unit.done(ended)
     return outcomes
