@@ -136,6 +136,40 @@ def plan_batch(
     return BatchPlan(rows=rows, results=results)
 
 
+def expected_versions(units: Sequence[Sequence[StreamAppend]]) -> dict[str, int]:
+    """Return the version each stream of a batch is expected at, by its first append."""
+    expected: dict[str, int] = {}
+    for unit in units:
+        for append in unit:
+            expected.setdefault(append.stream_id, append.expected_version)
+    return expected
+
+
+def stamped(plan: BatchPlan, recorded_at_us: int) -> BatchPlan:
+    """Return `plan` with every event recorded at `recorded_at_us`."""
+    results: list[list[RecordedEvent] | WrongExpectedVersion] = [
+        result
+        if isinstance(result, WrongExpectedVersion)
+        else [
+            RecordedEvent(
+                e.position,
+                e.stream_id,
+                e.stream_version,
+                e.slice,
+                e.type,
+                e.schema_version,
+                e.data,
+                e.metadata,
+                recorded_at_us,
+            )
+            for e in result
+        ]
+        for result in plan.results
+    ]
+    rows = [e for result in results if not isinstance(result, WrongExpectedVersion) for e in result]
+    return BatchPlan(rows=rows, results=results)
+
+
 def _first_conflict(
     unit: Sequence[StreamAppend], current: Mapping[str, int]
 ) -> WrongExpectedVersion | None:

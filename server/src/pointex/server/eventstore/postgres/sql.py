@@ -51,6 +51,39 @@ FROM unnest(
 ) AS u
 """
 
+# One statement outside any transaction: the batch, planned by the writer on the head
+# position ($12) and stream versions ($10, $11) it expects, is inserted only if they are the
+# store's. Returns the rows inserted (all, or 0 when the expectation does not hold) and the
+# clock recorded with them. A concurrent writer cannot slip in between: the insert guard
+# takes the position lock (failing if another transaction holds it) and refuses positions
+# that do not follow the head without a gap, and the unique indexes refuse a position or a
+# stream version given twice, so any race fails the statement and writes nothing.
+INSERT_EXPECTED = """
+WITH clock AS (
+    SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us
+),
+expected AS (
+    SELECT coalesce(bool_and(coalesce(
+        (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = s.stream_id), 0
+    ) = s.version), true) AS holds
+    FROM unnest($10::text[], $11::bigint[]) AS s(stream_id, version)
+),
+inserted AS (
+    INSERT INTO events (
+        position, stream_id, stream_version, slice, category, type, schema_version,
+        data, metadata, recorded_at_us
+    )
+    SELECT u.*, clock.now_us
+    FROM unnest(
+        $1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
+        $7::integer[], $8::bytea[], $9::bytea[]
+    ) AS u, clock, expected
+    WHERE expected.holds AND (SELECT coalesce(max(position), 0) FROM events) = $12
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT now_us FROM clock)
+"""
+
 EVENT_COLUMNS = (
     "position, stream_id, stream_version, slice, type, schema_version, data, metadata, "
     "recorded_at_us"

@@ -5,6 +5,11 @@ transaction takes one transaction-scoped advisory lock (`POSITION_LOCK_KEY`) and
 reads the head. Locks are released after a commit becomes visible, so under READ COMMITTED
 the next holder's fresh statement sees the previous holder's rows. The migrations make the
 database refuse any insert that does not hold that lock or that leaves a gap.
+
+A large batch whose writer knows the head (its own last append) may instead go as one
+statement, planned before it is sent (`_insert_expected`): the statement checks the head and
+the stream versions the plan assumed and writes nothing unless they hold, and the insert
+guard takes the lock for it, so the same rules hold on either path.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from pointex.server.eventstore.planning import (
     assert_valid_snapshot,
     assert_valid_units,
     conflict_after_race,
+    expected_versions,
     plan_batch,
+    stamped,
     stream_ids_of,
 )
 from pointex.server.eventstore.port import (
@@ -43,7 +50,7 @@ from pointex.server.eventstore.port import (
     stream_category,
 )
 from pointex.server.eventstore.postgres import sql
-from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
+from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translate, translated
 from pointex.server.store_migrations import load_migrations, pending_migrations
 
 _log = logging.getLogger(__name__)
@@ -123,6 +130,9 @@ class PostgresEventStore:
         # One appender per process waits for the position lock; the others wait here, so
         # they do not hold pooled connections that readers need.
         self._write_lock = asyncio.Lock()
+        # The head position after this store's last append, while no other writer is known
+        # to have appended since; None when unknown.
+        self._head: int | None = None
         self._listener_lock = asyncio.Lock()
         self._signal = AppendSignal()
 
@@ -242,14 +252,64 @@ class PostgresEventStore:
         raise conflict_after_race(units[0], versions)
 
     async def _write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
-        """Run one appending transaction; COMMIT failures are reported as outcome unknown."""
-        async with self._write_lock, self._connection() as connection:
+        """Append a large batch in one statement when the head is known, else in a transaction.
+
+        The single writer of a store knows the head (its own last append) and the versions
+        its actors expect, so a large batch is planned before it is sent and inserted in one
+        round trip (`sql.INSERT_EXPECTED`). When that does not hold (the first batch, another
+        writer, a conflict), and for small batches (limits.append_one_statement_events_min),
+        the batch takes the locked transaction.
+        """
+        async with self._write_lock:
+            head, self._head = self._head, None  # Unknown until this write ends well.
+            if head is not None and self._before_commit is None and _is_large(units):
+                plan = await self._insert_expected(units, head)
+                if plan is not None:
+                    self._head = plan.rows[-1].position
+                    return plan
+            plan, self._head = await self._write_locked(units)
+            return plan
+
+    async def _insert_expected(
+        self, units: Sequence[Sequence[StreamAppend]], head: int
+    ) -> BatchPlan | None:
+        """Insert a batch planned on `head` and its units' expected versions, if they hold.
+
+        Returns None, having written nothing, when they do not or another writer raced.
+        """
+        expected = expected_versions(units)
+        plan = plan_batch(units, expected, head, 0)  # Stamped with the database's clock below.
+        async with self._connection() as connection:
+            try:
+                inserted, now_us = await connection.fetchrow(
+                    sql.INSERT_EXPECTED,
+                    *_columns(plan.rows),
+                    list(expected),
+                    list(expected.values()),
+                    head,
+                )
+            except (asyncpg.IntegrityConstraintViolationError, asyncpg.LockNotAvailableError):
+                return None  # Another writer came first or holds the lock.
+            except DRIVER_ERRORS as error:
+                # The statement is its own transaction: it may have committed.
+                raise translate(error, during_commit=True) from error
+        if inserted == 0:
+            return None
+        assert inserted == len(plan.rows), (inserted, len(plan.rows))
+        return stamped(plan, now_us)
+
+    async def _write_locked(self, units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
+        """Run one appending transaction under the position lock; return the plan and head.
+
+        COMMIT failures are reported as outcome unknown.
+        """
+        async with self._connection() as connection:
             # READ COMMITTED, stated rather than taken from the server's default: each
             # statement after the lock must take a fresh snapshot (see _plan_and_insert).
             transaction = connection.transaction(isolation="read_committed")
             await transaction.start()
             try:
-                plan = await self._plan_and_insert(connection, units)
+                plan, head = await self._plan_and_insert(connection, units)
                 if self._before_commit is not None and plan.rows:
                     await self._before_commit(plan.rows)
             except BaseException:
@@ -258,11 +318,11 @@ class PostgresEventStore:
                 raise
             with translated(during_commit=True):
                 await transaction.commit()
-        return plan
+        return plan, head
 
     async def _plan_and_insert(
         self, connection: Any, units: Sequence[Sequence[StreamAppend]]
-    ) -> BatchPlan:
+    ) -> tuple[BatchPlan, int]:
         """Take the position lock, check versions and insert the batch's rows."""
         await connection.execute(sql.TAKE_LOCK, POSITION_LOCK_KEY)
         # A separate statement after the lock: under READ COMMITTED it takes a new snapshot,
@@ -272,7 +332,8 @@ class PostgresEventStore:
         plan = plan_batch(units, dict(zip(stream_ids, versions, strict=True)), head, now_us)
         if plan.rows:
             await connection.execute(sql.INSERT_EVENTS, *_columns(plan.rows), now_us)
-        return plan
+            head = plan.rows[-1].position
+        return plan, head
 
     async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Return the current version of each stream (0 when absent)."""
@@ -369,6 +430,17 @@ class PostgresEventStore:
                 await connection.execute(sql.DELETE_ALL_SNAPSHOTS)
             else:
                 await connection.execute(sql.DELETE_SNAPSHOT, stream_id)
+
+
+def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
+    """Tell whether a batch has enough events to go as one statement."""
+    events = 0
+    for unit in units:
+        for append in unit:
+            events += len(append.events)
+            if events >= limits.append_one_statement_events_min:
+                return True
+    return False
 
 
 async def _keep_session(_connection: object) -> None:
