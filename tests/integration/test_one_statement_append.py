@@ -25,7 +25,8 @@ from pointex.server.eventstore.port import (
     StreamAppend,
     WrongExpectedVersion,
 )
-from pointex.server.eventstore.postgres.store import POSITION_LOCK_KEY, PostgresEventStore
+from pointex.server.eventstore.postgres.appender import POSITION_LOCK_KEY
+from pointex.server.eventstore.postgres.store import PostgresEventStore
 
 EVENT = NewEvent("Counted", 1, b"{}")
 EVENTS_PER_APPEND = 4
@@ -42,7 +43,7 @@ class Counted:
         self.store = store
         self.locked = 0
         self.one_statement = 0
-        locked, one_statement = store._write_locked, store._insert_expected
+        locked, one_statement = store._appender._write_locked, store._appender._insert_expected
 
         async def count_locked(units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
             self.locked += 1
@@ -53,8 +54,8 @@ class Counted:
             self.one_statement += plan is not None
             return plan
 
-        store._write_locked = count_locked  # type: ignore[method-assign]
-        store._insert_expected = count_one  # type: ignore[method-assign]
+        store._appender._write_locked = count_locked  # type: ignore[method-assign]
+        store._appender._insert_expected = count_one  # type: ignore[method-assign]
 
 
 @pytest.fixture
