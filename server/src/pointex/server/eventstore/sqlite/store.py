@@ -244,7 +244,8 @@ class SqliteEventStore:
         stream_ids = stream_ids_of(units)
         ((head,),) = await writer.execute_fetchall(sql.HEAD_POSITION)
         rows = await writer.execute_fetchall(sql.STREAM_VERSIONS, (json.dumps(stream_ids),))
-        plan = plan_batch(units, {row[0]: row[1] for row in rows}, head, _now_us())
+        versions = {row[0]: row[1] for row in rows if row[1] is not None}
+        plan = plan_batch(units, versions, head, _now_us())
         if plan.rows:
             await writer.executemany(sql.INSERT_EVENT, [_row_values(row) for row in plan.rows])
         return plan
@@ -252,7 +253,7 @@ class SqliteEventStore:
     async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Return the current version of each stream (0 when absent)."""
         rows = await self._read(sql.STREAM_VERSIONS, (json.dumps(list(stream_ids)),))
-        found = {row[0]: int(row[1]) for row in rows}
+        found = {row[0]: int(row[1]) for row in rows if row[1] is not None}
         return {stream_id: found.get(stream_id, 0) for stream_id in stream_ids}
 
     async def read_stream(
