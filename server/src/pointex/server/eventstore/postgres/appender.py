@@ -62,8 +62,9 @@ class Appender:
         The single writer of a store knows the head (its own last append) and the versions
         its actors expect, so a large batch is planned before it is sent and inserted in one
         round trip (`sql.INSERT_EXPECTED`). When that does not hold (the first batch, another
-        writer, a conflict), and for small batches (limits.append_one_statement_events_min),
-        the batch takes the locked transaction.
+        writer, a conflict), for small batches (limits.append_one_statement_events_min) and
+        on a store with a before-commit hook (which runs inside the transaction), the batch
+        takes the locked transaction.
         """
         async with self._lock:
             head, self._head = self._head, None  # Unknown until this write ends well.
