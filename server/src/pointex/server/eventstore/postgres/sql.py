@@ -39,17 +39,21 @@ SELECT
     )
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.
 
-INSERT_EVENTS = """
+# A batch's rows as one array per column ($1 to $9, appender._columns), and where they go.
+_INTO_EVENTS = """
 INSERT INTO events (
     position, stream_id, stream_version, slice, category, type, schema_version,
     data, metadata, recorded_at_us
-)
-SELECT u.*, $10::bigint
-FROM unnest(
+)"""
+_ROWS = """unnest(
     $1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
     $7::integer[], $8::bytea[], $9::bytea[]
-) AS u
-"""
+) AS u"""
+
+INSERT_EVENTS = f"""{_INTO_EVENTS}
+SELECT u.*, $10::bigint
+FROM {_ROWS}
+"""  # noqa: S608 - both parts are constants of this module, not input.
 
 # One statement outside any transaction: the batch, planned by the writer on the head
 # position ($12) and stream versions ($10, $11) it expects, is inserted only if they are the
@@ -58,7 +62,7 @@ FROM unnest(
 # takes the position lock (failing if another transaction holds it) and refuses positions
 # that do not follow the head without a gap, and the unique indexes refuse a position or a
 # stream version given twice, so any race fails the statement and writes nothing.
-INSERT_EXPECTED = """
+INSERT_EXPECTED = f"""
 WITH clock AS (
     SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us
 ),
@@ -68,21 +72,14 @@ expected AS (
     ) = s.version), true) AS holds
     FROM unnest($10::text[], $11::bigint[]) AS s(stream_id, version)
 ),
-inserted AS (
-    INSERT INTO events (
-        position, stream_id, stream_version, slice, category, type, schema_version,
-        data, metadata, recorded_at_us
-    )
+inserted AS ({_INTO_EVENTS}
     SELECT u.*, clock.now_us
-    FROM unnest(
-        $1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
-        $7::integer[], $8::bytea[], $9::bytea[]
-    ) AS u, clock, expected
+    FROM {_ROWS}, clock, expected
     WHERE expected.holds AND (SELECT coalesce(max(position), 0) FROM events) = $12
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT now_us FROM clock)
-"""
+"""  # noqa: S608 - both parts are constants of this module, not input.
 
 EVENT_COLUMNS = (
     "position, stream_id, stream_version, slice, type, schema_version, data, metadata, "
