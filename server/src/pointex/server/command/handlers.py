@@ -154,9 +154,8 @@ class CommandHandlers:
         from the caller: it runs in the caller's task, with no task or gathering of its own.
         """
         key = request_key(request.principal, request.request_id)
-        (exists,) = await self._lookup.exists_many([transfer_stream(key)])
-        if exists:  # A retry: answer from the record.
-            resumed = await self._resume(request, key, required=True)
+        if await self._lookup.exists(transfer_stream(key)):  # A retry: answer from the record.
+            resumed = await self._after_start(request, key, None)
             assert resumed is not None, "a retry of a recorded transfer has its record"
             return resumed
         try:
