@@ -78,6 +78,19 @@ async def test_raw_insert_leaving_a_position_gap_is_refused(
     assert [event.position for event in await store.read_all(0, 10)] == [1, 2]
 
 
+@pytest.mark.parametrize(("second", "after"), [(5, [1, 2]), (4, [1, 2, 3, 4])])
+async def test_raw_insert_of_two_rows_goes_in_only_without_a_gap_between_them(
+    store: EventStore, raw_sql: RawSql, second: int, after: list[int]
+) -> None:
+    """One statement inserting head+1 and head+3 fails whole; head+1 and head+2 go in."""
+    await store.append([StreamAppend(new_stream_id(), 0, events(2))])
+    first = INSERT_COPY_OF_FIRST.format(position=3, stream_version=100)
+    other = INSERT_COPY_OF_FIRST.format(position=second, stream_version=101).split("SELECT", 1)
+    error = await raw_sql(f"{first} UNION ALL SELECT {other[1]}")
+    assert (error is None) == (second == 4), error
+    assert [event.position for event in await store.read_all(0, 10)] == after
+
+
 async def test_raw_insert_of_an_existing_stream_version_is_refused(
     store: EventStore, raw_sql: RawSql
 ) -> None:
