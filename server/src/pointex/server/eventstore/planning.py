@@ -98,12 +98,38 @@ def plan_batch(
         The rows to insert (positions head_position+1 onwards, gap-free) and each unit's
         outcome: its recorded events, or the conflict that left it out.
     """
+    return placed(units, conflicts(units, versions), head_position, recorded_at_us)
+
+
+def conflicts(
+    units: Sequence[Sequence[StreamAppend]], versions: Mapping[str, int]
+) -> list[WrongExpectedVersion | None]:
+    """Return, for each unit in order, the conflict that leaves it out, or None if it goes in.
+
+    A unit is checked against `versions` (absent = 0) as advanced by the units before it.
+    """
     current = dict(versions)
+    outcomes: list[WrongExpectedVersion | None] = []
+    for unit in units:
+        conflict = _first_conflict(unit, current)
+        outcomes.append(conflict)
+        if conflict is None:
+            for append in unit:
+                current[append.stream_id] = append.expected_version + len(append.events)
+    return outcomes
+
+
+def placed(
+    units: Sequence[Sequence[StreamAppend]],
+    outcomes: Sequence[WrongExpectedVersion | None],
+    head_position: int,
+    recorded_at_us: int,
+) -> BatchPlan:
+    """Return the plan of a batch whose units' `conflicts` are `outcomes`."""
     rows: list[RecordedEvent] = []
     results: list[list[RecordedEvent] | WrongExpectedVersion] = []
     position = head_position
-    for unit in units:
-        conflict = _first_conflict(unit, current)
+    for unit, conflict in zip(units, outcomes, strict=True):
         if conflict is not None:
             results.append(conflict)
             continue
@@ -130,7 +156,6 @@ def plan_batch(
                         recorded_at_us,
                     )
                 )
-            current[stream_id] = version
         rows.extend(recorded)
         results.append(recorded)
     return BatchPlan(rows=rows, results=results)
@@ -143,31 +168,6 @@ def expected_versions(units: Sequence[Sequence[StreamAppend]]) -> dict[str, int]
         for append in unit:
             expected.setdefault(append.stream_id, append.expected_version)
     return expected
-
-
-def stamped(plan: BatchPlan, recorded_at_us: int) -> BatchPlan:
-    """Return `plan` with every event recorded at `recorded_at_us`."""
-    results: list[list[RecordedEvent] | WrongExpectedVersion] = [
-        result
-        if isinstance(result, WrongExpectedVersion)
-        else [
-            RecordedEvent(
-                e.position,
-                e.stream_id,
-                e.stream_version,
-                e.slice,
-                e.type,
-                e.schema_version,
-                e.data,
-                e.metadata,
-                recorded_at_us,
-            )
-            for e in result
-        ]
-        for result in plan.results
-    ]
-    rows = [e for result in results if not isinstance(result, WrongExpectedVersion) for e in result]
-    return BatchPlan(rows=rows, results=results)
 
 
 def _first_conflict(

@@ -21,16 +21,16 @@ import asyncpg
 from pointex.server import limits
 from pointex.server.eventstore.planning import (
     BatchPlan,
+    conflicts,
     expected_versions,
-    plan_batch,
-    stamped,
+    placed,
     stream_ids_of,
 )
 from pointex.server.eventstore.port import (
     BeforeCommit,
-    RecordedEvent,
     StreamAppend,
-    stream_category,
+    WrongExpectedVersion,
+    stream_slice,
 )
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translate, translated
@@ -84,15 +84,12 @@ class Appender:
         Returns None, having written nothing, when they do not or another writer raced.
         """
         expected = expected_versions(units)
-        plan = plan_batch(units, expected, head, 0)  # Stamped with the database's clock below.
+        outcomes = conflicts(units, expected)
+        columns, count = _columns(units, outcomes, head + 1)
         async with self._connection() as connection:
             try:
                 inserted, now_us = await connection.fetchrow(
-                    sql.INSERT_EXPECTED,
-                    *_columns(plan.rows),
-                    list(expected),
-                    list(expected.values()),
-                    head,
+                    sql.INSERT_EXPECTED, *columns, list(expected), list(expected.values()), head
                 )
             except (asyncpg.IntegrityConstraintViolationError, asyncpg.LockNotAvailableError):
                 return None  # Another writer came first or holds the lock.
@@ -101,8 +98,9 @@ class Appender:
                 raise translate(error, during_commit=True) from error
         if inserted == 0:
             return None
-        assert inserted == len(plan.rows), (inserted, len(plan.rows))
-        return stamped(plan, now_us)
+        assert inserted == count, (inserted, count)
+        # The rows are built once, with the clock the statement recorded.
+        return placed(units, outcomes, head, now_us)
 
     async def _write_locked(self, units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
         """Run one appending transaction under the position lock; return the plan and head.
@@ -135,11 +133,11 @@ class Appender:
         # which includes the commit of the lock's previous holder.
         stream_ids = stream_ids_of(units)
         head, now_us, versions = await connection.fetchrow(sql.HEAD_CLOCK_VERSIONS, stream_ids)
-        plan = plan_batch(units, dict(zip(stream_ids, versions, strict=True)), head, now_us)
-        if plan.rows:
-            await connection.execute(sql.INSERT_EVENTS, *_columns(plan.rows), now_us)
-            head = plan.rows[-1].position
-        return plan, head
+        outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
+        columns, count = _columns(units, outcomes, head + 1)
+        if count:
+            await connection.execute(sql.INSERT_EVENTS, *columns, now_us)
+        return placed(units, outcomes, head, now_us), head + count
 
 
 def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
@@ -153,16 +151,38 @@ def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
     return False
 
 
-def _columns(rows: list[RecordedEvent]) -> tuple[list[Any], ...]:
-    """Return the batch as one array per column, for a single INSERT ... unnest()."""
-    return (
-        [row.position for row in rows],
-        [row.stream_id for row in rows],
-        [row.stream_version for row in rows],
-        [row.slice for row in rows],
-        [stream_category(row.stream_id) for row in rows],
-        [row.type for row in rows],
-        [row.schema_version for row in rows],
-        [row.data for row in rows],
-        [row.metadata for row in rows],
-    )
+def _columns(
+    units: Sequence[Sequence[StreamAppend]],
+    outcomes: Sequence[WrongExpectedVersion | None],
+    first_position: int,
+) -> tuple[tuple[Any, ...], int]:
+    """Return the rows of the units that go in, as `sql._ROWS` takes them, and their count.
+
+    Built from the appends rather than from the plan's rows, so that the one-statement path
+    builds its rows once, after the database has given their clock.
+    """
+    stream_ids: list[str] = []
+    versions: list[int] = []
+    slices: list[int] = []
+    types: list[str] = []
+    schema_versions: list[int] = []
+    data: list[bytes] = []
+    metadata: list[bytes] = []
+    for unit, conflict in zip(units, outcomes, strict=True):
+        if conflict is not None:
+            continue
+        for append in unit:
+            stream_id = append.stream_id
+            slice_ = stream_slice(stream_id)
+            version = append.expected_version
+            for event in append.events:
+                version += 1
+                stream_ids.append(stream_id)
+                versions.append(version)
+                slices.append(slice_)
+                types.append(event.type)
+                schema_versions.append(event.schema_version)
+                data.append(event.data)
+                metadata.append(event.metadata)
+    columns = (first_position, stream_ids, versions, slices, types, schema_versions, data, metadata)
+    return columns, len(stream_ids)

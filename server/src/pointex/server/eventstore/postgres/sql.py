@@ -39,24 +39,28 @@ SELECT
     )
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.
 
-# A batch's rows as one array per column ($1 to $9, appender._columns), and where they go.
+# A batch's rows, and where they go: $1 is the first row's position (the others follow it
+# without a gap) and $2 to $8 hold one array per column (appender._columns). Positions and
+# categories are derived here rather than sent: each array element costs the driver a type
+# check and an encoding.
 _INTO_EVENTS = """
 INSERT INTO events (
     position, stream_id, stream_version, slice, category, type, schema_version,
     data, metadata, recorded_at_us
 )"""
 _ROWS = """unnest(
-    $1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::text[],
-    $7::integer[], $8::bytea[], $9::bytea[]
-) AS u"""
+    $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::integer[], $7::bytea[], $8::bytea[]
+) WITH ORDINALITY AS u(stream_id, stream_version, slice, type, schema_version, data, metadata, n)"""
+_ROW_VALUES = """$1::bigint + u.n - 1, u.stream_id, u.stream_version, u.slice,
+    split_part(u.stream_id, '-', 1), u.type, u.schema_version, u.data, u.metadata"""
 
 INSERT_EVENTS = f"""{_INTO_EVENTS}
-SELECT u.*, $10::bigint
+SELECT {_ROW_VALUES}, $9::bigint
 FROM {_ROWS}
 """  # noqa: S608 - both parts are constants of this module, not input.
 
 # One statement outside any transaction: the batch, planned by the writer on the head
-# position ($12) and stream versions ($10, $11) it expects, is inserted only if they are the
+# position ($11) and stream versions ($9, $10) it expects, is inserted only if they are the
 # store's. Returns the rows inserted (all, or 0 when the expectation does not hold) and the
 # clock recorded with them. A concurrent writer cannot slip in between: the insert guard
 # takes the position lock (failing if another transaction holds it) and refuses positions
@@ -70,12 +74,12 @@ expected AS (
     SELECT coalesce(bool_and(coalesce(
         (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = s.stream_id), 0
     ) = s.version), true) AS holds
-    FROM unnest($10::text[], $11::bigint[]) AS s(stream_id, version)
+    FROM unnest($9::text[], $10::bigint[]) AS s(stream_id, version)
 ),
 inserted AS ({_INTO_EVENTS}
-    SELECT u.*, clock.now_us
+    SELECT {_ROW_VALUES}, clock.now_us
     FROM {_ROWS}, clock, expected
-    WHERE expected.holds AND (SELECT coalesce(max(position), 0) FROM events) = $12
+    WHERE expected.holds AND (SELECT coalesce(max(position), 0) FROM events) = $11
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT now_us FROM clock)
