@@ -159,6 +159,10 @@ async def test_points_move_and_accounts_show_as_table_and_json(cli: Cli) -> None
         assert account_id in listing.stdout
     assert listing.stderr == ""  # Progress shows only on a terminal.
 
+    redeemed = await acme.ok("points", "redeem", bob, shop, "20", "--reason", "coffee")
+    assert f"redeemed 20 points {bob} → {shop}" in redeemed.stdout
+    assert "member available 100" in redeemed.stdout
+
 
 async def test_a_refused_command_prints_code_and_reason_and_exits_1(cli: Cli) -> None:
     """Too many points: one error line with the code and the reason, exit 1, nothing printed."""
@@ -294,6 +298,11 @@ async def test_market_commands_show_orders_books_and_markets(cli: Cli) -> None:
     assert "1.25 CNY" in book.stdout
     orders = await cli.ok("order", "list", "--account", alice, "--after", position)
     assert order_id in orders.stdout
+    trades = (
+        await cli.ok("trade", "list", "--account", alice, "--after", position, "--json")
+    ).json()
+    assert trades["trades"] == []  # Nothing matched the order yet.
+    assert isinstance(trades["as_of"], str)
     assert "PTS-CNY" in (await cli.ok("markets")).stdout
     cancelled = await cli.ok("order", "cancel", order_id)
     assert "released 20 points" in cancelled.stdout

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Final
 
 from rich.text import Text
 
 from pointex.cli import formatting
 from pointex.cli.errors import EXIT_OK
-from pointex.cli.output import Cell, Output, rows_caption, status_text, to_json, to_json_list
+from pointex.cli.output import Cell, Output, status_text, to_json
 from pointex.cli.registry import (
+    Listing,
     Subcommands,
     add_after,
     add_limit,
     enum_type,
     leaf,
-    pages,
     request_id,
+    show_pages,
 )
 from pointex.cli.session import Session
 from pointex.v1 import command_service_pb2 as cmd
@@ -122,11 +124,8 @@ def account_fields(account: common_pb2.Account) -> list[tuple[str, Cell]]:
 
 
 def _list(session: Session, out: Output, args: argparse.Namespace) -> int:
-    as_of = common_pb2.Position()
-
-    def fetch(token: str, size: int) -> tuple[list[common_pb2.Account], str]:
-        nonlocal as_of
-        request = qry.ListAccountsRequest(
+    def request(token: str, size: int) -> qry.ListAccountsRequest:
+        return qry.ListAccountsRequest(
             min_position=args.after,
             owner_partner_id=args.owner,
             kinds=args.kind,
@@ -134,19 +133,8 @@ def _list(session: Session, out: Output, args: argparse.Namespace) -> int:
             page_size=size,
             page_token=token,
         )
-        reply = session.read(session.queries.ListAccounts, request)
-        as_of = reply.as_of
-        return list(reply.accounts), reply.next_page_token
 
-    with out.errors.status("listing accounts"):
-        accounts = list(pages(fetch, args.limit))
-    if out.json_mode:
-        out.json({"as_of": formatting.position_token(as_of), "accounts": to_json_list(accounts)})
-        return EXIT_OK
-    rows = [_account_row(account) for account in accounts]
-    columns = ("account", "kind", "status", "owner", "available#", "held#", "name")
-    out.table("accounts", columns, rows, caption=rows_caption(len(rows), as_of))
-    return EXIT_OK
+    return show_pages(session, out, _ACCOUNTS, request, limit=args.limit, title="accounts")
 
 
 def _account_row(account: common_pb2.Account) -> Sequence[Cell]:
@@ -162,11 +150,8 @@ def _account_row(account: common_pb2.Account) -> Sequence[Cell]:
 
 
 def _history(session: Session, out: Output, args: argparse.Namespace) -> int:
-    as_of = common_pb2.Position()
-
-    def fetch(token: str, size: int) -> tuple[list[qry.Movement], str]:
-        nonlocal as_of
-        request = qry.GetAccountHistoryRequest(
+    def request(token: str, size: int) -> qry.GetAccountHistoryRequest:
+        return qry.GetAccountHistoryRequest(
             min_position=args.after,
             account_id=args.account_id,
             kinds=args.kind,
@@ -174,20 +159,9 @@ def _history(session: Session, out: Output, args: argparse.Namespace) -> int:
             page_size=size,
             page_token=token,
         )
-        reply = session.read(session.queries.GetAccountHistory, request)
-        as_of = reply.as_of
-        return list(reply.movements), reply.next_page_token
 
-    with out.errors.status("reading history"):
-        movements = list(pages(fetch, args.limit))
-    if out.json_mode:
-        out.json({"as_of": formatting.position_token(as_of), "movements": to_json_list(movements)})
-        return EXIT_OK
-    rows = [_movement_row(movement) for movement in movements]
-    columns = ("recorded", "kind", "available Δ#", "held Δ#", "available#", "held#", "other")
     title = f"history of {args.account_id}"
-    out.table(title, columns, rows, caption=rows_caption(len(rows), as_of))
-    return EXIT_OK
+    return show_pages(session, out, _HISTORY, request, limit=args.limit, title=title)
 
 
 def _movement_row(movement: qry.Movement) -> Sequence[Cell]:
@@ -208,6 +182,22 @@ def _delta(amount_points: int) -> Cell:
         return ""
     style = "green" if amount_points > 0 else "red"
     return Text(f"{amount_points:+,}", style=style)
+
+
+_ACCOUNTS: Final[Listing[common_pb2.Account]] = Listing(
+    rpc="ListAccounts",
+    items="accounts",
+    doing="listing accounts",
+    columns=("account", "kind", "status", "owner", "available#", "held#", "name"),
+    row=_account_row,
+)
+_HISTORY: Final[Listing[qry.Movement]] = Listing(
+    rpc="GetAccountHistory",
+    items="movements",
+    doing="reading history",
+    columns=("recorded", "kind", "available Δ#", "held Δ#", "available#", "held#", "other"),
+    row=_movement_row,
+)
 
 
 def _change_status(session: Session, out: Output, args: argparse.Namespace) -> int:

@@ -15,17 +15,18 @@ from rich.text import Text
 
 from pointex.cli import formatting
 from pointex.cli.errors import EXIT_OK
-from pointex.cli.output import Cell, Output, rows_caption, status_text, to_json, to_json_list
+from pointex.cli.output import Cell, Output, rows_caption, status_text, to_json
 from pointex.cli.registry import (
+    Listing,
     Subcommands,
     add_after,
     add_limit,
     bounded_int,
     enum_type,
     leaf,
-    pages,
     positive_int,
     request_id,
+    show_pages,
 )
 from pointex.cli.session import Session
 from pointex.v1 import command_service_pb2 as cmd
@@ -173,11 +174,8 @@ def order_fields(order: common_pb2.Order) -> list[tuple[str, Cell]]:
 
 
 def _list_orders(session: Session, out: Output, args: argparse.Namespace) -> int:
-    as_of = common_pb2.Position()
-
-    def fetch(token: str, size: int) -> tuple[list[common_pb2.Order], str]:
-        nonlocal as_of
-        request = qry.ListOrdersRequest(
+    def request(token: str, size: int) -> qry.ListOrdersRequest:
+        return qry.ListOrdersRequest(
             min_position=args.after,
             account_id=args.account,
             market_id=args.market,
@@ -186,31 +184,30 @@ def _list_orders(session: Session, out: Output, args: argparse.Namespace) -> int
             page_size=size,
             page_token=token,
         )
-        reply = session.read(session.queries.ListOrders, request)
-        as_of = reply.as_of
-        return list(reply.orders), reply.next_page_token
 
-    with out.errors.status("listing orders"):
-        orders = list(pages(fetch, args.limit))
-    if out.json_mode:
-        out.json({"as_of": formatting.position_token(as_of), "orders": to_json_list(orders)})
-        return EXIT_OK
-    columns = ("order", "market", "account", "side", "status", "quantity#", "filled#", "price#")
-    rows = [
-        (
-            order.order_id,
-            order.market_id,
-            order.account_id,
-            formatting.enum_label(_SIDE, order.side),
-            status_text(formatting.enum_label(_ORDER_STATUS, order.status)),
-            formatting.points(order.quantity_points),
-            formatting.points(order.filled_quantity_points),
-            formatting.money(order.limit_price_minor, order.currency),
-        )
-        for order in orders
-    ]
-    out.table("orders", columns, rows, caption=rows_caption(len(rows), as_of))
-    return EXIT_OK
+    return show_pages(session, out, _ORDERS, request, limit=args.limit, title="orders")
+
+
+def _order_row(order: common_pb2.Order) -> Sequence[Cell]:
+    return (
+        order.order_id,
+        order.market_id,
+        order.account_id,
+        formatting.enum_label(_SIDE, order.side),
+        status_text(formatting.enum_label(_ORDER_STATUS, order.status)),
+        formatting.points(order.quantity_points),
+        formatting.points(order.filled_quantity_points),
+        formatting.money(order.limit_price_minor, order.currency),
+    )
+
+
+_ORDERS: Final[Listing[common_pb2.Order]] = Listing(
+    rpc="ListOrders",
+    items="orders",
+    doing="listing orders",
+    columns=("order", "market", "account", "side", "status", "quantity#", "filled#", "price#"),
+    row=_order_row,
+)
 
 
 _TRADE_COLUMNS: Final = ("trade", "market", "status", "quantity#", "price#", "amount due#")
@@ -225,6 +222,11 @@ def _trade_row(trade: common_pb2.Trade) -> Sequence[Cell]:
         formatting.money(trade.price_minor, trade.currency),
         formatting.money(trade.amount_due_minor, trade.currency),
     )
+
+
+_TRADES: Final[Listing[common_pb2.Trade]] = Listing(
+    rpc="ListTrades", items="trades", doing="listing trades", columns=_TRADE_COLUMNS, row=_trade_row
+)
 
 
 def _get_trade(session: Session, out: Output, args: argparse.Namespace) -> int:
@@ -255,11 +257,8 @@ def _get_trade(session: Session, out: Output, args: argparse.Namespace) -> int:
 
 
 def _list_trades(session: Session, out: Output, args: argparse.Namespace) -> int:
-    as_of = common_pb2.Position()
-
-    def fetch(token: str, size: int) -> tuple[list[common_pb2.Trade], str]:
-        nonlocal as_of
-        request = qry.ListTradesRequest(
+    def request(token: str, size: int) -> qry.ListTradesRequest:
+        return qry.ListTradesRequest(
             min_position=args.after,
             account_id=args.account,
             market_id=args.market,
@@ -269,18 +268,8 @@ def _list_trades(session: Session, out: Output, args: argparse.Namespace) -> int
             page_size=size,
             page_token=token,
         )
-        reply = session.read(session.queries.ListTrades, request)
-        as_of = reply.as_of
-        return list(reply.trades), reply.next_page_token
 
-    with out.errors.status("listing trades"):
-        trades = list(pages(fetch, args.limit))
-    if out.json_mode:
-        out.json({"as_of": formatting.position_token(as_of), "trades": to_json_list(trades)})
-        return EXIT_OK
-    rows = [_trade_row(trade) for trade in trades]
-    out.table("trades", _TRADE_COLUMNS, rows, caption=rows_caption(len(rows), as_of))
-    return EXIT_OK
+    return show_pages(session, out, _TRADES, request, limit=args.limit, title="trades")
 
 
 def _book(session: Session, out: Output, args: argparse.Namespace) -> int:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
 
 from pointex.cli import formatting
 from pointex.cli.errors import EXIT_OK
 from pointex.cli.output import Output, to_json
-from pointex.cli.registry import Subcommands, leaf, positive_int, request_id
+from pointex.cli.registry import Handler, Subcommands, leaf, positive_int, request_id
 from pointex.cli.session import Session
 from pointex.v1 import command_service_pb2 as cmd
 
@@ -48,105 +52,91 @@ def register(group: Subcommands) -> None:
     burn.add_argument("--memo", default="", help="why")
 
 
-def _mint(session: Session, out: Output, args: argparse.Namespace) -> int:
-    rid = request_id(args)
-    request = cmd.MintPointsRequest(
-        request_id=rid,
-        merchant_account_id=args.merchant_account_id,
-        amount_points=args.amount_points,
-        memo=args.memo,
-    )
-    reply = session.mutate(session.commands.MintPoints, request, rid)
-    summary = (
-        f"minted {formatting.points(args.amount_points)} points into "
-        f"{args.merchant_account_id}: available {formatting.points(reply.available_points)}"
-    )
-    return _report(out, reply, rid, summary)
-
-
-def _issue(session: Session, out: Output, args: argparse.Namespace) -> int:
-    rid = request_id(args)
-    request = cmd.IssuePointsRequest(
-        request_id=rid,
-        merchant_account_id=args.merchant_account_id,
-        member_account_id=args.member_account_id,
-        amount_points=args.amount_points,
-        reason=args.reason,
-    )
-    reply = session.mutate(session.commands.IssuePoints, request, rid)
-    summary = (
-        f"issued {formatting.points(args.amount_points)} points {args.merchant_account_id} → "
-        f"{args.member_account_id}: transfer {reply.transfer_id}, merchant available "
-        f"{formatting.points(reply.merchant_available_points)}"
-    )
-    return _report(out, reply, rid, summary)
-
-
-def _redeem(session: Session, out: Output, args: argparse.Namespace) -> int:
-    rid = request_id(args)
-    request = cmd.RedeemPointsRequest(
-        request_id=rid,
-        member_account_id=args.member_account_id,
-        merchant_account_id=args.merchant_account_id,
-        amount_points=args.amount_points,
-        reason=args.reason,
-    )
-    reply = session.mutate(session.commands.RedeemPoints, request, rid)
-    summary = (
-        f"redeemed {formatting.points(args.amount_points)} points {args.member_account_id} → "
-        f"{args.merchant_account_id}: transfer {reply.transfer_id}, member available "
-        f"{formatting.points(reply.member_available_points)}"
-    )
-    return _report(out, reply, rid, summary)
-
-
-def _transfer(session: Session, out: Output, args: argparse.Namespace) -> int:
-    rid = request_id(args)
-    request = cmd.TransferPointsRequest(
-        request_id=rid,
-        from_account_id=args.from_account_id,
-        to_account_id=args.to_account_id,
-        amount_points=args.amount_points,
-        memo=args.memo,
-    )
-    reply = session.mutate(session.commands.TransferPoints, request, rid)
-    summary = (
-        f"transferred {formatting.points(args.amount_points)} points {args.from_account_id} → "
-        f"{args.to_account_id}: transfer {reply.transfer_id}, sender available "
-        f"{formatting.points(reply.from_available_points)}"
-    )
-    return _report(out, reply, rid, summary)
-
-
-def _burn(session: Session, out: Output, args: argparse.Namespace) -> int:
-    rid = request_id(args)
-    request = cmd.BurnPointsRequest(
-        request_id=rid,
-        merchant_account_id=args.merchant_account_id,
-        amount_points=args.amount_points,
-        memo=args.memo,
-    )
-    reply = session.mutate(session.commands.BurnPoints, request, rid)
-    summary = (
-        f"burned {formatting.points(args.amount_points)} points from "
-        f"{args.merchant_account_id}: available {formatting.points(reply.available_points)}"
-    )
-    return _report(out, reply, rid, summary)
-
-
-def _report(
-    out: Output,
-    reply: cmd.MintPointsResponse
+# A movement's reply: each carries the position of its last event.
+_Reply = (
+    cmd.MintPointsResponse
     | cmd.IssuePointsResponse
     | cmd.RedeemPointsResponse
     | cmd.TransferPointsResponse
-    | cmd.BurnPointsResponse,
-    rid: str,
-    summary: str,
-) -> int:
-    if out.json_mode:
-        out.json({"request_id": rid, **to_json(reply)})
-    else:
-        out.line(summary)
-        out.position(reply.position, rid)
-    return EXIT_OK
+    | cmd.BurnPointsResponse
+)
+
+
+def _movement(
+    rpc: str,
+    request_type: Callable[..., Message],
+    fields: tuple[str, ...],
+    summary: Callable[[argparse.Namespace, Any], str],
+) -> Handler:
+    """Return the handler that sends `rpc` with `fields` of the arguments and reports it.
+
+    `fields` name both the parsed arguments and the request's fields; `summary` gives the
+    line shown for the reply in text mode.
+    """
+
+    def run(session: Session, out: Output, args: argparse.Namespace) -> int:
+        rid = request_id(args)
+        request = request_type(request_id=rid, **{name: getattr(args, name) for name in fields})
+        reply: _Reply = session.mutate(getattr(session.commands, rpc), request, rid)
+        if out.json_mode:
+            out.json({"request_id": rid, **to_json(reply)})
+        else:
+            out.line(summary(args, reply))
+            out.position(reply.position, rid)
+        return EXIT_OK
+
+    return run
+
+
+def _points(args: argparse.Namespace) -> str:
+    return formatting.points(args.amount_points)
+
+
+_mint = _movement(
+    "MintPoints",
+    cmd.MintPointsRequest,
+    ("merchant_account_id", "amount_points", "memo"),
+    lambda args, reply: (
+        f"minted {_points(args)} points into {args.merchant_account_id}: "
+        f"available {formatting.points(reply.available_points)}"
+    ),
+)
+_issue = _movement(
+    "IssuePoints",
+    cmd.IssuePointsRequest,
+    ("merchant_account_id", "member_account_id", "amount_points", "reason"),
+    lambda args, reply: (
+        f"issued {_points(args)} points {args.merchant_account_id} → {args.member_account_id}: "
+        f"transfer {reply.transfer_id}, merchant available "
+        f"{formatting.points(reply.merchant_available_points)}"
+    ),
+)
+_redeem = _movement(
+    "RedeemPoints",
+    cmd.RedeemPointsRequest,
+    ("member_account_id", "merchant_account_id", "amount_points", "reason"),
+    lambda args, reply: (
+        f"redeemed {_points(args)} points {args.member_account_id} → "
+        f"{args.merchant_account_id}: transfer {reply.transfer_id}, member available "
+        f"{formatting.points(reply.member_available_points)}"
+    ),
+)
+_transfer = _movement(
+    "TransferPoints",
+    cmd.TransferPointsRequest,
+    ("from_account_id", "to_account_id", "amount_points", "memo"),
+    lambda args, reply: (
+        f"transferred {_points(args)} points {args.from_account_id} → {args.to_account_id}: "
+        f"transfer {reply.transfer_id}, sender available "
+        f"{formatting.points(reply.from_available_points)}"
+    ),
+)
+_burn = _movement(
+    "BurnPoints",
+    cmd.BurnPointsRequest,
+    ("merchant_account_id", "amount_points", "memo"),
+    lambda args, reply: (
+        f"burned {_points(args)} points from {args.merchant_account_id}: "
+        f"available {formatting.points(reply.available_points)}"
+    ),
+)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from collections.abc import Callable, Iterator
-from typing import Final, TypeAlias, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from google.protobuf import descriptor
+from google.protobuf.message import Message
 
 from pointex.cli import formatting
-from pointex.cli.errors import UsageError
+from pointex.cli.errors import EXIT_OK, UsageError
 from pointex.cli.options import add_global_options
-from pointex.cli.output import Output
+from pointex.cli.output import Cell, Output, rows_caption, to_json_list
 from pointex.cli.session import Session, new_request_id
 from pointex.v1 import common_pb2
 
@@ -146,3 +148,45 @@ def pages(fetch: Callable[[str, int], tuple[list[T], str]], limit: int) -> Itera
         remaining -= min(len(items), remaining)
         if not token or remaining == 0 or not items:
             return
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T]):
+    """How a paged QueryService listing is read and shown."""
+
+    rpc: str  # The QueryService method.
+    items: str  # The reply's repeated field; also the key of the JSON output.
+    doing: str  # Shown while the pages are read, e.g. "listing accounts".
+    columns: tuple[str, ...]  # A trailing "#" right-aligns a column.
+    row: Callable[[T], Sequence[Cell]]
+
+
+def show_pages(
+    session: Session,
+    out: Output,
+    listing: Listing[Any],
+    request: Callable[[str, int], Message],
+    *,
+    limit: int,
+    title: str,
+) -> int:
+    """Read up to `limit` items of `listing` and show them; `request(token, size)` asks a page.
+
+    The table's caption (and the JSON's `as_of`) is the position of the last page read.
+    """
+    as_of = common_pb2.Position()
+
+    def fetch(token: str, size: int) -> tuple[list[Any], str]:
+        nonlocal as_of
+        reply = session.read(getattr(session.queries, listing.rpc), request(token, size))
+        as_of = reply.as_of
+        return list(getattr(reply, listing.items)), reply.next_page_token
+
+    with out.errors.status(listing.doing):
+        items = list(pages(fetch, limit))
+    if out.json_mode:
+        out.json({"as_of": formatting.position_token(as_of), listing.items: to_json_list(items)})
+        return EXIT_OK
+    rows = [listing.row(item) for item in items]
+    out.table(title, listing.columns, rows, caption=rows_caption(len(rows), as_of))
+    return EXIT_OK
