@@ -78,6 +78,16 @@ async def test_command_and_query_servers_expose_their_metrics(
         in page
     )
     assert "pointex_actors_resident 1.0" in page
+    # Opening the account was one unit, committed by at least one group commit (the
+    # server's own start-up may commit more before it).
+    totals = {
+        line.split()[0]: float(line.split()[1])
+        for line in page.splitlines()
+        if line.startswith("pointex_group_commit")
+    }
+    assert totals["pointex_group_commits_total"] >= 1, page
+    assert totals["pointex_group_commit_units_total"] >= totals["pointex_group_commits_total"]
+    assert totals["pointex_group_commit_events_total"] >= totals["pointex_group_commit_units_total"]
     query_page = await scrape(query)
     assert "pointex_projection_position" in query_page
     assert "pointex_projection_lag_events" in query_page

@@ -144,6 +144,21 @@ async def create_server(config: CommandConfig) -> CommandServer:
             "Account actors activated since start (loaded from a snapshot and the log).",
             lambda: actors.activations,
         )
+        metrics.total(
+            "pointex_group_commits",
+            "Group commits written to the event store since start.",
+            lambda: committer.batches_committed,
+        )
+        metrics.total(
+            "pointex_group_commit_units",
+            "All-or-nothing units committed by group commits since start.",
+            lambda: committer.units_committed,
+        )
+        metrics.total(
+            "pointex_group_commit_events",
+            "Events committed by group commits since start.",
+            lambda: committer.events_committed,
+        )
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()

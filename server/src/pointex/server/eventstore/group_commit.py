@@ -48,7 +48,9 @@ class GroupCommitter:
         self._closing = False
         # Resolved when the commit under way ends; None while none is.
         self._round: asyncio.Future[None] | None = None
+        # Counts since start, read by the metrics at each scrape.
         self.batches_committed = 0
+        self.units_committed = 0
         self.events_committed = 0
 
     def start(self) -> None:
@@ -153,5 +155,6 @@ class GroupCommitter:
             if isinstance(result, WrongExpectedVersion):
                 future.set_exception(result)
             else:
+                self.units_committed += 1
                 self.events_committed += events
                 future.set_result(result)

@@ -17,6 +17,8 @@ from typing import Final
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,14 @@ class Metrics:
         """Expose `read()`, called at each scrape, as the gauge `name`."""
         Gauge(name, documentation, registry=self.registry).set_function(read)
 
+    def total(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """Expose `read()`, a count since start kept by its owner, as the counter `name`.
+
+        For counts that a hot path already keeps as a plain integer: reading them at each
+        scrape costs that path nothing.
+        """
+        self.registry.register(_ReadCounter(name, documentation, read))
+
     def serve(self, listen: str) -> int:
         """Serve `/metrics` on `listen` (host:port; port 0 picks one); return the port."""
         host, _, port = listen.rpartition(":")
@@ -87,3 +97,16 @@ class Metrics:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+class _ReadCounter(Collector):
+    """A counter whose value is read from its owner at each scrape."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> list[CounterMetricFamily]:
+        """Return the counter's one sample (`<name>_total`)."""
+        return [CounterMetricFamily(self._name, self._documentation, value=self._read())]
