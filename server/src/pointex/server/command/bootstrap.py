@@ -133,32 +133,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
                 ),
             ),
         ]
-        metrics = Metrics("command")
-        metrics.gauge(
-            "pointex_actors_resident",
-            "Account actors in memory now (capped by POINTEX_ACTORS_RESIDENT_MAX).",
-            lambda: actors.resident,
-        )
-        metrics.gauge(
-            "pointex_actor_activations",
-            "Account actors activated since start (loaded from a snapshot and the log).",
-            lambda: actors.activations,
-        )
-        metrics.total(
-            "pointex_group_commits",
-            "Group commits written to the event store since start.",
-            lambda: committer.batches_committed,
-        )
-        metrics.total(
-            "pointex_group_commit_units",
-            "All-or-nothing units committed by group commits since start.",
-            lambda: committer.units_committed,
-        )
-        metrics.total(
-            "pointex_group_commit_events",
-            "Events committed by group commits since start.",
-            lambda: committer.events_committed,
-        )
+        metrics = _metrics(core)
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
@@ -178,6 +153,38 @@ async def create_server(config: CommandConfig) -> CommandServer:
         lookup=lookup,
         feed=feed,
     )
+
+
+def _metrics(core: CommandCore) -> Metrics:
+    """Return the command server's metrics: its RPCs', and gauges and counters of its core."""
+    actors, committer = core.actors, core.committer
+    metrics = Metrics("command")
+    metrics.gauge(
+        "pointex_actors_resident",
+        "Account actors in memory now (capped by POINTEX_ACTORS_RESIDENT_MAX).",
+        lambda: actors.resident,
+    )
+    metrics.gauge(
+        "pointex_actor_activations",
+        "Account actors activated since start (loaded from a snapshot and the log).",
+        lambda: actors.activations,
+    )
+    metrics.total(
+        "pointex_group_commits",
+        "Group commits written to the event store since start.",
+        lambda: committer.batches_committed,
+    )
+    metrics.total(
+        "pointex_group_commit_units",
+        "All-or-nothing units committed by group commits since start.",
+        lambda: committer.units_committed,
+    )
+    metrics.total(
+        "pointex_group_commit_events",
+        "Events committed by group commits since start.",
+        lambda: committer.events_committed,
+    )
+    return metrics
 
 
 async def _market_side(

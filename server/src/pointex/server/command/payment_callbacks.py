@@ -113,16 +113,7 @@ class PaymentCallbacks:
         digest = _business_digest(callback)
         if await self._lookup.exists(stream):
             return await self._duplicate(stream, digest, response_type)
-        domain_callback = trades.Callback(
-            callback.provider_id,
-            callback.payment_id,
-            callback.trade_id,
-            confirmed,
-            Money(callback.amount.amount_minor, callback.amount.currency),
-            callback.provider_event_id,
-            Instant(callback.signed_at.seconds * 1000),
-            callback.key_id,
-        )
+        domain_callback = _domain_callback(callback, confirmed=confirmed)
 
         def record(status: common_pb2.TradeStatus.ValueType, *, refund: bool) -> StreamAppend:
             reply = response_type(
@@ -234,3 +225,17 @@ class PaymentCallbacks:
         response.position.CopyFrom(position_message(recorded[0].position))
         response.duplicate = True
         return response
+
+
+def _domain_callback(callback: pb.PaymentCallback, *, confirmed: bool) -> trades.Callback:
+    """Return the domain's view of a verified callback."""
+    return trades.Callback(
+        callback.provider_id,
+        callback.payment_id,
+        callback.trade_id,
+        confirmed,
+        Money(callback.amount.amount_minor, callback.amount.currency),
+        callback.provider_event_id,
+        Instant(callback.signed_at.seconds * 1000),
+        callback.key_id,
+    )
