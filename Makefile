@@ -66,8 +66,9 @@ test-integration: $(INSTALLED) ## actors, group commit, projections on real data
 test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
 
-# The bench extra (matplotlib, for the chart) is installed on first use; `install` stays lean.
-BENCH_DEPS = $(PY) -c 'import matplotlib' 2>/dev/null || \
+# The bench extra adds py-spy, the profiler that explains a missed target; it is installed
+# on first use.
+BENCH_DEPS = test -x $(BIN)/py-spy || \
 	$(PY) -m pip install --quiet -e ./client -e '.[dev,bench]'
 
 bench: install ## benchmark every contender and scenario, median of 3 runs: about 35–40 minutes
