@@ -78,6 +78,17 @@ QUICK: Final = {"warmup_s": 1, "measure_s": 3, "repeat": 1, "members": limits.me
 # Pointex/SQLite so that the whole run keeps its margin under 3 minutes (171 s measured with
 # it, on the shared 2-core development VM).
 QUICK_MARKET_SKIP: Final = (("pointex", "sqlite"),)
+# The server settings that move the figures: durability, memory for the log and its
+# indexes, checkpoints, and the background work that can run during a measurement.
+POSTGRES_SETTINGS: Final = (
+    "fsync", "synchronous_commit", "full_page_writes", "wal_compression", "shared_buffers",
+    "max_wal_size", "checkpoint_timeout", "autovacuum", "max_connections",
+)  # fmt: skip
+# Each value with its unit, as SHOW prints it (128MB, 5min).
+_SETTINGS = """
+SELECT name, current_setting(name) AS setting FROM pg_settings
+WHERE name = ANY($1::text[]) ORDER BY name
+"""
 # Load-generator processes: see docs/benchmarks.md for the 1-versus-2 measurement.
 LOADGEN_PROCESSES_DEFAULT: Final = 2
 # Every scenario of the runner: the load generator's, and the projection replay, which drives
@@ -126,10 +137,13 @@ def _cpu_model() -> str:
 async def machine_info(pg_dsn: str) -> dict[str, Any]:
     """Describe where the run happens: CPUs, Python, gRPC and PostgreSQL versions."""
     postgres_version = None
+    postgres_settings: dict[str, str] = {}
     try:
         connection = await asyncpg.connect(pg_dsn, timeout=_PG_TIMEOUT_S)
         try:
             postgres_version = await connection.fetchval("SHOW server_version")
+            rows = await connection.fetch(_SETTINGS, list(POSTGRES_SETTINGS))
+            postgres_settings = {row["name"]: row["setting"] for row in rows}
         finally:
             await connection.close()
     except (OSError, asyncpg.PostgresError) as error:
@@ -141,6 +155,7 @@ async def machine_info(pg_dsn: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
         "postgres_version": postgres_version,
+        "postgres_settings": postgres_settings,
         # Other work on the machine skews every figure; the report says how busy it was.
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import write_json
-from bench.run import Options, run
+from bench.run import POSTGRES_SETTINGS, Options, run
 
 ROW_KEYS = {
     "contender", "store", "scenario", "concurrency", "ok", "ops_per_s", "p50_ms", "p99_ms",
@@ -45,6 +45,11 @@ async def test_runner_measures_echo_and_lockbased_uniform(pg_dsn: str, tmp_path:
     written = json.loads(options.output.read_text())
     assert {"machine", "started_at", "duration_s", "rows", "ratios"} <= written.keys()
     assert {"cpu_count", "python", "postgres_version"} <= written["machine"].keys()
+    # The settings that move the figures are recorded as the server reports them.
+    settings = written["machine"]["postgres_settings"]
+    assert settings.keys() == set(POSTGRES_SETTINGS), settings
+    assert settings["fsync"] in {"on", "off"}
+    assert settings["shared_buffers"][0].isdigit(), settings
     rows = {(row["contender"], row["scenario"]): row for row in written["rows"]}
     assert rows.keys() == {("grpc-echo", "echo"), ("lockbased-request-order", "uniform")}
     for row in rows.values():
