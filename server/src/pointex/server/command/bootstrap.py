@@ -156,7 +156,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
 
 
 def _metrics(core: CommandCore) -> Metrics:
-    """Return the command server's metrics: its RPCs', and gauges and counters of its core."""
+    """Return the command server's metrics: its RPCs, and its core's gauges and counters."""
     actors, committer = core.actors, core.committer
     metrics = Metrics("command")
     metrics.gauge(
