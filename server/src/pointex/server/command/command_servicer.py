@@ -45,6 +45,12 @@ from pointex.v1 import command_service_pb2_grpc, common_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
+# Constrained, not bound to Message: mypy then checks the keyword arguments each helper passes
+# against every response type's generated stub.
+MovedR = TypeVar("MovedR", pb.MintPointsResponse, pb.BurnPointsResponse)
+ChangedR = TypeVar(
+    "ChangedR", pb.FreezeAccountResponse, pb.UnfreezeAccountResponse, pb.CloseAccountResponse
+)
 
 
 def _account_message(state: Account | None) -> common_pb2.Account:
@@ -139,8 +145,8 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self,
         request: pb.MintPointsRequest | pb.BurnPointsRequest,
         command_type: type[cmd.MintPoints | cmd.BurnPoints],
-        response_type: type[R],
-    ) -> R:
+        response_type: type[MovedR],
+    ) -> MovedR:
         """Run a mint or a burn: both name a merchant, an amount and a memo."""
         principal = current_principal()
         command = command_type(
@@ -161,8 +167,8 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self,
         request: pb.FreezeAccountRequest | pb.UnfreezeAccountRequest | pb.CloseAccountRequest,
         command_type: type[cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount],
-        response_type: type[R],
-    ) -> R:
+        response_type: type[ChangedR],
+    ) -> ChangedR:
         """Run a freeze, unfreeze or close: an account and a reason; `changed` says if it did."""
         principal = current_principal()
         command = command_type(
