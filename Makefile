@@ -1,6 +1,8 @@
 # Pointex developer entry points. `make help` lists them.
 # Everything runs from the project's own virtualenv (.venv) and npm tooling (node_modules),
-# which the first target that needs them creates from pyproject.toml and package.json.
+# which the first target that needs them creates from the locks: requirements/dev.lock
+# (exact versions and hashes, compiled from pyproject.toml by `make lock`) and
+# package-lock.json. docs/dependencies.md says how to bump them.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,24 +12,43 @@ BUF := node_modules/.bin/buf
 INSTALLED := $(VENV)/.installed
 NPM_INSTALLED := node_modules/.installed
 PYTEST_FLAGS ?= -q
+# Every third-party package comes from the lock, hash-checked; the two local packages are then
+# installed from the tree without their dependencies (already there) and without build
+# isolation (so the locked setuptools builds them, not whatever is newest).
+LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
 .PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt \
-        proto proto-check buf-lint bench bench-quick clean
+        proto proto-check buf-lint lock lock-upgrade lock-check bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml client/pyproject.toml
+$(INSTALLED): requirements/dev.lock pyproject.toml client/pyproject.toml
+	@$(PYTHON) scripts/lock.py --check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./client -e '.[dev]'
+	$(LOCKED_INSTALL)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./client -e .
+	$(PY) -m pip check
 	touch $@
 
 $(NPM_INSTALLED): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(INSTALLED) $(NPM_INSTALLED) ## create .venv and node_modules from the project's files
+install: $(INSTALLED) $(NPM_INSTALLED) ## create .venv and node_modules from the locks
+
+# `lock` cannot need an up-to-date install (that refuses a stale lock): it only needs uv,
+# which the current lock provides.
+lock: ## recompile requirements/*.lock after editing dependencies in a pyproject.toml
+	test -x $(BIN)/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(LOCKED_INSTALL); }
+	$(PY) scripts/lock.py
+
+lock-upgrade: ## move every lock to the newest versions pyproject.toml allows
+	test -x $(BIN)/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(LOCKED_INSTALL); }
+	$(PY) scripts/lock.py --upgrade
+
+lock-check: ## fail when a lock is stale against pyproject.toml (offline)
+	$(PYTHON) scripts/lock.py --check
 
 run: $(INSTALLED) ## start the command and query servers and the sandbox payment provider
 	$(PY) scripts/run_local.py
@@ -41,7 +62,7 @@ proto-check: $(INSTALLED) ## fail when the committed generated code is stale
 buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 	$(BUF) lint
 
-lint: $(INSTALLED) buf-lint proto-check ## buf lint, stale codegen, ruff, mypy --strict, import contracts
+lint: lock-check $(INSTALLED) buf-lint proto-check ## stale locks and codegen, buf lint, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench
@@ -66,17 +87,10 @@ test-integration: $(INSTALLED) ## actors, group commit, projections on real data
 test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
 
-# The bench extra adds py-spy, the profiler that explains a missed target; it is installed
-# on first use.
-BENCH_DEPS = test -x $(BIN)/py-spy || \
-	$(PY) -m pip install --quiet -e ./client -e '.[dev,bench]'
-
 bench: install ## benchmark every contender and scenario, median of 3 runs: about 35–40 minutes
-	$(BENCH_DEPS)
 	$(PY) -m bench.run
 
 bench-quick: install ## every benchmark scenario once, in under 3 minutes (same JSON shape)
-	$(BENCH_DEPS)
 	$(PY) -m bench.run --quick
 
 clean: ## remove local state (.pointex data, caches); keeps .venv and node_modules
