@@ -205,3 +205,78 @@ async def query_server(
 ) -> ServerProcess:
     """A query server following `command_server`, SERVING."""
     return await start_query_server(command_server.target)
+
+
+@dataclass
+class Stack:
+    """A whole Pointex on loopback: sandbox provider, command server and query server.
+
+    The sandbox pays every payment it is asked for after `payment_delay_ms` (no failures),
+    so a trade settles on its own, as it would behind a real gateway.
+    """
+
+    command: ServerProcess
+    query: ServerProcess
+    sandbox: ServerProcess
+    tokens_file: Path
+
+    def env(self) -> dict[str, str]:
+        """Return the environment an example or SDK script reads to reach this stack."""
+        return {
+            "POINTEX_COMMAND_TARGET": self.command.target,
+            "POINTEX_QUERY_TARGET": self.query.target,
+            "POINTEX_OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "POINTEX_PARTNER_TOKEN": ACME_TOKEN,
+            "POINTEX_PARTNER_ID": "acme",
+            "POINTEX_PROVIDER_TOKEN": PROVIDER_TOKEN,
+            "POINTEX_PROVIDER_SECRET": STACK_PROVIDER_SECRET,
+        }
+
+
+STACK_PROVIDER_SECRET = "whsec_" + secrets.token_hex(16)
+STACK_PAYMENT_DELAY_MS = 200
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path,
+    unused_tcp_port: int,
+    tokens_file: Path,
+    start_command_server: StartCommandServer,
+    start_query_server: StartQueryServer,
+) -> AsyncIterator[Stack]:
+    """Start the sandbox, then the SQLite command server it calls back, then the query server."""
+    command_target = f"127.0.0.1:{unused_tcp_port}"
+    sandbox_env = {
+        "POINTEX_COMMAND_TARGET": command_target,
+        "POINTEX_PROVIDER_SECRET": STACK_PROVIDER_SECRET,
+        "POINTEX_PROVIDER_KEY_ID": "k1",
+        "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
+        "POINTEX_PAYMENT_DELAY_MS": str(STACK_PAYMENT_DELAY_MS),
+        "POINTEX_PAYMENT_FAILURE_RATE_BPS": "0",
+    }
+    sandbox = await start_server(
+        "pointex.server.payments.sandbox.main", tmp_path / "sandbox.log", sandbox_env
+    )
+    try:
+        await wait_serving(sandbox.target)
+        providers = tmp_path / "providers.toml"
+        providers.write_text(
+            "[providers.sandbox]\n"
+            'kind = "sandbox"\n'
+            f'target = "{sandbox.target}"\n'
+            "[[providers.sandbox.keys]]\n"
+            'key_id = "k1"\n'
+            f'secret = "{STACK_PROVIDER_SECRET}"\n'
+        )
+        command = await start_command_server(
+            f"sqlite:///{tmp_path / 'events.db'}",
+            extra_env={
+                "POINTEX_LISTEN": command_target,
+                "POINTEX_PAYMENT_PROVIDERS_FILE": str(providers),
+            },
+        )
+        query = await start_query_server(command.target)
+        yield Stack(command, query, sandbox, tokens_file)
+    finally:
+        await sandbox.terminate()
