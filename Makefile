@@ -53,11 +53,15 @@ lock-check: ## fail when a lock is stale against pyproject.toml (offline)
 run: $(INSTALLED) ## start the command and query servers and the sandbox payment provider
 	$(PY) scripts/run_local.py
 
-proto: $(INSTALLED) ## regenerate client/src/pointex/v1 from protos/
+proto: $(INSTALLED) ## regenerate the stubs, the SDK's reasons table and its blocking client
 	$(PY) scripts/gen_protos.py
+	$(PY) scripts/gen_reasons.py
+	$(PY) scripts/gen_sync_client.py
 
 proto-check: $(INSTALLED) ## fail when the committed generated code is stale
 	$(PY) scripts/gen_protos.py --check
+	$(PY) scripts/gen_reasons.py --check
+	$(PY) scripts/gen_sync_client.py --check
 
 buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 	$(BUF) lint

@@ -151,9 +151,17 @@ async def wait_serving(target: str, timeout_s: float = STARTUP_TIMEOUT_S) -> Non
     async with grpc.aio.insecure_channel(target) as channel, asyncio.timeout(timeout_s):
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.aio.AioRpcError as error:
+                # gRPC shares connections to one address across channels: right after a
+                # restart on the same port, a new channel can fail fast with the old
+                # connection's error until its reconnect backoff ends.
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            else:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
             await asyncio.sleep(0.05)
 
 

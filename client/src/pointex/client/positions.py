@@ -41,3 +41,17 @@ def decode_global(token: bytes) -> int:
 def position_message(position: int) -> common_pb2.Position:
     """Return the `pointex.v1.Position` of a global position; 0 travels as an empty token."""
     return common_pb2.Position(token=encode_global(position) if position else b"")
+
+
+def later(current: common_pb2.Position | None, seen: common_pb2.Position) -> common_pb2.Position:
+    """Return whichever of two positions is further along (the one just seen if not comparable).
+
+    A client keeps the furthest position it has seen to read its own writes; positions of a
+    format this release does not know cannot be compared, and the newest one seen is kept.
+    """
+    if current is None or not current.token:
+        return seen
+    try:
+        return seen if decode_global(seen.token) >= decode_global(current.token) else current
+    except InvalidPositionError:
+        return seen

@@ -1,0 +1,122 @@
+"""Request messages from plain arguments: enum names, request ids and bulk commands.
+
+Both clients build their requests here, so the sync and the asyncio client send the same
+bytes for the same call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Final, Literal
+
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import common_pb2
+
+AccountKindName = Literal["member", "merchant"]
+SideName = Literal["buy", "sell"]
+TimeInForceName = Literal["gtc", "ioc"]
+
+_KINDS: Final[Mapping[str, common_pb2.AccountKind.ValueType]] = {
+    "member": common_pb2.ACCOUNT_KIND_MEMBER,
+    "merchant": common_pb2.ACCOUNT_KIND_MERCHANT,
+}
+_SIDES: Final[Mapping[str, common_pb2.OrderSide.ValueType]] = {
+    "buy": common_pb2.ORDER_SIDE_BUY,
+    "sell": common_pb2.ORDER_SIDE_SELL,
+}
+_TIMES_IN_FORCE: Final[Mapping[str, common_pb2.TimeInForce.ValueType]] = {
+    "gtc": common_pb2.TIME_IN_FORCE_GTC,
+    "ioc": common_pb2.TIME_IN_FORCE_IOC,
+}
+
+
+def new_request_id() -> str:
+    """Return a fresh request id: a random UUID, as the contract recommends."""
+    return str(uuid.uuid4())
+
+
+def account_kind(name: AccountKindName) -> common_pb2.AccountKind.ValueType:
+    """Return the AccountKind of "member" or "merchant"."""
+    return _KINDS[name]
+
+
+def order_side(name: SideName) -> common_pb2.OrderSide.ValueType:
+    """Return the OrderSide of "buy" or "sell"."""
+    return _SIDES[name]
+
+
+def time_in_force(name: TimeInForceName) -> common_pb2.TimeInForce.ValueType:
+    """Return the TimeInForce of "gtc" or "ioc"."""
+    return _TIMES_IN_FORCE[name]
+
+
+def issue(
+    merchant_account_id: str,
+    member_account_id: str,
+    amount_points: int,
+    reason: str = "",
+    *,
+    request_id: str | None = None,
+) -> pb.BulkCommand:
+    """Return a bulk IssuePoints command (a merchant rewards a member)."""
+    return pb.BulkCommand(
+        issue_points=pb.IssuePointsRequest(
+            request_id=request_id or new_request_id(),
+            merchant_account_id=merchant_account_id,
+            member_account_id=member_account_id,
+            amount_points=amount_points,
+            reason=reason,
+        )
+    )
+
+
+def redeem(
+    member_account_id: str,
+    merchant_account_id: str,
+    amount_points: int,
+    reason: str = "",
+    *,
+    request_id: str | None = None,
+) -> pb.BulkCommand:
+    """Return a bulk RedeemPoints command (a member spends at a merchant)."""
+    return pb.BulkCommand(
+        redeem_points=pb.RedeemPointsRequest(
+            request_id=request_id or new_request_id(),
+            member_account_id=member_account_id,
+            merchant_account_id=merchant_account_id,
+            amount_points=amount_points,
+            reason=reason,
+        )
+    )
+
+
+def transfer(
+    from_account_id: str,
+    to_account_id: str,
+    amount_points: int,
+    memo: str = "",
+    *,
+    request_id: str | None = None,
+) -> pb.BulkCommand:
+    """Return a bulk TransferPoints command (a member gives to another member)."""
+    return pb.BulkCommand(
+        transfer_points=pb.TransferPointsRequest(
+            request_id=request_id or new_request_id(),
+            from_account_id=from_account_id,
+            to_account_id=to_account_id,
+            amount_points=amount_points,
+            memo=memo,
+        )
+    )
+
+
+def bulk_request_id(command: pb.BulkCommand) -> str:
+    """Return the request id inside a bulk command, giving it a fresh one if it has none."""
+    kind = command.WhichOneof("command")
+    if kind is None:
+        return ""
+    request = getattr(command, kind)
+    if not request.request_id:
+        request.request_id = new_request_id()
+    return str(request.request_id)
