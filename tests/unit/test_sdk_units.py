@@ -38,7 +38,7 @@ def test_every_error_reason_of_the_contract_is_in_the_table_with_its_code() -> N
 
 
 def test_retryable_errors_are_unclear_outcomes_lost_races_and_paced_overload() -> None:
-    """UNAVAILABLE, ABORTED and RESOURCE_EXHAUSTED with a delay retry; refusals never do."""
+    """Unclear outcomes, lost races and paced overload retry; refusals and bugs never do."""
     unavailable = Unavailable(grpc.StatusCode.UNAVAILABLE, "down")
     deadline = Unavailable(grpc.StatusCode.DEADLINE_EXCEEDED, "late")
     aborted = Conflict(grpc.StatusCode.ABORTED, "race", reason="REQUEST_IN_PROGRESS")
@@ -47,8 +47,10 @@ def test_retryable_errors_are_unclear_outcomes_lost_races_and_paced_overload() -
     too_big = Overloaded(grpc.StatusCode.RESOURCE_EXHAUSTED, "message over the limit")
     cancelled = Unavailable(grpc.StatusCode.CANCELLED, "caller went away")
     refused = Refused(grpc.StatusCode.FAILED_PRECONDITION, "no", reason="INSUFFICIENT_POINTS")
-    assert [retryable(e) for e in (unavailable, deadline, aborted, paced)] == [True] * 4
-    assert [retryable(e) for e in (reused, too_big, cancelled, refused)] == [False] * 4
+    cut = InternalError(grpc.StatusCode.INTERNAL, "Internal error from Core")
+    bug = InternalError(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL_ERROR")
+    assert [retryable(e) for e in (unavailable, deadline, aborted, paced, cut)] == [True] * 5
+    assert [retryable(e) for e in (reused, too_big, cancelled, refused, bug)] == [False] * 5
 
 
 def test_backoff_grows_with_jitter_honours_the_server_and_stops_at_the_bounds() -> None:

@@ -3,7 +3,8 @@
 Retrying a command is safe because every command carries a request id that the server keeps
 with its result: a retry with the same id of a command that was applied returns the original
 reply and changes nothing; a retry of one that was not applied runs it now. So a call that
-ends without a clear answer (UNAVAILABLE, DEADLINE_EXCEEDED), one that lost a race (ABORTED)
+ends without a clear answer (UNAVAILABLE, DEADLINE_EXCEEDED, or the library's own INTERNAL or
+UNKNOWN when a connection is cut mid-call), one that lost a race (ABORTED)
 and one the server asked to come back later (RESOURCE_EXHAUSTED with a RetryInfo delay) are
 tried again with the same id, within a bounded number of attempts and a total deadline.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from pointex.client.errors import Conflict, Overloaded, PointexError, Unavailable
+from pointex.client.errors import Conflict, InternalError, Overloaded, PointexError, Unavailable
 
 _DOUBLINGS_MAX = 16  # Past this the delay is capped anyway; keeps the shift small.
 
@@ -73,6 +74,11 @@ def retryable(error: PointexError) -> bool:
         return error.code != grpc.StatusCode.CANCELLED
     if isinstance(error, Conflict):
         return error.code == grpc.StatusCode.ABORTED
+    if isinstance(error, InternalError):
+        # A Pointex server's INTERNAL always carries ErrorInfo (INTERNAL_ERROR, a bug, not
+        # retried). Without it, INTERNAL or UNKNOWN comes from the library, typically a
+        # connection cut in the middle of a call: an unclear outcome like UNAVAILABLE.
+        return not error.reason
     if isinstance(error, Overloaded):
         # Without RetryInfo, RESOURCE_EXHAUSTED comes from the library (a message over the
         # size limit): the same request would fail the same way.
