@@ -9,11 +9,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pointex.cli import formatting
-from pointex.cli.errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, describe
+from pointex.cli.errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from pointex.cli.output import Cell, Output, status_text, to_json
 from pointex.cli.registry import Subcommands, add_after, bounded_int, leaf
-from pointex.cli.retry import CallFailed
 from pointex.cli.session import Session
+from pointex.client.errors import PointexError, from_rpc_error
 from pointex.v1 import query_service_pb2 as qry
 
 _INVARIANT = qry.Invariant.DESCRIPTOR
@@ -86,7 +86,7 @@ def _health(session: Session, target: str) -> str:
     try:
         reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=session.settings.timeout_s)
     except grpc.RpcError as error:
-        failure = describe(error)
+        failure = from_rpc_error(error)
         return _UNREACHABLE if failure.unreachable else failure.code.name
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
@@ -104,8 +104,8 @@ def _status(session: Session, out: Output, _args: argparse.Namespace) -> int:
             projection = session.read(
                 session.queries.GetProjectionStatus, qry.GetProjectionStatusRequest()
             )
-        except CallFailed as failed:
-            problem = failed.failure.line()
+        except PointexError as failed:
+            problem = failed.line()
     code = _status_code([state for _, state in health.values()], projection)
     if out.json_mode:
         out.json(

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from pointex.cli import accounts, admin, market, points, watch
-from pointex.cli.errors import EXIT_USAGE, UsageError
+from pointex.cli.errors import EXIT_USAGE, UsageError, exit_code
 from pointex.cli.options import add_global_options, settings_from
 from pointex.cli.output import Output
 from pointex.cli.registry import RETRY_HELP
-from pointex.cli.retry import CallFailed
 from pointex.cli.session import Session
+from pointex.client.errors import PointexError
 
 _DESCRIPTION = """\
 The command line for Pointex: accounts, points, the market, notifications and audits.
@@ -64,14 +64,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         out.error(str(error))
         return EXIT_USAGE
-    except CallFailed as failed:
-        out.error(failed.failure.line())
+    except PointexError as failed:
+        out.error(failed.line())
         if failed.outcome_unknown:
             out.note(
                 "the command may or may not have been applied; run it again with "
                 f"--request-id {failed.request_id} to find out without applying it twice"
             )
-        return failed.failure.exit_code
+        return exit_code(failed)
     except KeyboardInterrupt:
         return _EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import cast
 
-import grpc
 from rich.text import Text
 
 from pointex.cli import formatting
-from pointex.cli.errors import EXIT_OK, UsageError, describe
+from pointex.cli.errors import EXIT_OK, UsageError
 from pointex.cli.output import Output, to_json
 from pointex.cli.registry import Subcommands, add_after, bounded_int, enum_type, leaf
-from pointex.cli.retry import RETRYABLE_CODES, CallFailed, backoff_s
 from pointex.cli.session import Session
+from pointex.client.aio import WATCH_RETRY
 from pointex.v1 import common_pb2
 from pointex.v1 import query_service_pb2 as qry
 
@@ -116,7 +114,7 @@ def _start_cursor(args: argparse.Namespace) -> bytes:
 
 
 class _Watcher:
-    """One `watch` run: the stream, its cursor, and reconnection after retryable failures."""
+    """One `watch` run: the SDK's resuming notification stream, shown and its cursor kept."""
 
     def __init__(
         self, session: Session, out: Output, args: argparse.Namespace, cursor: bytes
@@ -126,56 +124,35 @@ class _Watcher:
         self._args = args
         self.cursor = cursor
         self._received = 0
-        self._call: grpc.CallIterator[qry.WatchNotificationsResponse] | None = None
+        self._stream: Generator[qry.Notification, None, None] | None = None
 
     def run(self) -> None:
         """Read notifications until the limit, reconnecting at most --retries times in a row.
 
+        Not bounded in length on purpose: a watch runs until it is stopped, reconnecting as
+        often as a long life needs. What is bounded is the failures in a row (--retries).
+
         Raises:
-            CallFailed: the stream failed with a refusal, or kept failing.
+            PointexError: the stream failed with a refusal, or kept failing.
         """
-        failures = 0
-        metadata = self._session.metadata()
-        # Not bounded on purpose: a watch runs until it is stopped, reconnecting as often as
-        # a long life needs. What is bounded is the failures in a row (--retries).
-        while True:
-            self._call = self._session.queries.WatchNotifications(
-                self._request(), metadata=metadata
-            )
-            try:
-                for response in self._call:
-                    failures = 0
-                    if response.HasField("notification") and self._show(response.notification):
-                        self.cancel()
-                        return
-            except grpc.RpcError as error:
-                failure = describe(error)
-                if (
-                    failure.code not in RETRYABLE_CODES
-                    or failures >= self._session.settings.retries
-                ):
-                    raise CallFailed(failure) from None
-                delay_s = backoff_s(failures, failure.retry_delay_ms)
-                self._out.note(f"reconnecting in {delay_s:.1f} s after {failure.line()}")
-                failures += 1
-                time.sleep(delay_s)
-            else:
-                return  # The server ended the stream (it is draining): stop cleanly.
+        retries = self._session.settings.retries
+        self._stream = self._session.client.notifications(
+            account_ids=self._args.account,
+            kinds=self._args.kind,
+            cursor=self.cursor,
+            from_beginning=self._args.from_beginning,
+            min_position=self._args.after,
+            retry=replace(WATCH_RETRY, attempts_max=retries + 1),
+        )
+        for notification in self._stream:
+            if self._show(notification):
+                self.cancel()
+                return
 
     def cancel(self) -> None:
         """End the stream, if one is open."""
-        if self._call is not None:
-            # The stream object is also a grpc.Future, whose stub types `cancel`.
-            cast("grpc.Future[object]", self._call).cancel()
-
-    def _request(self) -> qry.WatchNotificationsRequest:
-        return qry.WatchNotificationsRequest(
-            min_position=self._args.after,
-            cursor=self.cursor,
-            from_beginning=self._args.from_beginning and not self.cursor,
-            account_ids=self._args.account,
-            kinds=self._args.kind,
-        )
+        if self._stream is not None:
+            self._stream.close()
 
     def _show(self, notification: qry.Notification) -> bool:
         """Print a notification and keep its cursor; return whether the limit is reached."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -56,14 +56,19 @@ class PointexClient:
         deadlines: Deadlines | None = None,
         retry: RetryPolicy | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        on_retry: Callable[[PointexError, int], None] | None = None,
     ) -> None:
-        """Open channels to the two servers (connections are made on first use)."""
+        """Open channels to the two servers (connections are made on first use).
+
+        `on_retry(error, delay_ms)` is called before each retry (to log it, for example).
+        """
         if not token:
             raise ValueError("a bearer token is required")
         self.targets = targets
         self.deadlines = deadlines or Deadlines()
         self.retry = retry or RetryPolicy()
         self.last_position: common_pb2.Position | None = None
+        self._on_retry = on_retry
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._channels = [_channel(targets.command, tls, options)]
         self._commands = command_service_pb2_grpc.CommandServiceStub(self._channels[0])
@@ -73,6 +78,21 @@ class PointexClient:
         )
         if query_channel is not None:
             self._channels.append(query_channel)
+
+    @property
+    def command_stub(self) -> command_service_pb2_grpc.CommandServiceStub:
+        """Return the generated CommandService stub on this client's channel."""
+        return self._commands
+
+    @property
+    def query_stub(self) -> query_service_pb2_grpc.QueryServiceStub:
+        """Return the generated QueryService stub on this client's channel."""
+        return self._query_stub()
+
+    @property
+    def channels(self) -> Sequence[grpc.Channel]:
+        """Return the channels: the command server's, then the query server's if any."""
+        return tuple(self._channels)
 
     @classmethod
     def from_env(cls, token: str | None = None, **kwargs: Any) -> Self:
@@ -117,7 +137,7 @@ class PointexClient:
             owner_partner_id=owner_partner_id,
             display_name=display_name,
         )
-        return self._command(self._commands.OpenAccount, request, rid)
+        return self.call_command(self._commands.OpenAccount, request, rid)
 
     def mint(
         self,
@@ -135,7 +155,7 @@ class PointexClient:
             amount_points=amount_points,
             memo=memo,
         )
-        return self._command(self._commands.MintPoints, request, rid)
+        return self.call_command(self._commands.MintPoints, request, rid)
 
     def burn(
         self,
@@ -153,7 +173,7 @@ class PointexClient:
             amount_points=amount_points,
             memo=memo,
         )
-        return self._command(self._commands.BurnPoints, request, rid)
+        return self.call_command(self._commands.BurnPoints, request, rid)
 
     def issue(
         self,
@@ -169,7 +189,7 @@ class PointexClient:
             merchant_account_id, member_account_id, amount_points, reason, request_id=request_id
         )
         request = command.issue_points
-        return self._command(self._commands.IssuePoints, request, request.request_id)
+        return self.call_command(self._commands.IssuePoints, request, request.request_id)
 
     def redeem(
         self,
@@ -185,7 +205,7 @@ class PointexClient:
             member_account_id, merchant_account_id, amount_points, reason, request_id=request_id
         )
         request = command.redeem_points
-        return self._command(self._commands.RedeemPoints, request, request.request_id)
+        return self.call_command(self._commands.RedeemPoints, request, request.request_id)
 
     def transfer(
         self,
@@ -201,7 +221,7 @@ class PointexClient:
             from_account_id, to_account_id, amount_points, memo, request_id=request_id
         )
         request = command.transfer_points
-        return self._command(self._commands.TransferPoints, request, request.request_id)
+        return self.call_command(self._commands.TransferPoints, request, request.request_id)
 
     def freeze(
         self, account_id: str, reason: str = "", *, request_id: str | None = None
@@ -209,7 +229,7 @@ class PointexClient:
         """Freeze an account: no outgoing movement until it is unfrozen."""
         rid = request_id or builders.new_request_id()
         request = pb.FreezeAccountRequest(request_id=rid, account_id=account_id, reason=reason)
-        return self._command(self._commands.FreezeAccount, request, rid)
+        return self.call_command(self._commands.FreezeAccount, request, rid)
 
     def unfreeze(
         self, account_id: str, reason: str = "", *, request_id: str | None = None
@@ -217,7 +237,7 @@ class PointexClient:
         """Unfreeze a frozen account."""
         rid = request_id or builders.new_request_id()
         request = pb.UnfreezeAccountRequest(request_id=rid, account_id=account_id, reason=reason)
-        return self._command(self._commands.UnfreezeAccount, request, rid)
+        return self.call_command(self._commands.UnfreezeAccount, request, rid)
 
     def close_account(
         self, account_id: str, reason: str = "", *, request_id: str | None = None
@@ -225,7 +245,7 @@ class PointexClient:
         """Close an empty account for good."""
         rid = request_id or builders.new_request_id()
         request = pb.CloseAccountRequest(request_id=rid, account_id=account_id, reason=reason)
-        return self._command(self._commands.CloseAccount, request, rid)
+        return self.call_command(self._commands.CloseAccount, request, rid)
 
     def place_order(
         self,
@@ -251,7 +271,7 @@ class PointexClient:
             time_in_force=builders.time_in_force(time_in_force),
             client_order_id=client_order_id,
         )
-        return self._command(self._commands.PlaceOrder, request, rid)
+        return self.call_command(self._commands.PlaceOrder, request, rid)
 
     def cancel_order(
         self, order_id: str, *, market_id: str = "PTS-CNY", request_id: str | None = None
@@ -259,7 +279,7 @@ class PointexClient:
         """Cancel a resting order; a SELL order's held points return to available."""
         rid = request_id or builders.new_request_id()
         request = pb.CancelOrderRequest(request_id=rid, market_id=market_id, order_id=order_id)
-        return self._command(self._commands.CancelOrder, request, rid)
+        return self.call_command(self._commands.CancelOrder, request, rid)
 
     def confirm_payment(
         self, callback: pb.PaymentCallback, *, request_id: str | None = None
@@ -267,7 +287,7 @@ class PointexClient:
         """Report a confirmed payment (payment provider only; sign it with `callbacks.sign`)."""
         rid = request_id or callback.provider_event_id
         request = pb.ConfirmPaymentRequest(request_id=rid, callback=callback)
-        return self._command(self._commands.ConfirmPayment, request, rid)
+        return self.call_command(self._commands.ConfirmPayment, request, rid)
 
     def fail_payment(
         self, callback: pb.PaymentCallback, *, request_id: str | None = None
@@ -275,7 +295,7 @@ class PointexClient:
         """Report a failed payment (payment provider only; sign it with `callbacks.sign`)."""
         rid = request_id or callback.provider_event_id
         request = pb.FailPaymentRequest(request_id=rid, callback=callback)
-        return self._command(self._commands.FailPayment, request, rid)
+        return self.call_command(self._commands.FailPayment, request, rid)
 
     def bulk(
         self,
@@ -283,7 +303,7 @@ class PointexClient:
         *,
         batch_commands: int = 500,
         window_batches: int = 4,
-    ) -> Iterator[BulkOutcome]:
+    ) -> Generator[BulkOutcome, None, None]:
         """Run commands through ExecuteBulk and yield one outcome per command, in order.
 
         `commands` may be any iterable, of any length: it is read lazily, `batch_commands` at
@@ -328,6 +348,7 @@ class PointexClient:
             delay_ms = self.retry.delay_ms(failure, failures, _elapsed_ms(started))
             if delay_ms is None:
                 raise failure
+            self._retrying(failure, delay_ms)
             sleep(delay_ms / _MS_PER_S)
 
     # Queries.
@@ -344,7 +365,7 @@ class PointexClient:
             account_id=account_id,
             min_position=self._min(consistent=consistent, min_position=min_position),
         )
-        reply = self._query(self._query_stub().GetAccount, request)
+        reply = self.call_query(self._query_stub().GetAccount, request)
         return reply.account
 
     def get_order(
@@ -359,7 +380,7 @@ class PointexClient:
             order_id=order_id,
             min_position=self._min(consistent=consistent, min_position=min_position),
         )
-        reply = self._query(self._query_stub().GetOrder, request)
+        reply = self.call_query(self._query_stub().GetOrder, request)
         return reply.order
 
     def get_trade(
@@ -374,13 +395,13 @@ class PointexClient:
             trade_id=trade_id,
             min_position=self._min(consistent=consistent, min_position=min_position),
         )
-        reply = self._query(self._query_stub().GetTrade, request)
+        reply = self.call_query(self._query_stub().GetTrade, request)
         return reply.trade
 
     def list_markets(self, *, consistent: bool = False) -> list[common_pb2.Market]:
         """Return every market."""
         request = qry.ListMarketsRequest(min_position=self._min(consistent=consistent))
-        reply = self._query(self._query_stub().ListMarkets, request)
+        reply = self.call_query(self._query_stub().ListMarkets, request)
         return list(reply.markets)
 
     def order_book(
@@ -390,12 +411,12 @@ class PointexClient:
         request = qry.GetOrderBookRequest(
             market_id=market_id, depth=depth, min_position=self._min(consistent=consistent)
         )
-        return self._query(self._query_stub().GetOrderBook, request)
+        return self.call_query(self._query_stub().GetOrderBook, request)
 
     def check_invariants(self, *, consistent: bool = False) -> qry.CheckInvariantsResponse:
         """Return the query server's audit of conservation (I1) and escrow (I2)."""
         request = qry.CheckInvariantsRequest(min_position=self._min(consistent=consistent))
-        return self._query(self._query_stub().CheckInvariants, request)
+        return self.call_query(self._query_stub().CheckInvariants, request)
 
     def list_accounts(
         self,
@@ -512,8 +533,9 @@ class PointexClient:
         kinds: Sequence[qry.NotificationKind.ValueType] = (),
         cursor: bytes = b"",
         from_beginning: bool = False,
+        min_position: common_pb2.Position | None = None,
         retry: RetryPolicy = WATCH_RETRY,
-    ) -> Iterator[qry.Notification]:
+    ) -> Generator[qry.Notification, None, None]:
         """Follow notifications live, resuming after a lost connection from the last cursor.
 
         Start from `cursor` (a notification's `cursor`, saved earlier), or with
@@ -529,6 +551,7 @@ class PointexClient:
         failed_since = 0.0
         while True:
             request = qry.WatchNotificationsRequest(
+                min_position=min_position,
                 cursor=cursor,
                 from_beginning=from_beginning and not cursor,
                 account_ids=account_ids,
@@ -548,25 +571,32 @@ class PointexClient:
                 delay_ms = retry.delay_ms(failure, failures, _elapsed_ms(failed_since))
                 if delay_ms is None:
                     raise failure from None
+                self._retrying(failure, delay_ms)
                 sleep(delay_ms / _MS_PER_S)
             finally:
                 cancel(call)
 
     # The machinery every call goes through.
 
-    def _command(
+    def call_command(
         self,
         rpc: grpc.UnaryUnaryMultiCallable[Request, Response],
         request: Request,
         request_id: str,
     ) -> Response:
+        """Send any command request with this client's deadline, retries and error types.
+
+        The typed methods above are built on this; use it for a request they do not cover.
+        `request_id` must be the request's own `request_id`: it is what a retry reuses.
+        """
         reply = self._invoke(rpc, request, self.deadlines.command_ms, request_id)
         self._observe_reply(reply)
         return reply
 
-    def _query(
+    def call_query(
         self, rpc: grpc.UnaryUnaryMultiCallable[Request, Response], request: Request
     ) -> Response:
+        """Send any query request with this client's deadline, retries and error types."""
         return self._invoke(rpc, request, self.deadlines.query_ms, "")
 
     def _invoke(
@@ -588,6 +618,7 @@ class PointexClient:
                 delay_ms = self.retry.delay_ms(failure, attempt, _elapsed_ms(started))
                 if delay_ms is None:
                     raise failure from None
+                self._retrying(failure, delay_ms)
                 sleep(delay_ms / _MS_PER_S)
 
     def _pages(
@@ -598,11 +629,15 @@ class PointexClient:
     ) -> Iterator[Item]:
         token = ""
         while True:
-            reply = self._query(rpc, page(token))
+            reply = self.call_query(rpc, page(token))
             yield from items(reply)
             token = str(getattr(reply, "next_page_token", ""))
             if not token:
                 return
+
+    def _retrying(self, failure: PointexError, delay_ms: int) -> None:
+        if self._on_retry is not None:
+            self._on_retry(failure, delay_ms)
 
     def _query_stub(self) -> query_service_pb2_grpc.QueryServiceStub:
         if self._queries is None:
