@@ -17,6 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.e2e.cli_runner import Cli
+
 OPERATOR_TOKEN = "operator-" + secrets.token_hex(16)
 ACME_TOKEN = "partner-acme-" + secrets.token_hex(16)
 OTHER_TOKEN = "partner-other-" + secrets.token_hex(16)
@@ -288,3 +290,19 @@ async def stack(
         yield Stack(command, query, sandbox, tokens_file)
     finally:
         await sandbox.terminate()
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, tokens_file: Path, command_server: ServerProcess, query_server: ServerProcess
+) -> Cli:
+    """`pointex` on a fresh command server and its query server, as the operator."""
+    options = (
+        "--command-target",
+        command_server.target,
+        "--query-target",
+        query_server.target,
+        "--token-file",
+        str(tokens_file),
+    )
+    return Cli(tmp_path, options)

@@ -9,104 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import ServerProcess
-
-COMMAND_TIMEOUT_S = 30
-# The exit codes `pointex --help` documents.
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-
-
-@dataclass(frozen=True)
-class Run:
-    """What one `pointex` run did."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict[str, object]:
-        """Return standard output parsed as one JSON document."""
-        value = json.loads(self.stdout)
-        assert isinstance(value, dict)
-        return value
-
-
-def _cli_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("POINTEX_")}
-    env["NO_COLOR"] = "1"
-    return env
-
-
-async def start_cli(cwd: Path, *args: str) -> asyncio.subprocess.Process:
-    """Start `pointex args...` with piped output."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pointex.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=_cli_env(),
-    )
-
-
-async def run_cli(cwd: Path, *args: str) -> Run:
-    """Run `pointex args...` to its end."""
-    process = await start_cli(cwd, *args)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode())
-
-
-@dataclass(frozen=True)
-class Cli:
-    """`pointex` pointed at one command server and one query server, as one principal."""
-
-    cwd: Path
-    options: tuple[str, ...]
-
-    def acting_as(self, principal: str) -> Cli:
-        """Return the same CLI acting as another principal of the tokens file."""
-        return Cli(self.cwd, (*self.options, "--principal", principal))
-
-    async def __call__(self, *args: str) -> Run:
-        """Run a command with this CLI's connection options after it."""
-        return await run_cli(self.cwd, *args, *self.options)
-
-    async def ok(self, *args: str) -> Run:
-        """Run a command that must succeed."""
-        run = await self(*args)
-        assert run.code == 0, run
-        return run
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, tokens_file: Path, command_server: ServerProcess, query_server: ServerProcess
-) -> Cli:
-    """`pointex` on a fresh command server and its query server, as the operator."""
-    options = (
-        "--command-target",
-        command_server.target,
-        "--query-target",
-        query_server.target,
-        "--token-file",
-        str(tokens_file),
-    )
-    return Cli(tmp_path, options)
+from tests.e2e.cli_runner import (
+    COMMAND_TIMEOUT_S,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Cli,
+    run_cli,
+    start_cli,
+)
 
 
 def ids() -> tuple[str, str, str]:
@@ -337,6 +254,5 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    assert (
-        leaves == 23
-    )  # account 7, points 5, order 4, trade 2, book, markets, watch, audit, status
+    # account 7, points 6, order 4, trade 2, book, markets, watch, audit, status
+    assert leaves == 24

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from pointex.cli import formatting
+from pointex.cli import award, formatting
 from pointex.cli.errors import EXIT_OK
 from pointex.cli.output import Output, to_json
 from pointex.cli.registry import Handler, Subcommands, leaf, positive_int, request_id
@@ -50,6 +50,8 @@ def register(group: Subcommands) -> None:
     burn.add_argument("merchant_account_id", metavar="MERCHANT")
     burn.add_argument("amount_points", type=positive_int, metavar="POINTS")
     burn.add_argument("--memo", default="", help="why")
+
+    award.register(actions)
 
 
 # A movement's reply: each carries the position of its last event.
