@@ -69,7 +69,7 @@ buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 lint: lock-check $(INSTALLED) buf-lint proto-check ## stale locks and codegen, buf lint, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench
+	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench examples
 	$(BIN)/lint-imports
 
 fmt: $(INSTALLED) ## format and auto-fix

@@ -248,10 +248,17 @@ STACK_PAYMENT_DELAY_MS = 200
 
 
 @pytest.fixture
+def payment_delay_ms() -> int:
+    """How long the stack's sandbox waits before it pays (a test module may override this)."""
+    return STACK_PAYMENT_DELAY_MS
+
+
+@pytest.fixture
 async def stack(
     tmp_path: Path,
     unused_tcp_port: int,
     tokens_file: Path,
+    payment_delay_ms: int,
     start_command_server: StartCommandServer,
     start_query_server: StartQueryServer,
 ) -> AsyncIterator[Stack]:
@@ -262,7 +269,7 @@ async def stack(
         "POINTEX_PROVIDER_SECRET": STACK_PROVIDER_SECRET,
         "POINTEX_PROVIDER_KEY_ID": "k1",
         "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-        "POINTEX_PAYMENT_DELAY_MS": str(STACK_PAYMENT_DELAY_MS),
+        "POINTEX_PAYMENT_DELAY_MS": str(payment_delay_ms),
         "POINTEX_PAYMENT_FAILURE_RATE_BPS": "0",
     }
     sandbox = await start_server(

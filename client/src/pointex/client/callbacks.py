@@ -13,6 +13,8 @@ import hashlib
 import hmac
 from typing import Final
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from pointex.v1 import command_service_pb2, common_pb2
 
 CANONICAL_VERSION: Final = "pointex-payment-callback-v1"
@@ -63,3 +65,36 @@ def signature_matches(callback: command_service_pb2.PaymentCallback, secret: byt
     except ValueError:
         return False
     return hmac.compare_digest(expected, callback.signature)
+
+
+def signed_callback(
+    *,
+    provider_id: str,
+    payment_id: str,
+    trade_id: str,
+    confirmed: bool,
+    amount: common_pb2.Money,
+    provider_event_id: str,
+    secret: bytes,
+    signed_at_s: int,
+    key_id: str = "",
+) -> command_service_pb2.PaymentCallback:
+    """Return a callback with every signed field set, signed with `secret` at `signed_at_s`.
+
+    `signed_at_s` is the provider's clock in Unix seconds (`int(time.time())`); the server
+    accepts it within a window around its own clock. Sign every redelivery afresh.
+    """
+    callback = command_service_pb2.PaymentCallback(
+        provider_id=provider_id,
+        payment_id=payment_id,
+        trade_id=trade_id,
+        outcome=(
+            common_pb2.PAYMENT_OUTCOME_CONFIRMED if confirmed else common_pb2.PAYMENT_OUTCOME_FAILED
+        ),
+        amount=amount,
+        provider_event_id=provider_event_id,
+        signed_at=Timestamp(seconds=signed_at_s),
+        key_id=key_id,
+    )
+    callback.signature = sign(callback, secret)
+    return callback
