@@ -18,7 +18,8 @@ PYTEST_FLAGS ?= -q
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
 .PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt \
-        proto proto-check buf-lint lock lock-upgrade lock-check bench bench-quick clean
+        proto proto-check docs docs-check buf-lint lock lock-upgrade lock-check bench bench-quick \
+        clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -63,10 +64,16 @@ proto-check: $(INSTALLED) ## fail when the committed generated code is stale
 	$(PY) scripts/gen_reasons.py --check
 	$(PY) scripts/gen_sync_client.py --check
 
+docs: $(INSTALLED) ## copy the examples' snippets into the docs that quote them
+	$(PY) scripts/gen_snippets.py
+
+docs-check: $(INSTALLED) ## fail when a quoted snippet differs from its example
+	$(PY) scripts/gen_snippets.py --check
+
 buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 	$(BUF) lint
 
-lint: lock-check $(INSTALLED) buf-lint proto-check ## stale locks and codegen, buf lint, ruff, mypy --strict, import contracts
+lint: lock-check $(INSTALLED) buf-lint proto-check docs-check ## stale locks and codegen, buf lint, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench examples

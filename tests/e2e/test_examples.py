@@ -133,3 +133,13 @@ async def test_payment_provider_adapter_signs_a_callback_that_settles_once(stack
     assert "TRADE_STATUS_SETTLED duplicate=True" in again.stdout
     assert settled.status == common_pb2.TRADE_STATUS_SETTLED
     assert seller_now.held_points == 0
+
+
+async def test_the_tour_that_the_partner_guide_quotes_runs_green(stack: Stack) -> None:
+    """Every Python snippet of docs/partners.md comes from this script, which must work."""
+    ran = await _run(stack, "tour.py")
+    assert ran.code == 0, ran.stderr
+    assert "tour complete" in ran.stdout
+    assert "FAILED_PRECONDITION INSUFFICIENT_POINTS" in ran.stdout
+    assert "ACCOUNT_NOT_FOUND" in ran.stdout
+    assert "alice received 10" in ran.stdout

@@ -53,3 +53,16 @@ def test_sync_client_is_fresh_and_an_aio_edit_makes_it_stale(tmp_path: Path) -> 
     result = _check("gen_sync_client.py", root)
     assert result.returncode == 1
     assert "make proto" in result.stderr
+
+
+def test_quoted_snippets_are_fresh_and_an_example_edit_makes_them_stale(tmp_path: Path) -> None:
+    """The guide quotes the tour exactly; changing the tour without `make docs` fails."""
+    examples = sorted(p.relative_to(ROOT) for p in (ROOT / "examples").glob("*.py"))
+    root = _copy(tmp_path, Path("docs") / "partners.md", *examples)
+    assert _check("gen_snippets.py", root).returncode == 0
+    tour = root / "examples" / "tour.py"
+    tour.write_text(tour.read_text().replace('"coffee"', '"tea"'))
+    result = _check("gen_snippets.py", root)
+    assert result.returncode == 1
+    assert "docs/partners.md" in result.stderr
+    assert "make docs" in result.stderr

@@ -1,0 +1,131 @@
+"""A tour of the Python SDK: every operation a partner uses, in the order the guide shows them.
+
+    python examples/tour.py
+
+Reads POINTEX_COMMAND_TARGET, POINTEX_QUERY_TARGET, POINTEX_PARTNER_TOKEN,
+POINTEX_PARTNER_ID and POINTEX_OPERATOR_TOKEN (the operator funds the program; a partner
+cannot mint). docs/partners.md quotes this file, and the test suite runs it against real
+servers, so the guide's snippets are code that works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+from pointex.client import (
+    AsyncPointexClient,
+    Deadlines,
+    NotFound,
+    PointexClient,
+    Refused,
+    RetryPolicy,
+    Targets,
+    Tls,
+)
+from pointex.v1 import query_service_pb2 as qry
+
+partner_id = os.environ["POINTEX_PARTNER_ID"]
+run = uuid.uuid4().hex[:8]
+shop, alice, bob = (f"{partner_id}:{name}-{run}" for name in ("shop", "alice", "bob"))
+
+
+def connect() -> PointexClient:
+    """Return the partner's client; show the options a production client sets."""
+    # -- snippet: connect --
+    client = PointexClient(
+        Targets("127.0.0.1:50051", "127.0.0.1:50052"),  # command server, query server
+        token=os.environ["POINTEX_PARTNER_TOKEN"],  # sent as `authorization: Bearer ...`
+        deadlines=Deadlines(command_ms=10_000, query_ms=10_000),  # per attempt
+        retry=RetryPolicy(attempts_max=6, total_ms_max=30_000),  # bounded, with jitter
+    )
+    # -- end of snippet --
+    client.close()
+    tls = None
+    # -- snippet: tls --
+    if ca := os.environ.get("POINTEX_TLS_CA"):  # TLS; with a certificate and key, mutual TLS
+        cert, key = os.environ.get("POINTEX_TLS_CERT"), os.environ.get("POINTEX_TLS_KEY")
+        tls = Tls.from_files(ca, cert=cert, key=key)
+    # -- end of snippet --
+    return PointexClient(Targets.from_env(), os.environ["POINTEX_PARTNER_TOKEN"], tls=tls)
+
+
+def fund(operator: PointexClient) -> None:
+    """The operator opens the shop for the partner and funds it (only an operator mints)."""
+    # -- snippet: fund --
+    operator.open_account(shop, "merchant", owner_partner_id=partner_id)
+    operator.mint(shop, 100_000, "programme funding 2026-Q4")
+    # -- end of snippet --
+
+
+def movements(client: PointexClient) -> None:
+    """Open members, then issue, redeem and transfer points."""
+    # -- snippet: accounts --
+    client.open_account(alice, "member", display_name="Alice")
+    client.open_account(bob, "member", display_name="Bob")
+    # -- end of snippet --
+    # -- snippet: movements --
+    issued = client.issue(shop, alice, 500, "purchase #8812")
+    print(f"transfer {issued.transfer_id}, shop has {issued.merchant_available_points} left")
+    client.redeem(alice, shop, 120, "coffee")
+    client.transfer(alice, bob, 80, "happy birthday")
+    # -- end of snippet --
+    # -- snippet: idempotency --
+    first = client.issue(shop, bob, 25, "referral", request_id=f"referral-{run}")
+    again = client.issue(shop, bob, 25, "referral", request_id=f"referral-{run}")
+    assert again.position == first.position  # the same command, applied once
+    # -- end of snippet --
+
+
+def reads(client: PointexClient) -> None:
+    """Read back with read-your-writes, page through history, and handle refusals."""
+    # -- snippet: read-your-writes --
+    alice_now = client.get_account(alice, consistent=True)  # waits for this client's writes
+    assert alice_now.available_points == 500 - 120 - 80
+    # -- end of snippet --
+    # -- snippet: paging --
+    for movement in client.account_history(alice, newest_first=True, page_size=50):
+        print(movement.kind, movement.available_delta_points, movement.memo)
+    # -- end of snippet --
+    # -- snippet: errors --
+    try:
+        client.transfer(bob, alice, 1_000_000)
+    except Refused as refused:  # FAILED_PRECONDITION: a rule said no
+        print(refused.code.name, refused.reason, refused.metadata, refused.request_id)
+    try:
+        client.get_account(f"{partner_id}:nobody-{run}")
+    except NotFound as missing:
+        print(missing.reason)  # ACCOUNT_NOT_FOUND
+    # -- end of snippet --
+
+
+async def asynchronous() -> None:
+    """The same calls from asyncio, and a notification watch that resumes from a cursor."""
+    # -- snippet: async --
+    async with AsyncPointexClient(Targets.from_env(), os.environ["POINTEX_PARTNER_TOKEN"]) as aio:
+        await aio.issue(shop, alice, 10, "streak bonus")
+        cursor = b""
+        async for note in aio.notifications(account_ids=[alice], from_beginning=True):
+            cursor = note.cursor  # save it: passing it back resumes after this notification
+            if note.kind == qry.NOTIFICATION_KIND_POINTS_RECEIVED:
+                print("alice received", note.points_moved.amount_points)
+            if note.points_moved.memo == "streak bonus":
+                break
+    # -- end of snippet --
+    assert cursor
+
+
+def main() -> None:
+    """Run the tour."""
+    operator = PointexClient(Targets.from_env(), os.environ["POINTEX_OPERATOR_TOKEN"])
+    with operator, connect() as client:
+        fund(operator)
+        movements(client)
+        reads(client)
+    asyncio.run(asynchronous())
+    print("tour complete")
+
+
+if __name__ == "__main__":
+    main()
