@@ -254,7 +254,7 @@ def payment_delay_ms() -> int:
 
 
 @pytest.fixture
-async def stack(
+async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
     tmp_path: Path,
     unused_tcp_port: int,
     tokens_file: Path,
