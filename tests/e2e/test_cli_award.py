@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pointex.client.aio import AsyncPointexClient
 from pointex.client.connection import Targets
+from pointex.v1 import common_pb2
 from tests.e2e.cli_runner import EXIT_USAGE, Cli, start_cli
 from tests.e2e.conftest import OPERATOR_TOKEN, ServerProcess
 
@@ -71,9 +72,11 @@ async def test_an_award_killed_midway_and_run_again_awards_each_row_once(
     assert second.code == 0, second.stderr
     summary = json.loads(second.stdout)
     assert (summary["rows"], summary["awarded"], summary["failed"]) == (ROWS, ROWS, 0)
+    after = common_pb2.Position(token=bytes.fromhex(summary["position"]))
+    accounts = client.list_accounts(owner_partner_id="acme", page_size=500, min_position=after)
     balances = {
         account.account_id: account.available_points
-        async for account in client.list_accounts(owner_partner_id="acme", page_size=500)
+        async for account in accounts
         if account.account_id in expected or account.account_id == merchant
     }
     await client.close()

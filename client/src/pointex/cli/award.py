@@ -47,6 +47,7 @@ from pointex.cli.session import Session
 from pointex.client import builders
 from pointex.client.bulk import BULK_BATCH_COMMANDS_MAX, BulkOutcome
 from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import common_pb2
 
 COLUMNS: Final = ("member", "amount", "reason")
 # Bad rows listed by line number before the count of the rest.
@@ -91,6 +92,8 @@ class _Tally:
     points: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     failed_lines: list[tuple[int, str, str]] = field(default_factory=list)
+    # The position after the last award, for reads that must see them all (`--after`).
+    position: str = ""
 
     def add(self, line: int, member: str, amount: int, outcome: BulkOutcome) -> None:
         self.rows += 1
@@ -140,6 +143,9 @@ def _award(session: Session, out: Output, args: argparse.Namespace) -> int:
             row = parsed.pop(outcome.index)
             tally.add(row.line, row.member, row.amount, outcome)
             progress.advance(task)
+    tally.position = formatting.position_token(
+        session.client.last_position or common_pb2.Position()
+    )
     _summary(out, path, tally, time.monotonic() - started)
     return EXIT_OK if not tally.failures else EXIT_REFUSED
 
@@ -263,6 +269,7 @@ def _summary(out: Output, path: Path, tally: _Tally, elapsed_s: float) -> None:
                     for line, member, error in tally.failed_lines
                 ],
                 "elapsed_ms": int(elapsed_s * 1000),
+                "position": tally.position,
             }
         )
         return
@@ -273,6 +280,7 @@ def _summary(out: Output, path: Path, tally: _Tally, elapsed_s: float) -> None:
         ("points", formatting.points(tally.points)),
         ("failed", f"{sum(tally.failures.values()):,}"),
         ("elapsed", f"{elapsed_s:.1f} s ({rate:,.0f} rows/s)"),
+        ("position", tally.position),
     ]
     out.fields("award summary", pairs)
     if tally.failures:

@@ -398,24 +398,39 @@ class PointexClient:
         reply = self.call_query(self._query_stub().GetTrade, request)
         return reply.trade
 
-    def list_markets(self, *, consistent: bool = False) -> list[common_pb2.Market]:
+    def list_markets(
+        self, *, consistent: bool = False, min_position: common_pb2.Position | None = None
+    ) -> list[common_pb2.Market]:
         """Return every market."""
-        request = qry.ListMarketsRequest(min_position=self._min(consistent=consistent))
+        request = qry.ListMarketsRequest(
+            min_position=self._min(consistent=consistent, min_position=min_position)
+        )
         reply = self.call_query(self._query_stub().ListMarkets, request)
         return list(reply.markets)
 
     def order_book(
-        self, market_id: str = "PTS-CNY", *, depth: int = 10, consistent: bool = False
+        self,
+        market_id: str = "PTS-CNY",
+        *,
+        depth: int = 10,
+        consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
     ) -> qry.GetOrderBookResponse:
         """Return a market's aggregated bids and asks, `depth` price levels a side."""
         request = qry.GetOrderBookRequest(
-            market_id=market_id, depth=depth, min_position=self._min(consistent=consistent)
+            market_id=market_id,
+            depth=depth,
+            min_position=self._min(consistent=consistent, min_position=min_position),
         )
         return self.call_query(self._query_stub().GetOrderBook, request)
 
-    def check_invariants(self, *, consistent: bool = False) -> qry.CheckInvariantsResponse:
+    def check_invariants(
+        self, *, consistent: bool = False, min_position: common_pb2.Position | None = None
+    ) -> qry.CheckInvariantsResponse:
         """Return the query server's audit of conservation (I1) and escrow (I2)."""
-        request = qry.CheckInvariantsRequest(min_position=self._min(consistent=consistent))
+        request = qry.CheckInvariantsRequest(
+            min_position=self._min(consistent=consistent, min_position=min_position)
+        )
         return self.call_query(self._query_stub().CheckInvariants, request)
 
     def list_accounts(
@@ -426,9 +441,10 @@ class PointexClient:
         statuses: Sequence[common_pb2.AccountStatus.ValueType] = (),
         page_size: int = 100,
         consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
     ) -> Iterator[common_pb2.Account]:
         """Iterate over accounts, fetching pages lazily."""
-        min_position = self._min(consistent=consistent)
+        min_position = self._min(consistent=consistent, min_position=min_position)
 
         def page(token: str) -> qry.ListAccountsRequest:
             return qry.ListAccountsRequest(
@@ -453,9 +469,10 @@ class PointexClient:
         newest_first: bool = False,
         page_size: int = 100,
         consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
     ) -> Iterator[qry.Movement]:
         """Iterate over an account's movements, fetching pages lazily."""
-        min_position = self._min(consistent=consistent)
+        min_position = self._min(consistent=consistent, min_position=min_position)
 
         def page(token: str) -> qry.GetAccountHistoryRequest:
             return qry.GetAccountHistoryRequest(
@@ -480,9 +497,10 @@ class PointexClient:
         statuses: Sequence[common_pb2.OrderStatus.ValueType] = (),
         page_size: int = 100,
         consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
     ) -> Iterator[common_pb2.Order]:
         """Iterate over orders, fetching pages lazily."""
-        min_position = self._min(consistent=consistent)
+        min_position = self._min(consistent=consistent, min_position=min_position)
 
         def page(token: str) -> qry.ListOrdersRequest:
             return qry.ListOrdersRequest(
@@ -507,9 +525,10 @@ class PointexClient:
         refund_required_only: bool = False,
         page_size: int = 100,
         consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
     ) -> Iterator[common_pb2.Trade]:
         """Iterate over trades, fetching pages lazily."""
-        min_position = self._min(consistent=consistent)
+        min_position = self._min(consistent=consistent, min_position=min_position)
 
         def page(token: str) -> qry.ListTradesRequest:
             return qry.ListTradesRequest(
