@@ -18,7 +18,7 @@ from pointex.server.actors.stream_actor import (
     StreamActor,
     load_stream,
 )
-from pointex.server.domain import account, errors
+from pointex.server.domain import account, errors, streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import CloseAccount, DebitPoints
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -55,17 +55,12 @@ class _AccountAggregate:
 ACCOUNTS = _AccountAggregate()
 
 
-def stream_id_of(account_id: str) -> str:
-    """Return the stream of an account: `account-<id>`."""
-    return f"account-{account_id}"
-
-
 class AccountActor(StreamActor[Account | None]):
     """The only writer of one account stream in this process."""
 
     def __init__(self, account_id: str, store: EventStore, committer: GroupCommitter) -> None:
         """Create an inactive actor; it loads its state on the first message."""
-        super().__init__(stream_id_of(account_id), ACCOUNTS, store, committer)
+        super().__init__(streams.account(account_id), ACCOUNTS, store, committer)
         self.account_id = account_id
         # Transfers out of this account whose credit or return has not committed yet. Kept in
         # memory only: recovery finishes every transfer before the server takes commands.

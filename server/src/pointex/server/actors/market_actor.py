@@ -12,7 +12,7 @@ from typing import Any
 
 from pointex.server.actors import book_snapshots
 from pointex.server.actors.stream_actor import StreamActor
-from pointex.server.domain import errors, order_book
+from pointex.server.domain import errors, order_book, streams
 from pointex.server.domain.order_book import OrderBook
 from pointex.server.domain.values import Market
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -52,11 +52,6 @@ class _MarketAggregate:
         return restored
 
 
-def market_stream(market_id: str) -> str:
-    """Return the stream of a market: `market-<id>`."""
-    return f"market-{market_id}"
-
-
 class MarketActors:
     """The market actors of one command server."""
 
@@ -75,7 +70,7 @@ class MarketActors:
         actor = self._actors.get(market_id)
         if actor is None:
             actor = StreamActor(
-                market_stream(market_id), self._aggregate, self._store, self._committer
+                streams.market(market_id), self._aggregate, self._store, self._committer
             )
             self._actors[market_id] = actor
         return actor

@@ -30,10 +30,8 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.idempotency import (
     key_reused,
     payload_digest,
-    record_stream,
     replay_record,
     request_key,
-    transfer_stream,
 )
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.transfer_steps import (
@@ -46,7 +44,7 @@ from pointex.server.command.transfer_steps import (
     start_transfers,
     tell,
 )
-from pointex.server.domain import errors
+from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import AccountCommand, ReturnPoints
 from pointex.server.domain.events import (
@@ -102,7 +100,7 @@ class CommandHandlers:
         """Run a single-account command once per request id; return its response."""
         key = request_key(principal, request.request_id)  # type: ignore[attr-defined]
         digest = payload_digest(request)
-        stream = record_stream(key)
+        stream = streams.request(key)
         if await self._lookup.exists(stream):  # A retry: answer from the record.
             replayed = await self._replay_single(stream, digest, response_type)
             assert replayed is not None, stream
@@ -154,7 +152,7 @@ class CommandHandlers:
         from the caller: it runs in the caller's task, with no task or gathering of its own.
         """
         key = request_key(request.principal, request.request_id)
-        if await self._lookup.exists(transfer_stream(key)):  # A retry: answer from the record.
+        if await self._lookup.exists(streams.transfer(key)):  # A retry: answer from the record.
             resumed = await self._after_start(request, key, None)
             assert resumed is not None, "a retry of a recorded transfer has its record"
             return resumed
@@ -227,7 +225,7 @@ class CommandHandlers:
             self._reconcile_later(key)
             raise start
         if isinstance(start, WrongExpectedVersion):
-            if start.stream_id != transfer_stream(key):
+            if start.stream_id != streams.transfer(key):
                 raise start
             return await self._resume(request, key, required=True)
         if isinstance(start, errors.DomainError):
@@ -265,7 +263,7 @@ class CommandHandlers:
             while True:
                 await asyncio.sleep(delay_ms / 1000)
                 try:
-                    recorded = await self._store.read_stream(transfer_stream(key), 1, 2)
+                    recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
                 except StoreError:
                     delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
                     continue
@@ -309,7 +307,7 @@ class CommandHandlers:
         for initiated in transfers:
             key = initiated.transfer_id
             completed = StreamAppend(
-                transfer_stream(key), 1, (codec.encode(TransferCompleted(key)),)
+                streams.transfer(key), 1, (codec.encode(TransferCompleted(key)),)
             )
             credit = Command(credit_of(initiated, key), appending(completed))
             asked.append(tell(self._actors, initiated.to_account_id, credit))
@@ -323,9 +321,9 @@ class CommandHandlers:
             outcomes.append(decided)
             if isinstance(decided, errors.DomainError):
                 others[i] = self._compensate(initiated, decided)
-            elif isinstance(decided, WrongExpectedVersion) and decided.stream_id == transfer_stream(
-                initiated.transfer_id
-            ):
+            elif isinstance(
+                decided, WrongExpectedVersion
+            ) and decided.stream_id == streams.transfer(initiated.transfer_id):
                 others[i] = self._outcome(initiated)  # Another driver finished it.
         ended = await asyncio.gather(*others.values(), return_exceptions=True)
         for i, outcome in zip(others, ended, strict=True):
@@ -337,7 +335,7 @@ class CommandHandlers:
     ) -> TransferDone:
         key = initiated.transfer_id
         compensated = TransferCompensated(key, refusal.reason)
-        append = StreamAppend(transfer_stream(key), 1, (codec.encode(compensated),))
+        append = StreamAppend(streams.transfer(key), 1, (codec.encode(compensated),))
         give_back = ReturnPoints(
             initiated.from_account_id,
             key,
@@ -350,7 +348,7 @@ class CommandHandlers:
                 initiated.from_account_id, Command(give_back, lambda _s, _e: ((append,), None))
             )
         except WrongExpectedVersion as conflict:
-            if conflict.stream_id != transfer_stream(key):
+            if conflict.stream_id != streams.transfer(key):
                 raise
             return await self._outcome(initiated)
         self._settled(initiated)
@@ -362,7 +360,7 @@ class CommandHandlers:
 
     async def _outcome(self, initiated: TransferInitiated) -> TransferDone:
         """Return (or raise) the recorded end of a transfer another driver finished."""
-        recorded = await self._store.read_stream(transfer_stream(initiated.transfer_id), 1, 2)
+        recorded = await self._store.read_stream(streams.transfer(initiated.transfer_id), 1, 2)
         assert len(recorded) == 2, recorded  # noqa: PLR2004 - initiated, then its end.
         end = codec.decode(recorded[1])
         if isinstance(end, TransferCompensated):
@@ -373,7 +371,7 @@ class CommandHandlers:
         self, request: TransferRequest, key: str, *, required: bool
     ) -> TransferDone | None:
         """Answer a retry from the transfer's record, finishing it if it is still open."""
-        recorded = await self._store.read_stream(transfer_stream(key), 1, 2)
+        recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
         if not recorded:
             assert not required, key
             return None

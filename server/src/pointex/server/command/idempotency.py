@@ -44,16 +44,6 @@ def payload_digest(request: Message) -> bytes:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
-def record_stream(key: str) -> str:
-    """Return the stream that records a single-account command."""
-    return f"request-{key}"
-
-
-def transfer_stream(key: str) -> str:
-    """Return the process stream of a transfer (its id is the request key)."""
-    return f"transfer-{key}"
-
-
 def key_reused() -> errors.AlreadyExists:
     """Return the error for a request id reused with another payload."""
     return errors.AlreadyExists(

@@ -32,13 +32,12 @@ from pointex.server.command import market_replies
 from pointex.server.command.background import finish_within, retry_until_done
 from pointex.server.command.idempotency import (
     payload_digest,
-    record_stream,
     replay_record,
     request_key,
 )
 from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.trades import TradeProcesses, trade_stream
-from pointex.server.domain import errors
+from pointex.server.command.trades import TradeProcesses
+from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import HoldPoints, ReleasePoints
@@ -195,7 +194,7 @@ class MarketHandlers:
         if await market.tell(Inspect(lambda book: order.order_id in book.orders)):
             self._held.discard(order.order_id)
             replayed = await replay_record(
-                self._store, record_stream(key), digest, pb.PlaceOrderResponse
+                self._store, streams.request(key), digest, pb.PlaceOrderResponse
             )
             if replayed is None:  # Rejected after its hold: the refusal is not recorded.
                 raise errors.FailedPrecondition(
@@ -252,8 +251,8 @@ class MarketHandlers:
                 response.SerializeToString(deterministic=True),
             )
             appends = (
-                *(StreamAppend(trade_stream(c.trade_id), 0, (codec.encode(c),)) for c in created),
-                StreamAppend(record_stream(key), 0, (codec.encode(record),)),
+                *(StreamAppend(streams.trade(c.trade_id), 0, (codec.encode(c),)) for c in created),
+                StreamAppend(streams.request(key), 0, (codec.encode(record),)),
             )
             remainder = sum(
                 e.cancelled_quantity_points for e in events if isinstance(e, OrderCancelled)
@@ -350,7 +349,7 @@ class MarketHandlers:
                 digest,
                 response.SerializeToString(deterministic=True),
             )
-            return (StreamAppend(record_stream(key), 0, (codec.encode(record),)),), response
+            return (StreamAppend(streams.request(key), 0, (codec.encode(record),)),), response
 
         command = CancelOrder(request.market_id, request.order_id)
         decided: Decided = await market.tell(Command(command, finish))
@@ -408,7 +407,7 @@ class MarketHandlers:
         return account
 
     async def _replayed(self, key: str, digest: bytes, response_type: type[R]) -> R | None:
-        stream = record_stream(key)
+        stream = streams.request(key)
         if not await self._lookup.exists(stream):
             return None
         return await replay_record(self._store, stream, digest, response_type)

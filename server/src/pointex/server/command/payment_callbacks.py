@@ -20,10 +20,10 @@ from typing import Protocol, TypeVar
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.idempotency import KEY_HEX_CHARS, record_stream
+from pointex.server.command.idempotency import KEY_HEX_CHARS
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.trades import Loaded, TradeConflict, TradeProcesses
-from pointex.server.domain import errors
+from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.trade import TradeStatus
@@ -109,7 +109,7 @@ class PaymentCallbacks:
             callback, caller_provider_id=provider, now_unix_s=now.unix_ms // 1000, outcome=outcome
         )
         convert.request_id(request.request_id)
-        stream = record_stream(_event_key(callback))
+        stream = streams.request(_event_key(callback))
         digest = _business_digest(callback)
         if await self._lookup.exists(stream):
             return await self._duplicate(stream, digest, response_type)

@@ -27,7 +27,7 @@ from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided
 from pointex.server.command.background import finish_within, retry_until_done
-from pointex.server.domain import errors
+from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
 from pointex.server.domain.market_commands import ReturnTradeQuantity
@@ -58,11 +58,6 @@ from pointex.server.payments.port import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # the server's time, in Unix milliseconds
-
-
-def trade_stream(trade_id: str) -> str:
-    """Return the process stream of a trade."""
-    return f"trade-{trade_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +106,7 @@ class TradeProcesses:
 
     async def load(self, trade_id: str) -> Loaded | None:
         """Return the trade rebuilt from its stream, or None if there is no such trade."""
-        recorded = await self._store.read_stream(trade_stream(trade_id), 1, 64)
+        recorded = await self._store.read_stream(streams.trade(trade_id), 1, 64)
         if not recorded:
             return None
         trade: Trade | None = None
@@ -122,7 +117,7 @@ class TradeProcesses:
 
     def _append(self, trade: Trade, events: Sequence[TradeEvent]) -> StreamAppend:
         return StreamAppend(
-            trade_stream(trade.trade_id), trade.version, tuple(codec.encode(e) for e in events)
+            streams.trade(trade.trade_id), trade.version, tuple(codec.encode(e) for e in events)
         )
 
     async def _commit_via(
@@ -143,7 +138,7 @@ class TradeProcesses:
         try:
             decided: Decided = await actor.tell(finish)
         except WrongExpectedVersion as conflict:
-            if conflict.stream_id == trade_stream(trade.trade_id):
+            if conflict.stream_id == streams.trade(trade.trade_id):
                 raise TradeConflict(trade.trade_id) from conflict
             raise
         return decided
@@ -155,7 +150,7 @@ class TradeProcesses:
         try:
             recorded = await self._committer.submit((self._append(trade, events), *more))
         except WrongExpectedVersion as conflict:
-            if conflict.stream_id == trade_stream(trade.trade_id):
+            if conflict.stream_id == streams.trade(trade.trade_id):
                 raise TradeConflict(trade.trade_id) from conflict
             raise
         return recorded[-1].position

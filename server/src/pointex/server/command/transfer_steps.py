@@ -33,9 +33,8 @@ from typing import Any
 from pointex.server.actors.account_actor import Command, Decided, Inspect, Message
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Finish
-from pointex.server.command.idempotency import transfer_stream
 from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.domain import errors
+from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
 from pointex.server.domain.commands import CreditPoints, DebitPoints
 from pointex.server.domain.events import (
@@ -151,7 +150,7 @@ def _initiated(request: TransferRequest, key: str, debited: AccountEvent) -> Tra
 def _debit(request: TransferRequest, key: str) -> Command:
     def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
         initiated = _initiated(request, key, events[0])
-        append = StreamAppend(transfer_stream(key), 0, (codec.encode(initiated),))
+        append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
         return (append,), initiated
 
     return Command(_debit_of(request, key), finish)
@@ -188,7 +187,7 @@ def in_one_unit(actors: ActorSystem, request: TransferRequest, key: str) -> Unit
     debited = source.propose(_debit_of(request, key))
     initiated = _initiated(request, key, debited.events[0])
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
-    extra = (StreamAppend(transfer_stream(key), 0, record),)
+    extra = (StreamAppend(streams.transfer(key), 0, record),)
     return Unit(initiated, source.commit_together(debited, ((destination, credited),), extra))
 
 
@@ -239,7 +238,7 @@ async def start_transfers(
     Returns one `Started` a request, in the order of `requests`.
     """
     if exists is None:
-        exists = await lookup.exists_many([transfer_stream(key) for key in keys])
+        exists = await lookup.exists_many([streams.transfer(key) for key in keys])
     outcomes: list[Started] = [None] * len(requests)
     fresh = [i for i, found in enumerate(exists) if not found]
     units, stepwise = _start_in_one_unit(actors, requests, keys, fresh, outcomes)

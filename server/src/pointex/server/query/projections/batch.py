@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pointex.server.domain import streams
 from pointex.server.query.projections.handlers import HANDLERS
-from pointex.server.query.projections.state import ACCOUNT_CATEGORY, BatchState, position_of
+from pointex.server.query.projections.state import BatchState, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import AccountRow, Changes
 from pointex.v1 import events_pb2
@@ -49,8 +50,9 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
     orders: dict[str, None] = {}
     trades: dict[str, None] = {}
     for event in events:
-        if event.stream_id.startswith(ACCOUNT_CATEGORY):
-            accounts[event.stream_id.removeprefix(ACCOUNT_CATEGORY)] = None
+        account_id = streams.entity_of(event.stream_id, streams.ACCOUNT)
+        if account_id is not None:
+            accounts[account_id] = None
         field_name = event.WhichOneof("payload")
         if field_name is None or field_name not in HANDLERS:
             continue

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from pointex.server.domain import streams
 from pointex.server.query.projections import notifications, orders, trades
 from pointex.server.query.projections.state import (
     BatchState,
@@ -130,7 +131,9 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
     )
     account = apply_move(batch, event, p.account_id, move)
     batch.add_in_flight(
-        InFlightRow("transfer-" + p.transfer_id, p.account_id, p.amount_points, position_of(event))
+        InFlightRow(
+            streams.transfer(p.transfer_id), p.account_id, p.amount_points, position_of(event)
+        )
     )
     notify_moved(batch, event, "POINTS_SENT", account, move)
 
@@ -145,7 +148,7 @@ def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCr
         memo=p.memo,
     )
     account = apply_move(batch, event, p.account_id, move)
-    batch.remove_in_flight("transfer-" + p.transfer_id)
+    batch.remove_in_flight(streams.transfer(p.transfer_id))
     notify_moved(batch, event, "POINTS_RECEIVED", account, move)
 
 
@@ -158,7 +161,7 @@ def _returned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsRe
         transfer_id=p.transfer_id,
     )
     account = apply_move(batch, event, p.account_id, move)
-    batch.remove_in_flight("transfer-" + p.transfer_id)
+    batch.remove_in_flight(streams.transfer(p.transfer_id))
     notify_moved(batch, event, "POINTS_RETURNED", account, move)
 
 
@@ -203,7 +206,7 @@ def _sold(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsSold) 
     )
     apply_move(batch, event, p.account_id, move)
     batch.add_in_flight(
-        InFlightRow("trade-" + p.trade_id, p.account_id, p.amount_points, position_of(event))
+        InFlightRow(streams.trade(p.trade_id), p.account_id, p.amount_points, position_of(event))
     )
     orders.sold(batch, event, p)
 
@@ -217,7 +220,7 @@ def _bought(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBoug
         trade_id=p.trade_id,
     )
     apply_move(batch, event, p.account_id, move)
-    batch.remove_in_flight("trade-" + p.trade_id)
+    batch.remove_in_flight(streams.trade(p.trade_id))
 
 
 # Payload field of Event -> its projection. Every other payload is passed over.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pointex.server.domain import streams
 from pointex.server.query import market_views
 from pointex.server.query.projections import notifications
 from pointex.server.query.projections.state import BatchState, at_us, position_of
@@ -217,7 +218,7 @@ def quantity_returned(
             updated_at_us=at_us(event),
         )
     )
-    batch.remove_escrow("trade-" + p.trade_id)
+    batch.remove_escrow(streams.trade(p.trade_id))
 
 
 def released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReleased) -> None:
@@ -225,7 +226,7 @@ def released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsRel
     if not p.trade_id:
         batch.remove_escrow("order-" + p.order_id)
         return
-    batch.remove_escrow("trade-" + p.trade_id)
+    batch.remove_escrow(streams.trade(p.trade_id))
     old = batch.order(p.order_id)
     # The order no longer rests, so the trade's quantity leaves it for good.
     assert not old.resting, old
@@ -244,5 +245,5 @@ def released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsRel
 def sold(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsSold) -> None:
     """Count a delivery whose trade still pends as a negative escrow step until it settles."""
     batch.add_escrow(
-        InFlightRow("trade-" + p.trade_id, p.account_id, -p.amount_points, position_of(event))
+        InFlightRow(streams.trade(p.trade_id), p.account_id, -p.amount_points, position_of(event))
     )

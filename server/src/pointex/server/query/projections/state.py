@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from pointex.server.domain import streams
 from pointex.server.query.projections import notifications
 from pointex.server.query.readstore.market_rows import MarketRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import (
@@ -14,8 +15,6 @@ from pointex.server.query.readstore.port import (
     NotificationRow,
 )
 from pointex.v1 import common_pb2, events_pb2, query_service_pb2
-
-ACCOUNT_CATEGORY = "account-"
 
 
 @dataclass(slots=True)
@@ -132,7 +131,7 @@ def at_us(event: events_pb2.Event) -> int:
 def next_version(event: events_pb2.Event, account: AccountRow) -> int:
     """Return the account's version after `event`, asserting it follows the current one."""
     # Every event of an account stream reaches the projection, in stream order.
-    assert event.stream_id == ACCOUNT_CATEGORY + account.account_id, event.stream_id
+    assert event.stream_id == streams.account(account.account_id), event.stream_id
     assert event.stream_version == account.version + 1, (event.stream_version, account.version)
     return int(event.stream_version)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pointex.server.domain import streams
 from pointex.server.query import market_views
 from pointex.server.query.projections import notifications
 from pointex.server.query.projections.state import BatchState, at_us, position_of
@@ -159,7 +160,7 @@ def settled(batch: BatchState, event: events_pb2.Event, p: events_pb2.TradeSettl
                 order, settled_quantity_points=settled_points, updated_at_us=at_us(event)
             )
         )
-    batch.remove_escrow("trade-" + row.trade_id)
+    batch.remove_escrow(streams.trade(row.trade_id))
     _notify(batch, event, "TRADE_SETTLED", row)
 
 
@@ -194,7 +195,10 @@ def cancelled(batch: BatchState, event: events_pb2.Event, p: events_pb2.TradeCan
     )
     batch.add_escrow(
         InFlightRow(
-            "trade-" + row.trade_id, row.seller_account_id, row.quantity_points, position_of(event)
+            streams.trade(row.trade_id),
+            row.seller_account_id,
+            row.quantity_points,
+            position_of(event),
         )
     )
     _notify(batch, event, "TRADE_CANCELLED", row)
