@@ -23,6 +23,7 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.handlers import CommandHandlers, TransferRequest
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.runner import ProcessRunner
 from pointex.server.domain import errors
 from pointex.server.domain import events as ev
 from pointex.server.domain.commands import MintPoints, OpenAccount
@@ -53,12 +54,14 @@ class Node:
     actors: ActorSystem = field(init=False)
     lookup: RecordLookup = field(init=False)
     handlers: CommandHandlers = field(init=False)
+    runner: ProcessRunner = field(init=False)
 
     def __post_init__(self) -> None:
         """Wire a fresh committer, actor system and handlers."""
         core = start_core(self.store, resident_max=100)
         self.committer, self.actors, self.lookup = core.committer, core.actors, core.lookup
-        self.handlers = CommandHandlers(self.store, self.actors, self.lookup)
+        self.runner = core.runner
+        self.handlers = CommandHandlers(self.store, self.actors, self.lookup, self.runner)
 
 
 async def settle(store: EventStore, number: int) -> None:

@@ -34,6 +34,7 @@ from pointex.server.command.market_handlers import MarketHandlers, order_id_for
 from pointex.server.command.market_recovery import recover_market
 from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.runner import ProcessRunner
 from pointex.server.command.trades import TradeConflict, TradeProcesses
 from pointex.server.domain import errors
 from pointex.server.domain.commands import MintPoints, OpenAccount
@@ -129,11 +130,13 @@ class Node:
     callbacks: PaymentCallbacks = field(init=False)
     lookup: RecordLookup = field(init=False)
     markets: MarketActors = field(init=False)
+    runner: ProcessRunner = field(init=False)
 
     async def start(self) -> Node:
         """Wire everything, record the market, and recover what is open."""
         core = start_core(self.store, resident_max=100)
         self.committer, self.accounts, self.lookup = core.committer, core.actors, core.lookup
+        self.runner = core.runner
         self.markets = markets = MarketActors(self.store, self.committer, [PTS_CNY])
         self.processes = TradeProcesses(
             store=self.store,
@@ -142,6 +145,7 @@ class Node:
             markets=markets,
             providers={"sandbox": self.provider},
             clock=self.clock,
+            runner=self.runner,
         )
         self.market = MarketHandlers(
             store=self.store,
@@ -149,6 +153,7 @@ class Node:
             markets=markets,
             processes=self.processes,
             lookup=self.lookup,
+            runner=self.runner,
         )
         secrets = ProviderSecrets("sandbox", (ProviderSecret("k1", SECRET),))
         verifier = CallbackVerifier({"sandbox": secrets}, window_s=300)
@@ -161,8 +166,9 @@ class Node:
 
     async def stop(self) -> None:
         """Stop processes and the writer (a clean stop)."""
-        await self.market.stop()
-        await self.processes.stop()
+        self.processes.stop_deadlines()
+        await self.runner.stop()
+        await self.processes.close()
         await self.lookup.stop()
         await self.committer.stop()
 
@@ -243,7 +249,7 @@ class Node:
         """Wait until payment requests and other detached steps have run (at most 2 s)."""
         await asyncio.sleep(0)
         for _ in range(400):
-            if not self.processes.busy:
+            if not self.runner.busy:
                 return
             await asyncio.sleep(0.005)
 
@@ -410,7 +416,7 @@ async def test_a_placement_that_failed_after_its_hold_is_finished_once(
         with pytest.raises(errors.Aborted) as busy:
             await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
         assert busy.value.reason == errors.REQUEST_IN_PROGRESS
-        await _until(lambda: node.market.idle)
+        await _until(lambda: not node.runner.busy)
         again = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-held")
         assert again.order.status == common_pb2.ORDER_STATUS_OPEN
         assert await node.balances(seller) == (95, 5)
@@ -579,8 +585,8 @@ async def _crash_during(flow: Flow, step: tuple[object, ...], turns: int) -> Non
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, errors.DomainError, StoreError, TradeConflict):
         await task
-    node.market.abort()
-    node.processes.abort()
+    node.runner.abort()
+    node.processes.stop_deadlines()
     node.committer.abort()
     await node.lookup.stop()
     # A write the dead node started ends before the new node reads (a crashed process's

@@ -229,19 +229,21 @@ assert bulk_commands_max * bulk_messages_in_flight_max <= commit_queue_events_ma
 # a larger read answers more commands per round trip but holds its callers a little longer.
 record_lookup_streams_max = 1_000
 
-# --- Transfer processes ---------------------------------------------------------------------
+# --- Processes (transfers, order placements, trades) ------------------------------------------
 
-# Backoff between attempts to finish a transfer whose credit failed for an operating reason
-# (store down). The points stay in flight meanwhile; the first retry comes soon, later ones
-# back off so a long outage costs few attempts.
-transfer_retry_delay_ms_min = 200
-transfer_retry_delay_ms_max = 10_000
+# Backoff between attempts of a process step that failed for an operating reason (store down,
+# overload, a provider unavailable): finishing a debited transfer, placing a held order,
+# settling a confirmed trade, recording a payment request. The points stay in flight
+# meanwhile; the first retry comes soon, later ones back off so a long outage costs few
+# attempts.
+process_retry_delay_ms_min = 200
+process_retry_delay_ms_max = 10_000
 
-# How long shutdown waits for transfer processes under way (after gRPC stopped taking calls)
+# How long shutdown waits for process steps under way (after gRPC stopped taking calls)
 # before it cancels them; a cancelled one is finished by recovery at the next start.
 shutdown_processes_ms_max = 5_000
 
-assert transfer_retry_delay_ms_min <= transfer_retry_delay_ms_max
+assert process_retry_delay_ms_min <= process_retry_delay_ms_max
 
 # --- Query server -----------------------------------------------------------------------------
 
@@ -320,10 +322,6 @@ assert trades_per_order_max + 2 <= append_unit_streams_max
 # Attempts to decide a trade step again after another driver changed the trade first
 # (a callback racing the deadline, a redelivery racing its original).
 trade_step_attempts_max = 8
-
-# Payment requests retried while the provider is unavailable, between these delays.
-payment_retry_delay_ms_min = 200
-payment_retry_delay_ms_max = 10_000
 
 # How long one CreatePayment call to a provider may take.
 payment_request_timeout_ms = 5_000

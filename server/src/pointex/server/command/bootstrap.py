@@ -19,6 +19,7 @@ from pointex.server.command.market_handlers import MarketHandlers
 from pointex.server.command.market_recovery import recover_market
 from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.runner import ProcessRunner
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
@@ -50,6 +51,7 @@ class CommandServer:
     market: MarketHandlers
     processes: TradeProcesses
     lookup: RecordLookup
+    runner: ProcessRunner
     feed: EventFeedServicer
 
     @property
@@ -71,9 +73,9 @@ class CommandServer:
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
-        await self.market.stop()
-        await self.processes.stop()
-        await self.handlers.stop()
+        self.processes.stop_deadlines()
+        await self.runner.stop()
+        await self.processes.close()
         await self.lookup.stop()
         await self.committer.stop()
         try:
@@ -85,11 +87,12 @@ class CommandServer:
 
 @dataclass(slots=True)
 class CommandCore:
-    """The single writer, the actors and the retry look-up, started over one store."""
+    """The single writer, the actors, the retry look-up and the process runner of one store."""
 
     committer: GroupCommitter
     actors: ActorSystem
     lookup: RecordLookup
+    runner: ProcessRunner
 
 
 def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
@@ -103,7 +106,7 @@ def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
     # Reads of retries go in step with the commits (see record_lookup).
     lookup = RecordLookup(store, committer.between_commits)
     lookup.start()
-    return CommandCore(committer, actors, lookup)
+    return CommandCore(committer, actors, lookup, ProcessRunner())
 
 
 async def create_server(config: CommandConfig) -> CommandServer:
@@ -114,11 +117,11 @@ async def create_server(config: CommandConfig) -> CommandServer:
     core = start_core(store, resident_max=config.actors_resident_max)
     committer, actors, lookup = core.committer, core.actors, core.lookup
     try:
-        handlers = CommandHandlers(store, actors, lookup)
+        handlers = CommandHandlers(store, actors, lookup, core.runner)
         recovered = await handlers.recover()  # Before any command is taken.
         if recovered:
             log.info("finished transfers left open", extra={"transfers": recovered})
-        market, callbacks = await _market_side(config, store, committer, actors, lookup)
+        market, callbacks = await _market_side(config, store, core)
         feed = EventFeedServicer(store)
         commands = CommandServicer(handlers, market, callbacks)
         services = [
@@ -151,6 +154,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
         market=market,
         processes=market.processes,
         lookup=lookup,
+        runner=core.runner,
         feed=feed,
     )
 
@@ -188,34 +192,36 @@ def _metrics(core: CommandCore) -> Metrics:
 
 
 async def _market_side(
-    config: CommandConfig,
-    store: EventStore,
-    committer: GroupCommitter,
-    actors: ActorSystem,
-    lookup: RecordLookup,
+    config: CommandConfig, store: EventStore, core: CommandCore
 ) -> tuple[MarketHandlers, PaymentCallbacks]:
     """Build the markets, trade processes and callbacks; finish what a crash left open."""
     settings = (
         load_providers(config.payment_providers_file) if config.payment_providers_file else {}
     )
-    markets = MarketActors(store, committer, load_markets(config.markets_file).values())
+    markets = MarketActors(store, core.committer, load_markets(config.markets_file).values())
     processes = TradeProcesses(
         store=store,
-        committer=committer,
-        accounts=actors,
+        committer=core.committer,
+        accounts=core.actors,
         markets=markets,
         providers=create_providers(settings),
         clock=lambda: time.time_ns() // 1_000_000,
+        runner=core.runner,
     )
     market = MarketHandlers(
-        store=store, accounts=actors, markets=markets, processes=processes, lookup=lookup
+        store=store,
+        accounts=core.actors,
+        markets=markets,
+        processes=processes,
+        lookup=core.lookup,
+        runner=core.runner,
     )
     await market.configure()
     reopened = await recover_market(store, market, processes)
     if reopened:
         log.info("resumed market steps left open", extra={"steps": reopened})
     callbacks = PaymentCallbacks(
-        store=store, lookup=lookup, processes=processes, verifier=build_verifier(settings)
+        store=store, lookup=core.lookup, processes=processes, verifier=build_verifier(settings)
     )
     return market, callbacks
 

@@ -34,6 +34,7 @@ from pointex.server.command.idempotency import (
     request_key,
 )
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.command.transfer_steps import (
     TransferDone,
     TransferRequest,
@@ -77,15 +78,19 @@ RECOVERY_CHECKPOINT = "recovery-transfers"
 class CommandHandlers:
     """Run commands against the actors of one command server."""
 
-    def __init__(self, store: EventStore, actors: ActorSystem, lookup: RecordLookup) -> None:
-        """Serve commands over `store` through `actors`; `lookup` spots retries."""
+    def __init__(
+        self, store: EventStore, actors: ActorSystem, lookup: RecordLookup, runner: ProcessRunner
+    ) -> None:
+        """Serve commands over `store` through `actors`; `lookup` spots retries.
+
+        Transfer processes run detached from their callers in `runner`.
+        """
         self._store = store
         self._actors = actors
         self._lookup = lookup
+        self._runner = runner
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
         self._open: dict[str, tuple[int, TransferInitiated]] = {}
-        # Processes running detached from their callers, kept referenced until they end.
-        self._background: set[asyncio.Task[Any]] = set()
 
     async def single(
         self,
@@ -179,9 +184,7 @@ class CommandHandlers:
         hangs up or runs out of deadline after the debit must not leave the points in flight.
         `exists` says which transfers' records exist, when the caller looked them up already.
         """
-        task = asyncio.create_task(self._transfer_many(requests, exists))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = self._runner.spawn(self._transfer_many(requests, exists))
         return await asyncio.shield(task)
 
     async def _transfer_many(
@@ -239,58 +242,36 @@ class CommandHandlers:
     def _finish_later(self, initiated: TransferInitiated) -> None:
         """Keep retrying an open transfer whose last step failed for an operating reason."""
 
-        async def retry() -> None:
-            delay_ms = limits.transfer_retry_delay_ms_min
-            while initiated.transfer_id in self._open:
-                await asyncio.sleep(delay_ms / 1000)
-                try:
-                    await self._complete(initiated)
-                except errors.DomainError:
-                    return  # Compensated: the process is finished.
-                except (StoreError, Overloaded) as error:
-                    log.warning("transfer %s still open: %s", initiated.transfer_id, error)
-                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
-                else:
-                    return
+        async def finish_if_open() -> None:
+            if initiated.transfer_id in self._open:
+                await self._complete(initiated)
 
-        task = asyncio.create_task(retry())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        async def retry() -> None:
+            with contextlib.suppress(errors.DomainError):  # Compensated: the process ended.
+                await retry_until_done(
+                    finish_if_open,
+                    retry_on=(StoreError, Overloaded),
+                    what=f"transfer {initiated.transfer_id}",
+                )
+
+        self._runner.spawn(retry())
 
     def _reconcile_later(self, key: str) -> None:
+        """Find out once the store answers whether a debit committed; finish it if it did."""
+
         async def reconcile() -> None:
-            delay_ms = limits.transfer_retry_delay_ms_min
-            while True:
-                await asyncio.sleep(delay_ms / 1000)
-                try:
-                    recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
-                except StoreError:
-                    delay_ms = min(delay_ms * 2, limits.transfer_retry_delay_ms_max)
-                    continue
-                if len(recorded) == 1 and key not in self._open:
-                    initiated = codec.decode(recorded[0])
-                    self._open[key] = (recorded[0].position, initiated)
-                    self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
-                    self._finish_later(initiated)
-                return
+            recorded = await retry_until_done(
+                lambda: self._store.read_stream(streams.transfer(key), 1, 2),
+                retry_on=(StoreError,),
+                what=f"the outcome of transfer {key}",
+            )
+            if len(recorded) == 1 and key not in self._open:
+                initiated = codec.decode(recorded[0])
+                self._open[key] = (recorded[0].position, initiated)
+                self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
+                self._finish_later(initiated)
 
-        task = asyncio.create_task(reconcile())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def stop(self) -> None:
-        """Let transfer processes under way finish, within a bound; cancel the rest.
-
-        A transfer cancelled here stays open in the log; recovery finishes it at next start.
-        """
-        if not self._background:
-            return
-        _, stuck = await asyncio.wait(
-            set(self._background), timeout=limits.shutdown_processes_ms_max / 1000
-        )
-        for task in stuck:
-            task.cancel()
-        await asyncio.gather(*stuck, return_exceptions=True)
+        self._runner.spawn(reconcile())
 
     async def _complete(self, initiated: TransferInitiated) -> TransferDone:
         """Credit the destination, or return the points to the source if it refuses."""

@@ -14,7 +14,6 @@ recorded per provider event id, which is what a provider redelivers.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -24,18 +23,17 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
-from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided, Inspect
 from pointex.server.command import market_replies
-from pointex.server.command.background import finish_within, retry_until_done
 from pointex.server.command.idempotency import (
     payload_digest,
     replay_record,
     request_key,
 )
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
@@ -98,18 +96,17 @@ class MarketHandlers:
         markets: MarketActors,
         processes: TradeProcesses,
         lookup: RecordLookup,
+        runner: ProcessRunner,
     ) -> None:
-        """Serve market commands through these actors and trade processes."""
+        """Serve market commands through these actors and trade processes, steps in `runner`."""
         self._accounts = accounts
         self._markets = markets
         self._processes = processes
         self.processes = processes
         self._lookup = lookup
         self._store = store
-        # Request keys with work under way (a first attempt, its retry in the background).
-        self._running: collections.Counter[str] = collections.Counter()
+        self._runner = runner
         self._held: set[str] = set()  # SELL orders whose points are held, not yet placed
-        self._background: set[asyncio.Task[Any]] = set()
 
     async def configure(self) -> None:
         """Record each configured market's configuration where it changed."""
@@ -179,7 +176,7 @@ class MarketHandlers:
                     what=f"placement of order {order.order_id}",
                 )
 
-        self._detach(key, retry())
+        self._runner.spawn(retry(), key=key)
 
     async def place_held(
         self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
@@ -281,9 +278,7 @@ class MarketHandlers:
             decided: Decided = await self._accounts.ask(release.account_id, Command(release))
         except (StoreError, Overloaded) as error:
             log.warning("release for %s continues later: %s", release.order_id, error)
-            self._detach(
-                f"release-{release.order_id}-{release.trade_id}", self._release_later(release)
-            )
+            self._runner.spawn(self._release_later(release))
             return after
         return decided.position
 
@@ -418,38 +413,9 @@ class MarketHandlers:
         Detached: a client that hangs up after the points were held must not leave them
         held with no order. A retry while it runs gets ABORTED / REQUEST_IN_PROGRESS.
         """
-        if key in self._running:
+        if self._runner.in_progress(key):
             work.close()
             raise errors.Aborted(
                 errors.REQUEST_IN_PROGRESS, "the first request with this id is still running"
             )
-        return await asyncio.shield(self._detach(key, work))
-
-    def _detach(self, key: str, work: Any) -> asyncio.Task[Any]:
-        """Run `work` in a task of its own, marking `key` in progress until it ends."""
-        self._running[key] += 1
-        task = asyncio.create_task(work)
-        self._background.add(task)
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            self._background.discard(finished)
-            self._running[key] -= 1
-            if not self._running[key]:
-                del self._running[key]
-
-        task.add_done_callback(done)
-        return task
-
-    @property
-    def idle(self) -> bool:
-        """Tell whether no request or retry of the market runs detached right now."""
-        return not self._background
-
-    def abort(self) -> None:
-        """Stop at once, finishing nothing: what a crash does (used to simulate one)."""
-        for task in self._background:
-            task.cancel()
-
-    async def stop(self) -> None:
-        """Let first attempts under way finish, within a bound; cancel the rest."""
-        await finish_within(self._background, limits.shutdown_processes_ms_max)
+        return await asyncio.shield(self._runner.spawn(work, key=key))

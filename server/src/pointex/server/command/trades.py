@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.actors.stream_actor import Command, Decided
-from pointex.server.command.background import finish_within, retry_until_done
+from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
@@ -84,9 +84,11 @@ class TradeProcesses:
         markets: MarketActors,
         providers: dict[str, PaymentProvider],
         clock: Clock,
+        runner: ProcessRunner,
     ) -> None:
-        """Drive trades over these stores, actors and payment providers."""
+        """Drive trades over these stores, actors and payment providers, steps in `runner`."""
         self._store = store
+        self._runner = runner
         self._committer = committer
         self._accounts = accounts
         self._markets = markets
@@ -97,7 +99,6 @@ class TradeProcesses:
         # once: an entry leaves when this process ends the trade or finds it ended.
         self._parties: dict[str, tuple[str, str]] = {}
         self._deadline_added = asyncio.Event()
-        self._background: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
 
     def now(self) -> Instant:
@@ -298,28 +299,27 @@ class TradeProcesses:
 
     async def request_payment(self, trade_id: str) -> None:
         """Ask the market's provider for the trade's payment and record it, once."""
-        delay_ms = limits.payment_retry_delay_ms_min
-        while True:
-            loaded = await self.load(trade_id)
-            if loaded is None:
-                return
-            trade = loaded.trade
-            if trade.status is not TradeStatus.PENDING_PAYMENT or trade.payment is not None:
-                return
-            if trade.past_deadline(self.now()):
-                return  # The deadline cancels it.
-            try:
-                await self._request_once(trade)
-            except PaymentRequestRefused as refused:
-                log.warning("provider refused the payment of %s: %s", trade_id, refused)
-                await self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_REQUEST_FAILED)
-                return
-            except (ProviderUnavailable, StoreError, Overloaded, TradeConflict) as error:
-                log.info("payment of %s not recorded yet: %s", trade_id, error)
-                await asyncio.sleep(delay_ms / 1000)
-                delay_ms = min(delay_ms * 2, limits.payment_retry_delay_ms_max)
-            else:
-                return
+        try:
+            await retry_until_done(
+                lambda: self._request_if_pending(trade_id),
+                retry_on=(ProviderUnavailable, StoreError, Overloaded, TradeConflict),
+                what=f"payment request of trade {trade_id}",
+                pause_first=False,
+            )
+        except PaymentRequestRefused as refused:
+            log.warning("provider refused the payment of %s: %s", trade_id, refused)
+            await self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_REQUEST_FAILED)
+
+    async def _request_if_pending(self, trade_id: str) -> None:
+        loaded = await self.load(trade_id)
+        if loaded is None:
+            return
+        trade = loaded.trade
+        if trade.status is not TradeStatus.PENDING_PAYMENT or trade.payment is not None:
+            return
+        if trade.past_deadline(self.now()):
+            return  # The deadline cancels it.
+        await self._request_once(trade)
 
     async def _request_once(self, trade: Trade) -> None:
         created = trade.created
@@ -371,41 +371,17 @@ class TradeProcesses:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._deadline_added.wait(), timeout_s)
 
-    def in_background(self, work: Any) -> None:
-        """Run a process step detached from any caller, kept referenced until it ends."""
+    def in_background(self, work: Awaitable[object]) -> None:
+        """Run a process step detached from any caller (see ProcessRunner.detach)."""
+        self._runner.detach(work, expected=(TradeConflict,))
 
-        async def guarded() -> None:
-            try:
-                await work
-            except (StoreError, Overloaded, TradeConflict, errors.DomainError) as error:
-                log.warning("a trade step will be retried at restart: %s", error)
-            except Exception:  # A bug: logged with its traceback; recovery retries the step.
-                log.exception("a trade step failed")
-
-        task = asyncio.create_task(guarded())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    @property
-    def busy(self) -> bool:
-        """Tell whether a process step runs detached right now."""
-        return bool(self._background)
-
-    def abort(self) -> None:
-        """Stop at once, finishing nothing: what a crash does (used to simulate one)."""
-        for task in [*self._background, *([self._timer] if self._timer else [])]:
-            task.cancel()
-        self._timer = None
-
-    async def stop(self) -> None:
-        """Stop the deadline timer, let steps under way finish within a bound, close providers.
-
-        A step cancelled here leaves its trade open in the log; recovery resumes it.
-        """
+    def stop_deadlines(self) -> None:
+        """Stop the deadline timer; a trade left pending stays open and recovery resumes it."""
         if self._timer is not None:
             self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
-            self._timer = None
-        await finish_within(self._background, limits.shutdown_processes_ms_max)
+        self._timer = None
+
+    async def close(self) -> None:
+        """Close the payment providers (once no process step runs any more)."""
         for provider in self._providers.values():
             await provider.close()
