@@ -23,6 +23,7 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.handlers import CommandHandlers, TransferRequest
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.recovery import recover
 from pointex.server.command.runner import ProcessRunner
 from pointex.server.domain import errors
 from pointex.server.domain import events as ev
@@ -148,7 +149,7 @@ async def run_scenario(store: EventStore, steps: list[tuple[str, str, int, bool,
             await node.lookup.stop()
             await settle(store, number)
             node = Node(store)  # A new incarnation; the old one is simply dropped.
-            await node.handlers.recover()
+            await recover(store, (node.handlers.open_steps(),))
             continue
         with contextlib.suppress(errors.DomainError):
             done = await task

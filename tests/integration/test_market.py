@@ -31,9 +31,10 @@ from pointex.server.command.bootstrap import start_core
 from pointex.server.command.feed_servicer import to_wire
 from pointex.server.command.idempotency import request_key
 from pointex.server.command.market_handlers import MarketHandlers, order_id_for
-from pointex.server.command.market_recovery import recover_market
+from pointex.server.command.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.recovery import recover
 from pointex.server.command.runner import ProcessRunner
 from pointex.server.command.trades import TradeConflict, TradeProcesses
 from pointex.server.domain import errors
@@ -161,7 +162,7 @@ class Node:
             store=self.store, lookup=self.lookup, processes=self.processes, verifier=verifier
         )
         await self.market.configure()
-        await recover_market(self.store, self.market, self.processes)
+        await recover(self.store, (OpenPlacements(self.market), OpenTrades(self.processes)))
         return self
 
     async def stop(self) -> None:

@@ -16,15 +16,16 @@ from pointex.server.command.command_servicer import CommandServicer
 from pointex.server.command.feed_servicer import EventFeedServicer
 from pointex.server.command.handlers import CommandHandlers
 from pointex.server.command.market_handlers import MarketHandlers
-from pointex.server.command.market_recovery import recover_market
+from pointex.server.command.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.recovery import recover
 from pointex.server.command.runner import ProcessRunner
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
-from pointex.server.eventstore.port import EventStore, StoreError
+from pointex.server.eventstore.port import EventStore
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
@@ -78,10 +79,6 @@ class CommandServer:
         await self.processes.close()
         await self.lookup.stop()
         await self.committer.stop()
-        try:
-            await self.handlers.save_checkpoint(await self.store.head_position())
-        except StoreError as error:
-            log.warning("no recovery checkpoint saved at shutdown: %s", error)
         await self.store.close()
 
 
@@ -118,10 +115,16 @@ async def create_server(config: CommandConfig) -> CommandServer:
     committer, actors, lookup = core.committer, core.actors, core.lookup
     try:
         handlers = CommandHandlers(store, actors, lookup, core.runner)
-        recovered = await handlers.recover()  # Before any command is taken.
-        if recovered:
-            log.info("finished transfers left open", extra={"transfers": recovered})
         market, callbacks = await _market_side(config, store, core)
+        await market.configure()
+        kinds = (
+            handlers.open_steps(),
+            OpenPlacements(market),
+            OpenTrades(market.processes),
+        )
+        found = await recover(store, kinds)  # Before any command is taken.
+        if any(found.values()):
+            log.info("resumed processes left open", extra={"open": found})
         feed = EventFeedServicer(store)
         commands = CommandServicer(handlers, market, callbacks)
         services = [
@@ -194,7 +197,7 @@ def _metrics(core: CommandCore) -> Metrics:
 async def _market_side(
     config: CommandConfig, store: EventStore, core: CommandCore
 ) -> tuple[MarketHandlers, PaymentCallbacks]:
-    """Build the markets, trade processes and callbacks; finish what a crash left open."""
+    """Build the markets, trade processes and payment callbacks."""
     settings = (
         load_providers(config.payment_providers_file) if config.payment_providers_file else {}
     )
@@ -216,10 +219,6 @@ async def _market_side(
         lookup=core.lookup,
         runner=core.runner,
     )
-    await market.configure()
-    reopened = await recover_market(store, market, processes)
-    if reopened:
-        log.info("resumed market steps left open", extra={"steps": reopened})
     callbacks = PaymentCallbacks(
         store=store, lookup=core.lookup, processes=processes, verifier=build_verifier(settings)
     )

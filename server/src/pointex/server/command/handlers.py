@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
-from pointex.server import limits
 from pointex.server.actors.account_actor import Command, Decided
 from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.idempotency import (
@@ -58,7 +57,6 @@ from pointex.server.domain.events import (
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
-    Snapshot,
     StoreError,
     StoreUnavailable,
     StreamAppend,
@@ -72,7 +70,6 @@ __all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
-RECOVERY_CHECKPOINT = "recovery-transfers"
 
 
 class CommandHandlers:
@@ -377,44 +374,55 @@ class CommandHandlers:
             return await self._complete(initiated)
         return await self._outcome(initiated)
 
-    async def recover(self) -> int:
-        """Finish every transfer left open by a crash; return how many were finished."""
-        snapshot = await self._store.load_snapshot(RECOVERY_CHECKPOINT)
-        after = int(snapshot.data) if snapshot is not None else 0
-        open_transfers: dict[str, tuple[int, TransferInitiated]] = {}
-        while page := await self._store.read_all(after, limits.read_batch_events_max):
-            for recorded in page:
-                if recorded.type == "TransferInitiated":
-                    initiated = codec.decode(recorded)
-                    open_transfers[initiated.transfer_id] = (recorded.position, initiated)
-                elif recorded.type in {"TransferCompleted", "TransferCompensated"}:
-                    open_transfers.pop(codec.decode(recorded).transfer_id, None)
-            after = page[-1].position
-        for position, initiated in open_transfers.values():
+    def open_steps(self) -> OpenTransfers:
+        """Return the recovery scan's tracker of open transfers."""
+        return OpenTransfers(self)
+
+    async def resume(self, found: Sequence[tuple[int, TransferInitiated]]) -> None:
+        """Finish every transfer the recovery scan found open (before commands are taken)."""
+        for position, initiated in found:
             self._open[initiated.transfer_id] = (position, initiated)
             self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
-        for _, initiated in open_transfers.values():
+        for _, initiated in found:
             # A compensation raises its refusal; the points went back to the source.
             with contextlib.suppress(errors.DomainError):
                 await self._complete(initiated)
-        await self.save_checkpoint(after)
-        return len(open_transfers)
 
-    async def save_checkpoint(self, head: int) -> None:
-        """Record how far the log is known to hold no open transfer (a cache; deletable)."""
-        try:
-            safe = min((p for p, _ in self._open.values()), default=head + 1) - 1
-            await self._store.save_snapshot(
-                Snapshot(
-                    RECOVERY_CHECKPOINT,
-                    max(safe, 1),
-                    "RecoveryCheckpoint",
-                    1,
-                    str(max(safe, 0)).encode(),
-                )
-            )
-        except StoreError as error:
-            log.warning("could not save the recovery checkpoint: %s", error)
+    def oldest_open(self) -> int | None:
+        """Return the initiation position of the oldest transfer still open, if any."""
+        return min((position for position, _ in self._open.values()), default=None)
+
+
+class OpenTransfers:
+    """The transfers the recovery scan finds debited and not yet credited or returned."""
+
+    kind = "transfer"
+    types = frozenset({"TransferInitiated", "TransferCompleted", "TransferCompensated"})
+
+    def __init__(self, handlers: CommandHandlers) -> None:
+        """Track open transfers for `handlers` to resume."""
+        self._handlers = handlers
+        self._found: dict[str, tuple[int, TransferInitiated]] = {}
+
+    def see(self, position: int, event: object) -> None:
+        """Open a transfer at its initiation; close it at its completion or compensation."""
+        if isinstance(event, TransferInitiated):
+            self._found[event.transfer_id] = (position, event)
+        else:
+            assert isinstance(event, TransferCompleted | TransferCompensated), event
+            self._found.pop(event.transfer_id, None)
+
+    def oldest(self) -> int | None:
+        """Return where the oldest transfer still open (after resuming) was initiated."""
+        return self._handlers.oldest_open()
+
+    def open_count(self) -> int:
+        """Return how many transfers the scan found open."""
+        return len(self._found)
+
+    async def resume(self) -> None:
+        """Credit or compensate every open transfer."""
+        await self._handlers.resume(list(self._found.values()))
 
 
 def _compensated_error(reason: str, message: str, position: int) -> errors.DomainError:

@@ -1,22 +1,19 @@
-"""Finish what a crash left open in the market, before the server takes commands.
+"""The market's open steps, as the recovery scan (recovery.py) finds and resumes them.
 
-Read from the last checkpoint, the log tells which steps are open:
+The log tells which steps are open:
 - PointsHeld with no OrderPlaced or OrderRejected: the order is placed now (or rejected
   and its points released), and its request recorded, so the client's retry finds it;
 - a SELL order's OrderCancelled or OrderRejected with no PointsReleased: released now;
 - a trade neither settled nor cancelled: a confirmed one is settled, a pending one has
   its payment requested (if it was not) and its deadline watched, also a deadline that
   passed while the server was down.
-The checkpoint (a snapshot, deletable) is the position before the oldest step still open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 
-from pointex.server import limits
 from pointex.server.command.idempotency import payload_digest
 from pointex.server.command.market_handlers import MarketHandlers
 from pointex.server.command.market_replies import place_request_of
@@ -35,35 +32,26 @@ from pointex.server.domain.market_events import (
 )
 from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import OrderSide
-from pointex.server.eventstore import codec
-from pointex.server.eventstore.port import EventStore, Snapshot, StoreError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "recovery-market"
-_TYPES = frozenset(
-    {
-        "PointsHeld",
-        "PointsReleased",
-        "OrderPlaced",
-        "OrderRejected",
-        "OrderCancelled",
-        "TradeCreated",
-        "TradeSettled",
-        "TradeCancelled",
-    }
-)
 
+class OpenPlacements:
+    """Orders held and not yet placed or rejected, and SELL remainders not yet released."""
 
-@dataclass(slots=True)
-class _Open:
-    """Steps the log shows open, each with the position where it opened."""
+    kind = "placement"
+    types = frozenset(
+        {"PointsHeld", "PointsReleased", "OrderPlaced", "OrderRejected", "OrderCancelled"}
+    )
 
-    holds: dict[str, tuple[int, PointsHeld]] = field(default_factory=dict)
-    releases: dict[str, tuple[int, ReleasePoints]] = field(default_factory=dict)
-    trades: dict[str, tuple[int, TradeCreated]] = field(default_factory=dict)
+    def __init__(self, market: MarketHandlers) -> None:
+        """Track open placements for `market` to finish."""
+        self._market = market
+        self.holds: dict[str, tuple[int, PointsHeld]] = {}
+        self.releases: dict[str, tuple[int, ReleasePoints]] = {}
 
     def see(self, position: int, event: object) -> None:
+        """Open a step at a hold or a SELL's end; close it at placement or release."""
         match event:
             case PointsHeld():
                 self.holds[event.order_id] = (position, event)
@@ -81,61 +69,76 @@ class _Open:
                     self.releases[event.order_id] = (position, release)
             case PointsReleased(trade_id=""):
                 self.releases.pop(event.order_id, None)
-            case TradeCreated():
-                self.trades[event.trade_id] = (position, event)
-            case TradeSettled() | TradeCancelled():
-                self.trades.pop(event.trade_id, None)
+            case _:
+                pass  # A trade's release: the trade's own step.
 
-    def oldest(self, head: int) -> int:
+    def oldest(self) -> int | None:
+        """Return where the oldest step found open opened."""
         positions = [p for p, _ in self.holds.values()]
         positions += [p for p, _ in self.releases.values()]
-        positions += [p for p, _ in self.trades.values()]
-        return min(positions, default=head + 1) - 1
+        return min(positions, default=None)
+
+    def open_count(self) -> int:
+        """Return how many steps the scan found open."""
+        return len(self.holds) + len(self.releases)
+
+    async def resume(self) -> None:
+        """Place (or reject) every held order, and release every SELL remainder."""
+        for _, held in self.holds.values():
+            order = PlaceOrder(
+                held.order_id,
+                held.account_id,
+                held.market_id,
+                OrderSide.SELL,
+                held.amount_points,
+                held.limit_price_minor,
+                held.time_in_force,
+                held.client_order_id,
+            )
+            # A refusal rejects the order and releases its points; that is the finished state.
+            with contextlib.suppress(errors.DomainError):
+                await self._market.place_held(
+                    order, payload_digest(place_request_of(order)), "", ""
+                )
+        for _, release in self.releases.values():
+            await self._market.release(release)
 
 
-async def recover_market(
-    store: EventStore, market: MarketHandlers, processes: TradeProcesses
-) -> int:
-    """Finish every open market step; return how many were open."""
-    snapshot = await store.load_snapshot(CHECKPOINT)
-    after = int(snapshot.data) if snapshot is not None else 0
-    found = _Open()
-    while page := await store.read_all(after, limits.read_batch_events_max):
-        for recorded in page:
-            if recorded.type in _TYPES:
-                found.see(recorded.position, codec.decode(recorded))
-        after = page[-1].position
-    for _, held in found.holds.values():
-        order = PlaceOrder(
-            held.order_id,
-            held.account_id,
-            held.market_id,
-            OrderSide.SELL,
-            held.amount_points,
-            held.limit_price_minor,
-            held.time_in_force,
-            held.client_order_id,
-        )
-        # A refusal rejects the order and releases its points; that is the finished state.
-        with contextlib.suppress(errors.DomainError):
-            await market.place_held(order, payload_digest(place_request_of(order)), "", "")
-    for _, release in found.releases.values():
-        await market.release(release)
-    for _, created in found.trades.values():
-        loaded = await processes.load(created.trade_id)
-        assert loaded is not None, created.trade_id
-        if loaded.trade.status is TradeStatus.SETTLING:
-            processes.track(created)
-            processes.in_background(processes.finish_settlement(created.trade_id))
-        elif loaded.trade.status is TradeStatus.PENDING_PAYMENT:
-            processes.start(created)
-    await _save_checkpoint(store, found.oldest(after))
-    return len(found.holds) + len(found.releases) + len(found.trades)
+class OpenTrades:
+    """Trades neither settled nor cancelled."""
 
+    kind = "trade"
+    types = frozenset({"TradeCreated", "TradeSettled", "TradeCancelled"})
 
-async def _save_checkpoint(store: EventStore, safe: int) -> None:
-    try:
-        data = str(max(safe, 0)).encode()
-        await store.save_snapshot(Snapshot(CHECKPOINT, max(safe, 1), "RecoveryCheckpoint", 1, data))
-    except StoreError as error:
-        log.warning("could not save the market recovery checkpoint: %s", error)
+    def __init__(self, processes: TradeProcesses) -> None:
+        """Track open trades for `processes` to drive on."""
+        self._processes = processes
+        self.trades: dict[str, tuple[int, TradeCreated]] = {}
+
+    def see(self, position: int, event: object) -> None:
+        """Open a trade at its creation; close it when settled or cancelled."""
+        if isinstance(event, TradeCreated):
+            self.trades[event.trade_id] = (position, event)
+        else:
+            assert isinstance(event, TradeSettled | TradeCancelled), event
+            self.trades.pop(event.trade_id, None)
+
+    def oldest(self) -> int | None:
+        """Return where the oldest trade found open was created."""
+        return min((p for p, _ in self.trades.values()), default=None)
+
+    def open_count(self) -> int:
+        """Return how many trades the scan found open."""
+        return len(self.trades)
+
+    async def resume(self) -> None:
+        """Settle a confirmed trade; re-arm a pending one (payment request, deadline)."""
+        processes = self._processes
+        for _, created in self.trades.values():
+            loaded = await processes.load(created.trade_id)
+            assert loaded is not None, created.trade_id
+            if loaded.trade.status is TradeStatus.SETTLING:
+                processes.track(created)
+                processes.in_background(processes.finish_settlement(created.trade_id))
+            elif loaded.trade.status is TradeStatus.PENDING_PAYMENT:
+                processes.start(created)
