@@ -29,6 +29,7 @@ from pointex.server.actors.runtime import ActorSystem
 from pointex.server.command.idempotency import (
     key_reused,
     payload_digest,
+    recorded_reply,
     replay_record,
     request_key,
 )
@@ -49,7 +50,6 @@ from pointex.server.domain.account import Account
 from pointex.server.domain.commands import AccountCommand, ReturnPoints
 from pointex.server.domain.events import (
     AccountEvent,
-    CommandRecorded,
     TransferCompensated,
     TransferCompleted,
     TransferInitiated,
@@ -112,14 +112,15 @@ class CommandHandlers:
             response = respond(state, events)
             if not events:
                 return (), response
-            record = CommandRecorded(
+            record = recorded_reply(
+                stream,
                 request.request_id,  # type: ignore[attr-defined]
                 principal.principal_id,
                 type(request).__name__.removesuffix("Request"),
                 digest,
-                response.SerializeToString(deterministic=True),
+                response,
             )
-            return (StreamAppend(stream, 0, (codec.encode(record),)),), response
+            return (record,), response
 
         try:
             decided: Decided = await self._actors.ask(account_id, Command(command, finish))

@@ -22,7 +22,7 @@ from pointex.client.positions import position_message
 from pointex.server.domain import errors
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.eventstore import codec
-from pointex.server.eventstore.port import EventStore
+from pointex.server.eventstore.port import EventStore, StreamAppend
 from pointex.server.grpc_edge.auth import Principal
 
 R = TypeVar("R", bound=Message)
@@ -42,6 +42,25 @@ def payload_digest(request: Message) -> bytes:
     copy.CopyFrom(request)
     copy.ClearField("request_id")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+def recorded_reply(  # noqa: PLR0917 - the record's fields, in the record's order.
+    stream: str,
+    request_id: str,
+    principal_id: str,
+    command: str,
+    digest: bytes,
+    response: Message,
+) -> StreamAppend:
+    """Return the append that records a request's reply on its record stream (a new stream).
+
+    Committed in the same unit as the command's own events, so a retry finds the record
+    exactly when the command took effect.
+    """
+    record = CommandRecorded(
+        request_id, principal_id, command, digest, response.SerializeToString(deterministic=True)
+    )
+    return StreamAppend(stream, 0, (codec.encode(record),))
 
 
 def key_reused() -> errors.AlreadyExists:

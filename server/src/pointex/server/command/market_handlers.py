@@ -29,6 +29,7 @@ from pointex.server.actors.stream_actor import Command, Decided, Inspect
 from pointex.server.command import market_replies
 from pointex.server.command.idempotency import (
     payload_digest,
+    recorded_reply,
     replay_record,
     request_key,
 )
@@ -39,7 +40,6 @@ from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import HoldPoints, ReleasePoints
-from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.market_commands import (
     CancelOrder,
     ConfigureMarket,
@@ -240,16 +240,12 @@ class MarketHandlers:
             response.order.placed_at.CopyFrom(response.order.updated_at)
             if placed.cancelled_quantity_points:
                 response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
-            record = CommandRecorded(
-                request_id,
-                principal_id,
-                "PlaceOrder",
-                digest,
-                response.SerializeToString(deterministic=True),
+            record = recorded_reply(
+                streams.request(key), request_id, principal_id, "PlaceOrder", digest, response
             )
             appends = (
                 *(StreamAppend(streams.trade(c.trade_id), 0, (codec.encode(c),)) for c in created),
-                StreamAppend(streams.request(key), 0, (codec.encode(record),)),
+                record,
             )
             remainder = sum(
                 e.cancelled_quantity_points for e in events if isinstance(e, OrderCancelled)
@@ -337,14 +333,15 @@ class MarketHandlers:
                 cancelled_quantity_points=cancelled.cancelled_quantity_points,
                 released_points=released,
             )
-            record = CommandRecorded(
+            record = recorded_reply(
+                streams.request(key),
                 request.request_id,
                 principal.principal_id,
                 "CancelOrder",
                 digest,
-                response.SerializeToString(deterministic=True),
+                response,
             )
-            return (StreamAppend(streams.request(key), 0, (codec.encode(record),)),), response
+            return (record,), response
 
         command = CancelOrder(request.market_id, request.order_id)
         decided: Decided = await market.tell(Command(command, finish))

@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.idempotency import KEY_HEX_CHARS
+from pointex.server.command.idempotency import KEY_HEX_CHARS, recorded_reply
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.trades import Loaded, TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
@@ -119,14 +119,14 @@ class PaymentCallbacks:
             reply = response_type(
                 trade_id=callback.trade_id, trade_status=status, refund_required=refund
             )
-            recorded = CommandRecorded(
+            return recorded_reply(
+                stream,
                 request.request_id,
                 principal.principal_id,
                 type(request).__name__.removesuffix("Request"),
                 digest,
-                reply.SerializeToString(deterministic=True),
+                reply,
             )
-            return StreamAppend(stream, 0, (codec.encode(recorded),))
 
         for _ in range(limits.trade_step_attempts_max):
             loaded = await self._processes.load(callback.trade_id)
