@@ -41,6 +41,7 @@ from pointex.server.domain import errors
 from pointex.server.domain.commands import MintPoints, OpenAccount
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.order_book import OrderBook, held_by_resting_sells
+from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import (
     OPERATOR,
@@ -601,9 +602,7 @@ async def _sweep_deadlines(node: Node, trade_ids: list[str]) -> None:
     for trade_id in trade_ids:
         loaded = await node.processes.load(trade_id)
         if loaded is not None and loaded.trade.past_deadline(node.processes.now()):
-            await node.processes.cancel_if_pending(
-                trade_id, TradeCancelReason.PAYMENT_DEADLINE_PASSED
-            )
+            await node.processes.advance(trade_id, process.DeadlineReached())
 
 
 async def _logged_trades(store: EventStore) -> list[str]:

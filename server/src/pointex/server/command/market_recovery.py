@@ -30,7 +30,6 @@ from pointex.server.domain.market_events import (
     TradeCreated,
     TradeSettled,
 )
-from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import OrderSide
 
 log = logging.getLogger(__name__)
@@ -132,13 +131,10 @@ class OpenTrades:
         return len(self.trades)
 
     async def resume(self) -> None:
-        """Settle a confirmed trade; re-arm a pending one (payment request, deadline)."""
-        processes = self._processes
+        """Drive each open trade on: deliver a confirmed one, re-arm a pending one.
+
+        A pending trade gets its deadline watched and its payment requested if it was not; a
+        deadline that passed while the server was down cancels it.
+        """
         for _, created in self.trades.values():
-            loaded = await processes.load(created.trade_id)
-            assert loaded is not None, created.trade_id
-            if loaded.trade.status is TradeStatus.SETTLING:
-                processes.track(created)
-                processes.in_background(processes.finish_settlement(created.trade_id))
-            elif loaded.trade.status is TradeStatus.PENDING_PAYMENT:
-                processes.start(created)
+            self._processes.start(created)

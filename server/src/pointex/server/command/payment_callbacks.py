@@ -14,20 +14,21 @@ re-signed at another time, finds the record and gets the original reply, marked
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.command.idempotency import KEY_HEX_CHARS, recorded_reply
 from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.trades import Loaded, TradeConflict, TradeProcesses
+from pointex.server.command.trades import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.events import CommandRecorded
+from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
-from pointex.server.domain.values import Instant, Money, Role, TradeCancelReason
+from pointex.server.domain.values import Instant, Money, Role
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StreamAppend, WrongExpectedVersion
 from pointex.server.grpc_edge import convert
@@ -38,23 +39,11 @@ from pointex.v1 import common_pb2
 
 Response = TypeVar("Response", pb.ConfirmPaymentResponse, pb.FailPaymentResponse)
 
-_SETTLED = common_pb2.TRADE_STATUS_SETTLED
-_CANCELLED = common_pb2.TRADE_STATUS_CANCELLED
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What a callback did: the trade's status after it, and where its last event is."""
-
-    status: common_pb2.TradeStatus.ValueType
-    refund_required: bool
-    position: int
-
-
-class _Record(Protocol):
-    def __call__(
-        self, status: common_pb2.TradeStatus.ValueType, *, refund: bool
-    ) -> StreamAppend: ...
+# What a callback's reply reports: a callback leaves a trade settled or cancelled.
+_STATUS = {
+    TradeStatus.SETTLED: common_pb2.TRADE_STATUS_SETTLED,
+    TradeStatus.CANCELLED: common_pb2.TRADE_STATUS_CANCELLED,
+}
 
 
 def _event_key(callback: pb.PaymentCallback) -> str:
@@ -115,9 +104,9 @@ class PaymentCallbacks:
             return await self._duplicate(stream, digest, response_type)
         domain_callback = _domain_callback(callback, confirmed=confirmed)
 
-        def record(status: common_pb2.TradeStatus.ValueType, *, refund: bool) -> StreamAppend:
+        def record(status: TradeStatus, refund: bool) -> StreamAppend:  # noqa: FBT001
             reply = response_type(
-                trade_id=callback.trade_id, trade_status=status, refund_required=refund
+                trade_id=callback.trade_id, trade_status=_STATUS[status], refund_required=refund
             )
             return recorded_reply(
                 stream,
@@ -132,81 +121,33 @@ class PaymentCallbacks:
             loaded = await self._processes.load(callback.trade_id)
             trade = trades.check_callback(loaded.trade if loaded else None, domain_callback)
             assert loaded is not None
+            happened = process.CallbackReceived(domain_callback)
+            step = process.decide(trade, happened, self._processes.now())
+            if isinstance(step, process.Cancel) and step.decide_again:
+                # Paid too late by the server clock: cancelled first, then decided again.
+                with contextlib.suppress(TradeConflict):
+                    await self._processes.execute(loaded, step)
+                continue
+            status, refund = process.reply_of(step)
             try:
-                outcome_done = await self._apply(loaded, domain_callback, record)
+                position = await self._processes.execute(loaded, step, (record(status, refund),))
             except TradeConflict:
                 continue
             except WrongExpectedVersion as conflict:
                 if conflict.stream_id != stream:
                     raise
                 return await self._duplicate(stream, digest, response_type)
-            if outcome_done is None:
-                continue  # The trade was cancelled first (deadline): decide again.
             return response_type(
-                position=position_message(outcome_done.position),
+                position=position_message(position),
                 trade_id=trade.trade_id,
-                trade_status=outcome_done.status,
-                refund_required=outcome_done.refund_required,
+                trade_status=_STATUS[status],
+                refund_required=refund,
             )
         raise errors.Aborted(
             errors.CONCURRENT_MODIFICATION,
             "the trade kept changing; retry",
             trade_id=callback.trade_id,
         )
-
-    async def _apply(
-        self, loaded: Loaded, callback: trades.Callback, record: _Record
-    ) -> _Outcome | None:
-        trade = loaded.trade
-        if trade.status in {TradeStatus.SETTLED, TradeStatus.SETTLING}:
-            if trade.status is TradeStatus.SETTLING:
-                self._processes.in_background(self._processes.finish_settlement(trade.trade_id))
-            return await self._unchanged(_SETTLED, record, refund=trade.refund_required)
-        if callback.confirmed:
-            return await self._confirm(loaded, callback, record)
-        if trade.status is TradeStatus.CANCELLED:
-            return await self._unchanged(_CANCELLED, record, refund=trade.refund_required)
-        position = await self._processes.cancel(
-            trade,
-            TradeCancelReason.PAYMENT_FAILED,
-            [trades.failure(trade, callback)],
-            (record(_CANCELLED, refund=False),),
-        )
-        return _Outcome(_CANCELLED, refund_required=False, position=position)
-
-    async def _confirm(
-        self, loaded: Loaded, callback: trades.Callback, record: _Record
-    ) -> _Outcome | None:
-        trade = loaded.trade
-        if trade.status is TradeStatus.PENDING_PAYMENT:
-            if trade.past_deadline(self._processes.now()):
-                # Paid too late by the server clock: cancel first, then record it as late.
-                await self._processes.cancel(trade, TradeCancelReason.PAYMENT_DEADLINE_PASSED)
-                return None
-            settled = (record(_SETTLED, refund=False),)
-            position = await self._processes.settle(trade, callback, settled)
-            return _Outcome(_SETTLED, refund_required=False, position=position)
-        late = trades.late_confirmation(trade, callback)
-        if not late:
-            return await self._unchanged(_CANCELLED, record, refund=True)
-        flagged = record(_CANCELLED, refund=True)
-        position = await self._processes.commit_trade_only(trade, late, flagged)
-        return _Outcome(_CANCELLED, refund_required=True, position=position)
-
-    async def _unchanged(
-        self,
-        status: common_pb2.TradeStatus.ValueType,
-        record: _Record,
-        *,
-        refund: bool,
-    ) -> _Outcome:
-        """Record a callback that changes nothing, so that its redelivery is a duplicate.
-
-        The trade is final here (or settling, which ends SETTLED), so the reply cannot go
-        stale between reading the trade and committing the record.
-        """
-        position = await self._processes.commit_records(record(status, refund=refund))
-        return _Outcome(status, refund_required=refund, position=position)
 
     async def _duplicate(
         self, stream: str, digest: bytes, response_type: type[Response]

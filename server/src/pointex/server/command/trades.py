@@ -1,11 +1,12 @@
 """Trade processes: request the payment, settle on confirmation, cancel on failure or deadline.
 
-A trade's stream (`trade-<id>`) is its process record and has no actor: each step reads
-the trade (a handful of events), decides with domain/trade.py, and commits its trade
-events at the stream's expected version in one unit with the account or market step that
-goes with them. Two drivers racing on one trade (a callback and the deadline, a callback
-and its redelivery) therefore cannot both win: the loser meets a version conflict on the
-trade stream, reads the trade again and decides afresh.
+A trade's stream (`trade-<id>`) is its process record and has no actor: each step reads the
+trade (a handful of events), decides with the pure state machine of
+domain/processes/trade.py, and commits its trade events at the stream's expected version in
+one unit with the account or market step that goes with them. Two drivers racing on one
+trade (a callback and the deadline, a callback and its redelivery) therefore cannot both
+win: the loser meets a version conflict on the trade stream, reads the trade again and
+decides afresh.
 
   settle:  PaymentConfirmed + seller's PointsSold, then TradeSettled + buyer's PointsBought
   cancel:  [PaymentFailed +] TradeCancelled + OrderQuantityReturned (market) when the SELL
@@ -32,13 +33,14 @@ from pointex.server.domain import trade as trades
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
 from pointex.server.domain.market_commands import ReturnTradeQuantity
 from pointex.server.domain.market_events import (
-    PaymentRequested,
-    TradeCancelled,
+    PaymentConfirmed,
     TradeCreated,
     TradeEvent,
+    TradeSettled,
 )
+from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import Trade, TradeStatus
-from pointex.server.domain.values import Instant, Money, TradeCancelReason
+from pointex.server.domain.values import Instant
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
@@ -156,23 +158,69 @@ class TradeProcesses:
             raise
         return recorded[-1].position
 
-    async def commit_records(self, *appends: StreamAppend) -> int:
-        """Commit records that touch no trade (a callback that changed nothing)."""
-        recorded = await self._committer.submit(appends)
+    # --- Deciding and carrying out steps ----------------------------------------------------
+
+    async def advance(self, trade_id: str, happened: process.Happened) -> int | None:
+        """Decide the trade's next step after `happened` and carry it out; decide again on a race.
+
+        Returns the position of the last event written (or of the trade's latest event when
+        nothing was due), None when there is no such trade. Raises TradeConflict when the
+        trade kept changing under it.
+        """
+        for _ in range(limits.trade_step_attempts_max):
+            loaded = await self.load(trade_id)
+            if loaded is None:
+                return None
+            step = process.decide(loaded.trade, happened, self.now())
+            if isinstance(step, process.RequestPayment):
+                happened = await self._ask_provider(loaded.trade)
+                continue
+            try:
+                return await self.execute(loaded, step)
+            except TradeConflict:
+                continue
+        raise TradeConflict(trade_id)
+
+    async def execute(
+        self, loaded: Loaded, step: process.Step, record: tuple[StreamAppend, ...] = ()
+    ) -> int:
+        """Carry out one decided step, committing `record` in its unit; return the last position.
+
+        Raises TradeConflict if another driver changed the trade first.
+        """
+        trade = loaded.trade
+        match step:
+            case process.CollectFromSeller():
+                return await self._collect(trade, step.confirmed, record)
+            case process.DeliverToBuyer():
+                return await self._deliver(trade, step.settled, record)
+            case process.Cancel():
+                return await self._cancel(trade, step.events, record)
+            case process.RecordEvents():
+                return await self.commit_trade_only(trade, step.events, *record)
+            case process.Acknowledge() | process.Nothing():
+                return await self._acknowledge(loaded, step, record)
+        raise AssertionError(f"{step} is not carried out here")
+
+    async def _acknowledge(
+        self,
+        loaded: Loaded,
+        step: process.Acknowledge | process.Nothing,
+        record: tuple[StreamAppend, ...],
+    ) -> int:
+        """Change nothing; commit `record` (a callback's), and resume delivery if it is due."""
+        if isinstance(step, process.Acknowledge) and step.resume:
+            self.in_background(self.advance(loaded.trade.trade_id, process.Resumed()))
+        if not record:
+            return loaded.position
+        recorded = await self._committer.submit(record)
         return recorded[-1].position
 
-    # --- Settlement ---------------------------------------------------------------------
-
-    async def settle(
-        self, trade: Trade, callback: trades.Callback, record: tuple[StreamAppend, ...]
+    async def _collect(
+        self, trade: Trade, confirmed: PaymentConfirmed, record: tuple[StreamAppend, ...]
     ) -> int:
-        """Record the confirmation with the seller's delivery, then credit the buyer.
-
-        Returns the position of the last event written. Raises TradeConflict if another
-        driver changed the trade first.
-        """
+        """Record the confirmation with the seller's delivery, then credit the buyer."""
         created = trade.created
-        confirmed = trades.confirmation(trade, callback, late=False)
         extra = (self._append(trade, [confirmed]), *record)
         sell = SellPoints(
             created.seller_account_id,
@@ -183,100 +231,75 @@ class TradeProcesses:
         seller = self._accounts.actor(created.seller_account_id)
         decided = await self._commit_via(seller, sell, extra, trade, trade_first=True)
         try:
-            return await self.finish_settlement(trade.trade_id)
+            delivered = await self.advance(trade.trade_id, process.Resumed())
         except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
             log.warning("settlement of %s continues later: %s", trade.trade_id, error)
-            self.in_background(self._finish_settlement_later(trade.trade_id))
+            self.in_background(self._deliver_later(trade.trade_id))
             return decided.position
+        assert delivered is not None, trade.trade_id
+        return delivered
 
-    async def finish_settlement(self, trade_id: str) -> int:
-        """Credit the buyer of a confirmed trade and record it settled; return the position."""
-        for _ in range(limits.trade_step_attempts_max):
-            loaded = await self.load(trade_id)
-            assert loaded is not None, trade_id
-            trade = loaded.trade
-            if trade.status is not TradeStatus.SETTLING:
-                return loaded.position
-            created = trade.created
-            buy = BuyPoints(
-                created.buyer_account_id, trade_id, created.buy_order_id, created.quantity_points
-            )
-            buyer = self._accounts.actor(created.buyer_account_id)
-            try:
-                settle = (self._append(trade, [trades.settled(trade)]),)
-                decided = await self._commit_via(buyer, buy, settle, trade, trade_first=False)
-            except TradeConflict:
-                continue
-            self._parties.pop(trade_id, None)
-            return decided.position
-        raise TradeConflict(trade_id)
+    async def _deliver(
+        self, trade: Trade, settled: TradeSettled, record: tuple[StreamAppend, ...]
+    ) -> int:
+        """Credit the buyer of a confirmed trade and record it settled."""
+        created = trade.created
+        buy = BuyPoints(
+            created.buyer_account_id, trade.trade_id, created.buy_order_id, created.quantity_points
+        )
+        buyer = self._accounts.actor(created.buyer_account_id)
+        extra = (self._append(trade, [settled]), *record)
+        decided = await self._commit_via(buyer, buy, extra, trade, trade_first=False)
+        self._parties.pop(trade.trade_id, None)
+        return decided.position
 
-    async def _finish_settlement_later(self, trade_id: str) -> None:
+    async def _deliver_later(self, trade_id: str) -> None:
         # A closed buyer account refuses the credit (ACCOUNT_CLOSED): the points stay in
         # flight, visible to CheckInvariants, until an operator reopens the case.
         await retry_until_done(
-            lambda: self.finish_settlement(trade_id),
+            lambda: self.advance(trade_id, process.Resumed()),
             retry_on=(StoreError, Overloaded, errors.DomainError, TradeConflict),
             what=f"settlement of trade {trade_id}",
         )
 
-    # --- Cancellation -------------------------------------------------------------------
-
-    async def cancel(
-        self,
-        trade: Trade,
-        reason: TradeCancelReason,
-        before: Sequence[TradeEvent] = (),
-        record: tuple[StreamAppend, ...] = (),
+    async def _cancel(
+        self, trade: Trade, events: Sequence[TradeEvent], record: tuple[StreamAppend, ...]
     ) -> int:
-        """Cancel a pending trade, returning its quantity; return the last position.
+        """End a pending trade with `events`, returning its quantity; return the last position.
 
-        `before` are trade events recorded first in the same unit (a PaymentFailed).
-        Raises TradeConflict if another driver changed the trade first.
+        The quantity goes back to the SELL order if it still rests, else to the seller.
         """
         assert trade.status is TradeStatus.PENDING_PAYMENT, trade
         created = trade.created
-        events = [*before, TradeCancelled(trade.trade_id, reason)]
         extra = (self._append(trade, events), *record)
         give_back = ReturnTradeQuantity(
             created.market_id, trade.trade_id, created.sell_order_id, created.quantity_points
         )
         market = self._markets.actor(created.market_id)
         decided = await self._commit_via(market, give_back, extra, trade, trade_first=True)
-        if decided.recorded:
-            self._parties.pop(trade.trade_id, None)
-            return decided.position
-        # The SELL order no longer rests (and never will again): the seller gets the points.
-        release = ReleasePoints(
-            created.seller_account_id,
-            created.sell_order_id,
-            trade.trade_id,
-            created.quantity_points,
-        )
-        seller = self._accounts.actor(created.seller_account_id)
-        decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
+        if not decided.recorded:
+            # The SELL order no longer rests (and never will again): the seller gets the points.
+            release = ReleasePoints(
+                created.seller_account_id,
+                created.sell_order_id,
+                trade.trade_id,
+                created.quantity_points,
+            )
+            seller = self._accounts.actor(created.seller_account_id)
+            decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
         self._parties.pop(trade.trade_id, None)
         return decided.position
-
-    async def cancel_if_pending(self, trade_id: str, reason: TradeCancelReason) -> None:
-        """Cancel a trade unless it was settled or cancelled meanwhile."""
-        for _ in range(limits.trade_step_attempts_max):
-            loaded = await self.load(trade_id)
-            if loaded is None or loaded.trade.status is not TradeStatus.PENDING_PAYMENT:
-                return
-            try:
-                await self.cancel(loaded.trade, reason)
-            except TradeConflict:
-                continue
-            return
 
     # --- Payment requests and deadlines -------------------------------------------------
 
     def start(self, created: TradeCreated) -> None:
-        """Ask for the payment of a new trade and watch its deadline."""
+        """Drive a new (or recovered) trade: watch its deadline and do what is due now.
+
+        For a pending trade that is asking for its payment; for a confirmed one, delivering.
+        """
         self.track(created)
         self.watch_deadline(created.trade_id, created.payment_deadline)
-        self.in_background(self.request_payment(created.trade_id))
+        self.in_background(self._resume(created.trade_id))
 
     def track(self, created: TradeCreated) -> None:
         """Remember a trade's parties until it ends (for CloseAccount's check)."""
@@ -297,37 +320,24 @@ class TradeProcesses:
                 unsettled.append(trade_id)
         return unsettled
 
-    async def request_payment(self, trade_id: str) -> None:
-        """Ask the market's provider for the trade's payment and record it, once."""
-        try:
-            await retry_until_done(
-                lambda: self._request_if_pending(trade_id),
-                retry_on=(ProviderUnavailable, StoreError, Overloaded, TradeConflict),
-                what=f"payment request of trade {trade_id}",
-                pause_first=False,
-            )
-        except PaymentRequestRefused as refused:
-            log.warning("provider refused the payment of %s: %s", trade_id, refused)
-            await self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_REQUEST_FAILED)
+    async def _resume(self, trade_id: str) -> None:
+        """Do what is due now, retried while the provider or the store is unavailable."""
+        await retry_until_done(
+            lambda: self.advance(trade_id, process.Resumed()),
+            retry_on=(ProviderUnavailable, StoreError, Overloaded, TradeConflict),
+            what=f"trade {trade_id}",
+            pause_first=False,
+        )
 
-    async def _request_if_pending(self, trade_id: str) -> None:
-        loaded = await self.load(trade_id)
-        if loaded is None:
-            return
-        trade = loaded.trade
-        if trade.status is not TradeStatus.PENDING_PAYMENT or trade.payment is not None:
-            return
-        if trade.past_deadline(self.now()):
-            return  # The deadline cancels it.
-        await self._request_once(trade)
-
-    async def _request_once(self, trade: Trade) -> None:
+    async def _ask_provider(self, trade: Trade) -> process.PaymentCreated | process.PaymentRefused:
+        """Ask the market's provider for the trade's payment (ProviderUnavailable: retry)."""
         created = trade.created
         market = self._markets.configured.get(created.market_id)
         provider_id = market.provider_id if market is not None else ""
         provider = self._providers.get(provider_id)
         if provider is None:
-            raise PaymentRequestRefused("UNKNOWN_PROVIDER", f"no provider {provider_id!r}")
+            log.warning("no provider %r for the payment of %s", provider_id, trade.trade_id)
+            return process.PaymentRefused("UNKNOWN_PROVIDER")
         request = PaymentRequest(
             trade.trade_id,
             provider_id,
@@ -337,16 +347,12 @@ class TradeProcesses:
             created.buyer_account_id,
         )
         timeout_s = limits.payment_request_timeout_ms / 1000
-        payment = await provider.create_payment(request, timeout_s=timeout_s)
-        requested = PaymentRequested(
-            trade.trade_id,
-            provider_id,
-            payment.payment_id,
-            payment.checkout_url,
-            Money(created.amount_due_minor, created.currency),
-            created.payment_deadline,
-        )
-        await self.commit_trade_only(trade, [requested])
+        try:
+            payment = await provider.create_payment(request, timeout_s=timeout_s)
+        except PaymentRequestRefused as refused:
+            log.warning("provider refused the payment of %s: %s", trade.trade_id, refused)
+            return process.PaymentRefused(str(refused))
+        return process.PaymentCreated(provider_id, payment.payment_id, payment.checkout_url)
 
     def watch_deadline(self, trade_id: str, deadline: Instant) -> None:
         """Cancel the trade at `deadline` if it is still pending then."""
@@ -360,9 +366,7 @@ class TradeProcesses:
             now_ms = self._clock()
             while self._deadlines and self._deadlines[0][0] <= now_ms:
                 _, trade_id = heapq.heappop(self._deadlines)
-                self.in_background(
-                    self.cancel_if_pending(trade_id, TradeCancelReason.PAYMENT_DEADLINE_PASSED)
-                )
+                self.in_background(self.advance(trade_id, process.DeadlineReached()))
             wait_ms = self._deadlines[0][0] - now_ms if self._deadlines else None
             self._deadline_added.clear()
             # Sleep until the next deadline, waking early when an earlier one is added; never
