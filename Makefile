@@ -2,7 +2,8 @@
 # Everything runs from the project's own virtualenv (.venv) and npm tooling (node_modules),
 # which the first target that needs them creates from the locks: requirements/dev.lock
 # (exact versions and hashes, compiled from pyproject.toml by `make lock`) and
-# package-lock.json. docs/dependencies.md says how to bump them.
+# package-lock.json (the npm workspace: buf, protoc-gen-es, and the TypeScript SDK in
+# sdks/typescript). docs/dependencies.md says how to bump them.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +12,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 INSTALLED := $(VENV)/.installed
 NPM_INSTALLED := node_modules/.installed
+TS_SDK := sdks/typescript
 PYTEST_FLAGS ?= -q
 # Every third-party package comes from the lock, hash-checked; the two local packages are then
 # installed from the tree without their dependencies (already there) and without build
@@ -18,8 +20,8 @@ PYTEST_FLAGS ?= -q
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
 .PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt \
-        proto proto-check docs docs-check buf-lint lock lock-upgrade lock-check bench bench-quick \
-        clean
+        proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check bench \
+        bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,11 +34,16 @@ $(INSTALLED): requirements/dev.lock pyproject.toml client/pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
-$(NPM_INSTALLED): package.json package-lock.json
+$(NPM_INSTALLED): package.json package-lock.json $(TS_SDK)/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(INSTALLED) $(NPM_INSTALLED) ## create .venv and node_modules from the locks
+install: $(INSTALLED) $(NPM_INSTALLED) ts-build ## create .venv and node_modules from the locks, build the TypeScript SDK
+
+# tsc type-checks (strict) and compiles the SDK, its examples and its unit tests into
+# $(TS_SDK)/dist, which the test suite runs with node.
+ts-build: $(NPM_INSTALLED) ## type-check and build the TypeScript SDK, its examples and tests (tsc)
+	npm run build --silent --workspace $(TS_SDK)
 
 # `lock` cannot need an up-to-date install (that refuses a stale lock): it only needs uv,
 # which the current lock provides.
@@ -54,13 +61,15 @@ lock-check: ## fail when a lock is stale against pyproject.toml (offline)
 run: $(INSTALLED) ## start the command and query servers and the sandbox payment provider
 	$(PY) scripts/run_local.py
 
-proto: $(INSTALLED) ## regenerate the stubs, the SDK's reasons table and its blocking client
+proto: $(INSTALLED) $(NPM_INSTALLED) ## regenerate the Python and TypeScript stubs, the reasons tables, the blocking client
 	$(PY) scripts/gen_protos.py
+	$(PY) scripts/gen_typescript.py
 	$(PY) scripts/gen_reasons.py
 	$(PY) scripts/gen_sync_client.py
 
-proto-check: $(INSTALLED) ## fail when the committed generated code is stale
+proto-check: $(INSTALLED) $(NPM_INSTALLED) ## fail when the committed generated code is stale
 	$(PY) scripts/gen_protos.py --check
+	$(PY) scripts/gen_typescript.py --check
 	$(PY) scripts/gen_reasons.py --check
 	$(PY) scripts/gen_sync_client.py --check
 
@@ -73,7 +82,7 @@ docs-check: $(INSTALLED) ## fail when a quoted snippet differs from its example
 buf-lint: $(NPM_INSTALLED) ## lint the protobuf contract
 	$(BUF) lint
 
-lint: lock-check $(INSTALLED) buf-lint proto-check docs-check ## stale locks and codegen, buf lint, ruff, mypy --strict, import contracts
+lint: lock-check $(INSTALLED) buf-lint proto-check docs-check ts-build ## stale locks and codegen, buf lint, tsc, ruff, mypy --strict, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy server/src client/src/pointex/client client/src/pointex/cli tests scripts bench examples
@@ -95,7 +104,7 @@ test-contract: $(INSTALLED) ## the event-store contract suite on SQLite and Post
 test-integration: $(INSTALLED) ## actors, group commit, projections on real databases
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/integration
 
-test-e2e: $(INSTALLED) ## real server processes over loopback gRPC
+test-e2e: $(INSTALLED) ts-build ## real server processes over loopback gRPC
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
 
 bench: install ## benchmark every contender and scenario, median of 3 runs: about 35–40 minutes
