@@ -7,10 +7,11 @@ A transfer (issue, redeem, transfer) is a process whose every step is an event:
 (1) the destination is checked (nothing is written if it cannot take the points);
 (2) the source decides PointsDebited, committed with TransferInitiated on the process
 stream; (3) the destination decides PointsCredited, committed with TransferCompleted, or
-if it now refuses, the source gets PointsReturned with TransferCompensated. After a crash
-between (2) and (3), `recover` finds the transfer open and finishes it. When both accounts'
-actors are loaded, the transfer commits as one unit instead (transfer_steps.py): never open,
-so a single such transfer needs no process task of its own.
+if it now refuses, the source gets PointsReturned with TransferCompensated. Which step is
+due is decided by the pure state machine of domain/processes/transfer.py. After a crash
+between (2) and (3), the recovery scan finds the transfer open and finishes it. When both
+accounts' actors are loaded, the transfer commits as one unit instead (transfer_steps.py):
+never open, so a single such transfer needs no process task of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from pointex.server.command.transfer_steps import (
     TransferDone,
     TransferRequest,
     appending,
-    credit_of,
     in_one_unit,
     replies,
     start_transfers,
@@ -47,13 +47,14 @@ from pointex.server.command.transfer_steps import (
 )
 from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account
-from pointex.server.domain.commands import AccountCommand, ReturnPoints
+from pointex.server.domain.commands import AccountCommand
 from pointex.server.domain.events import (
     AccountEvent,
     TransferCompensated,
     TransferCompleted,
     TransferInitiated,
 )
+from pointex.server.domain.processes import transfer as process
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
@@ -284,11 +285,11 @@ class CommandHandlers:
         """Run `_complete` for each transfer, all credits told before any is awaited."""
         asked = []
         for initiated in transfers:
-            key = initiated.transfer_id
-            completed = StreamAppend(
-                streams.transfer(key), 1, (codec.encode(TransferCompleted(key)),)
-            )
-            credit = Command(credit_of(initiated, key), appending(completed))
+            debited = process.evolve(None, initiated)
+            step = process.decide(debited, process.Resumed())
+            assert isinstance(step, process.Credit), step
+            completed = _append(debited, step.completed)
+            credit = Command(step.command, appending(completed))
             asked.append(tell(self._actors, initiated.to_account_id, credit))
         outcomes: list[TransferDone | BaseException] = []
         others: dict[int, Awaitable[TransferDone]] = {}
@@ -312,22 +313,16 @@ class CommandHandlers:
     async def _compensate(
         self, initiated: TransferInitiated, refusal: errors.DomainError
     ) -> TransferDone:
-        key = initiated.transfer_id
-        compensated = TransferCompensated(key, refusal.reason)
-        append = StreamAppend(streams.transfer(key), 1, (codec.encode(compensated),))
-        give_back = ReturnPoints(
-            initiated.from_account_id,
-            key,
-            initiated.kind,
-            initiated.to_account_id,
-            initiated.amount_points,
-        )
+        debited = process.evolve(None, initiated)
+        step = process.decide(debited, process.CreditRefused(refusal.reason))
+        assert isinstance(step, process.Compensate), step
+        append = _append(debited, step.compensated)
         try:
             decided: Decided = await self._actors.ask(
-                initiated.from_account_id, Command(give_back, lambda _s, _e: ((append,), None))
+                initiated.from_account_id, Command(step.command, appending(append))
             )
         except WrongExpectedVersion as conflict:
-            if conflict.stream_id != streams.transfer(key):
+            if conflict.stream_id != streams.transfer(initiated.transfer_id):
                 raise
             return await self._outcome(initiated)
         self._settled(initiated)
@@ -339,41 +334,40 @@ class CommandHandlers:
 
     async def _outcome(self, initiated: TransferInitiated) -> TransferDone:
         """Return (or raise) the recorded end of a transfer another driver finished."""
-        recorded = await self._store.read_stream(streams.transfer(initiated.transfer_id), 1, 2)
-        assert len(recorded) == 2, recorded  # noqa: PLR2004 - initiated, then its end.
-        end = codec.decode(recorded[1])
-        if isinstance(end, TransferCompensated):
-            raise _compensated_error(end.reason, "the destination refused", recorded[1].position)
-        return TransferDone(initiated, recorded[1].position)
+        loaded = await self._load(initiated.transfer_id)
+        assert loaded is not None, initiated
+        transfer, position = loaded
+        step = process.decide(transfer, process.Resumed())
+        assert isinstance(step, process.Ended), "another driver ended it"
+        if step.phase is process.Phase.COMPENSATED:
+            raise _compensated_error(step.reason, "the destination refused", position)
+        return TransferDone(initiated, position)
+
+    async def _load(self, key: str) -> tuple[process.Transfer, int] | None:
+        """Return a transfer rebuilt from its stream and its last position, if it exists."""
+        recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
+        if not recorded:
+            return None
+        transfer: process.Transfer | None = None
+        for event in recorded:
+            transfer = process.evolve(transfer, codec.decode(event))
+        assert transfer is not None
+        return transfer, recorded[-1].position
 
     async def _resume(
         self, request: TransferRequest, key: str, *, required: bool
     ) -> TransferDone | None:
         """Answer a retry from the transfer's record, finishing it if it is still open."""
-        recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
-        if not recorded:
+        loaded = await self._load(key)
+        if loaded is None:
             assert not required, key
             return None
-        initiated = codec.decode(recorded[0])
-        assert isinstance(initiated, TransferInitiated)
-        same = (
-            initiated.kind,
-            initiated.from_account_id,
-            initiated.to_account_id,
-            initiated.amount_points,
-            initiated.memo,
-        ) == (
-            request.kind,
-            request.from_account_id,
-            request.to_account_id,
-            request.amount_points,
-            request.memo,
-        )
-        if not same:
+        transfer, _ = loaded
+        if not process.same_terms(request, transfer.initiated):
             raise key_reused()
-        if len(recorded) == 1:
-            return await self._complete(initiated)
-        return await self._outcome(initiated)
+        if transfer.phase is process.Phase.DEBITED:
+            return await self._complete(transfer.initiated)
+        return await self._outcome(transfer.initiated)
 
     def open_steps(self) -> OpenTransfers:
         """Return the recovery scan's tracker of open transfers."""
@@ -424,6 +418,13 @@ class OpenTransfers:
     async def resume(self) -> None:
         """Credit or compensate every open transfer."""
         await self._handlers.resume(list(self._found.values()))
+
+
+def _append(transfer: process.Transfer, event: process.TransferEvent) -> StreamAppend:
+    """Return the append of a transfer's next event, at the version its stream has now."""
+    return StreamAppend(
+        streams.transfer(transfer.transfer_id), transfer.version, (codec.encode(event),)
+    )
 
 
 def _compensated_error(reason: str, message: str, position: int) -> errors.DomainError:

@@ -36,13 +36,13 @@ from pointex.server.actors.stream_actor import Finish
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
-from pointex.server.domain.commands import CreditPoints, DebitPoints
+from pointex.server.domain.commands import CreditPoints
 from pointex.server.domain.events import (
     AccountEvent,
-    PointsDebited,
     TransferCompleted,
     TransferInitiated,
 )
+from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.values import TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
@@ -96,18 +96,6 @@ async def replies(futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
     return await asyncio.gather(*futures, return_exceptions=True)
 
 
-def credit_of(transfer: TransferRequest | TransferInitiated, key: str) -> CreditPoints:
-    """Return the credit a transfer asks of its destination."""
-    return CreditPoints(
-        transfer.to_account_id,
-        key,
-        transfer.kind,
-        transfer.from_account_id,
-        transfer.amount_points,
-        transfer.memo,
-    )
-
-
 def _check_credit(credit: CreditPoints, state: Account | None) -> None:
     check_credit(state, credit)
 
@@ -121,39 +109,13 @@ def appending(*appends: StreamAppend) -> Finish:
     return finish
 
 
-def _debit_of(request: TransferRequest, key: str) -> DebitPoints:
-    return DebitPoints(
-        request.principal.caller,
-        request.from_account_id,
-        key,
-        request.kind,
-        request.to_account_id,
-        request.amount_points,
-        request.memo,
-    )
-
-
-def _initiated(request: TransferRequest, key: str, debited: AccountEvent) -> TransferInitiated:
-    assert isinstance(debited, PointsDebited), debited
-    return TransferInitiated(
-        key,
-        request.kind,
-        request.from_account_id,
-        request.to_account_id,
-        request.amount_points,
-        request.memo,
-        request.request_id,
-        debited.available_points,
-    )
-
-
 def _debit(request: TransferRequest, key: str) -> Command:
     def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
-        initiated = _initiated(request, key, events[0])
+        initiated = process.initiated_of(request, key, events[0])
         append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
         return (append,), initiated
 
-    return Command(_debit_of(request, key), finish)
+    return Command(process.debit_of(request.principal.caller, request, key), finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +145,9 @@ def in_one_unit(actors: ActorSystem, request: TransferRequest, key: str) -> Unit
         return None
     # The destination first: the steps check it before the debit, so a transfer both
     # accounts refuse fails with the destination's reason on either path.
-    credited = destination.propose(credit_of(request, key))
-    debited = source.propose(_debit_of(request, key))
-    initiated = _initiated(request, key, debited.events[0])
+    credited = destination.propose(process.credit_of(request, key))
+    debited = source.propose(process.debit_of(request.principal.caller, request, key))
+    initiated = process.initiated_of(request, key, debited.events[0])
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
     extra = (StreamAppend(streams.transfer(key), 0, record),)
     return Unit(initiated, source.commit_together(debited, ((destination, credited),), extra))
@@ -245,7 +207,7 @@ async def start_transfers(
     # A destination that cannot take the points stops its transfer before anything moves.
     checks = []
     for i in stepwise:
-        credit = credit_of(requests[i], keys[i])
+        credit = process.credit_of(requests[i], keys[i])
         check = Inspect(functools.partial(_check_credit, credit))
         checks.append(tell(actors, requests[i].to_account_id, check))
     checked = await replies(checks)

@@ -1,0 +1,230 @@
+"""The transfer process (issue, redeem, transfer): debit, then credit or compensate.
+
+A transfer's stream (`transfer-<id>`, the id being the request key) is its process record
+and its idempotency record at once. Its steps, each an event committed with the account
+step that goes with it:
+
+  start       the destination is checked (nothing is written if it cannot take the points),
+              then the source's PointsDebited commits with TransferInitiated     -> DEBITED
+  Resumed     DEBITED: Credit (the destination's PointsCredited with TransferCompleted)
+  refused     DEBITED: Compensate (the source's PointsReturned with TransferCompensated)
+  any input   COMPLETED / COMPENSATED: Ended (the recorded outcome)
+
+When both accounts' actors are loaded, the start commits the whole transfer as one unit
+(both account events, TransferInitiated and TransferCompleted): it is never DEBITED. The
+functions that build each step's commands live here, so both paths build the same ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from pointex.server.domain.commands import CreditPoints, DebitPoints, ReturnPoints
+from pointex.server.domain.events import (
+    AccountEvent,
+    PointsDebited,
+    TransferCompensated,
+    TransferCompleted,
+    TransferInitiated,
+)
+from pointex.server.domain.values import Caller, TransferKind
+
+TransferEvent = TransferInitiated | TransferCompleted | TransferCompensated
+
+
+class TransferTerms(Protocol):
+    """What a transfer moves: validated by the edge, the same on every retry."""
+
+    @property
+    def request_id(self) -> str:
+        """Return the client's request id."""
+        ...
+
+    @property
+    def kind(self) -> TransferKind:
+        """Return the kind of movement (issue, redeem, transfer)."""
+        ...
+
+    @property
+    def from_account_id(self) -> str:
+        """Return the source account."""
+        ...
+
+    @property
+    def to_account_id(self) -> str:
+        """Return the destination account."""
+        ...
+
+    @property
+    def amount_points(self) -> int:
+        """Return the points moved."""
+        ...
+
+    @property
+    def memo(self) -> str:
+        """Return the memo or reason."""
+        ...
+
+
+def same_terms(terms: TransferTerms, initiated: TransferInitiated) -> bool:
+    """Tell whether a recorded transfer has these terms (a retry, not a reused request id)."""
+    return (
+        terms.kind,
+        terms.from_account_id,
+        terms.to_account_id,
+        terms.amount_points,
+        terms.memo,
+    ) == (
+        initiated.kind,
+        initiated.from_account_id,
+        initiated.to_account_id,
+        initiated.amount_points,
+        initiated.memo,
+    )
+
+
+class Phase(enum.Enum):
+    """Where a transfer's process is."""
+
+    DEBITED = "DEBITED"  # The points are in flight: the credit (or its compensation) is due.
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A transfer as rebuilt from its stream."""
+
+    initiated: TransferInitiated
+    phase: Phase
+    version: int
+    reason: str = ""  # Why the destination refused, once COMPENSATED.
+
+    @property
+    def transfer_id(self) -> str:
+        """Return the transfer's id (its request key)."""
+        return self.initiated.transfer_id
+
+
+def evolve(transfer: Transfer | None, event: TransferEvent) -> Transfer:
+    """Return the transfer after `event`."""
+    if isinstance(event, TransferInitiated):
+        assert transfer is None, "a transfer is initiated once"
+        return Transfer(event, Phase.DEBITED, 1)
+    assert transfer is not None, f"{type(event).__name__} before TransferInitiated"
+    assert transfer.phase is Phase.DEBITED, transfer
+    assert event.transfer_id == transfer.transfer_id, event
+    if isinstance(event, TransferCompleted):
+        return replace(transfer, phase=Phase.COMPLETED, version=transfer.version + 1)
+    return replace(
+        transfer, phase=Phase.COMPENSATED, version=transfer.version + 1, reason=event.reason
+    )
+
+
+# --- What happened, and the next step -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The debit committed, or the server restarted: do what is due now."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRefused:
+    """The destination refused the credit (closed since the check, over its ceiling...)."""
+
+    reason: str
+
+
+Happened = Resumed | CreditRefused
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Credit the destination, committing TransferCompleted with it."""
+
+    command: CreditPoints
+    completed: TransferCompleted
+
+
+@dataclass(frozen=True, slots=True)
+class Compensate:
+    """Return the points to the source, committing TransferCompensated with it."""
+
+    command: ReturnPoints
+    compensated: TransferCompensated
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Nothing is due: the transfer completed, or was compensated for `reason`."""
+
+    phase: Phase
+    reason: str
+
+
+Step = Credit | Compensate | Ended
+
+
+def decide(transfer: Transfer, happened: Happened) -> Step:
+    """Return the next step of `transfer` after `happened`."""
+    if transfer.phase is not Phase.DEBITED:
+        return Ended(transfer.phase, transfer.reason)
+    initiated = transfer.initiated
+    if isinstance(happened, CreditRefused):
+        give_back = ReturnPoints(
+            initiated.from_account_id,
+            initiated.transfer_id,
+            initiated.kind,
+            initiated.to_account_id,
+            initiated.amount_points,
+        )
+        return Compensate(give_back, TransferCompensated(initiated.transfer_id, happened.reason))
+    return Credit(
+        credit_of(initiated, initiated.transfer_id), TransferCompleted(initiated.transfer_id)
+    )
+
+
+# --- The commands of the start --------------------------------------------------------------
+
+
+def credit_of(transfer: TransferTerms | TransferInitiated, key: str) -> CreditPoints:
+    """Return the credit a transfer asks of its destination."""
+    return CreditPoints(
+        transfer.to_account_id,
+        key,
+        transfer.kind,
+        transfer.from_account_id,
+        transfer.amount_points,
+        transfer.memo,
+    )
+
+
+def debit_of(caller: Caller, terms: TransferTerms, key: str) -> DebitPoints:
+    """Return the debit that starts a transfer on its source."""
+    return DebitPoints(
+        caller,
+        terms.from_account_id,
+        key,
+        terms.kind,
+        terms.to_account_id,
+        terms.amount_points,
+        terms.memo,
+    )
+
+
+def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> TransferInitiated:
+    """Return the process record that commits with the source's debit."""
+    assert isinstance(debited, PointsDebited), debited
+    return TransferInitiated(
+        key,
+        terms.kind,
+        terms.from_account_id,
+        terms.to_account_id,
+        terms.amount_points,
+        terms.memo,
+        terms.request_id,
+        debited.available_points,
+    )

@@ -1,0 +1,147 @@
+"""The transfer process, pure: every phase against every input, and the start's commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pointex.server.domain.commands import CreditPoints, ReturnPoints
+from pointex.server.domain.events import (
+    PointsDebited,
+    TransferCompensated,
+    TransferCompleted,
+    TransferInitiated,
+)
+from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.values import Caller, Role, TransferKind
+
+KEY = "k" * 32
+PARTNER = Caller(Role.PARTNER, "acme")
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A transfer's terms, as the edge hands them over."""
+
+    request_id: str = "r1"
+    kind: TransferKind = TransferKind.TRANSFER
+    from_account_id: str = "acme:alice"
+    to_account_id: str = "acme:bob"
+    amount_points: int = 40
+    memo: str = "gift"
+
+
+def _initiated(terms: Terms = Terms()) -> TransferInitiated:
+    debited = PointsDebited(
+        terms.from_account_id,
+        KEY,
+        terms.kind,
+        terms.to_account_id,
+        terms.amount_points,
+        terms.memo,
+        60,
+    )
+    return process.initiated_of(terms, KEY, debited)
+
+
+def _phases() -> dict[str, process.Transfer]:
+    debited = process.evolve(None, _initiated())
+    return {
+        "debited": debited,
+        "completed": process.evolve(debited, TransferCompleted(KEY)),
+        "compensated": process.evolve(debited, TransferCompensated(KEY, "ACCOUNT_CLOSED")),
+    }
+
+
+INPUTS: dict[str, process.Happened] = {
+    "resumed": process.Resumed(),
+    "refused": process.CreditRefused("ACCOUNT_CLOSED"),
+}
+
+EXPECTED = {
+    ("debited", "resumed"): "Credit",
+    ("debited", "refused"): "Compensate",
+    ("completed", "resumed"): "Ended COMPLETED",
+    ("completed", "refused"): "Ended COMPLETED",
+    ("compensated", "resumed"): "Ended COMPENSATED ACCOUNT_CLOSED",
+    ("compensated", "refused"): "Ended COMPENSATED ACCOUNT_CLOSED",
+}
+
+
+def _name(step: process.Step) -> str:
+    if isinstance(step, process.Ended):
+        return " ".join(filter(None, ["Ended", step.phase.value, step.reason]))
+    return type(step).__name__
+
+
+def test_the_table_covers_every_phase_and_every_input() -> None:
+    """A new phase or input without a row fails here."""
+    assert set(EXPECTED) == {(p, i) for p in _phases() for i in INPUTS}
+
+
+@pytest.mark.parametrize(("phase", "happened"), sorted(EXPECTED))
+def test_every_phase_and_input_decide_the_expected_step(phase: str, happened: str) -> None:
+    """Each pair decides one step; an ended transfer only reports its outcome."""
+    assert _name(process.decide(_phases()[phase], INPUTS[happened])) == EXPECTED[phase, happened]
+
+
+def test_the_credit_goes_to_the_destination_with_the_completion_at_version_one() -> None:
+    """A debited transfer credits its destination the amount debited, and then completes."""
+    debited = _phases()["debited"]
+    step = process.decide(debited, process.Resumed())
+    assert isinstance(step, process.Credit)
+    assert step.command == CreditPoints(
+        "acme:bob", KEY, TransferKind.TRANSFER, "acme:alice", 40, "gift"
+    )
+    assert step.completed == TransferCompleted(KEY)
+    assert debited.version == 1
+    assert process.evolve(debited, step.completed).phase is process.Phase.COMPLETED
+
+
+def test_a_refused_credit_returns_the_points_to_the_source_with_the_reason() -> None:
+    """The compensation gives back exactly the debited amount and records why."""
+    step = process.decide(_phases()["debited"], process.CreditRefused("BALANCE_CEILING_EXCEEDED"))
+    assert isinstance(step, process.Compensate)
+    assert step.command == ReturnPoints("acme:alice", KEY, TransferKind.TRANSFER, "acme:bob", 40)
+    assert step.compensated == TransferCompensated(KEY, "BALANCE_CEILING_EXCEEDED")
+
+
+@pytest.mark.parametrize("phase", ["completed", "compensated"])
+def test_an_ended_transfer_takes_no_second_end(phase: str) -> None:
+    """A completion or compensation after the end is a programmer error (evolve asserts)."""
+    with pytest.raises(AssertionError):
+        process.evolve(_phases()[phase], TransferCompleted(KEY))
+
+
+def test_a_transfer_is_initiated_once_and_ends_only_after_it() -> None:
+    """No second TransferInitiated, and no end without a start."""
+    with pytest.raises(AssertionError):
+        process.evolve(_phases()["debited"], _initiated())
+    with pytest.raises(AssertionError):
+        process.evolve(None, TransferCompleted(KEY))
+
+
+def test_a_retry_has_the_same_terms_and_a_reused_id_does_not() -> None:
+    """The recorded terms tell a retry from a request id reused for another transfer."""
+    initiated = _initiated()
+    assert process.same_terms(Terms(), initiated)
+    assert not process.same_terms(Terms(amount_points=41), initiated)
+    assert not process.same_terms(Terms(to_account_id="acme:carol"), initiated)
+
+
+def test_the_debit_and_its_record_carry_the_terms_and_the_balance_after() -> None:
+    """The start's debit names the caller and the terms; its record the balance after it."""
+    debit = process.debit_of(PARTNER, Terms(), KEY)
+    assert (debit.caller, debit.account_id, debit.transfer_id) == (PARTNER, "acme:alice", KEY)
+    assert (debit.counterparty_account_id, debit.amount_points, debit.memo) == (
+        "acme:bob",
+        40,
+        "gift",
+    )
+    initiated = _initiated()
+    assert (initiated.transfer_id, initiated.request_id, initiated.from_available_points) == (
+        KEY,
+        "r1",
+        60,
+    )
