@@ -19,7 +19,7 @@ from pointex.server.command.market_handlers import MarketHandlers
 from pointex.server.command.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.recovery import recover
+from pointex.server.command.recovery import PROCESS_KINDS, recover
 from pointex.server.command.runner import ProcessRunner
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.config import CommandConfig
@@ -122,6 +122,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
             OpenPlacements(market),
             OpenTrades(market.processes),
         )
+        assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
         found = await recover(store, kinds)  # Before any command is taken.
         if any(found.values()):
             log.info("resumed processes left open", extra={"open": found})
