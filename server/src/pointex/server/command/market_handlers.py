@@ -4,7 +4,9 @@ Placing a SELL order is a process: (1) the seller's points are held (PointsHeld 
 the order's terms), (2) the market places and matches the order (OrderPlaced, its
 TradeMatched, an IOC remainder's OrderCancelled, each trade's TradeCreated and the request
 record, in one unit), (3) an IOC remainder's points are released. A BUY order is step 2
-only. After a crash between steps, recovery (market_recovery.py) finishes the order.
+only. Which step is due is decided by the pure state machine of
+domain/processes/placement.py. After a crash between steps, the recovery scan
+(market_recovery.py) finishes the order.
 
 A request's record (`request-<key>`) is written with the market step; the order id is
 derived from the request key, so a retry names the same order. Payment callbacks are
@@ -39,12 +41,11 @@ from pointex.server.command.trades import TradeProcesses
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trades
 from pointex.server.domain.account import Account
-from pointex.server.domain.commands import HoldPoints, ReleasePoints
+from pointex.server.domain.commands import ReleasePoints
 from pointex.server.domain.market_commands import (
     CancelOrder,
     ConfigureMarket,
     PlaceOrder,
-    RejectOrder,
 )
 from pointex.server.domain.market_events import (
     MarketEvent,
@@ -53,6 +54,7 @@ from pointex.server.domain.market_events import (
     TradeMatched,
 )
 from pointex.server.domain.order_book import OrderBook, check_order, copy_order
+from pointex.server.domain.processes import placement
 from pointex.server.domain.values import (
     AccountStatus,
     Caller,
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 ORDER_ID_PREFIX = "ord-"
+_RESUMED = placement.Resumed()
 
 
 def order_id_for(key: str) -> str:
@@ -136,20 +139,11 @@ class MarketHandlers:
             await self._require_trader(caller, order.account_id)
             market = self._markets.serving(order.market_id)
             await market.tell(Inspect(lambda book: check_order(book, order)))
-            if order.side is OrderSide.SELL:
-                hold = HoldPoints(
-                    caller,
-                    order.account_id,
-                    order.order_id,
-                    order.market_id,
-                    order.quantity_points,
-                    order.limit_price_minor,
-                    order.time_in_force,
-                    order.client_order_id,
-                )
-                if order.order_id not in self._held:  # A retry after a failed placement: held.
-                    await self._accounts.ask(order.account_id, Command(hold))
-                    self._held.add(order.order_id)
+            first = placement.start(caller, order)
+            # A retry after a failed placement finds the points held already.
+            if isinstance(first, placement.Hold) and order.order_id not in self._held:
+                await self._accounts.ask(order.account_id, Command(first.command))
+                self._held.add(order.order_id)
             try:
                 return await self.place_held(order, digest, request_id, principal_id)
             except (StoreError, Overloaded):
@@ -211,9 +205,9 @@ class MarketHandlers:
         for created in placed.created:
             self._processes.start(created)
         position = decided.position
-        if placed.remainder_points:
-            release = ReleasePoints(order.account_id, order.order_id, "", placed.remainder_points)
-            position = await self.release(release, after=position)
+        step = placement.decide(placement.placed(order, placed.remainder_points), _RESUMED)
+        if isinstance(step, placement.Release):
+            position = await self.release(step.command, after=position)
         response = placed.response
         response.position.CopyFrom(position_message(position))
         return response
@@ -257,11 +251,13 @@ class MarketHandlers:
 
     async def _reject_held(self, order: PlaceOrder, reason: str) -> None:
         """Record that a held SELL order cannot be placed, and release its points."""
-        market = self._markets.actor(order.market_id)
-        await market.tell(Command(RejectOrder(order, reason)))
-        await self.release(
-            ReleasePoints(order.account_id, order.order_id, "", order.quantity_points)
-        )
+        held = placement.held(order)
+        rejected = placement.decide(held, placement.Refused(reason))
+        assert isinstance(rejected, placement.Reject), rejected
+        await self._markets.actor(order.market_id).tell(Command(rejected.command))
+        release = placement.decide(placement.rejected(order), _RESUMED)
+        assert isinstance(release, placement.Release), release
+        await self.release(release.command)
 
     async def release(self, release: ReleasePoints, *, after: int = 0) -> int:
         """Return held points to the seller; return the position of the release.

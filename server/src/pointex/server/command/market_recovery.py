@@ -19,24 +19,19 @@ from pointex.server.command.market_handlers import MarketHandlers
 from pointex.server.command.market_replies import place_request_of
 from pointex.server.command.trades import TradeProcesses
 from pointex.server.domain import errors
-from pointex.server.domain.commands import ReleasePoints
-from pointex.server.domain.events import PointsHeld, PointsReleased
-from pointex.server.domain.market_commands import PlaceOrder
+from pointex.server.domain.events import PointsReleased
 from pointex.server.domain.market_events import (
-    OrderCancelled,
-    OrderPlaced,
-    OrderRejected,
     TradeCancelled,
     TradeCreated,
     TradeSettled,
 )
-from pointex.server.domain.values import OrderSide
+from pointex.server.domain.processes import placement
 
 log = logging.getLogger(__name__)
 
 
 class OpenPlacements:
-    """Orders held and not yet placed or rejected, and SELL remainders not yet released."""
+    """Orders held and not yet placed or rejected, and SELL quantities not yet released."""
 
     kind = "placement"
     types = frozenset(
@@ -46,61 +41,42 @@ class OpenPlacements:
     def __init__(self, market: MarketHandlers) -> None:
         """Track open placements for `market` to finish."""
         self._market = market
-        self.holds: dict[str, tuple[int, PointsHeld]] = {}
-        self.releases: dict[str, tuple[int, ReleasePoints]] = {}
+        # Orders with a step due: order id -> (position where it opened, the placement).
+        self._open: dict[str, tuple[int, placement.Placement]] = {}
 
     def see(self, position: int, event: object) -> None:
-        """Open a step at a hold or a SELL's end; close it at placement or release."""
-        match event:
-            case PointsHeld():
-                self.holds[event.order_id] = (position, event)
-            case OrderPlaced():
-                self.holds.pop(event.order_id, None)
-            case OrderRejected() | OrderCancelled():
-                self.holds.pop(event.order_id, None)
-                if event.side is OrderSide.SELL:
-                    quantity = (
-                        event.quantity_points
-                        if isinstance(event, OrderRejected)
-                        else event.cancelled_quantity_points
-                    )
-                    release = ReleasePoints(event.account_id, event.order_id, "", quantity)
-                    self.releases[event.order_id] = (position, release)
-            case PointsReleased(trade_id=""):
-                self.releases.pop(event.order_id, None)
-            case _:
-                pass  # A trade's release: the trade's own step.
+        """Follow an order's placement; it is open while a step is due."""
+        if isinstance(event, PointsReleased) and event.trade_id:
+            return  # A cancelled trade's release: the trade process's own step.
+        assert isinstance(event, placement.PlacementEvent), event
+        known = self._open.get(event.order_id)
+        after = placement.evolve(known[1] if known else None, event)
+        if after.stage is placement.Stage.DONE:
+            self._open.pop(event.order_id, None)
+        else:
+            self._open[event.order_id] = (known[0] if known else position, after)
 
     def oldest(self) -> int | None:
         """Return where the oldest step found open opened."""
-        positions = [p for p, _ in self.holds.values()]
-        positions += [p for p, _ in self.releases.values()]
-        return min(positions, default=None)
+        return min((position for position, _ in self._open.values()), default=None)
 
     def open_count(self) -> int:
         """Return how many steps the scan found open."""
-        return len(self.holds) + len(self.releases)
+        return len(self._open)
 
     async def resume(self) -> None:
-        """Place (or reject) every held order, and release every SELL remainder."""
-        for _, held in self.holds.values():
-            order = PlaceOrder(
-                held.order_id,
-                held.account_id,
-                held.market_id,
-                OrderSide.SELL,
-                held.amount_points,
-                held.limit_price_minor,
-                held.time_in_force,
-                held.client_order_id,
-            )
-            # A refusal rejects the order and releases its points; that is the finished state.
-            with contextlib.suppress(errors.DomainError):
-                await self._market.place_held(
-                    order, payload_digest(place_request_of(order)), "", ""
-                )
-        for _, release in self.releases.values():
-            await self._market.release(release)
+        """Place (or reject) every held order, and release what is due back."""
+        for _, open_placement in self._open.values():
+            step = placement.decide(open_placement, placement.Resumed())
+            if isinstance(step, placement.Place):
+                order = step.command
+                # A refusal rejects the order and releases its points: the finished state.
+                with contextlib.suppress(errors.DomainError):
+                    await self._market.place_held(
+                        order, payload_digest(place_request_of(order)), "", ""
+                    )
+            elif isinstance(step, placement.Release):
+                await self._market.release(step.command)
 
 
 class OpenTrades:
