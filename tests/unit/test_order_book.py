@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pointex.server import limits
 from pointex.server.actors import book_snapshots
 from pointex.server.domain import errors
 from pointex.server.domain.market_commands import CancelOrder, PlaceOrder, ReturnTradeQuantity
@@ -20,7 +21,13 @@ from pointex.server.domain.market_events import (
     OrderQuantityReturned,
     TradeMatched,
 )
-from pointex.server.domain.order_book import OrderBook, decide, evolve, held_by_resting_sells
+from pointex.server.domain.order_book import (
+    BookOrder,
+    OrderBook,
+    decide,
+    evolve,
+    held_by_resting_sells,
+)
 from pointex.server.domain.values import (
     FeeSchedule,
     Market,
@@ -39,6 +46,13 @@ GTC, IOC = TimeInForce.GTC, TimeInForce.IOC
 
 def _book() -> OrderBook:
     return evolve(OrderBook(), MarketConfigured(MARKET))
+
+
+def _found(book: OrderBook, order_id: str) -> BookOrder:
+    """Return an order the book knows, resting or recently finished."""
+    order = book.find(order_id)
+    assert order is not None, order_id
+    return order
 
 
 def _place(  # noqa: PLR0917 - the order's terms, as in the request.
@@ -71,8 +85,8 @@ def test_a_buy_matches_the_best_ask_first_at_the_makers_price() -> None:
     _place(book, "s2", "b", SELL, 5, 100)
     events = _place(book, "b1", "c", BUY, 8, 105)
     assert _trades(events) == [("b1", "s2", 5, 100), ("b1", "s1", 3, 101)]
-    assert book.orders["s1"].open_quantity_points == 2
-    assert not book.orders["b1"].resting
+    assert _found(book, "s1").open_quantity_points == 2
+    assert not _found(book, "b1").resting
 
 
 def test_within_a_price_the_oldest_order_matches_first() -> None:
@@ -91,7 +105,7 @@ def test_an_order_never_matches_its_own_account() -> None:
     _place(book, "b2", "b", BUY, 3, 99)
     events = _place(book, "s1", "a", SELL, 3, 90)
     assert _trades(events) == [("b2", "s1", 3, 99)]
-    assert book.orders["b1"].resting
+    assert _found(book, "b1").resting
 
 
 def test_an_ioc_remainder_is_cancelled_and_a_gtc_remainder_rests() -> None:
@@ -102,9 +116,9 @@ def test_an_ioc_remainder_is_cancelled_and_a_gtc_remainder_rests() -> None:
     assert isinstance(events[-1], OrderCancelled)
     assert events[-1].reason is OrderCancelReason.IOC_REMAINDER
     assert events[-1].cancelled_quantity_points == 3
-    assert not book.orders["b1"].resting
+    assert not _found(book, "b1").resting
     _place(book, "b2", "b", BUY, 5, 100)
-    assert book.orders["b2"].resting
+    assert _found(book, "b2").resting
 
 
 def test_a_cancelled_trade_returns_quantity_only_to_a_resting_order() -> None:
@@ -115,9 +129,9 @@ def test_a_cancelled_trade_returns_quantity_only_to_a_resting_order() -> None:
     returned = decide(book, ReturnTradeQuantity("PTS-CNY", "b1.t1", "s1", 2))
     assert returned == [OrderQuantityReturned("s1", "PTS-CNY", "b1.t1", 2, 5)]
     evolve(book, returned[0])
-    assert book.orders["s1"].open_quantity_points == 5
+    assert _found(book, "s1").open_quantity_points == 5
     _place(book, "b2", "c", BUY, 5, 100)
-    assert not book.orders["s1"].resting
+    assert not _found(book, "s1").resting
     assert decide(book, ReturnTradeQuantity("PTS-CNY", "b2.t1", "s1", 5)) == []
 
 
@@ -310,3 +324,41 @@ def test_a_book_restored_from_its_snapshot_matches_as_the_original(
     price = 200 if side is BUY else 1  # Crosses every resting order of the other side.
     taker = PlaceOrder("probe", "z", "PTS-CNY", side, quantity, price, IOC, "")
     assert decide(copy, taker) == decide(book, taker)
+
+
+def test_finished_orders_leave_memory_past_their_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the last `finished_orders_max` finished orders stay, with their client order ids."""
+    monkeypatch.setattr(limits, "finished_orders_max", 3)
+    book = _book()
+    for n in range(5):
+        order = PlaceOrder(f"b{n}", "a", "PTS-CNY", BUY, 1, 100, TimeInForce.IOC, f"c{n}")
+        for event in decide(book, order):
+            evolve(book, event)
+    assert list(book.finished) == ["b2", "b3", "b4"]
+    assert book.find("b0") is None
+    assert set(book.client_order_ids) == {("a", "c2"), ("a", "c3"), ("a", "c4")}
+    cancel = CancelOrder("PTS-CNY", "b0")
+    with pytest.raises(errors.NotFound):
+        decide(book, cancel)
+    with pytest.raises(errors.FailedPrecondition) as not_open:
+        decide(book, CancelOrder("PTS-CNY", "b4"))
+    assert not_open.value.reason == errors.ORDER_NOT_OPEN
+
+
+def test_a_snapshot_holds_the_resting_and_the_recently_finished_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However many orders a market took, its snapshot is as large as its bounded memory."""
+    monkeypatch.setattr(limits, "finished_orders_max", 3)
+    book = _book()
+    for n in range(50):
+        order = PlaceOrder(f"b{n}", "a", "PTS-CNY", BUY, 1, 100, TimeInForce.IOC, "")
+        for event in decide(book, order):
+            evolve(book, event)
+    _place(book, "rest", "a", BUY, 1, 90, TimeInForce.GTC)
+    snapshot = book_snapshots.to_snapshot("market-PTS-CNY", book, 101, 101)
+    assert snapshot is not None
+    restored = book_snapshots.from_snapshot(snapshot)
+    assert restored is not None
+    assert list(restored[0].finished) == ["b47", "b48", "b49"]
+    assert list(restored[0].orders) == ["rest"]

@@ -296,7 +296,8 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     code: "FAILED_PRECONDITION",
     family: "Refused",
     summary: "CancelOrder on an order that is no longer resting (FILLED, CANCELLED or " +
-      "REJECTED). Metadata: \"order_id\".",
+      "REJECTED) and is among the market's 10,000 most recently finished orders; one " +
+      "that finished longer ago is ORDER_NOT_FOUND. Metadata: \"order_id\".",
   }],
   ["CLIENT_ORDER_ID_REUSED", {
     name: "CLIENT_ORDER_ID_REUSED",
@@ -304,8 +305,9 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     code: "ALREADY_EXISTS",
     family: "Conflict",
     summary: "PlaceOrder with a `client_order_id` that the account already used, under a " +
-      "different `request_id`. Metadata: \"field\" = \"client_order_id\", \"order_id\" (the " +
-      "existing order, owned by the same account).",
+      "different `request_id`, for a resting order or one among the market's 10,000 " +
+      "most recently finished orders. Metadata: \"field\" = \"client_order_id\", \"order_id\" " +
+      "(the existing order, owned by the same account).",
   }],
   ["PRICE_NOT_POSITIVE", {
     name: "PRICE_NOT_POSITIVE",

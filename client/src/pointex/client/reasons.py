@@ -253,15 +253,17 @@ REASONS: Final[Mapping[str, Reason]] = {
         31,
         "FAILED_PRECONDITION",
         "CancelOrder on an order that is no longer resting (FILLED, CANCELLED or "
-        'REJECTED). Metadata: "order_id".',
+        "REJECTED) and is among the market's 10,000 most recently finished orders; one "
+        'that finished longer ago is ORDER_NOT_FOUND. Metadata: "order_id".',
     ),
     "CLIENT_ORDER_ID_REUSED": Reason(
         "CLIENT_ORDER_ID_REUSED",
         32,
         "ALREADY_EXISTS",
         "PlaceOrder with a `client_order_id` that the account already used, under a "
-        'different `request_id`. Metadata: "field" = "client_order_id", "order_id" (the '
-        "existing order, owned by the same account).",
+        "different `request_id`, for a resting order or one among the market's 10,000 "
+        'most recently finished orders. Metadata: "field" = "client_order_id", "order_id" '
+        "(the existing order, owned by the same account).",
     ),
     "PRICE_NOT_POSITIVE": Reason(
         "PRICE_NOT_POSITIVE",

@@ -648,7 +648,8 @@ class PlaceOrderRequest(_message.Message):
     """GTC or IOC. Required."""
     client_order_id: _builtins.str
     """The caller's own reference for the order; optional, 0–64 id characters, unique per
-    account (CLIENT_ORDER_ID_REUSED if an order of the account already has it).
+    account (CLIENT_ORDER_ID_REUSED if an order of the account already has it) among its
+    resting orders and the market's 10,000 most recently finished orders.
     """
     def __init__(
         self,

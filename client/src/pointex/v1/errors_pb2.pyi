@@ -179,11 +179,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_ORDER_NOT_OPEN: _ErrorReason.ValueType  # 31
     """FAILED_PRECONDITION. CancelOrder on an order that is no longer resting (FILLED, CANCELLED
-    or REJECTED). Metadata: "order_id".
+    or REJECTED) and is among the market's 10,000 most recently finished orders; one that
+    finished longer ago is ORDER_NOT_FOUND. Metadata: "order_id".
     """
     ERROR_REASON_CLIENT_ORDER_ID_REUSED: _ErrorReason.ValueType  # 32
     """ALREADY_EXISTS. PlaceOrder with a `client_order_id` that the account already used, under a
-    different `request_id`. Metadata: "field" = "client_order_id", "order_id" (the existing
+    different `request_id`, for a resting order or one among the market's 10,000 most
+    recently finished orders. Metadata: "field" = "client_order_id", "order_id" (the existing
     order, owned by the same account).
     """
     ERROR_REASON_PRICE_NOT_POSITIVE: _ErrorReason.ValueType  # 33
@@ -415,11 +417,13 @@ Metadata: "order_id".
 """
 ERROR_REASON_ORDER_NOT_OPEN: ErrorReason.ValueType  # 31
 """FAILED_PRECONDITION. CancelOrder on an order that is no longer resting (FILLED, CANCELLED
-or REJECTED). Metadata: "order_id".
+or REJECTED) and is among the market's 10,000 most recently finished orders; one that
+finished longer ago is ORDER_NOT_FOUND. Metadata: "order_id".
 """
 ERROR_REASON_CLIENT_ORDER_ID_REUSED: ErrorReason.ValueType  # 32
 """ALREADY_EXISTS. PlaceOrder with a `client_order_id` that the account already used, under a
-different `request_id`. Metadata: "field" = "client_order_id", "order_id" (the existing
+different `request_id`, for a resting order or one among the market's 10,000 most
+recently finished orders. Metadata: "field" = "client_order_id", "order_id" (the existing
 order, owned by the same account).
 """
 ERROR_REASON_PRICE_NOT_POSITIVE: ErrorReason.ValueType  # 33

@@ -313,6 +313,13 @@ assert notification_page_max <= read_page_items_max
 # order costs memory in the market's actor and time in every match that passes over it.
 open_orders_per_account_max = 1_000
 
+# Finished orders (filled, cancelled, rejected) a market keeps in memory, newest last: what
+# answers ORDER_NOT_OPEN for a recent order and keeps its client_order_id taken. Older
+# finished orders leave memory (and the book's snapshot), so a market that has taken millions
+# of orders restarts as fast as a new one; a CancelOrder of one of them is answered
+# ORDER_NOT_FOUND, and its client_order_id may be used again (docs/market.md).
+finished_orders_max = 10_000
+
 # Trades one placement may create; an order that would match more stops matching there
 # (the rest of a GTC order rests, of an IOC order is cancelled). Bounds one append's size:
 # the market stream, one trade stream per trade and the request record.

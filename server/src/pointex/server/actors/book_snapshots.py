@@ -1,9 +1,10 @@
 """Order book snapshots: a cache of a market's book at a stream version.
 
 A market's stream holds every order ever placed, so a server would replay all of it at
-start. A snapshot holds the book instead: the market's configuration, every order it knows
-(resting ones in full, finished ones only as far as the book still needs them: their
-account and client order id) and each price level's time order. Like account snapshots it
+start. A snapshot holds the book instead: the market's configuration, its resting orders in
+full with each price level's time order, and the last `finished_orders_max` finished orders
+only as far as the book still needs them (their account and client order id). Its size is
+bounded by the resting orders, however many orders the market has taken. Like account snapshots it
 is only a cache: deleting it, or a snapshot of a schema this release does not know, costs a
 replay and loses nothing.
 
@@ -23,12 +24,15 @@ from pointex.server.domain.values import FeeSchedule, Market, OrderSide, Span, T
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "OrderBookSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 1
+# Version 2 keeps finished orders apart, oldest first; a version-1 snapshot is not read (a
+# replay of the stream rebuilds the book).
+SNAPSHOT_SCHEMA_VERSION: Final = 2
 
 
 def worth_writing(book: OrderBook, events_since_last: int) -> bool:
     """Tell whether enough events passed since the last snapshot to pay for a new one."""
-    return events_since_last >= max(limits.snapshot_interval_events, len(book.orders))
+    known = len(book.orders) + len(book.finished)
+    return events_since_last >= max(limits.snapshot_interval_events, known)
 
 
 def to_snapshot(stream_id: str, book: OrderBook, version: int, position: int) -> Snapshot | None:
@@ -36,6 +40,7 @@ def to_snapshot(stream_id: str, book: OrderBook, version: int, position: int) ->
     data = {
         "market": _market_to_json(book.market),
         "orders": [_order_to_json(order) for order in book.orders.values()],
+        "finished": [_order_to_json(order) for order in book.finished.values()],
         "bids": [[price, list(ids)] for price, ids in sorted(book.bids.levels.items())],
         "asks": [[price, list(ids)] for price, ids in sorted(book.asks.levels.items())],
         "position": position,
@@ -52,12 +57,14 @@ def from_snapshot(snapshot: Snapshot) -> tuple[OrderBook, int, int] | None:
         return None
     data = json.loads(snapshot.data)
     book = OrderBook(market=_market_from_json(data["market"]))
-    for fields in data["orders"]:
+    for fields in (*data["orders"], *data["finished"]):
         order = _order_from_json(fields)
-        book.orders[order.order_id] = order
         if order.client_order_id:
             book.client_order_ids[(order.account_id, order.client_order_id)] = order.order_id
-        if order.resting:
+        if order.done:
+            book.finish(order)
+        else:
+            book.orders[order.order_id] = order
             book.resting_by_account[order.account_id] += 1
     for side, levels in ((book.bids, data["bids"]), (book.asks, data["asks"])):
         for price, order_ids in levels:

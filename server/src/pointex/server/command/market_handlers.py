@@ -53,7 +53,7 @@ from pointex.server.domain.market_events import (
     TradeCreated,
     TradeMatched,
 )
-from pointex.server.domain.order_book import OrderBook, check_order, copy_order
+from pointex.server.domain.order_book import BookOrder, OrderBook, check_order, copy_order
 from pointex.server.domain.processes import placement
 from pointex.server.domain.values import (
     AccountStatus,
@@ -182,7 +182,7 @@ class MarketHandlers:
         """
         key = order.order_id.removeprefix(ORDER_ID_PREFIX)
         market = self._markets.actor(order.market_id)
-        if await market.tell(Inspect(lambda book: order.order_id in book.orders)):
+        if await market.tell(Inspect(lambda book: book.find(order.order_id) is not None)):
             self._held.discard(order.order_id)
             replayed = await replay_record(
                 self._store, streams.request(key), digest, pb.PlaceOrderResponse
@@ -223,7 +223,8 @@ class MarketHandlers:
                 for e in events
                 if isinstance(e, TradeMatched)
             ]
-            placed = book.orders[order.order_id]
+            placed = book.find(order.order_id)
+            assert placed is not None, order
             response = pb.PlaceOrderResponse(
                 order=market_replies.order_message(
                     copy_order(placed), order.market_id, book.market.currency, changed_at=now
@@ -301,7 +302,7 @@ class MarketHandlers:
         self, principal: Principal, request: pb.CancelOrderRequest, key: str, digest: bytes
     ) -> pb.CancelOrderResponse:
         market = self._markets.serving(request.market_id)
-        order = await market.tell(Inspect(lambda book: book.orders.get(request.order_id)))
+        order = await market.tell(Inspect(lambda book: book.find(request.order_id)))
         if order is None:
             raise errors.NotFound(
                 errors.ORDER_NOT_FOUND, "no such order", order_id=request.order_id
@@ -320,7 +321,7 @@ class MarketHandlers:
             released = cancelled.cancelled_quantity_points if order.side is OrderSide.SELL else 0
             response = pb.CancelOrderResponse(
                 order=market_replies.order_message(
-                    copy_order(book.orders[order.order_id]),
+                    copy_order(_found(book, order.order_id)),
                     request.market_id,
                     book.market.currency,
                     changed_at=self._processes.now(),
@@ -412,3 +413,10 @@ class MarketHandlers:
                 errors.REQUEST_IN_PROGRESS, "the first request with this id is still running"
             )
         return await asyncio.shield(self._runner.spawn(work, key=key))
+
+
+def _found(book: OrderBook, order_id: str) -> BookOrder:
+    """Return an order the book knows (the step that found it is still running)."""
+    order = book.find(order_id)
+    assert order is not None, order_id
+    return order

@@ -84,14 +84,37 @@ class _Side:
 
 @dataclass(slots=True)
 class OrderBook:
-    """A market: its configuration, every order it knows, and the resting ones by side."""
+    """A market: its configuration, its resting orders by side, and the recently finished.
+
+    Memory is bounded: `orders` holds the resting orders (at most
+    `open_orders_per_account_max` per account), `finished` the last `finished_orders_max`
+    orders that left the book, oldest first; older ones are forgotten, with their client
+    order ids.
+    """
 
     market: Market | None = None
-    orders: dict[str, BookOrder] = field(default_factory=dict)
+    orders: dict[str, BookOrder] = field(default_factory=dict)  # Resting.
+    finished: collections.OrderedDict[str, BookOrder] = field(
+        default_factory=collections.OrderedDict
+    )
     client_order_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     bids: _Side = field(default_factory=_Side)
     asks: _Side = field(default_factory=_Side)
     resting_by_account: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def find(self, order_id: str) -> BookOrder | None:
+        """Return a resting or recently finished order, or None (new, or long finished)."""
+        return self.orders.get(order_id) or self.finished.get(order_id)
+
+    def finish(self, order: BookOrder) -> None:
+        """Move an order that left the book to `finished`, forgetting the oldest past the bound."""
+        assert order.done, order
+        self.orders.pop(order.order_id, None)
+        self.finished[order.order_id] = order
+        while len(self.finished) > limits.finished_orders_max:
+            _, oldest = self.finished.popitem(last=False)
+            if oldest.client_order_id:
+                self.client_order_ids.pop((oldest.account_id, oldest.client_order_id), None)
 
     def side(self, side: OrderSide) -> _Side:
         """Return the resting orders of `side`."""
@@ -186,7 +209,7 @@ def _require_new_client_order_id(book: OrderBook, command: PlaceOrder) -> None:
 
 
 def _place(book: OrderBook, command: PlaceOrder) -> list[MarketEvent]:
-    assert command.order_id not in book.orders, command.order_id
+    assert book.find(command.order_id) is None, command.order_id
     market = check_order(book, command)
     events: list[MarketEvent] = [
         OrderPlaced(
@@ -255,7 +278,7 @@ def _match(
 
 def _reject(book: OrderBook, command: RejectOrder) -> list[MarketEvent]:
     order = command.order
-    assert order.order_id not in book.orders, order.order_id
+    assert book.find(order.order_id) is None, order.order_id
     return [
         OrderRejected(
             order.order_id,
@@ -276,7 +299,7 @@ def _configure(book: OrderBook, command: ConfigureMarket) -> list[MarketEvent]:
 
 def _cancel(book: OrderBook, command: CancelOrder) -> list[MarketEvent]:
     market = _require_market(book, command.market_id)
-    order = book.orders.get(command.order_id)
+    order = book.find(command.order_id)
     if order is None:
         raise errors.NotFound(errors.ORDER_NOT_FOUND, "no such order", order_id=command.order_id)
     if not order.resting:
@@ -337,9 +360,11 @@ def evolve(book: OrderBook, event: MarketEvent) -> OrderBook:
         case OrderPlaced():
             _evolve_placed(book, event)
         case OrderRejected():
-            book.orders[event.order_id] = BookOrder(
-                event.order_id, event.account_id, event.side, 0, event.quantity_points,
-                TimeInForce.GTC, "", 0, event.quantity_points, resting=False, done=True,
+            book.finish(
+                BookOrder(
+                    event.order_id, event.account_id, event.side, 0, event.quantity_points,
+                    TimeInForce.GTC, "", 0, event.quantity_points, resting=False, done=True,
+                )
             )  # fmt: skip
         case TradeMatched():
             _fill(book, event.buy_order_id, event.buy_open_quantity_points)
@@ -388,6 +413,7 @@ def _leave_book(book: OrderBook, order: BookOrder) -> None:
     order.open_quantity_points = 0
     order.resting = False
     order.done = True
+    book.finish(order)
     book.resting_by_account[order.account_id] -= 1
     if not book.resting_by_account[order.account_id]:
         del book.resting_by_account[order.account_id]

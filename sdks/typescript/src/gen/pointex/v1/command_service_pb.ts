@@ -744,7 +744,8 @@ export type PlaceOrderRequest = Message<"pointex.v1.PlaceOrderRequest"> & {
 
   /**
    * The caller's own reference for the order; optional, 0–64 id characters, unique per
-   * account (CLIENT_ORDER_ID_REUSED if an order of the account already has it).
+   * account (CLIENT_ORDER_ID_REUSED if an order of the account already has it) among its
+   * resting orders and the market's 10,000 most recently finished orders.
    *
    * @generated from field: string client_order_id = 8;
    */

@@ -307,7 +307,8 @@ export enum ErrorReason {
 
   /**
    * FAILED_PRECONDITION. CancelOrder on an order that is no longer resting (FILLED, CANCELLED
-   * or REJECTED). Metadata: "order_id".
+   * or REJECTED) and is among the market's 10,000 most recently finished orders; one that
+   * finished longer ago is ORDER_NOT_FOUND. Metadata: "order_id".
    *
    * @generated from enum value: ERROR_REASON_ORDER_NOT_OPEN = 31;
    */
@@ -315,7 +316,8 @@ export enum ErrorReason {
 
   /**
    * ALREADY_EXISTS. PlaceOrder with a `client_order_id` that the account already used, under a
-   * different `request_id`. Metadata: "field" = "client_order_id", "order_id" (the existing
+   * different `request_id`, for a resting order or one among the market's 10,000 most
+   * recently finished orders. Metadata: "field" = "client_order_id", "order_id" (the existing
    * order, owned by the same account).
    *
    * @generated from enum value: ERROR_REASON_CLIENT_ORDER_ID_REUSED = 32;
