@@ -78,6 +78,16 @@ async def test_command_and_query_servers_expose_their_metrics(
         in page
     )
     assert "pointex_actors_resident 1.0" in page
+    # Every in-memory map of the processes and markets has its gauge; nothing is open here.
+    for gauge in (
+        "pointex_transfers_open",
+        "pointex_trades_open",
+        "pointex_trade_deadlines_watched",
+        "pointex_process_steps_running",
+        "pointex_market_orders_resting",
+        "pointex_market_orders_finished_kept",
+    ):
+        assert f"{gauge} 0.0" in page, gauge
     # Opening the account was one unit, committed by at least one group commit (the
     # server's own start-up may commit more before it).
     totals = {

@@ -75,6 +75,11 @@ class MarketActors:
             self._actors[market_id] = actor
         return actor
 
+    def orders_in_memory(self) -> tuple[int, int]:
+        """Return the resting and the finished orders the loaded markets keep (for metrics)."""
+        books = [actor.state for actor in self._actors.values()]
+        return sum(len(b.orders) for b in books), sum(len(b.finished) for b in books)
+
     def serving(self, market_id: str) -> StreamActor[OrderBook]:
         """Return the actor of a configured market, or raise MARKET_NOT_FOUND."""
         if market_id not in self.configured:

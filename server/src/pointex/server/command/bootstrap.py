@@ -141,6 +141,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
             ),
         ]
         metrics = _metrics(core)
+        _process_metrics(metrics, core.runner, handlers, market)
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
@@ -193,6 +194,43 @@ def _metrics(core: CommandCore) -> Metrics:
         lambda: committer.events_committed,
     )
     return metrics
+
+
+def _process_metrics(
+    metrics: Metrics, runner: ProcessRunner, handlers: CommandHandlers, market: MarketHandlers
+) -> None:
+    """Add a gauge for each in-memory map of the processes and the markets."""
+    processes, markets = market.processes, market.markets
+    metrics.gauge(
+        "pointex_transfers_open",
+        "Transfers debited and not yet credited or returned (points in flight).",
+        lambda: handlers.open_count,
+    )
+    metrics.gauge(
+        "pointex_trades_open",
+        "Trades this server drives that are not settled or cancelled yet.",
+        lambda: processes.open_count,
+    )
+    metrics.gauge(
+        "pointex_trade_deadlines_watched",
+        "Payment deadlines waiting in the timer (ended trades leave at their deadline).",
+        lambda: processes.deadlines_watched,
+    )
+    metrics.gauge(
+        "pointex_process_steps_running",
+        "Process steps running detached from their callers (retries included).",
+        lambda: runner.running,
+    )
+    metrics.gauge(
+        "pointex_market_orders_resting",
+        "Resting orders in the loaded markets' books.",
+        lambda: markets.orders_in_memory()[0],
+    )
+    metrics.gauge(
+        "pointex_market_orders_finished_kept",
+        "Finished orders the markets keep in memory (at most finished_orders_max a market).",
+        lambda: markets.orders_in_memory()[1],
+    )
 
 
 async def _market_side(

@@ -369,6 +369,11 @@ class CommandHandlers:
             return await self._complete(transfer.initiated)
         return await self._outcome(transfer.initiated)
 
+    @property
+    def open_count(self) -> int:
+        """Return the transfers debited and not yet credited or returned (for metrics)."""
+        return len(self._open)
+
     def open_steps(self) -> OpenTransfers:
         """Return the recovery scan's tracker of open transfers."""
         return OpenTransfers(self)

@@ -111,6 +111,11 @@ class MarketHandlers:
         self._runner = runner
         self._held: set[str] = set()  # SELL orders whose points are held, not yet placed
 
+    @property
+    def markets(self) -> MarketActors:
+        """Return the market actors this layer drives."""
+        return self._markets
+
     async def configure(self) -> None:
         """Record each configured market's configuration where it changed."""
         for market in self._markets.configured.values():

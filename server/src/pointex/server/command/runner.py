@@ -121,6 +121,11 @@ class ProcessRunner:
         return key in self._keys
 
     @property
+    def running(self) -> int:
+        """Return how many detached steps run right now (for metrics)."""
+        return len(self._tasks)
+
+    @property
     def busy(self) -> bool:
         """Tell whether any detached work runs right now."""
         return bool(self._tasks)

@@ -103,6 +103,16 @@ class TradeProcesses:
         self._deadline_added = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
 
+    @property
+    def open_count(self) -> int:
+        """Return the trades this server drives that have not ended (for metrics)."""
+        return len(self._parties)
+
+    @property
+    def deadlines_watched(self) -> int:
+        """Return the payment deadlines waiting in the timer (for metrics)."""
+        return len(self._deadlines)
+
     def now(self) -> Instant:
         """Return the server's time."""
         return Instant(self._clock())
