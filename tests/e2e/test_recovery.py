@@ -19,7 +19,7 @@ from pathlib import Path
 from pointex.client.aio import AsyncPointexClient
 from pointex.client.connection import Targets
 from pointex.server import limits
-from pointex.server.actors.stream_actor import Command
+from pointex.server.actors.stream_actor import Decide
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.market_handlers import order_id_for
 from pointex.server.command.recovery import PROCESS_KINDS
@@ -111,10 +111,10 @@ async def _leave_first_steps_open(store: EventStore, seller: str, buyer: str) ->
         initiated = process.initiated_of(terms, key, events[0])
         return (StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),)),), None
 
-    await core.actors.ask(buyer, Command(process.debit_of(ACME, terms, key), initiate))
+    await core.actors.ask(buyer, Decide(process.debit_of(ACME, terms, key), initiate))
     order_id = order_id_for(uuid.uuid4().hex)
     hold = HoldPoints(ACME, seller, order_id, "PTS-CNY", 20, 500, TimeInForce.GTC, "")
-    await core.actors.ask(seller, Command(hold))
+    await core.actors.ask(seller, Decide(hold))
     await core.lookup.stop()
     await core.committer.stop()
     return Opened(key, order_id, "")  # The trade is the one the server left pending.

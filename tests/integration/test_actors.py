@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pointex.server import limits
-from pointex.server.actors.account_actor import AccountActor, Command
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.account_actor import AccountActor, Decide
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.handlers import CommandHandlers, TransferRequest
 from pointex.server.command.record_lookup import RecordLookup
@@ -52,7 +52,7 @@ class Node:
 
     store: EventStore
     committer: GroupCommitter = field(init=False)
-    actors: ActorSystem = field(init=False)
+    actors: AccountActors = field(init=False)
     lookup: RecordLookup = field(init=False)
     handlers: CommandHandlers = field(init=False)
     runner: ProcessRunner = field(init=False)
@@ -107,13 +107,11 @@ async def log_totals(store: EventStore) -> tuple[int, int, dict[str, int], set[s
 
 async def setup_accounts(node: Node) -> None:
     """Open a funded merchant and four members."""
-    await node.actors.ask(
-        "m", Command(OpenAccount(OPERATOR, "m", AccountKind.MERCHANT, "acme", ""))
-    )
-    await node.actors.ask("m", Command(MintPoints(OPERATOR, "m", 1_000, "")))
+    await node.actors.ask("m", Decide(OpenAccount(OPERATOR, "m", AccountKind.MERCHANT, "acme", "")))
+    await node.actors.ask("m", Decide(MintPoints(OPERATOR, "m", 1_000, "")))
     for member in MEMBERS:
         await node.actors.ask(
-            member, Command(OpenAccount(OPERATOR, member, AccountKind.MEMBER, "acme", ""))
+            member, Decide(OpenAccount(OPERATOR, member, AccountKind.MEMBER, "acme", ""))
         )
 
 
@@ -192,7 +190,7 @@ async def test_resident_actors_stay_within_the_cap(sqlite_file: Path) -> None:
     committer = GroupCommitter(store)
     committer.start()
     cap = 1_000
-    actors = ActorSystem(store, committer, resident_max=cap)
+    actors = AccountActors(store, committer, resident_max=cap)
     try:
         touched = 200_000
         chunk = 1_000

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from pointex.client.callbacks import sign
 from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.runtime import ActorSystem
-from pointex.server.actors.stream_actor import Command, Inspect
+from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.stream_actor import Decide, Inspect
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.feed_servicer import to_wire
 from pointex.server.command.idempotency import request_key
@@ -36,7 +36,7 @@ from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.recovery import recover
 from pointex.server.command.runner import ProcessRunner
-from pointex.server.command.trades import TradeConflict, TradeProcesses
+from pointex.server.command.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors
 from pointex.server.domain.commands import MintPoints, OpenAccount
 from pointex.server.domain.market_commands import PlaceOrder
@@ -126,7 +126,7 @@ class Node:
     provider: Provider
     clock: Clock
     committer: GroupCommitter = field(init=False)
-    accounts: ActorSystem = field(init=False)
+    accounts: AccountActors = field(init=False)
     processes: TradeProcesses = field(init=False)
     market: MarketHandlers = field(init=False)
     callbacks: PaymentCallbacks = field(init=False)
@@ -177,10 +177,10 @@ class Node:
     async def open(self, account_id: str, kind: AccountKind, points: int = 0) -> None:
         """Open an acme account, minting `points` into a merchant."""
         opened = OpenAccount(ACME.caller, account_id, kind, "acme", "")
-        await self.accounts.ask(account_id, Command(opened))
+        await self.accounts.ask(account_id, Decide(opened))
         if points:
             await self.accounts.ask(
-                account_id, Command(MintPoints(OPERATOR, account_id, points, ""))
+                account_id, Decide(MintPoints(OPERATOR, account_id, points, ""))
             )
 
     async def place(  # noqa: PLR0917 - an order's terms.

@@ -6,7 +6,7 @@ import pytest
 
 from pointex.server import limits
 from pointex.server.actors.account_actor import Inspect
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore, NewEvent, StreamAppend
 from pointex.server.overload import Overloaded
@@ -17,7 +17,7 @@ async def test_mailbox_full(store: EventStore, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(limits, "mailbox_messages_max", 3)
     committer = GroupCommitter(store)
     committer.start()
-    actors = ActorSystem(store, committer, resident_max=10)
+    actors = AccountActors(store, committer, resident_max=10)
     actor = actors.actor("busy")
     accepted = [actor.tell(Inspect(lambda state: state)) for _ in range(3)]
     with pytest.raises(Overloaded) as caught:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from pointex.server import limits
-from pointex.server.actors.account_actor import Command, load_account
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.account_actor import Decide, load_account
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.snapshots import SNAPSHOT_TYPE
 from pointex.server.domain.commands import MintPoints, OpenAccount
 from pointex.server.domain.values import OPERATOR, AccountKind
@@ -14,15 +14,15 @@ from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore, Snapshot
 
 
-async def mint_many(store: EventStore, count: int) -> ActorSystem:
+async def mint_many(store: EventStore, count: int) -> AccountActors:
     """Open merchant m and mint 1 point `count` times through a fresh actor system."""
     committer = GroupCommitter(store)
     committer.start()
-    actors = ActorSystem(store, committer, resident_max=10)
+    actors = AccountActors(store, committer, resident_max=10)
     opened = OpenAccount(OPERATOR, "m", AccountKind.MERCHANT, "acme", "")
-    await actors.ask("m", Command(opened))
+    await actors.ask("m", Decide(opened))
     for _ in range(count):
-        await actors.ask("m", Command(MintPoints(OPERATOR, "m", 1, "")))
+        await actors.ask("m", Decide(MintPoints(OPERATOR, "m", 1, "")))
     await committer.stop()
     await asyncio.sleep(0)  # Let the fire-and-forget snapshot save run.
     for _ in range(100):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from pointex.server import limits
-from pointex.server.actors.account_actor import Command
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.account_actor import Decide
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.command.record_lookup import RecordLookup
@@ -52,7 +52,7 @@ class Node:
 
     store: EventStore
     committer: GroupCommitter = field(init=False)
-    actors: ActorSystem = field(init=False)
+    actors: AccountActors = field(init=False)
     lookup: RecordLookup = field(init=False)
     handlers: CommandHandlers = field(init=False)
     runner: ProcessRunner = field(init=False)
@@ -73,12 +73,12 @@ class Node:
     async def fund(self) -> None:
         """Open a merchant and the hot members, each member with FUNDS_POINTS."""
         await self.actors.ask(
-            "m", Command(OpenAccount(OPERATOR, "m", AccountKind.MERCHANT, "acme", ""))
+            "m", Decide(OpenAccount(OPERATOR, "m", AccountKind.MERCHANT, "acme", ""))
         )
-        await self.actors.ask("m", Command(MintPoints(OPERATOR, "m", 100_000, "")))
+        await self.actors.ask("m", Decide(MintPoints(OPERATOR, "m", 100_000, "")))
         for member in HOT:
             await self.actors.ask(
-                member, Command(OpenAccount(OPERATOR, member, AccountKind.MEMBER, "acme", ""))
+                member, Decide(OpenAccount(OPERATOR, member, AccountKind.MEMBER, "acme", ""))
             )
             await self.handlers.transfer(issue(f"fund-{member}", member, FUNDS_POINTS))
 
@@ -226,8 +226,8 @@ async def test_refusals_in_one_unit_give_the_reasons_of_the_steps(
     try:
         redeem = TransferRequest(ACME, "empty", TransferKind.REDEEM, "h3", "m", FUNDS_POINTS, "")
         await node.handlers.transfer(redeem)
-        await node.actors.ask("h3", Command(CloseAccount(OPERATOR, "h3", "")))
-        await node.actors.ask("h2", Command(FreezeAccount(OPERATOR, "h2", "")))
+        await node.actors.ask("h3", Decide(CloseAccount(OPERATOR, "h3", "")))
+        await node.actors.ask("h2", Decide(FreezeAccount(OPERATOR, "h2", "")))
         head = await store.head_position()
         cases: Sequence[tuple[TransferRequest, str]] = [
             (move("closed", "h0", "h3", 5), errors.ACCOUNT_CLOSED),

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pointex.server.domain import errors
-from pointex.server.domain import trade as trades
+from pointex.server.domain import trade as trade_model
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentFailed,
@@ -41,7 +41,7 @@ def _created() -> Trade:
     match = TradeMatched(
         "t1", "PTS-CNY", "b1", "s1", "buyer", "seller", OrderSide.SELL, 4, 125, 0, 6
     )
-    return trades.evolve(None, trades.created_from(match, MARKET, CREATED_AT))
+    return trade_model.evolve(None, trade_model.created_from(match, MARKET, CREATED_AT))
 
 
 def _callback(
@@ -58,7 +58,7 @@ def _callback(
 
 def _apply(trade: Trade, events: tuple[TradeEvent, ...] | list[TradeEvent]) -> Trade:
     for event in events:
-        trade = trades.evolve(trade, event)
+        trade = trade_model.evolve(trade, event)
     return trade
 
 
@@ -66,24 +66,24 @@ def _with_payment(trade: Trade) -> Trade:
     requested = PaymentRequested(
         "t1", "p", "pay-1", "https://pay/1", trade.amount_due, trade.created.payment_deadline
     )
-    return trades.evolve(trade, requested)
+    return trade_model.evolve(trade, requested)
 
 
 def _states() -> dict[str, Trade]:
     pending = _created()
     asked = _with_payment(pending)
-    settling = trades.evolve(
-        asked, trades.confirmation(asked, _callback(confirmed=True), late=False)
+    settling = trade_model.evolve(
+        asked, trade_model.confirmation(asked, _callback(confirmed=True), late=False)
     )
-    cancelled = trades.evolve(asked, TradeCancelled("t1", TradeCancelReason.PAYMENT_FAILED))
+    cancelled = trade_model.evolve(asked, TradeCancelled("t1", TradeCancelReason.PAYMENT_FAILED))
     return {
         "pending": pending,
         "asked": asked,
         "settling": settling,
-        "settled": trades.evolve(settling, trades.settled(settling)),
+        "settled": trade_model.evolve(settling, trade_model.settled(settling)),
         "cancelled": cancelled,
         "flagged": _apply(
-            cancelled, trades.late_confirmation(cancelled, _callback(confirmed=True))
+            cancelled, trade_model.late_confirmation(cancelled, _callback(confirmed=True))
         ),
     }
 
@@ -196,11 +196,11 @@ def test_a_callback_reply_names_the_status_after_its_step() -> None:
 def test_a_late_confirmation_flags_a_refund_once() -> None:
     """The first confirmation of a cancelled trade records a refund; the next one nothing."""
     cancelled = _states()["cancelled"]
-    late = trades.late_confirmation(cancelled, _callback(confirmed=True))
+    late = trade_model.late_confirmation(cancelled, _callback(confirmed=True))
     assert [type(event) for event in late] == [PaymentConfirmed, RefundRequired]
     flagged = _apply(cancelled, late)
     assert flagged.refund_required
-    assert trades.late_confirmation(flagged, _callback(confirmed=True, event_id="e2")) == []
+    assert trade_model.late_confirmation(flagged, _callback(confirmed=True, event_id="e2")) == []
 
 
 def test_a_match_creates_a_trade_with_the_markets_fees_and_deadline() -> None:
@@ -226,26 +226,26 @@ def test_a_callback_that_does_not_match_the_trade_is_refused(
 ) -> None:
     """Another payment, currency or amount than the trade's: a named refusal."""
     with pytest.raises(errors.DomainError) as refused:
-        trades.check_callback(_states()["asked"], callback)
+        trade_model.check_callback(_states()["asked"], callback)
     assert refused.value.reason == reason
 
 
 def test_a_callback_before_the_payment_or_for_no_trade_is_not_found() -> None:
     """No trade: TRADE_NOT_FOUND; a trade whose payment is not recorded: PAYMENT_NOT_FOUND."""
     with pytest.raises(errors.NotFound) as no_trade:
-        trades.check_callback(None, _callback(confirmed=True))
+        trade_model.check_callback(None, _callback(confirmed=True))
     assert no_trade.value.reason == errors.TRADE_NOT_FOUND
     with pytest.raises(errors.NotFound) as no_payment:
-        trades.check_callback(_states()["pending"], _callback(confirmed=True))
+        trade_model.check_callback(_states()["pending"], _callback(confirmed=True))
     assert no_payment.value.reason == errors.PAYMENT_NOT_FOUND
 
 
 def test_a_failure_records_the_callback_and_changes_no_state() -> None:
     """PaymentFailed is a record; the cancellation in the same unit is what ends the trade."""
     asked = _states()["asked"]
-    failed = trades.failure(asked, _callback(confirmed=False))
+    failed = trade_model.failure(asked, _callback(confirmed=False))
     assert isinstance(failed, PaymentFailed)
-    assert trades.evolve(asked, failed).status is TradeStatus.PENDING_PAYMENT
+    assert trade_model.evolve(asked, failed).status is TradeStatus.PENDING_PAYMENT
 
 
 def _drive(trade: Trade, happened: process.Happened, now: Instant) -> Trade:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pointex.server.actors import snapshots
 from pointex.server.actors.stream_actor import (
-    Command,
+    Decide,
     Decided,
     Inspect,
     Message,
@@ -24,7 +24,7 @@ from pointex.server.domain.commands import CloseAccount, DebitPoints
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore, Snapshot
 
-__all__ = ["AccountActor", "Command", "Decided", "Inspect", "Message", "load_account"]
+__all__ = ["AccountActor", "Decide", "Decided", "Inspect", "Message", "load_account"]
 
 
 class _AccountAggregate:

@@ -20,7 +20,7 @@ from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
 
 
-class ActorSystem:
+class AccountActors:
     """All account actors of one command server."""
 
     def __init__(self, store: EventStore, committer: GroupCommitter, *, resident_max: int) -> None:

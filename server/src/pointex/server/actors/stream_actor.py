@@ -84,7 +84,7 @@ def _no_extra(_state: object, _events: list[Any]) -> tuple[tuple[()], None]:
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
+class Decide:
     """Decide `command`; commit its events with what `finish` adds, in one unit.
 
     The reply is a `Decided`: `finish`'s value and the committed events (none, for a
@@ -100,7 +100,7 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """What a Command resolves to once its unit is committed."""
+    """What a Decide resolves to once its unit is committed."""
 
     value: Any
     recorded: list[RecordedEvent]
@@ -114,7 +114,7 @@ class Inspect:
     read: Callable[[Any], Any]
 
 
-Message = Command | Inspect
+Message = Decide | Inspect
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,7 @@ class StreamActor(Generic[S]):
             match envelope.message:
                 case Inspect(read=read):
                     envelope.reply.set_result(read(self.state))
-                case Command():
+                case Decide():
                     self._decide(envelope)
         except (errors.DomainError, Overloaded) as error:
             envelope.reply.set_exception(error)
@@ -255,7 +255,7 @@ class StreamActor(Generic[S]):
 
     def _decide(self, envelope: _Envelope) -> None:
         message = envelope.message
-        assert isinstance(message, Command)
+        assert isinstance(message, Decide)
         command = message.command
         self._check(command)
         aggregate = self._aggregate

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.command_servicer import CommandServicer
 from pointex.server.command.feed_servicer import EventFeedServicer
 from pointex.server.command.handlers import CommandHandlers
@@ -21,7 +21,7 @@ from pointex.server.command.payment_callbacks import PaymentCallbacks
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.recovery import PROCESS_KINDS, recover
 from pointex.server.command.runner import ProcessRunner
-from pointex.server.command.trades import TradeProcesses
+from pointex.server.command.trade_processes import TradeProcesses
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -87,7 +87,7 @@ class CommandCore:
     """The single writer, the actors, the retry look-up and the process runner of one store."""
 
     committer: GroupCommitter
-    actors: ActorSystem
+    actors: AccountActors
     lookup: RecordLookup
     runner: ProcessRunner
 
@@ -99,7 +99,7 @@ def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
     """
     committer = GroupCommitter(store)
     committer.start()
-    actors = ActorSystem(store, committer, resident_max=resident_max)
+    actors = AccountActors(store, committer, resident_max=resident_max)
     # Reads of retries go in step with the commits (see record_lookup).
     lookup = RecordLookup(store, committer.between_commits)
     lookup.start()

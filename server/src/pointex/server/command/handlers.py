@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
-from pointex.server.actors.account_actor import Command, Decided
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.account_actor import Decide, Decided
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.idempotency import (
     key_reused,
     payload_digest,
@@ -77,7 +77,7 @@ class CommandHandlers:
     """Run commands against the actors of one command server."""
 
     def __init__(
-        self, store: EventStore, actors: ActorSystem, lookup: RecordLookup, runner: ProcessRunner
+        self, store: EventStore, actors: AccountActors, lookup: RecordLookup, runner: ProcessRunner
     ) -> None:
         """Serve commands over `store` through `actors`; `lookup` spots retries.
 
@@ -124,7 +124,7 @@ class CommandHandlers:
             return (record,), response
 
         try:
-            decided: Decided = await self._actors.ask(account_id, Command(command, finish))
+            decided: Decided = await self._actors.ask(account_id, Decide(command, finish))
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != stream:
                 raise
@@ -289,7 +289,7 @@ class CommandHandlers:
             step = process.decide(debited, process.Resumed())
             assert isinstance(step, process.Credit), step
             completed = _append(debited, step.completed)
-            credit = Command(step.command, appending(completed))
+            credit = Decide(step.command, appending(completed))
             asked.append(tell(self._actors, initiated.to_account_id, credit))
         outcomes: list[TransferDone | BaseException] = []
         others: dict[int, Awaitable[TransferDone]] = {}
@@ -319,7 +319,7 @@ class CommandHandlers:
         append = _append(debited, step.compensated)
         try:
             decided: Decided = await self._actors.ask(
-                initiated.from_account_id, Command(step.command, appending(append))
+                initiated.from_account_id, Decide(step.command, appending(append))
             )
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != streams.transfer(initiated.transfer_id):

@@ -26,8 +26,8 @@ from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
 from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.runtime import ActorSystem
-from pointex.server.actors.stream_actor import Command, Decided, Inspect
+from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.stream_actor import Decide, Decided, Inspect
 from pointex.server.command import market_replies
 from pointex.server.command.idempotency import (
     payload_digest,
@@ -37,9 +37,9 @@ from pointex.server.command.idempotency import (
 )
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.command.runner import ProcessRunner, retry_until_done
-from pointex.server.command.trades import TradeProcesses
+from pointex.server.command.trade_processes import TradeProcesses
 from pointex.server.domain import errors, streams
-from pointex.server.domain import trade as trades
+from pointex.server.domain import trade as trade_model
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import ReleasePoints
 from pointex.server.domain.market_commands import (
@@ -95,7 +95,7 @@ class MarketHandlers:
         self,
         *,
         store: EventStore,
-        accounts: ActorSystem,
+        accounts: AccountActors,
         markets: MarketActors,
         processes: TradeProcesses,
         lookup: RecordLookup,
@@ -119,7 +119,7 @@ class MarketHandlers:
     async def configure(self) -> None:
         """Record each configured market's configuration where it changed."""
         for market in self._markets.configured.values():
-            await self._markets.actor(market.market_id).tell(Command(ConfigureMarket(market)))
+            await self._markets.actor(market.market_id).tell(Decide(ConfigureMarket(market)))
 
     # --- PlaceOrder ---------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class MarketHandlers:
             first = placement.start(caller, order)
             # A retry after a failed placement finds the points held already.
             if isinstance(first, placement.Hold) and order.order_id not in self._held:
-                await self._accounts.ask(order.account_id, Command(first.command))
+                await self._accounts.ask(order.account_id, Decide(first.command))
                 self._held.add(order.order_id)
             try:
                 return await self.place_held(order, digest, request_id, principal_id)
@@ -199,7 +199,7 @@ class MarketHandlers:
             return replayed
         finish = self._placement_finish(order, key, digest, request_id, principal_id)
         try:
-            decided: Decided = await market.tell(Command(order, finish))
+            decided: Decided = await market.tell(Decide(order, finish))
         except errors.DomainError as refusal:
             if order.side is OrderSide.SELL:
                 await self._reject_held(order, refusal.reason)
@@ -224,7 +224,7 @@ class MarketHandlers:
             assert book.market is not None
             now = self._processes.now()
             created = [
-                trades.created_from(e, book.market, now)
+                trade_model.created_from(e, book.market, now)
                 for e in events
                 if isinstance(e, TradeMatched)
             ]
@@ -260,7 +260,7 @@ class MarketHandlers:
         held = placement.held(order)
         rejected = placement.decide(held, placement.Refused(reason))
         assert isinstance(rejected, placement.Reject), rejected
-        await self._markets.actor(order.market_id).tell(Command(rejected.command))
+        await self._markets.actor(order.market_id).tell(Decide(rejected.command))
         release = placement.decide(placement.rejected(order), _RESUMED)
         assert isinstance(release, placement.Release), release
         await self.release(release.command)
@@ -273,7 +273,7 @@ class MarketHandlers:
         step before) is returned instead: the release follows, or recovery finishes it.
         """
         try:
-            decided: Decided = await self._accounts.ask(release.account_id, Command(release))
+            decided: Decided = await self._accounts.ask(release.account_id, Decide(release))
         except (StoreError, Overloaded) as error:
             log.warning("release for %s continues later: %s", release.order_id, error)
             self._runner.spawn(self._release_later(release))
@@ -282,7 +282,7 @@ class MarketHandlers:
 
     async def _release_later(self, release: ReleasePoints) -> None:
         await retry_until_done(
-            lambda: self._accounts.ask(release.account_id, Command(release)),
+            lambda: self._accounts.ask(release.account_id, Decide(release)),
             retry_on=(StoreError, Overloaded),
             what=f"release for order {release.order_id}",
         )
@@ -346,7 +346,7 @@ class MarketHandlers:
             return (record,), response
 
         command = CancelOrder(request.market_id, request.order_id)
-        decided: Decided = await market.tell(Command(command, finish))
+        decided: Decided = await market.tell(Decide(command, finish))
         response: pb.CancelOrderResponse = decided.value
         position = decided.position
         if response.released_points:

@@ -22,9 +22,9 @@ from pointex.client.positions import position_message
 from pointex.server import limits
 from pointex.server.command.idempotency import KEY_HEX_CHARS, recorded_reply
 from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.trades import TradeConflict, TradeProcesses
+from pointex.server.command.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
-from pointex.server.domain import trade as trades
+from pointex.server.domain import trade as trade_model
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
@@ -119,7 +119,7 @@ class PaymentCallbacks:
 
         for _ in range(limits.trade_step_attempts_max):
             loaded = await self._processes.load(callback.trade_id)
-            trade = trades.check_callback(loaded.trade if loaded else None, domain_callback)
+            trade = trade_model.check_callback(loaded.trade if loaded else None, domain_callback)
             assert loaded is not None
             happened = process.CallbackReceived(domain_callback)
             step = process.decide(trade, happened, self._processes.now())
@@ -168,9 +168,9 @@ class PaymentCallbacks:
         return response
 
 
-def _domain_callback(callback: pb.PaymentCallback, *, confirmed: bool) -> trades.Callback:
+def _domain_callback(callback: pb.PaymentCallback, *, confirmed: bool) -> trade_model.Callback:
     """Return the domain's view of a verified callback."""
-    return trades.Callback(
+    return trade_model.Callback(
         callback.provider_id,
         callback.payment_id,
         callback.trade_id,

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pointex.server.actors.account_actor import Command, Decided, Inspect, Message
-from pointex.server.actors.runtime import ActorSystem
+from pointex.server.actors.account_actor import Decide, Decided, Inspect, Message
+from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Finish
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors, streams
@@ -79,7 +79,7 @@ class TransferDone:
 Started = tuple[TransferInitiated, int] | TransferDone | BaseException | None
 
 
-def tell(actors: ActorSystem, account_id: str, message: Message) -> asyncio.Future[Any]:
+def tell(actors: AccountActors, account_id: str, message: Message) -> asyncio.Future[Any]:
     """Deliver `message` to an account's actor; a full mailbox becomes a failed future."""
     try:
         return actors.actor(account_id).tell(message)
@@ -109,13 +109,13 @@ def appending(*appends: StreamAppend) -> Finish:
     return finish
 
 
-def _debit(request: TransferRequest, key: str) -> Command:
+def _debit(request: TransferRequest, key: str) -> Decide:
     def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
         initiated = process.initiated_of(request, key, events[0])
         append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
         return (append,), initiated
 
-    return Command(process.debit_of(request.principal.caller, request, key), finish)
+    return Decide(process.debit_of(request.principal.caller, request, key), finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ class Unit:
         return TransferDone(self.initiated, recorded[-1].position)
 
 
-def in_one_unit(actors: ActorSystem, request: TransferRequest, key: str) -> Unit | None:
+def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Unit | None:
     """Decide and submit a transfer as one unit; None if it must take the steps instead.
 
     Raises the DomainError refusing the transfer (nothing submitted), or `Overloaded`.
@@ -154,7 +154,7 @@ def in_one_unit(actors: ActorSystem, request: TransferRequest, key: str) -> Unit
 
 
 def _start_in_one_unit(
-    actors: ActorSystem,
+    actors: AccountActors,
     requests: Sequence[TransferRequest],
     keys: Sequence[str],
     fresh: Sequence[int],
@@ -188,7 +188,7 @@ def _start_in_one_unit(
 
 
 async def start_transfers(
-    actors: ActorSystem,
+    actors: AccountActors,
     lookup: RecordLookup,
     requests: Sequence[TransferRequest],
     keys: Sequence[str],

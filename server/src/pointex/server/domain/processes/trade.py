@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pointex.server.domain import trade as trades
+from pointex.server.domain import trade as trade_model
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentRequested,
@@ -142,7 +142,11 @@ def decide(trade: Trade, happened: Happened, now: Instant) -> Step:
             return _callback_while_pending(trade, happened.callback, now)
         return _callback_after_pending(trade, happened.callback)
     if trade.status is TradeStatus.SETTLING:
-        return DeliverToBuyer(trades.settled(trade)) if isinstance(happened, Resumed) else Nothing()
+        return (
+            DeliverToBuyer(trade_model.settled(trade))
+            if isinstance(happened, Resumed)
+            else Nothing()
+        )
     if trade.status is TradeStatus.PENDING_PAYMENT:
         return _while_pending(trade, happened, now)
     return Nothing()
@@ -173,13 +177,13 @@ def _while_pending(
 
 def _callback_while_pending(trade: Trade, callback: Callback, now: Instant) -> Step:
     if not callback.confirmed:
-        failed = trades.failure(trade, callback)
+        failed = trade_model.failure(trade, callback)
         return Cancel((failed, TradeCancelled(trade.trade_id, TradeCancelReason.PAYMENT_FAILED)))
     if trade.past_deadline(now):
         # Paid too late by the server clock: cancel first, then record it as late.
         deadline = TradeCancelled(trade.trade_id, TradeCancelReason.PAYMENT_DEADLINE_PASSED)
         return Cancel((deadline,), decide_again=True)
-    return CollectFromSeller(trades.confirmation(trade, callback, late=False))
+    return CollectFromSeller(trade_model.confirmation(trade, callback, late=False))
 
 
 def _callback_after_pending(trade: Trade, callback: Callback) -> Step:
@@ -187,7 +191,7 @@ def _callback_after_pending(trade: Trade, callback: Callback) -> Step:
         # Settling or settled: nothing to change; a settling trade's delivery is still due.
         settling = trade.status is TradeStatus.SETTLING
         return Acknowledge(TradeStatus.SETTLED, trade.refund_required, resume=settling)
-    late = trades.late_confirmation(trade, callback) if callback.confirmed else []
+    late = trade_model.late_confirmation(trade, callback) if callback.confirmed else []
     if late:
         return RecordEvents(tuple(late))
     # A failure, or a confirmation whose refund is flagged already.

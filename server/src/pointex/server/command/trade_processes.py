@@ -25,11 +25,11 @@ from typing import Any
 
 from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.runtime import ActorSystem
-from pointex.server.actors.stream_actor import Command, Decided
+from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.stream_actor import Decide, Decided
 from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.domain import errors, streams
-from pointex.server.domain import trade as trades
+from pointex.server.domain import trade as trade_model
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
 from pointex.server.domain.market_commands import ReturnTradeQuantity
 from pointex.server.domain.market_events import (
@@ -82,7 +82,7 @@ class TradeProcesses:
         *,
         store: EventStore,
         committer: GroupCommitter,
-        accounts: ActorSystem,
+        accounts: AccountActors,
         markets: MarketActors,
         providers: dict[str, PaymentProvider],
         clock: Clock,
@@ -124,7 +124,7 @@ class TradeProcesses:
             return None
         trade: Trade | None = None
         for event in recorded:
-            trade = trades.evolve(trade, codec.decode(event))
+            trade = trade_model.evolve(trade, codec.decode(event))
         assert trade is not None
         return Loaded(trade, recorded[-1].position)
 
@@ -147,7 +147,7 @@ class TradeProcesses:
         `trade_first` puts the trade's events before the actor's in the log, as the process's
         order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
         """
-        finish = Command(command, lambda _s, _e: (extra, None), extra_first=trade_first)
+        finish = Decide(command, lambda _s, _e: (extra, None), extra_first=trade_first)
         try:
             decided: Decided = await actor.tell(finish)
         except WrongExpectedVersion as conflict:
