@@ -223,9 +223,9 @@ _PROGRAMS: Final = {
     "query": "pointex-query-server",
     "sandbox": "pointex-sandbox-provider",
 }
+# All of it: a share in basis points is at most 10 000 (100 %). A unit, not a tunable bound,
+# so it is not in limits.py.
 _BPS_MAX: Final = 10_000
-_PAYMENT_DELAY_MS_MAX: Final = 86_400_000
-_SECRET_BYTES_MIN: Final = 16
 _LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 _LOG_FORMATS: Final = frozenset({"json", "text"})
 _ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -431,7 +431,9 @@ def _common(values: Mapping[str, str]) -> CommonConfig:
         listen=_host_port("listen", values["listen"]),
         auth_tokens_file=_existing_file("auth_tokens_file", values["auth_tokens_file"]),
         tls=_tls(values),
-        shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
+        shutdown_grace_s=_int_in(
+            "shutdown_grace_s", values["shutdown_grace_s"], 0, limits.shutdown_grace_s_max
+        ),
         log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
         log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
         metrics_listen=(
@@ -505,8 +507,8 @@ def read_secret(key: str, text: str, path: str) -> bytes:
     else:
         secret = text.strip().encode()
     # A shorter HMAC key can be guessed offline from one captured callback.
-    if len(secret) < _SECRET_BYTES_MIN:
-        raise ConfigError(f"{key}: a secret needs {_SECRET_BYTES_MIN} or more bytes")
+    if len(secret) < limits.provider_secret_bytes_min:
+        raise ConfigError(f"{key}: a secret needs {limits.provider_secret_bytes_min} or more bytes")
     return secret
 
 
@@ -542,14 +544,18 @@ def sandbox_config(
         callback_token=_token_from(
             "callback_token", values["callback_token"], values["callback_token_file"]
         ),
-        delay_ms=_int_in("payment_delay_ms", values["payment_delay_ms"], 0, _PAYMENT_DELAY_MS_MAX),
+        delay_ms=_int_in(
+            "payment_delay_ms", values["payment_delay_ms"], 0, limits.sandbox_payment_delay_ms_max
+        ),
         failure_rate_bps=_int_in(
             "payment_failure_rate_bps", values["payment_failure_rate_bps"], 0, _BPS_MAX
         ),
         duplicate_rate_bps=_int_in(
             "callback_duplicate_rate_bps", values["callback_duplicate_rate_bps"], 0, _BPS_MAX
         ),
-        shutdown_grace_s=_int_in("shutdown_grace_s", values["shutdown_grace_s"], 0, 3600),
+        shutdown_grace_s=_int_in(
+            "shutdown_grace_s", values["shutdown_grace_s"], 0, limits.shutdown_grace_s_max
+        ),
         log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
         log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
     )

@@ -2,7 +2,13 @@
 
 Each bound says what raising it costs. The relationships between bounds are asserted at
 import, so a change that breaks one fails at start rather than under load. Units come last
-in every name (``_ms``, ``_bytes``, ``_events``).
+in every name (``_ms``, ``_bytes``, ``_events``). This module imports nothing from the
+project, so every module (the sandbox provider's too) can read it without a cycle.
+
+Not here, because they are not bounds: ``eventstore.port.SLICES`` (1024) is part of the event
+contract, stored with every event, and fixed forever (changing it would re-slice history);
+unit conversions (``BPS_PER_UNIT``, ``_MS_PER_S``), schema and token format versions and
+layouts, and the id lengths the contract spells in its patterns (1-64 and 1-128 id characters).
 """
 
 # --- Event store: pages and batches -------------------------------------------------------
@@ -51,6 +57,15 @@ event_data_bytes_max = 16 * 1024
 
 # Bytes of one event's metadata (request id, causation, correlation).
 event_metadata_bytes_max = 2 * 1024
+
+# Bytes of UTF-8 in a command's free text (memo, reason), as the contract states
+# (common.proto); longer text is FIELD_TOO_LONG. The text is stored in the event it causes
+# and copied into read models and notifications, so it counts against event_data_bytes_max.
+text_bytes_max = 256
+
+# Bytes of UTF-8 in an account's display name (common.proto); longer is FIELD_TOO_LONG.
+# Stored with the account's opening event and sent with every read of the account.
+display_name_bytes_max = 128
 
 # Bytes held by one page of reads at worst; a reader allocates up to this much per page.
 read_batch_bytes_max = 32 * 1024 * 1024
@@ -113,6 +128,7 @@ assert append_batch_events_max * (event_data_bytes_max + event_metadata_bytes_ma
     append_batch_bytes_max
 )
 assert snapshot_data_bytes_max <= read_batch_bytes_max
+assert text_bytes_max + display_name_bytes_max < event_data_bytes_max
 assert subscribe_idle_ms_max < pg_statement_ms_max
 assert sqlite_wal_switch_attempts_max * sqlite_wal_switch_pause_ms <= sqlite_busy_ms_max
 assert pg_pool_connections_max > 0
@@ -128,6 +144,12 @@ commit_queue_events_max = 50_000
 # How long an overloaded caller is told to wait before retrying (RetryInfo).
 overload_retry_after_ms = 100
 
+# How long a caller is told to wait before retrying (RetryInfo) when the store is unavailable,
+# a commit's outcome is unknown or the server is shutting down (grpc_edge/status.py). Longer
+# than the overload hint: the cause usually takes longer to pass, and a shorter hint costs
+# more retries against a store that is down.
+unavailable_retry_after_ms = 200
+
 # --- Event feed -------------------------------------------------------------------------------
 
 # Events buffered per EventFeed subscriber between the store reader and the gRPC writer. A
@@ -137,7 +159,14 @@ feed_buffer_events_max = 2_000
 
 # Events in one EventBatch message: the subscriber's max_batch_size may not exceed it. Larger
 # batches mean fewer messages but a bigger message (at most a few hundred bytes an event).
+# The default is what a subscriber gets when it asks for 0; both are in event_feed.proto.
 feed_batch_events_max = 1_000
+feed_batch_events_default = 100
+
+# Categories one subscriber may filter on (event_feed.proto: at most 16); more is
+# INVALID_FIELD. Each event read is matched against the set, which costs little, but the set
+# is held for the life of the subscription.
+feed_filter_categories_max = 16
 
 # Idle time after which a caught-up subscriber gets a heartbeat with the head position.
 feed_heartbeat_ms = 5_000
@@ -174,6 +203,7 @@ points_amount_max = 10**12
 points_balance_max = 10**15
 
 assert feed_batch_events_max <= feed_buffer_events_max
+assert 1 <= feed_batch_events_default <= feed_batch_events_max
 assert commit_queue_events_max >= append_batch_events_max
 assert points_amount_max <= points_balance_max
 assert points_balance_max < 2**63
@@ -307,6 +337,48 @@ assert read_wait_ms_max <= pg_statement_ms_max
 assert invariant_violations_default <= invariant_violations_max
 assert notification_page_max <= read_page_items_max
 
+# --- Query server: request fields ------------------------------------------------------------
+
+# Bytes of the Position token a read names as its min_position (common.proto: at most 16384).
+# A version-1 token is 9 bytes; the room is for later versions. A longer token is
+# POSITION_INVALID before it is parsed, so a caller cannot make the server decode a large blob.
+position_token_bytes_max = 16_384
+
+# Characters of a page_token (base64url). The tokens the server issues hold a 18-byte header,
+# one key of the listing and a 16-byte MAC, far below it; a longer token is CURSOR_INVALID
+# before it is decoded or its MAC computed, so a forged one costs no more than this.
+page_token_chars_max = 512
+
+# Bytes of a notification cursor (the server issues 46); a longer one is FIELD_TOO_LONG
+# before its MAC is computed.
+notification_cursor_bytes_max = 256
+
+# Entries of a repeated enum filter: as many as the enum has values (AccountKind 2,
+# AccountStatus 3, OrderStatus 5, TradeStatus 3), or room for the enums that will grow
+# (MovementKind, NotificationKind). More is FIELD_TOO_LONG. Each entry becomes a parameter of
+# the read query and part of the filter digest a page token is bound to.
+account_filter_kinds_max = 2
+account_filter_statuses_max = 3
+order_filter_statuses_max = 5
+trade_filter_statuses_max = 3
+history_filter_kinds_max = 16
+notification_filter_kinds_max = 16
+
+# Accounts one WatchNotifications stream may name; more is FIELD_TOO_LONG. Each is a
+# parameter of every read-store query the stream makes (one per projected batch).
+notification_filter_accounts_max = 100
+
+# Price levels per side of one GetOrderBook answer, and trades of one ListRecentTrades answer
+# (query_service.proto states both, with the defaults a request of 0 gets). Each answer is one
+# message built in memory; more is PAGE_SIZE_TOO_LARGE.
+book_depth_levels_max = 100
+book_depth_levels_default = 10
+recent_trades_max = 500
+recent_trades_default = 50
+
+assert 1 <= book_depth_levels_default <= book_depth_levels_max <= read_page_items_max
+assert 1 <= recent_trades_default <= recent_trades_max <= read_page_items_max
+
 # --- Market ---------------------------------------------------------------------------------
 
 # Resting orders of one account in one market (TOO_MANY_OPEN_ORDERS past it). Each resting
@@ -332,3 +404,112 @@ trade_step_attempts_max = 8
 
 # How long one CreatePayment call to a provider may take.
 payment_request_timeout_ms = 5_000
+
+# --- Markets file (command server) ----------------------------------------------------------
+
+# Markets one markets file may configure. Each is an actor holding its order book in memory
+# for the life of the server, and is recovered (its snapshot read, its open trades resumed) at
+# every start.
+markets_max = 64
+
+# Time a buyer has to pay after a match (a market's payment_window_ms): the default, and the
+# longest a file may set. Until the window ends an unpaid trade holds the seller's points in
+# escrow and a deadline entry in memory, so a longer window keeps both longer.
+payment_window_ms_default = 15 * 60 * 1000
+payment_window_ms_max = 7 * 24 * 3600 * 1000
+
+# Highest limit price, in minor units per point: a market's max_price_minor when the file does
+# not set it, and the most a file may set. An order's worst amount (price times quantity plus
+# fees) must still fit in int64; the order book refuses one that would not.
+market_price_minor_max_default = 1_000_000
+price_minor_max = 10**12
+
+# The most a market's fixed buyer or seller fee may be, in minor units; like prices, it is
+# added into amounts that must fit in int64.
+fee_fixed_minor_max = 10**12
+
+assert 1 <= payment_window_ms_default <= payment_window_ms_max
+assert 1 <= market_price_minor_max_default <= price_minor_max
+assert price_minor_max < 2**63
+assert fee_fixed_minor_max < 2**63
+
+# --- Payment providers file (command server) --------------------------------------------------
+
+# Providers one providers file may configure. Each costs a gRPC channel to its gateway and
+# its secrets in memory.
+providers_max = 64
+
+# Longest CreatePayment call to one provider (its request_timeout_ms): the default, and the
+# most a file may set. The call's deadline is the smaller of this and
+# payment_request_timeout_ms. A longer call holds the trade's payment step (and its task)
+# longer while the provider does not answer.
+provider_request_timeout_ms_default = 5_000
+provider_request_timeout_ms_max = 60_000
+
+# Secrets valid at once for one provider: two while a key rotates (the old one until every
+# delivery signed with it has arrived, and the new one). More would widen what a leaked key
+# opens, and each is tried on a callback that names no key id.
+provider_secrets_max = 2
+
+# Bytes of a shared callback secret, at least (the providers file and the sandbox's secret).
+# A shorter HMAC key is guessable offline from one captured callback.
+provider_secret_bytes_min = 16
+
+# How far (± seconds) a callback's signed_at may be from the server clock (callback_window_s):
+# the default the contract names (PaymentCallback.signed_at), and the most a file may set. A
+# wider window lets a captured callback be replayed for longer (deduplication still holds).
+callback_window_s_default = 300
+callback_window_s_max = 3_600
+
+# Characters of a callback's payment_id and provider_event_id (common.proto: 1-128); longer is
+# FIELD_TOO_LONG. Both are stored in the trade events a callback records.
+callback_id_chars_max = 128
+
+assert 1 <= provider_request_timeout_ms_default <= provider_request_timeout_ms_max
+assert provider_secrets_max >= 1
+assert 1 <= callback_window_s_default <= callback_window_s_max
+
+# --- Settings shared by every server --------------------------------------------------------
+
+# Longest graceful shutdown a setting may ask for (POINTEX_SHUTDOWN_GRACE_S): how long calls
+# in flight (and the sandbox's queued callbacks) may finish after SIGTERM. A longer grace keeps
+# a stopping server, and its port, for longer.
+shutdown_grace_s_max = 3_600
+
+# --- Sandbox payment provider (a separate process) ------------------------------------------
+
+# Payments the sandbox holds in memory (about 1 KiB each). Past it, the oldest finished payment
+# is forgotten; when none is finished, CreatePayment answers RESOURCE_EXHAUSTED.
+sandbox_payments_max = 100_000
+
+# Callbacks waiting for a delivery worker. A payment is queued once, when it settles, so a
+# queue as large as the payment table can never overflow.
+sandbox_deliveries_queued_max = sandbox_payments_max
+
+# Callbacks in flight at once; each holds one call to the command server, so this also bounds
+# the sandbox's settlement rate (workers / callback latency).
+sandbox_delivery_workers_max = 16
+
+# Calls made for one callback before the sandbox gives up on it (ABANDONED).
+sandbox_delivery_attempts_max = 20
+
+# Pause before the first redelivery; it doubles each time up to the maximum, so a command
+# server that is restarting is not hammered.
+sandbox_delivery_backoff_ms_min = 100
+sandbox_delivery_backoff_ms_max = 5_000
+
+# Longest single callback call; a longer one holds its worker longer.
+sandbox_delivery_attempt_ms_max = 5_000
+
+# Longest wait of a SettlePayment with wait_for_delivery and no deadline of its own.
+sandbox_settle_wait_ms_max = 60_000
+
+# Longest delay from a payment's creation to its callback a setting may ask for
+# (POINTEX_PAYMENT_DELAY_MS). The payment is held in memory meanwhile.
+sandbox_payment_delay_ms_max = 86_400_000
+
+assert sandbox_deliveries_queued_max >= sandbox_payments_max
+assert sandbox_delivery_workers_max >= 1
+assert sandbox_delivery_attempts_max >= 1
+assert 1 <= sandbox_delivery_backoff_ms_min <= sandbox_delivery_backoff_ms_max
+assert sandbox_delivery_attempt_ms_max <= sandbox_settle_wait_ms_max

@@ -44,11 +44,6 @@ _KEYS: Final = frozenset(
         "open",
     }
 )
-_MARKETS_MAX: Final = 64
-PAYMENT_WINDOW_MS_DEFAULT: Final = 15 * 60 * 1000
-_PAYMENT_WINDOW_MS_MAX: Final = 7 * 24 * 3600 * 1000
-MAX_PRICE_MINOR_DEFAULT: Final = 1_000_000
-_FEE_FIXED_MINOR_MAX: Final = 10**12
 
 
 def default_markets() -> dict[str, Market]:
@@ -69,8 +64,8 @@ def load_markets(path: Path | None) -> dict[str, Market]:
     tables = document.get("markets")
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: no [markets] table (an empty one serves no market)")
-    if len(tables) > _MARKETS_MAX:
-        raise ConfigError(f"{path}: at most {_MARKETS_MAX} markets")
+    if len(tables) > limits.markets_max:
+        raise ConfigError(f"{path}: at most {limits.markets_max} markets")
     return {
         market_id: _market(market_id, table, f"{path}: [markets.{market_id}]")
         for market_id, table in tables.items()
@@ -97,18 +92,28 @@ def _market(market_id: str, table: Mapping[str, Any], here: str) -> Market:
         currency=match.group(1),
         buyer_fee=FeeSchedule(
             _int(here, table, "buyer_fee_bps", 0, BPS_PER_UNIT),
-            _int(here, table, "buyer_fee_fixed_minor", 0, _FEE_FIXED_MINOR_MAX),
+            _int(here, table, "buyer_fee_fixed_minor", 0, limits.fee_fixed_minor_max),
         ),
         seller_fee=FeeSchedule(
             _int(here, table, "seller_fee_bps", 0, BPS_PER_UNIT),
-            _int(here, table, "seller_fee_fixed_minor", 0, _FEE_FIXED_MINOR_MAX),
+            _int(here, table, "seller_fee_fixed_minor", 0, limits.fee_fixed_minor_max),
         ),
         payment_window=Span(
             _int(
-                here, table, "payment_window_ms", PAYMENT_WINDOW_MS_DEFAULT, _PAYMENT_WINDOW_MS_MAX
+                here,
+                table,
+                "payment_window_ms",
+                limits.payment_window_ms_default,
+                limits.payment_window_ms_max,
             )
         ),
-        max_price_minor=_int(here, table, "max_price_minor", MAX_PRICE_MINOR_DEFAULT, 10**12),
+        max_price_minor=_int(
+            here,
+            table,
+            "max_price_minor",
+            limits.market_price_minor_max_default,
+            limits.price_minor_max,
+        ),
         max_quantity_points=_int(
             here, table, "max_quantity_points", limits.points_amount_max, limits.points_amount_max
         ),

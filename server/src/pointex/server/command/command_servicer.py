@@ -102,7 +102,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             convert.identifier("account_id", request.account_id),
             convert.account_kind(request.kind),
             convert.identifier("owner_partner_id", owner),
-            convert.text("display_name", request.display_name, convert.DISPLAY_NAME_BYTES_MAX),
+            convert.text("display_name", request.display_name, limits.display_name_bytes_max),
         )
         return await self._single(
             principal,

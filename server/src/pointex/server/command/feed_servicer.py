@@ -28,8 +28,6 @@ from pointex.server.grpc_edge.status import InvalidRequest, ShuttingDown
 from pointex.v1 import event_feed_pb2, event_feed_pb2_grpc, events_pb2
 
 _CATEGORY = re.compile(r"[a-z]{1,32}")
-_CATEGORIES_MAX = 16
-_BATCH_DEFAULT = 100
 
 # Stable event type name -> the field of Event.payload that carries it.
 _PAYLOAD_FIELDS: dict[str, str] = {
@@ -64,8 +62,10 @@ def to_wire(event: RecordedEvent) -> events_pb2.Event:
 
 def _validate(request: event_feed_pb2.SubscribeRequest) -> tuple[int, frozenset[str], int]:
     after = decode_global(request.from_position.token)
-    if len(request.categories) > _CATEGORIES_MAX:
-        raise InvalidRequest("INVALID_FIELD", "categories", f"at most {_CATEGORIES_MAX}")
+    if len(request.categories) > limits.feed_filter_categories_max:
+        raise InvalidRequest(
+            "INVALID_FIELD", "categories", f"at most {limits.feed_filter_categories_max}"
+        )
     for category in request.categories:
         if not _CATEGORY.fullmatch(category):
             raise InvalidRequest("INVALID_FIELD", "categories", "1-32 characters of [a-z]")
@@ -73,7 +73,11 @@ def _validate(request: event_feed_pb2.SubscribeRequest) -> tuple[int, frozenset[
         raise InvalidRequest(
             "PAGE_SIZE_TOO_LARGE", "max_batch_size", f"at most {limits.feed_batch_events_max}"
         )
-    return after, frozenset(request.categories), request.max_batch_size or _BATCH_DEFAULT
+    return (
+        after,
+        frozenset(request.categories),
+        request.max_batch_size or limits.feed_batch_events_default,
+    )
 
 
 # What the pump hands the call: an event, or the error that ends the call.

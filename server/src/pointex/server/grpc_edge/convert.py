@@ -18,8 +18,6 @@ from pointex.v1 import common_pb2
 _ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-TEXT_BYTES_MAX: Final = 256
-DISPLAY_NAME_BYTES_MAX: Final = 128
 
 
 def request_id(value: str) -> str:
@@ -41,7 +39,7 @@ def identifier(field: str, value: str) -> str:
     return value
 
 
-def text(field: str, value: str, bytes_max: int = TEXT_BYTES_MAX) -> str:
+def text(field: str, value: str, bytes_max: int = limits.text_bytes_max) -> str:
     """Return free text of at most `bytes_max` UTF-8 bytes without control characters."""
     if len(value.encode()) > bytes_max:
         raise InvalidRequest(errors.FIELD_TOO_LONG, field, f"at most {bytes_max} bytes")

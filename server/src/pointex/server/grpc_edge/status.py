@@ -20,6 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from pointex.client.positions import InvalidPositionError
+from pointex.server import limits
 from pointex.server.domain import errors as domain
 from pointex.server.overload import Overloaded
 from pointex.server.store_errors import (
@@ -34,7 +35,6 @@ from pointex.server.store_errors import (
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "pointex.v1"
-_STORE_RETRY_AFTER_MS = 200
 
 
 class InvalidRequest(domain.InvalidArgument):
@@ -115,7 +115,7 @@ def _map_query_error(error: PositionNotReached | ShuttingDown) -> Mapped:
         "SHUTTING_DOWN",
         "the server is shutting down",
         {},
-        retry_after_ms=_STORE_RETRY_AFTER_MS,
+        retry_after_ms=limits.unavailable_retry_after_ms,
     )
 
 
@@ -134,7 +134,7 @@ def _map_store_error(error: StoreError) -> Mapped:
                 "COMMIT_OUTCOME_UNKNOWN",
                 "the commit's outcome is unknown; retry with the same request_id",
                 {},
-                retry_after_ms=_STORE_RETRY_AFTER_MS,
+                retry_after_ms=limits.unavailable_retry_after_ms,
             )
         case StoreUnavailable() | DurabilityUnsafe() | SchemaTooNew():
             return Mapped(
@@ -142,14 +142,14 @@ def _map_store_error(error: StoreError) -> Mapped:
                 "STORE_UNAVAILABLE",
                 "the event store is unavailable",
                 {},
-                retry_after_ms=_STORE_RETRY_AFTER_MS,
+                retry_after_ms=limits.unavailable_retry_after_ms,
             )
     return Mapped(
         grpc.StatusCode.UNAVAILABLE,
         "STORE_UNAVAILABLE",
         "the event store failed",
         {},
-        retry_after_ms=_STORE_RETRY_AFTER_MS,
+        retry_after_ms=limits.unavailable_retry_after_ms,
     )
 
 

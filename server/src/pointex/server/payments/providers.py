@@ -26,23 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from pointex.server import limits
 from pointex.server.config import ConfigError, read_secret
 from pointex.server.payments.port import PaymentProvider
 from pointex.server.payments.sandbox_client import SandboxProvider
 from pointex.server.payments.verification import (
-    WINDOW_S_DEFAULT,
     CallbackVerifier,
     ProviderSecret,
     ProviderSecrets,
-    provider_secrets_max,
 )
 
 KINDS: Final = frozenset({"sandbox"})
-REQUEST_TIMEOUT_MS_DEFAULT: Final = 5_000
-_REQUEST_TIMEOUT_MS_MAX: Final = 60_000
-# A wider window lets a captured callback be replayed for longer (deduplication still holds).
-_WINDOW_S_MAX: Final = 3_600
-_PROVIDERS_MAX: Final = 64
 _ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TOP_KEYS: Final = frozenset({"callback_window_s", "providers"})
 _PROVIDER_KEYS: Final = frozenset({"kind", "target", "request_timeout_ms", "keys"})
@@ -76,13 +70,18 @@ def load_providers(path: Path) -> dict[str, ProviderSettings]:
         raise ConfigError(f"{where}: not valid TOML: {error}") from None
     _only_keys(where, document, _TOP_KEYS)
     window_s = _int(
-        where, document, "callback_window_s", WINDOW_S_DEFAULT, low=1, high=_WINDOW_S_MAX
+        where,
+        document,
+        "callback_window_s",
+        limits.callback_window_s_default,
+        low=1,
+        high=limits.callback_window_s_max,
     )
     providers = document.get("providers", {})
     if not isinstance(providers, dict) or not providers:
         raise ConfigError(f"{where}: needs at least one [providers.<id>] table")
-    if len(providers) > _PROVIDERS_MAX:
-        raise ConfigError(f"{where}: at most {_PROVIDERS_MAX} providers")
+    if len(providers) > limits.providers_max:
+        raise ConfigError(f"{where}: at most {limits.providers_max} providers")
     return {
         provider_id: _provider(where, path.parent, provider_id, entry, window_s)
         for provider_id, entry in providers.items()
@@ -91,7 +90,8 @@ def load_providers(path: Path) -> dict[str, ProviderSettings]:
 
 def build_verifier(providers: Mapping[str, ProviderSettings]) -> CallbackVerifier:
     """Return the callback verifier for the configured providers."""
-    windows = {settings.window_s for settings in providers.values()} or {WINDOW_S_DEFAULT}
+    default_s = limits.callback_window_s_default
+    windows = {settings.window_s for settings in providers.values()} or {default_s}
     # One file has one window; load_providers copies it into every provider.
     assert len(windows) == 1, windows
     return CallbackVerifier(
@@ -129,8 +129,9 @@ def _provider(
     if not isinstance(target, str) or not _is_host_port(target):
         raise ConfigError(f"{here}: target: expected host:port, got {target!r}")
     keys = entry.get("keys")
-    if not isinstance(keys, list) or not 1 <= len(keys) <= provider_secrets_max:
-        raise ConfigError(f"{here}: keys: expected 1 to {provider_secrets_max} [[keys]] entries")
+    secrets_max = limits.provider_secrets_max
+    if not isinstance(keys, list) or not 1 <= len(keys) <= secrets_max:
+        raise ConfigError(f"{here}: keys: expected 1 to {secrets_max} [[keys]] entries")
     secrets = tuple(_key(f"{here}.keys[{n}]", base, key) for n, key in enumerate(keys))
     if len({secret.key_id for secret in secrets}) != len(secrets):
         raise ConfigError(f"{here}: keys: two keys have the same key_id")
@@ -142,9 +143,9 @@ def _provider(
             here,
             entry,
             "request_timeout_ms",
-            REQUEST_TIMEOUT_MS_DEFAULT,
+            limits.provider_request_timeout_ms_default,
             low=1,
-            high=_REQUEST_TIMEOUT_MS_MAX,
+            high=limits.provider_request_timeout_ms_max,
         ),
         secrets=ProviderSecrets(provider_id, secrets),
         window_s=window_s,

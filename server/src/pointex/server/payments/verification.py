@@ -16,21 +16,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from pointex.client.callbacks import SIGNATURE_BYTES, sign
+from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.grpc_edge.convert import identifier
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import command_service_pb2, common_pb2
 
-# Two secrets are valid at once while a key rotates: the old one until every delivery
-# signed with it has arrived, and the new one. More would widen what a leaked key opens.
-provider_secrets_max: Final = 2
-# A shorter HMAC key is guessable offline from one captured callback.
-SECRET_BYTES_MIN: Final = 16
-# The window the contract names as the default (PaymentCallback.signed_at).
-WINDOW_S_DEFAULT: Final = 300
-
-_LONG_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_LONG_ID_CHARS_MAX: Final = 128
+_LONG_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.callback_id_chars_max}}}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _OUTCOMES: Final = frozenset(
     {common_pb2.PAYMENT_OUTCOME_CONFIRMED, common_pb2.PAYMENT_OUTCOME_FAILED}
@@ -48,7 +40,7 @@ class ProviderSecret:
     def __post_init__(self) -> None:
         """Assert what the configuration loader has already checked."""
         assert self.key_id, "a secret needs a key id"
-        assert len(self.secret) >= SECRET_BYTES_MIN, self.key_id
+        assert len(self.secret) >= limits.provider_secret_bytes_min, self.key_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +52,17 @@ class ProviderSecrets:
 
     def __post_init__(self) -> None:
         """Assert what the configuration loader has already checked."""
-        assert 1 <= len(self.keys) <= provider_secrets_max, self.provider_id
+        assert 1 <= len(self.keys) <= limits.provider_secrets_max, self.provider_id
         assert len({key.key_id for key in self.keys}) == len(self.keys), self.provider_id
 
 
 def _long_id(field_name: str, value: str) -> None:
     if _LONG_ID.fullmatch(value):
         return
-    if len(value) > _LONG_ID_CHARS_MAX:
-        raise InvalidRequest(errors.FIELD_TOO_LONG, field_name, "at most 128 characters")
-    raise InvalidRequest(errors.INVALID_FIELD, field_name, "1-128 of A-Z a-z 0-9 _ . : -")
+    chars_max = limits.callback_id_chars_max
+    if len(value) > chars_max:
+        raise InvalidRequest(errors.FIELD_TOO_LONG, field_name, f"at most {chars_max} characters")
+    raise InvalidRequest(errors.INVALID_FIELD, field_name, f"1-{chars_max} of A-Z a-z 0-9 _ . : -")
 
 
 def validate_callback_fields(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.values import Role
 from pointex.server.grpc_edge import convert
@@ -29,15 +30,6 @@ from pointex.v1 import common_pb2, query_service_pb2
 ORDER_NOT_FOUND: Final = "ORDER_NOT_FOUND"
 TRADE_NOT_FOUND: Final = "TRADE_NOT_FOUND"
 MARKET_NOT_FOUND: Final = "MARKET_NOT_FOUND"
-
-# Bounds the contract states (query_service.proto): price levels per side of a book, and
-# trades of one ListRecentTrades answer. Each answer is one message held in memory.
-book_depth_default: Final = 10
-book_depth_max: Final = 100
-recent_trades_default: Final = 50
-recent_trades_max: Final = 500
-_ORDER_STATUSES_MAX: Final = 5
-_TRADE_STATUSES_MAX: Final = 3
 
 
 def viewer(caller: Principal) -> str | None:
@@ -98,7 +90,7 @@ def order_filter(caller: Principal, request: query_service_pb2.ListOrdersRequest
             request.statuses,
             common_pb2.OrderStatus,
             "ORDER_STATUS_",
-            _ORDER_STATUSES_MAX,
+            limits.order_filter_statuses_max,
         ),
         side=side,
     )
@@ -116,7 +108,7 @@ def trade_filter(caller: Principal, request: query_service_pb2.ListTradesRequest
             request.statuses,
             common_pb2.TradeStatus,
             "TRADE_STATUS_",
-            _TRADE_STATUSES_MAX,
+            limits.trade_filter_statuses_max,
         ),
         refund_required_only=request.refund_required_only,
     )

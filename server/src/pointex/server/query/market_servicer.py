@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from pointex.client.positions import position_message
+from pointex.server import limits
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import Principal, current_principal
 from pointex.server.grpc_edge.status import InvalidRequest
@@ -158,7 +159,9 @@ class MarketQueries(query_service_pb2_grpc.QueryServiceServicer):
     ) -> pb.GetOrderBookResponse:
         """Return the best price levels of each side of a market's book."""
         market_id = convert.identifier("market_id", request.market_id)
-        depth = mr.bounded("depth", request.depth, mr.book_depth_default, mr.book_depth_max)
+        depth = mr.bounded(
+            "depth", request.depth, limits.book_depth_levels_default, limits.book_depth_levels_max
+        )
         as_of = await self._reached(request.min_position, context)
         market = mr.require_market(await self._store.markets(), market_id)
         bids = await self._store.price_levels(market_id, "BUY", depth)
@@ -176,7 +179,9 @@ class MarketQueries(query_service_pb2_grpc.QueryServiceServicer):
     ) -> pb.ListRecentTradesResponse:
         """Return a market's latest trades as public data, newest first."""
         market_id = convert.identifier("market_id", request.market_id)
-        limit = mr.bounded("limit", request.limit, mr.recent_trades_default, mr.recent_trades_max)
+        limit = mr.bounded(
+            "limit", request.limit, limits.recent_trades_default, limits.recent_trades_max
+        )
         as_of = await self._reached(request.min_position, context)
         market = mr.require_market(await self._store.markets(), market_id)
         found = await self._store.list_trades(TradeFilter(market_id=market_id), 0, limit)

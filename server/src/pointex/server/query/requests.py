@@ -28,17 +28,11 @@ from pointex.server.query.readstore.port import (
 from pointex.v1 import common_pb2, query_service_pb2
 
 PAGE_SIZE_TOO_LARGE: Final = "PAGE_SIZE_TOO_LARGE"
-POSITION_TOKEN_BYTES_MAX: Final = 16_384
-_KINDS_MAX: Final = 2
-_STATUSES_MAX: Final = 3
-_MOVEMENT_KINDS_MAX: Final = 16
-_NOTIFICATION_KINDS_MAX: Final = 16
-_NOTIFICATION_ACCOUNTS_MAX: Final = 100
 
 
 def min_position(message: common_pb2.Position) -> int:
     """Return the position a request's `min_position` names (0 when unset)."""
-    if len(message.token) > POSITION_TOKEN_BYTES_MAX:
+    if len(message.token) > limits.position_token_bytes_max:
         raise InvalidRequest("POSITION_INVALID", "min_position", "a position token is too long")
     return decode_global(message.token)
 
@@ -98,10 +92,18 @@ def account_filter(
     return AccountFilter(
         owner_partner_id=owner,
         kinds=enum_names(
-            "kinds", request.kinds, common_pb2.AccountKind, "ACCOUNT_KIND_", _KINDS_MAX
+            "kinds",
+            request.kinds,
+            common_pb2.AccountKind,
+            "ACCOUNT_KIND_",
+            limits.account_filter_kinds_max,
         ),
         statuses=enum_names(
-            "statuses", request.statuses, common_pb2.AccountStatus, "ACCOUNT_STATUS_", _STATUSES_MAX
+            "statuses",
+            request.statuses,
+            common_pb2.AccountStatus,
+            "ACCOUNT_STATUS_",
+            limits.account_filter_statuses_max,
         ),
     )
 
@@ -122,7 +124,11 @@ def history_filter(request: query_service_pb2.GetAccountHistoryRequest) -> Histo
         raise InvalidRequest(errors.INVALID_FIELD, "end_time", "must be after start_time")
     return HistoryFilter(
         kinds=enum_names(
-            "kinds", request.kinds, common_pb2.MovementKind, "MOVEMENT_KIND_", _MOVEMENT_KINDS_MAX
+            "kinds",
+            request.kinds,
+            common_pb2.MovementKind,
+            "MOVEMENT_KIND_",
+            limits.history_filter_kinds_max,
         ),
         start_us=start_us,
         end_us=end_us,
@@ -134,9 +140,10 @@ def notification_filter(
     caller: Principal, request: query_service_pb2.WatchNotificationsRequest
 ) -> NotificationFilter:
     """Return the filter of a WatchNotifications request (accounts are checked separately)."""
-    if len(request.account_ids) > _NOTIFICATION_ACCOUNTS_MAX:
+    accounts_max = limits.notification_filter_accounts_max
+    if len(request.account_ids) > accounts_max:
         raise InvalidRequest(
-            errors.FIELD_TOO_LONG, "account_ids", f"at most {_NOTIFICATION_ACCOUNTS_MAX} entries"
+            errors.FIELD_TOO_LONG, "account_ids", f"at most {accounts_max} entries"
         )
     account_ids = tuple(
         sorted({convert.identifier("account_ids", account) for account in request.account_ids})
@@ -146,7 +153,7 @@ def notification_filter(
         request.kinds,
         query_service_pb2.NotificationKind,
         "NOTIFICATION_KIND_",
-        _NOTIFICATION_KINDS_MAX,
+        limits.notification_filter_kinds_max,
     )
     if request.cursor and request.from_beginning:
         raise InvalidRequest(

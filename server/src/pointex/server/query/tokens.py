@@ -17,6 +17,7 @@ import hmac
 import struct
 from collections.abc import Iterable
 
+from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.grpc_edge.auth import Principal
 from pointex.server.grpc_edge.status import InvalidRequest
@@ -28,8 +29,6 @@ _MAC_BYTES = 16
 _HEADER = struct.Struct(f">BB{_TAG_BYTES}s{_DIGEST_BYTES}s")
 _CURSOR_PAYLOAD = struct.Struct(">QI")
 _NO_FILTER = bytes(_DIGEST_BYTES)
-PAGE_TOKEN_CHARS_MAX = 512
-CURSOR_BYTES_MAX = 256
 
 # The reason of a malformed, forged or misused token (pointex.v1.ErrorReason).
 CURSOR_INVALID = "CURSOR_INVALID"
@@ -97,7 +96,7 @@ class TokenCodec:
             InvalidRequest: CURSOR_INVALID (malformed, forged, or other filters).
             PermissionDenied: NOT_OWNER (issued to another caller).
         """
-        if len(token) > PAGE_TOKEN_CHARS_MAX:
+        if len(token) > limits.page_token_chars_max:
             raise InvalidRequest(CURSOR_INVALID, field, "not a token of this listing")
         try:
             data = base64.urlsafe_b64decode(token.encode("ascii"))
@@ -112,8 +111,10 @@ class TokenCodec:
 
     def read_cursor(self, data: bytes, caller: Principal) -> tuple[int, int]:
         """Return the `(position, index)` a notification cursor resumes after."""
-        if len(data) > CURSOR_BYTES_MAX:
-            raise InvalidRequest(errors.FIELD_TOO_LONG, "cursor", f"at most {CURSOR_BYTES_MAX}")
+        if len(data) > limits.notification_cursor_bytes_max:
+            raise InvalidRequest(
+                errors.FIELD_TOO_LONG, "cursor", f"at most {limits.notification_cursor_bytes_max}"
+            )
         payload = self._open(data, KIND_NOTIFICATION, caller, _NO_FILTER, "cursor")
         if len(payload) != _CURSOR_PAYLOAD.size:
             raise InvalidRequest(CURSOR_INVALID, "cursor", "not a notification cursor")

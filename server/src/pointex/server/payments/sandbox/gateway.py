@@ -20,31 +20,13 @@ from typing import Final, Protocol
 
 import grpc
 
+from pointex.server import limits
+
 log = logging.getLogger(__name__)
 
-# --- Bounds ---------------------------------------------------------------------------------
+# The gateway's bounds are in limits.py, section "Sandbox payment provider".
 
-# Payments held in memory (about 1 KiB each). Past it, the oldest finished payment is
-# forgotten; when none is finished, CreatePayment answers RESOURCE_EXHAUSTED.
-payments_max: Final = 100_000
-# Callbacks waiting for a delivery worker. A payment is queued once, when it settles, so a
-# queue as large as the payment table can never overflow.
-deliveries_queued_max: Final = payments_max
-# Callbacks in flight at once; each holds one call to the command server.
-delivery_workers_max: Final = 16
-# Calls made for one callback before the gateway gives up on it (ABANDONED).
-delivery_attempts_max: Final = 20
-# Pause before the first redelivery; it doubles each time up to delivery_backoff_ms_max, so
-# a command server that is restarting is not hammered.
-delivery_backoff_ms_min: Final = 100
-delivery_backoff_ms_max: Final = 5_000
-# Longest single callback call.
-delivery_attempt_ms_max: Final = 5_000
-# Longest wait of a SettlePayment with wait_for_delivery and no deadline of its own.
-settle_wait_ms_max: Final = 60_000
-assert deliveries_queued_max >= payments_max
-assert delivery_backoff_ms_min <= delivery_backoff_ms_max
-
+# All of a share in basis points (100 %): failure and duplicate rates are drawn against it.
 BPS_ALL: Final = 10_000
 # Codes after which the same callback may succeed later: the command server is restarting,
 # overloaded or racing (PAYMENT_NOT_FOUND: the payment request is not recorded yet).
@@ -147,7 +129,9 @@ class Gateway:
         self._draw_bps = draw_bps
         self._payments: OrderedDict[str, Payment] = OrderedDict()
         self._by_trade: dict[str, str] = {}
-        self._queue: asyncio.Queue[Payment] = asyncio.Queue(maxsize=deliveries_queued_max)
+        self._queue: asyncio.Queue[Payment] = asyncio.Queue(
+            maxsize=limits.sandbox_deliveries_queued_max
+        )
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -155,7 +139,7 @@ class Gateway:
         assert not self._workers, "started twice"
         self._workers = [
             asyncio.create_task(self._work(), name=f"sandbox-delivery-{n}")
-            for n in range(delivery_workers_max)
+            for n in range(limits.sandbox_delivery_workers_max)
         ]
 
     def create(
@@ -229,7 +213,7 @@ class Gateway:
         await self._sender.close()
 
     def _make_room(self) -> None:
-        if len(self._payments) < payments_max:
+        if len(self._payments) < limits.sandbox_payments_max:
             return
         finished = next((p for p in self._payments.values() if p.finished.is_set()), None)
         if finished is None:
@@ -271,8 +255,8 @@ class Gateway:
                 self._queue.task_done()
 
     async def _deliver(self, payment: Payment) -> None:
-        backoff_ms = delivery_backoff_ms_min
-        for _ in range(delivery_attempts_max):
+        backoff_ms = limits.sandbox_delivery_backoff_ms_min
+        for _ in range(limits.sandbox_delivery_attempts_max):
             payment.attempts += 1
             code = await self._sender.send(payment, request_id=payment.provider_event_id)
             if code is grpc.StatusCode.OK:
@@ -287,7 +271,7 @@ class Gateway:
                 )
                 return
             await asyncio.sleep(backoff_ms / 1000)
-            backoff_ms = min(2 * backoff_ms, delivery_backoff_ms_max)
+            backoff_ms = min(2 * backoff_ms, limits.sandbox_delivery_backoff_ms_max)
         payment.delivery = Delivery.ABANDONED
         log.warning("callback abandoned", extra={"payment_id": payment.payment_id})
 

@@ -13,13 +13,13 @@ from typing import Any, Final, NoReturn
 import grpc
 
 from pointex.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
+from pointex.server import limits
 from pointex.server.payments.sandbox.gateway import (
     Delivery,
     Gateway,
     GatewayError,
     Outcome,
     Payment,
-    settle_wait_ms_max,
 )
 
 _ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -103,7 +103,7 @@ class SandboxGatewayServicer(sandbox_pb2_grpc.SandboxGatewayServiceServicer):
             await _abort(context, error.code, error.message)
         if request.wait_for_delivery:
             remaining_s = context.time_remaining()
-            wait_s = settle_wait_ms_max / 1000
+            wait_s = limits.sandbox_settle_wait_ms_max / 1000
             if remaining_s is not None:
                 wait_s = min(wait_s, remaining_s)
             try:

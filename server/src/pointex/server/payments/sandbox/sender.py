@@ -12,11 +12,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from pointex.client.callbacks import sign
-from pointex.server.payments.sandbox.gateway import (
-    Outcome,
-    Payment,
-    delivery_attempt_ms_max,
-)
+from pointex.server import limits
+from pointex.server.payments.sandbox.gateway import Outcome, Payment
 from pointex.v1 import command_service_pb2, command_service_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
@@ -62,7 +59,7 @@ class GrpcCallbackSender:
     async def send(self, payment: Payment, *, request_id: str) -> grpc.StatusCode:
         """Deliver the callback once; return OK or the error's status code."""
         callback = self.signed_callback(payment)
-        timeout_s = delivery_attempt_ms_max / 1000
+        timeout_s = limits.sandbox_delivery_attempt_ms_max / 1000
         try:
             if payment.outcome is Outcome.CONFIRMED:
                 await self._stub.ConfirmPayment(
