@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pointex.client.callbacks import sign
+from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Inspect
@@ -94,10 +95,12 @@ class Provider:
     provider_id: str = "sandbox"
     refuse: bool = False
     asked: Counter[str] = field(default_factory=Counter)
+    timeouts_s: list[float] = field(default_factory=list)
 
     async def create_payment(self, request: PaymentRequest, *, timeout_s: float) -> PaymentCreated:
         """Create the payment of a trade: its id is derived from the trade id (idempotent)."""
         assert timeout_s > 0
+        self.timeouts_s.append(timeout_s)
         self.asked[request.trade_id] += 1
         if self.refuse:
             raise PaymentRequestRefused("DECLINED", "the test provider declines")
@@ -309,6 +312,16 @@ async def test_a_confirmed_trade_moves_points_from_seller_held_to_buyer(node: No
     assert reply.trade_status == common_pb2.TRADE_STATUS_SETTLED
     assert await node.balances(seller) == (90, 6)
     assert await node.balances(buyer) == (4, 0)
+
+
+async def test_a_providers_own_request_timeout_bounds_its_payment_request(node: Node) -> None:
+    """The trade asks with the longest timeout a provider may set, so the provider's own wins."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 10, 100)
+    await node.place(buyer, OrderSide.BUY, 4, 120)
+    await node.settle_background()
+    assert node.provider.timeouts_s
+    assert min(node.provider.timeouts_s) * 1000 >= limits.provider_request_timeout_ms_max
 
 
 async def test_a_failed_payment_returns_the_quantity_to_the_resting_order(node: Node) -> None:

@@ -402,9 +402,6 @@ assert trades_per_order_max + 2 <= append_unit_streams_max
 # (a callback racing the deadline, a redelivery racing its original).
 trade_step_attempts_max = 8
 
-# How long one CreatePayment call to a provider may take.
-payment_request_timeout_ms = 5_000
-
 # --- Markets file (command server) ----------------------------------------------------------
 
 # Markets one markets file may configure. Each is an actor holding its order book in memory
@@ -440,9 +437,8 @@ assert fee_fixed_minor_max < 2**63
 providers_max = 64
 
 # Longest CreatePayment call to one provider (its request_timeout_ms): the default, and the
-# most a file may set. The call's deadline is the smaller of this and
-# payment_request_timeout_ms. A longer call holds the trade's payment step (and its task)
-# longer while the provider does not answer.
+# most a file may set; it is the call's deadline. A longer call holds the trade's payment
+# step (and its task) longer while the provider does not answer.
 provider_request_timeout_ms_default = 5_000
 provider_request_timeout_ms_max = 60_000
 

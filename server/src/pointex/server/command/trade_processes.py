@@ -356,7 +356,8 @@ class TradeProcesses:
             created.payment_deadline.unix_ms // 1000,
             created.buyer_account_id,
         )
-        timeout_s = limits.payment_request_timeout_ms / 1000
+        # The provider's own request_timeout_ms bounds the call; this is only its ceiling.
+        timeout_s = limits.provider_request_timeout_ms_max / 1000
         try:
             payment = await provider.create_payment(request, timeout_s=timeout_s)
         except PaymentRequestRefused as refused:
