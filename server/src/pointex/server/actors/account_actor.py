@@ -62,8 +62,9 @@ class AccountActor(StreamActor[Account | None]):
         """Create an inactive actor; it loads its state on the first message."""
         super().__init__(streams.account(account_id), ACCOUNTS, store, committer)
         self.account_id = account_id
-        # Transfers out of this account whose credit or return has not committed yet. Kept in
-        # memory only: recovery finishes every transfer before the server takes commands.
+        # Transfers out of this account whose credit or return has not committed yet: it may
+        # not close, or leave memory, meanwhile. Kept in memory only (recovery finishes every
+        # transfer before the server takes commands); changed only by this actor's methods.
         self.transfers_in_flight = 0
 
     @property
@@ -86,6 +87,10 @@ class AccountActor(StreamActor[Account | None]):
     def _failed(self, command: Any) -> None:
         if isinstance(command, DebitPoints):
             self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
+
+    def transfer_found_open(self) -> None:
+        """Record a transfer out of this account found debited and not ended (in the log)."""
+        self.transfers_in_flight += 1
 
     def transfer_settled(self) -> None:
         """Record that a transfer out of this account was credited or returned."""

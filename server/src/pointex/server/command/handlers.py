@@ -267,7 +267,7 @@ class CommandHandlers:
             if len(recorded) == 1 and key not in self._open:
                 initiated = codec.decode(recorded[0])
                 self._open[key] = (recorded[0].position, initiated)
-                self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
+                self._actors.actor(initiated.from_account_id).transfer_found_open()
                 self._finish_later(initiated)
 
         self._runner.spawn(reconcile())
@@ -382,7 +382,7 @@ class CommandHandlers:
         """Finish every transfer the recovery scan found open (before commands are taken)."""
         for position, initiated in found:
             self._open[initiated.transfer_id] = (position, initiated)
-            self._actors.actor(initiated.from_account_id).transfers_in_flight += 1
+            self._actors.actor(initiated.from_account_id).transfer_found_open()
         for _, initiated in found:
             # A compensation raises its refusal; the points went back to the source.
             with contextlib.suppress(errors.DomainError):
