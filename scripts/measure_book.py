@@ -26,7 +26,7 @@ from typing import Any
 
 from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.stream_actor import Decide, Inspect
+from pointex.server.actors.stream_actor import Decide, Decided, Inspect
 from pointex.server.command.bootstrap import start_core
 from pointex.server.domain.market_commands import ConfigureMarket, PlaceOrder
 from pointex.server.domain.order_book import OrderBook
@@ -62,7 +62,9 @@ async def fill(url: str, orders: int) -> float:
         await actor.tell(Decide(_order(number, resting=True)))
     for first in range(RESTING_BIDS, orders, IN_FLIGHT):
         last = min(first + IN_FLIGHT, orders)
-        told = [actor.tell(Decide(_order(n, resting=False))) for n in range(first, last)]
+        told: list[asyncio.Future[Decided[None]]] = [
+            actor.tell(Decide(_order(n, resting=False))) for n in range(first, last)
+        ]
         await asyncio.gather(*told)
     elapsed_s = time.monotonic() - started
     await core.lookup.stop()

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pointex.server import limits
-from pointex.server.actors.account_actor import AccountActor, Inspect, Message
+from pointex.server.actors.account_actor import AccountActor, Decide, Decided, Inspect, Message
 from pointex.server.domain.account import Account
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class AccountActors:
@@ -61,6 +64,12 @@ class AccountActors:
             return None
         self._actors.move_to_end(account_id)
         return actor
+
+    @overload
+    async def ask(self, account_id: str, message: Inspect[Account | None, T]) -> T: ...
+
+    @overload
+    async def ask(self, account_id: str, message: Decide[Account | None, R]) -> Decided[R]: ...
 
     async def ask(self, account_id: str, message: Message) -> Any:
         """Deliver `message` to the account's actor and wait for its result."""

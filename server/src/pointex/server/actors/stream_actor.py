@@ -22,7 +22,7 @@ import collections
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pointex.server import limits
 from pointex.server.domain import errors
@@ -41,6 +41,8 @@ from pointex.server.overload import Overloaded
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+R = TypeVar("R")  # What a Decide's finish replies with.
+T = TypeVar("T")  # What an Inspect's read returns.
 
 # Snapshot saves under way, kept referenced until they end (they are fire-and-forget).
 _SNAPSHOT_TASKS: set[asyncio.Task[None]] = set()
@@ -76,15 +78,24 @@ class Aggregate(Protocol[S]):
 
 # Given the state after the command and its events, return the appends to commit in the
 # same unit (process and idempotency records) and the value to reply with.
-Finish = Callable[[Any, list[Any]], tuple[tuple[StreamAppend, ...], Any]]
+Finish = Callable[[S, list[Any]], tuple[tuple[StreamAppend, ...], R]]
 
 
 def _no_extra(_state: object, _events: list[Any]) -> tuple[tuple[()], None]:
     return (), None
 
 
+def appending(*appends: StreamAppend) -> Finish[object, None]:
+    """Return a `finish` that commits `appends` with a command's events and replies None."""
+
+    def finish(_state: object, _events: list[Any]) -> tuple[tuple[StreamAppend, ...], None]:
+        return appends, None
+
+    return finish
+
+
 @dataclass(frozen=True, slots=True)
-class Decide:
+class Decide(Generic[S, R]):
     """Decide `command`; commit its events with what `finish` adds, in one unit.
 
     The reply is a `Decided`: `finish`'s value and the committed events (none, for a
@@ -92,29 +103,29 @@ class Decide:
     """
 
     command: Any
-    finish: Finish = _no_extra
+    finish: Finish[S, R] = _no_extra  # type: ignore[assignment] # R is None without a finish.
     # Commit `finish`'s appends before the stream's own events, where the process's order
     # says so (a trade's TradeCancelled comes before the quantity's return).
     extra_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Decided:
+class Decided(Generic[R]):
     """What a Decide resolves to once its unit is committed."""
 
-    value: Any
+    value: R
     recorded: list[RecordedEvent]
     position: int
 
 
 @dataclass(frozen=True, slots=True)
-class Inspect:
+class Inspect(Generic[S, T]):
     """Call `read` on the current state (no append), e.g. to pre-check a credit."""
 
-    read: Callable[[Any], Any]
+    read: Callable[[S], T]
 
 
-Message = Decide | Inspect
+Message = Decide[Any, Any] | Inspect[Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +225,12 @@ class StreamActor(Generic[S]):
         self.version += len(proposal.events)
         self._track(commit)
         commit.add_done_callback(self._resolved)
+
+    @overload
+    def tell(self, message: Inspect[S, T]) -> asyncio.Future[T]: ...
+
+    @overload
+    def tell(self, message: Decide[S, R]) -> asyncio.Future[Decided[R]]: ...
 
     def tell(self, message: Message) -> asyncio.Future[Any]:
         """Deliver `message`; the future resolves with its result (or its error)."""

@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 from pointex.client.positions import position_message
 from pointex.server.actors.account_actor import Decide, Decided
 from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.stream_actor import appending
 from pointex.server.command.idempotency import (
     key_reused,
     payload_digest,
@@ -39,7 +40,6 @@ from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.command.transfer_steps import (
     TransferDone,
     TransferRequest,
-    appending,
     in_one_unit,
     replies,
     start_transfers,
@@ -124,7 +124,7 @@ class CommandHandlers:
             return (record,), response
 
         try:
-            decided: Decided = await self._actors.ask(account_id, Decide(command, finish))
+            decided = await self._actors.ask(account_id, Decide(command, finish))
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != stream:
                 raise
@@ -318,7 +318,7 @@ class CommandHandlers:
         assert isinstance(step, process.Compensate), step
         append = _append(debited, step.compensated)
         try:
-            decided: Decided = await self._actors.ask(
+            decided = await self._actors.ask(
                 initiated.from_account_id, Decide(step.command, appending(append))
             )
         except WrongExpectedVersion as conflict:

@@ -199,7 +199,7 @@ class MarketHandlers:
             return replayed
         finish = self._placement_finish(order, key, digest, request_id, principal_id)
         try:
-            decided: Decided = await market.tell(Decide(order, finish))
+            decided = await market.tell(Decide(order, finish))
         except errors.DomainError as refusal:
             if order.side is OrderSide.SELL:
                 await self._reject_held(order, refusal.reason)
@@ -273,7 +273,7 @@ class MarketHandlers:
         step before) is returned instead: the release follows, or recovery finishes it.
         """
         try:
-            decided: Decided = await self._accounts.ask(release.account_id, Decide(release))
+            decided: Decided[None] = await self._accounts.ask(release.account_id, Decide(release))
         except (StoreError, Overloaded) as error:
             log.warning("release for %s continues later: %s", release.order_id, error)
             self._runner.spawn(self._release_later(release))
@@ -346,7 +346,7 @@ class MarketHandlers:
             return (record,), response
 
         command = CancelOrder(request.market_id, request.order_id)
-        decided: Decided = await market.tell(Decide(command, finish))
+        decided = await market.tell(Decide(command, finish))
         response: pb.CancelOrderResponse = decided.value
         position = decided.position
         if response.released_points:

@@ -26,7 +26,7 @@ from typing import Any
 from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Decide, Decided
+from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, appending
 from pointex.server.command.runner import ProcessRunner, retry_until_done
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
@@ -135,21 +135,21 @@ class TradeProcesses:
 
     async def _commit_via(
         self,
-        actor: Any,
+        actor: StreamActor[Any],
         command: object,
         extra: tuple[StreamAppend, ...],
         trade: Trade,
         *,
         trade_first: bool,
-    ) -> Decided:
+    ) -> Decided[None]:
         """Commit `command` on an actor with the trade's appends; a trade race is a conflict.
 
         `trade_first` puts the trade's events before the actor's in the log, as the process's
         order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
         """
-        finish = Decide(command, lambda _s, _e: (extra, None), extra_first=trade_first)
+        finish: Decide[Any, None] = Decide(command, appending(*extra), extra_first=trade_first)
         try:
-            decided: Decided = await actor.tell(finish)
+            decided = await actor.tell(finish)
         except WrongExpectedVersion as conflict:
             if conflict.stream_id == streams.trade(trade.trade_id):
                 raise TradeConflict(trade.trade_id) from conflict

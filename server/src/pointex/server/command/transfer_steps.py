@@ -32,7 +32,6 @@ from typing import Any
 
 from pointex.server.actors.account_actor import Decide, Decided, Inspect, Message
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Finish
 from pointex.server.command.record_lookup import RecordLookup
 from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
@@ -100,17 +99,10 @@ def _check_credit(credit: CreditPoints, state: Account | None) -> None:
     check_credit(state, credit)
 
 
-def appending(*appends: StreamAppend) -> Finish:
-    """Return a `finish` that commits `appends` with a command's events and replies None."""
-
-    def finish(_state: object, _events: list[Any]) -> tuple[tuple[StreamAppend, ...], None]:
-        return appends, None
-
-    return finish
-
-
-def _debit(request: TransferRequest, key: str) -> Decide:
-    def finish(_state: Account | None, events: list[AccountEvent]) -> tuple[Any, Any]:
+def _debit(request: TransferRequest, key: str) -> Decide[Account | None, TransferInitiated]:
+    def finish(
+        _state: Account | None, events: list[AccountEvent]
+    ) -> tuple[tuple[StreamAppend], TransferInitiated]:
         initiated = process.initiated_of(request, key, events[0])
         append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
         return (append,), initiated
