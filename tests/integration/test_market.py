@@ -67,6 +67,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.sqlite import SqliteEventStore
 from pointex.server.grpc_edge.auth import Principal
+from pointex.server.overload import Overloaded
 from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
 from pointex.server.query import invariants
@@ -322,6 +323,42 @@ async def test_a_providers_own_request_timeout_bounds_its_payment_request(node: 
     await node.settle_background()
     assert node.provider.timeouts_s
     assert min(node.provider.timeouts_s) * 1000 >= limits.provider_request_timeout_ms_max
+
+
+async def test_orders_are_shed_while_the_open_trades_are_at_their_bound(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One trade awaits payment and the bound is one: the next order is shed, nothing held."""
+    monkeypatch.setattr(limits, "trades_open_max", 1)
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 10, 100)
+    buy = await node.place(buyer, OrderSide.BUY, 4, 120)
+    assert node.processes.open_count == 1
+    with pytest.raises(Overloaded) as shed:
+        await node.place(seller, OrderSide.SELL, 5, 100)
+    assert shed.value.reason == "OVERLOADED"
+    assert await node.balances(seller) == (90, 10)  # The shed SELL held nothing.
+    await node.settle_background()
+    await node.callback(buy.trades[0].trade_id, confirmed=True)
+    assert node.processes.open_count == 0
+    again = await node.place(seller, OrderSide.SELL, 5, 100)
+    assert again.order.status == common_pb2.ORDER_STATUS_OPEN
+
+
+async def test_the_deadline_timer_forgets_the_deadlines_of_ended_trades(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settled trades' deadline entries are dropped once the timer holds too many."""
+    monkeypatch.setattr(limits, "trades_open_max", 2)
+    monkeypatch.setattr(limits, "trade_deadlines_per_open_trade_max", 1)
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 10, 100)
+    for _ in range(4):
+        buy = await node.place(buyer, OrderSide.BUY, 1, 120)
+        await node.settle_background()
+        await node.callback(buy.trades[0].trade_id, confirmed=True)
+    assert node.processes.open_count == 0
+    assert node.processes.deadlines_watched <= 3  # At the bound (2), then one more pushed.
 
 
 async def test_a_failed_payment_returns_the_quantity_to_the_resting_order(node: Node) -> None:

@@ -392,6 +392,17 @@ open_orders_per_account_max = 1_000
 # ORDER_NOT_FOUND, and its client_order_id may be used again (docs/market.md).
 finished_orders_max = 10_000
 
+# Trades not yet settled or cancelled that one command server drives at once. Each holds an
+# entry for its parties and one in the deadline timer until its payment deadline (a few
+# hundred bytes), and its seller's points in escrow. Past it, a new order is shed with
+# RESOURCE_EXHAUSTED / OVERLOADED until payments catch up.
+trades_open_max = 100_000
+
+# The deadline timer's entries, as a multiple of the open trades: an ended trade's entry
+# stays until its deadline, so the timer drops the entries of ended trades when it holds
+# more than this many per open trade (at least trades_open_max entries are always allowed).
+trade_deadlines_per_open_trade_max = 2
+
 # Trades one placement may create; an order that would match more stops matching there
 # (the rest of a GTC order rests, of an IOC order is cancelled). Bounds one append's size:
 # the market stream, one trade stream per trade and the request record.

@@ -142,6 +142,7 @@ class MarketHandlers:
     ) -> Callable[[bytes], Any]:
         async def run(digest: bytes) -> pb.PlaceOrderResponse:
             await self._require_trader(caller, order.account_id)
+            self._processes.require_room()
             market = self._markets.serving(order.market_id)
             await market.tell(Inspect(lambda book: check_order(book, order)))
             first = placement.start(caller, order)

@@ -365,8 +365,25 @@ class TradeProcesses:
             return process.PaymentRefused(str(refused))
         return process.PaymentCreated(provider_id, payment.payment_id, payment.checkout_url)
 
+    def require_room(self) -> None:
+        """Raise Overloaded when this server drives as many open trades as it may."""
+        if len(self._parties) >= limits.trades_open_max:
+            raise Overloaded(
+                "OVERLOADED",
+                "too many trades await payment; retry later",
+                limits.overload_retry_after_ms,
+            )
+
     def watch_deadline(self, trade_id: str, deadline: Instant) -> None:
         """Cancel the trade at `deadline` if it is still pending then."""
+        entries_max = max(
+            limits.trades_open_max,
+            limits.trade_deadlines_per_open_trade_max * len(self._parties),
+        )
+        if len(self._deadlines) >= entries_max:
+            # Ended trades' entries wait for their deadlines: drop them now.
+            self._deadlines = [entry for entry in self._deadlines if entry[1] in self._parties]
+            heapq.heapify(self._deadlines)
         heapq.heappush(self._deadlines, (deadline.unix_ms, trade_id))
         self._deadline_added.set()
         if self._timer is None:
