@@ -96,9 +96,11 @@ class TradeProcesses:
         self._markets = markets
         self._providers = providers
         self._clock = clock
-        self._deadlines: list[tuple[int, str]] = []  # heap of (deadline ms, trade id)
-        # Trades not known to have ended: id -> (buyer, seller). Bounded by the trades open at
-        # once: an entry leaves when this process ends the trade or finds it ended.
+        # A heap of (deadline ms, trade id), compacted in watch_deadline (see its bound).
+        self._deadlines: list[tuple[int, str]] = []
+        # Trades not known to have ended: id -> (buyer, seller). At most about trades_open_max
+        # (orders are shed past it); an entry leaves when this process ends the trade or finds
+        # it ended.
         self._parties: dict[str, tuple[str, str]] = {}
         self._deadline_added = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
