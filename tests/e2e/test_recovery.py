@@ -20,9 +20,9 @@ from pointex.client.aio import AsyncPointexClient
 from pointex.client.connection import Targets
 from pointex.server import limits
 from pointex.server.actors.stream_actor import Decide
+from pointex.server.command.app.market_handlers import order_id_for
+from pointex.server.command.app.recovery import PROCESS_KINDS
 from pointex.server.command.bootstrap import start_core
-from pointex.server.command.market_handlers import order_id_for
-from pointex.server.command.recovery import PROCESS_KINDS
 from pointex.server.domain import streams
 from pointex.server.domain.commands import HoldPoints
 from pointex.server.domain.events import AccountEvent, TransferCompleted

@@ -20,15 +20,15 @@ from hypothesis import strategies as st
 from pointex.server import limits
 from pointex.server.actors.account_actor import AccountActor, Decide
 from pointex.server.actors.runtime import AccountActors
+from pointex.server.command.app.handlers import CommandHandlers, TransferRequest
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.recovery import recover
+from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.bootstrap import start_core
-from pointex.server.command.handlers import CommandHandlers, TransferRequest
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.recovery import recover
-from pointex.server.command.runner import ProcessRunner
 from pointex.server.domain import errors
 from pointex.server.domain import events as ev
 from pointex.server.domain.commands import MintPoints, OpenAccount
-from pointex.server.domain.values import OPERATOR, AccountKind, Role, TransferKind
+from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
@@ -39,7 +39,6 @@ from pointex.server.eventstore.port import (
     StreamAppend,
 )
 from pointex.server.eventstore.sqlite import SqliteEventStore
-from pointex.server.grpc_edge.auth import Principal
 
 ACME = Principal("acme", Role.PARTNER)
 MEMBERS = ("u0", "u1", "u2", "u3")

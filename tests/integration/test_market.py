@@ -28,16 +28,16 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Inspect
+from pointex.server.command.app.idempotency import request_key
+from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
+from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
+from pointex.server.command.app.payment_callbacks import PaymentCallbacks
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.recovery import recover
+from pointex.server.command.app.runner import ProcessRunner
+from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.command.bootstrap import start_core
-from pointex.server.command.feed_servicer import to_wire
-from pointex.server.command.idempotency import request_key
-from pointex.server.command.market_handlers import MarketHandlers, order_id_for
-from pointex.server.command.market_recovery import OpenPlacements, OpenTrades
-from pointex.server.command.payment_callbacks import PaymentCallbacks
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.recovery import recover
-from pointex.server.command.runner import ProcessRunner
-from pointex.server.command.trade_processes import TradeConflict, TradeProcesses
+from pointex.server.command.edge.feed_servicer import to_wire
 from pointex.server.domain import errors
 from pointex.server.domain.commands import MintPoints, OpenAccount
 from pointex.server.domain.market_commands import PlaceOrder
@@ -50,6 +50,7 @@ from pointex.server.domain.values import (
     FeeSchedule,
     Market,
     OrderSide,
+    Principal,
     Role,
     Span,
     TimeInForce,
@@ -66,7 +67,6 @@ from pointex.server.eventstore.port import (
     StreamAppend,
 )
 from pointex.server.eventstore.sqlite import SqliteEventStore
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
 from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from pointex.server import limits
-from pointex.server.command.runner import ProcessRunner, backoff_delays_ms, retry_until_done
+from pointex.server.command.app.runner import ProcessRunner, backoff_delays_ms, retry_until_done
 from pointex.server.eventstore.port import StoreUnavailable
 
 

@@ -18,14 +18,14 @@ import pytest
 from pointex.server import limits
 from pointex.server.actors.account_actor import Decide
 from pointex.server.actors.runtime import AccountActors
+from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.bootstrap import start_core
-from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.runner import ProcessRunner
 from pointex.server.domain import errors
 from pointex.server.domain import events as ev
 from pointex.server.domain.commands import CloseAccount, FreezeAccount, MintPoints, OpenAccount
-from pointex.server.domain.values import OPERATOR, AccountKind, Role, TransferKind
+from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
@@ -36,7 +36,6 @@ from pointex.server.eventstore.port import (
     StreamAppend,
     WrongExpectedVersion,
 )
-from pointex.server.grpc_edge.auth import Principal
 from tests.conftest import MakeStore
 
 ACME = Principal("acme", Role.PARTNER)

@@ -8,8 +8,8 @@ import pytest
 
 from pointex.server import limits
 from pointex.server.domain.errors import Unauthenticated
-from pointex.server.domain.values import Role
-from pointex.server.grpc_edge.auth import Principal, TokenTable
+from pointex.server.domain.values import Principal, Role
+from pointex.server.grpc_edge.auth import TokenTable
 
 OPERATOR_TOKEN = "operator-token-0123456789"
 PARTNER_TOKEN = "partner-token-0123456789"

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.command.command_servicer import CommandServicer
-from pointex.server.command.feed_servicer import EventFeedServicer
-from pointex.server.command.handlers import CommandHandlers
-from pointex.server.command.market_handlers import MarketHandlers
-from pointex.server.command.market_recovery import OpenPlacements, OpenTrades
-from pointex.server.command.payment_callbacks import PaymentCallbacks
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.recovery import PROCESS_KINDS, recover
-from pointex.server.command.runner import ProcessRunner
-from pointex.server.command.trade_processes import TradeProcesses
+from pointex.server.command.app.handlers import CommandHandlers
+from pointex.server.command.app.market_handlers import MarketHandlers
+from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
+from pointex.server.command.app.payment_callbacks import PaymentCallbacks
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.recovery import PROCESS_KINDS, recover
+from pointex.server.command.app.runner import ProcessRunner
+from pointex.server.command.app.trade_processes import TradeProcesses
+from pointex.server.command.edge.command_servicer import CommandServicer
+from pointex.server.command.edge.feed_servicer import EventFeedServicer
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter

@@ -152,3 +152,17 @@ class Market:
     max_quantity_points: int
     provider_id: str
     open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: who it is and in which role."""
+
+    principal_id: str
+    role: Role
+
+    @property
+    def caller(self) -> Caller:
+        """Return the domain's view of this principal."""
+        partner_id = self.principal_id if self.role is Role.PARTNER else ""
+        return Caller(self.role, partner_id)

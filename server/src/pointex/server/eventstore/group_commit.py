@@ -127,7 +127,7 @@ class GroupCommitter:
         """Return once the commit under way, if any, has ended (at once when none is).
 
         Readers that batch their own store reads wait here to read once per commit rather
-        than once per question (command/record_lookup.py).
+        than once per question (command/app/record_lookup.py).
         """
         round_ = self._round
         if round_ is not None:

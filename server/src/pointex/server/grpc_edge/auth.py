@@ -15,7 +15,6 @@ import contextvars
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import grpc
 
 from pointex.server import limits
 from pointex.server.domain.errors import PermissionDenied, Unauthenticated
-from pointex.server.domain.values import Caller, Role
+from pointex.server.domain.values import Principal, Role
 
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
 _PARTNERS = frozenset({Role.OPERATOR, Role.PARTNER})
@@ -80,20 +79,6 @@ _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("pointex_pr
 
 class TokenFileError(ValueError):
     """The tokens file cannot be used; the message names the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller: who it is and in which role."""
-
-    principal_id: str
-    role: Role
-
-    @property
-    def caller(self) -> Caller:
-        """Return the domain's view of this principal."""
-        partner_id = self.principal_id if self.role is Role.PARTNER else ""
-        return Caller(self.role, partner_id)
 
 
 def current_principal() -> Principal:

@@ -11,9 +11,8 @@ from typing import Final
 
 from pointex.server import limits
 from pointex.server.domain import errors
-from pointex.server.domain.values import Role
+from pointex.server.domain.values import Principal, Role
 from pointex.server.grpc_edge import convert
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.server.query.readstore.market_rows import (
     ORDER_PENDING,

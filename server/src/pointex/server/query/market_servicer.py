@@ -17,8 +17,9 @@ import grpc
 
 from pointex.client.positions import position_message
 from pointex.server import limits
+from pointex.server.domain.values import Principal
 from pointex.server.grpc_edge import convert
-from pointex.server.grpc_edge.auth import Principal, current_principal
+from pointex.server.grpc_edge.auth import current_principal
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.server.query import market_requests as mr
 from pointex.server.query import requests

@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.grpc_edge.auth import Principal
+from pointex.server.domain.values import Principal
 from pointex.server.grpc_edge.status import ShuttingDown
 from pointex.server.overload import Overloaded
 from pointex.server.query import requests, views

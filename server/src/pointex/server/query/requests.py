@@ -15,9 +15,8 @@ from google.protobuf import timestamp_pb2
 from pointex.client.positions import decode_global
 from pointex.server import limits
 from pointex.server.domain import errors
-from pointex.server.domain.values import Role
+from pointex.server.domain.values import Principal, Role
 from pointex.server.grpc_edge import convert
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.server.query.readstore.port import (
     AccountFilter,

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from pointex.server import limits
 from pointex.server.domain import errors
-from pointex.server.grpc_edge.auth import Principal
+from pointex.server.domain.values import Principal
 from pointex.server.grpc_edge.status import InvalidRequest
 
 _VERSION = 1

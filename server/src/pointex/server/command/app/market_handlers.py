@@ -28,16 +28,16 @@ from pointex.client.positions import position_message
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, Inspect
-from pointex.server.command import market_replies
-from pointex.server.command.idempotency import (
+from pointex.server.command.app.idempotency import (
     payload_digest,
     recorded_reply,
     replay_record,
     request_key,
 )
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.runner import ProcessRunner, retry_until_done
-from pointex.server.command.trade_processes import TradeProcesses
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.runner import ProcessRunner, retry_until_done
+from pointex.server.command.app.trade_processes import TradeProcesses
+from pointex.server.command.edge import market_replies
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.account import Account
@@ -59,10 +59,10 @@ from pointex.server.domain.values import (
     AccountStatus,
     Caller,
     OrderSide,
+    Principal,
 )
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StoreError, StreamAppend
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2

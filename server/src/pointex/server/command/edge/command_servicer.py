@@ -15,12 +15,12 @@ import grpc
 from google.protobuf.message import Message
 
 from pointex.server import limits
-from pointex.server.command.bulk import BULK_RPCS, Bulk, bulk_error, segments
-from pointex.server.command.handlers import CommandHandlers, TransferDone, TransferRequest
-from pointex.server.command.idempotency import request_key
-from pointex.server.command.market_handlers import MarketHandlers, order_id_for
-from pointex.server.command.payment_callbacks import PaymentCallbacks
-from pointex.server.command.transfer_rpcs import (
+from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
+from pointex.server.command.app.idempotency import request_key
+from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
+from pointex.server.command.app.payment_callbacks import PaymentCallbacks
+from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
+from pointex.server.command.edge.transfer_rpcs import (
     ISSUE,
     REDEEM,
     TRANSFER,
@@ -34,9 +34,9 @@ from pointex.server.command.transfer_rpcs import (
 from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
-from pointex.server.domain.values import Role
+from pointex.server.domain.values import Principal, Role
 from pointex.server.grpc_edge import convert
-from pointex.server.grpc_edge.auth import Principal, current_principal
+from pointex.server.grpc_edge.auth import current_principal
 from pointex.server.grpc_edge.status import (
     InvalidRequest,
 )

@@ -21,9 +21,9 @@ from google.protobuf.message import Message
 from pointex.client.positions import position_message
 from pointex.server.domain import errors
 from pointex.server.domain.events import CommandRecorded
+from pointex.server.domain.values import Principal
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StreamAppend
-from pointex.server.grpc_edge.auth import Principal
 
 R = TypeVar("R", bound=Message)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pointex.server.command.transfer_rpcs import TRANSFER_RPCS
+from pointex.server.command.edge.transfer_rpcs import TRANSFER_RPCS
 from pointex.server.grpc_edge.status import map_exception, to_status
 from pointex.v1 import command_service_pb2 as pb
 

@@ -28,16 +28,16 @@ from pointex.client.positions import position_message
 from pointex.server.actors.account_actor import Decide, Decided
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import appending
-from pointex.server.command.idempotency import (
+from pointex.server.command.app.idempotency import (
     key_reused,
     payload_digest,
     recorded_reply,
     replay_record,
     request_key,
 )
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.runner import ProcessRunner, retry_until_done
-from pointex.server.command.transfer_steps import (
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.runner import ProcessRunner, retry_until_done
+from pointex.server.command.app.transfer_steps import (
     TransferDone,
     TransferRequest,
     in_one_unit,
@@ -55,6 +55,7 @@ from pointex.server.domain.events import (
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.values import Principal
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
@@ -63,7 +64,6 @@ from pointex.server.eventstore.port import (
     StreamAppend,
     WrongExpectedVersion,
 )
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
 
 __all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
-from pointex.server.command.transfer_steps import TransferDone, TransferRequest
+from pointex.server.command.app.transfer_steps import TransferDone, TransferRequest
 from pointex.server.domain.values import TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal

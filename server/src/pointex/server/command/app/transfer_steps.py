@@ -32,7 +32,7 @@ from typing import Any
 
 from pointex.server.actors.account_actor import Decide, Decided, Inspect, Message
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.command.record_lookup import RecordLookup
+from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
 from pointex.server.domain.commands import CreditPoints
@@ -42,10 +42,9 @@ from pointex.server.domain.events import (
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
-from pointex.server.domain.values import TransferKind
+from pointex.server.domain.values import Principal, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.overload import Overloaded
 
 log = logging.getLogger(__name__)

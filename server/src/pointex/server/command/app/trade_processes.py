@@ -27,7 +27,7 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, appending
-from pointex.server.command.runner import ProcessRunner, retry_until_done
+from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints

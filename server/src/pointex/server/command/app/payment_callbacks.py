@@ -20,19 +20,18 @@ from typing import TypeVar
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.idempotency import KEY_HEX_CHARS, recorded_reply
-from pointex.server.command.record_lookup import RecordLookup
-from pointex.server.command.trade_processes import TradeConflict, TradeProcesses
+from pointex.server.command.app.idempotency import KEY_HEX_CHARS, recorded_reply
+from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
-from pointex.server.domain.values import Instant, Money, Role
+from pointex.server.domain.values import Instant, Money, Principal, Role
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StreamAppend, WrongExpectedVersion
 from pointex.server.grpc_edge import convert
-from pointex.server.grpc_edge.auth import Principal
 from pointex.server.payments.verification import CallbackVerifier
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2

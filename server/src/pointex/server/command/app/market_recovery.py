@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from pointex.server.command.idempotency import payload_digest
-from pointex.server.command.market_handlers import MarketHandlers
-from pointex.server.command.market_replies import place_request_of
-from pointex.server.command.trade_processes import TradeProcesses
+from pointex.server.command.app.idempotency import payload_digest
+from pointex.server.command.app.market_handlers import MarketHandlers
+from pointex.server.command.app.trade_processes import TradeProcesses
+from pointex.server.command.edge.market_replies import place_request_of
 from pointex.server.domain import errors
 from pointex.server.domain.events import PointsReleased
 from pointex.server.domain.market_events import (
