@@ -22,15 +22,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from google.protobuf.message import Message
-
-from pointex.client.positions import position_message
 from pointex.server.actors.account_actor import Decide, Decided
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import appending
 from pointex.server.command.app.idempotency import (
+    Replies,
+    Request,
     key_reused,
-    payload_digest,
     recorded_reply,
     replay_record,
     request_key,
@@ -70,7 +68,7 @@ __all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", bound=Message)
+R = TypeVar("R")
 
 
 class CommandHandlers:
@@ -93,61 +91,42 @@ class CommandHandlers:
     async def single(
         self,
         principal: Principal,
-        request: Message,
+        request: Request,
         *,
         account_id: str,
         command: AccountCommand,
-        response_type: type[R],
+        replies: Replies[R],
         respond: Callable[[Account | None, list[AccountEvent]], R],
     ) -> R:
-        """Run a single-account command once per request id; return its response."""
-        key = request_key(principal, request.request_id)  # type: ignore[attr-defined]
-        digest = payload_digest(request)
-        stream = streams.request(key)
+        """Run a single-account command once per request id; return its reply."""
+        stream = streams.request(request_key(principal, request.request_id))
         if await self._lookup.exists(stream):  # A retry: answer from the record.
-            replayed = await self._replay_single(stream, digest, response_type)
+            replayed = await replay_record(self._store, stream, request.digest, replies)
             assert replayed is not None, stream
             return replayed
 
         def finish(state: Account | None, events: list[AccountEvent]) -> tuple[Any, R]:
-            response = respond(state, events)
+            reply = respond(state, events)
             if not events:
-                return (), response
-            record = recorded_reply(
-                stream,
-                request.request_id,  # type: ignore[attr-defined]
-                principal.principal_id,
-                type(request).__name__.removesuffix("Request"),
-                digest,
-                response,
-            )
-            return (record,), response
+                return (), reply
+            record = recorded_reply(stream, principal.principal_id, request, replies.encode(reply))
+            return (record,), reply
 
         try:
             decided = await self._actors.ask(account_id, Decide(command, finish))
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != stream:
                 raise
-            replayed = await self._replay_single(stream, digest, response_type)
+            replayed = await replay_record(self._store, stream, request.digest, replies)
             assert replayed is not None, "a conflict on the record means the record exists"
             return replayed
         except errors.DomainError:
             # The first attempt may have changed the state so that a repeat is refused.
-            replayed = await self._replay_single(stream, digest, response_type)
+            replayed = await replay_record(self._store, stream, request.digest, replies)
             if replayed is None:
                 raise
             return replayed
-        response: R = decided.value
-        response.position.CopyFrom(position_message(decided.position))  # type: ignore[attr-defined]
-        return response
-
-    async def _replay_single(
-        self,
-        stream: str,
-        digest: bytes,
-        response_type: type[R],
-    ) -> R | None:
-        return await replay_record(self._store, stream, digest, response_type)
+        return replies.at(decided.value, decided.position)
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
         """Run a transfer process once per request id; return when it completed.

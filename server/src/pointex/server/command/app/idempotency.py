@@ -14,18 +14,16 @@ afresh, like an idempotency key on which validation failed at a payment API.
 from __future__ import annotations
 
 import hashlib
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from google.protobuf.message import Message
-
-from pointex.client.positions import position_message
 from pointex.server.domain import errors
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.values import Principal
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StreamAppend
 
-R = TypeVar("R", bound=Message)
+R = TypeVar("R")
 
 KEY_HEX_CHARS = 32
 
@@ -36,30 +34,45 @@ def request_key(principal: Principal, request_id: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:KEY_HEX_CHARS]
 
 
-def payload_digest(request: Message) -> bytes:
-    """Return the SHA-256 of a request with its request_id cleared (deterministic bytes)."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+class Replies(Protocol[R]):
+    """How the edge encodes a command's reply for its record, and decodes it for a retry."""
+
+    def encode(self, reply: R) -> bytes:
+        """Return the bytes recorded for `reply` (deterministic)."""
+        ...
+
+    def at(self, reply: R, position: int) -> R:
+        """Return `reply` with the position of the command's last event set."""
+        ...
+
+    def decode(self, data: bytes, position: int) -> R:
+        """Return the recorded reply `data`, with `position` set."""
+        ...
 
 
-def recorded_reply(  # noqa: PLR0917 - the record's fields, in the record's order.
-    stream: str,
-    request_id: str,
-    principal_id: str,
-    command: str,
-    digest: bytes,
-    response: Message,
-) -> StreamAppend:
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request as the application layer needs it for idempotency, whatever its wire form.
+
+    Attributes:
+        request_id: the caller's id for the request.
+        rpc: the name of the operation (recorded, for operators reading the log).
+        digest: the SHA-256 of the request's payload without its request id: the same id
+            with another payload is IDEMPOTENCY_KEY_REUSED.
+    """
+
+    request_id: str
+    rpc: str
+    digest: bytes
+
+
+def recorded_reply(stream: str, principal_id: str, request: Request, reply: bytes) -> StreamAppend:
     """Return the append that records a request's reply on its record stream (a new stream).
 
     Committed in the same unit as the command's own events, so a retry finds the record
     exactly when the command took effect.
     """
-    record = CommandRecorded(
-        request_id, principal_id, command, digest, response.SerializeToString(deterministic=True)
-    )
+    record = CommandRecorded(request.request_id, principal_id, request.rpc, request.digest, reply)
     return StreamAppend(stream, 0, (codec.encode(record),))
 
 
@@ -71,7 +84,7 @@ def key_reused() -> errors.AlreadyExists:
 
 
 async def replay_record(
-    store: EventStore, stream: str, digest: bytes, response_type: type[R]
+    store: EventStore, stream: str, digest: bytes, replies: Replies[R]
 ) -> R | None:
     """Return the recorded response of a request (position set), or None if none is recorded.
 
@@ -84,6 +97,4 @@ async def replay_record(
     assert isinstance(record, CommandRecorded)
     if record.payload_sha256 != digest:
         raise key_reused()
-    response = response_type.FromString(record.response)
-    response.position.CopyFrom(position_message(recorded[0].position))  # type: ignore[attr-defined]
-    return response
+    return replies.decode(record.response, recorded[0].position)

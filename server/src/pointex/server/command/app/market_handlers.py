@@ -29,7 +29,8 @@ from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, Inspect
 from pointex.server.command.app.idempotency import (
-    payload_digest,
+    Replies,
+    Request,
     recorded_reply,
     replay_record,
     request_key,
@@ -38,6 +39,7 @@ from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.edge import market_replies
+from pointex.server.command.edge.replies import ProtoReplies, payload_digest
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.account import Account
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 ORDER_ID_PREFIX = "ord-"
+_PLACE_REPLIES = ProtoReplies(pb.PlaceOrderResponse)
+_CANCEL_REPLIES = ProtoReplies(pb.CancelOrderResponse)
 _RESUMED = placement.Resumed()
 
 
@@ -130,7 +134,7 @@ class MarketHandlers:
         key = request_key(principal, request.request_id)
         assert order.order_id == order_id_for(key), order
         digest = payload_digest(request)
-        replayed = await self._replayed(key, digest, pb.PlaceOrderResponse)
+        replayed = await self._replayed(key, digest, _PLACE_REPLIES)
         if replayed is not None:
             return replayed
         work = self._place(principal.caller, request.request_id, principal.principal_id, order)
@@ -191,7 +195,7 @@ class MarketHandlers:
         if await market.tell(Inspect(lambda book: book.find(order.order_id) is not None)):
             self._held.discard(order.order_id)
             replayed = await replay_record(
-                self._store, streams.request(key), digest, pb.PlaceOrderResponse
+                self._store, streams.request(key), digest, _PLACE_REPLIES
             )
             if replayed is None:  # Rejected after its hold: the refusal is not recorded.
                 raise errors.FailedPrecondition(
@@ -242,7 +246,10 @@ class MarketHandlers:
             if placed.cancelled_quantity_points:
                 response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
             record = recorded_reply(
-                streams.request(key), request_id, principal_id, "PlaceOrder", digest, response
+                streams.request(key),
+                principal_id,
+                Request(request_id, "PlaceOrder", digest),
+                _PLACE_REPLIES.encode(response),
             )
             appends = (
                 *(StreamAppend(streams.trade(c.trade_id), 0, (codec.encode(c),)) for c in created),
@@ -296,7 +303,7 @@ class MarketHandlers:
         """Cancel a resting order once per request id; release a SELL order's points."""
         key = request_key(principal, request.request_id)
         digest = payload_digest(request)
-        replayed = await self._replayed(key, digest, pb.CancelOrderResponse)
+        replayed = await self._replayed(key, digest, _CANCEL_REPLIES)
         if replayed is not None:
             return replayed
         response: pb.CancelOrderResponse = await self._once(
@@ -338,11 +345,9 @@ class MarketHandlers:
             )
             record = recorded_reply(
                 streams.request(key),
-                request.request_id,
                 principal.principal_id,
-                "CancelOrder",
-                digest,
-                response,
+                Request(request.request_id, "CancelOrder", digest),
+                _CANCEL_REPLIES.encode(response),
             )
             return (record,), response
 
@@ -401,11 +406,11 @@ class MarketHandlers:
             )
         return account
 
-    async def _replayed(self, key: str, digest: bytes, response_type: type[R]) -> R | None:
+    async def _replayed(self, key: str, digest: bytes, replies: Replies[R]) -> R | None:
         stream = streams.request(key)
         if not await self._lookup.exists(stream):
             return None
-        return await replay_record(self._store, stream, digest, response_type)
+        return await replay_record(self._store, stream, digest, replies)
 
     async def _once(self, key: str, work: Any) -> Any:
         """Run a request's first attempt detached from its caller; refuse a concurrent retry.

@@ -14,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from pointex.server.command.app.idempotency import payload_digest
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.trade_processes import TradeProcesses
-from pointex.server.command.edge.market_replies import place_request_of
+from pointex.server.command.edge.market_replies import placement_digest
 from pointex.server.domain import errors
 from pointex.server.domain.events import PointsReleased
 from pointex.server.domain.market_events import (
@@ -72,9 +71,7 @@ class OpenPlacements:
                 order = step.command
                 # A refusal rejects the order and releases its points: the finished state.
                 with contextlib.suppress(errors.DomainError):
-                    await self._market.place_held(
-                        order, payload_digest(place_request_of(order)), "", ""
-                    )
+                    await self._market.place_held(order, placement_digest(order), "", "")
             elif isinstance(step, placement.Release):
                 await self._market.release(step.command)
 

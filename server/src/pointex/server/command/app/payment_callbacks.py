@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.app.idempotency import KEY_HEX_CHARS, recorded_reply
+from pointex.server.command.app.idempotency import KEY_HEX_CHARS, Request, recorded_reply
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
@@ -107,13 +107,13 @@ class PaymentCallbacks:
             reply = response_type(
                 trade_id=callback.trade_id, trade_status=_STATUS[status], refund_required=refund
             )
+            rpc = type(request).__name__.removesuffix("Request")
+            recorded = Request(request.request_id, rpc, digest)
             return recorded_reply(
                 stream,
-                request.request_id,
                 principal.principal_id,
-                type(request).__name__.removesuffix("Request"),
-                digest,
-                reply,
+                recorded,
+                reply.SerializeToString(deterministic=True),
             )
 
         for _ in range(limits.trade_step_attempts_max):

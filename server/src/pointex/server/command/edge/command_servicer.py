@@ -20,6 +20,7 @@ from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
 from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
+from pointex.server.command.edge.replies import ProtoReplies, request_of
 from pointex.server.command.edge.transfer_rpcs import (
     ISSUE,
     REDEEM,
@@ -191,10 +192,10 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         convert.request_id(request.request_id)
         return await self._handlers.single(
             principal,
-            request,
+            request_of(request),
             account_id=command.account_id,
             command=command,
-            response_type=response_type,
+            replies=ProtoReplies(response_type),
             respond=respond,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pointex.server.command.edge.replies import payload_digest
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.market_events import TradeCreated
 from pointex.server.domain.order_book import BookOrder
@@ -117,3 +118,8 @@ def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
         time_in_force=tif_to_proto(order.time_in_force),
         client_order_id=order.client_order_id,
     )
+
+
+def placement_digest(order: PlaceOrder) -> bytes:
+    """Return the payload digest of the request that places `order` (for its record)."""
+    return payload_digest(place_request_of(order))
