@@ -39,7 +39,7 @@ from pointex.server.command.app.trade_processes import TradeConflict, TradeProce
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.edge.feed_servicer import to_wire
 from pointex.server.domain import errors
-from pointex.server.domain.commands import MintPoints, OpenAccount
+from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.order_book import OrderBook, held_by_resting_sells
 from pointex.server.domain.processes import trade as process
@@ -47,6 +47,7 @@ from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import (
     OPERATOR,
     AccountKind,
+    Caller,
     FeeSchedule,
     Market,
     OrderSide,
@@ -538,14 +539,29 @@ async def test_an_account_with_a_resting_order_or_an_open_trade_cannot_close(
     seller, buyer = await _two_traders(node)
     resting = await node.place(buyer, OrderSide.BUY, 4, 100)
     with pytest.raises(errors.FailedPrecondition, match="resting orders"):
-        await node.market.require_no_positions(buyer)
+        await node.market.require_no_positions(ACME.caller, buyer)
     trade = (await node.place(seller, OrderSide.SELL, 4, 100)).trades[0]
     assert trade.buy_order_id == resting.order.order_id
     await node.settle_background()
     with pytest.raises(errors.FailedPrecondition, match="not yet settled"):
-        await node.market.require_no_positions(buyer)
+        await node.market.require_no_positions(ACME.caller, buyer)
     await node.callback(trade.trade_id, confirmed=False)
-    await node.market.require_no_positions(buyer)  # Cancelled: nothing left open.
+    await node.market.require_no_positions(ACME.caller, buyer)  # Cancelled: nothing left open.
+
+
+async def test_another_partner_learns_nothing_of_an_accounts_orders_when_closing_it(
+    node: Node,
+) -> None:
+    """Another partner's close is not told of acme's resting order; the close refuses it."""
+    _, buyer = await _two_traders(node)
+    await node.place(buyer, OrderSide.BUY, 4, 100)
+    with pytest.raises(errors.FailedPrecondition):
+        await node.market.require_no_positions(ACME.caller, buyer)
+    other = Caller(Role.PARTNER, "other")
+    await node.market.require_no_positions(other, buyer)  # No ACCOUNT_NOT_EMPTY for it.
+    with pytest.raises(errors.PermissionDenied) as refused:
+        await node.accounts.ask(buyer, Decide(CloseAccount(other, buyer, "")))
+    assert refused.value.reason == errors.NOT_OWNER
 
 
 # --- Random flows with duplicated, reordered and late callbacks, crashes and restarts -------

@@ -365,12 +365,17 @@ class MarketHandlers:
 
     # --- CloseAccount's check ---------------------------------------------------------------
 
-    async def require_no_positions(self, account_id: str) -> None:
+    async def require_no_positions(self, caller: Caller, account_id: str) -> None:
         """Refuse to close an account with resting orders or trades not yet ended.
 
         Held points already stop a close (they are not zero); a BUY order holds nothing, so
-        its account could otherwise close and then be unable to receive what it bought.
+        its account could otherwise close and then be unable to receive what it bought. Only
+        for a caller who may close the account: anyone else learns nothing of its orders
+        here, and the close itself answers why not (ACCOUNT_NOT_FOUND, NOT_OWNER...).
         """
+        account = await self._accounts.peek(account_id)
+        if account is None or not caller.may_act_for(account.owner_partner_id):
+            return
         for market_id in self._markets.configured:
             market = self._markets.actor(market_id)
             resting = await market.tell(Inspect(lambda b: b.resting_by_account[account_id]))

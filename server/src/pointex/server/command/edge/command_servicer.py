@@ -138,7 +138,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     ) -> pb.CloseAccountResponse:
         """Close an empty account with no resting order and no trade under way."""
         await self._market.require_no_positions(
-            convert.identifier("account_id", request.account_id)
+            current_principal().caller, convert.identifier("account_id", request.account_id)
         )
         return await self._status_change(request, cmd.CloseAccount, pb.CloseAccountResponse)
 
