@@ -37,6 +37,7 @@ from pointex.server.command.app.recovery import recover
 from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.command.bootstrap import start_core
+from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.feed_servicer import to_wire
 from pointex.server.domain import errors
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
@@ -134,7 +135,7 @@ class Node:
     accounts: AccountActors = field(init=False)
     processes: TradeProcesses = field(init=False)
     market: MarketHandlers = field(init=False)
-    callbacks: PaymentCallbacks = field(init=False)
+    callbacks: CallbackEdge = field(init=False)
     lookup: RecordLookup = field(init=False)
     markets: MarketActors = field(init=False)
     runner: ProcessRunner = field(init=False)
@@ -164,9 +165,8 @@ class Node:
         )
         secrets = ProviderSecrets("sandbox", (ProviderSecret("k1", SECRET),))
         verifier = CallbackVerifier({"sandbox": secrets}, window_s=300)
-        self.callbacks = PaymentCallbacks(
-            store=self.store, lookup=self.lookup, processes=self.processes, verifier=verifier
-        )
+        applier = PaymentCallbacks(store=self.store, lookup=self.lookup, processes=self.processes)
+        self.callbacks = CallbackEdge(applier, verifier)
         await self.market.configure()
         await recover(self.store, (OpenPlacements(self.market), OpenTrades(self.processes)))
         return self

@@ -20,6 +20,7 @@ from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.recovery import PROCESS_KINDS, recover
 from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.app.trade_processes import TradeProcesses
+from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.command_servicer import CommandServicer
 from pointex.server.command.edge.feed_servicer import EventFeedServicer
 from pointex.server.config import CommandConfig
@@ -235,7 +236,7 @@ def _process_metrics(
 
 async def _market_side(
     config: CommandConfig, store: EventStore, core: CommandCore
-) -> tuple[MarketHandlers, PaymentCallbacks]:
+) -> tuple[MarketHandlers, CallbackEdge]:
     """Build the markets, trade processes and payment callbacks."""
     settings = (
         load_providers(config.payment_providers_file) if config.payment_providers_file else {}
@@ -258,10 +259,8 @@ async def _market_side(
         lookup=core.lookup,
         runner=core.runner,
     )
-    callbacks = PaymentCallbacks(
-        store=store, lookup=core.lookup, processes=processes, verifier=build_verifier(settings)
-    )
-    return market, callbacks
+    callbacks = PaymentCallbacks(store=store, lookup=core.lookup, processes=processes)
+    return market, CallbackEdge(callbacks, build_verifier(settings))
 
 
 def _redacted(url: str) -> str:

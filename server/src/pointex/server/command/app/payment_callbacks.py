@@ -1,9 +1,10 @@
-"""ConfirmPayment and FailPayment: verify the provider's callback, then move the trade on.
+"""ConfirmPayment and FailPayment: apply a verified provider callback to its trade.
 
-Checks run in the contract's order: the caller's binding to the provider, field syntax,
-signature, signed_at window (payments/verification.py), then deduplication on the
-provider event id, then the match with the trade (domain/trade.py). Every rejection
-records nothing.
+The edge (command/edge/callbacks.py) checks the caller's binding to the provider, the
+fields, the signature and the signed_at window (payments/verification.py) first; here
+come deduplication on the provider event id, then the match with the trade
+(domain/trade.py), then the step the trade process decides. Every rejection records
+nothing.
 
 Every accepted callback is recorded on a stream keyed by (provider, provider event id),
 with the change it causes if any (a failure after settlement, or a second late
@@ -15,12 +16,11 @@ re-signed at another time, finds the record and gets the original reply, marked
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.app.idempotency import KEY_HEX_CHARS, Request, recorded_reply
+from pointex.server.command.app.idempotency import Request, recorded_reply
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
@@ -28,99 +28,82 @@ from pointex.server.domain import trade as trade_model
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
-from pointex.server.domain.values import Instant, Money, Principal, Role
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StreamAppend, WrongExpectedVersion
-from pointex.server.grpc_edge import convert
-from pointex.server.payments.verification import CallbackVerifier
-from pointex.v1 import command_service_pb2 as pb
-from pointex.v1 import common_pb2
 
-Response = TypeVar("Response", pb.ConfirmPaymentResponse, pb.FailPaymentResponse)
-
-# What a callback's reply reports: a callback leaves a trade settled or cancelled.
-_STATUS = {
-    TradeStatus.SETTLED: common_pb2.TRADE_STATUS_SETTLED,
-    TradeStatus.CANCELLED: common_pb2.TRADE_STATUS_CANCELLED,
-}
+R = TypeVar("R")
 
 
-def _event_key(callback: pb.PaymentCallback) -> str:
-    scope = f"callback:{callback.provider_id}\x00{callback.provider_event_id}"
-    return hashlib.sha256(scope.encode()).hexdigest()[:KEY_HEX_CHARS]
+@dataclass(frozen=True, slots=True)
+class VerifiedCallback:
+    """A callback the edge verified, as the application layer needs it.
+
+    Attributes:
+        request: its request id, its operation and the digest of the fields a redelivery
+            must repeat (not the signing time, signature or key id).
+        event_key: the key of its record stream, from the provider and its event id.
+        callback: the domain's view of it.
+    """
+
+    request: Request
+    event_key: str
+    callback: trade_model.Callback
 
 
-def _business_digest(callback: pb.PaymentCallback) -> bytes:
-    """Digest the fields a redelivery must repeat (not signed_at, signature or key id)."""
-    fields = (
-        callback.payment_id,
-        callback.trade_id,
-        str(callback.outcome),
-        str(callback.amount.amount_minor),
-        callback.amount.currency,
-    )
-    return hashlib.sha256("\n".join(fields).encode()).digest()
+class CallbackReplies(Protocol[R]):
+    """How the edge builds, encodes and decodes a callback's reply."""
+
+    def reply(self, trade_id: str, status: TradeStatus, *, refund_required: bool) -> R:
+        """Return the reply for a callback that left the trade in `status`."""
+        ...
+
+    def encode(self, reply: R) -> bytes:
+        """Return the bytes recorded for `reply`."""
+        ...
+
+    def at(self, reply: R, position: int) -> R:
+        """Return `reply` with the position of its last event set."""
+        ...
+
+    def duplicate(self, data: bytes, position: int) -> R:
+        """Return the recorded reply `data`, marked as the answer to a redelivery."""
+        ...
 
 
 class PaymentCallbacks:
     """Apply verified payment callbacks to trades."""
 
     def __init__(
-        self,
-        *,
-        store: EventStore,
-        lookup: RecordLookup,
-        processes: TradeProcesses,
-        verifier: CallbackVerifier,
+        self, *, store: EventStore, lookup: RecordLookup, processes: TradeProcesses
     ) -> None:
-        """Verify callbacks with `verifier` and drive their trades through `processes`."""
+        """Drive the callbacks' trades through `processes`; `lookup` spots redeliveries."""
         self._store = store
         self._lookup = lookup
         self._processes = processes
-        self._verifier = verifier
 
-    async def handle(
-        self,
-        principal: Principal,
-        request: pb.ConfirmPaymentRequest | pb.FailPaymentRequest,
-        response_type: type[Response],
-    ) -> Response:
-        """Verify and apply one callback; return the reply (the original one for a redelivery)."""
-        confirmed = isinstance(request, pb.ConfirmPaymentRequest)
-        callback = request.callback
-        provider = principal.principal_id if principal.role is Role.PAYMENT_PROVIDER else None
-        outcome = (
-            common_pb2.PAYMENT_OUTCOME_CONFIRMED if confirmed else common_pb2.PAYMENT_OUTCOME_FAILED
-        )
-        now = self._processes.now()
-        self._verifier.check(
-            callback, caller_provider_id=provider, now_unix_s=now.unix_ms // 1000, outcome=outcome
-        )
-        convert.request_id(request.request_id)
-        stream = streams.request(_event_key(callback))
-        digest = _business_digest(callback)
+    def now_unix_s(self) -> int:
+        """Return the server's time in Unix seconds (for the signing window)."""
+        return self._processes.now().unix_ms // 1000
+
+    async def apply(
+        self, principal_id: str, verified: VerifiedCallback, replies: CallbackReplies[R]
+    ) -> R:
+        """Apply one callback; return the reply (the original one for a redelivery)."""
+        stream = streams.request(verified.event_key)
+        digest = verified.request.digest
         if await self._lookup.exists(stream):
-            return await self._duplicate(stream, digest, response_type)
-        domain_callback = _domain_callback(callback, confirmed=confirmed)
+            return await self._duplicate(stream, digest, replies)
+        callback = verified.callback
 
         def record(status: TradeStatus, refund: bool) -> StreamAppend:  # noqa: FBT001
-            reply = response_type(
-                trade_id=callback.trade_id, trade_status=_STATUS[status], refund_required=refund
-            )
-            rpc = type(request).__name__.removesuffix("Request")
-            recorded = Request(request.request_id, rpc, digest)
-            return recorded_reply(
-                stream,
-                principal.principal_id,
-                recorded,
-                reply.SerializeToString(deterministic=True),
-            )
+            reply = replies.reply(callback.trade_id, status, refund_required=refund)
+            return recorded_reply(stream, principal_id, verified.request, replies.encode(reply))
 
         for _ in range(limits.trade_step_attempts_max):
             loaded = await self._processes.load(callback.trade_id)
-            trade = trade_model.check_callback(loaded.trade if loaded else None, domain_callback)
+            trade = trade_model.check_callback(loaded.trade if loaded else None, callback)
             assert loaded is not None
-            happened = process.CallbackReceived(domain_callback)
+            happened = process.CallbackReceived(callback)
             step = process.decide(trade, happened, self._processes.now())
             if isinstance(step, process.Cancel) and step.decide_again:
                 # Paid too late by the server clock: cancelled first, then decided again.
@@ -135,22 +118,16 @@ class PaymentCallbacks:
             except WrongExpectedVersion as conflict:
                 if conflict.stream_id != stream:
                     raise
-                return await self._duplicate(stream, digest, response_type)
-            return response_type(
-                position=position_message(position),
-                trade_id=trade.trade_id,
-                trade_status=_STATUS[status],
-                refund_required=refund,
-            )
+                return await self._duplicate(stream, digest, replies)
+            reply = replies.reply(trade.trade_id, status, refund_required=refund)
+            return replies.at(reply, position)
         raise errors.Aborted(
             errors.CONCURRENT_MODIFICATION,
             "the trade kept changing; retry",
             trade_id=callback.trade_id,
         )
 
-    async def _duplicate(
-        self, stream: str, digest: bytes, response_type: type[Response]
-    ) -> Response:
+    async def _duplicate(self, stream: str, digest: bytes, replies: CallbackReplies[R]) -> R:
         recorded = await self._store.read_stream(stream, 1, 1)
         assert recorded, stream
         original = codec.decode(recorded[0])
@@ -161,21 +138,4 @@ class PaymentCallbacks:
                 "this provider_event_id was delivered with other fields",
                 field="callback.provider_event_id",
             )
-        response = response_type.FromString(original.response)
-        response.position.CopyFrom(position_message(recorded[0].position))
-        response.duplicate = True
-        return response
-
-
-def _domain_callback(callback: pb.PaymentCallback, *, confirmed: bool) -> trade_model.Callback:
-    """Return the domain's view of a verified callback."""
-    return trade_model.Callback(
-        callback.provider_id,
-        callback.payment_id,
-        callback.trade_id,
-        confirmed,
-        Money(callback.amount.amount_minor, callback.amount.currency),
-        callback.provider_event_id,
-        Instant(callback.signed_at.seconds * 1000),
-        callback.key_id,
-    )
+        return replies.duplicate(original.response, recorded[0].position)

@@ -18,8 +18,8 @@ from pointex.server import limits
 from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
-from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
+from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.replies import ProtoReplies, request_of
 from pointex.server.command.edge.transfer_rpcs import (
     ISSUE,
@@ -83,7 +83,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     """Every state change of Pointex, over gRPC."""
 
     def __init__(
-        self, handlers: CommandHandlers, market: MarketHandlers, callbacks: PaymentCallbacks
+        self, handlers: CommandHandlers, market: MarketHandlers, callbacks: CallbackEdge
     ) -> None:
         """Serve account commands through `handlers`, the market through the other two."""
         self._handlers = handlers
