@@ -238,16 +238,17 @@ class CommandHandlers:
         """Find out once the store answers whether a debit committed; finish it if it did."""
 
         async def reconcile() -> None:
-            recorded = await retry_until_done(
-                lambda: self._store.read_stream(streams.transfer(key), 1, 2),
+            loaded = await retry_until_done(
+                lambda: self._load(key),
                 retry_on=(StoreError,),
                 what=f"the outcome of transfer {key}",
             )
-            if len(recorded) == 1 and key not in self._open:
-                initiated = codec.decode(recorded[0])
-                self._open[key] = (recorded[0].position, initiated)
-                self._actors.actor(initiated.from_account_id).transfer_found_open()
-                self._finish_later(initiated)
+            if loaded is None or key in self._open:
+                return
+            transfer, position = loaded
+            if transfer.phase is process.Phase.DEBITED:  # Its one event is the initiation.
+                self._reopen(position, transfer.initiated)
+                self._finish_later(transfer.initiated)
 
         self._runner.spawn(reconcile())
 
@@ -360,12 +361,16 @@ class CommandHandlers:
     async def resume(self, found: Sequence[tuple[int, TransferInitiated]]) -> None:
         """Finish every transfer the recovery scan found open (before commands are taken)."""
         for position, initiated in found:
-            self._open[initiated.transfer_id] = (position, initiated)
-            self._actors.actor(initiated.from_account_id).transfer_found_open()
+            self._reopen(position, initiated)
         for _, initiated in found:
             # A compensation raises its refusal; the points went back to the source.
             with contextlib.suppress(errors.DomainError):
                 await self._complete(initiated)
+
+    def _reopen(self, position: int, initiated: TransferInitiated) -> None:
+        """Count a transfer found debited in the log as open, here and on its source's actor."""
+        self._open[initiated.transfer_id] = (position, initiated)
+        self._actors.actor(initiated.from_account_id).transfer_found_open()
 
     def oldest_open(self) -> int | None:
         """Return the initiation position of the oldest transfer still open, if any."""

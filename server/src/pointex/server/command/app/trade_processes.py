@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,17 @@ class Loaded:
 
 class TradeConflict(Exception):
     """Another driver changed the trade between reading and committing: read it again."""
+
+
+@contextlib.contextmanager
+def _raced_on(trade: Trade) -> Iterator[None]:
+    """Turn a version conflict on the trade's own stream into a TradeConflict (decide again)."""
+    try:
+        yield
+    except WrongExpectedVersion as conflict:
+        if conflict.stream_id == streams.trade(trade.trade_id):
+            raise TradeConflict(trade.trade_id) from conflict
+        raise
 
 
 class TradeProcesses:
@@ -150,24 +161,15 @@ class TradeProcesses:
         order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
         """
         finish: Decide[Any, None] = Decide(command, appending(*extra), extra_first=trade_first)
-        try:
-            decided = await actor.tell(finish)
-        except WrongExpectedVersion as conflict:
-            if conflict.stream_id == streams.trade(trade.trade_id):
-                raise TradeConflict(trade.trade_id) from conflict
-            raise
-        return decided
+        with _raced_on(trade):
+            return await actor.tell(finish)
 
     async def commit_trade_only(
         self, trade: Trade, events: Sequence[TradeEvent], *more: StreamAppend
     ) -> int:
         """Commit trade events that move no points; return the last position."""
-        try:
+        with _raced_on(trade):
             recorded = await self._committer.submit((self._append(trade, events), *more))
-        except WrongExpectedVersion as conflict:
-            if conflict.stream_id == streams.trade(trade.trade_id):
-                raise TradeConflict(trade.trade_id) from conflict
-            raise
         return recorded[-1].position
 
     # --- Deciding and carrying out steps ----------------------------------------------------
