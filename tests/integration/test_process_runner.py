@@ -85,3 +85,23 @@ async def test_a_detached_step_that_fails_is_logged_not_raised(
     runner.detach(fails())
     await runner.stop()
     assert "will be retried at restart" in caplog.text
+
+
+async def test_stop_waits_for_a_step_that_a_finishing_step_started() -> None:
+    """A step that ends by starting the next one: stop waits for both, within its bound."""
+    runner = ProcessRunner()
+    finished: list[str] = []
+
+    async def second() -> None:
+        await asyncio.sleep(0.02)
+        finished.append("second")
+
+    async def first() -> None:
+        await asyncio.sleep(0.01)
+        runner.spawn(second())
+        finished.append("first")
+
+    runner.spawn(first())
+    await runner.stop(timeout_ms=2_000)
+    assert finished == ["first", "second"]
+    assert not runner.busy

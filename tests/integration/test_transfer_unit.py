@@ -284,21 +284,22 @@ async def test_a_flood_between_hot_accounts_both_ways_keeps_i1(
 
 
 class LostOutcomeStore:
-    """A store whose next commits holding a PointsCredited fail, as armed, after COMMIT."""
+    """A store whose next commits holding an event of a type fail, as armed, after COMMIT."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, event_type: str = "PointsCredited") -> None:
         """Wrap `store`; no failure is armed."""
         self._store = store
+        self._event_type = event_type
         self.failures: list[Exception] = []
 
     async def append_batch(
         self, units: Sequence[Sequence[StreamAppend]]
     ) -> list[list[RecordedEvent] | WrongExpectedVersion]:
         """Commit, then raise the armed failure: the commit stands, its outcome is lost."""
-        credited = any(
-            event.type == "PointsCredited" for unit in units for a in unit for event in a.events
+        armed = any(
+            event.type == self._event_type for unit in units for a in unit for event in a.events
         )
-        if not credited or not self.failures:
+        if not armed or not self.failures:
             return await self._store.append_batch(units)
         await self._store.append_batch(units)
         raise self.failures.pop(0)
@@ -357,6 +358,28 @@ async def test_a_retry_after_an_unknown_outcome_finds_the_record(store: EventSto
         done = await node.handlers.transfer(move("unknown", "h0", "h1", 25))
         assert done.position == head + 4
         assert await store.head_position() == head + 4
+        assert (await node.available("h0"), await node.available("h1")) == (975, 1_025)
+    finally:
+        await node.stop()
+    await check_conservation(store)
+
+
+async def test_a_debit_whose_outcome_was_lost_is_finished_without_a_retry(
+    store: EventStore,
+) -> None:
+    """The debit committed, its outcome was lost, the client never retries: credited anyway."""
+    funded = Node(store)
+    await funded.fund()
+    await funded.stop()
+    failing = LostOutcomeStore(store, event_type="PointsDebited")
+    node = Node(failing)  # type: ignore[arg-type] # Cold actors: the transfer takes the steps.
+    try:
+        failing.failures.append(CommitOutcomeUnknown("connection lost during COMMIT"))
+        with pytest.raises(StoreUnavailable):
+            await node.handlers.transfer(move("lost", "h0", "h1", 25))
+        await node.runner.stop()  # Waits for the reconciliation (bounded), cancels past it.
+        ends = [r.type for r in await read_log(store) if r.stream_id.startswith("transfer-")]
+        assert ends[-2:] == ["TransferInitiated", "TransferCompleted"]
         assert (await node.available("h0"), await node.available("h1")) == (975, 1_025)
     finally:
         await node.stop()

@@ -138,11 +138,15 @@ class ProcessRunner:
     async def stop(self, timeout_ms: int = limits.shutdown_processes_ms_max) -> None:
         """Let the work under way finish within `timeout_ms`; cancel the rest and wait for it.
 
-        A step cancelled here stays open in the log; recovery finishes it at next start.
+        A step that ends by starting the next (a reconciliation that finds a transfer to
+        finish) is waited for too, within the same bound. A step cancelled here stays open in
+        the log; recovery finishes it at next start.
         """
-        if not self._tasks:
-            return
-        _, stuck = await asyncio.wait(set(self._tasks), timeout=timeout_ms / _MS_PER_S)
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + timeout_ms / _MS_PER_S
+        while self._tasks and (left_s := deadline_s - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left_s)
+        stuck = set(self._tasks)
         for task in stuck:
             task.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
