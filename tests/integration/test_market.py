@@ -48,6 +48,7 @@ from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import (
     OPERATOR,
     AccountKind,
+    AccountStatus,
     Caller,
     FeeSchedule,
     Market,
@@ -215,6 +216,13 @@ class Node:
         key = request_key(ACME, request_id)
         order = PlaceOrder(order_id_for(key), account_id, "PTS-CNY", side, quantity, price, tif, "")
         return await self.market.place_order(ACME, request, order)
+
+    async def cancel(self, order_id: str) -> pb.CancelOrderResponse:
+        """Cancel a resting order as acme."""
+        request = pb.CancelOrderRequest(
+            request_id=uuid.uuid4().hex, market_id="PTS-CNY", order_id=order_id
+        )
+        return await self.market.cancel_order(ACME, request)
 
     async def callback(
         self,
@@ -532,35 +540,81 @@ def _resting(book: OrderBook) -> list[tuple[str, int, int]]:
     ]
 
 
+async def _close(node: Node, account_id: str, caller: Caller = ACME.caller) -> None:
+    await node.accounts.ask(account_id, Decide(CloseAccount(caller, account_id, "")))
+
+
+async def _buying(node: Node, account_id: str) -> int:
+    account = await node.accounts.peek(account_id)
+    assert account is not None
+    return account.buying_points
+
+
 async def test_an_account_with_a_resting_order_or_an_open_trade_cannot_close(
     node: Node,
 ) -> None:
     """A resting BUY order, then a trade pending as buyer, each keep the account open."""
     seller, buyer = await _two_traders(node)
     resting = await node.place(buyer, OrderSide.BUY, 4, 100)
-    with pytest.raises(errors.FailedPrecondition, match="resting orders"):
-        await node.market.require_no_positions(ACME.caller, buyer)
+    with pytest.raises(errors.FailedPrecondition, match="under way") as refused:
+        await _close(node, buyer)
+    assert refused.value.metadata["buying_points"] == "4"
     trade = (await node.place(seller, OrderSide.SELL, 4, 100)).trades[0]
     assert trade.buy_order_id == resting.order.order_id
     await node.settle_background()
-    with pytest.raises(errors.FailedPrecondition, match="not yet settled"):
-        await node.market.require_no_positions(ACME.caller, buyer)
+    with pytest.raises(errors.FailedPrecondition, match="under way"):
+        await _close(node, buyer)  # The order is filled; its trade is pending.
     await node.callback(trade.trade_id, confirmed=False)
-    await node.market.require_no_positions(ACME.caller, buyer)  # Cancelled: nothing left open.
+    assert await _buying(node, buyer) == 0  # Cancelled: the buyer's release followed.
+    await _close(node, buyer)
 
 
-async def test_another_partner_learns_nothing_of_an_accounts_orders_when_closing_it(
+async def test_what_a_buy_order_will_not_buy_is_released(node: Node) -> None:
+    """An IOC remainder, a cancelled resting order, a settled trade: buying goes back to 0."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 3, 100)
+    ioc = await node.place(buyer, OrderSide.BUY, 5, 100, TimeInForce.IOC)
+    assert ioc.order.cancelled_quantity_points == 2
+    assert await _buying(node, buyer) == 3  # The trade's 3 are still to be bought.
+    await node.settle_background()
+    await node.callback(ioc.trades[0].trade_id, confirmed=True)
+    await node.settle_background()
+    assert await _buying(node, buyer) == 0
+    resting = await node.place(buyer, OrderSide.BUY, 6, 90)
+    assert await _buying(node, buyer) == 6
+    await node.cancel(resting.order.order_id)
+    assert await _buying(node, buyer) == 0
+
+
+async def test_a_close_and_a_buy_order_race_without_an_order_on_a_closed_account(
     node: Node,
 ) -> None:
-    """Another partner's close is not told of acme's resting order; the close refuses it."""
+    """Close and BUY sent together, many times: one wins; never a closed account buying."""
+    merchant = f"m-{uuid.uuid4().hex[:6]}"
+    await node.open(merchant, AccountKind.MERCHANT, 1_000)
+    outcomes: set[tuple[bool, bool]] = set()
+    for _ in range(20):
+        buyer = f"b-{uuid.uuid4().hex[:6]}"
+        await node.open(buyer, AccountKind.MEMBER)
+        placed, closed = await asyncio.gather(
+            node.place(buyer, OrderSide.BUY, 2, 80), _close(node, buyer), return_exceptions=True
+        )
+        account = await node.accounts.peek(buyer)
+        assert account is not None
+        is_closed = account.status is AccountStatus.CLOSED
+        assert is_closed == (closed is None), closed
+        assert (placed is not None and not isinstance(placed, BaseException)) != is_closed
+        assert account.buying_points == (0 if is_closed else 2)
+        outcomes.add((is_closed, isinstance(placed, errors.DomainError)))
+    assert outcomes <= {(True, True), (False, False)}
+
+
+async def test_another_partner_cannot_close_an_account_it_does_not_own(node: Node) -> None:
+    """Another partner's close is refused NOT_OWNER first: it learns nothing of the orders."""
     _, buyer = await _two_traders(node)
     await node.place(buyer, OrderSide.BUY, 4, 100)
-    with pytest.raises(errors.FailedPrecondition):
-        await node.market.require_no_positions(ACME.caller, buyer)
-    other = Caller(Role.PARTNER, "other")
-    await node.market.require_no_positions(other, buyer)  # No ACCOUNT_NOT_EMPTY for it.
     with pytest.raises(errors.PermissionDenied) as refused:
-        await node.accounts.ask(buyer, Decide(CloseAccount(other, buyer, "")))
+        await _close(node, buyer, Caller(Role.PARTNER, "other"))
     assert refused.value.reason == errors.NOT_OWNER
 
 
@@ -682,11 +736,18 @@ async def _logged_trades(store: EventStore) -> list[str]:
 
 
 async def _check_invariants(flow: Flow) -> None:
-    """I1 (conservation, counting settlements in flight) and I2 (escrow) per account."""
+    """I1 (conservation, counting settlements in flight), I2 (escrow) and buying per account.
+
+    What an account is buying is what its resting BUY orders and its BUY trades not yet
+    settled or cancelled will bring: nothing more is reserved, nothing is left reserved.
+    """
     node = flow.node
     flow.trades = await _logged_trades(node.store)
     book = await node.book()
     resting_sells = held_by_resting_sells(book)
+    buying: Counter[str] = Counter()
+    for order in book.best_first(OrderSide.BUY):
+        buying[order.account_id] += order.open_quantity_points
     pending_as_seller: Counter[str] = Counter()
     settling = 0
     for trade_id in flow.trades:
@@ -697,11 +758,14 @@ async def _check_invariants(flow: Flow) -> None:
             pending_as_seller[created.seller_account_id] += created.quantity_points
         elif loaded.trade.status is TradeStatus.SETTLING:
             settling += created.quantity_points
+        if loaded.trade.status in {TradeStatus.PENDING_PAYMENT, TradeStatus.SETTLING}:
+            buying[created.buyer_account_id] += created.quantity_points
     total = 0
     for account in TRADERS:
         available, held = await node.balances(account)
         total += available + held
         assert held == resting_sells.get(account, 0) + pending_as_seller[account], account
+        assert await _buying(node, account) == buying[account], account
     assert total + settling == 2 * SUPPLY_EACH
 
 

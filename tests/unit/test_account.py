@@ -18,7 +18,9 @@ from pointex.server.domain.commands import (
     HoldPoints,
     MintPoints,
     OpenAccount,
+    ReleaseBuy,
     ReleasePoints,
+    ReserveBuy,
     ReturnPoints,
     SellPoints,
     UnfreezeAccount,
@@ -380,3 +382,56 @@ def test_a_closed_account_cannot_receive_bought_points() -> None:
     with pytest.raises(errors.FailedPrecondition) as refused:
         decide(closed, BuyPoints("u1", "t1", "o2", 5))
     assert refused.value.reason == errors.ACCOUNT_CLOSED
+
+
+def _reserve(amount: int, caller: Caller = ACME, order_id: str = "o2") -> ReserveBuy:
+    return ReserveBuy(caller, "u1", order_id, "PTS-CNY", amount, 100, TimeInForce.GTC, "")
+
+
+def test_a_buy_order_counts_as_buying_until_bought_or_released() -> None:
+    """Reserve 30 and 20; 12 bought, 8 released with a trade, the rest released: 0 buying."""
+    state = apply(apply(member(0), _reserve(30)), _reserve(20, order_id="o3"))
+    assert (state.buying_points, state.available_points, state.held_points) == (50, 0, 0)
+    state = apply(state, BuyPoints("u1", "t1", "o2", 12))
+    assert (state.buying_points, state.available_points) == (38, 12)
+    state = apply(state, ReleaseBuy("u1", "o2", "t2", 8))
+    state = apply(state, ReleaseBuy("u1", "o2", "", 10))
+    assert state.buying_points == 20
+    state = apply(state, ReleaseBuy("u1", "o3", "", 20))
+    assert (state.buying_points, state.available_points) == (0, 12)
+
+
+def test_an_account_that_is_buying_cannot_close_and_a_closed_one_cannot_buy() -> None:
+    """The close and the BUY are decided by one actor: whichever comes first wins."""
+    buying = apply(member(0), _reserve(5))
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(buying, CloseAccount(ACME, "u1", ""))
+    assert refused.value.reason == errors.ACCOUNT_NOT_EMPTY
+    assert refused.value.metadata["buying_points"] == "5"
+    closed = apply(apply(buying, ReleaseBuy("u1", "o2", "", 5)), CloseAccount(ACME, "u1", ""))
+    assert closed.status is AccountStatus.CLOSED
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(closed, _reserve(5))
+    assert refused.value.reason == errors.ACCOUNT_CLOSED
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (_reserve(0), errors.AMOUNT_NOT_POSITIVE),
+        (_reserve(limits.points_amount_max + 1), errors.AMOUNT_TOO_LARGE),
+        (_reserve(5, OTHER), errors.NOT_OWNER),
+    ],
+)
+def test_a_reservation_is_refused_with_its_reason(command: ReserveBuy, reason: str) -> None:
+    """A non-positive or too large quantity, another partner's account: refused."""
+    assert rejected(member(0), command).reason == reason
+    assert rejected(None, _reserve(5)).reason == errors.ACCOUNT_NOT_FOUND
+
+
+def test_a_release_never_takes_more_than_is_being_bought() -> None:
+    """An order from before reservations reserved nothing: its release records 0."""
+    events = decide(member(0), ReleaseBuy("u1", "o9", "", 7))
+    assert [(e.quantity_points, e.buying_points) for e in events] == [(0, 0)]  # type: ignore[union-attr]
+    unreserved = apply(member(0), BuyPoints("u1", "t9", "o9", 7))
+    assert (unreserved.buying_points, unreserved.available_points) == (0, 7)

@@ -42,6 +42,8 @@ SAMPLES = [
     ev.PointsReleased("u1", "o1", "t1", 2, 7, 3),
     ev.PointsSold("u1", "t1", "o1", 3, 0),
     ev.PointsBought("u2", "t1", "o2", 3, 3),
+    ev.BuyReserved("u2", "o2", "PTS-CNY", 7, 130, TimeInForce.GTC, "c-2", 7),
+    ev.BuyReleased("u2", "o2", "t1", 3, 4),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)

@@ -132,7 +132,9 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     code: "FAILED_PRECONDITION",
     family: "Refused",
     summary: "CloseAccount on an account that still has available or held points, a resting " +
-      "order or a trade pending payment. Metadata: \"account_id\", \"available_points\".",
+      "order or a trade not yet settled or cancelled. Metadata: \"account_id\", and " +
+      "\"available_points\", or for orders and trades under way \"held_points\" and " +
+      "\"buying_points\".",
   }],
   ["SAME_ACCOUNT", {
     name: "SAME_ACCOUNT",

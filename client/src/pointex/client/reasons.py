@@ -110,7 +110,9 @@ REASONS: Final[Mapping[str, Reason]] = {
         12,
         "FAILED_PRECONDITION",
         "CloseAccount on an account that still has available or held points, a resting "
-        'order or a trade pending payment. Metadata: "account_id", "available_points".',
+        'order or a trade not yet settled or cancelled. Metadata: "account_id", and '
+        '"available_points", or for orders and trades under way "held_points" and '
+        '"buying_points".',
     ),
     "SAME_ACCOUNT": Reason(
         "SAME_ACCOUNT",

@@ -96,7 +96,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_ACCOUNT_NOT_EMPTY: _ErrorReason.ValueType  # 12
     """FAILED_PRECONDITION. CloseAccount on an account that still has available or held points,
-    a resting order or a trade pending payment. Metadata: "account_id", "available_points".
+    a resting order or a trade not yet settled or cancelled. Metadata: "account_id", and
+    "available_points", or for orders and trades under way "held_points" and "buying_points".
     """
     ERROR_REASON_SAME_ACCOUNT: _ErrorReason.ValueType  # 13
     """INVALID_ARGUMENT. The source and destination account of a movement are the same account.
@@ -334,7 +335,8 @@ ERROR_REASON_ACCOUNT_CLOSED: ErrorReason.ValueType  # 11
 """
 ERROR_REASON_ACCOUNT_NOT_EMPTY: ErrorReason.ValueType  # 12
 """FAILED_PRECONDITION. CloseAccount on an account that still has available or held points,
-a resting order or a trade pending payment. Metadata: "account_id", "available_points".
+a resting order or a trade not yet settled or cancelled. Metadata: "account_id", and
+"available_points", or for orders and trades under way "held_points" and "buying_points".
 """
 ERROR_REASON_SAME_ACCOUNT: ErrorReason.ValueType  # 13
 """INVALID_ARGUMENT. The source and destination account of a movement are the same account.

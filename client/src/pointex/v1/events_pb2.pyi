@@ -10,7 +10,7 @@ the events each holds:
   account-<account_id>    AccountOpened, AccountFrozen, AccountUnfrozen, AccountClosed,
                           PointsMinted, PointsBurned, PointsDebited, PointsCredited,
                           PointsReturned, PointsHeld, PointsReleased, PointsSold,
-                          PointsBought
+                          PointsBought, BuyReserved, BuyReleased
   transfer-<transfer_id>  TransferInitiated, TransferCompleted, TransferCompensated
   request-<key>           CommandRecorded
   market-<market_id>      MarketConfigured, OrderPlaced, OrderRejected, TradeMatched,
@@ -31,13 +31,17 @@ vanish. Event sequences:
   TransferInitiated and TransferCompleted; it is then never open.
 * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
-  (trade stream) in the same append. A BUY order starts at OrderPlaced. If the market cannot
-  accept a held order: OrderRejected, then PointsReleased.
-* Cancellation of a SELL order: OrderCancelled (market), then PointsReleased (account).
+  (trade stream) in the same append; for an IOC remainder, then PointsReleased. A BUY order
+  the same, starting at BuyReserved (account) and releasing with BuyReleased. If the market
+  cannot accept a held order: OrderRejected, then PointsReleased (SELL) or BuyReleased (BUY).
+  BUY orders placed before BuyReserved existed start at OrderPlaced.
+* Cancellation of an order: OrderCancelled (market), then PointsReleased (SELL) or
+  BuyReleased (BUY) on the account.
 * Trade: TradeCreated, PaymentRequested, then either PaymentConfirmed, PointsSold (seller),
   PointsBought (buyer), TradeSettled; or PaymentFailed (or the deadline), TradeCancelled,
   then OrderQuantityReturned (market, when the SELL order still rests) or PointsReleased
-  (seller). A confirmation after cancellation: PaymentConfirmed, RefundRequired.
+  (seller), then BuyReleased (buyer). A confirmation after cancellation: PaymentConfirmed,
+  RefundRequired.
 
 Invariants, over any prefix of the log after recovery: I1, Σ(available + held) over all
 accounts + points in flight = Σ PointsMinted − Σ PointsBurned, where in flight means debited
@@ -110,6 +114,8 @@ class Event(_message.Message):
     TRADE_CANCELLED_FIELD_NUMBER: _builtins.int
     REFUND_REQUIRED_FIELD_NUMBER: _builtins.int
     COMMAND_RECORDED_FIELD_NUMBER: _builtins.int
+    BUY_RESERVED_FIELD_NUMBER: _builtins.int
+    BUY_RELEASED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -266,6 +272,14 @@ class Event(_message.Message):
     def command_recorded(self) -> Global___CommandRecorded:
         """See CommandRecorded."""
 
+    @_builtins.property
+    def buy_reserved(self) -> Global___BuyReserved:
+        """See BuyReserved."""
+
+    @_builtins.property
+    def buy_released(self) -> Global___BuyReleased:
+        """See BuyReleased."""
+
     def __init__(
         self,
         *,
@@ -308,12 +322,14 @@ class Event(_message.Message):
         trade_cancelled: Global___TradeCancelled | None = ...,
         refund_required: Global___RefundRequired | None = ...,
         command_recorded: Global___CommandRecorded | None = ...,
+        buy_reserved: Global___BuyReserved | None = ...,
+        buy_released: Global___BuyReleased | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -938,9 +954,10 @@ Global___OrderPlaced: _TypeAlias = OrderPlaced  # noqa: Y015
 
 @_typing.final
 class OrderRejected(_message.Message):
-    """A held SELL order could not enter the book (the market closed between the hold and the
-    placement, or recovery found a hold whose order can no longer be placed); its points are
-    released next. Stream market-<market_id>.
+    """A held order could not enter the book (the market closed between the account step and the
+    placement, or recovery found a held order that can no longer be placed); what its account
+    held is released next (PointsReleased for a SELL, BuyReleased for a BUY). Stream
+    market-<market_id>.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1458,8 +1475,8 @@ Global___PointsSold: _TypeAlias = PointsSold  # noqa: Y015
 
 @_typing.final
 class PointsBought(_message.Message):
-    """Settlement step: the buyer received the trade's quantity (available +). Stream
-    account-<account_id> of the buyer.
+    """Settlement step: the buyer received the trade's quantity (available +; what the account is
+    buying goes down by as much). Stream account-<account_id> of the buyer.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1495,6 +1512,105 @@ class PointsBought(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PointsBought: _TypeAlias = PointsBought  # noqa: Y015
+
+@_typing.final
+class BuyReserved(_message.Message):
+    """A BUY order was opened on the buying account: its quantity counts as points the account is
+    buying until each part is bought (PointsBought) or released (BuyReleased). Moves no points;
+    an account that is buying cannot close. First step of placing a BUY order; carries the
+    order's terms so that recovery can place it. Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    MARKET_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
+    LIMIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
+    CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    BUYING_POINTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The buying account."""
+    order_id: _builtins.str
+    """The BUY order."""
+    market_id: _builtins.str
+    """The order's market."""
+    quantity_points: _builtins.int
+    """The order quantity in points; positive."""
+    limit_price_minor: _builtins.int
+    """The order's limit price, minor units per point."""
+    time_in_force: _common_pb2.TimeInForce.ValueType
+    """The order's time in force."""
+    client_order_id: _builtins.str
+    """The order's client_order_id; may be empty."""
+    buying_points: _builtins.int
+    """The points the account is buying after this event (all its open BUY orders and BUY trades
+    not yet settled or cancelled).
+    """
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        market_id: _builtins.str = ...,
+        quantity_points: _builtins.int = ...,
+        limit_price_minor: _builtins.int = ...,
+        time_in_force: _common_pb2.TimeInForce.ValueType = ...,
+        client_order_id: _builtins.str = ...,
+        buying_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "buying_points", b"buying_points", "client_order_id", b"client_order_id", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "order_id", b"order_id", "quantity_points", b"quantity_points", "time_in_force", b"time_in_force"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuyReserved: _TypeAlias = BuyReserved  # noqa: Y015
+
+@_typing.final
+class BuyReleased(_message.Message):
+    """Points a BUY order will not buy stopped counting as being bought: the order was cancelled or
+    rejected, or it was IOC and left a remainder (`trade_id` empty), or one of its trades was
+    cancelled (`trade_id` set). Moves no points. Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
+    BUYING_POINTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The buying account."""
+    order_id: _builtins.str
+    """The BUY order."""
+    trade_id: _builtins.str
+    """The cancelled trade, when the release is because of one; empty otherwise."""
+    quantity_points: _builtins.int
+    """Points no longer being bought; zero only for an order opened before BUY orders were
+    reserved (it reserved nothing).
+    """
+    buying_points: _builtins.int
+    """The points the account is buying after this event."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        quantity_points: _builtins.int = ...,
+        buying_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "buying_points", b"buying_points", "order_id", b"order_id", "quantity_points", b"quantity_points", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BuyReleased: _TypeAlias = BuyReleased  # noqa: Y015
 
 @_typing.final
 class TradeSettled(_message.Message):

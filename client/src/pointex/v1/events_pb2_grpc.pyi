@@ -10,7 +10,7 @@ the events each holds:
   account-<account_id>    AccountOpened, AccountFrozen, AccountUnfrozen, AccountClosed,
                           PointsMinted, PointsBurned, PointsDebited, PointsCredited,
                           PointsReturned, PointsHeld, PointsReleased, PointsSold,
-                          PointsBought
+                          PointsBought, BuyReserved, BuyReleased
   transfer-<transfer_id>  TransferInitiated, TransferCompleted, TransferCompensated
   request-<key>           CommandRecorded
   market-<market_id>      MarketConfigured, OrderPlaced, OrderRejected, TradeMatched,
@@ -31,13 +31,17 @@ vanish. Event sequences:
   TransferInitiated and TransferCompleted; it is then never open.
 * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
-  (trade stream) in the same append. A BUY order starts at OrderPlaced. If the market cannot
-  accept a held order: OrderRejected, then PointsReleased.
-* Cancellation of a SELL order: OrderCancelled (market), then PointsReleased (account).
+  (trade stream) in the same append; for an IOC remainder, then PointsReleased. A BUY order
+  the same, starting at BuyReserved (account) and releasing with BuyReleased. If the market
+  cannot accept a held order: OrderRejected, then PointsReleased (SELL) or BuyReleased (BUY).
+  BUY orders placed before BuyReserved existed start at OrderPlaced.
+* Cancellation of an order: OrderCancelled (market), then PointsReleased (SELL) or
+  BuyReleased (BUY) on the account.
 * Trade: TradeCreated, PaymentRequested, then either PaymentConfirmed, PointsSold (seller),
   PointsBought (buyer), TradeSettled; or PaymentFailed (or the deadline), TradeCancelled,
   then OrderQuantityReturned (market, when the SELL order still rests) or PointsReleased
-  (seller). A confirmation after cancellation: PaymentConfirmed, RefundRequired.
+  (seller), then BuyReleased (buyer). A confirmation after cancellation: PaymentConfirmed,
+  RefundRequired.
 
 Invariants, over any prefix of the log after recovery: I1, Σ(available + held) over all
 accounts + points in flight = Σ PointsMinted − Σ PointsBurned, where in flight means debited

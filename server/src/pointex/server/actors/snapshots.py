@@ -16,7 +16,7 @@ from pointex.server.domain.values import AccountKind, AccountStatus, Role
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 1
+SNAPSHOT_SCHEMA_VERSION: Final = 2  # 2: buying_points
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -28,6 +28,7 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
         "status": state.status.value,
         "available_points": state.available_points,
         "held_points": state.held_points,
+        "buying_points": state.buying_points,
         "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
         "position": position,
     }
@@ -49,6 +50,7 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
         available_points=int(data["available_points"]),
         held_points=int(data["held_points"]),
         frozen_by_role=Role(frozen_by) if frozen_by else None,
+        buying_points=int(data["buying_points"]),
     )
     state.check()
     return state, snapshot.stream_version, int(data["position"])

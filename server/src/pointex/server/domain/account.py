@@ -24,7 +24,9 @@ from pointex.server.domain.commands import (
     HoldPoints,
     MintPoints,
     OpenAccount,
+    ReleaseBuy,
     ReleasePoints,
+    ReserveBuy,
     ReturnPoints,
     SellPoints,
     UnfreezeAccount,
@@ -35,6 +37,8 @@ from pointex.server.domain.events import (
     AccountFrozen,
     AccountOpened,
     AccountUnfrozen,
+    BuyReleased,
+    BuyReserved,
     PointsBought,
     PointsBurned,
     PointsCredited,
@@ -56,7 +60,12 @@ from pointex.server.domain.values import (
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """What an account is now: its owner, kind, status and balances."""
+    """What an account is now: its owner, kind, status and balances.
+
+    `held_points` are escrowed for its SELL orders and trades; `buying_points` are what its
+    open BUY orders and BUY trades not yet settled or cancelled will bring. An account with
+    either cannot close, so no order rests and no trade ends on a closed account.
+    """
 
     account_id: str
     kind: AccountKind
@@ -65,12 +74,15 @@ class Account:
     available_points: int
     held_points: int
     frozen_by_role: Role | None = None
+    buying_points: int = 0
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
         assert self.available_points >= 0, self
         assert self.held_points >= 0, self
-        assert self.status is not AccountStatus.CLOSED or self.total_points == 0, self
+        assert self.buying_points >= 0, self
+        closed = self.status is AccountStatus.CLOSED
+        assert not closed or self.total_points == self.buying_points == 0, self
 
     @property
     def total_points(self) -> int:
@@ -288,11 +300,20 @@ def _close(state: Account | None, command: CloseAccount) -> list[AccountEvent]:
     _require_may_act(command.caller, account)
     if account.status is AccountStatus.CLOSED:
         return []  # Closing a closed account is a no-op.
-    if account.total_points != 0:
+    if account.held_points or account.buying_points:
+        raise errors.FailedPrecondition(
+            errors.ACCOUNT_NOT_EMPTY,
+            "the account has orders or trades under way; cancel its orders first",
+            account_id=command.account_id,
+            held_points=str(account.held_points),
+            buying_points=str(account.buying_points),
+        )
+    if account.available_points:
         raise errors.FailedPrecondition(
             errors.ACCOUNT_NOT_EMPTY,
             "only an account with a zero balance can close",
             account_id=command.account_id,
+            available_points=str(account.available_points),
         )
     return [AccountClosed(command.account_id, command.reason)]
 
@@ -364,6 +385,41 @@ def _buy(state: Account | None, command: BuyPoints) -> list[AccountEvent]:
     ]
 
 
+def _reserve_buy(state: Account | None, command: ReserveBuy) -> list[AccountEvent]:
+    _require_amount(command.quantity_points)
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    return [
+        BuyReserved(
+            command.account_id,
+            command.order_id,
+            command.market_id,
+            command.quantity_points,
+            command.limit_price_minor,
+            command.time_in_force,
+            command.client_order_id,
+            account.buying_points + command.quantity_points,
+        )
+    ]
+
+
+def _release_buy(state: Account | None, command: ReleaseBuy) -> list[AccountEvent]:
+    # Never refused, like a release of held points. A BUY order opened before orders were
+    # reserved counted nothing: it releases no more than the account is buying (then 0),
+    # and still records the release, which ends the step for recovery.
+    account = _require_exists(state, command.account_id)
+    released = min(command.quantity_points, account.buying_points)
+    return [
+        BuyReleased(
+            command.account_id,
+            command.order_id,
+            command.trade_id,
+            released,
+            account.buying_points - released,
+        )
+    ]
+
+
 _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEvent]]] = {
     OpenAccount: _open,  # type: ignore[dict-item]
     MintPoints: _mint,  # type: ignore[dict-item]
@@ -378,6 +434,8 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     ReleasePoints: _release,  # type: ignore[dict-item]
     SellPoints: _sell,  # type: ignore[dict-item]
     BuyPoints: _buy,  # type: ignore[dict-item]
+    ReserveBuy: _reserve_buy,  # type: ignore[dict-item]
+    ReleaseBuy: _release_buy,  # type: ignore[dict-item]
 }
 
 
@@ -394,10 +452,40 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
             event.account_id, event.kind, event.owner_partner_id, AccountStatus.OPEN, 0, 0
         )
     assert state is not None, f"{type(event).__name__} before AccountOpened"
-    available, status, frozen_by = state.available_points, state.status, state.frozen_by_role
-    held = state.held_points
+    status, frozen_by = state.status, state.frozen_by_role
     match event:
-        case PointsMinted() | PointsCredited() | PointsReturned() | PointsBought():
+        case AccountFrozen():
+            status, frozen_by = AccountStatus.FROZEN, event.frozen_by_role
+        case AccountUnfrozen():
+            status, frozen_by = AccountStatus.OPEN, None
+        case AccountClosed():
+            status = AccountStatus.CLOSED
+    available, held, buying = _balances(state, event)
+    account = dataclasses.replace(
+        state,
+        available_points=available,
+        held_points=held,
+        buying_points=buying,
+        status=status,
+        frozen_by_role=frozen_by,
+    )
+    account.check()
+    # The balances an event states are the balances replay arrives at (paired assertion).
+    assert getattr(event, "available_points", available) == available, (event, available)
+    assert getattr(event, "held_points", held) == held, (event, held)
+    assert getattr(event, "buying_points", buying) == buying, (event, buying)
+    return account
+
+
+def _balances(state: Account, event: AccountEvent) -> tuple[int, int, int]:
+    """Return (available, held, buying) after `event`."""
+    available, held, buying = state.available_points, state.held_points, state.buying_points
+    match event:
+        case PointsBought():
+            available += event.amount_points
+            # An order opened before BUY orders were reserved bought what it never reserved.
+            buying = max(0, buying - event.amount_points)
+        case PointsMinted() | PointsCredited() | PointsReturned():
             available += event.amount_points
         case PointsBurned() | PointsDebited():
             available -= event.amount_points
@@ -407,21 +495,8 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
             available, held = available + event.amount_points, held - event.amount_points
         case PointsSold():
             held -= event.amount_points
-        case AccountFrozen():
-            status, frozen_by = AccountStatus.FROZEN, event.frozen_by_role
-        case AccountUnfrozen():
-            status, frozen_by = AccountStatus.OPEN, None
-        case AccountClosed():
-            status = AccountStatus.CLOSED
-    account = dataclasses.replace(
-        state,
-        available_points=available,
-        held_points=held,
-        status=status,
-        frozen_by_role=frozen_by,
-    )
-    account.check()
-    # The balances an event states are the balances replay arrives at (paired assertion).
-    assert getattr(event, "available_points", available) == available, (event, available)
-    assert getattr(event, "held_points", held) == held, (event, held)
-    return account
+        case BuyReserved():
+            buying += event.quantity_points
+        case BuyReleased():
+            buying -= event.quantity_points
+    return available, held, buying

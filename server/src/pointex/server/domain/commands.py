@@ -151,6 +151,33 @@ class BuyPoints:
     amount_points: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReserveBuy:
+    """First step of a BUY order: count its quantity as being bought, so the account stays open.
+
+    Moves no points: the buyer pays through the payment provider, not in points.
+    """
+
+    caller: Caller
+    account_id: str
+    order_id: str
+    market_id: str
+    quantity_points: int
+    limit_price_minor: int
+    time_in_force: TimeInForce
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBuy:
+    """Stop counting what a BUY order will not buy (cancelled, rejected, IOC, trade cancelled)."""
+
+    account_id: str
+    order_id: str
+    trade_id: str
+    quantity_points: int
+
+
 AccountCommand = (
     OpenAccount
     | MintPoints
@@ -165,4 +192,6 @@ AccountCommand = (
     | ReleasePoints
     | SellPoints
     | BuyPoints
+    | ReserveBuy
+    | ReleaseBuy
 )

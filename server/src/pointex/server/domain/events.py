@@ -194,6 +194,31 @@ class PointsBought:
     available_points: int  # after this event
 
 
+@dataclass(frozen=True, slots=True)
+class BuyReserved:
+    """A BUY order was opened on the account (buying +); carries its terms. Moves no points."""
+
+    account_id: str
+    order_id: str
+    market_id: str
+    quantity_points: int
+    limit_price_minor: int
+    time_in_force: TimeInForce
+    client_order_id: str
+    buying_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class BuyReleased:
+    """Points a BUY order will not buy stopped counting as being bought (buying -)."""
+
+    account_id: str
+    order_id: str
+    trade_id: str  # empty unless a cancelled trade is the cause
+    quantity_points: int
+    buying_points: int  # after this event
+
+
 AccountEvent = (
     AccountOpened
     | PointsMinted
@@ -208,6 +233,8 @@ AccountEvent = (
     | PointsReleased
     | PointsSold
     | PointsBought
+    | BuyReserved
+    | BuyReleased
 )
 
 # Stable type name and current schema version of every account event. The names are
@@ -227,6 +254,8 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     PointsReleased: ("PointsReleased", 1),
     PointsSold: ("PointsSold", 1),
     PointsBought: ("PointsBought", 1),
+    BuyReserved: ("BuyReserved", 1),
+    BuyReleased: ("BuyReleased", 1),
 }
 
 ProcessEvent = TransferInitiated | TransferCompleted | TransferCompensated | CommandRecorded

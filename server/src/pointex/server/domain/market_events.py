@@ -45,7 +45,7 @@ class OrderPlaced:
 
 @dataclass(frozen=True, slots=True)
 class OrderRejected:
-    """A held SELL order could not enter the book; its points are released next."""
+    """A held order could not enter the book; what its account held is released next."""
 
     order_id: str
     market_id: str

@@ -145,7 +145,8 @@ export enum ErrorReason {
 
   /**
    * FAILED_PRECONDITION. CloseAccount on an account that still has available or held points,
-   * a resting order or a trade pending payment. Metadata: "account_id", "available_points".
+   * a resting order or a trade not yet settled or cancelled. Metadata: "account_id", and
+   * "available_points", or for orders and trades under way "held_points" and "buying_points".
    *
    * @generated from enum value: ERROR_REASON_ACCOUNT_NOT_EMPTY = 12;
    */

@@ -7,7 +7,7 @@
 //   account-<account_id>    AccountOpened, AccountFrozen, AccountUnfrozen, AccountClosed,
 //                           PointsMinted, PointsBurned, PointsDebited, PointsCredited,
 //                           PointsReturned, PointsHeld, PointsReleased, PointsSold,
-//                           PointsBought
+//                           PointsBought, BuyReserved, BuyReleased
 //   transfer-<transfer_id>  TransferInitiated, TransferCompleted, TransferCompensated
 //   request-<key>           CommandRecorded
 //   market-<market_id>      MarketConfigured, OrderPlaced, OrderRejected, TradeMatched,
@@ -28,13 +28,17 @@
 //   TransferInitiated and TransferCompleted; it is then never open.
 // * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
 //   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
-//   (trade stream) in the same append. A BUY order starts at OrderPlaced. If the market cannot
-//   accept a held order: OrderRejected, then PointsReleased.
-// * Cancellation of a SELL order: OrderCancelled (market), then PointsReleased (account).
+//   (trade stream) in the same append; for an IOC remainder, then PointsReleased. A BUY order
+//   the same, starting at BuyReserved (account) and releasing with BuyReleased. If the market
+//   cannot accept a held order: OrderRejected, then PointsReleased (SELL) or BuyReleased (BUY).
+//   BUY orders placed before BuyReserved existed start at OrderPlaced.
+// * Cancellation of an order: OrderCancelled (market), then PointsReleased (SELL) or
+//   BuyReleased (BUY) on the account.
 // * Trade: TradeCreated, PaymentRequested, then either PaymentConfirmed, PointsSold (seller),
 //   PointsBought (buyer), TradeSettled; or PaymentFailed (or the deadline), TradeCancelled,
 //   then OrderQuantityReturned (market, when the SELL order still rests) or PointsReleased
-//   (seller). A confirmation after cancellation: PaymentConfirmed, RefundRequired.
+//   (seller), then BuyReleased (buyer). A confirmation after cancellation: PaymentConfirmed,
+//   RefundRequired.
 //
 // Invariants, over any prefix of the log after recovery: I1, Σ(available + held) over all
 // accounts + points in flight = Σ PointsMinted − Σ PointsBurned, where in flight means debited
@@ -63,7 +67,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pointex/v1/events.proto.
  */
 export const file_pointex_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Chdwb2ludGV4L3YxL2V2ZW50cy5wcm90bxIKcG9pbnRleC52MSLiDgoFRXZlbnQSJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhEKCXN0cmVhbV9pZBgCIAEoCRIWCg5zdHJlYW1fdmVyc2lvbhgDIAEoBBINCgVzbGljZRgEIAEoDRIMCgR0eXBlGAUgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAYgASgNEi8KC3JlY29yZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXF1ZXN0X2lkGAggASgJEhQKDHByaW5jaXBhbF9pZBgJIAEoCRIzCg5hY2NvdW50X29wZW5lZBgUIAEoCzIZLnBvaW50ZXgudjEuQWNjb3VudE9wZW5lZEgAEjMKDmFjY291bnRfZnJvemVuGBUgASgLMhkucG9pbnRleC52MS5BY2NvdW50RnJvemVuSAASNwoQYWNjb3VudF91bmZyb3plbhgWIAEoCzIbLnBvaW50ZXgudjEuQWNjb3VudFVuZnJvemVuSAASMwoOYWNjb3VudF9jbG9zZWQYFyABKAsyGS5wb2ludGV4LnYxLkFjY291bnRDbG9zZWRIABIxCg1wb2ludHNfbWludGVkGBggASgLMhgucG9pbnRleC52MS5Qb2ludHNNaW50ZWRIABIxCg1wb2ludHNfYnVybmVkGBkgASgLMhgucG9pbnRleC52MS5Qb2ludHNCdXJuZWRIABI7ChJ0cmFuc2Zlcl9pbml0aWF0ZWQYGiABKAsyHS5wb2ludGV4LnYxLlRyYW5zZmVySW5pdGlhdGVkSAASMwoOcG9pbnRzX2RlYml0ZWQYGyABKAsyGS5wb2ludGV4LnYxLlBvaW50c0RlYml0ZWRIABI1Cg9wb2ludHNfY3JlZGl0ZWQYHCABKAsyGi5wb2ludGV4LnYxLlBvaW50c0NyZWRpdGVkSAASOwoSdHJhbnNmZXJfY29tcGxldGVkGB0gASgLMh0ucG9pbnRleC52MS5UcmFuc2ZlckNvbXBsZXRlZEgAEjUKD3BvaW50c19yZXR1cm5lZBgeIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmV0dXJuZWRIABI/ChR0cmFuc2Zlcl9jb21wZW5zYXRlZBgfIAEoCzIfLnBvaW50ZXgudjEuVHJhbnNmZXJDb21wZW5zYXRlZEgAEjkKEW1hcmtldF9jb25maWd1cmVkGCAgASgLMhwucG9pbnRleC52MS5NYXJrZXRDb25maWd1cmVkSAASLQoLcG9pbnRzX2hlbGQYISABKAsyFi5wb2ludGV4LnYxLlBvaW50c0hlbGRIABIvCgxvcmRlcl9wbGFjZWQYIiABKAsyFy5wb2ludGV4LnYxLk9yZGVyUGxhY2VkSAASMwoOb3JkZXJfcmVqZWN0ZWQYIyABKAsyGS5wb2ludGV4LnYxLk9yZGVyUmVqZWN0ZWRIABIxCg10cmFkZV9tYXRjaGVkGCQgASgLMhgucG9pbnRleC52MS5UcmFkZU1hdGNoZWRIABI1Cg9vcmRlcl9jYW5jZWxsZWQYJSABKAsyGi5wb2ludGV4LnYxLk9yZGVyQ2FuY2VsbGVkSAASRAoXb3JkZXJfcXVhbnRpdHlfcmV0dXJuZWQYJiABKAsyIS5wb2ludGV4LnYxLk9yZGVyUXVhbnRpdHlSZXR1cm5lZEgAEjUKD3BvaW50c19yZWxlYXNlZBgnIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmVsZWFzZWRIABIxCg10cmFkZV9jcmVhdGVkGCggASgLMhgucG9pbnRleC52MS5UcmFkZUNyZWF0ZWRIABI5ChFwYXltZW50X3JlcXVlc3RlZBgpIAEoCzIcLnBvaW50ZXgudjEuUGF5bWVudFJlcXVlc3RlZEgAEjkKEXBheW1lbnRfY29uZmlybWVkGCogASgLMhwucG9pbnRleC52MS5QYXltZW50Q29uZmlybWVkSAASMwoOcGF5bWVudF9mYWlsZWQYKyABKAsyGS5wb2ludGV4LnYxLlBheW1lbnRGYWlsZWRIABItCgtwb2ludHNfc29sZBgsIAEoCzIWLnBvaW50ZXgudjEuUG9pbnRzU29sZEgAEjEKDXBvaW50c19ib3VnaHQYLSABKAsyGC5wb2ludGV4LnYxLlBvaW50c0JvdWdodEgAEjEKDXRyYWRlX3NldHRsZWQYLiABKAsyGC5wb2ludGV4LnYxLlRyYWRlU2V0dGxlZEgAEjUKD3RyYWRlX2NhbmNlbGxlZBgvIAEoCzIaLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxsZWRIABI1Cg9yZWZ1bmRfcmVxdWlyZWQYMCABKAsyGi5wb2ludGV4LnYxLlJlZnVuZFJlcXVpcmVkSAASNwoQY29tbWFuZF9yZWNvcmRlZBgxIAEoCzIbLnBvaW50ZXgudjEuQ29tbWFuZFJlY29yZGVkSABCCQoHcGF5bG9hZCJyCg9Db21tYW5kUmVjb3JkZWQSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcmluY2lwYWxfaWQYAiABKAkSCwoDcnBjGAMgASgJEhYKDnBheWxvYWRfc2hhMjU2GAQgASgMEhAKCHJlc3BvbnNlGAUgASgMInoKDUFjY291bnRPcGVuZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgRraW5kGAIgASgOMhcucG9pbnRleC52MS5BY2NvdW50S2luZBIYChBvd25lcl9wYXJ0bmVyX2lkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJdCg1BY2NvdW50RnJvemVuEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEigKDmZyb3plbl9ieV9yb2xlGAMgASgOMhAucG9pbnRleC52MS5Sb2xlIjUKD0FjY291bnRVbmZyb3plbhISCgphY2NvdW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzCg1BY2NvdW50Q2xvc2VkEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJImEKDFBvaW50c01pbnRlZBISCgphY2NvdW50X2lkGAEgASgJEhUKDWFtb3VudF9wb2ludHMYAiABKAMSDAoEbWVtbxgDIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAQgASgDImEKDFBvaW50c0J1cm5lZBISCgphY2NvdW50X2lkGAEgASgJEhUKDWFtb3VudF9wb2ludHMYAiABKAMSDAoEbWVtbxgDIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAQgASgDItgBChFUcmFuc2ZlckluaXRpYXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCRImCgRraW5kGAIgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSFwoPZnJvbV9hY2NvdW50X2lkGAMgASgJEhUKDXRvX2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhIKCnJlcXVlc3RfaWQYByABKAkSHQoVZnJvbV9hdmFpbGFibGVfcG9pbnRzGAggASgDIsABCg1Qb2ludHNEZWJpdGVkEhIKCmFjY291bnRfaWQYASABKAkSEwoLdHJhbnNmZXJfaWQYAiABKAkSJgoEa2luZBgDIAEoDjIYLnBvaW50ZXgudjEuVHJhbnNmZXJLaW5kEh8KF2NvdW50ZXJwYXJ0eV9hY2NvdW50X2lkGAQgASgJEhUKDWFtb3VudF9wb2ludHMYBSABKAMSDAoEbWVtbxgGIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAcgASgDIsEBCg5Qb2ludHNDcmVkaXRlZBISCgphY2NvdW50X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEiYKBGtpbmQYAyABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIfChdjb3VudGVycGFydHlfYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEgwKBG1lbW8YBiABKAkSGAoQYXZhaWxhYmxlX3BvaW50cxgHIAEoAyIoChFUcmFuc2ZlckNvbXBsZXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCSKzAQoOUG9pbnRzUmV0dXJuZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRImCgRraW5kGAMgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSHwoXY291bnRlcnBhcnR5X2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAYgASgDIlMKE1RyYW5zZmVyQ29tcGVuc2F0ZWQSEwoLdHJhbnNmZXJfaWQYASABKAkSJwoGcmVhc29uGAIgASgOMhcucG9pbnRleC52MS5FcnJvclJlYXNvbiLvAQoKUG9pbnRzSGVsZBISCgphY2NvdW50X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhEKCW1hcmtldF9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEhkKEWxpbWl0X3ByaWNlX21pbm9yGAUgASgDEi4KDXRpbWVfaW5fZm9yY2UYBiABKA4yFy5wb2ludGV4LnYxLlRpbWVJbkZvcmNlEhcKD2NsaWVudF9vcmRlcl9pZBgHIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAggASgDEhMKC2hlbGRfcG9pbnRzGAkgASgDIjYKEE1hcmtldENvbmZpZ3VyZWQSIgoGbWFya2V0GAEgASgLMhIucG9pbnRleC52MS5NYXJrZXQi+gEKC09yZGVyUGxhY2VkEhAKCG9yZGVyX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRISCgphY2NvdW50X2lkGAMgASgJEiMKBHNpZGUYBCABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYBSABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBiABKAMSEAoIY3VycmVuY3kYByABKAkSLgoNdGltZV9pbl9mb3JjZRgIIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAkgASgJIq8BCg1PcmRlclJlamVjdGVkEhAKCG9yZGVyX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRISCgphY2NvdW50X2lkGAMgASgJEiMKBHNpZGUYBCABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYBSABKAMSJwoGcmVhc29uGAYgASgOMhcucG9pbnRleC52MS5FcnJvclJlYXNvbiKzAgoMVHJhZGVNYXRjaGVkEhAKCHRyYWRlX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRIUCgxidXlfb3JkZXJfaWQYAyABKAkSFQoNc2VsbF9vcmRlcl9pZBgEIAEoCRIYChBidXllcl9hY2NvdW50X2lkGAUgASgJEhkKEXNlbGxlcl9hY2NvdW50X2lkGAYgASgJEikKCm1ha2VyX3NpZGUYByABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYCCABKAMSEwoLcHJpY2VfbWlub3IYCSABKAMSIAoYYnV5X29wZW5fcXVhbnRpdHlfcG9pbnRzGAogASgDEiEKGXNlbGxfb3Blbl9xdWFudGl0eV9wb2ludHMYCyABKAMiwAEKDk9yZGVyQ2FuY2VsbGVkEhAKCG9yZGVyX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRISCgphY2NvdW50X2lkGAMgASgJEiMKBHNpZGUYBCABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRItCgZyZWFzb24YBSABKA4yHS5wb2ludGV4LnYxLk9yZGVyQ2FuY2VsUmVhc29uEiEKGWNhbmNlbGxlZF9xdWFudGl0eV9wb2ludHMYBiABKAMihQEKFU9yZGVyUXVhbnRpdHlSZXR1cm5lZBIQCghvcmRlcl9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSFwoPcXVhbnRpdHlfcG9pbnRzGAQgASgDEhwKFG9wZW5fcXVhbnRpdHlfcG9pbnRzGAUgASgDIo4BCg5Qb2ludHNSZWxlYXNlZBISCgphY2NvdW50X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhAKCHRyYWRlX2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSGAoQYXZhaWxhYmxlX3BvaW50cxgFIAEoAxITCgtoZWxkX3BvaW50cxgGIAEoAyK6AwoMVHJhZGVDcmVhdGVkEhAKCHRyYWRlX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRIUCgxidXlfb3JkZXJfaWQYAyABKAkSFQoNc2VsbF9vcmRlcl9pZBgEIAEoCRIYChBidXllcl9hY2NvdW50X2lkGAUgASgJEhkKEXNlbGxlcl9hY2NvdW50X2lkGAYgASgJEikKCm1ha2VyX3NpZGUYByABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYCCABKAMSEwoLcHJpY2VfbWlub3IYCSABKAMSEAoIY3VycmVuY3kYCiABKAkSFgoObm90aW9uYWxfbWlub3IYCyABKAMSFwoPYnV5ZXJfZmVlX21pbm9yGAwgASgDEhgKEHNlbGxlcl9mZWVfbWlub3IYDSABKAMSGAoQYW1vdW50X2R1ZV9taW5vchgOIAEoAxIdChVzZWxsZXJfcHJvY2VlZHNfbWlub3IYDyABKAMSNAoQcGF5bWVudF9kZWFkbGluZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAivAEKEFBheW1lbnRSZXF1ZXN0ZWQSEAoIdHJhZGVfaWQYASABKAkSEwoLcHJvdmlkZXJfaWQYAiABKAkSEgoKcGF5bWVudF9pZBgDIAEoCRIUCgxjaGVja291dF91cmwYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRI0ChBwYXltZW50X2RlYWRsaW5lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLYAQoQUGF5bWVudENvbmZpcm1lZBIQCgh0cmFkZV9pZBgBIAEoCRITCgtwcm92aWRlcl9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEhkKEXByb3ZpZGVyX2V2ZW50X2lkGAQgASgJEiEKBmFtb3VudBgFIAEoCzIRLnBvaW50ZXgudjEuTW9uZXkSLQoJc2lnbmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZrZXlfaWQYByABKAkSDAoEbGF0ZRgIIAEoCCLHAQoNUGF5bWVudEZhaWxlZBIQCgh0cmFkZV9pZBgBIAEoCRITCgtwcm92aWRlcl9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEhkKEXByb3ZpZGVyX2V2ZW50X2lkGAQgASgJEiEKBmFtb3VudBgFIAEoCzIRLnBvaW50ZXgudjEuTW9uZXkSLQoJc2lnbmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZrZXlfaWQYByABKAkicAoKUG9pbnRzU29sZBISCgphY2NvdW50X2lkGAEgASgJEhAKCHRyYWRlX2lkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSEwoLaGVsZF9wb2ludHMYBSABKAMidwoMUG9pbnRzQm91Z2h0EhIKCmFjY291bnRfaWQYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAUgASgDIkwKDFRyYWRlU2V0dGxlZBIQCgh0cmFkZV9pZBgBIAEoCRIqCg9zZWxsZXJfcHJvY2VlZHMYAiABKAsyES5wb2ludGV4LnYxLk1vbmV5IlEKDlRyYWRlQ2FuY2VsbGVkEhAKCHRyYWRlX2lkGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxSZWFzb24iiQEKDlJlZnVuZFJlcXVpcmVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
+  fileDesc("Chdwb2ludGV4L3YxL2V2ZW50cy5wcm90bxIKcG9pbnRleC52MSLEDwoFRXZlbnQSJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhEKCXN0cmVhbV9pZBgCIAEoCRIWCg5zdHJlYW1fdmVyc2lvbhgDIAEoBBINCgVzbGljZRgEIAEoDRIMCgR0eXBlGAUgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAYgASgNEi8KC3JlY29yZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXF1ZXN0X2lkGAggASgJEhQKDHByaW5jaXBhbF9pZBgJIAEoCRIzCg5hY2NvdW50X29wZW5lZBgUIAEoCzIZLnBvaW50ZXgudjEuQWNjb3VudE9wZW5lZEgAEjMKDmFjY291bnRfZnJvemVuGBUgASgLMhkucG9pbnRleC52MS5BY2NvdW50RnJvemVuSAASNwoQYWNjb3VudF91bmZyb3plbhgWIAEoCzIbLnBvaW50ZXgudjEuQWNjb3VudFVuZnJvemVuSAASMwoOYWNjb3VudF9jbG9zZWQYFyABKAsyGS5wb2ludGV4LnYxLkFjY291bnRDbG9zZWRIABIxCg1wb2ludHNfbWludGVkGBggASgLMhgucG9pbnRleC52MS5Qb2ludHNNaW50ZWRIABIxCg1wb2ludHNfYnVybmVkGBkgASgLMhgucG9pbnRleC52MS5Qb2ludHNCdXJuZWRIABI7ChJ0cmFuc2Zlcl9pbml0aWF0ZWQYGiABKAsyHS5wb2ludGV4LnYxLlRyYW5zZmVySW5pdGlhdGVkSAASMwoOcG9pbnRzX2RlYml0ZWQYGyABKAsyGS5wb2ludGV4LnYxLlBvaW50c0RlYml0ZWRIABI1Cg9wb2ludHNfY3JlZGl0ZWQYHCABKAsyGi5wb2ludGV4LnYxLlBvaW50c0NyZWRpdGVkSAASOwoSdHJhbnNmZXJfY29tcGxldGVkGB0gASgLMh0ucG9pbnRleC52MS5UcmFuc2ZlckNvbXBsZXRlZEgAEjUKD3BvaW50c19yZXR1cm5lZBgeIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmV0dXJuZWRIABI/ChR0cmFuc2Zlcl9jb21wZW5zYXRlZBgfIAEoCzIfLnBvaW50ZXgudjEuVHJhbnNmZXJDb21wZW5zYXRlZEgAEjkKEW1hcmtldF9jb25maWd1cmVkGCAgASgLMhwucG9pbnRleC52MS5NYXJrZXRDb25maWd1cmVkSAASLQoLcG9pbnRzX2hlbGQYISABKAsyFi5wb2ludGV4LnYxLlBvaW50c0hlbGRIABIvCgxvcmRlcl9wbGFjZWQYIiABKAsyFy5wb2ludGV4LnYxLk9yZGVyUGxhY2VkSAASMwoOb3JkZXJfcmVqZWN0ZWQYIyABKAsyGS5wb2ludGV4LnYxLk9yZGVyUmVqZWN0ZWRIABIxCg10cmFkZV9tYXRjaGVkGCQgASgLMhgucG9pbnRleC52MS5UcmFkZU1hdGNoZWRIABI1Cg9vcmRlcl9jYW5jZWxsZWQYJSABKAsyGi5wb2ludGV4LnYxLk9yZGVyQ2FuY2VsbGVkSAASRAoXb3JkZXJfcXVhbnRpdHlfcmV0dXJuZWQYJiABKAsyIS5wb2ludGV4LnYxLk9yZGVyUXVhbnRpdHlSZXR1cm5lZEgAEjUKD3BvaW50c19yZWxlYXNlZBgnIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmVsZWFzZWRIABIxCg10cmFkZV9jcmVhdGVkGCggASgLMhgucG9pbnRleC52MS5UcmFkZUNyZWF0ZWRIABI5ChFwYXltZW50X3JlcXVlc3RlZBgpIAEoCzIcLnBvaW50ZXgudjEuUGF5bWVudFJlcXVlc3RlZEgAEjkKEXBheW1lbnRfY29uZmlybWVkGCogASgLMhwucG9pbnRleC52MS5QYXltZW50Q29uZmlybWVkSAASMwoOcGF5bWVudF9mYWlsZWQYKyABKAsyGS5wb2ludGV4LnYxLlBheW1lbnRGYWlsZWRIABItCgtwb2ludHNfc29sZBgsIAEoCzIWLnBvaW50ZXgudjEuUG9pbnRzU29sZEgAEjEKDXBvaW50c19ib3VnaHQYLSABKAsyGC5wb2ludGV4LnYxLlBvaW50c0JvdWdodEgAEjEKDXRyYWRlX3NldHRsZWQYLiABKAsyGC5wb2ludGV4LnYxLlRyYWRlU2V0dGxlZEgAEjUKD3RyYWRlX2NhbmNlbGxlZBgvIAEoCzIaLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxsZWRIABI1Cg9yZWZ1bmRfcmVxdWlyZWQYMCABKAsyGi5wb2ludGV4LnYxLlJlZnVuZFJlcXVpcmVkSAASNwoQY29tbWFuZF9yZWNvcmRlZBgxIAEoCzIbLnBvaW50ZXgudjEuQ29tbWFuZFJlY29yZGVkSAASLwoMYnV5X3Jlc2VydmVkGDIgASgLMhcucG9pbnRleC52MS5CdXlSZXNlcnZlZEgAEi8KDGJ1eV9yZWxlYXNlZBgzIAEoCzIXLnBvaW50ZXgudjEuQnV5UmVsZWFzZWRIAEIJCgdwYXlsb2FkInIKD0NvbW1hbmRSZWNvcmRlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHByaW5jaXBhbF9pZBgCIAEoCRILCgNycGMYAyABKAkSFgoOcGF5bG9hZF9zaGEyNTYYBCABKAwSEAoIcmVzcG9uc2UYBSABKAwiegoNQWNjb3VudE9wZW5lZBISCgphY2NvdW50X2lkGAEgASgJEiUKBGtpbmQYAiABKA4yFy5wb2ludGV4LnYxLkFjY291bnRLaW5kEhgKEG93bmVyX3BhcnRuZXJfaWQYAyABKAkSFAoMZGlzcGxheV9uYW1lGAQgASgJIl0KDUFjY291bnRGcm96ZW4SEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSKAoOZnJvemVuX2J5X3JvbGUYAyABKA4yEC5wb2ludGV4LnYxLlJvbGUiNQoPQWNjb3VudFVuZnJvemVuEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjMKDUFjY291bnRDbG9zZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiYQoMUG9pbnRzTWludGVkEhIKCmFjY291bnRfaWQYASABKAkSFQoNYW1vdW50X3BvaW50cxgCIAEoAxIMCgRtZW1vGAMgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYBCABKAMiYQoMUG9pbnRzQnVybmVkEhIKCmFjY291bnRfaWQYASABKAkSFQoNYW1vdW50X3BvaW50cxgCIAEoAxIMCgRtZW1vGAMgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYBCABKAMi2AEKEVRyYW5zZmVySW5pdGlhdGVkEhMKC3RyYW5zZmVyX2lkGAEgASgJEiYKBGtpbmQYAiABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIXCg9mcm9tX2FjY291bnRfaWQYAyABKAkSFQoNdG9fYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEgwKBG1lbW8YBiABKAkSEgoKcmVxdWVzdF9pZBgHIAEoCRIdChVmcm9tX2F2YWlsYWJsZV9wb2ludHMYCCABKAMiwAEKDVBvaW50c0RlYml0ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRImCgRraW5kGAMgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSHwoXY291bnRlcnBhcnR5X2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYByABKAMiwQEKDlBvaW50c0NyZWRpdGVkEhIKCmFjY291bnRfaWQYASABKAkSEwoLdHJhbnNmZXJfaWQYAiABKAkSJgoEa2luZBgDIAEoDjIYLnBvaW50ZXgudjEuVHJhbnNmZXJLaW5kEh8KF2NvdW50ZXJwYXJ0eV9hY2NvdW50X2lkGAQgASgJEhUKDWFtb3VudF9wb2ludHMYBSABKAMSDAoEbWVtbxgGIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAcgASgDIigKEVRyYW5zZmVyQ29tcGxldGVkEhMKC3RyYW5zZmVyX2lkGAEgASgJIrMBCg5Qb2ludHNSZXR1cm5lZBISCgphY2NvdW50X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEiYKBGtpbmQYAyABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIfChdjb3VudGVycGFydHlfYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEhgKEGF2YWlsYWJsZV9wb2ludHMYBiABKAMiUwoTVHJhbnNmZXJDb21wZW5zYXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCRInCgZyZWFzb24YAiABKA4yFy5wb2ludGV4LnYxLkVycm9yUmVhc29uIu8BCgpQb2ludHNIZWxkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEQoJbWFya2V0X2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBSABKAMSLgoNdGltZV9pbl9mb3JjZRgGIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAcgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYCCABKAMSEwoLaGVsZF9wb2ludHMYCSABKAMiNgoQTWFya2V0Q29uZmlndXJlZBIiCgZtYXJrZXQYASABKAsyEi5wb2ludGV4LnYxLk1hcmtldCL6AQoLT3JkZXJQbGFjZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgFIAEoAxIZChFsaW1pdF9wcmljZV9taW5vchgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRIuCg10aW1lX2luX2ZvcmNlGAggASgOMhcucG9pbnRleC52MS5UaW1lSW5Gb3JjZRIXCg9jbGllbnRfb3JkZXJfaWQYCSABKAkirwEKDU9yZGVyUmVqZWN0ZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgFIAEoAxInCgZyZWFzb24YBiABKA4yFy5wb2ludGV4LnYxLkVycm9yUmVhc29uIrMCCgxUcmFkZU1hdGNoZWQSEAoIdHJhZGVfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhQKDGJ1eV9vcmRlcl9pZBgDIAEoCRIVCg1zZWxsX29yZGVyX2lkGAQgASgJEhgKEGJ1eWVyX2FjY291bnRfaWQYBSABKAkSGQoRc2VsbGVyX2FjY291bnRfaWQYBiABKAkSKQoKbWFrZXJfc2lkZRgHIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgIIAEoAxITCgtwcmljZV9taW5vchgJIAEoAxIgChhidXlfb3Blbl9xdWFudGl0eV9wb2ludHMYCiABKAMSIQoZc2VsbF9vcGVuX3F1YW50aXR5X3BvaW50cxgLIAEoAyLAAQoOT3JkZXJDYW5jZWxsZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEi0KBnJlYXNvbhgFIAEoDjIdLnBvaW50ZXgudjEuT3JkZXJDYW5jZWxSZWFzb24SIQoZY2FuY2VsbGVkX3F1YW50aXR5X3BvaW50cxgGIAEoAyKFAQoVT3JkZXJRdWFudGl0eVJldHVybmVkEhAKCG9yZGVyX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRIQCgh0cmFkZV9pZBgDIAEoCRIXCg9xdWFudGl0eV9wb2ludHMYBCABKAMSHAoUb3Blbl9xdWFudGl0eV9wb2ludHMYBSABKAMijgEKDlBvaW50c1JlbGVhc2VkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAUgASgDEhMKC2hlbGRfcG9pbnRzGAYgASgDIroDCgxUcmFkZUNyZWF0ZWQSEAoIdHJhZGVfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhQKDGJ1eV9vcmRlcl9pZBgDIAEoCRIVCg1zZWxsX29yZGVyX2lkGAQgASgJEhgKEGJ1eWVyX2FjY291bnRfaWQYBSABKAkSGQoRc2VsbGVyX2FjY291bnRfaWQYBiABKAkSKQoKbWFrZXJfc2lkZRgHIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgIIAEoAxITCgtwcmljZV9taW5vchgJIAEoAxIQCghjdXJyZW5jeRgKIAEoCRIWCg5ub3Rpb25hbF9taW5vchgLIAEoAxIXCg9idXllcl9mZWVfbWlub3IYDCABKAMSGAoQc2VsbGVyX2ZlZV9taW5vchgNIAEoAxIYChBhbW91bnRfZHVlX21pbm9yGA4gASgDEh0KFXNlbGxlcl9wcm9jZWVkc19taW5vchgPIAEoAxI0ChBwYXltZW50X2RlYWRsaW5lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK8AQoQUGF5bWVudFJlcXVlc3RlZBIQCgh0cmFkZV9pZBgBIAEoCRITCgtwcm92aWRlcl9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEhQKDGNoZWNrb3V0X3VybBgEIAEoCRIhCgZhbW91bnQYBSABKAsyES5wb2ludGV4LnYxLk1vbmV5EjQKEHBheW1lbnRfZGVhZGxpbmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItgBChBQYXltZW50Q29uZmlybWVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRItCglzaWduZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmtleV9pZBgHIAEoCRIMCgRsYXRlGAggASgIIscBCg1QYXltZW50RmFpbGVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRItCglzaWduZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmtleV9pZBgHIAEoCSJwCgpQb2ludHNTb2xkEhIKCmFjY291bnRfaWQYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxITCgtoZWxkX3BvaW50cxgFIAEoAyJ3CgxQb2ludHNCb3VnaHQSEgoKYWNjb3VudF9pZBgBIAEoCRIQCgh0cmFkZV9pZBgCIAEoCRIQCghvcmRlcl9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEhgKEGF2YWlsYWJsZV9wb2ludHMYBSABKAMi2gEKC0J1eVJlc2VydmVkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEQoJbWFya2V0X2lkGAMgASgJEhcKD3F1YW50aXR5X3BvaW50cxgEIAEoAxIZChFsaW1pdF9wcmljZV9taW5vchgFIAEoAxIuCg10aW1lX2luX2ZvcmNlGAYgASgOMhcucG9pbnRleC52MS5UaW1lSW5Gb3JjZRIXCg9jbGllbnRfb3JkZXJfaWQYByABKAkSFQoNYnV5aW5nX3BvaW50cxgIIAEoAyJ1CgtCdXlSZWxlYXNlZBISCgphY2NvdW50X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhAKCHRyYWRlX2lkGAMgASgJEhcKD3F1YW50aXR5X3BvaW50cxgEIAEoAxIVCg1idXlpbmdfcG9pbnRzGAUgASgDIkwKDFRyYWRlU2V0dGxlZBIQCgh0cmFkZV9pZBgBIAEoCRIqCg9zZWxsZXJfcHJvY2VlZHMYAiABKAsyES5wb2ludGV4LnYxLk1vbmV5IlEKDlRyYWRlQ2FuY2VsbGVkEhAKCHRyYWRlX2lkGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxSZWFzb24iiQEKDlJlZnVuZFJlcXVpcmVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
 
 /**
  * One committed event: the envelope and its typed payload.
@@ -387,6 +391,22 @@ export type Event = Message<"pointex.v1.Event"> & {
      */
     value: CommandRecorded;
     case: "commandRecorded";
+  } | {
+    /**
+     * See BuyReserved.
+     *
+     * @generated from field: pointex.v1.BuyReserved buy_reserved = 50;
+     */
+    value: BuyReserved;
+    case: "buyReserved";
+  } | {
+    /**
+     * See BuyReleased.
+     *
+     * @generated from field: pointex.v1.BuyReleased buy_released = 51;
+     */
+    value: BuyReleased;
+    case: "buyReleased";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1159,9 +1179,10 @@ export const OrderPlacedSchema: GenMessage<OrderPlaced> = /*@__PURE__*/
   messageDesc(file_pointex_v1_events, 16);
 
 /**
- * A held SELL order could not enter the book (the market closed between the hold and the
- * placement, or recovery found a hold whose order can no longer be placed); its points are
- * released next. Stream market-<market_id>.
+ * A held order could not enter the book (the market closed between the account step and the
+ * placement, or recovery found a held order that can no longer be placed); what its account
+ * held is released next (PointsReleased for a SELL, BuyReleased for a BUY). Stream
+ * market-<market_id>.
  *
  * @generated from message pointex.v1.OrderRejected
  */
@@ -1843,8 +1864,8 @@ export const PointsSoldSchema: GenMessage<PointsSold> = /*@__PURE__*/
   messageDesc(file_pointex_v1_events, 26);
 
 /**
- * Settlement step: the buyer received the trade's quantity (available +). Stream
- * account-<account_id> of the buyer.
+ * Settlement step: the buyer received the trade's quantity (available +; what the account is
+ * buying goes down by as much). Stream account-<account_id> of the buyer.
  *
  * @generated from message pointex.v1.PointsBought
  */
@@ -1893,6 +1914,132 @@ export const PointsBoughtSchema: GenMessage<PointsBought> = /*@__PURE__*/
   messageDesc(file_pointex_v1_events, 27);
 
 /**
+ * A BUY order was opened on the buying account: its quantity counts as points the account is
+ * buying until each part is bought (PointsBought) or released (BuyReleased). Moves no points;
+ * an account that is buying cannot close. First step of placing a BUY order; carries the
+ * order's terms so that recovery can place it. Stream account-<account_id>.
+ *
+ * @generated from message pointex.v1.BuyReserved
+ */
+export type BuyReserved = Message<"pointex.v1.BuyReserved"> & {
+  /**
+   * The buying account.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The BUY order.
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+
+  /**
+   * The order's market.
+   *
+   * @generated from field: string market_id = 3;
+   */
+  marketId: string;
+
+  /**
+   * The order quantity in points; positive.
+   *
+   * @generated from field: int64 quantity_points = 4;
+   */
+  quantityPoints: bigint;
+
+  /**
+   * The order's limit price, minor units per point.
+   *
+   * @generated from field: int64 limit_price_minor = 5;
+   */
+  limitPriceMinor: bigint;
+
+  /**
+   * The order's time in force.
+   *
+   * @generated from field: pointex.v1.TimeInForce time_in_force = 6;
+   */
+  timeInForce: TimeInForce;
+
+  /**
+   * The order's client_order_id; may be empty.
+   *
+   * @generated from field: string client_order_id = 7;
+   */
+  clientOrderId: string;
+
+  /**
+   * The points the account is buying after this event (all its open BUY orders and BUY trades
+   * not yet settled or cancelled).
+   *
+   * @generated from field: int64 buying_points = 8;
+   */
+  buyingPoints: bigint;
+};
+
+/**
+ * Describes the message pointex.v1.BuyReserved.
+ * Use `create(BuyReservedSchema)` to create a new message.
+ */
+export const BuyReservedSchema: GenMessage<BuyReserved> = /*@__PURE__*/
+  messageDesc(file_pointex_v1_events, 28);
+
+/**
+ * Points a BUY order will not buy stopped counting as being bought: the order was cancelled or
+ * rejected, or it was IOC and left a remainder (`trade_id` empty), or one of its trades was
+ * cancelled (`trade_id` set). Moves no points. Stream account-<account_id>.
+ *
+ * @generated from message pointex.v1.BuyReleased
+ */
+export type BuyReleased = Message<"pointex.v1.BuyReleased"> & {
+  /**
+   * The buying account.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The BUY order.
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+
+  /**
+   * The cancelled trade, when the release is because of one; empty otherwise.
+   *
+   * @generated from field: string trade_id = 3;
+   */
+  tradeId: string;
+
+  /**
+   * Points no longer being bought; zero only for an order opened before BUY orders were
+   * reserved (it reserved nothing).
+   *
+   * @generated from field: int64 quantity_points = 4;
+   */
+  quantityPoints: bigint;
+
+  /**
+   * The points the account is buying after this event.
+   *
+   * @generated from field: int64 buying_points = 5;
+   */
+  buyingPoints: bigint;
+};
+
+/**
+ * Describes the message pointex.v1.BuyReleased.
+ * Use `create(BuyReleasedSchema)` to create a new message.
+ */
+export const BuyReleasedSchema: GenMessage<BuyReleased> = /*@__PURE__*/
+  messageDesc(file_pointex_v1_events, 29);
+
+/**
  * The trade settled: both settlement steps are done. Last event of stream trade-<trade_id>.
  *
  * @generated from message pointex.v1.TradeSettled
@@ -1919,7 +2066,7 @@ export type TradeSettled = Message<"pointex.v1.TradeSettled"> & {
  * Use `create(TradeSettledSchema)` to create a new message.
  */
 export const TradeSettledSchema: GenMessage<TradeSettled> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 28);
+  messageDesc(file_pointex_v1_events, 30);
 
 /**
  * The trade was cancelled; its quantity goes back to the resting SELL order
@@ -1949,7 +2096,7 @@ export type TradeCancelled = Message<"pointex.v1.TradeCancelled"> & {
  * Use `create(TradeCancelledSchema)` to create a new message.
  */
 export const TradeCancelledSchema: GenMessage<TradeCancelled> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 29);
+  messageDesc(file_pointex_v1_events, 31);
 
 /**
  * A payment was confirmed for a cancelled trade: the buyer's money must be refunded through
@@ -2000,5 +2147,5 @@ export type RefundRequired = Message<"pointex.v1.RefundRequired"> & {
  * Use `create(RefundRequiredSchema)` to create a new message.
  */
 export const RefundRequiredSchema: GenMessage<RefundRequired> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 30);
+  messageDesc(file_pointex_v1_events, 32);
 

@@ -1,12 +1,14 @@
 """The market's service layer: placing and cancelling orders, and payment callbacks.
 
-Placing a SELL order is a process: (1) the seller's points are held (PointsHeld carries
-the order's terms), (2) the market places and matches the order (OrderPlaced, its
-TradeMatched, an IOC remainder's OrderCancelled, each trade's TradeCreated and the request
-record, in one unit), (3) an IOC remainder's points are released. A BUY order is step 2
-only. Which step is due is decided by the pure state machine of
-domain/processes/placement.py. After a crash between steps, the recovery scan
-(market_recovery.py) finishes the order.
+Placing an order is a process: (1) its account holds it (a SELL's points are held,
+PointsHeld; a BUY's quantity reserved, BuyReserved; both carry the order's terms), (2) the
+market places and matches the order (OrderPlaced, its TradeMatched, an IOC remainder's
+OrderCancelled, each trade's TradeCreated and the request record, in one unit), (3) an IOC
+remainder is released on the account. Which step is due is decided by the pure state
+machine of domain/processes/placement.py. After a crash between steps, the recovery scan
+(market_recovery.py) finishes the order. Because the account step comes first and is
+decided by the account's actor, an account that is closed takes no order, and an account
+with orders or trades under way does not close.
 
 A request's record (`request-<key>`) is written with the market step; the order id is
 derived from the request key, so a retry names the same order. Payment callbacks are
@@ -27,7 +29,7 @@ from google.protobuf.message import Message
 from pointex.client.positions import position_message
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Decide, Decided, Inspect
+from pointex.server.actors.stream_actor import Decide, Inspect
 from pointex.server.command.app.idempotency import (
     Replies,
     Request,
@@ -43,7 +45,7 @@ from pointex.server.command.edge.replies import ProtoReplies, payload_digest
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.account import Account
-from pointex.server.domain.commands import ReleasePoints
+from pointex.server.domain.commands import ReleaseBuy, ReleasePoints
 from pointex.server.domain.market_commands import (
     CancelOrder,
     ConfigureMarket,
@@ -89,7 +91,7 @@ class Placed:
 
     response: pb.PlaceOrderResponse
     created: list[TradeCreated]
-    remainder_points: int  # an IOC SELL remainder, to release
+    remainder_points: int  # an IOC remainder, to release on the account
 
 
 class MarketHandlers:
@@ -113,7 +115,7 @@ class MarketHandlers:
         self._lookup = lookup
         self._store = store
         self._runner = runner
-        self._held: set[str] = set()  # SELL orders whose points are held, not yet placed
+        self._held: set[str] = set()  # Orders held on their account, not yet placed
 
     @property
     def markets(self) -> MarketActors:
@@ -149,16 +151,15 @@ class MarketHandlers:
             self._processes.require_room()
             market = self._markets.serving(order.market_id)
             await market.tell(Inspect(lambda book: check_order(book, order)))
-            first = placement.start(caller, order)
-            # A retry after a failed placement finds the points held already.
-            if isinstance(first, placement.Hold) and order.order_id not in self._held:
-                await self._accounts.ask(order.account_id, Decide(first.command))
+            # A retry after a failed placement finds the order held already.
+            if order.order_id not in self._held:
+                hold = placement.start(caller, order)
+                await self._accounts.ask(order.account_id, Decide(hold.command))
                 self._held.add(order.order_id)
             try:
                 return await self.place_held(order, digest, request_id, principal_id)
             except (StoreError, Overloaded):
-                if order.side is OrderSide.SELL:
-                    self._place_later(order, digest, request_id, principal_id)
+                self._place_later(order, digest, request_id, principal_id)
                 raise
 
         return run
@@ -185,7 +186,7 @@ class MarketHandlers:
     async def place_held(
         self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
     ) -> pb.PlaceOrderResponse:
-        """Run the market step of a placement (its points, for a SELL, are held).
+        """Run the market step of a placement (the order is held on its account).
 
         A placement whose commit had an unknown outcome may have happened: then the order is
         in the book and its reply is the request's record.
@@ -206,9 +207,8 @@ class MarketHandlers:
         try:
             decided = await market.tell(Decide(order, finish))
         except errors.DomainError as refusal:
-            if order.side is OrderSide.SELL:
-                await self._reject_held(order, refusal.reason)
-                self._held.discard(order.order_id)
+            await self._reject_held(order, refusal.reason)
+            self._held.discard(order.order_id)
             raise
         self._held.discard(order.order_id)
         placed: Placed = decided.value
@@ -258,13 +258,12 @@ class MarketHandlers:
             remainder = sum(
                 e.cancelled_quantity_points for e in events if isinstance(e, OrderCancelled)
             )
-            sell_remainder = remainder if order.side is OrderSide.SELL else 0
-            return appends, Placed(response, created, sell_remainder)
+            return appends, Placed(response, created, remainder)
 
         return finish
 
     async def _reject_held(self, order: PlaceOrder, reason: str) -> None:
-        """Record that a held SELL order cannot be placed, and release its points."""
+        """Record that a held order cannot be placed, and release what its account held."""
         held = placement.held(order)
         rejected = placement.decide(held, placement.Refused(reason))
         assert isinstance(rejected, placement.Reject), rejected
@@ -273,34 +272,16 @@ class MarketHandlers:
         assert isinstance(release, placement.Release), release
         await self.release(release.command)
 
-    async def release(self, release: ReleasePoints, *, after: int = 0) -> int:
-        """Return held points to the seller; return the position of the release.
-
-        The step before it is committed, so the release must happen: if it fails for an
-        operating reason it is retried in the background, and `after` (the position of the
-        step before) is returned instead: the release follows, or recovery finishes it.
-        """
-        try:
-            decided: Decided[None] = await self._accounts.ask(release.account_id, Decide(release))
-        except (StoreError, Overloaded) as error:
-            log.warning("release for %s continues later: %s", release.order_id, error)
-            self._runner.spawn(self._release_later(release))
-            return after
-        return decided.position
-
-    async def _release_later(self, release: ReleasePoints) -> None:
-        await retry_until_done(
-            lambda: self._accounts.ask(release.account_id, Decide(release)),
-            retry_on=(StoreError, Overloaded),
-            what=f"release for order {release.order_id}",
-        )
+    async def release(self, release: ReleasePoints | ReleaseBuy, *, after: int = 0) -> int:
+        """Release what an order held on its account (see TradeProcesses.release)."""
+        return await self._processes.release(release, after=after)
 
     # --- CancelOrder --------------------------------------------------------------------
 
     async def cancel_order(
         self, principal: Principal, request: pb.CancelOrderRequest
     ) -> pb.CancelOrderResponse:
-        """Cancel a resting order once per request id; release a SELL order's points."""
+        """Cancel a resting order once per request id; release what its account held."""
         key = request_key(principal, request.request_id)
         digest = payload_digest(request)
         replayed = await self._replayed(key, digest, _CANCEL_REPLIES)
@@ -354,44 +335,14 @@ class MarketHandlers:
         command = CancelOrder(request.market_id, request.order_id)
         decided = await market.tell(Decide(command, finish))
         response: pb.CancelOrderResponse = decided.value
-        position = decided.position
-        if response.released_points:
-            position = await self.release(
-                ReleasePoints(order.account_id, order.order_id, "", response.released_points),
-                after=position,
-            )
+        cancelled = placement.cancelled(
+            order.order_id, order.account_id, order.side, response.cancelled_quantity_points
+        )
+        step = placement.decide(cancelled, _RESUMED)
+        assert isinstance(step, placement.Release), step
+        position = await self.release(step.command, after=decided.position)
         response.position.CopyFrom(position_message(position))
         return response
-
-    # --- CloseAccount's check ---------------------------------------------------------------
-
-    async def require_no_positions(self, caller: Caller, account_id: str) -> None:
-        """Refuse to close an account with resting orders or trades not yet ended.
-
-        Held points already stop a close (they are not zero); a BUY order holds nothing, so
-        its account could otherwise close and then be unable to receive what it bought. Only
-        for a caller who may close the account: anyone else learns nothing of its orders
-        here, and the close itself answers why not (ACCOUNT_NOT_FOUND, NOT_OWNER...).
-        """
-        account = await self._accounts.peek(account_id)
-        if account is None or not caller.may_act_for(account.owner_partner_id):
-            return
-        for market_id in self._markets.configured:
-            market = self._markets.actor(market_id)
-            resting = await market.tell(Inspect(lambda b: b.resting_by_account[account_id]))
-            if resting:
-                raise errors.FailedPrecondition(
-                    errors.ACCOUNT_NOT_EMPTY,
-                    "the account has resting orders; cancel them first",
-                    account_id=account_id,
-                    market_id=market_id,
-                )
-        if await self._processes.unsettled_of(account_id):
-            raise errors.FailedPrecondition(
-                errors.ACCOUNT_NOT_EMPTY,
-                "the account has trades not yet settled or cancelled",
-                account_id=account_id,
-            )
 
     # --- Shared -------------------------------------------------------------------------
 

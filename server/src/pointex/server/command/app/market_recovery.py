@@ -1,12 +1,14 @@
 """The market's open steps, as the recovery scan (recovery.py) finds and resumes them.
 
 The log tells which steps are open:
-- PointsHeld with no OrderPlaced or OrderRejected: the order is placed now (or rejected
-  and its points released), and its request recorded, so the client's retry finds it;
-- a SELL order's OrderCancelled or OrderRejected with no PointsReleased: released now;
+- PointsHeld or BuyReserved with no OrderPlaced or OrderRejected: the order is placed now
+  (or rejected and released), and its request recorded, so the client's retry finds it;
+- an OrderCancelled or OrderRejected with no PointsReleased (SELL) or BuyReleased (BUY), or
+  an IOC remainder not yet released: released now;
 - a trade neither settled nor cancelled: a confirmed one is settled, a pending one has
   its payment requested (if it was not) and its deadline watched, also a deadline that
-  passed while the server was down.
+  passed while the server was down;
+- a trade cancelled with no BuyReleased for it: the buyer's release is made now.
 """
 
 from __future__ import annotations
@@ -18,23 +20,32 @@ from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.edge.market_replies import placement_digest
 from pointex.server.domain import errors
-from pointex.server.domain.events import PointsReleased
+from pointex.server.domain.events import BuyReleased, PointsReleased
 from pointex.server.domain.market_events import (
     TradeCancelled,
     TradeCreated,
     TradeSettled,
 )
 from pointex.server.domain.processes import placement
+from pointex.server.domain.processes import trade as trade_process
 
 log = logging.getLogger(__name__)
 
 
 class OpenPlacements:
-    """Orders held and not yet placed or rejected, and SELL quantities not yet released."""
+    """Orders held and not yet placed or rejected, and quantities not yet released."""
 
     kind = "placement"
     types = frozenset(
-        {"PointsHeld", "PointsReleased", "OrderPlaced", "OrderRejected", "OrderCancelled"}
+        {
+            "PointsHeld",
+            "BuyReserved",
+            "PointsReleased",
+            "BuyReleased",
+            "OrderPlaced",
+            "OrderRejected",
+            "OrderCancelled",
+        }
     )
 
     def __init__(self, market: MarketHandlers) -> None:
@@ -45,7 +56,7 @@ class OpenPlacements:
 
     def see(self, position: int, event: object) -> None:
         """Follow an order's placement; it is open while a step is due."""
-        if isinstance(event, PointsReleased) and event.trade_id:
+        if isinstance(event, PointsReleased | BuyReleased) and event.trade_id:
             return  # A cancelled trade's release: the trade process's own step.
         assert isinstance(event, placement.PlacementEvent), event
         known = self._open.get(event.order_id)
@@ -77,31 +88,41 @@ class OpenPlacements:
 
 
 class OpenTrades:
-    """Trades neither settled nor cancelled."""
+    """Trades neither settled nor cancelled, and cancelled trades not yet released to the buyer."""
 
     kind = "trade"
-    types = frozenset({"TradeCreated", "TradeSettled", "TradeCancelled"})
+    types = frozenset({"TradeCreated", "TradeSettled", "TradeCancelled", "BuyReleased"})
 
     def __init__(self, processes: TradeProcesses) -> None:
         """Track open trades for `processes` to drive on."""
         self._processes = processes
         self.trades: dict[str, tuple[int, TradeCreated]] = {}
+        self._buyer_release_due: dict[str, tuple[int, TradeCreated]] = {}
 
     def see(self, position: int, event: object) -> None:
-        """Open a trade at its creation; close it when settled or cancelled."""
-        if isinstance(event, TradeCreated):
-            self.trades[event.trade_id] = (position, event)
-        else:
-            assert isinstance(event, TradeSettled | TradeCancelled), event
-            self.trades.pop(event.trade_id, None)
+        """Open a trade at its creation; close it when settled, or cancelled and released."""
+        match event:
+            case TradeCreated():
+                self.trades[event.trade_id] = (position, event)
+            case TradeSettled():
+                self.trades.pop(event.trade_id, None)
+            case TradeCancelled():
+                created = self.trades.pop(event.trade_id, None)
+                if created is not None:
+                    self._buyer_release_due[event.trade_id] = created
+            case BuyReleased():  # An order's own release (no trade id) is the placement's.
+                self._buyer_release_due.pop(event.trade_id, None)
+            case _:
+                raise AssertionError(event)
 
     def oldest(self) -> int | None:
         """Return where the oldest trade found open was created."""
-        return min((p for p, _ in self.trades.values()), default=None)
+        entries = (*self.trades.values(), *self._buyer_release_due.values())
+        return min((p for p, _ in entries), default=None)
 
     def open_count(self) -> int:
         """Return how many trades the scan found open."""
-        return len(self.trades)
+        return len(self.trades) + len(self._buyer_release_due)
 
     async def resume(self) -> None:
         """Drive each open trade on: deliver a confirmed one, re-arm a pending one.
@@ -111,3 +132,5 @@ class OpenTrades:
         """
         for _, created in self.trades.values():
             self._processes.start(created)
+        for _, created in self._buyer_release_due.values():
+            await self._processes.release(trade_process.buyer_release(created))

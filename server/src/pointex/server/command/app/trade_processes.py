@@ -10,7 +10,7 @@ decides afresh.
 
   settle:  PaymentConfirmed + seller's PointsSold, then TradeSettled + buyer's PointsBought
   cancel:  [PaymentFailed +] TradeCancelled + OrderQuantityReturned (market) when the SELL
-           order still rests, else + seller's PointsReleased
+           order still rests, else + seller's PointsReleased; then buyer's BuyReleased
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, app
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
-from pointex.server.domain.commands import BuyPoints, ReleasePoints, SellPoints
+from pointex.server.domain.commands import BuyPoints, ReleaseBuy, ReleasePoints, SellPoints
 from pointex.server.domain.market_commands import ReturnTradeQuantity
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
@@ -109,17 +109,16 @@ class TradeProcesses:
         self._clock = clock
         # A heap of (deadline ms, trade id), compacted in watch_deadline (see its bound).
         self._deadlines: list[tuple[int, str]] = []
-        # Trades not known to have ended: id -> (buyer, seller). At most about trades_open_max
-        # (orders are shed past it); an entry leaves when this process ends the trade or finds
-        # it ended.
-        self._parties: dict[str, tuple[str, str]] = {}
+        # Trades not known to have ended. At most about trades_open_max (orders are shed past
+        # it); a trade leaves when this process ends it.
+        self._open: set[str] = set()
         self._deadline_added = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
 
     @property
     def open_count(self) -> int:
         """Return the trades this server drives that have not ended (for metrics)."""
-        return len(self._parties)
+        return len(self._open)
 
     @property
     def deadlines_watched(self) -> int:
@@ -264,7 +263,7 @@ class TradeProcesses:
         buyer = self._accounts.actor(created.buyer_account_id)
         extra = (self._append(trade, [settled]), *record)
         decided = await self._commit_via(buyer, buy, extra, trade, trade_first=False)
-        self._parties.pop(trade.trade_id, None)
+        self._open.discard(trade.trade_id)
         return decided.position
 
     async def _deliver_later(self, trade_id: str) -> None:
@@ -281,7 +280,8 @@ class TradeProcesses:
     ) -> int:
         """End a pending trade with `events`, returning its quantity; return the last position.
 
-        The quantity goes back to the SELL order if it still rests, else to the seller.
+        The quantity goes back to the SELL order if it still rests, else to the seller; then
+        the buyer's account stops counting it as being bought.
         """
         assert trade.status is TradeStatus.PENDING_PAYMENT, trade
         created = trade.created
@@ -301,8 +301,30 @@ class TradeProcesses:
             )
             seller = self._accounts.actor(created.seller_account_id)
             decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
-        self._parties.pop(trade.trade_id, None)
+        self._open.discard(trade.trade_id)
+        return await self.release(process.buyer_release(created), after=decided.position)
+
+    async def release(self, release: ReleasePoints | ReleaseBuy, *, after: int = 0) -> int:
+        """Release what an order or trade held on an account; return the release's position.
+
+        The step before it is committed, so the release must happen: if it fails for an
+        operating reason it is retried in the background, and `after` (the position of the
+        step before) is returned instead: the release follows, or recovery finishes it.
+        """
+        try:
+            decided: Decided[None] = await self._accounts.ask(release.account_id, Decide(release))
+        except (StoreError, Overloaded) as error:
+            log.warning("release for %s continues later: %s", release.order_id, error)
+            self._runner.spawn(self._release_later(release))
+            return after
         return decided.position
+
+    async def _release_later(self, release: ReleasePoints | ReleaseBuy) -> None:
+        await retry_until_done(
+            lambda: self._accounts.ask(release.account_id, Decide(release)),
+            retry_on=(StoreError, Overloaded),
+            what=f"release for order {release.order_id}",
+        )
 
     # --- Payment requests and deadlines -------------------------------------------------
 
@@ -316,23 +338,8 @@ class TradeProcesses:
         self.in_background(self._resume(created.trade_id))
 
     def track(self, created: TradeCreated) -> None:
-        """Remember a trade's parties until it ends (for CloseAccount's check)."""
-        self._parties[created.trade_id] = (created.buyer_account_id, created.seller_account_id)
-
-    async def unsettled_of(self, account_id: str) -> list[str]:
-        """Return the trades of an account (either side) that are not settled or cancelled."""
-        candidates = [t for t, parties in self._parties.items() if account_id in parties]
-        unsettled = []
-        for trade_id in candidates:
-            loaded = await self.load(trade_id)
-            if loaded is None or loaded.trade.status in {
-                TradeStatus.SETTLED,
-                TradeStatus.CANCELLED,
-            }:
-                self._parties.pop(trade_id, None)  # Ended through another driver.
-            else:
-                unsettled.append(trade_id)
-        return unsettled
+        """Remember a trade's parties until it ends (the open trades' bound and deadlines)."""
+        self._open.add(created.trade_id)
 
     async def _resume(self, trade_id: str) -> None:
         """Do what is due now, retried while the provider or the store is unavailable."""
@@ -371,7 +378,7 @@ class TradeProcesses:
 
     def require_room(self) -> None:
         """Raise Overloaded when this server drives as many open trades as it may."""
-        if len(self._parties) >= limits.trades_open_max:
+        if len(self._open) >= limits.trades_open_max:
             raise Overloaded(
                 "OVERLOADED",
                 "too many trades await payment; retry later",
@@ -382,11 +389,11 @@ class TradeProcesses:
         """Cancel the trade at `deadline` if it is still pending then."""
         entries_max = max(
             limits.trades_open_max,
-            limits.trade_deadlines_per_open_trade_max * len(self._parties),
+            limits.trade_deadlines_per_open_trade_max * len(self._open),
         )
         if len(self._deadlines) >= entries_max:
             # Ended trades' entries wait for their deadlines: drop them now.
-            self._deadlines = [entry for entry in self._deadlines if entry[1] in self._parties]
+            self._deadlines = [entry for entry in self._deadlines if entry[1] in self._open]
             heapq.heapify(self._deadlines)
         heapq.heappush(self._deadlines, (deadline.unix_ms, trade_id))
         self._deadline_added.set()

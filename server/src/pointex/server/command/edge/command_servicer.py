@@ -136,10 +136,11 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     async def CloseAccount(
         self, request: pb.CloseAccountRequest, _: Context
     ) -> pb.CloseAccountResponse:
-        """Close an empty account with no resting order and no trade under way."""
-        await self._market.require_no_positions(
-            current_principal().caller, convert.identifier("account_id", request.account_id)
-        )
+        """Close an empty account with no resting order and no trade under way.
+
+        The account's actor decides: it knows the points held for SELL orders and trades and
+        the quantity its BUY orders and trades are buying.
+        """
         return await self._status_change(request, cmd.CloseAccount, pb.CloseAccountResponse)
 
     async def _merchant_amount(

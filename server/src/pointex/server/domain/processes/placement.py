@@ -1,14 +1,16 @@
-"""The placement process: a SELL order's points are held, then placed, and what is unused released.
+"""The placement process: an order is held on its account, then placed, and what is unused released.
 
-A SELL order moves points on two streams: the seller's account holds them (PointsHeld,
-which carries the order's terms), then the market places and matches the order
-(OrderPlaced, its matches and trades). Points the order will not use go back to available
-(PointsReleased): all of them when the market rejects the held order (OrderRejected), the
-unmatched remainder of an IOC order, or of any SELL order cancelled while resting. A BUY
-order holds nothing: its placement is the market step alone.
+An order takes two streams: first its account (the account step), then the market, which
+places and matches it (OrderPlaced, its matches and trades). A SELL order's account holds
+its points (PointsHeld); a BUY order's account reserves its quantity (BuyReserved: no
+points move, but an account that is buying cannot close). Both events carry the order's
+terms. What the order will not use is released on its account (PointsReleased for a SELL,
+BuyReleased for a BUY): all of it when the market rejects the held order (OrderRejected),
+the unmatched remainder of an IOC order, or what is open when a resting order is
+cancelled. A trade's own quantity is the trade process's (settled or released with it).
 
   stage        input       step
-  (new)        start       Hold (SELL) | Place (BUY)
+  (new)        start       Hold (HoldPoints for a SELL, ReserveBuy for a BUY)
   HELD         Resumed     Place (the market step is due)
   HELD         Refused     Reject (then the rejection's release is due)
   RELEASE_DUE  any         Release
@@ -23,19 +25,27 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from pointex.server.domain.commands import HoldPoints, ReleasePoints
-from pointex.server.domain.events import PointsHeld, PointsReleased
+from pointex.server.domain.commands import HoldPoints, ReleaseBuy, ReleasePoints, ReserveBuy
+from pointex.server.domain.events import BuyReleased, BuyReserved, PointsHeld, PointsReleased
 from pointex.server.domain.market_commands import PlaceOrder, RejectOrder
 from pointex.server.domain.market_events import OrderCancelled, OrderPlaced, OrderRejected
 from pointex.server.domain.values import Caller, OrderSide
 
-PlacementEvent = PointsHeld | OrderPlaced | OrderRejected | OrderCancelled | PointsReleased
+PlacementEvent = (
+    PointsHeld
+    | BuyReserved
+    | OrderPlaced
+    | OrderRejected
+    | OrderCancelled
+    | PointsReleased
+    | BuyReleased
+)
 
 
 class Stage(enum.Enum):
-    """Where an order's held points are."""
+    """Where an order's account step stands."""
 
-    HELD = "HELD"  # Held for a SELL order that is not placed yet: the market step is due.
+    HELD = "HELD"  # Held on the account, not placed yet: the market step is due.
     RELEASE_DUE = "RELEASE_DUE"  # Held for quantity the order will not use: release it.
     DONE = "DONE"  # Placed (what is held is the resting quantity), or released.
 
@@ -46,9 +56,10 @@ class Placement:
 
     order_id: str
     account_id: str
+    side: OrderSide
     stage: Stage
     order: PlaceOrder | None = None  # The terms, known from the hold: what HELD places.
-    release_points: int = 0  # What is due back to available, at RELEASE_DUE.
+    release_points: int = 0  # What is due to be released, at RELEASE_DUE.
 
 
 def evolve(placement: Placement | None, event: PlacementEvent) -> Placement:
@@ -58,19 +69,21 @@ def evolve(placement: Placement | None, event: PlacementEvent) -> Placement:
     an order resting from before it is known only from its cancellation.
     """
     order = placement.order if placement else None
+    side = placement.side if placement else OrderSide.SELL
     match event:
-        case PointsHeld():
-            return Placement(event.order_id, event.account_id, Stage.HELD, _order_of(event))
-        case OrderRejected(side=OrderSide.SELL):
-            stage, release = Stage.RELEASE_DUE, event.quantity_points
-        case OrderCancelled(side=OrderSide.SELL):
-            stage, release = Stage.RELEASE_DUE, event.cancelled_quantity_points
-        case PointsReleased():
+        case PointsHeld() | BuyReserved():
+            terms = _order_of(event)
+            return Placement(event.order_id, event.account_id, terms.side, Stage.HELD, terms)
+        case OrderRejected():
+            stage, release, side = Stage.RELEASE_DUE, event.quantity_points, event.side
+        case OrderCancelled():
+            stage, release, side = Stage.RELEASE_DUE, event.cancelled_quantity_points, event.side
+        case PointsReleased() | BuyReleased():
             assert not event.trade_id, "a trade's release belongs to the trade process"
             stage, release = Stage.DONE, 0
-        case _:  # Placed, or a BUY order's end: nothing is held for it.
-            stage, release = Stage.DONE, 0
-    return Placement(event.order_id, event.account_id, stage, order, release)
+        case OrderPlaced():
+            stage, release, side = Stage.DONE, 0, event.side
+    return Placement(event.order_id, event.account_id, side, stage, order, release)
 
 
 # --- What happened, and the next step -------------------------------------------------------
@@ -93,9 +106,9 @@ Happened = Resumed | Refused
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Hold a SELL order's points on its account (the first step)."""
+    """The account step (the first): hold a SELL order's points, reserve a BUY order's quantity."""
 
-    command: HoldPoints
+    command: HoldPoints | ReserveBuy
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +127,9 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Return points the order will not use to the account's available balance."""
+    """Release on the account what the order will not use (held points, or quantity to buy)."""
 
-    command: ReleasePoints
+    command: ReleasePoints | ReleaseBuy
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +140,11 @@ class Done:
 Step = Hold | Place | Reject | Release | Done
 
 
-def start(caller: Caller, order: PlaceOrder) -> Hold | Place:
-    """Return the first step of a new order: hold a SELL's points, or place a BUY at once."""
-    if order.side is OrderSide.BUY:
-        return Place(order)
+def start(caller: Caller, order: PlaceOrder) -> Hold:
+    """Return the first step of a new order: hold a SELL's points, reserve a BUY's quantity."""
+    hold = HoldPoints if order.side is OrderSide.SELL else ReserveBuy
     return Hold(
-        HoldPoints(
+        hold(
             caller,
             order.account_id,
             order.order_id,
@@ -155,39 +167,53 @@ def decide(placement: Placement, happened: Happened) -> Step:
                 return Reject(RejectOrder(order, happened.reason))
             return Place(order)
         case Stage.RELEASE_DUE:
-            release = ReleasePoints(
-                placement.account_id, placement.order_id, "", placement.release_points
+            release = ReleasePoints if placement.side is OrderSide.SELL else ReleaseBuy
+            return Release(
+                release(placement.account_id, placement.order_id, "", placement.release_points)
             )
-            return Release(release)
         case Stage.DONE:
             return Done()
 
 
-def placed(order: PlaceOrder, sell_remainder_points: int) -> Placement:
-    """Return the placement once its market step committed, with any IOC SELL remainder."""
-    stage = Stage.RELEASE_DUE if sell_remainder_points else Stage.DONE
-    return Placement(order.order_id, order.account_id, stage, order, sell_remainder_points)
+def placed(order: PlaceOrder, remainder_points: int) -> Placement:
+    """Return the placement once its market step committed, with any IOC remainder."""
+    stage = Stage.RELEASE_DUE if remainder_points else Stage.DONE
+    return Placement(order.order_id, order.account_id, order.side, stage, order, remainder_points)
 
 
 def rejected(order: PlaceOrder) -> Placement:
-    """Return the placement of a held SELL order the market rejected: all of it is released."""
+    """Return the placement of a held order the market rejected: all of it is released."""
     return Placement(
-        order.order_id, order.account_id, Stage.RELEASE_DUE, order, order.quantity_points
+        order.order_id,
+        order.account_id,
+        order.side,
+        Stage.RELEASE_DUE,
+        order,
+        order.quantity_points,
     )
 
 
+def cancelled(order_id: str, account_id: str, side: OrderSide, points: int) -> Placement:
+    """Return the placement of a resting order just cancelled with `points` open."""
+    return Placement(order_id, account_id, side, Stage.RELEASE_DUE, None, points)
+
+
 def held(order: PlaceOrder) -> Placement:
-    """Return the placement of a SELL order whose points are held (the market step is due)."""
-    return Placement(order.order_id, order.account_id, Stage.HELD, order)
+    """Return the placement of an order held on its account (the market step is due)."""
+    return Placement(order.order_id, order.account_id, order.side, Stage.HELD, order)
 
 
-def _order_of(held: PointsHeld) -> PlaceOrder:
+def _order_of(held: PointsHeld | BuyReserved) -> PlaceOrder:
+    if isinstance(held, PointsHeld):
+        side, quantity = OrderSide.SELL, held.amount_points
+    else:
+        side, quantity = OrderSide.BUY, held.quantity_points
     return PlaceOrder(
         held.order_id,
         held.account_id,
         held.market_id,
-        OrderSide.SELL,
-        held.amount_points,
+        side,
+        quantity,
         held.limit_price_minor,
         held.time_in_force,
         held.client_order_id,

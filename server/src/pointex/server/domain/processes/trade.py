@@ -14,6 +14,9 @@ again on the trade as it now is).
   confirmation        CollectFromSeller | Cancel first     Acknowledge     Acknowledge | late:
                       (past the deadline), then again      + resume        RecordEvents (refund)
   failure             Cancel (payment failed)              Acknowledge     Acknowledge
+
+A Cancel is followed by the buyer's release (`buyer_release`): the trade's quantity stops
+counting as being bought by the buyer's account. It moves no points and is never refused.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pointex.server.domain import trade as trade_model
+from pointex.server.domain.commands import ReleaseBuy
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentRequested,
     TradeCancelled,
+    TradeCreated,
     TradeEvent,
     TradeSettled,
 )
@@ -228,3 +233,10 @@ def reply_of(step: Step) -> tuple[TradeStatus, bool]:
         case Acknowledge():
             return step.status, step.refund_required
     raise AssertionError(f"a callback does not lead to {step}")
+
+
+def buyer_release(created: TradeCreated) -> ReleaseBuy:
+    """Return the buyer's release that follows a trade's cancellation."""
+    return ReleaseBuy(
+        created.buyer_account_id, created.buy_order_id, created.trade_id, created.quantity_points
+    )

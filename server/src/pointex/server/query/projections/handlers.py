@@ -181,6 +181,23 @@ def _held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) 
     orders.held(batch, event, p)
 
 
+def _buy_reserved(batch: BatchState, event: events_pb2.Event, p: events_pb2.BuyReserved) -> None:
+    _touched(batch, event, p.account_id)
+    orders.buy_reserved(batch, event, p)
+
+
+def _buy_released(batch: BatchState, event: events_pb2.Event, p: events_pb2.BuyReleased) -> None:
+    _touched(batch, event, p.account_id)
+
+
+def _touched(batch: BatchState, event: events_pb2.Event, account_id: str) -> None:
+    """Count an account event that moves no points (its version still follows)."""
+    old = batch.account(account_id)
+    batch.put(
+        dataclasses.replace(old, version=next_version(event, old), updated_at_us=at_us(event))
+    )
+
+
 def _released(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReleased) -> None:
     move = Move(
         "ESCROW_RELEASE",
@@ -235,6 +252,8 @@ HANDLERS: dict[str, Handler] = {
     "points_credited": _credited,
     "points_returned": _returned,
     "points_held": _held,
+    "buy_reserved": _buy_reserved,
+    "buy_released": _buy_released,
     "points_released": _released,
     "points_sold": _sold,
     "points_bought": _bought,

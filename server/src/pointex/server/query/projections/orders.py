@@ -63,8 +63,27 @@ def market_configured(
 
 def held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) -> None:
     """Create the SELL order, pending until OrderPlaced; its held points are in flight."""
+    if _pending(batch, event, p, "SELL", p.amount_points):
+        batch.add_escrow(
+            InFlightRow("order-" + p.order_id, p.account_id, p.amount_points, position_of(event))
+        )
+
+
+def buy_reserved(batch: BatchState, event: events_pb2.Event, p: events_pb2.BuyReserved) -> None:
+    """Create the BUY order, pending until OrderPlaced (no points move)."""
+    _pending(batch, event, p, "BUY", p.quantity_points)
+
+
+def _pending(
+    batch: BatchState,
+    event: events_pb2.Event,
+    p: events_pb2.PointsHeld | events_pb2.BuyReserved,
+    side: str,
+    quantity_points: int,
+) -> bool:
+    """Create an order held on its account, PENDING; False if it was placed already."""
     if p.order_id in batch.orders:
-        return  # Placed already: the book accounts for the points.
+        return False  # Placed already: the book accounts for it.
     owner = batch.account(p.account_id).owner_partner_id
     batch.put_order(
         OrderRow(
@@ -72,14 +91,14 @@ def held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) -
             market_id=p.market_id,
             account_id=p.account_id,
             owner_partner_id=owner,
-            side="SELL",
+            side=side,
             time_in_force=_name(common_pb2.TimeInForce, p.time_in_force, "TIME_IN_FORCE_"),
             status=ORDER_PENDING,
-            quantity_points=p.amount_points,
+            quantity_points=quantity_points,
             limit_price_minor=p.limit_price_minor,
             # A market id ends with its currency ("PTS-CNY"); OrderPlaced states it again.
             currency=p.market_id.rsplit("-", 1)[-1],
-            open_quantity_points=p.amount_points,
+            open_quantity_points=quantity_points,
             filled_quantity_points=0,
             settled_quantity_points=0,
             cancelled_quantity_points=0,
@@ -91,9 +110,7 @@ def held(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsHeld) -
             updated_at_us=at_us(event),
         )
     )
-    batch.add_escrow(
-        InFlightRow("order-" + p.order_id, p.account_id, p.amount_points, position_of(event))
-    )
+    return True
 
 
 def placed(batch: BatchState, event: events_pb2.Event, p: events_pb2.OrderPlaced) -> None:
@@ -101,7 +118,8 @@ def placed(batch: BatchState, event: events_pb2.Event, p: events_pb2.OrderPlaced
     pending = batch.orders.get(p.order_id)
     if pending is not None:
         assert pending.status == ORDER_PENDING, pending
-        batch.remove_escrow("order-" + p.order_id)
+        if pending.side == "SELL":
+            batch.remove_escrow("order-" + p.order_id)
     owner = batch.account(p.account_id).owner_partner_id
     batch.put_order(
         OrderRow(

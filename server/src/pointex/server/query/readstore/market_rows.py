@@ -2,8 +2,8 @@
 
 Enums are stored by their proto value name without the prefix (`SELL`, `PARTIALLY_FILLED`,
 `PENDING_PAYMENT`), as for accounts. One status exists only in the read store: `PENDING`, an
-order whose points are held (PointsHeld) and that has not reached the market yet; it is never
-served, and the order appears once OrderPlaced or OrderRejected is projected.
+order held on its account (PointsHeld, BuyReserved) that has not reached the market yet; it
+is never served, and the order appears once OrderPlaced or OrderRejected is projected.
 """
 
 from __future__ import annotations
