@@ -39,6 +39,8 @@ from pointex.server.command.app.trade_processes import TradeConflict, TradeProce
 from pointex.server.command.bootstrap import start_core
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.feed_servicer import to_wire
+from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
+from pointex.server.command.edge.replies import request_of
 from pointex.server.domain import errors
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
 from pointex.server.domain.market_commands import PlaceOrder
@@ -135,7 +137,7 @@ class Node:
     committer: GroupCommitter = field(init=False)
     accounts: AccountActors = field(init=False)
     processes: TradeProcesses = field(init=False)
-    market: MarketHandlers = field(init=False)
+    market: ProtoMarketHandlers = field(init=False)
     callbacks: CallbackEdge = field(init=False)
     lookup: RecordLookup = field(init=False)
     markets: MarketActors = field(init=False)
@@ -163,6 +165,7 @@ class Node:
             processes=self.processes,
             lookup=self.lookup,
             runner=self.runner,
+            replies=MARKET_REPLIES,
         )
         secrets = ProviderSecrets("sandbox", (ProviderSecret("k1", SECRET),))
         verifier = CallbackVerifier({"sandbox": secrets}, window_s=300)
@@ -215,14 +218,14 @@ class Node:
         )
         key = request_key(ACME, request_id)
         order = PlaceOrder(order_id_for(key), account_id, "PTS-CNY", side, quantity, price, tif, "")
-        return await self.market.place_order(ACME, request, order)
+        return await self.market.place_order(ACME, request_of(request), order)
 
     async def cancel(self, order_id: str) -> pb.CancelOrderResponse:
         """Cancel a resting order as acme."""
         request = pb.CancelOrderRequest(
             request_id=uuid.uuid4().hex, market_id="PTS-CNY", order_id=order_id
         )
-        return await self.market.cancel_order(ACME, request)
+        return await self.market.cancel_order(ACME, request_of(request), "PTS-CNY", order_id)
 
     async def callback(
         self,
@@ -674,7 +677,9 @@ async def _flow_step(flow: Flow, step: tuple[object, ...]) -> None:
                 request_id=uuid.uuid4().hex, market_id="PTS-CNY", order_id=order_id
             )
             with contextlib.suppress(errors.DomainError):
-                await node.market.cancel_order(ACME, request)
+                await node.market.cancel_order(
+                    ACME, request_of(request), request.market_id, request.order_id
+                )
         case ("pay", number, confirmed) if flow.trades:
             trade_id = flow.trades[number % len(flow.trades)]  # type: ignore[operator]
             event_id = f"evt-{uuid.uuid4().hex}"

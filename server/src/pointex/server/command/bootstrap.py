@@ -23,6 +23,7 @@ from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.command_servicer import CommandServicer
 from pointex.server.command.edge.feed_servicer import EventFeedServicer
+from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -50,7 +51,7 @@ class CommandServer:
     store: EventStore
     committer: GroupCommitter
     handlers: CommandHandlers
-    market: MarketHandlers
+    market: ProtoMarketHandlers
     processes: TradeProcesses
     lookup: RecordLookup
     runner: ProcessRunner
@@ -198,7 +199,7 @@ def _metrics(core: CommandCore) -> Metrics:
 
 
 def _process_metrics(
-    metrics: Metrics, runner: ProcessRunner, handlers: CommandHandlers, market: MarketHandlers
+    metrics: Metrics, runner: ProcessRunner, handlers: CommandHandlers, market: ProtoMarketHandlers
 ) -> None:
     """Add a gauge for each in-memory map of the processes and the markets."""
     processes, markets = market.processes, market.markets
@@ -236,7 +237,7 @@ def _process_metrics(
 
 async def _market_side(
     config: CommandConfig, store: EventStore, core: CommandCore
-) -> tuple[MarketHandlers, CallbackEdge]:
+) -> tuple[ProtoMarketHandlers, CallbackEdge]:
     """Build the markets, trade processes and payment callbacks."""
     settings = (
         load_providers(config.payment_providers_file) if config.payment_providers_file else {}
@@ -258,6 +259,7 @@ async def _market_side(
         processes=processes,
         lookup=core.lookup,
         runner=core.runner,
+        replies=MARKET_REPLIES,
     )
     callbacks = PaymentCallbacks(store=store, lookup=core.lookup, processes=processes)
     return market, CallbackEdge(callbacks, build_verifier(settings))

@@ -20,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from google.protobuf.message import Message
-
-from pointex.client.positions import position_message
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Inspect
@@ -40,8 +37,6 @@ from pointex.server.command.app.idempotency import (
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.command.app.trade_processes import TradeProcesses
-from pointex.server.command.edge import market_replies
-from pointex.server.command.edge.replies import ProtoReplies, payload_digest
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.account import Account
@@ -57,26 +52,26 @@ from pointex.server.domain.market_events import (
     TradeCreated,
     TradeMatched,
 )
-from pointex.server.domain.order_book import BookOrder, OrderBook, check_order, copy_order
+from pointex.server.domain.order_book import BookOrder, OrderBook, check_order
 from pointex.server.domain.processes import placement
 from pointex.server.domain.values import (
     AccountStatus,
     Caller,
+    Instant,
+    Market,
     OrderSide,
     Principal,
 )
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, StoreError, StreamAppend
 from pointex.server.overload import Overloaded
-from pointex.v1 import command_service_pb2 as pb
-from pointex.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R", bound=Message)
+R = TypeVar("R")
+P = TypeVar("P")  # a PlaceOrder reply, as the edge builds it
+C = TypeVar("C")  # a CancelOrder reply
 ORDER_ID_PREFIX = "ord-"
-_PLACE_REPLIES = ProtoReplies(pb.PlaceOrderResponse)
-_CANCEL_REPLIES = ProtoReplies(pb.CancelOrderResponse)
 _RESUMED = placement.Resumed()
 
 
@@ -85,16 +80,52 @@ def order_id_for(key: str) -> str:
     return ORDER_ID_PREFIX + key
 
 
+class MarketReplies(Protocol[P, C]):
+    """How the edge builds, records and replays the replies of PlaceOrder and CancelOrder."""
+
+    @property
+    def place(self) -> Replies[P]:
+        """Return how a PlaceOrder reply is recorded and replayed."""
+        ...
+
+    @property
+    def cancel(self) -> Replies[C]:
+        """Return how a CancelOrder reply is recorded and replayed."""
+        ...
+
+    def placed(
+        self, order: BookOrder, market: Market, trades: Sequence[TradeCreated], at: Instant
+    ) -> P:
+        """Return the reply to a placement: the order after matching and the trades it made."""
+        ...
+
+    def cancelled(
+        self,
+        order: BookOrder,
+        market: Market,
+        at: Instant,
+        *,
+        cancelled_points: int,
+        released_points: int,
+    ) -> C:
+        """Return the reply to a cancellation (`released_points`: held points released)."""
+        ...
+
+    def placing(self, order: PlaceOrder) -> Request:
+        """Return the request that places `order`, without its id (for recovery's record)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(Generic[P]):
     """What the market step of a placement decided: the reply, and the trades it created."""
 
-    response: pb.PlaceOrderResponse
+    response: P
     created: list[TradeCreated]
     remainder_points: int  # an IOC remainder, to release on the account
 
 
-class MarketHandlers:
+class MarketHandlers(Generic[P, C]):
     """Run market commands against the market and account actors of one command server."""
 
     def __init__(
@@ -106,8 +137,10 @@ class MarketHandlers:
         processes: TradeProcesses,
         lookup: RecordLookup,
         runner: ProcessRunner,
+        replies: MarketReplies[P, C],
     ) -> None:
         """Serve market commands through these actors and trade processes, steps in `runner`."""
+        self._replies = replies
         self._accounts = accounts
         self._markets = markets
         self._processes = processes
@@ -129,44 +162,33 @@ class MarketHandlers:
 
     # --- PlaceOrder ---------------------------------------------------------------------
 
-    async def place_order(
-        self, principal: Principal, request: pb.PlaceOrderRequest, order: PlaceOrder
-    ) -> pb.PlaceOrderResponse:
+    async def place_order(self, principal: Principal, request: Request, order: PlaceOrder) -> P:
         """Place an order once per request id; return it after matching."""
         key = request_key(principal, request.request_id)
         assert order.order_id == order_id_for(key), order
-        digest = payload_digest(request)
-        replayed = await self._replayed(key, digest, _PLACE_REPLIES)
+        replayed = await self._replayed(key, request.digest, self._replies.place)
         if replayed is not None:
             return replayed
-        work = self._place(principal.caller, request.request_id, principal.principal_id, order)
-        response: pb.PlaceOrderResponse = await self._once(key, work(digest))
-        return response
+        return await self._once(key, self._place(principal, request, order))
 
-    def _place(
-        self, caller: Caller, request_id: str, principal_id: str, order: PlaceOrder
-    ) -> Callable[[bytes], Any]:
-        async def run(digest: bytes) -> pb.PlaceOrderResponse:
-            await self._require_trader(caller, order.account_id)
-            self._processes.require_room()
-            market = self._markets.serving(order.market_id)
-            await market.tell(Inspect(lambda book: check_order(book, order)))
-            # A retry after a failed placement finds the order held already.
-            if order.order_id not in self._held:
-                hold = placement.start(caller, order)
-                await self._accounts.ask(order.account_id, Decide(hold.command))
-                self._held.add(order.order_id)
-            try:
-                return await self.place_held(order, digest, request_id, principal_id)
-            except (StoreError, Overloaded):
-                self._place_later(order, digest, request_id, principal_id)
-                raise
+    async def _place(self, principal: Principal, request: Request, order: PlaceOrder) -> P:
+        caller, principal_id = principal.caller, principal.principal_id
+        await self._require_trader(caller, order.account_id)
+        self._processes.require_room()
+        market = self._markets.serving(order.market_id)
+        await market.tell(Inspect(lambda book: check_order(book, order)))
+        # A retry after a failed placement finds the order held already.
+        if order.order_id not in self._held:
+            hold = placement.start(caller, order)
+            await self._accounts.ask(order.account_id, Decide(hold.command))
+            self._held.add(order.order_id)
+        try:
+            return await self.place_held(order, request, principal_id)
+        except (StoreError, Overloaded):
+            self._place_later(order, request, principal_id)
+            raise
 
-        return run
-
-    def _place_later(
-        self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
-    ) -> None:
+    def _place_later(self, order: PlaceOrder, request: Request, principal_id: str) -> None:
         """Keep placing a held order whose placement failed for an operating reason.
 
         Its request stays "in progress" meanwhile, so a retry cannot hold the points again.
@@ -176,16 +198,20 @@ class MarketHandlers:
         async def retry() -> None:
             with contextlib.suppress(errors.DomainError):  # Rejected: its points were released.
                 await retry_until_done(
-                    lambda: self.place_held(order, digest, request_id, principal_id),
+                    lambda: self.place_held(order, request, principal_id),
                     retry_on=(StoreError, Overloaded),
                     what=f"placement of order {order.order_id}",
                 )
 
         self._runner.spawn(retry(), key=key)
 
-    async def place_held(
-        self, order: PlaceOrder, digest: bytes, request_id: str, principal_id: str
-    ) -> pb.PlaceOrderResponse:
+    async def resume_placement(self, order: PlaceOrder) -> None:
+        """Place an order found held by recovery (recording its request without an id)."""
+        # A refusal rejects the order and releases it: the finished state.
+        with contextlib.suppress(errors.DomainError):
+            await self.place_held(order, self._replies.placing(order), "")
+
+    async def place_held(self, order: PlaceOrder, request: Request, principal_id: str) -> P:
         """Run the market step of a placement (the order is held on its account).
 
         A placement whose commit had an unknown outcome may have happened: then the order is
@@ -196,14 +222,14 @@ class MarketHandlers:
         if await market.tell(Inspect(lambda book: book.find(order.order_id) is not None)):
             self._held.discard(order.order_id)
             replayed = await replay_record(
-                self._store, streams.request(key), digest, _PLACE_REPLIES
+                self._store, streams.request(key), request.digest, self._replies.place
             )
             if replayed is None:  # Rejected after its hold: the refusal is not recorded.
                 raise errors.FailedPrecondition(
                     errors.MARKET_CLOSED, "the order was rejected", order_id=order.order_id
                 )
             return replayed
-        finish = self._placement_finish(order, key, digest, request_id, principal_id)
+        finish = self._placement_finish(order, key, request, principal_id)
         try:
             decided = await market.tell(Decide(order, finish))
         except errors.DomainError as refusal:
@@ -211,21 +237,21 @@ class MarketHandlers:
             self._held.discard(order.order_id)
             raise
         self._held.discard(order.order_id)
-        placed: Placed = decided.value
+        placed: Placed[P] = decided.value
         for created in placed.created:
             self._processes.start(created)
         position = decided.position
         step = placement.decide(placement.placed(order, placed.remainder_points), _RESUMED)
         if isinstance(step, placement.Release):
             position = await self.release(step.command, after=position)
-        response = placed.response
-        response.position.CopyFrom(position_message(position))
-        return response
+        return self._replies.place.at(placed.response, position)
 
     def _placement_finish(
-        self, order: PlaceOrder, key: str, digest: bytes, request_id: str, principal_id: str
-    ) -> Callable[[OrderBook, list[MarketEvent]], tuple[tuple[StreamAppend, ...], Placed]]:
-        def finish(book: OrderBook, events: list[MarketEvent]) -> Any:
+        self, order: PlaceOrder, key: str, request: Request, principal_id: str
+    ) -> Callable[[OrderBook, list[MarketEvent]], tuple[tuple[StreamAppend, ...], Placed[P]]]:
+        def finish(
+            book: OrderBook, events: list[MarketEvent]
+        ) -> tuple[tuple[StreamAppend, ...], Placed[P]]:
             assert book.market is not None
             now = self._processes.now()
             created = [
@@ -233,23 +259,9 @@ class MarketHandlers:
                 for e in events
                 if isinstance(e, TradeMatched)
             ]
-            placed = book.find(order.order_id)
-            assert placed is not None, order
-            response = pb.PlaceOrderResponse(
-                order=market_replies.order_message(
-                    copy_order(placed), order.market_id, book.market.currency, changed_at=now
-                ),
-                trades=[market_replies.trade_message(c, now) for c in created[:100]],
-                trade_count=len(created),
-            )
-            response.order.placed_at.CopyFrom(response.order.updated_at)
-            if placed.cancelled_quantity_points:
-                response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
+            response = self._replies.placed(_found(book, order.order_id), book.market, created, now)
             record = recorded_reply(
-                streams.request(key),
-                principal_id,
-                Request(request_id, "PlaceOrder", digest),
-                _PLACE_REPLIES.encode(response),
+                streams.request(key), principal_id, request, self._replies.place.encode(response)
             )
             appends = (
                 *(StreamAppend(streams.trade(c.trade_id), 0, (codec.encode(c),)) for c in created),
@@ -279,28 +291,23 @@ class MarketHandlers:
     # --- CancelOrder --------------------------------------------------------------------
 
     async def cancel_order(
-        self, principal: Principal, request: pb.CancelOrderRequest
-    ) -> pb.CancelOrderResponse:
+        self, principal: Principal, request: Request, market_id: str, order_id: str
+    ) -> C:
         """Cancel a resting order once per request id; release what its account held."""
         key = request_key(principal, request.request_id)
-        digest = payload_digest(request)
-        replayed = await self._replayed(key, digest, _CANCEL_REPLIES)
+        replayed = await self._replayed(key, request.digest, self._replies.cancel)
         if replayed is not None:
             return replayed
-        response: pb.CancelOrderResponse = await self._once(
-            key, self._cancel(principal, request, key, digest)
-        )
-        return response
+        return await self._once(key, self._cancel(principal, request, market_id, order_id))
 
     async def _cancel(
-        self, principal: Principal, request: pb.CancelOrderRequest, key: str, digest: bytes
-    ) -> pb.CancelOrderResponse:
-        market = self._markets.serving(request.market_id)
-        order = await market.tell(Inspect(lambda book: book.find(request.order_id)))
+        self, principal: Principal, request: Request, market_id: str, order_id: str
+    ) -> C:
+        key = request_key(principal, request.request_id)
+        market = self._markets.serving(market_id)
+        order = await market.tell(Inspect(lambda book: book.find(order_id)))
         if order is None:
-            raise errors.NotFound(
-                errors.ORDER_NOT_FOUND, "no such order", order_id=request.order_id
-            )
+            raise errors.NotFound(errors.ORDER_NOT_FOUND, "no such order", order_id=order_id)
         account = await self._accounts.peek(order.account_id)
         assert account is not None, order
         if not principal.caller.may_act_for(account.owner_partner_id):
@@ -308,41 +315,35 @@ class MarketHandlers:
                 errors.NOT_OWNER, "the order belongs to another partner", order_id=order.order_id
             )
 
-        def finish(book: OrderBook, events: list[MarketEvent]) -> Any:
+        def finish(
+            book: OrderBook, events: list[MarketEvent]
+        ) -> tuple[tuple[StreamAppend, ...], tuple[C, int]]:
             assert book.market is not None
             cancelled = events[0]
             assert isinstance(cancelled, OrderCancelled)
-            released = cancelled.cancelled_quantity_points if order.side is OrderSide.SELL else 0
-            response = pb.CancelOrderResponse(
-                order=market_replies.order_message(
-                    copy_order(_found(book, order.order_id)),
-                    request.market_id,
-                    book.market.currency,
-                    changed_at=self._processes.now(),
-                    cancel_reason=common_pb2.ORDER_CANCEL_REASON_REQUESTED,
-                ),
-                cancelled_quantity_points=cancelled.cancelled_quantity_points,
-                released_points=released,
+            points = cancelled.cancelled_quantity_points
+            response = self._replies.cancelled(
+                _found(book, order.order_id),
+                book.market,
+                self._processes.now(),
+                cancelled_points=points,
+                released_points=points if order.side is OrderSide.SELL else 0,
             )
             record = recorded_reply(
                 streams.request(key),
                 principal.principal_id,
-                Request(request.request_id, "CancelOrder", digest),
-                _CANCEL_REPLIES.encode(response),
+                request,
+                self._replies.cancel.encode(response),
             )
-            return (record,), response
+            return (record,), (response, points)
 
-        command = CancelOrder(request.market_id, request.order_id)
-        decided = await market.tell(Decide(command, finish))
-        response: pb.CancelOrderResponse = decided.value
-        cancelled = placement.cancelled(
-            order.order_id, order.account_id, order.side, response.cancelled_quantity_points
-        )
+        decided = await market.tell(Decide(CancelOrder(market_id, order_id), finish))
+        response, points = decided.value
+        cancelled = placement.cancelled(order.order_id, order.account_id, order.side, points)
         step = placement.decide(cancelled, _RESUMED)
         assert isinstance(step, placement.Release), step
         position = await self.release(step.command, after=decided.position)
-        response.position.CopyFrom(position_message(position))
-        return response
+        return self._replies.cancel.at(response, position)
 
     # --- Shared -------------------------------------------------------------------------
 
@@ -368,7 +369,7 @@ class MarketHandlers:
             return None
         return await replay_record(self._store, stream, digest, replies)
 
-    async def _once(self, key: str, work: Any) -> Any:
+    async def _once(self, key: str, work: Coroutine[Any, Any, R]) -> R:
         """Run a request's first attempt detached from its caller; refuse a concurrent retry.
 
         Detached: a client that hangs up after the points were held must not leave them

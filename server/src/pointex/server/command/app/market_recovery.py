@@ -13,13 +13,11 @@ The log tells which steps are open:
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from typing import Any
 
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.trade_processes import TradeProcesses
-from pointex.server.command.edge.market_replies import placement_digest
-from pointex.server.domain import errors
 from pointex.server.domain.events import BuyReleased, PointsReleased
 from pointex.server.domain.market_events import (
     TradeCancelled,
@@ -48,7 +46,7 @@ class OpenPlacements:
         }
     )
 
-    def __init__(self, market: MarketHandlers) -> None:
+    def __init__(self, market: MarketHandlers[Any, Any]) -> None:
         """Track open placements for `market` to finish."""
         self._market = market
         # Orders with a step due: order id -> (position where it opened, the placement).
@@ -79,10 +77,7 @@ class OpenPlacements:
         for _, open_placement in self._open.values():
             step = placement.decide(open_placement, placement.Resumed())
             if isinstance(step, placement.Place):
-                order = step.command
-                # A refusal rejects the order and releases its points: the finished state.
-                with contextlib.suppress(errors.DomainError):
-                    await self._market.place_held(order, placement_digest(order), "", "")
+                await self._market.resume_placement(step.command)
             elif isinstance(step, placement.Release):
                 await self._market.release(step.command)
 

@@ -17,9 +17,10 @@ from google.protobuf.message import Message
 from pointex.server import limits
 from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.command.app.idempotency import request_key
-from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
+from pointex.server.command.app.market_handlers import order_id_for
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
 from pointex.server.command.edge.callbacks import CallbackEdge
+from pointex.server.command.edge.market_replies import ProtoMarketHandlers
 from pointex.server.command.edge.replies import ProtoReplies, request_of
 from pointex.server.command.edge.transfer_rpcs import (
     ISSUE,
@@ -83,7 +84,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     """Every state change of Pointex, over gRPC."""
 
     def __init__(
-        self, handlers: CommandHandlers, market: MarketHandlers, callbacks: CallbackEdge
+        self, handlers: CommandHandlers, market: ProtoMarketHandlers, callbacks: CallbackEdge
     ) -> None:
         """Serve account commands through `handlers`, the market through the other two."""
         self._handlers = handlers
@@ -235,16 +236,19 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             convert.time_in_force(request.time_in_force),
             convert.optional_identifier("client_order_id", request.client_order_id),
         )
-        return await self._market.place_order(principal, request, order)
+        return await self._market.place_order(principal, request_of(request), order)
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, _: Context
     ) -> pb.CancelOrderResponse:
         """Take a resting order out of the book."""
         convert.request_id(request.request_id)
-        convert.identifier("market_id", request.market_id)
-        convert.identifier("order_id", request.order_id)
-        return await self._market.cancel_order(current_principal(), request)
+        return await self._market.cancel_order(
+            current_principal(),
+            request_of(request),
+            convert.identifier("market_id", request.market_id),
+            convert.identifier("order_id", request.order_id),
+        )
 
     async def ConfirmPayment(
         self, request: pb.ConfirmPaymentRequest, _: Context

@@ -7,13 +7,19 @@ including what later happened to each trade.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pointex.server.command.edge.replies import payload_digest
+from pointex.server import limits
+from pointex.server.command.app.idempotency import Request
+from pointex.server.command.app.market_handlers import MarketHandlers
+from pointex.server.command.edge.replies import ProtoReplies, payload_digest
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.market_events import TradeCreated
-from pointex.server.domain.order_book import BookOrder
-from pointex.server.domain.values import Instant, OrderSide, TimeInForce
+from pointex.server.domain.order_book import BookOrder, copy_order
+from pointex.server.domain.values import Instant, Market, OrderSide, TimeInForce
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 
@@ -123,3 +129,62 @@ def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
 def placement_digest(order: PlaceOrder) -> bytes:
     """Return the payload digest of the request that places `order` (for its record)."""
     return payload_digest(place_request_of(order))
+
+
+_PLACE = ProtoReplies(pb.PlaceOrderResponse)
+_CANCEL = ProtoReplies(pb.CancelOrderResponse)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtoMarketReplies:
+    """PlaceOrderResponse and CancelOrderResponse, built from what the book decided."""
+
+    place: ProtoReplies[pb.PlaceOrderResponse] = _PLACE
+    cancel: ProtoReplies[pb.CancelOrderResponse] = _CANCEL
+
+    def placed(
+        self, order: BookOrder, market: Market, trades: Sequence[TradeCreated], at: Instant
+    ) -> pb.PlaceOrderResponse:
+        """Return the reply to a placement: the order after matching, its first trades."""
+        response = pb.PlaceOrderResponse(
+            order=order_message(
+                copy_order(order), market.market_id, market.currency, changed_at=at
+            ),
+            trades=[trade_message(c, at) for c in trades[: limits.trades_per_order_max]],
+            trade_count=len(trades),
+        )
+        response.order.placed_at.CopyFrom(response.order.updated_at)
+        if order.cancelled_quantity_points:
+            response.order.cancel_reason = common_pb2.ORDER_CANCEL_REASON_IOC_REMAINDER
+        return response
+
+    def cancelled(
+        self,
+        order: BookOrder,
+        market: Market,
+        at: Instant,
+        *,
+        cancelled_points: int,
+        released_points: int,
+    ) -> pb.CancelOrderResponse:
+        """Return the reply to a cancellation."""
+        return pb.CancelOrderResponse(
+            order=order_message(
+                copy_order(order),
+                market.market_id,
+                market.currency,
+                changed_at=at,
+                cancel_reason=common_pb2.ORDER_CANCEL_REASON_REQUESTED,
+            ),
+            cancelled_quantity_points=cancelled_points,
+            released_points=released_points,
+        )
+
+    def placing(self, order: PlaceOrder) -> Request:
+        """Return the request that places `order`, without its id (for recovery's record)."""
+        return Request("", "PlaceOrder", placement_digest(order))
+
+
+MARKET_REPLIES = ProtoMarketReplies()
+# The market's application layer as this edge serves it.
+ProtoMarketHandlers = MarketHandlers[pb.PlaceOrderResponse, pb.CancelOrderResponse]
