@@ -20,7 +20,7 @@ PYTEST_FLAGS ?= -q
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
 .PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt \
-        proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check bench \
+        proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check chaos bench \
         bench-quick clean
 
 help: ## list the targets
@@ -106,6 +106,9 @@ test-integration: $(INSTALLED) ## actors, group commit, projections on real data
 
 test-e2e: $(INSTALLED) ts-build ## real server processes over loopback gRPC
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/e2e
+
+chaos: $(INSTALLED) ## the fault suite at full length (make test runs it short), with its summary table
+	POINTEX_CHAOS=full $(BIN)/pytest $(PYTEST_FLAGS) tests/e2e/chaos
 
 bench: install ## benchmark every contender and scenario, median of 3 runs: about 35–40 minutes
 	$(PY) -m bench.run

@@ -488,4 +488,12 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     summary: "A bug. The message says nothing beyond \"internal error\"; metadata " +
       "\"correlation_id\" names the server log entry that has the details.",
   }],
+  ["MALFORMED_REQUEST", {
+    name: "MALFORMED_REQUEST",
+    number: 54,
+    code: "INVALID_ARGUMENT",
+    family: "InvalidRequest",
+    summary: "The request's bytes do not decode as the method's request message (not protobuf, " +
+      "a field of the wrong wire type, a truncated message). Nothing was done.",
+  }],
 ]);

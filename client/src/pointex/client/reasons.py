@@ -420,4 +420,11 @@ REASONS: Final[Mapping[str, Reason]] = {
         'A bug. The message says nothing beyond "internal error"; metadata '
         '"correlation_id" names the server log entry that has the details.',
     ),
+    "MALFORMED_REQUEST": Reason(
+        "MALFORMED_REQUEST",
+        54,
+        "INVALID_ARGUMENT",
+        "The request's bytes do not decode as the method's request message (not protobuf, "
+        "a field of the wrong wire type, a truncated message). Nothing was done.",
+    ),
 }

@@ -278,6 +278,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL. A bug. The message says nothing beyond "internal error"; metadata
     "correlation_id" names the server log entry that has the details.
     """
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 54
+    """INVALID_ARGUMENT. The request's bytes do not decode as the method's request message (not
+    protobuf, a field of the wrong wire type, a truncated message). Nothing was done.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -516,5 +520,9 @@ resting orders (server configuration, default 1000). Metadata: "account_id", "li
 ERROR_REASON_INTERNAL_ERROR: ErrorReason.ValueType  # 53
 """INTERNAL. A bug. The message says nothing beyond "internal error"; metadata
 "correlation_id" names the server log entry that has the details.
+"""
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 54
+"""INVALID_ARGUMENT. The request's bytes do not decode as the method's request message (not
+protobuf, a field of the wrong wire type, a truncated message). Nothing was done.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,20 +1,23 @@
 """The one server interceptor both processes use: authenticate, authorize, map errors.
 
 Every handler is wrapped so that (1) the caller's bearer token and role are checked
-before it runs (health and reflection excepted), (2) an exception escaping it is
-reported through the status table (grpc_edge/status.py): a named case gets its code and
-reason, anything else INTERNAL with a correlation id, and (3) the call is counted with its
-code and duration in the server's metrics. No client sees UNKNOWN or a traceback.
+before it runs (health and reflection excepted), (2) a request whose bytes do not decode
+as the method's request message gets INVALID_ARGUMENT / MALFORMED_REQUEST (grpc itself
+would answer UNKNOWN), (3) an exception escaping it is reported through the status table
+(grpc_edge/status.py): a named case gets its code and reason, anything else INTERNAL with
+a correlation id, and (4) the call is counted with its code and duration in the server's
+metrics. No client sees UNKNOWN or a traceback.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
 
+from pointex.server.domain import errors
 from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.status import abort_for, map_exception
 from pointex.server.observability.metrics import Metrics
@@ -26,6 +29,47 @@ Guard: TypeAlias = Callable[[Any], None] | None
 
 # Exceptions that already are the call's outcome and must pass through untouched.
 _PASS_THROUGH = (grpc.aio.AbortError,)
+
+
+class _Malformed:
+    """A request whose bytes did not decode: the handler answers it INVALID_ARGUMENT."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def error(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument(
+            errors.MALFORMED_REQUEST, f"the request does not decode: {self.problem}"
+        )
+
+
+def _lenient(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Return `decode` answering a _Malformed request where it would raise (grpc: UNKNOWN)."""
+    if decode is None:
+        return None
+
+    def lenient(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as error:  # noqa: BLE001 - whatever the parser raises, the bytes are bad.
+            return _Malformed(type(error).__name__)
+
+    return lenient
+
+
+def _checked(request: Any) -> Any:
+    """Raise the malformed request's INVALID_ARGUMENT, or return the request."""
+    if isinstance(request, _Malformed):
+        raise request.error()
+    return request
+
+
+async def _checked_stream(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """Yield the streamed requests; a malformed one ends the call INVALID_ARGUMENT."""
+    async for request in requests:
+        yield _checked(request)
 
 
 class _Call:
@@ -52,13 +96,14 @@ class _Call:
 
 
 def _wrap_unary_response(
-    behavior: Any, guard: Guard, metrics: Metrics | None, method: str
+    behavior: Any, guard: Guard, metrics: Metrics | None, method: str, *, streamed: bool
 ) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(metrics, method)
         try:
             if guard is not None:
                 guard(context)
+            request = _checked_stream(request) if streamed else _checked(request)
             response = await behavior(request, context)
         except _PASS_THROUGH as error:
             call.failed(error, context)
@@ -73,13 +118,14 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    behavior: Any, guard: Guard, metrics: Metrics | None, method: str
+    behavior: Any, guard: Guard, metrics: Metrics | None, method: str, *, streamed: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(metrics, method)
         try:
             if guard is not None:
                 guard(context)
+            request = _checked_stream(request) if streamed else _checked(request)
             async for response in behavior(request, context):
                 yield response
         except _PASS_THROUGH as error:
@@ -133,7 +179,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         return make(
-            wrap(behavior, guard, self._metrics, method),
-            request_deserializer=handler.request_deserializer,
+            wrap(behavior, guard, self._metrics, method, streamed=handler.request_streaming),
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
