@@ -254,5 +254,5 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    # account 7, points 6, order 4, trade 2, book, markets, watch, audit, status
-    assert leaves == 24
+    # account 7, points 6, order 4, trade 2, book, markets, watch, audit, status, admin token 3
+    assert leaves == 27

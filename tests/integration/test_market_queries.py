@@ -122,6 +122,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     finally:
         watch.close()
         await running.server.stop(0)
+        running.stop_watching()
         await feed.close()
         await store.close()
 

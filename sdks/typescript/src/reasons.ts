@@ -496,4 +496,13 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     summary: "The request's bytes do not decode as the method's request message (not protobuf, " +
       "a field of the wrong wire type, a truncated message). Nothing was done.",
   }],
+  ["AUTH_RATE_LIMITED", {
+    name: "AUTH_RATE_LIMITED",
+    number: 55,
+    code: "RESOURCE_EXHAUSTED",
+    family: "Overloaded",
+    summary: "Too many failed authentications came from the caller's address in a short " +
+      "window; calls from it are refused until the delay in RetryInfo has passed, " +
+      "except with a token it has already used successfully. Metadata: none.",
+  }],
 ]);

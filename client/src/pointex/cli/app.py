@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pointex.cli import accounts, admin, market, points, watch
+from pointex.cli import accounts, admin, market, points, tokens, watch
 from pointex.cli.errors import EXIT_USAGE, UsageError, exit_code
 from pointex.cli.options import add_global_options, settings_from
 from pointex.cli.output import Output
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     market.register(group)
     watch.register(group)
     admin.register(group)
+    tokens.register(group)
     return parser
 
 

@@ -427,4 +427,12 @@ REASONS: Final[Mapping[str, Reason]] = {
         "The request's bytes do not decode as the method's request message (not protobuf, "
         "a field of the wrong wire type, a truncated message). Nothing was done.",
     ),
+    "AUTH_RATE_LIMITED": Reason(
+        "AUTH_RATE_LIMITED",
+        55,
+        "RESOURCE_EXHAUSTED",
+        "Too many failed authentications came from the caller's address in a short "
+        "window; calls from it are refused until the delay in RetryInfo has passed, "
+        "except with a token it has already used successfully. Metadata: none.",
+    ),
 }

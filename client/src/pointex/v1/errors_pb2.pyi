@@ -282,6 +282,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT. The request's bytes do not decode as the method's request message (not
     protobuf, a field of the wrong wire type, a truncated message). Nothing was done.
     """
+    ERROR_REASON_AUTH_RATE_LIMITED: _ErrorReason.ValueType  # 55
+    """RESOURCE_EXHAUSTED. Too many failed authentications came from the caller's address in a
+    short window; calls from it are refused until the delay in RetryInfo has passed, except
+    with a token it has already used successfully. Metadata: none.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -524,5 +529,10 @@ ERROR_REASON_INTERNAL_ERROR: ErrorReason.ValueType  # 53
 ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 54
 """INVALID_ARGUMENT. The request's bytes do not decode as the method's request message (not
 protobuf, a field of the wrong wire type, a truncated message). Nothing was done.
+"""
+ERROR_REASON_AUTH_RATE_LIMITED: ErrorReason.ValueType  # 55
+"""RESOURCE_EXHAUSTED. Too many failed authentications came from the caller's address in a
+short window; calls from it are refused until the delay in RetryInfo has passed, except
+with a token it has already used successfully. Metadata: none.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

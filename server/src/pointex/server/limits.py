@@ -194,6 +194,17 @@ grpc_ping_interval_ms_min = 10_000
 # constant-time scan of the tokens table. One per token, plus variants of its spacing.
 proven_tokens_max = 1024
 
+# Failed authentications a peer address may make in the window before it is refused
+# (RESOURCE_EXHAUSTED / AUTH_RATE_LIMITED) until the window lets its oldest failure go; a
+# token it has already proven still works meanwhile. Enough for a person mistyping, far
+# too few to guess a token (256 random bits).
+auth_failures_per_peer_max = 20
+auth_failure_window_ms = 60_000
+# Peers whose failures are counted; past it the one quiet the longest is forgotten.
+auth_peers_tracked_max = 10_000
+# How often the servers look whether the tokens file changed (and read it again if so).
+tokens_reload_interval_ms = 1000
+
 # --- Domain amounts ---------------------------------------------------------------------------
 
 # Points one command may move. Far below int64 so that sums of many amounts cannot overflow.

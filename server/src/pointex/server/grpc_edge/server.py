@@ -49,6 +49,13 @@ class RunningServer:
     service_names: tuple[str, ...]
     metrics: Metrics | None = None
     metrics_port: int | None = None  # where /metrics is served, if it is
+    tokens_watch: asyncio.Task[None] | None = None  # reads the tokens file again on change
+
+    def stop_watching(self) -> None:
+        """Stop following the tokens file."""
+        if self.tokens_watch is not None:
+            self.tokens_watch.cancel()
+            self.tokens_watch = None
 
     def close_metrics(self) -> None:
         """Stop serving /metrics (after the gRPC server stopped)."""
@@ -131,8 +138,45 @@ async def start_server(
         metrics=metrics,
         metrics_port=metrics_port,
     )
+    if tokens is not None:
+        running.tokens_watch = _follow_tokens(tokens, metrics)
     await running.set_serving(serving=True)
     return running
+
+
+def _follow_tokens(tokens: TokenTable, metrics: Metrics | None) -> asyncio.Task[None] | None:
+    """Count authentication failures, and read the tokens file again when it changes.
+
+    The file is looked at every `tokens_reload_interval_ms`, and at once on SIGHUP.
+    """
+    if metrics is not None:
+        metrics.total(
+            "pointex_auth_failures_total",
+            "calls whose bearer token was missing or not valid",
+            lambda: tokens.failures,
+        )
+        metrics.total(
+            "pointex_auth_rate_limited_total",
+            "calls refused because their peer failed to authenticate too often",
+            lambda: tokens.rate_limited,
+        )
+        metrics.total(
+            "pointex_tokens_reloads_total",
+            "times the tokens file was read again after it changed",
+            lambda: tokens.reloads,
+        )
+    if tokens.path is None:
+        return None
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: tokens.reload_if_changed(force=True)
+    )
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(limits.tokens_reload_interval_ms / 1000)
+            tokens.reload_if_changed()
+
+    return asyncio.create_task(follow(), name="tokens-file")
 
 
 def stop_signal() -> asyncio.Event:
@@ -166,5 +210,6 @@ async def serve_until_signalled(
     if on_stopping is not None:
         await on_stopping()
     await running.server.stop(grace_s)
+    running.stop_watching()
     await on_drained()
     log.info("stopped")
