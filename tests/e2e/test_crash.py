@@ -138,13 +138,13 @@ class Ledger:
 
 
 async def transfer(
-    stub: command_service_pb2_grpc.CommandServiceAsyncStub, request: pb.TransferPointsRequest
+    stub: command_service_pb2_grpc.CommandServiceAsyncStub,
+    request: pb.TransferPointsRequest,
+    timeout_s: float = CALL_TIMEOUT_S,
 ) -> Outcome:
     """Call TransferPoints as acme and return how the call ended."""
     try:
-        reply = await stub.TransferPoints(
-            request, metadata=bearer(ACME_TOKEN), timeout=CALL_TIMEOUT_S
-        )
+        reply = await stub.TransferPoints(request, metadata=bearer(ACME_TOKEN), timeout=timeout_s)
     except grpc.aio.AioRpcError as error:
         return Outcome(code=error.code(), reason=_reason(error))
     assert isinstance(reply, pb.TransferPointsResponse)
@@ -211,7 +211,11 @@ async def open_funded_members(target: str) -> list[str]:
 
 
 async def client(
-    target: str, members: list[str], rng: random.Random, stop: asyncio.Event
+    target: str,
+    members: list[str],
+    rng: random.Random,
+    stop: asyncio.Event,
+    timeout_s: float = CALL_TIMEOUT_S,
 ) -> list[Attempt]:
     """Transfer 1..AMOUNT_MAX points between random members until `stop`; return the attempts."""
     attempts: list[Attempt] = []
@@ -225,17 +229,19 @@ async def client(
                 to_account_id=destination,
                 amount_points=rng.randint(1, AMOUNT_MAX),
             )
-            attempts.append(Attempt(request, await transfer(stub, request)))
+            attempts.append(Attempt(request, await transfer(stub, request, timeout_s)))
     return attempts
 
 
-async def load_then_kill(server: ServerProcess, members: list[str]) -> list[Attempt]:
+async def load_then_kill(
+    server: ServerProcess, members: list[str], clients_count: int = CLIENTS
+) -> list[Attempt]:
     """Run the clients, SIGKILL the server under load, and return every attempt made."""
     stop = asyncio.Event()
     rng = random.Random()
     clients = [
         asyncio.create_task(client(server.target, members, random.Random(rng.random()), stop))
-        for _ in range(CLIENTS)
+        for _ in range(clients_count)
     ]
     await asyncio.sleep(LOAD_S)
     server.process.kill()
