@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.e2e.chaos.own_postgres import own_postgres
+
+__all__ = ["own_postgres", "scale"]
+
 FULL = os.environ.get("POINTEX_CHAOS", "").lower() == "full"
 
 
