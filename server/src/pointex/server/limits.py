@@ -422,7 +422,12 @@ assert trades_per_order_max + 2 <= append_unit_streams_max
 
 # Attempts to decide a trade step again after another driver changed the trade first
 # (a callback racing the deadline, a redelivery racing its original).
-trade_step_attempts_max = 8
+trade_step_attempts_max = 16
+# Before deciding a trade step again, a pause drawn at random below this, doubling from
+# conflict_pause_ms_min with each attempt: drivers that collided (and the units an actor had
+# queued behind the loser's) do not all come back at the same instant.
+conflict_pause_ms_min = 1
+conflict_pause_ms_max = 50
 
 # --- Markets file (command server) ----------------------------------------------------------
 

@@ -319,6 +319,14 @@ class StreamActor(Generic[S]):
 
         latest.add_done_callback(answer)
 
+    async def settled(self) -> None:
+        """Wait until every unit this actor submitted has committed or failed.
+
+        After a refusal decided on state whose commit is still in flight, this is when the
+        store shows what the actor already saw.
+        """
+        await self._settled.wait()
+
     def _track(self, commit: asyncio.Future[list[RecordedEvent]]) -> None:
         """Count a submitted unit as in flight until it is resolved."""
         self._units_in_flight += 1

@@ -339,10 +339,29 @@ def _hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
     ]
 
 
+def _require_still_held(account: Account, amount_points: int, trade_id: str) -> None:
+    """Refuse a trade's step whose points are no longer held: the trade changed meanwhile.
+
+    Two drivers of one trade (a confirmation and a failure delivered at once) each decide
+    on the trade as they read it; the one that commits second finds the held points gone
+    before its commit meets the version conflict on the trade stream. It reads the trade
+    again and decides afresh (the trade processes turn this refusal into that retry).
+    """
+    if account.held_points < amount_points:
+        raise errors.Aborted(
+            errors.CONCURRENT_MODIFICATION,
+            "the trade changed meanwhile: its points are no longer held",
+            account_id=account.account_id,
+            trade_id=trade_id,
+        )
+
+
 def _release(state: Account | None, command: ReleasePoints) -> list[AccountEvent]:
     # Like a return, a release gives back what the account escrowed itself: never refused,
     # not for a frozen account. The held points are there: I2 says they were escrowed.
     account = _require_exists(state, command.account_id)
+    if command.trade_id:
+        _require_still_held(account, command.amount_points, command.trade_id)
     assert account.held_points >= command.amount_points, (account, command)
     return [
         PointsReleased(
@@ -359,7 +378,7 @@ def _release(state: Account | None, command: ReleasePoints) -> list[AccountEvent
 def _sell(state: Account | None, command: SellPoints) -> list[AccountEvent]:
     # The seller delivers from escrow: a paid trade's quantity is never refused.
     account = _require_exists(state, command.account_id)
-    assert account.held_points >= command.amount_points, (account, command)
+    _require_still_held(account, command.amount_points, command.trade_id)
     return [
         PointsSold(
             command.account_id,

@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 from pointex.server import limits
 from pointex.server.command.app.idempotency import Request, recorded_reply
 from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.runner import pause_after_conflict
 from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
@@ -99,7 +100,7 @@ class PaymentCallbacks:
             reply = replies.reply(callback.trade_id, status, refund_required=refund)
             return recorded_reply(stream, principal_id, verified.request, replies.encode(reply))
 
-        for _ in range(limits.trade_step_attempts_max):
+        for attempt in range(limits.trade_step_attempts_max):
             loaded = await self._processes.load(callback.trade_id)
             trade = trade_model.check_callback(loaded.trade if loaded else None, callback)
             assert loaded is not None
@@ -114,6 +115,7 @@ class PaymentCallbacks:
             try:
                 position = await self._processes.execute(loaded, step, (record(status, refund),))
             except TradeConflict:
+                await pause_after_conflict(attempt)
                 continue
             except WrongExpectedVersion as conflict:
                 if conflict.stream_id != stream:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _MS_PER_S = 1000
+
+
+async def pause_after_conflict(attempt: int) -> None:
+    """Wait a random moment before deciding again after conflict number `attempt` (from 0)."""
+    ceiling_ms = min(limits.conflict_pause_ms_min * 2**attempt, limits.conflict_pause_ms_max)
+    await asyncio.sleep(random.uniform(0, ceiling_ms) / _MS_PER_S)  # noqa: S311 - jitter, not a secret.
 
 
 def backoff_delays_ms() -> collections.abc.Iterator[int]:

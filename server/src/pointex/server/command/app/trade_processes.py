@@ -27,7 +27,11 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, appending
-from pointex.server.command.app.runner import ProcessRunner, retry_until_done
+from pointex.server.command.app.runner import (
+    ProcessRunner,
+    pause_after_conflict,
+    retry_until_done,
+)
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.commands import BuyPoints, ReleaseBuy, ReleasePoints, SellPoints
@@ -70,18 +74,34 @@ class Loaded:
     position: int
 
 
+_STEP_CATEGORIES = frozenset({streams.ACCOUNT, streams.MARKET})
+
+
 class TradeConflict(Exception):
     """Another driver changed the trade between reading and committing: read it again."""
 
 
 @contextlib.contextmanager
 def _raced_on(trade: Trade) -> Iterator[None]:
-    """Turn a version conflict on the trade's own stream into a TradeConflict (decide again)."""
+    """Turn a race with another driver of the trade into a TradeConflict (decide again).
+
+    The race shows as a version conflict on the trade's own stream; or, when the other
+    driver's step already moved the points this one would move, as the account's refusal
+    of a step no longer possible (domain/account.py, `_require_still_held`); or as a
+    conflict on the account or market stream of the step, when a unit the actor had
+    queued after the loser's failed with it (the actor reloads). Deciding again on the
+    trade as it now is answers all three. A conflict on a request record is the caller's.
+    """
     try:
         yield
     except WrongExpectedVersion as conflict:
-        if conflict.stream_id == streams.trade(trade.trade_id):
+        category = conflict.stream_id.partition("-")[0]
+        if conflict.stream_id == streams.trade(trade.trade_id) or category in _STEP_CATEGORIES:
             raise TradeConflict(trade.trade_id) from conflict
+        raise
+    except errors.Aborted as refusal:
+        if refusal.metadata.get("trade_id") == trade.trade_id:
+            raise TradeConflict(trade.trade_id) from refusal
         raise
 
 
@@ -160,8 +180,13 @@ class TradeProcesses:
         order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
         """
         finish: Decide[Any, None] = Decide(command, appending(*extra), extra_first=trade_first)
-        with _raced_on(trade):
-            return await actor.tell(finish)
+        try:
+            with _raced_on(trade):
+                return await actor.tell(finish)
+        except TradeConflict:
+            # The other driver's step may still be committing: read the trade after it.
+            await actor.settled()
+            raise
 
     async def commit_trade_only(
         self, trade: Trade, events: Sequence[TradeEvent], *more: StreamAppend
@@ -180,7 +205,7 @@ class TradeProcesses:
         nothing was due), None when there is no such trade. Raises TradeConflict when the
         trade kept changing under it.
         """
-        for _ in range(limits.trade_step_attempts_max):
+        for attempt in range(limits.trade_step_attempts_max):
             loaded = await self.load(trade_id)
             if loaded is None:
                 return None
@@ -191,7 +216,7 @@ class TradeProcesses:
             try:
                 return await self.execute(loaded, step)
             except TradeConflict:
-                continue
+                await pause_after_conflict(attempt)
         raise TradeConflict(trade_id)
 
     async def execute(
