@@ -75,18 +75,21 @@ class Acme:
     trade_id: str
     payment_id: str
     other_member: str
+    amount_due_minor: int
 
 
 Row = tuple[Callable[[Acme], Message], tuple[grpc.StatusCode, str]]
 
 
-def _callback(acme: Acme) -> pb.PaymentCallback:
+def _callback(acme: Acme, *, confirmed: bool = False) -> pb.PaymentCallback:
     return pb.PaymentCallback(
         provider_id="sandbox",
         payment_id=acme.payment_id,
         trade_id=acme.trade_id,
-        outcome=common_pb2.PAYMENT_OUTCOME_FAILED,
-        amount=common_pb2.Money(amount_minor=1, currency="CNY"),
+        outcome=(
+            common_pb2.PAYMENT_OUTCOME_CONFIRMED if confirmed else common_pb2.PAYMENT_OUTCOME_FAILED
+        ),
+        amount=common_pb2.Money(amount_minor=acme.amount_due_minor, currency="CNY"),
         provider_event_id=rid(),
         key_id="k1",
         signature=b"\x00" * 32,
@@ -183,7 +186,7 @@ ROWS: dict[str, Row] = {
         DENIED,
     ),
     "/pointex.v1.CommandService/ConfirmPayment": (
-        lambda a: pb.ConfirmPaymentRequest(request_id=rid(), callback=_callback(a)),
+        lambda a: pb.ConfirmPaymentRequest(request_id=rid(), callback=_callback(a, confirmed=True)),
         FORBIDDEN,
     ),
     "/pointex.v1.CommandService/FailPayment": (
@@ -341,7 +344,13 @@ async def _acme(command: grpc.aio.Channel, query: grpc.aio.Channel) -> Acme:
     assert isinstance(trade, qpb.GetTradeResponse)
     assert trade.trade.payment_id, trade
     return Acme(
-        merchant, member, placed.order.order_id, trade_id, trade.trade.payment_id, other_member
+        merchant,
+        member,
+        placed.order.order_id,
+        trade_id,
+        trade.trade.payment_id,
+        other_member,
+        trade.trade.amount_due_minor,
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 from google.protobuf.message import Message
 
 from pointex.client.positions import encode_global
+from pointex.server import limits
 from pointex.server.config import CommonConfig
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
@@ -385,3 +386,62 @@ async def test_market_notifications_reach_each_owner_with_cursors(
     assert got[0].payment_required.trade_id == s.trades["settled"]
     assert got[-1].trade.refund_required
     assert len({n.cursor for n in got}) == len(got)
+
+
+async def test_a_partner_past_its_share_of_streams_is_shed_and_others_watch_on(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two watches admitted for acme, the third shed with RetryInfo; other is not affected."""
+    monkeypatch.setattr(limits, "partner_streams_max", 2)
+    request = qpb.WatchNotificationsRequest(from_beginning=True)
+    reads: list[asyncio.Task[object]] = []
+
+    async def watch(client: Queries) -> str:
+        """Open a watch; return "open" while it waits, or the reason it was refused."""
+        call = client.stub.WatchNotifications(
+            request, metadata=client.metadata, timeout=CALL_TIMEOUT_S
+        )
+        read: asyncio.Task[object] = asyncio.create_task(call.read())
+        reads.append(read)
+        done, _ = await asyncio.wait({read}, timeout=0.3)
+        if not done:
+            return "open"
+        error = read.exception()
+        assert isinstance(error, grpc.aio.AioRpcError), read
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+        return error_reason(error)
+
+    assert [await watch(served.acme), await watch(served.acme)] == ["open", "open"]
+    assert await watch(served.acme) == "OVERLOADED"
+    assert await watch(served.other) == "open"
+    reads[0].cancel()
+    await asyncio.sleep(0.1)
+    assert await watch(served.acme) == "open"
+    for read in reads:
+        read.cancel()
+
+
+async def test_cancelled_watches_give_back_everything_they_held(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 watches opened then cancelled by their clients: 100 new ones fit in the bound again."""
+    monkeypatch.setattr(limits, "notification_watchers_max", 100)
+    request = qpb.WatchNotificationsRequest(from_beginning=True)
+
+    async def open_all() -> list[asyncio.Task[object]]:
+        reads: list[asyncio.Task[object]] = []
+        for _ in range(100):
+            call = served.operator.stub.WatchNotifications(
+                request, metadata=served.operator.metadata, timeout=CALL_TIMEOUT_S
+            )
+            reads.append(asyncio.create_task(call.read()))
+        done, _ = await asyncio.wait(reads, timeout=0.5)
+        assert not done, [read.exception() for read in done]  # All open and waiting.
+        return reads
+
+    for _ in range(2):
+        reads = await open_all()
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+        await asyncio.sleep(0.2)  # The server sees the cancellations.

@@ -228,7 +228,7 @@ _PROGRAMS: Final = {
 _BPS_MAX: Final = 10_000
 _LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 _LOG_FORMATS: Final = frozenset({"json", "text"})
-_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 

@@ -66,6 +66,10 @@ text_bytes_max = 256
 # Bytes of UTF-8 in an account's display name (common.proto); longer is FIELD_TOO_LONG.
 # Stored with the account's opening event and sent with every read of the account.
 display_name_bytes_max = 128
+# Ids on the wire (accounts, orders, markets' providers, partners...) and request ids: id
+# characters (A-Z a-z 0-9 _ . : -), at most this many.
+id_chars_max = 64
+request_id_chars_max = 128
 
 # Bytes held by one page of reads at worst; a reader allocates up to this much per page.
 read_batch_bytes_max = 32 * 1024 * 1024
@@ -143,6 +147,13 @@ commit_queue_events_max = 50_000
 
 # How long an overloaded caller is told to wait before retrying (RetryInfo).
 overload_retry_after_ms = 100
+
+# One partner's unary calls and streams (notification watches, bulk streams) in flight on
+# one server; past them its next call is shed (RESOURCE_EXHAUSTED / OVERLOADED) while other
+# partners go on (grpc_edge/admission.py). Well above what one partner's SDK or the
+# benchmark's 64 closed-loop callers keep in flight.
+partner_calls_in_flight_max = 512
+partner_streams_max = 64
 
 # How long a caller is told to wait before retrying (RetryInfo) when the store is unavailable,
 # a commit's outcome is unknown or the server is shutting down (grpc_edge/status.py). Longer

@@ -31,6 +31,7 @@ from pointex.server.config import ConfigError
 from pointex.server.domain.values import BPS_PER_UNIT, FeeSchedule, Market, Span
 
 _MARKET_ID: Final = re.compile(r"[A-Z0-9]{1,12}-([A-Z]{3})")
+_PROVIDER_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _KEYS: Final = frozenset(
     {
         "provider_id",
@@ -82,8 +83,8 @@ def _market(market_id: str, table: Mapping[str, Any], here: str) -> Market:
     if unknown:
         raise ConfigError(f"{here}: unknown keys {sorted(unknown)}")
     provider_id = table.get("provider_id")
-    if not isinstance(provider_id, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", provider_id):
-        raise ConfigError(f"{here}: provider_id must be 1-64 id characters")
+    if not isinstance(provider_id, str) or not _PROVIDER_ID.fullmatch(provider_id):
+        raise ConfigError(f"{here}: provider_id must be 1-{limits.id_chars_max} id characters")
     opened = table.get("open", True)
     if not isinstance(opened, bool):
         raise ConfigError(f"{here}: open must be true or false")

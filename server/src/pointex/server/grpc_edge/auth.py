@@ -242,14 +242,15 @@ def authorize(method: str, principal: Principal) -> None:
         raise PermissionDenied("ROLE_FORBIDDEN", f"role {principal.role.value} may not call this")
 
 
-def guard_for(tokens: TokenTable, method: str) -> Callable[[Any], None] | None:
-    """Return the check to run before `method`'s handler, or None for open services."""
+def guard_for(tokens: TokenTable, method: str) -> Callable[[Any], Principal] | None:
+    """Return the check to run before `method`'s handler (it returns the caller), or None."""
     if method.startswith(_OPEN_SERVICES):
         return None
 
-    def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def guard(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         principal = tokens.authenticate(context.invocation_metadata(), context.peer())
         authorize(method, principal)
         _current.set(principal)
+        return principal
 
     return guard

@@ -15,27 +15,34 @@ from pointex.server.domain.values import AccountKind, OrderSide, TimeInForce
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import common_pb2
 
-_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
+_REQUEST_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.request_id_chars_max}}}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def request_id(value: str) -> str:
-    """Return a valid request id (1-128 id characters)."""
+    """Return a valid request id (1 to request_id_chars_max id characters)."""
     if not value:
         raise InvalidRequest("REQUEST_ID_MISSING", "request_id", "request_id is required")
     if not _REQUEST_ID.fullmatch(value):
-        reason = errors.FIELD_TOO_LONG if len(value) > 128 else errors.INVALID_FIELD  # noqa: PLR2004
-        raise InvalidRequest(reason, "request_id", "1-128 of A-Z a-z 0-9 _ . : -")
+        too_long = len(value) > limits.request_id_chars_max
+        reason = errors.FIELD_TOO_LONG if too_long else errors.INVALID_FIELD
+        raise InvalidRequest(
+            reason, "request_id", f"1-{limits.request_id_chars_max} of A-Z a-z 0-9 _ . : -"
+        )
     return value
 
 
 def identifier(field: str, value: str) -> str:
-    """Return a valid id (1-64 id characters) or raise naming `field`."""
+    """Return a valid id (1 to id_chars_max id characters) or raise naming `field`."""
     if not _ID.fullmatch(value):
-        if len(value) > 64:  # noqa: PLR2004 - the documented id length.
-            raise InvalidRequest(errors.FIELD_TOO_LONG, field, "at most 64 characters")
-        raise InvalidRequest(errors.INVALID_FIELD, field, "1-64 of A-Z a-z 0-9 _ . : -")
+        if len(value) > limits.id_chars_max:
+            raise InvalidRequest(
+                errors.FIELD_TOO_LONG, field, f"at most {limits.id_chars_max} characters"
+            )
+        raise InvalidRequest(
+            errors.INVALID_FIELD, field, f"1-{limits.id_chars_max} of A-Z a-z 0-9 _ . : -"
+        )
     return value
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
 
 from pointex.server.domain import errors
+from pointex.server.domain.values import Principal
+from pointex.server.grpc_edge.admission import PartnerAdmission
 from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.status import abort_for, map_exception
 from pointex.server.observability.metrics import Metrics
@@ -25,7 +28,7 @@ from pointex.server.observability.metrics import Metrics
 # grpc.RpcMethodHandler is generic only in the type stubs, hence the string alias.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
-Guard: TypeAlias = Callable[[Any], None] | None
+Guard: TypeAlias = Callable[[Any], Principal] | None
 
 # Exceptions that already are the call's outcome and must pass through untouched.
 _PASS_THROUGH = (grpc.aio.AbortError,)
@@ -72,6 +75,15 @@ async def _checked_stream(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
         yield _checked(request)
 
 
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    """What every wrapped handler of one method shares: its guard, admission and metrics."""
+
+    guard: Guard
+    admission: PartnerAdmission
+    metrics: Metrics | None
+
+
 class _Call:
     """Times one call and reports its outcome to the metrics (if any)."""
 
@@ -96,15 +108,15 @@ class _Call:
 
 
 def _wrap_unary_response(
-    behavior: Any, guard: Guard, metrics: Metrics | None, method: str, *, streamed: bool
+    behavior: Any, edge: _Edge, method: str, *, streamed: bool
 ) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(metrics, method)
+        call = _Call(edge.metrics, method)
         try:
-            if guard is not None:
-                guard(context)
-            request = _checked_stream(request) if streamed else _checked(request)
-            response = await behavior(request, context)
+            principal = edge.guard(context) if edge.guard is not None else None
+            with edge.admission.admitted(principal, stream=streamed):
+                request = _checked_stream(request) if streamed else _checked(request)
+                response = await behavior(request, context)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
@@ -118,16 +130,16 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    behavior: Any, guard: Guard, metrics: Metrics | None, method: str, *, streamed: bool
+    behavior: Any, edge: _Edge, method: str, *, streamed: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(metrics, method)
+        call = _Call(edge.metrics, method)
         try:
-            if guard is not None:
-                guard(context)
-            request = _checked_stream(request) if streamed else _checked(request)
-            async for response in behavior(request, context):
-                yield response
+            principal = edge.guard(context) if edge.guard is not None else None
+            with edge.admission.admitted(principal, stream=True):
+                request = _checked_stream(request) if streamed else _checked(request)
+                async for response in behavior(request, context):
+                    yield response
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
@@ -146,6 +158,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         """Authenticate against `tokens` (None: no authentication); count calls in `metrics`."""
         self._tokens = tokens
         self._metrics = metrics
+        self.admission = PartnerAdmission()
         # Wrapped handlers by method name, built on a method's first call rather than on
         # every call. Bounded by the methods the server registers (unknown ones are not kept).
         self._wrapped: dict[str, Handler] = {}
@@ -178,8 +191,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             or handler.stream_stream
         )
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
+        edge = _Edge(guard, self.admission, self._metrics)
         return make(
-            wrap(behavior, guard, self._metrics, method, streamed=handler.request_streaming),
+            wrap(behavior, edge, method, streamed=handler.request_streaming),
             request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

@@ -108,11 +108,18 @@ async def start_server(
     With `metrics`, every call is counted, and `/metrics` is served where
     `common.metrics_listen` says (if it says).
     """
+    interceptor = EdgeInterceptor(tokens, metrics)
     server = grpc.aio.server(
         options=server_options(),
-        interceptors=(EdgeInterceptor(tokens, metrics),),
+        interceptors=(interceptor,),
         maximum_concurrent_rpcs=limits.grpc_concurrent_rpcs_max,
     )
+    if metrics is not None:
+        metrics.total(
+            "pointex_partner_calls_shed_total",
+            "calls refused because their partner had too many in flight",
+            lambda: interceptor.admission.shed,
+        )
     for service in services:
         service.register(server)
     health_servicer = health_aio.HealthServicer()

@@ -37,7 +37,7 @@ from pointex.server.payments.verification import (
 )
 
 KINDS: Final = frozenset({"sandbox"})
-_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _TOP_KEYS: Final = frozenset({"callback_window_s", "providers"})
 _PROVIDER_KEYS: Final = frozenset({"kind", "target", "request_timeout_ms", "keys"})
 _KEY_KEYS: Final = frozenset({"key_id", "secret", "secret_file"})

@@ -22,7 +22,7 @@ from pointex.server.payments.sandbox.gateway import (
     Payment,
 )
 
-_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _OUTCOMES: Final = {
     sandbox_pb2.OUTCOME_CONFIRMED: Outcome.CONFIRMED,
