@@ -147,19 +147,21 @@ def test_a_peer_that_fails_too_often_is_refused_but_a_proven_token_still_works(
 ) -> None:
     """Past the failures allowed, even a valid but new header is refused; others are not."""
     monkeypatch.setattr(limits, "auth_failures_per_peer_max", 3)
-    table.authenticate(_header(PARTNER_TOKEN), "ipv4:10.0.0.1:4000")  # Proven before.
+    table.authenticate(_header(PARTNER_TOKEN), lambda: "ipv4:10.0.0.1:4000")  # Proven before.
     for port in range(3):
         assert _reason_from(table, "not-a-known-token-at-all", f"ipv4:10.0.0.1:{port}")
     with pytest.raises(Overloaded) as limited:
-        table.authenticate(_header(OPERATOR_TOKEN), "ipv4:10.0.0.1:5000")
+        table.authenticate(_header(OPERATOR_TOKEN), lambda: "ipv4:10.0.0.1:5000")
     assert limited.value.reason == "AUTH_RATE_LIMITED"
     assert 0 < limited.value.retry_after_ms <= limits.auth_failure_window_ms
-    assert table.authenticate(_header(PARTNER_TOKEN), "ipv4:10.0.0.1:6000").principal_id == "acme"
-    assert table.authenticate(_header(OPERATOR_TOKEN), "ipv4:10.0.0.2:1").principal_id == "ops"
+    proven = table.authenticate(_header(PARTNER_TOKEN), lambda: "ipv4:10.0.0.1:6000")
+    assert proven.principal_id == "acme"
+    elsewhere = table.authenticate(_header(OPERATOR_TOKEN), lambda: "ipv4:10.0.0.2:1")
+    assert elsewhere.principal_id == "ops"
     assert (table.failures, table.rate_limited) == (3, 1)
 
 
 def _reason_from(table: TokenTable, token: str, peer: str) -> str:
     with pytest.raises(Unauthenticated) as caught:
-        table.authenticate(_header(token), peer)
+        table.authenticate(_header(token), lambda: peer)
     return caught.value.reason

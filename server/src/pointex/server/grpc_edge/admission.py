@@ -29,16 +29,18 @@ class PartnerAdmission:
         self._streams: dict[str, int] = {}
         self.shed = 0  # Calls refused, for metrics.
 
-    @contextlib.contextmanager
-    def admitted(self, principal: Principal | None, *, stream: bool) -> Iterator[None]:
-        """Hold a place for the call while it runs; raise Overloaded when there is none."""
+    def enter(self, principal: Principal | None, *, stream: bool) -> str | None:
+        """Take a place for the call; return the partner to give it back to (None: not counted).
+
+        Raises Overloaded when the partner has no place left.
+        """
         if principal is None or principal.role is not Role.PARTNER:
-            yield
-            return
+            return None
         counts = self._streams if stream else self._calls
         allowed = limits.partner_streams_max if stream else limits.partner_calls_in_flight_max
         partner = principal.principal_id
-        if counts.get(partner, 0) >= allowed:
+        held = counts.get(partner, 0)
+        if held >= allowed:
             self.shed += 1
             what = "streams" if stream else "calls"
             raise Overloaded(
@@ -46,10 +48,25 @@ class PartnerAdmission:
                 f"too many {what} in flight for this partner; retry later",
                 limits.overload_retry_after_ms,
             )
-        counts[partner] = counts.get(partner, 0) + 1
+        counts[partner] = held + 1
+        return partner
+
+    def leave(self, partner: str | None, *, stream: bool) -> None:
+        """Give back the place `enter` took."""
+        if partner is None:
+            return
+        counts = self._streams if stream else self._calls
+        left = counts[partner] - 1
+        if left:
+            counts[partner] = left
+        else:
+            del counts[partner]
+
+    @contextlib.contextmanager
+    def admitted(self, principal: Principal | None, *, stream: bool) -> Iterator[None]:
+        """Hold a place for the call while it runs; raise Overloaded when there is none."""
+        partner = self.enter(principal, stream=stream)
         try:
             yield
         finally:
-            counts[partner] -= 1
-            if not counts[partner]:
-                del counts[partner]
+            self.leave(partner, stream=stream)

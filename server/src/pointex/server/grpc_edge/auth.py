@@ -192,11 +192,11 @@ class TokenTable:
         log.info("tokens file reloaded", extra={"tokens": len(entries)})
         return True
 
-    def authenticate(self, metadata: Any, peer: str = "") -> Principal:
+    def authenticate(self, metadata: Any, peer: Callable[[], str] = str) -> Principal:
         """Return the principal whose bearer token the metadata carries.
 
-        `peer` is the caller's address: one that failed too often is refused for a while,
-        except with a token it has already proven.
+        `peer` returns the caller's address (asked only when the token is not one already
+        proven): one that failed too often is refused for a while.
         """
         # Metadata is a sequence of (key, value) pairs; keys are lower-case on the wire.
         header = next((v for k, v in metadata or () if k == "authorization"), None)
@@ -204,7 +204,7 @@ class TokenTable:
             proven = self._proven.get(header)
             if proven is not None:
                 return proven
-        address = peer.rsplit(":", 1)[0]  # "ipv4:127.0.0.1:5123" -> without the port
+        address = peer().rsplit(":", 1)[0]  # "ipv4:127.0.0.1:5123" -> without the port
         now = time.monotonic()
         blocked_ms = self._peers.blocked_for_ms(address, now)
         if blocked_ms:
@@ -248,7 +248,7 @@ def guard_for(tokens: TokenTable, method: str) -> Callable[[Any], Principal] | N
         return None
 
     def guard(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        principal = tokens.authenticate(context.invocation_metadata(), context.peer())
+        principal = tokens.authenticate(context.invocation_metadata(), context.peer)
         authorize(method, principal)
         _current.set(principal)
         return principal

@@ -114,9 +114,12 @@ def _wrap_unary_response(
         call = _Call(edge.metrics, method)
         try:
             principal = edge.guard(context) if edge.guard is not None else None
-            with edge.admission.admitted(principal, stream=streamed):
+            partner = edge.admission.enter(principal, stream=streamed)
+            try:
                 request = _checked_stream(request) if streamed else _checked(request)
                 response = await behavior(request, context)
+            finally:
+                edge.admission.leave(partner, stream=streamed)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
