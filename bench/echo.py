@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from bench import loops
 from pointex.v1 import command_service_pb2 as cs
 
 SERVICE = "bench.Echo"
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.listen.startswith(("127.0.0.1:", "localhost:", "[::1]:")):
         parser.error("only loopback targets are allowed")
-    asyncio.run(serve(args.listen))
+    loops.run(serve(args.listen))
     return 0
 
 

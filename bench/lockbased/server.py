@@ -32,7 +32,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from bench import limits
+from bench import limits, loops
 from bench.lockbased.market import LockBasedMarket, LockBasedPayments
 from bench.lockbased.market_server import MarketServicer, PaymentRequester
 from bench.lockbased.store import (
@@ -436,7 +436,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the lock-based contender until signalled."""
-    asyncio.run(serve(parse_args(argv)))
+    loops.run(serve(parse_args(argv)))
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench import limits
+from bench import limits, loops
 from bench.lockbased.server import (
     LedgerServicer,
     bulk_error,
@@ -106,7 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the peer contender until signalled."""
-    asyncio.run(serve(parse_args(argv)))
+    loops.run(serve(parse_args(argv)))
     return 0
 
 

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, StartCommandServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -123,3 +123,14 @@ async def test_unusable_store_exits_with_its_code(
     assert process.returncode == code
     assert said.encode() in stderr
     assert b"Traceback" not in stderr
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_each_event_loop_serves_and_is_logged(
+    tmp_path: Path, start_command_server: StartCommandServer, loop: str
+) -> None:
+    """POINTEX_EVENT_LOOP picks the loop (uvloop by default); the server says which at start."""
+    env = {} if loop == "uvloop" else {"POINTEX_EVENT_LOOP": loop}
+    server = await start_command_server(f"sqlite:///{tmp_path / 'events.db'}", extra_env=env)
+    assert await _health(server.target) == SERVING
+    assert f'"event_loop": "{loop}"' in server.log()

@@ -137,6 +137,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _ALL),
     Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _ALL),
     Setting(
+        "event_loop",
+        "POINTEX_EVENT_LOOP",
+        "uvloop",
+        "uvloop (about a tenth more unary calls per second on this design) or asyncio (the "
+        "standard library's loop)",
+        _BOTH,
+    ),
+    Setting(
         "markets_file",
         "POINTEX_MARKETS_FILE",
         "",
@@ -228,6 +236,7 @@ _PROGRAMS: Final = {
 _BPS_MAX: Final = 10_000
 _LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 _LOG_FORMATS: Final = frozenset({"json", "text"})
+_EVENT_LOOPS: Final = frozenset({"uvloop", "asyncio"})
 _ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -253,6 +262,7 @@ class CommonConfig:
     log_level: str
     log_format: str
     metrics_listen: str = ""  # empty: no /metrics endpoint
+    event_loop: str = "uvloop"  # or "asyncio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +446,7 @@ def _common(values: Mapping[str, str]) -> CommonConfig:
         ),
         log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
         log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
+        event_loop=_choice("event_loop", values["event_loop"], _EVENT_LOOPS, str.lower),
         metrics_listen=(
             _host_port("metrics_listen", values["metrics_listen"])
             if values.get("metrics_listen")

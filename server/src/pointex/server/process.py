@@ -21,6 +21,14 @@ from pointex.server.store_errors import StoreError
 
 log = logging.getLogger(__name__)
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+try:
+    import uvloop
+
+    _UVLOOP: LoopFactory | None = uvloop.new_event_loop
+except ImportError:  # pragma: no cover - a platform without uvloop (Windows).
+    _UVLOOP = None
+
 # Exit codes an operator (or a supervisor) can act on.
 EXIT_CONFIG: Final = 2  # a setting, the tokens file or a store URL is invalid
 EXIT_STORE: Final = 3  # a store refused: unreachable, unsafe durability, schema too new
@@ -76,13 +84,17 @@ def run_server(
     async def serve() -> None:
         stop = stop_signal()  # Before the port is announced: see stop_signal.
         server = await create(config)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        log.info("event loop", extra={"event_loop": loop})
         print(f"pointex {name} server listening on port {server.port}", flush=True)  # noqa: T201
         await serve_until_signalled(
             stop, server.running, config.common.shutdown_grace_s, server.close, server.stopping
         )
 
+    factory = _UVLOOP if config.common.event_loop == "uvloop" else None
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve())
     except (TokenFileError, ValueError) as error:
         log.error("%s: invalid configuration: %s", program, error)  # noqa: TRY400 - no trace needed.
         return EXIT_CONFIG
