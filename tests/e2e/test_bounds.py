@@ -9,7 +9,6 @@ the server's size limit gets RESOURCE_EXHAUSTED from gRPC itself.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import cast
 
@@ -22,7 +21,7 @@ from pointex.client.callbacks import sign
 from pointex.server import limits
 from pointex.server.domain.values import Role
 from pointex.server.grpc_edge.auth import METHOD_ROLES
-from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Rpc, call_raw
+from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Rpc, call_raw, logged_events
 from tests.e2e.conftest import ACME_TOKEN, OPERATOR_TOKEN, STACK_PROVIDER_SECRET, Stack, bearer
 from tests.e2e.test_tenancy import ROWS, _acme, channels, payment_delay_ms
 
@@ -33,12 +32,6 @@ MANY = 10_000
 HUGE_PAGE = 1_000_000
 # A signature of the wrong length is a signature that does not verify.
 _SIGNATURE_REFUSED = grpc.StatusCode.PERMISSION_DENIED
-
-
-def _events(store_file: Path) -> int:
-    with sqlite3.connect(store_file) as connection:
-        (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
-    return int(count)
 
 
 def _variants(request: Message) -> list[tuple[str, Message]]:
@@ -123,7 +116,7 @@ async def test_every_oversized_field_of_every_rpc_is_refused_and_changes_nothing
                 # Signed as the provider would: the bounds, not the signature, are tested.
                 callback = variant.callback  # type: ignore[attr-defined]
                 callback.signature = sign(callback, STACK_PROVIDER_SECRET.encode())
-            before = _events(store_file)
+            before = logged_events(store_file)
             outcome = await call_raw(
                 channel, rpc, [variant.SerializeToString()], bearer(_token(rpc))
             )
@@ -132,7 +125,7 @@ async def test_every_oversized_field_of_every_rpc_is_refused_and_changes_nothing
             )
             assert outcome.code == expected, (rpc.path, what, outcome)
             assert outcome.reason, (rpc.path, what, outcome)
-            assert _events(store_file) == before, (rpc.path, what)
+            assert logged_events(store_file) == before, (rpc.path, what)
             checked += 1
     assert checked > 50
 

@@ -19,7 +19,6 @@ After each refused call the command server's event log holds exactly what it hel
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +36,7 @@ from pointex.server.grpc_edge.auth import METHOD_ROLES
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2, event_feed_pb2
 from pointex.v1 import query_service_pb2 as qpb
-from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Outcome, Rpc, call_raw
+from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Outcome, Rpc, call_raw, logged_events
 from tests.e2e.conftest import (
     ACME_TOKEN,
     OPERATOR_TOKEN,
@@ -264,12 +263,6 @@ def test_every_rpc_has_a_row() -> None:
     assert set(ROWS) == {rpc.path for rpc in ALL_RPCS}
 
 
-def _events(store_file: Path) -> int:
-    with sqlite3.connect(store_file) as connection:
-        (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
-    return int(count)
-
-
 @pytest.fixture
 async def channels(stack: Stack) -> AsyncIterator[tuple[grpc.aio.Channel, grpc.aio.Channel]]:
     """Channels to the stack's command and query servers."""
@@ -365,14 +358,14 @@ async def test_another_partner_is_refused_on_every_rpc_and_changes_nothing(
     for rpc in ALL_RPCS:
         build, expected = ROWS[rpc.path]
         channel = command if rpc in COMMAND_RPCS else query
-        before = _events(store_file)
+        before = logged_events(store_file)
         request = build(acme)
         outcome, reply = await _call(channel, rpc, request)
         assert (outcome.code, outcome.reason) == expected, (rpc.path, outcome)
         if expected is PUBLIC:
             assert not any(s.encode() in reply for s in secrets), (rpc.path, reply)
         await asyncio.sleep(0)
-        assert _events(store_file) == before, rpc.path
+        assert logged_events(store_file) == before, rpc.path
 
 
 async def _call(channel: grpc.aio.Channel, rpc: Rpc, request: Message) -> tuple[Outcome, bytes]:
@@ -445,7 +438,7 @@ async def test_a_payment_provider_calls_back_only_for_its_own_payments(
         (elsewhere, "PROVIDER_MISMATCH"),
         (foreign_trade, "SIGNATURE_INVALID"),  # The signature covers the trade id.
     ):
-        before = _events(store_file)
+        before = logged_events(store_file)
         confirmed = pb.PaymentCallback()
         confirmed.CopyFrom(callback)
         confirmed.outcome = common_pb2.PAYMENT_OUTCOME_CONFIRMED
@@ -462,4 +455,4 @@ async def test_a_payment_provider_calls_back_only_for_its_own_payments(
                 grpc.StatusCode.PERMISSION_DENIED,
                 reason,
             ), (rpc, outcome)
-        assert _events(store_file) == before
+        assert logged_events(store_file) == before

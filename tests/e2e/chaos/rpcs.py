@@ -7,8 +7,10 @@ A new RPC in a proto is picked up here without an edit, so the suites built on t
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
@@ -129,3 +131,10 @@ async def _drain(
     except grpc.aio.AioRpcError as error:
         return _outcome(error)
     return Outcome(grpc.StatusCode.OK, "", "")
+
+
+def logged_events(store_file: Path) -> int:
+    """Return how many events a SQLite event store holds (to tell that nothing was written)."""
+    with sqlite3.connect(store_file) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
+    return int(count)

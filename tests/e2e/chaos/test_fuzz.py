@@ -8,7 +8,6 @@ request reaches its handler. A call the server refuses must leave the event log 
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from hypothesis import seed as seeded
 from hypothesis import strategies as st
 
 from tests.e2e.chaos.conftest import Report, scale
-from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Outcome, Rpc, call_raw
+from tests.e2e.chaos.rpcs import ALL_RPCS, COMMAND_RPCS, Outcome, Rpc, call_raw, logged_events
 from tests.e2e.chaos.strategies import malformed, request_bytes
 from tests.e2e.conftest import OPERATOR_TOKEN, ServerProcess, bearer
 
@@ -45,12 +44,6 @@ def draw(strategy: st.SearchStrategy[bytes], count: int, seed: int) -> list[byte
 
     collect()
     return drawn
-
-
-def _events(store_file: Path) -> int:
-    with sqlite3.connect(store_file) as connection:
-        (count,) = connection.execute("SELECT count(*) FROM events").fetchone()
-    return int(count)
 
 
 class _Servers:
@@ -81,14 +74,14 @@ async def _send(
     """Call `rpc` with each payload; a refused call must leave the log unchanged."""
     codes: Counter[str] = Counter()
     for payload in payloads:
-        before = _events(servers.store_file)
+        before = logged_events(servers.store_file)
         outcome = await call_raw(servers.channel(rpc), rpc, [payload], bearer(OPERATOR_TOKEN))
         codes[outcome.code.name] += 1
         assert outcome.code not in _NEVER, (rpc.path, payload, outcome)
         assert "Traceback" not in outcome.message, (rpc.path, outcome)
         assert check(outcome), (rpc.path, payload, outcome)
         if outcome.code is not grpc.StatusCode.OK:
-            assert _events(servers.store_file) == before, (rpc.path, payload, outcome)
+            assert logged_events(servers.store_file) == before, (rpc.path, payload, outcome)
     return codes
 
 
