@@ -1,7 +1,8 @@
-"""The one server interceptor both processes use: authenticate, authorize, map errors.
+"""The one server interceptor both processes use: authenticate, authorize, admit, map errors.
 
 Every handler is wrapped so that (1) the caller's bearer token and role are checked
-before it runs (health and reflection excepted), (2) a request whose bytes do not decode
+before it runs (health and reflection excepted), and a partner with too many calls or
+streams in flight is shed at once (admission.py), (2) a request whose bytes do not decode
 as the method's request message gets INVALID_ARGUMENT / MALFORMED_REQUEST (grpc itself
 would answer UNKNOWN), (3) an exception escaping it is reported through the status table
 (grpc_edge/status.py): a named case gets its code and reason, anything else INTERNAL with
