@@ -327,6 +327,36 @@ async def test_a_confirmed_trade_moves_points_from_seller_held_to_buyer(node: No
     assert await node.balances(buyer) == (4, 0)
 
 
+async def test_a_confirmation_and_a_failure_at_once_end_each_trade_one_way(node: Node) -> None:
+    """Ten trades each get both callbacks at once: one outcome each, both replies agree.
+
+    The driver that loses finds the points it would move already moved by the winner (or
+    meets its commit): it decides again on the trade as it now is, and never fails.
+    """
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 10, 100)
+    trades = [
+        (await node.place(buyer, OrderSide.BUY, 1, 100)).trades[0].trade_id for _ in range(10)
+    ]
+    await node.settle_background()
+    replies = await asyncio.gather(
+        *(
+            node.callback(trade_id, confirmed=confirmed)
+            for trade_id in trades
+            for confirmed in (True, False)
+        )
+    )
+    settled = 0
+    for first, second in zip(replies[::2], replies[1::2], strict=True):
+        assert first.trade_status == second.trade_status, (first, second)
+        settled += first.trade_status == common_pb2.TRADE_STATUS_SETTLED
+    await node.settle_background()
+    available, held = await node.balances(buyer)
+    assert (available, held) == (settled, 0)
+    assert await node.balances(seller) == (100 - settled, 0)
+    assert await _buying(node, buyer) == 0
+
+
 async def test_a_providers_own_request_timeout_bounds_its_payment_request(node: Node) -> None:
     """The trade asks with the longest timeout a provider may set, so the provider's own wins."""
     seller, buyer = await _two_traders(node)
