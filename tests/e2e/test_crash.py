@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -58,8 +58,6 @@ FUNDS_PER_MEMBER = 1_000
 AMOUNT_MAX = 5
 CALL_TIMEOUT_S = 5
 LOAD_S = 1.75
-# Calls in flight at the kill end within their deadline, so the clients stop within it too.
-CLIENTS_STOP_TIMEOUT_S = 2 * CALL_TIMEOUT_S
 ACKNOWLEDGED_REPEATS = 5
 RETRIED_REPEATS = 3
 RETRY_ROUNDS_MAX = 5
@@ -233,24 +231,48 @@ async def client(
     return attempts
 
 
+async def under_load(
+    target: str,
+    members: list[str],
+    fault: Callable[[], Awaitable[None]],
+    *,
+    clients_count: int = CLIENTS,
+    timeout_s: float = CALL_TIMEOUT_S,
+    load_before_s: float = LOAD_S,
+    load_after_s: float = 0.0,
+    stop_within_s: float = 2 * CALL_TIMEOUT_S,
+) -> list[Attempt]:
+    """Run the clients, inflict `fault` after `load_before_s`, go on `load_after_s`.
+
+    Return every attempt made. The clients stop after their current call, all within
+    `stop_within_s` (each call ends within its deadline).
+    """
+    stop = asyncio.Event()
+    rng = random.Random()
+    clients = [
+        asyncio.create_task(client(target, members, random.Random(rng.random()), stop, timeout_s))
+        for _ in range(clients_count)
+    ]
+    await asyncio.sleep(load_before_s)
+    await fault()
+    await asyncio.sleep(load_after_s)
+    stop.set()
+    async with asyncio.timeout(stop_within_s):
+        per_client = await asyncio.gather(*clients)
+    return [attempt for attempts in per_client for attempt in attempts]
+
+
 async def load_then_kill(
     server: ServerProcess, members: list[str], clients_count: int = CLIENTS
 ) -> list[Attempt]:
     """Run the clients, SIGKILL the server under load, and return every attempt made."""
-    stop = asyncio.Event()
-    rng = random.Random()
-    clients = [
-        asyncio.create_task(client(server.target, members, random.Random(rng.random()), stop))
-        for _ in range(clients_count)
-    ]
-    await asyncio.sleep(LOAD_S)
-    server.process.kill()
-    await server.process.wait()
-    # The calls in flight at the kill fail now; each client stops after its current call.
-    stop.set()
-    async with asyncio.timeout(CLIENTS_STOP_TIMEOUT_S):
-        per_client = await asyncio.gather(*clients)
-    return [attempt for attempts in per_client for attempt in attempts]
+
+    async def kill() -> None:
+        # The calls in flight at the kill fail now.
+        server.process.kill()
+        await server.process.wait()
+
+    return await under_load(server.target, members, kill, clients_count=clients_count)
 
 
 async def read_ledger(store: EventStore) -> tuple[Ledger, int]:

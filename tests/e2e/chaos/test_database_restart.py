@@ -13,7 +13,6 @@ up and finds I1 and I2 intact.
 from __future__ import annotations
 
 import asyncio
-import random
 
 import grpc
 
@@ -28,13 +27,13 @@ from tests.e2e.test_crash import (
     assert_acknowledged_once,
     assert_conserved,
     assert_settled_once,
-    client,
     open_funded_members,
     opened_store,
     read_settled_ledger,
     retry_all_at_once,
     retry_unknown_one_by_one,
     transfer,
+    under_load,
 )
 from tests.e2e.test_query import Queries, assert_invariants
 
@@ -78,22 +77,22 @@ async def test_a_database_crash_mid_load_is_survived_without_restarting_the_serv
     command = await start_command_server(store_url, markets=False)
     query = await start_query_server(command.target, f"{own_postgres.dsn}?schema=reads")
     members = await open_funded_members(command.target)
-    stop = asyncio.Event()
-    rng = random.Random()
-    tasks = [
-        asyncio.create_task(
-            client(command.target, members, random.Random(rng.random()), stop, CALL_TIMEOUT_S)
-        )
-        for _ in range(CLIENTS)
-    ]
-    await asyncio.sleep(LOAD_S)
-    await own_postgres.crash()
-    await asyncio.sleep(down_s)
-    await own_postgres.start()
-    await asyncio.sleep(LOAD_S)
-    stop.set()
-    async with asyncio.timeout(10 * CALL_TIMEOUT_S):
-        attempts = [a for each in await asyncio.gather(*tasks) for a in each]
+
+    async def crash() -> None:
+        await own_postgres.crash()
+        await asyncio.sleep(down_s)
+        await own_postgres.start()
+
+    attempts = await under_load(
+        command.target,
+        members,
+        crash,
+        clients_count=CLIENTS,
+        timeout_s=CALL_TIMEOUT_S,
+        load_before_s=LOAD_S,
+        load_after_s=LOAD_S,
+        stop_within_s=10 * CALL_TIMEOUT_S,
+    )
     codes = {a.first.code for a in attempts}
     assert codes <= ALLOWED, codes
     attempts.append(await _served_again(command.target, members))

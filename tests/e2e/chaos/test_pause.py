@@ -10,7 +10,6 @@ the points conserved.
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 
 import grpc
@@ -26,13 +25,13 @@ from tests.e2e.test_crash import (
     assert_acknowledged_once,
     assert_conserved,
     assert_settled_once,
-    client,
     open_funded_members,
     opened_store,
     read_settled_ledger,
     retry_all_at_once,
     retry_unknown_one_by_one,
     transfer,
+    under_load,
 )
 
 CLIENTS = 16
@@ -47,22 +46,22 @@ async def test_a_paused_command_server_times_calls_out_cleanly_and_recovers(
     pause_s = scale(3, 10)
     server = await start_command_server(store_url, markets=False)
     members = await open_funded_members(server.target)
-    stop = asyncio.Event()
-    rng = random.Random()
-    tasks = [
-        asyncio.create_task(
-            client(server.target, members, random.Random(rng.random()), stop, CALL_TIMEOUT_S)
-        )
-        for _ in range(CLIENTS)
-    ]
-    await asyncio.sleep(LOAD_S)
-    server.process.send_signal(signal.SIGSTOP)
-    await asyncio.sleep(pause_s)
-    server.process.send_signal(signal.SIGCONT)
-    await asyncio.sleep(LOAD_S)
-    stop.set()
-    async with asyncio.timeout(10 * CALL_TIMEOUT_S):
-        attempts: list[Attempt] = [a for each in await asyncio.gather(*tasks) for a in each]
+
+    async def pause() -> None:
+        server.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(pause_s)
+        server.process.send_signal(signal.SIGCONT)
+
+    attempts = await under_load(
+        server.target,
+        members,
+        pause,
+        clients_count=CLIENTS,
+        timeout_s=CALL_TIMEOUT_S,
+        load_before_s=LOAD_S,
+        load_after_s=LOAD_S,
+        stop_within_s=10 * CALL_TIMEOUT_S,
+    )
     codes = {a.first.code for a in attempts}
     assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
     timed_out = sum(1 for a in attempts if a.first.code is grpc.StatusCode.DEADLINE_EXCEEDED)
