@@ -155,6 +155,13 @@ overload_retry_after_ms = 100
 partner_calls_in_flight_max = 512
 partner_streams_max = 64
 
+# Longest a client-streaming call refused before its handler runs (credentials, role,
+# admission) waits for the client's first message or half-close before its status is sent.
+# grpcio's asyncio client reports a write that loses the race with the status as INTERNAL
+# instead of the server's status (grpc/grpc#36066); waiting lets the first write land. A
+# client that sends nothing holds its refused call (and nothing else) this long at most.
+refused_stream_settle_ms = 500
+
 # How long a caller is told to wait before retrying (RetryInfo) when the store is unavailable,
 # a commit's outcome is unknown or the server is shutting down (grpc_edge/status.py). Longer
 # than the overload hint: the cause usually takes longer to pass, and a shorter hint costs

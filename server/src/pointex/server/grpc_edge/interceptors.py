@@ -12,6 +12,8 @@ metrics. No client sees UNKNOWN or a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
+from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.values import Principal
 from pointex.server.grpc_edge.admission import PartnerAdmission
@@ -76,6 +79,20 @@ async def _checked_stream(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
         yield _checked(request)
 
 
+async def _settle(requests: AsyncIterable[Any]) -> None:
+    """Wait (bounded) for a refused stream's first message or its end, then return.
+
+    The status of a client-streaming call refused before it read anything can reach the
+    client while its first write is in flight; grpcio's asyncio client then reports INTERNAL
+    instead of the status (grpc/grpc#36066). Once the first message has arrived here, that
+    write is done, and the client's half-close does not have the flaw.
+    """
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(limits.refused_stream_settle_ms / 1000):
+            async for _ in requests:
+                return
+
+
 @dataclass(frozen=True, slots=True)
 class _Edge:
     """What every wrapped handler of one method shares: its guard, admission and metrics."""
@@ -83,6 +100,27 @@ class _Edge:
     guard: Guard
     admission: PartnerAdmission
     metrics: Metrics | None
+
+
+async def _admit(
+    edge: _Edge,
+    request: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    streamed: bool,
+    stream: bool,
+) -> str | None:
+    """Check the caller and take its place (admission.py); return whom to give it back to.
+
+    A refused client-streaming call first lets the client's first write land (_settle).
+    """
+    try:
+        principal = edge.guard(context) if edge.guard is not None else None
+        return edge.admission.enter(principal, stream=stream)
+    except Exception:
+        if streamed:
+            await _settle(request)
+        raise
 
 
 class _Call:
@@ -114,8 +152,7 @@ def _wrap_unary_response(
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(edge.metrics, method)
         try:
-            principal = edge.guard(context) if edge.guard is not None else None
-            partner = edge.admission.enter(principal, stream=streamed)
+            partner = await _admit(edge, request, context, streamed=streamed, stream=streamed)
             try:
                 request = _checked_stream(request) if streamed else _checked(request)
                 response = await behavior(request, context)
@@ -139,11 +176,13 @@ def _wrap_stream_response(
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(edge.metrics, method)
         try:
-            principal = edge.guard(context) if edge.guard is not None else None
-            with edge.admission.admitted(principal, stream=True):
+            partner = await _admit(edge, request, context, streamed=streamed, stream=True)
+            try:
                 request = _checked_stream(request) if streamed else _checked(request)
                 async for response in behavior(request, context):
                     yield response
+            finally:
+                edge.admission.leave(partner, stream=True)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
