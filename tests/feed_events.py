@@ -163,6 +163,16 @@ class Log:
         payload = events_pb2.AccountClosed(account_id=account_id)
         return self.event(f"account-{account_id}", "account_closed", payload)
 
+    def tier_set(self, account_id: str, tier: str) -> events_pb2.Event:
+        """AccountTierSet (an empty tier clears it)."""
+        payload = events_pb2.AccountTierSet(account_id=account_id, tier=tier)
+        return self.event(f"account-{account_id}", "account_tier_set", payload)
+
+    def program_rules_set(self, *limits: common_pb2.TransactionLimit) -> events_pb2.Event:
+        """ProgramRulesSet on program-main: these limits replace the rules before them."""
+        payload = events_pb2.ProgramRulesSet(rules=common_pb2.ProgramRules(limits=limits))
+        return self.event("program-main", "program_rules_set", payload)
+
     def recorded(self, key: str) -> events_pb2.Event:
         """CommandRecorded: an event no projection reads."""
         payload = events_pb2.CommandRecorded(request_id=key, rpc="MintPoints")

@@ -194,6 +194,15 @@ ROWS: dict[str, Row] = {
     ),
     # The batch is accepted; its one command is refused (checked in the reply below).
     "/pointex.v1.CommandService/ExecuteBulk": (_bulk, DENIED),
+    "/pointex.v1.CommandService/SetAccountTier": (
+        lambda a: pb.SetAccountTierRequest(request_id=rid(), account_id=a.member, tier="gold"),
+        DENIED,
+    ),
+    # The rules are the operator's: no partner sets them, whatever they name.
+    "/pointex.v1.CommandService/SetProgramRules": (
+        lambda _: pb.SetProgramRulesRequest(request_id=rid(), rules=common_pb2.ProgramRules()),
+        FORBIDDEN,
+    ),
     "/pointex.v1.EventFeed/Subscribe": (
         lambda _: event_feed_pb2.SubscribeRequest(),
         FORBIDDEN,
@@ -242,6 +251,11 @@ ROWS: dict[str, Row] = {
     "/pointex.v1.QueryService/WatchNotifications": (
         lambda a: qpb.WatchNotificationsRequest(account_ids=[a.member], from_beginning=True),
         DENIED,
+    ),
+    # The program's rules bind every partner's accounts alike: each may read them.
+    "/pointex.v1.QueryService/GetProgramRules": (
+        lambda _: qpb.GetProgramRulesRequest(),
+        PUBLIC,
     ),
     "/pointex.v1.QueryService/CheckInvariants": (
         lambda _: qpb.CheckInvariantsRequest(),

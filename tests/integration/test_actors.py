@@ -61,7 +61,9 @@ class Node:
         core = start_core(self.store, resident_max=100)
         self.committer, self.actors, self.lookup = core.committer, core.actors, core.lookup
         self.runner = core.runner
-        self.handlers = CommandHandlers(self.store, self.actors, self.lookup, self.runner)
+        self.handlers = CommandHandlers(
+            self.store, self.actors, self.lookup, self.runner, core.program
+        )
 
 
 async def settle(store: EventStore, number: int) -> None:

@@ -8,6 +8,7 @@ The translation of driver errors is tested row by row at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import sqlite3
@@ -31,7 +32,7 @@ from pointex.server.query.readstore.port import (
 from pointex.server.query.readstore.postgres import errors as pg_errors
 from pointex.server.query.readstore.sqlite import errors as sqlite_errors
 from pointex.server.store_errors import StoreError, StoreUnavailable
-from pointex.v1 import events_pb2
+from pointex.v1 import common_pb2, events_pb2
 from tests.feed_events import Log
 from tests.unit.test_market_projections import MarketRows, quantities, scenario
 
@@ -80,7 +81,10 @@ async def apply(
     accounts = await store.accounts(keys.account_ids, generation)
     trades = await store.trades(keys.trade_ids, generation)
     orders = await store.orders([*keys.order_ids, *order_ids_of(trades.values())], generation)
-    changes = project_batch(events, accounts, after, orders=orders, trades=trades)
+    rules = await store.program_rules(generation) if keys.program_rules else None
+    changes = project_batch(
+        events, accounts, after, orders=orders, trades=trades, program_rules=rules
+    )
     await store.apply(changes, generation)
     return changes
 
@@ -374,6 +378,133 @@ async def test_a_rebuilt_generation_has_the_same_market_rows(store: ReadStore) -
     assert await store.count_differences(generation) > 0
     await apply_in_batches(store, s.events[20:], 9, generation)
     assert await store.count_differences(generation) == 0
+
+
+def _transfer_limit(max_points: int) -> common_pb2.TransactionLimit:
+    return common_pb2.TransactionLimit(
+        operation=common_pb2.LIMITED_OPERATION_TRANSFER, max_points=max_points
+    )
+
+
+def tiers_and_rules(log: Log) -> list[events_pb2.Event]:
+    """A log that sets, changes and clears tiers and sets the program's rules twice."""
+    return [
+        log.opened("a1", "acme"),
+        log.opened("b1", "acme"),
+        log.program_rules_set(_transfer_limit(100)),
+        log.tier_set("a1", "gold"),
+        log.tier_set("b1", "silver"),
+        log.minted("a1", 9, after=9),
+        log.tier_set("b1", ""),
+        log.program_rules_set(
+            _transfer_limit(250),
+            common_pb2.TransactionLimit(
+                operation=common_pb2.LIMITED_OPERATION_MARKET_BUY, tier="gold", step_points=10
+            ),
+        ),
+    ]
+
+
+async def test_tiers_read_back_on_accounts_and_listings(store: ReadStore) -> None:
+    """A tier set shows on the row and in listings; cleared, it is empty; each bumps the version."""
+    await apply_in_batches(store, tiers_and_rules(Log()), 3)
+    accounts = await store.accounts(["a1", "b1"])
+    assert {k: (v.tier, v.version) for k, v in accounts.items()} == {
+        "a1": ("gold", 3),
+        "b1": ("", 3),
+    }
+    listed = await store.list_accounts(AccountFilter(owner_partner_id="acme"), "", 10)
+    assert [(row.account_id, row.tier) for row in listed] == [("a1", "gold"), ("b1", "")]
+    assert listed == [accounts["a1"], accounts["b1"]]
+    audit = await store.audit(10)
+    assert (audit.account_count, audit.negative_count) == (2, 0)
+
+
+async def test_the_latest_program_rules_are_read_and_survive_a_restart(
+    store: ReadStore, make_read_store: MakeReadStore
+) -> None:
+    """None before the first change; then the second change at version 2, after reopening too."""
+    assert await store.program_rules() is None
+    log = Log()
+    events = tiers_and_rules(log)
+    await apply(store, events[:4])
+    first = await store.program_rules()
+    assert first is not None
+    assert (first.version, first.position) == (1, 3)
+    await apply(store, events[4:])
+    rules = await store.program_rules()
+    assert rules is not None
+    assert (rules.version, rules.position) == (2, 8)
+    assert rules.set_at_us == events[7].recorded_at.ToMicroseconds()
+    assert common_pb2.ProgramRules.FromString(rules.body) == events[7].program_rules_set.rules
+    await store.close()
+    reopened = make_read_store()
+    await reopened.open()
+    assert await reopened.program_rules() == rules
+    assert (await reopened.accounts(["a1"]))["a1"].tier == "gold"
+
+
+async def test_a_rebuilt_generation_has_the_same_tiers_and_program_rules(
+    store: ReadStore,
+) -> None:
+    """A rebuild cut into other batches compares equal, program rules and tiers included."""
+    events = tiers_and_rules(Log())
+    await apply_in_batches(store, events, 8)
+    generation = await store.create_generation()
+    assert await store.program_rules(generation) is None
+    await apply_in_batches(store, events[:7], 2, generation)
+    # Only the rules differ now (and the checkpoint, which is not compared).
+    assert await store.count_differences(generation) == 2
+    await apply_in_batches(store, events[7:], 1, generation)
+    assert await store.count_differences(generation) == 0
+    rules = await store.program_rules()
+    await store.activate_generation(generation)
+    assert await store.program_rules() == rules
+
+
+async def test_an_older_read_store_gets_the_tier_column_and_the_rules_table(
+    store: ReadStore, make_read_store: MakeReadStore, read_store_url: str
+) -> None:
+    """Migration 0003 on a generation at schema 2 keeps its rows, with an empty tier."""
+    await seed(store, Log())
+    before = await store.accounts(["m1", "a1", "o1"])
+    await store.close()
+    await _undo_migration_3(read_store_url)
+    reopened = make_read_store()
+    await reopened.open()
+    assert await reopened.accounts(["m1", "a1", "o1"]) == before
+    assert {row.tier for row in before.values()} == {""}
+    assert await reopened.program_rules() is None
+    log = Log()
+    log.position = await reopened.checkpoint()
+    log.versions = {"account-a1": 3}
+    await apply(reopened, [log.tier_set("a1", "gold"), log.program_rules_set()])
+    assert (await reopened.accounts(["a1"]))["a1"].tier == "gold"
+    rules = await reopened.program_rules()
+    assert rules is not None
+    assert rules.version == 1
+
+
+async def _undo_migration_3(url: str) -> None:
+    """Take generation 1 of a closed read store back to schema version 2."""
+    statements = [
+        "ALTER TABLE g1_accounts DROP COLUMN tier",
+        "DROP TABLE g1_program_rules",
+        "DELETE FROM g1_schema_migrations WHERE version = 3",
+    ]
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
+            for statement in statements:
+                connection.execute(statement)
+            connection.commit()
+        return
+    dsn, _, schema = url.partition("?schema=")
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 def _sqlite_error(code: int) -> sqlite3.Error:

@@ -17,6 +17,7 @@ import pytest
 
 from pointex.server import limits
 from pointex.server.actors.account_actor import Decide
+from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
 from pointex.server.command.app.record_lookup import RecordLookup
@@ -55,13 +56,16 @@ class Node:
     lookup: RecordLookup = field(init=False)
     handlers: CommandHandlers = field(init=False)
     runner: ProcessRunner = field(init=False)
+    program: ProgramActor = field(init=False)
 
     def __post_init__(self) -> None:
         """Wire a fresh committer, actor system and handlers."""
         core = start_core(self.store, resident_max=100)
         self.committer, self.actors, self.lookup = core.committer, core.actors, core.lookup
-        self.runner = core.runner
-        self.handlers = CommandHandlers(self.store, self.actors, self.lookup, self.runner)
+        self.runner, self.program = core.runner, core.program
+        self.handlers = CommandHandlers(
+            self.store, self.actors, self.lookup, self.runner, core.program
+        )
 
     async def stop(self) -> None:
         """Commit what is queued and stop the tasks."""

@@ -6,6 +6,7 @@ import pytest
 
 from pointex.server.domain import events as ev
 from pointex.server.domain import market_events as mev
+from pointex.server.domain import program as prog
 from pointex.server.domain.values import (
     AccountKind,
     FeeSchedule,
@@ -44,6 +45,7 @@ SAMPLES = [
     ev.PointsBought("u2", "t1", "o2", 3, 3),
     ev.BuyReserved("u2", "o2", "PTS-CNY", 7, 130, TimeInForce.GTC, "c-2", 7),
     ev.BuyReleased("u2", "o2", "t1", 3, 4),
+    ev.AccountTierSet("u1", "gold"),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)
@@ -91,6 +93,19 @@ MARKET_SAMPLES = [
     mev.TradeCancelled("t1", TradeCancelReason.PAYMENT_DEADLINE_PASSED),
     mev.RefundRequired("t1", "sandbox", "pay_1", "evt_1", _CNY),
 ]
+PROGRAM_SAMPLES = [
+    prog.ProgramRulesSet(
+        prog.ProgramRules(
+            (
+                prog.TransactionLimit(prog.LimitedOperation.TRANSFER, None, "", 1, 25_000, 0),
+                prog.TransactionLimit(
+                    prog.LimitedOperation.MARKET_BUY, AccountKind.MEMBER, "gold", 0, 0, 1_000
+                ),
+            )
+        )
+    ),
+    prog.ProgramRulesSet(prog.ProgramRules()),
+]
 
 
 def stored(type_name: str, version: int, data: bytes) -> RecordedEvent:
@@ -98,7 +113,9 @@ def stored(type_name: str, version: int, data: bytes) -> RecordedEvent:
     return RecordedEvent(1, "account-u1", 1, 0, type_name, version, data, b"", 0)
 
 
-@pytest.mark.parametrize("event", SAMPLES + MARKET_SAMPLES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "event", SAMPLES + MARKET_SAMPLES + PROGRAM_SAMPLES, ids=lambda e: type(e).__name__
+)
 def test_round_trip(event: object) -> None:
     """Decoding what encode stored gives back an equal domain event."""
     new = encode(event)
@@ -113,6 +130,18 @@ def test_every_event_type_has_a_sample() -> None:
     assert {type(e) for e in MARKET_SAMPLES} == set(mev.MARKET_EVENT_TYPES) | set(
         mev.TRADE_EVENT_TYPES
     )
+    assert {type(e) for e in PROGRAM_SAMPLES} == set(prog.PROGRAM_EVENT_TYPES)
+
+
+def test_limits_travel_as_repeated_messages_with_unset_kinds() -> None:
+    """A limit for every kind has ACCOUNT_KIND_UNSPECIFIED; one for members names MEMBER."""
+    stored_rules = events_pb2.ProgramRulesSet.FromString(encode(PROGRAM_SAMPLES[0]).data).rules
+    every_kind, members = stored_rules.limits
+    assert every_kind.account_kind == common_pb2.ACCOUNT_KIND_UNSPECIFIED
+    assert every_kind.operation == common_pb2.LIMITED_OPERATION_TRANSFER
+    assert (every_kind.min_points, every_kind.max_points) == (1, 25_000)
+    assert members.account_kind == common_pb2.ACCOUNT_KIND_MEMBER
+    assert (members.tier, members.step_points) == ("gold", 1_000)
 
 
 def test_nested_values_travel_as_their_proto_messages() -> None:

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pointex.server.query.projections import account_ids_of, project_batch
+from pointex.server.query.projections import account_ids_of, keys_of, project_batch
 from pointex.server.query.projections.batch import UnknownSchemaVersion
 from pointex.server.query.readstore.port import AccountRow, Changes
-from pointex.v1 import events_pb2, query_service_pb2
+from pointex.v1 import common_pb2, events_pb2, query_service_pb2
 from tests.feed_events import Log
 
 
@@ -124,6 +124,78 @@ def test_status_changes_set_status_role_and_notify() -> None:
     assert rows.accounts["a1"].status == "CLOSED"
     assert rows.accounts["a1"].frozen_by_role == ""
     assert rows.accounts["a1"].version == 4
+
+
+def test_a_tier_set_and_cleared_shows_on_the_account_and_bumps_its_version() -> None:
+    """AccountTierSet sets the tier (empty clears it) and counts as an account event."""
+    log, rows = Log(), Rows()
+    rows.apply([log.opened("a1", "acme"), log.minted("a1", 9, after=9)])
+    assert rows.accounts["a1"].tier == ""
+    gold = log.tier_set("a1", "gold")
+    changes = rows.apply([gold])
+    (account,) = changes.accounts
+    assert (account.tier, account.version) == ("gold", 3)
+    assert account.updated_at_us == gold.recorded_at.ToMicroseconds()
+    assert account.available_points == 9
+    assert (changes.movements, changes.notifications) == ((), ())
+    rows.apply([log.tier_set("a1", ""), log.minted("a1", 1, after=10)])
+    assert (rows.accounts["a1"].tier, rows.accounts["a1"].version) == ("", 5)
+
+
+def test_a_tier_set_out_of_version_order_stops_the_projection() -> None:
+    """A tier event that does not follow the account's version is never applied."""
+    log, rows = Log(), Rows()
+    rows.apply([log.opened("a1", "acme")])
+    log.tier_set("a1", "lost")
+    with pytest.raises(AssertionError):
+        rows.apply([log.tier_set("a1", "gold")])
+
+
+def _limit(max_points: int) -> common_pb2.TransactionLimit:
+    return common_pb2.TransactionLimit(
+        operation=common_pb2.LIMITED_OPERATION_TRANSFER, max_points=max_points
+    )
+
+
+def test_the_latest_program_rules_are_in_force_with_their_version() -> None:
+    """Two ProgramRulesSet in one batch: the second is the row, at version 2."""
+    log = Log()
+    first, second = log.program_rules_set(_limit(100)), log.program_rules_set(_limit(250))
+    keys = keys_of([log.recorded("k"), first, second])
+    assert keys.program_rules
+    assert keys.account_ids == []
+    changes = project_batch([first, second], {}, 0)
+    rules = changes.program_rules
+    assert rules is not None
+    assert (rules.version, rules.position, rules.set_at_us) == (
+        2,
+        2,
+        second.recorded_at.ToMicroseconds(),
+    )
+    assert common_pb2.ProgramRules.FromString(rules.body) == second.program_rules_set.rules
+    assert changes.accounts == ()
+
+
+def test_program_rules_continue_from_the_rules_in_force() -> None:
+    """A later batch's change follows the version loaded; a batch without one changes nothing."""
+    log = Log()
+    first = project_batch([log.program_rules_set(_limit(100))], {}, 0).program_rules
+    assert first is not None
+    opened = log.opened("a1", "acme")
+    assert not keys_of([opened]).program_rules
+    assert project_batch([opened], {}, 1, program_rules=first).program_rules is None
+    later = project_batch([log.program_rules_set()], {}, 2, program_rules=first).program_rules
+    assert later is not None
+    assert later.version == 2
+    assert common_pb2.ProgramRules.FromString(later.body) == common_pb2.ProgramRules()
+
+
+def test_program_rules_out_of_version_order_stop_the_projection() -> None:
+    """A change that does not follow the rules in force (one was skipped) is never applied."""
+    log = Log()
+    log.program_rules_set(_limit(100))
+    with pytest.raises(AssertionError):
+        project_batch([log.program_rules_set(_limit(250))], {}, 1)
 
 
 def test_events_not_projected_still_advance_the_checkpoint() -> None:

@@ -28,7 +28,7 @@ def test_each_kind_of_stream_is_named_category_dash_id(name: object, category: s
 
 def test_the_stored_categories_never_change() -> None:
     """Categories are part of the stored log: renaming one would orphan every old event."""
-    assert {"account", "market", "transfer", "trade", "request"} == streams.CATEGORIES
+    assert {"account", "market", "transfer", "trade", "request", "program"} == streams.CATEGORIES
 
 
 def test_an_entity_of_another_category_is_none() -> None:

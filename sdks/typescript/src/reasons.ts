@@ -505,4 +505,41 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "window; calls from it are refused until the delay in RetryInfo has passed, " +
       "except with a token it has already used successfully. Metadata: none.",
   }],
+  ["AMOUNT_BELOW_MINIMUM", {
+    name: "AMOUNT_BELOW_MINIMUM",
+    number: 56,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The amount is below the program's minimum for the operation and the account " +
+      "(ProgramRules). Metadata: \"account_id\", \"operation\" (a LimitedOperation name " +
+      "without its prefix, e.g. \"TRANSFER\"), \"window\" (\"transaction\"), \"limit\".",
+  }],
+  ["LIMIT_EXCEEDED", {
+    name: "LIMIT_EXCEEDED",
+    number: 57,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The amount is above what the program's limit for the operation and the account " +
+      "allows (ProgramRules). Metadata: \"account_id\", \"operation\", \"window\" " +
+      "(\"transaction\"), \"limit\", \"remaining_points\" (the most this command could " +
+      "carry).",
+  }],
+  ["AMOUNT_NOT_IN_STEPS", {
+    name: "AMOUNT_NOT_IN_STEPS",
+    number: 58,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The amount is not a whole multiple of the program's step for the operation and " +
+      "the account (ProgramRules). Metadata: \"account_id\", \"operation\", \"window\" " +
+      "(\"transaction\"), \"limit\" (the step).",
+  }],
+  ["PROGRAM_RULES_CHANGED", {
+    name: "PROGRAM_RULES_CHANGED",
+    number: 59,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "SetProgramRules named an `expected_version` that is not the rules' version now: " +
+      "someone changed them since they were read. Nothing was changed. Metadata: " +
+      "\"version\" (the version now).",
+  }],
 ]);

@@ -16,6 +16,7 @@ from pointex.v1 import common_pb2
 AccountKindName = Literal["member", "merchant"]
 SideName = Literal["buy", "sell"]
 TimeInForceName = Literal["gtc", "ioc"]
+OperationName = Literal["transfer", "redeem", "market_buy", "market_sell"]
 
 _KINDS: Final[Mapping[str, common_pb2.AccountKind.ValueType]] = {
     "member": common_pb2.ACCOUNT_KIND_MEMBER,
@@ -28,6 +29,12 @@ _SIDES: Final[Mapping[str, common_pb2.OrderSide.ValueType]] = {
 _TIMES_IN_FORCE: Final[Mapping[str, common_pb2.TimeInForce.ValueType]] = {
     "gtc": common_pb2.TIME_IN_FORCE_GTC,
     "ioc": common_pb2.TIME_IN_FORCE_IOC,
+}
+_OPERATIONS: Final[Mapping[str, common_pb2.LimitedOperation.ValueType]] = {
+    "transfer": common_pb2.LIMITED_OPERATION_TRANSFER,
+    "redeem": common_pb2.LIMITED_OPERATION_REDEEM,
+    "market_buy": common_pb2.LIMITED_OPERATION_MARKET_BUY,
+    "market_sell": common_pb2.LIMITED_OPERATION_MARKET_SELL,
 }
 
 
@@ -49,6 +56,29 @@ def order_side(name: SideName) -> common_pb2.OrderSide.ValueType:
 def time_in_force(name: TimeInForceName) -> common_pb2.TimeInForce.ValueType:
     """Return the TimeInForce of "gtc" or "ioc"."""
     return _TIMES_IN_FORCE[name]
+
+
+def transaction_limit(
+    operation: OperationName,
+    *,
+    account_kind: AccountKindName | None = None,
+    tier: str = "",
+    min_points: int = 0,
+    max_points: int = 0,
+    step_points: int = 0,
+) -> common_pb2.TransactionLimit:
+    """Return a program limit: the points one command of `operation` may carry (0: no bound).
+
+    `account_kind` and `tier` narrow it to those accounts (None, "": every one).
+    """
+    return common_pb2.TransactionLimit(
+        operation=_OPERATIONS[operation],
+        account_kind=_KINDS[account_kind] if account_kind else common_pb2.ACCOUNT_KIND_UNSPECIFIED,
+        tier=tier,
+        min_points=min_points,
+        max_points=max_points,
+        step_points=step_points,
+    )
 
 
 def issue(

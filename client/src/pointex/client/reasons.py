@@ -435,4 +435,37 @@ REASONS: Final[Mapping[str, Reason]] = {
         "window; calls from it are refused until the delay in RetryInfo has passed, "
         "except with a token it has already used successfully. Metadata: none.",
     ),
+    "AMOUNT_BELOW_MINIMUM": Reason(
+        "AMOUNT_BELOW_MINIMUM",
+        56,
+        "FAILED_PRECONDITION",
+        "The amount is below the program's minimum for the operation and the account "
+        '(ProgramRules). Metadata: "account_id", "operation" (a LimitedOperation name '
+        'without its prefix, e.g. "TRANSFER"), "window" ("transaction"), "limit".',
+    ),
+    "LIMIT_EXCEEDED": Reason(
+        "LIMIT_EXCEEDED",
+        57,
+        "FAILED_PRECONDITION",
+        "The amount is above what the program's limit for the operation and the account "
+        'allows (ProgramRules). Metadata: "account_id", "operation", "window" '
+        '("transaction"), "limit", "remaining_points" (the most this command could '
+        "carry).",
+    ),
+    "AMOUNT_NOT_IN_STEPS": Reason(
+        "AMOUNT_NOT_IN_STEPS",
+        58,
+        "FAILED_PRECONDITION",
+        "The amount is not a whole multiple of the program's step for the operation and "
+        'the account (ProgramRules). Metadata: "account_id", "operation", "window" '
+        '("transaction"), "limit" (the step).',
+    ),
+    "PROGRAM_RULES_CHANGED": Reason(
+        "PROGRAM_RULES_CHANGED",
+        59,
+        "FAILED_PRECONDITION",
+        "SetProgramRules named an `expected_version` that is not the rules' version now: "
+        "someone changed them since they were read. Nothing was changed. Metadata: "
+        '"version" (the version now).',
+    ),
 }

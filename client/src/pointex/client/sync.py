@@ -247,6 +247,34 @@ class PointexClient:
         request = pb.CloseAccountRequest(request_id=rid, account_id=account_id, reason=reason)
         return self.call_command(self._commands.CloseAccount, request, rid)
 
+    def set_tier(
+        self, account_id: str, tier: str, *, request_id: str | None = None
+    ) -> pb.SetAccountTierResponse:
+        """Set an account's member tier ("" clears it); program limits may name tiers."""
+        rid = request_id or builders.new_request_id()
+        request = pb.SetAccountTierRequest(request_id=rid, account_id=account_id, tier=tier)
+        return self.call_command(self._commands.SetAccountTier, request, rid)
+
+    def set_program_rules(
+        self,
+        limits: Sequence[common_pb2.TransactionLimit],
+        *,
+        expected_version: int,
+        request_id: str | None = None,
+    ) -> pb.SetProgramRulesResponse:
+        """Replace the program's limits (operator only), if they are still at `expected_version`.
+
+        `expected_version` is the version `get_program_rules` returned (0 before any change);
+        a change made meanwhile raises Refused with reason PROGRAM_RULES_CHANGED.
+        """
+        rid = request_id or builders.new_request_id()
+        request = pb.SetProgramRulesRequest(
+            request_id=rid,
+            expected_version=expected_version,
+            rules=common_pb2.ProgramRules(limits=limits),
+        )
+        return self.call_command(self._commands.SetProgramRules, request, rid)
+
     def place_order(
         self,
         account_id: str,
@@ -423,6 +451,15 @@ class PointexClient:
             min_position=self._min(consistent=consistent, min_position=min_position),
         )
         return self.call_query(self._query_stub().GetOrderBook, request)
+
+    def get_program_rules(
+        self, *, consistent: bool = False, min_position: common_pb2.Position | None = None
+    ) -> qry.GetProgramRulesResponse:
+        """Return the program's limits in force and their version."""
+        request = qry.GetProgramRulesRequest(
+            min_position=self._min(consistent=consistent, min_position=min_position)
+        )
+        return self.call_query(self._query_stub().GetProgramRules, request)
 
     def check_invariants(
         self, *, consistent: bool = False, min_position: common_pb2.Position | None = None

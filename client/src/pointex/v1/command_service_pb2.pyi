@@ -1300,3 +1300,126 @@ class BulkError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BulkError: _TypeAlias = BulkError  # noqa: Y015
+
+@_typing.final
+class SetAccountTierRequest(_message.Message):
+    """Request of CommandService.SetAccountTier."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key; see CommandService. 1–128 id characters. Required."""
+    account_id: _builtins.str
+    """The account. Required."""
+    tier: _builtins.str
+    """The tier, for example "gold": 1–64 id characters, or empty to clear it."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "request_id", b"request_id", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAccountTierRequest: _TypeAlias = SetAccountTierRequest  # noqa: Y015
+
+@_typing.final
+class SetAccountTierResponse(_message.Message):
+    """Response of CommandService.SetAccountTier."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """True if this call changed the tier."""
+    @_builtins.property
+    def position(self) -> _common_pb2.Position:
+        """Position of the AccountTierSet event, or of the account's latest event if the tier was
+        already this one.
+        """
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.Position | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAccountTierResponse: _TypeAlias = SetAccountTierResponse  # noqa: Y015
+
+@_typing.final
+class SetProgramRulesRequest(_message.Message):
+    """Request of CommandService.SetProgramRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key; see CommandService. 1–128 id characters. Required."""
+    expected_version: _builtins.int
+    """The rules' version this change was made from (GetProgramRules.version; 0 before the first
+    change). Another version now fails with PROGRAM_RULES_CHANGED, so that two operators do
+    not overwrite each other unseen.
+    """
+    @_builtins.property
+    def rules(self) -> _common_pb2.ProgramRules:
+        """The rules to apply, replacing all the rules before them."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+        rules: _common_pb2.ProgramRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "request_id", b"request_id", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProgramRulesRequest: _TypeAlias = SetProgramRulesRequest  # noqa: Y015
+
+@_typing.final
+class SetProgramRulesResponse(_message.Message):
+    """Response of CommandService.SetProgramRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The rules' version now (1 after the first change)."""
+    @_builtins.property
+    def position(self) -> _common_pb2.Position:
+        """Position of the ProgramRulesSet event."""
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.Position | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProgramRulesResponse: _TypeAlias = SetProgramRulesResponse  # noqa: Y015

@@ -140,6 +140,16 @@ class CommandServiceStub:
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.FromString,
                 _registered_method=True)
+        self.SetAccountTier = channel.unary_unary(
+                '/pointex.v1.CommandService/SetAccountTier',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.SetAccountTierRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.SetAccountTierResponse.FromString,
+                _registered_method=True)
+        self.SetProgramRules = channel.unary_unary(
+                '/pointex.v1.CommandService/SetProgramRules',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -231,7 +241,8 @@ class CommandServiceServicer:
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED).
+        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -245,7 +256,8 @@ class CommandServiceServicer:
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED).
+        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -311,7 +323,8 @@ class CommandServiceServicer:
         NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
         (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
         (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-        TOO_MANY_OPEN_ORDERS).
+        TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -395,6 +408,33 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAccountTier(self, request, context):
+        """Sets a member tier on an account (or clears it with an empty tier); program limits may
+        name tiers. Setting the tier the account has changes nothing and succeeds.
+
+        Callers: operator; partner owning the account.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, FIELD_TOO_LONG); NOT_FOUND (ACCOUNT_NOT_FOUND);
+        PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION (ACCOUNT_CLOSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetProgramRules(self, request, context):
+        """Replaces the program's rules (limits) as a whole. The new rules apply to every command
+        decided after this call is acknowledged, never to what was decided before; QueryService
+        GetProgramRules reads them.
+
+        Callers: operator only.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD for an UNSPECIFIED operation, a negative bound, a
+        maximum below the minimum or above the per-command maximum, or two limits for one
+        operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
+        (PROGRAM_RULES_CHANGED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -467,6 +507,16 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.ExecuteBulk,
                     request_deserializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.SerializeToString,
+            ),
+            'SetAccountTier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAccountTier,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.SetAccountTierRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.SetAccountTierResponse.SerializeToString,
+            ),
+            'SetProgramRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetProgramRules,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -883,6 +933,60 @@ class CommandService:
             '/pointex.v1.CommandService/ExecuteBulk',
             pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.SerializeToString,
             pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAccountTier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/SetAccountTier',
+            pointex_dot_v1_dot_command__service__pb2.SetAccountTierRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.SetAccountTierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetProgramRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/SetProgramRules',
+            pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

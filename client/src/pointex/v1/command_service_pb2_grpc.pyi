@@ -107,7 +107,8 @@ class CommandServiceStub:
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED).
+    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     TransferPoints: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.TransferPointsRequest, _command_service_pb2.TransferPointsResponse]
     """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
@@ -117,7 +118,8 @@ class CommandServiceStub:
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED).
+    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     BurnPoints: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.BurnPointsRequest, _command_service_pb2.BurnPointsResponse]
     """Burns (retires) points from a merchant account's available points.
@@ -163,7 +165,8 @@ class CommandServiceStub:
     NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
     (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
     (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-    TOO_MANY_OPEN_ORDERS).
+    TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.CancelOrderRequest, _command_service_pb2.CancelOrderResponse]
     """Cancels a resting order: its open quantity leaves the book and, for a SELL order, returns
@@ -226,6 +229,25 @@ class CommandServiceStub:
     Errors ending the whole stream: UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID);
     PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
     UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
+    """
+    SetAccountTier: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.SetAccountTierRequest, _command_service_pb2.SetAccountTierResponse]
+    """Sets a member tier on an account (or clears it with an empty tier); program limits may
+    name tiers. Setting the tier the account has changes nothing and succeeds.
+
+    Callers: operator; partner owning the account.
+    Errors: INVALID_ARGUMENT (INVALID_FIELD, FIELD_TOO_LONG); NOT_FOUND (ACCOUNT_NOT_FOUND);
+    PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION (ACCOUNT_CLOSED).
+    """
+    SetProgramRules: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.SetProgramRulesRequest, _command_service_pb2.SetProgramRulesResponse]
+    """Replaces the program's rules (limits) as a whole. The new rules apply to every command
+    decided after this call is acknowledged, never to what was decided before; QueryService
+    GetProgramRules reads them.
+
+    Callers: operator only.
+    Errors: INVALID_ARGUMENT (INVALID_FIELD for an UNSPECIFIED operation, a negative bound, a
+    maximum below the minimum or above the per-command maximum, or two limits for one
+    operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
+    (PROGRAM_RULES_CHANGED).
     """
 
 @_typing.type_check_only
@@ -307,7 +329,8 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED).
+    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     TransferPoints: _aio.UnaryUnaryMultiCallable[_command_service_pb2.TransferPointsRequest, _command_service_pb2.TransferPointsResponse]  # type: ignore[assignment]
     """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
@@ -317,7 +340,8 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED).
+    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     BurnPoints: _aio.UnaryUnaryMultiCallable[_command_service_pb2.BurnPointsRequest, _command_service_pb2.BurnPointsResponse]  # type: ignore[assignment]
     """Burns (retires) points from a merchant account's available points.
@@ -363,7 +387,8 @@ class CommandServiceAsyncStub(CommandServiceStub):
     NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
     (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
     (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-    TOO_MANY_OPEN_ORDERS).
+    TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    AMOUNT_NOT_IN_STEPS).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_command_service_pb2.CancelOrderRequest, _command_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels a resting order: its open quantity leaves the book and, for a SELL order, returns
@@ -426,6 +451,25 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Errors ending the whole stream: UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID);
     PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
     UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
+    """
+    SetAccountTier: _aio.UnaryUnaryMultiCallable[_command_service_pb2.SetAccountTierRequest, _command_service_pb2.SetAccountTierResponse]  # type: ignore[assignment]
+    """Sets a member tier on an account (or clears it with an empty tier); program limits may
+    name tiers. Setting the tier the account has changes nothing and succeeds.
+
+    Callers: operator; partner owning the account.
+    Errors: INVALID_ARGUMENT (INVALID_FIELD, FIELD_TOO_LONG); NOT_FOUND (ACCOUNT_NOT_FOUND);
+    PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION (ACCOUNT_CLOSED).
+    """
+    SetProgramRules: _aio.UnaryUnaryMultiCallable[_command_service_pb2.SetProgramRulesRequest, _command_service_pb2.SetProgramRulesResponse]  # type: ignore[assignment]
+    """Replaces the program's rules (limits) as a whole. The new rules apply to every command
+    decided after this call is acknowledged, never to what was decided before; QueryService
+    GetProgramRules reads them.
+
+    Callers: operator only.
+    Errors: INVALID_ARGUMENT (INVALID_FIELD for an UNSPECIFIED operation, a negative bound, a
+    maximum below the minimum or above the per-command maximum, or two limits for one
+    operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
+    (PROGRAM_RULES_CHANGED).
     """
 
 class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -528,7 +572,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED).
+        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
 
     @_abc_1.abstractmethod
@@ -544,7 +589,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED).
+        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
 
     @_abc_1.abstractmethod
@@ -620,7 +666,8 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
         (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
         (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-        TOO_MANY_OPEN_ORDERS).
+        TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        AMOUNT_NOT_IN_STEPS).
         """
 
     @_abc_1.abstractmethod
@@ -707,6 +754,37 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors ending the whole stream: UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID);
         PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
         UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAccountTier(
+        self,
+        request: _command_service_pb2.SetAccountTierRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.SetAccountTierResponse, _abc.Awaitable[_command_service_pb2.SetAccountTierResponse]]:
+        """Sets a member tier on an account (or clears it with an empty tier); program limits may
+        name tiers. Setting the tier the account has changes nothing and succeeds.
+
+        Callers: operator; partner owning the account.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, FIELD_TOO_LONG); NOT_FOUND (ACCOUNT_NOT_FOUND);
+        PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION (ACCOUNT_CLOSED).
+        """
+
+    @_abc_1.abstractmethod
+    def SetProgramRules(
+        self,
+        request: _command_service_pb2.SetProgramRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.SetProgramRulesResponse, _abc.Awaitable[_command_service_pb2.SetProgramRulesResponse]]:
+        """Replaces the program's rules (limits) as a whole. The new rules apply to every command
+        decided after this call is acknowledged, never to what was decided before; QueryService
+        GetProgramRules reads them.
+
+        Callers: operator only.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD for an UNSPECIFIED operation, a negative bound, a
+        maximum below the minimum or above the per-command maximum, or two limits for one
+        operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
+        (PROGRAM_RULES_CHANGED).
         """
 
 def add_CommandServiceServicer_to_server(servicer: CommandServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

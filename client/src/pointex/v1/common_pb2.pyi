@@ -36,10 +36,12 @@ Conventions for every file of package pointex.v1:
   (1,000,000,000,000,000); total supply, minted minus burned (4,000,000,000,000,000,000).
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pointex.v1 import errors_pb2 as _errors_pb2
 import builtins as _builtins
@@ -515,6 +517,40 @@ MOVEMENT_KIND_TRADE_BOUGHT: MovementKind.ValueType  # 13
 """A trade settled: the buyer received the quantity (available +)."""
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
+class _LimitedOperation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitedOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitedOperation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMITED_OPERATION_UNSPECIFIED: _LimitedOperation.ValueType  # 0
+    """Not set."""
+    LIMITED_OPERATION_TRANSFER: _LimitedOperation.ValueType  # 1
+    """TransferPoints: the amount a MEMBER account gives."""
+    LIMITED_OPERATION_REDEEM: _LimitedOperation.ValueType  # 2
+    """RedeemPoints: the amount a MEMBER account spends."""
+    LIMITED_OPERATION_MARKET_BUY: _LimitedOperation.ValueType  # 3
+    """PlaceOrder with side BUY: the order's quantity."""
+    LIMITED_OPERATION_MARKET_SELL: _LimitedOperation.ValueType  # 4
+    """PlaceOrder with side SELL: the order's quantity."""
+
+class LimitedOperation(_LimitedOperation, metaclass=_LimitedOperationEnumTypeWrapper):
+    """What a program limit applies to. Each is counted on the account the points leave or, for a
+    market BUY, the account that buys.
+    """
+
+LIMITED_OPERATION_UNSPECIFIED: LimitedOperation.ValueType  # 0
+"""Not set."""
+LIMITED_OPERATION_TRANSFER: LimitedOperation.ValueType  # 1
+"""TransferPoints: the amount a MEMBER account gives."""
+LIMITED_OPERATION_REDEEM: LimitedOperation.ValueType  # 2
+"""RedeemPoints: the amount a MEMBER account spends."""
+LIMITED_OPERATION_MARKET_BUY: LimitedOperation.ValueType  # 3
+"""PlaceOrder with side BUY: the order's quantity."""
+LIMITED_OPERATION_MARKET_SELL: LimitedOperation.ValueType  # 4
+"""PlaceOrder with side SELL: the order's quantity."""
+Global___LimitedOperation: _TypeAlias = LimitedOperation  # noqa: Y015
+
 @_typing.final
 class Position(_message.Message):
     """An opaque, versioned position in the global event log.
@@ -852,6 +888,7 @@ class Account(_message.Message):
     FROZEN_BY_ROLE_FIELD_NUMBER: _builtins.int
     OPENED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account's id."""
     kind: Global___AccountKind.ValueType
@@ -876,6 +913,10 @@ class Account(_message.Message):
     """Who froze the account when `status` is FROZEN (only an operator can lift an operator's
     freeze); UNSPECIFIED otherwise.
     """
+    tier: _builtins.str
+    """The member tier a partner or the operator set (SetAccountTier), for example "gold"; empty
+    for none. Program limits may name a tier (ProgramRules).
+    """
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the account was opened."""
@@ -898,10 +939,11 @@ class Account(_message.Message):
         frozen_by_role: Global___Role.ValueType = ...,
         opened_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_points", b"available_points", "display_name", b"display_name", "frozen_by_role", b"frozen_by_role", "held_points", b"held_points", "kind", b"kind", "opened_at", b"opened_at", "owner_partner_id", b"owner_partner_id", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_points", b"available_points", "display_name", b"display_name", "frozen_by_role", b"frozen_by_role", "held_points", b"held_points", "kind", b"kind", "opened_at", b"opened_at", "owner_partner_id", b"owner_partner_id", "status", b"status", "tier", b"tier", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -999,3 +1041,87 @@ class Market(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Market: _TypeAlias = Market  # noqa: Y015
+
+@_typing.final
+class TransactionLimit(_message.Message):
+    """One limit of a program: the points one command may carry for an operation, for the accounts
+    it names. A bound of 0 is no bound.
+
+    Of the limits of one operation, exactly one applies to an account: the one naming its kind
+    and its tier, else the one naming its tier only, else the one naming its kind only, else the
+    one naming neither; none of them, and the operation is not limited. Example: at most 25,000
+    points per transfer; buying in steps of 1,000.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    ACCOUNT_KIND_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    MIN_POINTS_FIELD_NUMBER: _builtins.int
+    MAX_POINTS_FIELD_NUMBER: _builtins.int
+    STEP_POINTS_FIELD_NUMBER: _builtins.int
+    operation: Global___LimitedOperation.ValueType
+    """The operation limited. Required."""
+    account_kind: Global___AccountKind.ValueType
+    """The account kind this limit is for; UNSPECIFIED for every kind."""
+    tier: _builtins.str
+    """The member tier this limit is for (Account.tier); empty for every tier. Id characters, at
+    most 64.
+    """
+    min_points: _builtins.int
+    """The fewest points one command may carry; 0 for no minimum. A smaller amount is refused
+    with FAILED_PRECONDITION / AMOUNT_BELOW_MINIMUM.
+    """
+    max_points: _builtins.int
+    """The most points one command may carry; 0 for no maximum, else at least `min_points`. A
+    larger amount is refused with FAILED_PRECONDITION / LIMIT_EXCEEDED.
+    """
+    step_points: _builtins.int
+    """Amounts must be whole multiples of this; 0 (or 1) for any amount. Another amount is
+    refused with FAILED_PRECONDITION / AMOUNT_NOT_IN_STEPS.
+    """
+    def __init__(
+        self,
+        *,
+        operation: Global___LimitedOperation.ValueType = ...,
+        account_kind: Global___AccountKind.ValueType = ...,
+        tier: _builtins.str = ...,
+        min_points: _builtins.int = ...,
+        max_points: _builtins.int = ...,
+        step_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_kind", b"account_kind", "max_points", b"max_points", "min_points", b"min_points", "operation", b"operation", "step_points", b"step_points", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionLimit: _TypeAlias = TransactionLimit  # noqa: Y015
+
+@_typing.final
+class ProgramRules(_message.Message):
+    """The rules an operator sets for the program (SetProgramRules). Each change is an event on the
+    program's stream and applies to every command decided after it was acknowledged; what was
+    decided before stays as it was.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionLimit]:
+        """The program's limits; at most 256, at most one per (operation, account_kind, tier)."""
+
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___TransactionLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgramRules: _TypeAlias = ProgramRules  # noqa: Y015

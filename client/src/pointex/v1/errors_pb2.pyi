@@ -287,6 +287,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     short window; calls from it are refused until the delay in RetryInfo has passed, except
     with a token it has already used successfully. Metadata: none.
     """
+    ERROR_REASON_AMOUNT_BELOW_MINIMUM: _ErrorReason.ValueType  # 56
+    """FAILED_PRECONDITION. The amount is below the program's minimum for the operation and the
+    account (ProgramRules). Metadata: "account_id", "operation" (a LimitedOperation name
+    without its prefix, e.g. "TRANSFER"), "window" ("transaction"), "limit".
+    """
+    ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 57
+    """FAILED_PRECONDITION. The amount is above what the program's limit for the operation and
+    the account allows (ProgramRules). Metadata: "account_id", "operation", "window"
+    ("transaction"), "limit", "remaining_points" (the most this command could carry).
+    """
+    ERROR_REASON_AMOUNT_NOT_IN_STEPS: _ErrorReason.ValueType  # 58
+    """FAILED_PRECONDITION. The amount is not a whole multiple of the program's step for the
+    operation and the account (ProgramRules). Metadata: "account_id", "operation", "window"
+    ("transaction"), "limit" (the step).
+    """
+    ERROR_REASON_PROGRAM_RULES_CHANGED: _ErrorReason.ValueType  # 59
+    """FAILED_PRECONDITION. SetProgramRules named an `expected_version` that is not the rules'
+    version now: someone changed them since they were read. Nothing was changed. Metadata:
+    "version" (the version now).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -534,5 +554,25 @@ ERROR_REASON_AUTH_RATE_LIMITED: ErrorReason.ValueType  # 55
 """RESOURCE_EXHAUSTED. Too many failed authentications came from the caller's address in a
 short window; calls from it are refused until the delay in RetryInfo has passed, except
 with a token it has already used successfully. Metadata: none.
+"""
+ERROR_REASON_AMOUNT_BELOW_MINIMUM: ErrorReason.ValueType  # 56
+"""FAILED_PRECONDITION. The amount is below the program's minimum for the operation and the
+account (ProgramRules). Metadata: "account_id", "operation" (a LimitedOperation name
+without its prefix, e.g. "TRANSFER"), "window" ("transaction"), "limit".
+"""
+ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 57
+"""FAILED_PRECONDITION. The amount is above what the program's limit for the operation and
+the account allows (ProgramRules). Metadata: "account_id", "operation", "window"
+("transaction"), "limit", "remaining_points" (the most this command could carry).
+"""
+ERROR_REASON_AMOUNT_NOT_IN_STEPS: ErrorReason.ValueType  # 58
+"""FAILED_PRECONDITION. The amount is not a whole multiple of the program's step for the
+operation and the account (ProgramRules). Metadata: "account_id", "operation", "window"
+("transaction"), "limit" (the step).
+"""
+ERROR_REASON_PROGRAM_RULES_CHANGED: ErrorReason.ValueType  # 59
+"""FAILED_PRECONDITION. SetProgramRules named an `expected_version` that is not the rules'
+version now: someone changed them since they were read. Nothing was changed. Metadata:
+"version" (the version now).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

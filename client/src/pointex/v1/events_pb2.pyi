@@ -116,6 +116,8 @@ class Event(_message.Message):
     COMMAND_RECORDED_FIELD_NUMBER: _builtins.int
     BUY_RESERVED_FIELD_NUMBER: _builtins.int
     BUY_RELEASED_FIELD_NUMBER: _builtins.int
+    PROGRAM_RULES_SET_FIELD_NUMBER: _builtins.int
+    ACCOUNT_TIER_SET_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -280,6 +282,14 @@ class Event(_message.Message):
     def buy_released(self) -> Global___BuyReleased:
         """See BuyReleased."""
 
+    @_builtins.property
+    def program_rules_set(self) -> Global___ProgramRulesSet:
+        """See ProgramRulesSet."""
+
+    @_builtins.property
+    def account_tier_set(self) -> Global___AccountTierSet:
+        """See AccountTierSet."""
+
     def __init__(
         self,
         *,
@@ -324,12 +334,14 @@ class Event(_message.Message):
         command_recorded: Global___CommandRecorded | None = ...,
         buy_reserved: Global___BuyReserved | None = ...,
         buy_released: Global___BuyReleased | None = ...,
+        program_rules_set: Global___ProgramRulesSet | None = ...,
+        account_tier_set: Global___AccountTierSet | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1713,3 +1725,56 @@ class RefundRequired(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefundRequired: _TypeAlias = RefundRequired  # noqa: Y015
+
+@_typing.final
+class ProgramRulesSet(_message.Message):
+    """The operator set the program's rules (SetProgramRules); they replace the rules before them
+    and apply to commands decided from here on. Stream program-main; its version is the rules'
+    version.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _common_pb2.ProgramRules:
+        """The rules now in force."""
+
+    def __init__(
+        self,
+        *,
+        rules: _common_pb2.ProgramRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgramRulesSet: _TypeAlias = ProgramRulesSet  # noqa: Y015
+
+@_typing.final
+class AccountTierSet(_message.Message):
+    """An account's member tier was set or cleared (SetAccountTier). Stream account-<account_id>."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account."""
+    tier: _builtins.str
+    """The tier now; empty for none."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountTierSet: _TypeAlias = AccountTierSet  # noqa: Y015

@@ -1841,3 +1841,67 @@ class GetProjectionStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProjectionStatusResponse: _TypeAlias = GetProjectionStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetProgramRulesRequest(_message.Message):
+    """Request of QueryService.GetProgramRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def min_position(self) -> _common_pb2.Position:
+        """Answer only once projections reached this position; see QueryService."""
+
+    def __init__(
+        self,
+        *,
+        min_position: _common_pb2.Position | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProgramRulesRequest: _TypeAlias = GetProgramRulesRequest  # noqa: Y015
+
+@_typing.final
+class GetProgramRulesResponse(_message.Message):
+    """Response of QueryService.GetProgramRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    SET_AT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The rules' version: the number of changes so far (SetProgramRules.expected_version)."""
+    @_builtins.property
+    def as_of(self) -> _common_pb2.Position:
+        """The position the answer reflects."""
+
+    @_builtins.property
+    def rules(self) -> _common_pb2.ProgramRules:
+        """The rules in force."""
+
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp:
+        """When they were set; unset at version 0."""
+
+    def __init__(
+        self,
+        *,
+        as_of: _common_pb2.Position | None = ...,
+        version: _builtins.int = ...,
+        rules: _common_pb2.ProgramRules | None = ...,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "rules", b"rules", "set_at", b"set_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "rules", b"rules", "set_at", b"set_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProgramRulesResponse: _TypeAlias = GetProgramRulesResponse  # noqa: Y015

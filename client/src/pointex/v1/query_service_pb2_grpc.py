@@ -139,6 +139,11 @@ class QueryServiceStub:
                 request_serializer=pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusResponse.FromString,
                 _registered_method=True)
+        self.GetProgramRules = channel.unary_unary(
+                '/pointex.v1.QueryService/GetProgramRules',
+                request_serializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -357,6 +362,17 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProgramRules(self, request, context):
+        """Returns the program's rules in force (limits) and their version, as last set with
+        CommandService.SetProgramRules; version 0 and no limits before the first change.
+
+        Callers: operator; partner.
+        Errors: only the common ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -434,6 +450,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetProjectionStatus,
                     request_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusResponse.SerializeToString,
+            ),
+            'GetProgramRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProgramRules,
+                    request_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -871,6 +892,33 @@ class QueryService:
             '/pointex.v1.QueryService/GetProjectionStatus',
             pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusRequest.SerializeToString,
             pointex_dot_v1_dot_query__service__pb2.GetProjectionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProgramRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.QueryService/GetProgramRules',
+            pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.SerializeToString,
+            pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -186,6 +186,13 @@ class QueryServiceStub:
     Callers: operator only.
     Errors: only the common ones.
     """
+    GetProgramRules: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetProgramRulesRequest, _query_service_pb2.GetProgramRulesResponse]
+    """Returns the program's rules in force (limits) and their version, as last set with
+    CommandService.SetProgramRules; version 0 and no limits before the first change.
+
+    Callers: operator; partner.
+    Errors: only the common ones.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -343,6 +350,13 @@ class QueryServiceAsyncStub(QueryServiceStub):
     the lag between them, the feed connection state and the latest rebuild's progress.
 
     Callers: operator only.
+    Errors: only the common ones.
+    """
+    GetProgramRules: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetProgramRulesRequest, _query_service_pb2.GetProgramRulesResponse]  # type: ignore[assignment]
+    """Returns the program's rules in force (limits) and their version, as last set with
+    CommandService.SetProgramRules; version 0 and no limits before the first change.
+
+    Callers: operator; partner.
     Errors: only the common ones.
     """
 
@@ -589,6 +603,19 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         the lag between them, the feed connection state and the latest rebuild's progress.
 
         Callers: operator only.
+        Errors: only the common ones.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProgramRules(
+        self,
+        request: _query_service_pb2.GetProgramRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.GetProgramRulesResponse, _abc.Awaitable[_query_service_pb2.GetProgramRulesResponse]]:
+        """Returns the program's rules in force (limits) and their version, as last set with
+        CommandService.SetProgramRules; version 0 and no limits before the first change.
+
+        Callers: operator; partner.
         Errors: only the common ones.
         """
 

@@ -231,6 +231,10 @@ points_amount_max = 10**12
 # Points one account may hold (available + held).
 points_balance_max = 10**15
 
+# Limits in the program's rules (common.proto ProgramRules). Every account actor holds an
+# index of them and every rules change is one event carrying them all.
+program_limits_max = 256
+
 assert feed_batch_events_max <= feed_buffer_events_max
 assert 1 <= feed_batch_events_default <= feed_batch_events_max
 assert commit_queue_events_max >= append_batch_events_max

@@ -7,6 +7,7 @@ passivated while points it sent are in flight.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pointex.server.actors import snapshots
@@ -21,22 +22,43 @@ from pointex.server.actors.stream_actor import (
 from pointex.server.domain import account, errors, streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import CloseAccount, DebitPoints
+from pointex.server.domain.program import NO_LIMITS, LimitIndex
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore, Snapshot
 
-__all__ = ["AccountActor", "Decide", "Decided", "Inspect", "Message", "load_account"]
+__all__ = [
+    "AccountActor",
+    "Decide",
+    "Decided",
+    "Inspect",
+    "LimitsInForce",
+    "Message",
+    "account_aggregate",
+    "load_account",
+]
+
+
+# Returns the program's limits in force now (actors/program_actor.py).
+LimitsInForce = Callable[[], LimitIndex]
+
+
+def _no_limits() -> LimitIndex:
+    return NO_LIMITS
 
 
 class _AccountAggregate:
-    """The account domain as an actor's aggregate."""
+    """The account domain as an actor's aggregate, deciding under the limits in force."""
 
     in_place = False
+
+    def __init__(self, limits_in_force: LimitsInForce = _no_limits) -> None:
+        self._limits_in_force = limits_in_force
 
     def empty(self) -> Account | None:
         return None
 
     def decide(self, state: Account | None, command: Any) -> list[Any]:
-        return account.decide(state, command)
+        return account.decide(state, command, self._limits_in_force())
 
     def evolve(self, state: Account | None, event: Any) -> Account | None:
         return account.evolve(state, event)
@@ -52,15 +74,26 @@ class _AccountAggregate:
         return snapshots.from_snapshot(snapshot)
 
 
-ACCOUNTS = _AccountAggregate()
+ACCOUNTS = _AccountAggregate()  # Loads and snapshots; decides with no limits.
+
+
+def account_aggregate(limits_in_force: LimitsInForce) -> _AccountAggregate:
+    """Return the account aggregate deciding under `limits_in_force`."""
+    return _AccountAggregate(limits_in_force)
 
 
 class AccountActor(StreamActor[Account | None]):
     """The only writer of one account stream in this process."""
 
-    def __init__(self, account_id: str, store: EventStore, committer: GroupCommitter) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        store: EventStore,
+        committer: GroupCommitter,
+        aggregate: _AccountAggregate = ACCOUNTS,
+    ) -> None:
         """Create an inactive actor; it loads its state on the first message."""
-        super().__init__(streams.account(account_id), ACCOUNTS, store, committer)
+        super().__init__(streams.account(account_id), aggregate, store, committer)
         self.account_id = account_id
         # Transfers out of this account whose credit or return has not committed yet: it may
         # not close, or leave memory, meanwhile. Kept in memory only (recovery finishes every

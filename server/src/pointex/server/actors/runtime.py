@@ -14,8 +14,17 @@ import itertools
 from typing import Any, TypeVar, overload
 
 from pointex.server import limits
-from pointex.server.actors.account_actor import AccountActor, Decide, Decided, Inspect, Message
+from pointex.server.actors.account_actor import (
+    AccountActor,
+    Decide,
+    Decided,
+    Inspect,
+    LimitsInForce,
+    Message,
+    account_aggregate,
+)
 from pointex.server.domain.account import Account
+from pointex.server.domain.program import NO_LIMITS
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
 
@@ -26,9 +35,20 @@ T = TypeVar("T")
 class AccountActors:
     """All account actors of one command server."""
 
-    def __init__(self, store: EventStore, committer: GroupCommitter, *, resident_max: int) -> None:
-        """Host actors over `store`, appending through `committer`, at most `resident_max`."""
+    def __init__(
+        self,
+        store: EventStore,
+        committer: GroupCommitter,
+        *,
+        resident_max: int,
+        limits_in_force: LimitsInForce | None = None,
+    ) -> None:
+        """Host actors over `store`, appending through `committer`, at most `resident_max`.
+
+        Actors decide under `limits_in_force` (the program's limits; None: no limits).
+        """
         assert resident_max > 0, resident_max
+        self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS))
         self._store = store
         self._committer = committer
         self._resident_max = resident_max
@@ -45,7 +65,7 @@ class AccountActors:
         """Return the account's actor, creating it (inactive) if it is not resident."""
         actor = self._actors.get(account_id)
         if actor is None:
-            actor = AccountActor(account_id, self._store, self._committer)
+            actor = AccountActor(account_id, self._store, self._committer, self._aggregate)
             self._actors[account_id] = actor
             self.activations += 1
             self._passivate_beyond_cap()

@@ -16,7 +16,7 @@ from pointex.server.domain.values import AccountKind, AccountStatus, Role
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 2  # 2: buying_points
+SNAPSHOT_SCHEMA_VERSION: Final = 3  # 2: buying_points; 3: tier
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -29,6 +29,7 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
         "available_points": state.available_points,
         "held_points": state.held_points,
         "buying_points": state.buying_points,
+        "tier": state.tier,
         "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
         "position": position,
     }
@@ -51,6 +52,7 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
         held_points=int(data["held_points"]),
         frozen_by_role=Role(frozen_by) if frozen_by else None,
         buying_points=int(data["buying_points"]),
+        tier=str(data["tier"]),
     )
     state.check()
     return state, snapshot.stream_version, int(data["position"])

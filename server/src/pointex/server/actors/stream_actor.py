@@ -270,6 +270,9 @@ class StreamActor(Generic[S]):
     def _failed(self, command: Any) -> None:
         """Note that a unit of `command` did not commit."""
 
+    def _took_effect(self, recorded: list[RecordedEvent]) -> None:
+        """Note that a unit of a command committed, as `recorded` (its other streams' too)."""
+
     def _decide(self, envelope: _Envelope) -> None:
         message = envelope.message
         assert isinstance(message, Decide)
@@ -357,6 +360,7 @@ class StreamActor(Generic[S]):
         error = self._resolved(done)
         if error is None:
             recorded = done.result()
+            self._took_effect(recorded)
             if not envelope.reply.done():
                 envelope.reply.set_result(Decided(value, recorded, recorded[-1].position))
             return

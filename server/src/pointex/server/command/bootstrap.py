@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from pointex.server.actors.market_actor import MarketActors
+from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
@@ -92,6 +93,7 @@ class CommandCore:
     actors: AccountActors
     lookup: RecordLookup
     runner: ProcessRunner
+    program: ProgramActor
 
 
 def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
@@ -101,11 +103,15 @@ def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
     """
     committer = GroupCommitter(store)
     committer.start()
-    actors = AccountActors(store, committer, resident_max=resident_max)
+    # Accounts decide under the program's limits; `ProgramActor.load` puts them in force.
+    program = ProgramActor(store, committer)
+    actors = AccountActors(
+        store, committer, resident_max=resident_max, limits_in_force=program.limits
+    )
     # Reads of retries go in step with the commits (see record_lookup).
     lookup = RecordLookup(store, committer.between_commits)
     lookup.start()
-    return CommandCore(committer, actors, lookup, ProcessRunner())
+    return CommandCore(committer, actors, lookup, ProcessRunner(), program)
 
 
 async def create_server(config: CommandConfig) -> CommandServer:
@@ -116,7 +122,8 @@ async def create_server(config: CommandConfig) -> CommandServer:
     core = start_core(store, resident_max=config.actors_resident_max)
     committer, actors, lookup = core.committer, core.actors, core.lookup
     try:
-        handlers = CommandHandlers(store, actors, lookup, core.runner)
+        await core.program.load()  # The limits in force, before any command is decided.
+        handlers = CommandHandlers(store, actors, lookup, core.runner, core.program)
         market, callbacks = await _market_side(config, store, core)
         await market.configure()
         kinds = (

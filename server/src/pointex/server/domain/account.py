@@ -1,8 +1,9 @@
-"""The account aggregate: `decide(state, command) -> events` and `evolve(state, event)`.
+"""The account aggregate: `decide(state, command, limits) -> events` and `evolve(state, event)`.
 
 `state` is None until the account is opened. `decide` raises a DomainError (nothing
 changes) or returns the events to append; `evolve` applies one committed event and
-never fails for an event `decide` produced. Both are pure.
+never fails for an event `decide` produced. Both are pure: the program's limits in force
+are an argument of `decide`, checked on a command the account would otherwise accept.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pointex.server.domain.commands import (
     ReserveBuy,
     ReturnPoints,
     SellPoints,
+    SetAccountTier,
     UnfreezeAccount,
 )
 from pointex.server.domain.events import (
@@ -36,6 +38,7 @@ from pointex.server.domain.events import (
     AccountEvent,
     AccountFrozen,
     AccountOpened,
+    AccountTierSet,
     AccountUnfrozen,
     BuyReleased,
     BuyReserved,
@@ -49,12 +52,14 @@ from pointex.server.domain.events import (
     PointsReturned,
     PointsSold,
 )
+from pointex.server.domain.program import NO_LIMITS, LimitedOperation, LimitIndex, check_limit
 from pointex.server.domain.values import (
     TRANSFER_KINDS,
     AccountKind,
     AccountStatus,
     Caller,
     Role,
+    TransferKind,
 )
 
 
@@ -75,6 +80,7 @@ class Account:
     held_points: int
     frozen_by_role: Role | None = None
     buying_points: int = 0
+    tier: str = ""  # The member tier a partner set; program limits may name it.
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
@@ -295,6 +301,14 @@ def _unfreeze(state: Account | None, command: UnfreezeAccount) -> list[AccountEv
     return [AccountUnfrozen(command.account_id, command.reason)]
 
 
+def _set_tier(state: Account | None, command: SetAccountTier) -> list[AccountEvent]:
+    account = _require_open(state, command.account_id)
+    _require_may_act(command.caller, account)
+    if account.tier == command.tier:
+        return []  # The tier it has: a no-op, like freezing a frozen account.
+    return [AccountTierSet(command.account_id, command.tier)]
+
+
 def _close(state: Account | None, command: CloseAccount) -> list[AccountEvent]:
     account = _require_exists(state, command.account_id)
     _require_may_act(command.caller, account)
@@ -448,6 +462,7 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     ReturnPoints: _return,  # type: ignore[dict-item]
     FreezeAccount: _freeze,  # type: ignore[dict-item]
     UnfreezeAccount: _unfreeze,  # type: ignore[dict-item]
+    SetAccountTier: _set_tier,  # type: ignore[dict-item]
     CloseAccount: _close,  # type: ignore[dict-item]
     HoldPoints: _hold,  # type: ignore[dict-item]
     ReleasePoints: _release,  # type: ignore[dict-item]
@@ -458,9 +473,37 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
 }
 
 
-def decide(state: Account | None, command: AccountCommand) -> list[AccountEvent]:
-    """Return the events `command` produces on `state`, or raise the DomainError refusing it."""
-    return _DECIDERS[type(command)](state, command)
+# The limited operation of a movement's debit, by the movement's kind (an issue is not limited).
+_DEBIT_OPERATIONS: dict[TransferKind, LimitedOperation] = {
+    TransferKind.TRANSFER: LimitedOperation.TRANSFER,
+    TransferKind.REDEEM: LimitedOperation.REDEEM,
+}
+
+
+def decide(
+    state: Account | None, command: AccountCommand, limits_in_force: LimitIndex = NO_LIMITS
+) -> list[AccountEvent]:
+    """Return the events `command` produces on `state`, or raise the DomainError refusing it.
+
+    A command the account accepts is then held to the program's limit for its operation
+    (`limits_in_force`): a transfer's or redemption's debit, a SELL order's hold, a BUY
+    order's reservation.
+    """
+    events = _DECIDERS[type(command)](state, command)
+    if not limits_in_force.limits_any:
+        return events
+    match command:
+        case DebitPoints(kind=kind, amount_points=amount) if kind in _DEBIT_OPERATIONS:
+            operation = _DEBIT_OPERATIONS[kind]
+        case HoldPoints(amount_points=amount):
+            operation = LimitedOperation.MARKET_SELL
+        case ReserveBuy(quantity_points=amount):
+            operation = LimitedOperation.MARKET_BUY
+        case _:
+            return events
+    assert state is not None, "a command that was accepted names an open account"
+    check_limit(limits_in_force.find(operation, state.kind, state.tier), state.account_id, amount)
+    return events
 
 
 def evolve(state: Account | None, event: AccountEvent) -> Account:
@@ -471,8 +514,10 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
             event.account_id, event.kind, event.owner_partner_id, AccountStatus.OPEN, 0, 0
         )
     assert state is not None, f"{type(event).__name__} before AccountOpened"
-    status, frozen_by = state.status, state.frozen_by_role
+    status, frozen_by, tier = state.status, state.frozen_by_role, state.tier
     match event:
+        case AccountTierSet():
+            tier = event.tier
         case AccountFrozen():
             status, frozen_by = AccountStatus.FROZEN, event.frozen_by_role
         case AccountUnfrozen():
@@ -487,6 +532,7 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         buying_points=buying,
         status=status,
         frozen_by_role=frozen_by,
+        tier=tier,
     )
     account.check()
     # The balances an event states are the balances replay arrives at (paired assertion).

@@ -81,6 +81,15 @@ class ReturnPoints:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAccountTier:
+    """Set the account's member tier (empty: none); program limits may name tiers."""
+
+    caller: Caller
+    account_id: str
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
 class FreezeAccount:
     """Stop all outgoing movement from an account."""
 
@@ -186,6 +195,7 @@ AccountCommand = (
     | CreditPoints
     | ReturnPoints
     | FreezeAccount
+    | SetAccountTier
     | UnfreezeAccount
     | CloseAccount
     | HoldPoints

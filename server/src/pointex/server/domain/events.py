@@ -219,8 +219,17 @@ class BuyReleased:
     buying_points: int  # after this event
 
 
+@dataclass(frozen=True, slots=True)
+class AccountTierSet:
+    """The account's member tier is `tier` from now on (empty: none)."""
+
+    account_id: str
+    tier: str
+
+
 AccountEvent = (
     AccountOpened
+    | AccountTierSet
     | PointsMinted
     | PointsBurned
     | PointsDebited
@@ -242,6 +251,7 @@ AccountEvent = (
 # what is stored.
 ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     AccountOpened: ("AccountOpened", 1),
+    AccountTierSet: ("AccountTierSet", 1),
     PointsMinted: ("PointsMinted", 1),
     PointsBurned: ("PointsBurned", 1),
     PointsDebited: ("PointsDebited", 1),

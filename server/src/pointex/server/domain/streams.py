@@ -14,8 +14,12 @@ MARKET: Final = "market"  # One market's order book; written by its actor.
 TRANSFER: Final = "transfer"  # A point movement's process record (issue, redeem, transfer).
 TRADE: Final = "trade"  # A trade's process record, from match to settled or cancelled.
 REQUEST: Final = "request"  # The record of a single-stream command, for idempotent retries.
+PROGRAM: Final = "program"  # The program's rules (limits), one change per event.
 
-CATEGORIES: Final = frozenset({ACCOUNT, MARKET, TRANSFER, TRADE, REQUEST})
+CATEGORIES: Final = frozenset({ACCOUNT, MARKET, TRANSFER, TRADE, REQUEST, PROGRAM})
+
+# The one program a deployment runs: its rules' stream is `program-main`.
+PROGRAM_ID: Final = "main"
 
 
 def account(account_id: str) -> str:
@@ -41,6 +45,11 @@ def trade(trade_id: str) -> str:
 def request(key: str) -> str:
     """Return the stream that records a single-stream command's request key."""
     return f"{REQUEST}-{key}"
+
+
+def program() -> str:
+    """Return the stream of the program's rules: `program-main`."""
+    return f"{PROGRAM}-{PROGRAM_ID}"
 
 
 def entity_of(stream_id: str, category: str) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Final, get_type_hints
 
@@ -19,7 +21,7 @@ from google.protobuf.message_factory import GetMessageClass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server.domain import events as domain_events
-from pointex.server.domain import market_events
+from pointex.server.domain import market_events, program
 from pointex.server.domain.values import (
     AccountKind,
     Instant,
@@ -38,6 +40,7 @@ _ENUM_PREFIXES: Final[dict[type[enum.Enum], str]] = {
     AccountKind: "ACCOUNT_KIND_",
     TransferKind: "TRANSFER_KIND_",
     Role: "ROLE_",
+    program.LimitedOperation: "LIMITED_OPERATION_",
     OrderSide: "ORDER_SIDE_",
     TimeInForce: "TIME_IN_FORCE_",
     OrderCancelReason: "ORDER_CANCEL_REASON_",
@@ -65,15 +68,35 @@ class _Mapping:
     fields: tuple[tuple[str, Any], ...]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Optional:
+    """A domain enum that may be None: the proto enum's UNSPECIFIED value stands for None."""
+
+    kind: type[enum.Enum]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Repeated:
+    """A tuple of value dataclasses: a repeated sub-message."""
+
+    item: _Mapping
+
+
 def _field_kind(proto: type[Message], name: str, hint: Any) -> Any:
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+    if (isinstance(hint, type) and issubclass(hint, enum.Enum)) or hint in {Instant, Span}:
         return hint
-    if hint in {Instant, Span}:
-        return hint
+    arguments = typing.get_args(hint)
+    if typing.get_origin(hint) is types.UnionType and type(None) in arguments:
+        (kind,) = (argument for argument in arguments if argument is not type(None))
+        assert issubclass(kind, enum.Enum), (proto, name, hint)
+        return _Optional(kind)
     proto_field = proto.DESCRIPTOR.fields_by_name[name]
-    if dataclasses.is_dataclass(hint):
+    repeated = typing.get_origin(hint) is tuple
+    value_type = arguments[0] if repeated else hint
+    if dataclasses.is_dataclass(value_type):
         assert proto_field.message_type is not None, (proto, name)
-        return _mapping(hint, GetMessageClass(proto_field.message_type), "", 0)  # type: ignore[arg-type]
+        item = _mapping(value_type, GetMessageClass(proto_field.message_type), "", 0)  # type: ignore[arg-type]
+        return _Repeated(item) if repeated else item
     if proto_field.enum_type is not None and proto_field.enum_type.name == "ErrorReason":
         return _REASON
     return None
@@ -94,6 +117,7 @@ _BY_CLASS: Final[dict[type[Any], _Mapping]] = {
         *domain_events.PROCESS_EVENT_TYPES.items(),
         *market_events.MARKET_EVENT_TYPES.items(),
         *market_events.TRADE_EVENT_TYPES.items(),
+        *program.PROGRAM_EVENT_TYPES.items(),
     )
 }
 _BY_NAME: Final[dict[str, _Mapping]] = {m.type_name: m for m in _BY_CLASS.values()}
@@ -123,6 +147,10 @@ def _to_proto(mapping: _Mapping, value_object: object) -> Message:
             value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
         elif isinstance(kind, _Mapping):
             value = _to_proto(kind, value)
+        elif isinstance(kind, _Repeated):
+            value = [_to_proto(kind.item, item) for item in value]
+        elif isinstance(kind, _Optional):
+            value = _ENUM_PREFIXES[kind.kind] + (value.value if value else "UNSPECIFIED")
         elif kind is not None:
             value = _ENUM_PREFIXES[kind] + value.value
         values[name] = value
@@ -150,12 +178,20 @@ def _from_proto(mapping: _Mapping, message: Message) -> Any:
             value = Span(value.seconds * _MS_PER_S + value.nanos // _NS_PER_MS)
         elif isinstance(kind, _Mapping):
             value = _from_proto(kind, value)
+        elif isinstance(kind, _Repeated):
+            value = tuple(_from_proto(kind.item, item) for item in value)
         elif kind is not None:
             field = message.DESCRIPTOR.fields_by_name[name]
             assert field.enum_type is not None
             value_name = field.enum_type.values_by_number[value].name
             if kind is _REASON:
                 value = value_name.removeprefix(_REASON_PREFIX)
+            elif isinstance(kind, _Optional):
+                value = (
+                    None
+                    if value == 0
+                    else kind.kind(value_name.removeprefix(_ENUM_PREFIXES[kind.kind]))
+                )
             else:
                 value = kind(value_name.removeprefix(_ENUM_PREFIXES[kind]))
         values[name] = value

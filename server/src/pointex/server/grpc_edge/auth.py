@@ -55,9 +55,11 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "PlaceOrder",
             "CancelOrder",
             "ExecuteBulk",
+            "SetAccountTier",
         )
     },
     "/pointex.v1.CommandService/MintPoints": _OPERATORS,
+    "/pointex.v1.CommandService/SetProgramRules": _OPERATORS,
     "/pointex.v1.CommandService/BurnPoints": _OPERATORS,
     "/pointex.v1.CommandService/ConfirmPayment": _PROVIDERS,
     "/pointex.v1.CommandService/FailPayment": _PROVIDERS,
@@ -78,6 +80,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "ListRecentTrades",
             "GetMarketStats",
             "WatchNotifications",
+            "GetProgramRules",
         )
     },
     "/pointex.v1.QueryService/CheckInvariants": _OPERATORS,

@@ -11,6 +11,12 @@ from typing import Final
 
 from pointex.server import limits
 from pointex.server.domain import errors
+from pointex.server.domain.program import (
+    LimitedOperation,
+    ProgramRules,
+    TransactionLimit,
+    validate,
+)
 from pointex.server.domain.values import AccountKind, OrderSide, TimeInForce
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import common_pb2
@@ -124,3 +130,57 @@ def price(field: str, value: int) -> int:
 def optional_identifier(field: str, value: str) -> str:
     """Return an id that may be empty (0-64 id characters)."""
     return identifier(field, value) if value else ""
+
+
+def tier(field: str, value: str) -> str:
+    """Return a member tier: empty (none) or 1 to tier_chars_max id characters."""
+    return optional_identifier(field, value)
+
+
+_OPERATIONS: Final = {
+    common_pb2.LIMITED_OPERATION_TRANSFER: LimitedOperation.TRANSFER,
+    common_pb2.LIMITED_OPERATION_REDEEM: LimitedOperation.REDEEM,
+    common_pb2.LIMITED_OPERATION_MARKET_BUY: LimitedOperation.MARKET_BUY,
+    common_pb2.LIMITED_OPERATION_MARKET_SELL: LimitedOperation.MARKET_SELL,
+}
+
+
+def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
+    """Return the domain rules of a proto ProgramRules, each field checked and named."""
+    if len(message.limits) > limits.program_limits_max:
+        raise InvalidRequest(
+            errors.FIELD_TOO_LONG, "rules.limits", f"at most {limits.program_limits_max} limits"
+        )
+    converted = []
+    for i, limit in enumerate(message.limits):
+        field = f"rules.limits[{i}]"
+        operation: LimitedOperation | None = _OPERATIONS.get(limit.operation)
+        if operation is None:
+            raise InvalidRequest(
+                errors.INVALID_FIELD,
+                f"{field}.operation",
+                "TRANSFER, REDEEM, MARKET_BUY or MARKET_SELL",
+            )
+        kind: AccountKind | None = None
+        if limit.account_kind != common_pb2.ACCOUNT_KIND_UNSPECIFIED:
+            kind = _KINDS.get(limit.account_kind)
+            if kind is None:
+                raise InvalidRequest(
+                    errors.INVALID_FIELD, f"{field}.account_kind", "MEMBER, MERCHANT or unset"
+                )
+        converted.append(
+            TransactionLimit(
+                operation,
+                kind,
+                tier(f"{field}.tier", limit.tier),
+                limit.min_points,
+                limit.max_points,
+                limit.step_points,
+            )
+        )
+    rules = ProgramRules(tuple(converted))
+    try:
+        validate(rules)
+    except errors.InvalidArgument as invalid:
+        raise InvalidRequest(invalid.reason, invalid.metadata["field"], invalid.message) from None
+    return rules

@@ -57,4 +57,7 @@ class Projector:
         # Settling or cancelling a trade changes its orders, which its events do not name.
         order_ids = list(dict.fromkeys([*keys.order_ids, *order_ids_of(trades.values())]))
         orders = await self._store.orders(order_ids, generation)
-        return project_batch(events, accounts, after_position, orders=orders, trades=trades)
+        rules = await self._store.program_rules(generation) if keys.program_rules else None
+        return project_batch(
+            events, accounts, after_position, orders=orders, trades=trades, program_rules=rules
+        )

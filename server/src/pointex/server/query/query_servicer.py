@@ -37,6 +37,7 @@ from pointex.server.query.tokens import (
 from pointex.server.query.views import (
     account_message,
     movement_message,
+    program_rules_reply,
     timestamp,
 )
 from pointex.v1 import query_service_pb2 as pb
@@ -129,6 +130,13 @@ class QueryServicer(MarketQueries):
             movements=[movement_message(row) for row in movements],
             next_page_token=next_token,
         )
+
+    async def GetProgramRules(
+        self, request: pb.GetProgramRulesRequest, context: Context
+    ) -> pb.GetProgramRulesResponse:
+        """Return the program's rules in force and their version."""
+        as_of = await self._reached(request.min_position, context)
+        return program_rules_reply(as_of, await self._store.program_rules())
 
     async def WatchNotifications(
         self, request: pb.WatchNotificationsRequest, context: Context

@@ -5,7 +5,12 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from pointex.client.positions import position_message
-from pointex.server.query.readstore.port import AccountRow, MovementRow, NotificationRow
+from pointex.server.query.readstore.port import (
+    AccountRow,
+    MovementRow,
+    NotificationRow,
+    ProgramRulesRow,
+)
 from pointex.v1 import common_pb2, query_service_pb2
 
 
@@ -32,6 +37,7 @@ def account_message(row: AccountRow) -> common_pb2.Account:
         else common_pb2.ROLE_UNSPECIFIED,
         opened_at=timestamp(row.opened_at_us),
         updated_at=timestamp(row.updated_at_us),
+        tier=row.tier,
     )
 
 
@@ -60,3 +66,17 @@ def notification_message(row: NotificationRow, cursor: bytes) -> query_service_p
     notification = query_service_pb2.Notification.FromString(row.body)
     notification.cursor = cursor
     return notification
+
+
+def program_rules_reply(
+    as_of: int, row: ProgramRulesRow | None
+) -> query_service_pb2.GetProgramRulesResponse:
+    """Return GetProgramRules' answer: the rules in force, or version 0 and no limits."""
+    reply = query_service_pb2.GetProgramRulesResponse(
+        as_of=position_message(as_of), rules=common_pb2.ProgramRules()
+    )
+    if row is not None:
+        reply.version = row.version
+        reply.rules.ParseFromString(row.body)
+        reply.set_at.CopyFrom(timestamp(row.set_at_us))
+    return reply

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pointex.server.actors.account_actor import Decide, Decided
+from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import appending
 from pointex.server.command.app.idempotency import (
@@ -53,6 +54,7 @@ from pointex.server.domain.events import (
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.program import Program, SetProgramRules
 from pointex.server.domain.values import Principal
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
@@ -69,20 +71,28 @@ __all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class CommandHandlers:
     """Run commands against the actors of one command server."""
 
     def __init__(
-        self, store: EventStore, actors: AccountActors, lookup: RecordLookup, runner: ProcessRunner
+        self,
+        store: EventStore,
+        actors: AccountActors,
+        lookup: RecordLookup,
+        runner: ProcessRunner,
+        program: ProgramActor,
     ) -> None:
         """Serve commands over `store` through `actors`; `lookup` spots retries.
 
-        Transfer processes run detached from their callers in `runner`.
+        Transfer processes run detached from their callers in `runner`; the program's rules
+        change through `program`.
         """
         self._store = store
         self._actors = actors
+        self._program = program
         self._lookup = lookup
         self._runner = runner
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
@@ -99,13 +109,37 @@ class CommandHandlers:
         respond: Callable[[Account | None, list[AccountEvent]], R],
     ) -> R:
         """Run a single-account command once per request id; return its reply."""
+        return await self.recorded(
+            principal,
+            request,
+            lambda decide: self._actors.ask(account_id, decide),
+            replies=replies,
+            respond=respond,
+            command=command,
+        )
+
+    async def recorded(
+        self,
+        principal: Principal,
+        request: Request,
+        ask: Callable[[Decide[S, R]], Awaitable[Decided[R]]],
+        *,
+        command: object,
+        replies: Replies[R],
+        respond: Callable[[S, list[Any]], R],
+    ) -> R:
+        """Run a single-stream command once per request id through `ask`; return its reply.
+
+        `ask` delivers the command to its stream's actor; the request's record commits with
+        the command's events, in one unit.
+        """
         stream = streams.request(request_key(principal, request.request_id))
         if await self._lookup.exists(stream):  # A retry: answer from the record.
             replayed = await replay_record(self._store, stream, request.digest, replies)
             assert replayed is not None, stream
             return replayed
 
-        def finish(state: Account | None, events: list[AccountEvent]) -> tuple[Any, R]:
+        def finish(state: S, events: list[Any]) -> tuple[Any, R]:
             reply = respond(state, events)
             if not events:
                 return (), reply
@@ -113,7 +147,7 @@ class CommandHandlers:
             return (record,), reply
 
         try:
-            decided = await self._actors.ask(account_id, Decide(command, finish))
+            decided = await ask(Decide(command, finish))
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != stream:
                 raise
@@ -127,6 +161,29 @@ class CommandHandlers:
                 raise
             return replayed
         return replies.at(decided.value, decided.position)
+
+    async def set_program_rules(
+        self,
+        principal: Principal,
+        request: Request,
+        command: SetProgramRules,
+        replies: Replies[R],
+        respond: Callable[[Program], R],
+    ) -> R:
+        """Change the program's rules once per request id; return the reply.
+
+        The new limits are in force for every command decided once the change committed.
+        """
+
+        def ask(decide: Decide[Program, R]) -> Awaitable[Decided[R]]:
+            return self._program.tell(decide)
+
+        def respond_to(program: Program, _: list[Any]) -> R:
+            return respond(program)
+
+        return await self.recorded(
+            principal, request, ask, command=command, replies=replies, respond=respond_to
+        )
 
     async def transfer(self, request: TransferRequest) -> TransferDone:
         """Run a transfer process once per request id; return when it completed.

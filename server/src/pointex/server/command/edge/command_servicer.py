@@ -36,6 +36,7 @@ from pointex.server.command.edge.transfer_rpcs import (
 from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
+from pointex.server.domain.program import SetProgramRules
 from pointex.server.domain.values import Principal, Role
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
@@ -143,6 +144,41 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         the quantity its BUY orders and trades are buying.
         """
         return await self._status_change(request, cmd.CloseAccount, pb.CloseAccountResponse)
+
+    async def SetAccountTier(
+        self, request: pb.SetAccountTierRequest, _: Context
+    ) -> pb.SetAccountTierResponse:
+        """Set or clear an account's member tier."""
+        principal = current_principal()
+        command = cmd.SetAccountTier(
+            principal.caller,
+            convert.identifier("account_id", request.account_id),
+            convert.tier("tier", request.tier),
+        )
+        return await self._single(
+            principal,
+            request,
+            command,
+            pb.SetAccountTierResponse,
+            lambda _, e: pb.SetAccountTierResponse(changed=bool(e)),
+        )
+
+    async def SetProgramRules(
+        self, request: pb.SetProgramRulesRequest, _: Context
+    ) -> pb.SetProgramRulesResponse:
+        """Replace the program's rules (operator only)."""
+        principal = current_principal()
+        convert.request_id(request.request_id)
+        command = SetProgramRules(
+            principal.caller, request.expected_version, convert.program_rules(request.rules)
+        )
+        return await self._handlers.set_program_rules(
+            principal,
+            request_of(request),
+            command,
+            ProtoReplies(pb.SetProgramRulesResponse),
+            lambda program: pb.SetProgramRulesResponse(version=program.version),
+        )
 
     async def _merchant_amount(
         self,

@@ -1,9 +1,10 @@
 """Project a batch of feed events into the row changes of one read-store transaction.
 
-The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades; then the
-orders of the loaded trades, `order_ids_of`) and passes them in; the batch works on copies
-and returns every change at once (`Changes`). Events this release does not project
-(idempotency records, transfer process steps) still count: the checkpoint passes them.
+The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, and the
+program's rules when the batch changes them; then the orders of the loaded trades,
+`order_ids_of`) and passes them in; the batch works on copies and returns every change at
+once (`Changes`). Events this release does not project (idempotency records, transfer
+process steps) still count: the checkpoint passes them.
 
 Account streams carry the balances after each event, so every movement's balance is also
 checked against the event (paired assertions): a mismatch is a bug, and the projection stops
@@ -19,7 +20,7 @@ from pointex.server.domain import streams
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import BatchState, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
-from pointex.server.query.readstore.port import AccountRow, Changes
+from pointex.server.query.readstore.port import AccountRow, Changes, ProgramRulesRow
 from pointex.v1 import events_pb2
 
 # The schema version of every payload type this code projects.
@@ -42,6 +43,7 @@ class Keys:
     account_ids: list[str]
     order_ids: list[str]
     trade_ids: list[str]
+    program_rules: bool = False  # the batch changes them: load the rules in force
 
 
 def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
@@ -49,6 +51,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
     accounts: dict[str, None] = {}
     orders: dict[str, None] = {}
     trades: dict[str, None] = {}
+    program_rules = False
     for event in events:
         account_id = streams.entity_of(event.stream_id, streams.ACCOUNT)
         if account_id is not None:
@@ -56,6 +59,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         field_name = event.WhichOneof("payload")
         if field_name is None or field_name not in HANDLERS:
             continue
+        program_rules = program_rules or field_name == "program_rules_set"
         payload = getattr(event, field_name)
         known = payload.DESCRIPTOR.fields_by_name
         for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
@@ -64,7 +68,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
                     found[getattr(payload, name)] = None
         if "trade_id" in known and payload.trade_id:
             trades[payload.trade_id] = None
-    return Keys(list(accounts), list(orders), list(trades))
+    return Keys(list(accounts), list(orders), list(trades), program_rules)
 
 
 def account_ids_of(events: Sequence[events_pb2.Event]) -> list[str]:
@@ -84,11 +88,19 @@ def project_batch(
     *,
     orders: Mapping[str, OrderRow] | None = None,
     trades: Mapping[str, TradeRow] | None = None,
+    program_rules: ProgramRulesRow | None = None,
 ) -> Changes:
-    """Return the changes `events` (consecutive, after `after_position`) make to the rows."""
+    """Return the changes `events` (consecutive, after `after_position`) make to the rows.
+
+    `program_rules` are the rules in force before the batch (None: never set), needed when
+    `keys_of(events).program_rules`.
+    """
     assert events, "an empty batch changes nothing"
     batch = BatchState(
-        accounts=dict(accounts), orders=dict(orders or {}), trades=dict(trades or {})
+        accounts=dict(accounts),
+        orders=dict(orders or {}),
+        trades=dict(trades or {}),
+        program_rules=program_rules,
     )
     expected = after_position
     for event in events:
@@ -124,6 +136,7 @@ def project_batch(
         ),
         escrow_added=tuple(batch.escrow_added.values()),
         escrow_removed=tuple(batch.escrow_removed),
+        program_rules=batch.program_rules if batch.program_rules_changed else None,
     )
     changes.check()
     return changes

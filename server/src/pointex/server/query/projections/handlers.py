@@ -1,4 +1,4 @@
-"""One projection per event type: what an event does to accounts, history and notifications.
+"""One projection per event type: what an event does to accounts, history, notifications, rules.
 
 Every handler takes the batch's working state, the feed event and its payload. Events this
 module does not name are passed over (the checkpoint still moves past them). Market and trade
@@ -23,7 +23,7 @@ from pointex.server.query.projections.state import (
     position_of,
     transfer_kind,
 )
-from pointex.server.query.readstore.port import AccountRow, InFlightRow
+from pointex.server.query.readstore.port import AccountRow, InFlightRow, ProgramRulesRow
 from pointex.v1 import common_pb2, events_pb2
 
 Handler = Callable[[BatchState, events_pb2.Event, Any], None]
@@ -48,6 +48,7 @@ def _opened(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountOpe
             frozen_by_role="",
             opened_at_us=at_us(event),
             updated_at_us=at_us(event),
+            tier="",
         )
     )
 
@@ -98,6 +99,16 @@ def _closed(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountClo
     assert batch.account(p.account_id).available_points == 0, p.account_id
     assert batch.account(p.account_id).held_points == 0, p.account_id
     _status(batch, event, p.account_id, status="CLOSED", reason=p.reason, role="")
+
+
+def _tier_set(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountTierSet) -> None:
+    """Set or clear the account's tier; like any account event, it bumps the version."""
+    old = batch.account(p.account_id)
+    batch.put(
+        dataclasses.replace(
+            old, tier=p.tier, version=next_version(event, old), updated_at_us=at_us(event)
+        )
+    )
 
 
 # --- Supply: mint and burn --------------------------------------------------------------------
@@ -240,12 +251,34 @@ def _bought(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBoug
     batch.remove_in_flight(streams.trade(p.trade_id))
 
 
+# --- The program's rules ----------------------------------------------------------------------
+
+
+def _program_rules_set(
+    batch: BatchState, event: events_pb2.Event, p: events_pb2.ProgramRulesSet
+) -> None:
+    """Replace the rules in force; the event's version on program-main is the rules' version."""
+    assert event.stream_id == streams.program(), event.stream_id
+    previous = 0 if batch.program_rules is None else batch.program_rules.version
+    # Every change reaches the projection, in stream order: a skipped one is a bug upstream.
+    assert event.stream_version == previous + 1, (event.stream_version, previous)
+    batch.program_rules = ProgramRulesRow(
+        version=int(event.stream_version),
+        # Deterministic, so that a rebuild stores the same bytes and compares equal.
+        body=p.rules.SerializeToString(deterministic=True),
+        set_at_us=at_us(event),
+        position=position_of(event),
+    )
+    batch.program_rules_changed = True
+
+
 # Payload field of Event -> its projection. Every other payload is passed over.
 HANDLERS: dict[str, Handler] = {
     "account_opened": _opened,
     "account_frozen": _frozen,
     "account_unfrozen": _unfrozen,
     "account_closed": _closed,
+    "account_tier_set": _tier_set,
     "points_minted": _minted,
     "points_burned": _burned,
     "points_debited": _debited,
@@ -270,4 +303,5 @@ HANDLERS: dict[str, Handler] = {
     "trade_settled": trades.settled,
     "trade_cancelled": trades.cancelled,
     "refund_required": trades.refund_required,
+    "program_rules_set": _program_rules_set,
 }

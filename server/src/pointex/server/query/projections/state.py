@@ -13,6 +13,7 @@ from pointex.server.query.readstore.port import (
     InFlightRow,
     MovementRow,
     NotificationRow,
+    ProgramRulesRow,
 )
 from pointex.v1 import common_pb2, events_pb2, query_service_pb2
 
@@ -38,6 +39,9 @@ class BatchState:
     levels: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
     escrow_added: dict[str, InFlightRow] = field(default_factory=dict)
     escrow_removed: list[str] = field(default_factory=list)
+    # The rules in force (as given, then as the batch sets them) and whether the batch set them.
+    program_rules: ProgramRulesRow | None = None
+    program_rules_changed: bool = False
 
     def account(self, account_id: str) -> AccountRow:
         """Return the current row of an account the batch was given or opened."""

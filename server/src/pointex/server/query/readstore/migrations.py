@@ -53,6 +53,7 @@ PROJECTION_TABLES = (
     "trades",
     "price_levels",
     "escrow",
+    "program_rules",
 )
 GENERATION_TABLES = ("checkpoint", *PROJECTION_TABLES, "schema_migrations")
 

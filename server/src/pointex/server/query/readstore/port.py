@@ -63,6 +63,17 @@ class AccountRow:
     frozen_by_role: str  # a Role name while FROZEN, else ""
     opened_at_us: int
     updated_at_us: int
+    tier: str  # the member tier (AccountTierSet), or ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRulesRow:
+    """The program's rules in force: the one row each ProgramRulesSet replaces."""
+
+    version: int  # the stream version of the event on program-main: 1, 2, ...
+    body: bytes  # a serialized pointex.v1.ProgramRules
+    set_at_us: int  # when the event was recorded
+    position: int  # of the event
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,7 @@ class Changes:
     # trade, keyed "order-<id>" or "trade-<id>"; removals are applied before additions.
     escrow_added: tuple[InFlightRow, ...] = ()
     escrow_removed: tuple[str, ...] = ()
+    program_rules: ProgramRulesRow | None = None  # the rules in force after the batch, if set
 
     def check(self) -> None:
         """Assert the batch is well formed (positions ordered, keys unique)."""
@@ -144,6 +156,9 @@ class Changes:
         assert len({t.trade_id for t in self.trades}) == len(self.trades)
         assert len({(v.market_id, v.side, v.price_minor) for v in self.levels}) == len(self.levels)
         assert len({e.process_id for e in self.escrow_added}) == len(self.escrow_added)
+        if self.program_rules is not None:
+            assert self.after_position < self.program_rules.position <= self.position
+            assert self.program_rules.version >= 1, self.program_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +235,9 @@ class ReadStore(Protocol):
         self, account_ids: list[str], generation: int | None = None
     ) -> dict[str, AccountRow]:
         """Return the named accounts that exist, by id."""
+
+    async def program_rules(self, generation: int | None = None) -> ProgramRulesRow | None:
+        """Return the program's rules in force, or None before the first ProgramRulesSet."""
 
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint atomically.

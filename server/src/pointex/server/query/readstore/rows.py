@@ -9,10 +9,15 @@ from pointex.server.query.readstore.port import (
     InFlightRow,
     MovementRow,
     NotificationRow,
+    ProgramRulesRow,
 )
 
 # Above every position: where a newest-first listing starts.
 POSITION_END = 2**63 - 1
+
+# The columns of the program's rules, in the order both adapters' statements use (the table's
+# one row also has `id`, always 1).
+PROGRAM_RULES_COLUMNS = "version, body, set_at_us, position"
 
 
 def account_values(row: AccountRow) -> tuple[Any, ...]:
@@ -29,6 +34,7 @@ def account_values(row: AccountRow) -> tuple[Any, ...]:
         row.frozen_by_role,
         row.opened_at_us,
         row.updated_at_us,
+        row.tier,
     )
 
 
@@ -68,6 +74,21 @@ def notification_values(row: NotificationRow) -> tuple[Any, ...]:
 def in_flight_values(row: InFlightRow) -> tuple[Any, ...]:
     """Return an in-flight row's columns in insert order."""
     return (row.process_id, row.account_id, row.amount_points, row.position)
+
+
+def program_rules_values(row: ProgramRulesRow) -> tuple[Any, ...]:
+    """Return the rules' columns in `PROGRAM_RULES_COLUMNS` order."""
+    return (row.version, row.body, row.set_at_us, row.position)
+
+
+def program_rules_row(values: Any) -> ProgramRulesRow:
+    """Build the rules from a row of `PROGRAM_RULES_COLUMNS`."""
+    return ProgramRulesRow(
+        version=int(values[0]),
+        body=bytes(values[1]),
+        set_at_us=int(values[2]),
+        position=int(values[3]),
+    )
 
 
 def notification_row(values: Any) -> NotificationRow:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
+from pointex.server.query.readstore.rows import PROGRAM_RULES_COLUMNS
 
 
 @cache
@@ -54,7 +55,7 @@ WHERE position = $1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text[])
@@ -63,7 +64,7 @@ UPSERT_ACCOUNTS = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
 SELECT * FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[]
+    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[]
 )
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
@@ -71,7 +72,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     held_points = excluded.held_points,
     version = excluded.version,
     frozen_by_role = excluded.frozen_by_role,
-    updated_at_us = excluded.updated_at_us
+    updated_at_us = excluded.updated_at_us,
+    tier = excluded.tier
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
@@ -147,6 +149,16 @@ DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ANY($1::text[])"
 ADD_TOTALS = """
 UPDATE {p}totals SET minted_points = minted_points + $1, burned_points = burned_points + $2
 """
+
+PROGRAM_RULES = f"SELECT {PROGRAM_RULES_COLUMNS} FROM {{p}}program_rules"  # noqa: S608
+SET_PROGRAM_RULES = f"""
+INSERT INTO {{p}}program_rules (id, {PROGRAM_RULES_COLUMNS}) VALUES (1, $1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET
+    version = excluded.version,
+    body = excluded.body,
+    set_at_us = excluded.set_at_us,
+    position = excluded.position
+"""  # noqa: S608 - constant column list.
 
 AUDIT_SUMS = """
 SELECT

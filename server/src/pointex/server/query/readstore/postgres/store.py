@@ -37,6 +37,7 @@ from pointex.server.query.readstore.port import (
     MovementRow,
     NotificationFilter,
     NotificationRow,
+    ProgramRulesRow,
 )
 from pointex.server.query.readstore.postgres import sql
 from pointex.server.query.readstore.postgres.errors import DRIVER_ERRORS, translated
@@ -194,6 +195,13 @@ class PostgresReadStore(PostgresMarketReads):
         async with self._connection() as connection:
             found = await connection.fetch(statement, account_ids)
         return {row[0]: AccountRow(*row) for row in found}
+
+    async def program_rules(self, generation: int | None = None) -> ProgramRulesRow | None:
+        """Return the program's rules in force, or None before the first change."""
+        statement = sql.render(sql.PROGRAM_RULES, self._generation(generation))
+        async with self._connection() as connection:
+            found = await connection.fetchrow(statement)
+        return None if found is None else rows.program_rules_row(found)
 
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint in one transaction."""
@@ -365,6 +373,11 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
     if changes.minted_points or changes.burned_points:
         await connection.execute(
             sql.render(sql.ADD_TOTALS, generation), changes.minted_points, changes.burned_points
+        )
+    if changes.program_rules is not None:
+        await connection.execute(
+            sql.render(sql.SET_PROGRAM_RULES, generation),
+            *rows.program_rules_values(changes.program_rules),
         )
     await write_market_changes(connection, changes, generation)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
+from pointex.server.query.readstore.rows import PROGRAM_RULES_COLUMNS
 
 
 @cache
@@ -48,7 +49,7 @@ WHERE position = ?1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
@@ -56,14 +57,15 @@ WHERE account_id IN (SELECT value FROM json_each(?1))
 """  # noqa: S608 - constant column list.
 UPSERT_ACCOUNT = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
     available_points = excluded.available_points,
     held_points = excluded.held_points,
     version = excluded.version,
     frozen_by_role = excluded.frozen_by_role,
-    updated_at_us = excluded.updated_at_us
+    updated_at_us = excluded.updated_at_us,
+    tier = excluded.tier
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))
@@ -132,6 +134,16 @@ DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ?1"
 ADD_TOTALS = """
 UPDATE {p}totals SET minted_points = minted_points + ?1, burned_points = burned_points + ?2
 """
+
+PROGRAM_RULES = f"SELECT {PROGRAM_RULES_COLUMNS} FROM {{p}}program_rules"  # noqa: S608
+SET_PROGRAM_RULES = f"""
+INSERT INTO {{p}}program_rules (id, {PROGRAM_RULES_COLUMNS}) VALUES (1, ?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET
+    version = excluded.version,
+    body = excluded.body,
+    set_at_us = excluded.set_at_us,
+    position = excluded.position
+"""  # noqa: S608 - constant column list.
 
 AUDIT_SUMS = """
 SELECT

@@ -36,6 +36,7 @@ from pointex.server.query.readstore.port import (
     MovementRow,
     NotificationFilter,
     NotificationRow,
+    ProgramRulesRow,
 )
 from pointex.server.query.readstore.shielding import run_to_end
 from pointex.server.query.readstore.sqlite import schema, sql
@@ -220,6 +221,13 @@ class SqliteReadStore(SqliteMarketReads):
             found = await reader.execute_fetchall(statement, (json.dumps(account_ids),))
         return {row[0]: AccountRow(*row) for row in found}
 
+    async def program_rules(self, generation: int | None = None) -> ProgramRulesRow | None:
+        """Return the program's rules in force, or None before the first change."""
+        statement = sql.render(sql.PROGRAM_RULES, self._generation(generation))
+        async with self._reading() as reader:
+            found = list(await reader.execute_fetchall(statement))
+        return rows.program_rules_row(found[0]) if found else None
+
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint in one transaction."""
         changes.check()
@@ -395,6 +403,11 @@ async def _write_changes(writer: aiosqlite.Connection, changes: Changes, generat
     if changes.minted_points or changes.burned_points:
         await writer.execute(
             sql.render(sql.ADD_TOTALS, generation), (changes.minted_points, changes.burned_points)
+        )
+    if changes.program_rules is not None:
+        await writer.execute(
+            sql.render(sql.SET_PROGRAM_RULES, generation),
+            rows.program_rules_values(changes.program_rules),
         )
     await write_market_changes(writer, changes, generation)
 

@@ -1,0 +1,188 @@
+"""The program's rules: limits an operator sets, and the one check every limited command meets.
+
+The rules are the state of one stream (`program-main`), changed only as a whole by
+`SetProgramRules`; its version counts the changes. An account's actor checks the limits in
+force when it decides a command (`check_limit`), so a change applies to every command
+decided after it was committed, and never to one decided before.
+
+Of the limits of one operation, one applies to an account: the one naming its kind and tier,
+else its tier only, else its kind only, else neither (`LimitIndex.find`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from pointex.server import limits
+from pointex.server.domain import errors
+from pointex.server.domain.values import AccountKind, Caller, Role
+
+
+class LimitedOperation(enum.Enum):
+    """What a limit counts: points leaving an account, or a BUY order's quantity."""
+
+    TRANSFER = "TRANSFER"
+    REDEEM = "REDEEM"
+    MARKET_BUY = "MARKET_BUY"
+    MARKET_SELL = "MARKET_SELL"
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionLimit:
+    """The points one command of `operation` may carry, for the accounts it names (0: no bound)."""
+
+    operation: LimitedOperation
+    account_kind: AccountKind | None  # None: every kind.
+    tier: str  # Empty: every tier.
+    min_points: int
+    max_points: int
+    step_points: int
+
+    @property
+    def scope(self) -> tuple[LimitedOperation, AccountKind | None, str]:
+        """Return what the limit is for; two limits of one program never share it."""
+        return self.operation, self.account_kind, self.tier
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRules:
+    """Everything an operator sets for the program, replaced as a whole."""
+
+    limits: tuple[TransactionLimit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """The rules in force and their version (the number of changes so far)."""
+
+    version: int
+    rules: ProgramRules
+
+
+NO_PROGRAM = Program(0, ProgramRules())
+
+
+@dataclass(frozen=True, slots=True)
+class SetProgramRules:
+    """Replace the program's rules, if they are still at `expected_version`."""
+
+    caller: Caller
+    expected_version: int
+    rules: ProgramRules
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRulesSet:
+    """The rules in force from here on."""
+
+    rules: ProgramRules
+
+
+def validate(rules: ProgramRules) -> None:
+    """Raise InvalidArgument (naming the field) for rules that cannot be set."""
+    if len(rules.limits) > limits.program_limits_max:
+        raise errors.InvalidArgument(
+            errors.FIELD_TOO_LONG,
+            f"at most {limits.program_limits_max} limits",
+            field="rules.limits",
+            limit=str(limits.program_limits_max),
+        )
+    seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
+    for i, limit in enumerate(rules.limits):
+        field = f"rules.limits[{i}]"
+        bounds = (limit.min_points, limit.max_points, limit.step_points)
+        if any(bound < 0 or bound > limits.points_amount_max for bound in bounds):
+            raise _invalid(field, f"bounds are 0 to {limits.points_amount_max}")
+        if limit.max_points and limit.max_points < limit.min_points:
+            raise _invalid(f"{field}.max_points", "the maximum is below the minimum")
+        if limit.scope in seen:
+            raise _invalid(field, "a second limit for the same operation, account kind and tier")
+        seen.add(limit.scope)
+
+
+def _invalid(field: str, message: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(errors.INVALID_FIELD, message, field=field)
+
+
+def decide(state: Program, command: SetProgramRules) -> list[ProgramRulesSet]:
+    """Return the change `command` makes, or raise the DomainError refusing it."""
+    if command.caller.role is not Role.OPERATOR:
+        raise errors.PermissionDenied(errors.ROLE_FORBIDDEN, "only an operator sets the rules")
+    validate(command.rules)
+    if command.expected_version != state.version:
+        raise errors.FailedPrecondition(
+            errors.PROGRAM_RULES_CHANGED,
+            "the rules changed since they were read; read them again",
+            version=str(state.version),
+        )
+    return [ProgramRulesSet(command.rules)]
+
+
+def evolve(state: Program, event: ProgramRulesSet) -> Program:
+    """Return the program after `event`."""
+    return Program(state.version + 1, event.rules)
+
+
+class LimitIndex:
+    """The limits in force, found by operation, account kind and tier in constant time."""
+
+    __slots__ = ("_by_scope", "limits_any", "version")
+
+    def __init__(self, program: Program) -> None:
+        """Index `program`'s limits."""
+        self.version = program.version
+        self._by_scope = {limit.scope: limit for limit in program.rules.limits}
+        self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
+
+    def find(
+        self, operation: LimitedOperation, kind: AccountKind, tier: str
+    ) -> TransactionLimit | None:
+        """Return the limit that applies to an account of `kind` and `tier`, if any."""
+        by_scope = self._by_scope
+        for scope in ((operation, kind, tier), (operation, None, tier)) if tier else ():
+            if scope in by_scope:
+                return by_scope[scope]
+        return by_scope.get((operation, kind, "")) or by_scope.get((operation, None, ""))
+
+
+NO_LIMITS = LimitIndex(NO_PROGRAM)
+
+# Stable type name and current schema version of the program's events (see events.py).
+PROGRAM_EVENT_TYPES: Final[dict[type[ProgramRulesSet], tuple[str, int]]] = {
+    ProgramRulesSet: ("ProgramRulesSet", 1),
+}
+
+
+def check_limit(limit: TransactionLimit | None, account_id: str, amount_points: int) -> None:
+    """Raise the FailedPrecondition naming the bound `amount_points` breaks, if it breaks one."""
+    if limit is None:
+        return
+    context = {
+        "account_id": account_id,
+        "operation": limit.operation.value,
+        "window": "transaction",
+    }
+    if limit.min_points and amount_points < limit.min_points:
+        raise errors.FailedPrecondition(
+            errors.AMOUNT_BELOW_MINIMUM,
+            f"at least {limit.min_points} points per {limit.operation.value.lower()}",
+            limit=str(limit.min_points),
+            **context,
+        )
+    if limit.max_points and amount_points > limit.max_points:
+        raise errors.FailedPrecondition(
+            errors.LIMIT_EXCEEDED,
+            f"at most {limit.max_points} points per {limit.operation.value.lower()}",
+            limit=str(limit.max_points),
+            remaining_points=str(limit.max_points),
+            **context,
+        )
+    if limit.step_points > 1 and amount_points % limit.step_points:
+        raise errors.FailedPrecondition(
+            errors.AMOUNT_NOT_IN_STEPS,
+            f"amounts go in steps of {limit.step_points} points",
+            limit=str(limit.step_points),
+            **context,
+        )
