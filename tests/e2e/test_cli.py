@@ -21,9 +21,12 @@ from tests.e2e.cli_runner import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     Cli,
+    Run,
     run_cli,
     start_cli,
 )
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def ids() -> tuple[str, str, str]:
@@ -225,6 +228,119 @@ async def test_market_commands_show_orders_books_and_markets(cli: Cli) -> None:
     assert "released 20 points" in cancelled.stdout
 
 
+async def test_a_tier_is_set_shown_and_cleared(cli: Cli) -> None:
+    """The owning partner sets a tier; get, list and JSON show it; again is no change; --clear."""
+    _shop, alice, _bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    set_gold = await acme.ok("account", "tier", alice, "gold")
+    assert f"{alice} tier set to gold" in set_gold.stdout
+    assert "position " in set_gold.stdout
+    again = (await acme.ok("account", "tier", alice, "gold", "--json")).json()
+    assert again["changed"] is False
+    position = again["position"]
+    assert isinstance(position, str)
+
+    table = await cli.ok("account", "get", alice, "--after", position)
+    assert "│ tier      │ gold" in table.stdout
+    listing = await cli.ok("account", "list", "--owner", "acme", "--after", position)
+    (row,) = [line for line in listing.stdout.splitlines() if alice in line]
+    assert "│ gold │" in row
+
+    cleared = await acme.ok("account", "tier", alice, "--clear", "--json")
+    assert cleared.json()["changed"] is True
+    after = cleared.json()["position"]
+    assert isinstance(after, str)
+    account = (await cli.ok("account", "get", alice, "--after", after, "--json")).json()
+    assert isinstance(account["account"], dict)
+    assert account["account"]["tier"] == ""
+    empty = await acme("account", "tier", alice, "")
+    assert empty.code == EXIT_USAGE
+    assert "use --clear" in empty.stderr
+
+
+def _limits_of(run: Run) -> list[dict[str, object]]:
+    """Return the limits of a `rules show --json` run."""
+    rules = run.json()["rules"]
+    assert isinstance(rules, dict)
+    limits = rules["limits"]
+    assert isinstance(limits, list)
+    return limits
+
+
+async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cli) -> None:
+    """Set the sample rules at version 0, show them; a set from version 0 again is refused."""
+    empty = await cli.ok("rules", "show")
+    assert "│ version │ 0" in empty.stdout
+    assert "no limits" in empty.stdout
+    sample = str(EXAMPLES / "program_rules.json")
+    first = await cli.ok("rules", "set", "--file", sample, "--expected-version", "0")
+    assert "program rules set: version 1, 3 limits" in first.stdout
+    position = first.stdout.split("position ")[1].split()[0]
+
+    table = await cli.ok("rules", "show", "--after", position)
+    assert "│ version │ 1" in table.stdout
+    rows = [line for line in table.stdout.splitlines() if "TRANSFER" in line or "BUY" in line]
+    # operation, account kind, tier, min, max, step, daily max, yearly max.
+    assert [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows] == [
+        ["TRANSFER", "MEMBER", "any", "-", "25,000", "-", "-", "100,000"],
+        ["TRANSFER", "MEMBER", "gold", "-", "100,000", "-", "-", "400,000"],
+        ["MARKET_BUY", "any", "any", "-", "-", "1,000", "-", "200,000"],
+    ]
+    as_json = await cli.ok("rules", "show", "--after", position, "--json")
+    assert as_json.json()["version"] == "1"
+    limits = _limits_of(as_json)
+    assert [limit["max_points"] for limit in limits] == ["25000", "100000", "0"]
+    assert [limit["yearly_max_points"] for limit in limits] == ["100000", "400000", "200000"]
+    assert limits[2]["operation"] == "LIMITED_OPERATION_MARKET_BUY"
+
+    # The `rules` of `show --json` are a rules file as they are; short names are accepted.
+    shown = cli.cwd / "shown.json"
+    shown.write_text(json.dumps(as_json.json()["rules"]))
+    stale = await cli("rules", "set", "--file", str(shown), "--expected-version", "0")
+    assert stale.code == EXIT_REFUSED, stale
+    assert stale.stdout == ""
+    assert stale.stderr.startswith("error: FAILED_PRECONDITION PROGRAM_RULES_CHANGED")
+    assert "version=1" in stale.stderr
+    short = cli.cwd / "short.json"
+    short.write_text(
+        '{"limits": [{"operation": "redeem", "account_kind": "member", "stepPoints": 5}]}'
+    )
+    second = await cli.ok("rules", "set", "--file", str(short), "--expected-version", "1", "--json")
+    assert second.json()["version"] == "2"
+    after = second.json()["position"]
+    assert isinstance(after, str)
+    (redeem,) = _limits_of(await cli.ok("rules", "show", "--after", after, "--json"))
+    assert (redeem["operation"], redeem["account_kind"]) == (
+        "LIMITED_OPERATION_REDEEM",
+        "ACCOUNT_KIND_MEMBER",
+    )
+    forbidden = await cli.acting_as("acme")(
+        "rules", "set", "--file", sample, "--expected-version", "2"
+    )
+    assert forbidden.code == EXIT_REFUSED
+    assert "PERMISSION_DENIED ROLE_FORBIDDEN" in forbidden.stderr
+
+
+async def test_a_rules_file_that_does_not_parse_is_a_usage_error(tmp_path: Path) -> None:
+    """Not JSON, not an object, an unknown field or operation, no file: exit 2, no traceback."""
+    files = {
+        "not-json.json": ("{limits: []", "not JSON"),
+        "list.json": ("[]", "expected a JSON object"),
+        "field.json": ('{"limit": []}', 'has no field named "limit"'),
+        "operation.json": ('{"limits": [{"operation": "teleport"}]}', "Invalid enum value"),
+        "missing.json": (None, "cannot read missing.json"),
+    }
+    for name, (content, says) in files.items():
+        if content is not None:
+            (tmp_path / name).write_text(content)
+        args = ("rules", "set", "--file", name, "--expected-version", "0", "--token", "t")
+        run = await run_cli(tmp_path, *args)
+        assert run.code == EXIT_USAGE, run
+        assert run.stderr.startswith("error: "), run
+        assert says in run.stderr, run
+        assert "Traceback" not in run.stderr
+
+
 async def test_without_the_cli_extra_pointex_says_how_to_install_it(tmp_path: Path) -> None:
     """With `rich` missing, `pointex` names the extra to install instead of a traceback."""
     hide_rich = (
@@ -254,5 +370,6 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    # account 7, points 6, order 4, trade 2, book, markets, watch, audit, status, admin token 3
-    assert leaves == 27
+    # account 8, points 6, order 4, trade 2, book, markets, watch, audit, status, rules 2,
+    # admin token 3
+    assert leaves == 30

@@ -163,3 +163,18 @@ async def test_rules_that_cannot_be_set_name_their_field(setup: Setup) -> None:
         s.acme.call("SetProgramRules", cpb.SetProgramRulesRequest(request_id=rid()))
     )
     assert error_info(partner).reason == "ROLE_FORBIDDEN"
+
+
+async def test_a_daily_cap_counts_every_transfer_of_the_day(setup: Setup) -> None:
+    """150 a day: 100 and 50 pass, the next point is refused naming the window and what is left."""
+    s = setup
+    await s.issue(s.alice, 1_000)
+    daily = common_pb2.TransactionLimit(operation=TRANSFER, daily_max_points=150)
+    await set_rules(s, 0, common_pb2.ProgramRules(limits=[daily]))
+    await s.transfer(s.acme, s.alice, s.bob, 100)
+    refused = error_info(await rpc_error(s.transfer(s.acme, s.alice, s.bob, 60)))
+    assert (refused.reason, refused.metadata["window"]) == ("LIMIT_EXCEEDED", "rolling_24h")
+    assert (refused.metadata["limit"], refused.metadata["remaining_points"]) == ("150", "50")
+    await s.transfer(s.acme, s.alice, s.bob, 50)
+    last = error_info(await rpc_error(s.transfer(s.acme, s.alice, s.bob, 1)))
+    assert last.metadata["remaining_points"] == "0"

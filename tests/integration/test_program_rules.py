@@ -28,7 +28,7 @@ from pointex.server.domain.program import (
 )
 from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role
 from pointex.server.eventstore.port import EventStore
-from pointex.v1 import events_pb2
+from pointex.v1 import common_pb2, events_pb2
 from tests.conftest import MakeStore
 from tests.integration.test_transfer_unit import (
     FUNDS_POINTS,
@@ -190,3 +190,37 @@ async def _rules_position(store: EventStore) -> int:
 
 def _amount(data: bytes) -> int:
     return events_pb2.PointsDebited.FromString(data).amount_points
+
+
+async def test_a_yearly_cap_holds_under_concurrent_transfers_and_across_a_restart(
+    make_store: MakeStore,
+) -> None:
+    """Each hot member gives at most 300 a year, whatever the concurrency and the restart."""
+    random.seed(5)
+    yearly = TransactionLimit(LimitedOperation.TRANSFER, None, "", 0, 0, 0, 0, 300)
+    store = make_store()
+    await store.open()
+    node = Node(store)
+    try:
+        await node.fund()
+        await set_rules(node, "rules-1", 0, yearly)
+        first = [transfer_or_refusal(node, f"a{i}", random.randint(1, 30)) for i in range(60)]
+        early = await asyncio.gather(*first)
+    finally:
+        await node.stop()
+    node = Node(store)  # A restart: the actors load from snapshots and the log.
+    try:
+        await node.program.load()
+        second = [transfer_or_refusal(node, f"b{i}", random.randint(1, 30)) for i in range(60)]
+        late = await asyncio.gather(*second)
+    finally:
+        await node.stop()
+    given: dict[str, int] = dict.fromkeys(HOT, 0)
+    for recorded in await read_log(store):
+        if recorded.type == "PointsDebited":
+            debit = events_pb2.PointsDebited.FromString(recorded.data)
+            if debit.kind == common_pb2.TRANSFER_KIND_TRANSFER:
+                given[debit.account_id] += debit.amount_points
+    assert all(points <= 300 for points in given.values()), given
+    assert errors.LIMIT_EXCEEDED in early + late  # The cap was reached, and held.
+    await check_conservation(store)

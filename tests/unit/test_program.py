@@ -13,19 +13,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointex.server import limits
+from pointex.server.actors import snapshots
 from pointex.server.domain import errors, program
 from pointex.server.domain.account import Account, decide, evolve
 from pointex.server.domain.commands import (
     AccountCommand,
+    BuyPoints,
     CreditPoints,
     DebitPoints,
     HoldPoints,
     MintPoints,
     OpenAccount,
+    ReleasePoints,
     ReserveBuy,
+    SellPoints,
     SetAccountTier,
 )
-from pointex.server.domain.events import AccountTierSet
+from pointex.server.domain.events import AccountEvent, AccountTierSet
 from pointex.server.domain.program import (
     NO_PROGRAM,
     LimitedOperation,
@@ -36,6 +40,7 @@ from pointex.server.domain.program import (
     SetProgramRules,
     TransactionLimit,
 )
+from pointex.server.domain.usage import Usage, year_of
 from pointex.server.domain.values import (
     OPERATOR,
     AccountKind,
@@ -59,9 +64,11 @@ def limit(
     low: int = 0,
     high: int = 0,
     step: int = 0,
+    daily: int = 0,
+    yearly: int = 0,
 ) -> TransactionLimit:
     """A limit of `operation` for `kind` and `tier` (None, "": every one)."""
-    return TransactionLimit(operation, kind, tier, low, high, step)
+    return TransactionLimit(operation, kind, tier, low, high, step, daily, yearly)
 
 
 def index(*limits_: TransactionLimit) -> LimitIndex:
@@ -301,3 +308,169 @@ def _attempt(
         return apply(state, command, rules)
     except errors.DomainError as error:
         return error
+
+
+# --- Windows: a rolling day and a calendar year ------------------------------------------------
+
+HOUR = 3_600_000
+NEW_YEAR_2026 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def test_usage_keeps_a_day_of_hours_and_the_current_year() -> None:
+    """Counted by hour and year; a day is the hour now and the 24 before; old entries go."""
+    usage = Usage().add(TRANSFER, NEW_YEAR_2026 - HOUR, 10)  # 2025, last hour.
+    usage = usage.add(TRANSFER, NEW_YEAR_2026, 20).add(TRANSFER, NEW_YEAR_2026 + 1, 5)
+    usage = usage.add(REDEEM, NEW_YEAR_2026, 7)
+    assert usage.in_day(TRANSFER, NEW_YEAR_2026) == 35
+    assert usage.in_year(TRANSFER, NEW_YEAR_2026) == 25
+    assert usage.in_year(TRANSFER, NEW_YEAR_2026 - 1) == 0  # 2025 left when 2026 began.
+    # Whole hours: the points of 00:00-00:59 count until 00:59 the next day, never less long.
+    assert usage.in_day(TRANSFER, NEW_YEAR_2026 + 24 * HOUR) == 25
+    assert usage.in_day(TRANSFER, NEW_YEAR_2026 + 25 * HOUR - 1) == 25
+    assert usage.in_day(TRANSFER, NEW_YEAR_2026 + 25 * HOUR) == 0
+    later = usage.add(TRANSFER, NEW_YEAR_2026 + 30 * HOUR, 1)
+    assert later.hours == ((TRANSFER, (NEW_YEAR_2026 + 30 * HOUR) // HOUR, 1),)  # Older: gone.
+    assert [year for _, year, _ in later.years] == [2026, 2026]
+
+
+def debited(state: Account, amount: int, at_ms: int, rules: LimitIndex) -> Account:
+    """The account after a transfer debit of `amount` decided at `at_ms`."""
+    for event in decide(state, command_of(TRANSFER, amount), rules, at_ms):
+        state = evolve(state, event)
+    return state
+
+
+def test_a_daily_cap_counts_a_rolling_day_and_names_what_is_left() -> None:
+    """100 a day: 60 then 40 pass, 1 more is refused until the first hour leaves the window."""
+    rules = index(limit(TRANSFER, daily=100))
+    start = NEW_YEAR_2026 + 10 * HOUR
+    account = debited(member(1_000), 60, start, rules)
+    account = debited(account, 30, start + 5 * HOUR, rules)
+    refused = refusal_at(account, command_of(TRANSFER, 11), rules, start + 6 * HOUR)
+    assert (refused.reason, refused.metadata["window"]) == (errors.LIMIT_EXCEEDED, "rolling_24h")
+    assert (refused.metadata["limit"], refused.metadata["remaining_points"]) == ("100", "10")
+    assert decide(account, command_of(TRANSFER, 10), rules, start + 6 * HOUR)
+    assert refusal_at(account, command_of(TRANSFER, 11), rules, start + 24 * HOUR)
+    assert decide(account, command_of(TRANSFER, 70), rules, start + 25 * HOUR)
+
+
+def test_a_yearly_cap_starts_again_on_the_first_of_january() -> None:
+    """1,000 a year: spent in December, refused on 31 December, allowed on 1 January."""
+    rules = index(limit(REDEEM, yearly=1_000))
+    account = member(5_000)
+    redeem = DebitPoints(ACME, "u1", "t1", TransferKind.REDEEM, "m1", 1_000, "")
+    for event in decide(account, redeem, rules, NEW_YEAR_2026 - 30 * 24 * HOUR):
+        account = evolve(account, event)
+    refused = refusal_at(account, redeem, rules, NEW_YEAR_2026 - 1)
+    assert (refused.metadata["window"], refused.metadata["remaining_points"]) == (
+        "calendar_year",
+        "0",
+    )
+    assert decide(account, redeem, rules, NEW_YEAR_2026)
+
+
+def test_points_held_for_selling_and_being_bought_count_until_released() -> None:
+    """A SELL cap counts what is held now; a BUY cap what is being bought; releases free them."""
+    rules = index(limit(SELL, daily=100), limit(BUY, yearly=100))
+    account = apply(member(1_000), command_of(SELL, 60), rules)
+    assert refusal_at(account, command_of(SELL, 41), rules, 0).metadata["remaining_points"] == "40"
+    released = apply(account, ReleasePoints("u1", "o1", "", 60), rules)
+    assert decide(released, command_of(SELL, 100), rules)
+    buying = apply(member(0), command_of(BUY, 100), rules)
+    assert refusal_at(buying, command_of(BUY, 1), rules, 0).reason == errors.LIMIT_EXCEEDED
+    bought = apply(buying, BuyPoints("u1", "tr1", "o1", 100), rules)  # Now counted as bought.
+    assert bought.usage.in_year(BUY, 0) == 100
+    assert refusal_at(bought, command_of(BUY, 1), rules, 0).reason == errors.LIMIT_EXCEEDED
+
+
+def refusal_at(
+    state: Account, command: AccountCommand, rules: LimitIndex, now_ms: int
+) -> errors.DomainError:
+    """Return the DomainError `command` meets on `state` under `rules` at `now_ms`."""
+    with pytest.raises(errors.DomainError) as caught:
+        decide(state, command, rules, now_ms)
+    return caught.value
+
+
+_WINDOW_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["transfer", "sell", "release", "settle"]),
+        st.integers(1, 60),
+        st.integers(0, 8 * HOUR),  # Time passing before the step.
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_WINDOW_STEPS, st.integers(0, 366 * 24 * HOUR))
+def test_windows_never_count_less_than_a_reference_model(
+    steps: list[tuple[str, int, int]], start_offset: int
+) -> None:
+    """Random transfers, holds, releases and sales over time: the caps are never passed.
+
+    The reference model keeps every accepted movement with its exact time; after each step,
+    the exact points of the last 24 hours (plus what is held) and of the calendar year are
+    within the caps.
+    """
+    caps = {"day": 150, "year": 400}
+    rules = index(
+        limit(TRANSFER, daily=caps["day"], yearly=caps["year"]),
+        limit(SELL, daily=caps["day"], yearly=caps["year"]),
+    )
+    now = NEW_YEAR_2026 - 200 * 24 * HOUR + start_offset
+    account = member(10**6)
+    moved: dict[LimitedOperation, list[tuple[int, int]]] = {TRANSFER: [], SELL: []}
+    for action, drawn, elapsed in steps:
+        now += elapsed
+        amount = min(drawn, account.held_points) if action in {"release", "settle"} else drawn
+        if not amount:
+            continue
+        command: AccountCommand
+        if action == "release":
+            command = ReleasePoints("u1", "o1", "", amount)
+        elif action == "settle":
+            command = SellPoints("u1", "tr1", "o1", amount)
+        else:
+            command = command_of(TRANSFER if action == "transfer" else SELL, amount)
+        outcome = _decided(account, command, rules, now)
+        if isinstance(outcome, errors.DomainError):
+            assert outcome.reason == errors.LIMIT_EXCEEDED, outcome
+            continue
+        for event in outcome:
+            account = evolve(account, event)
+        if action == "transfer":
+            moved[TRANSFER].append((now, amount))
+        elif action == "settle":
+            moved[SELL].append((now, amount))
+        for operation, pending in ((TRANSFER, 0), (SELL, account.held_points)):
+            in_day = sum(p for at, p in moved[operation] if at > now - 24 * HOUR)
+            in_year = sum(p for at, p in moved[operation] if year_of(at) == year_of(now))
+            assert in_day + pending <= caps["day"], (operation, in_day, pending)
+            assert in_year + pending <= caps["year"], (operation, in_year, pending)
+
+
+def _decided(
+    state: Account, command: AccountCommand, rules: LimitIndex, now_ms: int
+) -> list[AccountEvent] | errors.DomainError:
+    try:
+        return decide(state, command, rules, now_ms)
+    except errors.DomainError as error:
+        return error
+
+
+def test_a_snapshot_keeps_the_tier_and_what_the_windows_count() -> None:
+    """An account restored from its snapshot decides exactly as the one it was taken from."""
+    rules = index(limit(TRANSFER, daily=100, yearly=150))
+    account = apply(member(1_000), SetAccountTier(ACME, "u1", "gold"), rules)
+    account = debited(account, 70, NEW_YEAR_2026, rules)
+    account = debited(account, 30, NEW_YEAR_2026 + 30 * HOUR, rules)
+    snapshot = snapshots.to_snapshot("account-u1", account, 5, 42)
+    restored = snapshots.from_snapshot(snapshot)
+    assert restored == (account, 5, 42)
+    refused = refusal_at(restored[0], command_of(TRANSFER, 51), rules, NEW_YEAR_2026 + 31 * HOUR)
+    assert (refused.metadata["window"], refused.metadata["remaining_points"]) == (
+        "calendar_year",
+        "50",
+    )

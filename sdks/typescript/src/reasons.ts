@@ -520,9 +520,10 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     code: "FAILED_PRECONDITION",
     family: "Refused",
     summary: "The amount is above what the program's limit for the operation and the account " +
-      "allows (ProgramRules). Metadata: \"account_id\", \"operation\", \"window\" " +
-      "(\"transaction\"), \"limit\", \"remaining_points\" (the most this command could " +
-      "carry).",
+      "allows (ProgramRules): per command (\"window\" = \"transaction\"), in a rolling day " +
+      "(\"rolling_24h\") or in the calendar year (\"calendar_year\"). Metadata: " +
+      "\"account_id\", \"operation\", \"window\", \"limit\", \"remaining_points\" (the most this " +
+      "command could carry).",
   }],
   ["AMOUNT_NOT_IN_STEPS", {
     name: "AMOUNT_NOT_IN_STEPS",

@@ -1,4 +1,4 @@
-"""`pointex account ...`: open, show, list, history, freeze, unfreeze and close accounts."""
+"""`pointex account ...`: open, show, list, history, tier, freeze, unfreeze and close accounts."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ _MOVEMENT = common_pb2.MovementKind.DESCRIPTOR
 
 def register(group: Subcommands) -> None:
     """Add `account` and its subcommands."""
-    parser = group.add_parser("account", help="open, show, list, freeze and close accounts")
+    parser = group.add_parser(
+        "account", help="open, show, list, freeze and close accounts; set tiers"
+    )
     actions = parser.add_subparsers(title="account commands", metavar="COMMAND", required=True)
 
     opening = leaf(actions, "open", "open an account", _open, mutating=True)
@@ -67,11 +69,32 @@ def register(group: Subcommands) -> None:
     add_limit(history)
     add_after(history)
 
+    _register_tier(actions)
+
     for name, verb in (("freeze", "freeze"), ("unfreeze", "unfreeze"), ("close", "close")):
         change = leaf(actions, name, f"{verb} an account", _change_status, mutating=True)
         change.add_argument("account_id", metavar="ACCOUNT")
         change.add_argument("--reason", default="", help="why (recorded with the event)")
         change.set_defaults(change=name)
+
+
+def _register_tier(actions: Subcommands) -> None:
+    tier = leaf(actions, "tier", "set or clear an account's member tier", _tier, mutating=True)
+    tier.add_argument("account_id", metavar="ACCOUNT")
+    # One of the two is required. An empty TIER is refused rather than read as "clear": an
+    # unset shell variable (`pointex account tier A "$TIER"`) must not remove a tier unseen.
+    which = tier.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "tier", nargs="?", type=_tier_name, metavar="TIER", help="the tier, e.g. gold"
+    )
+    which.add_argument("--clear", action="store_true", help="remove the account's tier")
+
+
+def _tier_name(text: str) -> str:
+    """Read TIER for argparse: a name, never empty (clearing is `--clear`)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the tier is empty; use --clear to remove a tier")
+    return text
 
 
 def _open(session: Session, out: Output, args: argparse.Namespace) -> int:
@@ -112,6 +135,7 @@ def account_fields(account: common_pb2.Account) -> list[tuple[str, Cell]]:
         ("status", status_text(formatting.enum_label(_STATUS, account.status))),
         ("owner", account.owner_partner_id),
         ("name", account.display_name or "-"),
+        ("tier", account.tier or "-"),
         ("available", formatting.points(account.available_points)),
         ("held", formatting.points(account.held_points)),
         ("version", str(account.version)),
@@ -141,6 +165,7 @@ def _account_row(account: common_pb2.Account) -> Sequence[Cell]:
     return (
         account.account_id,
         formatting.enum_label(_KIND, account.kind),
+        account.tier,
         status_text(formatting.enum_label(_STATUS, account.status)),
         account.owner_partner_id,
         formatting.points(account.available_points),
@@ -188,7 +213,7 @@ _ACCOUNTS: Final[Listing[common_pb2.Account]] = Listing(
     rpc="ListAccounts",
     items="accounts",
     doing="listing accounts",
-    columns=("account", "kind", "status", "owner", "available#", "held#", "name"),
+    columns=("account", "kind", "tier", "status", "owner", "available#", "held#", "name"),
     row=_account_row,
 )
 _HISTORY: Final[Listing[qry.Movement]] = Listing(
@@ -221,5 +246,23 @@ def _change_status(session: Session, out: Output, args: argparse.Namespace) -> i
         return EXIT_OK
     done = {"freeze": "frozen", "unfreeze": "unfrozen", "close": "closed"}[args.change]
     out.line(f"{args.account_id} {done}" if reply.changed else f"{args.account_id}: no change")
+    out.position(reply.position, rid)
+    return EXIT_OK
+
+
+def _tier(session: Session, out: Output, args: argparse.Namespace) -> int:
+    rid = request_id(args)
+    tier: str = "" if args.clear else args.tier
+    request = cmd.SetAccountTierRequest(request_id=rid, account_id=args.account_id, tier=tier)
+    reply = session.mutate(session.commands.SetAccountTier, request, rid)
+    if out.json_mode:
+        out.json({"request_id": rid, **to_json(reply)})
+        return EXIT_OK
+    if not reply.changed:
+        out.line(f"{args.account_id}: no change")
+    elif tier:
+        out.line(f"{args.account_id} tier set to {tier}")
+    else:
+        out.line(f"{args.account_id} tier cleared")
     out.position(reply.position, rid)
     return EXIT_OK

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pointex.cli import accounts, admin, market, points, tokens, watch
+from pointex.cli import accounts, admin, market, points, rules, tokens, watch
 from pointex.cli.errors import EXIT_USAGE, UsageError, exit_code
 from pointex.cli.options import add_global_options, settings_from
 from pointex.cli.output import Output
@@ -16,7 +16,8 @@ from pointex.cli.session import Session
 from pointex.client.errors import PointexError
 
 _DESCRIPTION = """\
-The command line for Pointex: accounts, points, the market, notifications and audits.
+The command line for Pointex: accounts, points, the market, program rules, notifications
+and audits.
 
 Commands go to the command server and reads to the query server. Every command prints the
 position of its last event; pass it to a read with --after to read your own write.
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.register(group)
     market.register(group)
     watch.register(group)
+    rules.register(group)
     admin.register(group)
     tokens.register(group)
     return parser

@@ -57,6 +57,11 @@ def points(amount_points: int) -> str:
     return f"{amount_points:,}"
 
 
+def bound_points(amount_points: int) -> str:
+    """Return a limit's bound in points, or `-` for 0 (no bound)."""
+    return points(amount_points) if amount_points else _NONE
+
+
 def money(amount_minor: int, currency: str) -> str:
     """Return an amount in minor units as major.minor with its currency (`12.50 CNY`)."""
     digits = _MINOR_DIGITS.get(currency, _DEFAULT_MINOR_DIGITS)

@@ -66,9 +66,13 @@ def transaction_limit(
     min_points: int = 0,
     max_points: int = 0,
     step_points: int = 0,
+    daily_max_points: int = 0,
+    yearly_max_points: int = 0,
 ) -> common_pb2.TransactionLimit:
-    """Return a program limit: the points one command of `operation` may carry (0: no bound).
+    """Return a program limit of `operation` (every bound 0: no bound).
 
+    The bounds are what one command may carry (`min_points`, `max_points`, `step_points`)
+    and what all of an account's commands may in a rolling day and in a calendar year.
     `account_kind` and `tier` narrow it to those accounts (None, "": every one).
     """
     return common_pb2.TransactionLimit(
@@ -78,6 +82,8 @@ def transaction_limit(
         min_points=min_points,
         max_points=max_points,
         step_points=step_points,
+        daily_max_points=daily_max_points,
+        yearly_max_points=yearly_max_points,
     )
 
 

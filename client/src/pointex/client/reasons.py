@@ -448,9 +448,10 @@ REASONS: Final[Mapping[str, Reason]] = {
         57,
         "FAILED_PRECONDITION",
         "The amount is above what the program's limit for the operation and the account "
-        'allows (ProgramRules). Metadata: "account_id", "operation", "window" '
-        '("transaction"), "limit", "remaining_points" (the most this command could '
-        "carry).",
+        'allows (ProgramRules): per command ("window" = "transaction"), in a rolling day '
+        '("rolling_24h") or in the calendar year ("calendar_year"). Metadata: '
+        '"account_id", "operation", "window", "limit", "remaining_points" (the most this '
+        "command could carry).",
     ),
     "AMOUNT_NOT_IN_STEPS": Reason(
         "AMOUNT_NOT_IN_STEPS",

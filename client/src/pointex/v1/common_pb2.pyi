@@ -1044,13 +1044,21 @@ Global___Market: _TypeAlias = Market  # noqa: Y015
 
 @_typing.final
 class TransactionLimit(_message.Message):
-    """One limit of a program: the points one command may carry for an operation, for the accounts
-    it names. A bound of 0 is no bound.
+    """One limit of a program: the points one command may carry for an operation, and the points
+    all its commands may carry in a rolling day and in a calendar year, for the accounts it
+    names. A bound of 0 is no bound.
 
     Of the limits of one operation, exactly one applies to an account: the one naming its kind
     and its tier, else the one naming its tier only, else the one naming its kind only, else the
     one naming neither; none of them, and the operation is not limited. Example: at most 25,000
-    points per transfer; buying in steps of 1,000.
+    points per transfer and 100,000 a year; buying in steps of 1,000 up to 200,000 a year.
+
+    What the windows count, per account and operation: TRANSFER and REDEEM, the points debited
+    (a transfer whose credit was refused and returned still counts); MARKET_SELL, the points
+    sold plus those held now for SELL orders and trades; MARKET_BUY, the points bought plus
+    those its BUY orders and trades are buying now. Each is counted at the hour it was decided
+    (UTC); a rolling day is the current hour and the 24 before it, so a window may count up to
+    an hour more than 24 hours back, never less.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1061,6 +1069,8 @@ class TransactionLimit(_message.Message):
     MIN_POINTS_FIELD_NUMBER: _builtins.int
     MAX_POINTS_FIELD_NUMBER: _builtins.int
     STEP_POINTS_FIELD_NUMBER: _builtins.int
+    DAILY_MAX_POINTS_FIELD_NUMBER: _builtins.int
+    YEARLY_MAX_POINTS_FIELD_NUMBER: _builtins.int
     operation: Global___LimitedOperation.ValueType
     """The operation limited. Required."""
     account_kind: Global___AccountKind.ValueType
@@ -1081,6 +1091,14 @@ class TransactionLimit(_message.Message):
     """Amounts must be whole multiples of this; 0 (or 1) for any amount. Another amount is
     refused with FAILED_PRECONDITION / AMOUNT_NOT_IN_STEPS.
     """
+    daily_max_points: _builtins.int
+    """The most points of this operation in a rolling day (see above); 0 for no cap. Past it:
+    FAILED_PRECONDITION / LIMIT_EXCEEDED with "window" = "rolling_24h".
+    """
+    yearly_max_points: _builtins.int
+    """The most points of this operation in a calendar year (UTC); 0 for no cap. Past it:
+    FAILED_PRECONDITION / LIMIT_EXCEEDED with "window" = "calendar_year".
+    """
     def __init__(
         self,
         *,
@@ -1090,10 +1108,12 @@ class TransactionLimit(_message.Message):
         min_points: _builtins.int = ...,
         max_points: _builtins.int = ...,
         step_points: _builtins.int = ...,
+        daily_max_points: _builtins.int = ...,
+        yearly_max_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_kind", b"account_kind", "max_points", b"max_points", "min_points", b"min_points", "operation", b"operation", "step_points", b"step_points", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_kind", b"account_kind", "daily_max_points", b"daily_max_points", "max_points", b"max_points", "min_points", b"min_points", "operation", b"operation", "step_points", b"step_points", "tier", b"tier", "yearly_max_points", b"yearly_max_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -294,8 +294,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 57
     """FAILED_PRECONDITION. The amount is above what the program's limit for the operation and
-    the account allows (ProgramRules). Metadata: "account_id", "operation", "window"
-    ("transaction"), "limit", "remaining_points" (the most this command could carry).
+    the account allows (ProgramRules): per command ("window" = "transaction"), in a rolling day
+    ("rolling_24h") or in the calendar year ("calendar_year"). Metadata: "account_id",
+    "operation", "window", "limit", "remaining_points" (the most this command could carry).
     """
     ERROR_REASON_AMOUNT_NOT_IN_STEPS: _ErrorReason.ValueType  # 58
     """FAILED_PRECONDITION. The amount is not a whole multiple of the program's step for the
@@ -562,8 +563,9 @@ without its prefix, e.g. "TRANSFER"), "window" ("transaction"), "limit".
 """
 ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 57
 """FAILED_PRECONDITION. The amount is above what the program's limit for the operation and
-the account allows (ProgramRules). Metadata: "account_id", "operation", "window"
-("transaction"), "limit", "remaining_points" (the most this command could carry).
+the account allows (ProgramRules): per command ("window" = "transaction"), in a rolling day
+("rolling_24h") or in the calendar year ("calendar_year"). Metadata: "account_id",
+"operation", "window", "limit", "remaining_points" (the most this command could carry).
 """
 ERROR_REASON_AMOUNT_NOT_IN_STEPS: ErrorReason.ValueType  # 58
 """FAILED_PRECONDITION. The amount is not a whole multiple of the program's step for the

@@ -646,6 +646,7 @@ class PointsDebited(_message.Message):
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account debited (the transfer's source)."""
     transfer_id: _builtins.str
@@ -660,6 +661,12 @@ class PointsDebited(_message.Message):
     """The reason or memo of the transfer; may be empty."""
     available_points: _builtins.int
     """The account's available points after the debit."""
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the account decided the debit (its program limits' windows count it then); unset in
+        events written before windows existed.
+        """
+
     def __init__(
         self,
         *,
@@ -670,10 +677,11 @@ class PointsDebited(_message.Message):
         amount_points: _builtins.int = ...,
         memo: _builtins.str = ...,
         available_points: _builtins.int = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "kind", b"kind", "memo", b"memo", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1458,6 +1466,7 @@ class PointsSold(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     HELD_POINTS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The seller's account."""
     trade_id: _builtins.str
@@ -1468,6 +1477,12 @@ class PointsSold(_message.Message):
     """Points delivered; positive."""
     held_points: _builtins.int
     """The account's held points after delivery."""
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the account delivered them (its MARKET_SELL windows count them then); unset in events
+        written before windows existed.
+        """
+
     def __init__(
         self,
         *,
@@ -1476,10 +1491,11 @@ class PointsSold(_message.Message):
         order_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         held_points: _builtins.int = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "held_points", b"held_points", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "decided_at", b"decided_at", "held_points", b"held_points", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1498,6 +1514,7 @@ class PointsBought(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The buyer's account."""
     trade_id: _builtins.str
@@ -1508,6 +1525,12 @@ class PointsBought(_message.Message):
     """Points received; positive."""
     available_points: _builtins.int
     """The account's available points after receipt."""
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the account received them (its MARKET_BUY windows count them then); unset in events
+        written before windows existed.
+        """
+
     def __init__(
         self,
         *,
@@ -1516,10 +1539,11 @@ class PointsBought(_message.Message):
         order_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         available_points: _builtins.int = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

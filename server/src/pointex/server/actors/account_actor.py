@@ -28,6 +28,7 @@ from pointex.server.eventstore.port import EventStore, Snapshot
 
 __all__ = [
     "AccountActor",
+    "Clock",
     "Decide",
     "Decided",
     "Inspect",
@@ -42,8 +43,16 @@ __all__ = [
 LimitsInForce = Callable[[], LimitIndex]
 
 
+# Returns the time now, in milliseconds since the epoch (debits, sales and purchases record it).
+Clock = Callable[[], int]
+
+
 def _no_limits() -> LimitIndex:
     return NO_LIMITS
+
+
+def _no_clock() -> int:
+    return 0
 
 
 class _AccountAggregate:
@@ -51,14 +60,17 @@ class _AccountAggregate:
 
     in_place = False
 
-    def __init__(self, limits_in_force: LimitsInForce = _no_limits) -> None:
+    def __init__(
+        self, limits_in_force: LimitsInForce = _no_limits, clock: Clock = _no_clock
+    ) -> None:
         self._limits_in_force = limits_in_force
+        self._clock = clock
 
     def empty(self) -> Account | None:
         return None
 
     def decide(self, state: Account | None, command: Any) -> list[Any]:
-        return account.decide(state, command, self._limits_in_force())
+        return account.decide(state, command, self._limits_in_force(), self._clock())
 
     def evolve(self, state: Account | None, event: Any) -> Account | None:
         return account.evolve(state, event)
@@ -77,9 +89,9 @@ class _AccountAggregate:
 ACCOUNTS = _AccountAggregate()  # Loads and snapshots; decides with no limits.
 
 
-def account_aggregate(limits_in_force: LimitsInForce) -> _AccountAggregate:
-    """Return the account aggregate deciding under `limits_in_force`."""
-    return _AccountAggregate(limits_in_force)
+def account_aggregate(limits_in_force: LimitsInForce, clock: Clock) -> _AccountAggregate:
+    """Return the account aggregate deciding under `limits_in_force` at `clock`'s time."""
+    return _AccountAggregate(limits_in_force, clock)
 
 
 class AccountActor(StreamActor[Account | None]):

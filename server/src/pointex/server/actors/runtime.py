@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
 from typing import Any, TypeVar, overload
 
 from pointex.server import limits
 from pointex.server.actors.account_actor import (
     AccountActor,
+    Clock,
     Decide,
     Decided,
     Inspect,
@@ -32,6 +34,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+def wall_clock_ms() -> int:
+    """Return the time now, in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
 class AccountActors:
     """All account actors of one command server."""
 
@@ -42,13 +49,15 @@ class AccountActors:
         *,
         resident_max: int,
         limits_in_force: LimitsInForce | None = None,
+        clock: Clock = wall_clock_ms,
     ) -> None:
         """Host actors over `store`, appending through `committer`, at most `resident_max`.
 
-        Actors decide under `limits_in_force` (the program's limits; None: no limits).
+        Actors decide under `limits_in_force` (the program's limits; None: no limits), at the
+        time `clock` says.
         """
         assert resident_max > 0, resident_max
-        self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS))
+        self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS), clock)
         self._store = store
         self._committer = committer
         self._resident_max = resident_max

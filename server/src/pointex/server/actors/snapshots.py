@@ -12,11 +12,13 @@ import json
 from typing import Final
 
 from pointex.server.domain.account import Account
+from pointex.server.domain.program import LimitedOperation
+from pointex.server.domain.usage import Usage
 from pointex.server.domain.values import AccountKind, AccountStatus, Role
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 3  # 2: buying_points; 3: tier
+SNAPSHOT_SCHEMA_VERSION: Final = 4  # 2: buying_points; 3: tier; 4: usage
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -30,6 +32,10 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
         "held_points": state.held_points,
         "buying_points": state.buying_points,
         "tier": state.tier,
+        "usage": {
+            "hours": [[op.value, hour, points] for op, hour, points in state.usage.hours],
+            "years": [[op.value, year, points] for op, year, points in state.usage.years],
+        },
         "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
         "position": position,
     }
@@ -53,6 +59,10 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
         frozen_by_role=Role(frozen_by) if frozen_by else None,
         buying_points=int(data["buying_points"]),
         tier=str(data["tier"]),
+        usage=Usage(
+            tuple((LimitedOperation(op), int(h), int(p)) for op, h, p in data["usage"]["hours"]),
+            tuple((LimitedOperation(op), int(y), int(p)) for op, y, p in data["usage"]["years"]),
+        ),
     )
     state.check()
     return state, snapshot.stream_version, int(data["position"])

@@ -53,11 +53,13 @@ from pointex.server.domain.events import (
     PointsSold,
 )
 from pointex.server.domain.program import NO_LIMITS, LimitedOperation, LimitIndex, check_limit
+from pointex.server.domain.usage import NO_USAGE, Usage
 from pointex.server.domain.values import (
     TRANSFER_KINDS,
     AccountKind,
     AccountStatus,
     Caller,
+    Instant,
     Role,
     TransferKind,
 )
@@ -81,6 +83,7 @@ class Account:
     frozen_by_role: Role | None = None
     buying_points: int = 0
     tier: str = ""  # The member tier a partner set; program limits may name it.
+    usage: Usage = NO_USAGE  # What the program's windows count (domain/usage.py).
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
@@ -214,7 +217,7 @@ def _burn(state: Account | None, command: BurnPoints) -> list[AccountEvent]:
     return [PointsBurned(command.account_id, command.amount_points, command.memo, available)]
 
 
-def _debit(state: Account | None, command: DebitPoints) -> list[AccountEvent]:
+def _debit(state: Account | None, command: DebitPoints, at: Instant) -> list[AccountEvent]:
     _require_amount(command.amount_points)
     if command.account_id == command.counterparty_account_id:
         raise errors.InvalidArgument(errors.SAME_ACCOUNT, "source and destination are the same")
@@ -232,6 +235,7 @@ def _debit(state: Account | None, command: DebitPoints) -> list[AccountEvent]:
             command.amount_points,
             command.memo,
             account.available_points - command.amount_points,
+            at,
         )
     ]
 
@@ -389,7 +393,7 @@ def _release(state: Account | None, command: ReleasePoints) -> list[AccountEvent
     ]
 
 
-def _sell(state: Account | None, command: SellPoints) -> list[AccountEvent]:
+def _sell(state: Account | None, command: SellPoints, at: Instant) -> list[AccountEvent]:
     # The seller delivers from escrow: a paid trade's quantity is never refused.
     account = _require_exists(state, command.account_id)
     _require_still_held(account, command.amount_points, command.trade_id)
@@ -400,11 +404,12 @@ def _sell(state: Account | None, command: SellPoints) -> list[AccountEvent]:
             command.order_id,
             command.amount_points,
             account.held_points - command.amount_points,
+            at,
         )
     ]
 
 
-def _buy(state: Account | None, command: BuyPoints) -> list[AccountEvent]:
+def _buy(state: Account | None, command: BuyPoints, at: Instant) -> list[AccountEvent]:
     # The buyer paid: only a closed account (which may hold nothing) cannot receive.
     account = _require_open(state, command.account_id)
     return [
@@ -414,6 +419,7 @@ def _buy(state: Account | None, command: BuyPoints) -> list[AccountEvent]:
             command.order_id,
             command.amount_points,
             account.available_points + command.amount_points,
+            at,
         )
     ]
 
@@ -457,7 +463,6 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     OpenAccount: _open,  # type: ignore[dict-item]
     MintPoints: _mint,  # type: ignore[dict-item]
     BurnPoints: _burn,  # type: ignore[dict-item]
-    DebitPoints: _debit,  # type: ignore[dict-item]
     CreditPoints: _credit,  # type: ignore[dict-item]
     ReturnPoints: _return,  # type: ignore[dict-item]
     FreezeAccount: _freeze,  # type: ignore[dict-item]
@@ -466,12 +471,17 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     CloseAccount: _close,  # type: ignore[dict-item]
     HoldPoints: _hold,  # type: ignore[dict-item]
     ReleasePoints: _release,  # type: ignore[dict-item]
-    SellPoints: _sell,  # type: ignore[dict-item]
-    BuyPoints: _buy,  # type: ignore[dict-item]
     ReserveBuy: _reserve_buy,  # type: ignore[dict-item]
     ReleaseBuy: _release_buy,  # type: ignore[dict-item]
 }
 
+
+# Deciders whose events state when they were decided (the program's windows count them then).
+_TIMED: dict[type, Callable[[Account | None, AccountCommand, Instant], list[AccountEvent]]] = {
+    DebitPoints: _debit,  # type: ignore[dict-item]
+    SellPoints: _sell,  # type: ignore[dict-item]
+    BuyPoints: _buy,  # type: ignore[dict-item]
+}
 
 # The limited operation of a movement's debit, by the movement's kind (an issue is not limited).
 _DEBIT_OPERATIONS: dict[TransferKind, LimitedOperation] = {
@@ -481,15 +491,23 @@ _DEBIT_OPERATIONS: dict[TransferKind, LimitedOperation] = {
 
 
 def decide(
-    state: Account | None, command: AccountCommand, limits_in_force: LimitIndex = NO_LIMITS
+    state: Account | None,
+    command: AccountCommand,
+    limits_in_force: LimitIndex = NO_LIMITS,
+    now_ms: int = 0,
 ) -> list[AccountEvent]:
     """Return the events `command` produces on `state`, or raise the DomainError refusing it.
 
     A command the account accepts is then held to the program's limit for its operation
     (`limits_in_force`): a transfer's or redemption's debit, a SELL order's hold, a BUY
-    order's reservation.
+    order's reservation; its windows count up to `now_ms`, the moment of the decision, which
+    debits, sales and purchases also record.
     """
-    events = _DECIDERS[type(command)](state, command)
+    timed = _TIMED.get(type(command))
+    if timed is None:
+        events = _DECIDERS[type(command)](state, command)
+    else:
+        events = timed(state, command, Instant(now_ms))
     if not limits_in_force.limits_any:
         return events
     match command:
@@ -502,7 +520,22 @@ def decide(
         case _:
             return events
     assert state is not None, "a command that was accepted names an open account"
-    check_limit(limits_in_force.find(operation, state.kind, state.tier), state.account_id, amount)
+    account = state
+
+    def counted() -> tuple[int, int]:
+        """What the windows count already: past usage, and the points pending now."""
+        pending = {
+            LimitedOperation.MARKET_SELL: account.held_points,
+            LimitedOperation.MARKET_BUY: account.buying_points,
+        }.get(operation, 0)
+        usage = account.usage
+        return (
+            usage.in_day(operation, now_ms) + pending,
+            usage.in_year(operation, now_ms) + pending,
+        )
+
+    limit = limits_in_force.find(operation, account.kind, account.tier)
+    check_limit(limit, account.account_id, amount, counted)
     return events
 
 
@@ -527,6 +560,7 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
     available, held, buying = _balances(state, event)
     account = dataclasses.replace(
         state,
+        usage=_counted(state.usage, event),
         available_points=available,
         held_points=held,
         buying_points=buying,
@@ -540,6 +574,20 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
     assert getattr(event, "held_points", held) == held, (event, held)
     assert getattr(event, "buying_points", buying) == buying, (event, buying)
     return account
+
+
+def _counted(usage: Usage, event: AccountEvent) -> Usage:
+    """Return the usage after `event`: debits, sales and purchases count at their time."""
+    match event:
+        case PointsDebited(kind=kind) if kind in _DEBIT_OPERATIONS:
+            operation = _DEBIT_OPERATIONS[kind]
+        case PointsSold():
+            operation = LimitedOperation.MARKET_SELL
+        case PointsBought():
+            operation = LimitedOperation.MARKET_BUY
+        case _:
+            return usage
+    return usage.add(operation, event.decided_at.unix_ms, event.amount_points)
 
 
 def _balances(state: Account, event: AccountEvent) -> tuple[int, int, int]:

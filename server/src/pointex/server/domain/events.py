@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pointex.server.domain.values import AccountKind, Role, TimeInForce, TransferKind
+from pointex.server.domain.values import AccountKind, Instant, Role, TimeInForce, TransferKind
+
+NEVER: Final = Instant(0)  # `decided_at` of an event written before windows existed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class PointsDebited:
     amount_points: int
     memo: str
     available_points: int  # after this event
+    decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ class PointsSold:
     order_id: str
     amount_points: int
     held_points: int  # after this event
+    decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,7 @@ class PointsBought:
     order_id: str
     amount_points: int
     available_points: int  # after this event
+    decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ else its tier only, else its kind only, else neither (`LimitIndex.find`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,6 +40,8 @@ class TransactionLimit:
     min_points: int
     max_points: int
     step_points: int
+    daily_max_points: int = 0  # In a rolling day (domain/usage.py); 0: no cap.
+    yearly_max_points: int = 0  # In a calendar year (UTC); 0: no cap.
 
     @property
     def scope(self) -> tuple[LimitedOperation, AccountKind | None, str]:
@@ -94,7 +97,10 @@ def validate(rules: ProgramRules) -> None:
         field = f"rules.limits[{i}]"
         bounds = (limit.min_points, limit.max_points, limit.step_points)
         if any(bound < 0 or bound > limits.points_amount_max for bound in bounds):
-            raise _invalid(field, f"bounds are 0 to {limits.points_amount_max}")
+            raise _invalid(field, f"per-command bounds are 0 to {limits.points_amount_max}")
+        caps = (limit.daily_max_points, limit.yearly_max_points)
+        if any(cap < 0 or cap > limits.points_balance_max for cap in caps):
+            raise _invalid(field, f"caps are 0 to {limits.points_balance_max}")
         if limit.max_points and limit.max_points < limit.min_points:
             raise _invalid(f"{field}.max_points", "the maximum is below the minimum")
         if limit.scope in seen:
@@ -155,10 +161,44 @@ PROGRAM_EVENT_TYPES: Final[dict[type[ProgramRulesSet], tuple[str, int]]] = {
 }
 
 
-def check_limit(limit: TransactionLimit | None, account_id: str, amount_points: int) -> None:
-    """Raise the FailedPrecondition naming the bound `amount_points` breaks, if it breaks one."""
+def check_limit(
+    limit: TransactionLimit | None,
+    account_id: str,
+    amount_points: int,
+    counted: Callable[[], tuple[int, int]],
+) -> None:
+    """Raise the FailedPrecondition naming the bound `amount_points` breaks, if it breaks one.
+
+    `counted` returns what the windows count already (rolling day, calendar year), pending
+    points included; it is asked only when the limit has a cap.
+    """
     if limit is None:
         return
+    _check_command(limit, account_id, amount_points)
+    if not (limit.daily_max_points or limit.yearly_max_points):
+        return
+    in_day, in_year = counted()
+    for window, cap, used in (
+        ("rolling_24h", limit.daily_max_points, in_day),
+        ("calendar_year", limit.yearly_max_points, in_year),
+    ):
+        if cap and used + amount_points > cap:
+            raise errors.FailedPrecondition(
+                errors.LIMIT_EXCEEDED,
+                f"at most {cap} points of {limit.operation.value.lower()} per {_NAMES[window]}",
+                account_id=account_id,
+                operation=limit.operation.value,
+                window=window,
+                limit=str(cap),
+                remaining_points=str(max(0, cap - used)),
+            )
+
+
+_NAMES: Final = {"rolling_24h": "24 hours", "calendar_year": "calendar year"}
+
+
+def _check_command(limit: TransactionLimit, account_id: str, amount_points: int) -> None:
+    """Raise the FailedPrecondition naming the per-command bound `amount_points` breaks."""
     context = {
         "account_id": account_id,
         "operation": limit.operation.value,

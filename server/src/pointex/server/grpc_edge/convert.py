@@ -176,6 +176,8 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
                 limit.min_points,
                 limit.max_points,
                 limit.step_points,
+                limit.daily_max_points,
+                limit.yearly_max_points,
             )
         )
     rules = ProgramRules(tuple(converted))

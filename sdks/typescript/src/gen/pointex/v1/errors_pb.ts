@@ -529,8 +529,9 @@ export enum ErrorReason {
 
   /**
    * FAILED_PRECONDITION. The amount is above what the program's limit for the operation and
-   * the account allows (ProgramRules). Metadata: "account_id", "operation", "window"
-   * ("transaction"), "limit", "remaining_points" (the most this command could carry).
+   * the account allows (ProgramRules): per command ("window" = "transaction"), in a rolling day
+   * ("rolling_24h") or in the calendar year ("calendar_year"). Metadata: "account_id",
+   * "operation", "window", "limit", "remaining_points" (the most this command could carry).
    *
    * @generated from enum value: ERROR_REASON_LIMIT_EXCEEDED = 57;
    */
