@@ -100,6 +100,31 @@ def reads(client: PointexClient) -> None:
     # -- end of snippet --
 
 
+def reversals(client: PointexClient) -> None:
+    """Take part of an issue back (a return), once; give a redemption back (a refund)."""
+    # -- snippet: reversals --
+    sale = client.issue(shop, alice, 200, "purchase #8813")
+    returned = client.reverse_issue(
+        sale.transfer_id,  # what `issue` replied
+        50,  # 1 up to the issue's amount
+        "purchase #8813: one item returned",
+        request_id=f"return-8813-{run}",  # your own key, from your record of the return
+    )
+    print(f"reversal {returned.reversal_transfer_id}, alice has {returned.member_available_points}")
+    try:
+        client.reverse_issue(sale.transfer_id, 50, "the same return, booked twice")
+    except Refused as refused:
+        if refused.reason != "TRANSFER_ALREADY_REVERSED":  # another reason: the caller decides
+            raise
+        print("reversed already by", refused.metadata["reversal_transfer_id"])
+    ticket = client.redeem(alice, shop, 30, "cinema ticket")
+    client.reverse_redeem(ticket.transfer_id, 30, "screening cancelled", request_id=f"refund-{run}")
+    # -- end of snippet --
+    kept = 500 - 120 - 80 + 200 - 50  # Reversed once; the refund came back in full.
+    assert returned.member_available_points == kept
+    assert client.get_account(alice, consistent=True).available_points == kept
+
+
 async def asynchronous() -> None:
     """The same calls from asyncio, and a notification watch that resumes from a cursor."""
     # -- snippet: async --
@@ -123,6 +148,7 @@ def main() -> None:
         fund(operator)
         movements(client)
         reads(client)
+        reversals(client)
     asyncio.run(asynchronous())
     print("tour complete")
 

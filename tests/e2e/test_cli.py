@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -82,6 +83,45 @@ async def test_points_move_and_accounts_show_as_table_and_json(cli: Cli) -> None
     redeemed = await acme.ok("points", "redeem", bob, shop, "20", "--reason", "coffee")
     assert f"redeemed 20 points {bob} → {shop}" in redeemed.stdout
     assert "member available 100" in redeemed.stdout
+
+
+async def test_an_issue_is_reversed_once_by_the_id_it_printed_and_a_redemption_too(
+    cli: Cli,
+) -> None:
+    """Issue 300, take 100 back by the printed id; again: refused; a redemption is given back."""
+    shop, alice, _bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    issued = await acme.ok("points", "issue", shop, alice, "300", "--reason", "order 8812")
+    found = re.search(r": transfer (\S+), merchant available", issued.stdout)
+    assert found is not None, issued.stdout
+    issue_id = found[1]
+    taken = await acme.ok("points", "reverse-issue", issue_id, "100", "--reason", "returned")
+    assert f"reversed 100 points of issue {issue_id}, member → merchant: transfer " in taken.stdout
+    assert "member available 200" in taken.stdout
+    assert "position " in taken.stdout
+
+    again = await acme("points", "reverse-issue", issue_id, "50")
+    assert again.code == EXIT_REFUSED, again
+    assert again.stdout == ""
+    assert again.stderr.startswith("error: FAILED_PRECONDITION TRANSFER_ALREADY_REVERSED")
+    assert f"transfer_id={issue_id}" in again.stderr
+
+    redeemed = (await acme.ok("points", "redeem", alice, shop, "50", "--json")).json()
+    assert redeemed["member_available_points"] == "150"
+    redeem_id = redeemed["transfer_id"]
+    assert isinstance(redeem_id, str)
+    refund = (await acme.ok("points", "reverse-redeem", redeem_id, "50", "--json")).json()
+    assert refund["merchant_available_points"] == "800"
+    assert refund["reversal_transfer_id"] not in ("", redeem_id)
+    assert isinstance(refund["request_id"], str)
+    position = refund["position"]
+    assert isinstance(position, str)
+    history = await cli.ok("account", "history", alice, "--after", position)
+    assert "REVERSE_ISSUE_OUT" in history.stdout
+    assert "REVERSE_REDEEM_IN" in history.stdout
+    account = (await cli.ok("account", "get", alice, "--after", position, "--json")).json()
+    assert isinstance(account["account"], dict)
+    assert account["account"]["available_points"] == "200"
 
 
 async def test_a_refused_command_prints_code_and_reason_and_exits_1(cli: Cli) -> None:
@@ -370,6 +410,6 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    # account 8, points 6, order 4, trade 2, book, markets, watch, audit, status, rules 2,
+    # account 8, points 8, order 4, trade 2, book, markets, watch, audit, status, rules 2,
     # admin token 3
-    assert leaves == 30
+    assert leaves == 32

@@ -81,6 +81,7 @@ async def test_command_and_query_servers_expose_their_metrics(
     # Every in-memory map of the processes and markets has its gauge; nothing is open here.
     for gauge in (
         "pointex_transfers_open",
+        "pointex_reversals_under_way",
         "pointex_trades_open",
         "pointex_trade_deadlines_watched",
         "pointex_process_steps_running",

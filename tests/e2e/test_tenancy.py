@@ -75,6 +75,7 @@ class Acme:
     payment_id: str
     other_member: str
     amount_due_minor: int
+    issue_id: str  # The transfer id of acme's issue to its member.
 
 
 Row = tuple[Callable[[Acme], Message], tuple[grpc.StatusCode, str]]
@@ -194,6 +195,17 @@ ROWS: dict[str, Row] = {
     ),
     # The batch is accepted; its one command is refused (checked in the reply below).
     "/pointex.v1.CommandService/ExecuteBulk": (_bulk, DENIED),
+    # A transfer id is no secret: reversing one needs the merchant's partner (NOT_OWNER).
+    "/pointex.v1.CommandService/ReverseIssue": (
+        lambda a: pb.ReverseIssueRequest(request_id=rid(), transfer_id=a.issue_id, amount_points=5),
+        DENIED,
+    ),
+    "/pointex.v1.CommandService/ReverseRedeem": (
+        lambda a: pb.ReverseRedeemRequest(
+            request_id=rid(), transfer_id=a.issue_id, amount_points=5
+        ),
+        DENIED,
+    ),
     "/pointex.v1.CommandService/SetAccountTier": (
         lambda a: pb.SetAccountTierRequest(request_id=rid(), account_id=a.member, tier="gold"),
         DENIED,
@@ -316,7 +328,8 @@ async def _acme(command: grpc.aio.Channel, query: grpc.aio.Channel) -> Acme:
     issue = pb.IssuePointsRequest(
         request_id=rid(), merchant_account_id=merchant, member_account_id=member, amount_points=50
     )
-    await _unary(command, cmd + "IssuePoints", issue, ACME_TOKEN)
+    issued = await _unary(command, cmd + "IssuePoints", issue, ACME_TOKEN)
+    assert isinstance(issued, pb.IssuePointsResponse)
     sell = pb.PlaceOrderRequest(
         request_id=rid(),
         account_id=merchant,
@@ -358,6 +371,7 @@ async def _acme(command: grpc.aio.Channel, query: grpc.aio.Channel) -> Acme:
         trade.trade.payment_id,
         other_member,
         trade.trade.amount_due_minor,
+        issued.transfer_id,
     )
 
 

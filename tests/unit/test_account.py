@@ -435,3 +435,15 @@ def test_a_release_never_takes_more_than_is_being_bought() -> None:
     assert [(e.quantity_points, e.buying_points) for e in events] == [(0, 0)]  # type: ignore[union-attr]
     unreserved = apply(member(0), BuyPoints("u1", "t9", "o9", 7))
     assert (unreserved.buying_points, unreserved.available_points) == (0, 7)
+
+
+def test_a_reversal_takes_back_from_a_frozen_account_but_never_more_than_it_has() -> None:
+    """REVERSE_ISSUE debits a frozen member of another partner; short: POINTS_ALREADY_SPENT."""
+    frozen = apply(member(30), FreezeAccount(OPERATOR, "u1", "fraud"))
+    take_back = debit("u1", 30, TransferKind.REVERSE_ISSUE, caller=OTHER, to="m1")
+    (event,) = decide(frozen, take_back)
+    assert isinstance(event, PointsDebited)
+    assert event.available_points == 0
+    error = rejected(frozen, debit("u1", 31, TransferKind.REVERSE_ISSUE, caller=OTHER, to="m1"))
+    assert error.reason == errors.POINTS_ALREADY_SPENT
+    assert (error.metadata["available_points"], error.metadata["required_points"]) == ("30", "31")

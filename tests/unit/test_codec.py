@@ -46,6 +46,8 @@ SAMPLES = [
     ev.BuyReserved("u2", "o2", "PTS-CNY", 7, 130, TimeInForce.GTC, "c-2", 7),
     ev.BuyReleased("u2", "o2", "t1", 3, 4),
     ev.AccountTierSet("u1", "gold"),
+    ev.TransferReversed("t1", "t2", 3),
+    ev.PointsDebited("u1", "t2", TransferKind.REVERSE_ISSUE, "m1", 3, "", 2, Instant(5)),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from pointex.server.domain import errors
 from pointex.server.domain.commands import CreditPoints, ReturnPoints
 from pointex.server.domain.events import (
     PointsDebited,
     TransferCompensated,
     TransferCompleted,
     TransferInitiated,
+    TransferReversed,
 )
 from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.values import Caller, Role, TransferKind
@@ -145,3 +147,52 @@ def test_the_debit_and_its_record_carry_the_terms_and_the_balance_after() -> Non
         "r1",
         60,
     )
+
+
+# --- Reversals --------------------------------------------------------------------------------
+
+ISSUE = Terms(kind=TransferKind.ISSUE, from_account_id="acme:shop", to_account_id="acme:alice")
+
+
+def _completed(terms: Terms) -> process.Transfer:
+    debited = process.evolve(None, _initiated(terms))
+    return process.evolve(debited, TransferCompleted(KEY))
+
+
+@pytest.mark.parametrize("amount", [1, 40])
+def test_a_completed_issue_is_reversed_once_in_full_or_in_part(amount: int) -> None:
+    """The record names the reversal; the original then says who reversed it."""
+    original = _completed(ISSUE)
+    reversed_ = process.reversal(original, TransferKind.REVERSE_ISSUE, amount, "rev-1")
+    assert reversed_ == TransferReversed(KEY, "rev-1", amount)
+    after = process.evolve(original, reversed_)
+    assert (after.reversed_by, after.version, after.phase) == ("rev-1", 3, process.Phase.COMPLETED)
+    with pytest.raises(errors.FailedPrecondition) as again:
+        process.reversal(after, TransferKind.REVERSE_ISSUE, 1, "rev-2")
+    assert again.value.reason == errors.TRANSFER_ALREADY_REVERSED
+    assert again.value.metadata["reversal_transfer_id"] == "rev-1"
+    retried = process.reversal(
+        after, TransferKind.REVERSE_ISSUE, 1, "rev-3", earlier_reversal_compensated=True
+    )
+    assert retried.reversal_transfer_id == "rev-3"  # rev-1 took nothing back.
+
+
+@pytest.mark.parametrize(
+    ("original", "kind", "amount", "reason"),
+    [
+        (_completed(ISSUE), TransferKind.REVERSE_REDEEM, 1, errors.TRANSFER_NOT_REVERSIBLE),
+        (_completed(Terms()), TransferKind.REVERSE_ISSUE, 1, errors.TRANSFER_NOT_REVERSIBLE),
+        (process.evolve(None, _initiated(ISSUE)), TransferKind.REVERSE_ISSUE, 1,
+         errors.TRANSFER_NOT_REVERSIBLE),
+        (_completed(ISSUE), TransferKind.REVERSE_ISSUE, 41, errors.REVERSAL_EXCEEDS_ORIGINAL),
+    ],
+    ids=["redeem-of-an-issue", "issue-of-a-transfer", "still-in-flight", "above-the-original"],
+)  # fmt: skip
+def test_what_cannot_be_reversed_is_refused_with_its_reason(
+    original: process.Transfer, kind: TransferKind, amount: int, reason: str
+) -> None:
+    """Wrong kind, not completed, or more than the original: each its own reason."""
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        process.reversal(original, kind, amount, "rev-1")
+    assert refused.value.reason == reason
+    assert refused.value.metadata["transfer_id"] == KEY

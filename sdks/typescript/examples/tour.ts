@@ -190,6 +190,59 @@ async function reads(client: PointexClient): Promise<void> {
   // -- end of snippet --
 }
 
+/** Take part of an issue back (a return), once; give a redemption back (a refund). */
+async function reversals(client: PointexClient): Promise<void> {
+  // -- snippet: reversals --
+  const sale = await client.commands.issuePoints({
+    requestId: requestId(),
+    merchantAccountId: shop,
+    memberAccountId: alice,
+    amountPoints: 200n,
+    reason: "purchase #8813",
+  });
+  const returned = await client.commands.reverseIssue({
+    requestId: `return-8813-${run}`, // your own key, from your record of the return
+    transferId: sale.transferId, // what issuePoints replied
+    amountPoints: 50n, // 1 up to the issue's amount
+    reason: "purchase #8813: one item returned",
+  });
+  const left = returned.memberAvailablePoints;
+  console.log(`reversal ${returned.reversalTransferId}, alice has ${left}`);
+  try {
+    await client.commands.reverseIssue({
+      requestId: requestId(),
+      transferId: sale.transferId,
+      amountPoints: 50n,
+      reason: "the same return, booked twice",
+    });
+  } catch (thrown) {
+    const refused = pointexError(thrown);
+    if (refused.reason !== "TRANSFER_ALREADY_REVERSED") throw refused; // the caller decides
+    console.log(`reversed already by ${refused.metadata["reversal_transfer_id"]}`);
+  }
+  const ticket = await client.commands.redeemPoints({
+    requestId: requestId(),
+    memberAccountId: alice,
+    merchantAccountId: shop,
+    amountPoints: 30n,
+    reason: "cinema ticket",
+  });
+  await client.commands.reverseRedeem({
+    requestId: `refund-${run}`,
+    transferId: ticket.transferId,
+    amountPoints: 30n,
+    reason: "screening cancelled",
+  });
+  // -- end of snippet --
+  const kept = 500n - 120n - 80n + 200n - 50n; // reversed once; the refund came back in full
+  assert.equal(left, kept);
+  const { account } = await client.queries.getAccount({
+    accountId: alice,
+    minPosition: client.lastPosition(),
+  });
+  assert.equal(account?.availablePoints, kept);
+}
+
 /** Award several members in one stream; each command succeeds or fails on its own. */
 async function bulk(client: PointexClient): Promise<void> {
   // -- snippet: bulk --
@@ -332,6 +385,7 @@ async function main(): Promise<void> {
     await fund(operator);
     await movements(client);
     await reads(client);
+    await reversals(client);
     await bulk(client);
     await watch(client);
     const trade = await market(client);

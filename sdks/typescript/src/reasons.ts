@@ -543,4 +543,46 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "someone changed them since they were read. Nothing was changed. Metadata: " +
       "\"version\" (the version now).",
   }],
+  ["TRANSFER_NOT_FOUND", {
+    name: "TRANSFER_NOT_FOUND",
+    number: 60,
+    code: "NOT_FOUND",
+    family: "NotFound",
+    summary: "ReverseIssue or ReverseRedeem names a transfer that does not exist. Metadata: " +
+      "\"transfer_id\".",
+  }],
+  ["TRANSFER_NOT_REVERSIBLE", {
+    name: "TRANSFER_NOT_REVERSIBLE",
+    number: 61,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The transfer cannot be reversed by this RPC: it is not an issue (ReverseIssue) " +
+      "or a redemption (ReverseRedeem), or it did not complete (its credit was refused " +
+      "and the points returned). Metadata: \"transfer_id\".",
+  }],
+  ["TRANSFER_ALREADY_REVERSED", {
+    name: "TRANSFER_ALREADY_REVERSED",
+    number: 62,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The transfer was reversed already (an original is reversed at most once, in full " +
+      "or in part). Metadata: \"transfer_id\", \"reversal_transfer_id\".",
+  }],
+  ["REVERSAL_EXCEEDS_ORIGINAL", {
+    name: "REVERSAL_EXCEEDS_ORIGINAL",
+    number: 63,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The reversal's amount is above the original transfer's. Metadata: \"transfer_id\", " +
+      "\"limit\" (the original's amount).",
+  }],
+  ["POINTS_ALREADY_SPENT", {
+    name: "POINTS_ALREADY_SPENT",
+    number: 64,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "The account the reversal takes the points back from no longer has them available " +
+      "(they were spent, given or sold since). Nothing moves. Metadata: \"account_id\", " +
+      "\"available_points\", \"required_points\".",
+  }],
 ]);

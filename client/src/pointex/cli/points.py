@@ -1,4 +1,4 @@
-"""`pointex points ...`: mint, issue, redeem, transfer and burn points."""
+"""`pointex points ...`: mint, issue, redeem, reverse, transfer and burn points."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from pointex.v1 import command_service_pb2 as cmd
 
 def register(group: Subcommands) -> None:
     """Add `points` and its subcommands."""
-    parser = group.add_parser("points", help="mint, issue, redeem, transfer and burn points")
+    parser = group.add_parser(
+        "points", help="mint, issue, redeem, reverse, transfer and burn points"
+    )
     actions = parser.add_subparsers(title="points commands", metavar="COMMAND", required=True)
 
     mint = leaf(actions, "mint", "mint new points into a merchant (operator)", _mint, mutating=True)
@@ -40,6 +42,8 @@ def register(group: Subcommands) -> None:
     redeem.add_argument("amount_points", type=positive_int, metavar="POINTS")
     redeem.add_argument("--reason", default="", help="what the points pay for")
 
+    _register_reversals(actions)
+
     give = leaf(actions, "transfer", "give points: member → member", _transfer, mutating=True)
     give.add_argument("from_account_id", metavar="FROM")
     give.add_argument("to_account_id", metavar="TO")
@@ -54,11 +58,56 @@ def register(group: Subcommands) -> None:
     award.register(actions)
 
 
+def _register_reversals(actions: Subcommands) -> None:
+    """Add `reverse-issue` and `reverse-redeem`: each takes the original's transfer id."""
+    undo_issue = leaf(
+        actions,
+        "reverse-issue",
+        "take back an issue: member → merchant",
+        _reverse_issue,
+        mutating=True,
+    )
+    undo_issue.add_argument(
+        "transfer_id",
+        metavar="TRANSFER",
+        help="the transfer id `points issue` printed; an issue is reversed at most once",
+    )
+    undo_issue.add_argument(
+        "amount_points",
+        type=positive_int,
+        metavar="POINTS",
+        help="points to take back: 1 up to the issue's amount",
+    )
+    undo_issue.add_argument("--reason", default="", help="shown to the member")
+
+    undo_redeem = leaf(
+        actions,
+        "reverse-redeem",
+        "give back a redemption: merchant → member",
+        _reverse_redeem,
+        mutating=True,
+    )
+    undo_redeem.add_argument(
+        "transfer_id",
+        metavar="TRANSFER",
+        help="the transfer id `points redeem` printed; a redemption is reversed at most once",
+    )
+    undo_redeem.add_argument(
+        "amount_points",
+        type=positive_int,
+        metavar="POINTS",
+        help="points to give back: 1 up to the redemption's amount",
+    )
+    undo_redeem.add_argument("--reason", default="", help="shown to the member")
+
+
 # A movement's reply: each carries the position of its last event.
 _Reply = (
     cmd.MintPointsResponse
     | cmd.IssuePointsResponse
     | cmd.RedeemPointsResponse
+    | cmd.ReverseIssueResponse
+    | cmd.ReverseRedeemResponse
     | cmd.TransferPointsResponse
     | cmd.BurnPointsResponse
 )
@@ -121,6 +170,26 @@ _redeem = _movement(
         f"redeemed {_points(args)} points {args.member_account_id} → "
         f"{args.merchant_account_id}: transfer {reply.transfer_id}, member available "
         f"{formatting.points(reply.member_available_points)}"
+    ),
+)
+_reverse_issue = _movement(
+    "ReverseIssue",
+    cmd.ReverseIssueRequest,
+    ("transfer_id", "amount_points", "reason"),
+    lambda args, reply: (
+        f"reversed {_points(args)} points of issue {args.transfer_id}, member → merchant: "
+        f"transfer {reply.reversal_transfer_id}, member available "
+        f"{formatting.points(reply.member_available_points)}"
+    ),
+)
+_reverse_redeem = _movement(
+    "ReverseRedeem",
+    cmd.ReverseRedeemRequest,
+    ("transfer_id", "amount_points", "reason"),
+    lambda args, reply: (
+        f"reversed {_points(args)} points of redemption {args.transfer_id}, merchant → "
+        f"member: transfer {reply.reversal_transfer_id}, merchant available "
+        f"{formatting.points(reply.merchant_available_points)}"
     ),
 )
 _transfer = _movement(

@@ -223,6 +223,36 @@ class AsyncPointexClient:
         request = command.transfer_points
         return await self.call_command(self._commands.TransferPoints, request, request.request_id)
 
+    async def reverse_issue(
+        self,
+        transfer_id: str,
+        amount_points: int,
+        reason: str = "",
+        *,
+        request_id: str | None = None,
+    ) -> pb.ReverseIssueResponse:
+        """Take back (part of) a completed issue from the member; at most once per issue."""
+        rid = request_id or builders.new_request_id()
+        request = pb.ReverseIssueRequest(
+            request_id=rid, transfer_id=transfer_id, amount_points=amount_points, reason=reason
+        )
+        return await self.call_command(self._commands.ReverseIssue, request, rid)
+
+    async def reverse_redeem(
+        self,
+        transfer_id: str,
+        amount_points: int,
+        reason: str = "",
+        *,
+        request_id: str | None = None,
+    ) -> pb.ReverseRedeemResponse:
+        """Give back (part of) a completed redemption to the member; at most once."""
+        rid = request_id or builders.new_request_id()
+        request = pb.ReverseRedeemRequest(
+            request_id=rid, transfer_id=transfer_id, amount_points=amount_points, reason=reason
+        )
+        return await self.call_command(self._commands.ReverseRedeem, request, rid)
+
     async def freeze(
         self, account_id: str, reason: str = "", *, request_id: str | None = None
     ) -> pb.FreezeAccountResponse:

@@ -469,4 +469,41 @@ REASONS: Final[Mapping[str, Reason]] = {
         "someone changed them since they were read. Nothing was changed. Metadata: "
         '"version" (the version now).',
     ),
+    "TRANSFER_NOT_FOUND": Reason(
+        "TRANSFER_NOT_FOUND",
+        60,
+        "NOT_FOUND",
+        "ReverseIssue or ReverseRedeem names a transfer that does not exist. Metadata: "
+        '"transfer_id".',
+    ),
+    "TRANSFER_NOT_REVERSIBLE": Reason(
+        "TRANSFER_NOT_REVERSIBLE",
+        61,
+        "FAILED_PRECONDITION",
+        "The transfer cannot be reversed by this RPC: it is not an issue (ReverseIssue) "
+        "or a redemption (ReverseRedeem), or it did not complete (its credit was refused "
+        'and the points returned). Metadata: "transfer_id".',
+    ),
+    "TRANSFER_ALREADY_REVERSED": Reason(
+        "TRANSFER_ALREADY_REVERSED",
+        62,
+        "FAILED_PRECONDITION",
+        "The transfer was reversed already (an original is reversed at most once, in full "
+        'or in part). Metadata: "transfer_id", "reversal_transfer_id".',
+    ),
+    "REVERSAL_EXCEEDS_ORIGINAL": Reason(
+        "REVERSAL_EXCEEDS_ORIGINAL",
+        63,
+        "FAILED_PRECONDITION",
+        "The reversal's amount is above the original transfer's. Metadata: \"transfer_id\", "
+        '"limit" (the original\'s amount).',
+    ),
+    "POINTS_ALREADY_SPENT": Reason(
+        "POINTS_ALREADY_SPENT",
+        64,
+        "FAILED_PRECONDITION",
+        "The account the reversal takes the points back from no longer has them available "
+        '(they were spent, given or sold since). Nothing moves. Metadata: "account_id", '
+        '"available_points", "required_points".',
+    ),
 }

@@ -1423,3 +1423,137 @@ class SetProgramRulesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetProgramRulesResponse: _TypeAlias = SetProgramRulesResponse  # noqa: Y015
+
+@_typing.final
+class ReverseIssueRequest(_message.Message):
+    """Request of CommandService.ReverseIssue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key; see CommandService. 1–128 id characters. Required."""
+    transfer_id: _builtins.str
+    """The issue to reverse: IssuePointsResponse.transfer_id. Required."""
+    amount_points: _builtins.int
+    """Points to take back: 1 to the issue's amount (the issue's amount reverses it in full)."""
+    reason: _builtins.str
+    """Why (for example "purchase #8812 returned"); optional, at most 256 bytes. Shown to the
+    member.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "reason", b"reason", "request_id", b"request_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseIssueRequest: _TypeAlias = ReverseIssueRequest  # noqa: Y015
+
+@_typing.final
+class ReverseIssueResponse(_message.Message):
+    """Response of CommandService.ReverseIssue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REVERSAL_TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    reversal_transfer_id: _builtins.str
+    """The reversal's own transfer id (stream `transfer-<reversal_transfer_id>`)."""
+    member_available_points: _builtins.int
+    """The member account's available points right after the points left it."""
+    @_builtins.property
+    def position(self) -> _common_pb2.Position:
+        """Position of the reversal's last event (TransferCompleted)."""
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.Position | None = ...,
+        reversal_transfer_id: _builtins.str = ...,
+        member_available_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_available_points", b"member_available_points", "position", b"position", "reversal_transfer_id", b"reversal_transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseIssueResponse: _TypeAlias = ReverseIssueResponse  # noqa: Y015
+
+@_typing.final
+class ReverseRedeemRequest(_message.Message):
+    """Request of CommandService.ReverseRedeem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key; see CommandService. 1–128 id characters. Required."""
+    transfer_id: _builtins.str
+    """The redemption to reverse: RedeemPointsResponse.transfer_id. Required."""
+    amount_points: _builtins.int
+    """Points to give back: 1 to the redemption's amount."""
+    reason: _builtins.str
+    """Why (for example "order #5521 refunded"); optional, at most 256 bytes. Shown to the member."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "reason", b"reason", "request_id", b"request_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseRedeemRequest: _TypeAlias = ReverseRedeemRequest  # noqa: Y015
+
+@_typing.final
+class ReverseRedeemResponse(_message.Message):
+    """Response of CommandService.ReverseRedeem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REVERSAL_TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    MERCHANT_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    reversal_transfer_id: _builtins.str
+    """The reversal's own transfer id (stream `transfer-<reversal_transfer_id>`)."""
+    merchant_available_points: _builtins.int
+    """The merchant account's available points right after the points left it."""
+    @_builtins.property
+    def position(self) -> _common_pb2.Position:
+        """Position of the reversal's last event (TransferCompleted)."""
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.Position | None = ...,
+        reversal_transfer_id: _builtins.str = ...,
+        merchant_available_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merchant_available_points", b"merchant_available_points", "position", b"position", "reversal_transfer_id", b"reversal_transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseRedeemResponse: _TypeAlias = ReverseRedeemResponse  # noqa: Y015

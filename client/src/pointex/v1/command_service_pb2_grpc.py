@@ -140,6 +140,16 @@ class CommandServiceStub:
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.FromString,
                 _registered_method=True)
+        self.ReverseIssue = channel.unary_unary(
+                '/pointex.v1.CommandService/ReverseIssue',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.ReverseIssueRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.ReverseIssueResponse.FromString,
+                _registered_method=True)
+        self.ReverseRedeem = channel.unary_unary(
+                '/pointex.v1.CommandService/ReverseRedeem',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.ReverseRedeemRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.ReverseRedeemResponse.FromString,
+                _registered_method=True)
         self.SetAccountTier = channel.unary_unary(
                 '/pointex.v1.CommandService/SetAccountTier',
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.SetAccountTierRequest.SerializeToString,
@@ -408,6 +418,36 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReverseIssue(self, request, context):
+        """Reverses a completed issue, in full or in part (for example a returned purchase): the
+        points go back from the member account to the merchant account, as a transfer of its own
+        (kind REVERSE_ISSUE, with its own request id and transfer id). An issue is reversed at most
+        once; the reversal is recorded on the issue's stream (TransferReversed). Runs on a frozen
+        member account too (reversing fraud is what freezing is for); not limited by the program's
+        limits.
+
+        Callers: operator; partner owning the issue's merchant account.
+        Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE); NOT_FOUND
+        (TRANSFER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+        (TRANSFER_NOT_REVERSIBLE, TRANSFER_ALREADY_REVERSED, REVERSAL_EXCEEDS_ORIGINAL,
+        POINTS_ALREADY_SPENT, ACCOUNT_CLOSED, BALANCE_CEILING_EXCEEDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReverseRedeem(self, request, context):
+        """Reverses a completed redemption, in full or in part (a refund of what the points paid
+        for): the points go back from the merchant account to the member account, as a transfer
+        of its own (kind REVERSE_REDEEM). At most once per redemption, like ReverseIssue.
+
+        Callers: operator; partner owning the redemption's merchant account.
+        Errors: as ReverseIssue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAccountTier(self, request, context):
         """Sets a member tier on an account (or clears it with an empty tier); program limits may
         name tiers. Setting the tier the account has changes nothing and succeeds.
@@ -507,6 +547,16 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.ExecuteBulk,
                     request_deserializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.SerializeToString,
+            ),
+            'ReverseIssue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseIssue,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.ReverseIssueRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.ReverseIssueResponse.SerializeToString,
+            ),
+            'ReverseRedeem': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseRedeem,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.ReverseRedeemRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.ReverseRedeemResponse.SerializeToString,
             ),
             'SetAccountTier': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAccountTier,
@@ -933,6 +983,60 @@ class CommandService:
             '/pointex.v1.CommandService/ExecuteBulk',
             pointex_dot_v1_dot_command__service__pb2.ExecuteBulkRequest.SerializeToString,
             pointex_dot_v1_dot_command__service__pb2.ExecuteBulkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseIssue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/ReverseIssue',
+            pointex_dot_v1_dot_command__service__pb2.ReverseIssueRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.ReverseIssueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseRedeem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/ReverseRedeem',
+            pointex_dot_v1_dot_command__service__pb2.ReverseRedeemRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.ReverseRedeemResponse.FromString,
             options,
             channel_credentials,
             insecure,

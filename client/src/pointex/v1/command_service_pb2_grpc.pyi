@@ -230,6 +230,28 @@ class CommandServiceStub:
     PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
     UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
     """
+    ReverseIssue: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.ReverseIssueRequest, _command_service_pb2.ReverseIssueResponse]
+    """Reverses a completed issue, in full or in part (for example a returned purchase): the
+    points go back from the member account to the merchant account, as a transfer of its own
+    (kind REVERSE_ISSUE, with its own request id and transfer id). An issue is reversed at most
+    once; the reversal is recorded on the issue's stream (TransferReversed). Runs on a frozen
+    member account too (reversing fraud is what freezing is for); not limited by the program's
+    limits.
+
+    Callers: operator; partner owning the issue's merchant account.
+    Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE); NOT_FOUND
+    (TRANSFER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+    (TRANSFER_NOT_REVERSIBLE, TRANSFER_ALREADY_REVERSED, REVERSAL_EXCEEDS_ORIGINAL,
+    POINTS_ALREADY_SPENT, ACCOUNT_CLOSED, BALANCE_CEILING_EXCEEDED).
+    """
+    ReverseRedeem: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.ReverseRedeemRequest, _command_service_pb2.ReverseRedeemResponse]
+    """Reverses a completed redemption, in full or in part (a refund of what the points paid
+    for): the points go back from the merchant account to the member account, as a transfer
+    of its own (kind REVERSE_REDEEM). At most once per redemption, like ReverseIssue.
+
+    Callers: operator; partner owning the redemption's merchant account.
+    Errors: as ReverseIssue.
+    """
     SetAccountTier: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.SetAccountTierRequest, _command_service_pb2.SetAccountTierResponse]
     """Sets a member tier on an account (or clears it with an empty tier); program limits may
     name tiers. Setting the tier the account has changes nothing and succeeds.
@@ -451,6 +473,28 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Errors ending the whole stream: UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID);
     PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
     UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
+    """
+    ReverseIssue: _aio.UnaryUnaryMultiCallable[_command_service_pb2.ReverseIssueRequest, _command_service_pb2.ReverseIssueResponse]  # type: ignore[assignment]
+    """Reverses a completed issue, in full or in part (for example a returned purchase): the
+    points go back from the member account to the merchant account, as a transfer of its own
+    (kind REVERSE_ISSUE, with its own request id and transfer id). An issue is reversed at most
+    once; the reversal is recorded on the issue's stream (TransferReversed). Runs on a frozen
+    member account too (reversing fraud is what freezing is for); not limited by the program's
+    limits.
+
+    Callers: operator; partner owning the issue's merchant account.
+    Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE); NOT_FOUND
+    (TRANSFER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+    (TRANSFER_NOT_REVERSIBLE, TRANSFER_ALREADY_REVERSED, REVERSAL_EXCEEDS_ORIGINAL,
+    POINTS_ALREADY_SPENT, ACCOUNT_CLOSED, BALANCE_CEILING_EXCEEDED).
+    """
+    ReverseRedeem: _aio.UnaryUnaryMultiCallable[_command_service_pb2.ReverseRedeemRequest, _command_service_pb2.ReverseRedeemResponse]  # type: ignore[assignment]
+    """Reverses a completed redemption, in full or in part (a refund of what the points paid
+    for): the points go back from the merchant account to the member account, as a transfer
+    of its own (kind REVERSE_REDEEM). At most once per redemption, like ReverseIssue.
+
+    Callers: operator; partner owning the redemption's merchant account.
+    Errors: as ReverseIssue.
     """
     SetAccountTier: _aio.UnaryUnaryMultiCallable[_command_service_pb2.SetAccountTierRequest, _command_service_pb2.SetAccountTierResponse]  # type: ignore[assignment]
     """Sets a member tier on an account (or clears it with an empty tier); program limits may
@@ -754,6 +798,40 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors ending the whole stream: UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID);
         PERMISSION_DENIED (ROLE_FORBIDDEN); INVALID_ARGUMENT (BULK_BATCH_TOO_LARGE);
         UNAVAILABLE (SHUTTING_DOWN). Every other error is a per-command BulkError.
+        """
+
+    @_abc_1.abstractmethod
+    def ReverseIssue(
+        self,
+        request: _command_service_pb2.ReverseIssueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.ReverseIssueResponse, _abc.Awaitable[_command_service_pb2.ReverseIssueResponse]]:
+        """Reverses a completed issue, in full or in part (for example a returned purchase): the
+        points go back from the member account to the merchant account, as a transfer of its own
+        (kind REVERSE_ISSUE, with its own request id and transfer id). An issue is reversed at most
+        once; the reversal is recorded on the issue's stream (TransferReversed). Runs on a frozen
+        member account too (reversing fraud is what freezing is for); not limited by the program's
+        limits.
+
+        Callers: operator; partner owning the issue's merchant account.
+        Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE); NOT_FOUND
+        (TRANSFER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+        (TRANSFER_NOT_REVERSIBLE, TRANSFER_ALREADY_REVERSED, REVERSAL_EXCEEDS_ORIGINAL,
+        POINTS_ALREADY_SPENT, ACCOUNT_CLOSED, BALANCE_CEILING_EXCEEDED).
+        """
+
+    @_abc_1.abstractmethod
+    def ReverseRedeem(
+        self,
+        request: _command_service_pb2.ReverseRedeemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.ReverseRedeemResponse, _abc.Awaitable[_command_service_pb2.ReverseRedeemResponse]]:
+        """Reverses a completed redemption, in full or in part (a refund of what the points paid
+        for): the points go back from the merchant account to the member account, as a transfer
+        of its own (kind REVERSE_REDEEM). At most once per redemption, like ReverseIssue.
+
+        Callers: operator; partner owning the redemption's merchant account.
+        Errors: as ReverseIssue.
         """
 
     @_abc_1.abstractmethod

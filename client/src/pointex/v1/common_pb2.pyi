@@ -423,6 +423,12 @@ class _TransferKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Transfer
     """RedeemPoints: a MEMBER account spends points at a MERCHANT account."""
     TRANSFER_KIND_TRANSFER: _TransferKind.ValueType  # 3
     """TransferPoints: a MEMBER account gives points to another MEMBER account."""
+    TRANSFER_KIND_REVERSE_ISSUE: _TransferKind.ValueType  # 4
+    """ReverseIssue: points of an issue go back from the MEMBER account to the MERCHANT account."""
+    TRANSFER_KIND_REVERSE_REDEEM: _TransferKind.ValueType  # 5
+    """ReverseRedeem: points of a redemption go back from the MERCHANT account to the MEMBER
+    account.
+    """
 
 class TransferKind(_TransferKind, metaclass=_TransferKindEnumTypeWrapper):
     """The business meaning of a point transfer between two accounts. A transfer is a process on
@@ -437,6 +443,12 @@ TRANSFER_KIND_REDEEM: TransferKind.ValueType  # 2
 """RedeemPoints: a MEMBER account spends points at a MERCHANT account."""
 TRANSFER_KIND_TRANSFER: TransferKind.ValueType  # 3
 """TransferPoints: a MEMBER account gives points to another MEMBER account."""
+TRANSFER_KIND_REVERSE_ISSUE: TransferKind.ValueType  # 4
+"""ReverseIssue: points of an issue go back from the MEMBER account to the MERCHANT account."""
+TRANSFER_KIND_REVERSE_REDEEM: TransferKind.ValueType  # 5
+"""ReverseRedeem: points of a redemption go back from the MERCHANT account to the MEMBER
+account.
+"""
 Global___TransferKind: _TypeAlias = TransferKind  # noqa: Y015
 
 class _MovementKind:
@@ -477,6 +489,14 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     """A trade settled: the seller delivered the quantity (held −)."""
     MOVEMENT_KIND_TRADE_BOUGHT: _MovementKind.ValueType  # 13
     """A trade settled: the buyer received the quantity (available +)."""
+    MOVEMENT_KIND_REVERSE_ISSUE_OUT: _MovementKind.ValueType  # 14
+    """An issue was reversed: the member's side (available −)."""
+    MOVEMENT_KIND_REVERSE_ISSUE_IN: _MovementKind.ValueType  # 15
+    """An issue was reversed: the merchant's side (available +)."""
+    MOVEMENT_KIND_REVERSE_REDEEM_OUT: _MovementKind.ValueType  # 16
+    """A redemption was reversed: the merchant's side (available −)."""
+    MOVEMENT_KIND_REVERSE_REDEEM_IN: _MovementKind.ValueType  # 17
+    """A redemption was reversed: the member's side (available +)."""
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper):
     """The kind of one movement in an account's history. Each movement changes the account's
@@ -515,6 +535,14 @@ MOVEMENT_KIND_TRADE_SOLD: MovementKind.ValueType  # 12
 """A trade settled: the seller delivered the quantity (held −)."""
 MOVEMENT_KIND_TRADE_BOUGHT: MovementKind.ValueType  # 13
 """A trade settled: the buyer received the quantity (available +)."""
+MOVEMENT_KIND_REVERSE_ISSUE_OUT: MovementKind.ValueType  # 14
+"""An issue was reversed: the member's side (available −)."""
+MOVEMENT_KIND_REVERSE_ISSUE_IN: MovementKind.ValueType  # 15
+"""An issue was reversed: the merchant's side (available +)."""
+MOVEMENT_KIND_REVERSE_REDEEM_OUT: MovementKind.ValueType  # 16
+"""A redemption was reversed: the merchant's side (available −)."""
+MOVEMENT_KIND_REVERSE_REDEEM_IN: MovementKind.ValueType  # 17
+"""A redemption was reversed: the member's side (available +)."""
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
 class _LimitedOperation:

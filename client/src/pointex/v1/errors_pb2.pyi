@@ -308,6 +308,28 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     version now: someone changed them since they were read. Nothing was changed. Metadata:
     "version" (the version now).
     """
+    ERROR_REASON_TRANSFER_NOT_FOUND: _ErrorReason.ValueType  # 60
+    """NOT_FOUND. ReverseIssue or ReverseRedeem names a transfer that does not exist. Metadata:
+    "transfer_id".
+    """
+    ERROR_REASON_TRANSFER_NOT_REVERSIBLE: _ErrorReason.ValueType  # 61
+    """FAILED_PRECONDITION. The transfer cannot be reversed by this RPC: it is not an issue
+    (ReverseIssue) or a redemption (ReverseRedeem), or it did not complete (its credit was
+    refused and the points returned). Metadata: "transfer_id".
+    """
+    ERROR_REASON_TRANSFER_ALREADY_REVERSED: _ErrorReason.ValueType  # 62
+    """FAILED_PRECONDITION. The transfer was reversed already (an original is reversed at most
+    once, in full or in part). Metadata: "transfer_id", "reversal_transfer_id".
+    """
+    ERROR_REASON_REVERSAL_EXCEEDS_ORIGINAL: _ErrorReason.ValueType  # 63
+    """FAILED_PRECONDITION. The reversal's amount is above the original transfer's. Metadata:
+    "transfer_id", "limit" (the original's amount).
+    """
+    ERROR_REASON_POINTS_ALREADY_SPENT: _ErrorReason.ValueType  # 64
+    """FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
+    them available (they were spent, given or sold since). Nothing moves. Metadata:
+    "account_id", "available_points", "required_points".
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -576,5 +598,27 @@ ERROR_REASON_PROGRAM_RULES_CHANGED: ErrorReason.ValueType  # 59
 """FAILED_PRECONDITION. SetProgramRules named an `expected_version` that is not the rules'
 version now: someone changed them since they were read. Nothing was changed. Metadata:
 "version" (the version now).
+"""
+ERROR_REASON_TRANSFER_NOT_FOUND: ErrorReason.ValueType  # 60
+"""NOT_FOUND. ReverseIssue or ReverseRedeem names a transfer that does not exist. Metadata:
+"transfer_id".
+"""
+ERROR_REASON_TRANSFER_NOT_REVERSIBLE: ErrorReason.ValueType  # 61
+"""FAILED_PRECONDITION. The transfer cannot be reversed by this RPC: it is not an issue
+(ReverseIssue) or a redemption (ReverseRedeem), or it did not complete (its credit was
+refused and the points returned). Metadata: "transfer_id".
+"""
+ERROR_REASON_TRANSFER_ALREADY_REVERSED: ErrorReason.ValueType  # 62
+"""FAILED_PRECONDITION. The transfer was reversed already (an original is reversed at most
+once, in full or in part). Metadata: "transfer_id", "reversal_transfer_id".
+"""
+ERROR_REASON_REVERSAL_EXCEEDS_ORIGINAL: ErrorReason.ValueType  # 63
+"""FAILED_PRECONDITION. The reversal's amount is above the original transfer's. Metadata:
+"transfer_id", "limit" (the original's amount).
+"""
+ERROR_REASON_POINTS_ALREADY_SPENT: ErrorReason.ValueType  # 64
+"""FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
+them available (they were spent, given or sold since). Nothing moves. Metadata:
+"account_id", "available_points", "required_points".
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -118,6 +118,7 @@ class Event(_message.Message):
     BUY_RELEASED_FIELD_NUMBER: _builtins.int
     PROGRAM_RULES_SET_FIELD_NUMBER: _builtins.int
     ACCOUNT_TIER_SET_FIELD_NUMBER: _builtins.int
+    TRANSFER_REVERSED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -290,6 +291,10 @@ class Event(_message.Message):
     def account_tier_set(self) -> Global___AccountTierSet:
         """See AccountTierSet."""
 
+    @_builtins.property
+    def transfer_reversed(self) -> Global___TransferReversed:
+        """See TransferReversed."""
+
     def __init__(
         self,
         *,
@@ -336,12 +341,13 @@ class Event(_message.Message):
         buy_released: Global___BuyReleased | None = ...,
         program_rules_set: Global___ProgramRulesSet | None = ...,
         account_tier_set: Global___AccountTierSet | None = ...,
+        transfer_reversed: Global___TransferReversed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1802,3 +1808,37 @@ class AccountTierSet(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccountTierSet: _TypeAlias = AccountTierSet  # noqa: Y015
+
+@_typing.final
+class TransferReversed(_message.Message):
+    """A completed issue or redemption was reversed (ReverseIssue, ReverseRedeem), in full or in
+    part, by the transfer `reversal_transfer_id` (kind REVERSE_ISSUE or REVERSE_REDEEM). Stream
+    transfer-<transfer_id> of the original, after its TransferCompleted; committed in one
+    append with the reversal's first step, so an original is reversed at most once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    REVERSAL_TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    """The original transfer."""
+    reversal_transfer_id: _builtins.str
+    """The reversal, a transfer of its own (stream transfer-<reversal_transfer_id>)."""
+    amount_points: _builtins.int
+    """Points reversed: 1 to the original's amount."""
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        reversal_transfer_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "reversal_transfer_id", b"reversal_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferReversed: _TypeAlias = TransferReversed  # noqa: Y015

@@ -216,6 +216,12 @@ def _process_metrics(
         lambda: handlers.open_count,
     )
     metrics.gauge(
+        "pointex_reversals_under_way",
+        "Issues and redemptions with a reversal running or waiting its turn (bounded by the "
+        "calls in flight).",
+        lambda: handlers.reversing_count,
+    )
+    metrics.gauge(
         "pointex_trades_open",
         "Trades this server drives that are not settled or cancelled yet.",
         lambda: processes.open_count,

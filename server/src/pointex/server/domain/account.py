@@ -55,6 +55,7 @@ from pointex.server.domain.events import (
 from pointex.server.domain.program import NO_LIMITS, LimitedOperation, LimitIndex, check_limit
 from pointex.server.domain.usage import NO_USAGE, Usage
 from pointex.server.domain.values import (
+    REVERSED_KINDS,
     TRANSFER_KINDS,
     AccountKind,
     AccountStatus,
@@ -164,14 +165,28 @@ def _require_room(account: Account, amount_points: int) -> None:
         )
 
 
-def _require_available(account: Account, amount_points: int) -> None:
-    if account.available_points < amount_points:
+def _require_available(account: Account, amount_points: int, *, taking_back: bool = False) -> None:
+    """Refuse a debit of more than is available, naming why.
+
+    INSUFFICIENT_POINTS, or POINTS_ALREADY_SPENT for a reversal taking back points the
+    account no longer has.
+    """
+    if account.available_points >= amount_points:
+        return
+    if taking_back:
         raise errors.FailedPrecondition(
-            errors.INSUFFICIENT_POINTS,
-            "not enough available points",
+            errors.POINTS_ALREADY_SPENT,
+            "the points to take back are no longer available",
             account_id=account.account_id,
             available_points=str(account.available_points),
+            required_points=str(amount_points),
         )
+    raise errors.FailedPrecondition(
+        errors.INSUFFICIENT_POINTS,
+        "not enough available points",
+        account_id=account.account_id,
+        available_points=str(account.available_points),
+    )
 
 
 def _open(state: Account | None, command: OpenAccount) -> list[AccountEvent]:
@@ -222,10 +237,15 @@ def _debit(state: Account | None, command: DebitPoints, at: Instant) -> list[Acc
     if command.account_id == command.counterparty_account_id:
         raise errors.InvalidArgument(errors.SAME_ACCOUNT, "source and destination are the same")
     account = _require_open(state, command.account_id)
-    _require_may_act(command.caller, account)
     _require_kind(account, TRANSFER_KINDS[command.kind][0])
-    _require_not_frozen(account)
-    _require_available(account, command.amount_points)
+    if command.kind in REVERSED_KINDS:
+        # A reversal was authorized on its original (the caller owns the merchant), and takes
+        # back from a frozen account too: reversing fraud is what a freeze is for.
+        _require_available(account, command.amount_points, taking_back=True)
+    else:
+        _require_may_act(command.caller, account)
+        _require_not_frozen(account)
+        _require_available(account, command.amount_points)
     return [
         PointsDebited(
             command.account_id,

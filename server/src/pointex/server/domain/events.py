@@ -225,6 +225,15 @@ class BuyReleased:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferReversed:
+    """A completed issue or redemption was taken back by the transfer `reversal_transfer_id`."""
+
+    transfer_id: str
+    reversal_transfer_id: str
+    amount_points: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccountTierSet:
     """The account's member tier is `tier` from now on (empty: none)."""
 
@@ -273,11 +282,14 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     BuyReleased: ("BuyReleased", 1),
 }
 
-ProcessEvent = TransferInitiated | TransferCompleted | TransferCompensated | CommandRecorded
+ProcessEvent = (
+    TransferInitiated | TransferCompleted | TransferCompensated | TransferReversed | CommandRecorded
+)
 
 PROCESS_EVENT_TYPES: Final[dict[type[ProcessEvent], tuple[str, int]]] = {
     TransferInitiated: ("TransferInitiated", 1),
     TransferCompleted: ("TransferCompleted", 1),
     TransferCompensated: ("TransferCompensated", 1),
+    TransferReversed: ("TransferReversed", 1),
     CommandRecorded: ("CommandRecorded", 1),
 }

@@ -27,6 +27,8 @@ class TransferKind(enum.Enum):
     ISSUE = "ISSUE"  # merchant -> member: a reward
     REDEEM = "REDEEM"  # member -> merchant: spending
     TRANSFER = "TRANSFER"  # member -> member: a gift
+    REVERSE_ISSUE = "REVERSE_ISSUE"  # member -> merchant: an issue taken back
+    REVERSE_REDEEM = "REVERSE_REDEEM"  # merchant -> member: a redemption given back
 
 
 # The account kinds a movement requires of its (source, destination).
@@ -34,6 +36,14 @@ TRANSFER_KINDS: dict[TransferKind, tuple[AccountKind, AccountKind]] = {
     TransferKind.ISSUE: (AccountKind.MERCHANT, AccountKind.MEMBER),
     TransferKind.REDEEM: (AccountKind.MEMBER, AccountKind.MERCHANT),
     TransferKind.TRANSFER: (AccountKind.MEMBER, AccountKind.MEMBER),
+    TransferKind.REVERSE_ISSUE: (AccountKind.MEMBER, AccountKind.MERCHANT),
+    TransferKind.REVERSE_REDEEM: (AccountKind.MERCHANT, AccountKind.MEMBER),
+}
+
+# The kind of movement each reversal takes back, and the reversal of each reversible kind.
+REVERSED_KINDS: dict[TransferKind, TransferKind] = {
+    TransferKind.REVERSE_ISSUE: TransferKind.ISSUE,
+    TransferKind.REVERSE_REDEEM: TransferKind.REDEEM,
 }
 
 

@@ -56,6 +56,8 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "CancelOrder",
             "ExecuteBulk",
             "SetAccountTier",
+            "ReverseIssue",
+            "ReverseRedeem",
         )
     },
     "/pointex.v1.CommandService/MintPoints": _OPERATORS,

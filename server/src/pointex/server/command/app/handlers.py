@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from pointex.server import limits
 from pointex.server.actors.account_actor import Decide, Decided
 from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
@@ -37,6 +38,7 @@ from pointex.server.command.app.idempotency import (
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.command.app.transfer_steps import (
+    ReversalRequest,
     TransferDone,
     TransferRequest,
     in_one_unit,
@@ -55,7 +57,7 @@ from pointex.server.domain.events import (
 )
 from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.program import Program, SetProgramRules
-from pointex.server.domain.values import Principal
+from pointex.server.domain.values import Principal, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
@@ -66,7 +68,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.overload import Overloaded
 
-__all__ = ["CommandHandlers", "TransferDone", "TransferRequest"]
+__all__ = ["CommandHandlers", "ReversalRequest", "TransferDone", "TransferRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class CommandHandlers:
         self._runner = runner
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
         self._open: dict[str, tuple[int, TransferInitiated]] = {}
+        # Originals being reversed now: their reversals take turns.
+        self._reversing = KeyedLocks()
 
     async def single(
         self,
@@ -380,9 +384,84 @@ class CommandHandlers:
             raise _compensated_error(step.reason, "the destination refused", position)
         return TransferDone(initiated, position)
 
-    async def _load(self, key: str) -> tuple[process.Transfer, int] | None:
-        """Return a transfer rebuilt from its stream and its last position, if it exists."""
-        recorded = await self._store.read_stream(streams.transfer(key), 1, 2)
+    async def reverse(self, request: ReversalRequest) -> TransferDone:
+        """Take back a completed issue or redemption as a transfer of its own, at most once.
+
+        The reversal commits a TransferReversed on the original's stream, at the version it
+        was read at, with its first step: of two reversals of one original, one commits and
+        the other finds it reversed.
+        """
+        # One reversal of an original at a time in this process: the next one reads the
+        # original after the first committed, and is refused by name rather than by a conflict.
+        async with self._reversing.held(request.transfer_id):
+            return await self._reverse(request)
+
+    async def _reverse(self, request: ReversalRequest) -> TransferDone:
+        key = request_key(request.principal, request.request_id)
+        loaded = await self._load(request.transfer_id, whole=True)
+        if loaded is None:
+            raise errors.NotFound(
+                errors.TRANSFER_NOT_FOUND, "no such transfer", transfer_id=request.transfer_id
+            )
+        original, _ = loaded
+        initiated = original.initiated
+        merchant = (
+            initiated.from_account_id
+            if initiated.kind is TransferKind.ISSUE
+            else initiated.to_account_id
+        )
+        owner = await self._actors.peek(merchant)
+        assert owner is not None, merchant  # A completed transfer's accounts exist.
+        if not request.principal.caller.may_act_for(owner.owner_partner_id):
+            raise errors.PermissionDenied(
+                errors.NOT_OWNER,
+                "the transfer's merchant account belongs to another partner",
+                transfer_id=request.transfer_id,
+            )
+        also: tuple[StreamAppend, ...] = ()
+        if original.reversed_by != key:  # Else a retry: the record answers it.
+            compensated = bool(original.reversed_by) and await self._compensated(
+                original.reversed_by
+            )
+            reversed_ = process.reversal(
+                original,
+                request.kind,
+                request.amount_points,
+                key,
+                earlier_reversal_compensated=compensated,
+            )
+            also = (_append(original, reversed_),)
+        movement = TransferRequest(
+            request.principal,
+            request.request_id,
+            request.kind,
+            initiated.to_account_id,
+            initiated.from_account_id,
+            request.amount_points,
+            request.memo,
+            also,
+        )
+        try:
+            return await self.transfer(movement)
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != streams.transfer(request.transfer_id):
+                raise
+            # Another reversal of the original committed first (from another process): this
+            # one is refused with what it now finds, unless it was this request's own.
+            return await self._reverse(request)
+
+    async def _compensated(self, key: str) -> bool:
+        """Tell whether the transfer `key` ended compensated (it moved nothing)."""
+        loaded = await self._load(key)
+        return loaded is not None and loaded[0].phase is process.Phase.COMPENSATED
+
+    async def _load(self, key: str, *, whole: bool = False) -> tuple[process.Transfer, int] | None:
+        """Return a transfer rebuilt from its stream and its last position, if it exists.
+
+        Its first two events tell its process; `whole` reads its reversals too.
+        """
+        count = limits.read_batch_events_max if whole else 2
+        recorded = await self._store.read_stream(streams.transfer(key), 1, count)
         if not recorded:
             return None
         transfer: process.Transfer | None = None
@@ -405,6 +484,11 @@ class CommandHandlers:
         if transfer.phase is process.Phase.DEBITED:
             return await self._complete(transfer.initiated)
         return await self._outcome(transfer.initiated)
+
+    @property
+    def reversing_count(self) -> int:
+        """Return the originals with a reversal under way or waiting (for metrics)."""
+        return len(self._reversing)
 
     @property
     def open_count(self) -> int:
@@ -432,6 +516,33 @@ class CommandHandlers:
     def oldest_open(self) -> int | None:
         """Return the initiation position of the oldest transfer still open, if any."""
         return min((position for position, _ in self._open.values()), default=None)
+
+
+class KeyedLocks:
+    """A lock per key, kept only while some task holds or waits for it."""
+
+    def __init__(self) -> None:
+        """Hold no locks."""
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, key: str) -> AsyncIterator[None]:
+        """Hold `key`'s lock for the block; the entry leaves with its last user."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        """Return how many keys are held or waited for."""
+        return len(self._locks)
 
 
 class OpenTransfers:

@@ -61,6 +61,20 @@ class TransferRequest:
     to_account_id: str
     amount_points: int
     memo: str
+    # Appends committed with the transfer's first step (a reversal's mark on its original).
+    also: tuple[StreamAppend, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalRequest:
+    """A validated ReverseIssue or ReverseRedeem: take back (part of) a completed transfer."""
+
+    principal: Principal
+    request_id: str
+    kind: TransferKind  # REVERSE_ISSUE or REVERSE_REDEEM
+    transfer_id: str  # The original issue or redemption.
+    amount_points: int
+    memo: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +115,10 @@ def _check_credit(credit: CreditPoints, state: Account | None) -> None:
 def _debit(request: TransferRequest, key: str) -> Decide[Account | None, TransferInitiated]:
     def finish(
         _state: Account | None, events: list[AccountEvent]
-    ) -> tuple[tuple[StreamAppend], TransferInitiated]:
+    ) -> tuple[tuple[StreamAppend, ...], TransferInitiated]:
         initiated = process.initiated_of(request, key, events[0])
         append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
-        return (append,), initiated
+        return (*request.also, append), initiated
 
     return Decide(process.debit_of(request.principal.caller, request, key), finish)
 
@@ -140,7 +154,8 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
     debited = source.propose(process.debit_of(request.principal.caller, request, key))
     initiated = process.initiated_of(request, key, debited.events[0])
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
-    extra = (StreamAppend(streams.transfer(key), 0, record),)
+    # The process record last: the unit's last event is TransferCompleted, as a retry reads it.
+    extra = (*request.also, StreamAppend(streams.transfer(key), 0, record))
     return Unit(initiated, source.commit_together(debited, ((destination, credited),), extra))
 
 

@@ -14,8 +14,14 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from pointex.client.positions import position_message
 from pointex.server import limits
-from pointex.server.command.app.handlers import CommandHandlers, TransferDone, TransferRequest
+from pointex.server.command.app.handlers import (
+    CommandHandlers,
+    ReversalRequest,
+    TransferDone,
+    TransferRequest,
+)
 from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import order_id_for
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
@@ -37,7 +43,7 @@ from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.program import SetProgramRules
-from pointex.server.domain.values import Principal, Role
+from pointex.server.domain.values import Principal, Role, TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
 from pointex.server.grpc_edge.status import (
@@ -79,6 +85,20 @@ def _opened(state: Account | None, display_name: str) -> common_pb2.Account:
 def _available(state: Account | None) -> int:
     assert state is not None
     return state.available_points
+
+
+def _reversal(
+    request: pb.ReverseIssueRequest | pb.ReverseRedeemRequest, kind: TransferKind
+) -> ReversalRequest:
+    """Validate a ReverseIssue or ReverseRedeem request (the caller's, from the context)."""
+    return ReversalRequest(
+        current_principal(),
+        convert.request_id(request.request_id),
+        kind,
+        convert.identifier("transfer_id", request.transfer_id),
+        convert.amount("amount_points", request.amount_points),
+        convert.text("reason", request.reason),
+    )
 
 
 class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
@@ -254,6 +274,28 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     ) -> pb.TransferPointsResponse:
         """Give points from one member to another."""
         return transfer_reply(await self._transfer(request, TRANSFER))
+
+    async def ReverseIssue(
+        self, request: pb.ReverseIssueRequest, _: Context
+    ) -> pb.ReverseIssueResponse:
+        """Take back (part of) a completed issue from the member."""
+        done = await self._handlers.reverse(_reversal(request, TransferKind.REVERSE_ISSUE))
+        return pb.ReverseIssueResponse(
+            position=position_message(done.position),
+            reversal_transfer_id=done.initiated.transfer_id,
+            member_available_points=done.initiated.from_available_points,
+        )
+
+    async def ReverseRedeem(
+        self, request: pb.ReverseRedeemRequest, _: Context
+    ) -> pb.ReverseRedeemResponse:
+        """Give back (part of) a completed redemption to the member."""
+        done = await self._handlers.reverse(_reversal(request, TransferKind.REVERSE_REDEEM))
+        return pb.ReverseRedeemResponse(
+            position=position_message(done.position),
+            reversal_transfer_id=done.initiated.transfer_id,
+            merchant_available_points=done.initiated.from_available_points,
+        )
 
     async def _transfer(self, request: Any, rpc: TransferRpc) -> TransferDone:
         return await self._handlers.transfer(transfer_request(request, rpc))

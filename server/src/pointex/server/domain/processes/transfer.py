@@ -21,6 +21,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from pointex.server.domain import errors
 from pointex.server.domain.commands import CreditPoints, DebitPoints, ReturnPoints
 from pointex.server.domain.events import (
     AccountEvent,
@@ -28,10 +29,11 @@ from pointex.server.domain.events import (
     TransferCompensated,
     TransferCompleted,
     TransferInitiated,
+    TransferReversed,
 )
-from pointex.server.domain.values import Caller, TransferKind
+from pointex.server.domain.values import REVERSED_KINDS, Caller, TransferKind
 
-TransferEvent = TransferInitiated | TransferCompleted | TransferCompensated
+TransferEvent = TransferInitiated | TransferCompleted | TransferCompensated | TransferReversed
 
 
 class TransferTerms(Protocol):
@@ -101,6 +103,7 @@ class Transfer:
     phase: Phase
     version: int
     reason: str = ""  # Why the destination refused, once COMPENSATED.
+    reversed_by: str = ""  # The latest reversal of a COMPLETED issue or redemption, if any.
 
     @property
     def transfer_id(self) -> str:
@@ -114,8 +117,13 @@ def evolve(transfer: Transfer | None, event: TransferEvent) -> Transfer:
         assert transfer is None, "a transfer is initiated once"
         return Transfer(event, Phase.DEBITED, 1)
     assert transfer is not None, f"{type(event).__name__} before TransferInitiated"
-    assert transfer.phase is Phase.DEBITED, transfer
     assert event.transfer_id == transfer.transfer_id, event
+    if isinstance(event, TransferReversed):
+        assert transfer.phase is Phase.COMPLETED, transfer
+        return replace(
+            transfer, version=transfer.version + 1, reversed_by=event.reversal_transfer_id
+        )
+    assert transfer.phase is Phase.DEBITED, transfer
     if isinstance(event, TransferCompleted):
         return replace(transfer, phase=Phase.COMPLETED, version=transfer.version + 1)
     return replace(
@@ -228,3 +236,44 @@ def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> Trans
         terms.request_id,
         debited.available_points,
     )
+
+
+# --- Reversals --------------------------------------------------------------------------------
+
+
+def reversal(
+    original: Transfer,
+    kind: TransferKind,
+    amount_points: int,
+    reversal_id: str,
+    *,
+    earlier_reversal_compensated: bool = False,
+) -> TransferReversed:
+    """Return the record a reversal of `original` commits with its first step, or refuse it.
+
+    A COMPLETED issue (for REVERSE_ISSUE) or redemption (REVERSE_REDEEM) is reversed at most
+    once, by at most its amount; a reversal that was itself compensated (its credit refused)
+    took nothing back, so the original may be reversed again.
+    """
+    transfer_id = original.transfer_id
+    if original.initiated.kind is not REVERSED_KINDS[kind] or original.phase is not Phase.COMPLETED:
+        raise errors.FailedPrecondition(
+            errors.TRANSFER_NOT_REVERSIBLE,
+            f"only a completed {REVERSED_KINDS[kind].value.lower()} is reversed this way",
+            transfer_id=transfer_id,
+        )
+    if original.reversed_by and not earlier_reversal_compensated:
+        raise errors.FailedPrecondition(
+            errors.TRANSFER_ALREADY_REVERSED,
+            "the transfer was reversed already",
+            transfer_id=transfer_id,
+            reversal_transfer_id=original.reversed_by,
+        )
+    if amount_points > original.initiated.amount_points:
+        raise errors.FailedPrecondition(
+            errors.REVERSAL_EXCEEDS_ORIGINAL,
+            f"at most the original's {original.initiated.amount_points} points",
+            transfer_id=transfer_id,
+            limit=str(original.initiated.amount_points),
+        )
+    return TransferReversed(transfer_id, reversal_id, amount_points)
