@@ -146,6 +146,141 @@ class Log:
             ),
         ]
 
+    def pending_issue(
+        self,
+        merchant: str,
+        member: str,
+        amount: int,
+        *,
+        merchant_after: int,
+        pending_after: int,
+        memo: str = "",
+    ) -> list[events_pb2.Event]:
+        """TransferInitiated (activates later) + PointsDebited, PointsPending, TransferCompleted.
+
+        The issue's transfer id is `transfer_initiated.transfer_id` of the first event.
+        """
+        transfer_id = f"t{self.position}"
+        activates_at = AT_US + 30 * 86_400_000_000
+        initiated = events_pb2.TransferInitiated(
+            transfer_id=transfer_id,
+            kind=common_pb2.TRANSFER_KIND_ISSUE,
+            from_account_id=merchant,
+            to_account_id=member,
+            amount_points=amount,
+            memo=memo,
+        )
+        initiated.activates_at.FromMicroseconds(activates_at)
+        pending = events_pb2.PointsPending(
+            account_id=member,
+            transfer_id=transfer_id,
+            counterparty_account_id=merchant,
+            amount_points=amount,
+            memo=memo,
+            pending_points=pending_after,
+        )
+        pending.activates_at.FromMicroseconds(activates_at)
+        return [
+            self.event(f"transfer-{transfer_id}", "transfer_initiated", initiated),
+            self.event(
+                f"account-{merchant}",
+                "points_debited",
+                events_pb2.PointsDebited(
+                    account_id=merchant,
+                    transfer_id=transfer_id,
+                    kind=common_pb2.TRANSFER_KIND_ISSUE,
+                    counterparty_account_id=member,
+                    amount_points=amount,
+                    memo=memo,
+                    available_points=merchant_after,
+                ),
+            ),
+            self.event(f"account-{member}", "points_pending", pending),
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_completed",
+                events_pb2.TransferCompleted(transfer_id=transfer_id),
+            ),
+        ]
+
+    def activated(
+        self,
+        account_id: str,
+        transfer_id: str,
+        amount: int,
+        *,
+        available_after: int,
+        pending_after: int,
+    ) -> events_pb2.Event:
+        """PointsActivated: what is left pending of the issue `transfer_id` becomes available."""
+        payload = events_pb2.PointsActivated(
+            account_id=account_id,
+            transfer_id=transfer_id,
+            amount_points=amount,
+            available_points=available_after,
+            pending_points=pending_after,
+        )
+        return self.event(f"account-{account_id}", "points_activated", payload)
+
+    def reverse_pending(
+        self,
+        member: str,
+        merchant: str,
+        issue_id: str,
+        amount: int,
+        *,
+        member_available: int,
+        merchant_after: int,
+    ) -> list[events_pb2.Event]:
+        """A ReverseIssue taking points back from the pending points of the issue `issue_id`.
+
+        TransferInitiated + PointsDebited (from pending: available unchanged), PointsCredited,
+        TransferCompleted.
+        """
+        transfer_id = f"t{self.position}"
+        common = {
+            "transfer_id": transfer_id,
+            "kind": common_pb2.TRANSFER_KIND_REVERSE_ISSUE,
+            "amount_points": amount,
+        }
+        return [
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_initiated",
+                events_pb2.TransferInitiated(
+                    from_account_id=member,
+                    to_account_id=merchant,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ),
+            self.event(
+                f"account-{member}",
+                "points_debited",
+                events_pb2.PointsDebited(
+                    account_id=member,
+                    counterparty_account_id=merchant,
+                    available_points=member_available,
+                    pending_transfer_id=issue_id,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ),
+            self.event(
+                f"account-{merchant}",
+                "points_credited",
+                events_pb2.PointsCredited(
+                    account_id=merchant,
+                    counterparty_account_id=member,
+                    available_points=merchant_after,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ),
+            self.event(
+                f"transfer-{transfer_id}",
+                "transfer_completed",
+                events_pb2.TransferCompleted(transfer_id=transfer_id),
+            ),
+        ]
+
     def frozen(self, account_id: str, reason: str = "") -> events_pb2.Event:
         """AccountFrozen by an operator."""
         payload = events_pb2.AccountFrozen(

@@ -1,16 +1,18 @@
 """Recovery after SIGKILL restores an open process of every kind the command server runs.
 
-The command server is killed with a trade pending payment. While it is down, the first step
-of a transfer (the source's debit with TransferInitiated) and of a SELL order's placement
-(the seller's hold) are committed on its store, exactly as a server that died right after
-those steps would have left them. The restarted server must finish all three before it
-takes commands: credit the transfer, place the order, and cancel the trade whose payment
-deadline it watches again.
+The command server is killed with a trade pending payment and an issue whose points are
+pending for a moment more. While it is down, the first step of a transfer (the source's
+debit with TransferInitiated) and of a SELL order's placement (the seller's hold) are
+committed on its store, exactly as a server that died right after those steps would have
+left them. The restarted server must finish all four: credit the transfer, place the order,
+cancel the trade whose payment deadline it watches again, and activate the pending points,
+whose time passed while it was down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +27,12 @@ from pointex.server.command.app.recovery import PROCESS_KINDS
 from pointex.server.command.bootstrap import start_core
 from pointex.server.domain import streams
 from pointex.server.domain.commands import HoldPoints
-from pointex.server.domain.events import AccountEvent, TransferCompleted
+from pointex.server.domain.events import NEVER, AccountEvent, PointsActivated, TransferCompleted
 from pointex.server.domain.market_events import OrderPlaced, TradeCancelled
 from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.values import (
     Caller,
+    Instant,
     Role,
     TimeInForce,
     TradeCancelReason,
@@ -48,6 +51,7 @@ from tests.e2e.test_crash import opened_store
 
 ACME = Caller(Role.PARTNER, "acme")
 PAYMENT_WINDOW_MS = 5_000
+ACTIVATION_DELAY_MS = 1_000
 RECOVERY_TIMEOUT_S = 20
 SECRET = "whsec_" + uuid.uuid4().hex
 
@@ -62,6 +66,7 @@ class Terms:
     to_account_id: str
     amount_points: int
     memo: str
+    activates_at: Instant = NEVER
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Opened:
     transfer_id: str
     order_id: str
     trade_id: str
+    pending_issue_id: str = ""
 
 
 def _config_files(tmp_path: Path, sandbox_target: str) -> tuple[Path, Path]:
@@ -141,7 +147,9 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
     tmp_path: Path, unused_tcp_port: int, start_command_server: StartCommandServer
 ) -> None:
     """Kill -9 with a trade pending; leave a debit and a hold open; the restart ends all three."""
-    assert set(PROCESS_KINDS) == {"transfer", "placement", "trade"}, "a kind without a case"
+    assert set(PROCESS_KINDS) == {"transfer", "placement", "trade", "activation"}, (
+        "a kind without a case"
+    )
     command_target = f"127.0.0.1:{unused_tcp_port}"
     sandbox = await start_server(
         "pointex.server.payments.sandbox.main",
@@ -166,6 +174,9 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
         first = await start_command_server(url, extra_env=env)
         client = AsyncPointexClient(Targets(first.target, first.target), OPERATOR_TOKEN)
         seller, buyer, trade_id = await _trade_pending(client, uuid.uuid4().hex[:8])
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=ACTIVATION_DELAY_MS)
+        shop = seller.replace(":seller-", ":shop-")
+        pending = await client.issue(shop, buyer, 7, activates_at=soon)
         await client.close()
         first.process.kill()  # SIGKILL: nothing is drained, nothing is saved.
         await first.process.wait()
@@ -173,7 +184,8 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
             decoded = [codec.decode(event) for event in await _log(store)]
             assert not any(isinstance(e, TradeCancelled) for e in decoded), "ended too soon"
             opened = await _leave_first_steps_open(store, seller, buyer)
-        opened = Opened(opened.transfer_id, opened.order_id, trade_id)
+        opened = Opened(opened.transfer_id, opened.order_id, trade_id, pending.transfer_id)
+        await asyncio.sleep(ACTIVATION_DELAY_MS / 1000)  # The activation time passes while down.
         await start_command_server(url, extra_env=env)
         async with opened_store(url) as store:
             decoded = await _until(store, lambda events: _all_ended(events, opened))
@@ -188,4 +200,7 @@ def _all_ended(events: list[object], opened: Opened) -> bool:
     completed = TransferCompleted(opened.transfer_id) in events
     placed = any(isinstance(e, OrderPlaced) and e.order_id == opened.order_id for e in events)
     cancelled = any(isinstance(e, TradeCancelled) and e.trade_id == opened.trade_id for e in events)
-    return completed and placed and cancelled
+    activated = any(
+        isinstance(e, PointsActivated) and e.transfer_id == opened.pending_issue_id for e in events
+    )
+    return completed and placed and cancelled and activated

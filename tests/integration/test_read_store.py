@@ -82,8 +82,15 @@ async def apply(
     trades = await store.trades(keys.trade_ids, generation)
     orders = await store.orders([*keys.order_ids, *order_ids_of(trades.values())], generation)
     rules = await store.program_rules(generation) if keys.program_rules else None
+    pending_issues = await store.pending_issues(keys.pending_issue_ids, generation)
     changes = project_batch(
-        events, accounts, after, orders=orders, trades=trades, program_rules=rules
+        events,
+        accounts,
+        after,
+        orders=orders,
+        trades=trades,
+        program_rules=rules,
+        pending_issues=pending_issues,
     )
     await store.apply(changes, generation)
     return changes
@@ -487,11 +494,18 @@ async def test_an_older_read_store_gets_the_tier_column_and_the_rules_table(
 
 async def _undo_migration_3(url: str) -> None:
     """Take generation 1 of a closed read store back to schema version 2."""
-    statements = [
-        "ALTER TABLE g1_accounts DROP COLUMN tier",
-        "DROP TABLE g1_program_rules",
-        "DELETE FROM g1_schema_migrations WHERE version = 3",
-    ]
+    await run_statements(
+        url,
+        [
+            "ALTER TABLE g1_accounts DROP COLUMN tier",
+            "DROP TABLE g1_program_rules",
+            "DELETE FROM g1_schema_migrations WHERE version = 3",
+        ],
+    )
+
+
+async def run_statements(url: str, statements: list[str]) -> None:
+    """Run raw statements, in order, on the closed read store at `url` (SQLite or PostgreSQL)."""
     if url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
             for statement in statements:

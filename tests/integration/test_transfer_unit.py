@@ -117,8 +117,10 @@ async def read_log(store: EventStore) -> list[RecordedEvent]:
 async def check_conservation(store: EventStore) -> dict[str, int]:
     """Assert I1 over the log (nothing in flight afterwards); return each account's points."""
     supply, balances, open_ids = 0, {}, set()
+    pending: dict[str, int] = {}  # Pending points by account: stated, or by their changes.
     for recorded in await read_log(store):
         event = codec.decode(recorded)
+        account_id = recorded.stream_id.removeprefix("account-")
         match event:
             case ev.PointsMinted():
                 supply += event.amount_points
@@ -126,11 +128,15 @@ async def check_conservation(store: EventStore) -> dict[str, int]:
                 open_ids.add(event.transfer_id)
             case ev.TransferCompleted() | ev.TransferCompensated():
                 open_ids.discard(event.transfer_id)
+            case ev.PointsPending() | ev.PointsActivated():
+                pending[account_id] = event.pending_points
+            case ev.PointsDebited(pending_transfer_id=taken) if taken:
+                pending[account_id] -= event.amount_points
         if hasattr(event, "available_points") and recorded.stream_id.startswith("account-"):
-            balances[recorded.stream_id.removeprefix("account-")] = event.available_points
+            balances[account_id] = event.available_points
     assert open_ids == set()
-    assert sum(balances.values()) == supply, balances
-    assert all(points >= 0 for points in balances.values()), balances
+    assert sum(balances.values()) + sum(pending.values()) == supply, (balances, pending)
+    assert all(points >= 0 for points in [*balances.values(), *pending.values()]), balances
     return balances
 
 

@@ -47,7 +47,10 @@ SAMPLES = [
     ev.BuyReleased("u2", "o2", "t1", 3, 4),
     ev.AccountTierSet("u1", "gold"),
     ev.TransferReversed("t1", "t2", 3),
-    ev.PointsDebited("u1", "t2", TransferKind.REVERSE_ISSUE, "m1", 3, "", 2, Instant(5)),
+    ev.PointsPending("u1", "t3", "m1", 4, "later", Instant(1_767_225_600_000), 4),
+    ev.PointsActivated("u1", "t3", 4, 9, 0),
+    ev.PointsDebited("u1", "t2", TransferKind.REVERSE_ISSUE, "m1", 3, "", 2, Instant(5), "t1"),
+    ev.TransferInitiated("t3", TransferKind.ISSUE, "m1", "u1", 4, "", "r-3", 6, Instant(7)),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)

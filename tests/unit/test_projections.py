@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pointex.server.query.projections import account_ids_of, keys_of, project_batch
 from pointex.server.query.projections.batch import UnknownSchemaVersion
-from pointex.server.query.readstore.port import AccountRow, Changes
+from pointex.server.query.readstore.port import AccountRow, Changes, PendingIssueRow
 from pointex.v1 import common_pb2, events_pb2, query_service_pb2
 from tests.feed_events import Log
 
@@ -32,12 +32,21 @@ class Rows:
         self.burned = 0
         self.movements = 0
         self.notifications: list[tuple[int, int]] = []
+        self.pending_issues: dict[str, PendingIssueRow] = {}
 
     def apply(self, events: list[events_pb2.Event]) -> Changes:
         """Project a batch against these rows and keep its changes."""
         known = {i: self.accounts[i] for i in account_ids_of(events) if i in self.accounts}
-        changes = project_batch(events, known, self.position)
+        issues = {
+            i: self.pending_issues[i]
+            for i in keys_of(events).pending_issue_ids
+            if i in self.pending_issues
+        }
+        changes = project_batch(events, known, self.position, pending_issues=issues)
         self.position = changes.position
+        self.pending_issues.update({row.transfer_id: row for row in changes.pending_issues})
+        for transfer_id in changes.pending_issues_removed:
+            del self.pending_issues[transfer_id]
         self.accounts.update({row.account_id: row for row in changes.accounts})
         for row in changes.in_flight_added:
             self.in_flight[row.process_id] = row.amount_points
@@ -50,8 +59,12 @@ class Rows:
         return changes
 
     def conserved(self) -> bool:
-        """Return whether I1 holds over these rows."""
-        held = sum(a.available_points + a.held_points for a in self.accounts.values())
+        """Return whether I1 holds over these rows, and pending issues add up to pending points."""
+        accounts = self.accounts.values()
+        held = sum(a.available_points + a.held_points + a.pending_points for a in accounts)
+        issues = sum(i.amount_points for i in self.pending_issues.values())
+        if issues != sum(a.pending_points for a in accounts):
+            return False
         return held + sum(self.in_flight.values()) == self.minted - self.burned
 
 

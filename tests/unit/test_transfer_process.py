@@ -9,6 +9,7 @@ import pytest
 from pointex.server.domain import errors
 from pointex.server.domain.commands import CreditPoints, ReturnPoints
 from pointex.server.domain.events import (
+    NEVER,
     PointsDebited,
     TransferCompensated,
     TransferCompleted,
@@ -16,7 +17,7 @@ from pointex.server.domain.events import (
     TransferReversed,
 )
 from pointex.server.domain.processes import transfer as process
-from pointex.server.domain.values import Caller, Role, TransferKind
+from pointex.server.domain.values import Caller, Instant, Role, TransferKind
 
 KEY = "k" * 32
 PARTNER = Caller(Role.PARTNER, "acme")
@@ -32,6 +33,7 @@ class Terms:
     to_account_id: str = "acme:bob"
     amount_points: int = 40
     memo: str = "gift"
+    activates_at: Instant = NEVER
 
 
 def _initiated(terms: Terms = Terms()) -> TransferInitiated:

@@ -585,4 +585,13 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "(they were spent, given or sold since). Nothing moves. Metadata: \"account_id\", " +
       "\"available_points\", \"required_points\".",
   }],
+  ["TOO_MANY_PENDING_ISSUES", {
+    name: "TOO_MANY_PENDING_ISSUES",
+    number: 65,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "An issue with a later activation time would give the member account more pending " +
+      "issues than it may hold at once (server configuration, default 1000). Metadata: " +
+      "\"account_id\", \"limit\".",
+  }],
 ]);

@@ -7,6 +7,7 @@ retries and iterators. Edit this module, never the generated one.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
@@ -183,10 +184,16 @@ class AsyncPointexClient:
         reason: str = "",
         *,
         request_id: str | None = None,
+        activates_at: dt.datetime | None = None,
     ) -> pb.IssuePointsResponse:
-        """Reward a member with a merchant's points."""
+        """Reward a member with a merchant's points; pending until `activates_at`, if given."""
         command = builders.issue(
-            merchant_account_id, member_account_id, amount_points, reason, request_id=request_id
+            merchant_account_id,
+            member_account_id,
+            amount_points,
+            reason,
+            request_id=request_id,
+            activates_at=activates_at,
         )
         request = command.issue_points
         return await self.call_command(self._commands.IssuePoints, request, request.request_id)

@@ -6,6 +6,7 @@ bytes for the same call.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping
 from typing import Final, Literal
@@ -94,17 +95,25 @@ def issue(
     reason: str = "",
     *,
     request_id: str | None = None,
+    activates_at: dt.datetime | None = None,
 ) -> pb.BulkCommand:
-    """Return a bulk IssuePoints command (a merchant rewards a member)."""
-    return pb.BulkCommand(
-        issue_points=pb.IssuePointsRequest(
-            request_id=request_id or new_request_id(),
-            merchant_account_id=merchant_account_id,
-            member_account_id=member_account_id,
-            amount_points=amount_points,
-            reason=reason,
-        )
+    """Return a bulk IssuePoints command (a merchant rewards a member).
+
+    With `activates_at` (timezone-aware), the points are pending until then (pending earn).
+    """
+    request = pb.IssuePointsRequest(
+        request_id=request_id or new_request_id(),
+        merchant_account_id=merchant_account_id,
+        member_account_id=member_account_id,
+        amount_points=amount_points,
+        reason=reason,
     )
+    if activates_at is not None:
+        if activates_at.tzinfo is None:
+            msg = "activates_at must be timezone-aware"
+            raise ValueError(msg)
+        request.activates_at.FromDatetime(activates_at)
+    return pb.BulkCommand(issue_points=request)
 
 
 def redeem(

@@ -506,4 +506,12 @@ REASONS: Final[Mapping[str, Reason]] = {
         '(they were spent, given or sold since). Nothing moves. Metadata: "account_id", '
         '"available_points", "required_points".',
     ),
+    "TOO_MANY_PENDING_ISSUES": Reason(
+        "TOO_MANY_PENDING_ISSUES",
+        65,
+        "FAILED_PRECONDITION",
+        "An issue with a later activation time would give the member account more pending "
+        "issues than it may hold at once (server configuration, default 1000). Metadata: "
+        '"account_id", "limit".',
+    ),
 }

@@ -8,6 +8,7 @@ stream's sending side in gRPC's own thread.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -183,10 +184,16 @@ class PointexClient:
         reason: str = "",
         *,
         request_id: str | None = None,
+        activates_at: dt.datetime | None = None,
     ) -> pb.IssuePointsResponse:
-        """Reward a member with a merchant's points."""
+        """Reward a member with a merchant's points; pending until `activates_at`, if given."""
         command = builders.issue(
-            merchant_account_id, member_account_id, amount_points, reason, request_id=request_id
+            merchant_account_id,
+            member_account_id,
+            amount_points,
+            reason,
+            request_id=request_id,
+            activates_at=activates_at,
         )
         request = command.issue_points
         return self.call_command(self._commands.IssuePoints, request, request.request_id)

@@ -166,6 +166,7 @@ class IssuePointsRequest(_message.Message):
     MEMBER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ACTIVATES_AT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; see CommandService. 1–128 id characters. Required."""
     merchant_account_id: _builtins.str
@@ -178,6 +179,15 @@ class IssuePointsRequest(_message.Message):
     """Why the member is rewarded (for example "purchase 2026-01-05 #8812"); optional, at most
     256 bytes. Shown to the member.
     """
+    @_builtins.property
+    def activates_at(self) -> _timestamp_pb2.Timestamp:
+        """When the points become spendable (pending earn, for example at the end of a return
+        period). Until then they are the member's pending points: visible (Account.pending_points)
+        but not spendable, and a ReverseIssue takes them back from there (a returned purchase),
+        never below zero. Unset, or not after the moment the member's account decides the credit:
+        available at once. At most 400 days ahead (INVALID_FIELD otherwise).
+        """
+
     def __init__(
         self,
         *,
@@ -186,10 +196,11 @@ class IssuePointsRequest(_message.Message):
         member_account_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         reason: _builtins.str = ...,
+        activates_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "member_account_id", b"member_account_id", "merchant_account_id", b"merchant_account_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "member_account_id", b"member_account_id", "merchant_account_id", b"merchant_account_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -235,9 +235,10 @@ class CommandServiceServicer:
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED). ACCOUNT_CLOSED and BALANCE_CEILING_EXCEEDED for the
-        destination can come after the debit, once the transfer is compensated; the error then
-        carries metadata "position" (the same holds for RedeemPoints and TransferPoints).
+        BALANCE_CEILING_EXCEEDED, TOO_MANY_PENDING_ISSUES). ACCOUNT_CLOSED,
+        BALANCE_CEILING_EXCEEDED and TOO_MANY_PENDING_ISSUES for the destination can come after
+        the debit, once the transfer is compensated; the error then carries metadata "position"
+        (the same holds for RedeemPoints and TransferPoints).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -95,9 +95,10 @@ class CommandServiceStub:
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED). ACCOUNT_CLOSED and BALANCE_CEILING_EXCEEDED for the
-    destination can come after the debit, once the transfer is compensated; the error then
-    carries metadata "position" (the same holds for RedeemPoints and TransferPoints).
+    BALANCE_CEILING_EXCEEDED, TOO_MANY_PENDING_ISSUES). ACCOUNT_CLOSED,
+    BALANCE_CEILING_EXCEEDED and TOO_MANY_PENDING_ISSUES for the destination can come after
+    the debit, once the transfer is compensated; the error then carries metadata "position"
+    (the same holds for RedeemPoints and TransferPoints).
     """
     RedeemPoints: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.RedeemPointsRequest, _command_service_pb2.RedeemPointsResponse]
     """A member spends points at a merchant: debits the member account, credits the merchant
@@ -339,9 +340,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED). ACCOUNT_CLOSED and BALANCE_CEILING_EXCEEDED for the
-    destination can come after the debit, once the transfer is compensated; the error then
-    carries metadata "position" (the same holds for RedeemPoints and TransferPoints).
+    BALANCE_CEILING_EXCEEDED, TOO_MANY_PENDING_ISSUES). ACCOUNT_CLOSED,
+    BALANCE_CEILING_EXCEEDED and TOO_MANY_PENDING_ISSUES for the destination can come after
+    the debit, once the transfer is compensated; the error then carries metadata "position"
+    (the same holds for RedeemPoints and TransferPoints).
     """
     RedeemPoints: _aio.UnaryUnaryMultiCallable[_command_service_pb2.RedeemPointsRequest, _command_service_pb2.RedeemPointsResponse]  # type: ignore[assignment]
     """A member spends points at a merchant: debits the member account, credits the merchant
@@ -598,9 +600,10 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED). ACCOUNT_CLOSED and BALANCE_CEILING_EXCEEDED for the
-        destination can come after the debit, once the transfer is compensated; the error then
-        carries metadata "position" (the same holds for RedeemPoints and TransferPoints).
+        BALANCE_CEILING_EXCEEDED, TOO_MANY_PENDING_ISSUES). ACCOUNT_CLOSED,
+        BALANCE_CEILING_EXCEEDED and TOO_MANY_PENDING_ISSUES for the destination can come after
+        the debit, once the transfer is compensated; the error then carries metadata "position"
+        (the same holds for RedeemPoints and TransferPoints).
         """
 
     @_abc_1.abstractmethod

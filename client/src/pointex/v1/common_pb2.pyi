@@ -497,6 +497,10 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     """A redemption was reversed: the merchant's side (available −)."""
     MOVEMENT_KIND_REVERSE_REDEEM_IN: _MovementKind.ValueType  # 17
     """A redemption was reversed: the member's side (available +)."""
+    MOVEMENT_KIND_ISSUE_PENDING: _MovementKind.ValueType  # 18
+    """A merchant issued points that activate later: the member's side (pending +)."""
+    MOVEMENT_KIND_POINTS_ACTIVATED: _MovementKind.ValueType  # 19
+    """Pending points reached their activation time (pending −, available +)."""
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper):
     """The kind of one movement in an account's history. Each movement changes the account's
@@ -543,6 +547,10 @@ MOVEMENT_KIND_REVERSE_REDEEM_OUT: MovementKind.ValueType  # 16
 """A redemption was reversed: the merchant's side (available −)."""
 MOVEMENT_KIND_REVERSE_REDEEM_IN: MovementKind.ValueType  # 17
 """A redemption was reversed: the member's side (available +)."""
+MOVEMENT_KIND_ISSUE_PENDING: MovementKind.ValueType  # 18
+"""A merchant issued points that activate later: the member's side (pending +)."""
+MOVEMENT_KIND_POINTS_ACTIVATED: MovementKind.ValueType  # 19
+"""Pending points reached their activation time (pending −, available +)."""
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
 class _LimitedOperation:
@@ -917,6 +925,7 @@ class Account(_message.Message):
     OPENED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
+    PENDING_POINTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account's id."""
     kind: Global___AccountKind.ValueType
@@ -945,6 +954,10 @@ class Account(_message.Message):
     """The member tier a partner or the operator set (SetAccountTier), for example "gold"; empty
     for none. Program limits may name a tier (ProgramRules).
     """
+    pending_points: _builtins.int
+    """Points issued with a later activation time (IssuePoints.activates_at) and not active yet:
+    not spendable, counted in the balance ceiling and in conservation. ≥ 0.
+    """
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When the account was opened."""
@@ -968,10 +981,11 @@ class Account(_message.Message):
         opened_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         tier: _builtins.str = ...,
+        pending_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_points", b"available_points", "display_name", b"display_name", "frozen_by_role", b"frozen_by_role", "held_points", b"held_points", "kind", b"kind", "opened_at", b"opened_at", "owner_partner_id", b"owner_partner_id", "status", b"status", "tier", b"tier", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_points", b"available_points", "display_name", b"display_name", "frozen_by_role", b"frozen_by_role", "held_points", b"held_points", "kind", b"kind", "opened_at", b"opened_at", "owner_partner_id", b"owner_partner_id", "pending_points", b"pending_points", "status", b"status", "tier", b"tier", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

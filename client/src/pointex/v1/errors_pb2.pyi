@@ -330,6 +330,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     them available (they were spent, given or sold since). Nothing moves. Metadata:
     "account_id", "available_points", "required_points".
     """
+    ERROR_REASON_TOO_MANY_PENDING_ISSUES: _ErrorReason.ValueType  # 65
+    """FAILED_PRECONDITION. An issue with a later activation time would give the member account
+    more pending issues than it may hold at once (server configuration, default 1000).
+    Metadata: "account_id", "limit".
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -620,5 +625,10 @@ ERROR_REASON_POINTS_ALREADY_SPENT: ErrorReason.ValueType  # 64
 """FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
 them available (they were spent, given or sold since). Nothing moves. Metadata:
 "account_id", "available_points", "required_points".
+"""
+ERROR_REASON_TOO_MANY_PENDING_ISSUES: ErrorReason.ValueType  # 65
+"""FAILED_PRECONDITION. An issue with a later activation time would give the member account
+more pending issues than it may hold at once (server configuration, default 1000).
+Metadata: "account_id", "limit".
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

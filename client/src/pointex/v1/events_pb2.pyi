@@ -119,6 +119,8 @@ class Event(_message.Message):
     PROGRAM_RULES_SET_FIELD_NUMBER: _builtins.int
     ACCOUNT_TIER_SET_FIELD_NUMBER: _builtins.int
     TRANSFER_REVERSED_FIELD_NUMBER: _builtins.int
+    POINTS_PENDING_FIELD_NUMBER: _builtins.int
+    POINTS_ACTIVATED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -295,6 +297,14 @@ class Event(_message.Message):
     def transfer_reversed(self) -> Global___TransferReversed:
         """See TransferReversed."""
 
+    @_builtins.property
+    def points_pending(self) -> Global___PointsPending:
+        """See PointsPending."""
+
+    @_builtins.property
+    def points_activated(self) -> Global___PointsActivated:
+        """See PointsActivated."""
+
     def __init__(
         self,
         *,
@@ -342,12 +352,14 @@ class Event(_message.Message):
         program_rules_set: Global___ProgramRulesSet | None = ...,
         account_tier_set: Global___AccountTierSet | None = ...,
         transfer_reversed: Global___TransferReversed | None = ...,
+        points_pending: Global___PointsPending | None = ...,
+        points_activated: Global___PointsActivated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -601,6 +613,7 @@ class TransferInitiated(_message.Message):
     MEMO_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FROM_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    ACTIVATES_AT_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     kind: _common_pb2.TransferKind.ValueType
@@ -619,6 +632,12 @@ class TransferInitiated(_message.Message):
     """
     from_available_points: _builtins.int
     """The source account's available points after the debit."""
+    @_builtins.property
+    def activates_at(self) -> _timestamp_pb2.Timestamp:
+        """For an issue: when its points become spendable (IssuePoints.activates_at); unset for
+        points available at once.
+        """
+
     def __init__(
         self,
         *,
@@ -630,10 +649,11 @@ class TransferInitiated(_message.Message):
         memo: _builtins.str = ...,
         request_id: _builtins.str = ...,
         from_available_points: _builtins.int = ...,
+        activates_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -653,6 +673,7 @@ class PointsDebited(_message.Message):
     MEMO_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    PENDING_TRANSFER_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account debited (the transfer's source)."""
     transfer_id: _builtins.str
@@ -667,6 +688,11 @@ class PointsDebited(_message.Message):
     """The reason or memo of the transfer; may be empty."""
     available_points: _builtins.int
     """The account's available points after the debit."""
+    pending_transfer_id: _builtins.str
+    """Set only for a reversal that took the points back from the pending points of the issue it
+    reverses (this is that issue's transfer id): `available_points` is then unchanged and the
+    account's pending points went down by `amount_points`.
+    """
     @_builtins.property
     def decided_at(self) -> _timestamp_pb2.Timestamp:
         """When the account decided the debit (its program limits' windows count it then); unset in
@@ -684,10 +710,11 @@ class PointsDebited(_message.Message):
         memo: _builtins.str = ...,
         available_points: _builtins.int = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        pending_transfer_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1842,3 +1869,94 @@ class TransferReversed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferReversed: _TypeAlias = TransferReversed  # noqa: Y015
+
+@_typing.final
+class PointsPending(_message.Message):
+    """The destination side of an issue whose points activate later (pending earn): they arrived
+    as pending points, not spendable until `activates_at`. Completes the transfer like
+    PointsCredited. Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    MEMO_FIELD_NUMBER: _builtins.int
+    ACTIVATES_AT_FIELD_NUMBER: _builtins.int
+    PENDING_POINTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The member account credited."""
+    transfer_id: _builtins.str
+    """The issue."""
+    counterparty_account_id: _builtins.str
+    """The merchant account debited."""
+    amount_points: _builtins.int
+    """Points pending; positive."""
+    memo: _builtins.str
+    """The issue's reason; may be empty."""
+    pending_points: _builtins.int
+    """The account's pending points after this event."""
+    @_builtins.property
+    def activates_at(self) -> _timestamp_pb2.Timestamp:
+        """When they become spendable."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        counterparty_account_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        memo: _builtins.str = ...,
+        activates_at: _timestamp_pb2.Timestamp | None = ...,
+        pending_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "activates_at", b"activates_at", "amount_points", b"amount_points", "counterparty_account_id", b"counterparty_account_id", "memo", b"memo", "pending_points", b"pending_points", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointsPending: _TypeAlias = PointsPending  # noqa: Y015
+
+@_typing.final
+class PointsActivated(_message.Message):
+    """Pending points of an issue reached their activation time and became available (all that is
+    left of them after a partial reversal). Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    PENDING_POINTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account."""
+    transfer_id: _builtins.str
+    """The issue whose points activated."""
+    amount_points: _builtins.int
+    """Points activated; positive."""
+    available_points: _builtins.int
+    """The account's available points after this event."""
+    pending_points: _builtins.int
+    """The account's pending points after this event."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        available_points: _builtins.int = ...,
+        pending_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "pending_points", b"pending_points", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointsActivated: _TypeAlias = PointsActivated  # noqa: Y015

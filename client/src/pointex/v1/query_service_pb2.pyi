@@ -31,7 +31,8 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """Not set."""
     NOTIFICATION_KIND_POINTS_RECEIVED: _NotificationKind.ValueType  # 1
     """Points arrived in the account from another account (issue, redeem at a merchant,
-    transfer). Details: points_moved.
+    transfer), or pending points of an issue became available (an activation; the
+    counterparty is then the issuing merchant). Details: points_moved.
     """
     NOTIFICATION_KIND_POINTS_SENT: _NotificationKind.ValueType  # 2
     """Points left the account for another account (issue, redeem, transfer). Details:
@@ -79,7 +80,8 @@ NOTIFICATION_KIND_UNSPECIFIED: NotificationKind.ValueType  # 0
 """Not set."""
 NOTIFICATION_KIND_POINTS_RECEIVED: NotificationKind.ValueType  # 1
 """Points arrived in the account from another account (issue, redeem at a merchant,
-transfer). Details: points_moved.
+transfer), or pending points of an issue became available (an activation; the
+counterparty is then the issuing merchant). Details: points_moved.
 """
 NOTIFICATION_KIND_POINTS_SENT: NotificationKind.ValueType  # 2
 """Points left the account for another account (issue, redeem, transfer). Details:
@@ -447,6 +449,8 @@ class Movement(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     TRADE_ID_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
+    PENDING_DELTA_POINTS_FIELD_NUMBER: _builtins.int
+    PENDING_POINTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account."""
     account_version: _builtins.int
@@ -475,6 +479,12 @@ class Movement(_message.Message):
     """The trade, for trade movements and releases caused by a cancelled trade; empty otherwise."""
     memo: _builtins.str
     """The memo or reason of the command; may be empty."""
+    pending_delta_points: _builtins.int
+    """Change of pending points (issues that activate later): positive for a pending issue,
+    negative for an activation or a reversal taking pending points back, zero if none.
+    """
+    pending_points: _builtins.int
+    """Pending points after the movement."""
     @_builtins.property
     def position(self) -> _common_pb2.Position:
         """Position of the event that made the movement."""
@@ -500,10 +510,12 @@ class Movement(_message.Message):
         order_id: _builtins.str = ...,
         trade_id: _builtins.str = ...,
         memo: _builtins.str = ...,
+        pending_delta_points: _builtins.int = ...,
+        pending_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_version", b"account_version", "available_delta_points", b"available_delta_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "held_delta_points", b"held_delta_points", "held_points", b"held_points", "kind", b"kind", "memo", b"memo", "order_id", b"order_id", "position", b"position", "recorded_at", b"recorded_at", "trade_id", b"trade_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_version", b"account_version", "available_delta_points", b"available_delta_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "held_delta_points", b"held_delta_points", "held_points", b"held_points", "kind", b"kind", "memo", b"memo", "order_id", b"order_id", "pending_delta_points", b"pending_delta_points", "pending_points", b"pending_points", "position", b"position", "recorded_at", b"recorded_at", "trade_id", b"trade_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1546,6 +1558,7 @@ class CheckInvariantsResponse(_message.Message):
     IN_FLIGHT_POINTS_FIELD_NUMBER: _builtins.int
     OPEN_SELL_QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
     PENDING_TRADE_QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
+    PENDING_POINTS_FIELD_NUMBER: _builtins.int
     ACCOUNT_COUNT_FIELD_NUMBER: _builtins.int
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     VIOLATION_COUNT_FIELD_NUMBER: _builtins.int
@@ -1567,6 +1580,10 @@ class CheckInvariantsResponse(_message.Message):
     """Σ of the open quantity of resting SELL orders."""
     pending_trade_quantity_points: _builtins.int
     """Σ of the quantity of trades pending payment."""
+    pending_points: _builtins.int
+    """Σ of pending points (issues not active yet) over all accounts; conservation counts them:
+    available + held + pending + in flight = minted − burned.
+    """
     account_count: _builtins.int
     """Number of accounts audited."""
     violation_count: _builtins.int
@@ -1591,13 +1608,14 @@ class CheckInvariantsResponse(_message.Message):
         in_flight_points: _builtins.int = ...,
         open_sell_quantity_points: _builtins.int = ...,
         pending_trade_quantity_points: _builtins.int = ...,
+        pending_points: _builtins.int = ...,
         account_count: _builtins.int = ...,
         violations: _abc.Iterable[Global___Violation] | None = ...,
         violation_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_count", b"account_count", "as_of", b"as_of", "available_points", b"available_points", "burned_points", b"burned_points", "held_points", b"held_points", "in_flight_points", b"in_flight_points", "minted_points", b"minted_points", "ok", b"ok", "open_sell_quantity_points", b"open_sell_quantity_points", "pending_trade_quantity_points", b"pending_trade_quantity_points", "violation_count", b"violation_count", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_count", b"account_count", "as_of", b"as_of", "available_points", b"available_points", "burned_points", b"burned_points", "held_points", b"held_points", "in_flight_points", b"in_flight_points", "minted_points", b"minted_points", "ok", b"ok", "open_sell_quantity_points", b"open_sell_quantity_points", "pending_points", b"pending_points", "pending_trade_quantity_points", b"pending_trade_quantity_points", "violation_count", b"violation_count", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -231,6 +231,19 @@ points_amount_max = 10**12
 # Points one account may hold (available + held).
 points_balance_max = 10**15
 
+# Issues pending activation one account holds at once (IssuePoints.activates_at); one more is
+# refused (TOO_MANY_PENDING_ISSUES). Each is kept in the account's state and snapshot, and
+# watched by the activation timer until it activates.
+pending_issues_max = 1000
+
+# How far ahead an issue's activation may be (IssuePoints.activates_at); further is
+# INVALID_FIELD. Bounds how long the activation timer and recovery keep an issue.
+pending_activation_days_max = 400
+
+# Longest the activation timer sleeps without looking at the clock: a clock that jumps is
+# noticed within this; lower costs a wake-up more often when nothing is due.
+activation_timer_wait_ms_max = 1000
+
 # Limits in the program's rules (common.proto ProgramRules). Every account actor holds an
 # index of them and every rules change is one event carrying them all.
 program_limits_max = 256

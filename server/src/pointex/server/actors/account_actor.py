@@ -23,8 +23,9 @@ from pointex.server.domain import account, errors, streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import CloseAccount, DebitPoints
 from pointex.server.domain.program import NO_LIMITS, LimitIndex
+from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
-from pointex.server.eventstore.port import EventStore, Snapshot
+from pointex.server.eventstore.port import EventStore, RecordedEvent, Snapshot
 
 __all__ = [
     "AccountActor",
@@ -34,6 +35,7 @@ __all__ = [
     "Inspect",
     "LimitsInForce",
     "Message",
+    "PendingWatch",
     "account_aggregate",
     "load_account",
 ]
@@ -45,6 +47,8 @@ LimitsInForce = Callable[[], LimitIndex]
 
 # Returns the time now, in milliseconds since the epoch (debits, sales and purchases record it).
 Clock = Callable[[], int]
+# Told (account id, issue's transfer id, activation ms) of every PointsPending committed.
+PendingWatch = Callable[[str, str, int], None]
 
 
 def _no_limits() -> LimitIndex:
@@ -103,9 +107,14 @@ class AccountActor(StreamActor[Account | None]):
         store: EventStore,
         committer: GroupCommitter,
         aggregate: _AccountAggregate = ACCOUNTS,
+        on_pending: PendingWatch | None = None,
     ) -> None:
-        """Create an inactive actor; it loads its state on the first message."""
+        """Create an inactive actor; it loads its state on the first message.
+
+        `on_pending` is told of every pending issue this account commits (pending earn).
+        """
         super().__init__(streams.account(account_id), aggregate, store, committer)
+        self._on_pending = on_pending
         self.account_id = account_id
         # Transfers out of this account whose credit or return has not committed yet: it may
         # not close, or leave memory, meanwhile. Kept in memory only (recovery finishes every
@@ -132,6 +141,14 @@ class AccountActor(StreamActor[Account | None]):
     def _failed(self, command: Any) -> None:
         if isinstance(command, DebitPoints):
             self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
+
+    def _took_effect(self, recorded: list[RecordedEvent]) -> None:
+        if self._on_pending is None:
+            return
+        for event in recorded:
+            if event.type == "PointsPending" and event.stream_id == self.stream_id:
+                pending = codec.decode(event)
+                self._on_pending(self.account_id, pending.transfer_id, pending.activates_at.unix_ms)
 
     def transfer_found_open(self) -> None:
         """Record a transfer out of this account found debited and not ended (in the log)."""

@@ -23,6 +23,7 @@ from pointex.server.actors.account_actor import (
     Inspect,
     LimitsInForce,
     Message,
+    PendingWatch,
     account_aggregate,
 )
 from pointex.server.domain.account import Account
@@ -58,12 +59,21 @@ class AccountActors:
         """
         assert resident_max > 0, resident_max
         self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS), clock)
+        self._pending_watch: PendingWatch | None = None
         self._store = store
         self._committer = committer
         self._resident_max = resident_max
         self._actors: collections.OrderedDict[str, AccountActor] = collections.OrderedDict()
         self.activations = 0
         self.passivations = 0
+
+    def watch_pending(self, watch: PendingWatch) -> None:
+        """Tell `watch` of every pending issue an account commits from now on."""
+        self._pending_watch = watch
+
+    def _pending(self, account_id: str, transfer_id: str, activates_at_ms: int) -> None:
+        if self._pending_watch is not None:
+            self._pending_watch(account_id, transfer_id, activates_at_ms)
 
     @property
     def resident(self) -> int:
@@ -74,7 +84,9 @@ class AccountActors:
         """Return the account's actor, creating it (inactive) if it is not resident."""
         actor = self._actors.get(account_id)
         if actor is None:
-            actor = AccountActor(account_id, self._store, self._committer, self._aggregate)
+            actor = AccountActor(
+                account_id, self._store, self._committer, self._aggregate, self._pending
+            )
             self._actors[account_id] = actor
             self.activations += 1
             self._passivate_beyond_cap()

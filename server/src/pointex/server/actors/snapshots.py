@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from pointex.server.domain.account import Account
+from pointex.server.domain.account import Account, PendingIssue
 from pointex.server.domain.program import LimitedOperation
 from pointex.server.domain.usage import Usage
-from pointex.server.domain.values import AccountKind, AccountStatus, Role
+from pointex.server.domain.values import AccountKind, AccountStatus, Instant, Role
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 4  # 2: buying_points; 3: tier; 4: usage
+SNAPSHOT_SCHEMA_VERSION: Final = 5  # 2: buying_points; 3: tier; 4: usage; 5: pending
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -32,6 +32,10 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
         "held_points": state.held_points,
         "buying_points": state.buying_points,
         "tier": state.tier,
+        "pending": [
+            [issue.transfer_id, issue.amount_points, issue.activates_at.unix_ms]
+            for issue in state.pending
+        ],
         "usage": {
             "hours": [[op.value, hour, points] for op, hour, points in state.usage.hours],
             "years": [[op.value, year, points] for op, year, points in state.usage.years],
@@ -59,6 +63,10 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
         frozen_by_role=Role(frozen_by) if frozen_by else None,
         buying_points=int(data["buying_points"]),
         tier=str(data["tier"]),
+        pending=tuple(
+            PendingIssue(str(transfer_id), int(points), Instant(int(at_ms)))
+            for transfer_id, points, at_ms in data["pending"]
+        ),
         usage=Usage(
             tuple((LimitedOperation(op), int(h), int(p)) for op, h, p in data["usage"]["hours"]),
             tuple((LimitedOperation(op), int(y), int(p)) for op, y, p in data["usage"]["years"]),

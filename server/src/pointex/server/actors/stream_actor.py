@@ -224,7 +224,11 @@ class StreamActor(Generic[S]):
         self.state = proposal.state
         self.version += len(proposal.events)
         self._track(commit)
-        commit.add_done_callback(self._resolved)
+        commit.add_done_callback(self._taken_on_resolved)
+
+    def _taken_on_resolved(self, done: asyncio.Future[list[RecordedEvent]]) -> None:
+        if self._resolved(done) is None:
+            self._took_effect(done.result())
 
     @overload
     def tell(self, message: Inspect[S, T]) -> asyncio.Future[T]: ...

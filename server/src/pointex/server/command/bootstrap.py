@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.program_actor import ProgramActor
-from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.runtime import AccountActors, wall_clock_ms
+from pointex.server.command.app.activations import PendingActivations
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
@@ -57,6 +58,7 @@ class CommandServer:
     lookup: RecordLookup
     runner: ProcessRunner
     feed: EventFeedServicer
+    activations: PendingActivations
 
     @property
     def port(self) -> int:
@@ -78,6 +80,7 @@ class CommandServer:
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
         self.processes.stop_deadlines()
+        self.activations.stop()
         await self.runner.stop()
         await self.processes.close()
         await self.lookup.stop()
@@ -126,10 +129,13 @@ async def create_server(config: CommandConfig) -> CommandServer:
         handlers = CommandHandlers(store, actors, lookup, core.runner, core.program)
         market, callbacks = await _market_side(config, store, core)
         await market.configure()
+        activations = PendingActivations(actors, core.runner, wall_clock_ms)
+        actors.watch_pending(activations.watch)
         kinds = (
             handlers.open_steps(),
             OpenPlacements(market),
             OpenTrades(market.processes),
+            activations,
         )
         assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
         found = await recover(store, kinds)  # Before any command is taken.
@@ -151,6 +157,11 @@ async def create_server(config: CommandConfig) -> CommandServer:
         ]
         metrics = _metrics(core)
         _process_metrics(metrics, core.runner, handlers, market)
+        metrics.gauge(
+            "pointex_pending_issues_watched",
+            "Issues whose points are pending, waiting in the activation timer.",
+            lambda: activations.watched,
+        )
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
@@ -170,6 +181,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
         lookup=lookup,
         runner=core.runner,
         feed=feed,
+        activations=activations,
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pointex.server.domain.values import AccountKind, Caller, TimeInForce, TransferKind
+from pointex.server.domain.events import NEVER
+from pointex.server.domain.values import AccountKind, Caller, Instant, TimeInForce, TransferKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class DebitPoints:
     counterparty_account_id: str
     amount_points: int
     memo: str
+    reverses: str = ""  # A reversal's original: an issue's pending points go back first.
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,15 @@ class CreditPoints:
     counterparty_account_id: str
     amount_points: int
     memo: str
+    activates_at: Instant = NEVER  # An issue's points are pending until then (NEVER: at once).
+
+
+@dataclass(frozen=True, slots=True)
+class ActivatePoints:
+    """Make an issue's pending points available, if their activation time has come."""
+
+    account_id: str
+    transfer_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +207,7 @@ AccountCommand = (
     | ReturnPoints
     | FreezeAccount
     | SetAccountTier
+    | ActivatePoints
     | UnfreezeAccount
     | CloseAccount
     | HoldPoints

@@ -56,6 +56,8 @@ class PointsDebited:
     memo: str
     available_points: int  # after this event
     decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
+    # A reversal that took the points from this issue's pending points (available unchanged).
+    pending_transfer_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class TransferInitiated:
     memo: str
     request_id: str
     from_available_points: int
+    activates_at: Instant = NEVER  # An issue's points are pending until then (NEVER: at once).
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,30 @@ class TransferReversed:
 
 
 @dataclass(frozen=True, slots=True)
+class PointsPending:
+    """The destination side of an issue that activates later: pending, not spendable yet."""
+
+    account_id: str
+    transfer_id: str
+    counterparty_account_id: str
+    amount_points: int
+    memo: str
+    activates_at: Instant
+    pending_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
+class PointsActivated:
+    """An issue's pending points reached their activation time and became available."""
+
+    account_id: str
+    transfer_id: str
+    amount_points: int
+    available_points: int  # after this event
+    pending_points: int  # after this event
+
+
+@dataclass(frozen=True, slots=True)
 class AccountTierSet:
     """The account's member tier is `tier` from now on (empty: none)."""
 
@@ -244,6 +271,8 @@ class AccountTierSet:
 AccountEvent = (
     AccountOpened
     | AccountTierSet
+    | PointsPending
+    | PointsActivated
     | PointsMinted
     | PointsBurned
     | PointsDebited
@@ -266,6 +295,8 @@ AccountEvent = (
 ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     AccountOpened: ("AccountOpened", 1),
     AccountTierSet: ("AccountTierSet", 1),
+    PointsPending: ("PointsPending", 1),
+    PointsActivated: ("PointsActivated", 1),
     PointsMinted: ("PointsMinted", 1),
     PointsBurned: ("PointsBurned", 1),
     PointsDebited: ("PointsDebited", 1),

@@ -7,17 +7,21 @@ raises `InvalidRequest` naming the field (INVALID_ARGUMENT with BadRequest detai
 from __future__ import annotations
 
 import re
+import time
 from typing import Final
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server import limits
 from pointex.server.domain import errors
+from pointex.server.domain.events import NEVER
 from pointex.server.domain.program import (
     LimitedOperation,
     ProgramRules,
     TransactionLimit,
     validate,
 )
-from pointex.server.domain.values import AccountKind, OrderSide, TimeInForce
+from pointex.server.domain.values import AccountKind, Instant, OrderSide, TimeInForce
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import common_pb2
 
@@ -186,3 +190,26 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
     except errors.InvalidArgument as invalid:
         raise InvalidRequest(invalid.reason, invalid.metadata["field"], invalid.message) from None
     return rules
+
+
+_DAY_MS: Final = 86_400_000
+_NS_PER_S: Final = 1_000_000_000
+_NS_PER_MS: Final = 1_000_000
+
+
+def activation(field: str, value: Timestamp) -> Instant:
+    """Return an issue's activation time: a valid timestamp at most the maximum days ahead.
+
+    A moment already past is valid (the points are available at once).
+    """
+    if value.seconds < 0 or not 0 <= value.nanos < _NS_PER_S:
+        raise InvalidRequest(errors.INVALID_FIELD, field, "a valid time after 1970")
+    at_ms = value.seconds * 1000 + value.nanos // _NS_PER_MS
+    latest_ms = time.time_ns() // _NS_PER_MS + limits.pending_activation_days_max * _DAY_MS
+    if at_ms > latest_ms:
+        raise InvalidRequest(
+            errors.INVALID_FIELD,
+            field,
+            f"at most {limits.pending_activation_days_max} days ahead",
+        )
+    return Instant(at_ms) if at_ms else NEVER

@@ -1,9 +1,12 @@
 """CheckInvariants: judge the audit figures of the read models against the invariants.
 
-I1 (conservation): Σ available + Σ held + in flight = Σ minted - Σ burned, where in flight
-means debited by a transfer and not yet credited or returned, or sold by a settlement and
-not yet bought (the debit/credit events themselves, not the process's final event, so a
-batch ending between a credit and its TransferCompleted does not count the points twice).
+I1 (conservation): Σ available + Σ held + Σ pending + in flight = Σ minted - Σ burned, where
+pending means issued with a later activation time and not active yet, and in flight means
+debited by a transfer and not yet credited (or arrived as pending) or returned, or sold by a
+settlement and not yet bought (the debit/credit events themselves, not the process's final
+event, so a batch ending between a credit and its TransferCompleted does not count the points
+twice). Per account, available, held and pending are each ≥ 0 and their sum is at most the
+ceiling (the command side counts an account's total the same way).
 I2 (escrow), per account: held = open quantity of its resting SELL orders + quantity of its
 trades pending payment as seller + its escrow steps in flight: a hold whose order is not
 placed yet, a cancelled order or trade whose points are not yet released or returned to the
@@ -44,7 +47,9 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
     violations: list[pb.Violation] = []
     count = 0
     supply = audit.minted_points - audit.burned_points
-    held_anywhere = audit.available_points + audit.held_points + audit.in_flight_points
+    held_anywhere = (
+        audit.available_points + audit.held_points + audit.pending_points + audit.in_flight_points
+    )
     if supply != held_anywhere:
         count += 1
         violations.append(
@@ -52,22 +57,27 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
                 invariant=pb.INVARIANT_CONSERVATION,
                 expected_points=supply,
                 actual_points=held_anywhere,
-                message="available + held + in flight differs from minted - burned",
+                message="available + held + pending + in flight differs from minted - burned",
             )
         )
     violations += _per_account(
         pb.INVARIANT_NON_NEGATIVE,
         audit.negative,
         0,
-        tuple(min(row.available_points, row.held_points) for row in audit.negative),
+        tuple(
+            min(row.available_points, row.held_points, row.pending_points) for row in audit.negative
+        ),
         "a balance is negative",
     )
     violations += _per_account(
         pb.INVARIANT_BALANCE_CEILING,
         audit.over_ceiling,
         limits.points_balance_max,
-        tuple(row.available_points + row.held_points for row in audit.over_ceiling),
-        "available + held exceeds the per-account ceiling",
+        tuple(
+            row.available_points + row.held_points + row.pending_points
+            for row in audit.over_ceiling
+        ),
+        "available + held + pending exceeds the per-account ceiling",
     )
     violations += [
         pb.Violation(
@@ -87,6 +97,7 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
         burned_points=audit.burned_points,
         available_points=audit.available_points,
         held_points=audit.held_points,
+        pending_points=audit.pending_points,
         in_flight_points=audit.in_flight_points,
         open_sell_quantity_points=audit.open_sell_quantity_points,
         pending_trade_quantity_points=audit.pending_trade_quantity_points,

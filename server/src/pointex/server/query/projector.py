@@ -1,8 +1,9 @@
 """Apply batches of feed events to a generation of the read models, one transaction each.
 
-Loading the touched accounts, projecting (pure) and writing the changes with the checkpoint
-happen in order under `lock` for the active generation; the rebuild takes the same lock to
-switch generations between two batches, so no batch straddles the switch.
+Loading the touched rows (accounts, orders, trades, pending issues, rules), projecting (pure)
+and writing the changes with the checkpoint happen in order under `lock` for the active
+generation; the rebuild takes the same lock to switch generations between two batches, so no
+batch straddles the switch.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class Projector:
         order_ids = list(dict.fromkeys([*keys.order_ids, *order_ids_of(trades.values())]))
         orders = await self._store.orders(order_ids, generation)
         rules = await self._store.program_rules(generation) if keys.program_rules else None
+        pending_issues = await self._store.pending_issues(keys.pending_issue_ids, generation)
         return project_batch(
-            events, accounts, after_position, orders=orders, trades=trades, program_rules=rules
+            events,
+            accounts,
+            after_position,
+            orders=orders,
+            trades=trades,
+            program_rules=rules,
+            pending_issues=pending_issues,
         )

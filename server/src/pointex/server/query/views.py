@@ -38,6 +38,7 @@ def account_message(row: AccountRow) -> common_pb2.Account:
         opened_at=timestamp(row.opened_at_us),
         updated_at=timestamp(row.updated_at_us),
         tier=row.tier,
+        pending_points=row.pending_points,
     )
 
 
@@ -58,6 +59,8 @@ def movement_message(row: MovementRow) -> query_service_pb2.Movement:
         order_id=row.order_id,
         trade_id=row.trade_id,
         memo=row.memo,
+        pending_delta_points=row.pending_delta_points,
+        pending_points=row.pending_points,
     )
 
 

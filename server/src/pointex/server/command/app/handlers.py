@@ -440,6 +440,7 @@ class CommandHandlers:
             request.amount_points,
             request.memo,
             also,
+            reverses=request.transfer_id,
         )
         try:
             return await self.transfer(movement)

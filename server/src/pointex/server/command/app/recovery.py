@@ -21,7 +21,7 @@ from pointex.server.eventstore.port import EventStore, Snapshot, StoreError
 log = logging.getLogger(__name__)
 
 # Every kind of multi-step process the command server runs, each with a tracker below.
-PROCESS_KINDS = ("transfer", "placement", "trade")
+PROCESS_KINDS = ("transfer", "placement", "trade", "activation")
 CHECKPOINT = "recovery-processes"
 # The checkpoints of earlier releases, one per kind: a store written by one is scanned from
 # the older of the two the first time, then only the one checkpoint is kept.

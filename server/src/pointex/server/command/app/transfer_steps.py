@@ -37,12 +37,13 @@ from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
 from pointex.server.domain.commands import CreditPoints
 from pointex.server.domain.events import (
+    NEVER,
     AccountEvent,
     TransferCompleted,
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
-from pointex.server.domain.values import Principal, TransferKind
+from pointex.server.domain.values import Instant, Principal, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
 from pointex.server.overload import Overloaded
@@ -63,6 +64,8 @@ class TransferRequest:
     memo: str
     # Appends committed with the transfer's first step (a reversal's mark on its original).
     also: tuple[StreamAppend, ...] = ()
+    activates_at: Instant = NEVER  # An issue's points are pending until then.
+    reverses: str = ""  # A reversal's original transfer (its pending points go back first).
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,8 @@ def _debit(request: TransferRequest, key: str) -> Decide[Account | None, Transfe
         append = StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),))
         return (*request.also, append), initiated
 
-    return Decide(process.debit_of(request.principal.caller, request, key), finish)
+    debit = process.debit_of(request.principal.caller, request, key, request.reverses)
+    return Decide(debit, finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +155,9 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
     # The destination first: the steps check it before the debit, so a transfer both
     # accounts refuse fails with the destination's reason on either path.
     credited = destination.propose(process.credit_of(request, key))
-    debited = source.propose(process.debit_of(request.principal.caller, request, key))
+    debited = source.propose(
+        process.debit_of(request.principal.caller, request, key, request.reverses)
+    )
     initiated = process.initiated_of(request, key, debited.events[0])
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
     # The process record last: the unit's last event is TransferCompleted, as a retry reads it.

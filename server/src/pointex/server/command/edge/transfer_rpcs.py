@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
 from pointex.server.command.app.transfer_steps import TransferDone, TransferRequest
+from pointex.server.domain.events import NEVER
 from pointex.server.domain.values import TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
@@ -82,4 +83,9 @@ def transfer_request(request: Any, rpc: TransferRpc) -> TransferRequest:
         convert.identifier(rpc.target, getattr(request, rpc.target)),
         convert.amount("amount_points", request.amount_points),
         convert.text(memo_field, getattr(request, memo_field)),
+        activates_at=(
+            convert.activation("activates_at", request.activates_at)
+            if rpc.kind is TransferKind.ISSUE and request.HasField("activates_at")
+            else NEVER
+        ),
     )

@@ -31,7 +31,7 @@ from pointex.server.domain.events import (
     TransferInitiated,
     TransferReversed,
 )
-from pointex.server.domain.values import REVERSED_KINDS, Caller, TransferKind
+from pointex.server.domain.values import REVERSED_KINDS, Caller, Instant, TransferKind
 
 TransferEvent = TransferInitiated | TransferCompleted | TransferCompensated | TransferReversed
 
@@ -69,6 +69,11 @@ class TransferTerms(Protocol):
         """Return the memo or reason."""
         ...
 
+    @property
+    def activates_at(self) -> Instant:
+        """Return when an issue's points become spendable (NEVER: at once)."""
+        ...
+
 
 def same_terms(terms: TransferTerms, initiated: TransferInitiated) -> bool:
     """Tell whether a recorded transfer has these terms (a retry, not a reused request id)."""
@@ -78,12 +83,14 @@ def same_terms(terms: TransferTerms, initiated: TransferInitiated) -> bool:
         terms.to_account_id,
         terms.amount_points,
         terms.memo,
+        terms.activates_at,
     ) == (
         initiated.kind,
         initiated.from_account_id,
         initiated.to_account_id,
         initiated.amount_points,
         initiated.memo,
+        initiated.activates_at,
     )
 
 
@@ -207,11 +214,12 @@ def credit_of(transfer: TransferTerms | TransferInitiated, key: str) -> CreditPo
         transfer.from_account_id,
         transfer.amount_points,
         transfer.memo,
+        transfer.activates_at,
     )
 
 
-def debit_of(caller: Caller, terms: TransferTerms, key: str) -> DebitPoints:
-    """Return the debit that starts a transfer on its source."""
+def debit_of(caller: Caller, terms: TransferTerms, key: str, reverses: str = "") -> DebitPoints:
+    """Return the debit that starts a transfer on its source (`reverses`: a reversal's original)."""
     return DebitPoints(
         caller,
         terms.from_account_id,
@@ -220,6 +228,7 @@ def debit_of(caller: Caller, terms: TransferTerms, key: str) -> DebitPoints:
         terms.to_account_id,
         terms.amount_points,
         terms.memo,
+        reverses,
     )
 
 
@@ -235,6 +244,7 @@ def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> Trans
         terms.memo,
         terms.request_id,
         debited.available_points,
+        terms.activates_at,
     )
 
 

@@ -1,10 +1,10 @@
 """Project a batch of feed events into the row changes of one read-store transaction.
 
-The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, and the
-program's rules when the batch changes them; then the orders of the loaded trades,
-`order_ids_of`) and passes them in; the batch works on copies and returns every change at
-once (`Changes`). Events this release does not project (idempotency records, transfer
-process steps) still count: the checkpoint passes them.
+The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, the
+pending issues it activates or takes back, and the program's rules when the batch changes
+them; then the orders of the loaded trades, `order_ids_of`) and passes them in; the batch
+works on copies and returns every change at once (`Changes`). Events this release does not
+project (idempotency records, transfer process steps) still count: the checkpoint passes them.
 
 Account streams carry the balances after each event, so every movement's balance is also
 checked against the event (paired assertions): a mismatch is a bug, and the projection stops
@@ -14,13 +14,18 @@ at that position rather than serve wrong numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pointex.server.domain import streams
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import BatchState, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
-from pointex.server.query.readstore.port import AccountRow, Changes, ProgramRulesRow
+from pointex.server.query.readstore.port import (
+    AccountRow,
+    Changes,
+    PendingIssueRow,
+    ProgramRulesRow,
+)
 from pointex.v1 import events_pb2
 
 # The schema version of every payload type this code projects.
@@ -44,6 +49,7 @@ class Keys:
     order_ids: list[str]
     trade_ids: list[str]
     program_rules: bool = False  # the batch changes them: load the rules in force
+    pending_issue_ids: list[str] = field(default_factory=list)  # transfer ids
 
 
 def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
@@ -52,6 +58,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
     orders: dict[str, None] = {}
     trades: dict[str, None] = {}
     program_rules = False
+    pending_issues: dict[str, None] = {}
     for event in events:
         account_id = streams.entity_of(event.stream_id, streams.ACCOUNT)
         if account_id is not None:
@@ -61,6 +68,9 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
             continue
         program_rules = program_rules or field_name == "program_rules_set"
         payload = getattr(event, field_name)
+        pending_issue_id = _pending_issue_of(payload)
+        if pending_issue_id:
+            pending_issues[pending_issue_id] = None
         known = payload.DESCRIPTOR.fields_by_name
         for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
             for name in names:
@@ -68,7 +78,16 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
                     found[getattr(payload, name)] = None
         if "trade_id" in known and payload.trade_id:
             trades[payload.trade_id] = None
-    return Keys(list(accounts), list(orders), list(trades), program_rules)
+    return Keys(list(accounts), list(orders), list(trades), program_rules, list(pending_issues))
+
+
+def _pending_issue_of(payload: object) -> str:
+    """Return the issue whose pending points an event activates or takes back, or ""."""
+    if isinstance(payload, events_pb2.PointsActivated):
+        return payload.transfer_id
+    if isinstance(payload, events_pb2.PointsDebited):
+        return payload.pending_transfer_id
+    return ""
 
 
 def account_ids_of(events: Sequence[events_pb2.Event]) -> list[str]:
@@ -89,11 +108,13 @@ def project_batch(
     orders: Mapping[str, OrderRow] | None = None,
     trades: Mapping[str, TradeRow] | None = None,
     program_rules: ProgramRulesRow | None = None,
+    pending_issues: Mapping[str, PendingIssueRow] | None = None,
 ) -> Changes:
     """Return the changes `events` (consecutive, after `after_position`) make to the rows.
 
     `program_rules` are the rules in force before the batch (None: never set), needed when
-    `keys_of(events).program_rules`.
+    `keys_of(events).program_rules`; `pending_issues` are the stored rows of
+    `keys_of(events).pending_issue_ids`.
     """
     assert events, "an empty batch changes nothing"
     batch = BatchState(
@@ -101,6 +122,8 @@ def project_batch(
         orders=dict(orders or {}),
         trades=dict(trades or {}),
         program_rules=program_rules,
+        pending_issues=dict(pending_issues or {}),
+        pending_issues_stored=frozenset(pending_issues or {}),
     )
     expected = after_position
     for event in events:
@@ -115,6 +138,7 @@ def project_batch(
         if event.schema_version != _SCHEMA_VERSION:
             raise UnknownSchemaVersion(f"{event.type} v{event.schema_version} at {position}")
         handler(batch, event, getattr(event, field_name or ""))
+    pending_kept, pending_ended = _pending_issue_changes(batch)
     changes = Changes(
         after_position=after_position,
         position=expected,
@@ -137,6 +161,23 @@ def project_batch(
         escrow_added=tuple(batch.escrow_added.values()),
         escrow_removed=tuple(batch.escrow_removed),
         program_rules=batch.program_rules if batch.program_rules_changed else None,
+        pending_issues=pending_kept,
+        pending_issues_removed=pending_ended,
     )
     changes.check()
     return changes
+
+
+def _pending_issue_changes(
+    batch: BatchState,
+) -> tuple[tuple[PendingIssueRow, ...], tuple[str, ...]]:
+    """Return the pending issues to write and the stored ones that ended (0 left)."""
+    changed = [batch.pending_issues[transfer_id] for transfer_id in batch.pending_issues_changed]
+    kept = tuple(row for row in changed if row.amount_points > 0)
+    # An issue that arrived and ended within the batch was never stored: nothing to delete.
+    ended = tuple(
+        row.transfer_id
+        for row in changed
+        if row.amount_points == 0 and row.transfer_id in batch.pending_issues_stored
+    )
+    return kept, ended

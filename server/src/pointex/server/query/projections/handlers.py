@@ -23,7 +23,12 @@ from pointex.server.query.projections.state import (
     position_of,
     transfer_kind,
 )
-from pointex.server.query.readstore.port import AccountRow, InFlightRow, ProgramRulesRow
+from pointex.server.query.readstore.port import (
+    AccountRow,
+    InFlightRow,
+    PendingIssueRow,
+    ProgramRulesRow,
+)
 from pointex.v1 import common_pb2, events_pb2
 
 Handler = Callable[[BatchState, events_pb2.Event, Any], None]
@@ -49,6 +54,7 @@ def _opened(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountOpe
             opened_at_us=at_us(event),
             updated_at_us=at_us(event),
             tier="",
+            pending_points=0,
         )
     )
 
@@ -98,6 +104,7 @@ def _unfrozen(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountU
 def _closed(batch: BatchState, event: events_pb2.Event, p: events_pb2.AccountClosed) -> None:
     assert batch.account(p.account_id).available_points == 0, p.account_id
     assert batch.account(p.account_id).held_points == 0, p.account_id
+    assert batch.account(p.account_id).pending_points == 0, p.account_id
     _status(batch, event, p.account_id, status="CLOSED", reason=p.reason, role="")
 
 
@@ -132,13 +139,19 @@ def _burned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBurn
 
 
 def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDebited) -> None:
+    from_pending = bool(p.pending_transfer_id)
+    if from_pending:
+        _take_back_pending(batch, p)
     move = Move(
         transfer_kind(p.kind) + "_OUT",
-        -p.amount_points,
+        0 if from_pending else -p.amount_points,
+        # The event states the available points after the debit, unchanged when it took
+        # pending points back; the pending points after it are computed only.
         available_after=p.available_points,
         counterparty_account_id=p.counterparty_account_id,
         transfer_id=p.transfer_id,
         memo=p.memo,
+        pending_delta=-p.amount_points if from_pending else 0,
     )
     account = apply_move(batch, event, p.account_id, move)
     batch.add_in_flight(
@@ -147,6 +160,18 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
         )
     )
     notify_moved(batch, event, "POINTS_SENT", account, move)
+
+
+def _take_back_pending(batch: BatchState, p: events_pb2.PointsDebited) -> None:
+    """Take a reversal's points from what is left pending of the issue it reverses."""
+    assert p.kind == common_pb2.TRANSFER_KIND_REVERSE_ISSUE, p
+    issue = batch.pending_issue(p.pending_transfer_id)
+    assert issue.account_id == p.account_id, (issue, p.account_id)
+    # A reversal takes back at most what is left of the issue's pending points.
+    assert p.amount_points <= issue.amount_points, (issue, p.amount_points)
+    batch.put_pending_issue(
+        dataclasses.replace(issue, amount_points=issue.amount_points - p.amount_points)
+    )
 
 
 def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCredited) -> None:
@@ -160,6 +185,56 @@ def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCr
     )
     account = apply_move(batch, event, p.account_id, move)
     batch.remove_in_flight(streams.transfer(p.transfer_id))
+    notify_moved(batch, event, "POINTS_RECEIVED", account, move)
+
+
+def _pending(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsPending) -> None:
+    """The destination side of an issue that activates later: it completes the transfer.
+
+    No notification: the member is told when the points become spendable (an activation).
+    """
+    assert p.transfer_id not in batch.pending_issues, p.transfer_id
+    move = Move(
+        "ISSUE_PENDING",
+        0,
+        counterparty_account_id=p.counterparty_account_id,
+        transfer_id=p.transfer_id,
+        memo=p.memo,
+        pending_delta=p.amount_points,
+        pending_after=p.pending_points,
+    )
+    apply_move(batch, event, p.account_id, move)
+    batch.remove_in_flight(streams.transfer(p.transfer_id))
+    batch.put_pending_issue(
+        PendingIssueRow(
+            transfer_id=p.transfer_id,
+            account_id=p.account_id,
+            counterparty_account_id=p.counterparty_account_id,
+            amount_points=p.amount_points,
+            memo=p.memo,
+            position=position_of(event),
+        )
+    )
+
+
+def _activated(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsActivated) -> None:
+    """Pending points of an issue become available; the member hears it from the merchant."""
+    issue = batch.pending_issue(p.transfer_id)
+    assert issue.account_id == p.account_id, (issue, p.account_id)
+    # All that is left of the issue activates at once.
+    assert p.amount_points == issue.amount_points, (issue, p.amount_points)
+    move = Move(
+        "POINTS_ACTIVATED",
+        p.amount_points,
+        available_after=p.available_points,
+        counterparty_account_id=issue.counterparty_account_id,
+        transfer_id=p.transfer_id,
+        memo=issue.memo,
+        pending_delta=-p.amount_points,
+        pending_after=p.pending_points,
+    )
+    account = apply_move(batch, event, p.account_id, move)
+    batch.put_pending_issue(dataclasses.replace(issue, amount_points=0))
     notify_moved(batch, event, "POINTS_RECEIVED", account, move)
 
 
@@ -284,6 +359,8 @@ HANDLERS: dict[str, Handler] = {
     "points_debited": _debited,
     "points_credited": _credited,
     "points_returned": _returned,
+    "points_pending": _pending,
+    "points_activated": _activated,
     "points_held": _held,
     "buy_reserved": _buy_reserved,
     "buy_released": _buy_released,

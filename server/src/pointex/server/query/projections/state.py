@@ -13,6 +13,7 @@ from pointex.server.query.readstore.port import (
     InFlightRow,
     MovementRow,
     NotificationRow,
+    PendingIssueRow,
     ProgramRulesRow,
 )
 from pointex.v1 import common_pb2, events_pb2, query_service_pb2
@@ -42,6 +43,11 @@ class BatchState:
     # The rules in force (as given, then as the batch sets them) and whether the batch set them.
     program_rules: ProgramRulesRow | None = None
     program_rules_changed: bool = False
+    # Issues with pending points: as given (then as the batch changes them; 0 left means
+    # ended), which of them the store holds, and which the batch changed.
+    pending_issues: dict[str, PendingIssueRow] = field(default_factory=dict)
+    pending_issues_stored: frozenset[str] = frozenset()
+    pending_issues_changed: dict[str, None] = field(default_factory=dict)
 
     def account(self, account_id: str) -> AccountRow:
         """Return the current row of an account the batch was given or opened."""
@@ -78,6 +84,19 @@ class BatchState:
         """Record that a process's points arrived (or came back)."""
         if self.in_flight_added.pop(process_id, None) is None:
             self.in_flight_removed.append(process_id)
+
+    def pending_issue(self, transfer_id: str) -> PendingIssueRow:
+        """Return what is left pending of an issue the batch was given or saw arrive."""
+        row = self.pending_issues.get(transfer_id)
+        assert row is not None, f"no pending points of issue {transfer_id!r}"
+        assert row.amount_points > 0, row
+        return row
+
+    def put_pending_issue(self, row: PendingIssueRow) -> None:
+        """Record what is left pending of an issue (0: the issue's pending points ended)."""
+        assert row.amount_points >= 0, row
+        self.pending_issues[row.transfer_id] = row
+        self.pending_issues_changed[row.transfer_id] = None
 
     def order(self, order_id: str) -> OrderRow:
         """Return the current row of an order the batch was given or created."""
@@ -154,6 +173,8 @@ class Move:
     order_id: str = ""
     trade_id: str = ""
     memo: str = ""
+    pending_delta: int = 0
+    pending_after: int | None = None
 
 
 def apply_move(
@@ -165,6 +186,7 @@ def apply_move(
         old,
         available_points=old.available_points + move.available_delta,
         held_points=old.held_points + move.held_delta,
+        pending_points=old.pending_points + move.pending_delta,
         version=next_version(event, old),
         updated_at_us=at_us(event),
     )
@@ -172,8 +194,11 @@ def apply_move(
         assert new.available_points == move.available_after, (new, event)
     if move.held_after is not None:
         assert new.held_points == move.held_after, (new, event)
+    if move.pending_after is not None:
+        assert new.pending_points == move.pending_after, (new, event)
     assert new.available_points >= 0, new
     assert new.held_points >= 0, new
+    assert new.pending_points >= 0, new
     batch.put(new)
     batch.movements.append(
         MovementRow(
@@ -191,6 +216,8 @@ def apply_move(
             order_id=move.order_id,
             trade_id=move.trade_id,
             memo=move.memo,
+            pending_delta_points=move.pending_delta,
+            pending_points=new.pending_points,
         )
     )
     return new
@@ -200,7 +227,8 @@ def notify_moved(
     batch: BatchState, event: events_pb2.Event, kind: str, account: AccountRow, move: Move
 ) -> None:
     """Tell the account's owner about a movement (a POINTS_* notification)."""
-    amount = abs(move.available_delta)
+    # A reversal that takes pending points back moves no available points.
+    amount = abs(move.available_delta) or abs(move.pending_delta)
     position = position_of(event)
     details = query_service_pb2.PointsMovedDetails(
         movement_kind=common_pb2.MovementKind.Value("MOVEMENT_KIND_" + move.kind),

@@ -54,6 +54,7 @@ PROJECTION_TABLES = (
     "price_levels",
     "escrow",
     "program_rules",
+    "pending_issues",
 )
 GENERATION_TABLES = ("checkpoint", *PROJECTION_TABLES, "schema_migrations")
 

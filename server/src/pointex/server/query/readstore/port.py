@@ -64,6 +64,7 @@ class AccountRow:
     opened_at_us: int
     updated_at_us: int
     tier: str  # the member tier (AccountTierSet), or ""
+    pending_points: int  # issued with a later activation time, not spendable yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,24 @@ class MovementRow:
     order_id: str = ""
     trade_id: str = ""
     memo: str = ""
+    pending_delta_points: int = 0
+    pending_points: int = 0  # after the movement
+
+
+@dataclass(frozen=True, slots=True)
+class PendingIssueRow:
+    """What is left pending of one issue whose points activate later (a PointsPending).
+
+    Kept from the arrival until the activation, or until reversals took all of it back, so
+    that those events can be checked against the issue and an activation names its merchant.
+    """
+
+    transfer_id: str  # the issue
+    account_id: str  # the member account holding the points
+    counterparty_account_id: str  # the issuing merchant
+    amount_points: int  # still pending: the arrival's amount less what reversals took back
+    memo: str  # the issue's reason
+    position: int  # of the arrival
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +161,10 @@ class Changes:
     escrow_added: tuple[InFlightRow, ...] = ()
     escrow_removed: tuple[str, ...] = ()
     program_rules: ProgramRulesRow | None = None  # the rules in force after the batch, if set
+    # Pending issues: the final state of every one the batch changed and still pending, and
+    # those it ended (activated, or all taken back) that existed before the batch.
+    pending_issues: tuple[PendingIssueRow, ...] = ()
+    pending_issues_removed: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Assert the batch is well formed (positions ordered, keys unique)."""
@@ -159,6 +182,11 @@ class Changes:
         if self.program_rules is not None:
             assert self.after_position < self.program_rules.position <= self.position
             assert self.program_rules.version >= 1, self.program_rules
+        kept = {i.transfer_id for i in self.pending_issues}
+        assert len(kept) == len(self.pending_issues)
+        assert all(i.amount_points > 0 for i in self.pending_issues)
+        assert len(set(self.pending_issues_removed)) == len(self.pending_issues_removed)
+        assert kept.isdisjoint(self.pending_issues_removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +226,7 @@ class Audit:
     burned_points: int
     available_points: int
     held_points: int
+    pending_points: int
     in_flight_points: int
     account_count: int
     # Offending accounts, at most the asked number each, and how many there are in all.
@@ -238,6 +267,11 @@ class ReadStore(Protocol):
 
     async def program_rules(self, generation: int | None = None) -> ProgramRulesRow | None:
         """Return the program's rules in force, or None before the first ProgramRulesSet."""
+
+    async def pending_issues(
+        self, transfer_ids: list[str], generation: int | None = None
+    ) -> dict[str, PendingIssueRow]:
+        """Return the named issues that still have pending points, by transfer id."""
 
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint atomically.

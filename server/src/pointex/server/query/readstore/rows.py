@@ -9,6 +9,7 @@ from pointex.server.query.readstore.port import (
     InFlightRow,
     MovementRow,
     NotificationRow,
+    PendingIssueRow,
     ProgramRulesRow,
 )
 
@@ -18,6 +19,11 @@ POSITION_END = 2**63 - 1
 # The columns of the program's rules, in the order both adapters' statements use (the table's
 # one row also has `id`, always 1).
 PROGRAM_RULES_COLUMNS = "version, body, set_at_us, position"
+
+# The columns of a pending issue, in the order both adapters' statements use.
+PENDING_ISSUE_COLUMNS = (
+    "transfer_id, account_id, counterparty_account_id, amount_points, memo, position"
+)
 
 
 def account_values(row: AccountRow) -> tuple[Any, ...]:
@@ -35,6 +41,7 @@ def account_values(row: AccountRow) -> tuple[Any, ...]:
         row.opened_at_us,
         row.updated_at_us,
         row.tier,
+        row.pending_points,
     )
 
 
@@ -55,6 +62,8 @@ def movement_values(row: MovementRow) -> tuple[Any, ...]:
         row.order_id,
         row.trade_id,
         row.memo,
+        row.pending_delta_points,
+        row.pending_points,
     )
 
 
@@ -74,6 +83,30 @@ def notification_values(row: NotificationRow) -> tuple[Any, ...]:
 def in_flight_values(row: InFlightRow) -> tuple[Any, ...]:
     """Return an in-flight row's columns in insert order."""
     return (row.process_id, row.account_id, row.amount_points, row.position)
+
+
+def pending_issue_values(row: PendingIssueRow) -> tuple[Any, ...]:
+    """Return a pending issue's columns in `PENDING_ISSUE_COLUMNS` order."""
+    return (
+        row.transfer_id,
+        row.account_id,
+        row.counterparty_account_id,
+        row.amount_points,
+        row.memo,
+        row.position,
+    )
+
+
+def pending_issue_row(values: Any) -> PendingIssueRow:
+    """Build a pending issue from a row of `PENDING_ISSUE_COLUMNS`."""
+    return PendingIssueRow(
+        transfer_id=str(values[0]),
+        account_id=str(values[1]),
+        counterparty_account_id=str(values[2]),
+        amount_points=int(values[3]),
+        memo=str(values[4]),
+        position=int(values[5]),
+    )
 
 
 def program_rules_values(row: ProgramRulesRow) -> tuple[Any, ...]:

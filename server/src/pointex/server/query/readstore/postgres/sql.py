@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
-from pointex.server.query.readstore.rows import PROGRAM_RULES_COLUMNS
+from pointex.server.query.readstore.rows import PENDING_ISSUE_COLUMNS, PROGRAM_RULES_COLUMNS
 
 
 @cache
@@ -55,7 +55,7 @@ WHERE position = $1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us, tier"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text[])
@@ -64,7 +64,7 @@ UPSERT_ACCOUNTS = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
 SELECT * FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[]
+    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[]
 )
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
@@ -73,7 +73,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     version = excluded.version,
     frozen_by_role = excluded.frozen_by_role,
     updated_at_us = excluded.updated_at_us,
-    tier = excluded.tier
+    tier = excluded.tier,
+    pending_points = excluded.pending_points
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
@@ -93,14 +94,14 @@ ORDER BY account_id LIMIT $4
 MOVEMENT_COLUMNS = (
     "account_id, position, recorded_at_us, account_version, kind, available_delta_points, "
     "held_delta_points, available_points, held_points, counterparty_account_id, transfer_id, "
-    "order_id, trade_id, memo"
+    "order_id, trade_id, memo, pending_delta_points, pending_points"
 )
 INSERT_MOVEMENTS = f"""
 INSERT INTO {{p}}movements ({MOVEMENT_COLUMNS})
 SELECT * FROM unnest(
     $1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
     $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-    $13::text[], $14::text[]
+    $13::text[], $14::text[], $15::bigint[], $16::bigint[]
 )
 """  # noqa: S608 - constant column list.
 _HISTORY_FILTERS = """
@@ -160,6 +161,18 @@ ON CONFLICT (id) DO UPDATE SET
     position = excluded.position
 """  # noqa: S608 - constant column list.
 
+PENDING_ISSUES_BY_ID = f"""
+SELECT {PENDING_ISSUE_COLUMNS} FROM {{p}}pending_issues WHERE transfer_id = ANY($1::text[])
+"""  # noqa: S608 - constant column list.
+UPSERT_PENDING_ISSUES = f"""
+INSERT INTO {{p}}pending_issues ({PENDING_ISSUE_COLUMNS})
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[]
+)
+ON CONFLICT (transfer_id) DO UPDATE SET amount_points = excluded.amount_points
+"""  # noqa: S608 - constant column list.
+DELETE_PENDING_ISSUES = "DELETE FROM {p}pending_issues WHERE transfer_id = ANY($1::text[])"
+
 AUDIT_SUMS = """
 SELECT
     (SELECT position FROM {p}checkpoint),
@@ -167,23 +180,24 @@ SELECT
     (SELECT burned_points FROM {p}totals),
     (SELECT coalesce(sum(available_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(held_points), 0) FROM {p}accounts),
+    (SELECT coalesce(sum(pending_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(amount_points), 0) FROM {p}in_flight),
     (SELECT count(*) FROM {p}accounts)
 """
+# An account's total is available + held + pending, as the command side counts it against
+# the ceiling ($1 in the ceiling statements).
+_NEGATIVE = "available_points < 0 OR held_points < 0 OR pending_points < 0"
+_OVER_CEILING = "available_points + held_points + pending_points > $1"
 AUDIT_NEGATIVE = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE available_points < 0 OR held_points < 0 ORDER BY account_id LIMIT $1
-"""  # noqa: S608 - constant column list.
-AUDIT_NEGATIVE_COUNT = (
-    "SELECT count(*) FROM {p}accounts WHERE available_points < 0 OR held_points < 0"
-)
+WHERE {_NEGATIVE} ORDER BY account_id LIMIT $1
+"""  # noqa: S608 - constant fragments.
+AUDIT_NEGATIVE_COUNT = f"SELECT count(*) FROM {{p}}accounts WHERE {_NEGATIVE}"  # noqa: S608
 AUDIT_OVER_CEILING = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE available_points + held_points > $1 ORDER BY account_id LIMIT $2
-"""  # noqa: S608 - constant column list.
-AUDIT_OVER_CEILING_COUNT = (
-    "SELECT count(*) FROM {p}accounts WHERE available_points + held_points > $1"
-)
+WHERE {_OVER_CEILING} ORDER BY account_id LIMIT $2
+"""  # noqa: S608 - constant fragments.
+AUDIT_OVER_CEILING_COUNT = f"SELECT count(*) FROM {{p}}accounts WHERE {_OVER_CEILING}"  # noqa: S608 - constant.
 COUNT_DIFFERENCES = """
 SELECT
     (SELECT count(*) FROM (SELECT * FROM {a}{table} EXCEPT SELECT * FROM {b}{table}) AS d)

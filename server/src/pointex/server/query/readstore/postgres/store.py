@@ -37,6 +37,7 @@ from pointex.server.query.readstore.port import (
     MovementRow,
     NotificationFilter,
     NotificationRow,
+    PendingIssueRow,
     ProgramRulesRow,
 )
 from pointex.server.query.readstore.postgres import sql
@@ -203,6 +204,17 @@ class PostgresReadStore(PostgresMarketReads):
             found = await connection.fetchrow(statement)
         return None if found is None else rows.program_rules_row(found)
 
+    async def pending_issues(
+        self, transfer_ids: list[str], generation: int | None = None
+    ) -> dict[str, PendingIssueRow]:
+        """Return the named issues that still have pending points, by transfer id."""
+        if not transfer_ids:
+            return {}
+        statement = sql.render(sql.PENDING_ISSUES_BY_ID, self._generation(generation))
+        async with self._connection() as connection:
+            found = await connection.fetch(statement, transfer_ids)
+        return {row[0]: rows.pending_issue_row(row) for row in found}
+
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint in one transaction."""
         changes.check()
@@ -289,20 +301,21 @@ class PostgresReadStore(PostgresMarketReads):
             async def fetch(statement: str, *parameters: Any) -> list[Any]:
                 return list(await connection.fetch(sql.render(statement, generation), *parameters))
 
-            ((position, minted, burned, available, held, in_flight, count),) = await fetch(
-                sql.AUDIT_SUMS
-            )
+            (
+                (position, minted, burned, available, held, pending_points, in_flight, count),
+            ) = await fetch(sql.AUDIT_SUMS)
             negative = await fetch(sql.AUDIT_NEGATIVE, listed_max)
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
             over = await fetch(sql.AUDIT_OVER_CEILING, ceiling, listed_max)
             ((over_count,),) = await fetch(sql.AUDIT_OVER_CEILING_COUNT, ceiling)
-            open_sell, pending, escrow, escrow_count = await audit_market(fetch, listed_max)
+            open_sell, pending_trade, escrow, escrow_count = await audit_market(fetch, listed_max)
         return Audit(
             position=int(position),
             minted_points=int(minted),
             burned_points=int(burned),
             available_points=int(available),
             held_points=int(held),
+            pending_points=int(pending_points),
             in_flight_points=int(in_flight),
             account_count=int(count),
             negative=tuple(AccountRow(*row) for row in negative),
@@ -310,7 +323,7 @@ class PostgresReadStore(PostgresMarketReads):
             over_ceiling=tuple(AccountRow(*row) for row in over),
             over_ceiling_count=int(over_count),
             open_sell_quantity_points=open_sell,
-            pending_trade_quantity_points=pending,
+            pending_trade_quantity_points=pending_trade,
             escrow=escrow,
             escrow_count=escrow_count,
         )
@@ -379,6 +392,15 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
             sql.render(sql.SET_PROGRAM_RULES, generation),
             *rows.program_rules_values(changes.program_rules),
         )
+    await columns(
+        sql.UPSERT_PENDING_ISSUES, [rows.pending_issue_values(i) for i in changes.pending_issues]
+    )
+    if changes.pending_issues_removed:
+        status = await connection.execute(
+            sql.render(sql.DELETE_PENDING_ISSUES, generation), list(changes.pending_issues_removed)
+        )
+        if status != f"DELETE {len(changes.pending_issues_removed)}":
+            raise StoreError(f"read store lost pending issues: {changes.pending_issues_removed}")
     await write_market_changes(connection, changes, generation)
 
 

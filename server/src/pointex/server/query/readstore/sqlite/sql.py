@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
-from pointex.server.query.readstore.rows import PROGRAM_RULES_COLUMNS
+from pointex.server.query.readstore.rows import PENDING_ISSUE_COLUMNS, PROGRAM_RULES_COLUMNS
 
 
 @cache
@@ -49,7 +49,7 @@ WHERE position = ?1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us, tier"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
@@ -57,7 +57,7 @@ WHERE account_id IN (SELECT value FROM json_each(?1))
 """  # noqa: S608 - constant column list.
 UPSERT_ACCOUNT = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
     available_points = excluded.available_points,
@@ -65,7 +65,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     version = excluded.version,
     frozen_by_role = excluded.frozen_by_role,
     updated_at_us = excluded.updated_at_us,
-    tier = excluded.tier
+    tier = excluded.tier,
+    pending_points = excluded.pending_points
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))
@@ -85,11 +86,11 @@ ORDER BY account_id LIMIT ?4
 MOVEMENT_COLUMNS = (
     "account_id, position, recorded_at_us, account_version, kind, available_delta_points, "
     "held_delta_points, available_points, held_points, counterparty_account_id, transfer_id, "
-    "order_id, trade_id, memo"
+    "order_id, trade_id, memo, pending_delta_points, pending_points"
 )
 INSERT_MOVEMENT = f"""
 INSERT INTO {{p}}movements ({MOVEMENT_COLUMNS})
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
 """  # noqa: S608 - constant column list.
 _HISTORY_FILTERS = """
     AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3)))
@@ -145,6 +146,16 @@ ON CONFLICT (id) DO UPDATE SET
     position = excluded.position
 """  # noqa: S608 - constant column list.
 
+PENDING_ISSUES_BY_ID = f"""
+SELECT {PENDING_ISSUE_COLUMNS} FROM {{p}}pending_issues
+WHERE transfer_id IN (SELECT value FROM json_each(?1))
+"""  # noqa: S608 - constant column list.
+UPSERT_PENDING_ISSUE = f"""
+INSERT INTO {{p}}pending_issues ({PENDING_ISSUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (transfer_id) DO UPDATE SET amount_points = excluded.amount_points
+"""  # noqa: S608 - constant column list.
+DELETE_PENDING_ISSUE = "DELETE FROM {p}pending_issues WHERE transfer_id = ?1"
+
 AUDIT_SUMS = """
 SELECT
     (SELECT position FROM {p}checkpoint),
@@ -152,24 +163,24 @@ SELECT
     (SELECT burned_points FROM {p}totals),
     (SELECT coalesce(sum(available_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(held_points), 0) FROM {p}accounts),
+    (SELECT coalesce(sum(pending_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(amount_points), 0) FROM {p}in_flight),
     (SELECT count(*) FROM {p}accounts)
 """
-# ?1 is the per-account ceiling, ?2 the number of rows to list.
+# ?1 is the per-account ceiling, ?2 the number of rows to list. An account's total is available
+# + held + pending, as the command side counts it against the ceiling.
+_NEGATIVE = "available_points < 0 OR held_points < 0 OR pending_points < 0"
+_OVER_CEILING = "available_points + held_points + pending_points > ?1"
 AUDIT_NEGATIVE = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE available_points < 0 OR held_points < 0 ORDER BY account_id LIMIT ?2
-"""  # noqa: S608 - constant column list.
-AUDIT_NEGATIVE_COUNT = (
-    "SELECT count(*) FROM {p}accounts WHERE available_points < 0 OR held_points < 0"
-)
+WHERE {_NEGATIVE} ORDER BY account_id LIMIT ?2
+"""  # noqa: S608 - constant fragments.
+AUDIT_NEGATIVE_COUNT = f"SELECT count(*) FROM {{p}}accounts WHERE {_NEGATIVE}"  # noqa: S608
 AUDIT_OVER_CEILING = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
-WHERE available_points + held_points > ?1 ORDER BY account_id LIMIT ?2
-"""  # noqa: S608 - constant column list.
-AUDIT_OVER_CEILING_COUNT = (
-    "SELECT count(*) FROM {p}accounts WHERE available_points + held_points > ?1"
-)
+WHERE {_OVER_CEILING} ORDER BY account_id LIMIT ?2
+"""  # noqa: S608 - constant fragments.
+AUDIT_OVER_CEILING_COUNT = f"SELECT count(*) FROM {{p}}accounts WHERE {_OVER_CEILING}"  # noqa: S608 - constant.
 # Rows of one table present in one generation and not in the other, both ways.
 COUNT_DIFFERENCES = """
 SELECT

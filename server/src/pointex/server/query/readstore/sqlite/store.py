@@ -36,6 +36,7 @@ from pointex.server.query.readstore.port import (
     MovementRow,
     NotificationFilter,
     NotificationRow,
+    PendingIssueRow,
     ProgramRulesRow,
 )
 from pointex.server.query.readstore.shielding import run_to_end
@@ -228,6 +229,17 @@ class SqliteReadStore(SqliteMarketReads):
             found = list(await reader.execute_fetchall(statement))
         return rows.program_rules_row(found[0]) if found else None
 
+    async def pending_issues(
+        self, transfer_ids: list[str], generation: int | None = None
+    ) -> dict[str, PendingIssueRow]:
+        """Return the named issues that still have pending points, by transfer id."""
+        if not transfer_ids:
+            return {}
+        statement = sql.render(sql.PENDING_ISSUES_BY_ID, self._generation(generation))
+        async with self._reading() as reader:
+            found = await reader.execute_fetchall(statement, (json.dumps(transfer_ids),))
+        return {row[0]: rows.pending_issue_row(row) for row in found}
+
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint in one transaction."""
         changes.check()
@@ -314,20 +326,21 @@ class SqliteReadStore(SqliteMarketReads):
             )
 
         async with self._reading(snapshot=True) as reader:
-            ((position, minted, burned, available, held, in_flight, count),) = await fetch(
-                sql.AUDIT_SUMS
-            )
+            (
+                (position, minted, burned, available, held, pending_points, in_flight, count),
+            ) = await fetch(sql.AUDIT_SUMS)
             negative = await fetch(sql.AUDIT_NEGATIVE, ceiling, listed_max)
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
             over = await fetch(sql.AUDIT_OVER_CEILING, ceiling, listed_max)
             ((over_count,),) = await fetch(sql.AUDIT_OVER_CEILING_COUNT, ceiling)
-            open_sell, pending, escrow, escrow_count = await audit_market(fetch, listed_max)
+            open_sell, pending_trade, escrow, escrow_count = await audit_market(fetch, listed_max)
         return Audit(
             position=int(position),
             minted_points=int(minted),
             burned_points=int(burned),
             available_points=int(available),
             held_points=int(held),
+            pending_points=int(pending_points),
             in_flight_points=int(in_flight),
             account_count=int(count),
             negative=tuple(AccountRow(*row) for row in negative),
@@ -335,7 +348,7 @@ class SqliteReadStore(SqliteMarketReads):
             over_ceiling=tuple(AccountRow(*row) for row in over),
             over_ceiling_count=int(over_count),
             open_sell_quantity_points=open_sell,
-            pending_trade_quantity_points=pending,
+            pending_trade_quantity_points=pending_trade,
             escrow=escrow,
             escrow_count=escrow_count,
         )
@@ -409,6 +422,12 @@ async def _write_changes(writer: aiosqlite.Connection, changes: Changes, generat
             sql.render(sql.SET_PROGRAM_RULES, generation),
             rows.program_rules_values(changes.program_rules),
         )
+    await many(
+        sql.UPSERT_PENDING_ISSUE, [rows.pending_issue_values(i) for i in changes.pending_issues]
+    )
+    ended = await many(sql.DELETE_PENDING_ISSUE, [(t,) for t in changes.pending_issues_removed])
+    if ended != len(changes.pending_issues_removed):
+        raise StoreError(f"read store lost pending issues: {changes.pending_issues_removed}")
     await write_market_changes(writer, changes, generation)
 
 

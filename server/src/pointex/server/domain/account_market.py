@@ -1,0 +1,165 @@
+"""The account's steps of the market: holds for SELL orders, BUY reservations, settlement.
+
+Deciders of the account aggregate (dispatched by `domain/account.py`) for the steps the
+order placement and trade processes ask of an account.
+"""
+
+from __future__ import annotations
+
+from pointex.server.domain import errors
+from pointex.server.domain.account_state import (
+    Account,
+    require_amount,
+    require_available,
+    require_exists,
+    require_may_act,
+    require_not_frozen,
+    require_open,
+)
+from pointex.server.domain.commands import (
+    BuyPoints,
+    HoldPoints,
+    ReleaseBuy,
+    ReleasePoints,
+    ReserveBuy,
+    SellPoints,
+)
+from pointex.server.domain.events import (
+    AccountEvent,
+    BuyReleased,
+    BuyReserved,
+    PointsBought,
+    PointsHeld,
+    PointsReleased,
+    PointsSold,
+)
+from pointex.server.domain.values import Instant
+
+
+def hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
+    """Escrow a SELL order's quantity: available -> held."""
+    require_amount(command.amount_points)
+    account = require_open(state, command.account_id)
+    require_may_act(command.caller, account)
+    require_not_frozen(account)
+    require_available(account, command.amount_points)
+    return [
+        PointsHeld(
+            command.account_id,
+            command.order_id,
+            command.market_id,
+            command.amount_points,
+            command.limit_price_minor,
+            command.time_in_force,
+            command.client_order_id,
+            account.available_points - command.amount_points,
+            account.held_points + command.amount_points,
+        )
+    ]
+
+
+def require_still_held(account: Account, amount_points: int, trade_id: str) -> None:
+    """Refuse a trade's step whose points are no longer held: the trade changed meanwhile.
+
+    Two drivers of one trade (a confirmation and a failure delivered at once) each decide
+    on the trade as they read it; the one that commits second finds the held points gone
+    before its commit meets the version conflict on the trade stream. It reads the trade
+    again and decides afresh (the trade processes turn this refusal into that retry).
+    """
+    if account.held_points < amount_points:
+        raise errors.Aborted(
+            errors.CONCURRENT_MODIFICATION,
+            "the trade changed meanwhile: its points are no longer held",
+            account_id=account.account_id,
+            trade_id=trade_id,
+        )
+
+
+def release(state: Account | None, command: ReleasePoints) -> list[AccountEvent]:
+    """Give held points back to available (an order or a trade of it was cancelled)."""
+    # Like a return, a release gives back what the account escrowed itself: never refused,
+    # not for a frozen account. The held points are there: I2 says they were escrowed.
+    account = require_exists(state, command.account_id)
+    if command.trade_id:
+        require_still_held(account, command.amount_points, command.trade_id)
+    assert account.held_points >= command.amount_points, (account, command)
+    return [
+        PointsReleased(
+            command.account_id,
+            command.order_id,
+            command.trade_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+            account.held_points - command.amount_points,
+        )
+    ]
+
+
+def sell(state: Account | None, command: SellPoints, at: Instant) -> list[AccountEvent]:
+    """Deliver a settled trade's quantity from held points."""
+    # The seller delivers from escrow: a paid trade's quantity is never refused.
+    account = require_exists(state, command.account_id)
+    require_still_held(account, command.amount_points, command.trade_id)
+    return [
+        PointsSold(
+            command.account_id,
+            command.trade_id,
+            command.order_id,
+            command.amount_points,
+            account.held_points - command.amount_points,
+            at,
+        )
+    ]
+
+
+def buy(state: Account | None, command: BuyPoints, at: Instant) -> list[AccountEvent]:
+    """Receive a settled trade's quantity."""
+    # The buyer paid: only a closed account (which may hold nothing) cannot receive.
+    account = require_open(state, command.account_id)
+    return [
+        PointsBought(
+            command.account_id,
+            command.trade_id,
+            command.order_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+            at,
+        )
+    ]
+
+
+def reserve_buy(state: Account | None, command: ReserveBuy) -> list[AccountEvent]:
+    """Count a BUY order's quantity as being bought, so the account stays open."""
+    require_amount(command.quantity_points)
+    account = require_open(state, command.account_id)
+    require_may_act(command.caller, account)
+    return [
+        BuyReserved(
+            command.account_id,
+            command.order_id,
+            command.market_id,
+            command.quantity_points,
+            command.limit_price_minor,
+            command.time_in_force,
+            command.client_order_id,
+            account.buying_points + command.quantity_points,
+        )
+    ]
+
+
+def release_buy(state: Account | None, command: ReleaseBuy) -> list[AccountEvent]:
+    """Stop counting what a BUY order will not buy."""
+    # Never refused, like a release of held points. A BUY order opened before orders were
+    # reserved counted nothing: it releases no more than the account is buying (then 0),
+    # and still records the release, which ends the step for recovery.
+    account = require_exists(state, command.account_id)
+    released = min(command.quantity_points, account.buying_points)
+    return [
+        BuyReleased(
+            command.account_id,
+            command.order_id,
+            command.trade_id,
+            released,
+            account.buying_points - released,
+        )
+    ]
