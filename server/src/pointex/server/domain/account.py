@@ -70,7 +70,6 @@ from pointex.server.domain.events import (
 from pointex.server.domain.program import NO_LIMITS, LimitedOperation, LimitIndex, check_limit
 from pointex.server.domain.usage import Usage
 from pointex.server.domain.values import (
-    REVERSED_KINDS,
     TRANSFER_KINDS,
     AccountKind,
     AccountStatus,
@@ -133,7 +132,7 @@ def _debit(state: Account | None, command: DebitPoints, at: Instant) -> list[Acc
     account = require_open(state, command.account_id)
     require_kind(account, TRANSFER_KINDS[command.kind][0])
     taken_from = ""  # An issue whose pending points a reversal takes back.
-    if command.kind in REVERSED_KINDS:
+    if command.kind is TransferKind.REVERSE_ISSUE or command.kind is TransferKind.REVERSE_REDEEM:
         # A reversal was authorized on its original (the caller owns the merchant), and takes
         # back from a frozen account too: reversing fraud is what a freeze is for. An issue
         # still pending gives its pending points back, never going below zero.
@@ -368,10 +367,12 @@ def decide(
 
     def counted() -> tuple[int, int]:
         """What the windows count already: past usage, and the points pending now."""
-        pending = {
-            LimitedOperation.MARKET_SELL: account.held_points,
-            LimitedOperation.MARKET_BUY: account.buying_points,
-        }.get(operation, 0)
+        if operation is LimitedOperation.MARKET_SELL:
+            pending = account.held_points
+        elif operation is LimitedOperation.MARKET_BUY:
+            pending = account.buying_points
+        else:
+            pending = 0
         usage = account.usage
         return (
             usage.in_day(operation, now_ms) + pending,
@@ -402,24 +403,35 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         case AccountClosed():
             status = AccountStatus.CLOSED
     available, held, buying = _balances(state, event)
-    account = dataclasses.replace(
-        state,
-        pending=_pending(state.pending, event),
-        usage=_counted(state.usage, event),
-        available_points=available,
-        held_points=held,
-        buying_points=buying,
-        status=status,
-        frozen_by_role=frozen_by,
-        tier=tier,
+    kind = type(event)
+    # Built field by field, not with dataclasses.replace: this runs for every event.
+    account = Account(
+        state.account_id,
+        state.kind,
+        state.owner_partner_id,
+        status,
+        available,
+        held,
+        frozen_by,
+        buying,
+        tier,
+        _counted(state.usage, event) if kind in _COUNTED else state.usage,
+        _pending(state.pending, event) if kind in _PENDING_CHANGES else state.pending,
     )
     account.check()
     # The balances an event states are the balances replay arrives at (paired assertion).
     assert getattr(event, "available_points", available) == available, (event, available)
     assert getattr(event, "held_points", held) == held, (event, held)
     assert getattr(event, "buying_points", buying) == buying, (event, buying)
-    assert getattr(event, "pending_points", None) in {None, account.pending_points}, event
+    assert kind not in _STATES_PENDING or event.pending_points == account.pending_points, event  # type: ignore[union-attr]
     return account
+
+
+# The events that change what an account has pending, that the windows count, and that state
+# the pending points after them.
+_PENDING_CHANGES = frozenset({PointsPending, PointsActivated, PointsDebited})
+_COUNTED = frozenset({PointsDebited, PointsSold, PointsBought})
+_STATES_PENDING = frozenset({PointsPending, PointsActivated})
 
 
 def _pending(pending: tuple[PendingIssue, ...], event: AccountEvent) -> tuple[PendingIssue, ...]:
@@ -443,15 +455,20 @@ def _pending(pending: tuple[PendingIssue, ...], event: AccountEvent) -> tuple[Pe
 
 def _counted(usage: Usage, event: AccountEvent) -> Usage:
     """Return the usage after `event`: debits, sales and purchases count at their time."""
-    match event:
-        case PointsDebited(kind=kind) if kind in _DEBIT_OPERATIONS:
-            operation = _DEBIT_OPERATIONS[kind]
-        case PointsSold():
-            operation = LimitedOperation.MARKET_SELL
-        case PointsBought():
-            operation = LimitedOperation.MARKET_BUY
-        case _:
+    # Identity tests, not matches or enum-keyed look-ups: this runs for every debit.
+    if isinstance(event, PointsDebited):
+        kind = event.kind
+        if kind is TransferKind.TRANSFER:
+            operation = LimitedOperation.TRANSFER
+        elif kind is TransferKind.REDEEM:
+            operation = LimitedOperation.REDEEM
+        else:
             return usage
+    elif isinstance(event, PointsSold):
+        operation = LimitedOperation.MARKET_SELL
+    else:
+        assert isinstance(event, PointsBought), event
+        operation = LimitedOperation.MARKET_BUY
     return usage.add(operation, event.decided_at.unix_ms, event.amount_points)
 
 

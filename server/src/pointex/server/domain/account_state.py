@@ -41,13 +41,16 @@ class Account:
         assert self.available_points >= 0, self
         assert self.held_points >= 0, self
         assert self.buying_points >= 0, self
-        assert all(issue.amount_points > 0 for issue in self.pending), self
-        closed = self.status is AccountStatus.CLOSED
-        assert not closed or self.total_points == self.buying_points == 0, self
+        if self.pending:
+            assert all(issue.amount_points > 0 for issue in self.pending), self
+        if self.status is AccountStatus.CLOSED:
+            assert self.total_points == self.buying_points == 0, self
 
     @property
     def pending_points(self) -> int:
         """Return the points of issues not active yet."""
+        if not self.pending:
+            return 0
         return sum(issue.amount_points for issue in self.pending)
 
     @property

@@ -139,7 +139,7 @@ class LimitIndex:
     def __init__(self, program: Program) -> None:
         """Index `program`'s limits."""
         self.version = program.version
-        self._by_scope = {limit.scope: limit for limit in program.rules.limits}
+        self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 
     def find(
@@ -147,10 +147,22 @@ class LimitIndex:
     ) -> TransactionLimit | None:
         """Return the limit that applies to an account of `kind` and `tier`, if any."""
         by_scope = self._by_scope
-        for scope in ((operation, kind, tier), (operation, None, tier)) if tier else ():
-            if scope in by_scope:
-                return by_scope[scope]
-        return by_scope.get((operation, kind, "")) or by_scope.get((operation, None, ""))
+        if tier:
+            found = by_scope.get(_key(operation, kind, tier)) or by_scope.get(
+                _key(operation, None, tier)
+            )
+            if found is not None:
+                return found
+        return by_scope.get(_key(operation, kind, "")) or by_scope.get(_key(operation, None, ""))
+
+
+def _key(operation: LimitedOperation, kind: AccountKind | None, tier: str) -> tuple[int, int, str]:
+    """Return a scope's key, enum members by identity.
+
+    An id hashes in C, an enum member's own hash is a Python call; the index is asked on
+    every limited command.
+    """
+    return id(operation), id(kind), tier
 
 
 NO_LIMITS = LimitIndex(NO_PROGRAM)

@@ -10,6 +10,7 @@ less, and a cap is never passed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,7 +35,8 @@ class Usage:
 
     def add(self, operation: LimitedOperation, at_ms: int, points: int) -> Usage:
         """Return the usage with `points` of `operation` counted at `at_ms`."""
-        hour, year = at_ms // HOUR_MS, year_of(at_ms)
+        hour = at_ms // HOUR_MS
+        year = _year_of_hour(hour)
         return Usage(
             _added(self.hours, operation, hour, points, keep_from=hour - DAY_HOURS),
             _added(self.years, operation, year, points, keep_from=year),
@@ -47,11 +49,17 @@ class Usage:
 
     def in_year(self, operation: LimitedOperation, now_ms: int) -> int:
         """Return the points of `operation` counted in the calendar year of `now_ms`."""
-        year = year_of(now_ms)
+        year = _year_of_hour(now_ms // HOUR_MS)
         return sum(p for op, y, p in self.years if op is operation and y == year)
 
 
 NO_USAGE: Final = Usage()
+
+
+@functools.lru_cache(maxsize=64)
+def _year_of_hour(hour: int) -> int:
+    """Return the calendar year (UTC) of an hour since the epoch (recent hours are cached)."""
+    return year_of(hour * HOUR_MS)
 
 
 def _added(
@@ -63,6 +71,9 @@ def _added(
     keep_from: int,
 ) -> tuple[tuple[LimitedOperation, int, int], ...]:
     """Return `entries` without those before `keep_from`, with `points` added at `period`."""
+    # The usual case, a busy account: the latest entry is this one's and none is too old.
+    if entries and entries[-1][:2] == (operation, period) and entries[0][1] >= keep_from:
+        return (*entries[:-1], (operation, period, entries[-1][2] + points))
     kept = [entry for entry in entries if entry[1] >= keep_from]
     for i, (op, at, counted) in enumerate(kept):
         if op is operation and at == period:
