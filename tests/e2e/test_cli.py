@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.e2e.cli_runner import (
@@ -28,6 +29,8 @@ from tests.e2e.cli_runner import (
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# How long a test waits for the command server to activate points issued pending 2 s.
+ACTIVATION_WAIT_S = 15
 
 
 def ids() -> tuple[str, str, str]:
@@ -124,6 +127,86 @@ async def test_an_issue_is_reversed_once_by_the_id_it_printed_and_a_redemption_t
     assert account["account"]["available_points"] == "200"
 
 
+def cells(table: str, key: str) -> list[str]:
+    """Return the cells of the one row (or header: heavy rules) of a table that has `key`."""
+    (row,) = [line for line in table.splitlines() if key in line]
+    return [cell.strip() for cell in re.split("[│┃]", row)[1:-1]]
+
+
+async def test_an_issue_pending_a_few_seconds_shows_as_pending_then_activates(cli: Cli) -> None:
+    """Issue 300 with `--activates-at +6s`: pending 300, then available 300; both in history."""
+    shop, alice, _bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    issued = await acme.ok("points", "issue", shop, alice, "300", "--activates-at", "+6s")
+    found = re.search(
+        r"→ \S+, pending until (\S+): transfer \S+, merchant available 700", issued.stdout
+    )
+    assert found is not None, issued.stdout
+    activates_at = datetime.fromisoformat(found[1])
+    assert activates_at.tzinfo is not None
+    position = issued.stdout.split("position ")[1].split()[0]
+    # One command run after the issue, within the 5 to 6 s of `+6s`: still pending.
+    table = await cli.ok("account", "get", alice, "--after", position)
+    read_at = datetime.now(UTC)
+    assert "│ pending   │ 300" in table.stdout, (read_at, activates_at, table.stdout)
+    assert "│ available │ 0" in table.stdout
+
+    account: dict[str, object] = {}
+    as_of: object = None
+    async with asyncio.timeout(ACTIVATION_WAIT_S):
+        while account.get("pending_points") != "0":
+            await asyncio.sleep(0.2)
+            reply = (await cli.ok("account", "get", alice, "--json")).json()
+            assert isinstance(reply["account"], dict)
+            account = reply["account"]
+            as_of = reply["as_of"]
+    assert account["available_points"] == "300"
+    assert isinstance(as_of, str)
+
+    history = await cli.ok("account", "history", alice, "--after", as_of)
+    header = cells(history.stdout, "recorded")
+    assert header[1:8] == [
+        "kind", "available Δ", "held Δ", "pending Δ", "available", "held", "pending",
+    ]  # fmt: skip
+    assert cells(history.stdout, "ISSUE_PENDING")[1:8] == [
+        "ISSUE_PENDING", "", "", "+300", "0", "0", "300",
+    ]  # fmt: skip
+    activated = cells(history.stdout, "POINTS_ACTIVATED")
+    assert activated[1:8] == ["POINTS_ACTIVATED", "+300", "", "-300", "300", "0", "0"]
+    # Recorded to the second, and WHEN is a whole second: not before its time.
+    assert datetime.fromisoformat(activated[0]) >= activates_at
+
+
+async def test_a_pending_issue_is_listed_and_reverse_issue_cancels_it(cli: Cli) -> None:
+    """Issue 300 pending a day: listed as pending, not spendable; a reversal takes it back."""
+    shop, alice, bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    issued = await acme.ok("points", "issue", shop, alice, "300", "--activates-at", "+1d")
+    found = re.search(r", pending until \S+: transfer (\S+),", issued.stdout)
+    assert found is not None, issued.stdout
+    position = issued.stdout.split("position ")[1].split()[0]
+    listing = await cli.ok("account", "list", "--owner", "acme", "--after", position)
+    assert cells(listing.stdout, "available")[5:8] == ["available", "held", "pending"]
+    assert cells(listing.stdout, alice)[5:8] == ["0", "0", "300"]
+    spend = await acme("points", "transfer", alice, bob, "1")
+    assert spend.code == EXIT_REFUSED, spend
+    assert spend.stderr.startswith("error: FAILED_PRECONDITION INSUFFICIENT_POINTS")
+
+    taken = await acme.ok("points", "reverse-issue", found[1], "300", "--json")
+    after = taken.json()["position"]
+    assert isinstance(after, str)
+    account = (await cli.ok("account", "get", alice, "--after", after, "--json")).json()
+    assert isinstance(account["account"], dict)
+    assert (account["account"]["available_points"], account["account"]["pending_points"]) == (
+        "0",
+        "0",
+    )
+    history = await cli.ok("account", "history", alice, "--after", after)
+    assert cells(history.stdout, "REVERSE_ISSUE_OUT")[1:8] == [
+        "REVERSE_ISSUE_OUT", "", "", "-300", "0", "0", "0",
+    ]  # fmt: skip
+
+
 async def test_a_refused_command_prints_code_and_reason_and_exits_1(cli: Cli) -> None:
     """Too many points: one error line with the code and the reason, exit 1, nothing printed."""
     shop, alice, bob = await open_funded(cli)
@@ -163,6 +246,26 @@ async def test_usage_errors_exit_2(tmp_path: Path) -> None:
     no_token = await run_cli(tmp_path, "account", "get", "a")
     assert no_token.code == EXIT_USAGE
     assert "no token" in no_token.stderr
+
+
+async def test_a_malformed_or_zoneless_activation_time_is_a_usage_error(tmp_path: Path) -> None:
+    """`--activates-at` that is not a time, or a time without a zone: exit 2, no traceback."""
+    refusals = {
+        "soon": "is not a time",
+        "+2x": "is not a time",
+        "-2h": "is not a time",
+        "+99999999999d": "too far ahead",
+        "2026-12-31T00:00:00": "has no time zone",
+        "2026-12-31": "has no time zone",
+    }
+    for when, says in refusals.items():
+        # With `=`: argparse would read a separate `-2h` as an option, not as the value.
+        args = ("points", "issue", "acme:shop", "acme:alice", "5", f"--activates-at={when}")
+        run = await run_cli(tmp_path, *args, "--token", "t")
+        assert run.code == EXIT_USAGE, run
+        assert "argument --activates-at: " in run.stderr, run
+        assert says in run.stderr, run
+        assert "Traceback" not in run.stderr
 
 
 async def test_an_unreachable_server_exits_3(tmp_path: Path) -> None:

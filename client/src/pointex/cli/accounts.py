@@ -138,6 +138,7 @@ def account_fields(account: common_pb2.Account) -> list[tuple[str, Cell]]:
         ("tier", account.tier or "-"),
         ("available", formatting.points(account.available_points)),
         ("held", formatting.points(account.held_points)),
+        ("pending", formatting.points(account.pending_points)),
         ("version", str(account.version)),
         ("opened", formatting.timestamp(account.opened_at)),
         ("updated", formatting.timestamp(account.updated_at)),
@@ -170,6 +171,7 @@ def _account_row(account: common_pb2.Account) -> Sequence[Cell]:
         account.owner_partner_id,
         formatting.points(account.available_points),
         formatting.points(account.held_points),
+        formatting.points(account.pending_points),
         account.display_name,
     )
 
@@ -196,8 +198,10 @@ def _movement_row(movement: qry.Movement) -> Sequence[Cell]:
         formatting.enum_label(_MOVEMENT, movement.kind),
         _delta(movement.available_delta_points),
         _delta(movement.held_delta_points),
+        _delta(movement.pending_delta_points),
         formatting.points(movement.available_points),
         formatting.points(movement.held_points),
+        formatting.points(movement.pending_points),
         other or movement.memo,
     )
 
@@ -213,14 +217,34 @@ _ACCOUNTS: Final[Listing[common_pb2.Account]] = Listing(
     rpc="ListAccounts",
     items="accounts",
     doing="listing accounts",
-    columns=("account", "kind", "tier", "status", "owner", "available#", "held#", "name"),
+    columns=(
+        "account",
+        "kind",
+        "tier",
+        "status",
+        "owner",
+        "available#",
+        "held#",
+        "pending#",
+        "name",
+    ),
     row=_account_row,
 )
 _HISTORY: Final[Listing[qry.Movement]] = Listing(
     rpc="GetAccountHistory",
     items="movements",
     doing="reading history",
-    columns=("recorded", "kind", "available Δ#", "held Δ#", "available#", "held#", "other"),
+    columns=(
+        "recorded",
+        "kind",
+        "available Δ#",
+        "held Δ#",
+        "pending Δ#",
+        "available#",
+        "held#",
+        "pending#",
+        "other",
+    ),
     row=_movement_row,
 )
 

@@ -57,6 +57,7 @@ def _audit(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("burned", formatting.points(reply.burned_points)),
         ("available", formatting.points(reply.available_points)),
         ("held", formatting.points(reply.held_points)),
+        ("pending", formatting.points(reply.pending_points)),
         ("in flight", formatting.points(reply.in_flight_points)),
         ("open sell orders", formatting.points(reply.open_sell_quantity_points)),
         ("pending trades", formatting.points(reply.pending_trade_quantity_points)),

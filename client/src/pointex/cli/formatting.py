@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from google.protobuf import descriptor, timestamp_pb2
@@ -24,6 +25,14 @@ from pointex.v1 import common_pb2
 _MINOR_DIGITS: Final = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3}
 _DEFAULT_MINOR_DIGITS: Final = 2
 _NONE: Final = "-"
+# A time relative to now: `+`, a whole number, a unit. Twelve digits are more than any time
+# a datetime holds; the bound keeps `int` off texts of thousands of digits.
+_AHEAD: Final = re.compile(r"\+([0-9]{1,12})([smhd])")
+_UNIT_S: Final = {"s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}
+_TIME_FORMS: Final = (
+    "give an ISO 8601 time with a zone (2026-12-31T00:00:00Z, 2026-12-31T08:00:00+08:00) "
+    "or + and a whole number of s, m, h or d from now (+90s, +2h, +30d)"
+)
 
 
 def enum_label(enum: descriptor.EnumDescriptor, number: int) -> str:
@@ -77,6 +86,52 @@ def timestamp(value: timestamp_pb2.Timestamp) -> str:
         return _NONE
     moment = datetime.fromtimestamp(value.seconds, tz=UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def instant(moment: datetime) -> str:
+    """Return an aware datetime as UTC ISO 8601 in one word (`2026-12-31T00:00:00Z`).
+
+    The text reads back with `parse_instant` as the same moment, to the microsecond.
+    """
+    assert moment.tzinfo is not None, moment
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_instant(text: str, now: datetime) -> datetime:
+    """Return the moment a command-line time names, in UTC.
+
+    `text` is an ISO 8601 date and time with a zone (`Z` or an offset), or a time after
+    `now`: `+` and a whole number of seconds (`s`), minutes (`m`), hours (`h`) or days of
+    24 hours (`d`). A relative time counts from `now` cut to the whole second, so it prints
+    exactly with `instant` and the printed text names the same moment again. Cut rather than
+    rounded up: `+400d` must stay within a bound of 400 days that the server checks later.
+
+    Raises:
+        UsageError: the text is neither form, has no zone, or is outside the years 1 to
+            9999 in UTC.
+    """
+    assert now.tzinfo is not None, now
+    ahead = _AHEAD.fullmatch(text)
+    if ahead is not None:
+        amount, unit = ahead.groups()
+        try:
+            start = now.astimezone(UTC).replace(microsecond=0)
+            return start + timedelta(seconds=int(amount) * _UNIT_S[unit])
+        except OverflowError:
+            raise UsageError(f"{text!r} is too far ahead") from None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a time: {_TIME_FORMS}") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UsageError(
+            f"{text!r} has no time zone, so the moment it names is unclear: add Z for UTC "
+            "or an offset such as +08:00"
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def position_token(position: common_pb2.Position) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from pointex.cli import award, formatting
-from pointex.cli.errors import EXIT_OK
+from pointex.cli.errors import EXIT_OK, UsageError
 from pointex.cli.output import Output, to_json
 from pointex.cli.registry import Handler, Subcommands, leaf, positive_int, request_id
 from pointex.cli.session import Session
@@ -33,6 +35,15 @@ def register(group: Subcommands) -> None:
     issue.add_argument("member_account_id", metavar="MEMBER")
     issue.add_argument("amount_points", type=positive_int, metavar="POINTS")
     issue.add_argument("--reason", default="", help="shown to the member")
+    issue.add_argument(
+        "--activates-at",
+        type=_activation_time,
+        default=None,
+        metavar="WHEN",
+        help="keep the points pending (not spendable; `reverse-issue` cancels them) until "
+        "WHEN: an ISO 8601 time with a zone (2026-12-31T00:00:00Z) or + and a whole number "
+        "of s, m, h or d from now (+30d); at most 400 days ahead (default: spendable at once)",
+    )
 
     redeem = leaf(
         actions, "redeem", "spend at a merchant: member → merchant", _redeem, mutating=True
@@ -101,6 +112,17 @@ def _register_reversals(actions: Subcommands) -> None:
     undo_redeem.add_argument("--reason", default="", help="shown to the member")
 
 
+def _activation_time(text: str) -> timestamp_pb2.Timestamp:
+    """Read `--activates-at` for argparse, which reports only its own error type as usage."""
+    try:
+        moment = formatting.parse_instant(text, datetime.now(UTC))
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    activates_at = timestamp_pb2.Timestamp()
+    activates_at.FromDatetime(moment)
+    return activates_at
+
+
 # A movement's reply: each carries the position of its last event.
 _Reply = (
     cmd.MintPointsResponse
@@ -121,13 +143,16 @@ def _movement(
 ) -> Handler:
     """Return the handler that sends `rpc` with `fields` of the arguments and reports it.
 
-    `fields` name both the parsed arguments and the request's fields; `summary` gives the
-    line shown for the reply in text mode.
+    `fields` name both the parsed arguments and the request's fields; an option left out
+    (None) leaves its field unset. `summary` gives the line shown for the reply in text mode.
     """
 
     def run(session: Session, out: Output, args: argparse.Namespace) -> int:
         rid = request_id(args)
-        request = request_type(request_id=rid, **{name: getattr(args, name) for name in fields})
+        given = {name: getattr(args, name) for name in fields}
+        request = request_type(
+            request_id=rid, **{name: value for name, value in given.items() if value is not None}
+        )
         reply: _Reply = session.mutate(getattr(session.commands, rpc), request, rid)
         if out.json_mode:
             out.json({"request_id": rid, **to_json(reply)})
@@ -152,15 +177,30 @@ _mint = _movement(
         f"available {formatting.points(reply.available_points)}"
     ),
 )
+
+
+def _issued(args: argparse.Namespace, reply: cmd.IssuePointsResponse) -> str:
+    """Return the line for an issue, saying until when its points are pending if they are."""
+    pending = ""
+    if args.activates_at is not None:
+        activates_at = args.activates_at.ToDatetime(tzinfo=UTC)
+        # The reply does not say whether the points went to pending: the member's account
+        # decided that by the command server's clock. A time still ahead after the reply was
+        # ahead when the account decided, as far as the two clocks agree.
+        if activates_at > datetime.now(UTC):
+            pending = f", pending until {formatting.instant(activates_at)}"
+    return (
+        f"issued {_points(args)} points {args.merchant_account_id} → {args.member_account_id}"
+        f"{pending}: transfer {reply.transfer_id}, merchant available "
+        f"{formatting.points(reply.merchant_available_points)}"
+    )
+
+
 _issue = _movement(
     "IssuePoints",
     cmd.IssuePointsRequest,
-    ("merchant_account_id", "member_account_id", "amount_points", "reason"),
-    lambda args, reply: (
-        f"issued {_points(args)} points {args.merchant_account_id} → {args.member_account_id}: "
-        f"transfer {reply.transfer_id}, merchant available "
-        f"{formatting.points(reply.merchant_available_points)}"
-    ),
+    ("merchant_account_id", "member_account_id", "amount_points", "reason", "activates_at"),
+    _issued,
 )
 _redeem = _movement(
     "RedeemPoints",
