@@ -54,11 +54,19 @@ class Log:
         return self.event(f"account-{account_id}", "points_minted", payload)
 
     def transfer(
-        self, source: str, target: str, amount: int, source_after: int, target_after: int
+        self,
+        source: str,
+        target: str,
+        amount: int,
+        source_after: int,
+        target_after: int,
+        *,
+        kind: int = common_pb2.TRANSFER_KIND_TRANSFER,
+        debt_floor: int = 0,
     ) -> list[events_pb2.Event]:
         """TransferInitiated + PointsDebited, PointsCredited, TransferCompleted."""
         transfer_id = f"t{self.position}"
-        common = {"transfer_id": transfer_id, "kind": 3, "amount_points": amount}
+        common = {"transfer_id": transfer_id, "kind": kind, "amount_points": amount}
         return [
             self.event(
                 f"transfer-{transfer_id}",
@@ -74,6 +82,7 @@ class Log:
                     account_id=source,
                     counterparty_account_id=target,
                     available_points=source_after,
+                    debt_floor_points=debt_floor,
                     **common,  # type: ignore[arg-type]
                 ),
             ),
@@ -281,6 +290,27 @@ class Log:
             ),
         ]
 
+    def reversal(
+        self,
+        source: str,
+        target: str,
+        amount: int,
+        *,
+        source_after: int,
+        target_after: int,
+        debt_floor: int = 0,
+        kind: int = common_pb2.TRANSFER_KIND_REVERSE_ISSUE,
+    ) -> list[events_pb2.Event]:
+        """A ReverseIssue (or ReverseRedeem) taking available points back from `source`.
+
+        TransferInitiated + PointsDebited, PointsCredited, TransferCompleted. `debt_floor`
+        (negative) is the lowest balance the program's debt policy allowed the debit, for a
+        reversal that takes `source` below zero; 0 for none.
+        """
+        return self.transfer(
+            source, target, amount, source_after, target_after, kind=kind, debt_floor=debt_floor
+        )
+
     def frozen(self, account_id: str, reason: str = "") -> events_pb2.Event:
         """AccountFrozen by an operator."""
         payload = events_pb2.AccountFrozen(
@@ -303,9 +333,12 @@ class Log:
         payload = events_pb2.AccountTierSet(account_id=account_id, tier=tier)
         return self.event(f"account-{account_id}", "account_tier_set", payload)
 
-    def program_rules_set(self, *limits: common_pb2.TransactionLimit) -> events_pb2.Event:
-        """ProgramRulesSet on program-main: these limits replace the rules before them."""
-        payload = events_pb2.ProgramRulesSet(rules=common_pb2.ProgramRules(limits=limits))
+    def program_rules_set(
+        self, *limits: common_pb2.TransactionLimit, reversal_debt_max: int = 0
+    ) -> events_pb2.Event:
+        """ProgramRulesSet on program-main: these rules replace the rules before them."""
+        rules = common_pb2.ProgramRules(limits=limits, reversal_debt_max_points=reversal_debt_max)
+        payload = events_pb2.ProgramRulesSet(rules=rules)
         return self.event("program-main", "program_rules_set", payload)
 
     def recorded(self, key: str) -> events_pb2.Event:

@@ -13,7 +13,7 @@ from pointex.v1 import command_service_pb2 as cpb
 from pointex.v1 import common_pb2
 from tests.e2e.test_commands import rid
 from tests.e2e.test_program_rules import error_info
-from tests.e2e.test_query import Setup, rpc_error
+from tests.e2e.test_query import Setup, assert_invariants, rpc_error
 from tests.e2e.test_query import setup as setup  # noqa: PLC0414 - the fixture, re-exported.
 
 
@@ -86,3 +86,40 @@ async def test_a_redemption_is_given_back_in_full(setup: Setup) -> None:
         grpc.StatusCode.NOT_FOUND,
         "TRANSFER_NOT_FOUND",
     )
+
+
+async def test_under_a_debt_policy_a_reversal_of_spent_points_goes_below_zero(
+    setup: Setup,
+) -> None:
+    """Policy 100: the member spent 80 of 100 issued; taking back 100 leaves -80, then credits."""
+    s = setup
+    issued = await s.acme.call(
+        "IssuePoints",
+        cpb.IssuePointsRequest(
+            request_id=rid(), merchant_account_id=s.merchant, member_account_id=s.alice,
+            amount_points=100,
+        ),
+    )  # fmt: skip
+    assert isinstance(issued, cpb.IssuePointsResponse)
+    await s.transfer(s.acme, s.alice, s.bob, 80)
+    take_back = cpb.ReverseIssueRequest(
+        request_id=rid(), transfer_id=issued.transfer_id, amount_points=100
+    )
+    refused = await rpc_error(s.acme.call("ReverseIssue", take_back))
+    assert error_info(refused).reason == "POINTS_ALREADY_SPENT"
+    policy = await s.operator.call(
+        "SetProgramRules",
+        cpb.SetProgramRulesRequest(
+            request_id=rid(), rules=common_pb2.ProgramRules(reversal_debt_max_points=100)
+        ),
+    )
+    assert isinstance(policy, cpb.SetProgramRulesResponse)
+    reversed_ = await s.acme.call("ReverseIssue", take_back)
+    assert isinstance(reversed_, cpb.ReverseIssueResponse)
+    assert reversed_.member_available_points == -80
+    alice = await s.q_acme.account(s.alice, reversed_.position)
+    assert alice.available_points == -80
+    repaid = await s.issue(s.alice, 100)
+    alice = await s.q_acme.account(s.alice, repaid)
+    assert alice.available_points == 20
+    await assert_invariants(s.q_operator, repaid)

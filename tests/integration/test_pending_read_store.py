@@ -171,10 +171,16 @@ async def test_an_older_read_store_gets_pending_points_and_keeps_its_rows(
 
 
 async def _undo_migration_4(url: str) -> None:
-    """Take generation 1 of a closed read store back to schema version 3."""
+    """Take generation 1 of a closed read store back to schema version 3.
+
+    The later migrations are undone first, so that reapplying them all adds the columns in
+    the order a fresh generation has them (the rebuild comparison matches rows by position).
+    """
     await run_statements(
         url,
         [
+            "ALTER TABLE g1_accounts DROP COLUMN debt_floor_points",
+            "DELETE FROM g1_schema_migrations WHERE version = 5",
             "ALTER TABLE g1_accounts DROP COLUMN pending_points",
             "ALTER TABLE g1_movements DROP COLUMN pending_delta_points",
             "ALTER TABLE g1_movements DROP COLUMN pending_points",

@@ -112,3 +112,14 @@ async def test_get_account_and_list_accounts_carry_the_tier(served: Served) -> N
     assert isinstance(listed, qpb.ListAccountsResponse)
     tiers = {a.account_id: (a.tier, a.version) for a in listed.accounts}
     assert tiers == {gold: ("gold", 2), plain: ("", 3)}
+
+
+async def test_get_program_rules_carries_the_reversal_debt_policy(served: Served) -> None:
+    """The rules are served as stored: the debt policy comes back with the limits."""
+    log = Log()
+    at = await served.feed([log.program_rules_set(TRANSFER_AT_MOST_100, reversal_debt_max=500)])
+    reply = await _rules(served.operator, at)
+    assert (reply.version, reply.rules.reversal_debt_max_points) == (1, 500)
+    assert list(reply.rules.limits) == [TRANSFER_AT_MOST_100]
+    at = await served.feed([log.program_rules_set(TRANSFER_AT_MOST_100)])
+    assert (await _rules(served.acme, at)).rules.reversal_debt_max_points == 0

@@ -1,4 +1,4 @@
-"""Pending earn on the account: points that arrive pending, activate on time, or go back.
+"""Pending earn on the account, and the debt policy of the reversals that take points back.
 
 An issue with a later activation time credits pending points: counted in the balance and
 the ceiling, not spendable. Activation is decided at or after its time and only once; a
@@ -9,13 +9,15 @@ nothing is spent before its time.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointex.server import limits
 from pointex.server.actors import snapshots
-from pointex.server.domain import errors
+from pointex.server.domain import errors, program
 from pointex.server.domain.account import Account, PendingIssue, decide, evolve
 from pointex.server.domain.commands import (
     AccountCommand,
@@ -221,3 +223,39 @@ def _decided(
         return decide(state, command, now_ms=now_ms)
     except errors.DomainError as error:
         return error
+
+
+# --- The debt policy of reversals ---------------------------------------------------------------
+
+
+def debt_policy(points: int) -> program.LimitIndex:
+    """The rules in force with a reversal debt policy of `points` (and no limits)."""
+    return program.LimitIndex(program.Program(1, program.ProgramRules((), points)))
+
+
+def test_a_reversal_of_spent_points_goes_below_zero_only_within_the_policy() -> None:
+    """100 available, take back 130: refused without a policy, -30 with one of 50; not -60."""
+    take_back = DebitPoints(
+        OPERATOR, "u1", "rev", TransferKind.REVERSE_ISSUE, "m1", 130, "", "gone"
+    )
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        decide(member(), take_back, now_ms=NOW)
+    assert (refused.value.reason, refused.value.metadata["limit"]) == (
+        errors.POINTS_ALREADY_SPENT,
+        "0",
+    )
+    (event,) = decide(member(), take_back, debt_policy(50), NOW)
+    assert isinstance(event, PointsDebited)
+    assert (event.available_points, event.debt_floor_points) == (-30, -50)
+    in_debt = evolve(member(), event)
+    assert in_debt.available_points == -30
+    with pytest.raises(errors.FailedPrecondition) as too_deep:
+        decide(member(), dataclasses.replace(take_back, amount_points=151), debt_policy(50), NOW)
+    assert too_deep.value.metadata["limit"] == "50"
+    spend = DebitPoints(ACME, "u1", "x", TransferKind.TRANSFER, "u2", 1, "")
+    with pytest.raises(errors.FailedPrecondition):
+        decide(in_debt, spend, debt_policy(50), NOW)  # Nothing to spend while in debt.
+    with pytest.raises(errors.FailedPrecondition):
+        decide(in_debt, CloseAccount(ACME, "u1", ""), now_ms=NOW)
+    repaid = run(in_debt, CreditPoints("u1", "t9", TransferKind.ISSUE, "m1", 40, ""))
+    assert repaid.available_points == 10

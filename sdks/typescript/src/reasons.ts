@@ -582,8 +582,10 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
     code: "FAILED_PRECONDITION",
     family: "Refused",
     summary: "The account the reversal takes the points back from no longer has them available " +
-      "(they were spent, given or sold since). Nothing moves. Metadata: \"account_id\", " +
-      "\"available_points\", \"required_points\".",
+      "(they were spent, given or sold since), and the program's debt policy " +
+      "(ProgramRules.reversal_debt_max_points) does not cover the difference. Nothing " +
+      "moves. Metadata: \"account_id\", \"available_points\", \"required_points\", \"limit\" " +
+      "(the debt the policy allows, 0 without one).",
   }],
   ["TOO_MANY_PENDING_ISSUES", {
     name: "TOO_MANY_PENDING_ISSUES",

@@ -90,6 +90,7 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("version", str(reply.version)),
         ("set at", formatting.timestamp(reply.set_at)),
         ("as of", formatting.position_text(reply.as_of)),
+        ("reversal debt max", formatting.bound_points(reply.rules.reversal_debt_max_points)),
     ]
     out.fields("program rules", pairs)
     limits = reply.rules.limits

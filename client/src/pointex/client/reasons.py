@@ -503,8 +503,10 @@ REASONS: Final[Mapping[str, Reason]] = {
         64,
         "FAILED_PRECONDITION",
         "The account the reversal takes the points back from no longer has them available "
-        '(they were spent, given or sold since). Nothing moves. Metadata: "account_id", '
-        '"available_points", "required_points".',
+        "(they were spent, given or sold since), and the program's debt policy "
+        "(ProgramRules.reversal_debt_max_points) does not cover the difference. Nothing "
+        'moves. Metadata: "account_id", "available_points", "required_points", "limit" '
+        "(the debt the policy allows, 0 without one).",
     ),
     "TOO_MANY_PENDING_ISSUES": Reason(
         "TOO_MANY_PENDING_ISSUES",

@@ -937,7 +937,10 @@ class Account(_message.Message):
     display_name: _builtins.str
     """A human-readable name given at opening; may be empty. At most 128 bytes of UTF-8."""
     available_points: _builtins.int
-    """Points the account can spend, give or sell now. ≥ 0."""
+    """Points the account can spend, give or sell now. ≥ 0, except after a reversal under the
+    program's debt policy (ProgramRules.reversal_debt_max_points): then as low as minus the
+    bound in force when it was decided, until credits bring it back.
+    """
     held_points: _builtins.int
     """Points held (escrowed) for the market: open quantity of its resting SELL orders plus the
     quantity of its trades pending payment as seller. ≥ 0.
@@ -1171,6 +1174,13 @@ class ProgramRules(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LIMITS_FIELD_NUMBER: _builtins.int
+    REVERSAL_DEBT_MAX_POINTS_FIELD_NUMBER: _builtins.int
+    reversal_debt_max_points: _builtins.int
+    """The debt policy of reversals: a ReverseIssue or ReverseRedeem that finds fewer points
+    available than it takes back (they were spent since) takes the account below zero, down
+    to minus this many points. 0, the default: such a reversal is refused with
+    POINTS_ALREADY_SPENT. 0 to the per-command maximum.
+    """
     @_builtins.property
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionLimit]:
         """The program's limits; at most 256, at most one per (operation, account_kind, tier)."""
@@ -1179,10 +1189,11 @@ class ProgramRules(_message.Message):
         self,
         *,
         limits: _abc.Iterable[Global___TransactionLimit] | None = ...,
+        reversal_debt_max_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

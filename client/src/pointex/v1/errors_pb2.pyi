@@ -327,8 +327,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_POINTS_ALREADY_SPENT: _ErrorReason.ValueType  # 64
     """FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
-    them available (they were spent, given or sold since). Nothing moves. Metadata:
-    "account_id", "available_points", "required_points".
+    them available (they were spent, given or sold since), and the program's debt policy
+    (ProgramRules.reversal_debt_max_points) does not cover the difference. Nothing moves.
+    Metadata: "account_id", "available_points", "required_points", "limit" (the debt the
+    policy allows, 0 without one).
     """
     ERROR_REASON_TOO_MANY_PENDING_ISSUES: _ErrorReason.ValueType  # 65
     """FAILED_PRECONDITION. An issue with a later activation time would give the member account
@@ -623,8 +625,10 @@ ERROR_REASON_REVERSAL_EXCEEDS_ORIGINAL: ErrorReason.ValueType  # 63
 """
 ERROR_REASON_POINTS_ALREADY_SPENT: ErrorReason.ValueType  # 64
 """FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
-them available (they were spent, given or sold since). Nothing moves. Metadata:
-"account_id", "available_points", "required_points".
+them available (they were spent, given or sold since), and the program's debt policy
+(ProgramRules.reversal_debt_max_points) does not cover the difference. Nothing moves.
+Metadata: "account_id", "available_points", "required_points", "limit" (the debt the
+policy allows, 0 without one).
 """
 ERROR_REASON_TOO_MANY_PENDING_ISSUES: ErrorReason.ValueType  # 65
 """FAILED_PRECONDITION. An issue with a later activation time would give the member account

@@ -674,6 +674,7 @@ class PointsDebited(_message.Message):
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     PENDING_TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    DEBT_FLOOR_POINTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account debited (the transfer's source)."""
     transfer_id: _builtins.str
@@ -693,6 +694,10 @@ class PointsDebited(_message.Message):
     reverses (this is that issue's transfer id): `available_points` is then unchanged and the
     account's pending points went down by `amount_points`.
     """
+    debt_floor_points: _builtins.int
+    """Set only for a reversal decided under the program's debt policy that took the account
+    below zero: the lowest available balance the policy allowed then (negative). 0 otherwise.
+    """
     @_builtins.property
     def decided_at(self) -> _timestamp_pb2.Timestamp:
         """When the account decided the debit (its program limits' windows count it then); unset in
@@ -711,10 +716,11 @@ class PointsDebited(_message.Message):
         available_points: _builtins.int = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         pending_transfer_id: _builtins.str = ...,
+        debt_floor_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "debt_floor_points", b"debt_floor_points", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

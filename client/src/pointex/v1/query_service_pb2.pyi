@@ -138,7 +138,9 @@ class _InvariantEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Invariant.V
     trades pending payment as seller (counting steps in flight).
     """
     INVARIANT_NON_NEGATIVE: _Invariant.ValueType  # 3
-    """No account has negative available or held points."""
+    """No account has negative held or pending points, nor negative available points except,
+    down to its floor, after a reversal under the program's debt policy.
+    """
     INVARIANT_BALANCE_CEILING: _Invariant.ValueType  # 4
     """No account's available + held exceeds the per-account ceiling."""
 
@@ -154,7 +156,9 @@ INVARIANT_ESCROW: Invariant.ValueType  # 2
 trades pending payment as seller (counting steps in flight).
 """
 INVARIANT_NON_NEGATIVE: Invariant.ValueType  # 3
-"""No account has negative available or held points."""
+"""No account has negative held or pending points, nor negative available points except,
+down to its floor, after a reversal under the program's debt policy.
+"""
 INVARIANT_BALANCE_CEILING: Invariant.ValueType  # 4
 """No account's available + held exceeds the per-account ceiling."""
 Global___Invariant: _TypeAlias = Invariant  # noqa: Y015

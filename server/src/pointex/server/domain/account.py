@@ -125,22 +125,28 @@ def _burn(state: Account | None, command: BurnPoints) -> list[AccountEvent]:
     return [PointsBurned(command.account_id, command.amount_points, command.memo, available)]
 
 
-def _debit(state: Account | None, command: DebitPoints, at: Instant) -> list[AccountEvent]:
+def _debit(
+    state: Account | None, command: DebitPoints, at: Instant, debt_max: int = 0
+) -> list[AccountEvent]:
     require_amount(command.amount_points)
     if command.account_id == command.counterparty_account_id:
         raise errors.InvalidArgument(errors.SAME_ACCOUNT, "source and destination are the same")
     account = require_open(state, command.account_id)
     require_kind(account, TRANSFER_KINDS[command.kind][0])
     taken_from = ""  # An issue whose pending points a reversal takes back.
+    floor = 0  # How far below zero the debt policy lets a reversal take the account.
     if command.kind is TransferKind.REVERSE_ISSUE or command.kind is TransferKind.REVERSE_REDEEM:
         # A reversal was authorized on its original (the caller owns the merchant), and takes
         # back from a frozen account too: reversing fraud is what a freeze is for. An issue
-        # still pending gives its pending points back, never going below zero.
+        # still pending gives its pending points back, never going below zero; otherwise the
+        # program's debt policy says how far below zero a reversal may go (debt_max).
         pending = account.pending_issue(command.reverses) if command.reverses else None
         if pending is not None and pending.amount_points >= command.amount_points:
             taken_from = pending.transfer_id
-        else:
-            require_available(account, command.amount_points, taking_back=True)
+        elif account.available_points - command.amount_points < -debt_max:
+            require_available(account, command.amount_points, taking_back=True, debt_max=debt_max)
+        elif account.available_points < command.amount_points:
+            floor = -debt_max
     else:
         require_may_act(command.caller, account)
         require_not_frozen(account)
@@ -156,6 +162,7 @@ def _debit(state: Account | None, command: DebitPoints, at: Instant) -> list[Acc
             account.available_points - (0 if taken_from else command.amount_points),
             at,
             taken_from,
+            floor,
         )
     ]
 
@@ -316,10 +323,10 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
 }
 
 
-# Deciders that need the moment of the decision: the program's windows count debits, sales
-# and purchases then, and it tells whether an issue's points are pending or active.
+# Deciders that need the moment of the decision: the program's windows count sales and
+# purchases then, and it tells whether an issue's points are pending or active. (A debit
+# needs it too, and the debt policy of reversals: `decide` calls it itself.)
 _TIMED: dict[type, Callable[[Account | None, AccountCommand, Instant], list[AccountEvent]]] = {
-    DebitPoints: _debit,  # type: ignore[dict-item]
     CreditPoints: _credit,  # type: ignore[dict-item]
     ActivatePoints: _activate,  # type: ignore[dict-item]
     SellPoints: account_market.sell,  # type: ignore[dict-item]
@@ -346,11 +353,14 @@ def decide(
     order's reservation; its windows count up to `now_ms`, the moment of the decision, which
     debits, sales and purchases also record.
     """
-    timed = _TIMED.get(type(command))
-    if timed is None:
-        events = _DECIDERS[type(command)](state, command)
-    else:
+    command_type = type(command)
+    if command_type is DebitPoints:
+        debt_max = limits_in_force.reversal_debt_max
+        events = _debit(state, command, Instant(now_ms), debt_max)  # type: ignore[arg-type]
+    elif (timed := _TIMED.get(command_type)) is not None:
         events = timed(state, command, Instant(now_ms))
+    else:
+        events = _DECIDERS[command_type](state, command)
     if not limits_in_force.limits_any:
         return events
     match command:

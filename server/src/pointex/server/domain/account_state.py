@@ -38,7 +38,8 @@ class Account:
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
-        assert self.available_points >= 0, self
+        # Below zero only after a reversal under the program's debt policy, within its bound.
+        assert self.available_points >= -limits.points_amount_max, self
         assert self.held_points >= 0, self
         assert self.buying_points >= 0, self
         if self.pending:
@@ -145,13 +146,15 @@ def require_room(account: Account, amount_points: int) -> None:
         )
 
 
-def require_available(account: Account, amount_points: int, *, taking_back: bool = False) -> None:
+def require_available(
+    account: Account, amount_points: int, *, taking_back: bool = False, debt_max: int = 0
+) -> None:
     """Refuse a debit of more than is available, naming why.
 
     INSUFFICIENT_POINTS, or POINTS_ALREADY_SPENT for a reversal taking back points the
-    account no longer has.
+    account no longer has beyond what the debt policy allows (`debt_max`).
     """
-    if account.available_points >= amount_points:
+    if account.available_points + debt_max >= amount_points:
         return
     if taking_back:
         raise errors.FailedPrecondition(
@@ -160,6 +163,7 @@ def require_available(account: Account, amount_points: int, *, taking_back: bool
             account_id=account.account_id,
             available_points=str(account.available_points),
             required_points=str(amount_points),
+            limit=str(debt_max),
         )
     raise errors.FailedPrecondition(
         errors.INSUFFICIENT_POINTS,

@@ -58,6 +58,8 @@ class PointsDebited:
     decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
     # A reversal that took the points from this pending points (available unchanged).
     pending_transfer_id: str = ""
+    # A reversal under the debt policy that took the account below zero: the floor it allowed.
+    debt_floor_points: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ class ProgramRules:
     """Everything an operator sets for the program, replaced as a whole."""
 
     limits: tuple[TransactionLimit, ...] = ()
+    # How far below zero a reversal may take an account whose points were spent (0: refused).
+    reversal_debt_max_points: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ def validate(rules: ProgramRules) -> None:
             field="rules.limits",
             limit=str(limits.program_limits_max),
         )
+    if not 0 <= rules.reversal_debt_max_points <= limits.points_amount_max:
+        raise _invalid("rules.reversal_debt_max_points", f"0 to {limits.points_amount_max} points")
     seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
     for i, limit in enumerate(rules.limits):
         field = f"rules.limits[{i}]"
@@ -134,11 +138,12 @@ def evolve(state: Program, event: ProgramRulesSet) -> Program:
 class LimitIndex:
     """The limits in force, found by operation, account kind and tier in constant time."""
 
-    __slots__ = ("_by_scope", "limits_any", "version")
+    __slots__ = ("_by_scope", "limits_any", "reversal_debt_max", "version")
 
     def __init__(self, program: Program) -> None:
         """Index `program`'s limits."""
         self.version = program.version
+        self.reversal_debt_max = program.rules.reversal_debt_max_points
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 

@@ -184,7 +184,7 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
                 limit.yearly_max_points,
             )
         )
-    rules = ProgramRules(tuple(converted))
+    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points)
     try:
         validate(rules)
     except errors.InvalidArgument as invalid:

@@ -5,8 +5,10 @@ pending means issued with a later activation time and not active yet, and in fli
 debited by a transfer and not yet credited (or arrived as pending) or returned, or sold by a
 settlement and not yet bought (the debit/credit events themselves, not the process's final
 event, so a batch ending between a credit and its TransferCompleted does not count the points
-twice). Per account, available, held and pending are each ≥ 0 and their sum is at most the
-ceiling (the command side counts an account's total the same way).
+twice). Per account, held and pending are each ≥ 0, available is ≥ the account's debt floor
+(0, or while a reversal under the program's debt policy has left the account in debt, the
+floor that reversal was decided under), and their sum is at most the ceiling (the command
+side counts an account's total the same way).
 I2 (escrow), per account: held = open quantity of its resting SELL orders + quantity of its
 trades pending payment as seller + its escrow steps in flight: a hold whose order is not
 placed yet, a cancelled order or trade whose points are not yet released or returned to the
@@ -41,6 +43,27 @@ def _per_account(
     ]
 
 
+def _below_bound(row: AccountRow) -> pb.Violation:
+    """Return the NON_NEGATIVE violation of an account: its first balance below its bound."""
+    if row.available_points < row.debt_floor_points:
+        bound, actual = row.debt_floor_points, row.available_points
+        message = "available is below the account's debt floor"
+        if bound == 0:
+            message = "available is negative"
+    elif row.held_points < 0:
+        bound, actual, message = 0, row.held_points, "held is negative"
+    else:
+        assert row.pending_points < 0, row
+        bound, actual, message = 0, row.pending_points, "pending is negative"
+    return pb.Violation(
+        invariant=pb.INVARIANT_NON_NEGATIVE,
+        account_ids=[row.account_id],
+        expected_points=bound,
+        actual_points=actual,
+        message=message,
+    )
+
+
 def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
     """Return the CheckInvariants answer for one audit snapshot."""
     assert 1 <= violations_max <= limits.invariant_violations_max, violations_max
@@ -60,15 +83,7 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
                 message="available + held + pending + in flight differs from minted - burned",
             )
         )
-    violations += _per_account(
-        pb.INVARIANT_NON_NEGATIVE,
-        audit.negative,
-        0,
-        tuple(
-            min(row.available_points, row.held_points, row.pending_points) for row in audit.negative
-        ),
-        "a balance is negative",
-    )
+    violations += [_below_bound(row) for row in audit.negative]
     violations += _per_account(
         pb.INVARIANT_BALANCE_CEILING,
         audit.over_ceiling,

@@ -590,8 +590,10 @@ export enum ErrorReason {
 
   /**
    * FAILED_PRECONDITION. The account the reversal takes the points back from no longer has
-   * them available (they were spent, given or sold since). Nothing moves. Metadata:
-   * "account_id", "available_points", "required_points".
+   * them available (they were spent, given or sold since), and the program's debt policy
+   * (ProgramRules.reversal_debt_max_points) does not cover the difference. Nothing moves.
+   * Metadata: "account_id", "available_points", "required_points", "limit" (the debt the
+   * policy allows, 0 without one).
    *
    * @generated from enum value: ERROR_REASON_POINTS_ALREADY_SPENT = 64;
    */

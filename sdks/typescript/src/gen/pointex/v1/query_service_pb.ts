@@ -2164,7 +2164,8 @@ export enum Invariant {
   ESCROW = 2,
 
   /**
-   * No account has negative available or held points.
+   * No account has negative held or pending points, nor negative available points except,
+   * down to its floor, after a reversal under the program's debt policy.
    *
    * @generated from enum value: INVARIANT_NON_NEGATIVE = 3;
    */

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from pointex.server import limits
 from pointex.server.domain import streams
 from pointex.server.query.projections import notifications, orders, trades
 from pointex.server.query.projections.state import (
@@ -137,11 +138,16 @@ def _burned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBurn
 
 # --- Transfers: debit, then credit or return --------------------------------------------------
 
+# The transfer kinds that take points back, the only ones the debt policy covers.
+_REVERSALS = (common_pb2.TRANSFER_KIND_REVERSE_ISSUE, common_pb2.TRANSFER_KIND_REVERSE_REDEEM)
+
 
 def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDebited) -> None:
     from_pending = bool(p.pending_transfer_id)
     if from_pending:
         _take_back_pending(batch, p)
+    if p.debt_floor_points != 0:
+        _check_debt(p)
     move = Move(
         transfer_kind(p.kind) + "_OUT",
         0 if from_pending else -p.amount_points,
@@ -152,6 +158,7 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
         transfer_id=p.transfer_id,
         memo=p.memo,
         pending_delta=-p.amount_points if from_pending else 0,
+        debt_floor_points=p.debt_floor_points,
     )
     account = apply_move(batch, event, p.account_id, move)
     batch.add_in_flight(
@@ -172,6 +179,17 @@ def _take_back_pending(batch: BatchState, p: events_pb2.PointsDebited) -> None:
     batch.put_pending_issue(
         dataclasses.replace(issue, amount_points=issue.amount_points - p.amount_points)
     )
+
+
+def _check_debt(p: events_pb2.PointsDebited) -> None:
+    """Check a debit that states a debt floor: a reversal under the program's debt policy."""
+    assert p.kind in _REVERSALS, p
+    # It took available points, and took the account below zero within what the policy
+    # allows (apply_move checks the balance against the floor).
+    assert not p.pending_transfer_id, p
+    assert p.debt_floor_points < 0, p
+    assert p.debt_floor_points >= -limits.points_amount_max, p
+    assert p.available_points < 0, p
 
 
 def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCredited) -> None:

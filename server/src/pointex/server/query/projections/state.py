@@ -175,6 +175,9 @@ class Move:
     memo: str = ""
     pending_delta: int = 0
     pending_after: int | None = None
+    # A reversal under the program's debt policy that took the account below zero: the lowest
+    # available balance the policy allowed it (negative); 0 for every other movement.
+    debt_floor_points: int = 0
 
 
 def apply_move(
@@ -182,13 +185,15 @@ def apply_move(
 ) -> AccountRow:
     """Apply a movement to an account and record it in the account's history."""
     old = batch.account(account_id)
+    available = old.available_points + move.available_delta
     new = dataclasses.replace(
         old,
-        available_points=old.available_points + move.available_delta,
+        available_points=available,
         held_points=old.held_points + move.held_delta,
         pending_points=old.pending_points + move.pending_delta,
         version=next_version(event, old),
         updated_at_us=at_us(event),
+        debt_floor_points=_debt_floor(old, available, move),
     )
     if move.available_after is not None:
         assert new.available_points == move.available_after, (new, event)
@@ -196,7 +201,9 @@ def apply_move(
         assert new.held_points == move.held_after, (new, event)
     if move.pending_after is not None:
         assert new.pending_points == move.pending_after, (new, event)
-    assert new.available_points >= 0, new
+    # Below 0 only within the floor of the debt policy's reversal that left it in debt.
+    assert new.debt_floor_points <= 0, new
+    assert new.available_points >= new.debt_floor_points, new
     assert new.held_points >= 0, new
     assert new.pending_points >= 0, new
     batch.put(new)
@@ -221,6 +228,22 @@ def apply_move(
         )
     )
     return new
+
+
+def _debt_floor(old: AccountRow, available_points: int, move: Move) -> int:
+    """Return the lowest available balance the account may have after `move` (≤ 0).
+
+    Only a reversal under the debt policy takes an account below zero, and its event states
+    how far it could go. While the account stays in debt, credits and movements of held or
+    pending points keep that floor; any other debit must find the points it takes, so it
+    leaves the floor at 0, as does a balance back at 0 or above (a later debt then needs a
+    reversal of its own).
+    """
+    if move.debt_floor_points < 0:
+        return move.debt_floor_points
+    if move.available_delta < 0 or available_points >= 0:
+        return 0
+    return old.debt_floor_points
 
 
 def notify_moved(

@@ -65,6 +65,10 @@ class AccountRow:
     updated_at_us: int
     tier: str  # the member tier (AccountTierSet), or ""
     pending_points: int  # issued with a later activation time, not spendable yet
+    # The lowest available balance the account may have (≤ 0): below 0 only while a
+    # reversal under the program's debt policy has left it in debt, the floor that reversal
+    # was decided under (the available points then lie between it and 0).
+    debt_floor_points: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,7 @@ class Audit:
     in_flight_points: int
     account_count: int
     # Offending accounts, at most the asked number each, and how many there are in all.
+    # Negative: available below its debt floor, or held or pending below 0.
     negative: tuple[AccountRow, ...] = ()
     negative_count: int = 0
     over_ceiling: tuple[AccountRow, ...] = ()

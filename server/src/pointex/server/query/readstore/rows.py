@@ -42,6 +42,7 @@ def account_values(row: AccountRow) -> tuple[Any, ...]:
         row.updated_at_us,
         row.tier,
         row.pending_points,
+        row.debt_floor_points,
     )
 
 

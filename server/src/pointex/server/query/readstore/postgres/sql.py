@@ -55,7 +55,8 @@ WHERE position = $1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points, "
+    "debt_floor_points"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text[])
@@ -64,7 +65,8 @@ UPSERT_ACCOUNTS = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
 SELECT * FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[]
+    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[],
+    $14::bigint[]
 )
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
@@ -74,7 +76,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     frozen_by_role = excluded.frozen_by_role,
     updated_at_us = excluded.updated_at_us,
     tier = excluded.tier,
-    pending_points = excluded.pending_points
+    pending_points = excluded.pending_points,
+    debt_floor_points = excluded.debt_floor_points
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
@@ -185,8 +188,10 @@ SELECT
     (SELECT count(*) FROM {p}accounts)
 """
 # An account's total is available + held + pending, as the command side counts it against
-# the ceiling ($1 in the ceiling statements).
-_NEGATIVE = "available_points < 0 OR held_points < 0 OR pending_points < 0"
+# the ceiling ($1 in the ceiling statements). Available points may be below 0 down to the
+# account's debt floor (0 unless a reversal under the debt policy left it in debt; the
+# column's CHECK keeps it ≤ 0).
+_NEGATIVE = "available_points < debt_floor_points OR held_points < 0 OR pending_points < 0"
 _OVER_CEILING = "available_points + held_points + pending_points > $1"
 AUDIT_NEGATIVE = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts

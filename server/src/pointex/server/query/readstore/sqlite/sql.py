@@ -49,7 +49,8 @@ WHERE position = ?1
 
 ACCOUNT_COLUMNS = (
     "account_id, kind, status, owner_partner_id, display_name, available_points, held_points, "
-    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points"
+    "version, frozen_by_role, opened_at_us, updated_at_us, tier, pending_points, "
+    "debt_floor_points"
 )
 ACCOUNTS_BY_ID = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
@@ -57,7 +58,7 @@ WHERE account_id IN (SELECT value FROM json_each(?1))
 """  # noqa: S608 - constant column list.
 UPSERT_ACCOUNT = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,
     available_points = excluded.available_points,
@@ -66,7 +67,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     frozen_by_role = excluded.frozen_by_role,
     updated_at_us = excluded.updated_at_us,
     tier = excluded.tier,
-    pending_points = excluded.pending_points
+    pending_points = excluded.pending_points,
+    debt_floor_points = excluded.debt_floor_points
 """  # noqa: S608 - constant column list.
 _ACCOUNT_FILTERS = """
     AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))
@@ -168,8 +170,10 @@ SELECT
     (SELECT count(*) FROM {p}accounts)
 """
 # ?1 is the per-account ceiling, ?2 the number of rows to list. An account's total is available
-# + held + pending, as the command side counts it against the ceiling.
-_NEGATIVE = "available_points < 0 OR held_points < 0 OR pending_points < 0"
+# + held + pending, as the command side counts it against the ceiling. Available points may be
+# below 0 down to the account's debt floor (0 unless a reversal under the debt policy left it
+# in debt; the column's CHECK keeps it ≤ 0).
+_NEGATIVE = "available_points < debt_floor_points OR held_points < 0 OR pending_points < 0"
 _OVER_CEILING = "available_points + held_points + pending_points > ?1"
 AUDIT_NEGATIVE = f"""
 SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts
