@@ -1,8 +1,11 @@
-"""The SDK's pure parts: the retry policy, the bulk bookkeeping and the reasons table."""
+"""The SDK's pure parts: retry policy, bulk bookkeeping, reasons table, request builders."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from pointex.client import builders
@@ -20,7 +23,7 @@ from pointex.client.errors import (
 from pointex.client.reasons import REASONS
 from pointex.client.retry import RetryPolicy, retryable
 from pointex.v1 import command_service_pb2 as pb
-from pointex.v1 import errors_pb2
+from pointex.v1 import common_pb2, errors_pb2
 
 
 def test_every_error_reason_of_the_contract_is_in_the_table_with_its_code() -> None:
@@ -134,3 +137,24 @@ def test_pointex_errors_say_what_happened_on_one_line() -> None:
     assert error.line() == (
         "NOT_FOUND ACCOUNT_NOT_FOUND: no such account [account_id=a] (request id r1)"
     )
+
+
+def test_a_limit_is_built_from_names_with_unset_meaning_every_kind_and_tier() -> None:
+    """transaction_limit: operation and kind by name; None and "" leave the scope open."""
+    limit = builders.transaction_limit("market_buy", step_points=1_000, yearly_max_points=200_000)
+    assert limit.operation == common_pb2.LIMITED_OPERATION_MARKET_BUY
+    assert (limit.account_kind, limit.tier) == (common_pb2.ACCOUNT_KIND_UNSPECIFIED, "")
+    assert (limit.step_points, limit.yearly_max_points, limit.max_points) == (1_000, 200_000, 0)
+    gold = builders.transaction_limit("transfer", account_kind="member", tier="gold")
+    assert (gold.account_kind, gold.tier) == (common_pb2.ACCOUNT_KIND_MEMBER, "gold")
+
+
+def test_an_issue_that_activates_later_carries_its_time_and_refuses_a_naive_one() -> None:
+    """issue(activates_at=...): the exact instant in the request; a time without a zone: no."""
+    at = dt.datetime(2027, 1, 5, 10, 0, 0, 250_000, tzinfo=dt.UTC)
+    request = builders.issue("m", "u", 5, activates_at=at).issue_points
+    assert request.HasField("activates_at")
+    assert request.activates_at.ToDatetime(tzinfo=dt.UTC) == at
+    assert not builders.issue("m", "u", 5).issue_points.HasField("activates_at")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        builders.issue("m", "u", 5, activates_at=dt.datetime(2027, 1, 5))  # noqa: DTZ001
