@@ -323,3 +323,30 @@ async def test_two_writers_racing_on_one_stream_exactly_one_wins(
         assert len(losers) == 1
         assert (losers[0].expected_version, losers[0].actual_version) == (version, version + 1)
     assert await writers[1].stream_version(stream_id) == 6
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one-append", "one-statement-batch"])
+async def test_any_stream_id_and_type_is_stored_as_given(store: EventStore, many: bool) -> None:
+    """Quotes, backslashes, commas, braces, spaces, NULL: each id and type comes back as is.
+
+    Alone and in a batch large enough for PostgreSQL's one-statement path, which sends
+    these columns as array literals.
+    """
+    tag = secrets.token_hex(3)
+    odd = ['x-a"b', "x-c\\d", "x-e,f", "x-{g}", "x-h i", "x-NULL", "NULL-x", "x-é"]
+    stream_ids = [f"{stream_id}{tag}" for stream_id in odd]
+    count = limits.append_one_statement_events_min // len(odd) + 1 if many else 1
+    appends = [
+        StreamAppend(stream_id, 0, events(count, type_name=f'T "{i}",\\{{}}'))
+        for i, stream_id in enumerate(stream_ids)
+    ]
+    if many:  # The first large batch of a writer plans under the lock; the next is one statement.
+        priming = [StreamAppend(new_stream_id(), 0, events(count)) for _ in odd]
+        await store.append_batch([priming])
+    written = await store.append_batch([appends])
+    assert not any(isinstance(outcome, WrongExpectedVersion) for outcome in written)
+    for i, stream_id in enumerate(stream_ids):
+        read = await store.read_stream(stream_id)
+        assert [event.stream_id for event in read] == [stream_id] * count
+        assert {event.type for event in read} == {f'T "{i}",\\{{}}'}
+        assert [event.stream_version for event in read] == list(range(1, count + 1))

@@ -89,7 +89,11 @@ class Appender:
         async with self._connection() as connection:
             try:
                 inserted, now_us = await connection.fetchrow(
-                    sql.INSERT_EXPECTED, *columns, list(expected), list(expected.values()), head
+                    sql.INSERT_EXPECTED,
+                    *columns,
+                    text_array(list(expected)),
+                    int_array(list(expected.values())),
+                    head,
                 )
             except (asyncpg.IntegrityConstraintViolationError, asyncpg.LockNotAvailableError):
                 return None  # Another writer came first or holds the lock.
@@ -184,5 +188,34 @@ def _columns(
                 schema_versions.append(event.schema_version)
                 data.append(event.data)
                 metadata.append(event.metadata)
-    columns = (first_position, stream_ids, versions, slices, types, schema_versions, data, metadata)
+    columns = (
+        first_position,
+        text_array(stream_ids),
+        int_array(versions),
+        int_array(slices),
+        text_array(types),
+        int_array(schema_versions),
+        data,
+        metadata,
+    )
     return columns, len(stream_ids)
+
+
+def int_array(values: Sequence[int]) -> str:
+    """Return a PostgreSQL array literal of integers ("{1,2,3}")."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: Sequence[str]) -> str:
+    """Return a PostgreSQL array literal of strings, each quoted ('{"a","b"}').
+
+    Quoted, a string cannot be taken for NULL or split at a comma; a backslash or a double
+    quote in it is escaped.
+    """
+    return "{" + ",".join(f'"{_escaped(value)}"' for value in values) + "}"
+
+
+def _escaped(value: str) -> str:
+    if "\\" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"')
+    return value
