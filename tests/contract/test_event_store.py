@@ -350,3 +350,4 @@ async def test_any_stream_id_and_type_is_stored_as_given(store: EventStore, many
         assert [event.stream_id for event in read] == [stream_id] * count
         assert {event.type for event in read} == {f'T "{i}",\\{{}}'}
         assert [event.stream_version for event in read] == list(range(1, count + 1))
+    assert await store.stream_versions(stream_ids) == dict.fromkeys(stream_ids, count)

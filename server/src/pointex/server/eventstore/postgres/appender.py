@@ -136,7 +136,9 @@ class Appender:
         # A separate statement after the lock: under READ COMMITTED it takes a new snapshot,
         # which includes the commit of the lock's previous holder.
         stream_ids = stream_ids_of(units)
-        head, now_us, versions = await connection.fetchrow(sql.HEAD_CLOCK_VERSIONS, stream_ids)
+        head, now_us, versions = await connection.fetchrow(
+            sql.HEAD_CLOCK_VERSIONS, text_array(stream_ids)
+        )
         outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
         columns, count = _columns(units, outcomes, head + 1)
         if count:

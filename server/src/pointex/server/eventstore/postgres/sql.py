@@ -26,7 +26,8 @@ INSERT INTO pointex_schema_migrations (version, applied_at_us) VALUES ($1, {_NOW
 SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM pointex_schema_migrations"
 
 # One round trip under the position lock: the head, the clock, and the current version of
-# each stream in $1, in the order of $1 (0 for a stream that does not exist).
+# each stream in $1 (an array literal, see below), in its order (0 for a stream that does
+# not exist).
 HEAD_CLOCK_VERSIONS = f"""
 SELECT
     (SELECT coalesce(max(position), 0) FROM events),
@@ -34,7 +35,7 @@ SELECT
     ARRAY(
         SELECT coalesce(
             (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = s.stream_id), 0)
-        FROM unnest($1::text[]) WITH ORDINALITY AS s(stream_id, n)
+        FROM unnest($1::text::text[]) WITH ORDINALITY AS s(stream_id, n)
         ORDER BY s.n
     )
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.

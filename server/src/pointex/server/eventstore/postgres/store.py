@@ -43,7 +43,7 @@ from pointex.server.eventstore.port import (
     WrongExpectedVersion,
 )
 from pointex.server.eventstore.postgres import sql
-from pointex.server.eventstore.postgres.appender import Appender
+from pointex.server.eventstore.postgres.appender import Appender, text_array
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
 from pointex.server.store_migrations import load_migrations, pending_migrations
 
@@ -240,7 +240,9 @@ class PostgresEventStore:
     async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Return the current version of each stream (0 when absent)."""
         async with self._connection() as connection:
-            _, _, versions = await connection.fetchrow(sql.HEAD_CLOCK_VERSIONS, list(stream_ids))
+            _, _, versions = await connection.fetchrow(
+                sql.HEAD_CLOCK_VERSIONS, text_array(list(stream_ids))
+            )
         return {stream_id: int(v) for stream_id, v in zip(stream_ids, versions, strict=True)}
 
     async def read_stream(
