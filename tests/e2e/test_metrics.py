@@ -82,6 +82,7 @@ async def test_command_and_query_servers_expose_their_metrics(
     for gauge in (
         "pointex_transfers_open",
         "pointex_reversals_under_way",
+        "pointex_pending_issues_watched",
         "pointex_trades_open",
         "pointex_trade_deadlines_watched",
         "pointex_process_steps_running",
