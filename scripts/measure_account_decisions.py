@@ -9,8 +9,8 @@ transfers, so every debit is also checked against them.
 Usage: .venv/bin/python scripts/measure_account_decisions.py [--limits]
 
 To compare with an earlier commit, run the same script on that commit's sources:
-  git worktree add /tmp/before <commit>
-  PYTHONPATH=/tmp/before/server/src:/tmp/before/client/src \
+  git worktree add <worktree> <commit>
+  PYTHONPATH=<worktree>/server/src:<worktree>/client/src \
       .venv/bin/python scripts/measure_account_decisions.py
 """
 
