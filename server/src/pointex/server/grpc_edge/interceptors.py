@@ -102,25 +102,28 @@ class _Edge:
     metrics: Metrics | None
 
 
-async def _admit(
+@contextlib.asynccontextmanager
+async def _admitted(
     edge: _Edge,
     request: Any,
     context: grpc.aio.ServicerContext[Any, Any],
     *,
     streamed: bool,
     stream: bool,
-) -> str | None:
-    """Check the caller and take its place (admission.py); return whom to give it back to.
+) -> AsyncIterator[None]:
+    """Check the caller and hold its place (admission.py) while the call runs.
 
     A refused client-streaming call first lets the client's first write land (_settle).
     """
-    try:
-        principal = edge.guard(context) if edge.guard is not None else None
-        return edge.admission.enter(principal, stream=stream)
-    except Exception:
-        if streamed:
-            await _settle(request)
-        raise
+    with contextlib.ExitStack() as place:
+        try:
+            principal = edge.guard(context) if edge.guard is not None else None
+            place.enter_context(edge.admission.admitted(principal, stream=stream))
+        except Exception:
+            if streamed:
+                await _settle(request)
+            raise
+        yield
 
 
 class _Call:
@@ -152,12 +155,9 @@ def _wrap_unary_response(
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(edge.metrics, method)
         try:
-            partner = await _admit(edge, request, context, streamed=streamed, stream=streamed)
-            try:
+            async with _admitted(edge, request, context, streamed=streamed, stream=streamed):
                 request = _checked_stream(request) if streamed else _checked(request)
                 response = await behavior(request, context)
-            finally:
-                edge.admission.leave(partner, stream=streamed)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
@@ -176,13 +176,10 @@ def _wrap_stream_response(
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(edge.metrics, method)
         try:
-            partner = await _admit(edge, request, context, streamed=streamed, stream=True)
-            try:
+            async with _admitted(edge, request, context, streamed=streamed, stream=True):
                 request = _checked_stream(request) if streamed else _checked(request)
                 async for response in behavior(request, context):
                     yield response
-            finally:
-                edge.admission.leave(partner, stream=True)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
