@@ -333,11 +333,32 @@ _TIMED: dict[type, Callable[[Account | None, AccountCommand, Instant], list[Acco
     BuyPoints: account_market.buy,  # type: ignore[dict-item]
 }
 
-# The limited operation of a movement's debit, by the movement's kind (an issue is not limited).
-_DEBIT_OPERATIONS: dict[TransferKind, LimitedOperation] = {
-    TransferKind.TRANSFER: LimitedOperation.TRANSFER,
-    TransferKind.REDEEM: LimitedOperation.REDEEM,
-}
+
+def _limited(command: AccountCommand) -> tuple[LimitedOperation, int] | None:
+    """Return the limited operation of `command` and the points it carries, if it has one."""
+    match command:
+        case DebitPoints(kind=kind, amount_points=amount):
+            operation = _debit_operation(kind)
+            return None if operation is None else (operation, amount)
+        case HoldPoints(amount_points=amount):
+            return LimitedOperation.MARKET_SELL, amount
+        case ReserveBuy(quantity_points=amount):
+            return LimitedOperation.MARKET_BUY, amount
+        case _:
+            return None
+
+
+def _debit_operation(kind: TransferKind) -> LimitedOperation | None:
+    """Return the limited operation of a movement's debit (an issue or a reversal: none).
+
+    Identity tests, not an enum-keyed look-up: a Python enum's hash is a Python-level call,
+    and this runs for every debit.
+    """
+    if kind is TransferKind.TRANSFER:
+        return LimitedOperation.TRANSFER
+    if kind is TransferKind.REDEEM:
+        return LimitedOperation.REDEEM
+    return None
 
 
 def decide(
@@ -363,15 +384,10 @@ def decide(
         events = _DECIDERS[command_type](state, command)
     if not limits_in_force.limits_any:
         return events
-    match command:
-        case DebitPoints(kind=kind, amount_points=amount) if kind in _DEBIT_OPERATIONS:
-            operation = _DEBIT_OPERATIONS[kind]
-        case HoldPoints(amount_points=amount):
-            operation = LimitedOperation.MARKET_SELL
-        case ReserveBuy(quantity_points=amount):
-            operation = LimitedOperation.MARKET_BUY
-        case _:
-            return events
+    limited = _limited(command)
+    if limited is None:
+        return events
+    operation, amount = limited
     assert state is not None, "a command that was accepted names an open account"
     account = state
 
@@ -465,14 +481,10 @@ def _pending(pending: tuple[PendingIssue, ...], event: AccountEvent) -> tuple[Pe
 
 def _counted(usage: Usage, event: AccountEvent) -> Usage:
     """Return the usage after `event`: debits, sales and purchases count at their time."""
-    # Identity tests, not matches or enum-keyed look-ups: this runs for every debit.
+    operation: LimitedOperation | None
     if isinstance(event, PointsDebited):
-        kind = event.kind
-        if kind is TransferKind.TRANSFER:
-            operation = LimitedOperation.TRANSFER
-        elif kind is TransferKind.REDEEM:
-            operation = LimitedOperation.REDEEM
-        else:
+        operation = _debit_operation(event.kind)
+        if operation is None:
             return usage
     elif isinstance(event, PointsSold):
         operation = LimitedOperation.MARKET_SELL
