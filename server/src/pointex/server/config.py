@@ -3,8 +3,8 @@
 A setting is read from its command-line flag, else from its environment variable,
 else from its default. Values are validated once, here, and the servers receive
 frozen `CommandConfig` / `QueryConfig` / `SandboxConfig` objects (the sandbox payment
-provider is the third kind of server). docs/configuration.md lists the
-same table; a test keeps the two in step.
+provider is the third kind of server); `pointex-command-server migrate` gets a
+`MigrateConfig`. docs/configuration.md lists the same table; a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ _COMMAND = frozenset({"command"})
 _QUERY = frozenset({"query"})
 _SANDBOX = frozenset({"sandbox"})
 _ALL = _BOTH | _SANDBOX
+# `pointex-command-server migrate`: the event store's settings and the logs', nothing else.
+_MIGRATE = frozenset({"migrate"})
 
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
@@ -63,7 +65,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "POINTEX_STORE_URL",
         f"sqlite:///{DEFAULT_DATA_DIR}/events.db",
         "event store: sqlite:///<file> or postgresql://user@host:port/db[?schema=name]",
-        _COMMAND,
+        _COMMAND | _MIGRATE,
     ),
     Setting(
         "allow_unsafe_durability",
@@ -71,7 +73,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "false",
         "start even when the store would not make commits durable (synchronous_commit or "
         "fsync off, SQLite synchronous below FULL); logged loudly",
-        _COMMAND,
+        _COMMAND | _MIGRATE,
     ),
     Setting(
         "read_store_url",
@@ -134,8 +136,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "empty: no metrics endpoint",
         _BOTH,
     ),
-    Setting("log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _ALL),
-    Setting("log_format", "POINTEX_LOG_FORMAT", "json", "json (one object a line) or text", _ALL),
+    Setting(
+        "log_level", "POINTEX_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _ALL | _MIGRATE
+    ),
+    Setting(
+        "log_format",
+        "POINTEX_LOG_FORMAT",
+        "json",
+        "json (one object a line) or text",
+        _ALL | _MIGRATE,
+    ),
     Setting(
         "event_loop",
         "POINTEX_EVENT_LOOP",
@@ -230,6 +240,7 @@ _PROGRAMS: Final = {
     "command": "pointex-command-server",
     "query": "pointex-query-server",
     "sandbox": "pointex-sandbox-provider",
+    "migrate": "pointex-command-server migrate",
 }
 # All of it: a share in basis points is at most 10 000 (100 %). A unit, not a tunable bound,
 # so it is not in limits.py.
@@ -290,6 +301,16 @@ class QueryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrateConfig:
+    """Settings of `pointex-command-server migrate`: the event store, and the logs."""
+
+    store_url: str
+    allow_unsafe_durability: bool
+    log_level: str
+    log_format: str
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxConfig:
     """Settings of the sandbox payment provider."""
 
@@ -338,7 +359,7 @@ def _raw_values(
         values[setting.key] = (
             flag_value if flag_value is not None else env.get(setting.env, setting.default)
         )
-    if not values["listen"]:
+    if server in _DEFAULT_LISTEN and not values["listen"]:
         values["listen"] = _DEFAULT_LISTEN[server]
     return values
 
@@ -463,7 +484,8 @@ def command_config(
         "command",
         argv,
         os.environ if env is None else env,
-        "Pointex command server: CommandService and EventFeed over the event store.",
+        "Pointex command server: CommandService and EventFeed over the event store. "
+        "`pointex-command-server migrate` applies the event store's migrations and exits.",
     )
     return CommandConfig(
         common=_common(values),
@@ -500,6 +522,26 @@ def query_config(
         read_store_url=_store_url("read_store_url", values["read_store_url"]),
         command_target=_host_port("command_target", values["command_target"]),
         feed_token=_token("feed_token", values["feed_token"]),
+    )
+
+
+def migrate_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> MigrateConfig:
+    """Build and validate the settings of `pointex-command-server migrate`."""
+    values = _raw_values(
+        "migrate",
+        argv,
+        os.environ if env is None else env,
+        "Apply the event store's pending migrations, print its schema version and exit. Run "
+        "it as the role that owns the store's schema, so that the command server's own role "
+        "needs no DDL privilege (docs/operations.md).",
+    )
+    return MigrateConfig(
+        store_url=_store_url("store_url", values["store_url"]),
+        allow_unsafe_durability=_bool("allow_unsafe_durability", values["allow_unsafe_durability"]),
+        log_level=_choice("log_level", values["log_level"], _LOG_LEVELS, str.upper),
+        log_format=_choice("log_format", values["log_format"], _LOG_FORMATS, str.lower),
     )
 
 

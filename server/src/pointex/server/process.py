@@ -2,7 +2,8 @@
 
 Read the configuration, set up logging, install the stop signals, start the server,
 announce its port, serve until signalled, drain, and turn every start-up failure an
-operator can fix into a one-line message and an exit code.
+operator can fix into a one-line message and an exit code. `run_task` does the same for a
+one-off task of a server's console script (`pointex-command-server migrate`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 from pointex.server.config import CommonConfig, ConfigError
 from pointex.server.grpc_edge.auth import TokenFileError
@@ -31,7 +32,8 @@ except ImportError:  # pragma: no cover - a platform without uvloop (Windows).
 
 # Exit codes an operator (or a supervisor) can act on.
 EXIT_CONFIG: Final = 2  # a setting, the tokens file or a store URL is invalid
-EXIT_STORE: Final = 3  # a store refused: unreachable, unsafe durability, schema too new
+EXIT_STORE: Final = 3  # a store refused: unreachable, unsafe durability, schema too new or
+# not migrated (and this role may not migrate it)
 
 
 class HasCommon(Protocol):
@@ -63,7 +65,22 @@ class Serving(Protocol):
         """Release what the server owns once gRPC has stopped."""
 
 
+class HasLogging(Protocol):
+    """A one-off task's configuration: it says how to log."""
+
+    @property
+    def log_level(self) -> str:
+        """Return the lowest level logged."""
+        ...
+
+    @property
+    def log_format(self) -> str:
+        """Return json or text."""
+        ...
+
+
 C = TypeVar("C", bound=HasCommon)
+T = TypeVar("T", bound=HasLogging)
 
 
 def run_server(
@@ -101,4 +118,32 @@ def run_server(
     except StoreError as error:
         log.error("%s: store refused: %s", program, error)  # noqa: TRY400 - no trace needed.
         return EXIT_STORE
+    return 0
+
+
+def run_task(
+    program: str,
+    parse: Callable[[Sequence[str] | None], T],
+    task: Callable[[T], Coroutine[Any, Any, str]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Run a one-off `task` of `program`, print the line it returns; return the exit code.
+
+    Failures an operator can fix end as in `run_server`: a message and an exit code.
+    """
+    try:
+        config = parse(argv)
+    except ConfigError as error:
+        print(f"{program}: {error}", file=sys.stderr)  # noqa: T201 - before logging exists.
+        return EXIT_CONFIG
+    configure_logging(config.log_level, config.log_format)
+    try:
+        outcome = asyncio.run(task(config))
+    except ValueError as error:
+        log.error("%s: invalid configuration: %s", program, error)  # noqa: TRY400 - no trace needed.
+        return EXIT_CONFIG
+    except StoreError as error:
+        log.error("%s: store refused: %s", program, error)  # noqa: TRY400 - no trace needed.
+        return EXIT_STORE
+    print(outcome, flush=True)  # noqa: T201 - the task's result, for people and scripts.
     return 0

@@ -42,3 +42,7 @@ class DurabilityUnsafe(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database schema is newer than this code knows."""
+
+
+class SchemaNotMigrated(StoreError):
+    """The database lacks migrations, and the connection's role may not apply them."""

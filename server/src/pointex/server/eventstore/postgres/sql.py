@@ -14,6 +14,15 @@ CREATE TABLE IF NOT EXISTS pointex_schema_migrations (
 )
 """
 
+# Asked before anything is created: a role without CREATE on the schema (the servers'
+# least-privilege role) must open an up-to-date store without a DDL statement, and even
+# CREATE TABLE IF NOT EXISTS needs CREATE on the schema.
+MIGRATIONS_TABLE_EXISTS = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'pointex_schema_migrations'
+)
+"""
+
 SELECT_MIGRATIONS = "SELECT version FROM pointex_schema_migrations"
 
 # The database's clock, so that several command servers record one clock.

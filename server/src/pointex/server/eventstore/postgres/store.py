@@ -45,7 +45,8 @@ from pointex.server.eventstore.port import (
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.appender import Appender, text_array
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
-from pointex.server.store_migrations import load_migrations, pending_migrations
+from pointex.server.store_errors import SchemaNotMigrated, StoreError
+from pointex.server.store_migrations import Migration, load_migrations, pending_migrations
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ NOTIFY_CHANNEL = "pointex_events"
 # only plain lower-case identifiers are accepted; they need no quoting.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATIONS = load_migrations("pointex.server.eventstore.postgres")
+# What PostgreSQL answers a role that may not create in the schema: no privilege, or (for a
+# schema it may not even use) no schema in its search_path to create in.
+_NOT_PERMITTED = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidSchemaNameError)
 
 
 class PostgresEventStore:
@@ -178,23 +182,56 @@ class PostgresEventStore:
         )
 
     async def _migrate(self, connection: Any) -> None:
-        """Create the schema if missing and apply pending migrations, one opener at a time."""
+        """Apply pending migrations, one opener at a time; with none pending, change nothing.
+
+        So a role that may not create tables (the servers' least-privilege role,
+        docs/operations.md) opens a migrated store, and on a store that lacks a migration
+        gets `SchemaNotMigrated`, which names the migration and how to apply it.
+        """
         async with connection.transaction(isolation="read_committed"):
             await connection.execute(sql.TAKE_LOCK, MIGRATION_LOCK_KEY)
-            if not await connection.fetchval(sql.SCHEMA_EXISTS, self._schema):
-                # The name matched _SCHEMA_NAME, so it is a plain identifier.
-                await connection.execute(f"CREATE SCHEMA {self._schema}")
-            await connection.execute(sql.CREATE_MIGRATIONS_TABLE)
-            applied = await connection.fetch(sql.SELECT_MIGRATIONS)
-            for migration in pending_migrations(
+            pending = pending_migrations(
                 _MIGRATIONS,
-                [row[0] for row in applied],
+                await self._applied_versions(connection),
                 store="event store",
                 advice="upgrade Pointex before opening this store",
-            ):
-                await connection.execute(migration.sql)
-                await connection.execute(sql.INSERT_MIGRATION, migration.version)
-                _log.info("applied event-store migration %s", migration.name)
+            )
+            if not pending:
+                return
+            try:
+                await self._apply(connection, pending)
+            except _NOT_PERMITTED as error:
+                names = ", ".join(migration.name for migration in pending)
+                raise SchemaNotMigrated(
+                    f"the event store (schema {self._schema}) lacks migration {names}, and "
+                    f"this role may not apply it ({error}); run `pointex-command-server "
+                    "migrate` with the store URL of the schema's owner role, then start "
+                    "again (docs/operations.md)"
+                ) from error
+
+    async def _applied_versions(self, connection: Any) -> list[int]:
+        """Return the migrations recorded in the schema, none when it has no record yet."""
+        try:
+            if not await connection.fetchval(sql.MIGRATIONS_TABLE_EXISTS, self._schema):
+                return []
+            return [row[0] for row in await connection.fetch(sql.SELECT_MIGRATIONS)]
+        # The table exists: a role that does not find it may not use the schema.
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedTableError) as error:
+            raise StoreError(
+                f"this role may not read the event store (schema {self._schema}): {error}; "
+                "grant it the privileges docs/operations.md lists"
+            ) from error
+
+    async def _apply(self, connection: Any, pending: Sequence[Migration]) -> None:
+        """Create the schema if missing and apply `pending` (in the caller's transaction)."""
+        if not await connection.fetchval(sql.SCHEMA_EXISTS, self._schema):
+            # The name matched _SCHEMA_NAME, so it is a plain identifier.
+            await connection.execute(f"CREATE SCHEMA {self._schema}")
+        await connection.execute(sql.CREATE_MIGRATIONS_TABLE)
+        for migration in pending:
+            await connection.execute(migration.sql)
+            await connection.execute(sql.INSERT_MIGRATION, migration.version)
+            _log.info("applied event-store migration %s", migration.name)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
