@@ -125,6 +125,22 @@ def reversals(client: PointexClient) -> None:
     assert client.get_account(alice, consistent=True).available_points == kept
 
 
+def fees(client: PointexClient) -> None:
+    """Quote the program's fee on a transfer, then transfer holding the program to it."""
+    # -- snippet: fees --
+    quoted = client.quote_transfer(bob, 20, consistent=True)  # what bob would pay now
+    print(f"bob gives 20 and pays {quoted.quote.fee_points} more: {quoted.total_points} in all")
+    try:
+        sent = client.transfer(bob, alice, 20, "thanks", fee_quote=quoted.quote)
+        print(f"fee paid {sent.fee_points}, bob has {sent.from_available_points} left")
+    except Refused as refused:
+        if refused.reason != "FEE_SCHEDULE_CHANGED":  # another reason: the caller decides
+            raise
+        print("the fee is now", refused.metadata["fee_points"])  # quote again, ask bob again
+    # -- end of snippet --
+    assert quoted.total_points == 20 + quoted.quote.fee_points
+
+
 async def asynchronous() -> None:
     """The same calls from asyncio, and a notification watch that resumes from a cursor."""
     # -- snippet: async --
@@ -149,6 +165,7 @@ def main() -> None:
         movements(client)
         reads(client)
         reversals(client)
+        fees(client)
     asyncio.run(asynchronous())
     print("tour complete")
 

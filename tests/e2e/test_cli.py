@@ -414,15 +414,19 @@ async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cl
     """Set the sample rules at version 0, show them; a set from version 0 again is refused."""
     empty = await cli.ok("rules", "show")
     assert re.search(r"│ version\s+│ 0 ", empty.stdout), empty.stdout
-    assert re.search(r"│ reversal debt max │ -", empty.stdout), empty.stdout
+    assert re.search(r"│ reversal debt max\s+│ -", empty.stdout), empty.stdout
+    assert re.search(r"│ transfer fee\s+│ - ", empty.stdout), empty.stdout
     assert "no limits" in empty.stdout
     sample = str(EXAMPLES / "program_rules.json")
     first = await cli.ok("rules", "set", "--file", sample, "--expected-version", "0")
-    assert "program rules set: version 1, 3 limits" in first.stdout
+    fee = "transfer fee 1 + 5‰ (rounded up) → program-fees"
+    assert f"program rules set: version 1, 3 limits, {fee}" in first.stdout
     position = first.stdout.split("position ")[1].split()[0]
 
     table = await cli.ok("rules", "show", "--after", position)
     assert re.search(r"│ version\s+│ 1 ", table.stdout), table.stdout
+    assert re.search(r"│ transfer fee\s+│ 1 \+ 5‰ \(rounded up\) → program-fees", table.stdout)
+    assert re.search(r"│ fee schedule version │ 1 ", table.stdout), table.stdout
     rows = [line for line in table.stdout.splitlines() if "TRANSFER" in line or "BUY" in line]
     # operation, account kind, tier, min, max, step, daily max, yearly max.
     assert [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows] == [
@@ -453,7 +457,10 @@ async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cl
     assert second.json()["version"] == "2"
     after = second.json()["position"]
     assert isinstance(after, str)
-    (redeem,) = _limits_of(await cli.ok("rules", "show", "--after", after, "--json"))
+    shown_after = await cli.ok("rules", "show", "--after", after, "--json")
+    # The file sets no fee: the fee is gone, a change of the fee schedule at version 2.
+    assert shown_after.json()["fee_schedule_version"] == "2"
+    (redeem,) = _limits_of(shown_after)
     assert (redeem["operation"], redeem["account_kind"]) == (
         "LIMITED_OPERATION_REDEEM",
         "ACCOUNT_KIND_MEMBER",
@@ -463,6 +470,33 @@ async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cl
     )
     assert forbidden.code == EXIT_REFUSED
     assert "PERMISSION_DENIED ROLE_FORBIDDEN" in forbidden.stderr
+
+
+async def test_points_quote_prints_the_fee_of_the_rules_in_force(cli: Cli) -> None:
+    """The sample rules' fee (1 + 5 per mille) through both servers: 250 points pay 3."""
+    shop, alice, _bob = await open_funded(cli)
+    acme = cli.acting_as("acme")
+    issued = (await acme.ok("points", "issue", shop, alice, "300", "--json")).json()
+    at = issued["position"]
+    assert isinstance(at, str)
+    ask = ("points", "quote", "--from", alice, "--amount", "250")
+    free = (await acme.ok(*ask, "--after", at, "--json")).json()
+    assert (free["quote"], free["total_points"]) == (
+        {"fee_points": "0", "schedule_version": "0"},
+        "250",
+    )
+    sample = str(EXAMPLES / "program_rules.json")
+    rules = await cli.ok("rules", "set", "--file", sample, "--expected-version", "0", "--json")
+    after = rules.json()["position"]
+    assert isinstance(after, str)
+    quote = await acme.ok(*ask, "--after", after)
+    assert re.search(r"│ fee\s+│ 3 ", quote.stdout), quote.stdout
+    assert re.search(r"│ total\s+│ 253 ", quote.stdout), quote.stdout
+    assert re.search(r"│ fee account\s+│ program-fees ", quote.stdout), quote.stdout
+    assert f"points transfer {alice} TO 250 --fee-quote 3:1" in quote.stdout
+    others = await cli.acting_as("other")(*ask, "--after", after)
+    assert others.code == EXIT_REFUSED, others
+    assert others.stderr.startswith("error: PERMISSION_DENIED NOT_OWNER"), others
 
 
 async def test_a_rules_file_that_does_not_parse_is_a_usage_error(tmp_path: Path) -> None:
@@ -514,6 +548,6 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    # account 8, points 8, order 4, trade 2, book, markets, watch, audit, status, rules 2,
+    # account 8, points 9, order 4, trade 2, book, markets, watch, audit, status, rules 2,
     # admin token 3
-    assert leaves == 32
+    assert leaves == 33

@@ -143,3 +143,6 @@ async def test_the_tour_that_the_partner_guide_quotes_runs_green(stack: Stack) -
     assert "FAILED_PRECONDITION INSUFFICIENT_POINTS" in ran.stdout
     assert "ACCOUNT_NOT_FOUND" in ran.stdout
     assert "alice received 10" in ran.stdout
+    # The fee snippet: no fee schedule in this stack, so a quote of 0 the transfer holds to.
+    assert "bob gives 20 and pays 0 more: 20 in all" in ran.stdout
+    assert "fee paid 0, bob has 85 left" in ran.stdout  # 80 given, 25 referral, 20 back.

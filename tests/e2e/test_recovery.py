@@ -30,6 +30,7 @@ from pointex.server.domain.commands import HoldPoints
 from pointex.server.domain.events import NEVER, AccountEvent, PointsActivated, TransferCompleted
 from pointex.server.domain.market_events import OrderPlaced, TradeCancelled
 from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import (
     Caller,
     Instant,
@@ -67,6 +68,7 @@ class Terms:
     amount_points: int
     memo: str
     activates_at: Instant = NEVER
+    fee_quote: FeeQuote | None = None
 
 
 @dataclass(frozen=True)

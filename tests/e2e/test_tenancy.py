@@ -269,6 +269,11 @@ ROWS: dict[str, Row] = {
         lambda _: qpb.GetProgramRulesRequest(),
         PUBLIC,
     ),
+    # A quote is read off the source account, which only its partner (or an operator) may.
+    "/pointex.v1.QueryService/QuoteTransfer": (
+        lambda a: qpb.QuoteTransferRequest(from_account_id=a.member, amount_points=5),
+        DENIED,
+    ),
     "/pointex.v1.QueryService/CheckInvariants": (
         lambda _: qpb.CheckInvariantsRequest(),
         FORBIDDEN,

@@ -111,7 +111,9 @@ async def test_the_typescript_tour_that_the_partner_guide_quotes_runs_green(stac
     assert "alice received 10" in ran.stdout
     assert "TRANSFER_OUT -80 happy birthday" in ran.stdout
     assert re.search(r"^trade \S+: SETTLED$", ran.stdout, re.MULTILINE), ran.stdout
-    assert "bob has 150 points" in ran.stdout  # 80 given, 25 referral, 5 bulk, 40 bought
+    # 80 given, 25 referral, 20 given back (with a fee quote), 5 bulk, 40 bought.
+    assert "bob has 130 points" in ran.stdout
+    assert "bob gives 20 and pays 0 more: 20 in all" in ran.stdout  # No fee schedule.
     assert "row 3: ACCOUNT_NOT_FOUND" in ran.stdout
     assert "callback: SETTLED" in ran.stdout
     assert "tour complete" in ran.stdout

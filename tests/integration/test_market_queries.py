@@ -71,6 +71,7 @@ class Served:
     acme: Queries
     other: Queries
     third: Queries
+    target: str = ""  # host:port of the server, for an SDK client
 
     async def feed(self, events: list[events_pb2.Event]) -> common_pb2.Position:
         """Project `events` as the feed subscriber would; return the last one's position."""
@@ -119,6 +120,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
                 Queries(channel, ACME_TOKEN),
                 Queries(channel, OTHER_TOKEN),
                 Queries(channel, THIRD_TOKEN),
+                f"127.0.0.1:{running.port}",
             )
     finally:
         watch.close()

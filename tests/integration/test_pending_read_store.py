@@ -21,7 +21,13 @@ from pointex.server.query.readstore.port import (
 from pointex.v1 import events_pb2
 from tests.feed_events import Log
 from tests.integration import test_read_store
-from tests.integration.test_read_store import MakeReadStore, apply, run_statements, seed
+from tests.integration.test_read_store import (
+    UNDO_MIGRATION_6,
+    MakeReadStore,
+    apply,
+    run_statements,
+    seed,
+)
 
 # The read-store fixtures of the contract suite, shared as they are.
 read_store_url = test_read_store.read_store_url
@@ -179,6 +185,7 @@ async def _undo_migration_4(url: str) -> None:
     await run_statements(
         url,
         [
+            *UNDO_MIGRATION_6,
             "ALTER TABLE g1_accounts DROP COLUMN debt_floor_points",
             "DELETE FROM g1_schema_migrations WHERE version = 5",
             "ALTER TABLE g1_accounts DROP COLUMN pending_points",

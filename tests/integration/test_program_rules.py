@@ -20,11 +20,13 @@ from pointex.server.command.app.idempotency import Request
 from pointex.server.domain import errors, streams
 from pointex.server.domain.commands import SetAccountTier
 from pointex.server.domain.program import (
+    NO_FEE,
     LimitedOperation,
     Program,
     ProgramRules,
     SetProgramRules,
     TransactionLimit,
+    TransferFee,
 )
 from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role
 from pointex.server.eventstore.port import EventStore
@@ -65,10 +67,14 @@ class _Replies:
 
 
 async def set_rules(
-    node: Node, request_id: str, expected: int, *limits_: TransactionLimit
+    node: Node,
+    request_id: str,
+    expected: int,
+    *limits_: TransactionLimit,
+    transfer_fee: TransferFee = NO_FEE,
 ) -> _Reply:
     """Change the program's rules through the command handlers, as the servicer does."""
-    command = SetProgramRules(OPERATOR, expected, ProgramRules(limits_))
+    command = SetProgramRules(OPERATOR, expected, ProgramRules(limits_, 0, transfer_fee))
     digest = repr(command).encode()[:32].ljust(32, b"\0")
     return await node.handlers.set_program_rules(
         OPERATOR_PRINCIPAL,

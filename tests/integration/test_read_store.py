@@ -83,6 +83,7 @@ async def apply(
     orders = await store.orders([*keys.order_ids, *order_ids_of(trades.values())], generation)
     rules = await store.program_rules(generation) if keys.program_rules else None
     pending_issues = await store.pending_issues(keys.pending_issue_ids, generation)
+    in_flight = await store.in_flight(keys.in_flight_ids, generation)
     changes = project_batch(
         events,
         accounts,
@@ -91,6 +92,7 @@ async def apply(
         trades=trades,
         program_rules=rules,
         pending_issues=pending_issues,
+        in_flight=in_flight,
     )
     await store.apply(changes, generation)
     return changes
@@ -493,15 +495,27 @@ async def test_an_older_read_store_gets_the_tier_column_and_the_rules_table(
 
 
 async def _undo_migration_3(url: str) -> None:
-    """Take generation 1 of a closed read store back to schema version 2."""
+    """Take generation 1 of a closed read store back to schema version 2.
+
+    Migration 6 is undone too: it adds a column to the rules table this one drops.
+    """
     await run_statements(
         url,
         [
+            *UNDO_MIGRATION_6,
             "ALTER TABLE g1_accounts DROP COLUMN tier",
             "DROP TABLE g1_program_rules",
             "DELETE FROM g1_schema_migrations WHERE version = 3",
         ],
     )
+
+
+# What takes generation 1 from schema version 6 back to 5 (transfer fees).
+UNDO_MIGRATION_6 = (
+    "ALTER TABLE g1_movements DROP COLUMN fee_points",
+    "ALTER TABLE g1_program_rules DROP COLUMN fee_schedule_version",
+    "DELETE FROM g1_schema_migrations WHERE version = 6",
+)
 
 
 async def run_statements(url: str, statements: list[str]) -> None:

@@ -37,6 +37,13 @@ SAMPLES = [
     ev.AccountClosed("u1", "moved"),
     ev.TransferInitiated("t1", TransferKind.TRANSFER, "u1", "u2", 5, "gift", "r-1", 0),
     ev.TransferCompleted("t1"),
+    ev.PointsDebited(
+        "u1", "t3", TransferKind.TRANSFER, "u2", 10, "", 7, fee_points=3, fee_account_id="fees"
+    ),
+    ev.PointsCredited("fees", "t3", TransferKind.FEE, "u1", 3, "", 3),
+    ev.PointsReturned("u1", "t3", TransferKind.FEE, "fees", 3, 10),
+    ev.TransferCredited("t3"),
+    ev.TransferCompleted("t3", "ACCOUNT_CLOSED"),
     ev.TransferCompensated("t1", "ACCOUNT_CLOSED"),
     ev.CommandRecorded("r-1", "acme", "MintPoints", b"\x01" * 32, b"\x08\x05"),
     ev.PointsHeld("u1", "o1", "PTS-CNY", 5, 120, TimeInForce.IOC, "c-1", 5, 5),

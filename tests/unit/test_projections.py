@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pointex.server.query.projections import account_ids_of, keys_of, project_batch
 from pointex.server.query.projections.batch import UnknownSchemaVersion
-from pointex.server.query.readstore.port import AccountRow, Changes, PendingIssueRow
+from pointex.server.query.readstore.port import AccountRow, Changes, InFlightRow, PendingIssueRow
 from pointex.v1 import common_pb2, events_pb2, query_service_pb2
 from tests.feed_events import Log
 
@@ -28,6 +28,7 @@ class Rows:
         self.position = 0
         self.accounts: dict[str, AccountRow] = {}
         self.in_flight: dict[str, int] = {}
+        self.in_flight_rows: dict[str, InFlightRow] = {}
         self.minted = 0
         self.burned = 0
         self.movements = 0
@@ -37,12 +38,14 @@ class Rows:
     def apply(self, events: list[events_pb2.Event]) -> Changes:
         """Project a batch against these rows and keep its changes."""
         known = {i: self.accounts[i] for i in account_ids_of(events) if i in self.accounts}
+        keys = keys_of(events)
         issues = {
-            i: self.pending_issues[i]
-            for i in keys_of(events).pending_issue_ids
-            if i in self.pending_issues
+            i: self.pending_issues[i] for i in keys.pending_issue_ids if i in self.pending_issues
         }
-        changes = project_batch(events, known, self.position, pending_issues=issues)
+        flying = {i: self.in_flight_rows[i] for i in keys.in_flight_ids if i in self.in_flight_rows}
+        changes = project_batch(
+            events, known, self.position, pending_issues=issues, in_flight=flying
+        )
         self.position = changes.position
         self.pending_issues.update({row.transfer_id: row for row in changes.pending_issues})
         for transfer_id in changes.pending_issues_removed:
@@ -50,8 +53,10 @@ class Rows:
         self.accounts.update({row.account_id: row for row in changes.accounts})
         for row in changes.in_flight_added:
             self.in_flight[row.process_id] = row.amount_points
+            self.in_flight_rows[row.process_id] = row
         for process_id in changes.in_flight_removed:
             del self.in_flight[process_id]
+            del self.in_flight_rows[process_id]
         self.minted += changes.minted_points
         self.burned += changes.burned_points
         self.movements += len(changes.movements)

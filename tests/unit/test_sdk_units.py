@@ -158,3 +158,19 @@ def test_an_issue_that_activates_later_carries_its_time_and_refuses_a_naive_one(
     assert not builders.issue("m", "u", 5).issue_points.HasField("activates_at")
     with pytest.raises(ValueError, match="timezone-aware"):
         builders.issue("m", "u", 5, activates_at=dt.datetime(2027, 1, 5))  # noqa: DTZ001
+
+
+def test_a_transfer_fee_and_a_fee_quote_go_into_the_requests() -> None:
+    """transfer_fee names its parts; transfer(fee_quote=...) carries a copy, and none: unset."""
+    fee = builders.transfer_fee("program-fees", flat_points=2, per_mille=15)
+    assert (fee.flat_points, fee.per_mille, fee.fee_account_id) == (2, 15, "program-fees")
+    assert builders.transfer_fee("program-fees") == common_pb2.TransferFee(
+        fee_account_id="program-fees"
+    )
+    quote = common_pb2.FeeQuote(fee_points=4, schedule_version=3)
+    request = builders.transfer("a", "b", 100, "hi", fee_quote=quote).transfer_points
+    quote.fee_points = 9
+    assert request.HasField("fee_quote")
+    assert (request.fee_quote.fee_points, request.fee_quote.schedule_version) == (4, 3)
+    assert (request.amount_points, request.memo) == (100, "hi")
+    assert not builders.transfer("a", "b", 100).transfer_points.HasField("fee_quote")

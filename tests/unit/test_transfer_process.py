@@ -13,10 +13,12 @@ from pointex.server.domain.events import (
     PointsDebited,
     TransferCompensated,
     TransferCompleted,
+    TransferCredited,
     TransferInitiated,
     TransferReversed,
 )
 from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import Caller, Instant, Role, TransferKind
 
 KEY = "k" * 32
@@ -34,9 +36,13 @@ class Terms:
     amount_points: int = 40
     memo: str = "gift"
     activates_at: Instant = NEVER
+    fee_quote: FeeQuote | None = None
 
 
-def _initiated(terms: Terms = Terms()) -> TransferInitiated:
+FEE = 3
+
+
+def _initiated(terms: Terms = Terms(), fee: int = 0) -> TransferInitiated:
     debited = PointsDebited(
         terms.from_account_id,
         KEY,
@@ -45,16 +51,29 @@ def _initiated(terms: Terms = Terms()) -> TransferInitiated:
         terms.amount_points,
         terms.memo,
         60,
+        fee_points=fee,
+        fee_account_id="fees" if fee else "",
     )
     return process.initiated_of(terms, KEY, debited)
 
 
 def _phases() -> dict[str, process.Transfer]:
     debited = process.evolve(None, _initiated())
+    with_fee = process.evolve(None, _initiated(fee=FEE))
+    credited = process.evolve(with_fee, TransferCredited(KEY))
     return {
         "debited": debited,
         "completed": process.evolve(debited, TransferCompleted(KEY)),
         "compensated": process.evolve(debited, TransferCompensated(KEY, "ACCOUNT_CLOSED")),
+        "debited with a fee": with_fee,
+        "credited": credited,
+        "completed with its fee": process.evolve(credited, TransferCompleted(KEY)),
+        "completed, fee returned": process.evolve(
+            credited, TransferCompleted(KEY, "ACCOUNT_CLOSED")
+        ),
+        "compensated with a fee": process.evolve(
+            with_fee, TransferCompensated(KEY, "ACCOUNT_CLOSED")
+        ),
     }
 
 
@@ -70,6 +89,16 @@ EXPECTED = {
     ("completed", "refused"): "Ended COMPLETED",
     ("compensated", "resumed"): "Ended COMPENSATED ACCOUNT_CLOSED",
     ("compensated", "refused"): "Ended COMPENSATED ACCOUNT_CLOSED",
+    ("debited with a fee", "resumed"): "Credit",
+    ("debited with a fee", "refused"): "Compensate",
+    ("credited", "resumed"): "Credit",
+    ("credited", "refused"): "ReturnFee",
+    ("completed with its fee", "resumed"): "Ended COMPLETED",
+    ("completed with its fee", "refused"): "Ended COMPLETED",
+    ("completed, fee returned", "resumed"): "Ended COMPLETED ACCOUNT_CLOSED",
+    ("completed, fee returned", "refused"): "Ended COMPLETED ACCOUNT_CLOSED",
+    ("compensated with a fee", "resumed"): "Ended COMPENSATED ACCOUNT_CLOSED",
+    ("compensated with a fee", "refused"): "Ended COMPENSATED ACCOUNT_CLOSED",
 }
 
 
@@ -98,9 +127,9 @@ def test_the_credit_goes_to_the_destination_with_the_completion_at_version_one()
     assert step.command == CreditPoints(
         "acme:bob", KEY, TransferKind.TRANSFER, "acme:alice", 40, "gift"
     )
-    assert step.completed == TransferCompleted(KEY)
+    assert step.recorded == TransferCompleted(KEY)
     assert debited.version == 1
-    assert process.evolve(debited, step.completed).phase is process.Phase.COMPLETED
+    assert process.evolve(debited, step.recorded).phase is process.Phase.COMPLETED
 
 
 def test_a_refused_credit_returns_the_points_to_the_source_with_the_reason() -> None:
@@ -109,6 +138,43 @@ def test_a_refused_credit_returns_the_points_to_the_source_with_the_reason() -> 
     assert isinstance(step, process.Compensate)
     assert step.command == ReturnPoints("acme:alice", KEY, TransferKind.TRANSFER, "acme:bob", 40)
     assert step.compensated == TransferCompensated(KEY, "BALANCE_CEILING_EXCEEDED")
+
+
+def test_a_fee_is_due_after_the_destination_and_goes_to_the_fee_account() -> None:
+    """With a fee, the destination's credit records TransferCredited; the fee's credit ends it."""
+    with_fee = _phases()["debited with a fee"]
+    first = process.decide(with_fee, process.Resumed())
+    assert isinstance(first, process.Credit)
+    assert first.command.account_id == "acme:bob"
+    assert first.command.amount_points == 40  # The fee is not the destination's.
+    assert first.recorded == TransferCredited(KEY)
+    credited = process.evolve(with_fee, first.recorded)
+    assert (credited.phase, credited.version) == (process.Phase.CREDITED, 2)
+    second = process.decide(credited, process.Resumed())
+    assert isinstance(second, process.Credit)
+    assert second.command == CreditPoints(
+        "fees", KEY, TransferKind.FEE, "acme:alice", FEE, "gift", NEVER
+    )
+    assert second.recorded == TransferCompleted(KEY)
+
+
+def test_a_refused_fee_goes_back_alone_and_a_refused_transfer_returns_it_too() -> None:
+    """The fee account's refusal returns the fee only; the destination's returns everything."""
+    fee_back = process.decide(_phases()["credited"], process.CreditRefused("ACCOUNT_CLOSED"))
+    assert isinstance(fee_back, process.ReturnFee)
+    assert fee_back.command == ReturnPoints("acme:alice", KEY, TransferKind.FEE, "fees", FEE)
+    assert fee_back.completed == TransferCompleted(KEY, "ACCOUNT_CLOSED")
+    everything = process.decide(
+        _phases()["debited with a fee"], process.CreditRefused("ACCOUNT_FROZEN")
+    )
+    assert isinstance(everything, process.Compensate)
+    assert everything.command.amount_points == 40 + FEE
+
+
+def test_a_transfer_without_a_fee_is_never_credited_first() -> None:
+    """TransferCredited belongs to a transfer with a fee only."""
+    with pytest.raises(AssertionError):
+        process.evolve(_phases()["debited"], TransferCredited(KEY))
 
 
 @pytest.mark.parametrize("phase", ["completed", "compensated"])

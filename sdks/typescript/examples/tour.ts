@@ -243,6 +243,35 @@ async function reversals(client: PointexClient): Promise<void> {
   assert.equal(account?.availablePoints, kept);
 }
 
+/** Quote the program's fee on a transfer, then transfer holding the program to it. */
+async function fees(client: PointexClient): Promise<void> {
+  // -- snippet: fees --
+  const quoted = await client.queries.quoteTransfer({
+    fromAccountId: bob,
+    amountPoints: 20n,
+    minPosition: client.lastPosition(), // waits for this client's writes
+  });
+  const fee = quoted.quote?.feePoints ?? 0n;
+  console.log(`bob gives 20 and pays ${fee} more: ${quoted.totalPoints} in all`);
+  try {
+    const sent = await client.commands.transferPoints({
+      requestId: requestId(),
+      fromAccountId: bob,
+      toAccountId: alice,
+      amountPoints: 20n,
+      memo: "thanks",
+      feeQuote: quoted.quote, // exactly this fee, or refused with FEE_SCHEDULE_CHANGED
+    });
+    console.log(`fee paid ${sent.feePoints}, bob has ${sent.fromAvailablePoints} left`);
+  } catch (thrown) {
+    const refused = pointexError(thrown);
+    if (refused.reason !== "FEE_SCHEDULE_CHANGED") throw refused; // the caller decides
+    console.log(`the fee is now ${refused.metadata["fee_points"]}`); // quote again, ask again
+  }
+  // -- end of snippet --
+  assert.equal(quoted.totalPoints, 20n + fee);
+}
+
 /** Award several members in one stream; each command succeeds or fails on its own. */
 async function bulk(client: PointexClient): Promise<void> {
   // -- snippet: bulk --
@@ -386,6 +415,7 @@ async function main(): Promise<void> {
     await movements(client);
     await reads(client);
     await reversals(client);
+    await fees(client);
     await bulk(client);
     await watch(client);
     const trade = await market(client);

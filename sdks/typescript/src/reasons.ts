@@ -596,4 +596,14 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "issues than it may hold at once (server configuration, default 1000). Metadata: " +
       "\"account_id\", \"limit\".",
   }],
+  ["FEE_SCHEDULE_CHANGED", {
+    name: "FEE_SCHEDULE_CHANGED",
+    number: 66,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "A TransferPoints carried a fee quote (QueryService.QuoteTransfer) from a fee " +
+      "schedule that has changed since: nothing moves; quote again. Metadata: " +
+      "\"schedule_version\" (the schedule in force now), \"fee_points\" (the fee it asks " +
+      "now).",
+  }],
 ]);

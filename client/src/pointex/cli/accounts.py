@@ -202,6 +202,8 @@ def _movement_row(movement: qry.Movement) -> Sequence[Cell]:
         formatting.points(movement.available_points),
         formatting.points(movement.held_points),
         formatting.points(movement.pending_points),
+        # The fee a transfer paid, already within its available Δ.
+        formatting.points(movement.fee_points) if movement.fee_points else "",
         other or movement.memo,
     )
 
@@ -243,6 +245,7 @@ _HISTORY: Final[Listing[qry.Movement]] = Listing(
         "available#",
         "held#",
         "pending#",
+        "fee#",
         "other",
     ),
     row=_movement_row,

@@ -1,4 +1,4 @@
-"""`pointex points ...`: mint, issue, redeem, reverse, transfer and burn points."""
+"""`pointex points ...`: mint, issue, redeem, reverse, quote, transfer and burn points."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ from google.protobuf.message import Message
 
 from pointex.cli import award, formatting
 from pointex.cli.errors import EXIT_OK, UsageError
-from pointex.cli.output import Output, to_json
-from pointex.cli.registry import Handler, Subcommands, leaf, positive_int, request_id
+from pointex.cli.output import Cell, Output, to_json
+from pointex.cli.registry import Handler, Subcommands, add_after, leaf, positive_int, request_id
 from pointex.cli.session import Session
 from pointex.v1 import command_service_pb2 as cmd
+from pointex.v1 import common_pb2, errors_pb2
+from pointex.v1 import query_service_pb2 as qry
 
 
 def register(group: Subcommands) -> None:
     """Add `points` and its subcommands."""
     parser = group.add_parser(
-        "points", help="mint, issue, redeem, reverse, transfer and burn points"
+        "points", help="mint, issue, redeem, reverse, quote, transfer and burn points"
     )
     actions = parser.add_subparsers(title="points commands", metavar="COMMAND", required=True)
 
@@ -55,11 +57,7 @@ def register(group: Subcommands) -> None:
 
     _register_reversals(actions)
 
-    give = leaf(actions, "transfer", "give points: member → member", _transfer, mutating=True)
-    give.add_argument("from_account_id", metavar="FROM")
-    give.add_argument("to_account_id", metavar="TO")
-    give.add_argument("amount_points", type=positive_int, metavar="POINTS")
-    give.add_argument("--memo", default="", help="a message to the receiver")
+    _register_transfer(actions)
 
     burn = leaf(actions, "burn", "retire a merchant's points (operator)", _burn, mutating=True)
     burn.add_argument("merchant_account_id", metavar="MERCHANT")
@@ -110,6 +108,85 @@ def _register_reversals(actions: Subcommands) -> None:
         help="points to give back: 1 up to the redemption's amount",
     )
     undo_redeem.add_argument("--reason", default="", help="shown to the member")
+
+
+def _register_transfer(actions: Subcommands) -> None:
+    """Add `quote` (the fee a transfer would pay) and `transfer`, which may hold to a quote."""
+    quote = leaf(
+        actions,
+        "quote",
+        "the program's fee on a transfer from an account now, as a quote to transfer with",
+        _quote,
+    )
+    quote.add_argument(
+        "--from",
+        dest="from_account_id",
+        required=True,
+        metavar="ACCOUNT",
+        help="the member account that would give the points",
+    )
+    quote.add_argument(
+        "--amount",
+        dest="amount_points",
+        type=positive_int,
+        required=True,
+        metavar="POINTS",
+        help="the points it would give (the fee comes on top)",
+    )
+    add_after(quote)
+
+    give = leaf(actions, "transfer", "give points: member → member", _transfer, mutating=True)
+    give.add_argument("from_account_id", metavar="FROM")
+    give.add_argument("to_account_id", metavar="TO")
+    give.add_argument("amount_points", type=positive_int, metavar="POINTS")
+    give.add_argument("--memo", default="", help="a message to the receiver")
+    give.add_argument(
+        "--fee-quote",
+        type=_fee_quote,
+        default=None,
+        metavar="FEE:VERSION",
+        help="the quote `points quote` printed (the fee and its schedule version, e.g. 4:2): "
+        "the transfer pays exactly that fee, or is refused with FEE_SCHEDULE_CHANGED and "
+        "nothing moves if the program's fee schedule changed since (default: the fee in force "
+        "when the transfer is decided, which the reply states)",
+    )
+
+
+def _fee_quote(text: str) -> common_pb2.FeeQuote:
+    """Read `--fee-quote FEE:VERSION` for argparse: two whole numbers, 0 or more."""
+    fee, colon, version = text.partition(":")
+    if not (colon and fee.isdecimal() and version.isdecimal()):
+        message = f"expected FEE:VERSION as `points quote` prints it (e.g. 4:2), not {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return common_pb2.FeeQuote(fee_points=int(fee), schedule_version=int(version))
+
+
+def _quote(session: Session, out: Output, args: argparse.Namespace) -> int:
+    request = qry.QuoteTransferRequest(
+        min_position=args.after,
+        from_account_id=args.from_account_id,
+        amount_points=args.amount_points,
+    )
+    reply = session.read(session.queries.QuoteTransfer, request)
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    fee, version = reply.quote.fee_points, reply.quote.schedule_version
+    pairs: list[tuple[str, Cell]] = [
+        ("from", args.from_account_id),
+        ("points", _points(args)),
+        ("fee", formatting.points(fee)),
+        ("fee account", reply.fee_account_id or "-"),
+        ("total", formatting.points(reply.total_points)),
+        ("schedule version", str(version)),
+        ("as of", formatting.position_text(reply.as_of)),
+    ]
+    out.fields("transfer quote", pairs)
+    out.line(
+        f"to pay exactly this fee: pointex points transfer {args.from_account_id} TO "
+        f"{args.amount_points} --fee-quote {fee}:{version}"
+    )
+    return EXIT_OK
 
 
 def _activation_time(text: str) -> timestamp_pb2.Timestamp:
@@ -232,15 +309,29 @@ _reverse_redeem = _movement(
         f"{formatting.points(reply.merchant_available_points)}"
     ),
 )
+
+
+def _transferred(args: argparse.Namespace, reply: cmd.TransferPointsResponse) -> str:
+    """Return the line for a transfer, with the fee it paid (and its refusal) if any."""
+    fee = ""
+    if reply.fee_points or reply.fee_refused_reason:
+        fee = f", fee {formatting.points(reply.fee_points)}"
+    if reply.fee_refused_reason:
+        # The fee account could not take it: the fee came back and the transfer completed.
+        reason = formatting.enum_label(errors_pb2.ErrorReason.DESCRIPTOR, reply.fee_refused_reason)
+        fee += f" returned (the fee account refused it: {reason})"
+    return (
+        f"transferred {_points(args)} points {args.from_account_id} → {args.to_account_id}: "
+        f"transfer {reply.transfer_id}{fee}, sender available "
+        f"{formatting.points(reply.from_available_points)}"
+    )
+
+
 _transfer = _movement(
     "TransferPoints",
     cmd.TransferPointsRequest,
-    ("from_account_id", "to_account_id", "amount_points", "memo"),
-    lambda args, reply: (
-        f"transferred {_points(args)} points {args.from_account_id} → {args.to_account_id}: "
-        f"transfer {reply.transfer_id}, sender available "
-        f"{formatting.points(reply.from_available_points)}"
-    ),
+    ("from_account_id", "to_account_id", "amount_points", "memo", "fee_quote"),
+    _transferred,
 )
 _burn = _movement(
     "BurnPoints",

@@ -2,10 +2,12 @@
 
 A rules file holds one `pointex.v1.ProgramRules` in the protobuf JSON mapping, as
 `google.protobuf.json_format` reads it: `{"limits": [{"operation": "LIMITED_OPERATION_TRANSFER",
-"maxPoints": "25000"}]}`. Field names may be the JSON names (`maxPoints`) or the proto names
-(`max_points`), so the `rules` object of `pointex rules show --json` is a rules file as it is.
-The enum values may also be given by their short names, in any case: `transfer`, `redeem`,
-`market_buy`, `market_sell` for `operation`; `member`, `merchant` or `any` for `account_kind`.
+"maxPoints": "25000"}], "transferFee": {"flatPoints": "1", "perMille": "5",
+"feeAccountId": "program-fees"}}`. Field names may be the JSON names (`maxPoints`) or the
+proto names (`max_points`), so the `rules` object of `pointex rules show --json` is a rules
+file as it is. The enum values may also be given by their short names, in any case:
+`transfer`, `redeem`, `market_buy`, `market_sell` for `operation`; `member`, `merchant` or
+`any` for `account_kind`.
 """
 
 from __future__ import annotations
@@ -50,10 +52,17 @@ _LIMIT_COLUMNS: Final = (
 
 def register(group: Subcommands) -> None:
     """Add `rules` and its subcommands."""
-    parser = group.add_parser("rules", help="show and set the program's rules (limits)")
+    parser = group.add_parser(
+        "rules", help="show and set the program's rules (limits, transfer fee, debt policy)"
+    )
     actions = parser.add_subparsers(title="rules commands", metavar="COMMAND", required=True)
 
-    show = leaf(actions, "show", "show the program's rules in force: version and limits", _show)
+    show = leaf(
+        actions,
+        "show",
+        "show the program's rules in force: version, transfer fee, debt policy and limits",
+        _show,
+    )
     add_after(show)
 
     replace = leaf(
@@ -91,6 +100,8 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("set at", formatting.timestamp(reply.set_at)),
         ("as of", formatting.position_text(reply.as_of)),
         ("reversal debt max", formatting.bound_points(reply.rules.reversal_debt_max_points)),
+        ("transfer fee", fee_text(reply.rules.transfer_fee)),
+        ("fee schedule version", str(reply.fee_schedule_version)),
     ]
     out.fields("program rules", pairs)
     limits = reply.rules.limits
@@ -101,6 +112,16 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
     caption = f"{len(limits)} {noun}; - is no bound"
     out.table("limits", _LIMIT_COLUMNS, [_limit_row(limit) for limit in limits], caption)
     return EXIT_OK
+
+
+def fee_text(fee: common_pb2.TransferFee) -> str:
+    """Return a transfer fee schedule for people: `2 + 15‰ (rounded up) → fees`, or `-`."""
+    if not (fee.flat_points or fee.per_mille):
+        return "-"
+    parts = [formatting.points(fee.flat_points)] if fee.flat_points else []
+    if fee.per_mille:
+        parts.append(f"{fee.per_mille}‰ (rounded up)")
+    return f"{' + '.join(parts)} → {fee.fee_account_id}"
 
 
 def _limit_row(limit: common_pb2.TransactionLimit) -> Sequence[Cell]:
@@ -129,7 +150,9 @@ def _set(session: Session, out: Output, args: argparse.Namespace) -> int:
         out.json({"request_id": rid, **to_json(reply)})
         return EXIT_OK
     noun = "limit" if len(rules.limits) == 1 else "limits"
-    out.line(f"program rules set: version {reply.version}, {len(rules.limits)} {noun}")
+    fee = fee_text(rules.transfer_fee)
+    fee_part = "" if fee == "-" else f", transfer fee {fee}"
+    out.line(f"program rules set: version {reply.version}, {len(rules.limits)} {noun}{fee_part}")
     out.position(reply.position, rid)
     return EXIT_OK
 

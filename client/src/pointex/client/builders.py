@@ -88,6 +88,20 @@ def transaction_limit(
     )
 
 
+def transfer_fee(
+    fee_account_id: str, *, flat_points: int = 0, per_mille: int = 0
+) -> common_pb2.TransferFee:
+    """Return the fee schedule of member transfers, for `set_program_rules(transfer_fee=...)`.
+
+    A transfer of `amount` points then pays `flat_points + ceil(amount * per_mille / 1000)`
+    more, credited to the MERCHANT account `fee_account_id`; a transfer from that account
+    pays none. Both parts 0 (with no account) is no fee.
+    """
+    return common_pb2.TransferFee(
+        flat_points=flat_points, per_mille=per_mille, fee_account_id=fee_account_id
+    )
+
+
 def issue(
     merchant_account_id: str,
     member_account_id: str,
@@ -143,8 +157,13 @@ def transfer(
     memo: str = "",
     *,
     request_id: str | None = None,
+    fee_quote: common_pb2.FeeQuote | None = None,
 ) -> pb.BulkCommand:
-    """Return a bulk TransferPoints command (a member gives to another member)."""
+    """Return a bulk TransferPoints command (a member gives to another member).
+
+    With `fee_quote` (a `quote_transfer` reply's `quote`), the transfer pays exactly that fee,
+    or is refused with FEE_SCHEDULE_CHANGED if the fee schedule changed since the quote.
+    """
     return pb.BulkCommand(
         transfer_points=pb.TransferPointsRequest(
             request_id=request_id or new_request_id(),
@@ -152,6 +171,7 @@ def transfer(
             to_account_id=to_account_id,
             amount_points=amount_points,
             memo=memo,
+            fee_quote=fee_quote,
         )
     )
 

@@ -516,4 +516,13 @@ REASONS: Final[Mapping[str, Reason]] = {
         "issues than it may hold at once (server configuration, default 1000). Metadata: "
         '"account_id", "limit".',
     ),
+    "FEE_SCHEDULE_CHANGED": Reason(
+        "FEE_SCHEDULE_CHANGED",
+        66,
+        "FAILED_PRECONDITION",
+        "A TransferPoints carried a fee quote (QueryService.QuoteTransfer) from a fee "
+        "schedule that has changed since: nothing moves; quote again. Metadata: "
+        '"schedule_version" (the schedule in force now), "fee_points" (the fee it asks '
+        "now).",
+    ),
 }

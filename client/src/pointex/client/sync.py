@@ -222,10 +222,23 @@ class PointexClient:
         memo: str = "",
         *,
         request_id: str | None = None,
+        fee_quote: common_pb2.FeeQuote | None = None,
     ) -> pb.TransferPointsResponse:
-        """Give a member's points to another member."""
+        """Give a member's points to another member, paying the program's transfer fee.
+
+        With `fee_quote` (the `quote` of `quote_transfer`), the transfer pays exactly that fee
+        or raises Refused with reason FEE_SCHEDULE_CHANGED (nothing moves; quote again).
+        Without it, it pays the fee in force when it is decided. The reply states the fee paid
+        (`fee_points`, within the debit of `from_available_points`) and, if the fee account
+        refused the fee (it came back), `fee_refused_reason`.
+        """
         command = builders.transfer(
-            from_account_id, to_account_id, amount_points, memo, request_id=request_id
+            from_account_id,
+            to_account_id,
+            amount_points,
+            memo,
+            request_id=request_id,
+            fee_quote=fee_quote,
         )
         request = command.transfer_points
         return self.call_command(self._commands.TransferPoints, request, request.request_id)
@@ -297,18 +310,26 @@ class PointexClient:
         limits: Sequence[common_pb2.TransactionLimit],
         *,
         expected_version: int,
+        transfer_fee: common_pb2.TransferFee | None = None,
+        reversal_debt_max_points: int = 0,
         request_id: str | None = None,
     ) -> pb.SetProgramRulesResponse:
-        """Replace the program's limits (operator only), if they are still at `expected_version`.
+        """Replace the program's rules (operator only), if they are still at `expected_version`.
 
-        `expected_version` is the version `get_program_rules` returned (0 before any change);
-        a change made meanwhile raises Refused with reason PROGRAM_RULES_CHANGED.
+        The rules are replaced as a whole: the limits, the transfer fee (`builders.transfer_fee`;
+        None: no fee) and the reversal debt policy (0: none). `expected_version` is the version
+        `get_program_rules` returned (0 before any change); a change made meanwhile raises
+        Refused with reason PROGRAM_RULES_CHANGED.
         """
         rid = request_id or builders.new_request_id()
         request = pb.SetProgramRulesRequest(
             request_id=rid,
             expected_version=expected_version,
-            rules=common_pb2.ProgramRules(limits=limits),
+            rules=common_pb2.ProgramRules(
+                limits=limits,
+                transfer_fee=transfer_fee,
+                reversal_debt_max_points=reversal_debt_max_points,
+            ),
         )
         return self.call_command(self._commands.SetProgramRules, request, rid)
 
@@ -492,11 +513,31 @@ class PointexClient:
     def get_program_rules(
         self, *, consistent: bool = False, min_position: common_pb2.Position | None = None
     ) -> qry.GetProgramRulesResponse:
-        """Return the program's limits in force and their version."""
+        """Return the program's rules in force, their version and the fee schedule's version."""
         request = qry.GetProgramRulesRequest(
             min_position=self._min(consistent=consistent, min_position=min_position)
         )
         return self.call_query(self._query_stub().GetProgramRules, request)
+
+    def quote_transfer(
+        self,
+        from_account_id: str,
+        amount_points: int,
+        *,
+        consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
+    ) -> qry.QuoteTransferResponse:
+        """Return the fee a transfer of `amount_points` from an account would pay now.
+
+        The reply's `quote` (fee and fee schedule version) goes to `transfer(fee_quote=...)`;
+        `total_points` is what would leave the account and `fee_account_id` where the fee goes.
+        """
+        request = qry.QuoteTransferRequest(
+            from_account_id=from_account_id,
+            amount_points=amount_points,
+            min_position=self._min(consistent=consistent, min_position=min_position),
+        )
+        return self.call_query(self._query_stub().QuoteTransfer, request)
 
     def check_invariants(
         self, *, consistent: bool = False, min_position: common_pb2.Position | None = None

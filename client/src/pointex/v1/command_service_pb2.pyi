@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from pointex.v1 import common_pb2 as _common_pb2
+from pointex.v1 import errors_pb2 as _errors_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -319,6 +320,7 @@ class TransferPointsRequest(_message.Message):
     TO_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
+    FEE_QUOTE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; see CommandService. 1–128 id characters. Required."""
     from_account_id: _builtins.str
@@ -331,6 +333,14 @@ class TransferPointsRequest(_message.Message):
     """Points to give: 1 to the per-command maximum."""
     memo: _builtins.str
     """A message to the receiver; optional, at most 256 bytes."""
+    @_builtins.property
+    def fee_quote(self) -> _common_pb2.FeeQuote:
+        """The fee quote (QueryService.QuoteTransfer) the member agreed to; optional. With it, the
+        transfer pays exactly the quoted fee, or is refused with FEE_SCHEDULE_CHANGED if the fee
+        schedule changed since the quote. Without it, the transfer pays the fee of the schedule
+        in force when it is decided (see ProgramRules.transfer_fee), stated in the response.
+        """
+
     def __init__(
         self,
         *,
@@ -339,10 +349,11 @@ class TransferPointsRequest(_message.Message):
         to_account_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         memo: _builtins.str = ...,
+        fee_quote: _common_pb2.FeeQuote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fee_quote", b"fee_quote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "from_account_id", b"from_account_id", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "fee_quote", b"fee_quote", "from_account_id", b"from_account_id", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,10 +368,18 @@ class TransferPointsResponse(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
     FROM_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_REFUSED_REASON_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The id of the transfer process (stream `transfer-<transfer_id>`)."""
     from_available_points: _builtins.int
-    """The source account's available points right after its debit."""
+    """The source account's available points right after its debit (of the points and the fee)."""
+    fee_points: _builtins.int
+    """The fee debited with the points (ProgramRules.transfer_fee); 0 without one."""
+    fee_refused_reason: _errors_pb2.ErrorReason.ValueType
+    """Set only if the fee account refused the fee: it went back to the source, and the
+    transfer completed without it (see TransferCompleted).
+    """
     @_builtins.property
     def position(self) -> _common_pb2.Position:
         """Position of the transfer's last event (TransferCompleted)."""
@@ -371,10 +390,12 @@ class TransferPointsResponse(_message.Message):
         position: _common_pb2.Position | None = ...,
         transfer_id: _builtins.str = ...,
         from_available_points: _builtins.int = ...,
+        fee_points: _builtins.int = ...,
+        fee_refused_reason: _errors_pb2.ErrorReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_available_points", b"from_available_points", "position", b"position", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_points", b"fee_points", "fee_refused_reason", b"fee_refused_reason", "from_available_points", b"from_available_points", "position", b"position", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

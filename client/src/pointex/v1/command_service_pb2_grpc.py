@@ -261,14 +261,17 @@ class CommandServiceServicer:
 
     def TransferPoints(self, request, context):
         """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
+        Under a transfer fee (ProgramRules.transfer_fee) the source also pays the fee, credited to
+        the program's fee account as a step of the same transfer; INSUFFICIENT_POINTS counts the
+        points and the fee.
 
         Callers: operator; partner owning the source account (the destination may belong to
         anyone).
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
-        AMOUNT_NOT_IN_STEPS).
+        BALANCE_CEILING_EXCEEDED, FEE_SCHEDULE_CHANGED). Program limits (ProgramRules):
+        FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED, AMOUNT_NOT_IN_STEPS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -113,14 +113,17 @@ class CommandServiceStub:
     """
     TransferPoints: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.TransferPointsRequest, _command_service_pb2.TransferPointsResponse]
     """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
+    Under a transfer fee (ProgramRules.transfer_fee) the source also pays the fee, credited to
+    the program's fee account as a step of the same transfer; INSUFFICIENT_POINTS counts the
+    points and the fee.
 
     Callers: operator; partner owning the source account (the destination may belong to
     anyone).
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
-    AMOUNT_NOT_IN_STEPS).
+    BALANCE_CEILING_EXCEEDED, FEE_SCHEDULE_CHANGED). Program limits (ProgramRules):
+    FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED, AMOUNT_NOT_IN_STEPS).
     """
     BurnPoints: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.BurnPointsRequest, _command_service_pb2.BurnPointsResponse]
     """Burns (retires) points from a merchant account's available points.
@@ -358,14 +361,17 @@ class CommandServiceAsyncStub(CommandServiceStub):
     """
     TransferPoints: _aio.UnaryUnaryMultiCallable[_command_service_pb2.TransferPointsRequest, _command_service_pb2.TransferPointsResponse]  # type: ignore[assignment]
     """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
+    Under a transfer fee (ProgramRules.transfer_fee) the source also pays the fee, credited to
+    the program's fee account as a step of the same transfer; INSUFFICIENT_POINTS counts the
+    points and the fee.
 
     Callers: operator; partner owning the source account (the destination may belong to
     anyone).
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
     (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
     (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-    BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
-    AMOUNT_NOT_IN_STEPS).
+    BALANCE_CEILING_EXCEEDED, FEE_SCHEDULE_CHANGED). Program limits (ProgramRules):
+    FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED, AMOUNT_NOT_IN_STEPS).
     """
     BurnPoints: _aio.UnaryUnaryMultiCallable[_command_service_pb2.BurnPointsRequest, _command_service_pb2.BurnPointsResponse]  # type: ignore[assignment]
     """Burns (retires) points from a merchant account's available points.
@@ -630,14 +636,17 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_command_service_pb2.TransferPointsResponse, _abc.Awaitable[_command_service_pb2.TransferPointsResponse]]:
         """A member gives points to another member. Runs as a transfer process (kind TRANSFER).
+        Under a transfer fee (ProgramRules.transfer_fee) the source also pays the fee, credited to
+        the program's fee account as a step of the same transfer; INSUFFICIENT_POINTS counts the
+        points and the fee.
 
         Callers: operator; partner owning the source account (the destination may belong to
         anyone).
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, SAME_ACCOUNT); NOT_FOUND
         (ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
         (ACCOUNT_KIND_MISMATCH, ACCOUNT_FROZEN, ACCOUNT_CLOSED, INSUFFICIENT_POINTS,
-        BALANCE_CEILING_EXCEEDED). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
-        AMOUNT_NOT_IN_STEPS).
+        BALANCE_CEILING_EXCEEDED, FEE_SCHEDULE_CHANGED). Program limits (ProgramRules):
+        FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED, AMOUNT_NOT_IN_STEPS).
         """
 
     @_abc_1.abstractmethod

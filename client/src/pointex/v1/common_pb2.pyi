@@ -429,6 +429,11 @@ class _TransferKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Transfer
     """ReverseRedeem: points of a redemption go back from the MERCHANT account to the MEMBER
     account.
     """
+    TRANSFER_KIND_FEE: _TransferKind.ValueType  # 6
+    """The fee of a TransferPoints (ProgramRules.transfer_fee): from the giving MEMBER account to
+    the program's fee account, a MERCHANT account. Not a command of its own: it is a step of
+    that transfer and carries its transfer_id.
+    """
 
 class TransferKind(_TransferKind, metaclass=_TransferKindEnumTypeWrapper):
     """The business meaning of a point transfer between two accounts. A transfer is a process on
@@ -448,6 +453,11 @@ TRANSFER_KIND_REVERSE_ISSUE: TransferKind.ValueType  # 4
 TRANSFER_KIND_REVERSE_REDEEM: TransferKind.ValueType  # 5
 """ReverseRedeem: points of a redemption go back from the MERCHANT account to the MEMBER
 account.
+"""
+TRANSFER_KIND_FEE: TransferKind.ValueType  # 6
+"""The fee of a TransferPoints (ProgramRules.transfer_fee): from the giving MEMBER account to
+the program's fee account, a MERCHANT account. Not a command of its own: it is a step of
+that transfer and carries its transfer_id.
 """
 Global___TransferKind: _TypeAlias = TransferKind  # noqa: Y015
 
@@ -501,6 +511,12 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     """A merchant issued points that activate later: the member's side (pending +)."""
     MOVEMENT_KIND_POINTS_ACTIVATED: _MovementKind.ValueType  # 19
     """Pending points reached their activation time (pending −, available +)."""
+    MOVEMENT_KIND_FEE_IN: _MovementKind.ValueType  # 20
+    """The program's fee account received the fee of a member's TransferPoints (available +)."""
+    MOVEMENT_KIND_FEE_RETURNED: _MovementKind.ValueType  # 21
+    """The fee account could not take a transfer's fee (closed since the rules named it, or at
+    its ceiling): the fee came back to the member who paid it (available +).
+    """
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper):
     """The kind of one movement in an account's history. Each movement changes the account's
@@ -551,6 +567,12 @@ MOVEMENT_KIND_ISSUE_PENDING: MovementKind.ValueType  # 18
 """A merchant issued points that activate later: the member's side (pending +)."""
 MOVEMENT_KIND_POINTS_ACTIVATED: MovementKind.ValueType  # 19
 """Pending points reached their activation time (pending −, available +)."""
+MOVEMENT_KIND_FEE_IN: MovementKind.ValueType  # 20
+"""The program's fee account received the fee of a member's TransferPoints (available +)."""
+MOVEMENT_KIND_FEE_RETURNED: MovementKind.ValueType  # 21
+"""The fee account could not take a transfer's fee (closed since the rules named it, or at
+its ceiling): the fee came back to the member who paid it (available +).
+"""
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
 class _LimitedOperation:
@@ -1175,6 +1197,7 @@ class ProgramRules(_message.Message):
 
     LIMITS_FIELD_NUMBER: _builtins.int
     REVERSAL_DEBT_MAX_POINTS_FIELD_NUMBER: _builtins.int
+    TRANSFER_FEE_FIELD_NUMBER: _builtins.int
     reversal_debt_max_points: _builtins.int
     """The debt policy of reversals: a ReverseIssue or ReverseRedeem that finds fewer points
     available than it takes back (they were spent since) takes the account below zero, down
@@ -1185,16 +1208,90 @@ class ProgramRules(_message.Message):
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionLimit]:
         """The program's limits; at most 256, at most one per (operation, account_kind, tier)."""
 
+    @_builtins.property
+    def transfer_fee(self) -> Global___TransferFee:
+        """What a TransferPoints pays on top of the points it gives. Unset or all zero: no fee."""
+
     def __init__(
         self,
         *,
         limits: _abc.Iterable[Global___TransactionLimit] | None = ...,
         reversal_debt_max_points: _builtins.int = ...,
+        transfer_fee: Global___TransferFee | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer_fee", b"transfer_fee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProgramRules: _TypeAlias = ProgramRules  # noqa: Y015
+
+@_typing.final
+class TransferFee(_message.Message):
+    """The fee schedule of TransferPoints: a transfer of `amount_points` pays
+    fee_points = flat_points + ceil(amount_points × per_mille / 1000) more, from the same
+    account, credited to `fee_account_id`. Issues, redemptions, reversals and market trades pay
+    no transfer fee (market fees are in money: MarketConfig). The daily and yearly limits count
+    the points given, not the fee.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAT_POINTS_FIELD_NUMBER: _builtins.int
+    PER_MILLE_FIELD_NUMBER: _builtins.int
+    FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    flat_points: _builtins.int
+    """A fixed part, in points: 0 to the per-command maximum."""
+    per_mille: _builtins.int
+    """A part in thousandths of the points given, rounded up: 0 to 1000."""
+    fee_account_id: _builtins.str
+    """The MERCHANT account the fees go to: 1–64 id characters, required when either part is
+    not zero. A transfer from this account pays no fee. If the account cannot take a fee
+    when it is due (closed since, or at its ceiling), the fee goes back to the member and
+    the transfer still completes.
+    """
+    def __init__(
+        self,
+        *,
+        flat_points: _builtins.int = ...,
+        per_mille: _builtins.int = ...,
+        fee_account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_account_id", b"fee_account_id", "flat_points", b"flat_points", "per_mille", b"per_mille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferFee: _TypeAlias = TransferFee  # noqa: Y015
+
+@_typing.final
+class FeeQuote(_message.Message):
+    """The fee a transfer would pay (QueryService.QuoteTransfer). A TransferPoints that carries it
+    pays exactly this fee, or is refused with FEE_SCHEDULE_CHANGED if the schedule changed since.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEE_POINTS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
+    fee_points: _builtins.int
+    """The fee, in points; 0 when none applies."""
+    schedule_version: _builtins.int
+    """The version of the fee schedule it comes from: the program rules' version at which
+    ProgramRules.transfer_fee was last changed (0: never set).
+    """
+    def __init__(
+        self,
+        *,
+        fee_points: _builtins.int = ...,
+        schedule_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_points", b"fee_points", "schedule_version", b"schedule_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeeQuote: _TypeAlias = FeeQuote  # noqa: Y015

@@ -337,6 +337,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     more pending issues than it may hold at once (server configuration, default 1000).
     Metadata: "account_id", "limit".
     """
+    ERROR_REASON_FEE_SCHEDULE_CHANGED: _ErrorReason.ValueType  # 66
+    """FAILED_PRECONDITION. A TransferPoints carried a fee quote (QueryService.QuoteTransfer)
+    from a fee schedule that has changed since: nothing moves; quote again. Metadata:
+    "schedule_version" (the schedule in force now), "fee_points" (the fee it asks now).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -634,5 +639,10 @@ ERROR_REASON_TOO_MANY_PENDING_ISSUES: ErrorReason.ValueType  # 65
 """FAILED_PRECONDITION. An issue with a later activation time would give the member account
 more pending issues than it may hold at once (server configuration, default 1000).
 Metadata: "account_id", "limit".
+"""
+ERROR_REASON_FEE_SCHEDULE_CHANGED: ErrorReason.ValueType  # 66
+"""FAILED_PRECONDITION. A TransferPoints carried a fee quote (QueryService.QuoteTransfer)
+from a fee schedule that has changed since: nothing moves; quote again. Metadata:
+"schedule_version" (the schedule in force now), "fee_points" (the fee it asks now).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

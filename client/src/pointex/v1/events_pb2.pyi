@@ -121,6 +121,7 @@ class Event(_message.Message):
     TRANSFER_REVERSED_FIELD_NUMBER: _builtins.int
     POINTS_PENDING_FIELD_NUMBER: _builtins.int
     POINTS_ACTIVATED_FIELD_NUMBER: _builtins.int
+    TRANSFER_CREDITED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -305,6 +306,10 @@ class Event(_message.Message):
     def points_activated(self) -> Global___PointsActivated:
         """See PointsActivated."""
 
+    @_builtins.property
+    def transfer_credited(self) -> Global___TransferCredited:
+        """See TransferCredited."""
+
     def __init__(
         self,
         *,
@@ -354,12 +359,13 @@ class Event(_message.Message):
         transfer_reversed: Global___TransferReversed | None = ...,
         points_pending: Global___PointsPending | None = ...,
         points_activated: Global___PointsActivated | None = ...,
+        transfer_credited: Global___TransferCredited | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated", "transfer_credited"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -614,6 +620,8 @@ class TransferInitiated(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FROM_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     ACTIVATES_AT_FIELD_NUMBER: _builtins.int
+    FEE_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     kind: _common_pb2.TransferKind.ValueType
@@ -632,6 +640,12 @@ class TransferInitiated(_message.Message):
     """
     from_available_points: _builtins.int
     """The source account's available points after the debit."""
+    fee_points: _builtins.int
+    """For a TransferPoints under a fee schedule (ProgramRules.transfer_fee): the fee debited
+    from the source with the points, on top of `amount_points`; 0 without a fee.
+    """
+    fee_account_id: _builtins.str
+    """The account the fee goes to; empty without a fee."""
     @_builtins.property
     def activates_at(self) -> _timestamp_pb2.Timestamp:
         """For an issue: when its points become spendable (IssuePoints.activates_at); unset for
@@ -650,14 +664,41 @@ class TransferInitiated(_message.Message):
         request_id: _builtins.str = ...,
         from_available_points: _builtins.int = ...,
         activates_at: _timestamp_pb2.Timestamp | None = ...,
+        fee_points: _builtins.int = ...,
+        fee_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferInitiated: _TypeAlias = TransferInitiated  # noqa: Y015
+
+@_typing.final
+class TransferCredited(_message.Message):
+    """The destination of a transfer that pays a fee was credited; the fee's credit to the fee
+    account is due next (TransferCompleted follows it). A transfer whose accounts were all
+    decided at once writes no TransferCredited. Stream transfer-<transfer_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    """The transfer's id."""
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferCredited: _TypeAlias = TransferCredited  # noqa: Y015
 
 @_typing.final
 class PointsDebited(_message.Message):
@@ -675,6 +716,8 @@ class PointsDebited(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     PENDING_TRANSFER_ID_FIELD_NUMBER: _builtins.int
     DEBT_FLOOR_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account debited (the transfer's source)."""
     transfer_id: _builtins.str
@@ -698,6 +741,14 @@ class PointsDebited(_message.Message):
     """Set only for a reversal decided under the program's debt policy that took the account
     below zero: the lowest available balance the policy allowed then (negative). 0 otherwise.
     """
+    fee_points: _builtins.int
+    """The fee of a TransferPoints debited with its points (ProgramRules.transfer_fee), on top
+    of `amount_points`: available went down by both. 0 without a fee.
+    """
+    fee_account_id: _builtins.str
+    """The account the fee goes to (ProgramRules.transfer_fee.fee_account_id when the debit was
+    decided); empty without a fee.
+    """
     @_builtins.property
     def decided_at(self) -> _timestamp_pb2.Timestamp:
         """When the account decided the debit (its program limits' windows count it then); unset in
@@ -717,10 +768,12 @@ class PointsDebited(_message.Message):
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         pending_transfer_id: _builtins.str = ...,
         debt_floor_points: _builtins.int = ...,
+        fee_points: _builtins.int = ...,
+        fee_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "debt_floor_points", b"debt_floor_points", "decided_at", b"decided_at", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "debt_floor_points", b"debt_floor_points", "decided_at", b"decided_at", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -740,15 +793,17 @@ class PointsCredited(_message.Message):
     MEMO_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """The account credited (the transfer's destination)."""
+    """The account credited: the transfer's destination, or for kind FEE the fee account."""
     transfer_id: _builtins.str
     """The transfer this step belongs to."""
     kind: _common_pb2.TransferKind.ValueType
-    """ISSUE, REDEEM or TRANSFER."""
+    """The movement's kind; FEE for a transfer's fee credited to the program's fee account,
+    with `amount_points` the fee and the transfer's source as counterparty.
+    """
     counterparty_account_id: _builtins.str
     """The account that was debited."""
     amount_points: _builtins.int
-    """Points credited; positive, equal to the debit."""
+    """Points credited; positive, equal to the debit's amount (kind FEE: to its fee)."""
     memo: _builtins.str
     """The reason or memo of the transfer; may be empty."""
     available_points: _builtins.int
@@ -774,23 +829,30 @@ Global___PointsCredited: _TypeAlias = PointsCredited  # noqa: Y015
 
 @_typing.final
 class TransferCompleted(_message.Message):
-    """A transfer finished: the destination was credited. Last event of stream
-    transfer-<transfer_id>.
+    """A transfer finished: the destination was credited (and the fee account, for a transfer
+    that pays a fee). Last event of stream transfer-<transfer_id>.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    FEE_REFUSED_REASON_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
+    fee_refused_reason: _errors_pb2.ErrorReason.ValueType
+    """Set only when the fee account refused the transfer's fee (for example ACCOUNT_CLOSED or
+    BALANCE_CEILING_EXCEEDED): the fee went back to the source with a PointsReturned of kind
+    FEE, and the transfer completed without it.
+    """
     def __init__(
         self,
         *,
         transfer_id: _builtins.str = ...,
+        fee_refused_reason: _errors_pb2.ErrorReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_refused_reason", b"fee_refused_reason", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -798,8 +860,9 @@ Global___TransferCompleted: _TypeAlias = TransferCompleted  # noqa: Y015
 
 @_typing.final
 class PointsReturned(_message.Message):
-    """The destination of a transfer refused the credit, and the debited points came back to the
-    source. Stream account-<account_id> of the source.
+    """The destination of a transfer refused the credit, and the debited points (with the fee)
+    came back to the source; or, of kind FEE, the fee account refused the fee, which came back
+    alone. Stream account-<account_id> of the source.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -815,11 +878,13 @@ class PointsReturned(_message.Message):
     transfer_id: _builtins.str
     """The transfer being compensated."""
     kind: _common_pb2.TransferKind.ValueType
-    """ISSUE, REDEEM or TRANSFER."""
+    """The movement's kind; FEE for a transfer's fee the fee account refused, with
+    `amount_points` the fee.
+    """
     counterparty_account_id: _builtins.str
-    """The destination that refused the credit."""
+    """The destination that refused the credit, or for kind FEE the fee account."""
     amount_points: _builtins.int
-    """Points returned; positive, equal to the debit."""
+    """Points returned; positive: the debit and its fee, or (kind FEE) the fee alone."""
     available_points: _builtins.int
     """The account's available points after the return."""
     def __init__(

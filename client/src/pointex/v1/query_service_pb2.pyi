@@ -455,6 +455,7 @@ class Movement(_message.Message):
     MEMO_FIELD_NUMBER: _builtins.int
     PENDING_DELTA_POINTS_FIELD_NUMBER: _builtins.int
     PENDING_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_POINTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account."""
     account_version: _builtins.int
@@ -489,6 +490,10 @@ class Movement(_message.Message):
     """
     pending_points: _builtins.int
     """Pending points after the movement."""
+    fee_points: _builtins.int
+    """The fee paid with this movement (a TRANSFER_OUT under ProgramRules.transfer_fee), included
+    in available_delta_points; 0 otherwise.
+    """
     @_builtins.property
     def position(self) -> _common_pb2.Position:
         """Position of the event that made the movement."""
@@ -516,10 +521,11 @@ class Movement(_message.Message):
         memo: _builtins.str = ...,
         pending_delta_points: _builtins.int = ...,
         pending_points: _builtins.int = ...,
+        fee_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_version", b"account_version", "available_delta_points", b"available_delta_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "held_delta_points", b"held_delta_points", "held_points", b"held_points", "kind", b"kind", "memo", b"memo", "order_id", b"order_id", "pending_delta_points", b"pending_delta_points", "pending_points", b"pending_points", "position", b"position", "recorded_at", b"recorded_at", "trade_id", b"trade_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_version", b"account_version", "available_delta_points", b"available_delta_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "fee_points", b"fee_points", "held_delta_points", b"held_delta_points", "held_points", b"held_points", "kind", b"kind", "memo", b"memo", "order_id", b"order_id", "pending_delta_points", b"pending_delta_points", "pending_points", b"pending_points", "position", b"position", "recorded_at", b"recorded_at", "trade_id", b"trade_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1889,6 +1895,78 @@ class GetProgramRulesRequest(_message.Message):
 Global___GetProgramRulesRequest: _TypeAlias = GetProgramRulesRequest  # noqa: Y015
 
 @_typing.final
+class QuoteTransferRequest(_message.Message):
+    """Request of QueryService.QuoteTransfer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    FROM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    from_account_id: _builtins.str
+    """The MEMBER account that would give the points. Required."""
+    amount_points: _builtins.int
+    """Points it would give: 1 to the per-command maximum."""
+    @_builtins.property
+    def min_position(self) -> _common_pb2.Position:
+        """Answer only once projections reached this position; see QueryService."""
+
+    def __init__(
+        self,
+        *,
+        min_position: _common_pb2.Position | None = ...,
+        from_account_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "from_account_id", b"from_account_id", "min_position", b"min_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteTransferRequest: _TypeAlias = QuoteTransferRequest  # noqa: Y015
+
+@_typing.final
+class QuoteTransferResponse(_message.Message):
+    """Response of QueryService.QuoteTransfer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    QUOTE_FIELD_NUMBER: _builtins.int
+    FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_POINTS_FIELD_NUMBER: _builtins.int
+    fee_account_id: _builtins.str
+    """The account the fee would go to; empty when no fee applies."""
+    total_points: _builtins.int
+    """What would leave the account: amount_points plus the fee."""
+    @_builtins.property
+    def as_of(self) -> _common_pb2.Position:
+        """The position the answer reflects."""
+
+    @_builtins.property
+    def quote(self) -> _common_pb2.FeeQuote:
+        """The fee and the version of the schedule it comes from: pass it as
+        TransferPointsRequest.fee_quote.
+        """
+
+    def __init__(
+        self,
+        *,
+        as_of: _common_pb2.Position | None = ...,
+        quote: _common_pb2.FeeQuote | None = ...,
+        fee_account_id: _builtins.str = ...,
+        total_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "quote", b"quote"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "fee_account_id", b"fee_account_id", "quote", b"quote", "total_points", b"total_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteTransferResponse: _TypeAlias = QuoteTransferResponse  # noqa: Y015
+
+@_typing.final
 class GetProgramRulesResponse(_message.Message):
     """Response of QueryService.GetProgramRules."""
 
@@ -1898,8 +1976,13 @@ class GetProgramRulesResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     SET_AT_FIELD_NUMBER: _builtins.int
+    FEE_SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The rules' version: the number of changes so far (SetProgramRules.expected_version)."""
+    fee_schedule_version: _builtins.int
+    """The version of the transfer fee schedule: the rules' version at which
+    `rules.transfer_fee` last changed (0: never set). A fee quote carries it.
+    """
     @_builtins.property
     def as_of(self) -> _common_pb2.Position:
         """The position the answer reflects."""
@@ -1919,10 +2002,11 @@ class GetProgramRulesResponse(_message.Message):
         version: _builtins.int = ...,
         rules: _common_pb2.ProgramRules | None = ...,
         set_at: _timestamp_pb2.Timestamp | None = ...,
+        fee_schedule_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "rules", b"rules", "set_at", b"set_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "rules", b"rules", "set_at", b"set_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "fee_schedule_version", b"fee_schedule_version", "rules", b"rules", "set_at", b"set_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

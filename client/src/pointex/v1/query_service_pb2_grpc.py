@@ -144,6 +144,11 @@ class QueryServiceStub:
                 request_serializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.FromString,
                 _registered_method=True)
+        self.QuoteTransfer = channel.unary_unary(
+                '/pointex.v1.QueryService/QuoteTransfer',
+                request_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -373,6 +378,19 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuoteTransfer(self, request, context):
+        """Returns the fee a TransferPoints of `amount_points` from `from_account_id` would pay under
+        the fee schedule in force (ProgramRules.transfer_fee), as a quote to pass to
+        TransferPoints: the transfer then pays exactly this fee, or is refused with
+        FEE_SCHEDULE_CHANGED if the schedule changed in between.
+
+        Callers: operator; partner (for the accounts it owns).
+        Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -455,6 +473,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetProgramRules,
                     request_deserializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.SerializeToString,
+            ),
+            'QuoteTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteTransfer,
+                    request_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -919,6 +942,33 @@ class QueryService:
             '/pointex.v1.QueryService/GetProgramRules',
             pointex_dot_v1_dot_query__service__pb2.GetProgramRulesRequest.SerializeToString,
             pointex_dot_v1_dot_query__service__pb2.GetProgramRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.QueryService/QuoteTransfer',
+            pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.SerializeToString,
+            pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -193,6 +193,15 @@ class QueryServiceStub:
     Callers: operator; partner.
     Errors: only the common ones.
     """
+    QuoteTransfer: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.QuoteTransferRequest, _query_service_pb2.QuoteTransferResponse]
+    """Returns the fee a TransferPoints of `amount_points` from `from_account_id` would pay under
+    the fee schedule in force (ProgramRules.transfer_fee), as a quote to pass to
+    TransferPoints: the transfer then pays exactly this fee, or is refused with
+    FEE_SCHEDULE_CHANGED if the schedule changed in between.
+
+    Callers: operator; partner (for the accounts it owns).
+    Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -358,6 +367,15 @@ class QueryServiceAsyncStub(QueryServiceStub):
 
     Callers: operator; partner.
     Errors: only the common ones.
+    """
+    QuoteTransfer: _aio.UnaryUnaryMultiCallable[_query_service_pb2.QuoteTransferRequest, _query_service_pb2.QuoteTransferResponse]  # type: ignore[assignment]
+    """Returns the fee a TransferPoints of `amount_points` from `from_account_id` would pay under
+    the fee schedule in force (ProgramRules.transfer_fee), as a quote to pass to
+    TransferPoints: the transfer then pays exactly this fee, or is refused with
+    FEE_SCHEDULE_CHANGED if the schedule changed in between.
+
+    Callers: operator; partner (for the accounts it owns).
+    Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
     """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -617,6 +635,21 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Callers: operator; partner.
         Errors: only the common ones.
+        """
+
+    @_abc_1.abstractmethod
+    def QuoteTransfer(
+        self,
+        request: _query_service_pb2.QuoteTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.QuoteTransferResponse, _abc.Awaitable[_query_service_pb2.QuoteTransferResponse]]:
+        """Returns the fee a TransferPoints of `amount_points` from `from_account_id` would pay under
+        the fee schedule in force (ProgramRules.transfer_fee), as a quote to pass to
+        TransferPoints: the transfer then pays exactly this fee, or is refused with
+        FEE_SCHEDULE_CHANGED if the schedule changed in between.
+
+        Callers: operator; partner (for the accounts it owns).
+        Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
         """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -69,5 +69,7 @@ class ProgramActor(StreamActor[Program]):
     def _took_effect(self, recorded: list[RecordedEvent]) -> None:
         for event in recorded:
             if event.stream_id == self.stream_id:
-                changed = codec.decode(event)
-                self.publish(Program(event.stream_version, changed.rules))
+                # Changes take effect in commit order, each after the one before it.
+                after = program.evolve(self._in_force.program, codec.decode(event))
+                assert after.version == event.stream_version, (after, event)
+                self.publish(after)

@@ -67,7 +67,13 @@ from pointex.server.domain.events import (
     PointsReturned,
     PointsSold,
 )
-from pointex.server.domain.program import NO_LIMITS, LimitedOperation, LimitIndex, check_limit
+from pointex.server.domain.program import (
+    NO_LIMITS,
+    LimitedOperation,
+    LimitIndex,
+    check_limit,
+    fee_due,
+)
 from pointex.server.domain.usage import Usage
 from pointex.server.domain.values import (
     TRANSFER_KINDS,
@@ -126,7 +132,7 @@ def _burn(state: Account | None, command: BurnPoints) -> list[AccountEvent]:
 
 
 def _debit(
-    state: Account | None, command: DebitPoints, at: Instant, debt_max: int = 0
+    state: Account | None, command: DebitPoints, at: Instant, rules: LimitIndex
 ) -> list[AccountEvent]:
     require_amount(command.amount_points)
     if command.account_id == command.counterparty_account_id:
@@ -135,6 +141,8 @@ def _debit(
     require_kind(account, TRANSFER_KINDS[command.kind][0])
     taken_from = ""  # An issue whose pending points a reversal takes back.
     floor = 0  # How far below zero the debt policy lets a reversal take the account.
+    fee = 0  # A member-to-member transfer's fee, under the program's fee schedule.
+    debt_max = rules.reversal_debt_max
     if command.kind is TransferKind.REVERSE_ISSUE or command.kind is TransferKind.REVERSE_REDEEM:
         # A reversal was authorized on its original (the caller owns the merchant), and takes
         # back from a frozen account too: reversing fraud is what a freeze is for. An issue
@@ -150,7 +158,11 @@ def _debit(
     else:
         require_may_act(command.caller, account)
         require_not_frozen(account)
-        require_available(account, command.amount_points)
+        if command.kind is TransferKind.TRANSFER:
+            fee = fee_due(
+                rules.program, account.account_id, command.amount_points, command.fee_quote
+            )
+        require_available(account, command.amount_points + fee)
     return [
         PointsDebited(
             command.account_id,
@@ -159,10 +171,12 @@ def _debit(
             command.counterparty_account_id,
             command.amount_points,
             command.memo,
-            account.available_points - (0 if taken_from else command.amount_points),
+            account.available_points - (0 if taken_from else command.amount_points + fee),
             at,
             taken_from,
             floor,
+            fee,
+            rules.program.rules.transfer_fee.fee_account_id if fee else "",
         )
     ]
 
@@ -376,8 +390,7 @@ def decide(
     """
     command_type = type(command)
     if command_type is DebitPoints:
-        debt_max = limits_in_force.reversal_debt_max
-        events = _debit(state, command, Instant(now_ms), debt_max)  # type: ignore[arg-type]
+        events = _debit(state, command, Instant(now_ms), limits_in_force)  # type: ignore[arg-type]
     elif (timed := _TIMED.get(command_type)) is not None:
         events = timed(state, command, Instant(now_ms))
     else:
@@ -504,8 +517,10 @@ def _balances(state: Account, event: AccountEvent) -> tuple[int, int, int]:
             buying = max(0, buying - event.amount_points)
         case PointsMinted() | PointsCredited() | PointsReturned() | PointsActivated():
             available += event.amount_points
-        case PointsBurned() | PointsDebited(pending_transfer_id=""):
+        case PointsDebited(pending_transfer_id=""):
             # A reversal taking an issue's pending points back leaves available (_pending).
+            available -= event.amount_points + event.fee_points
+        case PointsBurned():
             available -= event.amount_points
         case PointsHeld():
             available, held = available - event.amount_points, held + event.amount_points

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pointex.server.domain.events import NEVER
+from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import AccountKind, Caller, Instant, TimeInForce, TransferKind
 
 
@@ -57,6 +58,7 @@ class DebitPoints:
     amount_points: int
     memo: str
     reverses: str = ""  # A reversal's original: an issue's pending points go back first.
+    fee_quote: FeeQuote | None = None  # A transfer's quoted fee, binding the fee it pays.
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,8 @@ class PointsDebited:
     pending_transfer_id: str = ""
     # A reversal under the debt policy that took the account below zero: the floor it allowed.
     debt_floor_points: int = 0
+    fee_points: int = 0  # A transfer's fee, debited on top of amount_points.
+    fee_account_id: str = ""  # Where the fee goes.
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +127,24 @@ class TransferInitiated:
     request_id: str
     from_available_points: int
     activates_at: Instant = NEVER  # An issue's points are pending until then (NEVER: at once).
+    fee_points: int = 0  # The fee debited with the points, due to fee_account_id.
+    fee_account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCredited:
+    """The destination was credited; the fee's credit to the fee account is due next."""
+
+    transfer_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class TransferCompleted:
-    """The destination was credited; the transfer is done."""
+    """The destination was credited (and the fee account); the transfer is done."""
 
     transfer_id: str
+    # Set when the fee account refused the fee, which went back to the source.
+    fee_refused_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +329,17 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
 }
 
 ProcessEvent = (
-    TransferInitiated | TransferCompleted | TransferCompensated | TransferReversed | CommandRecorded
+    TransferInitiated
+    | TransferCredited
+    | TransferCompleted
+    | TransferCompensated
+    | TransferReversed
+    | CommandRecorded
 )
 
 PROCESS_EVENT_TYPES: Final[dict[type[ProcessEvent], tuple[str, int]]] = {
     TransferInitiated: ("TransferInitiated", 1),
+    TransferCredited: ("TransferCredited", 1),
     TransferCompleted: ("TransferCompleted", 1),
     TransferCompensated: ("TransferCompensated", 1),
     TransferReversed: ("TransferReversed", 1),

@@ -7,6 +7,10 @@ decided after it was committed, and never to one decided before.
 
 Of the limits of one operation, one applies to an account: the one naming its kind and tier,
 else its tier only, else its kind only, else neither (`LimitIndex.find`).
+
+A member-to-member transfer pays the transfer fee in force when its debit is decided
+(`TransferFee`); a quote names the fee schedule's version (`Program.fees_version`), and a
+transfer carrying one is refused if the schedule changed since (`fee_due`).
 """
 
 from __future__ import annotations
@@ -50,20 +54,78 @@ class TransactionLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferFee:
+    """What a transfer pays on top of its points: flat + ceil(points * per_mille / 1000)."""
+
+    flat_points: int = 0
+    per_mille: int = 0
+    fee_account_id: str = ""  # The MERCHANT account credited; required when a part is set.
+
+    def fee_of(self, from_account_id: str, amount_points: int) -> int:
+        """Return the fee a transfer of `amount_points` from `from_account_id` pays."""
+        if from_account_id == self.fee_account_id:
+            return 0  # The program moving its own fees pays none (and no schedule: none).
+        return self.flat_points + -(-amount_points * self.per_mille // _PER_MILLE)
+
+
+_PER_MILLE: Final = 1000
+NO_FEE = TransferFee()
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramRules:
     """Everything an operator sets for the program, replaced as a whole."""
 
     limits: tuple[TransactionLimit, ...] = ()
     # How far below zero a reversal may take an account whose points were spent (0: refused).
     reversal_debt_max_points: int = 0
+    transfer_fee: TransferFee = NO_FEE
 
 
 @dataclass(frozen=True, slots=True)
 class Program:
-    """The rules in force and their version (the number of changes so far)."""
+    """The rules in force, their version (the number of changes so far), the fees' version."""
 
     version: int
     rules: ProgramRules
+    fees_version: int = 0  # The version at which the transfer fee last changed (0: never).
+
+
+@dataclass(frozen=True, slots=True)
+class FeeQuote:
+    """A fee a transfer would pay, and the version of the fee schedule it comes from."""
+
+    fee_points: int
+    schedule_version: int
+
+
+def quote(program: Program, from_account_id: str, amount_points: int) -> FeeQuote:
+    """Return the fee a transfer of `amount_points` from `from_account_id` pays under `program`."""
+    fee = program.rules.transfer_fee.fee_of(from_account_id, amount_points)
+    return FeeQuote(fee, program.fees_version)
+
+
+def fee_due(
+    program: Program, from_account_id: str, amount_points: int, quoted: FeeQuote | None
+) -> int:
+    """Return the fee a transfer pays now, holding it to its quote if it carries one.
+
+    Raises FEE_SCHEDULE_CHANGED when the schedule changed since the quote, and
+    INVALID_ARGUMENT when the quote is not this transfer's (another amount or source).
+    """
+    now = quote(program, from_account_id, amount_points)
+    if quoted is None:
+        return now.fee_points
+    if quoted.schedule_version != now.schedule_version:
+        raise errors.FailedPrecondition(
+            errors.FEE_SCHEDULE_CHANGED,
+            "the fee schedule changed since the quote; quote again",
+            schedule_version=str(now.schedule_version),
+            fee_points=str(now.fee_points),
+        )
+    if quoted.fee_points != now.fee_points:
+        raise _invalid("fee_quote.fee_points", f"the quote of this transfer is {now.fee_points}")
+    return now.fee_points
 
 
 NO_PROGRAM = Program(0, ProgramRules())
@@ -96,6 +158,7 @@ def validate(rules: ProgramRules) -> None:
         )
     if not 0 <= rules.reversal_debt_max_points <= limits.points_amount_max:
         raise _invalid("rules.reversal_debt_max_points", f"0 to {limits.points_amount_max} points")
+    _validate_fee(rules.transfer_fee)
     seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
     for i, limit in enumerate(rules.limits):
         field = f"rules.limits[{i}]"
@@ -110,6 +173,17 @@ def validate(rules: ProgramRules) -> None:
         if limit.scope in seen:
             raise _invalid(field, "a second limit for the same operation, account kind and tier")
         seen.add(limit.scope)
+
+
+def _validate_fee(fee: TransferFee) -> None:
+    """Raise InvalidArgument for a fee schedule out of its bounds or without its account."""
+    field = "rules.transfer_fee"
+    if not 0 <= fee.flat_points <= limits.points_amount_max:
+        raise _invalid(f"{field}.flat_points", f"0 to {limits.points_amount_max} points")
+    if not 0 <= fee.per_mille <= _PER_MILLE:
+        raise _invalid(f"{field}.per_mille", f"0 to {_PER_MILLE} thousandths")
+    if (fee.flat_points or fee.per_mille) and not fee.fee_account_id:
+        raise _invalid(f"{field}.fee_account_id", "a fee needs the account it goes to")
 
 
 def _invalid(field: str, message: str) -> errors.InvalidArgument:
@@ -131,17 +205,20 @@ def decide(state: Program, command: SetProgramRules) -> list[ProgramRulesSet]:
 
 
 def evolve(state: Program, event: ProgramRulesSet) -> Program:
-    """Return the program after `event`."""
-    return Program(state.version + 1, event.rules)
+    """Return the program after `event`; a new fee schedule takes the new version."""
+    version = state.version + 1
+    changed = event.rules.transfer_fee != state.rules.transfer_fee
+    return Program(version, event.rules, version if changed else state.fees_version)
 
 
 class LimitIndex:
     """The limits in force, found by operation, account kind and tier in constant time."""
 
-    __slots__ = ("_by_scope", "limits_any", "reversal_debt_max", "version")
+    __slots__ = ("_by_scope", "limits_any", "program", "reversal_debt_max", "version")
 
     def __init__(self, program: Program) -> None:
         """Index `program`'s limits."""
+        self.program = program  # Its transfer fee schedule, for `fee_due`.
         self.version = program.version
         self.reversal_debt_max = program.rules.reversal_debt_max_points
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}

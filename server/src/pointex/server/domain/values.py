@@ -29,6 +29,7 @@ class TransferKind(enum.Enum):
     TRANSFER = "TRANSFER"  # member -> member: a gift
     REVERSE_ISSUE = "REVERSE_ISSUE"  # member -> merchant: an issue taken back
     REVERSE_REDEEM = "REVERSE_REDEEM"  # merchant -> member: a redemption given back
+    FEE = "FEE"  # member -> the program's fee account: a transfer's fee, a step of that transfer
 
 
 # The account kinds a movement requires of its (source, destination).
@@ -38,6 +39,7 @@ TRANSFER_KINDS: dict[TransferKind, tuple[AccountKind, AccountKind]] = {
     TransferKind.TRANSFER: (AccountKind.MEMBER, AccountKind.MEMBER),
     TransferKind.REVERSE_ISSUE: (AccountKind.MEMBER, AccountKind.MERCHANT),
     TransferKind.REVERSE_REDEEM: (AccountKind.MERCHANT, AccountKind.MEMBER),
+    TransferKind.FEE: (AccountKind.MEMBER, AccountKind.MERCHANT),
 }
 
 # The kind of movement each reversal takes back, and the reversal of each reversible kind.

@@ -138,7 +138,7 @@ def _to_proto(mapping: _Mapping, value_object: object) -> Message:
     for name, kind in mapping.fields:
         value = getattr(value_object, name)
         if kind is _REASON:
-            value = _REASON_PREFIX + value
+            value = _REASON_PREFIX + value if value else 0  # Empty: no reason (UNSPECIFIED).
         elif kind is Instant:
             value = Timestamp(
                 seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
@@ -185,7 +185,7 @@ def _from_proto(mapping: _Mapping, message: Message) -> Any:
             assert field.enum_type is not None
             value_name = field.enum_type.values_by_number[value].name
             if kind is _REASON:
-                value = value_name.removeprefix(_REASON_PREFIX)
+                value = value_name.removeprefix(_REASON_PREFIX) if value else ""
             elif isinstance(kind, _Optional):
                 value = (
                     None

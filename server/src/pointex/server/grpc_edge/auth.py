@@ -83,6 +83,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "GetMarketStats",
             "WatchNotifications",
             "GetProgramRules",
+            "QuoteTransfer",
         )
     },
     "/pointex.v1.QueryService/CheckInvariants": _OPERATORS,

@@ -16,9 +16,11 @@ from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.events import NEVER
 from pointex.server.domain.program import (
+    FeeQuote,
     LimitedOperation,
     ProgramRules,
     TransactionLimit,
+    TransferFee,
     validate,
 )
 from pointex.server.domain.values import AccountKind, Instant, OrderSide, TimeInForce
@@ -184,12 +186,29 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
                 limit.yearly_max_points,
             )
         )
-    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points)
+    fee = message.transfer_fee
+    transfer_fee = TransferFee(
+        fee.flat_points,
+        fee.per_mille,
+        optional_identifier("rules.transfer_fee.fee_account_id", fee.fee_account_id),
+    )
+    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points, transfer_fee)
     try:
         validate(rules)
     except errors.InvalidArgument as invalid:
         raise InvalidRequest(invalid.reason, invalid.metadata["field"], invalid.message) from None
     return rules
+
+
+def fee_quote(field: str, message: common_pb2.FeeQuote) -> FeeQuote:
+    """Return a transfer's fee quote: a fee of 0 to the per-command maximum, and its version."""
+    if not 0 <= message.fee_points <= limits.points_amount_max:
+        raise InvalidRequest(
+            errors.INVALID_FIELD,
+            f"{field}.fee_points",
+            f"0 to {limits.points_amount_max} points, as QuoteTransfer answered",
+        )
+    return FeeQuote(message.fee_points, message.schedule_version)
 
 
 _DAY_MS: Final = 86_400_000

@@ -5,10 +5,12 @@ pending means issued with a later activation time and not active yet, and in fli
 debited by a transfer and not yet credited (or arrived as pending) or returned, or sold by a
 settlement and not yet bought (the debit/credit events themselves, not the process's final
 event, so a batch ending between a credit and its TransferCompleted does not count the points
-twice). Per account, held and pending are each ≥ 0, available is ≥ the account's debt floor
-(0, or while a reversal under the program's debt policy has left the account in debt, the
-floor that reversal was decided under), and their sum is at most the ceiling (the command
-side counts an account's total the same way).
+twice). A transfer's fee is debited with its points and is in flight on its own until the fee
+account is credited with it, or it comes back to the source (the fee account refused it, or
+the destination refused the whole transfer). Per account, held and pending are each ≥ 0,
+available is ≥ the account's debt floor (0, or while a reversal under the program's debt
+policy has left the account in debt, the floor that reversal was decided under), and their
+sum is at most the ceiling (the command side counts an account's total the same way).
 I2 (escrow), per account: held = open quantity of its resting SELL orders + quantity of its
 trades pending payment as seller + its escrow steps in flight: a hold whose order is not
 placed yet, a cancelled order or trade whose points are not yet released or returned to the

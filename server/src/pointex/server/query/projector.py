@@ -1,9 +1,9 @@
 """Apply batches of feed events to a generation of the read models, one transaction each.
 
-Loading the touched rows (accounts, orders, trades, pending issues, rules), projecting (pure)
-and writing the changes with the checkpoint happen in order under `lock` for the active
-generation; the rebuild takes the same lock to switch generations between two batches, so no
-batch straddles the switch.
+Loading the touched rows (accounts, orders, trades, pending issues, points in flight, rules),
+projecting (pure) and writing the changes with the checkpoint happen in order under `lock`
+for the active generation; the rebuild takes the same lock to switch generations between two
+batches, so no batch straddles the switch.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Projector:
         orders = await self._store.orders(order_ids, generation)
         rules = await self._store.program_rules(generation) if keys.program_rules else None
         pending_issues = await self._store.pending_issues(keys.pending_issue_ids, generation)
+        in_flight = await self._store.in_flight(keys.in_flight_ids, generation)
         return project_batch(
             events,
             accounts,
@@ -68,4 +69,5 @@ class Projector:
             trades=trades,
             program_rules=rules,
             pending_issues=pending_issues,
+            in_flight=in_flight,
         )

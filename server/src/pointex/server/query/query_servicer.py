@@ -39,6 +39,7 @@ from pointex.server.query.views import (
     movement_message,
     program_rules_reply,
     timestamp,
+    transfer_quote_reply,
 )
 from pointex.v1 import query_service_pb2 as pb
 
@@ -137,6 +138,19 @@ class QueryServicer(MarketQueries):
         """Return the program's rules in force and their version."""
         as_of = await self._reached(request.min_position, context)
         return program_rules_reply(as_of, await self._store.program_rules())
+
+    async def QuoteTransfer(
+        self, request: pb.QuoteTransferRequest, context: Context
+    ) -> pb.QuoteTransferResponse:
+        """Return the fee a transfer from an account the caller owns would pay now."""
+        caller = current_principal()
+        account_id = convert.identifier("from_account_id", request.from_account_id)
+        amount_points = convert.amount("amount_points", request.amount_points)
+        as_of = await self._reached(request.min_position, context)
+        found = await self._store.accounts([account_id])
+        requests.require_visible(caller, found.get(account_id), account_id, "from_account_id")
+        rules = await self._store.program_rules()
+        return transfer_quote_reply(as_of, rules, account_id, amount_points)
 
     async def WatchNotifications(
         self, request: pb.WatchNotificationsRequest, context: Context

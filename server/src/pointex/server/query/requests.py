@@ -64,13 +64,15 @@ def enum_names(
     return tuple(sorted(set(names)))
 
 
-def require_visible(caller: Principal, account: AccountRow | None, account_id: str) -> AccountRow:
-    """Return the account if it exists and the caller may see it."""
+def require_visible(
+    caller: Principal, account: AccountRow | None, account_id: str, field: str = "account_id"
+) -> AccountRow:
+    """Return the account if it exists and the caller may see it (`field` names it)."""
     if account is None:
         raise errors.NotFound(errors.ACCOUNT_NOT_FOUND, "no such account", account_id=account_id)
     if not caller.caller.may_act_for(account.owner_partner_id):
         raise errors.PermissionDenied(
-            errors.NOT_OWNER, "the account belongs to another partner", field="account_id"
+            errors.NOT_OWNER, "the account belongs to another partner", field=field
         )
     return account
 

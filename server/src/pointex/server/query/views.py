@@ -5,6 +5,8 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from pointex.client.positions import position_message
+from pointex.server.domain import program
+from pointex.server.query.projections import fees
 from pointex.server.query.readstore.port import (
     AccountRow,
     MovementRow,
@@ -61,6 +63,7 @@ def movement_message(row: MovementRow) -> query_service_pb2.Movement:
         memo=row.memo,
         pending_delta_points=row.pending_delta_points,
         pending_points=row.pending_points,
+        fee_points=row.fee_points,
     )
 
 
@@ -81,5 +84,25 @@ def program_rules_reply(
     if row is not None:
         reply.version = row.version
         reply.rules.ParseFromString(row.body)
+        if not reply.rules.transfer_fee.ByteSize():  # No fee: unset, as the operator sent it.
+            reply.rules.ClearField("transfer_fee")
         reply.set_at.CopyFrom(timestamp(row.set_at_us))
+        reply.fee_schedule_version = row.fee_schedule_version
     return reply
+
+
+def transfer_quote_reply(
+    as_of: int, row: ProgramRulesRow | None, from_account_id: str, amount_points: int
+) -> query_service_pb2.QuoteTransferResponse:
+    """Return QuoteTransfer's answer: the fee under the schedule in force, and the total."""
+    in_force = fees.program_of(row)
+    quoted = program.quote(in_force, from_account_id, amount_points)
+    return query_service_pb2.QuoteTransferResponse(
+        as_of=position_message(as_of),
+        quote=common_pb2.FeeQuote(
+            fee_points=quoted.fee_points, schedule_version=quoted.schedule_version
+        ),
+        # The account is named only when it is paid: no fee, no account to send one to.
+        fee_account_id=in_force.rules.transfer_fee.fee_account_id if quoted.fee_points else "",
+        total_points=amount_points + quoted.fee_points,
+    )

@@ -67,7 +67,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pointex/v1/events.proto.
  */
 export const file_pointex_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Chdwb2ludGV4L3YxL2V2ZW50cy5wcm90bxIKcG9pbnRleC52MSLfEQoFRXZlbnQSJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhEKCXN0cmVhbV9pZBgCIAEoCRIWCg5zdHJlYW1fdmVyc2lvbhgDIAEoBBINCgVzbGljZRgEIAEoDRIMCgR0eXBlGAUgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAYgASgNEi8KC3JlY29yZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXF1ZXN0X2lkGAggASgJEhQKDHByaW5jaXBhbF9pZBgJIAEoCRIzCg5hY2NvdW50X29wZW5lZBgUIAEoCzIZLnBvaW50ZXgudjEuQWNjb3VudE9wZW5lZEgAEjMKDmFjY291bnRfZnJvemVuGBUgASgLMhkucG9pbnRleC52MS5BY2NvdW50RnJvemVuSAASNwoQYWNjb3VudF91bmZyb3plbhgWIAEoCzIbLnBvaW50ZXgudjEuQWNjb3VudFVuZnJvemVuSAASMwoOYWNjb3VudF9jbG9zZWQYFyABKAsyGS5wb2ludGV4LnYxLkFjY291bnRDbG9zZWRIABIxCg1wb2ludHNfbWludGVkGBggASgLMhgucG9pbnRleC52MS5Qb2ludHNNaW50ZWRIABIxCg1wb2ludHNfYnVybmVkGBkgASgLMhgucG9pbnRleC52MS5Qb2ludHNCdXJuZWRIABI7ChJ0cmFuc2Zlcl9pbml0aWF0ZWQYGiABKAsyHS5wb2ludGV4LnYxLlRyYW5zZmVySW5pdGlhdGVkSAASMwoOcG9pbnRzX2RlYml0ZWQYGyABKAsyGS5wb2ludGV4LnYxLlBvaW50c0RlYml0ZWRIABI1Cg9wb2ludHNfY3JlZGl0ZWQYHCABKAsyGi5wb2ludGV4LnYxLlBvaW50c0NyZWRpdGVkSAASOwoSdHJhbnNmZXJfY29tcGxldGVkGB0gASgLMh0ucG9pbnRleC52MS5UcmFuc2ZlckNvbXBsZXRlZEgAEjUKD3BvaW50c19yZXR1cm5lZBgeIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmV0dXJuZWRIABI/ChR0cmFuc2Zlcl9jb21wZW5zYXRlZBgfIAEoCzIfLnBvaW50ZXgudjEuVHJhbnNmZXJDb21wZW5zYXRlZEgAEjkKEW1hcmtldF9jb25maWd1cmVkGCAgASgLMhwucG9pbnRleC52MS5NYXJrZXRDb25maWd1cmVkSAASLQoLcG9pbnRzX2hlbGQYISABKAsyFi5wb2ludGV4LnYxLlBvaW50c0hlbGRIABIvCgxvcmRlcl9wbGFjZWQYIiABKAsyFy5wb2ludGV4LnYxLk9yZGVyUGxhY2VkSAASMwoOb3JkZXJfcmVqZWN0ZWQYIyABKAsyGS5wb2ludGV4LnYxLk9yZGVyUmVqZWN0ZWRIABIxCg10cmFkZV9tYXRjaGVkGCQgASgLMhgucG9pbnRleC52MS5UcmFkZU1hdGNoZWRIABI1Cg9vcmRlcl9jYW5jZWxsZWQYJSABKAsyGi5wb2ludGV4LnYxLk9yZGVyQ2FuY2VsbGVkSAASRAoXb3JkZXJfcXVhbnRpdHlfcmV0dXJuZWQYJiABKAsyIS5wb2ludGV4LnYxLk9yZGVyUXVhbnRpdHlSZXR1cm5lZEgAEjUKD3BvaW50c19yZWxlYXNlZBgnIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmVsZWFzZWRIABIxCg10cmFkZV9jcmVhdGVkGCggASgLMhgucG9pbnRleC52MS5UcmFkZUNyZWF0ZWRIABI5ChFwYXltZW50X3JlcXVlc3RlZBgpIAEoCzIcLnBvaW50ZXgudjEuUGF5bWVudFJlcXVlc3RlZEgAEjkKEXBheW1lbnRfY29uZmlybWVkGCogASgLMhwucG9pbnRleC52MS5QYXltZW50Q29uZmlybWVkSAASMwoOcGF5bWVudF9mYWlsZWQYKyABKAsyGS5wb2ludGV4LnYxLlBheW1lbnRGYWlsZWRIABItCgtwb2ludHNfc29sZBgsIAEoCzIWLnBvaW50ZXgudjEuUG9pbnRzU29sZEgAEjEKDXBvaW50c19ib3VnaHQYLSABKAsyGC5wb2ludGV4LnYxLlBvaW50c0JvdWdodEgAEjEKDXRyYWRlX3NldHRsZWQYLiABKAsyGC5wb2ludGV4LnYxLlRyYWRlU2V0dGxlZEgAEjUKD3RyYWRlX2NhbmNlbGxlZBgvIAEoCzIaLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxsZWRIABI1Cg9yZWZ1bmRfcmVxdWlyZWQYMCABKAsyGi5wb2ludGV4LnYxLlJlZnVuZFJlcXVpcmVkSAASNwoQY29tbWFuZF9yZWNvcmRlZBgxIAEoCzIbLnBvaW50ZXgudjEuQ29tbWFuZFJlY29yZGVkSAASLwoMYnV5X3Jlc2VydmVkGDIgASgLMhcucG9pbnRleC52MS5CdXlSZXNlcnZlZEgAEi8KDGJ1eV9yZWxlYXNlZBgzIAEoCzIXLnBvaW50ZXgudjEuQnV5UmVsZWFzZWRIABI4ChFwcm9ncmFtX3J1bGVzX3NldBg0IAEoCzIbLnBvaW50ZXgudjEuUHJvZ3JhbVJ1bGVzU2V0SAASNgoQYWNjb3VudF90aWVyX3NldBg1IAEoCzIaLnBvaW50ZXgudjEuQWNjb3VudFRpZXJTZXRIABI5ChF0cmFuc2Zlcl9yZXZlcnNlZBg2IAEoCzIcLnBvaW50ZXgudjEuVHJhbnNmZXJSZXZlcnNlZEgAEjMKDnBvaW50c19wZW5kaW5nGDcgASgLMhkucG9pbnRleC52MS5Qb2ludHNQZW5kaW5nSAASNwoQcG9pbnRzX2FjdGl2YXRlZBg4IAEoCzIbLnBvaW50ZXgudjEuUG9pbnRzQWN0aXZhdGVkSABCCQoHcGF5bG9hZCJyCg9Db21tYW5kUmVjb3JkZWQSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgxwcmluY2lwYWxfaWQYAiABKAkSCwoDcnBjGAMgASgJEhYKDnBheWxvYWRfc2hhMjU2GAQgASgMEhAKCHJlc3BvbnNlGAUgASgMInoKDUFjY291bnRPcGVuZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIlCgRraW5kGAIgASgOMhcucG9pbnRleC52MS5BY2NvdW50S2luZBIYChBvd25lcl9wYXJ0bmVyX2lkGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCSJdCg1BY2NvdW50RnJvemVuEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEigKDmZyb3plbl9ieV9yb2xlGAMgASgOMhAucG9pbnRleC52MS5Sb2xlIjUKD0FjY291bnRVbmZyb3plbhISCgphY2NvdW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzCg1BY2NvdW50Q2xvc2VkEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJImEKDFBvaW50c01pbnRlZBISCgphY2NvdW50X2lkGAEgASgJEhUKDWFtb3VudF9wb2ludHMYAiABKAMSDAoEbWVtbxgDIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAQgASgDImEKDFBvaW50c0J1cm5lZBISCgphY2NvdW50X2lkGAEgASgJEhUKDWFtb3VudF9wb2ludHMYAiABKAMSDAoEbWVtbxgDIAEoCRIYChBhdmFpbGFibGVfcG9pbnRzGAQgASgDIooCChFUcmFuc2ZlckluaXRpYXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCRImCgRraW5kGAIgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSFwoPZnJvbV9hY2NvdW50X2lkGAMgASgJEhUKDXRvX2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhIKCnJlcXVlc3RfaWQYByABKAkSHQoVZnJvbV9hdmFpbGFibGVfcG9pbnRzGAggASgDEjAKDGFjdGl2YXRlc19hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqAIKDVBvaW50c0RlYml0ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRImCgRraW5kGAMgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSHwoXY291bnRlcnBhcnR5X2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYByABKAMSLgoKZGVjaWRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcGVuZGluZ190cmFuc2Zlcl9pZBgJIAEoCRIZChFkZWJ0X2Zsb29yX3BvaW50cxgKIAEoAyLBAQoOUG9pbnRzQ3JlZGl0ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRImCgRraW5kGAMgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSHwoXY291bnRlcnBhcnR5X2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYByABKAMiKAoRVHJhbnNmZXJDb21wbGV0ZWQSEwoLdHJhbnNmZXJfaWQYASABKAkiswEKDlBvaW50c1JldHVybmVkEhIKCmFjY291bnRfaWQYASABKAkSEwoLdHJhbnNmZXJfaWQYAiABKAkSJgoEa2luZBgDIAEoDjIYLnBvaW50ZXgudjEuVHJhbnNmZXJLaW5kEh8KF2NvdW50ZXJwYXJ0eV9hY2NvdW50X2lkGAQgASgJEhUKDWFtb3VudF9wb2ludHMYBSABKAMSGAoQYXZhaWxhYmxlX3BvaW50cxgGIAEoAyJTChNUcmFuc2ZlckNvbXBlbnNhdGVkEhMKC3RyYW5zZmVyX2lkGAEgASgJEicKBnJlYXNvbhgCIAEoDjIXLnBvaW50ZXgudjEuRXJyb3JSZWFzb24i7wEKClBvaW50c0hlbGQSEgoKYWNjb3VudF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIRCgltYXJrZXRfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIZChFsaW1pdF9wcmljZV9taW5vchgFIAEoAxIuCg10aW1lX2luX2ZvcmNlGAYgASgOMhcucG9pbnRleC52MS5UaW1lSW5Gb3JjZRIXCg9jbGllbnRfb3JkZXJfaWQYByABKAkSGAoQYXZhaWxhYmxlX3BvaW50cxgIIAEoAxITCgtoZWxkX3BvaW50cxgJIAEoAyI2ChBNYXJrZXRDb25maWd1cmVkEiIKBm1hcmtldBgBIAEoCzISLnBvaW50ZXgudjEuTWFya2V0IvoBCgtPcmRlclBsYWNlZBIQCghvcmRlcl9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIjCgRzaWRlGAQgASgOMhUucG9pbnRleC52MS5PcmRlclNpZGUSFwoPcXVhbnRpdHlfcG9pbnRzGAUgASgDEhkKEWxpbWl0X3ByaWNlX21pbm9yGAYgASgDEhAKCGN1cnJlbmN5GAcgASgJEi4KDXRpbWVfaW5fZm9yY2UYCCABKA4yFy5wb2ludGV4LnYxLlRpbWVJbkZvcmNlEhcKD2NsaWVudF9vcmRlcl9pZBgJIAEoCSKvAQoNT3JkZXJSZWplY3RlZBIQCghvcmRlcl9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIjCgRzaWRlGAQgASgOMhUucG9pbnRleC52MS5PcmRlclNpZGUSFwoPcXVhbnRpdHlfcG9pbnRzGAUgASgDEicKBnJlYXNvbhgGIAEoDjIXLnBvaW50ZXgudjEuRXJyb3JSZWFzb24iswIKDFRyYWRlTWF0Y2hlZBIQCgh0cmFkZV9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSFAoMYnV5X29yZGVyX2lkGAMgASgJEhUKDXNlbGxfb3JkZXJfaWQYBCABKAkSGAoQYnV5ZXJfYWNjb3VudF9pZBgFIAEoCRIZChFzZWxsZXJfYWNjb3VudF9pZBgGIAEoCRIpCgptYWtlcl9zaWRlGAcgASgOMhUucG9pbnRleC52MS5PcmRlclNpZGUSFwoPcXVhbnRpdHlfcG9pbnRzGAggASgDEhMKC3ByaWNlX21pbm9yGAkgASgDEiAKGGJ1eV9vcGVuX3F1YW50aXR5X3BvaW50cxgKIAEoAxIhChlzZWxsX29wZW5fcXVhbnRpdHlfcG9pbnRzGAsgASgDIsABCg5PcmRlckNhbmNlbGxlZBIQCghvcmRlcl9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIjCgRzaWRlGAQgASgOMhUucG9pbnRleC52MS5PcmRlclNpZGUSLQoGcmVhc29uGAUgASgOMh0ucG9pbnRleC52MS5PcmRlckNhbmNlbFJlYXNvbhIhChljYW5jZWxsZWRfcXVhbnRpdHlfcG9pbnRzGAYgASgDIoUBChVPcmRlclF1YW50aXR5UmV0dXJuZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhAKCHRyYWRlX2lkGAMgASgJEhcKD3F1YW50aXR5X3BvaW50cxgEIAEoAxIcChRvcGVuX3F1YW50aXR5X3BvaW50cxgFIAEoAyKOAQoOUG9pbnRzUmVsZWFzZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCgh0cmFkZV9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEhgKEGF2YWlsYWJsZV9wb2ludHMYBSABKAMSEwoLaGVsZF9wb2ludHMYBiABKAMiugMKDFRyYWRlQ3JlYXRlZBIQCgh0cmFkZV9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSFAoMYnV5X29yZGVyX2lkGAMgASgJEhUKDXNlbGxfb3JkZXJfaWQYBCABKAkSGAoQYnV5ZXJfYWNjb3VudF9pZBgFIAEoCRIZChFzZWxsZXJfYWNjb3VudF9pZBgGIAEoCRIpCgptYWtlcl9zaWRlGAcgASgOMhUucG9pbnRleC52MS5PcmRlclNpZGUSFwoPcXVhbnRpdHlfcG9pbnRzGAggASgDEhMKC3ByaWNlX21pbm9yGAkgASgDEhAKCGN1cnJlbmN5GAogASgJEhYKDm5vdGlvbmFsX21pbm9yGAsgASgDEhcKD2J1eWVyX2ZlZV9taW5vchgMIAEoAxIYChBzZWxsZXJfZmVlX21pbm9yGA0gASgDEhgKEGFtb3VudF9kdWVfbWlub3IYDiABKAMSHQoVc2VsbGVyX3Byb2NlZWRzX21pbm9yGA8gASgDEjQKEHBheW1lbnRfZGVhZGxpbmUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrwBChBQYXltZW50UmVxdWVzdGVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSFAoMY2hlY2tvdXRfdXJsGAQgASgJEiEKBmFtb3VudBgFIAEoCzIRLnBvaW50ZXgudjEuTW9uZXkSNAoQcGF5bWVudF9kZWFkbGluZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2AEKEFBheW1lbnRDb25maXJtZWQSEAoIdHJhZGVfaWQYASABKAkSEwoLcHJvdmlkZXJfaWQYAiABKAkSEgoKcGF5bWVudF9pZBgDIAEoCRIZChFwcm92aWRlcl9ldmVudF9pZBgEIAEoCRIhCgZhbW91bnQYBSABKAsyES5wb2ludGV4LnYxLk1vbmV5Ei0KCXNpZ25lZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGa2V5X2lkGAcgASgJEgwKBGxhdGUYCCABKAgixwEKDVBheW1lbnRGYWlsZWQSEAoIdHJhZGVfaWQYASABKAkSEwoLcHJvdmlkZXJfaWQYAiABKAkSEgoKcGF5bWVudF9pZBgDIAEoCRIZChFwcm92aWRlcl9ldmVudF9pZBgEIAEoCRIhCgZhbW91bnQYBSABKAsyES5wb2ludGV4LnYxLk1vbmV5Ei0KCXNpZ25lZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGa2V5X2lkGAcgASgJIqABCgpQb2ludHNTb2xkEhIKCmFjY291bnRfaWQYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxITCgtoZWxkX3BvaW50cxgFIAEoAxIuCgpkZWNpZGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKnAQoMUG9pbnRzQm91Z2h0EhIKCmFjY291bnRfaWQYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAUgASgDEi4KCmRlY2lkZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItoBCgtCdXlSZXNlcnZlZBISCgphY2NvdW50X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhEKCW1hcmtldF9pZBgDIAEoCRIXCg9xdWFudGl0eV9wb2ludHMYBCABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBSABKAMSLgoNdGltZV9pbl9mb3JjZRgGIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAcgASgJEhUKDWJ1eWluZ19wb2ludHMYCCABKAMidQoLQnV5UmVsZWFzZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCgh0cmFkZV9pZBgDIAEoCRIXCg9xdWFudGl0eV9wb2ludHMYBCABKAMSFQoNYnV5aW5nX3BvaW50cxgFIAEoAyJMCgxUcmFkZVNldHRsZWQSEAoIdHJhZGVfaWQYASABKAkSKgoPc2VsbGVyX3Byb2NlZWRzGAIgASgLMhEucG9pbnRleC52MS5Nb25leSJRCg5UcmFkZUNhbmNlbGxlZBIQCgh0cmFkZV9pZBgBIAEoCRItCgZyZWFzb24YAiABKA4yHS5wb2ludGV4LnYxLlRyYWRlQ2FuY2VsUmVhc29uIokBCg5SZWZ1bmRSZXF1aXJlZBIQCgh0cmFkZV9pZBgBIAEoCRITCgtwcm92aWRlcl9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEhkKEXByb3ZpZGVyX2V2ZW50X2lkGAQgASgJEiEKBmFtb3VudBgFIAEoCzIRLnBvaW50ZXgudjEuTW9uZXkiOgoPUHJvZ3JhbVJ1bGVzU2V0EicKBXJ1bGVzGAEgASgLMhgucG9pbnRleC52MS5Qcm9ncmFtUnVsZXMiMgoOQWNjb3VudFRpZXJTZXQSEgoKYWNjb3VudF9pZBgBIAEoCRIMCgR0aWVyGAIgASgJIlwKEFRyYW5zZmVyUmV2ZXJzZWQSEwoLdHJhbnNmZXJfaWQYASABKAkSHAoUcmV2ZXJzYWxfdHJhbnNmZXJfaWQYAiABKAkSFQoNYW1vdW50X3BvaW50cxgDIAEoAyLIAQoNUG9pbnRzUGVuZGluZxISCgphY2NvdW50X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEh8KF2NvdW50ZXJwYXJ0eV9hY2NvdW50X2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSDAoEbWVtbxgFIAEoCRIwCgxhY3RpdmF0ZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnBlbmRpbmdfcG9pbnRzGAcgASgDIoMBCg9Qb2ludHNBY3RpdmF0ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRIVCg1hbW91bnRfcG9pbnRzGAMgASgDEhgKEGF2YWlsYWJsZV9wb2ludHMYBCABKAMSFgoOcGVuZGluZ19wb2ludHMYBSABKANiBnByb3RvMw", [file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
+  fileDesc("Chdwb2ludGV4L3YxL2V2ZW50cy5wcm90bxIKcG9pbnRleC52MSKaEgoFRXZlbnQSJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhEKCXN0cmVhbV9pZBgCIAEoCRIWCg5zdHJlYW1fdmVyc2lvbhgDIAEoBBINCgVzbGljZRgEIAEoDRIMCgR0eXBlGAUgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAYgASgNEi8KC3JlY29yZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXF1ZXN0X2lkGAggASgJEhQKDHByaW5jaXBhbF9pZBgJIAEoCRIzCg5hY2NvdW50X29wZW5lZBgUIAEoCzIZLnBvaW50ZXgudjEuQWNjb3VudE9wZW5lZEgAEjMKDmFjY291bnRfZnJvemVuGBUgASgLMhkucG9pbnRleC52MS5BY2NvdW50RnJvemVuSAASNwoQYWNjb3VudF91bmZyb3plbhgWIAEoCzIbLnBvaW50ZXgudjEuQWNjb3VudFVuZnJvemVuSAASMwoOYWNjb3VudF9jbG9zZWQYFyABKAsyGS5wb2ludGV4LnYxLkFjY291bnRDbG9zZWRIABIxCg1wb2ludHNfbWludGVkGBggASgLMhgucG9pbnRleC52MS5Qb2ludHNNaW50ZWRIABIxCg1wb2ludHNfYnVybmVkGBkgASgLMhgucG9pbnRleC52MS5Qb2ludHNCdXJuZWRIABI7ChJ0cmFuc2Zlcl9pbml0aWF0ZWQYGiABKAsyHS5wb2ludGV4LnYxLlRyYW5zZmVySW5pdGlhdGVkSAASMwoOcG9pbnRzX2RlYml0ZWQYGyABKAsyGS5wb2ludGV4LnYxLlBvaW50c0RlYml0ZWRIABI1Cg9wb2ludHNfY3JlZGl0ZWQYHCABKAsyGi5wb2ludGV4LnYxLlBvaW50c0NyZWRpdGVkSAASOwoSdHJhbnNmZXJfY29tcGxldGVkGB0gASgLMh0ucG9pbnRleC52MS5UcmFuc2ZlckNvbXBsZXRlZEgAEjUKD3BvaW50c19yZXR1cm5lZBgeIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmV0dXJuZWRIABI/ChR0cmFuc2Zlcl9jb21wZW5zYXRlZBgfIAEoCzIfLnBvaW50ZXgudjEuVHJhbnNmZXJDb21wZW5zYXRlZEgAEjkKEW1hcmtldF9jb25maWd1cmVkGCAgASgLMhwucG9pbnRleC52MS5NYXJrZXRDb25maWd1cmVkSAASLQoLcG9pbnRzX2hlbGQYISABKAsyFi5wb2ludGV4LnYxLlBvaW50c0hlbGRIABIvCgxvcmRlcl9wbGFjZWQYIiABKAsyFy5wb2ludGV4LnYxLk9yZGVyUGxhY2VkSAASMwoOb3JkZXJfcmVqZWN0ZWQYIyABKAsyGS5wb2ludGV4LnYxLk9yZGVyUmVqZWN0ZWRIABIxCg10cmFkZV9tYXRjaGVkGCQgASgLMhgucG9pbnRleC52MS5UcmFkZU1hdGNoZWRIABI1Cg9vcmRlcl9jYW5jZWxsZWQYJSABKAsyGi5wb2ludGV4LnYxLk9yZGVyQ2FuY2VsbGVkSAASRAoXb3JkZXJfcXVhbnRpdHlfcmV0dXJuZWQYJiABKAsyIS5wb2ludGV4LnYxLk9yZGVyUXVhbnRpdHlSZXR1cm5lZEgAEjUKD3BvaW50c19yZWxlYXNlZBgnIAEoCzIaLnBvaW50ZXgudjEuUG9pbnRzUmVsZWFzZWRIABIxCg10cmFkZV9jcmVhdGVkGCggASgLMhgucG9pbnRleC52MS5UcmFkZUNyZWF0ZWRIABI5ChFwYXltZW50X3JlcXVlc3RlZBgpIAEoCzIcLnBvaW50ZXgudjEuUGF5bWVudFJlcXVlc3RlZEgAEjkKEXBheW1lbnRfY29uZmlybWVkGCogASgLMhwucG9pbnRleC52MS5QYXltZW50Q29uZmlybWVkSAASMwoOcGF5bWVudF9mYWlsZWQYKyABKAsyGS5wb2ludGV4LnYxLlBheW1lbnRGYWlsZWRIABItCgtwb2ludHNfc29sZBgsIAEoCzIWLnBvaW50ZXgudjEuUG9pbnRzU29sZEgAEjEKDXBvaW50c19ib3VnaHQYLSABKAsyGC5wb2ludGV4LnYxLlBvaW50c0JvdWdodEgAEjEKDXRyYWRlX3NldHRsZWQYLiABKAsyGC5wb2ludGV4LnYxLlRyYWRlU2V0dGxlZEgAEjUKD3RyYWRlX2NhbmNlbGxlZBgvIAEoCzIaLnBvaW50ZXgudjEuVHJhZGVDYW5jZWxsZWRIABI1Cg9yZWZ1bmRfcmVxdWlyZWQYMCABKAsyGi5wb2ludGV4LnYxLlJlZnVuZFJlcXVpcmVkSAASNwoQY29tbWFuZF9yZWNvcmRlZBgxIAEoCzIbLnBvaW50ZXgudjEuQ29tbWFuZFJlY29yZGVkSAASLwoMYnV5X3Jlc2VydmVkGDIgASgLMhcucG9pbnRleC52MS5CdXlSZXNlcnZlZEgAEi8KDGJ1eV9yZWxlYXNlZBgzIAEoCzIXLnBvaW50ZXgudjEuQnV5UmVsZWFzZWRIABI4ChFwcm9ncmFtX3J1bGVzX3NldBg0IAEoCzIbLnBvaW50ZXgudjEuUHJvZ3JhbVJ1bGVzU2V0SAASNgoQYWNjb3VudF90aWVyX3NldBg1IAEoCzIaLnBvaW50ZXgudjEuQWNjb3VudFRpZXJTZXRIABI5ChF0cmFuc2Zlcl9yZXZlcnNlZBg2IAEoCzIcLnBvaW50ZXgudjEuVHJhbnNmZXJSZXZlcnNlZEgAEjMKDnBvaW50c19wZW5kaW5nGDcgASgLMhkucG9pbnRleC52MS5Qb2ludHNQZW5kaW5nSAASNwoQcG9pbnRzX2FjdGl2YXRlZBg4IAEoCzIbLnBvaW50ZXgudjEuUG9pbnRzQWN0aXZhdGVkSAASOQoRdHJhbnNmZXJfY3JlZGl0ZWQYOSABKAsyHC5wb2ludGV4LnYxLlRyYW5zZmVyQ3JlZGl0ZWRIAEIJCgdwYXlsb2FkInIKD0NvbW1hbmRSZWNvcmRlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKDHByaW5jaXBhbF9pZBgCIAEoCRILCgNycGMYAyABKAkSFgoOcGF5bG9hZF9zaGEyNTYYBCABKAwSEAoIcmVzcG9uc2UYBSABKAwiegoNQWNjb3VudE9wZW5lZBISCgphY2NvdW50X2lkGAEgASgJEiUKBGtpbmQYAiABKA4yFy5wb2ludGV4LnYxLkFjY291bnRLaW5kEhgKEG93bmVyX3BhcnRuZXJfaWQYAyABKAkSFAoMZGlzcGxheV9uYW1lGAQgASgJIl0KDUFjY291bnRGcm96ZW4SEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSKAoOZnJvemVuX2J5X3JvbGUYAyABKA4yEC5wb2ludGV4LnYxLlJvbGUiNQoPQWNjb3VudFVuZnJvemVuEhIKCmFjY291bnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjMKDUFjY291bnRDbG9zZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiYQoMUG9pbnRzTWludGVkEhIKCmFjY291bnRfaWQYASABKAkSFQoNYW1vdW50X3BvaW50cxgCIAEoAxIMCgRtZW1vGAMgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYBCABKAMiYQoMUG9pbnRzQnVybmVkEhIKCmFjY291bnRfaWQYASABKAkSFQoNYW1vdW50X3BvaW50cxgCIAEoAxIMCgRtZW1vGAMgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYBCABKAMitgIKEVRyYW5zZmVySW5pdGlhdGVkEhMKC3RyYW5zZmVyX2lkGAEgASgJEiYKBGtpbmQYAiABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIXCg9mcm9tX2FjY291bnRfaWQYAyABKAkSFQoNdG9fYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEgwKBG1lbW8YBiABKAkSEgoKcmVxdWVzdF9pZBgHIAEoCRIdChVmcm9tX2F2YWlsYWJsZV9wb2ludHMYCCABKAMSMAoMYWN0aXZhdGVzX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpmZWVfcG9pbnRzGAogASgDEhYKDmZlZV9hY2NvdW50X2lkGAsgASgJIicKEFRyYW5zZmVyQ3JlZGl0ZWQSEwoLdHJhbnNmZXJfaWQYASABKAki1AIKDVBvaW50c0RlYml0ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRImCgRraW5kGAMgASgOMhgucG9pbnRleC52MS5UcmFuc2ZlcktpbmQSHwoXY291bnRlcnBhcnR5X2FjY291bnRfaWQYBCABKAkSFQoNYW1vdW50X3BvaW50cxgFIAEoAxIMCgRtZW1vGAYgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYByABKAMSLgoKZGVjaWRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcGVuZGluZ190cmFuc2Zlcl9pZBgJIAEoCRIZChFkZWJ0X2Zsb29yX3BvaW50cxgKIAEoAxISCgpmZWVfcG9pbnRzGAsgASgDEhYKDmZlZV9hY2NvdW50X2lkGAwgASgJIsEBCg5Qb2ludHNDcmVkaXRlZBISCgphY2NvdW50X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEiYKBGtpbmQYAyABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIfChdjb3VudGVycGFydHlfYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEgwKBG1lbW8YBiABKAkSGAoQYXZhaWxhYmxlX3BvaW50cxgHIAEoAyJdChFUcmFuc2ZlckNvbXBsZXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCRIzChJmZWVfcmVmdXNlZF9yZWFzb24YAiABKA4yFy5wb2ludGV4LnYxLkVycm9yUmVhc29uIrMBCg5Qb2ludHNSZXR1cm5lZBISCgphY2NvdW50X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEiYKBGtpbmQYAyABKA4yGC5wb2ludGV4LnYxLlRyYW5zZmVyS2luZBIfChdjb3VudGVycGFydHlfYWNjb3VudF9pZBgEIAEoCRIVCg1hbW91bnRfcG9pbnRzGAUgASgDEhgKEGF2YWlsYWJsZV9wb2ludHMYBiABKAMiUwoTVHJhbnNmZXJDb21wZW5zYXRlZBITCgt0cmFuc2Zlcl9pZBgBIAEoCRInCgZyZWFzb24YAiABKA4yFy5wb2ludGV4LnYxLkVycm9yUmVhc29uIu8BCgpQb2ludHNIZWxkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEQoJbWFya2V0X2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBSABKAMSLgoNdGltZV9pbl9mb3JjZRgGIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAcgASgJEhgKEGF2YWlsYWJsZV9wb2ludHMYCCABKAMSEwoLaGVsZF9wb2ludHMYCSABKAMiNgoQTWFya2V0Q29uZmlndXJlZBIiCgZtYXJrZXQYASABKAsyEi5wb2ludGV4LnYxLk1hcmtldCL6AQoLT3JkZXJQbGFjZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgFIAEoAxIZChFsaW1pdF9wcmljZV9taW5vchgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRIuCg10aW1lX2luX2ZvcmNlGAggASgOMhcucG9pbnRleC52MS5UaW1lSW5Gb3JjZRIXCg9jbGllbnRfb3JkZXJfaWQYCSABKAkirwEKDU9yZGVyUmVqZWN0ZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgFIAEoAxInCgZyZWFzb24YBiABKA4yFy5wb2ludGV4LnYxLkVycm9yUmVhc29uIrMCCgxUcmFkZU1hdGNoZWQSEAoIdHJhZGVfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhQKDGJ1eV9vcmRlcl9pZBgDIAEoCRIVCg1zZWxsX29yZGVyX2lkGAQgASgJEhgKEGJ1eWVyX2FjY291bnRfaWQYBSABKAkSGQoRc2VsbGVyX2FjY291bnRfaWQYBiABKAkSKQoKbWFrZXJfc2lkZRgHIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgIIAEoAxITCgtwcmljZV9taW5vchgJIAEoAxIgChhidXlfb3Blbl9xdWFudGl0eV9wb2ludHMYCiABKAMSIQoZc2VsbF9vcGVuX3F1YW50aXR5X3BvaW50cxgLIAEoAyLAAQoOT3JkZXJDYW5jZWxsZWQSEAoIb3JkZXJfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEi0KBnJlYXNvbhgFIAEoDjIdLnBvaW50ZXgudjEuT3JkZXJDYW5jZWxSZWFzb24SIQoZY2FuY2VsbGVkX3F1YW50aXR5X3BvaW50cxgGIAEoAyKFAQoVT3JkZXJRdWFudGl0eVJldHVybmVkEhAKCG9yZGVyX2lkGAEgASgJEhEKCW1hcmtldF9pZBgCIAEoCRIQCgh0cmFkZV9pZBgDIAEoCRIXCg9xdWFudGl0eV9wb2ludHMYBCABKAMSHAoUb3Blbl9xdWFudGl0eV9wb2ludHMYBSABKAMijgEKDlBvaW50c1JlbGVhc2VkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAUgASgDEhMKC2hlbGRfcG9pbnRzGAYgASgDIroDCgxUcmFkZUNyZWF0ZWQSEAoIdHJhZGVfaWQYASABKAkSEQoJbWFya2V0X2lkGAIgASgJEhQKDGJ1eV9vcmRlcl9pZBgDIAEoCRIVCg1zZWxsX29yZGVyX2lkGAQgASgJEhgKEGJ1eWVyX2FjY291bnRfaWQYBSABKAkSGQoRc2VsbGVyX2FjY291bnRfaWQYBiABKAkSKQoKbWFrZXJfc2lkZRgHIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgIIAEoAxITCgtwcmljZV9taW5vchgJIAEoAxIQCghjdXJyZW5jeRgKIAEoCRIWCg5ub3Rpb25hbF9taW5vchgLIAEoAxIXCg9idXllcl9mZWVfbWlub3IYDCABKAMSGAoQc2VsbGVyX2ZlZV9taW5vchgNIAEoAxIYChBhbW91bnRfZHVlX21pbm9yGA4gASgDEh0KFXNlbGxlcl9wcm9jZWVkc19taW5vchgPIAEoAxI0ChBwYXltZW50X2RlYWRsaW5lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK8AQoQUGF5bWVudFJlcXVlc3RlZBIQCgh0cmFkZV9pZBgBIAEoCRITCgtwcm92aWRlcl9pZBgCIAEoCRISCgpwYXltZW50X2lkGAMgASgJEhQKDGNoZWNrb3V0X3VybBgEIAEoCRIhCgZhbW91bnQYBSABKAsyES5wb2ludGV4LnYxLk1vbmV5EjQKEHBheW1lbnRfZGVhZGxpbmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItgBChBQYXltZW50Q29uZmlybWVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRItCglzaWduZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmtleV9pZBgHIAEoCRIMCgRsYXRlGAggASgIIscBCg1QYXltZW50RmFpbGVkEhAKCHRyYWRlX2lkGAEgASgJEhMKC3Byb3ZpZGVyX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRItCglzaWduZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmtleV9pZBgHIAEoCSKgAQoKUG9pbnRzU29sZBISCgphY2NvdW50X2lkGAEgASgJEhAKCHRyYWRlX2lkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSEwoLaGVsZF9wb2ludHMYBSABKAMSLgoKZGVjaWRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipwEKDFBvaW50c0JvdWdodBISCgphY2NvdW50X2lkGAEgASgJEhAKCHRyYWRlX2lkGAIgASgJEhAKCG9yZGVyX2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSGAoQYXZhaWxhYmxlX3BvaW50cxgFIAEoAxIuCgpkZWNpZGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLaAQoLQnV5UmVzZXJ2ZWQSEgoKYWNjb3VudF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIRCgltYXJrZXRfaWQYAyABKAkSFwoPcXVhbnRpdHlfcG9pbnRzGAQgASgDEhkKEWxpbWl0X3ByaWNlX21pbm9yGAUgASgDEi4KDXRpbWVfaW5fZm9yY2UYBiABKA4yFy5wb2ludGV4LnYxLlRpbWVJbkZvcmNlEhcKD2NsaWVudF9vcmRlcl9pZBgHIAEoCRIVCg1idXlpbmdfcG9pbnRzGAggASgDInUKC0J1eVJlbGVhc2VkEhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSFwoPcXVhbnRpdHlfcG9pbnRzGAQgASgDEhUKDWJ1eWluZ19wb2ludHMYBSABKAMiTAoMVHJhZGVTZXR0bGVkEhAKCHRyYWRlX2lkGAEgASgJEioKD3NlbGxlcl9wcm9jZWVkcxgCIAEoCzIRLnBvaW50ZXgudjEuTW9uZXkiUQoOVHJhZGVDYW5jZWxsZWQSEAoIdHJhZGVfaWQYASABKAkSLQoGcmVhc29uGAIgASgOMh0ucG9pbnRleC52MS5UcmFkZUNhbmNlbFJlYXNvbiKJAQoOUmVmdW5kUmVxdWlyZWQSEAoIdHJhZGVfaWQYASABKAkSEwoLcHJvdmlkZXJfaWQYAiABKAkSEgoKcGF5bWVudF9pZBgDIAEoCRIZChFwcm92aWRlcl9ldmVudF9pZBgEIAEoCRIhCgZhbW91bnQYBSABKAsyES5wb2ludGV4LnYxLk1vbmV5IjoKD1Byb2dyYW1SdWxlc1NldBInCgVydWxlcxgBIAEoCzIYLnBvaW50ZXgudjEuUHJvZ3JhbVJ1bGVzIjIKDkFjY291bnRUaWVyU2V0EhIKCmFjY291bnRfaWQYASABKAkSDAoEdGllchgCIAEoCSJcChBUcmFuc2ZlclJldmVyc2VkEhMKC3RyYW5zZmVyX2lkGAEgASgJEhwKFHJldmVyc2FsX3RyYW5zZmVyX2lkGAIgASgJEhUKDWFtb3VudF9wb2ludHMYAyABKAMiyAEKDVBvaW50c1BlbmRpbmcSEgoKYWNjb3VudF9pZBgBIAEoCRITCgt0cmFuc2Zlcl9pZBgCIAEoCRIfChdjb3VudGVycGFydHlfYWNjb3VudF9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEgwKBG1lbW8YBSABKAkSMAoMYWN0aXZhdGVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wZW5kaW5nX3BvaW50cxgHIAEoAyKDAQoPUG9pbnRzQWN0aXZhdGVkEhIKCmFjY291bnRfaWQYASABKAkSEwoLdHJhbnNmZXJfaWQYAiABKAkSFQoNYW1vdW50X3BvaW50cxgDIAEoAxIYChBhdmFpbGFibGVfcG9pbnRzGAQgASgDEhYKDnBlbmRpbmdfcG9pbnRzGAUgASgDYgZwcm90bzM", [file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
 
 /**
  * One committed event: the envelope and its typed payload.
@@ -447,6 +447,14 @@ export type Event = Message<"pointex.v1.Event"> & {
      */
     value: PointsActivated;
     case: "pointsActivated";
+  } | {
+    /**
+     * See TransferCredited.
+     *
+     * @generated from field: pointex.v1.TransferCredited transfer_credited = 57;
+     */
+    value: TransferCredited;
+    case: "transferCredited";
   } | { case: undefined; value?: undefined };
 };
 
@@ -801,6 +809,21 @@ export type TransferInitiated = Message<"pointex.v1.TransferInitiated"> & {
    * @generated from field: google.protobuf.Timestamp activates_at = 9;
    */
   activatesAt?: Timestamp | undefined;
+
+  /**
+   * For a TransferPoints under a fee schedule (ProgramRules.transfer_fee): the fee debited
+   * from the source with the points, on top of `amount_points`; 0 without a fee.
+   *
+   * @generated from field: int64 fee_points = 10;
+   */
+  feePoints: bigint;
+
+  /**
+   * The account the fee goes to; empty without a fee.
+   *
+   * @generated from field: string fee_account_id = 11;
+   */
+  feeAccountId: string;
 };
 
 /**
@@ -809,6 +832,29 @@ export type TransferInitiated = Message<"pointex.v1.TransferInitiated"> & {
  */
 export const TransferInitiatedSchema: GenMessage<TransferInitiated> = /*@__PURE__*/
   messageDesc(file_pointex_v1_events, 8);
+
+/**
+ * The destination of a transfer that pays a fee was credited; the fee's credit to the fee
+ * account is due next (TransferCompleted follows it). A transfer whose accounts were all
+ * decided at once writes no TransferCredited. Stream transfer-<transfer_id>.
+ *
+ * @generated from message pointex.v1.TransferCredited
+ */
+export type TransferCredited = Message<"pointex.v1.TransferCredited"> & {
+  /**
+   * The transfer's id.
+   *
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+};
+
+/**
+ * Describes the message pointex.v1.TransferCredited.
+ * Use `create(TransferCreditedSchema)` to create a new message.
+ */
+export const TransferCreditedSchema: GenMessage<TransferCredited> = /*@__PURE__*/
+  messageDesc(file_pointex_v1_events, 9);
 
 /**
  * Points left an account as the first step of a transfer. Stream account-<account_id>.
@@ -889,6 +935,22 @@ export type PointsDebited = Message<"pointex.v1.PointsDebited"> & {
    * @generated from field: int64 debt_floor_points = 10;
    */
   debtFloorPoints: bigint;
+
+  /**
+   * The fee of a TransferPoints debited with its points (ProgramRules.transfer_fee), on top
+   * of `amount_points`: available went down by both. 0 without a fee.
+   *
+   * @generated from field: int64 fee_points = 11;
+   */
+  feePoints: bigint;
+
+  /**
+   * The account the fee goes to (ProgramRules.transfer_fee.fee_account_id when the debit was
+   * decided); empty without a fee.
+   *
+   * @generated from field: string fee_account_id = 12;
+   */
+  feeAccountId: string;
 };
 
 /**
@@ -896,7 +958,7 @@ export type PointsDebited = Message<"pointex.v1.PointsDebited"> & {
  * Use `create(PointsDebitedSchema)` to create a new message.
  */
 export const PointsDebitedSchema: GenMessage<PointsDebited> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 9);
+  messageDesc(file_pointex_v1_events, 10);
 
 /**
  * Points arrived in an account as a step of a transfer. Stream account-<account_id>.
@@ -905,7 +967,7 @@ export const PointsDebitedSchema: GenMessage<PointsDebited> = /*@__PURE__*/
  */
 export type PointsCredited = Message<"pointex.v1.PointsCredited"> & {
   /**
-   * The account credited (the transfer's destination).
+   * The account credited: the transfer's destination, or for kind FEE the fee account.
    *
    * @generated from field: string account_id = 1;
    */
@@ -919,7 +981,8 @@ export type PointsCredited = Message<"pointex.v1.PointsCredited"> & {
   transferId: string;
 
   /**
-   * ISSUE, REDEEM or TRANSFER.
+   * The movement's kind; FEE for a transfer's fee credited to the program's fee account,
+   * with `amount_points` the fee and the transfer's source as counterparty.
    *
    * @generated from field: pointex.v1.TransferKind kind = 3;
    */
@@ -933,7 +996,7 @@ export type PointsCredited = Message<"pointex.v1.PointsCredited"> & {
   counterpartyAccountId: string;
 
   /**
-   * Points credited; positive, equal to the debit.
+   * Points credited; positive, equal to the debit's amount (kind FEE: to its fee).
    *
    * @generated from field: int64 amount_points = 5;
    */
@@ -959,11 +1022,11 @@ export type PointsCredited = Message<"pointex.v1.PointsCredited"> & {
  * Use `create(PointsCreditedSchema)` to create a new message.
  */
 export const PointsCreditedSchema: GenMessage<PointsCredited> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 10);
+  messageDesc(file_pointex_v1_events, 11);
 
 /**
- * A transfer finished: the destination was credited. Last event of stream
- * transfer-<transfer_id>.
+ * A transfer finished: the destination was credited (and the fee account, for a transfer
+ * that pays a fee). Last event of stream transfer-<transfer_id>.
  *
  * @generated from message pointex.v1.TransferCompleted
  */
@@ -974,6 +1037,15 @@ export type TransferCompleted = Message<"pointex.v1.TransferCompleted"> & {
    * @generated from field: string transfer_id = 1;
    */
   transferId: string;
+
+  /**
+   * Set only when the fee account refused the transfer's fee (for example ACCOUNT_CLOSED or
+   * BALANCE_CEILING_EXCEEDED): the fee went back to the source with a PointsReturned of kind
+   * FEE, and the transfer completed without it.
+   *
+   * @generated from field: pointex.v1.ErrorReason fee_refused_reason = 2;
+   */
+  feeRefusedReason: ErrorReason;
 };
 
 /**
@@ -981,11 +1053,12 @@ export type TransferCompleted = Message<"pointex.v1.TransferCompleted"> & {
  * Use `create(TransferCompletedSchema)` to create a new message.
  */
 export const TransferCompletedSchema: GenMessage<TransferCompleted> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 11);
+  messageDesc(file_pointex_v1_events, 12);
 
 /**
- * The destination of a transfer refused the credit, and the debited points came back to the
- * source. Stream account-<account_id> of the source.
+ * The destination of a transfer refused the credit, and the debited points (with the fee)
+ * came back to the source; or, of kind FEE, the fee account refused the fee, which came back
+ * alone. Stream account-<account_id> of the source.
  *
  * @generated from message pointex.v1.PointsReturned
  */
@@ -1005,21 +1078,22 @@ export type PointsReturned = Message<"pointex.v1.PointsReturned"> & {
   transferId: string;
 
   /**
-   * ISSUE, REDEEM or TRANSFER.
+   * The movement's kind; FEE for a transfer's fee the fee account refused, with
+   * `amount_points` the fee.
    *
    * @generated from field: pointex.v1.TransferKind kind = 3;
    */
   kind: TransferKind;
 
   /**
-   * The destination that refused the credit.
+   * The destination that refused the credit, or for kind FEE the fee account.
    *
    * @generated from field: string counterparty_account_id = 4;
    */
   counterpartyAccountId: string;
 
   /**
-   * Points returned; positive, equal to the debit.
+   * Points returned; positive: the debit and its fee, or (kind FEE) the fee alone.
    *
    * @generated from field: int64 amount_points = 5;
    */
@@ -1038,7 +1112,7 @@ export type PointsReturned = Message<"pointex.v1.PointsReturned"> & {
  * Use `create(PointsReturnedSchema)` to create a new message.
  */
 export const PointsReturnedSchema: GenMessage<PointsReturned> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 12);
+  messageDesc(file_pointex_v1_events, 13);
 
 /**
  * A transfer was compensated: its debit was returned to the source. Last event of stream
@@ -1068,7 +1142,7 @@ export type TransferCompensated = Message<"pointex.v1.TransferCompensated"> & {
  * Use `create(TransferCompensatedSchema)` to create a new message.
  */
 export const TransferCompensatedSchema: GenMessage<TransferCompensated> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 13);
+  messageDesc(file_pointex_v1_events, 14);
 
 /**
  * Points were held (escrowed) for a new SELL order: available −, held +. First step of placing
@@ -1147,7 +1221,7 @@ export type PointsHeld = Message<"pointex.v1.PointsHeld"> & {
  * Use `create(PointsHeldSchema)` to create a new message.
  */
 export const PointsHeldSchema: GenMessage<PointsHeld> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 14);
+  messageDesc(file_pointex_v1_events, 15);
 
 /**
  * A market's configuration was recorded: at the command server's start, for a configured
@@ -1171,7 +1245,7 @@ export type MarketConfigured = Message<"pointex.v1.MarketConfigured"> & {
  * Use `create(MarketConfiguredSchema)` to create a new message.
  */
 export const MarketConfiguredSchema: GenMessage<MarketConfigured> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 15);
+  messageDesc(file_pointex_v1_events, 16);
 
 /**
  * An order entered the market (PlaceOrder), before any matching. Stream market-<market_id>.
@@ -1249,7 +1323,7 @@ export type OrderPlaced = Message<"pointex.v1.OrderPlaced"> & {
  * Use `create(OrderPlacedSchema)` to create a new message.
  */
 export const OrderPlacedSchema: GenMessage<OrderPlaced> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 16);
+  messageDesc(file_pointex_v1_events, 17);
 
 /**
  * A held order could not enter the book (the market closed between the account step and the
@@ -1308,7 +1382,7 @@ export type OrderRejected = Message<"pointex.v1.OrderRejected"> & {
  * Use `create(OrderRejectedSchema)` to create a new message.
  */
 export const OrderRejectedSchema: GenMessage<OrderRejected> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 17);
+  messageDesc(file_pointex_v1_events, 18);
 
 /**
  * A BUY and a SELL order matched. Stream market-<market_id>; the matching TradeCreated is in
@@ -1400,7 +1474,7 @@ export type TradeMatched = Message<"pointex.v1.TradeMatched"> & {
  * Use `create(TradeMatchedSchema)` to create a new message.
  */
 export const TradeMatchedSchema: GenMessage<TradeMatched> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 18);
+  messageDesc(file_pointex_v1_events, 19);
 
 /**
  * An order's remainder left the book unmatched (CancelOrder, or an IOC remainder). For a SELL
@@ -1457,7 +1531,7 @@ export type OrderCancelled = Message<"pointex.v1.OrderCancelled"> & {
  * Use `create(OrderCancelledSchema)` to create a new message.
  */
 export const OrderCancelledSchema: GenMessage<OrderCancelled> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 19);
+  messageDesc(file_pointex_v1_events, 20);
 
 /**
  * The quantity of a cancelled trade went back into its still-resting SELL order. The points
@@ -1507,7 +1581,7 @@ export type OrderQuantityReturned = Message<"pointex.v1.OrderQuantityReturned"> 
  * Use `create(OrderQuantityReturnedSchema)` to create a new message.
  */
 export const OrderQuantityReturnedSchema: GenMessage<OrderQuantityReturned> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 20);
+  messageDesc(file_pointex_v1_events, 21);
 
 /**
  * Held points went back to available: held −, available +. Because a SELL order was cancelled
@@ -1565,7 +1639,7 @@ export type PointsReleased = Message<"pointex.v1.PointsReleased"> & {
  * Use `create(PointsReleasedSchema)` to create a new message.
  */
 export const PointsReleasedSchema: GenMessage<PointsReleased> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 21);
+  messageDesc(file_pointex_v1_events, 22);
 
 /**
  * A trade was created by a match, PENDING_PAYMENT. First event of stream trade-<trade_id>,
@@ -1692,7 +1766,7 @@ export type TradeCreated = Message<"pointex.v1.TradeCreated"> & {
  * Use `create(TradeCreatedSchema)` to create a new message.
  */
 export const TradeCreatedSchema: GenMessage<TradeCreated> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 22);
+  messageDesc(file_pointex_v1_events, 23);
 
 /**
  * The payment provider created a payment for the trade; the buyer is notified. Stream
@@ -1749,7 +1823,7 @@ export type PaymentRequested = Message<"pointex.v1.PaymentRequested"> & {
  * Use `create(PaymentRequestedSchema)` to create a new message.
  */
 export const PaymentRequestedSchema: GenMessage<PaymentRequested> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 23);
+  messageDesc(file_pointex_v1_events, 24);
 
 /**
  * A verified payment confirmation was recorded (ConfirmPayment). Stream trade-<trade_id>.
@@ -1820,7 +1894,7 @@ export type PaymentConfirmed = Message<"pointex.v1.PaymentConfirmed"> & {
  * Use `create(PaymentConfirmedSchema)` to create a new message.
  */
 export const PaymentConfirmedSchema: GenMessage<PaymentConfirmed> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 24);
+  messageDesc(file_pointex_v1_events, 25);
 
 /**
  * A verified payment failure was recorded (FailPayment) while the trade was pending;
@@ -1884,7 +1958,7 @@ export type PaymentFailed = Message<"pointex.v1.PaymentFailed"> & {
  * Use `create(PaymentFailedSchema)` to create a new message.
  */
 export const PaymentFailedSchema: GenMessage<PaymentFailed> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 25);
+  messageDesc(file_pointex_v1_events, 26);
 
 /**
  * Settlement step: the seller delivered the trade's quantity from held points (held −).
@@ -1942,7 +2016,7 @@ export type PointsSold = Message<"pointex.v1.PointsSold"> & {
  * Use `create(PointsSoldSchema)` to create a new message.
  */
 export const PointsSoldSchema: GenMessage<PointsSold> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 26);
+  messageDesc(file_pointex_v1_events, 27);
 
 /**
  * Settlement step: the buyer received the trade's quantity (available +; what the account is
@@ -2000,7 +2074,7 @@ export type PointsBought = Message<"pointex.v1.PointsBought"> & {
  * Use `create(PointsBoughtSchema)` to create a new message.
  */
 export const PointsBoughtSchema: GenMessage<PointsBought> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 27);
+  messageDesc(file_pointex_v1_events, 28);
 
 /**
  * A BUY order was opened on the buying account: its quantity counts as points the account is
@@ -2074,7 +2148,7 @@ export type BuyReserved = Message<"pointex.v1.BuyReserved"> & {
  * Use `create(BuyReservedSchema)` to create a new message.
  */
 export const BuyReservedSchema: GenMessage<BuyReserved> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 28);
+  messageDesc(file_pointex_v1_events, 29);
 
 /**
  * Points a BUY order will not buy stopped counting as being bought: the order was cancelled or
@@ -2126,7 +2200,7 @@ export type BuyReleased = Message<"pointex.v1.BuyReleased"> & {
  * Use `create(BuyReleasedSchema)` to create a new message.
  */
 export const BuyReleasedSchema: GenMessage<BuyReleased> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 29);
+  messageDesc(file_pointex_v1_events, 30);
 
 /**
  * The trade settled: both settlement steps are done. Last event of stream trade-<trade_id>.
@@ -2155,7 +2229,7 @@ export type TradeSettled = Message<"pointex.v1.TradeSettled"> & {
  * Use `create(TradeSettledSchema)` to create a new message.
  */
 export const TradeSettledSchema: GenMessage<TradeSettled> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 30);
+  messageDesc(file_pointex_v1_events, 31);
 
 /**
  * The trade was cancelled; its quantity goes back to the resting SELL order
@@ -2185,7 +2259,7 @@ export type TradeCancelled = Message<"pointex.v1.TradeCancelled"> & {
  * Use `create(TradeCancelledSchema)` to create a new message.
  */
 export const TradeCancelledSchema: GenMessage<TradeCancelled> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 31);
+  messageDesc(file_pointex_v1_events, 32);
 
 /**
  * A payment was confirmed for a cancelled trade: the buyer's money must be refunded through
@@ -2236,7 +2310,7 @@ export type RefundRequired = Message<"pointex.v1.RefundRequired"> & {
  * Use `create(RefundRequiredSchema)` to create a new message.
  */
 export const RefundRequiredSchema: GenMessage<RefundRequired> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 32);
+  messageDesc(file_pointex_v1_events, 33);
 
 /**
  * The operator set the program's rules (SetProgramRules); they replace the rules before them
@@ -2259,7 +2333,7 @@ export type ProgramRulesSet = Message<"pointex.v1.ProgramRulesSet"> & {
  * Use `create(ProgramRulesSetSchema)` to create a new message.
  */
 export const ProgramRulesSetSchema: GenMessage<ProgramRulesSet> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 33);
+  messageDesc(file_pointex_v1_events, 34);
 
 /**
  * An account's member tier was set or cleared (SetAccountTier). Stream account-<account_id>.
@@ -2287,7 +2361,7 @@ export type AccountTierSet = Message<"pointex.v1.AccountTierSet"> & {
  * Use `create(AccountTierSetSchema)` to create a new message.
  */
 export const AccountTierSetSchema: GenMessage<AccountTierSet> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 34);
+  messageDesc(file_pointex_v1_events, 35);
 
 /**
  * A completed issue or redemption was reversed (ReverseIssue, ReverseRedeem), in full or in
@@ -2325,7 +2399,7 @@ export type TransferReversed = Message<"pointex.v1.TransferReversed"> & {
  * Use `create(TransferReversedSchema)` to create a new message.
  */
 export const TransferReversedSchema: GenMessage<TransferReversed> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 35);
+  messageDesc(file_pointex_v1_events, 36);
 
 /**
  * The destination side of an issue whose points activate later (pending earn): they arrived
@@ -2390,7 +2464,7 @@ export type PointsPending = Message<"pointex.v1.PointsPending"> & {
  * Use `create(PointsPendingSchema)` to create a new message.
  */
 export const PointsPendingSchema: GenMessage<PointsPending> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 36);
+  messageDesc(file_pointex_v1_events, 37);
 
 /**
  * Pending points of an issue reached their activation time and became available (all that is
@@ -2440,5 +2514,5 @@ export type PointsActivated = Message<"pointex.v1.PointsActivated"> & {
  * Use `create(PointsActivatedSchema)` to create a new message.
  */
 export const PointsActivatedSchema: GenMessage<PointsActivated> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_events, 37);
+  messageDesc(file_pointex_v1_events, 38);
 

@@ -53,6 +53,7 @@ from pointex.server.domain.events import (
     AccountEvent,
     TransferCompensated,
     TransferCompleted,
+    TransferCredited,
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
@@ -248,7 +249,7 @@ class CommandHandlers:
         completed = await self._complete_many([initiated for _, initiated in debited])
         for (i, initiated), outcome in zip(debited, completed, strict=True):
             if isinstance(outcome, StoreError | Overloaded):
-                self._finish_later(initiated)
+                self._finish_later(initiated.transfer_id)
             outcomes[i] = outcome
         for i, ending in zip(others, await ended, strict=True):
             assert ending is not None, "a retry of a recorded transfer has its record"
@@ -278,19 +279,21 @@ class CommandHandlers:
             return resumed
         raise start
 
-    def _finish_later(self, initiated: TransferInitiated) -> None:
+    def _finish_later(self, key: str) -> None:
         """Keep retrying an open transfer whose last step failed for an operating reason."""
 
         async def finish_if_open() -> None:
-            if initiated.transfer_id in self._open:
-                await self._complete(initiated)
+            if key in self._open:
+                loaded = await self._load(key)
+                assert loaded is not None, key  # An open transfer has its record.
+                await self._advance(loaded[0])
 
         async def retry() -> None:
             with contextlib.suppress(errors.DomainError):  # Compensated: the process ended.
                 await retry_until_done(
                     finish_if_open,
                     retry_on=(StoreError, Overloaded),
-                    what=f"transfer {initiated.transfer_id}",
+                    what=f"transfer {key}",
                 )
 
         self._runner.spawn(retry())
@@ -307,66 +310,91 @@ class CommandHandlers:
             if loaded is None or key in self._open:
                 return
             transfer, position = loaded
-            if transfer.phase is process.Phase.DEBITED:  # Its one event is the initiation.
+            if _is_open(transfer):
                 self._reopen(position, transfer.initiated)
-                self._finish_later(transfer.initiated)
+                self._finish_later(key)
 
         self._runner.spawn(reconcile())
-
-    async def _complete(self, initiated: TransferInitiated) -> TransferDone:
-        """Credit the destination, or return the points to the source if it refuses."""
-        (outcome,) = await self._complete_many([initiated])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     async def _complete_many(
         self, transfers: Sequence[TransferInitiated]
     ) -> list[TransferDone | BaseException]:
-        """Run `_complete` for each transfer, all credits told before any is awaited."""
+        """Credit each debited transfer's destination, all credits told before any is awaited.
+
+        Each then takes the rest of its steps (`_advance`): the fee's, or the compensation.
+        """
         asked = []
-        for initiated in transfers:
-            debited = process.evolve(None, initiated)
-            step = process.decide(debited, process.Resumed())
+        debited = [process.evolve(None, initiated) for initiated in transfers]
+        for transfer in debited:
+            step = process.decide(transfer, process.Resumed())
             assert isinstance(step, process.Credit), step
-            completed = _append(debited, step.completed)
-            credit = Decide(step.command, appending(completed))
-            asked.append(tell(self._actors, initiated.to_account_id, credit))
+            credit = Decide(step.command, appending(_append(transfer, step.recorded)))
+            asked.append(tell(self._actors, step.command.account_id, credit))
         outcomes: list[TransferDone | BaseException] = []
         others: dict[int, Awaitable[TransferDone]] = {}
-        for i, (initiated, decided) in enumerate(zip(transfers, await replies(asked), strict=True)):
-            if isinstance(decided, Decided):
-                self._settled(initiated)
-                outcomes.append(TransferDone(initiated, decided.position))
-                continue
+        for i, (transfer, decided) in enumerate(zip(debited, await replies(asked), strict=True)):
             outcomes.append(decided)
-            if isinstance(decided, errors.DomainError):
-                others[i] = self._compensate(initiated, decided)
-            elif isinstance(
-                decided, WrongExpectedVersion
-            ) and decided.stream_id == streams.transfer(initiated.transfer_id):
-                others[i] = self._outcome(initiated)  # Another driver finished it.
+            if isinstance(decided, Decided):
+                if transfer.initiated.fee_points:  # The fee's step is due next.
+                    step = process.decide(transfer, process.Resumed())
+                    assert isinstance(step, process.Credit), step
+                    others[i] = self._advance(process.evolve(transfer, step.recorded))
+                    continue
+                self._settled(transfer.initiated)
+                outcomes[i] = TransferDone(transfer.initiated, decided.position)
+            elif isinstance(decided, errors.DomainError):
+                others[i] = self._refused(transfer, decided)
+            elif isinstance(decided, WrongExpectedVersion) and decided.stream_id == _stream(
+                transfer
+            ):
+                others[i] = self._outcome(transfer.initiated)  # Another driver took the step.
         ended = await asyncio.gather(*others.values(), return_exceptions=True)
         for i, outcome in zip(others, ended, strict=True):
             outcomes[i] = outcome
         return outcomes
 
-    async def _compensate(
-        self, initiated: TransferInitiated, refusal: errors.DomainError
+    async def _advance(self, transfer: process.Transfer) -> TransferDone:
+        """Take an open transfer's steps until it ends; return its end or raise its refusal."""
+        while True:
+            step = process.decide(transfer, process.Resumed())
+            if isinstance(step, process.Ended):
+                return await self._outcome(transfer.initiated)
+            assert isinstance(step, process.Credit), step
+            credit: Decide[Account | None, None]
+            credit = Decide(step.command, appending(_append(transfer, step.recorded)))
+            try:
+                decided = await self._actors.ask(step.command.account_id, credit)
+            except errors.DomainError as refusal:
+                return await self._refused(transfer, refusal)
+            except WrongExpectedVersion as conflict:
+                if conflict.stream_id != _stream(transfer):
+                    raise
+                return await self._outcome(transfer.initiated)  # Another driver took it.
+            transfer = process.evolve(transfer, step.recorded)
+            if transfer.phase is process.Phase.COMPLETED:
+                self._settled(transfer.initiated)
+                return TransferDone(transfer.initiated, decided.position)
+
+    async def _refused(
+        self, transfer: process.Transfer, refusal: errors.DomainError
     ) -> TransferDone:
-        debited = process.evolve(None, initiated)
-        step = process.decide(debited, process.CreditRefused(refusal.reason))
-        assert isinstance(step, process.Compensate), step
-        append = _append(debited, step.compensated)
+        """Return the points (and fee) to the source, or the fee alone, after a refused credit."""
+        step = process.decide(transfer, process.CreditRefused(refusal.reason))
+        assert isinstance(step, process.Compensate | process.ReturnFee), step
+        recorded = step.compensated if isinstance(step, process.Compensate) else step.completed
+        append = _append(transfer, recorded)
+        initiated = transfer.initiated
         try:
             decided = await self._actors.ask(
                 initiated.from_account_id, Decide(step.command, appending(append))
             )
         except WrongExpectedVersion as conflict:
-            if conflict.stream_id != streams.transfer(initiated.transfer_id):
+            if conflict.stream_id != _stream(transfer):
                 raise
             return await self._outcome(initiated)
         self._settled(initiated)
+        if isinstance(step, process.ReturnFee):  # The transfer completed without its fee.
+            return TransferDone(initiated, decided.position, refusal.reason)
         raise _compensated_error(refusal.reason, refusal.message, decided.position)
 
     def _settled(self, initiated: TransferInitiated) -> None:
@@ -374,15 +402,20 @@ class CommandHandlers:
         self._actors.actor(initiated.from_account_id).transfer_settled()
 
     async def _outcome(self, initiated: TransferInitiated) -> TransferDone:
-        """Return (or raise) the recorded end of a transfer another driver finished."""
+        """Return (or raise) the recorded end of a transfer, finishing it if still open.
+
+        Another driver took a step of it (a retry, recovery, reconciliation): it may have
+        ended it, or credited the destination of a transfer whose fee is still due.
+        """
         loaded = await self._load(initiated.transfer_id)
         assert loaded is not None, initiated
         transfer, position = loaded
         step = process.decide(transfer, process.Resumed())
-        assert isinstance(step, process.Ended), "another driver ended it"
+        if not isinstance(step, process.Ended):
+            return await self._advance(transfer)
         if step.phase is process.Phase.COMPENSATED:
             raise _compensated_error(step.reason, "the destination refused", position)
-        return TransferDone(initiated, position)
+        return TransferDone(initiated, position, step.reason)
 
     async def reverse(self, request: ReversalRequest) -> TransferDone:
         """Take back a completed issue or redemption as a transfer of its own, at most once.
@@ -459,9 +492,10 @@ class CommandHandlers:
     async def _load(self, key: str, *, whole: bool = False) -> tuple[process.Transfer, int] | None:
         """Return a transfer rebuilt from its stream and its last position, if it exists.
 
-        Its first two events tell its process; `whole` reads its reversals too.
+        Its first three events tell its process (TransferCredited comes between for a fee);
+        `whole` reads its reversals too.
         """
-        count = limits.read_batch_events_max if whole else 2
+        count = limits.read_batch_events_max if whole else 3
         recorded = await self._store.read_stream(streams.transfer(key), 1, count)
         if not recorded:
             return None
@@ -482,8 +516,8 @@ class CommandHandlers:
         transfer, _ = loaded
         if not process.same_terms(request, transfer.initiated):
             raise key_reused()
-        if transfer.phase is process.Phase.DEBITED:
-            return await self._complete(transfer.initiated)
+        if _is_open(transfer):
+            return await self._advance(transfer)
         return await self._outcome(transfer.initiated)
 
     @property
@@ -500,14 +534,14 @@ class CommandHandlers:
         """Return the recovery scan's tracker of open transfers."""
         return OpenTransfers(self)
 
-    async def resume(self, found: Sequence[tuple[int, TransferInitiated]]) -> None:
+    async def resume(self, found: Sequence[tuple[int, process.Transfer]]) -> None:
         """Finish every transfer the recovery scan found open (before commands are taken)."""
-        for position, initiated in found:
-            self._reopen(position, initiated)
-        for _, initiated in found:
+        for position, transfer in found:
+            self._reopen(position, transfer.initiated)
+        for _, transfer in found:
             # A compensation raises its refusal; the points went back to the source.
             with contextlib.suppress(errors.DomainError):
-                await self._complete(initiated)
+                await self._advance(transfer)
 
     def _reopen(self, position: int, initiated: TransferInitiated) -> None:
         """Count a transfer found debited in the log as open, here and on its source's actor."""
@@ -550,17 +584,22 @@ class OpenTransfers:
     """The transfers the recovery scan finds debited and not yet credited or returned."""
 
     kind = "transfer"
-    types = frozenset({"TransferInitiated", "TransferCompleted", "TransferCompensated"})
+    types = frozenset(
+        {"TransferInitiated", "TransferCredited", "TransferCompleted", "TransferCompensated"}
+    )
 
     def __init__(self, handlers: CommandHandlers) -> None:
         """Track open transfers for `handlers` to resume."""
         self._handlers = handlers
-        self._found: dict[str, tuple[int, TransferInitiated]] = {}
+        self._found: dict[str, tuple[int, process.Transfer]] = {}
 
     def see(self, position: int, event: object) -> None:
         """Open a transfer at its initiation; close it at its completion or compensation."""
         if isinstance(event, TransferInitiated):
-            self._found[event.transfer_id] = (position, event)
+            self._found[event.transfer_id] = (position, process.evolve(None, event))
+        elif isinstance(event, TransferCredited):
+            if (found := self._found.get(event.transfer_id)) is not None:
+                self._found[event.transfer_id] = (found[0], process.evolve(found[1], event))
         else:
             assert isinstance(event, TransferCompleted | TransferCompensated), event
             self._found.pop(event.transfer_id, None)
@@ -580,9 +619,16 @@ class OpenTransfers:
 
 def _append(transfer: process.Transfer, event: process.TransferEvent) -> StreamAppend:
     """Return the append of a transfer's next event, at the version its stream has now."""
-    return StreamAppend(
-        streams.transfer(transfer.transfer_id), transfer.version, (codec.encode(event),)
-    )
+    return StreamAppend(_stream(transfer), transfer.version, (codec.encode(event),))
+
+
+def _stream(transfer: process.Transfer) -> str:
+    return streams.transfer(transfer.transfer_id)
+
+
+def _is_open(transfer: process.Transfer) -> bool:
+    """Tell whether a transfer still has a step due (its credit, its fee, or a return)."""
+    return transfer.phase is process.Phase.DEBITED or transfer.phase is process.Phase.CREDITED
 
 
 def _compensated_error(reason: str, message: str, position: int) -> errors.DomainError:

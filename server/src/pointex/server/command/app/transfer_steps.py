@@ -32,6 +32,7 @@ from typing import Any
 
 from pointex.server.actors.account_actor import Decide, Decided, Inspect, Message
 from pointex.server.actors.runtime import AccountActors
+from pointex.server.actors.stream_actor import Proposal, StreamActor
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.domain import errors, streams
 from pointex.server.domain.account import Account, check_credit
@@ -43,6 +44,7 @@ from pointex.server.domain.events import (
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
+from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import Instant, Principal, TransferKind
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
@@ -66,6 +68,7 @@ class TransferRequest:
     also: tuple[StreamAppend, ...] = ()
     activates_at: Instant = NEVER  # An issue's points are pending until then.
     reverses: str = ""  # A reversal's original transfer (its pending points go back first).
+    fee_quote: FeeQuote | None = None  # A transfer's quoted fee (FEE_SCHEDULE_CHANGED if stale).
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ class TransferDone:
 
     initiated: TransferInitiated
     position: int
+    fee_refused_reason: str = ""  # Why the fee account refused the fee, which went back.
 
 
 # What starting one transfer came to: its record and the position of its debit; the whole
@@ -159,10 +163,21 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
         process.debit_of(request.principal.caller, request, key, request.reverses)
     )
     initiated = process.initiated_of(request, key, debited.events[0])
+    others: list[tuple[StreamActor[Any], Proposal[Any]]] = [(destination, credited)]
+    if initiated.fee_points:
+        # The fee's credit joins the unit when the fee account can decide it now; a refusal
+        # is the process's to handle (the fee goes back), so the transfer takes the steps.
+        fee_account = actors.ready(initiated.fee_account_id)
+        if fee_account is None:
+            return None
+        try:
+            others.append((fee_account, fee_account.propose(process.fee_credit_of(initiated))))
+        except errors.DomainError:
+            return None
     record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
     # The process record last: the unit's last event is TransferCompleted, as a retry reads it.
     extra = (*request.also, StreamAppend(streams.transfer(key), 0, record))
-    return Unit(initiated, source.commit_together(debited, ((destination, credited),), extra))
+    return Unit(initiated, source.commit_together(debited, others, extra))
 
 
 def _start_in_one_unit(

@@ -19,6 +19,7 @@ from pointex.server.domain.values import TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
 from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import errors_pb2
 
 
 def issue_reply(done: TransferDone) -> pb.IssuePointsResponse:
@@ -41,11 +42,17 @@ def redeem_reply(done: TransferDone) -> pb.RedeemPointsResponse:
 
 def transfer_reply(done: TransferDone) -> pb.TransferPointsResponse:
     """Return TransferPoints' reply for a completed transfer."""
-    return pb.TransferPointsResponse(
+    reply = pb.TransferPointsResponse(
         position=position_message(done.position),
         transfer_id=done.initiated.transfer_id,
         from_available_points=done.initiated.from_available_points,
+        fee_points=done.initiated.fee_points,
     )
+    if done.fee_refused_reason:
+        reply.fee_refused_reason = errors_pb2.ErrorReason.Value(
+            f"ERROR_REASON_{done.fee_refused_reason}"
+        )
+    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,5 +94,10 @@ def transfer_request(request: Any, rpc: TransferRpc) -> TransferRequest:
             convert.activation("activates_at", request.activates_at)
             if rpc.kind is TransferKind.ISSUE and request.HasField("activates_at")
             else NEVER
+        ),
+        fee_quote=(
+            convert.fee_quote("fee_quote", request.fee_quote)
+            if rpc.kind is TransferKind.TRANSFER and request.HasField("fee_quote")
+            else None
         ),
     )

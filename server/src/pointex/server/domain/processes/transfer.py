@@ -6,12 +6,18 @@ step that goes with it:
 
   start       the destination is checked (nothing is written if it cannot take the points),
               then the source's PointsDebited commits with TransferInitiated     -> DEBITED
-  Resumed     DEBITED: Credit (the destination's PointsCredited with TransferCompleted)
-  refused     DEBITED: Compensate (the source's PointsReturned with TransferCompensated)
+  Resumed     DEBITED: Credit (the destination's PointsCredited with TransferCompleted,
+              or with TransferCredited when a fee is due                         -> CREDITED)
+  refused     DEBITED: Compensate (the source's PointsReturned of the points and the fee,
+              with TransferCompensated)
+  Resumed     CREDITED: Credit (the fee account's PointsCredited of kind FEE, with
+              TransferCompleted)
+  refused     CREDITED: ReturnFee (the source's PointsReturned of kind FEE, with
+              TransferCompleted naming why the fee account refused)
   any input   COMPLETED / COMPENSATED: Ended (the recorded outcome)
 
-When both accounts' actors are loaded, the start commits the whole transfer as one unit
-(both account events, TransferInitiated and TransferCompleted): it is never DEBITED. The
+When every account's actor is loaded, the start commits the whole transfer as one unit
+(the account events, TransferInitiated and TransferCompleted): it is never open. The
 functions that build each step's commands live here, so both paths build the same ones.
 """
 
@@ -24,16 +30,25 @@ from typing import Protocol
 from pointex.server.domain import errors
 from pointex.server.domain.commands import CreditPoints, DebitPoints, ReturnPoints
 from pointex.server.domain.events import (
+    NEVER,
     AccountEvent,
     PointsDebited,
     TransferCompensated,
     TransferCompleted,
+    TransferCredited,
     TransferInitiated,
     TransferReversed,
 )
+from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import REVERSED_KINDS, Caller, Instant, TransferKind
 
-TransferEvent = TransferInitiated | TransferCompleted | TransferCompensated | TransferReversed
+TransferEvent = (
+    TransferInitiated
+    | TransferCredited
+    | TransferCompleted
+    | TransferCompensated
+    | TransferReversed
+)
 
 
 class TransferTerms(Protocol):
@@ -74,6 +89,11 @@ class TransferTerms(Protocol):
         """Return when an issue's points become spendable (NEVER: at once)."""
         ...
 
+    @property
+    def fee_quote(self) -> FeeQuote | None:
+        """Return the fee quote a transfer carries, if any."""
+        ...
+
 
 def same_terms(terms: TransferTerms, initiated: TransferInitiated) -> bool:
     """Tell whether a recorded transfer has these terms (a retry, not a reused request id)."""
@@ -98,6 +118,7 @@ class Phase(enum.Enum):
     """Where a transfer's process is."""
 
     DEBITED = "DEBITED"  # The points are in flight: the credit (or its compensation) is due.
+    CREDITED = "CREDITED"  # The destination has the points; the fee's credit (or return) is due.
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
 
@@ -109,7 +130,7 @@ class Transfer:
     initiated: TransferInitiated
     phase: Phase
     version: int
-    reason: str = ""  # Why the destination refused, once COMPENSATED.
+    reason: str = ""  # Why the destination (COMPENSATED) or the fee account refused.
     reversed_by: str = ""  # The latest reversal of a COMPLETED issue or redemption, if any.
 
     @property
@@ -130,9 +151,20 @@ def evolve(transfer: Transfer | None, event: TransferEvent) -> Transfer:
         return replace(
             transfer, version=transfer.version + 1, reversed_by=event.reversal_transfer_id
         )
-    assert transfer.phase is Phase.DEBITED, transfer
+    if isinstance(event, TransferCredited):
+        assert transfer.phase is Phase.DEBITED, transfer
+        assert transfer.initiated.fee_points, "only a transfer with a fee is credited first"
+        return replace(transfer, phase=Phase.CREDITED, version=transfer.version + 1)
     if isinstance(event, TransferCompleted):
-        return replace(transfer, phase=Phase.COMPLETED, version=transfer.version + 1)
+        # From CREDITED after a fee's step; from DEBITED otherwise, or in one unit.
+        assert transfer.phase is Phase.DEBITED or transfer.phase is Phase.CREDITED, transfer
+        return replace(
+            transfer,
+            phase=Phase.COMPLETED,
+            version=transfer.version + 1,
+            reason=event.fee_refused_reason,
+        )
+    assert transfer.phase is Phase.DEBITED, transfer
     return replace(
         transfer, phase=Phase.COMPENSATED, version=transfer.version + 1, reason=event.reason
     )
@@ -148,7 +180,7 @@ class Resumed:
 
 @dataclass(frozen=True, slots=True)
 class CreditRefused:
-    """The destination refused the credit (closed since the check, over its ceiling...)."""
+    """The account credited refused (closed since the check, over its ceiling...)."""
 
     reason: str
 
@@ -158,10 +190,10 @@ Happened = Resumed | CreditRefused
 
 @dataclass(frozen=True, slots=True)
 class Credit:
-    """Credit the destination, committing TransferCompleted with it."""
+    """Credit the destination (or the fee account), committing the process's next event."""
 
     command: CreditPoints
-    completed: TransferCompleted
+    recorded: TransferCompleted | TransferCredited
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +205,14 @@ class Compensate:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnFee:
+    """Give the fee back to the source, completing the transfer without it."""
+
+    command: ReturnPoints
+    completed: TransferCompleted
+
+
+@dataclass(frozen=True, slots=True)
 class Ended:
     """Nothing is due: the transfer completed, or was compensated for `reason`."""
 
@@ -180,26 +220,37 @@ class Ended:
     reason: str
 
 
-Step = Credit | Compensate | Ended
+Step = Credit | Compensate | ReturnFee | Ended
 
 
 def decide(transfer: Transfer, happened: Happened) -> Step:
     """Return the next step of `transfer` after `happened`."""
+    initiated = transfer.initiated
+    transfer_id = initiated.transfer_id
+    if transfer.phase is Phase.CREDITED:
+        if isinstance(happened, CreditRefused):
+            give_back = ReturnPoints(
+                initiated.from_account_id,
+                transfer_id,
+                TransferKind.FEE,
+                initiated.fee_account_id,
+                initiated.fee_points,
+            )
+            return ReturnFee(give_back, TransferCompleted(transfer_id, happened.reason))
+        return Credit(fee_credit_of(initiated), TransferCompleted(transfer_id))
     if transfer.phase is not Phase.DEBITED:
         return Ended(transfer.phase, transfer.reason)
-    initiated = transfer.initiated
     if isinstance(happened, CreditRefused):
         give_back = ReturnPoints(
             initiated.from_account_id,
-            initiated.transfer_id,
+            transfer_id,
             initiated.kind,
             initiated.to_account_id,
-            initiated.amount_points,
+            initiated.amount_points + initiated.fee_points,
         )
-        return Compensate(give_back, TransferCompensated(initiated.transfer_id, happened.reason))
-    return Credit(
-        credit_of(initiated, initiated.transfer_id), TransferCompleted(initiated.transfer_id)
-    )
+        return Compensate(give_back, TransferCompensated(transfer_id, happened.reason))
+    recorded = TransferCredited(transfer_id) if initiated.fee_points else None
+    return Credit(credit_of(initiated, transfer_id), recorded or TransferCompleted(transfer_id))
 
 
 # --- The commands of the start --------------------------------------------------------------
@@ -218,6 +269,19 @@ def credit_of(transfer: TransferTerms | TransferInitiated, key: str) -> CreditPo
     )
 
 
+def fee_credit_of(initiated: TransferInitiated) -> CreditPoints:
+    """Return the credit of a transfer's fee to the fee account."""
+    return CreditPoints(
+        initiated.fee_account_id,
+        initiated.transfer_id,
+        TransferKind.FEE,
+        initiated.from_account_id,
+        initiated.fee_points,
+        initiated.memo,
+        NEVER,
+    )
+
+
 def debit_of(caller: Caller, terms: TransferTerms, key: str, reverses: str = "") -> DebitPoints:
     """Return the debit that starts a transfer on its source (`reverses`: a reversal's original)."""
     return DebitPoints(
@@ -229,6 +293,7 @@ def debit_of(caller: Caller, terms: TransferTerms, key: str, reverses: str = "")
         terms.amount_points,
         terms.memo,
         reverses,
+        terms.fee_quote,
     )
 
 
@@ -245,6 +310,8 @@ def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> Trans
         terms.request_id,
         debited.available_points,
         terms.activates_at,
+        debited.fee_points,
+        debited.fee_account_id,
     )
 
 

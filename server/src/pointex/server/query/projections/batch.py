@@ -1,8 +1,9 @@
 """Project a batch of feed events into the row changes of one read-store transaction.
 
 The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, the
-pending issues it activates or takes back, and the program's rules when the batch changes
-them; then the orders of the loaded trades, `order_ids_of`) and passes them in; the batch
+pending issues it activates or takes back, the points in flight it returns or whose fee it
+credits, and the program's rules when the batch changes them; then the orders of the loaded
+trades, `order_ids_of`) and passes them in; the batch
 works on copies and returns every change at once (`Changes`). Events this release does not
 project (idempotency records, transfer process steps) still count: the checkpoint passes them.
 
@@ -17,12 +18,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pointex.server.domain import streams
+from pointex.server.query.projections import fees
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import BatchState, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import (
     AccountRow,
     Changes,
+    InFlightRow,
     PendingIssueRow,
     ProgramRulesRow,
 )
@@ -50,6 +53,8 @@ class Keys:
     trade_ids: list[str]
     program_rules: bool = False  # the batch changes them: load the rules in force
     pending_issue_ids: list[str] = field(default_factory=list)  # transfer ids
+    # Points in flight the batch settles and checks (returns, fees credited): process ids.
+    in_flight_ids: list[str] = field(default_factory=list)
 
 
 def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
@@ -59,6 +64,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
     trades: dict[str, None] = {}
     program_rules = False
     pending_issues: dict[str, None] = {}
+    in_flight: dict[str, None] = {}
     for event in events:
         account_id = streams.entity_of(event.stream_id, streams.ACCOUNT)
         if account_id is not None:
@@ -71,6 +77,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         pending_issue_id = _pending_issue_of(payload)
         if pending_issue_id:
             pending_issues[pending_issue_id] = None
+        in_flight.update(dict.fromkeys(fees.in_flight_ids_of(payload)))
         known = payload.DESCRIPTOR.fields_by_name
         for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
             for name in names:
@@ -78,7 +85,14 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
                     found[getattr(payload, name)] = None
         if "trade_id" in known and payload.trade_id:
             trades[payload.trade_id] = None
-    return Keys(list(accounts), list(orders), list(trades), program_rules, list(pending_issues))
+    return Keys(
+        list(accounts),
+        list(orders),
+        list(trades),
+        program_rules,
+        list(pending_issues),
+        list(in_flight),
+    )
 
 
 def _pending_issue_of(payload: object) -> str:
@@ -109,12 +123,13 @@ def project_batch(
     trades: Mapping[str, TradeRow] | None = None,
     program_rules: ProgramRulesRow | None = None,
     pending_issues: Mapping[str, PendingIssueRow] | None = None,
+    in_flight: Mapping[str, InFlightRow] | None = None,
 ) -> Changes:
     """Return the changes `events` (consecutive, after `after_position`) make to the rows.
 
     `program_rules` are the rules in force before the batch (None: never set), needed when
     `keys_of(events).program_rules`; `pending_issues` are the stored rows of
-    `keys_of(events).pending_issue_ids`.
+    `keys_of(events).pending_issue_ids`, `in_flight` those of `keys_of(events).in_flight_ids`.
     """
     assert events, "an empty batch changes nothing"
     batch = BatchState(
@@ -124,6 +139,7 @@ def project_batch(
         program_rules=program_rules,
         pending_issues=dict(pending_issues or {}),
         pending_issues_stored=frozenset(pending_issues or {}),
+        in_flight=dict(in_flight or {}),
     )
     expected = after_position
     for event in events:

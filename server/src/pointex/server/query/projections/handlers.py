@@ -13,7 +13,7 @@ from typing import Any
 
 from pointex.server import limits
 from pointex.server.domain import streams
-from pointex.server.query.projections import notifications, orders, trades
+from pointex.server.query.projections import fees, notifications, orders, trades
 from pointex.server.query.projections.state import (
     BatchState,
     Move,
@@ -148,9 +148,15 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
         _take_back_pending(batch, p)
     if p.debt_floor_points != 0:
         _check_debt(p)
+    # A fee is a step of a member's TransferPoints, debited with its points, never alone.
+    assert p.kind != fees.FEE_KIND, p
+    assert p.fee_points >= 0, p
+    if p.fee_points:
+        assert p.kind == common_pb2.TRANSFER_KIND_TRANSFER, p
+        assert not from_pending, p
     move = Move(
         transfer_kind(p.kind) + "_OUT",
-        0 if from_pending else -p.amount_points,
+        0 if from_pending else -(p.amount_points + p.fee_points),
         # The event states the available points after the debit, unchanged when it took
         # pending points back; the pending points after it are computed only.
         available_after=p.available_points,
@@ -159,13 +165,16 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
         memo=p.memo,
         pending_delta=-p.amount_points if from_pending else 0,
         debt_floor_points=p.debt_floor_points,
+        fee_points=p.fee_points,
     )
     account = apply_move(batch, event, p.account_id, move)
+    position = position_of(event)
     batch.add_in_flight(
-        InFlightRow(
-            streams.transfer(p.transfer_id), p.account_id, p.amount_points, position_of(event)
-        )
+        InFlightRow(streams.transfer(p.transfer_id), p.account_id, p.amount_points, position)
     )
+    if p.fee_points:
+        key = fees.fee_in_flight(p.transfer_id)
+        batch.add_in_flight(InFlightRow(key, p.account_id, p.fee_points, position))
     notify_moved(batch, event, "POINTS_SENT", account, move)
 
 
@@ -202,7 +211,11 @@ def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCr
         memo=p.memo,
     )
     account = apply_move(batch, event, p.account_id, move)
-    batch.remove_in_flight(streams.transfer(p.transfer_id))
+    if p.kind == fees.FEE_KIND:
+        fees.settle_fee_credited(batch, p)
+    else:
+        batch.remove_in_flight(streams.transfer(p.transfer_id))
+    # The fee account's owner hears of each fee too (a FEE_IN), like any credit.
     notify_moved(batch, event, "POINTS_RECEIVED", account, move)
 
 
@@ -257,15 +270,16 @@ def _activated(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsA
 
 
 def _returned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReturned) -> None:
+    """Points (with their fee) a destination refused, or a fee the fee account refused."""
     move = Move(
-        "TRANSFER_RETURNED",
+        "FEE_RETURNED" if p.kind == fees.FEE_KIND else "TRANSFER_RETURNED",
         p.amount_points,
         available_after=p.available_points,
         counterparty_account_id=p.counterparty_account_id,
         transfer_id=p.transfer_id,
     )
     account = apply_move(batch, event, p.account_id, move)
-    batch.remove_in_flight(streams.transfer(p.transfer_id))
+    fees.settle_returned(batch, p)
     notify_moved(batch, event, "POINTS_RETURNED", account, move)
 
 
@@ -355,12 +369,14 @@ def _program_rules_set(
     previous = 0 if batch.program_rules is None else batch.program_rules.version
     # Every change reaches the projection, in stream order: a skipped one is a bug upstream.
     assert event.stream_version == previous + 1, (event.stream_version, previous)
+    version = int(event.stream_version)
     batch.program_rules = ProgramRulesRow(
-        version=int(event.stream_version),
+        version=version,
         # Deterministic, so that a rebuild stores the same bytes and compares equal.
         body=p.rules.SerializeToString(deterministic=True),
         set_at_us=at_us(event),
         position=position_of(event),
+        fee_schedule_version=fees.fee_schedule_version(batch.program_rules, version, p.rules),
     )
     batch.program_rules_changed = True
 

@@ -29,6 +29,9 @@ class BatchState:
     notifications: list[NotificationRow] = field(default_factory=list)
     in_flight_added: dict[str, InFlightRow] = field(default_factory=dict)
     in_flight_removed: list[str] = field(default_factory=list)
+    # Stored points in flight the batch settles and must check (`keys_of`: its returns and
+    # its fees' credits), as given.
+    in_flight: dict[str, InFlightRow] = field(default_factory=dict)
     minted_points: int = 0
     burned_points: int = 0
     orders: dict[str, OrderRow] = field(default_factory=dict)
@@ -84,6 +87,13 @@ class BatchState:
         """Record that a process's points arrived (or came back)."""
         if self.in_flight_added.pop(process_id, None) is None:
             self.in_flight_removed.append(process_id)
+
+    def in_flight_row(self, process_id: str) -> InFlightRow | None:
+        """Return points in flight the batch added, or was given and has not removed."""
+        row = self.in_flight_added.get(process_id)
+        if row is None and process_id not in self.in_flight_removed:
+            row = self.in_flight.get(process_id)
+        return row
 
     def pending_issue(self, transfer_id: str) -> PendingIssueRow:
         """Return what is left pending of an issue the batch was given or saw arrive."""
@@ -178,6 +188,8 @@ class Move:
     # A reversal under the program's debt policy that took the account below zero: the lowest
     # available balance the policy allowed it (negative); 0 for every other movement.
     debt_floor_points: int = 0
+    # A transfer's fee, debited with its points and included in available_delta.
+    fee_points: int = 0
 
 
 def apply_move(
@@ -225,6 +237,7 @@ def apply_move(
             memo=move.memo,
             pending_delta_points=move.pending_delta,
             pending_points=new.pending_points,
+            fee_points=move.fee_points,
         )
     )
     return new
@@ -274,5 +287,5 @@ def notify_moved(
 
 
 def transfer_kind(kind: int) -> str:
-    """Return the name of a TransferKind value without its prefix (ISSUE, REDEEM, TRANSFER)."""
+    """Return the name of a TransferKind value without its prefix (ISSUE, TRANSFER, FEE...)."""
     return common_pb2.TransferKind.Name(kind).removeprefix("TRANSFER_KIND_")  # type: ignore[arg-type]

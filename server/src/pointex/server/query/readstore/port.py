@@ -79,6 +79,9 @@ class ProgramRulesRow:
     body: bytes  # a serialized pointex.v1.ProgramRules
     set_at_us: int  # when the event was recorded
     position: int  # of the event
+    # The version at which the transfer fee (ProgramRules.transfer_fee) last changed: the
+    # fee schedule's version a quote names; 0 while no change ever set one.
+    fee_schedule_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,8 @@ class MovementRow:
     memo: str = ""
     pending_delta_points: int = 0
     pending_points: int = 0  # after the movement
+    # A transfer's fee debited with its points (TRANSFER_OUT), within available_delta_points.
+    fee_points: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,9 @@ class NotificationRow:
 class InFlightRow:
     """Points debited by a process and not yet credited (or returned) on the other side."""
 
-    process_id: str  # the process stream, "transfer-<id>" or "trade-<id>"
+    # The process stream, "transfer-<id>" or "trade-<id>"; a transfer's fee, credited to the
+    # fee account as a step of its own, is "transfer-<id>/fee".
+    process_id: str
     account_id: str  # the account the points left
     amount_points: int
     position: int  # of the debit
@@ -277,6 +284,11 @@ class ReadStore(Protocol):
         self, transfer_ids: list[str], generation: int | None = None
     ) -> dict[str, PendingIssueRow]:
         """Return the named issues that still have pending points, by transfer id."""
+
+    async def in_flight(
+        self, process_ids: list[str], generation: int | None = None
+    ) -> dict[str, InFlightRow]:
+        """Return the named points in flight that exist, by process id."""
 
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint atomically.

@@ -18,7 +18,10 @@ POSITION_END = 2**63 - 1
 
 # The columns of the program's rules, in the order both adapters' statements use (the table's
 # one row also has `id`, always 1).
-PROGRAM_RULES_COLUMNS = "version, body, set_at_us, position"
+PROGRAM_RULES_COLUMNS = "version, body, set_at_us, position, fee_schedule_version"
+
+# The columns of points in flight, in the order both adapters' statements use.
+IN_FLIGHT_COLUMNS = "process_id, account_id, amount_points, position"
 
 # The columns of a pending issue, in the order both adapters' statements use.
 PENDING_ISSUE_COLUMNS = (
@@ -65,6 +68,7 @@ def movement_values(row: MovementRow) -> tuple[Any, ...]:
         row.memo,
         row.pending_delta_points,
         row.pending_points,
+        row.fee_points,
     )
 
 
@@ -82,8 +86,18 @@ def notification_values(row: NotificationRow) -> tuple[Any, ...]:
 
 
 def in_flight_values(row: InFlightRow) -> tuple[Any, ...]:
-    """Return an in-flight row's columns in insert order."""
+    """Return an in-flight row's columns in `IN_FLIGHT_COLUMNS` order."""
     return (row.process_id, row.account_id, row.amount_points, row.position)
+
+
+def in_flight_row(values: Any) -> InFlightRow:
+    """Build points in flight from a row of `IN_FLIGHT_COLUMNS`."""
+    return InFlightRow(
+        process_id=str(values[0]),
+        account_id=str(values[1]),
+        amount_points=int(values[2]),
+        position=int(values[3]),
+    )
 
 
 def pending_issue_values(row: PendingIssueRow) -> tuple[Any, ...]:
@@ -112,7 +126,7 @@ def pending_issue_row(values: Any) -> PendingIssueRow:
 
 def program_rules_values(row: ProgramRulesRow) -> tuple[Any, ...]:
     """Return the rules' columns in `PROGRAM_RULES_COLUMNS` order."""
-    return (row.version, row.body, row.set_at_us, row.position)
+    return (row.version, row.body, row.set_at_us, row.position, row.fee_schedule_version)
 
 
 def program_rules_row(values: Any) -> ProgramRulesRow:
@@ -122,6 +136,7 @@ def program_rules_row(values: Any) -> ProgramRulesRow:
         body=bytes(values[1]),
         set_at_us=int(values[2]),
         position=int(values[3]),
+        fee_schedule_version=int(values[4]),
     )
 
 

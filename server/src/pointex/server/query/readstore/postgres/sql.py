@@ -10,7 +10,11 @@ from __future__ import annotations
 from functools import cache
 
 from pointex.server.query.readstore.migrations import META_TABLE, PREFIX_MARK, table_prefix
-from pointex.server.query.readstore.rows import PENDING_ISSUE_COLUMNS, PROGRAM_RULES_COLUMNS
+from pointex.server.query.readstore.rows import (
+    IN_FLIGHT_COLUMNS,
+    PENDING_ISSUE_COLUMNS,
+    PROGRAM_RULES_COLUMNS,
+)
 
 
 @cache
@@ -97,14 +101,14 @@ ORDER BY account_id LIMIT $4
 MOVEMENT_COLUMNS = (
     "account_id, position, recorded_at_us, account_version, kind, available_delta_points, "
     "held_delta_points, available_points, held_points, counterparty_account_id, transfer_id, "
-    "order_id, trade_id, memo, pending_delta_points, pending_points"
+    "order_id, trade_id, memo, pending_delta_points, pending_points, fee_points"
 )
 INSERT_MOVEMENTS = f"""
 INSERT INTO {{p}}movements ({MOVEMENT_COLUMNS})
 SELECT * FROM unnest(
     $1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
     $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-    $13::text[], $14::text[], $15::bigint[], $16::bigint[]
+    $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[]
 )
 """  # noqa: S608 - constant column list.
 _HISTORY_FILTERS = """
@@ -145,10 +149,13 @@ WHERE owner_partner_id = $6 AND (position, idx) > ($1, $2) {_NOTIFICATION_FILTER
 ORDER BY position, idx LIMIT $5
 """  # noqa: S608 - constant fragments.
 
-INSERT_IN_FLIGHT = """
-INSERT INTO {p}in_flight (process_id, account_id, amount_points, position)
+IN_FLIGHT_BY_ID = f"""
+SELECT {IN_FLIGHT_COLUMNS} FROM {{p}}in_flight WHERE process_id = ANY($1::text[])
+"""  # noqa: S608 - constant column list.
+INSERT_IN_FLIGHT = f"""
+INSERT INTO {{p}}in_flight ({IN_FLIGHT_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-"""
+"""  # noqa: S608 - constant column list.
 DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ANY($1::text[])"
 ADD_TOTALS = """
 UPDATE {p}totals SET minted_points = minted_points + $1, burned_points = burned_points + $2
@@ -156,12 +163,13 @@ UPDATE {p}totals SET minted_points = minted_points + $1, burned_points = burned_
 
 PROGRAM_RULES = f"SELECT {PROGRAM_RULES_COLUMNS} FROM {{p}}program_rules"  # noqa: S608
 SET_PROGRAM_RULES = f"""
-INSERT INTO {{p}}program_rules (id, {PROGRAM_RULES_COLUMNS}) VALUES (1, $1, $2, $3, $4)
+INSERT INTO {{p}}program_rules (id, {PROGRAM_RULES_COLUMNS}) VALUES (1, $1, $2, $3, $4, $5)
 ON CONFLICT (id) DO UPDATE SET
     version = excluded.version,
     body = excluded.body,
     set_at_us = excluded.set_at_us,
-    position = excluded.position
+    position = excluded.position,
+    fee_schedule_version = excluded.fee_schedule_version
 """  # noqa: S608 - constant column list.
 
 PENDING_ISSUES_BY_ID = f"""

@@ -34,6 +34,7 @@ from pointex.server.query.readstore.port import (
     Changes,
     CheckpointMoved,
     HistoryFilter,
+    InFlightRow,
     MovementRow,
     NotificationFilter,
     NotificationRow,
@@ -214,6 +215,17 @@ class PostgresReadStore(PostgresMarketReads):
         async with self._connection() as connection:
             found = await connection.fetch(statement, transfer_ids)
         return {row[0]: rows.pending_issue_row(row) for row in found}
+
+    async def in_flight(
+        self, process_ids: list[str], generation: int | None = None
+    ) -> dict[str, InFlightRow]:
+        """Return the named points in flight that exist, by process id."""
+        if not process_ids:
+            return {}
+        statement = sql.render(sql.IN_FLIGHT_BY_ID, self._generation(generation))
+        async with self._connection() as connection:
+            found = await connection.fetch(statement, process_ids)
+        return {row[0]: rows.in_flight_row(row) for row in found}
 
     async def apply(self, changes: Changes, generation: int | None = None) -> None:
         """Write one batch and its checkpoint in one transaction."""
