@@ -13,7 +13,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.e2e.conftest import ServerProcess, StartQueryServer, start_server, wait_serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CALL_TIMEOUT_S = 5
@@ -119,3 +119,56 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_ca(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await health(channel)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _feed_tls_env(tmp_path: Path, authority: trustme.CA, *, client: bool) -> dict[str, str]:
+    """The query server's feed TLS settings: trust `authority`, and present its certificate."""
+    authority.cert_pem.write_to_path(str(tmp_path / "feed-ca.pem"))
+    env = {"POINTEX_FEED_TLS_CA": str(tmp_path / "feed-ca.pem")}
+    if client:
+        issued = authority.issue_cert("pointex-query")
+        issued.private_key_pem.write_to_path(str(tmp_path / "feed-key.pem"))
+        issued.cert_chain_pems[0].write_to_path(str(tmp_path / "feed-cert.pem"))
+        env["POINTEX_FEED_TLS_CERT"] = str(tmp_path / "feed-cert.pem")
+        env["POINTEX_FEED_TLS_KEY"] = str(tmp_path / "feed-key.pem")
+    return env
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+async def test_the_query_server_follows_a_command_server_over_tls(
+    tmp_path: Path,
+    tokens_file: Path,
+    authority: trustme.CA,
+    start_query_server: StartQueryServer,
+    mutual: bool,
+) -> None:
+    """With the feed's CA (and a client certificate for mutual TLS) the feed connects.
+
+    SERVING on the query server means the command server accepted its subscription.
+    """
+    command = await start_tls_server(tmp_path, tokens_file, authority, mutual=mutual)
+    try:
+        env = _feed_tls_env(tmp_path, authority, client=mutual)
+        query = await start_query_server(f"localhost:{command.port}", extra_env=env)
+        async with grpc.aio.insecure_channel(query.target) as channel:
+            assert await health(channel) == SERVING
+    finally:
+        await command.terminate()
+
+
+async def test_a_query_server_without_the_feeds_tls_settings_never_connects(
+    tmp_path: Path,
+    tokens_file: Path,
+    authority: trustme.CA,
+    start_query_server: StartQueryServer,
+) -> None:
+    """Plaintext, or TLS without the client certificate mutual TLS asks for: NOT_SERVING."""
+    command = await start_tls_server(tmp_path, tokens_file, authority, mutual=True)
+    try:
+        for env in ({}, _feed_tls_env(tmp_path, authority, client=False)):
+            query = await start_query_server(f"localhost:{command.port}", wait=False, extra_env=env)
+            with pytest.raises(TimeoutError):
+                await wait_serving(query.target, timeout_s=3)
+            await query.terminate()
+    finally:
+        await command.terminate()

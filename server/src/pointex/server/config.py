@@ -99,6 +99,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _QUERY,
     ),
     Setting(
+        "feed_tls_ca",
+        "POINTEX_FEED_TLS_CA",
+        "",
+        "PEM CA bundle that signed the command server's certificate; when set, the query "
+        "server follows the EventFeed over TLS (the command target's host name must match "
+        "the certificate)",
+        _QUERY,
+    ),
+    Setting(
+        "feed_tls_cert",
+        "POINTEX_FEED_TLS_CERT",
+        "",
+        "PEM client certificate chain the query server presents to a command server that "
+        "requires mutual TLS (with --feed-tls-ca and --feed-tls-key)",
+        _QUERY,
+    ),
+    Setting(
+        "feed_tls_key", "POINTEX_FEED_TLS_KEY", "", "PEM private key of --feed-tls-cert", _QUERY
+    ),
+    Setting(
         "actors_resident_max",
         "POINTEX_ACTORS_RESIDENT_MAX",
         "100000",
@@ -263,6 +283,15 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedTlsConfig:
+    """Client-side TLS material of the query server's feed connection."""
+
+    root_ca_pem: bytes
+    cert_chain_pem: bytes | None  # With the key: mutual TLS.
+    private_key_pem: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class CommonConfig:
     """Settings both servers share."""
 
@@ -298,6 +327,7 @@ class QueryConfig:
     read_store_url: str
     command_target: str
     feed_token: str
+    feed_tls: FeedTlsConfig | None = None  # None: the feed connection is plaintext.
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +450,21 @@ def _tls(values: Mapping[str, str]) -> TlsConfig | None:
     )
 
 
+def _feed_tls(values: Mapping[str, str]) -> FeedTlsConfig | None:
+    ca, cert, key = values["feed_tls_ca"], values["feed_tls_cert"], values["feed_tls_key"]
+    if bool(cert) != bool(key):
+        raise ConfigError("feed_tls_cert and feed_tls_key go together")
+    if not ca:
+        if cert:
+            raise ConfigError("feed_tls_cert: a client certificate needs feed_tls_ca too")
+        return None
+    return FeedTlsConfig(
+        root_ca_pem=_read_pem("feed_tls_ca", ca),
+        cert_chain_pem=_read_pem("feed_tls_cert", cert) if cert else None,
+        private_key_pem=_read_pem("feed_tls_key", key) if key else None,
+    )
+
+
 def _existing_file(key: str, text: str) -> Path:
     if not text:
         raise ConfigError(f"{key}: required (see docs/configuration.md#authentication)")
@@ -522,6 +567,7 @@ def query_config(
         read_store_url=_store_url("read_store_url", values["read_store_url"]),
         command_target=_host_port("command_target", values["command_target"]),
         feed_token=_token("feed_token", values["feed_token"]),
+        feed_tls=_feed_tls(values),
     )
 
 

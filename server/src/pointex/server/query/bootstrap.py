@@ -77,7 +77,7 @@ async def create_server(config: QueryConfig) -> QueryServer:
             store,
             projector,
             watch,
-            FeedClient(config.command_target, config.feed_token),
+            FeedClient(config.command_target, config.feed_token, config.feed_tls),
             feed_state,
         )
         servicer = QueryServicer(
@@ -116,7 +116,7 @@ async def create_server(config: QueryConfig) -> QueryServer:
         await running.set_serving(serving=connected)
 
     subscriber = FeedSubscriber(
-        FeedClient(config.command_target, config.feed_token),
+        FeedClient(config.command_target, config.feed_token, config.feed_tls),
         projector,
         watch,
         feed_state,

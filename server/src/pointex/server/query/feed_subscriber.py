@@ -24,6 +24,7 @@ import grpc
 
 from pointex.client.positions import decode_global, encode_global
 from pointex.server import limits
+from pointex.server.config import FeedTlsConfig
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.projector import Projector
 from pointex.v1 import common_pb2, event_feed_pb2, event_feed_pb2_grpc, events_pb2
@@ -88,9 +89,17 @@ def _channel_options() -> list[tuple[str, int]]:
 class FeedClient:
     """The query server's connection to one command server's EventFeed."""
 
-    def __init__(self, target: str, token: str) -> None:
-        """Connect lazily to `target`, presenting `token` on every subscription."""
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+    def __init__(self, target: str, token: str, tls: FeedTlsConfig | None = None) -> None:
+        """Connect lazily to `target` (over TLS with `tls`), presenting `token` on every call."""
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=_channel_options())
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.root_ca_pem,
+                private_key=tls.private_key_pem,
+                certificate_chain=tls.cert_chain_pem,
+            )
+            self._channel = grpc.aio.secure_channel(target, credentials, _channel_options())
         self._stub = event_feed_pb2_grpc.EventFeedStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
 
