@@ -158,7 +158,8 @@ def _debit(
     else:
         require_may_act(command.caller, account)
         require_not_frozen(account)
-        if command.kind is TransferKind.TRANSFER:
+        # Most programs set no fee: then only a quote (to check its version) asks for one.
+        if command.kind is TransferKind.TRANSFER and (rules.fees_any or command.fee_quote):
             fee = fee_due(
                 rules.program, account.account_id, command.amount_points, command.fee_quote
             )

@@ -214,11 +214,13 @@ def evolve(state: Program, event: ProgramRulesSet) -> Program:
 class LimitIndex:
     """The limits in force, found by operation, account kind and tier in constant time."""
 
-    __slots__ = ("_by_scope", "limits_any", "program", "reversal_debt_max", "version")
+    __slots__ = ("_by_scope", "fees_any", "limits_any", "program", "reversal_debt_max", "version")
 
     def __init__(self, program: Program) -> None:
         """Index `program`'s limits."""
         self.program = program  # Its transfer fee schedule, for `fee_due`.
+        fee = program.rules.transfer_fee
+        self.fees_any = bool(fee.flat_points or fee.per_mille)  # False: no transfer pays one.
         self.version = program.version
         self.reversal_debt_max = program.rules.reversal_debt_max_points
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
