@@ -309,9 +309,9 @@ class CommandHandlers:
             )
             if loaded is None or key in self._open:
                 return
-            transfer, position = loaded
+            transfer, _, initiated_at = loaded
             if _is_open(transfer):
-                self._reopen(position, transfer.initiated)
+                self._reopen(initiated_at, transfer.initiated)
                 self._finish_later(key)
 
         self._runner.spawn(reconcile())
@@ -398,8 +398,9 @@ class CommandHandlers:
         raise _compensated_error(refusal.reason, refusal.message, decided.position)
 
     def _settled(self, initiated: TransferInitiated) -> None:
-        self._open.pop(initiated.transfer_id, None)
-        self._actors.actor(initiated.from_account_id).transfer_settled()
+        """Count an open transfer ended, once, whichever of its drivers ends it."""
+        if self._open.pop(initiated.transfer_id, None) is not None:
+            self._actors.actor(initiated.from_account_id).transfer_settled()
 
     async def _outcome(self, initiated: TransferInitiated) -> TransferDone:
         """Return (or raise) the recorded end of a transfer, finishing it if still open.
@@ -409,7 +410,7 @@ class CommandHandlers:
         """
         loaded = await self._load(initiated.transfer_id)
         assert loaded is not None, initiated
-        transfer, position = loaded
+        transfer, position, _ = loaded
         step = process.decide(transfer, process.Resumed())
         if not isinstance(step, process.Ended):
             return await self._advance(transfer)
@@ -436,7 +437,7 @@ class CommandHandlers:
             raise errors.NotFound(
                 errors.TRANSFER_NOT_FOUND, "no such transfer", transfer_id=request.transfer_id
             )
-        original, _ = loaded
+        original = loaded[0]
         initiated = original.initiated
         merchant = (
             initiated.from_account_id
@@ -489,8 +490,10 @@ class CommandHandlers:
         loaded = await self._load(key)
         return loaded is not None and loaded[0].phase is process.Phase.COMPENSATED
 
-    async def _load(self, key: str, *, whole: bool = False) -> tuple[process.Transfer, int] | None:
-        """Return a transfer rebuilt from its stream and its last position, if it exists.
+    async def _load(
+        self, key: str, *, whole: bool = False
+    ) -> tuple[process.Transfer, int, int] | None:
+        """Return a transfer rebuilt from its stream, its last position and its first's.
 
         Its first three events tell its process (TransferCredited comes between for a fee);
         `whole` reads its reversals too.
@@ -503,7 +506,7 @@ class CommandHandlers:
         for event in recorded:
             transfer = process.evolve(transfer, codec.decode(event))
         assert transfer is not None
-        return transfer, recorded[-1].position
+        return transfer, recorded[-1].position, recorded[0].position
 
     async def _resume(
         self, request: TransferRequest, key: str, *, required: bool
@@ -513,10 +516,14 @@ class CommandHandlers:
         if loaded is None:
             assert not required, key
             return None
-        transfer, _ = loaded
+        transfer, _, initiated_at = loaded
         if not process.same_terms(request, transfer.initiated):
             raise key_reused()
         if _is_open(transfer):
+            if key not in self._open:
+                # Its debit's outcome was unknown, and its reconciliation has not run yet:
+                # counted open from here, so its source cannot close before it ends.
+                self._reopen(initiated_at, transfer.initiated)
             return await self._advance(transfer)
         return await self._outcome(transfer.initiated)
 
