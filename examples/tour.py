@@ -141,6 +141,23 @@ def fees(client: PointexClient) -> None:
     assert quoted.total_points == 20 + quoted.quote.fee_points
 
 
+def order_fees(client: PointexClient) -> None:
+    """Quote a SELL order's market fee, then place it holding the market to its fee schedule."""
+    # -- snippet: order-fees --
+    quoted = client.quote_order(alice, "sell", 50, 125, consistent=True)  # 1.25 CNY a point
+    print(f"alice receives at least {quoted.total_minor} fen, fee {quoted.quote.fee_minor}")
+    try:
+        placed = client.place_order(alice, "sell", 50, 125, fee_quote=quoted.quote)
+    except Refused as refused:
+        if refused.reason != "FEE_SCHEDULE_CHANGED":  # another reason: the caller decides
+            raise
+        print("the fee is now", refused.metadata["fee_minor"])  # quote again, ask alice again
+    else:
+        print(f"order {placed.order.order_id}, fee schedule {quoted.quote.schedule_version}")
+    # -- end of snippet --
+    assert quoted.total_minor == quoted.notional_minor - quoted.quote.fee_minor
+
+
 async def asynchronous() -> None:
     """The same calls from asyncio, and a notification watch that resumes from a cursor."""
     # -- snippet: async --
@@ -166,6 +183,7 @@ def main() -> None:
         reads(client)
         reversals(client)
         fees(client)
+        order_fees(client)
     asyncio.run(asynchronous())
     print("tour complete")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,16 @@ class Cli:
         run = await self(*args)
         assert run.code == 0, run
         return run
+
+
+async def run_reads(cwd: Path, query_target: str, token: str, *args: str) -> Run:
+    """Run `pointex args...` that only reads: against `query_target`, no command server."""
+    targets = ("--command-target", "127.0.0.1:9", "--query-target", query_target)
+    return await run_cli(cwd, *args, *targets, "--token", token)
+
+
+def field(run: Run, name: str) -> str:
+    """Return the value of the row `name` of a `fields` table the run printed."""
+    found = re.search(rf"│ {re.escape(name)}\s+│ (.*?)\s+│", run.stdout)
+    assert found is not None, (name, run.stdout)
+    return found[1]

@@ -550,4 +550,4 @@ def test_every_command_has_help() -> None:
         leaves += parser.get_default("handler") is not None
     # account 8, points 9, order 4, trade 2, book, markets, watch, audit, status, rules 2,
     # admin token 3
-    assert leaves == 33
+    assert leaves == 34

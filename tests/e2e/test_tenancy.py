@@ -274,6 +274,17 @@ ROWS: dict[str, Row] = {
         lambda a: qpb.QuoteTransferRequest(from_account_id=a.member, amount_points=5),
         DENIED,
     ),
+    # So is an order's quote: the market is public, the account it would trade for is not.
+    "/pointex.v1.QueryService/QuoteOrder": (
+        lambda a: qpb.QuoteOrderRequest(
+            account_id=a.member,
+            market_id=MARKET,
+            side=common_pb2.ORDER_SIDE_BUY,
+            quantity_points=5,
+            limit_price_minor=100,
+        ),
+        DENIED,
+    ),
     "/pointex.v1.QueryService/CheckInvariants": (
         lambda _: qpb.CheckInvariantsRequest(),
         FORBIDDEN,

@@ -15,7 +15,7 @@ from pointex.cli.formatting import position_token
 from pointex.v1 import command_service_pb2 as cmd
 from pointex.v1 import common_pb2, errors_pb2
 from tests import fee_events
-from tests.e2e.cli_runner import EXIT_USAGE, Run, run_cli
+from tests.e2e.cli_runner import EXIT_USAGE, Run, field, run_cli, run_reads
 from tests.fee_events import FeeTransfer
 from tests.feed_events import Log
 from tests.integration import test_market_queries
@@ -30,15 +30,7 @@ FEE = fee_events.transfer_fee(2, 15, "fees")
 
 async def _pointex(tmp_path: Path, served: Served, token: str, *args: str) -> Run:
     """Run `pointex args...` against the served query server with `token`."""
-    targets = ("--command-target", "127.0.0.1:9", "--query-target", served.target)
-    return await run_cli(tmp_path, *args, *targets, "--token", token)
-
-
-def _field(run: Run, name: str) -> str:
-    """Return the value of the row `name` of a `fields` table."""
-    found = re.search(rf"│ {re.escape(name)}\s+│ (.*?)\s+│", run.stdout)
-    assert found is not None, (name, run.stdout)
-    return found[1]
+    return await run_reads(tmp_path, served.target, token, *args)
 
 
 async def test_points_quote_prints_the_fee_its_version_and_the_total(
@@ -52,9 +44,9 @@ async def test_points_quote_prints_the_fee_its_version_and_the_total(
     args = ("points", "quote", "--from", member, "--amount", "1000", "--after", at)
     text = await _pointex(tmp_path, served, ACME_TOKEN, *args)
     assert text.code == 0, text
-    figures = [_field(text, name) for name in ("points", "fee", "fee account", "total")]
+    figures = [field(text, name) for name in ("points", "fee", "fee account", "total")]
     assert figures == ["1,000", "17", "fees", "1,017"]
-    assert _field(text, "schedule version") == "1"
+    assert field(text, "schedule version") == "1"
     assert f"points transfer {member} TO 1000 --fee-quote 17:1" in text.stdout
     as_json = (await _pointex(tmp_path, served, ACME_TOKEN, *args, "--json")).json()
     assert as_json["quote"] == {"fee_points": "17", "schedule_version": "1"}
@@ -71,11 +63,11 @@ async def test_rules_show_prints_the_transfer_fee_and_its_schedule_version(
     log = Log()
     at = position_token(await served.feed([log.opened("fees", "acme", kind=2)]))
     before = await _pointex(tmp_path, served, ACME_TOKEN, "rules", "show", "--after", at)
-    assert (_field(before, "transfer fee"), _field(before, "fee schedule version")) == ("-", "0")
+    assert (field(before, "transfer fee"), field(before, "fee schedule version")) == ("-", "0")
     at = position_token(await served.feed([fee_events.rules_set(log, FEE)]))
     after = await _pointex(tmp_path, served, ACME_TOKEN, "rules", "show", "--after", at)
-    assert _field(after, "transfer fee") == "2 + 15‰ (rounded up) → fees"
-    assert _field(after, "fee schedule version") == "1"
+    assert field(after, "transfer fee") == "2 + 15‰ (rounded up) → fees"
+    assert field(after, "fee schedule version") == "1"
     shown = await _pointex(tmp_path, served, ACME_TOKEN, "rules", "show", "--after", at, "--json")
     assert shown.json()["fee_schedule_version"] == "1"
     rules = shown.json()["rules"]

@@ -1,9 +1,9 @@
 """The market on a real event store (no gRPC): orders, trades, callbacks, deadlines, recovery.
 
-A `Market` wires the command side as the server does (actors, group commit, trade
-processes, callbacks) over a store, with a clock the test moves and a payment provider
-that records what it was asked (the real sandbox provider is in the e2e tests). Signed
-callbacks are made with the SDK's signing functions and the provider's secret.
+A `Node` (tests/market_node.py) wires the command side as the server does (actors, group
+commit, trade processes, callbacks) over a store, with a clock the test moves and a payment
+provider that records what it was asked (the real sandbox provider is in the e2e tests).
+Signed callbacks are made with the SDK's signing functions and the provider's secret.
 """
 
 from __future__ import annotations
@@ -19,50 +19,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pointex.client.callbacks import sign
 from pointex.server import limits
-from pointex.server.actors.market_actor import MarketActors
-from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Decide, Inspect
-from pointex.server.command.app.idempotency import request_key
-from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
-from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
-from pointex.server.command.app.payment_callbacks import PaymentCallbacks
-from pointex.server.command.app.record_lookup import RecordLookup
-from pointex.server.command.app.recovery import recover
-from pointex.server.command.app.runner import ProcessRunner
-from pointex.server.command.app.trade_processes import TradeConflict, TradeProcesses
-from pointex.server.command.bootstrap import start_core
-from pointex.server.command.edge.callbacks import CallbackEdge
+from pointex.server.actors.stream_actor import Decide
+from pointex.server.command.app.trade_processes import TradeConflict
 from pointex.server.command.edge.feed_servicer import to_wire
-from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
 from pointex.server.command.edge.replies import request_of
 from pointex.server.domain import errors
-from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
-from pointex.server.domain.market_commands import PlaceOrder
+from pointex.server.domain.commands import CloseAccount
 from pointex.server.domain.order_book import OrderBook, held_by_resting_sells
 from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import (
-    OPERATOR,
     AccountKind,
     AccountStatus,
     Caller,
-    FeeSchedule,
-    Market,
     OrderSide,
-    Principal,
     Role,
-    Span,
     TimeInForce,
     TradeCancelReason,
 )
 from pointex.server.eventstore import codec
-from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
     EventStore,
     NewEvent,
@@ -73,8 +52,6 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.sqlite import SqliteEventStore
 from pointex.server.overload import Overloaded
-from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
-from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
 from pointex.server.query import invariants
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.projector import Projector
@@ -82,205 +59,7 @@ from pointex.server.query.readstore.factory import open_read_store
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 from tests.conftest import MakeStore
-
-ACME = Principal("acme", Role.PARTNER)
-PROVIDER = Principal("sandbox", Role.PAYMENT_PROVIDER)
-SECRET = b"test-secret-for-callbacks"
-WINDOW_MS = 60_000
-PTS_CNY = Market(
-    "PTS-CNY", "CNY", FeeSchedule(100, 1), FeeSchedule(50, 0), Span(WINDOW_MS), 10_000,
-    10**9, "sandbox", True,
-)  # fmt: skip
-START_MS = 1_800_000_000_000
-
-
-@dataclass
-class Provider:
-    """A payment provider that creates payments at once (or refuses, when told to)."""
-
-    provider_id: str = "sandbox"
-    refuse: bool = False
-    asked: Counter[str] = field(default_factory=Counter)
-    timeouts_s: list[float] = field(default_factory=list)
-
-    async def create_payment(self, request: PaymentRequest, *, timeout_s: float) -> PaymentCreated:
-        """Create the payment of a trade: its id is derived from the trade id (idempotent)."""
-        assert timeout_s > 0
-        self.timeouts_s.append(timeout_s)
-        self.asked[request.trade_id] += 1
-        if self.refuse:
-            raise PaymentRequestRefused("DECLINED", "the test provider declines")
-        return PaymentCreated(f"pay-{request.trade_id}", f"https://pay.test/{request.trade_id}")
-
-    async def close(self) -> None:
-        """Nothing to release."""
-
-
-@dataclass
-class Clock:
-    """The server's time, moved by the test."""
-
-    now_ms: int = START_MS
-
-    def __call__(self) -> int:
-        """Return the time in Unix milliseconds."""
-        return self.now_ms
-
-
-@dataclass
-class Node:
-    """One incarnation of the command side's market over a shared store."""
-
-    store: EventStore
-    provider: Provider
-    clock: Clock
-    committer: GroupCommitter = field(init=False)
-    accounts: AccountActors = field(init=False)
-    processes: TradeProcesses = field(init=False)
-    market: ProtoMarketHandlers = field(init=False)
-    callbacks: CallbackEdge = field(init=False)
-    lookup: RecordLookup = field(init=False)
-    markets: MarketActors = field(init=False)
-    runner: ProcessRunner = field(init=False)
-
-    async def start(self) -> Node:
-        """Wire everything, record the market, and recover what is open."""
-        core = start_core(self.store, resident_max=100)
-        self.committer, self.accounts, self.lookup = core.committer, core.actors, core.lookup
-        self.runner = core.runner
-        self.markets = markets = MarketActors(self.store, self.committer, [PTS_CNY])
-        self.processes = TradeProcesses(
-            store=self.store,
-            committer=self.committer,
-            accounts=self.accounts,
-            markets=markets,
-            providers={"sandbox": self.provider},
-            clock=self.clock,
-            runner=self.runner,
-        )
-        self.market = MarketHandlers(
-            store=self.store,
-            accounts=self.accounts,
-            markets=markets,
-            processes=self.processes,
-            lookup=self.lookup,
-            runner=self.runner,
-            replies=MARKET_REPLIES,
-        )
-        secrets = ProviderSecrets("sandbox", (ProviderSecret("k1", SECRET),))
-        verifier = CallbackVerifier({"sandbox": secrets}, window_s=300)
-        applier = PaymentCallbacks(store=self.store, lookup=self.lookup, processes=self.processes)
-        self.callbacks = CallbackEdge(applier, verifier)
-        await self.market.configure()
-        await recover(self.store, (OpenPlacements(self.market), OpenTrades(self.processes)))
-        return self
-
-    async def stop(self) -> None:
-        """Stop processes and the writer (a clean stop)."""
-        self.processes.stop_deadlines()
-        await self.runner.stop()
-        await self.processes.close()
-        await self.lookup.stop()
-        await self.committer.stop()
-
-    async def open(self, account_id: str, kind: AccountKind, points: int = 0) -> None:
-        """Open an acme account, minting `points` into a merchant."""
-        opened = OpenAccount(ACME.caller, account_id, kind, "acme", "")
-        await self.accounts.ask(account_id, Decide(opened))
-        if points:
-            await self.accounts.ask(
-                account_id, Decide(MintPoints(OPERATOR, account_id, points, ""))
-            )
-
-    async def place(  # noqa: PLR0917 - an order's terms.
-        self,
-        account_id: str,
-        side: OrderSide,
-        quantity: int,
-        price: int,
-        tif: TimeInForce = TimeInForce.GTC,
-        request_id: str | None = None,
-    ) -> pb.PlaceOrderResponse:
-        """Place an order as acme."""
-        request_id = request_id or uuid.uuid4().hex
-        request = pb.PlaceOrderRequest(
-            request_id=request_id,
-            account_id=account_id,
-            market_id="PTS-CNY",
-            side=common_pb2.ORDER_SIDE_BUY if side is OrderSide.BUY else common_pb2.ORDER_SIDE_SELL,
-            quantity_points=quantity,
-            limit_price_minor=price,
-            time_in_force=(
-                common_pb2.TIME_IN_FORCE_GTC
-                if tif is TimeInForce.GTC
-                else common_pb2.TIME_IN_FORCE_IOC
-            ),
-        )
-        key = request_key(ACME, request_id)
-        order = PlaceOrder(order_id_for(key), account_id, "PTS-CNY", side, quantity, price, tif, "")
-        return await self.market.place_order(ACME, request_of(request), order)
-
-    async def cancel(self, order_id: str) -> pb.CancelOrderResponse:
-        """Cancel a resting order as acme."""
-        request = pb.CancelOrderRequest(
-            request_id=uuid.uuid4().hex, market_id="PTS-CNY", order_id=order_id
-        )
-        return await self.market.cancel_order(ACME, request_of(request), "PTS-CNY", order_id)
-
-    async def callback(
-        self,
-        trade_id: str,
-        *,
-        confirmed: bool,
-        event_id: str | None = None,
-        amount: int | None = None,
-    ) -> pb.ConfirmPaymentResponse | pb.FailPaymentResponse:
-        """Deliver a callback signed now with the provider's secret."""
-        loaded = await self.processes.load(trade_id)
-        assert loaded is not None
-        assert loaded.trade.payment is not None
-        callback = pb.PaymentCallback(
-            provider_id="sandbox",
-            payment_id=loaded.trade.payment.payment_id,
-            trade_id=trade_id,
-            outcome=(
-                common_pb2.PAYMENT_OUTCOME_CONFIRMED
-                if confirmed
-                else common_pb2.PAYMENT_OUTCOME_FAILED
-            ),
-            amount=common_pb2.Money(
-                amount_minor=loaded.trade.created.amount_due_minor if amount is None else amount,
-                currency="CNY",
-            ),
-            provider_event_id=event_id or f"evt-{uuid.uuid4().hex}",
-            signed_at=Timestamp(seconds=self.clock.now_ms // 1000),
-            key_id="k1",
-        )
-        callback.signature = sign(callback, SECRET)
-        if confirmed:
-            request = pb.ConfirmPaymentRequest(request_id=uuid.uuid4().hex, callback=callback)
-            return await self.callbacks.handle(PROVIDER, request, pb.ConfirmPaymentResponse)
-        failed = pb.FailPaymentRequest(request_id=uuid.uuid4().hex, callback=callback)
-        return await self.callbacks.handle(PROVIDER, failed, pb.FailPaymentResponse)
-
-    async def settle_background(self) -> None:
-        """Wait until payment requests and other detached steps have run (at most 2 s)."""
-        await asyncio.sleep(0)
-        for _ in range(400):
-            if not self.runner.busy:
-                return
-            await asyncio.sleep(0.005)
-
-    async def book(self) -> OrderBook:
-        """Return the market's order book (live: read it before the next await)."""
-        book: OrderBook = await self.markets.actor("PTS-CNY").tell(Inspect(lambda b: b))
-        return book
-
-    async def balances(self, account_id: str) -> tuple[int, int]:
-        """Return (available, held) of an account."""
-        state = await self.accounts.peek(account_id)
-        assert state is not None
-        return state.available_points, state.held_points
+from tests.market_node import ACME, START_MS, WINDOW_MS, Clock, Node, Provider
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -742,9 +521,7 @@ async def _crash_during(flow: Flow, step: tuple[object, ...], turns: int) -> Non
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, errors.DomainError, StoreError, TradeConflict):
         await task
-    node.runner.abort()
-    node.processes.stop_deadlines()
-    node.committer.abort()
+    node.abort()
     await node.lookup.stop()
     # A write the dead node started ends before the new node reads (a crashed process's
     # transaction cannot land later): an append of our own queues behind it.

@@ -2,7 +2,8 @@
 
 Prices are integers in minor units of the market's currency per point (125 in PTS-CNY is
 1.25 CNY a point). Tables show them split into major and minor units; JSON keeps the
-integers.
+integers. `order quote` states an order's fee before it is placed, as a quote that
+`order place --fee-quote` holds the market's fee schedule to.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pointex.cli.registry import (
     add_limit,
     bounded_int,
     enum_type,
+    fee_and_version,
     leaf,
     positive_int,
     request_id,
@@ -70,6 +72,31 @@ def _register_orders(group: Subcommands) -> None:
         "--tif", type=enum_type(_TIF), default=common_pb2.TIME_IN_FORCE_GTC, help="gtc|ioc"
     )
     place.add_argument("--client-order-id", default="", help="your own reference")
+    place.add_argument(
+        "--fee-quote",
+        type=_fee_quote,
+        default=None,
+        metavar="FEE:VERSION",
+        help="the quote `order quote` printed for these terms (the fee in minor units and the "
+        "market's fee schedule version, e.g. 101:1): the order is placed only under that "
+        "schedule, or refused with FEE_SCHEDULE_CHANGED and nothing held if it changed since "
+        "(default: each trade follows the schedule in force when it matches)",
+    )
+
+    quote = leaf(
+        actions,
+        "quote",
+        "an order's fee now (one full fill at its limit price), as a quote to place it with",
+        _quote,
+    )
+    quote.add_argument("account_id", metavar="ACCOUNT")
+    quote.add_argument("side", type=enum_type(_SIDE), help="buy|sell")
+    quote.add_argument("quantity_points", type=positive_int, metavar="POINTS")
+    quote.add_argument(
+        "limit_price_minor", type=positive_int, metavar="PRICE", help="minor units per point"
+    )
+    quote.add_argument("--market", default=DEFAULT_MARKET, help="default %(default)s")
+    add_after(quote)
 
     cancel = leaf(actions, "cancel", "cancel a resting order", _cancel, mutating=True)
     cancel.add_argument("order_id", metavar="ORDER")
@@ -115,6 +142,7 @@ def _place(session: Session, out: Output, args: argparse.Namespace) -> int:
         limit_price_minor=args.limit_price_minor,
         time_in_force=args.tif,
         client_order_id=args.client_order_id,
+        fee_quote=args.fee_quote,
     )
     reply = session.mutate(session.commands.PlaceOrder, request, rid)
     if out.json_mode:
@@ -125,6 +153,50 @@ def _place(session: Session, out: Output, args: argparse.Namespace) -> int:
         caption = f"{len(reply.trades)} of {reply.trade_count} trades shown"
         out.table("trades matched", _TRADE_COLUMNS, map(_trade_row, reply.trades), caption)
     out.position(reply.position, rid)
+    return EXIT_OK
+
+
+def _fee_quote(text: str) -> common_pb2.OrderFeeQuote:
+    """Read `--fee-quote FEE:VERSION` for argparse (the fee in minor units)."""
+    fee, version = fee_and_version(text, "order quote", "101:1")
+    return common_pb2.OrderFeeQuote(fee_minor=fee, schedule_version=version)
+
+
+def _quote(session: Session, out: Output, args: argparse.Namespace) -> int:
+    request = qry.QuoteOrderRequest(
+        min_position=args.after,
+        account_id=args.account_id,
+        market_id=args.market,
+        side=args.side,
+        quantity_points=args.quantity_points,
+        limit_price_minor=args.limit_price_minor,
+    )
+    reply = session.read(session.queries.QuoteOrder, request)
+    if out.json_mode:
+        out.json(to_json(reply))
+        return EXIT_OK
+    fee, version, currency = reply.quote.fee_minor, reply.quote.schedule_version, reply.currency
+    side = formatting.enum_label(_SIDE, args.side)
+    pairs: list[tuple[str, Cell]] = [
+        ("market", args.market),
+        ("account", args.account_id),
+        ("side", side),
+        ("quantity", formatting.points(args.quantity_points)),
+        ("limit price", formatting.money(args.limit_price_minor, currency)),
+        ("notional", formatting.money(reply.notional_minor, currency)),
+        ("fee schedule", _fee(reply.schedule, currency)),
+        ("fee", formatting.money(fee, currency)),
+        ("pays at most" if args.side == common_pb2.ORDER_SIDE_BUY else "receives at least",
+         formatting.money(reply.total_minor, currency)),
+        ("schedule version", str(version)),
+        ("as of", formatting.position_text(reply.as_of)),
+    ]  # fmt: skip
+    out.fields("order quote (one full fill at the limit price)", pairs)
+    out.line(
+        f"to place it under this fee schedule: pointex order place {args.account_id} "
+        f"{side.lower()} {args.quantity_points} {args.limit_price_minor} --market {args.market} "
+        f"--fee-quote {fee}:{version}"
+    )
     return EXIT_OK
 
 
@@ -306,7 +378,16 @@ def _markets(session: Session, out: Output, args: argparse.Namespace) -> int:
     if out.json_mode:
         out.json(to_json(reply))
         return EXIT_OK
-    columns = ("market", "currency", "open", "buyer fee", "seller fee", "max price#", "provider")
+    columns = (
+        "market",
+        "currency",
+        "open",
+        "buyer fee",
+        "seller fee",
+        "fee version#",
+        "max price#",
+        "provider",
+    )
     rows = [
         (
             market.market_id,
@@ -314,6 +395,7 @@ def _markets(session: Session, out: Output, args: argparse.Namespace) -> int:
             status_text("OPEN" if market.open else "CLOSED"),
             _fee(market.buyer_fee, market.currency),
             _fee(market.seller_fee, market.currency),
+            str(market.fee_schedule_version),
             formatting.money(market.max_price_minor, market.currency),
             market.provider_id,
         )

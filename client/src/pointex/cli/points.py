@@ -13,7 +13,15 @@ from google.protobuf.message import Message
 from pointex.cli import award, formatting
 from pointex.cli.errors import EXIT_OK, UsageError
 from pointex.cli.output import Cell, Output, to_json
-from pointex.cli.registry import Handler, Subcommands, add_after, leaf, positive_int, request_id
+from pointex.cli.registry import (
+    Handler,
+    Subcommands,
+    add_after,
+    fee_and_version,
+    leaf,
+    positive_int,
+    request_id,
+)
 from pointex.cli.session import Session
 from pointex.v1 import command_service_pb2 as cmd
 from pointex.v1 import common_pb2, errors_pb2
@@ -153,12 +161,9 @@ def _register_transfer(actions: Subcommands) -> None:
 
 
 def _fee_quote(text: str) -> common_pb2.FeeQuote:
-    """Read `--fee-quote FEE:VERSION` for argparse: two whole numbers, 0 or more."""
-    fee, colon, version = text.partition(":")
-    if not (colon and fee.isdecimal() and version.isdecimal()):
-        message = f"expected FEE:VERSION as `points quote` prints it (e.g. 4:2), not {text!r}"
-        raise argparse.ArgumentTypeError(message)
-    return common_pb2.FeeQuote(fee_points=int(fee), schedule_version=int(version))
+    """Read `--fee-quote FEE:VERSION` for argparse (the fee in points)."""
+    fee, version = fee_and_version(text, "points quote", "4:2")
+    return common_pb2.FeeQuote(fee_points=fee, schedule_version=version)
 
 
 def _quote(session: Session, out: Output, args: argparse.Namespace) -> int:

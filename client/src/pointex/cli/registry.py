@@ -136,6 +136,15 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
 positive_int = bounded_int(1, 2**63 - 1)
 
 
+def fee_and_version(text: str, quoted_by: str, example: str) -> tuple[int, int]:
+    """Read a `--fee-quote FEE:VERSION` as `quoted_by` prints it: two whole numbers, 0 or more."""
+    fee, colon, version = text.partition(":")
+    if not (colon and fee.isdecimal() and version.isdecimal()):
+        message = f"expected FEE:VERSION as `{quoted_by}` prints it (e.g. {example}), not {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return int(fee), int(version)
+
+
 def pages(fetch: Callable[[str, int], tuple[list[T], str]], limit: int) -> Iterator[T]:
     """Yield up to `limit` items of a paged listing; `fetch(token, size)` reads one page."""
     assert 1 <= limit <= list_rows_max, limit  # argparse checked --limit already.

@@ -344,8 +344,15 @@ class AsyncPointexClient:
         time_in_force: TimeInForceName = "gtc",
         client_order_id: str = "",
         request_id: str | None = None,
+        fee_quote: common_pb2.OrderFeeQuote | None = None,
     ) -> pb.PlaceOrderResponse:
-        """Place a limit order; the reply shows it after matching, with the trades it made."""
+        """Place a limit order; the reply shows it after matching, with the trades it made.
+
+        With `fee_quote` (the `quote` of `quote_order` for these terms), the order is placed
+        only under the market's fee schedule it was quoted from, or raises Refused with reason
+        FEE_SCHEDULE_CHANGED (nothing is held; quote again). Each trade pays its side's fee on
+        its own notional under that schedule.
+        """
         rid = request_id or builders.new_request_id()
         request = pb.PlaceOrderRequest(
             request_id=rid,
@@ -356,6 +363,7 @@ class AsyncPointexClient:
             limit_price_minor=limit_price_minor,
             time_in_force=builders.time_in_force(time_in_force),
             client_order_id=client_order_id,
+            fee_quote=fee_quote,
         )
         return await self.call_command(self._commands.PlaceOrder, request, rid)
 
@@ -538,6 +546,35 @@ class AsyncPointexClient:
             min_position=self._min(consistent=consistent, min_position=min_position),
         )
         return await self.call_query(self._query_stub().QuoteTransfer, request)
+
+    async def quote_order(
+        self,
+        account_id: str,
+        side: SideName,
+        quantity_points: int,
+        limit_price_minor: int,
+        *,
+        market_id: str = "PTS-CNY",
+        consistent: bool = False,
+        min_position: common_pb2.Position | None = None,
+    ) -> qry.QuoteOrderResponse:
+        """Return the fee an order would pay now, in money, for one full fill at its limit.
+
+        The reply's `quote` (`fee_minor` and the market's fee schedule version) goes to
+        `place_order(fee_quote=...)` with the same terms; `schedule` is the side's fee
+        schedule, `total_minor` what a BUY pays (notional + fee) or a SELL receives
+        (notional - fee) for that one fill. An order filled in several trades pays each
+        trade's fee on its own notional.
+        """
+        request = qry.QuoteOrderRequest(
+            account_id=account_id,
+            market_id=market_id,
+            side=builders.order_side(side),
+            quantity_points=quantity_points,
+            limit_price_minor=limit_price_minor,
+            min_position=self._min(consistent=consistent, min_position=min_position),
+        )
+        return await self.call_query(self._query_stub().QuoteOrder, request)
 
     async def check_invariants(
         self, *, consistent: bool = False, min_position: common_pb2.Position | None = None

@@ -523,6 +523,9 @@ REASONS: Final[Mapping[str, Reason]] = {
         "A TransferPoints carried a fee quote (QueryService.QuoteTransfer) from a fee "
         "schedule that has changed since: nothing moves; quote again. Metadata: "
         '"schedule_version" (the schedule in force now), "fee_points" (the fee it asks '
-        "now).",
+        "now). Also a PlaceOrder whose fee quote (QueryService.QuoteOrder) comes from a "
+        "market fee schedule that has changed since: the order is not placed, and nothing "
+        'stays held or reserved. Metadata: "schedule_version" (the market\'s schedule '
+        'now), "fee_minor" (the quote of this order now).',
     ),
 }

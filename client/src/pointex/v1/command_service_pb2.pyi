@@ -659,6 +659,7 @@ class PlaceOrderRequest(_message.Message):
     LIMIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
     TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    FEE_QUOTE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; see CommandService. 1–128 id characters. Required."""
     account_id: _builtins.str
@@ -683,6 +684,19 @@ class PlaceOrderRequest(_message.Message):
     account (CLIENT_ORDER_ID_REUSED if an order of the account already has it) among its
     resting orders and the market's 10,000 most recently finished orders.
     """
+    @_builtins.property
+    def fee_quote(self) -> _common_pb2.OrderFeeQuote:
+        """The fee quote (QueryService.QuoteOrder) the caller agreed to; optional. With it, the
+        market places the order only if its fee schedule version, when it decides the placement,
+        is the quote's `schedule_version`: otherwise FAILED_PRECONDITION FEE_SCHEDULE_CHANGED,
+        and nothing stays held or reserved. A quote whose `fee_minor` is not this order's fee
+        under that schedule (another side, quantity or price) is INVALID_ARGUMENT INVALID_FIELD
+        `fee_quote.fee_minor`. The quote binds the schedule, not an amount: each trade the order
+        makes pays its side's fee on its own notional (the fixed part once per trade), and the
+        trades of what rests of a GTC order, matched later, follow the schedule in force when
+        they match. Without a quote, every trade follows the schedule in force when it matches.
+        """
+
     def __init__(
         self,
         *,
@@ -694,10 +708,11 @@ class PlaceOrderRequest(_message.Message):
         limit_price_minor: _builtins.int = ...,
         time_in_force: _common_pb2.TimeInForce.ValueType = ...,
         client_order_id: _builtins.str = ...,
+        fee_quote: _common_pb2.OrderFeeQuote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fee_quote", b"fee_quote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "quantity_points", b"quantity_points", "request_id", b"request_id", "side", b"side", "time_in_force", b"time_in_force"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "fee_quote", b"fee_quote", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "quantity_points", b"quantity_points", "request_id", b"request_id", "side", b"side", "time_in_force", b"time_in_force"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

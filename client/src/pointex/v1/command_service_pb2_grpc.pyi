@@ -162,14 +162,17 @@ class CommandServiceStub:
     account's available points; then the order matches by price-time priority (each match at
     the resting order's price, never against an order of the same account), each match
     creating a trade PENDING_PAYMENT; an IOC remainder is cancelled, a GTC remainder rests.
-    The reply is sent once the order is in its post-matching state.
+    The reply is sent once the order is in its post-matching state. With a fee quote
+    (QueryService.QuoteOrder) the order is placed only under the fee schedule it was quoted
+    from; see PlaceOrderRequest.fee_quote.
 
     Callers: operator; partner owning the account.
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
-    NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
-    (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
-    (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-    TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    NOTIONAL_OVERFLOW, INVALID_FIELD for a fee quote not of this order); NOT_FOUND
+    (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); ALREADY_EXISTS
+    (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for
+    SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED, TOO_MANY_OPEN_ORDERS, FEE_SCHEDULE_CHANGED).
+    Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
     AMOUNT_NOT_IN_STEPS).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.CancelOrderRequest, _command_service_pb2.CancelOrderResponse]
@@ -410,14 +413,17 @@ class CommandServiceAsyncStub(CommandServiceStub):
     account's available points; then the order matches by price-time priority (each match at
     the resting order's price, never against an order of the same account), each match
     creating a trade PENDING_PAYMENT; an IOC remainder is cancelled, a GTC remainder rests.
-    The reply is sent once the order is in its post-matching state.
+    The reply is sent once the order is in its post-matching state. With a fee quote
+    (QueryService.QuoteOrder) the order is placed only under the fee schedule it was quoted
+    from; see PlaceOrderRequest.fee_quote.
 
     Callers: operator; partner owning the account.
     Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
-    NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
-    (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
-    (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-    TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+    NOTIONAL_OVERFLOW, INVALID_FIELD for a fee quote not of this order); NOT_FOUND
+    (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); ALREADY_EXISTS
+    (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for
+    SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED, TOO_MANY_OPEN_ORDERS, FEE_SCHEDULE_CHANGED).
+    Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
     AMOUNT_NOT_IN_STEPS).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_command_service_pb2.CancelOrderRequest, _command_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
@@ -715,14 +721,17 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         account's available points; then the order matches by price-time priority (each match at
         the resting order's price, never against an order of the same account), each match
         creating a trade PENDING_PAYMENT; an IOC remainder is cancelled, a GTC remainder rests.
-        The reply is sent once the order is in its post-matching state.
+        The reply is sent once the order is in its post-matching state. With a fee quote
+        (QueryService.QuoteOrder) the order is placed only under the fee schedule it was quoted
+        from; see PlaceOrderRequest.fee_quote.
 
         Callers: operator; partner owning the account.
         Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
-        NOTIONAL_OVERFLOW); NOT_FOUND (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED
-        (NOT_OWNER); ALREADY_EXISTS (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION
-        (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED,
-        TOO_MANY_OPEN_ORDERS). Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
+        NOTIONAL_OVERFLOW, INVALID_FIELD for a fee quote not of this order); NOT_FOUND
+        (MARKET_NOT_FOUND, ACCOUNT_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); ALREADY_EXISTS
+        (CLIENT_ORDER_ID_REUSED); FAILED_PRECONDITION (INSUFFICIENT_POINTS and ACCOUNT_FROZEN for
+        SELL orders, ACCOUNT_CLOSED, MARKET_CLOSED, TOO_MANY_OPEN_ORDERS, FEE_SCHEDULE_CHANGED).
+        Program limits (ProgramRules): FAILED_PRECONDITION (AMOUNT_BELOW_MINIMUM, LIMIT_EXCEEDED,
         AMOUNT_NOT_IN_STEPS).
         """
 

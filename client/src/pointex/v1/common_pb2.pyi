@@ -1062,6 +1062,7 @@ class Market(_message.Message):
     MAX_QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
     PROVIDER_ID_FIELD_NUMBER: _builtins.int
     OPEN_FIELD_NUMBER: _builtins.int
+    FEE_SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
     market_id: _builtins.str
     """The market's id, "<BASE>-<CCY>", for example "PTS-CNY"."""
     currency: _builtins.str
@@ -1075,6 +1076,14 @@ class Market(_message.Message):
     open: _builtins.bool
     """True while the market accepts new orders. When false, PlaceOrder fails with
     FAILED_PRECONDITION / MARKET_CLOSED; cancellations, payments and settlements continue.
+    """
+    fee_schedule_version: _builtins.int
+    """The version of the market's fee schedule (buyer_fee and seller_fee): the number of
+    configurations the market had recorded (MarketConfigured events on its stream) when the
+    one that last changed either fee was recorded; a configuration that leaves both fees as
+    they were keeps it. 1 from the market's first configuration on. An order fee quote
+    (OrderFeeQuote) carries it. Answered by QueryService (ListMarkets); 0 in the log's
+    MarketConfigured, whose place on the stream defines it.
     """
     @_builtins.property
     def buyer_fee(self) -> Global___FeeSchedule:
@@ -1100,10 +1109,11 @@ class Market(_message.Message):
         max_quantity_points: _builtins.int = ...,
         provider_id: _builtins.str = ...,
         open: _builtins.bool = ...,
+        fee_schedule_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["buyer_fee", b"buyer_fee", "payment_window", b"payment_window", "seller_fee", b"seller_fee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_fee", b"buyer_fee", "currency", b"currency", "market_id", b"market_id", "max_price_minor", b"max_price_minor", "max_quantity_points", b"max_quantity_points", "open", b"open", "payment_window", b"payment_window", "provider_id", b"provider_id", "seller_fee", b"seller_fee"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_fee", b"buyer_fee", "currency", b"currency", "fee_schedule_version", b"fee_schedule_version", "market_id", b"market_id", "max_price_minor", b"max_price_minor", "max_quantity_points", b"max_quantity_points", "open", b"open", "payment_window", b"payment_window", "provider_id", b"provider_id", "seller_fee", b"seller_fee"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1295,3 +1305,35 @@ class FeeQuote(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeeQuote: _TypeAlias = FeeQuote  # noqa: Y015
+
+@_typing.final
+class OrderFeeQuote(_message.Message):
+    """The fee one side of an order would pay in a market (QueryService.QuoteOrder), in money. A
+    PlaceOrder that carries it is placed only if the market's fee schedule is still the one it
+    comes from, or is refused with FEE_SCHEDULE_CHANGED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEE_MINOR_FIELD_NUMBER: _builtins.int
+    SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
+    fee_minor: _builtins.int
+    """The fee of a full fill in one trade at the limit price, in minor units of the market's
+    currency: the buyer's fee (added to what a BUY pays) or the seller's fee (deducted from
+    what a SELL receives); ≥ 0.
+    """
+    schedule_version: _builtins.int
+    """The version of the market's fee schedule it comes from (Market.fee_schedule_version)."""
+    def __init__(
+        self,
+        *,
+        fee_minor: _builtins.int = ...,
+        schedule_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fee_minor", b"fee_minor", "schedule_version", b"schedule_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderFeeQuote: _TypeAlias = OrderFeeQuote  # noqa: Y015

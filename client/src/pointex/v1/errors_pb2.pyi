@@ -341,6 +341,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION. A TransferPoints carried a fee quote (QueryService.QuoteTransfer)
     from a fee schedule that has changed since: nothing moves; quote again. Metadata:
     "schedule_version" (the schedule in force now), "fee_points" (the fee it asks now).
+    Also a PlaceOrder whose fee quote (QueryService.QuoteOrder) comes from a market fee
+    schedule that has changed since: the order is not placed, and nothing stays held or
+    reserved. Metadata: "schedule_version" (the market's schedule now), "fee_minor" (the
+    quote of this order now).
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -644,5 +648,9 @@ ERROR_REASON_FEE_SCHEDULE_CHANGED: ErrorReason.ValueType  # 66
 """FAILED_PRECONDITION. A TransferPoints carried a fee quote (QueryService.QuoteTransfer)
 from a fee schedule that has changed since: nothing moves; quote again. Metadata:
 "schedule_version" (the schedule in force now), "fee_points" (the fee it asks now).
+Also a PlaceOrder whose fee quote (QueryService.QuoteOrder) comes from a market fee
+schedule that has changed since: the order is not placed, and nothing stays held or
+reserved. Metadata: "schedule_version" (the market's schedule now), "fee_minor" (the
+quote of this order now).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -953,6 +953,7 @@ class PointsHeld(_message.Message):
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     HELD_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_QUOTE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The selling account."""
     order_id: _builtins.str
@@ -971,6 +972,12 @@ class PointsHeld(_message.Message):
     """The account's available points after the hold."""
     held_points: _builtins.int
     """The account's held points after the hold."""
+    @_builtins.property
+    def fee_quote(self) -> _common_pb2.OrderFeeQuote:
+        """The order's fee quote (PlaceOrderRequest.fee_quote); unset without one. The market
+        checks it when it places the order, also when recovery places it after a restart.
+        """
+
     def __init__(
         self,
         *,
@@ -983,10 +990,11 @@ class PointsHeld(_message.Message):
         client_order_id: _builtins.str = ...,
         available_points: _builtins.int = ...,
         held_points: _builtins.int = ...,
+        fee_quote: _common_pb2.OrderFeeQuote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fee_quote", b"fee_quote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "client_order_id", b"client_order_id", "held_points", b"held_points", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "order_id", b"order_id", "time_in_force", b"time_in_force"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "client_order_id", b"client_order_id", "fee_quote", b"fee_quote", "held_points", b"held_points", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "order_id", b"order_id", "time_in_force", b"time_in_force"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1671,6 +1679,7 @@ class BuyReserved(_message.Message):
     TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
     BUYING_POINTS_FIELD_NUMBER: _builtins.int
+    FEE_QUOTE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The buying account."""
     order_id: _builtins.str
@@ -1689,6 +1698,12 @@ class BuyReserved(_message.Message):
     """The points the account is buying after this event (all its open BUY orders and BUY trades
     not yet settled or cancelled).
     """
+    @_builtins.property
+    def fee_quote(self) -> _common_pb2.OrderFeeQuote:
+        """The order's fee quote (PlaceOrderRequest.fee_quote); unset without one. The market
+        checks it when it places the order, also when recovery places it after a restart.
+        """
+
     def __init__(
         self,
         *,
@@ -1700,10 +1715,11 @@ class BuyReserved(_message.Message):
         time_in_force: _common_pb2.TimeInForce.ValueType = ...,
         client_order_id: _builtins.str = ...,
         buying_points: _builtins.int = ...,
+        fee_quote: _common_pb2.OrderFeeQuote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fee_quote", b"fee_quote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "buying_points", b"buying_points", "client_order_id", b"client_order_id", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "order_id", b"order_id", "quantity_points", b"quantity_points", "time_in_force", b"time_in_force"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "buying_points", b"buying_points", "client_order_id", b"client_order_id", "fee_quote", b"fee_quote", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "order_id", b"order_id", "quantity_points", b"quantity_points", "time_in_force", b"time_in_force"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

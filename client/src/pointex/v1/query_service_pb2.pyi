@@ -1967,6 +1967,104 @@ class QuoteTransferResponse(_message.Message):
 Global___QuoteTransferResponse: _TypeAlias = QuoteTransferResponse  # noqa: Y015
 
 @_typing.final
+class QuoteOrderRequest(_message.Message):
+    """Request of QueryService.QuoteOrder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    MARKET_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
+    LIMIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account that would place the order. Required."""
+    market_id: _builtins.str
+    """The market, for example "PTS-CNY". Required."""
+    side: _common_pb2.OrderSide.ValueType
+    """BUY or SELL. Required."""
+    quantity_points: _builtins.int
+    """Points to buy or sell: 1 to the per-command maximum and the market's maximum."""
+    limit_price_minor: _builtins.int
+    """Limit price in minor units per point: 1 to the market's maximum price."""
+    @_builtins.property
+    def min_position(self) -> _common_pb2.Position:
+        """Answer only once projections reached this position; see QueryService."""
+
+    def __init__(
+        self,
+        *,
+        min_position: _common_pb2.Position | None = ...,
+        account_id: _builtins.str = ...,
+        market_id: _builtins.str = ...,
+        side: _common_pb2.OrderSide.ValueType = ...,
+        quantity_points: _builtins.int = ...,
+        limit_price_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "limit_price_minor", b"limit_price_minor", "market_id", b"market_id", "min_position", b"min_position", "quantity_points", b"quantity_points", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteOrderRequest: _TypeAlias = QuoteOrderRequest  # noqa: Y015
+
+@_typing.final
+class QuoteOrderResponse(_message.Message):
+    """Response of QueryService.QuoteOrder. Amounts are in minor units of `currency`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AS_OF_FIELD_NUMBER: _builtins.int
+    QUOTE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    NOTIONAL_MINOR_FIELD_NUMBER: _builtins.int
+    TOTAL_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    notional_minor: _builtins.int
+    """quantity_points × limit_price_minor."""
+    total_minor: _builtins.int
+    """For a full fill in one trade at the limit price: notional + fee for a BUY (the most it
+    pays then), notional − fee for a SELL (the least it receives then). A fill in several
+    trades pays each trade's fee: its prices are never worse than the limit, but the fixed
+    part, and the rounding up of the proportional part, come once per trade.
+    """
+    currency: _builtins.str
+    """The market's currency, ISO 4217 code."""
+    @_builtins.property
+    def as_of(self) -> _common_pb2.Position:
+        """The position the answer reflects."""
+
+    @_builtins.property
+    def quote(self) -> _common_pb2.OrderFeeQuote:
+        """The fee of a full fill in one trade at the limit price, and the version of the schedule
+        it comes from: pass it as PlaceOrderRequest.fee_quote.
+        """
+
+    @_builtins.property
+    def schedule(self) -> _common_pb2.FeeSchedule:
+        """The side's fee schedule in force (the market's buyer_fee or seller_fee)."""
+
+    def __init__(
+        self,
+        *,
+        as_of: _common_pb2.Position | None = ...,
+        quote: _common_pb2.OrderFeeQuote | None = ...,
+        schedule: _common_pb2.FeeSchedule | None = ...,
+        notional_minor: _builtins.int = ...,
+        total_minor: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "quote", b"quote", "schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "currency", b"currency", "notional_minor", b"notional_minor", "quote", b"quote", "schedule", b"schedule", "total_minor", b"total_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteOrderResponse: _TypeAlias = QuoteOrderResponse  # noqa: Y015
+
+@_typing.final
 class GetProgramRulesResponse(_message.Message):
     """Response of QueryService.GetProgramRules."""
 

@@ -149,6 +149,11 @@ class QueryServiceStub:
                 request_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.FromString,
                 _registered_method=True)
+        self.QuoteOrder = channel.unary_unary(
+                '/pointex.v1.QueryService/QuoteOrder',
+                request_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteOrderRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteOrderResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -261,7 +266,8 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMarkets(self, request, context):
-        """Lists the configured markets with their currency, fees, payment window and limits.
+        """Lists the configured markets with their currency, fees (and the fee schedule's version,
+        Market.fee_schedule_version), payment window and limits.
 
         Callers: operator, partner.
         Errors: only the common ones.
@@ -391,6 +397,25 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuoteOrder(self, request, context):
+        """Returns the fee an order of `quantity_points` at `limit_price_minor` would pay in a market
+        under its fee schedule in force (Market.buyer_fee for a BUY, seller_fee for a SELL), for a
+        full fill in one trade at the limit price, as a quote to pass to PlaceOrder. An order may
+        fill in several trades at different prices (never worse than the limit), and each trade's
+        fee follows the schedule on that trade's own notional, so the fixed part is paid once per
+        trade: the quote is exact for one trade at the limit price, not for every fill. What it
+        binds is the schedule: PlaceOrder with it is refused with FEE_SCHEDULE_CHANGED if the
+        market's fee schedule version differs when the market decides the placement.
+
+        Callers: operator; partner (for the accounts it owns).
+        Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
+        NOTIONAL_OVERFLOW, as PlaceOrder); NOT_FOUND (ACCOUNT_NOT_FOUND, MARKET_NOT_FOUND);
+        PERMISSION_DENIED (NOT_OWNER).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -478,6 +503,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.QuoteTransfer,
                     request_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.SerializeToString,
+            ),
+            'QuoteOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteOrder,
+                    request_deserializer=pointex_dot_v1_dot_query__service__pb2.QuoteOrderRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_query__service__pb2.QuoteOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -969,6 +999,33 @@ class QueryService:
             '/pointex.v1.QueryService/QuoteTransfer',
             pointex_dot_v1_dot_query__service__pb2.QuoteTransferRequest.SerializeToString,
             pointex_dot_v1_dot_query__service__pb2.QuoteTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.QueryService/QuoteOrder',
+            pointex_dot_v1_dot_query__service__pb2.QuoteOrderRequest.SerializeToString,
+            pointex_dot_v1_dot_query__service__pb2.QuoteOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

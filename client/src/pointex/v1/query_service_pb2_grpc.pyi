@@ -112,7 +112,8 @@ class QueryServiceStub:
     (NOT_OWNER); INVALID_ARGUMENT (PAGE_SIZE_TOO_LARGE, CURSOR_INVALID).
     """
     ListMarkets: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.ListMarketsRequest, _query_service_pb2.ListMarketsResponse]
-    """Lists the configured markets with their currency, fees, payment window and limits.
+    """Lists the configured markets with their currency, fees (and the fee schedule's version,
+    Market.fee_schedule_version), payment window and limits.
 
     Callers: operator, partner.
     Errors: only the common ones.
@@ -202,6 +203,21 @@ class QueryServiceStub:
     Callers: operator; partner (for the accounts it owns).
     Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
     """
+    QuoteOrder: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.QuoteOrderRequest, _query_service_pb2.QuoteOrderResponse]
+    """Returns the fee an order of `quantity_points` at `limit_price_minor` would pay in a market
+    under its fee schedule in force (Market.buyer_fee for a BUY, seller_fee for a SELL), for a
+    full fill in one trade at the limit price, as a quote to pass to PlaceOrder. An order may
+    fill in several trades at different prices (never worse than the limit), and each trade's
+    fee follows the schedule on that trade's own notional, so the fixed part is paid once per
+    trade: the quote is exact for one trade at the limit price, not for every fill. What it
+    binds is the schedule: PlaceOrder with it is refused with FEE_SCHEDULE_CHANGED if the
+    market's fee schedule version differs when the market decides the placement.
+
+    Callers: operator; partner (for the accounts it owns).
+    Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
+    NOTIONAL_OVERFLOW, as PlaceOrder); NOT_FOUND (ACCOUNT_NOT_FOUND, MARKET_NOT_FOUND);
+    PERMISSION_DENIED (NOT_OWNER).
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -287,7 +303,8 @@ class QueryServiceAsyncStub(QueryServiceStub):
     (NOT_OWNER); INVALID_ARGUMENT (PAGE_SIZE_TOO_LARGE, CURSOR_INVALID).
     """
     ListMarkets: _aio.UnaryUnaryMultiCallable[_query_service_pb2.ListMarketsRequest, _query_service_pb2.ListMarketsResponse]  # type: ignore[assignment]
-    """Lists the configured markets with their currency, fees, payment window and limits.
+    """Lists the configured markets with their currency, fees (and the fee schedule's version,
+    Market.fee_schedule_version), payment window and limits.
 
     Callers: operator, partner.
     Errors: only the common ones.
@@ -376,6 +393,21 @@ class QueryServiceAsyncStub(QueryServiceStub):
 
     Callers: operator; partner (for the accounts it owns).
     Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
+    """
+    QuoteOrder: _aio.UnaryUnaryMultiCallable[_query_service_pb2.QuoteOrderRequest, _query_service_pb2.QuoteOrderResponse]  # type: ignore[assignment]
+    """Returns the fee an order of `quantity_points` at `limit_price_minor` would pay in a market
+    under its fee schedule in force (Market.buyer_fee for a BUY, seller_fee for a SELL), for a
+    full fill in one trade at the limit price, as a quote to pass to PlaceOrder. An order may
+    fill in several trades at different prices (never worse than the limit), and each trade's
+    fee follows the schedule on that trade's own notional, so the fixed part is paid once per
+    trade: the quote is exact for one trade at the limit price, not for every fill. What it
+    binds is the schedule: PlaceOrder with it is refused with FEE_SCHEDULE_CHANGED if the
+    market's fee schedule version differs when the market decides the placement.
+
+    Callers: operator; partner (for the accounts it owns).
+    Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
+    NOTIONAL_OVERFLOW, as PlaceOrder); NOT_FOUND (ACCOUNT_NOT_FOUND, MARKET_NOT_FOUND);
+    PERMISSION_DENIED (NOT_OWNER).
     """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -507,7 +539,8 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_service_pb2.ListMarketsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.ListMarketsResponse, _abc.Awaitable[_query_service_pb2.ListMarketsResponse]]:
-        """Lists the configured markets with their currency, fees, payment window and limits.
+        """Lists the configured markets with their currency, fees (and the fee schedule's version,
+        Market.fee_schedule_version), payment window and limits.
 
         Callers: operator, partner.
         Errors: only the common ones.
@@ -650,6 +683,27 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Callers: operator; partner (for the accounts it owns).
         Errors: NOT_FOUND ACCOUNT_NOT_FOUND; PERMISSION_DENIED NOT_OWNER.
+        """
+
+    @_abc_1.abstractmethod
+    def QuoteOrder(
+        self,
+        request: _query_service_pb2.QuoteOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.QuoteOrderResponse, _abc.Awaitable[_query_service_pb2.QuoteOrderResponse]]:
+        """Returns the fee an order of `quantity_points` at `limit_price_minor` would pay in a market
+        under its fee schedule in force (Market.buyer_fee for a BUY, seller_fee for a SELL), for a
+        full fill in one trade at the limit price, as a quote to pass to PlaceOrder. An order may
+        fill in several trades at different prices (never worse than the limit), and each trade's
+        fee follows the schedule on that trade's own notional, so the fixed part is paid once per
+        trade: the quote is exact for one trade at the limit price, not for every fill. What it
+        binds is the schedule: PlaceOrder with it is refused with FEE_SCHEDULE_CHANGED if the
+        market's fee schedule version differs when the market decides the placement.
+
+        Callers: operator; partner (for the accounts it owns).
+        Errors: INVALID_ARGUMENT (AMOUNT_NOT_POSITIVE, AMOUNT_TOO_LARGE, PRICE_NOT_POSITIVE,
+        NOTIONAL_OVERFLOW, as PlaceOrder); NOT_FOUND (ACCOUNT_NOT_FOUND, MARKET_NOT_FOUND);
+        PERMISSION_DENIED (NOT_OWNER).
         """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

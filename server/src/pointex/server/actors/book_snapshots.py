@@ -19,14 +19,18 @@ import json
 from typing import Any, Final
 
 from pointex.server import limits
+from pointex.server.domain.market_fees import FeeVersion
 from pointex.server.domain.order_book import BookOrder, OrderBook
 from pointex.server.domain.values import FeeSchedule, Market, OrderSide, Span, TimeInForce
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "OrderBookSnapshot"
-# Version 2 keeps finished orders apart, oldest first; a version-1 snapshot is not read (a
-# replay of the stream rebuilds the book).
-SNAPSHOT_SCHEMA_VERSION: Final = 2
+# Version 2 keeps finished orders apart, oldest first; version 3 adds the fee schedule's
+# version (domain/market_fees.py). An older snapshot is not read: a replay of the stream
+# rebuilds the book. A version-2 snapshot cannot tell how many configurations came before
+# it, and no default can stand in for that count: the query side counts every one, so a
+# guess would refuse its quotes, and go on counting from the wrong number.
+SNAPSHOT_SCHEMA_VERSION: Final = 3
 
 
 def worth_writing(book: OrderBook, events_since_last: int) -> bool:
@@ -39,6 +43,7 @@ def to_snapshot(stream_id: str, book: OrderBook, version: int, position: int) ->
     """Return the snapshot of `book` as of stream `version`, or None if it would be too large."""
     data = {
         "market": _market_to_json(book.market),
+        "fee_version": [book.fee_version.configurations, book.fee_version.schedule_version],
         "orders": [_order_to_json(order) for order in book.orders.values()],
         "finished": [_order_to_json(order) for order in book.finished.values()],
         "bids": [[price, list(ids)] for price, ids in sorted(book.bids.levels.items())],
@@ -56,7 +61,11 @@ def from_snapshot(snapshot: Snapshot) -> tuple[OrderBook, int, int] | None:
     if snapshot.type != SNAPSHOT_TYPE or snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION:
         return None
     data = json.loads(snapshot.data)
-    book = OrderBook(market=_market_from_json(data["market"]))
+    configurations, schedule_version = data["fee_version"]
+    book = OrderBook(
+        market=_market_from_json(data["market"]),
+        fee_version=FeeVersion(configurations, schedule_version),
+    )
     for fields in (*data["orders"], *data["finished"]):
         order = _order_from_json(fields)
         if order.client_order_id:

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from pointex.server.actors.account_actor import Clock
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors, wall_clock_ms
@@ -79,13 +80,23 @@ class CommandServer:
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
-        self.processes.stop_deadlines()
-        self.activations.stop()
-        await self.runner.stop()
-        await self.processes.close()
+        await finish_processes(self.processes, self.activations, self.runner)
         await self.lookup.stop()
         await self.committer.stop()
         await self.store.close()
+
+
+async def finish_processes(
+    processes: TradeProcesses, activations: PendingActivations, runner: ProcessRunner
+) -> None:
+    """Stop the timers, let the steps under way end (within the runner's bound), close providers.
+
+    The server's close and the tests' nodes (tests/market_node.py) stop their processes here.
+    """
+    processes.stop_deadlines()
+    activations.stop()
+    await runner.stop()
+    await processes.close()
 
 
 @dataclass(slots=True)
@@ -99,17 +110,21 @@ class CommandCore:
     program: ProgramActor
 
 
-def start_core(store: EventStore, *, resident_max: int) -> CommandCore:
+def start_core(
+    store: EventStore, *, resident_max: int, clock: Clock = wall_clock_ms
+) -> CommandCore:
     """Start the group committer and the record look-up, and the actors over them.
 
     The server and the tests that run the command side without gRPC wire it here alike.
+    Accounts decide at the time `clock` says (Unix milliseconds): the wall clock, unless a
+    test runs the command side on a clock of its own (tests/simulation).
     """
     committer = GroupCommitter(store)
     committer.start()
     # Accounts decide under the program's limits; `ProgramActor.load` puts them in force.
     program = ProgramActor(store, committer)
     actors = AccountActors(
-        store, committer, resident_max=resident_max, limits_in_force=program.limits
+        store, committer, resident_max=resident_max, limits_in_force=program.limits, clock=clock
     )
     # Reads of retries go in step with the commits (see record_lookup).
     lookup = RecordLookup(store, committer.between_commits)

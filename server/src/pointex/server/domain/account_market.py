@@ -54,6 +54,7 @@ def hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
             command.client_order_id,
             account.available_points - command.amount_points,
             account.held_points + command.amount_points,
+            command.fee_quote,
         )
     ]
 
@@ -82,7 +83,16 @@ def release(state: Account | None, command: ReleasePoints) -> list[AccountEvent]
     account = require_exists(state, command.account_id)
     if command.trade_id:
         require_still_held(account, command.amount_points, command.trade_id)
-    assert account.held_points >= command.amount_points, (account, command)
+    if account.held_points < command.amount_points:
+        # The held points are there once every step already decided has committed: the state
+        # counts a step still in flight (a racing driver's sale that will not commit). Asked
+        # again after it, the release goes through.
+        raise errors.Aborted(
+            errors.CONCURRENT_MODIFICATION,
+            "a step of this account is still committing; retry the release",
+            account_id=account.account_id,
+            order_id=command.order_id,
+        )
     return [
         PointsReleased(
             command.account_id,
@@ -143,6 +153,7 @@ def reserve_buy(state: Account | None, command: ReserveBuy) -> list[AccountEvent
             command.time_in_force,
             command.client_order_id,
             account.buying_points + command.quantity_points,
+            command.fee_quote,
         )
     ]
 

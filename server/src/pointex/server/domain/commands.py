@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from pointex.server.domain.events import NEVER
 from pointex.server.domain.program import FeeQuote
-from pointex.server.domain.values import AccountKind, Caller, Instant, TimeInForce, TransferKind
+from pointex.server.domain.values import (
+    AccountKind,
+    Caller,
+    Instant,
+    OrderFeeQuote,
+    TimeInForce,
+    TransferKind,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +148,7 @@ class HoldPoints:
     limit_price_minor: int
     time_in_force: TimeInForce
     client_order_id: str
+    fee_quote: OrderFeeQuote | None = None  # The order's, kept for its placement.
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,7 @@ class ReserveBuy:
     limit_price_minor: int
     time_in_force: TimeInForce
     client_order_id: str
+    fee_quote: OrderFeeQuote | None = None  # The order's, kept for its placement.
 
 
 @dataclass(frozen=True, slots=True)

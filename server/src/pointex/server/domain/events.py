@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pointex.server.domain.values import AccountKind, Instant, Role, TimeInForce, TransferKind
+from pointex.server.domain.values import (
+    AccountKind,
+    Instant,
+    OrderFeeQuote,
+    Role,
+    TimeInForce,
+    TransferKind,
+)
 
 NEVER: Final = Instant(0)  # `decided_at` of an event written before windows existed.
 
@@ -179,6 +186,7 @@ class PointsHeld:
     client_order_id: str
     available_points: int  # after this event
     held_points: int  # after this event
+    fee_quote: OrderFeeQuote | None = None  # The order's quote, checked when it is placed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +237,7 @@ class BuyReserved:
     time_in_force: TimeInForce
     client_order_id: str
     buying_points: int  # after this event
+    fee_quote: OrderFeeQuote | None = None  # The order's quote, checked when it is placed.
 
 
 @dataclass(frozen=True, slots=True)

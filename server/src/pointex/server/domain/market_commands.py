@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pointex.server.domain.values import Market, OrderSide, TimeInForce
+from pointex.server.domain.values import Market, OrderFeeQuote, OrderSide, TimeInForce
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ class PlaceOrder:
     limit_price_minor: int
     time_in_force: TimeInForce
     client_order_id: str
+    # The quote the caller agreed to: placed only under its schedule (domain/market_fees.py).
+    fee_quote: OrderFeeQuote | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pointex.server import limits
-from pointex.server.domain import errors
+from pointex.server.domain import errors, market_fees
 from pointex.server.domain.market_commands import (
     CancelOrder,
     ConfigureMarket,
@@ -101,6 +101,8 @@ class OrderBook:
     bids: _Side = field(default_factory=_Side)
     asks: _Side = field(default_factory=_Side)
     resting_by_account: collections.Counter[str] = field(default_factory=collections.Counter)
+    # The configurations recorded so far and the fee schedule's version (domain/market_fees.py).
+    fee_version: market_fees.FeeVersion = market_fees.NOT_CONFIGURED
 
     def find(self, order_id: str) -> BookOrder | None:
         """Return a resting or recently finished order, or None (new, or long finished)."""
@@ -143,8 +145,11 @@ def _require_market(book: OrderBook, market_id: str) -> Market:
 def check_order(book: OrderBook, command: PlaceOrder) -> Market:
     """Raise the DomainError an order would meet before matching, else return the market.
 
-    A SELL order asks this before its points are held, so that an order the market would
-    refuse holds nothing; placement checks again.
+    An order asks this before its account holds it (a SELL's points, a BUY's quantity), so
+    that an order the market would refuse holds nothing; placement checks again, and what it
+    refuses then is rejected and released. A fee quote is checked both times: the schedule
+    may change in between only when another configuration is recorded (a restart with
+    other fees, before recovery places a held order).
     """
     market = _require_market(book, command.market_id)
     if command.quantity_points <= 0:
@@ -159,21 +164,15 @@ def check_order(book: OrderBook, command: PlaceOrder) -> Market:
         raise errors.FailedPrecondition(
             errors.MARKET_CLOSED, "the market accepts no orders", market_id=market.market_id
         )
-    if command.quantity_points > market.max_quantity_points:
-        raise errors.InvalidArgument(
-            errors.AMOUNT_TOO_LARGE,
-            f"quantity exceeds the market's {market.max_quantity_points}",
-            field="quantity_points",
-            limit=str(market.max_quantity_points),
-        )
-    if command.limit_price_minor > market.max_price_minor:
-        raise errors.InvalidArgument(
-            errors.AMOUNT_TOO_LARGE,
-            f"price exceeds the market's {market.max_price_minor}",
-            field="limit_price_minor",
-            limit=str(market.max_price_minor),
-        )
-    _require_notional_fits(market, command.quantity_points * command.limit_price_minor)
+    check_bounds(market, command.quantity_points, command.limit_price_minor)
+    market_fees.require_quote(
+        market,
+        book.fee_version,
+        command.side,
+        command.quantity_points,
+        command.limit_price_minor,
+        command.fee_quote,
+    )
     _require_new_client_order_id(book, command)
     if book.resting_by_account[command.account_id] >= limits.open_orders_per_account_max:
         raise errors.FailedPrecondition(
@@ -183,6 +182,25 @@ def check_order(book: OrderBook, command: PlaceOrder) -> Market:
             limit=str(limits.open_orders_per_account_max),
         )
     return market
+
+
+def check_bounds(market: Market, quantity_points: int, limit_price_minor: int) -> None:
+    """Raise the InvalidArgument of positive terms beyond the market's bounds, or its int64."""
+    if quantity_points > market.max_quantity_points:
+        raise errors.InvalidArgument(
+            errors.AMOUNT_TOO_LARGE,
+            f"quantity exceeds the market's {market.max_quantity_points}",
+            field="quantity_points",
+            limit=str(market.max_quantity_points),
+        )
+    if limit_price_minor > market.max_price_minor:
+        raise errors.InvalidArgument(
+            errors.AMOUNT_TOO_LARGE,
+            f"price exceeds the market's {market.max_price_minor}",
+            field="limit_price_minor",
+            limit=str(market.max_price_minor),
+        )
+    _require_notional_fits(market, quantity_points * limit_price_minor)
 
 
 def _require_notional_fits(market: Market, notional_minor: int) -> None:
@@ -356,6 +374,9 @@ def evolve(book: OrderBook, event: MarketEvent) -> OrderBook:
     """Apply one committed event to `book` (in place) and return it."""
     match event:
         case MarketConfigured(market=market):
+            before = None if book.market is None else market_fees.fees_of(book.market)
+            fees = market_fees.fees_of(market)
+            book.fee_version = market_fees.configured(book.fee_version, before, fees)
             book.market = market
         case OrderPlaced():
             _evolve_placed(book, event)

@@ -28,7 +28,8 @@ from pointex.server.domain.market_events import (
     TradeMatched,
     TradeSettled,
 )
-from pointex.server.domain.values import Instant, Market, Money, TradeCancelReason
+from pointex.server.domain.market_fees import side_fee_minor
+from pointex.server.domain.values import Instant, Market, Money, OrderSide, TradeCancelReason
 
 
 class TradeStatus(enum.Enum):
@@ -189,9 +190,8 @@ def settled(trade: Trade) -> TradeSettled:
 def created_from(match: TradeMatched, market: Market, now: Instant) -> TradeCreated:
     """Return the trade a match creates: its amounts by the market's fees, and its deadline."""
     notional = match.quantity_points * match.price_minor
-    buyer_fee = market.buyer_fee.fee_minor(notional)
-    # The seller's fee never exceeds the notional: proceeds are never negative.
-    seller_fee = min(market.seller_fee.fee_minor(notional), notional)
+    buyer_fee = side_fee_minor(market, OrderSide.BUY, notional)
+    seller_fee = side_fee_minor(market, OrderSide.SELL, notional)  # At most the notional.
     return TradeCreated(
         match.trade_id,
         match.market_id,

@@ -152,6 +152,18 @@ class FeeSchedule:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderFeeQuote:
+    """An order's fee for one trade at its limit price, and the fee schedule's version.
+
+    Money, in minor units of the market's currency (a transfer's quote is in points:
+    program.FeeQuote). See domain/market_fees.py.
+    """
+
+    fee_minor: int
+    schedule_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
     """A market's configuration: currency, fees, payment window, bounds and provider."""
 

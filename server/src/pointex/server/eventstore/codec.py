@@ -64,7 +64,8 @@ class _Mapping:
     type_name: str
     schema_version: int
     # (field name, how the value converts) in dataclass order: a domain enum, _REASON,
-    # Instant, Span, a nested _Mapping (a value dataclass as a sub-message) or None (as is).
+    # Instant, Span, a nested _Mapping (a value dataclass as a sub-message), an
+    # _OptionalMessage (one that may be None: unset), or None (as is).
     fields: tuple[tuple[str, Any], ...]
 
 
@@ -73,6 +74,13 @@ class _Optional:
     """A domain enum that may be None: the proto enum's UNSPECIFIED value stands for None."""
 
     kind: type[enum.Enum]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OptionalMessage:
+    """A value dataclass that may be None: an unset sub-message stands for None."""
+
+    item: _Mapping
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,11 +94,15 @@ def _field_kind(proto: type[Message], name: str, hint: Any) -> Any:
     if (isinstance(hint, type) and issubclass(hint, enum.Enum)) or hint in {Instant, Span}:
         return hint
     arguments = typing.get_args(hint)
+    proto_field = proto.DESCRIPTOR.fields_by_name[name]
     if typing.get_origin(hint) is types.UnionType and type(None) in arguments:
         (kind,) = (argument for argument in arguments if argument is not type(None))
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            assert proto_field.message_type is not None, (proto, name)
+            message = GetMessageClass(proto_field.message_type)  # type: ignore[arg-type]
+            return _OptionalMessage(_mapping(kind, message, "", 0))
         assert issubclass(kind, enum.Enum), (proto, name, hint)
         return _Optional(kind)
-    proto_field = proto.DESCRIPTOR.fields_by_name[name]
     repeated = typing.get_origin(hint) is tuple
     value_type = arguments[0] if repeated else hint
     if dataclasses.is_dataclass(value_type):
@@ -137,24 +149,33 @@ def _to_proto(mapping: _Mapping, value_object: object) -> Message:
     values: dict[str, Any] = {}
     for name, kind in mapping.fields:
         value = getattr(value_object, name)
-        if kind is _REASON:
-            value = _REASON_PREFIX + value if value else 0  # Empty: no reason (UNSPECIFIED).
-        elif kind is Instant:
-            value = Timestamp(
-                seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
-            )
-        elif kind is Span:
-            value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
-        elif isinstance(kind, _Mapping):
-            value = _to_proto(kind, value)
-        elif isinstance(kind, _Repeated):
-            value = [_to_proto(kind.item, item) for item in value]
-        elif isinstance(kind, _Optional):
-            value = _ENUM_PREFIXES[kind.kind] + (value.value if value else "UNSPECIFIED")
-        elif kind is not None:
-            value = _ENUM_PREFIXES[kind] + value.value
-        values[name] = value
+        if isinstance(kind, _OptionalMessage):
+            if value is not None:  # None: the sub-message stays unset.
+                values[name] = _to_proto(kind.item, value)
+            continue
+        values[name] = _value_to_proto(kind, value)
     return mapping.proto(**values)
+
+
+def _value_to_proto(kind: Any, value: Any) -> Any:
+    """Return the proto form of one field's value, converted as `kind` says."""
+    if kind is _REASON:
+        value = _REASON_PREFIX + value if value else 0  # Empty: no reason (UNSPECIFIED).
+    elif kind is Instant:
+        value = Timestamp(
+            seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
+        )
+    elif kind is Span:
+        value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
+    elif isinstance(kind, _Mapping):
+        value = _to_proto(kind, value)
+    elif isinstance(kind, _Repeated):
+        value = [_to_proto(kind.item, item) for item in value]
+    elif isinstance(kind, _Optional):
+        value = _ENUM_PREFIXES[kind.kind] + (value.value if value else "UNSPECIFIED")
+    elif kind is not None:
+        value = _ENUM_PREFIXES[kind] + value.value
+    return value
 
 
 def decode(recorded: RecordedEvent) -> Any:
@@ -178,6 +199,8 @@ def _from_proto(mapping: _Mapping, message: Message) -> Any:
             value = Span(value.seconds * _MS_PER_S + value.nanos // _NS_PER_MS)
         elif isinstance(kind, _Mapping):
             value = _from_proto(kind, value)
+        elif isinstance(kind, _OptionalMessage):
+            value = _from_proto(kind.item, value) if message.HasField(name) else None
         elif isinstance(kind, _Repeated):
             value = tuple(_from_proto(kind.item, item) for item in value)
         elif kind is not None:

@@ -84,6 +84,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "WatchNotifications",
             "GetProgramRules",
             "QuoteTransfer",
+            "QuoteOrder",
         )
     },
     "/pointex.v1.QueryService/CheckInvariants": _OPERATORS,

@@ -23,7 +23,13 @@ from pointex.server.domain.program import (
     TransferFee,
     validate,
 )
-from pointex.server.domain.values import AccountKind, Instant, OrderSide, TimeInForce
+from pointex.server.domain.values import (
+    AccountKind,
+    Instant,
+    OrderFeeQuote,
+    OrderSide,
+    TimeInForce,
+)
 from pointex.server.grpc_edge.status import InvalidRequest
 from pointex.v1 import common_pb2
 
@@ -209,6 +215,15 @@ def fee_quote(field: str, message: common_pb2.FeeQuote) -> FeeQuote:
             f"0 to {limits.points_amount_max} points, as QuoteTransfer answered",
         )
     return FeeQuote(message.fee_points, message.schedule_version)
+
+
+def order_fee_quote(field: str, message: common_pb2.OrderFeeQuote) -> OrderFeeQuote:
+    """Return an order's fee quote: a fee of 0 or more, in minor units, and its version."""
+    if message.fee_minor < 0:
+        raise InvalidRequest(
+            errors.INVALID_FIELD, f"{field}.fee_minor", "0 or more, as QuoteOrder answered"
+        )
+    return OrderFeeQuote(message.fee_minor, message.schedule_version)
 
 
 _DAY_MS: Final = 86_400_000

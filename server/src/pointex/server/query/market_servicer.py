@@ -26,7 +26,9 @@ from pointex.server.query import requests
 from pointex.server.query.checkpoint import CheckpointWatch
 from pointex.server.query.market_views import (
     level_message,
+    market_message,
     order_message,
+    order_quote_reply,
     public_trade_message,
     trade_message,
 )
@@ -152,8 +154,24 @@ class MarketQueries(query_service_pb2_grpc.QueryServiceServicer):
     ) -> pb.ListMarketsResponse:
         """Return every configured market."""
         as_of = await self._reached(request.min_position, context)
-        markets = [common_pb2.Market.FromString(row.body) for row in await self._store.markets()]
+        markets = [market_message(row) for row in await self._store.markets()]
         return pb.ListMarketsResponse(as_of=position_message(as_of), markets=markets)
+
+    async def QuoteOrder(
+        self, request: pb.QuoteOrderRequest, context: Context
+    ) -> pb.QuoteOrderResponse:
+        """Return the fee an order of an account the caller owns would pay in a market now."""
+        caller = current_principal()
+        account_id = convert.identifier("account_id", request.account_id)
+        market_id = convert.identifier("market_id", request.market_id)
+        side = convert.order_side(request.side)
+        quantity_points = convert.amount("quantity_points", request.quantity_points)
+        limit_price_minor = convert.price("limit_price_minor", request.limit_price_minor)
+        as_of = await self._reached(request.min_position, context)
+        found = await self._store.accounts([account_id])
+        requests.require_visible(caller, found.get(account_id), account_id)
+        market = mr.require_market(await self._store.markets(), market_id)
+        return order_quote_reply(as_of, market, side, quantity_points, limit_price_minor)
 
     async def GetOrderBook(
         self, request: pb.GetOrderBookRequest, context: Context

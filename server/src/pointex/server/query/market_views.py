@@ -1,5 +1,6 @@
-"""Market rows -> proto messages: Order, Trade (one caller's view), PriceLevel, PublicTrade.
+"""Market rows -> proto messages: orders, trades, levels, markets, an order's fee quote.
 
+Order, Trade (one caller's view), PriceLevel, PublicTrade, Market and QuoteOrder's answer.
 Pure functions, shared by the query servicer and the projections (which store notification
 bodies built with them).
 """
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
+from pointex.client.positions import position_message
+from pointex.server.domain import market_fees, order_book
+from pointex.server.domain.values import OrderSide
+from pointex.server.query.projections.market_fees import market_of, version_of
+from pointex.server.query.readstore.market_rows import LevelRow, MarketRow, OrderRow, TradeRow
 from pointex.v1 import common_pb2, errors_pb2, query_service_pb2
 
 
@@ -122,4 +127,35 @@ def level_message(row: LevelRow) -> query_service_pb2.PriceLevel:
         price_minor=row.price_minor,
         quantity_points=row.quantity_points,
         order_count=row.order_count,
+    )
+
+
+def market_message(row: MarketRow) -> common_pb2.Market:
+    """Return a market's configuration as recorded, with its fee schedule's version."""
+    market = common_pb2.Market.FromString(row.body)
+    market.fee_schedule_version = row.fee_schedule_version
+    return market
+
+
+def order_quote_reply(
+    as_of: int, row: MarketRow, side: OrderSide, quantity_points: int, limit_price_minor: int
+) -> query_service_pb2.QuoteOrderResponse:
+    """Return QuoteOrder's answer: the fee of one full fill at the limit, and its schedule.
+
+    The order's terms must fit the market's bounds, as PlaceOrder's must (InvalidArgument).
+    """
+    market = market_of(row)
+    order_book.check_bounds(market, quantity_points, limit_price_minor)
+    quoted = market_fees.quote(market, version_of(row), side, quantity_points, limit_price_minor)
+    return query_service_pb2.QuoteOrderResponse(
+        as_of=position_message(as_of),
+        quote=common_pb2.OrderFeeQuote(
+            fee_minor=quoted.quote.fee_minor, schedule_version=quoted.quote.schedule_version
+        ),
+        schedule=common_pb2.FeeSchedule(
+            rate_bps=quoted.schedule.rate_bps, fixed_minor=quoted.schedule.fixed_minor
+        ),
+        notional_minor=quoted.notional_minor,
+        total_minor=quoted.total_minor,
+        currency=market.currency,
     )

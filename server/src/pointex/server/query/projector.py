@@ -1,9 +1,9 @@
 """Apply batches of feed events to a generation of the read models, one transaction each.
 
-Loading the touched rows (accounts, orders, trades, pending issues, points in flight, rules),
-projecting (pure) and writing the changes with the checkpoint happen in order under `lock`
-for the active generation; the rebuild takes the same lock to switch generations between two
-batches, so no batch straddles the switch.
+Loading the touched rows (accounts, orders, trades, pending issues, points in flight, rules,
+markets), projecting (pure) and writing the changes with the checkpoint happen in order
+under `lock` for the active generation; the rebuild takes the same lock to switch
+generations between two batches, so no batch straddles the switch.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class Projector:
         rules = await self._store.program_rules(generation) if keys.program_rules else None
         pending_issues = await self._store.pending_issues(keys.pending_issue_ids, generation)
         in_flight = await self._store.in_flight(keys.in_flight_ids, generation)
+        # A configured market counts on from its row (its fee schedule's version).
+        markets = await self._store.markets(generation) if keys.markets else []
         return project_batch(
             events,
             accounts,
@@ -70,4 +72,5 @@ class Projector:
             program_rules=rules,
             pending_issues=pending_issues,
             in_flight=in_flight,
+            markets={market.market_id: market for market in markets},
         )

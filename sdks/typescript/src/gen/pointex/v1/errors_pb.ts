@@ -612,6 +612,10 @@ export enum ErrorReason {
    * FAILED_PRECONDITION. A TransferPoints carried a fee quote (QueryService.QuoteTransfer)
    * from a fee schedule that has changed since: nothing moves; quote again. Metadata:
    * "schedule_version" (the schedule in force now), "fee_points" (the fee it asks now).
+   * Also a PlaceOrder whose fee quote (QueryService.QuoteOrder) comes from a market fee
+   * schedule that has changed since: the order is not placed, and nothing stays held or
+   * reserved. Metadata: "schedule_version" (the market's schedule now), "fee_minor" (the
+   * quote of this order now).
    *
    * @generated from enum value: ERROR_REASON_FEE_SCHEDULE_CHANGED = 66;
    */

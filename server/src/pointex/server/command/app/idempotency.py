@@ -9,6 +9,11 @@ attempt changed the state) and is answered from the record instead of running ag
 
 A command that was rejected wrote nothing and records nothing: its retry is evaluated
 afresh, like an idempotency key on which validation failed at a payment API.
+
+An order's own account steps (its hold, and a release that commits alone on the account)
+are recorded the same way, on a record stream of their own whose key is derived from the
+order (and trade) they are for (`step_record`): sent again after an unknown outcome, such
+a step meets the version conflict on its record instead of being applied twice.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from pointex.server.domain import errors
+from pointex.server.domain import errors, streams
 from pointex.server.domain.events import CommandRecorded
 from pointex.server.domain.values import Principal
 from pointex.server.eventstore import codec
@@ -74,6 +79,27 @@ def recorded_reply(stream: str, principal_id: str, request: Request, reply: byte
     """
     record = CommandRecorded(request.request_id, principal_id, request.rpc, request.digest, reply)
     return StreamAppend(stream, 0, (codec.encode(record),))
+
+
+def step_stream(step: str, order_id: str, trade_id: str = "") -> str:
+    """Return the record stream of an order's account step (`step`: "hold" or "release").
+
+    An order is held once and released once on its own (its trades' releases are keyed by
+    trade), so the order and trade ids name the step.
+    """
+    scope = f"{step}\x00{order_id}\x00{trade_id}"
+    return streams.request(hashlib.sha256(scope.encode()).hexdigest()[:KEY_HEX_CHARS])
+
+
+def step_record(step: str, rpc: str, order_id: str, trade_id: str = "") -> StreamAppend:
+    """Return the append that records an order's account step (a new stream, version 0).
+
+    Committed in the same unit as the step's account event, so a second attempt at the step
+    conflicts on it whether or not the first one's answer came back.
+    """
+    subject = f"{order_id}/{trade_id}" if trade_id else order_id
+    record = CommandRecorded(subject, "", rpc, b"", b"")
+    return StreamAppend(step_stream(step, order_id, trade_id), 0, (codec.encode(record),))
 
 
 def key_reused() -> errors.AlreadyExists:

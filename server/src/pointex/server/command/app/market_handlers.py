@@ -6,9 +6,11 @@ market places and matches the order (OrderPlaced, its TradeMatched, an IOC remai
 OrderCancelled, each trade's TradeCreated and the request record, in one unit), (3) an IOC
 remainder is released on the account. Which step is due is decided by the pure state
 machine of domain/processes/placement.py. After a crash between steps, the recovery scan
-(market_recovery.py) finishes the order. Because the account step comes first and is
-decided by the account's actor, an account that is closed takes no order, and an account
-with orders or trades under way does not close.
+(market_recovery.py) finishes the order. The market checks an order (its fee quote
+included) before step (1), so that an order it would refuse holds nothing, and again when
+it decides step (2): a refusal then rejects the held order and releases it. Because the
+account step comes first and is decided by the account's actor, an account that is closed
+takes no order, and an account with orders or trades under way does not close.
 
 A request's record (`request-<key>`) is written with the market step; the order id is
 derived from the request key, so a retry names the same order. Payment callbacks are
@@ -26,13 +28,15 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Decide, Inspect
+from pointex.server.actors.stream_actor import Decide, Inspect, appending
 from pointex.server.command.app.idempotency import (
     Replies,
     Request,
     recorded_reply,
     replay_record,
     request_key,
+    step_record,
+    step_stream,
 )
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
@@ -63,7 +67,13 @@ from pointex.server.domain.values import (
     Principal,
 )
 from pointex.server.eventstore import codec
-from pointex.server.eventstore.port import EventStore, StoreError, StreamAppend
+from pointex.server.eventstore.port import (
+    CommitOutcomeUnknown,
+    EventStore,
+    StoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+)
 from pointex.server.overload import Overloaded
 
 log = logging.getLogger(__name__)
@@ -113,6 +123,14 @@ class MarketReplies(Protocol[P, C]):
 
     def placing(self, order: PlaceOrder) -> Request:
         """Return the request that places `order`, without its id (for recovery's record)."""
+        ...
+
+    def placement_outcome(self, reply: P) -> tuple[list[str], int]:
+        """Return the trades a placement's reply names (all of them) and its IOC remainder."""
+        ...
+
+    def cancelled_points(self, reply: C) -> int:
+        """Return the open quantity a cancellation's reply says it took out of the book."""
         ...
 
 
@@ -179,14 +197,37 @@ class MarketHandlers(Generic[P, C]):
         await market.tell(Inspect(lambda book: check_order(book, order)))
         # A retry after a failed placement finds the order held already.
         if order.order_id not in self._held:
-            hold = placement.start(caller, order)
-            await self._accounts.ask(order.account_id, Decide(hold.command))
+            await self._hold(caller, order)
             self._held.add(order.order_id)
         try:
             return await self.place_held(order, request, principal_id)
         except (StoreError, Overloaded):
             self._place_later(order, request, principal_id)
             raise
+
+    async def _hold(self, caller: Caller, order: PlaceOrder) -> None:
+        """Hold the order on its account, once: the hold commits with its record.
+
+        After a hold whose commit had an unknown outcome, the retry meets the record (or a
+        refusal, when the first hold left too little to hold again): the order is held.
+        Unless it was rejected and released since: then the retry is answered so.
+        """
+        hold = placement.start(caller, order).command
+        record = step_record("hold", type(hold).__name__, order.order_id)
+        try:
+            await self._accounts.ask(order.account_id, Decide(hold, appending(record)))
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != record.stream_id:
+                raise
+        except errors.DomainError:
+            if not await self._lookup.exists(record.stream_id):
+                raise
+        else:
+            return
+        if await self._lookup.exists(step_stream("release", order.order_id)):
+            raise errors.FailedPrecondition(
+                errors.MARKET_CLOSED, "the order was rejected", order_id=order.order_id
+            )
 
     def _place_later(self, order: PlaceOrder, request: Request, principal_id: str) -> None:
         """Keep placing a held order whose placement failed for an operating reason.
@@ -228,6 +269,7 @@ class MarketHandlers(Generic[P, C]):
                 raise errors.FailedPrecondition(
                     errors.MARKET_CLOSED, "the order was rejected", order_id=order.order_id
                 )
+            await self._follow_placement(order, replayed)
             return replayed
         finish = self._placement_finish(order, key, request, principal_id)
         try:
@@ -245,6 +287,19 @@ class MarketHandlers(Generic[P, C]):
         if isinstance(step, placement.Release):
             position = await self.release(step.command, after=position)
         return self._replies.place.at(placed.response, position)
+
+    async def _follow_placement(self, order: PlaceOrder, replayed: P) -> None:
+        """Make sure the steps after a placement found committed happen (its answer was lost).
+
+        Its trades are driven (unless they are already) and its IOC remainder released
+        (once: the release is recorded), without waiting for the next start.
+        """
+        trade_ids, remainder_points = self._replies.placement_outcome(replayed)
+        for trade_id in trade_ids:
+            await self._processes.drive(trade_id)
+        step = placement.decide(placement.placed(order, remainder_points), _RESUMED)
+        if isinstance(step, placement.Release):
+            await self.release(step.command)
 
     def _placement_finish(
         self, order: PlaceOrder, key: str, request: Request, principal_id: str
@@ -337,13 +392,38 @@ class MarketHandlers(Generic[P, C]):
             )
             return (record,), (response, points)
 
-        decided = await market.tell(Decide(CancelOrder(market_id, order_id), finish))
+        try:
+            decided = await market.tell(Decide(CancelOrder(market_id, order_id), finish))
+        except CommitOutcomeUnknown:
+            self._runner.spawn(self._release_if_cancelled(key, request, order), key=key)
+            raise
         response, points = decided.value
         cancelled = placement.cancelled(order.order_id, order.account_id, order.side, points)
         step = placement.decide(cancelled, _RESUMED)
         assert isinstance(step, placement.Release), step
         position = await self.release(step.command, after=decided.position)
         return self._replies.cancel.at(response, position)
+
+    async def _release_if_cancelled(self, key: str, request: Request, order: BookOrder) -> None:
+        """Release a cancelled order's open quantity if its cancellation committed after all.
+
+        The cancellation's commit had an unknown outcome: its record tells once the store
+        answers. The client's retry is answered from the record, and refused meanwhile.
+        """
+        response = await retry_until_done(
+            lambda: replay_record(
+                self._store, streams.request(key), request.digest, self._replies.cancel
+            ),
+            retry_on=(StoreError,),
+            what=f"the outcome of the cancellation of {order.order_id}",
+        )
+        if response is None:
+            return
+        points = self._replies.cancelled_points(response)
+        cancelled = placement.cancelled(order.order_id, order.account_id, order.side, points)
+        step = placement.decide(cancelled, _RESUMED)
+        assert isinstance(step, placement.Release), step
+        await self.release(step.command)
 
     # --- Shared -------------------------------------------------------------------------
 

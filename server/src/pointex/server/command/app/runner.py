@@ -30,10 +30,15 @@ T = TypeVar("T")
 _MS_PER_S = 1000
 
 
+# Where the conflict pauses' jitter comes from: a generator of its own rather than the
+# process-wide one, so that a deterministic simulation (tests/simulation) can seed it.
+jitter = random.Random()  # noqa: S311 - jitter, not a secret.
+
+
 async def pause_after_conflict(attempt: int) -> None:
     """Wait a random moment before deciding again after conflict number `attempt` (from 0)."""
     ceiling_ms = min(limits.conflict_pause_ms_min * 2**attempt, limits.conflict_pause_ms_max)
-    await asyncio.sleep(random.uniform(0, ceiling_ms) / _MS_PER_S)  # noqa: S311 - jitter, not a secret.
+    await asyncio.sleep(jitter.uniform(0, ceiling_ms) / _MS_PER_S)
 
 
 def backoff_delays_ms() -> collections.abc.Iterator[int]:

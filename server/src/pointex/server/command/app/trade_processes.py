@@ -27,6 +27,7 @@ from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, appending
+from pointex.server.command.app.idempotency import step_record
 from pointex.server.command.app.runner import (
     ProcessRunner,
     pause_after_conflict,
@@ -48,6 +49,7 @@ from pointex.server.domain.values import Instant
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
+    CommitOutcomeUnknown,
     EventStore,
     StoreError,
     StreamAppend,
@@ -75,6 +77,17 @@ class Loaded:
 
 
 _STEP_CATEGORIES = frozenset({streams.ACCOUNT, streams.MARKET})
+# The steps that move points, and have a step after them (or end the trade).
+_MOVING_POINTS = (process.CollectFromSeller, process.DeliverToBuyer, process.Cancel)
+
+
+def release_record(release: ReleasePoints | ReleaseBuy) -> StreamAppend:
+    """Return the record committed with a release made alone on its account (once per key).
+
+    An order is released once on its own (no trade id: what it no longer needs), and a
+    trade's buyer once (the trade id): the order and trade ids key the record.
+    """
+    return step_record("release", type(release).__name__, release.order_id, release.trade_id)
 
 
 class TradeConflict(Exception):
@@ -100,7 +113,10 @@ def _raced_on(trade: Trade) -> Iterator[None]:
             raise TradeConflict(trade.trade_id) from conflict
         raise
     except errors.Aborted as refusal:
-        if refusal.metadata.get("trade_id") == trade.trade_id:
+        # Or the account cannot decide the step until one still committing has: a release
+        # beside a racing driver's sale (domain/account_market.py, `release`).
+        busy = refusal.reason == errors.CONCURRENT_MODIFICATION
+        if busy or refusal.metadata.get("trade_id") == trade.trade_id:
             raise TradeConflict(trade.trade_id) from refusal
         raise
 
@@ -224,8 +240,21 @@ class TradeProcesses:
     ) -> int:
         """Carry out one decided step, committing `record` in its unit; return the last position.
 
-        Raises TradeConflict if another driver changed the trade first.
+        Raises TradeConflict if another driver changed the trade first. When the outcome of
+        a step that moves points is unknown, the trade is driven on once the store answers:
+        the step may have committed, and what follows it (a delivery, a buyer's release) has
+        no driver left (a callback's redelivery is answered from its record).
         """
+        try:
+            return await self._execute(loaded, step, record)
+        except CommitOutcomeUnknown:
+            if isinstance(step, _MOVING_POINTS):
+                self._drive_later(loaded.trade.trade_id)
+            raise
+
+    async def _execute(
+        self, loaded: Loaded, step: process.Step, record: tuple[StreamAppend, ...]
+    ) -> int:
         trade = loaded.trade
         match step:
             case process.CollectFromSeller():
@@ -330,24 +359,45 @@ class TradeProcesses:
         return await self.release(process.buyer_release(created), after=decided.position)
 
     async def release(self, release: ReleasePoints | ReleaseBuy, *, after: int = 0) -> int:
-        """Release what an order or trade held on an account; return the release's position.
+        """Release what an order or trade held on an account, once; return its position.
 
         The step before it is committed, so the release must happen: if it fails for an
         operating reason it is retried in the background, and `after` (the position of the
-        step before) is returned instead: the release follows, or recovery finishes it.
+        step before) is returned instead: the release follows, or recovery finishes it. It
+        commits with its record (`release_record`), so a release sent again (after an
+        unknown outcome, or by whatever drives the step again) changes nothing.
         """
         try:
-            decided: Decided[None] = await self._accounts.ask(release.account_id, Decide(release))
-        except (StoreError, Overloaded) as error:
+            decided = await self._release_once(release)
+        except (StoreError, Overloaded, errors.Aborted) as error:
             log.warning("release for %s continues later: %s", release.order_id, error)
             self._runner.spawn(self._release_later(release))
             return after
-        return decided.position
+        return after if decided is None else decided.position
+
+    async def _release_once(self, release: ReleasePoints | ReleaseBuy) -> Decided[None] | None:
+        """Commit a release with its record; None when its record shows it was made already."""
+        record = release_record(release)
+        try:
+            return await self._accounts.ask(release.account_id, Decide(release, appending(record)))
+        except WrongExpectedVersion as conflict:
+            if conflict.stream_id != record.stream_id:
+                raise
+            return None
 
     async def _release_later(self, release: ReleasePoints | ReleaseBuy) -> None:
+        record = release_record(release).stream_id
+
+        async def release_unless_made() -> Decided[None] | None:
+            # A release whose commit had an unknown outcome may have been made: then the
+            # account may refuse it again (its held points are gone), and its record tells.
+            if await self._store.read_stream(record, 1, 1):
+                return None
+            return await self._release_once(release)
+
         await retry_until_done(
-            lambda: self._accounts.ask(release.account_id, Decide(release)),
-            retry_on=(StoreError, Overloaded),
+            release_unless_made,
+            retry_on=(StoreError, Overloaded, errors.Aborted),
             what=f"release for order {release.order_id}",
         )
 
@@ -357,10 +407,42 @@ class TradeProcesses:
         """Drive a new (or recovered) trade: watch its deadline and do what is due now.
 
         For a pending trade that is asking for its payment; for a confirmed one, delivering.
+        A trade this server drives already is left to its driver.
         """
+        if created.trade_id in self._open:
+            return
         self.track(created)
         self.watch_deadline(created.trade_id, created.payment_deadline)
         self.in_background(self._resume(created.trade_id))
+
+    async def drive(self, trade_id: str) -> None:
+        """Make sure what is due for a trade happens (nothing, if this server drives it).
+
+        For a trade found after a commit whose answer was lost (its placement's, or one of
+        its own steps'): a pending or confirmed trade is started; a cancelled one has its
+        buyer released (once: the release is recorded); a settled one needs nothing.
+        """
+        if trade_id in self._open:
+            return
+        loaded = await self.load(trade_id)
+        if loaded is None:
+            return
+        trade = loaded.trade
+        if trade.status is TradeStatus.CANCELLED:
+            await self.release(process.buyer_release(trade.created))
+        elif trade.status is not TradeStatus.SETTLED:
+            self.start(trade.created)
+
+    def _drive_later(self, trade_id: str) -> None:
+        """Drive a trade once the store answers (a step's commit had an unknown outcome)."""
+        self._open.discard(trade_id)  # Ended, or started again by `drive`.
+        self._runner.spawn(
+            retry_until_done(
+                lambda: self.drive(trade_id),
+                retry_on=(StoreError, Overloaded),
+                what=f"the outcome of a step of trade {trade_id}",
+            )
+        )
 
     def track(self, created: TradeCreated) -> None:
         """Remember a trade's parties until it ends (the open trades' bound and deadlines)."""

@@ -313,6 +313,11 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             convert.price("limit_price_minor", request.limit_price_minor),
             convert.time_in_force(request.time_in_force),
             convert.optional_identifier("client_order_id", request.client_order_id),
+            (
+                convert.order_fee_quote("fee_quote", request.fee_quote)
+                if request.HasField("fee_quote")
+                else None
+            ),
         )
         return await self._market.place_order(principal, request_of(request), order)
 

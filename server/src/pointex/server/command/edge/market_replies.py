@@ -115,7 +115,7 @@ def tif_to_proto(time_in_force: TimeInForce) -> common_pb2.TimeInForce.ValueType
 
 def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
     """Return the request that places `order` (without its request id), for its digest."""
-    return pb.PlaceOrderRequest(
+    request = pb.PlaceOrderRequest(
         account_id=order.account_id,
         market_id=order.market_id,
         side=side_to_proto(order.side),
@@ -124,6 +124,10 @@ def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
         time_in_force=tif_to_proto(order.time_in_force),
         client_order_id=order.client_order_id,
     )
+    if order.fee_quote is not None:  # Set as the client set it, so the digests agree.
+        request.fee_quote.fee_minor = order.fee_quote.fee_minor
+        request.fee_quote.schedule_version = order.fee_quote.schedule_version
+    return request
 
 
 def placement_digest(order: PlaceOrder) -> bytes:
@@ -183,6 +187,16 @@ class ProtoMarketReplies:
     def placing(self, order: PlaceOrder) -> Request:
         """Return the request that places `order`, without its id (for recovery's record)."""
         return Request("", "PlaceOrder", placement_digest(order))
+
+    def placement_outcome(self, reply: pb.PlaceOrderResponse) -> tuple[list[str], int]:
+        """Return the trades a placement's reply names and its IOC remainder."""
+        # A placement creates at most trades_per_order_max trades: the reply lists them all.
+        assert len(reply.trades) == reply.trade_count, reply.trade_count
+        return [trade.trade_id for trade in reply.trades], reply.order.cancelled_quantity_points
+
+    def cancelled_points(self, reply: pb.CancelOrderResponse) -> int:
+        """Return the open quantity a cancellation's reply says it took out of the book."""
+        return reply.cancelled_quantity_points
 
 
 MARKET_REPLIES = ProtoMarketReplies()

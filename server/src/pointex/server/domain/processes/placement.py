@@ -153,6 +153,7 @@ def start(caller: Caller, order: PlaceOrder) -> Hold:
             order.limit_price_minor,
             order.time_in_force,
             order.client_order_id,
+            order.fee_quote,
         )
     )
 
@@ -217,4 +218,5 @@ def _order_of(held: PointsHeld | BuyReserved) -> PlaceOrder:
         held.limit_price_minor,
         held.time_in_force,
         held.client_order_id,
+        held.fee_quote,
     )

@@ -2,8 +2,8 @@
 
 The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, the
 pending issues it activates or takes back, the points in flight it returns or whose fee it
-credits, and the program's rules when the batch changes them; then the orders of the loaded
-trades, `order_ids_of`) and passes them in; the batch
+credits, the program's rules when the batch changes them, and the markets when it configures
+one; then the orders of the loaded trades, `order_ids_of`) and passes them in; the batch
 works on copies and returns every change at once (`Changes`). Events this release does not
 project (idempotency records, transfer process steps) still count: the checkpoint passes them.
 
@@ -21,7 +21,7 @@ from pointex.server.domain import streams
 from pointex.server.query.projections import fees
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import BatchState, position_of
-from pointex.server.query.readstore.market_rows import LevelRow, OrderRow, TradeRow
+from pointex.server.query.readstore.market_rows import LevelRow, MarketRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import (
     AccountRow,
     Changes,
@@ -55,6 +55,7 @@ class Keys:
     pending_issue_ids: list[str] = field(default_factory=list)  # transfer ids
     # Points in flight the batch settles and checks (returns, fees credited): process ids.
     in_flight_ids: list[str] = field(default_factory=list)
+    markets: bool = False  # the batch configures a market: load the stored markets
 
 
 def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
@@ -63,6 +64,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
     orders: dict[str, None] = {}
     trades: dict[str, None] = {}
     program_rules = False
+    markets = False
     pending_issues: dict[str, None] = {}
     in_flight: dict[str, None] = {}
     for event in events:
@@ -73,6 +75,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         if field_name is None or field_name not in HANDLERS:
             continue
         program_rules = program_rules or field_name == "program_rules_set"
+        markets = markets or field_name == "market_configured"
         payload = getattr(event, field_name)
         pending_issue_id = _pending_issue_of(payload)
         if pending_issue_id:
@@ -92,6 +95,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         program_rules,
         list(pending_issues),
         list(in_flight),
+        markets=markets,
     )
 
 
@@ -124,12 +128,15 @@ def project_batch(
     program_rules: ProgramRulesRow | None = None,
     pending_issues: Mapping[str, PendingIssueRow] | None = None,
     in_flight: Mapping[str, InFlightRow] | None = None,
+    markets: Mapping[str, MarketRow] | None = None,
 ) -> Changes:
     """Return the changes `events` (consecutive, after `after_position`) make to the rows.
 
     `program_rules` are the rules in force before the batch (None: never set), needed when
     `keys_of(events).program_rules`; `pending_issues` are the stored rows of
-    `keys_of(events).pending_issue_ids`, `in_flight` those of `keys_of(events).in_flight_ids`.
+    `keys_of(events).pending_issue_ids`, `in_flight` those of `keys_of(events).in_flight_ids`,
+    `markets` every stored market when `keys_of(events).markets` (a market configured again
+    counts on from its row).
     """
     assert events, "an empty batch changes nothing"
     batch = BatchState(
@@ -140,6 +147,7 @@ def project_batch(
         pending_issues=dict(pending_issues or {}),
         pending_issues_stored=frozenset(pending_issues or {}),
         in_flight=dict(in_flight or {}),
+        markets=dict(markets or {}),
     )
     expected = after_position
     for event in events:
@@ -166,7 +174,7 @@ def project_batch(
         in_flight_removed=tuple(batch.in_flight_removed),
         minted_points=batch.minted_points,
         burned_points=batch.burned_points,
-        markets=tuple(batch.markets.values()),
+        markets=tuple(batch.markets[market_id] for market_id in batch.markets_changed),
         orders=tuple(batch.orders[order_id] for order_id in batch.orders_changed),
         trades=tuple(batch.trades[trade_id] for trade_id in batch.trades_changed),
         levels=tuple(

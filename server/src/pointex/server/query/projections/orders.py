@@ -13,7 +13,7 @@ import dataclasses
 
 from pointex.server.domain import streams
 from pointex.server.query import market_views
-from pointex.server.query.projections import notifications
+from pointex.server.query.projections import market_fees, notifications
 from pointex.server.query.projections.state import BatchState, at_us, position_of
 from pointex.server.query.readstore.market_rows import ORDER_PENDING, MarketRow, OrderRow
 from pointex.server.query.readstore.port import InFlightRow
@@ -50,14 +50,19 @@ def _rest_status(filled_points: int) -> str:
 def market_configured(
     batch: BatchState, event: events_pb2.Event, p: events_pb2.MarketConfigured
 ) -> None:
-    """Record a market's latest configuration."""
+    """Record a market's latest configuration, and count it for its fee schedule's version."""
     market = p.market
-    batch.markets[market.market_id] = MarketRow(
-        market_id=market.market_id,
-        currency=market.currency,
-        body=market.SerializeToString(deterministic=True),
-        configured_position=position_of(event),
-        updated_at_us=at_us(event),
+    version = market_fees.version_after(batch.markets.get(market.market_id), market)
+    batch.put_market(
+        MarketRow(
+            market_id=market.market_id,
+            currency=market.currency,
+            body=market.SerializeToString(deterministic=True),
+            configured_position=position_of(event),
+            updated_at_us=at_us(event),
+            configurations=version.configurations,
+            fee_schedule_version=version.schedule_version,
+        )
     )
 
 

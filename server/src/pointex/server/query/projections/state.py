@@ -38,7 +38,9 @@ class BatchState:
     orders_changed: dict[str, None] = field(default_factory=dict)
     trades: dict[str, TradeRow] = field(default_factory=dict)
     trades_changed: dict[str, None] = field(default_factory=dict)
+    # Markets: as given (every stored one, when the batch configures one), then as it sets them.
     markets: dict[str, MarketRow] = field(default_factory=dict)
+    markets_changed: dict[str, None] = field(default_factory=dict)
     # (market, side, price) -> (open quantity, order count) to add to the stored level.
     levels: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
     escrow_added: dict[str, InFlightRow] = field(default_factory=dict)
@@ -124,6 +126,11 @@ class BatchState:
                 self.levels[key] = (quantity + sign * each.open_quantity_points, count + sign)
         self.orders[row.order_id] = row
         self.orders_changed[row.order_id] = None
+
+    def put_market(self, row: MarketRow) -> None:
+        """Record a market's new configuration."""
+        self.markets[row.market_id] = row
+        self.markets_changed[row.market_id] = None
 
     def trade(self, trade_id: str) -> TradeRow:
         """Return the current row of a trade the batch was given or created."""

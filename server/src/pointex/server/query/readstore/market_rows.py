@@ -18,13 +18,20 @@ ORDER_RESTING = ("OPEN", "PARTIALLY_FILLED")
 
 @dataclass(frozen=True, slots=True)
 class MarketRow:
-    """A market's latest configuration (a serialized `pointex.v1.Market`)."""
+    """A market's latest configuration (a serialized `pointex.v1.Market`) and fees' version.
+
+    `configurations` counts the market's MarketConfigured events; `fee_schedule_version` is
+    that count at the one that last changed a fee (domain/market_fees.py). Both are 0 in a
+    row projected before they were kept (a rebuild sets them).
+    """
 
     market_id: str
     currency: str
     body: bytes
     configured_position: int
     updated_at_us: int
+    configurations: int = 0
+    fee_schedule_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +153,10 @@ class MarketStats:
 
 
 # Columns, in the order both adapters' statements and the values below use.
-MARKET_COLUMNS = "market_id, currency, body, configured_position, updated_at_us"
+MARKET_COLUMNS = (
+    "market_id, currency, body, configured_position, updated_at_us, configurations, "
+    "fee_schedule_version"
+)
 ORDER_COLUMNS = (
     "order_id, market_id, account_id, owner_partner_id, side, time_in_force, status, "
     "quantity_points, limit_price_minor, currency, open_quantity_points, "
@@ -166,7 +176,7 @@ LEVEL_COLUMNS = "market_id, side, price_minor, quantity_points, order_count"
 
 def market_values(row: MarketRow) -> tuple[Any, ...]:
     """Return a market's columns in `MARKET_COLUMNS` order."""
-    return (row.market_id, row.currency, row.body, row.configured_position, row.updated_at_us)
+    return tuple(getattr(row, field.name) for field in fields(MarketRow))
 
 
 def order_values(row: OrderRow) -> tuple[Any, ...]:
@@ -187,7 +197,13 @@ def level_values(row: LevelRow) -> tuple[Any, ...]:
 def market_row(values: Any) -> MarketRow:
     """Build a market from a row of `MARKET_COLUMNS`."""
     return MarketRow(
-        str(values[0]), str(values[1]), bytes(values[2]), int(values[3]), int(values[4])
+        str(values[0]),
+        str(values[1]),
+        bytes(values[2]),
+        int(values[3]),
+        int(values[4]),
+        int(values[5]),
+        int(values[6]),
     )
 
 
@@ -209,5 +225,6 @@ def level_row(values: Any) -> LevelRow:
 
 
 # The slots and the column lists must name the same columns in the same order.
+assert ", ".join(field.name for field in fields(MarketRow)) == MARKET_COLUMNS
 assert ", ".join(field.name for field in fields(OrderRow)) == ORDER_COLUMNS
 assert ", ".join(field.name for field in fields(TradeRow)) == TRADE_COLUMNS

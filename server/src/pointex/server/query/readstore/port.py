@@ -329,8 +329,8 @@ class ReadStore(Protocol):
     ) -> dict[str, TradeRow]:
         """Return the named trades that exist, by id."""
 
-    async def markets(self) -> list[MarketRow]:
-        """Return every configured market in market_id order."""
+    async def markets(self, generation: int | None = None) -> list[MarketRow]:
+        """Return every configured market in market_id order (with its fees' version)."""
 
     async def list_orders(
         self, order_filter: OrderFilter, before_position: int, limit: int

@@ -60,9 +60,9 @@ class PostgresMarketReads:
         found = await self._fetch(market_sql.TRADES_BY_ID, self._generation(generation), trade_ids)
         return {row[0]: market_rows.trade_row(row) for row in found}
 
-    async def markets(self) -> list[MarketRow]:
+    async def markets(self, generation: int | None = None) -> list[MarketRow]:
         """Return every configured market in market_id order."""
-        found = await self._fetch(market_sql.MARKETS, self._active)
+        found = await self._fetch(market_sql.MARKETS, self._generation(generation))
         return [market_rows.market_row(row) for row in found]
 
     async def list_orders(

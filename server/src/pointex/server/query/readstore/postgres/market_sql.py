@@ -24,7 +24,9 @@ def _excluded(columns: str) -> str:
 
 UPSERT_MARKETS = f"""
 INSERT INTO {{p}}markets ({MARKET_COLUMNS})
-SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::bigint[])
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]
+)
 ON CONFLICT (market_id) DO UPDATE SET
     {_excluded(MARKET_COLUMNS)}
 """  # noqa: S608 - constant column list.

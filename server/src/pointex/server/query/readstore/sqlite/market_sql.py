@@ -15,12 +15,14 @@ from pointex.server.query.readstore.market_rows import (
 from pointex.server.query.readstore.sqlite.sql import ACCOUNT_COLUMNS
 
 UPSERT_MARKET = f"""
-INSERT INTO {{p}}markets ({MARKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+INSERT INTO {{p}}markets ({MARKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (market_id) DO UPDATE SET
     currency = excluded.currency,
     body = excluded.body,
     configured_position = excluded.configured_position,
-    updated_at_us = excluded.updated_at_us
+    updated_at_us = excluded.updated_at_us,
+    configurations = excluded.configurations,
+    fee_schedule_version = excluded.fee_schedule_version
 """  # noqa: S608 - constant column list.
 MARKETS = f"SELECT {MARKET_COLUMNS} FROM {{p}}markets ORDER BY market_id"  # noqa: S608
 
