@@ -24,7 +24,7 @@ async def test_market_settles_trades_and_conserves_points(pg_dsn: str, tmp_path:
         scenarios=("market",),
         contenders=("pointex-postgres", "lockbased-request"),
         warmup_s=0,
-        measure_s=1,
+        measure_s=2,  # A window that outlasts a lock-based deadlock's wait (about 2 s).
         repeat=1,
         callers=4,
         processes=1,

@@ -29,11 +29,13 @@ async def test_runner_measures_echo_and_lockbased_uniform(pg_dsn: str, tmp_path:
         scenarios=("uniform", "echo"),
         contenders=("lockbased-request", "echo"),
         warmup_s=0,
-        measure_s=1,
+        measure_s=2,
         repeat=1,
         callers=4,
         processes=1,
-        members=8,
+        # Enough members that request-order row locks rarely deadlock: with 8, four callers
+        # could spend the whole window in lock waits (2 s each) and complete nothing.
+        members=200,
         pg_dsn=pg_dsn,
         output=tmp_path / "latest.json",
         chart=False,
