@@ -325,20 +325,21 @@ class CommandHandlers:
         """
         asked = []
         debited = [process.evolve(None, initiated) for initiated in transfers]
+        recorded: list[process.TransferEvent] = []
         for transfer in debited:
             step = process.decide(transfer, process.Resumed())
             assert isinstance(step, process.Credit), step
             credit = Decide(step.command, appending(_append(transfer, step.recorded)))
             asked.append(tell(self._actors, step.command.account_id, credit))
+            recorded.append(step.recorded)
         outcomes: list[TransferDone | BaseException] = []
         others: dict[int, Awaitable[TransferDone]] = {}
         for i, (transfer, decided) in enumerate(zip(debited, await replies(asked), strict=True)):
             outcomes.append(decided)
             if isinstance(decided, Decided):
-                if transfer.initiated.fee_points:  # The fee's step is due next.
-                    step = process.decide(transfer, process.Resumed())
-                    assert isinstance(step, process.Credit), step
-                    others[i] = self._advance(process.evolve(transfer, step.recorded))
+                after = process.evolve(transfer, recorded[i])
+                if after.phase is not process.Phase.COMPLETED:  # The fee's step is due next.
+                    others[i] = self._advance(after)
                     continue
                 self._settled(transfer.initiated)
                 outcomes[i] = TransferDone(transfer.initiated, decided.position)
