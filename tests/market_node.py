@@ -56,7 +56,13 @@ from pointex.server.domain.values import (
 )
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
-from pointex.server.payments.port import PaymentCreated, PaymentRequest, PaymentRequestRefused
+from pointex.server.payments.port import (
+    PaymentCreated,
+    PaymentRequest,
+    PaymentRequestRefused,
+    RefundDone,
+    RefundRequest,
+)
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
@@ -80,6 +86,7 @@ class Provider:
     refuse: bool = False
     asked: Counter[str] = field(default_factory=Counter)
     timeouts_s: list[float] = field(default_factory=list)
+    refunds: list[RefundRequest] = field(default_factory=list)
 
     async def create_payment(self, request: PaymentRequest, *, timeout_s: float) -> PaymentCreated:
         """Create the payment of a trade: its id is derived from the trade id (idempotent)."""
@@ -91,6 +98,12 @@ class Provider:
         return PaymentCreated(
             payment_id_of(request.trade_id), f"https://pay.test/{request.trade_id}"
         )
+
+    async def refund_payment(self, request: RefundRequest, *, timeout_s: float) -> RefundDone:
+        """Record the refund asked for; its provider id is derived from the refund id."""
+        assert timeout_s > 0
+        self.refunds.append(request)
+        return RefundDone(request.refund_id, f"rfd-{request.refund_id}")
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -81,6 +83,74 @@ PERMISSION_DENIED); see `last_error`.
 DELIVERY_STATUS_ABANDONED: DeliveryStatus.ValueType  # 5
 """Every delivery attempt failed with a retryable error; the gateway gave up."""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
+
+class _RefundRefusalReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundRefusalReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundRefusalReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_REFUSAL_REASON_UNSPECIFIED: _RefundRefusalReason.ValueType  # 0
+    """Not a real reason; never sent."""
+    REFUND_REFUSAL_REASON_INVALID_FIELD: _RefundRefusalReason.ValueType  # 1
+    """INVALID_ARGUMENT: a request field is malformed; ErrorInfo metadata "field" names it."""
+    REFUND_REFUSAL_REASON_PAYMENT_NOT_FOUND: _RefundRefusalReason.ValueType  # 2
+    """NOT_FOUND: the gateway holds no payment with this id (never created, or forgotten: the
+    gateway keeps payments in memory, and drops the oldest finished ones when full).
+    """
+    REFUND_REFUSAL_REASON_PAYMENT_NOT_CONFIRMED: _RefundRefusalReason.ValueType  # 3
+    """FAILED_PRECONDITION: the payment has not settled, or settled FAILED; only money the buyer
+    paid can be refunded.
+    """
+    REFUND_REFUSAL_REASON_CURRENCY_MISMATCH: _RefundRefusalReason.ValueType  # 4
+    """FAILED_PRECONDITION: the refund's currency is not the payment's."""
+    REFUND_REFUSAL_REASON_REFUND_EXCEEDS_PAYMENT: _RefundRefusalReason.ValueType  # 5
+    """FAILED_PRECONDITION: the payment's refunds would add up to more than its amount.
+    ErrorInfo metadata "refundable_minor" is what is left to refund, in decimal.
+    """
+    REFUND_REFUSAL_REASON_REFUND_ID_REUSED: _RefundRefusalReason.ValueType  # 6
+    """FAILED_PRECONDITION: the refund_id was used before with another payment, amount or
+    currency; a refund_id names one refund for good.
+    """
+    REFUND_REFUSAL_REASON_TOO_MANY_REFUNDS: _RefundRefusalReason.ValueType  # 7
+    """FAILED_PRECONDITION: the payment has as many refunds as the gateway keeps for one payment;
+    ErrorInfo metadata "limit" is that number.
+    """
+
+class RefundRefusalReason(_RefundRefusalReason, metaclass=_RefundRefusalReasonEnumTypeWrapper):
+    """Why RefundPayment refused a refund: the google.rpc.ErrorInfo.reason of its errors is the name
+    of a value without the "REFUND_REFUSAL_REASON_" prefix (for example "REFUND_EXCEEDS_PAYMENT"),
+    in the domain "pointex.sandbox.v1". A refused refund never happens, and the same request is
+    refused again.
+    """
+
+REFUND_REFUSAL_REASON_UNSPECIFIED: RefundRefusalReason.ValueType  # 0
+"""Not a real reason; never sent."""
+REFUND_REFUSAL_REASON_INVALID_FIELD: RefundRefusalReason.ValueType  # 1
+"""INVALID_ARGUMENT: a request field is malformed; ErrorInfo metadata "field" names it."""
+REFUND_REFUSAL_REASON_PAYMENT_NOT_FOUND: RefundRefusalReason.ValueType  # 2
+"""NOT_FOUND: the gateway holds no payment with this id (never created, or forgotten: the
+gateway keeps payments in memory, and drops the oldest finished ones when full).
+"""
+REFUND_REFUSAL_REASON_PAYMENT_NOT_CONFIRMED: RefundRefusalReason.ValueType  # 3
+"""FAILED_PRECONDITION: the payment has not settled, or settled FAILED; only money the buyer
+paid can be refunded.
+"""
+REFUND_REFUSAL_REASON_CURRENCY_MISMATCH: RefundRefusalReason.ValueType  # 4
+"""FAILED_PRECONDITION: the refund's currency is not the payment's."""
+REFUND_REFUSAL_REASON_REFUND_EXCEEDS_PAYMENT: RefundRefusalReason.ValueType  # 5
+"""FAILED_PRECONDITION: the payment's refunds would add up to more than its amount.
+ErrorInfo metadata "refundable_minor" is what is left to refund, in decimal.
+"""
+REFUND_REFUSAL_REASON_REFUND_ID_REUSED: RefundRefusalReason.ValueType  # 6
+"""FAILED_PRECONDITION: the refund_id was used before with another payment, amount or
+currency; a refund_id names one refund for good.
+"""
+REFUND_REFUSAL_REASON_TOO_MANY_REFUNDS: RefundRefusalReason.ValueType  # 7
+"""FAILED_PRECONDITION: the payment has as many refunds as the gateway keeps for one payment;
+ErrorInfo metadata "limit" is that number.
+"""
+Global___RefundRefusalReason: _TypeAlias = RefundRefusalReason  # noqa: Y015
 
 @_typing.final
 class CreatePaymentRequest(_message.Message):
@@ -274,6 +344,8 @@ class Payment(_message.Message):
     DELIVERY_ATTEMPTS_FIELD_NUMBER: _builtins.int
     DUPLICATES_SENT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    REFUNDED_MINOR_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The gateway's id of the payment."""
     trade_id: _builtins.str
@@ -300,6 +372,12 @@ class Payment(_message.Message):
     """Deliberate duplicate deliveries made after the first final answer."""
     last_error: _builtins.str
     """The gRPC status code name of the last failed attempt ("UNAVAILABLE", ...), or empty."""
+    refunded_minor: _builtins.int
+    """The sum of the payment's refunds, in minor units of `currency`; at most `amount_minor`."""
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """The payment's refunds, oldest first."""
+
     def __init__(
         self,
         *,
@@ -315,11 +393,127 @@ class Payment(_message.Message):
         delivery_attempts: _builtins.int = ...,
         duplicates_sent: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        refunded_minor: _builtins.int = ...,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "buyer_account_id", b"buyer_account_id", "checkout_url", b"checkout_url", "currency", b"currency", "delivery_attempts", b"delivery_attempts", "delivery_status", b"delivery_status", "duplicates_sent", b"duplicates_sent", "last_error", b"last_error", "outcome", b"outcome", "payment_id", b"payment_id", "provider_event_id", b"provider_event_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "buyer_account_id", b"buyer_account_id", "checkout_url", b"checkout_url", "currency", b"currency", "delivery_attempts", b"delivery_attempts", "delivery_status", b"delivery_status", "duplicates_sent", b"duplicates_sent", "last_error", b"last_error", "outcome", b"outcome", "payment_id", b"payment_id", "provider_event_id", b"provider_event_id", "refunded_minor", b"refunded_minor", "refunds", b"refunds", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class RefundPaymentRequest(_message.Message):
+    """Request of SandboxGatewayService.RefundPayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """The caller's id of this refund; the idempotency key. 1–64 id characters
+    (A–Z a–z 0–9 _ . : -), unique across the gateway: it names one refund of one payment.
+    """
+    payment_id: _builtins.str
+    """The confirmed payment to refund, as returned by CreatePayment. 1–64 id characters."""
+    amount_minor: _builtins.int
+    """How much to give back, in minor units of `currency`. Positive; with the payment's earlier
+    refunds, at most the payment's amount.
+    """
+    currency: _builtins.str
+    """ISO 4217 alphabetic code, three upper-case letters: the payment's currency."""
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "currency", b"currency", "payment_id", b"payment_id", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RefundPaymentResponse(_message.Message):
+    """Response of SandboxGatewayService.RefundPayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    PAYMENT_REFUNDED_MINOR_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    payment_refunded_minor: _builtins.int
+    """The sum of the payment's refunds now, this one included, in minor units of its currency."""
+    created: _builtins.bool
+    """False when the refund_id already had this refund (a retried request)."""
+    @_builtins.property
+    def refund(self) -> Global___Refund:
+        """The refund, done: the one just made, or the one made by an earlier call with this refund_id."""
+
+    def __init__(
+        self,
+        *,
+        refund: Global___Refund | None = ...,
+        payment_refunded_minor: _builtins.int = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "payment_refunded_minor", b"payment_refunded_minor", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentResponse: _TypeAlias = RefundPaymentResponse  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """Money given back to the buyer of a payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REFUNDED_AT_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """The caller's id of the refund (RefundPaymentRequest.refund_id)."""
+    provider_refund_id: _builtins.str
+    """The gateway's own id of the refund."""
+    payment_id: _builtins.str
+    """The payment refunded."""
+    amount_minor: _builtins.int
+    """The amount given back, in minor units of `currency`. Positive."""
+    currency: _builtins.str
+    """ISO 4217 alphabetic code: the payment's currency."""
+    @_builtins.property
+    def refunded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway made the refund."""
+
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        provider_refund_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        refunded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refunded_at", b"refunded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "currency", b"currency", "payment_id", b"payment_id", "provider_refund_id", b"provider_refund_id", "refund_id", b"refund_id", "refunded_at", b"refunded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015

@@ -31,8 +31,8 @@ class SandboxGatewayServiceStub:
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     def __init__(self, channel):
@@ -56,6 +56,11 @@ class SandboxGatewayServiceStub:
                 request_serializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/pointex.sandbox.v1.SandboxGatewayService/RefundPayment',
+                request_serializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxGatewayServiceServicer:
@@ -64,8 +69,8 @@ class SandboxGatewayServiceServicer:
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     def CreatePayment(self, request, context):
@@ -95,9 +100,38 @@ class SandboxGatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPayment(self, request, context):
-        """Returns a payment and how the delivery of its callback went.
+        """Returns a payment, how the delivery of its callback went, and its refunds.
 
         Errors: NOT_FOUND (unknown payment id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Refunds `amount_minor` of a confirmed payment to the buyer: idempotent on `refund_id`. A
+        retry with the same refund_id, payment, amount and currency returns the refund already made
+        (`created` false) and never refunds twice, whatever happened to the payment since. A payment
+        may be refunded in parts, several refunds in all, never beyond what was paid.
+
+        The sandbox refunds synchronously: the reply carries the refund done. A real provider may
+        accept a refund and confirm it later (a webhook, or a status to poll). Its adapter
+        (pointex.server.payments.port.PaymentProvider.refund_payment) then reports the refund done
+        only once the provider confirms it: while the refund is still pending it answers "unknown
+        outcome, retry with the same refund_id" (ProviderUnavailable), each retry finds the same
+        refund at the provider and looks at its status again, and a refund the provider ends up
+        declining is refused for good (RefundRefused).
+
+        Errors, each with a google.rpc.ErrorInfo (domain "pointex.sandbox.v1", reason a
+        RefundRefusalReason name without its prefix, see that enum):
+        INVALID_ARGUMENT (INVALID_FIELD: a malformed field, named in the "field" metadata);
+        NOT_FOUND (PAYMENT_NOT_FOUND: unknown payment id, or one the gateway forgot);
+        FAILED_PRECONDITION (PAYMENT_NOT_CONFIRMED: the payment is unsettled or FAILED;
+        CURRENCY_MISMATCH: not the payment's currency; REFUND_EXCEEDS_PAYMENT: the refunds would add
+        up to more than was paid; REFUND_ID_REUSED: the refund_id was used with another payment,
+        amount or currency; TOO_MANY_REFUNDS: the payment has as many refunds as the gateway keeps
+        for one payment). A status without ErrorInfo (UNAVAILABLE, DEADLINE_EXCEEDED...) leaves the
+        outcome unknown: retry with the same refund_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +155,11 @@ def add_SandboxGatewayServiceServicer_to_server(servicer, server):
                     request_deserializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentRequest.FromString,
                     response_serializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentResponse.SerializeToString,
             ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pointex.sandbox.v1.SandboxGatewayService', rpc_method_handlers)
@@ -135,8 +174,8 @@ class SandboxGatewayService:
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     @staticmethod
@@ -210,6 +249,33 @@ class SandboxGatewayService:
             '/pointex.sandbox.v1.SandboxGatewayService/GetPayment',
             pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentRequest.SerializeToString,
             pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.sandbox.v1.SandboxGatewayService/RefundPayment',
+            pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentRequest.SerializeToString,
+            pointex_dot_sandbox_dot_v1_dot_sandbox__pb2.RefundPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,8 +32,8 @@ class SandboxGatewayServiceStub:
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     @_typing.overload
@@ -59,9 +59,34 @@ class SandboxGatewayServiceStub:
     DEADLINE_EXCEEDED (`wait_for_delivery` and the delivery did not end before the deadline).
     """
     GetPayment: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.GetPaymentRequest, _sandbox_pb2.GetPaymentResponse]
-    """Returns a payment and how the delivery of its callback went.
+    """Returns a payment, how the delivery of its callback went, and its refunds.
 
     Errors: NOT_FOUND (unknown payment id).
+    """
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.RefundPaymentRequest, _sandbox_pb2.RefundPaymentResponse]
+    """Refunds `amount_minor` of a confirmed payment to the buyer: idempotent on `refund_id`. A
+    retry with the same refund_id, payment, amount and currency returns the refund already made
+    (`created` false) and never refunds twice, whatever happened to the payment since. A payment
+    may be refunded in parts, several refunds in all, never beyond what was paid.
+
+    The sandbox refunds synchronously: the reply carries the refund done. A real provider may
+    accept a refund and confirm it later (a webhook, or a status to poll). Its adapter
+    (pointex.server.payments.port.PaymentProvider.refund_payment) then reports the refund done
+    only once the provider confirms it: while the refund is still pending it answers "unknown
+    outcome, retry with the same refund_id" (ProviderUnavailable), each retry finds the same
+    refund at the provider and looks at its status again, and a refund the provider ends up
+    declining is refused for good (RefundRefused).
+
+    Errors, each with a google.rpc.ErrorInfo (domain "pointex.sandbox.v1", reason a
+    RefundRefusalReason name without its prefix, see that enum):
+    INVALID_ARGUMENT (INVALID_FIELD: a malformed field, named in the "field" metadata);
+    NOT_FOUND (PAYMENT_NOT_FOUND: unknown payment id, or one the gateway forgot);
+    FAILED_PRECONDITION (PAYMENT_NOT_CONFIRMED: the payment is unsettled or FAILED;
+    CURRENCY_MISMATCH: not the payment's currency; REFUND_EXCEEDS_PAYMENT: the refunds would add
+    up to more than was paid; REFUND_ID_REUSED: the refund_id was used with another payment,
+    amount or currency; TOO_MANY_REFUNDS: the payment has as many refunds as the gateway keeps
+    for one payment). A status without ErrorInfo (UNAVAILABLE, DEADLINE_EXCEEDED...) leaves the
+    outcome unknown: retry with the same refund_id.
     """
 
 @_typing.type_check_only
@@ -71,8 +96,8 @@ class SandboxGatewayServiceAsyncStub(SandboxGatewayServiceStub):
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -95,9 +120,34 @@ class SandboxGatewayServiceAsyncStub(SandboxGatewayServiceStub):
     DEADLINE_EXCEEDED (`wait_for_delivery` and the delivery did not end before the deadline).
     """
     GetPayment: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.GetPaymentRequest, _sandbox_pb2.GetPaymentResponse]  # type: ignore[assignment]
-    """Returns a payment and how the delivery of its callback went.
+    """Returns a payment, how the delivery of its callback went, and its refunds.
 
     Errors: NOT_FOUND (unknown payment id).
+    """
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.RefundPaymentRequest, _sandbox_pb2.RefundPaymentResponse]  # type: ignore[assignment]
+    """Refunds `amount_minor` of a confirmed payment to the buyer: idempotent on `refund_id`. A
+    retry with the same refund_id, payment, amount and currency returns the refund already made
+    (`created` false) and never refunds twice, whatever happened to the payment since. A payment
+    may be refunded in parts, several refunds in all, never beyond what was paid.
+
+    The sandbox refunds synchronously: the reply carries the refund done. A real provider may
+    accept a refund and confirm it later (a webhook, or a status to poll). Its adapter
+    (pointex.server.payments.port.PaymentProvider.refund_payment) then reports the refund done
+    only once the provider confirms it: while the refund is still pending it answers "unknown
+    outcome, retry with the same refund_id" (ProviderUnavailable), each retry finds the same
+    refund at the provider and looks at its status again, and a refund the provider ends up
+    declining is refused for good (RefundRefused).
+
+    Errors, each with a google.rpc.ErrorInfo (domain "pointex.sandbox.v1", reason a
+    RefundRefusalReason name without its prefix, see that enum):
+    INVALID_ARGUMENT (INVALID_FIELD: a malformed field, named in the "field" metadata);
+    NOT_FOUND (PAYMENT_NOT_FOUND: unknown payment id, or one the gateway forgot);
+    FAILED_PRECONDITION (PAYMENT_NOT_CONFIRMED: the payment is unsettled or FAILED;
+    CURRENCY_MISMATCH: not the payment's currency; REFUND_EXCEEDS_PAYMENT: the refunds would add
+    up to more than was paid; REFUND_ID_REUSED: the refund_id was used with another payment,
+    amount or currency; TOO_MANY_REFUNDS: the payment has as many refunds as the gateway keeps
+    for one payment). A status without ErrorInfo (UNAVAILABLE, DEADLINE_EXCEEDED...) leaves the
+    outcome unknown: retry with the same refund_id.
     """
 
 class SandboxGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -106,8 +156,8 @@ class SandboxGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     settles later, asynchronously, when the gateway calls the Pointex command server back with a
     signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
 
-    Payments live in the gateway's memory only; a restart forgets them. The API is not
-    authenticated and is meant for a loopback or private network.
+    Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+    is not authenticated and is meant for a loopback or private network.
     """
 
     @_abc_1.abstractmethod
@@ -146,9 +196,40 @@ class SandboxGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sandbox_pb2.GetPaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sandbox_pb2.GetPaymentResponse, _abc.Awaitable[_sandbox_pb2.GetPaymentResponse]]:
-        """Returns a payment and how the delivery of its callback went.
+        """Returns a payment, how the delivery of its callback went, and its refunds.
 
         Errors: NOT_FOUND (unknown payment id).
+        """
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _sandbox_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.RefundPaymentResponse, _abc.Awaitable[_sandbox_pb2.RefundPaymentResponse]]:
+        """Refunds `amount_minor` of a confirmed payment to the buyer: idempotent on `refund_id`. A
+        retry with the same refund_id, payment, amount and currency returns the refund already made
+        (`created` false) and never refunds twice, whatever happened to the payment since. A payment
+        may be refunded in parts, several refunds in all, never beyond what was paid.
+
+        The sandbox refunds synchronously: the reply carries the refund done. A real provider may
+        accept a refund and confirm it later (a webhook, or a status to poll). Its adapter
+        (pointex.server.payments.port.PaymentProvider.refund_payment) then reports the refund done
+        only once the provider confirms it: while the refund is still pending it answers "unknown
+        outcome, retry with the same refund_id" (ProviderUnavailable), each retry finds the same
+        refund at the provider and looks at its status again, and a refund the provider ends up
+        declining is refused for good (RefundRefused).
+
+        Errors, each with a google.rpc.ErrorInfo (domain "pointex.sandbox.v1", reason a
+        RefundRefusalReason name without its prefix, see that enum):
+        INVALID_ARGUMENT (INVALID_FIELD: a malformed field, named in the "field" metadata);
+        NOT_FOUND (PAYMENT_NOT_FOUND: unknown payment id, or one the gateway forgot);
+        FAILED_PRECONDITION (PAYMENT_NOT_CONFIRMED: the payment is unsettled or FAILED;
+        CURRENCY_MISMATCH: not the payment's currency; REFUND_EXCEEDS_PAYMENT: the refunds would add
+        up to more than was paid; REFUND_ID_REUSED: the refund_id was used with another payment,
+        amount or currency; TOO_MANY_REFUNDS: the payment has as many refunds as the gateway keeps
+        for one payment). A status without ErrorInfo (UNAVAILABLE, DEADLINE_EXCEEDED...) leaves the
+        outcome unknown: retry with the same refund_id.
         """
 
 def add_SandboxGatewayServiceServicer_to_server(servicer: SandboxGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

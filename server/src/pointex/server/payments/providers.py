@@ -7,7 +7,7 @@
     [providers.sandbox]                  # the provider id
     kind = "sandbox"                     # the only kind in this release
     target = "127.0.0.1:50053"           # host:port of the provider's gRPC API
-    request_timeout_ms = 5000            # optional: longest CreatePayment call
+    request_timeout_ms = 5000            # optional: longest call (CreatePayment, RefundPayment)
 
     [[providers.sandbox.keys]]           # one key, or two while a key rotates
     key_id = "local-1"

@@ -5,6 +5,9 @@ outcome drawn from the configured failure rate (or at once through SettlePayment
 callback then goes through one bounded queue to a fixed set of delivery workers, which
 redeliver after retryable errors with a capped exponential backoff, stop on a final answer,
 and can deliver a deliberate duplicate to exercise the command server's deduplication.
+
+A confirmed payment can be refunded, in one or more parts, never beyond its amount. A refund
+is made at once (synchronously) and is idempotent on the caller's refund_id.
 """
 
 from __future__ import annotations
@@ -13,18 +16,26 @@ import asyncio
 import enum
 import logging
 import secrets
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import grpc
 
 from pointex.server import limits
+from pointex.server.payments.sandbox.refunds import (
+    REFUNDS_PER_PAYMENT_MAX,
+    REFUSAL_CODES,
+    Refund,
+    Refusal,
+)
 
 log = logging.getLogger(__name__)
 
-# The gateway's bounds are in limits.py, section "Sandbox payment provider".
+# The gateway's bounds are in limits.py, section "Sandbox payment provider"; the refunds per
+# payment are bounded in refunds.py.
 
 # All of a share in basis points (100 %): failure and duplicate rates are drawn against it.
 BPS_ALL: Final = 10_000
@@ -59,13 +70,31 @@ class Delivery(enum.Enum):
 
 
 class GatewayError(Exception):
-    """A request the gateway refuses; `code` is the gRPC status it answers with."""
+    """A request the gateway refuses; `code` is the gRPC status it answers with.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        """Record the status code and the message."""
+    A refused refund also names its `refusal`, with `metadata` for the caller.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        refusal: Refusal | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record the status code, the message and, for a refund, why it is refused."""
         super().__init__(message)
         self.code = code
         self.message = message
+        self.refusal = refusal
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def refund_refused(
+        cls, refusal: Refusal, message: str, metadata: Mapping[str, str] | None = None
+    ) -> GatewayError:
+        """Return the error refusing a refund for `refusal`, with its status code."""
+        return cls(REFUSAL_CODES[refusal], message, refusal, metadata)
 
 
 @dataclass(slots=True)
@@ -86,6 +115,9 @@ class Payment:
     last_error: str = ""
     timer: asyncio.TimerHandle | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # By refund_id, oldest first; at most REFUNDS_PER_PAYMENT_MAX.
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    refunded_minor: int = 0
 
 
 class CallbackSender(Protocol):
@@ -114,6 +146,10 @@ def _draw_bps() -> int:
     return secrets.randbelow(BPS_ALL)
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class Gateway:
     """Payments by id and by trade, their timers, and the delivery workers."""
 
@@ -122,13 +158,18 @@ class Gateway:
         behaviour: Behaviour,
         sender: CallbackSender,
         draw_bps: Callable[[], int] = _draw_bps,
+        clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         """Hold no payment yet; call `start` from the event loop before serving."""
         self._behaviour = behaviour
         self._sender = sender
         self._draw_bps = draw_bps
+        self._clock_ms = clock_ms
         self._payments: OrderedDict[str, Payment] = OrderedDict()
         self._by_trade: dict[str, str] = {}
+        # refund_id -> payment_id, so that a refund_id names one refund across all payments.
+        # Bounded by the payments held times REFUNDS_PER_PAYMENT_MAX.
+        self._refund_payments: dict[str, str] = {}
         self._queue: asyncio.Queue[Payment] = asyncio.Queue(
             maxsize=limits.sandbox_deliveries_queued_max
         )
@@ -192,6 +233,43 @@ class Gateway:
             )
         return payment
 
+    def refund(
+        self, refund_id: str, payment_id: str, amount_minor: int, currency: str
+    ) -> tuple[Refund, Payment, bool]:
+        """Refund part or all of a confirmed payment; return the refund, its payment, created.
+
+        A refund_id already used with the same terms returns its refund again (created
+        False), whatever the payment's state now; with other terms it is refused.
+        """
+        assert amount_minor > 0, amount_minor
+        owner = self._refund_payments.get(refund_id)
+        if owner is not None:
+            refunded = self._payments[owner]
+            refund = refunded.refunds[refund_id]
+            terms = (payment_id, amount_minor, currency)
+            if (refund.payment_id, refund.amount_minor, refund.currency) != terms:
+                raise GatewayError.refund_refused(
+                    Refusal.REFUND_ID_REUSED,
+                    "the refund_id names a refund of another payment, amount or currency",
+                )
+            return refund, refunded, False
+        payment = self._payments.get(payment_id)
+        if payment is None:
+            raise GatewayError.refund_refused(Refusal.PAYMENT_NOT_FOUND, "no such payment")
+        _check_refundable(payment, amount_minor, currency)
+        refund = Refund(
+            refund_id=refund_id,
+            provider_refund_id=f"rfd_{secrets.token_hex(12)}",
+            payment_id=payment_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            refunded_at_ms=self._clock_ms(),
+        )
+        payment.refunds[refund_id] = refund
+        payment.refunded_minor += amount_minor
+        self._refund_payments[refund_id] = payment_id
+        return refund, payment, True
+
     async def drain(self, timeout_s: float) -> None:
         """Stop settling, deliver what is queued within `timeout_s`, then stop the workers."""
         unsettled = [p for p in self._payments.values() if p.timer is not None]
@@ -222,6 +300,10 @@ class Gateway:
             )
         del self._payments[finished.payment_id]
         del self._by_trade[finished.trade_id]
+        # Its refunds go with it: a retry of one is then refused PAYMENT_NOT_FOUND, as after
+        # a restart, and the refund_id may name another refund.
+        for refund_id in finished.refunds:
+            del self._refund_payments[refund_id]
 
     def _settle_on_time(self, payment: Payment) -> None:
         payment.timer = None
@@ -286,3 +368,29 @@ class Gateway:
         code = await self._sender.send(payment, request_id=request_id)
         if code is not grpc.StatusCode.OK:
             payment.last_error = code.name
+
+
+def _check_refundable(payment: Payment, amount_minor: int, currency: str) -> None:
+    """Raise GatewayError unless `payment` can give back `amount_minor` more of `currency`."""
+    if payment.outcome is not Outcome.CONFIRMED:
+        state = "not settled" if payment.outcome is None else payment.outcome.value
+        raise GatewayError.refund_refused(
+            Refusal.PAYMENT_NOT_CONFIRMED, f"only a confirmed payment is refunded; it is {state}"
+        )
+    if currency != payment.currency:
+        raise GatewayError.refund_refused(
+            Refusal.CURRENCY_MISMATCH, f"the payment is in {payment.currency}"
+        )
+    if len(payment.refunds) >= REFUNDS_PER_PAYMENT_MAX:
+        raise GatewayError.refund_refused(
+            Refusal.TOO_MANY_REFUNDS,
+            f"a payment has at most {REFUNDS_PER_PAYMENT_MAX} refunds",
+            {"limit": str(REFUNDS_PER_PAYMENT_MAX)},
+        )
+    refundable_minor = payment.amount_minor - payment.refunded_minor
+    if amount_minor > refundable_minor:
+        raise GatewayError.refund_refused(
+            Refusal.REFUND_EXCEEDS_PAYMENT,
+            f"{refundable_minor} of {payment.amount_minor} is left to refund",
+            {"refundable_minor": str(refundable_minor)},
+        )

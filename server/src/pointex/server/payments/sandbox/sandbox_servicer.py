@@ -1,7 +1,9 @@
-"""SandboxGatewayService: proto in, gateway call, proto out; refusals become plain statuses.
+"""SandboxGatewayService: proto in, gateway call, proto out; refusals become statuses.
 
 The sandbox stands in for a third-party gateway, so it answers as one would: a status code
-and a message, without Pointex's ErrorInfo reasons.
+and a message, without Pointex's ErrorInfo reasons. A refused refund also carries the
+gateway's own google.rpc.ErrorInfo (domain `pointex.sandbox.v1`, a RefundRefusalReason
+name), so that an adapter can tell, say, a payment refunded in full from an unknown one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import re
 from typing import Any, Final, NoReturn
 
 import grpc
+from google.protobuf import any_pb2, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from pointex.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from pointex.server import limits
@@ -21,6 +26,12 @@ from pointex.server.payments.sandbox.gateway import (
     Outcome,
     Payment,
 )
+from pointex.server.payments.sandbox.refunds import Refund, Refusal
+
+# The google.rpc.ErrorInfo domain of the gateway's refund refusals; each reason is the name of
+# a RefundRefusalReason without REFUSAL_PREFIX (a unit test keeps Refusal and the enum equal).
+ERROR_DOMAIN: Final = "pointex.sandbox.v1"
+REFUSAL_PREFIX: Final = "REFUND_REFUSAL_REASON_"
 
 _ID: Final = re.compile(rf"[A-Za-z0-9_.:-]{{1,{limits.id_chars_max}}}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -38,6 +49,20 @@ _DELIVERY_TO_PROTO: Final = {
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def refund_to_proto(refund: Refund) -> sandbox_pb2.Refund:
+    """Return the wire form of a refund."""
+    refunded_at = timestamp_pb2.Timestamp()
+    refunded_at.FromMilliseconds(refund.refunded_at_ms)
+    return sandbox_pb2.Refund(
+        refund_id=refund.refund_id,
+        provider_refund_id=refund.provider_refund_id,
+        payment_id=refund.payment_id,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+        refunded_at=refunded_at,
+    )
 
 
 def payment_to_proto(payment: Payment) -> sandbox_pb2.Payment:
@@ -58,12 +83,31 @@ def payment_to_proto(payment: Payment) -> sandbox_pb2.Payment:
         delivery_attempts=payment.attempts,
         duplicates_sent=payment.duplicates_sent,
         last_error=payment.last_error,
+        refunded_minor=payment.refunded_minor,
+        refunds=[refund_to_proto(refund) for refund in payment.refunds.values()],
     )
 
 
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises.
+
+
+async def _abort_refund(context: Context, error: GatewayError) -> NoReturn:
+    """End a RefundPayment call with the error's status and, if it has one, its refusal."""
+    if error.refusal is None:
+        await _abort(context, error.code, error.message)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.refusal.value, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, error.code.name), message=error.message, details=[packed]
+    )
+    # grpc-stubs predates abort_with_status on the aio context; grpc.aio has it.
+    await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises.
 
 
 class SandboxGatewayServicer(sandbox_pb2_grpc.SandboxGatewayServiceServicer):
@@ -124,6 +168,30 @@ class SandboxGatewayServicer(sandbox_pb2_grpc.SandboxGatewayServiceServicer):
             await _abort(context, error.code, error.message)
         return sandbox_pb2.GetPaymentResponse(payment=payment_to_proto(payment))
 
+    async def RefundPayment(
+        self, request: sandbox_pb2.RefundPaymentRequest, context: Context
+    ) -> sandbox_pb2.RefundPaymentResponse:
+        """Refund part or all of a confirmed payment, or return the refund already made."""
+        field, problem = _refund_problem(request)
+        if problem:
+            await _abort_refund(
+                context,
+                GatewayError.refund_refused(
+                    Refusal.INVALID_FIELD, f"{field}: {problem}", {"field": field}
+                ),
+            )
+        try:
+            refund, payment, created = self._gateway.refund(
+                request.refund_id, request.payment_id, request.amount_minor, request.currency
+            )
+        except GatewayError as error:
+            await _abort_refund(context, error)
+        return sandbox_pb2.RefundPaymentResponse(
+            refund=refund_to_proto(refund),
+            payment_refunded_minor=payment.refunded_minor,
+            created=created,
+        )
+
 
 def _create_problem(request: sandbox_pb2.CreatePaymentRequest) -> str:
     """Return what is wrong with a CreatePayment request, or an empty string."""
@@ -136,3 +204,16 @@ def _create_problem(request: sandbox_pb2.CreatePaymentRequest) -> str:
     if not _ID.fullmatch(request.buyer_account_id):
         return "buyer_account_id: 1-64 of A-Z a-z 0-9 _ . : -"
     return ""
+
+
+def _refund_problem(request: sandbox_pb2.RefundPaymentRequest) -> tuple[str, str]:
+    """Return the malformed field of a RefundPayment request and why, or two empty strings."""
+    if not _ID.fullmatch(request.refund_id):
+        return "refund_id", "1-64 of A-Z a-z 0-9 _ . : -"
+    if not _ID.fullmatch(request.payment_id):
+        return "payment_id", "1-64 of A-Z a-z 0-9 _ . : -"
+    if request.amount_minor <= 0:
+        return "amount_minor", "must be positive"
+    if not _CURRENCY.fullmatch(request.currency):
+        return "currency", "three upper-case letters"
+    return "", ""

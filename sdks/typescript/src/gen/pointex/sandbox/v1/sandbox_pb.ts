@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pointex/sandbox/v1/sandbox.proto.
  */
 export const file_pointex_sandbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb2ludGV4L3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIScG9pbnRleC5zYW5kYm94LnYxIqABChRDcmVhdGVQYXltZW50UmVxdWVzdBIQCgh0cmFkZV9pZBgBIAEoCRIUCgxhbW91bnRfbWlub3IYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSNAoQcGF5bWVudF9kZWFkbGluZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQYnV5ZXJfYWNjb3VudF9pZBgFIAEoCSJSChVDcmVhdGVQYXltZW50UmVzcG9uc2USEgoKcGF5bWVudF9pZBgBIAEoCRIUCgxjaGVja291dF91cmwYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJzChRTZXR0bGVQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEiwKB291dGNvbWUYAiABKA4yGy5wb2ludGV4LnNhbmRib3gudjEuT3V0Y29tZRIZChF3YWl0X2Zvcl9kZWxpdmVyeRgDIAEoCCJFChVTZXR0bGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBvaW50ZXguc2FuZGJveC52MS5QYXltZW50IicKEUdldFBheW1lbnRSZXF1ZXN0EhIKCnBheW1lbnRfaWQYASABKAkiQgoSR2V0UGF5bWVudFJlc3BvbnNlEiwKB3BheW1lbnQYASABKAsyGy5wb2ludGV4LnNhbmRib3gudjEuUGF5bWVudCLVAgoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhAKCHRyYWRlX2lkGAIgASgJEhQKDGFtb3VudF9taW5vchgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCRIYChBidXllcl9hY2NvdW50X2lkGAUgASgJEhQKDGNoZWNrb3V0X3VybBgGIAEoCRIsCgdvdXRjb21lGAcgASgOMhsucG9pbnRleC5zYW5kYm94LnYxLk91dGNvbWUSGQoRcHJvdmlkZXJfZXZlbnRfaWQYCCABKAkSOwoPZGVsaXZlcnlfc3RhdHVzGAkgASgOMiIucG9pbnRleC5zYW5kYm94LnYxLkRlbGl2ZXJ5U3RhdHVzEhkKEWRlbGl2ZXJ5X2F0dGVtcHRzGAogASgFEhcKD2R1cGxpY2F0ZXNfc2VudBgLIAEoBRISCgpsYXN0X2Vycm9yGAwgASgJKk0KB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhUKEU9VVENPTUVfQ09ORklSTUVEEAESEgoOT1VUQ09NRV9GQUlMRUQQAirKAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIeChpERUxJVkVSWV9TVEFUVVNfREVMSVZFUklORxACEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQAxIcChhERUxJVkVSWV9TVEFUVVNfUkVKRUNURUQQBBIdChlERUxJVkVSWV9TVEFUVVNfQUJBTkRPTkVEEAUywAIKFVNhbmRib3hHYXRld2F5U2VydmljZRJkCg1DcmVhdGVQYXltZW50EigucG9pbnRleC5zYW5kYm94LnYxLkNyZWF0ZVBheW1lbnRSZXF1ZXN0GikucG9pbnRleC5zYW5kYm94LnYxLkNyZWF0ZVBheW1lbnRSZXNwb25zZRJkCg1TZXR0bGVQYXltZW50EigucG9pbnRleC5zYW5kYm94LnYxLlNldHRsZVBheW1lbnRSZXF1ZXN0GikucG9pbnRleC5zYW5kYm94LnYxLlNldHRsZVBheW1lbnRSZXNwb25zZRJbCgpHZXRQYXltZW50EiUucG9pbnRleC5zYW5kYm94LnYxLkdldFBheW1lbnRSZXF1ZXN0GiYucG9pbnRleC5zYW5kYm94LnYxLkdldFBheW1lbnRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiBwb2ludGV4L3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIScG9pbnRleC5zYW5kYm94LnYxIqABChRDcmVhdGVQYXltZW50UmVxdWVzdBIQCgh0cmFkZV9pZBgBIAEoCRIUCgxhbW91bnRfbWlub3IYAiABKAMSEAoIY3VycmVuY3kYAyABKAkSNAoQcGF5bWVudF9kZWFkbGluZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQYnV5ZXJfYWNjb3VudF9pZBgFIAEoCSJSChVDcmVhdGVQYXltZW50UmVzcG9uc2USEgoKcGF5bWVudF9pZBgBIAEoCRIUCgxjaGVja291dF91cmwYAiABKAkSDwoHY3JlYXRlZBgDIAEoCCJzChRTZXR0bGVQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEiwKB291dGNvbWUYAiABKA4yGy5wb2ludGV4LnNhbmRib3gudjEuT3V0Y29tZRIZChF3YWl0X2Zvcl9kZWxpdmVyeRgDIAEoCCJFChVTZXR0bGVQYXltZW50UmVzcG9uc2USLAoHcGF5bWVudBgBIAEoCzIbLnBvaW50ZXguc2FuZGJveC52MS5QYXltZW50IicKEUdldFBheW1lbnRSZXF1ZXN0EhIKCnBheW1lbnRfaWQYASABKAkiQgoSR2V0UGF5bWVudFJlc3BvbnNlEiwKB3BheW1lbnQYASABKAsyGy5wb2ludGV4LnNhbmRib3gudjEuUGF5bWVudCKaAwoHUGF5bWVudBISCgpwYXltZW50X2lkGAEgASgJEhAKCHRyYWRlX2lkGAIgASgJEhQKDGFtb3VudF9taW5vchgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCRIYChBidXllcl9hY2NvdW50X2lkGAUgASgJEhQKDGNoZWNrb3V0X3VybBgGIAEoCRIsCgdvdXRjb21lGAcgASgOMhsucG9pbnRleC5zYW5kYm94LnYxLk91dGNvbWUSGQoRcHJvdmlkZXJfZXZlbnRfaWQYCCABKAkSOwoPZGVsaXZlcnlfc3RhdHVzGAkgASgOMiIucG9pbnRleC5zYW5kYm94LnYxLkRlbGl2ZXJ5U3RhdHVzEhkKEWRlbGl2ZXJ5X2F0dGVtcHRzGAogASgFEhcKD2R1cGxpY2F0ZXNfc2VudBgLIAEoBRISCgpsYXN0X2Vycm9yGAwgASgJEhYKDnJlZnVuZGVkX21pbm9yGA0gASgDEisKB3JlZnVuZHMYDiADKAsyGi5wb2ludGV4LnNhbmRib3gudjEuUmVmdW5kImUKFFJlZnVuZFBheW1lbnRSZXF1ZXN0EhEKCXJlZnVuZF9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJEhQKDGFtb3VudF9taW5vchgDIAEoAxIQCghjdXJyZW5jeRgEIAEoCSJ0ChVSZWZ1bmRQYXltZW50UmVzcG9uc2USKgoGcmVmdW5kGAEgASgLMhoucG9pbnRleC5zYW5kYm94LnYxLlJlZnVuZBIeChZwYXltZW50X3JlZnVuZGVkX21pbm9yGAIgASgDEg8KB2NyZWF0ZWQYAyABKAgipAEKBlJlZnVuZBIRCglyZWZ1bmRfaWQYASABKAkSGgoScHJvdmlkZXJfcmVmdW5kX2lkGAIgASgJEhIKCnBheW1lbnRfaWQYAyABKAkSFAoMYW1vdW50X21pbm9yGAQgASgDEhAKCGN1cnJlbmN5GAUgASgJEi8KC3JlZnVuZGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpNCgdPdXRjb21lEhcKE09VVENPTUVfVU5TUEVDSUZJRUQQABIVChFPVVRDT01FX0NPTkZJUk1FRBABEhIKDk9VVENPTUVfRkFJTEVEEAIqygEKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESHgoaREVMSVZFUllfU1RBVFVTX0RFTElWRVJJTkcQAhIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAMSHAoYREVMSVZFUllfU1RBVFVTX1JFSkVDVEVEEAQSHQoZREVMSVZFUllfU1RBVFVTX0FCQU5ET05FRBAFKvoCChNSZWZ1bmRSZWZ1c2FsUmVhc29uEiUKIVJFRlVORF9SRUZVU0FMX1JFQVNPTl9VTlNQRUNJRklFRBAAEicKI1JFRlVORF9SRUZVU0FMX1JFQVNPTl9JTlZBTElEX0ZJRUxEEAESKwonUkVGVU5EX1JFRlVTQUxfUkVBU09OX1BBWU1FTlRfTk9UX0ZPVU5EEAISLworUkVGVU5EX1JFRlVTQUxfUkVBU09OX1BBWU1FTlRfTk9UX0NPTkZJUk1FRBADEisKJ1JFRlVORF9SRUZVU0FMX1JFQVNPTl9DVVJSRU5DWV9NSVNNQVRDSBAEEjAKLFJFRlVORF9SRUZVU0FMX1JFQVNPTl9SRUZVTkRfRVhDRUVEU19QQVlNRU5UEAUSKgomUkVGVU5EX1JFRlVTQUxfUkVBU09OX1JFRlVORF9JRF9SRVVTRUQQBhIqCiZSRUZVTkRfUkVGVVNBTF9SRUFTT05fVE9PX01BTllfUkVGVU5EUxAHMqYDChVTYW5kYm94R2F0ZXdheVNlcnZpY2USZAoNQ3JlYXRlUGF5bWVudBIoLnBvaW50ZXguc2FuZGJveC52MS5DcmVhdGVQYXltZW50UmVxdWVzdBopLnBvaW50ZXguc2FuZGJveC52MS5DcmVhdGVQYXltZW50UmVzcG9uc2USZAoNU2V0dGxlUGF5bWVudBIoLnBvaW50ZXguc2FuZGJveC52MS5TZXR0bGVQYXltZW50UmVxdWVzdBopLnBvaW50ZXguc2FuZGJveC52MS5TZXR0bGVQYXltZW50UmVzcG9uc2USWwoKR2V0UGF5bWVudBIlLnBvaW50ZXguc2FuZGJveC52MS5HZXRQYXltZW50UmVxdWVzdBomLnBvaW50ZXguc2FuZGJveC52MS5HZXRQYXltZW50UmVzcG9uc2USZAoNUmVmdW5kUGF5bWVudBIoLnBvaW50ZXguc2FuZGJveC52MS5SZWZ1bmRQYXltZW50UmVxdWVzdBopLnBvaW50ZXguc2FuZGJveC52MS5SZWZ1bmRQYXltZW50UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Request of SandboxGatewayService.CreatePayment.
@@ -288,6 +288,20 @@ export type Payment = Message<"pointex.sandbox.v1.Payment"> & {
    * @generated from field: string last_error = 12;
    */
   lastError: string;
+
+  /**
+   * The sum of the payment's refunds, in minor units of `currency`; at most `amount_minor`.
+   *
+   * @generated from field: int64 refunded_minor = 13;
+   */
+  refundedMinor: bigint;
+
+  /**
+   * The payment's refunds, oldest first.
+   *
+   * @generated from field: repeated pointex.sandbox.v1.Refund refunds = 14;
+   */
+  refunds: Refund[];
 };
 
 /**
@@ -296,6 +310,141 @@ export type Payment = Message<"pointex.sandbox.v1.Payment"> & {
  */
 export const PaymentSchema: GenMessage<Payment> = /*@__PURE__*/
   messageDesc(file_pointex_sandbox_v1_sandbox, 6);
+
+/**
+ * Request of SandboxGatewayService.RefundPayment.
+ *
+ * @generated from message pointex.sandbox.v1.RefundPaymentRequest
+ */
+export type RefundPaymentRequest = Message<"pointex.sandbox.v1.RefundPaymentRequest"> & {
+  /**
+   * The caller's id of this refund; the idempotency key. 1–64 id characters
+   * (A–Z a–z 0–9 _ . : -), unique across the gateway: it names one refund of one payment.
+   *
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+
+  /**
+   * The confirmed payment to refund, as returned by CreatePayment. 1–64 id characters.
+   *
+   * @generated from field: string payment_id = 2;
+   */
+  paymentId: string;
+
+  /**
+   * How much to give back, in minor units of `currency`. Positive; with the payment's earlier
+   * refunds, at most the payment's amount.
+   *
+   * @generated from field: int64 amount_minor = 3;
+   */
+  amountMinor: bigint;
+
+  /**
+   * ISO 4217 alphabetic code, three upper-case letters: the payment's currency.
+   *
+   * @generated from field: string currency = 4;
+   */
+  currency: string;
+};
+
+/**
+ * Describes the message pointex.sandbox.v1.RefundPaymentRequest.
+ * Use `create(RefundPaymentRequestSchema)` to create a new message.
+ */
+export const RefundPaymentRequestSchema: GenMessage<RefundPaymentRequest> = /*@__PURE__*/
+  messageDesc(file_pointex_sandbox_v1_sandbox, 7);
+
+/**
+ * Response of SandboxGatewayService.RefundPayment.
+ *
+ * @generated from message pointex.sandbox.v1.RefundPaymentResponse
+ */
+export type RefundPaymentResponse = Message<"pointex.sandbox.v1.RefundPaymentResponse"> & {
+  /**
+   * The refund, done: the one just made, or the one made by an earlier call with this refund_id.
+   *
+   * @generated from field: pointex.sandbox.v1.Refund refund = 1;
+   */
+  refund?: Refund | undefined;
+
+  /**
+   * The sum of the payment's refunds now, this one included, in minor units of its currency.
+   *
+   * @generated from field: int64 payment_refunded_minor = 2;
+   */
+  paymentRefundedMinor: bigint;
+
+  /**
+   * False when the refund_id already had this refund (a retried request).
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message pointex.sandbox.v1.RefundPaymentResponse.
+ * Use `create(RefundPaymentResponseSchema)` to create a new message.
+ */
+export const RefundPaymentResponseSchema: GenMessage<RefundPaymentResponse> = /*@__PURE__*/
+  messageDesc(file_pointex_sandbox_v1_sandbox, 8);
+
+/**
+ * Money given back to the buyer of a payment.
+ *
+ * @generated from message pointex.sandbox.v1.Refund
+ */
+export type Refund = Message<"pointex.sandbox.v1.Refund"> & {
+  /**
+   * The caller's id of the refund (RefundPaymentRequest.refund_id).
+   *
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+
+  /**
+   * The gateway's own id of the refund.
+   *
+   * @generated from field: string provider_refund_id = 2;
+   */
+  providerRefundId: string;
+
+  /**
+   * The payment refunded.
+   *
+   * @generated from field: string payment_id = 3;
+   */
+  paymentId: string;
+
+  /**
+   * The amount given back, in minor units of `currency`. Positive.
+   *
+   * @generated from field: int64 amount_minor = 4;
+   */
+  amountMinor: bigint;
+
+  /**
+   * ISO 4217 alphabetic code: the payment's currency.
+   *
+   * @generated from field: string currency = 5;
+   */
+  currency: string;
+
+  /**
+   * When the gateway made the refund.
+   *
+   * @generated from field: google.protobuf.Timestamp refunded_at = 6;
+   */
+  refundedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pointex.sandbox.v1.Refund.
+ * Use `create(RefundSchema)` to create a new message.
+ */
+export const RefundSchema: GenMessage<Refund> = /*@__PURE__*/
+  messageDesc(file_pointex_sandbox_v1_sandbox, 9);
 
 /**
  * How a payment ended for the buyer.
@@ -388,13 +537,90 @@ export const DeliveryStatusSchema: GenEnum<DeliveryStatus> = /*@__PURE__*/
   enumDesc(file_pointex_sandbox_v1_sandbox, 1);
 
 /**
+ * Why RefundPayment refused a refund: the google.rpc.ErrorInfo.reason of its errors is the name
+ * of a value without the "REFUND_REFUSAL_REASON_" prefix (for example "REFUND_EXCEEDS_PAYMENT"),
+ * in the domain "pointex.sandbox.v1". A refused refund never happens, and the same request is
+ * refused again.
+ *
+ * @generated from enum pointex.sandbox.v1.RefundRefusalReason
+ */
+export enum RefundRefusalReason {
+  /**
+   * Not a real reason; never sent.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * INVALID_ARGUMENT: a request field is malformed; ErrorInfo metadata "field" names it.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_INVALID_FIELD = 1;
+   */
+  INVALID_FIELD = 1,
+
+  /**
+   * NOT_FOUND: the gateway holds no payment with this id (never created, or forgotten: the
+   * gateway keeps payments in memory, and drops the oldest finished ones when full).
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_PAYMENT_NOT_FOUND = 2;
+   */
+  PAYMENT_NOT_FOUND = 2,
+
+  /**
+   * FAILED_PRECONDITION: the payment has not settled, or settled FAILED; only money the buyer
+   * paid can be refunded.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_PAYMENT_NOT_CONFIRMED = 3;
+   */
+  PAYMENT_NOT_CONFIRMED = 3,
+
+  /**
+   * FAILED_PRECONDITION: the refund's currency is not the payment's.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_CURRENCY_MISMATCH = 4;
+   */
+  CURRENCY_MISMATCH = 4,
+
+  /**
+   * FAILED_PRECONDITION: the payment's refunds would add up to more than its amount.
+   * ErrorInfo metadata "refundable_minor" is what is left to refund, in decimal.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_REFUND_EXCEEDS_PAYMENT = 5;
+   */
+  REFUND_EXCEEDS_PAYMENT = 5,
+
+  /**
+   * FAILED_PRECONDITION: the refund_id was used before with another payment, amount or
+   * currency; a refund_id names one refund for good.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_REFUND_ID_REUSED = 6;
+   */
+  REFUND_ID_REUSED = 6,
+
+  /**
+   * FAILED_PRECONDITION: the payment has as many refunds as the gateway keeps for one payment;
+   * ErrorInfo metadata "limit" is that number.
+   *
+   * @generated from enum value: REFUND_REFUSAL_REASON_TOO_MANY_REFUNDS = 7;
+   */
+  TOO_MANY_REFUNDS = 7,
+}
+
+/**
+ * Describes the enum pointex.sandbox.v1.RefundRefusalReason.
+ */
+export const RefundRefusalReasonSchema: GenEnum<RefundRefusalReason> = /*@__PURE__*/
+  enumDesc(file_pointex_sandbox_v1_sandbox, 2);
+
+/**
  * The sandbox payment gateway: a stand-in for a third-party payment provider, for local runs,
  * tests, demos and benchmarks. It behaves like a real gateway: a payment is created at once and
  * settles later, asynchronously, when the gateway calls the Pointex command server back with a
  * signed pointex.v1.PaymentCallback (CommandService.ConfirmPayment or FailPayment).
  *
- * Payments live in the gateway's memory only; a restart forgets them. The API is not
- * authenticated and is meant for a loopback or private network.
+ * Payments and their refunds live in the gateway's memory only; a restart forgets them. The API
+ * is not authenticated and is meant for a loopback or private network.
  *
  * @generated from service pointex.sandbox.v1.SandboxGatewayService
  */
@@ -432,7 +658,7 @@ export const SandboxGatewayService: GenService<{
     output: typeof SettlePaymentResponseSchema;
   },
   /**
-   * Returns a payment and how the delivery of its callback went.
+   * Returns a payment, how the delivery of its callback went, and its refunds.
    *
    * Errors: NOT_FOUND (unknown payment id).
    *
@@ -442,6 +668,38 @@ export const SandboxGatewayService: GenService<{
     methodKind: "unary";
     input: typeof GetPaymentRequestSchema;
     output: typeof GetPaymentResponseSchema;
+  },
+  /**
+   * Refunds `amount_minor` of a confirmed payment to the buyer: idempotent on `refund_id`. A
+   * retry with the same refund_id, payment, amount and currency returns the refund already made
+   * (`created` false) and never refunds twice, whatever happened to the payment since. A payment
+   * may be refunded in parts, several refunds in all, never beyond what was paid.
+   *
+   * The sandbox refunds synchronously: the reply carries the refund done. A real provider may
+   * accept a refund and confirm it later (a webhook, or a status to poll). Its adapter
+   * (pointex.server.payments.port.PaymentProvider.refund_payment) then reports the refund done
+   * only once the provider confirms it: while the refund is still pending it answers "unknown
+   * outcome, retry with the same refund_id" (ProviderUnavailable), each retry finds the same
+   * refund at the provider and looks at its status again, and a refund the provider ends up
+   * declining is refused for good (RefundRefused).
+   *
+   * Errors, each with a google.rpc.ErrorInfo (domain "pointex.sandbox.v1", reason a
+   * RefundRefusalReason name without its prefix, see that enum):
+   * INVALID_ARGUMENT (INVALID_FIELD: a malformed field, named in the "field" metadata);
+   * NOT_FOUND (PAYMENT_NOT_FOUND: unknown payment id, or one the gateway forgot);
+   * FAILED_PRECONDITION (PAYMENT_NOT_CONFIRMED: the payment is unsettled or FAILED;
+   * CURRENCY_MISMATCH: not the payment's currency; REFUND_EXCEEDS_PAYMENT: the refunds would add
+   * up to more than was paid; REFUND_ID_REUSED: the refund_id was used with another payment,
+   * amount or currency; TOO_MANY_REFUNDS: the payment has as many refunds as the gateway keeps
+   * for one payment). A status without ErrorInfo (UNAVAILABLE, DEADLINE_EXCEEDED...) leaves the
+   * outcome unknown: retry with the same refund_id.
+   *
+   * @generated from rpc pointex.sandbox.v1.SandboxGatewayService.RefundPayment
+   */
+  refundPayment: {
+    methodKind: "unary";
+    input: typeof RefundPaymentRequestSchema;
+    output: typeof RefundPaymentResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pointex_sandbox_v1_sandbox, 0);
