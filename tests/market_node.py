@@ -27,6 +27,7 @@ from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Inspect
 from pointex.server.command.app.activations import PendingActivations
+from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import MarketHandlers, order_id_for
@@ -36,7 +37,7 @@ from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.recovery import PROCESS_KINDS, recover
 from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.app.trade_processes import TradeProcesses
-from pointex.server.command.bootstrap import finish_processes, start_core
+from pointex.server.command.bootstrap import finish_processes, lot_expiry, start_core
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
 from pointex.server.command.edge.replies import request_of
@@ -136,6 +137,7 @@ class Node:
     accounts: AccountActors = field(init=False)
     handlers: CommandHandlers = field(init=False)
     activations: PendingActivations = field(init=False)
+    expiry: LotExpiry = field(init=False)
     processes: TradeProcesses = field(init=False)
     market: ProtoMarketHandlers = field(init=False)
     callbacks: CallbackEdge = field(init=False)
@@ -155,6 +157,7 @@ class Node:
         )
         self.activations = PendingActivations(self.accounts, self.runner, self.clock)
         self.accounts.watch_pending(self.activations.watch)
+        self.expiry = lot_expiry(core, self.clock)
         self.markets = markets = MarketActors(self.store, self.committer, [PTS_CNY])
         self.processes = TradeProcesses(
             store=self.store,
@@ -184,6 +187,7 @@ class Node:
             OpenPlacements(self.market),
             OpenTrades(self.processes),
             self.activations,
+            self.expiry,
         )
         assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
         await recover(self.store, kinds)
@@ -191,7 +195,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop processes and the writer (a clean stop)."""
-        await finish_processes(self.processes, self.activations, self.runner)
+        await finish_processes(self.processes, (self.activations, self.expiry), self.runner)
         await self.lookup.stop()
         await self.committer.stop()
 
@@ -200,6 +204,7 @@ class Node:
         self.runner.abort()
         self.processes.stop_deadlines()
         self.activations.stop()
+        self.expiry.stop()
         self.committer.abort()
 
     async def open(self, account_id: str, kind: AccountKind, points: int = 0) -> None:

@@ -416,17 +416,20 @@ async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cl
     assert re.search(r"│ version\s+│ 0 ", empty.stdout), empty.stdout
     assert re.search(r"│ reversal debt max\s+│ -", empty.stdout), empty.stdout
     assert re.search(r"│ transfer fee\s+│ - ", empty.stdout), empty.stdout
+    assert re.search(r"│ expiry\s+│ - ", empty.stdout), empty.stdout
     assert "no limits" in empty.stdout
     sample = str(EXAMPLES / "program_rules.json")
     first = await cli.ok("rules", "set", "--file", sample, "--expected-version", "0")
     fee = "transfer fee 1 + 5‰ (rounded up) → program-fees"
-    assert f"program rules set: version 1, 3 limits, {fee}" in first.stdout
+    expiry = "points lapse 365 days after they are earned, told 30 days before"
+    assert f"program rules set: version 1, 3 limits, {fee}, {expiry}" in first.stdout
     position = first.stdout.split("position ")[1].split()[0]
 
     table = await cli.ok("rules", "show", "--after", position)
     assert re.search(r"│ version\s+│ 1 ", table.stdout), table.stdout
     assert re.search(r"│ transfer fee\s+│ 1 \+ 5‰ \(rounded up\) → program-fees", table.stdout)
     assert re.search(r"│ fee schedule version │ 1 ", table.stdout), table.stdout
+    assert re.search(rf"│ expiry\s+│ {expiry}", table.stdout), table.stdout
     rows = [line for line in table.stdout.splitlines() if "TRANSFER" in line or "BUY" in line]
     # operation, account kind, tier, min, max, step, daily max, yearly max.
     assert [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows] == [
@@ -440,6 +443,9 @@ async def test_rules_set_from_a_file_show_and_a_stale_version_is_refused(cli: Cl
     assert [limit["max_points"] for limit in limits] == ["25000", "100000", "0"]
     assert [limit["yearly_max_points"] for limit in limits] == ["100000", "400000", "200000"]
     assert limits[2]["operation"] == "LIMITED_OPERATION_MARKET_BUY"
+    shown_rules = as_json.json()["rules"]
+    assert isinstance(shown_rules, dict)
+    assert shown_rules["expiry"] == {"lifetime": "31536000s", "notice": "2592000s"}
 
     # The `rules` of `show --json` are a rules file as they are; short names are accepted.
     shown = cli.cwd / "shown.json"

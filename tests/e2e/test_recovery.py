@@ -149,7 +149,7 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
     tmp_path: Path, unused_tcp_port: int, start_command_server: StartCommandServer
 ) -> None:
     """Kill -9 with a trade pending; leave a debit and a hold open; the restart ends all three."""
-    assert set(PROCESS_KINDS) == {"transfer", "placement", "trade", "activation"}, (
+    assert set(PROCESS_KINDS) == {"transfer", "placement", "trade", "activation", "expiry"}, (
         "a kind without a case"
     )
     command_target = f"127.0.0.1:{unused_tcp_port}"

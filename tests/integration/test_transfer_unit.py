@@ -124,6 +124,8 @@ async def check_conservation(store: EventStore) -> dict[str, int]:
         match event:
             case ev.PointsMinted():
                 supply += event.amount_points
+            case ev.PointsBurned() | ev.PointsExpired():  # Out of circulation.
+                supply -= event.amount_points
             case ev.TransferInitiated():
                 open_ids.add(event.transfer_id)
             case ev.TransferCompleted() | ev.TransferCompensated():

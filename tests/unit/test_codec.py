@@ -7,6 +7,7 @@ import pytest
 from pointex.server.domain import events as ev
 from pointex.server.domain import market_events as mev
 from pointex.server.domain import program as prog
+from pointex.server.domain.lots import Lot
 from pointex.server.domain.values import (
     AccountKind,
     FeeSchedule,
@@ -25,6 +26,8 @@ from pointex.server.eventstore.codec import UnknownEventType, decode, encode
 from pointex.server.eventstore.port import RecordedEvent
 from pointex.v1 import common_pb2, events_pb2
 
+_LOT = Lot(Instant(1_000), Instant(9_000), 3)
+_LOT2 = Lot(Instant(2_000), Instant(10_000), 2)
 SAMPLES = [
     ev.AccountOpened("u1", AccountKind.MERCHANT, "acme", "Shop"),
     ev.PointsMinted("m1", 10, "funding", 10),
@@ -58,6 +61,10 @@ SAMPLES = [
     ev.PointsActivated("u1", "t3", 4, 9, 0),
     ev.PointsDebited("u1", "t2", TransferKind.REVERSE_ISSUE, "m1", 3, "", 2, Instant(5), "t1"),
     ev.TransferInitiated("t3", TransferKind.ISSUE, "m1", "u1", 4, "", "r-3", 6, Instant(7)),
+    ev.PointsCredited("u2", "t4", TransferKind.TRANSFER, "u1", 5, "", 5, (_LOT, _LOT2)),
+    ev.PointsExpired("u2", 3, 2, (_LOT,), Instant(9_000)),
+    ev.PointsExpiringSoon("u2", 2, Instant(10_000), Instant(10_000)),
+    ev.PointsActivated("u1", "t3", 4, 9, 0, (Lot(Instant(3_000), Instant(9_000), 4),)),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)

@@ -3,11 +3,12 @@
 A rules file holds one `pointex.v1.ProgramRules` in the protobuf JSON mapping, as
 `google.protobuf.json_format` reads it: `{"limits": [{"operation": "LIMITED_OPERATION_TRANSFER",
 "maxPoints": "25000"}], "transferFee": {"flatPoints": "1", "perMille": "5",
-"feeAccountId": "program-fees"}}`. Field names may be the JSON names (`maxPoints`) or the
-proto names (`max_points`), so the `rules` object of `pointex rules show --json` is a rules
-file as it is. The enum values may also be given by their short names, in any case:
-`transfer`, `redeem`, `market_buy`, `market_sell` for `operation`; `member`, `merchant` or
-`any` for `account_kind`.
+"feeAccountId": "program-fees"}, "expiry": {"lifetime": "31536000s", "notice": "2592000s"}}`
+(durations in seconds, as the JSON mapping writes them). Field names may be the JSON names
+(`maxPoints`) or the proto names (`max_points`), so the `rules` object of
+`pointex rules show --json` is a rules file as it is. The enum values may also be given by
+their short names, in any case: `transfer`, `redeem`, `market_buy`, `market_sell` for
+`operation`; `member`, `merchant` or `any` for `account_kind`.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ _LIMIT_COLUMNS: Final = (
 def register(group: Subcommands) -> None:
     """Add `rules` and its subcommands."""
     parser = group.add_parser(
-        "rules", help="show and set the program's rules (limits, transfer fee, debt policy)"
+        "rules", help="show and set the program's rules (limits, fees, debt policy, expiry)"
     )
     actions = parser.add_subparsers(title="rules commands", metavar="COMMAND", required=True)
 
     show = leaf(
         actions,
         "show",
-        "show the program's rules in force: version, transfer fee, debt policy and limits",
+        "show the program's rules in force: version, fees, debt policy, expiry and limits",
         _show,
     )
     add_after(show)
@@ -102,6 +103,7 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("reversal debt max", formatting.bound_points(reply.rules.reversal_debt_max_points)),
         ("transfer fee", fee_text(reply.rules.transfer_fee)),
         ("fee schedule version", str(reply.fee_schedule_version)),
+        ("expiry", expiry_text(reply.rules.expiry)),
     ]
     out.fields("program rules", pairs)
     limits = reply.rules.limits
@@ -122,6 +124,27 @@ def fee_text(fee: common_pb2.TransferFee) -> str:
     if fee.per_mille:
         parts.append(f"{fee.per_mille}‰ (rounded up)")
     return f"{' + '.join(parts)} → {fee.fee_account_id}"
+
+
+def expiry_text(policy: common_pb2.ExpiryPolicy) -> str:
+    """Return an expiry policy for people: `365 days, told 30 days before`, or `-` (never)."""
+    if not policy.lifetime.seconds:
+        return "-"
+    text = f"points lapse {_span_text(policy.lifetime.seconds)} after they are earned"
+    if policy.notice.seconds:
+        text += f", told {_span_text(policy.notice.seconds)} before"
+    return text
+
+
+_DAY_S: Final = 86_400
+
+
+def _span_text(seconds: int) -> str:
+    """Return a whole number of days (`30 days`), or of seconds when it is not one."""
+    if seconds % _DAY_S == 0:
+        days = seconds // _DAY_S
+        return f"{days} day" if days == 1 else f"{days} days"
+    return f"{seconds} s"
 
 
 def _limit_row(limit: common_pb2.TransactionLimit) -> Sequence[Cell]:
@@ -152,7 +175,12 @@ def _set(session: Session, out: Output, args: argparse.Namespace) -> int:
     noun = "limit" if len(rules.limits) == 1 else "limits"
     fee = fee_text(rules.transfer_fee)
     fee_part = "" if fee == "-" else f", transfer fee {fee}"
-    out.line(f"program rules set: version {reply.version}, {len(rules.limits)} {noun}{fee_part}")
+    expiry = expiry_text(rules.expiry)
+    expiry_part = "" if expiry == "-" else f", {expiry}"
+    out.line(
+        f"program rules set: version {reply.version}, {len(rules.limits)} {noun}"
+        f"{fee_part}{expiry_part}"
+    )
     out.position(reply.position, rid)
     return EXIT_OK
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 from rich.text import Text
 
@@ -193,42 +194,74 @@ def notification_line(notification: qry.Notification) -> Text:
 
 def _details(notification: qry.Notification) -> str:
     which = notification.WhichOneof("details")
-    if which == "points_moved":
-        moved = notification.points_moved
-        other = f" with {moved.counterparty_account_id}" if moved.counterparty_account_id else ""
-        memo = f" ({moved.memo})" if moved.memo else ""
-        return (
-            f"{formatting.enum_label(_MOVEMENT, moved.movement_kind)} "
-            f"{formatting.points(moved.amount_points)} points{other}{memo}; "
-            f"available {formatting.points(moved.available_points)}"
-        )
-    if which == "order":
-        order = notification.order
-        return (
-            f"order {order.order_id} {formatting.enum_label(_SIDE, order.side)} "
-            f"{formatting.enum_label(_ORDER_STATUS, order.status)}: filled "
-            f"{formatting.points(order.filled_quantity_points)} of "
-            f"{formatting.points(order.quantity_points)}"
-        )
-    if which == "trade":
-        trade = notification.trade
-        return (
-            f"trade {trade.trade_id} {formatting.enum_label(_TRADE_STATUS, trade.status)}: "
-            f"{formatting.points(trade.quantity_points)} points at "
-            f"{formatting.money(trade.price_minor, trade.currency)}"
-        )
-    if which == "payment_required":
-        due = notification.payment_required
-        return (
-            f"pay {formatting.money(due.amount_due.amount_minor, due.amount_due.currency)} "
-            f"for trade {due.trade_id} at {due.checkout_url} before "
-            f"{formatting.timestamp(due.payment_deadline)}"
-        )
-    if which == "account_status":
-        change = notification.account_status
-        reason = f": {change.reason}" if change.reason else ""
-        return (
-            f"{formatting.enum_label(_STATUS, change.status)} by "
-            f"{formatting.enum_label(_ROLE, change.changed_by_role)}{reason}"
-        )
-    return ""
+    describe = _DESCRIBE.get(which) if which else None
+    return describe(notification) if describe else ""
+
+
+def _points_moved(notification: qry.Notification) -> str:
+    moved = notification.points_moved
+    other = f" with {moved.counterparty_account_id}" if moved.counterparty_account_id else ""
+    memo = f" ({moved.memo})" if moved.memo else ""
+    return (
+        f"{formatting.enum_label(_MOVEMENT, moved.movement_kind)} "
+        f"{formatting.points(moved.amount_points)} points{other}{memo}; "
+        f"available {formatting.points(moved.available_points)}"
+    )
+
+
+def _order(notification: qry.Notification) -> str:
+    order = notification.order
+    return (
+        f"order {order.order_id} {formatting.enum_label(_SIDE, order.side)} "
+        f"{formatting.enum_label(_ORDER_STATUS, order.status)}: filled "
+        f"{formatting.points(order.filled_quantity_points)} of "
+        f"{formatting.points(order.quantity_points)}"
+    )
+
+
+def _trade(notification: qry.Notification) -> str:
+    trade = notification.trade
+    return (
+        f"trade {trade.trade_id} {formatting.enum_label(_TRADE_STATUS, trade.status)}: "
+        f"{formatting.points(trade.quantity_points)} points at "
+        f"{formatting.money(trade.price_minor, trade.currency)}"
+    )
+
+
+def _payment_required(notification: qry.Notification) -> str:
+    due = notification.payment_required
+    return (
+        f"pay {formatting.money(due.amount_due.amount_minor, due.amount_due.currency)} "
+        f"for trade {due.trade_id} at {due.checkout_url} before "
+        f"{formatting.timestamp(due.payment_deadline)}"
+    )
+
+
+def _account_status(notification: qry.Notification) -> str:
+    change = notification.account_status
+    reason = f": {change.reason}" if change.reason else ""
+    return (
+        f"{formatting.enum_label(_STATUS, change.status)} by "
+        f"{formatting.enum_label(_ROLE, change.changed_by_role)}{reason}"
+    )
+
+
+def _points_expiring_soon(notification: qry.Notification) -> str:
+    soon = notification.points_expiring_soon
+    until = ""
+    if soon.last_expires_at != soon.first_expires_at:
+        until = f" to {formatting.timestamp(soon.last_expires_at)}"
+    return (
+        f"{formatting.points(soon.amount_points)} points lapse from "
+        f"{formatting.timestamp(soon.first_expires_at)}{until}"
+    )
+
+
+_DESCRIBE: Final[dict[str, Callable[[qry.Notification], str]]] = {
+    "points_moved": _points_moved,
+    "order": _order,
+    "trade": _trade,
+    "payment_required": _payment_required,
+    "account_status": _account_status,
+    "points_expiring_soon": _points_expiring_soon,
+}

@@ -312,14 +312,16 @@ class AsyncPointexClient:
         expected_version: int,
         transfer_fee: common_pb2.TransferFee | None = None,
         reversal_debt_max_points: int = 0,
+        expiry: common_pb2.ExpiryPolicy | None = None,
         request_id: str | None = None,
     ) -> pb.SetProgramRulesResponse:
         """Replace the program's rules (operator only), if they are still at `expected_version`.
 
         The rules are replaced as a whole: the limits, the transfer fee (`builders.transfer_fee`;
-        None: no fee) and the reversal debt policy (0: none). `expected_version` is the version
-        `get_program_rules` returned (0 before any change); a change made meanwhile raises
-        Refused with reason PROGRAM_RULES_CHANGED.
+        None: no fee), the reversal debt policy (0: none) and the expiry policy
+        (`builders.expiry_policy`; None: earned points never lapse). `expected_version` is
+        the version `get_program_rules` returned (0 before any change); a change made
+        meanwhile raises Refused with reason PROGRAM_RULES_CHANGED.
         """
         rid = request_id or builders.new_request_id()
         request = pb.SetProgramRulesRequest(
@@ -329,6 +331,7 @@ class AsyncPointexClient:
                 limits=limits,
                 transfer_fee=transfer_fee,
                 reversal_debt_max_points=reversal_debt_max_points,
+                expiry=expiry,
             ),
         )
         return await self.call_command(self._commands.SetProgramRules, request, rid)

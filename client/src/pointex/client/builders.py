@@ -102,6 +102,22 @@ def transfer_fee(
     )
 
 
+def expiry_policy(
+    lifetime: dt.timedelta, notice: dt.timedelta | None = None
+) -> common_pb2.ExpiryPolicy:
+    """Return an expiry policy, for `set_program_rules(expiry=...)`.
+
+    Points a member earns from then on lapse `lifetime` after they were earned (whole seconds,
+    1 second to 36,600 days); `notice` before (shorter than `lifetime`), the member is told
+    they lapse soon. A change never alters points earned before it.
+    """
+    policy = common_pb2.ExpiryPolicy()
+    policy.lifetime.FromTimedelta(lifetime)
+    if notice is not None:
+        policy.notice.FromTimedelta(notice)
+    return policy
+
+
 def issue(
     merchant_account_id: str,
     member_account_id: str,

@@ -517,6 +517,10 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     """The fee account could not take a transfer's fee (closed since the rules named it, or at
     its ceiling): the fee came back to the member who paid it (available +).
     """
+    MOVEMENT_KIND_EXPIRED: _MovementKind.ValueType  # 22
+    """Points of a member account lapsed under the program's expiry policy (PointsExpired):
+    available −, out of circulation as a burn is.
+    """
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper):
     """The kind of one movement in an account's history. Each movement changes the account's
@@ -572,6 +576,10 @@ MOVEMENT_KIND_FEE_IN: MovementKind.ValueType  # 20
 MOVEMENT_KIND_FEE_RETURNED: MovementKind.ValueType  # 21
 """The fee account could not take a transfer's fee (closed since the rules named it, or at
 its ceiling): the fee came back to the member who paid it (available +).
+"""
+MOVEMENT_KIND_EXPIRED: MovementKind.ValueType  # 22
+"""Points of a member account lapsed under the program's expiry policy (PointsExpired):
+available −, out of circulation as a burn is.
 """
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
@@ -1208,6 +1216,7 @@ class ProgramRules(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     REVERSAL_DEBT_MAX_POINTS_FIELD_NUMBER: _builtins.int
     TRANSFER_FEE_FIELD_NUMBER: _builtins.int
+    EXPIRY_FIELD_NUMBER: _builtins.int
     reversal_debt_max_points: _builtins.int
     """The debt policy of reversals: a ReverseIssue or ReverseRedeem that finds fewer points
     available than it takes back (they were spent since) takes the account below zero, down
@@ -1222,20 +1231,102 @@ class ProgramRules(_message.Message):
     def transfer_fee(self) -> Global___TransferFee:
         """What a TransferPoints pays on top of the points it gives. Unset or all zero: no fee."""
 
+    @_builtins.property
+    def expiry(self) -> Global___ExpiryPolicy:
+        """How long points a member earns last before they lapse. Unset or a zero lifetime: points
+        never lapse. A change applies to points earned after it; lots already made keep theirs.
+        """
+
     def __init__(
         self,
         *,
         limits: _abc.Iterable[Global___TransactionLimit] | None = ...,
         reversal_debt_max_points: _builtins.int = ...,
         transfer_fee: Global___TransferFee | None = ...,
+        expiry: Global___ExpiryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry", b"expiry", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry", b"expiry", "limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProgramRules: _TypeAlias = ProgramRules  # noqa: Y015
+
+@_typing.final
+class ExpiryPolicy(_message.Message):
+    """The program's expiry policy. Points a member earns (an issue, a reversed redemption given
+    back, pending points when they activate) go into a lot that lapses `lifetime` after it was
+    earned; spending takes the oldest lots first, and transferred and sold points keep their
+    lots. When a lot lapses, PointsExpired takes its points out of circulation; `notice`
+    before, PointsExpiringSoon tells the member.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIFETIME_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lifetime(self) -> _duration_pb2.Duration:
+        """How long earned points last: whole seconds, 1 second to 36,600 days; zero or unset:
+        points never lapse.
+        """
+
+    @_builtins.property
+    def notice(self) -> _duration_pb2.Duration:
+        """How long before a lot lapses the member is told (PointsExpiringSoon): whole seconds,
+        shorter than the lifetime; zero or unset: no notice.
+        """
+
+    def __init__(
+        self,
+        *,
+        lifetime: _duration_pb2.Duration | None = ...,
+        notice: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifetime", b"lifetime", "notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lifetime", b"lifetime", "notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpiryPolicy: _TypeAlias = ExpiryPolicy  # noqa: Y015
+
+@_typing.final
+class Lot(_message.Message):
+    """Points of a member account earned at one moment that lapse at one moment (ExpiryPolicy).
+    Points outside every lot never lapse.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EARNED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    amount_points: _builtins.int
+    """The points of the lot; positive."""
+    @_builtins.property
+    def earned_at(self) -> _timestamp_pb2.Timestamp:
+        """When the points were earned, to the second."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When they lapse."""
+
+    def __init__(
+        self,
+        *,
+        earned_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        amount_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earned_at", b"earned_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "earned_at", b"earned_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lot: _TypeAlias = Lot  # noqa: Y015
 
 @_typing.final
 class TransferFee(_message.Message):

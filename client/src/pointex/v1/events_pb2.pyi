@@ -53,9 +53,11 @@ Compatibility. Event type names and field numbers never change. A payload may ga
 a change in meaning makes a new schema_version of that type.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from pointex.v1 import common_pb2 as _common_pb2
 from pointex.v1 import errors_pb2 as _errors_pb2
 import builtins as _builtins
@@ -122,6 +124,8 @@ class Event(_message.Message):
     POINTS_PENDING_FIELD_NUMBER: _builtins.int
     POINTS_ACTIVATED_FIELD_NUMBER: _builtins.int
     TRANSFER_CREDITED_FIELD_NUMBER: _builtins.int
+    POINTS_EXPIRED_FIELD_NUMBER: _builtins.int
+    POINTS_EXPIRING_SOON_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -310,6 +314,14 @@ class Event(_message.Message):
     def transfer_credited(self) -> Global___TransferCredited:
         """See TransferCredited."""
 
+    @_builtins.property
+    def points_expired(self) -> Global___PointsExpired:
+        """See PointsExpired."""
+
+    @_builtins.property
+    def points_expiring_soon(self) -> Global___PointsExpiringSoon:
+        """See PointsExpiringSoon."""
+
     def __init__(
         self,
         *,
@@ -360,12 +372,14 @@ class Event(_message.Message):
         points_pending: Global___PointsPending | None = ...,
         points_activated: Global___PointsActivated | None = ...,
         transfer_credited: Global___TransferCredited | None = ...,
+        points_expired: Global___PointsExpired | None = ...,
+        points_expiring_soon: Global___PointsExpiringSoon | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated", "transfer_credited"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated", "transfer_credited", "points_expired", "points_expiring_soon"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -622,6 +636,7 @@ class TransferInitiated(_message.Message):
     ACTIVATES_AT_FIELD_NUMBER: _builtins.int
     FEE_POINTS_FIELD_NUMBER: _builtins.int
     FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     kind: _common_pb2.TransferKind.ValueType
@@ -652,6 +667,12 @@ class TransferInitiated(_message.Message):
         points available at once.
         """
 
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots of the member's points the debit took, oldest first: first those of the
+        points given, then those of the fee. Empty when the points never lapse (ExpiryPolicy).
+        """
+
     def __init__(
         self,
         *,
@@ -666,10 +687,11 @@ class TransferInitiated(_message.Message):
         activates_at: _timestamp_pb2.Timestamp | None = ...,
         fee_points: _builtins.int = ...,
         fee_account_id: _builtins.str = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "lots", b"lots", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,6 +740,7 @@ class PointsDebited(_message.Message):
     DEBT_FLOOR_POINTS_FIELD_NUMBER: _builtins.int
     FEE_POINTS_FIELD_NUMBER: _builtins.int
     FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account debited (the transfer's source)."""
     transfer_id: _builtins.str
@@ -755,6 +778,12 @@ class PointsDebited(_message.Message):
         events written before windows existed.
         """
 
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points (and the fee) were taken from, oldest first; points beyond them
+        never lapse. Empty for an account without expiring points.
+        """
+
     def __init__(
         self,
         *,
@@ -770,10 +799,11 @@ class PointsDebited(_message.Message):
         debt_floor_points: _builtins.int = ...,
         fee_points: _builtins.int = ...,
         fee_account_id: _builtins.str = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "debt_floor_points", b"debt_floor_points", "decided_at", b"decided_at", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "kind", b"kind", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "debt_floor_points", b"debt_floor_points", "decided_at", b"decided_at", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "kind", b"kind", "lots", b"lots", "memo", b"memo", "pending_transfer_id", b"pending_transfer_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -792,6 +822,7 @@ class PointsCredited(_message.Message):
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     MEMO_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account credited: the transfer's destination, or for kind FEE the fee account."""
     transfer_id: _builtins.str
@@ -808,6 +839,12 @@ class PointsCredited(_message.Message):
     """The reason or memo of the transfer; may be empty."""
     available_points: _builtins.int
     """The account's available points after the credit."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points arrive in: a member-to-member transfer's keep the source's lots,
+        points earned get a lot under the expiry policy. Points beyond them never lapse.
+        """
+
     def __init__(
         self,
         *,
@@ -818,10 +855,11 @@ class PointsCredited(_message.Message):
         amount_points: _builtins.int = ...,
         memo: _builtins.str = ...,
         available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "kind", b"kind", "memo", b"memo", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "kind", b"kind", "lots", b"lots", "memo", b"memo", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -873,6 +911,7 @@ class PointsReturned(_message.Message):
     COUNTERPARTY_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The source account, credited back."""
     transfer_id: _builtins.str
@@ -887,6 +926,10 @@ class PointsReturned(_message.Message):
     """Points returned; positive: the debit and its fee, or (kind FEE) the fee alone."""
     available_points: _builtins.int
     """The account's available points after the return."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points come back in, as they left."""
+
     def __init__(
         self,
         *,
@@ -896,10 +939,11 @@ class PointsReturned(_message.Message):
         counterparty_account_id: _builtins.str = ...,
         amount_points: _builtins.int = ...,
         available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "kind", b"kind", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "counterparty_account_id", b"counterparty_account_id", "kind", b"kind", "lots", b"lots", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1471,6 +1515,7 @@ class PaymentConfirmed(_message.Message):
     SIGNED_AT_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     LATE_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     trade_id: _builtins.str
     """The trade."""
     provider_id: _builtins.str
@@ -1493,6 +1538,13 @@ class PaymentConfirmed(_message.Message):
     def signed_at(self) -> _timestamp_pb2.Timestamp:
         """When the provider signed the callback (seconds precision)."""
 
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the seller's points were delivered from (its PointsSold, committed with this
+        confirmation), oldest first: the buyer gets them, so bought points keep their expiry.
+        Empty when the points never lapse.
+        """
+
     def __init__(
         self,
         *,
@@ -1504,10 +1556,11 @@ class PaymentConfirmed(_message.Message):
         signed_at: _timestamp_pb2.Timestamp | None = ...,
         key_id: _builtins.str = ...,
         late: _builtins.bool = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "signed_at", b"signed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "key_id", b"key_id", "late", b"late", "payment_id", b"payment_id", "provider_event_id", b"provider_event_id", "provider_id", b"provider_id", "signed_at", b"signed_at", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "key_id", b"key_id", "late", b"late", "lots", b"lots", "payment_id", b"payment_id", "provider_event_id", b"provider_event_id", "provider_id", b"provider_id", "signed_at", b"signed_at", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1579,6 +1632,7 @@ class PointsSold(_message.Message):
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     HELD_POINTS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The seller's account."""
     trade_id: _builtins.str
@@ -1595,6 +1649,10 @@ class PointsSold(_message.Message):
         written before windows existed.
         """
 
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the delivered points were taken from, oldest first; the buyer gets them."""
+
     def __init__(
         self,
         *,
@@ -1604,10 +1662,11 @@ class PointsSold(_message.Message):
         amount_points: _builtins.int = ...,
         held_points: _builtins.int = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "decided_at", b"decided_at", "held_points", b"held_points", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "decided_at", b"decided_at", "held_points", b"held_points", "lots", b"lots", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1627,6 +1686,7 @@ class PointsBought(_message.Message):
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The buyer's account."""
     trade_id: _builtins.str
@@ -1643,6 +1703,10 @@ class PointsBought(_message.Message):
         written before windows existed.
         """
 
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points arrive in: the seller's, so bought points keep their expiry."""
+
     def __init__(
         self,
         *,
@@ -1652,10 +1716,11 @@ class PointsBought(_message.Message):
         amount_points: _builtins.int = ...,
         available_points: _builtins.int = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "lots", b"lots", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2021,6 +2086,7 @@ class PointsActivated(_message.Message):
     AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     PENDING_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account."""
     transfer_id: _builtins.str
@@ -2031,6 +2097,12 @@ class PointsActivated(_message.Message):
     """The account's available points after this event."""
     pending_points: _builtins.int
     """The account's pending points after this event."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lot the points were earned in, under the expiry policy at activation; empty if
+        they never lapse.
+        """
+
     def __init__(
         self,
         *,
@@ -2039,11 +2111,97 @@ class PointsActivated(_message.Message):
         amount_points: _builtins.int = ...,
         available_points: _builtins.int = ...,
         pending_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "pending_points", b"pending_points", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "lots", b"lots", "pending_points", b"pending_points", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PointsActivated: _TypeAlias = PointsActivated  # noqa: Y015
+
+@_typing.final
+class PointsExpired(_message.Message):
+    """Lots of a member account reached their expiry (ExpiryPolicy): their points left
+    circulation, as a burn does. Points held for a SELL order lapse once released. Stream
+    account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The member account."""
+    amount_points: _builtins.int
+    """Points that lapsed; positive."""
+    available_points: _builtins.int
+    """The account's available points after this event."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots (or the parts of them) that lapsed, oldest first."""
+
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the expiry was decided; every lot named lapsed at or before it."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "lots", b"lots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointsExpired: _TypeAlias = PointsExpired  # noqa: Y015
+
+@_typing.final
+class PointsExpiringSoon(_message.Message):
+    """Lots of a member account lapse within the program's notice period (ExpiryPolicy.notice):
+    the member is told. Each lot is told of once. Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    FIRST_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LAST_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The member account."""
+    amount_points: _builtins.int
+    """The points of the lots told of; positive."""
+    @_builtins.property
+    def first_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the first of those lots lapses."""
+
+    @_builtins.property
+    def last_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them lapses."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        first_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        last_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_expires_at", b"first_expires_at", "last_expires_at", b"last_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "first_expires_at", b"first_expires_at", "last_expires_at", b"last_expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointsExpiringSoon: _TypeAlias = PointsExpiringSoon  # noqa: Y015

@@ -72,6 +72,15 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     """The account was unfrozen. Details: account_status."""
     NOTIFICATION_KIND_ACCOUNT_CLOSED: _NotificationKind.ValueType  # 16
     """The account was closed. Details: account_status."""
+    NOTIFICATION_KIND_POINTS_EXPIRED: _NotificationKind.ValueType  # 17
+    """Points of the (member) account lapsed under the program's expiry policy
+    (ProgramRules.expiry) and left circulation. Details: points_moved, movement kind EXPIRED.
+    """
+    NOTIFICATION_KIND_POINTS_EXPIRING_SOON: _NotificationKind.ValueType  # 18
+    """Points of the (member) account lapse soon: within the program's notice period
+    (ExpiryPolicy.notice). Nothing moves; each lot is told of once. Details:
+    points_expiring_soon.
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """What a notification is about. Each goes to the owner of `account_id` (and operators)."""
@@ -121,6 +130,15 @@ NOTIFICATION_KIND_ACCOUNT_UNFROZEN: NotificationKind.ValueType  # 15
 """The account was unfrozen. Details: account_status."""
 NOTIFICATION_KIND_ACCOUNT_CLOSED: NotificationKind.ValueType  # 16
 """The account was closed. Details: account_status."""
+NOTIFICATION_KIND_POINTS_EXPIRED: NotificationKind.ValueType  # 17
+"""Points of the (member) account lapsed under the program's expiry policy
+(ProgramRules.expiry) and left circulation. Details: points_moved, movement kind EXPIRED.
+"""
+NOTIFICATION_KIND_POINTS_EXPIRING_SOON: NotificationKind.ValueType  # 18
+"""Points of the (member) account lapse soon: within the program's notice period
+(ExpiryPolicy.notice). Nothing moves; each lot is told of once. Details:
+points_expiring_soon.
+"""
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 
 class _Invariant:
@@ -1330,6 +1348,7 @@ class Notification(_message.Message):
     TRADE_FIELD_NUMBER: _builtins.int
     PAYMENT_REQUIRED_FIELD_NUMBER: _builtins.int
     ACCOUNT_STATUS_FIELD_NUMBER: _builtins.int
+    POINTS_EXPIRING_SOON_FIELD_NUMBER: _builtins.int
     cursor: _builtins.bytes
     """Opaque resume token: pass it back as `cursor` to continue right after this notification.
     Bound to the caller; valid across restarts and projection rebuilds. At most 256 bytes.
@@ -1351,7 +1370,9 @@ class Notification(_message.Message):
 
     @_builtins.property
     def points_moved(self) -> Global___PointsMovedDetails:
-        """For POINTS_RECEIVED, POINTS_SENT, POINTS_RETURNED, POINTS_MINTED, POINTS_BURNED."""
+        """For POINTS_RECEIVED, POINTS_SENT, POINTS_RETURNED, POINTS_MINTED, POINTS_BURNED,
+        POINTS_EXPIRED.
+        """
 
     @_builtins.property
     def order(self) -> _common_pb2.Order:
@@ -1371,6 +1392,10 @@ class Notification(_message.Message):
     def account_status(self) -> Global___AccountStatusDetails:
         """For ACCOUNT_FROZEN, ACCOUNT_UNFROZEN, ACCOUNT_CLOSED."""
 
+    @_builtins.property
+    def points_expiring_soon(self) -> Global___PointsExpiringSoonDetails:
+        """For POINTS_EXPIRING_SOON."""
+
     def __init__(
         self,
         *,
@@ -1384,12 +1409,13 @@ class Notification(_message.Message):
         trade: _common_pb2.Trade | None = ...,
         payment_required: Global___PaymentRequiredDetails | None = ...,
         account_status: Global___AccountStatusDetails | None = ...,
+        points_expiring_soon: Global___PointsExpiringSoonDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_status", b"account_status", "details", b"details", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_status", b"account_status", "details", b"details", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_status", b"account_status", "cursor", b"cursor", "details", b"details", "kind", b"kind", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_status", b"account_status", "cursor", b"cursor", "details", b"details", "kind", b"kind", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["points_moved", "order", "trade", "payment_required", "account_status"]  # noqa: Y015
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["points_moved", "order", "trade", "payment_required", "account_status", "points_expiring_soon"]  # noqa: Y015
     _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
 
@@ -1436,6 +1462,43 @@ class PointsMovedDetails(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PointsMovedDetails: _TypeAlias = PointsMovedDetails  # noqa: Y015
+
+@_typing.final
+class PointsExpiringSoonDetails(_message.Message):
+    """Details of a POINTS_EXPIRING_SOON notification: lots of the account's points that lapse
+    within the program's notice period (ExpiryPolicy.notice), told of once each. Spending
+    takes the oldest points first, so points spent before then lapse no more.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    FIRST_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LAST_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    amount_points: _builtins.int
+    """Points of the lots told of, as they stood when the notice was decided; positive."""
+    @_builtins.property
+    def first_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the first of those lots lapses."""
+
+    @_builtins.property
+    def last_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them lapses (equal to first_expires_at for a single lot)."""
+
+    def __init__(
+        self,
+        *,
+        amount_points: _builtins.int = ...,
+        first_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        last_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_expires_at", b"first_expires_at", "last_expires_at", b"last_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_points", b"amount_points", "first_expires_at", b"first_expires_at", "last_expires_at", b"last_expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointsExpiringSoonDetails: _TypeAlias = PointsExpiringSoonDetails  # noqa: Y015
 
 @_typing.final
 class PaymentRequiredDetails(_message.Message):
@@ -1572,6 +1635,7 @@ class CheckInvariantsResponse(_message.Message):
     ACCOUNT_COUNT_FIELD_NUMBER: _builtins.int
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     VIOLATION_COUNT_FIELD_NUMBER: _builtins.int
+    EXPIRED_POINTS_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when no invariant is violated."""
     minted_points: _builtins.int
@@ -1592,12 +1656,17 @@ class CheckInvariantsResponse(_message.Message):
     """Σ of the quantity of trades pending payment."""
     pending_points: _builtins.int
     """Σ of pending points (issues not active yet) over all accounts; conservation counts them:
-    available + held + pending + in flight = minted − burned.
+    available + held + pending + in flight = minted − burned − expired.
     """
     account_count: _builtins.int
     """Number of accounts audited."""
     violation_count: _builtins.int
     """Total number of violations found (may exceed the length of `violations`)."""
+    expired_points: _builtins.int
+    """Σ of points that lapsed under the program's expiry policy (PointsExpired), in points.
+    Like burned points they left circulation: conservation subtracts them from the minted
+    points. Kept apart from `burned_points`, which counts the operator's burns only.
+    """
     @_builtins.property
     def as_of(self) -> _common_pb2.Position:
         """The position the audit reflects."""
@@ -1622,10 +1691,11 @@ class CheckInvariantsResponse(_message.Message):
         account_count: _builtins.int = ...,
         violations: _abc.Iterable[Global___Violation] | None = ...,
         violation_count: _builtins.int = ...,
+        expired_points: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_count", b"account_count", "as_of", b"as_of", "available_points", b"available_points", "burned_points", b"burned_points", "held_points", b"held_points", "in_flight_points", b"in_flight_points", "minted_points", b"minted_points", "ok", b"ok", "open_sell_quantity_points", b"open_sell_quantity_points", "pending_points", b"pending_points", "pending_trade_quantity_points", b"pending_trade_quantity_points", "violation_count", b"violation_count", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_count", b"account_count", "as_of", b"as_of", "available_points", b"available_points", "burned_points", b"burned_points", "expired_points", b"expired_points", "held_points", b"held_points", "in_flight_points", b"in_flight_points", "minted_points", b"minted_points", "ok", b"ok", "open_sell_quantity_points", b"open_sell_quantity_points", "pending_points", b"pending_points", "pending_trade_quantity_points", b"pending_trade_quantity_points", "violation_count", b"violation_count", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1645,8 +1715,8 @@ class Violation(_message.Message):
     invariant: Global___Invariant.ValueType
     """Which invariant."""
     expected_points: _builtins.int
-    """What the invariant requires, in points (for CONSERVATION: minted − burned; for ESCROW:
-    open SELL quantity + pending quantity; for the bounds: the bound).
+    """What the invariant requires, in points (for CONSERVATION: minted − burned − expired;
+    for ESCROW: open SELL quantity + pending quantity; for the bounds: the bound).
     """
     actual_points: _builtins.int
     """What the read models hold, in points."""

@@ -236,6 +236,15 @@ points_balance_max = 10**15
 # watched by the activation timer until it activates.
 pending_issues_max = 1000
 
+# Lots of expiring points one member account keeps (program expiry, domain/lots.py). Points
+# earned in one second share a lot; past the bound the newest two lots merge into one lapsing
+# with the later, so no point lapses earlier than it was promised to. Kept in the account's
+# state and snapshot.
+lots_per_account_max = 1000
+
+# The longest lifetime a program's expiry policy may give points (ProgramRules.expiry).
+expiry_lifetime_days_max = 36_600
+
 # How far ahead an issue's activation may be (IssuePoints.activates_at); further is
 # INVALID_FIELD. Bounds how long the activation timer and recovery keep an issue.
 pending_activation_days_max = 400

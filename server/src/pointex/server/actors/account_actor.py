@@ -34,6 +34,7 @@ __all__ = [
     "Decided",
     "Inspect",
     "LimitsInForce",
+    "LotsWatch",
     "Message",
     "PendingWatch",
     "account_aggregate",
@@ -49,6 +50,12 @@ LimitsInForce = Callable[[], LimitIndex]
 Clock = Callable[[], int]
 # Told (account id, issue's transfer id, activation ms) of every PointsPending committed.
 PendingWatch = Callable[[str, str, int], None]
+# Told (account id, its state) when lots arrived at a member account or held points came back.
+LotsWatch = Callable[[str, Account | None], None]
+# The events after which an account's lots may be due sooner than the expiry timer knows.
+_LOTS_CHANGED = frozenset(
+    {"PointsCredited", "PointsReturned", "PointsBought", "PointsActivated", "PointsReleased"}
+)
 
 
 def _no_limits() -> LimitIndex:
@@ -108,13 +115,17 @@ class AccountActor(StreamActor[Account | None]):
         committer: GroupCommitter,
         aggregate: _AccountAggregate = ACCOUNTS,
         on_pending: PendingWatch | None = None,
+        *,
+        on_lots: LotsWatch | None = None,
     ) -> None:
         """Create an inactive actor; it loads its state on the first message.
 
-        `on_pending` is told of every pending issue this account commits (pending earn).
+        `on_pending` is told of every pending issue this account commits (pending earn), and
+        `on_lots` of the account whenever lots arrive or held points come back (expiry).
         """
         super().__init__(streams.account(account_id), aggregate, store, committer)
         self._on_pending = on_pending
+        self._on_lots = on_lots
         self.account_id = account_id
         # Transfers out of this account whose credit or return has not committed yet: it may
         # not close, or leave memory, meanwhile. Kept in memory only (recovery finishes every
@@ -143,6 +154,14 @@ class AccountActor(StreamActor[Account | None]):
             self.transfers_in_flight -= 1  # The debit did not commit (or reload will tell).
 
     def _took_effect(self, recorded: list[RecordedEvent]) -> None:
+        state = self.state
+        if (
+            self._on_lots is not None
+            and state is not None
+            and state.lots
+            and any(e.type in _LOTS_CHANGED and e.stream_id == self.stream_id for e in recorded)
+        ):
+            self._on_lots(self.account_id, state)
         if self._on_pending is None:
             return
         for event in recorded:

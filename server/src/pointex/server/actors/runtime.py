@@ -22,6 +22,7 @@ from pointex.server.actors.account_actor import (
     Decided,
     Inspect,
     LimitsInForce,
+    LotsWatch,
     Message,
     PendingWatch,
     account_aggregate,
@@ -60,6 +61,7 @@ class AccountActors:
         assert resident_max > 0, resident_max
         self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS), clock)
         self._pending_watch: PendingWatch | None = None
+        self._lots_watch: LotsWatch | None = None
         self._store = store
         self._committer = committer
         self._resident_max = resident_max
@@ -70,6 +72,14 @@ class AccountActors:
     def watch_pending(self, watch: PendingWatch) -> None:
         """Tell `watch` of every pending issue an account commits from now on."""
         self._pending_watch = watch
+
+    def watch_lots(self, watch: LotsWatch) -> None:
+        """Tell `watch` of every account whose lots arrive or whose held points come back."""
+        self._lots_watch = watch
+
+    def _lots(self, account_id: str, state: Account | None) -> None:
+        if self._lots_watch is not None:
+            self._lots_watch(account_id, state)
 
     def _pending(self, account_id: str, transfer_id: str, activates_at_ms: int) -> None:
         if self._pending_watch is not None:
@@ -85,7 +95,12 @@ class AccountActors:
         actor = self._actors.get(account_id)
         if actor is None:
             actor = AccountActor(
-                account_id, self._store, self._committer, self._aggregate, self._pending
+                account_id,
+                self._store,
+                self._committer,
+                self._aggregate,
+                self._pending,
+                on_lots=self._lots,
             )
             self._actors[account_id] = actor
             self.activations += 1

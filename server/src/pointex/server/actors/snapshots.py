@@ -12,13 +12,15 @@ import json
 from typing import Final
 
 from pointex.server.domain.account import Account, PendingIssue
+from pointex.server.domain.lots import Lot
 from pointex.server.domain.program import LimitedOperation
 from pointex.server.domain.usage import Usage
 from pointex.server.domain.values import AccountKind, AccountStatus, Instant, Role
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-SNAPSHOT_SCHEMA_VERSION: Final = 5  # 2: buying_points; 3: tier; 4: usage; 5: pending
+# 2: buying_points; 3: tier; 4: usage; 5: pending; 6: lots
+SNAPSHOT_SCHEMA_VERSION: Final = 6
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -40,6 +42,10 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
             "hours": [[op.value, hour, points] for op, hour, points in state.usage.hours],
             "years": [[op.value, year, points] for op, year, points in state.usage.years],
         },
+        "lots": [
+            [lot.earned_at.unix_ms, lot.expires_at.unix_ms, lot.amount_points] for lot in state.lots
+        ],
+        "noticed_through_ms": state.noticed_through_ms,
         "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
         "position": position,
     }
@@ -71,6 +77,11 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
             tuple((LimitedOperation(op), int(h), int(p)) for op, h, p in data["usage"]["hours"]),
             tuple((LimitedOperation(op), int(y), int(p)) for op, y, p in data["usage"]["years"]),
         ),
+        lots=tuple(
+            Lot(Instant(int(earned)), Instant(int(expires)), int(points))
+            for earned, expires, points in data["lots"]
+        ),
+        noticed_through_ms=int(data["noticed_through_ms"]),
     )
     state.check()
     return state, snapshot.stream_version, int(data["position"])

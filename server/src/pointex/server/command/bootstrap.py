@@ -15,6 +15,7 @@ from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors, wall_clock_ms
 from pointex.server.command.app.activations import PendingActivations
+from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
@@ -60,6 +61,7 @@ class CommandServer:
     runner: ProcessRunner
     feed: EventFeedServicer
     activations: PendingActivations
+    expiry: LotExpiry
 
     @property
     def port(self) -> int:
@@ -80,21 +82,24 @@ class CommandServer:
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
-        await finish_processes(self.processes, self.activations, self.runner)
+        await finish_processes(self.processes, (self.activations, self.expiry), self.runner)
         await self.lookup.stop()
         await self.committer.stop()
         await self.store.close()
 
 
 async def finish_processes(
-    processes: TradeProcesses, activations: PendingActivations, runner: ProcessRunner
+    processes: TradeProcesses,
+    timers: tuple[PendingActivations, LotExpiry],
+    runner: ProcessRunner,
 ) -> None:
     """Stop the timers, let the steps under way end (within the runner's bound), close providers.
 
     The server's close and the tests' nodes (tests/market_node.py) stop their processes here.
     """
     processes.stop_deadlines()
-    activations.stop()
+    for timer in timers:
+        timer.stop()
     await runner.stop()
     await processes.close()
 
@@ -132,6 +137,13 @@ def start_core(
     return CommandCore(committer, actors, lookup, ProcessRunner(), program)
 
 
+def lot_expiry(core: CommandCore, clock: Clock) -> LotExpiry:
+    """Return the expiry timer of `core`'s accounts, told of every account whose lots arrive."""
+    expiry = LotExpiry(core.actors, core.runner, clock, lambda: core.program.limits().expiry.notice)
+    core.actors.watch_lots(expiry.watch)
+    return expiry
+
+
 async def create_server(config: CommandConfig) -> CommandServer:
     """Open the event store (migrating it), then start gRPC with every command-side service."""
     tokens = TokenTable.from_file(config.common.auth_tokens_file)
@@ -146,11 +158,13 @@ async def create_server(config: CommandConfig) -> CommandServer:
         await market.configure()
         activations = PendingActivations(actors, core.runner, wall_clock_ms)
         actors.watch_pending(activations.watch)
+        expiry = lot_expiry(core, wall_clock_ms)
         kinds = (
             handlers.open_steps(),
             OpenPlacements(market),
             OpenTrades(market.processes),
             activations,
+            expiry,
         )
         assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
         found = await recover(store, kinds)  # Before any command is taken.
@@ -177,6 +191,11 @@ async def create_server(config: CommandConfig) -> CommandServer:
             "Issues whose points are pending, waiting in the activation timer.",
             lambda: activations.watched,
         )
+        metrics.gauge(
+            "pointex_lot_expiry_accounts_watched",
+            "Member accounts with expiring lots, waiting in the expiry timer.",
+            lambda: expiry.watched,
+        )
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
@@ -197,6 +216,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
         runner=core.runner,
         feed=feed,
         activations=activations,
+        expiry=expiry,
     )
 
 

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 from pointex.server import limits
-from pointex.server.domain import account_market, errors
+from pointex.server.domain import account_market, errors, lots
 from pointex.server.domain.account_state import (
     Account,
     PendingIssue,
@@ -34,6 +34,7 @@ from pointex.server.domain.commands import (
     CloseAccount,
     CreditPoints,
     DebitPoints,
+    ExpirePoints,
     FreezeAccount,
     HoldPoints,
     MintPoints,
@@ -60,6 +61,8 @@ from pointex.server.domain.events import (
     PointsBurned,
     PointsCredited,
     PointsDebited,
+    PointsExpired,
+    PointsExpiringSoon,
     PointsHeld,
     PointsMinted,
     PointsPending,
@@ -164,6 +167,10 @@ def _debit(
                 rules.program, account.account_id, command.amount_points, command.fee_quote
             )
         require_available(account, command.amount_points + fee)
+    taken = lots.NO_LOTS
+    if account.lots and not taken_from:
+        total = account.available_points + account.held_points
+        taken, _ = lots.take(account.lots, total, command.amount_points + fee)
     return [
         PointsDebited(
             command.account_id,
@@ -178,6 +185,7 @@ def _debit(
             floor,
             fee,
             rules.program.rules.transfer_fee.fee_account_id if fee else "",
+            taken,
         )
     ]
 
@@ -201,7 +209,9 @@ def check_credit(state: Account | None, command: CreditPoints) -> Account:
     return account
 
 
-def _credit(state: Account | None, command: CreditPoints, at: Instant) -> list[AccountEvent]:
+def _credit(
+    state: Account | None, command: CreditPoints, at: Instant, rules: LimitIndex
+) -> list[AccountEvent]:
     account = check_credit(state, command)
     if command.activates_at.unix_ms > at.unix_ms:
         return [
@@ -224,8 +234,25 @@ def _credit(state: Account | None, command: CreditPoints, at: Instant) -> list[A
             command.amount_points,
             command.memo,
             account.available_points + command.amount_points,
+            _arriving(account, command, at, rules),
         )
     ]
+
+
+def _arriving(
+    account: Account, command: CreditPoints, at: Instant, rules: LimitIndex
+) -> tuple[lots.Lot, ...]:
+    """Return the lots a credit's points arrive in: the source's, or earned now, or none.
+
+    A member-to-member transfer keeps the lots its debit took; points a member earns (an
+    issue, a redemption given back) get a lot under the expiry policy in force; a merchant
+    account keeps no lots.
+    """
+    if account.kind is not AccountKind.MEMBER:
+        return lots.NO_LOTS
+    if command.kind is TransferKind.TRANSFER:
+        return command.lots
+    return lots.earned(rules.expiry, at, command.amount_points)
 
 
 def _return(state: Account | None, command: ReturnPoints) -> list[AccountEvent]:
@@ -242,6 +269,7 @@ def _return(state: Account | None, command: ReturnPoints) -> list[AccountEvent]:
             command.counterparty_account_id,
             command.amount_points,
             account.available_points + command.amount_points,
+            command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS,
         )
     ]
 
@@ -274,7 +302,9 @@ def _set_tier(state: Account | None, command: SetAccountTier) -> list[AccountEve
     return [AccountTierSet(command.account_id, command.tier)]
 
 
-def _activate(state: Account | None, command: ActivatePoints, at: Instant) -> list[AccountEvent]:
+def _activate(
+    state: Account | None, command: ActivatePoints, at: Instant, rules: LimitIndex
+) -> list[AccountEvent]:
     # The timer asks when it is due; a repeat, an early ask, or an issue reversed in full
     # meanwhile finds nothing to do. Never refused: the points are the account's already.
     account = require_exists(state, command.account_id)
@@ -288,8 +318,34 @@ def _activate(state: Account | None, command: ActivatePoints, at: Instant) -> li
             pending.amount_points,
             account.available_points + pending.amount_points,
             account.pending_points - pending.amount_points,
+            lots.earned(rules.expiry, at, pending.amount_points),
         )
     ]
+
+
+def _expire(
+    state: Account | None, command: ExpirePoints, at: Instant, rules: LimitIndex
+) -> list[AccountEvent]:
+    # The expiry timer asks when a lot is due or to be told of; an early ask or a repeat
+    # finds nothing to do. Never refused: lapsing is the program's rule, not a request.
+    account = require_exists(state, command.account_id)
+    if not account.lots:
+        return []
+    events: list[AccountEvent] = []
+    lapsing = min(lots.due(account.lots, at.unix_ms), max(0, account.available_points))
+    left = account.lots
+    if lapsing:
+        lapsed, left = lots.lapse(account.lots, lapsing, at.unix_ms)
+        available = account.available_points - lapsing
+        events.append(PointsExpired(command.account_id, lapsing, available, lapsed, at))
+    notice = rules.expiry.notice.ms
+    if notice:
+        soon, first, last = lots.upcoming(left, account.noticed_through_ms, at.unix_ms + notice)
+        if soon:
+            events.append(
+                PointsExpiringSoon(command.account_id, soon, Instant(first), Instant(last))
+            )
+    return events
 
 
 def _close(state: Account | None, command: CloseAccount) -> list[AccountEvent]:
@@ -342,10 +398,17 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
 # purchases then, and it tells whether an issue's points are pending or active. (A debit
 # needs it too, and the debt policy of reversals: `decide` calls it itself.)
 _TIMED: dict[type, Callable[[Account | None, AccountCommand, Instant], list[AccountEvent]]] = {
-    CreditPoints: _credit,  # type: ignore[dict-item]
-    ActivatePoints: _activate,  # type: ignore[dict-item]
     SellPoints: account_market.sell,  # type: ignore[dict-item]
     BuyPoints: account_market.buy,  # type: ignore[dict-item]
+}
+# Deciders that need the moment and the program's rules: what points earned now get (the
+# expiry policy), and the expiry timer's own command.
+_RULED: dict[
+    type, Callable[[Account | None, AccountCommand, Instant, LimitIndex], list[AccountEvent]]
+] = {
+    CreditPoints: _credit,  # type: ignore[dict-item]
+    ActivatePoints: _activate,  # type: ignore[dict-item]
+    ExpirePoints: _expire,  # type: ignore[dict-item]
 }
 
 
@@ -392,6 +455,8 @@ def decide(
     command_type = type(command)
     if command_type is DebitPoints:
         events = _debit(state, command, Instant(now_ms), limits_in_force)  # type: ignore[arg-type]
+    elif (ruled := _RULED.get(command_type)) is not None:
+        events = ruled(state, command, Instant(now_ms), limits_in_force)
     elif (timed := _TIMED.get(command_type)) is not None:
         events = timed(state, command, Instant(now_ms))
     else:
@@ -457,6 +522,8 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         tier,
         _counted(state.usage, event) if kind in _COUNTED else state.usage,
         _pending(state.pending, event) if kind in _PENDING_CHANGES else state.pending,
+        _lots(state, event) if state.lots or getattr(event, "lots", None) else state.lots,
+        event.last_expires_at.unix_ms if kind is PointsExpiringSoon else state.noticed_through_ms,  # type: ignore[union-attr]
     )
     account.check()
     # The balances an event states are the balances replay arrives at (paired assertion).
@@ -493,6 +560,28 @@ def _pending(pending: tuple[PendingIssue, ...], event: AccountEvent) -> tuple[Pe
             return pending
 
 
+def _lots(state: Account, event: AccountEvent) -> tuple[lots.Lot, ...]:
+    """Return the account's lots after `event`: points left oldest first, or arrived."""
+    total = state.available_points + state.held_points
+    match event:
+        case PointsDebited(pending_transfer_id=""):
+            taken, left = lots.take(state.lots, total, event.amount_points + event.fee_points)
+            assert taken == event.lots, (event, taken)
+            return left
+        case PointsSold():
+            taken, left = lots.take(state.lots, total, event.amount_points)
+            assert taken == event.lots, (event, taken)
+            return left
+        case PointsCredited() | PointsReturned() | PointsBought() | PointsActivated():
+            return lots.add(state.lots, total, event.lots, event.amount_points)
+        case PointsExpired():
+            lapsed, left = lots.lapse(state.lots, event.amount_points, event.decided_at.unix_ms)
+            assert lapsed == event.lots, (event, lapsed)
+            return left
+        case _:
+            return state.lots
+
+
 def _counted(usage: Usage, event: AccountEvent) -> Usage:
     """Return the usage after `event`: debits, sales and purchases count at their time."""
     operation: LimitedOperation | None
@@ -521,7 +610,7 @@ def _balances(state: Account, event: AccountEvent) -> tuple[int, int, int]:
         case PointsDebited(pending_transfer_id=""):
             # A reversal taking an issue's pending points back leaves available (_pending).
             available -= event.amount_points + event.fee_points
-        case PointsBurned():
+        case PointsBurned() | PointsExpired():
             available -= event.amount_points
         case PointsHeld():
             available, held = available - event.amount_points, held + event.amount_points

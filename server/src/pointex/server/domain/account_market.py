@@ -6,7 +6,7 @@ order placement and trade processes ask of an account.
 
 from __future__ import annotations
 
-from pointex.server.domain import errors
+from pointex.server.domain import errors, lots
 from pointex.server.domain.account_state import (
     Account,
     require_amount,
@@ -33,7 +33,7 @@ from pointex.server.domain.events import (
     PointsReleased,
     PointsSold,
 )
-from pointex.server.domain.values import Instant
+from pointex.server.domain.values import AccountKind, Instant
 
 
 def hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
@@ -110,6 +110,10 @@ def sell(state: Account | None, command: SellPoints, at: Instant) -> list[Accoun
     # The seller delivers from escrow: a paid trade's quantity is never refused.
     account = require_exists(state, command.account_id)
     require_still_held(account, command.amount_points, command.trade_id)
+    taken = lots.NO_LOTS
+    if account.lots:  # The points sold keep their expiry: the buyer gets these lots.
+        total = account.available_points + account.held_points
+        taken, _ = lots.take(account.lots, total, command.amount_points)
     return [
         PointsSold(
             command.account_id,
@@ -118,6 +122,7 @@ def sell(state: Account | None, command: SellPoints, at: Instant) -> list[Accoun
             command.amount_points,
             account.held_points - command.amount_points,
             at,
+            taken,
         )
     ]
 
@@ -134,6 +139,7 @@ def buy(state: Account | None, command: BuyPoints, at: Instant) -> list[AccountE
             command.amount_points,
             account.available_points + command.amount_points,
             at,
+            command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS,
         )
     ]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pointex.server import limits
 from pointex.server.domain import errors
+from pointex.server.domain.lots import NO_LOTS, Lot, points
 from pointex.server.domain.usage import NO_USAGE, Usage
 from pointex.server.domain.values import AccountKind, AccountStatus, Caller, Instant, Role
 
@@ -35,6 +36,10 @@ class Account:
     usage: Usage = NO_USAGE  # What the program's windows count (domain/usage.py).
     # Issues whose points activate later, oldest first: not spendable until then.
     pending: tuple[PendingIssue, ...] = ()
+    # A member's expiring points, oldest first (domain/lots.py); the rest never lapse.
+    lots: tuple[Lot, ...] = NO_LOTS
+    # Lots lapsing up to this moment (ms) were announced as expiring soon.
+    noticed_through_ms: int = 0
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
@@ -44,6 +49,10 @@ class Account:
         assert self.buying_points >= 0, self
         if self.pending:
             assert all(issue.amount_points > 0 for issue in self.pending), self
+        if self.lots:
+            assert self.kind is AccountKind.MEMBER, self
+            assert points(self.lots) <= max(0, self.available_points + self.held_points), self
+            assert all(lot.amount_points > 0 for lot in self.lots), self
         if self.status is AccountStatus.CLOSED:
             assert self.total_points == self.buying_points == 0, self
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pointex.server.domain.events import NEVER
+from pointex.server.domain.lots import NO_LOTS, Lot
 from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import (
     AccountKind,
@@ -79,6 +80,7 @@ class CreditPoints:
     amount_points: int
     memo: str
     activates_at: Instant = NEVER  # An issue's points are pending until then (NEVER: at once).
+    lots: tuple[Lot, ...] = NO_LOTS  # A member-to-member transfer's lots, taken by its debit.
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,14 @@ class ReturnPoints:
     kind: TransferKind
     counterparty_account_id: str
     amount_points: int
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the debit took for these points.
+
+
+@dataclass(frozen=True, slots=True)
+class ExpirePoints:
+    """Lapse the account's lots whose time passed, and tell of those lapsing soon."""
+
+    account_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +189,7 @@ class BuyPoints:
     trade_id: str
     order_id: str
     amount_points: int
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the seller's delivery took.
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +230,7 @@ AccountCommand = (
     | FreezeAccount
     | SetAccountTier
     | ActivatePoints
+    | ExpirePoints
     | UnfreezeAccount
     | CloseAccount
     | HoldPoints

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from pointex.server.domain.lots import NO_LOTS, Lot
 from pointex.server.domain.values import (
     AccountKind,
     Instant,
@@ -69,6 +70,8 @@ class PointsDebited:
     debt_floor_points: int = 0
     fee_points: int = 0  # A transfer's fee, debited on top of amount_points.
     fee_account_id: str = ""  # Where the fee goes.
+    # The lots the points and the fee were taken from, oldest first (domain/lots.py).
+    lots: tuple[Lot, ...] = NO_LOTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class PointsCredited:
     amount_points: int
     memo: str
     available_points: int  # after this event
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the points arrive in (none: they never lapse).
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class PointsReturned:
     counterparty_account_id: str
     amount_points: int
     available_points: int  # after this event
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the points come back in, as they left.
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ class TransferInitiated:
     activates_at: Instant = NEVER  # An issue's points are pending until then (NEVER: at once).
     fee_points: int = 0  # The fee debited with the points, due to fee_account_id.
     fee_account_id: str = ""
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the debit took, the points' then the fee's.
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,7 @@ class PointsSold:
     amount_points: int
     held_points: int  # after this event
     decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
+    lots: tuple[Lot, ...] = NO_LOTS  # The lots the points delivered were taken from.
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +230,7 @@ class PointsBought:
     amount_points: int
     available_points: int  # after this event
     decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
+    lots: tuple[Lot, ...] = NO_LOTS  # The seller's lots, which the points keep.
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +290,28 @@ class PointsActivated:
     amount_points: int
     available_points: int  # after this event
     pending_points: int  # after this event
+    lots: tuple[Lot, ...] = NO_LOTS  # The lot they were earned in, under the expiry policy.
+
+
+@dataclass(frozen=True, slots=True)
+class PointsExpired:
+    """Lots of the account reached their expiry: their points left circulation."""
+
+    account_id: str
+    amount_points: int
+    available_points: int  # after this event
+    lots: tuple[Lot, ...]  # The lots (or parts of them) that lapsed.
+    decided_at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class PointsExpiringSoon:
+    """Lots of the account lapse within the program's notice period: the member is told."""
+
+    account_id: str
+    amount_points: int  # The points lapsing, of the lots told of.
+    first_expires_at: Instant  # The earliest of those lots' expiry.
+    last_expires_at: Instant  # The latest: lots lapsing up to then are told of.
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +341,8 @@ AccountEvent = (
     | PointsBought
     | BuyReserved
     | BuyReleased
+    | PointsExpired
+    | PointsExpiringSoon
 )
 
 # Stable type name and current schema version of every account event. The names are
@@ -335,6 +367,8 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     PointsBought: ("PointsBought", 1),
     BuyReserved: ("BuyReserved", 1),
     BuyReleased: ("BuyReleased", 1),
+    PointsExpired: ("PointsExpired", 1),
+    PointsExpiringSoon: ("PointsExpiringSoon", 1),
 }
 
 ProcessEvent = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from pointex.server.domain.lots import NO_LOTS, Lot
 from pointex.server.domain.values import (
     Instant,
     Market,
@@ -151,6 +152,8 @@ class PaymentConfirmed:
     signed_at: Instant
     key_id: str
     late: bool
+    # The lots the seller's points were delivered from, with this confirmation: the buyer's.
+    lots: tuple[Lot, ...] = NO_LOTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Final
 
 from pointex.server import limits
 from pointex.server.domain import errors
+from pointex.server.domain.lots import NO_EXPIRY, ExpiryPolicy
 from pointex.server.domain.values import AccountKind, Caller, Role
 
 
@@ -80,6 +81,7 @@ class ProgramRules:
     # How far below zero a reversal may take an account whose points were spent (0: refused).
     reversal_debt_max_points: int = 0
     transfer_fee: TransferFee = NO_FEE
+    expiry: ExpiryPolicy = NO_EXPIRY  # How long earned points last (domain/lots.py).
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ def validate(rules: ProgramRules) -> None:
     if not 0 <= rules.reversal_debt_max_points <= limits.points_amount_max:
         raise _invalid("rules.reversal_debt_max_points", f"0 to {limits.points_amount_max} points")
     _validate_fee(rules.transfer_fee)
+    _validate_expiry(rules.expiry)
     seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
     for i, limit in enumerate(rules.limits):
         field = f"rules.limits[{i}]"
@@ -184,6 +187,24 @@ def _validate_fee(fee: TransferFee) -> None:
         raise _invalid(f"{field}.per_mille", f"0 to {_PER_MILLE} thousandths")
     if (fee.flat_points or fee.per_mille) and not fee.fee_account_id:
         raise _invalid(f"{field}.fee_account_id", "a fee needs the account it goes to")
+
+
+def _validate_expiry(expiry: ExpiryPolicy) -> None:
+    """Raise InvalidArgument for an expiry policy out of its bounds."""
+    field = "rules.expiry"
+    longest = limits.expiry_lifetime_days_max * _DAY_MS
+    if expiry.lifetime.ms and not _SECOND_MS <= expiry.lifetime.ms <= longest:
+        raise _invalid(
+            f"{field}.lifetime", f"1 second to {limits.expiry_lifetime_days_max} days, or 0"
+        )
+    if expiry.lifetime.ms % _SECOND_MS or expiry.notice.ms % _SECOND_MS:
+        raise _invalid(field, "lifetimes and notices are whole seconds")
+    if expiry.notice.ms and not 0 < expiry.notice.ms < expiry.lifetime.ms:
+        raise _invalid(f"{field}.notice", "a notice is shorter than the lifetime, or 0")
+
+
+_SECOND_MS: Final = 1000
+_DAY_MS: Final = 86_400_000
 
 
 def _invalid(field: str, message: str) -> errors.InvalidArgument:
@@ -214,7 +235,15 @@ def evolve(state: Program, event: ProgramRulesSet) -> Program:
 class LimitIndex:
     """The limits in force, found by operation, account kind and tier in constant time."""
 
-    __slots__ = ("_by_scope", "fees_any", "limits_any", "program", "reversal_debt_max", "version")
+    __slots__ = (
+        "_by_scope",
+        "expiry",
+        "fees_any",
+        "limits_any",
+        "program",
+        "reversal_debt_max",
+        "version",
+    )
 
     def __init__(self, program: Program) -> None:
         """Index `program`'s limits."""
@@ -223,6 +252,7 @@ class LimitIndex:
         self.fees_any = bool(fee.flat_points or fee.per_mille)  # False: no transfer pays one.
         self.version = program.version
         self.reversal_debt_max = program.rules.reversal_debt_max_points
+        self.expiry = program.rules.expiry  # Whether, and when, points earned now lapse.
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 

@@ -17,6 +17,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from pointex.server.domain import errors
+from pointex.server.domain.lots import NO_LOTS, Lot
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentFailed,
@@ -51,6 +52,8 @@ class Trade:
     payment: PaymentRequested | None = None
     cancel_reason: TradeCancelReason | None = None
     refund_required: bool = False
+    # The lots of the points the seller delivered (PaymentConfirmed): the buyer gets them.
+    delivered_lots: tuple[Lot, ...] = NO_LOTS
 
     @property
     def trade_id(self) -> str:
@@ -79,7 +82,7 @@ def evolve(trade: Trade | None, event: TradeEvent) -> Trade:
             trade = replace(trade, payment=event)
         case PaymentConfirmed(late=False):
             assert trade.status is TradeStatus.PENDING_PAYMENT, trade
-            trade = replace(trade, status=TradeStatus.SETTLING)
+            trade = replace(trade, status=TradeStatus.SETTLING, delivered_lots=event.lots)
         case TradeSettled():
             assert trade.status is TradeStatus.SETTLING, trade
             trade = replace(trade, status=TradeStatus.SETTLED)

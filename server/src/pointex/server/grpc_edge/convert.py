@@ -10,11 +10,13 @@ import re
 import time
 from typing import Final
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.events import NEVER
+from pointex.server.domain.lots import ExpiryPolicy
 from pointex.server.domain.program import (
     FeeQuote,
     LimitedOperation,
@@ -28,6 +30,7 @@ from pointex.server.domain.values import (
     Instant,
     OrderFeeQuote,
     OrderSide,
+    Span,
     TimeInForce,
 )
 from pointex.server.grpc_edge.status import InvalidRequest
@@ -198,12 +201,23 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
         fee.per_mille,
         optional_identifier("rules.transfer_fee.fee_account_id", fee.fee_account_id),
     )
-    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points, transfer_fee)
+    expiry = ExpiryPolicy(
+        _whole_seconds("rules.expiry.lifetime", message.expiry.lifetime),
+        _whole_seconds("rules.expiry.notice", message.expiry.notice),
+    )
+    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points, transfer_fee, expiry)
     try:
         validate(rules)
     except errors.InvalidArgument as invalid:
         raise InvalidRequest(invalid.reason, invalid.metadata["field"], invalid.message) from None
     return rules
+
+
+def _whole_seconds(field: str, value: Duration) -> Span:
+    """Return a duration of whole seconds, not negative; refuse any other, naming `field`."""
+    if value.seconds < 0 or value.nanos:
+        raise InvalidRequest(errors.INVALID_FIELD, field, "whole seconds, not negative")
+    return Span(value.seconds * 1000)
 
 
 def fee_quote(field: str, message: common_pb2.FeeQuote) -> FeeQuote:

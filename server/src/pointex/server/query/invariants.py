@@ -1,8 +1,10 @@
 """CheckInvariants: judge the audit figures of the read models against the invariants.
 
-I1 (conservation): Σ available + Σ held + Σ pending + in flight = Σ minted - Σ burned, where
-pending means issued with a later activation time and not active yet, and in flight means
-debited by a transfer and not yet credited (or arrived as pending) or returned, or sold by a
+I1 (conservation): Σ available + Σ held + Σ pending + in flight = Σ minted - Σ burned -
+Σ expired, where expired means lapsed under the program's expiry policy (PointsExpired: out
+of circulation as a burn is, counted apart so that the figures tell the two apart), pending
+means issued with a later activation time and not active yet, and in flight means debited by
+a transfer and not yet credited (or arrived as pending) or returned, or sold by a
 settlement and not yet bought (the debit/credit events themselves, not the process's final
 event, so a batch ending between a credit and its TransferCompleted does not count the points
 twice). A transfer's fee is debited with its points and is in flight on its own until the fee
@@ -71,7 +73,7 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
     assert 1 <= violations_max <= limits.invariant_violations_max, violations_max
     violations: list[pb.Violation] = []
     count = 0
-    supply = audit.minted_points - audit.burned_points
+    supply = audit.minted_points - audit.burned_points - audit.expired_points
     held_anywhere = (
         audit.available_points + audit.held_points + audit.pending_points + audit.in_flight_points
     )
@@ -82,7 +84,9 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
                 invariant=pb.INVARIANT_CONSERVATION,
                 expected_points=supply,
                 actual_points=held_anywhere,
-                message="available + held + pending + in flight differs from minted - burned",
+                message=(
+                    "available + held + pending + in flight differs from minted - burned - expired"
+                ),
             )
         )
     violations += [_below_bound(row) for row in audit.negative]
@@ -112,6 +116,7 @@ def check(audit: Audit, violations_max: int) -> pb.CheckInvariantsResponse:
         ok=count == 0,
         minted_points=audit.minted_points,
         burned_points=audit.burned_points,
+        expired_points=audit.expired_points,
         available_points=audit.available_points,
         held_points=audit.held_points,
         pending_points=audit.pending_points,

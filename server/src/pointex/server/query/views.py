@@ -86,6 +86,9 @@ def program_rules_reply(
         reply.rules.ParseFromString(row.body)
         if not reply.rules.transfer_fee.ByteSize():  # No fee: unset, as the operator sent it.
             reply.rules.ClearField("transfer_fee")
+        expiry = reply.rules.expiry
+        if not (expiry.lifetime.ToNanoseconds() or expiry.notice.ToNanoseconds()):
+            reply.rules.ClearField("expiry")  # No expiry policy: unset, likewise.
         reply.set_at.CopyFrom(timestamp(row.set_at_us))
         reply.fee_schedule_version = row.fee_schedule_version
     return reply

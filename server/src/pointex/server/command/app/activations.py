@@ -14,15 +14,13 @@ checkpoint back to the oldest of them (`oldest`), as an open trade does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 from collections.abc import Callable
 
-from pointex.server import limits
 from pointex.server.actors.account_actor import Decide
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.command.app.runner import ProcessRunner, retry_until_done
+from pointex.server.command.app.runner import ProcessRunner, retry_until_done, sleep_until_due
 from pointex.server.domain.commands import ActivatePoints
 from pointex.server.domain.events import PointsActivated, PointsDebited, PointsPending
 from pointex.server.eventstore.port import StoreError
@@ -72,14 +70,8 @@ class PendingActivations:
             while self._due and self._due[0][0] <= now_ms:
                 _, account_id, transfer_id = heapq.heappop(self._due)
                 self._runner.detach(self._activate(account_id, transfer_id))
-            wait_ms = self._due[0][0] - now_ms if self._due else None
-            self._added.clear()
-            # Until the next is due, waking early when an earlier one is added; never longer
-            # than the bound, so a clock that jumps is noticed soon.
-            bound_ms = limits.activation_timer_wait_ms_max
-            timeout_s = min(wait_ms if wait_ms is not None else bound_ms, bound_ms) / _MS_PER_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._added.wait(), timeout_s)
+            # Until the next is due, waking early when an earlier one is added.
+            await sleep_until_due(self._added, self._due[0][0] - now_ms if self._due else None)
 
     async def _activate(self, account_id: str, transfer_id: str) -> None:
         async def step() -> None:

@@ -4,15 +4,17 @@ Each kind of process (transfers, order placements and releases, trades) keeps a 
 the event types that open and end its steps, what it saw open, and how to resume it. The
 scan reads the log once from the checkpoint, decodes each event of a tracked type once and
 hands it to its tracker; then each tracker resumes what is still open, before the server
-takes a command. The checkpoint (a snapshot, deletable at any time) is the position before
-the oldest step still open after the scan.
+takes a command. The checkpoint (a snapshot) is the position before the oldest step still
+open after the scan, with what a kind keeps of its own (`KeptSteps`: the expiry calendar).
+Deleting it costs one scan of the whole log at the next start, and loses nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pointex.server import limits
 from pointex.server.eventstore import codec
@@ -21,8 +23,11 @@ from pointex.server.eventstore.port import EventStore, Snapshot, StoreError
 log = logging.getLogger(__name__)
 
 # Every kind of multi-step process the command server runs, each with a tracker below.
-PROCESS_KINDS = ("transfer", "placement", "trade", "activation")
+PROCESS_KINDS = ("transfer", "placement", "trade", "activation", "expiry")
 CHECKPOINT = "recovery-processes"
+# 1: the position alone (data: its digits); 2: JSON, the position and what kinds keep. A
+# checkpoint of schema 1 was written by a release without lots: nothing before it has any.
+_CHECKPOINT_SCHEMA = 2
 # The checkpoints of earlier releases, one per kind: a store written by one is scanned from
 # the older of the two the first time, then only the one checkpoint is kept.
 _EARLIER_CHECKPOINTS = ("recovery-transfers", "recovery-market")
@@ -47,13 +52,27 @@ class OpenSteps(Protocol):
         """Finish, compensate or re-arm every open step (before any command is taken)."""
 
 
+@runtime_checkable
+class KeptSteps(Protocol):
+    """A kind that keeps state in the checkpoint, so the scan need not read before it."""
+
+    def restore(self, saved: object) -> None:
+        """Take what the checkpoint kept (before the scan)."""
+
+    def saved(self) -> Any:
+        """Return what the checkpoint keeps, as JSON values (after `resume`)."""
+
+
 async def recover(store: EventStore, kinds: Sequence[OpenSteps]) -> dict[str, int]:
     """Scan the log once, resume every open step of every kind; return the open count of each.
 
     Every kind the server runs must be given: the checkpoint saved afterwards assumes that
     nothing open before it belongs to a kind left out.
     """
-    after = await _checkpoint(store)
+    after, kept = await _checkpoint(store)
+    for steps in kinds:
+        if isinstance(steps, KeptSteps) and steps.kind in kept:
+            steps.restore(kept[steps.kind])
     by_type: dict[str, list[OpenSteps]] = {}
     for steps in kinds:
         for type_name in steps.types:
@@ -70,24 +89,37 @@ async def recover(store: EventStore, kinds: Sequence[OpenSteps]) -> dict[str, in
     for steps in kinds:
         await steps.resume()
     oldest = [p for p in (steps.oldest() for steps in kinds) if p is not None]
-    await _save_checkpoint(store, min(oldest, default=after + 1) - 1)
+    keep = {steps.kind: steps.saved() for steps in kinds if isinstance(steps, KeptSteps)}
+    await _save_checkpoint(store, min(oldest, default=after + 1) - 1, keep)
     return found
 
 
-async def _checkpoint(store: EventStore) -> int:
-    """Return the position up to which the log is known to hold no open step."""
+async def _checkpoint(store: EventStore) -> tuple[int, dict[str, Any]]:
+    """Return the position up to which the log holds no open step, and what kinds kept."""
     snapshot = await store.load_snapshot(CHECKPOINT)
+    if snapshot is not None and snapshot.schema_version == _CHECKPOINT_SCHEMA:
+        data = json.loads(snapshot.data)
+        return int(data["position"]), dict(data["kept"])
+    if snapshot is not None and snapshot.schema_version == 1:
+        return int(snapshot.data), {}
     if snapshot is not None:
-        return int(snapshot.data)
+        log.warning(
+            "recovery checkpoint of unknown schema %d: scanning the whole log",
+            snapshot.schema_version,
+        )
+        return 0, {}
     earlier = [await store.load_snapshot(name) for name in _EARLIER_CHECKPOINTS]
     if all(snapshot is not None for snapshot in earlier):
-        return min(int(snapshot.data) for snapshot in earlier if snapshot is not None)
-    return 0
+        return min(int(snapshot.data) for snapshot in earlier if snapshot is not None), {}
+    return 0, {}
 
 
-async def _save_checkpoint(store: EventStore, safe: int) -> None:
+async def _save_checkpoint(store: EventStore, safe: int, kept: dict[str, Any]) -> None:
     try:
-        data = str(max(safe, 0)).encode()
-        await store.save_snapshot(Snapshot(CHECKPOINT, max(safe, 1), "RecoveryCheckpoint", 1, data))
+        data = json.dumps({"position": max(safe, 0), "kept": kept}, separators=(",", ":"))
+        checkpoint = Snapshot(
+            CHECKPOINT, max(safe, 1), "RecoveryCheckpoint", _CHECKPOINT_SCHEMA, data.encode()
+        )
+        await store.save_snapshot(checkpoint)
     except StoreError as error:
         log.warning("could not save the recovery checkpoint: %s", error)

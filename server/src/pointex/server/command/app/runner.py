@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
@@ -162,3 +163,16 @@ class ProcessRunner:
         for task in stuck:
             task.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def sleep_until_due(added: asyncio.Event, wait_ms: int | None) -> None:
+    """Wait `wait_ms` (a timer's next entry; None: none), or until `added` is set.
+
+    Clears `added` first. Never waits longer than the timers' bound, so a clock that jumps
+    is noticed soon (the activation and expiry timers share it).
+    """
+    added.clear()
+    bound_ms = limits.activation_timer_wait_ms_max
+    timeout_s = min(wait_ms if wait_ms is not None else bound_ms, bound_ms) / 1000
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(added.wait(), timeout_s)

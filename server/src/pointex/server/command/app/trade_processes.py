@@ -20,13 +20,13 @@ import contextlib
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
-from pointex.server.actors.stream_actor import Decide, Decided, StreamActor, appending
+from pointex.server.actors.stream_actor import Decide, Decided, Finish, StreamActor, appending
 from pointex.server.command.app.idempotency import step_record
 from pointex.server.command.app.runner import (
     ProcessRunner,
@@ -185,7 +185,7 @@ class TradeProcesses:
         self,
         actor: StreamActor[Any],
         command: object,
-        extra: tuple[StreamAppend, ...],
+        extra: tuple[StreamAppend, ...] | Finish[Any, None],
         trade: Trade,
         *,
         trade_first: bool,
@@ -195,7 +195,8 @@ class TradeProcesses:
         `trade_first` puts the trade's events before the actor's in the log, as the process's
         order has it (PaymentConfirmed before PointsSold, TradeCancelled before the return).
         """
-        finish: Decide[Any, None] = Decide(command, appending(*extra), extra_first=trade_first)
+        with_extra = extra if callable(extra) else appending(*extra)
+        finish: Decide[Any, None] = Decide(command, with_extra, extra_first=trade_first)
         try:
             with _raced_on(trade):
                 return await actor.tell(finish)
@@ -288,7 +289,13 @@ class TradeProcesses:
     ) -> int:
         """Record the confirmation with the seller's delivery, then credit the buyer."""
         created = trade.created
-        extra = (self._append(trade, [confirmed]), *record)
+
+        def delivered(_state: object, events: list[Any]) -> tuple[tuple[StreamAppend, ...], None]:
+            # The confirmation states the lots the sale took: the buyer's credit gets them.
+            (sold,) = events
+            with_lots = replace(confirmed, lots=sold.lots) if sold.lots else confirmed
+            return (self._append(trade, [with_lots]), *record), None
+
         sell = SellPoints(
             created.seller_account_id,
             trade.trade_id,
@@ -296,15 +303,15 @@ class TradeProcesses:
             created.quantity_points,
         )
         seller = self._accounts.actor(created.seller_account_id)
-        decided = await self._commit_via(seller, sell, extra, trade, trade_first=True)
+        decided = await self._commit_via(seller, sell, delivered, trade, trade_first=True)
         try:
-            delivered = await self.advance(trade.trade_id, process.Resumed())
+            delivered_at = await self.advance(trade.trade_id, process.Resumed())
         except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
             log.warning("settlement of %s continues later: %s", trade.trade_id, error)
             self.in_background(self._deliver_later(trade.trade_id))
             return decided.position
-        assert delivered is not None, trade.trade_id
-        return delivered
+        assert delivered_at is not None, trade.trade_id
+        return delivered_at
 
     async def _deliver(
         self, trade: Trade, settled: TradeSettled, record: tuple[StreamAppend, ...]
@@ -312,7 +319,11 @@ class TradeProcesses:
         """Credit the buyer of a confirmed trade and record it settled."""
         created = trade.created
         buy = BuyPoints(
-            created.buyer_account_id, trade.trade_id, created.buy_order_id, created.quantity_points
+            created.buyer_account_id,
+            trade.trade_id,
+            created.buy_order_id,
+            created.quantity_points,
+            trade.delivered_lots,
         )
         buyer = self._accounts.actor(created.buyer_account_id)
         extra = (self._append(trade, [settled]), *record)

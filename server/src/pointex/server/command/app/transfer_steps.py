@@ -163,6 +163,9 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
         process.debit_of(request.principal.caller, request, key, request.reverses)
     )
     initiated = process.initiated_of(request, key, debited.events[0])
+    if initiated.lots:
+        # The points keep the lots the debit took from the source (decided second, above).
+        credited = destination.propose(process.credit_after(initiated))
     others: list[tuple[StreamActor[Any], Proposal[Any]]] = [(destination, credited)]
     if initiated.fee_points:
         # The fee's credit joins the unit when the fee account can decide it now; a refusal

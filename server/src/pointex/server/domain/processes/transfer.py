@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from pointex.server.domain import errors
+from pointex.server.domain import errors, lots
 from pointex.server.domain.commands import CreditPoints, DebitPoints, ReturnPoints
 from pointex.server.domain.events import (
     NEVER,
@@ -235,6 +235,7 @@ def decide(transfer: Transfer, happened: Happened) -> Step:
                 TransferKind.FEE,
                 initiated.fee_account_id,
                 initiated.fee_points,
+                _lots_of(initiated)[1],
             )
             return ReturnFee(give_back, TransferCompleted(transfer_id, happened.reason))
         return Credit(fee_credit_of(initiated), TransferCompleted(transfer_id))
@@ -247,17 +248,29 @@ def decide(transfer: Transfer, happened: Happened) -> Step:
             initiated.kind,
             initiated.to_account_id,
             initiated.amount_points + initiated.fee_points,
+            initiated.lots,
         )
         return Compensate(give_back, TransferCompensated(transfer_id, happened.reason))
     recorded = TransferCredited(transfer_id) if initiated.fee_points else None
-    return Credit(credit_of(initiated, transfer_id), recorded or TransferCompleted(transfer_id))
+    credit = credit_of(initiated, transfer_id, _lots_of(initiated)[0])
+    return Credit(credit, recorded or TransferCompleted(transfer_id))
+
+
+def _lots_of(initiated: TransferInitiated) -> tuple[tuple[lots.Lot, ...], ...]:
+    """Return the lots of a transfer's points and those of its fee, as its debit took them."""
+    taken = initiated.amount_points + initiated.fee_points
+    return lots.split(initiated.lots, taken, initiated.amount_points)
 
 
 # --- The commands of the start --------------------------------------------------------------
 
 
-def credit_of(transfer: TransferTerms | TransferInitiated, key: str) -> CreditPoints:
-    """Return the credit a transfer asks of its destination."""
+def credit_of(
+    transfer: TransferTerms | TransferInitiated,
+    key: str,
+    arriving: tuple[lots.Lot, ...] = lots.NO_LOTS,
+) -> CreditPoints:
+    """Return the credit a transfer asks of its destination (`arriving`: the points' lots)."""
     return CreditPoints(
         transfer.to_account_id,
         key,
@@ -266,7 +279,13 @@ def credit_of(transfer: TransferTerms | TransferInitiated, key: str) -> CreditPo
         transfer.amount_points,
         transfer.memo,
         transfer.activates_at,
+        arriving,
     )
+
+
+def credit_after(initiated: TransferInitiated) -> CreditPoints:
+    """Return the credit of a debited transfer, its points in the lots its debit took."""
+    return credit_of(initiated, initiated.transfer_id, _lots_of(initiated)[0])
 
 
 def fee_credit_of(initiated: TransferInitiated) -> CreditPoints:
@@ -312,6 +331,7 @@ def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> Trans
         terms.activates_at,
         debited.fee_points,
         debited.fee_account_id,
+        debited.lots,
     )
 
 

@@ -6,6 +6,7 @@ credits, the program's rules when the batch changes them, and the markets when i
 one; then the orders of the loaded trades, `order_ids_of`) and passes them in; the batch
 works on copies and returns every change at once (`Changes`). Events this release does not
 project (idempotency records, transfer process steps) still count: the checkpoint passes them.
+An account stream's event it does not know stops the batch instead (`UnknownAccountEvent`).
 
 Account streams carry the balances after each event, so every movement's balance is also
 checked against the event (paired assertions): a mismatch is a bug, and the projection stops
@@ -37,6 +38,15 @@ _SCHEMA_VERSION = 1
 
 class UnknownSchemaVersion(Exception):
     """An event has a payload schema newer than this release projects; upgrade to go on."""
+
+
+class UnknownAccountEvent(Exception):
+    """An account stream carries an event this release does not project; upgrade to go on.
+
+    Every event of an account stream changes the account (its version, and most its points),
+    so passing over one would leave its balance silently wrong, or stop the projection only at
+    the account's next event, far from the cause.
+    """
 
 
 # Payload fields naming the rows an event needs (orders and trades carry their owners).
@@ -158,6 +168,8 @@ def project_batch(
         field_name = event.WhichOneof("payload")
         handler = HANDLERS.get(field_name or "")
         if handler is None:
+            if streams.entity_of(event.stream_id, streams.ACCOUNT) is not None:
+                raise UnknownAccountEvent(f"{event.type} on {event.stream_id} at {position}")
             continue
         if event.schema_version != _SCHEMA_VERSION:
             raise UnknownSchemaVersion(f"{event.type} v{event.schema_version} at {position}")
@@ -174,6 +186,7 @@ def project_batch(
         in_flight_removed=tuple(batch.in_flight_removed),
         minted_points=batch.minted_points,
         burned_points=batch.burned_points,
+        expired_points=batch.expired_points,
         markets=tuple(batch.markets[market_id] for market_id in batch.markets_changed),
         orders=tuple(batch.orders[order_id] for order_id in batch.orders_changed),
         trades=tuple(batch.trades[trade_id] for trade_id in batch.trades_changed),

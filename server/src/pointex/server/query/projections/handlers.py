@@ -1,8 +1,9 @@
 """One projection per event type: what an event does to accounts, history, notifications, rules.
 
 Every handler takes the batch's working state, the feed event and its payload. Events this
-module does not name are passed over (the checkpoint still moves past them). Market and trade
-streams are projected in `orders` and `trades`.
+module does not name are passed over (the checkpoint still moves past them), except on an
+account stream, where every event changes the account (`batch.UnknownAccountEvent`). Market
+and trade streams are projected in `orders` and `trades`; program expiry in `expiry`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from pointex.server import limits
 from pointex.server.domain import streams
-from pointex.server.query.projections import fees, notifications, orders, trades
+from pointex.server.query.projections import expiry, fees, notifications, orders, trades
 from pointex.server.query.projections.state import (
     BatchState,
     Move,
@@ -381,7 +382,8 @@ def _program_rules_set(
     batch.program_rules_changed = True
 
 
-# Payload field of Event -> its projection. Every other payload is passed over.
+# Payload field of Event -> its projection. Every other payload is passed over (not on an
+# account stream: see batch.UnknownAccountEvent).
 HANDLERS: dict[str, Handler] = {
     "account_opened": _opened,
     "account_frozen": _frozen,
@@ -395,6 +397,8 @@ HANDLERS: dict[str, Handler] = {
     "points_returned": _returned,
     "points_pending": _pending,
     "points_activated": _activated,
+    "points_expired": expiry.expired,
+    "points_expiring_soon": expiry.expiring_soon,
     "points_held": _held,
     "buy_reserved": _buy_reserved,
     "buy_released": _buy_released,

@@ -62,6 +62,25 @@ def points_moved(
     return _row(notification, account=account, position=position, index=index, at_us=at_us)
 
 
+def points_expiring_soon(
+    *,
+    account: AccountRow,
+    position: int,
+    index: int,
+    at_us: int,
+    details: query_service_pb2.PointsExpiringSoonDetails,
+) -> NotificationRow:
+    """Return a POINTS_EXPIRING_SOON notification for `account`: points lapse soon."""
+    notification = query_service_pb2.Notification(
+        kind=query_service_pb2.NOTIFICATION_KIND_POINTS_EXPIRING_SOON,
+        account_id=account.account_id,
+        occurred_at=_timestamp(at_us),
+        position=position_message(position),
+        points_expiring_soon=details,
+    )
+    return _row(notification, account=account, position=position, index=index, at_us=at_us)
+
+
 def account_status(
     kind: str,
     *,

@@ -34,6 +34,8 @@ class BatchState:
     in_flight: dict[str, InFlightRow] = field(default_factory=dict)
     minted_points: int = 0
     burned_points: int = 0
+    # Points that lapsed under the program's expiry policy: out of circulation, like burns.
+    expired_points: int = 0
     orders: dict[str, OrderRow] = field(default_factory=dict)
     orders_changed: dict[str, None] = field(default_factory=dict)
     trades: dict[str, TradeRow] = field(default_factory=dict)

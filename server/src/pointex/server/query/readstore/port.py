@@ -176,6 +176,9 @@ class Changes:
     # those it ended (activated, or all taken back) that existed before the batch.
     pending_issues: tuple[PendingIssueRow, ...] = ()
     pending_issues_removed: tuple[str, ...] = ()
+    # Points that lapsed under the program's expiry policy (PointsExpired): out of
+    # circulation like burned points, counted apart from them.
+    expired_points: int = 0
 
     def check(self) -> None:
         """Assert the batch is well formed (positions ordered, keys unique)."""
@@ -186,6 +189,7 @@ class Changes:
         assert all(self.after_position < n.position <= self.position for n in self.notifications)
         assert self.minted_points >= 0
         assert self.burned_points >= 0
+        assert self.expired_points >= 0
         assert len({o.order_id for o in self.orders}) == len(self.orders)
         assert len({t.trade_id for t in self.trades}) == len(self.trades)
         assert len({(v.market_id, v.side, v.price_minor) for v in self.levels}) == len(self.levels)
@@ -252,6 +256,8 @@ class Audit:
     # in flight account for, each with that expected figure.
     escrow: tuple[tuple[AccountRow, int], ...] = ()
     escrow_count: int = 0
+    # Σ of points that lapsed (PointsExpired): out of circulation, like burned points.
+    expired_points: int = 0
 
 
 class ReadStore(Protocol):

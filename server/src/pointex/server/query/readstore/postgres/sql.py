@@ -158,7 +158,10 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
 """  # noqa: S608 - constant column list.
 DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ANY($1::text[])"
 ADD_TOTALS = """
-UPDATE {p}totals SET minted_points = minted_points + $1, burned_points = burned_points + $2
+UPDATE {p}totals SET
+    minted_points = minted_points + $1,
+    burned_points = burned_points + $2,
+    expired_points = expired_points + $3
 """
 
 PROGRAM_RULES = f"SELECT {PROGRAM_RULES_COLUMNS} FROM {{p}}program_rules"  # noqa: S608
@@ -193,7 +196,8 @@ SELECT
     (SELECT coalesce(sum(held_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(pending_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(amount_points), 0) FROM {p}in_flight),
-    (SELECT count(*) FROM {p}accounts)
+    (SELECT count(*) FROM {p}accounts),
+    (SELECT expired_points FROM {p}totals)
 """
 # An account's total is available + held + pending, as the command side counts it against
 # the ceiling ($1 in the ceiling statements). Available points may be below 0 down to the

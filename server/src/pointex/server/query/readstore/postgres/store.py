@@ -314,7 +314,17 @@ class PostgresReadStore(PostgresMarketReads):
                 return list(await connection.fetch(sql.render(statement, generation), *parameters))
 
             (
-                (position, minted, burned, available, held, pending_points, in_flight, count),
+                (
+                    position,
+                    minted,
+                    burned,
+                    available,
+                    held,
+                    pending_points,
+                    in_flight,
+                    count,
+                    expired,
+                ),
             ) = await fetch(sql.AUDIT_SUMS)
             negative = await fetch(sql.AUDIT_NEGATIVE, listed_max)
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
@@ -325,6 +335,7 @@ class PostgresReadStore(PostgresMarketReads):
             position=int(position),
             minted_points=int(minted),
             burned_points=int(burned),
+            expired_points=int(expired),
             available_points=int(available),
             held_points=int(held),
             pending_points=int(pending_points),
@@ -395,10 +406,9 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
         )
         if status != f"DELETE {len(changes.in_flight_removed)}":
             raise StoreError(f"read store lost in-flight rows: {changes.in_flight_removed}")
-    if changes.minted_points or changes.burned_points:
-        await connection.execute(
-            sql.render(sql.ADD_TOTALS, generation), changes.minted_points, changes.burned_points
-        )
+    totals = (changes.minted_points, changes.burned_points, changes.expired_points)
+    if any(totals):
+        await connection.execute(sql.render(sql.ADD_TOTALS, generation), *totals)
     if changes.program_rules is not None:
         await connection.execute(
             sql.render(sql.SET_PROGRAM_RULES, generation),

@@ -142,7 +142,10 @@ INSERT INTO {{p}}in_flight ({IN_FLIGHT_COLUMNS}) VALUES (?1, ?2, ?3, ?4)
 """  # noqa: S608 - constant column list.
 DELETE_IN_FLIGHT = "DELETE FROM {p}in_flight WHERE process_id = ?1"
 ADD_TOTALS = """
-UPDATE {p}totals SET minted_points = minted_points + ?1, burned_points = burned_points + ?2
+UPDATE {p}totals SET
+    minted_points = minted_points + ?1,
+    burned_points = burned_points + ?2,
+    expired_points = expired_points + ?3
 """
 
 PROGRAM_RULES = f"SELECT {PROGRAM_RULES_COLUMNS} FROM {{p}}program_rules"  # noqa: S608
@@ -175,7 +178,8 @@ SELECT
     (SELECT coalesce(sum(held_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(pending_points), 0) FROM {p}accounts),
     (SELECT coalesce(sum(amount_points), 0) FROM {p}in_flight),
-    (SELECT count(*) FROM {p}accounts)
+    (SELECT count(*) FROM {p}accounts),
+    (SELECT expired_points FROM {p}totals)
 """
 # ?1 is the per-account ceiling, ?2 the number of rows to list. An account's total is available
 # + held + pending, as the command side counts it against the ceiling. Available points may be

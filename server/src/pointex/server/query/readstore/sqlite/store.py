@@ -339,7 +339,17 @@ class SqliteReadStore(SqliteMarketReads):
 
         async with self._reading(snapshot=True) as reader:
             (
-                (position, minted, burned, available, held, pending_points, in_flight, count),
+                (
+                    position,
+                    minted,
+                    burned,
+                    available,
+                    held,
+                    pending_points,
+                    in_flight,
+                    count,
+                    expired,
+                ),
             ) = await fetch(sql.AUDIT_SUMS)
             negative = await fetch(sql.AUDIT_NEGATIVE, ceiling, listed_max)
             ((negative_count,),) = await fetch(sql.AUDIT_NEGATIVE_COUNT)
@@ -350,6 +360,7 @@ class SqliteReadStore(SqliteMarketReads):
             position=int(position),
             minted_points=int(minted),
             burned_points=int(burned),
+            expired_points=int(expired),
             available_points=int(available),
             held_points=int(held),
             pending_points=int(pending_points),
@@ -425,10 +436,9 @@ async def _write_changes(writer: aiosqlite.Connection, changes: Changes, generat
     removed = await many(sql.DELETE_IN_FLIGHT, [(p,) for p in changes.in_flight_removed])
     if removed != len(changes.in_flight_removed):
         raise StoreError(f"read store lost in-flight rows: {changes.in_flight_removed}")
-    if changes.minted_points or changes.burned_points:
-        await writer.execute(
-            sql.render(sql.ADD_TOTALS, generation), (changes.minted_points, changes.burned_points)
-        )
+    totals = (changes.minted_points, changes.burned_points, changes.expired_points)
+    if any(totals):
+        await writer.execute(sql.render(sql.ADD_TOTALS, generation), totals)
     if changes.program_rules is not None:
         await writer.execute(
             sql.render(sql.SET_PROGRAM_RULES, generation),
