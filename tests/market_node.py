@@ -61,7 +61,9 @@ from pointex.server.payments.port import (
     PaymentCreated,
     PaymentRequest,
     PaymentRequestRefused,
+    ProviderUnavailable,
     RefundDone,
+    RefundRefused,
     RefundRequest,
 )
 from pointex.server.payments.verification import CallbackVerifier, ProviderSecret, ProviderSecrets
@@ -88,6 +90,8 @@ class Provider:
     asked: Counter[str] = field(default_factory=Counter)
     timeouts_s: list[float] = field(default_factory=list)
     refunds: list[RefundRequest] = field(default_factory=list)
+    refund_refusal: str = ""  # A reason: every refund is refused with it.
+    refunds_unavailable: int = 0  # Refund asks answered ProviderUnavailable before one is made.
 
     async def create_payment(self, request: PaymentRequest, *, timeout_s: float) -> PaymentCreated:
         """Create the payment of a trade: its id is derived from the trade id (idempotent)."""
@@ -101,9 +105,17 @@ class Provider:
         )
 
     async def refund_payment(self, request: RefundRequest, *, timeout_s: float) -> RefundDone:
-        """Record the refund asked for; its provider id is derived from the refund id."""
+        """Record the refund asked for; its provider id is derived from the refund id.
+
+        Refused when `refund_refusal` says so; unavailable `refunds_unavailable` times first.
+        """
         assert timeout_s > 0
         self.refunds.append(request)
+        if self.refund_refusal:
+            raise RefundRefused(self.refund_refusal, "refused by the test")
+        if self.refunds_unavailable:
+            self.refunds_unavailable -= 1
+            raise ProviderUnavailable("unavailable in the test")
         return RefundDone(request.refund_id, f"rfd-{request.refund_id}")
 
     async def close(self) -> None:

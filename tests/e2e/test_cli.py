@@ -554,6 +554,24 @@ def test_every_command_has_help() -> None:
                     assert choice.help, choice.dest
                 pending.extend(action.choices.values())
         leaves += parser.get_default("handler") is not None
-    # account 8, points 9, order 4, trade 2, book, markets, watch, audit, status, rules 2,
+    # account 8, points 9, order 4, trade 3, book, markets, watch, audit, status, rules 2,
     # admin token 3
-    assert leaves == 34
+    assert leaves == 35
+
+
+async def test_trade_refund_names_why_a_trade_cannot_be_refunded(cli: Cli) -> None:
+    """A trade never paid (pending, or cancelled already), one unknown: refused by name, exit 1."""
+    shop, alice, bob = await open_funded(cli)
+    await cli.ok("points", "issue", shop, alice, "50")
+    await cli.ok("order", "place", alice, "sell", "5", "100")
+    bought = (await cli.ok("order", "place", bob, "buy", "5", "100", "--json")).json()
+    trades = bought["trades"]
+    assert isinstance(trades, list)
+    trade_id = trades[0]["trade_id"]
+    pending = await cli.acting_as("acme")("trade", "refund", trade_id)
+    assert pending.code == EXIT_REFUSED, pending
+    assert pending.stderr.startswith("error: FAILED_PRECONDITION PURCHASE_NOT_REFUNDABLE")
+    assert re.search(r"trade_status=(PENDING_PAYMENT|CANCELLED)\]", pending.stderr), pending
+    unknown = await cli("trade", "refund", "no-such-trade")
+    assert unknown.code == EXIT_REFUSED, unknown
+    assert unknown.stderr.startswith("error: NOT_FOUND TRADE_NOT_FOUND")

@@ -210,6 +210,11 @@ ROWS: dict[str, Row] = {
         lambda a: pb.SetAccountTierRequest(request_id=rid(), account_id=a.member, tier="gold"),
         DENIED,
     ),
+    # A trade id is no secret either: refunding one needs the buyer's partner (NOT_OWNER).
+    "/pointex.v1.CommandService/RefundPurchase": (
+        lambda a: pb.RefundPurchaseRequest(request_id=rid(), trade_id=a.trade_id),
+        DENIED,
+    ),
     # The rules are the operator's: no partner sets them, whatever they name.
     "/pointex.v1.CommandService/SetProgramRules": (
         lambda _: pb.SetProgramRulesRequest(request_id=rid(), rules=common_pb2.ProgramRules()),

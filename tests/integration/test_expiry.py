@@ -56,9 +56,13 @@ class _Replies:
 
 async def set_expiry(node: Node, lifetime_ms: int, notice_ms: int = 0) -> None:
     """Put an expiry policy in force, as SetProgramRules does."""
-    policy = ExpiryPolicy(Span(lifetime_ms), Span(notice_ms))
+    await set_rules(node, ProgramRules(expiry=ExpiryPolicy(Span(lifetime_ms), Span(notice_ms))))
+
+
+async def set_rules(node: Node, rules: ProgramRules) -> None:
+    """Put `rules` in force, as SetProgramRules does."""
     version = node.program.limits().version
-    command = SetProgramRules(OPERATOR, version, ProgramRules(expiry=policy))
+    command = SetProgramRules(OPERATOR, version, rules)
     digest = uuid.uuid4().bytes * 2
     await node.handlers.set_program_rules(
         OPERATOR_PRINCIPAL,

@@ -65,6 +65,9 @@ SAMPLES = [
     ev.PointsExpired("u2", 3, 2, (_LOT,), Instant(9_000)),
     ev.PointsExpiringSoon("u2", 2, Instant(10_000), Instant(10_000)),
     ev.PointsActivated("u1", "t3", 4, 9, 0, (Lot(Instant(3_000), Instant(9_000), 4),)),
+    ev.BoughtPointsReturned("u2", "tr1", 3, 2, (_LOT,)),
+    ev.SoldPointsReturned("u1", "tr1", 3, 13, ()),
+    ev.BoughtPointsRestored("u2", "tr1", 3, 5, (_LOT,)),
 ]
 _CNY = Money(12550, "CNY")
 _AT = Instant(1_767_225_600_123)
@@ -111,6 +114,9 @@ MARKET_SAMPLES = [
     mev.TradeSettled("t1", _CNY),
     mev.TradeCancelled("t1", TradeCancelReason.PAYMENT_DEADLINE_PASSED),
     mev.RefundRequired("t1", "sandbox", "pay_1", "evt_1", _CNY),
+    mev.RefundRequested("t1", "r-1", _CNY),
+    mev.TradeRefunded("t1", "r-1", "rfd_1"),
+    mev.RefundDeclined("t1", "r-1", "REFUND_EXCEEDS_PAYMENT"),
 ]
 PROGRAM_SAMPLES = [
     prog.ProgramRulesSet(

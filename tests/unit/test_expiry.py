@@ -33,6 +33,7 @@ from pointex.server.domain.commands import (
 )
 from pointex.server.domain.events import (
     NEVER,
+    AccountEvent,
     PointsActivated,
     PointsCredited,
     PointsDebited,
@@ -43,7 +44,7 @@ from pointex.server.domain.events import (
 )
 from pointex.server.domain.lots import ExpiryPolicy, Lot
 from pointex.server.domain.processes import transfer
-from pointex.server.domain.program import LimitIndex, Program, ProgramRules
+from pointex.server.domain.program import LimitIndex, Program, ProgramRules, TransferFee
 from pointex.server.domain.values import (
     OPERATOR,
     AccountKind,
@@ -270,7 +271,9 @@ def _model_lots(points: list[Point]) -> tuple[Lot, ...]:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["issue", "issue_forever", "give", "give_back", "redeem", "expire"]),
+        st.sampled_from(
+            ["issue", "issue_forever", "give", "give_back", "redeem", "reverse", "expire"]
+        ),
         st.integers(min_value=0, max_value=1),  # which member
         st.integers(min_value=1, max_value=40),  # points
         st.integers(min_value=0, max_value=3 * DAY),  # time step
@@ -280,16 +283,37 @@ operations = st.lists(
 
 
 class _World:
-    """Two members, their model points, and what left circulation."""
+    """Two members, their model points, what left circulation, and every event of each."""
 
     def __init__(self) -> None:
-        self.accounts = [member("u0"), member("u1")]
+        self.events: list[list[AccountEvent]] = [[], []]
+        self.accounts = [self._opened(0), self._opened(1)]
         self.model: list[list[Point]] = [[], []]
-        self.issued = self.redeemed = self.expired = 0
+        self.issued = self.redeemed = self.expired = self.fees = self.reversed = 0
+
+    def _opened(self, i: int) -> Account:
+        return self._do(i, None, OpenAccount(ACME, f"u{i}", AccountKind.MEMBER, "acme", ""))
+
+    def _do(
+        self,
+        i: int,
+        state: Account | None,
+        command: AccountCommand,
+        at: int = T0,
+        ruled: LimitIndex | None = None,
+    ) -> Account:
+        """Decide and evolve on account `i`, keeping its events for the replay."""
+        for event in decide(state, command, ruled or rules(0), at):
+            self.events[i].append(event)
+            state = evolve(state, event)
+        assert state is not None
+        return state
 
     def issue(self, who: int, amount: int, now: int, *, lapsing: bool) -> None:
         policy = rules(2 * DAY) if lapsing else rules(0)
-        self.accounts[who] = issue(self.accounts[who], amount, now, policy)
+        account = self.accounts[who]
+        credit = CreditPoints(account.account_id, f"i{now}", TransferKind.ISSUE, "m1", amount, "")
+        self.accounts[who] = self._do(who, account, credit, now, policy)
         second = now - now % 1000
         point = (second, second + 2 * DAY) if lapsing else FOREVER
         self.model[who] = sorted([*self.model[who], *[point] * amount])
@@ -297,39 +321,47 @@ class _World:
 
     def move(self, who: int, wanted: int, now: int, how: str) -> None:
         account = self.accounts[who]
-        amount = min(wanted, account.available_points)
+        other = 1 - who
+        to = "m1" if how in {"redeem", "reverse"} else self.accounts[other].account_id
+        kind = {"redeem": TransferKind.REDEEM, "reverse": TransferKind.REVERSE_ISSUE}.get(
+            how, TransferKind.TRANSFER
+        )
+        ruled = FEES if how == "give" else rules(0)
+        amount, fee = min(wanted, account.available_points), 0
+        while amount and how == "give" and amount + _fee(amount) > account.available_points:
+            amount -= 1
         if amount == 0:
             return
-        other = 1 - who
-        to = "m1" if how == "redeem" else self.accounts[other].account_id
-        account, event = debit(account, amount, now, to)
-        moved = _model_take(self.model[who], amount)
+        if how == "give":
+            fee = _fee(amount)
+        command = DebitPoints(ACME, account.account_id, f"t{now}", kind, to, amount, "")
+        account = self._do(who, account, command, now, ruled)
+        event = self.events[who][-1]
+        assert isinstance(event, PointsDebited)
+        assert event.fee_points == fee
+        moved = _model_take(self.model[who], amount + fee)
         assert event.lots == _model_lots(moved)
         self.accounts[who] = account
-        if how == "redeem":
-            self.redeemed += amount
+        if how in {"redeem", "reverse"}:
+            self.redeemed += amount if how == "redeem" else 0
+            self.reversed += amount if how == "reverse" else 0
         elif how == "give_back":  # The destination refused: the points come back.
-            kind = TransferKind.TRANSFER
             back = ReturnPoints(account.account_id, event.transfer_id, kind, to, amount, event.lots)
-            self.accounts[who] = apply(account, back, now)
+            self.accounts[who] = self._do(who, account, back, now)
             self.model[who] = sorted([*self.model[who], *moved])
-        else:
+        else:  # Given: the points to the other member, the fee (their oldest after) to fees.
+            lots_given, _ = lots.split(event.lots, amount + fee, amount)
             credit = CreditPoints(
-                to,
-                event.transfer_id,
-                TransferKind.TRANSFER,
-                account.account_id,
-                amount,
-                "",
-                NEVER,
-                event.lots,
+                to, event.transfer_id, kind, account.account_id, amount, "", NEVER, lots_given
             )
-            self.accounts[other] = apply(self.accounts[other], credit, now)
-            self.model[other] = sorted([*self.model[other], *moved])
+            self.accounts[other] = self._do(other, self.accounts[other], credit, now)
+            self.model[other] = sorted([*self.model[other], *moved[:amount]])
+            self.fees += fee
 
     def expire(self, now: int) -> None:
         for i, account in enumerate(self.accounts):
-            after = apply(account, ExpirePoints(account.account_id), now, rules(2 * DAY))
+            command = ExpirePoints(account.account_id)
+            after = self._do(i, account, command, now, rules(2 * DAY))
             lapsed = [p for p in self.model[i] if p != FOREVER and p[1] <= now]
             self.model[i] = [p for p in self.model[i] if p == FOREVER or p[1] > now]
             assert account.available_points - after.available_points == len(lapsed)
@@ -341,13 +373,33 @@ class _World:
             assert account.available_points == len(points)
             assert account.lots == _model_lots(points)
 
+    def replayed(self, i: int) -> Account | None:
+        """Return account `i` rebuilt from its events alone, as a restart rebuilds it."""
+        state: Account | None = None
+        for event in self.events[i]:
+            state = evolve(state, event)
+        return state
+
+
+FEES = LimitIndex(Program(1, ProgramRules(transfer_fee=TransferFee(1, 100, "fees"))))
+
+
+def _fee(amount: int) -> int:
+    """The fee FEES charges a transfer of `amount`: 1 point and 10 %, rounded up."""
+    return 1 + -(-amount * 100 // 1000)
+
 
 @settings(max_examples=200, deadline=None)
 @given(operations)
 def test_lots_follow_the_reference_model_and_points_are_conserved(
     steps: list[tuple[str, int, int, int]],
 ) -> None:
-    """Random issues, transfers, redemptions and expiries: FIFO as the model says, I1 holds."""
+    """Issues, transfers with fees, returns, redemptions, reversals and expiries at random.
+
+    FIFO as the model says; I1 holds (what was issued is held, redeemed, reversed, paid in
+    fees or expired); and replaying each account's events from nothing, under no rules at
+    all, gives the same account: a rule change applies from its position on.
+    """
     world = _World()
     now = T0
     for name, who, amount, step in steps:
@@ -360,7 +412,10 @@ def test_lots_follow_the_reference_model_and_points_are_conserved(
             world.move(who, amount, now, name)
         world.check()
     held = sum(account.available_points for account in world.accounts)
-    assert world.issued == held + world.redeemed + world.expired
+    gone = world.redeemed + world.reversed + world.fees + world.expired
+    assert world.issued == held + gone
+    for i, account in enumerate(world.accounts):
+        assert world.replayed(i) == account
 
 
 # --- The transfer process and the policy's bounds --------------------------------------------

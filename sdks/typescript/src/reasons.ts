@@ -609,4 +609,30 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "stays held or reserved. Metadata: \"schedule_version\" (the market's schedule " +
       "now), \"fee_minor\" (the quote of this order now).",
   }],
+  ["PURCHASE_NOT_REFUNDABLE", {
+    name: "PURCHASE_NOT_REFUNDABLE",
+    number: 67,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "RefundPurchase: the trade is not a purchase that can be refunded now: it is not " +
+      "settled, it was bought without a cooling-off window, or it is refunded or being " +
+      "refunded already. Metadata: \"trade_id\", \"trade_status\".",
+  }],
+  ["COOLING_OFF_ENDED", {
+    name: "COOLING_OFF_ENDED",
+    number: 68,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "RefundPurchase: the purchase's cooling-off window has ended. Metadata: " +
+      "\"trade_id\", \"refundable_until\" (RFC 3339).",
+  }],
+  ["PURCHASE_POINTS_SPENT", {
+    name: "PURCHASE_POINTS_SPENT",
+    number: 69,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "RefundPurchase: points left the buyer's account since the purchase (a transfer, " +
+      "redemption, sell order or expiry), so the purchase is no longer refundable. " +
+      "Metadata: \"account_id\", \"trade_id\".",
+  }],
 ]);

@@ -116,8 +116,16 @@ def _register_orders(group: Subcommands) -> None:
 
 
 def _register_trades(group: Subcommands) -> None:
-    parser = group.add_parser("trade", help="show trades")
+    parser = group.add_parser("trade", help="show trades, refund a purchase")
     actions = parser.add_subparsers(title="trade commands", metavar="COMMAND", required=True)
+    refund = leaf(
+        actions,
+        "refund",
+        "refund a purchase within the program's cooling-off window (buyer's partner, operator)",
+        _refund,
+        mutating=True,
+    )
+    refund.add_argument("trade_id", metavar="TRADE")
     get = leaf(actions, "get", "show one trade", _get_trade)
     get.add_argument("trade_id", metavar="TRADE")
     add_after(get)
@@ -211,6 +219,27 @@ def _cancel(session: Session, out: Output, args: argparse.Namespace) -> int:
         f"cancelled {formatting.points(reply.cancelled_quantity_points)} points of order "
         f"{args.order_id}; released {formatting.points(reply.released_points)} points"
     )
+    out.position(reply.position, rid)
+    return EXIT_OK
+
+
+def _refund(session: Session, out: Output, args: argparse.Namespace) -> int:
+    rid = request_id(args)
+    request = cmd.RefundPurchaseRequest(request_id=rid, trade_id=args.trade_id)
+    reply = session.mutate(session.commands.RefundPurchase, request, rid)
+    if out.json_mode:
+        out.json({"request_id": rid, **to_json(reply)})
+        return EXIT_OK
+    available = formatting.points(reply.buyer_available_points)
+    if reply.trade_status == common_pb2.TRADE_STATUS_REFUNDED:
+        said = f"refunded trade {args.trade_id}: the points went back to the seller"
+    elif reply.trade_status == common_pb2.TRADE_STATUS_REFUNDING:
+        said = f"refund of trade {args.trade_id} under way: the provider is asked again later"
+    else:
+        said = (
+            f"the provider declined the refund of trade {args.trade_id} ({reply.declined_reason})"
+        )
+    out.line(f"{said}; buyer available {available}")
     out.position(reply.position, rid)
     return EXIT_OK
 

@@ -35,6 +35,8 @@ _STATUS_STYLES: Final = {
     "NOT_SERVING": "red",
     "CLOSED": "dim",
     "CANCELLED": "dim",
+    "REFUNDING": "yellow",
+    "REFUNDED": "dim",
     "REJECTED": "red",
     "UNREACHABLE": "bold red",
 }

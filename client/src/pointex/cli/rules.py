@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 
 from pointex.cli import formatting
 from pointex.cli.errors import EXIT_OK, UsageError
@@ -54,14 +55,15 @@ _LIMIT_COLUMNS: Final = (
 def register(group: Subcommands) -> None:
     """Add `rules` and its subcommands."""
     parser = group.add_parser(
-        "rules", help="show and set the program's rules (limits, fees, debt policy, expiry)"
+        "rules",
+        help="show and set the program's rules (limits, fees, debt policy, expiry, cooling-off)",
     )
     actions = parser.add_subparsers(title="rules commands", metavar="COMMAND", required=True)
 
     show = leaf(
         actions,
         "show",
-        "show the program's rules in force: version, fees, debt policy, expiry and limits",
+        "show the program's rules in force: version, fees, debt, expiry, cooling-off, limits",
         _show,
     )
     add_after(show)
@@ -104,6 +106,7 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("transfer fee", fee_text(reply.rules.transfer_fee)),
         ("fee schedule version", str(reply.fee_schedule_version)),
         ("expiry", expiry_text(reply.rules.expiry)),
+        ("cooling-off", cooling_off_text(reply.rules.cooling_off)),
     ]
     out.fields("program rules", pairs)
     limits = reply.rules.limits
@@ -137,6 +140,13 @@ def expiry_text(policy: common_pb2.ExpiryPolicy) -> str:
 
 
 _DAY_S: Final = 86_400
+
+
+def cooling_off_text(window: Duration) -> str:
+    """Return a cooling-off window for people: `purchases refundable for 14 days`, or `-`."""
+    if not window.seconds:
+        return "-"
+    return f"purchases refundable for {_span_text(window.seconds)}"
 
 
 def _span_text(seconds: int) -> str:
@@ -175,11 +185,10 @@ def _set(session: Session, out: Output, args: argparse.Namespace) -> int:
     noun = "limit" if len(rules.limits) == 1 else "limits"
     fee = fee_text(rules.transfer_fee)
     fee_part = "" if fee == "-" else f", transfer fee {fee}"
-    expiry = expiry_text(rules.expiry)
-    expiry_part = "" if expiry == "-" else f", {expiry}"
+    parts = (expiry_text(rules.expiry), cooling_off_text(rules.cooling_off))
+    more = "".join(f", {text}" for text in parts if text != "-")
     out.line(
-        f"program rules set: version {reply.version}, {len(rules.limits)} {noun}"
-        f"{fee_part}{expiry_part}"
+        f"program rules set: version {reply.version}, {len(rules.limits)} {noun}{fee_part}{more}"
     )
     out.position(reply.position, rid)
     return EXIT_OK

@@ -257,6 +257,22 @@ def _points_expiring_soon(notification: qry.Notification) -> str:
     )
 
 
+def _trade_refund(notification: qry.Notification) -> str:
+    refund = notification.trade_refund
+    trade = refund.trade
+    amount = formatting.money(refund.amount.amount_minor, refund.amount.currency)
+    outcome = ""
+    if refund.provider_refund_id:
+        outcome = f"; provider refund {refund.provider_refund_id}"
+    elif refund.declined_reason:
+        outcome = f"; declined: {refund.declined_reason}"
+    return (
+        f"trade {trade.trade_id} {formatting.enum_label(_TRADE_STATUS, trade.status)}: refund "
+        f"{refund.refund_id} of {amount} "
+        f"for {formatting.points(trade.quantity_points)} points{outcome}"
+    )
+
+
 _DESCRIBE: Final[dict[str, Callable[[qry.Notification], str]]] = {
     "points_moved": _points_moved,
     "order": _order,
@@ -264,4 +280,5 @@ _DESCRIBE: Final[dict[str, Callable[[qry.Notification], str]]] = {
     "payment_required": _payment_required,
     "account_status": _account_status,
     "points_expiring_soon": _points_expiring_soon,
+    "trade_refund": _trade_refund,
 }

@@ -313,15 +313,17 @@ class AsyncPointexClient:
         transfer_fee: common_pb2.TransferFee | None = None,
         reversal_debt_max_points: int = 0,
         expiry: common_pb2.ExpiryPolicy | None = None,
+        cooling_off: dt.timedelta | None = None,
         request_id: str | None = None,
     ) -> pb.SetProgramRulesResponse:
         """Replace the program's rules (operator only), if they are still at `expected_version`.
 
         The rules are replaced as a whole: the limits, the transfer fee (`builders.transfer_fee`;
         None: no fee), the reversal debt policy (0: none) and the expiry policy
-        (`builders.expiry_policy`; None: earned points never lapse). `expected_version` is
-        the version `get_program_rules` returned (0 before any change); a change made
-        meanwhile raises Refused with reason PROGRAM_RULES_CHANGED.
+        (`builders.expiry_policy`; None: earned points never lapse), and the cooling-off
+        window of market purchases (None: no refunds). `expected_version` is the version
+        `get_program_rules` returned (0 before any change); a change made meanwhile raises
+        Refused with reason PROGRAM_RULES_CHANGED.
         """
         rid = request_id or builders.new_request_id()
         request = pb.SetProgramRulesRequest(
@@ -334,6 +336,8 @@ class AsyncPointexClient:
                 expiry=expiry,
             ),
         )
+        if cooling_off is not None:
+            request.rules.cooling_off.FromTimedelta(cooling_off)
         return await self.call_command(self._commands.SetProgramRules, request, rid)
 
     async def place_order(
@@ -377,6 +381,21 @@ class AsyncPointexClient:
         rid = request_id or builders.new_request_id()
         request = pb.CancelOrderRequest(request_id=rid, market_id=market_id, order_id=order_id)
         return await self.call_command(self._commands.CancelOrder, request, rid)
+
+    async def refund_purchase(
+        self, trade_id: str, *, request_id: str | None = None
+    ) -> pb.RefundPurchaseResponse:
+        """Refund a market purchase within the program's cooling-off window.
+
+        The buyer's points go back to the seller and the provider refunds the payment
+        (`trade_status` REFUNDED); REFUNDING when the provider cannot answer now (the refund
+        completes later); SETTLED with `declined_reason` when it refused. Outside the window,
+        or once a point left the buyer's account, Refused with COOLING_OFF_ENDED or
+        PURCHASE_POINTS_SPENT.
+        """
+        rid = request_id or builders.new_request_id()
+        request = pb.RefundPurchaseRequest(request_id=rid, trade_id=trade_id)
+        return await self.call_command(self._commands.RefundPurchase, request, rid)
 
     async def confirm_payment(
         self, callback: pb.PaymentCallback, *, request_id: str | None = None

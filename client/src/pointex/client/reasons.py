@@ -528,4 +528,27 @@ REASONS: Final[Mapping[str, Reason]] = {
         'stays held or reserved. Metadata: "schedule_version" (the market\'s schedule '
         'now), "fee_minor" (the quote of this order now).',
     ),
+    "PURCHASE_NOT_REFUNDABLE": Reason(
+        "PURCHASE_NOT_REFUNDABLE",
+        67,
+        "FAILED_PRECONDITION",
+        "RefundPurchase: the trade is not a purchase that can be refunded now: it is not "
+        "settled, it was bought without a cooling-off window, or it is refunded or being "
+        'refunded already. Metadata: "trade_id", "trade_status".',
+    ),
+    "COOLING_OFF_ENDED": Reason(
+        "COOLING_OFF_ENDED",
+        68,
+        "FAILED_PRECONDITION",
+        "RefundPurchase: the purchase's cooling-off window has ended. Metadata: "
+        '"trade_id", "refundable_until" (RFC 3339).',
+    ),
+    "PURCHASE_POINTS_SPENT": Reason(
+        "PURCHASE_POINTS_SPENT",
+        69,
+        "FAILED_PRECONDITION",
+        "RefundPurchase: points left the buyer's account since the purchase (a transfer, "
+        "redemption, sell order or expiry), so the purchase is no longer refundable. "
+        'Metadata: "account_id", "trade_id".',
+    ),
 }

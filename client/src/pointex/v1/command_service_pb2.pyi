@@ -831,6 +831,74 @@ class CancelOrderResponse(_message.Message):
 Global___CancelOrderResponse: _TypeAlias = CancelOrderResponse  # noqa: Y015
 
 @_typing.final
+class RefundPurchaseRequest(_message.Message):
+    """Request of CommandService.RefundPurchase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key; see CommandService. 1–128 id characters. Required."""
+    trade_id: _builtins.str
+    """The trade to refund: a settled trade in which the account bought points. Required."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPurchaseRequest: _TypeAlias = RefundPurchaseRequest  # noqa: Y015
+
+@_typing.final
+class RefundPurchaseResponse(_message.Message):
+    """Response of CommandService.RefundPurchase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    TRADE_STATUS_FIELD_NUMBER: _builtins.int
+    DECLINED_REASON_FIELD_NUMBER: _builtins.int
+    BUYER_AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    """The trade."""
+    trade_status: _common_pb2.TradeStatus.ValueType
+    """REFUNDED when the provider gave the payment back; REFUNDING while it cannot answer (the
+    refund completes later); SETTLED when the provider refused it (see `declined_reason`).
+    """
+    declined_reason: _builtins.str
+    """The provider's reason when it refused the refund; empty otherwise."""
+    buyer_available_points: _builtins.int
+    """The buyer's available points after this call's last step."""
+    @_builtins.property
+    def position(self) -> _common_pb2.Position:
+        """Position of the refund's last event so far."""
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.Position | None = ...,
+        trade_id: _builtins.str = ...,
+        trade_status: _common_pb2.TradeStatus.ValueType = ...,
+        declined_reason: _builtins.str = ...,
+        buyer_available_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_available_points", b"buyer_available_points", "declined_reason", b"declined_reason", "position", b"position", "trade_id", b"trade_id", "trade_status", b"trade_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPurchaseResponse: _TypeAlias = RefundPurchaseResponse  # noqa: Y015
+
+@_typing.final
 class PaymentCallback(_message.Message):
     """A payment provider's signed report of a payment's outcome, the body of ConfirmPayment and
     FailPayment.

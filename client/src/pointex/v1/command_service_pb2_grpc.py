@@ -125,6 +125,11 @@ class CommandServiceStub:
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_command__service__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.RefundPurchase = channel.unary_unary(
+                '/pointex.v1.CommandService/RefundPurchase',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.RefundPurchaseRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.RefundPurchaseResponse.FromString,
+                _registered_method=True)
         self.ConfirmPayment = channel.unary_unary(
                 '/pointex.v1.CommandService/ConfirmPayment',
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.ConfirmPaymentRequest.SerializeToString,
@@ -359,6 +364,23 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundPurchase(self, request, context):
+        """Refunds a market purchase within the program's cooling-off window
+        (ProgramRules.cooling_off), if no points have left the buyer's account since it settled:
+        the trade's quantity leaves the buyer's account at once, the payment provider gives the
+        buyer's payment back, and the quantity returns to the seller's account (REFUNDED). If the
+        provider refuses, the points come back to the buyer and the trade stays SETTLED. The call
+        waits for the provider; if it cannot answer now, the reply says REFUNDING and the refund
+        completes later. A retry with the same request id answers the refund as it stands.
+
+        Callers: operator; partner owning the buyer's account.
+        Errors: NOT_FOUND (TRADE_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+        (PURCHASE_NOT_REFUNDABLE, COOLING_OFF_ENDED, PURCHASE_POINTS_SPENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ConfirmPayment(self, request, context):
         """A payment provider reports that a trade's payment was confirmed. The callback is signed
         (see PaymentCallback) and checked in this order: caller role and provider binding;
@@ -539,6 +561,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=pointex_dot_v1_dot_command__service__pb2.CancelOrderRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_command__service__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'RefundPurchase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPurchase,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.RefundPurchaseRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.RefundPurchaseResponse.SerializeToString,
             ),
             'ConfirmPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPayment,
@@ -909,6 +936,33 @@ class CommandService:
             '/pointex.v1.CommandService/CancelOrder',
             pointex_dot_v1_dot_command__service__pb2.CancelOrderRequest.SerializeToString,
             pointex_dot_v1_dot_command__service__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPurchase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/RefundPurchase',
+            pointex_dot_v1_dot_command__service__pb2.RefundPurchaseRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.RefundPurchaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

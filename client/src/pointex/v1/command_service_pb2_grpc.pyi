@@ -183,6 +183,19 @@ class CommandServiceStub:
     Errors: NOT_FOUND (MARKET_NOT_FOUND, ORDER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER);
     FAILED_PRECONDITION (ORDER_NOT_OPEN).
     """
+    RefundPurchase: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.RefundPurchaseRequest, _command_service_pb2.RefundPurchaseResponse]
+    """Refunds a market purchase within the program's cooling-off window
+    (ProgramRules.cooling_off), if no points have left the buyer's account since it settled:
+    the trade's quantity leaves the buyer's account at once, the payment provider gives the
+    buyer's payment back, and the quantity returns to the seller's account (REFUNDED). If the
+    provider refuses, the points come back to the buyer and the trade stays SETTLED. The call
+    waits for the provider; if it cannot answer now, the reply says REFUNDING and the refund
+    completes later. A retry with the same request id answers the refund as it stands.
+
+    Callers: operator; partner owning the buyer's account.
+    Errors: NOT_FOUND (TRADE_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+    (PURCHASE_NOT_REFUNDABLE, COOLING_OFF_ENDED, PURCHASE_POINTS_SPENT).
+    """
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.ConfirmPaymentRequest, _command_service_pb2.ConfirmPaymentResponse]
     """A payment provider reports that a trade's payment was confirmed. The callback is signed
     (see PaymentCallback) and checked in this order: caller role and provider binding;
@@ -433,6 +446,19 @@ class CommandServiceAsyncStub(CommandServiceStub):
     Callers: operator; partner owning the order's account (also when the account is frozen).
     Errors: NOT_FOUND (MARKET_NOT_FOUND, ORDER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER);
     FAILED_PRECONDITION (ORDER_NOT_OPEN).
+    """
+    RefundPurchase: _aio.UnaryUnaryMultiCallable[_command_service_pb2.RefundPurchaseRequest, _command_service_pb2.RefundPurchaseResponse]  # type: ignore[assignment]
+    """Refunds a market purchase within the program's cooling-off window
+    (ProgramRules.cooling_off), if no points have left the buyer's account since it settled:
+    the trade's quantity leaves the buyer's account at once, the payment provider gives the
+    buyer's payment back, and the quantity returns to the seller's account (REFUNDED). If the
+    provider refuses, the points come back to the buyer and the trade stays SETTLED. The call
+    waits for the provider; if it cannot answer now, the reply says REFUNDING and the refund
+    completes later. A retry with the same request id answers the refund as it stands.
+
+    Callers: operator; partner owning the buyer's account.
+    Errors: NOT_FOUND (TRADE_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+    (PURCHASE_NOT_REFUNDABLE, COOLING_OFF_ENDED, PURCHASE_POINTS_SPENT).
     """
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_command_service_pb2.ConfirmPaymentRequest, _command_service_pb2.ConfirmPaymentResponse]  # type: ignore[assignment]
     """A payment provider reports that a trade's payment was confirmed. The callback is signed
@@ -747,6 +773,25 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         Callers: operator; partner owning the order's account (also when the account is frozen).
         Errors: NOT_FOUND (MARKET_NOT_FOUND, ORDER_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER);
         FAILED_PRECONDITION (ORDER_NOT_OPEN).
+        """
+
+    @_abc_1.abstractmethod
+    def RefundPurchase(
+        self,
+        request: _command_service_pb2.RefundPurchaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.RefundPurchaseResponse, _abc.Awaitable[_command_service_pb2.RefundPurchaseResponse]]:
+        """Refunds a market purchase within the program's cooling-off window
+        (ProgramRules.cooling_off), if no points have left the buyer's account since it settled:
+        the trade's quantity leaves the buyer's account at once, the payment provider gives the
+        buyer's payment back, and the quantity returns to the seller's account (REFUNDED). If the
+        provider refuses, the points come back to the buyer and the trade stays SETTLED. The call
+        waits for the provider; if it cannot answer now, the reply says REFUNDING and the refund
+        completes later. A retry with the same request id answers the refund as it stands.
+
+        Callers: operator; partner owning the buyer's account.
+        Errors: NOT_FOUND (TRADE_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+        (PURCHASE_NOT_REFUNDABLE, COOLING_OFF_ENDED, PURCHASE_POINTS_SPENT).
         """
 
     @_abc_1.abstractmethod

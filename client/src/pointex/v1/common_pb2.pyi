@@ -334,11 +334,21 @@ class _TradeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TradeStat
     """Payment failed, was never requested, or its deadline passed: the quantity went back to the
     resting SELL order, or to the seller's available points if that order no longer rests.
     """
+    TRADE_STATUS_REFUNDING: _TradeStatus.ValueType  # 4
+    """A settled trade's refund is under way (cooling-off, CommandService.RefundPurchase): the
+    quantity left the buyer's account and the provider is asked to give the payment back.
+    """
+    TRADE_STATUS_REFUNDED: _TradeStatus.ValueType  # 5
+    """The buyer was refunded: the provider gave the payment back and the quantity returned to
+    the seller's available points.
+    """
 
 class TradeStatus(_TradeStatus, metaclass=_TradeStatusEnumTypeWrapper):
-    """The status of a trade. A trade is created PENDING_PAYMENT by a match and ends SETTLED or
+    """The status of a trade. A trade is created PENDING_PAYMENT by a match and becomes SETTLED or
     CANCELLED exactly once. A payment confirmation that arrives after cancellation does not
-    change the status; it sets the trade's `refund_required` flag instead.
+    change the status; it sets the trade's `refund_required` flag instead. A SETTLED trade may
+    then be refunded within the program's cooling-off window: REFUNDING, then REFUNDED, or
+    SETTLED again when the provider declines.
     """
 
 TRADE_STATUS_UNSPECIFIED: TradeStatus.ValueType  # 0
@@ -354,6 +364,14 @@ available points, and the seller's proceeds were recorded.
 TRADE_STATUS_CANCELLED: TradeStatus.ValueType  # 3
 """Payment failed, was never requested, or its deadline passed: the quantity went back to the
 resting SELL order, or to the seller's available points if that order no longer rests.
+"""
+TRADE_STATUS_REFUNDING: TradeStatus.ValueType  # 4
+"""A settled trade's refund is under way (cooling-off, CommandService.RefundPurchase): the
+quantity left the buyer's account and the provider is asked to give the payment back.
+"""
+TRADE_STATUS_REFUNDED: TradeStatus.ValueType  # 5
+"""The buyer was refunded: the provider gave the payment back and the quantity returned to
+the seller's available points.
 """
 Global___TradeStatus: _TypeAlias = TradeStatus  # noqa: Y015
 
@@ -521,6 +539,19 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     """Points of a member account lapsed under the program's expiry policy (PointsExpired):
     available −, out of circulation as a burn is.
     """
+    MOVEMENT_KIND_PURCHASE_RETURNED: _MovementKind.ValueType  # 23
+    """A settled purchase is being refunded within the program's cooling-off window
+    (BoughtPointsReturned): the buyer's side, the trade's quantity leaves (available −). The
+    points are in flight back to the seller until the refund is made or declined.
+    """
+    MOVEMENT_KIND_SALE_RETURNED: _MovementKind.ValueType  # 24
+    """A cooling-off refund was made (SoldPointsReturned): the seller's side, the sold quantity
+    comes back (available +).
+    """
+    MOVEMENT_KIND_PURCHASE_RESTORED: _MovementKind.ValueType  # 25
+    """A cooling-off refund was declined by the payment provider (BoughtPointsRestored): the
+    buyer's side, the purchase's quantity comes back (available +).
+    """
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper):
     """The kind of one movement in an account's history. Each movement changes the account's
@@ -580,6 +611,19 @@ its ceiling): the fee came back to the member who paid it (available +).
 MOVEMENT_KIND_EXPIRED: MovementKind.ValueType  # 22
 """Points of a member account lapsed under the program's expiry policy (PointsExpired):
 available −, out of circulation as a burn is.
+"""
+MOVEMENT_KIND_PURCHASE_RETURNED: MovementKind.ValueType  # 23
+"""A settled purchase is being refunded within the program's cooling-off window
+(BoughtPointsReturned): the buyer's side, the trade's quantity leaves (available −). The
+points are in flight back to the seller until the refund is made or declined.
+"""
+MOVEMENT_KIND_SALE_RETURNED: MovementKind.ValueType  # 24
+"""A cooling-off refund was made (SoldPointsReturned): the seller's side, the sold quantity
+comes back (available +).
+"""
+MOVEMENT_KIND_PURCHASE_RESTORED: MovementKind.ValueType  # 25
+"""A cooling-off refund was declined by the payment provider (BoughtPointsRestored): the
+buyer's side, the purchase's quantity comes back (available +).
 """
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
@@ -894,7 +938,7 @@ class Trade(_message.Message):
 
     @_builtins.property
     def settled_at(self) -> _timestamp_pb2.Timestamp:
-        """When the trade settled; unset unless SETTLED."""
+        """When the trade settled; unset unless it settled (SETTLED, REFUNDING or REFUNDED)."""
 
     @_builtins.property
     def cancelled_at(self) -> _timestamp_pb2.Timestamp:
@@ -1217,6 +1261,7 @@ class ProgramRules(_message.Message):
     REVERSAL_DEBT_MAX_POINTS_FIELD_NUMBER: _builtins.int
     TRANSFER_FEE_FIELD_NUMBER: _builtins.int
     EXPIRY_FIELD_NUMBER: _builtins.int
+    COOLING_OFF_FIELD_NUMBER: _builtins.int
     reversal_debt_max_points: _builtins.int
     """The debt policy of reversals: a ReverseIssue or ReverseRedeem that finds fewer points
     available than it takes back (they were spent since) takes the account below zero, down
@@ -1237,6 +1282,14 @@ class ProgramRules(_message.Message):
         never lapse. A change applies to points earned after it; lots already made keep theirs.
         """
 
+    @_builtins.property
+    def cooling_off(self) -> _duration_pb2.Duration:
+        """The cooling-off window of market purchases: for this long after a BUY trade settles, the
+        buyer may have it refunded (CommandService.RefundPurchase) if no points have left the
+        buyer's account since. Whole seconds, up to 365 days; zero or unset: no refunds. A
+        purchase keeps the window in force when it settled.
+        """
+
     def __init__(
         self,
         *,
@@ -1244,10 +1297,11 @@ class ProgramRules(_message.Message):
         reversal_debt_max_points: _builtins.int = ...,
         transfer_fee: Global___TransferFee | None = ...,
         expiry: Global___ExpiryPolicy | None = ...,
+        cooling_off: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry", b"expiry", "transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry", b"expiry", "limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

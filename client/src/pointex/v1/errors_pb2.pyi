@@ -346,6 +346,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     reserved. Metadata: "schedule_version" (the market's schedule now), "fee_minor" (the
     quote of this order now).
     """
+    ERROR_REASON_PURCHASE_NOT_REFUNDABLE: _ErrorReason.ValueType  # 67
+    """FAILED_PRECONDITION. RefundPurchase: the trade is not a purchase that can be refunded
+    now: it is not settled, it was bought without a cooling-off window, or it is refunded or
+    being refunded already. Metadata: "trade_id", "trade_status".
+    """
+    ERROR_REASON_COOLING_OFF_ENDED: _ErrorReason.ValueType  # 68
+    """FAILED_PRECONDITION. RefundPurchase: the purchase's cooling-off window has ended.
+    Metadata: "trade_id", "refundable_until" (RFC 3339).
+    """
+    ERROR_REASON_PURCHASE_POINTS_SPENT: _ErrorReason.ValueType  # 69
+    """FAILED_PRECONDITION. RefundPurchase: points left the buyer's account since the purchase
+    (a transfer, redemption, sell order or expiry), so the purchase is no longer refundable.
+    Metadata: "account_id", "trade_id".
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -652,5 +666,19 @@ Also a PlaceOrder whose fee quote (QueryService.QuoteOrder) comes from a market 
 schedule that has changed since: the order is not placed, and nothing stays held or
 reserved. Metadata: "schedule_version" (the market's schedule now), "fee_minor" (the
 quote of this order now).
+"""
+ERROR_REASON_PURCHASE_NOT_REFUNDABLE: ErrorReason.ValueType  # 67
+"""FAILED_PRECONDITION. RefundPurchase: the trade is not a purchase that can be refunded
+now: it is not settled, it was bought without a cooling-off window, or it is refunded or
+being refunded already. Metadata: "trade_id", "trade_status".
+"""
+ERROR_REASON_COOLING_OFF_ENDED: ErrorReason.ValueType  # 68
+"""FAILED_PRECONDITION. RefundPurchase: the purchase's cooling-off window has ended.
+Metadata: "trade_id", "refundable_until" (RFC 3339).
+"""
+ERROR_REASON_PURCHASE_POINTS_SPENT: ErrorReason.ValueType  # 69
+"""FAILED_PRECONDITION. RefundPurchase: points left the buyer's account since the purchase
+(a transfer, redemption, sell order or expiry), so the purchase is no longer refundable.
+Metadata: "account_id", "trade_id".
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -126,6 +126,12 @@ class Event(_message.Message):
     TRANSFER_CREDITED_FIELD_NUMBER: _builtins.int
     POINTS_EXPIRED_FIELD_NUMBER: _builtins.int
     POINTS_EXPIRING_SOON_FIELD_NUMBER: _builtins.int
+    REFUND_REQUESTED_FIELD_NUMBER: _builtins.int
+    BOUGHT_POINTS_RETURNED_FIELD_NUMBER: _builtins.int
+    TRADE_REFUNDED_FIELD_NUMBER: _builtins.int
+    SOLD_POINTS_RETURNED_FIELD_NUMBER: _builtins.int
+    REFUND_DECLINED_FIELD_NUMBER: _builtins.int
+    BOUGHT_POINTS_RESTORED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """The stream the event belongs to, "<category>-<id>", for example "account-acme:m-000123"."""
     stream_version: _builtins.int
@@ -322,6 +328,30 @@ class Event(_message.Message):
     def points_expiring_soon(self) -> Global___PointsExpiringSoon:
         """See PointsExpiringSoon."""
 
+    @_builtins.property
+    def refund_requested(self) -> Global___RefundRequested:
+        """See RefundRequested."""
+
+    @_builtins.property
+    def bought_points_returned(self) -> Global___BoughtPointsReturned:
+        """See BoughtPointsReturned."""
+
+    @_builtins.property
+    def trade_refunded(self) -> Global___TradeRefunded:
+        """See TradeRefunded."""
+
+    @_builtins.property
+    def sold_points_returned(self) -> Global___SoldPointsReturned:
+        """See SoldPointsReturned."""
+
+    @_builtins.property
+    def refund_declined(self) -> Global___RefundDeclined:
+        """See RefundDeclined."""
+
+    @_builtins.property
+    def bought_points_restored(self) -> Global___BoughtPointsRestored:
+        """See BoughtPointsRestored."""
+
     def __init__(
         self,
         *,
@@ -374,12 +404,18 @@ class Event(_message.Message):
         transfer_credited: Global___TransferCredited | None = ...,
         points_expired: Global___PointsExpired | None = ...,
         points_expiring_soon: Global___PointsExpiringSoon | None = ...,
+        refund_requested: Global___RefundRequested | None = ...,
+        bought_points_returned: Global___BoughtPointsReturned | None = ...,
+        trade_refunded: Global___TradeRefunded | None = ...,
+        sold_points_returned: Global___SoldPointsReturned | None = ...,
+        refund_declined: Global___RefundDeclined | None = ...,
+        bought_points_restored: Global___BoughtPointsRestored | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "bought_points_restored", b"bought_points_restored", "bought_points_returned", b"bought_points_returned", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_declined", b"refund_declined", "refund_requested", b"refund_requested", "refund_required", b"refund_required", "sold_points_returned", b"sold_points_returned", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_refunded", b"trade_refunded", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_closed", b"account_closed", "account_frozen", b"account_frozen", "account_opened", b"account_opened", "account_tier_set", b"account_tier_set", "account_unfrozen", b"account_unfrozen", "bought_points_restored", b"bought_points_restored", "bought_points_returned", b"bought_points_returned", "buy_released", b"buy_released", "buy_reserved", b"buy_reserved", "command_recorded", b"command_recorded", "market_configured", b"market_configured", "order_cancelled", b"order_cancelled", "order_placed", b"order_placed", "order_quantity_returned", b"order_quantity_returned", "order_rejected", b"order_rejected", "payload", b"payload", "payment_confirmed", b"payment_confirmed", "payment_failed", b"payment_failed", "payment_requested", b"payment_requested", "points_activated", b"points_activated", "points_bought", b"points_bought", "points_burned", b"points_burned", "points_credited", b"points_credited", "points_debited", b"points_debited", "points_expired", b"points_expired", "points_expiring_soon", b"points_expiring_soon", "points_held", b"points_held", "points_minted", b"points_minted", "points_pending", b"points_pending", "points_released", b"points_released", "points_returned", b"points_returned", "points_sold", b"points_sold", "position", b"position", "principal_id", b"principal_id", "program_rules_set", b"program_rules_set", "recorded_at", b"recorded_at", "refund_declined", b"refund_declined", "refund_requested", b"refund_requested", "refund_required", b"refund_required", "request_id", b"request_id", "schema_version", b"schema_version", "slice", b"slice", "sold_points_returned", b"sold_points_returned", "stream_id", b"stream_id", "stream_version", b"stream_version", "trade_cancelled", b"trade_cancelled", "trade_created", b"trade_created", "trade_matched", b"trade_matched", "trade_refunded", b"trade_refunded", "trade_settled", b"trade_settled", "transfer_compensated", b"transfer_compensated", "transfer_completed", b"transfer_completed", "transfer_credited", b"transfer_credited", "transfer_initiated", b"transfer_initiated", "transfer_reversed", b"transfer_reversed", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated", "transfer_credited", "points_expired", "points_expiring_soon"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_opened", "account_frozen", "account_unfrozen", "account_closed", "points_minted", "points_burned", "transfer_initiated", "points_debited", "points_credited", "transfer_completed", "points_returned", "transfer_compensated", "market_configured", "points_held", "order_placed", "order_rejected", "trade_matched", "order_cancelled", "order_quantity_returned", "points_released", "trade_created", "payment_requested", "payment_confirmed", "payment_failed", "points_sold", "points_bought", "trade_settled", "trade_cancelled", "refund_required", "command_recorded", "buy_reserved", "buy_released", "program_rules_set", "account_tier_set", "transfer_reversed", "points_pending", "points_activated", "transfer_credited", "points_expired", "points_expiring_soon", "refund_requested", "bought_points_returned", "trade_refunded", "sold_points_returned", "refund_declined", "bought_points_restored"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1687,6 +1723,7 @@ class PointsBought(_message.Message):
     AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     LOTS_FIELD_NUMBER: _builtins.int
+    REFUNDABLE_UNTIL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The buyer's account."""
     trade_id: _builtins.str
@@ -1707,6 +1744,12 @@ class PointsBought(_message.Message):
     def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
         """The lots the points arrive in: the seller's, so bought points keep their expiry."""
 
+    @_builtins.property
+    def refundable_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the buyer may have this purchase refunded (ProgramRules.cooling_off), if no
+        points leave the account before; unset: not refundable.
+        """
+
     def __init__(
         self,
         *,
@@ -1717,10 +1760,11 @@ class PointsBought(_message.Message):
         available_points: _builtins.int = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+        refundable_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "refundable_until", b"refundable_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "lots", b"lots", "order_id", b"order_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "decided_at", b"decided_at", "lots", b"lots", "order_id", b"order_id", "refundable_until", b"refundable_until", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2205,3 +2249,226 @@ class PointsExpiringSoon(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PointsExpiringSoon: _TypeAlias = PointsExpiringSoon  # noqa: Y015
+
+@_typing.final
+class RefundRequested(_message.Message):
+    """The buyer asked for a settled trade to be refunded within the cooling-off window
+    (CommandService.RefundPurchase); committed with the buyer's BoughtPointsReturned. The
+    provider is asked next. Stream trade-<trade_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    """The trade."""
+    refund_id: _builtins.str
+    """The refund's id, the provider's idempotency key: derived from the request."""
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """What the buyer gets back: all the trade's amount due."""
+
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "refund_id", b"refund_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundRequested: _TypeAlias = RefundRequested  # noqa: Y015
+
+@_typing.final
+class TradeRefunded(_message.Message):
+    """The provider gave the buyer's payment back; committed with the seller's SoldPointsReturned.
+    The trade is REFUNDED. Stream trade-<trade_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    """The trade."""
+    refund_id: _builtins.str
+    """The refund's id (RefundRequested.refund_id)."""
+    provider_refund_id: _builtins.str
+    """The provider's id of the refund."""
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        provider_refund_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_refund_id", b"provider_refund_id", "refund_id", b"refund_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TradeRefunded: _TypeAlias = TradeRefunded  # noqa: Y015
+
+@_typing.final
+class RefundDeclined(_message.Message):
+    """The provider refused the refund for good; committed with the buyer's BoughtPointsRestored.
+    The trade is SETTLED again. Stream trade-<trade_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    """The trade."""
+    refund_id: _builtins.str
+    """The refund's id (RefundRequested.refund_id)."""
+    reason: _builtins.str
+    """The provider's machine-readable reason."""
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "refund_id", b"refund_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundDeclined: _TypeAlias = RefundDeclined  # noqa: Y015
+
+@_typing.final
+class BoughtPointsReturned(_message.Message):
+    """A refunded purchase's points left the buyer's account, on their way back to the seller
+    (cooling-off). Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The buyer's account."""
+    trade_id: _builtins.str
+    """The trade refunded."""
+    amount_points: _builtins.int
+    """The trade's quantity; positive."""
+    available_points: _builtins.int
+    """The buyer's available points after this event."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points left in: those they were bought in."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "lots", b"lots", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoughtPointsReturned: _TypeAlias = BoughtPointsReturned  # noqa: Y015
+
+@_typing.final
+class SoldPointsReturned(_message.Message):
+    """A refunded sale's points came back to the seller's account. Stream account-<account_id>."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The seller's account."""
+    trade_id: _builtins.str
+    """The trade refunded."""
+    amount_points: _builtins.int
+    """The trade's quantity; positive."""
+    available_points: _builtins.int
+    """The seller's available points after this event."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points come back in (a merchant account keeps none)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "lots", b"lots", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SoldPointsReturned: _TypeAlias = SoldPointsReturned  # noqa: Y015
+
+@_typing.final
+class BoughtPointsRestored(_message.Message):
+    """The refund was declined: a purchase's points came back to the buyer's account, in the lots
+    they left in. Stream account-<account_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_POINTS_FIELD_NUMBER: _builtins.int
+    LOTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The buyer's account."""
+    trade_id: _builtins.str
+    """The trade whose refund was declined."""
+    amount_points: _builtins.int
+    """The trade's quantity; positive."""
+    available_points: _builtins.int
+    """The buyer's available points after this event."""
+    @_builtins.property
+    def lots(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Lot]:
+        """The lots the points come back in."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        amount_points: _builtins.int = ...,
+        available_points: _builtins.int = ...,
+        lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount_points", b"amount_points", "available_points", b"available_points", "lots", b"lots", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoughtPointsRestored: _TypeAlias = BoughtPointsRestored  # noqa: Y015

@@ -81,6 +81,21 @@ class _NotificationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Noti
     (ExpiryPolicy.notice). Nothing moves; each lot is told of once. Details:
     points_expiring_soon.
     """
+    NOTIFICATION_KIND_TRADE_REFUNDING: _NotificationKind.ValueType  # 19
+    """A settled trade of the account is being refunded within the program's cooling-off window
+    (the buyer's RefundPurchase): the quantity left the buyer's account and the provider is
+    asked to give the payment back. To each side. Details: trade_refund, the trade REFUNDING.
+    """
+    NOTIFICATION_KIND_TRADE_REFUNDED: _NotificationKind.ValueType  # 20
+    """A trade of the account was refunded: the buyer got the payment back and the quantity
+    returned to the seller's available points. To each side. Details: trade_refund, the trade
+    REFUNDED, with the provider's refund id.
+    """
+    NOTIFICATION_KIND_REFUND_DECLINED: _NotificationKind.ValueType  # 21
+    """The provider declined a trade's refund: the quantity came back to the buyer's account and
+    the trade is SETTLED again. To each side. Details: trade_refund, with the provider's
+    reason.
+    """
 
 class NotificationKind(_NotificationKind, metaclass=_NotificationKindEnumTypeWrapper):
     """What a notification is about. Each goes to the owner of `account_id` (and operators)."""
@@ -138,6 +153,21 @@ NOTIFICATION_KIND_POINTS_EXPIRING_SOON: NotificationKind.ValueType  # 18
 """Points of the (member) account lapse soon: within the program's notice period
 (ExpiryPolicy.notice). Nothing moves; each lot is told of once. Details:
 points_expiring_soon.
+"""
+NOTIFICATION_KIND_TRADE_REFUNDING: NotificationKind.ValueType  # 19
+"""A settled trade of the account is being refunded within the program's cooling-off window
+(the buyer's RefundPurchase): the quantity left the buyer's account and the provider is
+asked to give the payment back. To each side. Details: trade_refund, the trade REFUNDING.
+"""
+NOTIFICATION_KIND_TRADE_REFUNDED: NotificationKind.ValueType  # 20
+"""A trade of the account was refunded: the buyer got the payment back and the quantity
+returned to the seller's available points. To each side. Details: trade_refund, the trade
+REFUNDED, with the provider's refund id.
+"""
+NOTIFICATION_KIND_REFUND_DECLINED: NotificationKind.ValueType  # 21
+"""The provider declined a trade's refund: the quantity came back to the buyer's account and
+the trade is SETTLED again. To each side. Details: trade_refund, with the provider's
+reason.
 """
 Global___NotificationKind: _TypeAlias = NotificationKind  # noqa: Y015
 
@@ -1349,6 +1379,7 @@ class Notification(_message.Message):
     PAYMENT_REQUIRED_FIELD_NUMBER: _builtins.int
     ACCOUNT_STATUS_FIELD_NUMBER: _builtins.int
     POINTS_EXPIRING_SOON_FIELD_NUMBER: _builtins.int
+    TRADE_REFUND_FIELD_NUMBER: _builtins.int
     cursor: _builtins.bytes
     """Opaque resume token: pass it back as `cursor` to continue right after this notification.
     Bound to the caller; valid across restarts and projection rebuilds. At most 256 bytes.
@@ -1396,6 +1427,10 @@ class Notification(_message.Message):
     def points_expiring_soon(self) -> Global___PointsExpiringSoonDetails:
         """For POINTS_EXPIRING_SOON."""
 
+    @_builtins.property
+    def trade_refund(self) -> Global___TradeRefundDetails:
+        """For TRADE_REFUNDING, TRADE_REFUNDED, REFUND_DECLINED."""
+
     def __init__(
         self,
         *,
@@ -1410,12 +1445,13 @@ class Notification(_message.Message):
         payment_required: Global___PaymentRequiredDetails | None = ...,
         account_status: Global___AccountStatusDetails | None = ...,
         points_expiring_soon: Global___PointsExpiringSoonDetails | None = ...,
+        trade_refund: Global___TradeRefundDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_status", b"account_status", "details", b"details", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_status", b"account_status", "details", b"details", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade", "trade_refund", b"trade_refund"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_status", b"account_status", "cursor", b"cursor", "details", b"details", "kind", b"kind", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_status", b"account_status", "cursor", b"cursor", "details", b"details", "kind", b"kind", "occurred_at", b"occurred_at", "order", b"order", "payment_required", b"payment_required", "points_expiring_soon", b"points_expiring_soon", "points_moved", b"points_moved", "position", b"position", "trade", b"trade", "trade_refund", b"trade_refund"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["points_moved", "order", "trade", "payment_required", "account_status", "points_expiring_soon"]  # noqa: Y015
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["points_moved", "order", "trade", "payment_required", "account_status", "points_expiring_soon", "trade_refund"]  # noqa: Y015
     _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
 
@@ -1557,6 +1593,52 @@ class PaymentRequiredDetails(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentRequiredDetails: _TypeAlias = PaymentRequiredDetails  # noqa: Y015
+
+@_typing.final
+class TradeRefundDetails(_message.Message):
+    """Details of a cooling-off refund's notification (TRADE_REFUNDING, TRADE_REFUNDED,
+    REFUND_DECLINED).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    DECLINED_REASON_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """The refund's id (derived from the RefundPurchase request; the provider's idempotency key)."""
+    provider_refund_id: _builtins.str
+    """The provider's id of the refund; set for TRADE_REFUNDED only."""
+    declined_reason: _builtins.str
+    """The provider's machine-readable reason; set for REFUND_DECLINED only."""
+    @_builtins.property
+    def trade(self) -> _common_pb2.Trade:
+        """The trade after the event, with only the caller's side disclosed: REFUNDING, REFUNDED, or
+        SETTLED again after a decline.
+        """
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """What the buyer gets back: all the trade's amount due, in its currency."""
+
+    def __init__(
+        self,
+        *,
+        trade: _common_pb2.Trade | None = ...,
+        refund_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        provider_refund_id: _builtins.str = ...,
+        declined_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "trade", b"trade"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "declined_reason", b"declined_reason", "provider_refund_id", b"provider_refund_id", "refund_id", b"refund_id", "trade", b"trade"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TradeRefundDetails: _TypeAlias = TradeRefundDetails  # noqa: Y015
 
 @_typing.final
 class AccountStatusDetails(_message.Message):

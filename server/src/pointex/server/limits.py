@@ -245,6 +245,13 @@ lots_per_account_max = 1000
 # The longest lifetime a program's expiry policy may give points (ProgramRules.expiry).
 expiry_lifetime_days_max = 36_600
 
+# The longest cooling-off window a program may set (ProgramRules.cooling_off).
+cooling_off_days_max = 365
+
+# Market purchases one account keeps as refundable at once (cooling-off); past the bound the
+# oldest is no longer refundable. Kept in the account's state and snapshot.
+refundable_purchases_max = 100
+
 # How far ahead an issue's activation may be (IssuePoints.activates_at); further is
 # INVALID_FIELD. Bounds how long the activation timer and recovery keep an issue.
 pending_activation_days_max = 400
@@ -409,13 +416,13 @@ page_token_chars_max = 512
 notification_cursor_bytes_max = 256
 
 # Entries of a repeated enum filter: as many as the enum has values (AccountKind 2,
-# AccountStatus 3, OrderStatus 5, TradeStatus 3), or room for the enums that will grow
+# AccountStatus 3, OrderStatus 5, TradeStatus 5), or room for the enums that will grow
 # (MovementKind, NotificationKind). More is FIELD_TOO_LONG. Each entry becomes a parameter of
 # the read query and part of the filter digest a page token is bound to.
 account_filter_kinds_max = 2
 account_filter_statuses_max = 3
 order_filter_statuses_max = 5
-trade_filter_statuses_max = 3
+trade_filter_statuses_max = 5
 history_filter_kinds_max = 16
 notification_filter_kinds_max = 16
 

@@ -54,7 +54,15 @@ PendingWatch = Callable[[str, str, int], None]
 LotsWatch = Callable[[str, Account | None], None]
 # The events after which an account's lots may be due sooner than the expiry timer knows.
 _LOTS_CHANGED = frozenset(
-    {"PointsCredited", "PointsReturned", "PointsBought", "PointsActivated", "PointsReleased"}
+    {
+        "PointsCredited",
+        "PointsReturned",
+        "PointsBought",
+        "PointsActivated",
+        "PointsReleased",
+        "SoldPointsReturned",
+        "BoughtPointsRestored",
+    }
 )
 
 

@@ -12,6 +12,7 @@ import json
 from typing import Final
 
 from pointex.server.domain.account import Account, PendingIssue
+from pointex.server.domain.account_state import Purchase
 from pointex.server.domain.lots import Lot
 from pointex.server.domain.program import LimitedOperation
 from pointex.server.domain.usage import Usage
@@ -19,8 +20,8 @@ from pointex.server.domain.values import AccountKind, AccountStatus, Instant, Ro
 from pointex.server.eventstore.port import Snapshot
 
 SNAPSHOT_TYPE: Final = "AccountSnapshot"
-# 2: buying_points; 3: tier; 4: usage; 5: pending; 6: lots
-SNAPSHOT_SCHEMA_VERSION: Final = 6
+# 2: buying_points; 3: tier; 4: usage; 5: pending; 6: lots; 7: purchases
+SNAPSHOT_SCHEMA_VERSION: Final = 7
 
 
 def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> Snapshot:
@@ -42,10 +43,18 @@ def to_snapshot(stream_id: str, state: Account, version: int, position: int) -> 
             "hours": [[op.value, hour, points] for op, hour, points in state.usage.hours],
             "years": [[op.value, year, points] for op, year, points in state.usage.years],
         },
-        "lots": [
-            [lot.earned_at.unix_ms, lot.expires_at.unix_ms, lot.amount_points] for lot in state.lots
-        ],
+        "lots": _lots_data(state.lots),
         "noticed_through_ms": state.noticed_through_ms,
+        "purchases": [
+            [
+                p.trade_id,
+                p.amount_points,
+                p.refundable_until.unix_ms,
+                _lots_data(p.lots),
+                p.spent,
+            ]
+            for p in state.purchases
+        ],
         "frozen_by_role": state.frozen_by_role.value if state.frozen_by_role else None,
         "position": position,
     }
@@ -77,11 +86,23 @@ def from_snapshot(snapshot: Snapshot) -> tuple[Account, int, int] | None:
             tuple((LimitedOperation(op), int(h), int(p)) for op, h, p in data["usage"]["hours"]),
             tuple((LimitedOperation(op), int(y), int(p)) for op, y, p in data["usage"]["years"]),
         ),
-        lots=tuple(
-            Lot(Instant(int(earned)), Instant(int(expires)), int(points))
-            for earned, expires, points in data["lots"]
-        ),
+        lots=_lots_of(data["lots"]),
         noticed_through_ms=int(data["noticed_through_ms"]),
+        purchases=tuple(
+            Purchase(str(trade_id), int(points), Instant(int(until)), _lots_of(lots), bool(spent))
+            for trade_id, points, until, lots, spent in data["purchases"]
+        ),
     )
     state.check()
     return state, snapshot.stream_version, int(data["position"])
+
+
+def _lots_data(lots: tuple[Lot, ...]) -> list[list[int]]:
+    return [[lot.earned_at.unix_ms, lot.expires_at.unix_ms, lot.amount_points] for lot in lots]
+
+
+def _lots_of(data: list[list[int]]) -> tuple[Lot, ...]:
+    return tuple(
+        Lot(Instant(int(earned)), Instant(int(expires)), int(points))
+        for earned, expires, points in data
+    )

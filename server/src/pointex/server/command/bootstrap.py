@@ -22,6 +22,7 @@ from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrade
 from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.recovery import PROCESS_KINDS, recover
+from pointex.server.command.app.refunds import PurchaseRefunds
 from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.edge.callbacks import CallbackEdge
@@ -171,7 +172,8 @@ async def create_server(config: CommandConfig) -> CommandServer:
         if any(found.values()):
             log.info("resumed processes left open", extra={"open": found})
         feed = EventFeedServicer(store)
-        commands = CommandServicer(handlers, market, callbacks)
+        refunds = PurchaseRefunds(market.processes, actors)
+        commands = CommandServicer(handlers, market, callbacks, refunds)
         services = [
             Service(
                 event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,

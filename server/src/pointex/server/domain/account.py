@@ -16,6 +16,7 @@ from pointex.server.domain import account_market, errors, lots
 from pointex.server.domain.account_state import (
     Account,
     PendingIssue,
+    Purchase,
     require_amount,
     require_available,
     require_exists,
@@ -42,7 +43,10 @@ from pointex.server.domain.commands import (
     ReleaseBuy,
     ReleasePoints,
     ReserveBuy,
+    RestoreBought,
+    ReturnBought,
     ReturnPoints,
+    ReturnSold,
     SellPoints,
     SetAccountTier,
     UnfreezeAccount,
@@ -54,6 +58,8 @@ from pointex.server.domain.events import (
     AccountOpened,
     AccountTierSet,
     AccountUnfrozen,
+    BoughtPointsRestored,
+    BoughtPointsReturned,
     BuyReleased,
     BuyReserved,
     PointsActivated,
@@ -69,6 +75,7 @@ from pointex.server.domain.events import (
     PointsReleased,
     PointsReturned,
     PointsSold,
+    SoldPointsReturned,
 )
 from pointex.server.domain.program import (
     NO_LIMITS,
@@ -391,6 +398,8 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
     ReleasePoints: account_market.release,  # type: ignore[dict-item]
     ReserveBuy: account_market.reserve_buy,  # type: ignore[dict-item]
     ReleaseBuy: account_market.release_buy,  # type: ignore[dict-item]
+    ReturnSold: account_market.return_sold,  # type: ignore[dict-item]
+    RestoreBought: account_market.restore_bought,  # type: ignore[dict-item]
 }
 
 
@@ -399,7 +408,7 @@ _DECIDERS: dict[type, Callable[[Account | None, AccountCommand], list[AccountEve
 # needs it too, and the debt policy of reversals: `decide` calls it itself.)
 _TIMED: dict[type, Callable[[Account | None, AccountCommand, Instant], list[AccountEvent]]] = {
     SellPoints: account_market.sell,  # type: ignore[dict-item]
-    BuyPoints: account_market.buy,  # type: ignore[dict-item]
+    ReturnBought: account_market.return_bought,  # type: ignore[dict-item]
 }
 # Deciders that need the moment and the program's rules: what points earned now get (the
 # expiry policy), and the expiry timer's own command.
@@ -409,6 +418,7 @@ _RULED: dict[
     CreditPoints: _credit,  # type: ignore[dict-item]
     ActivatePoints: _activate,  # type: ignore[dict-item]
     ExpirePoints: _expire,  # type: ignore[dict-item]
+    BuyPoints: account_market.buy,  # type: ignore[dict-item]
 }
 
 
@@ -524,6 +534,7 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         _pending(state.pending, event) if kind in _PENDING_CHANGES else state.pending,
         _lots(state, event) if state.lots or getattr(event, "lots", None) else state.lots,
         event.last_expires_at.unix_ms if kind is PointsExpiringSoon else state.noticed_through_ms,  # type: ignore[union-attr]
+        _purchases(state, event) if state.purchases or kind is PointsBought else state.purchases,
     )
     account.check()
     # The balances an event states are the balances replay arrives at (paired assertion).
@@ -572,14 +583,50 @@ def _lots(state: Account, event: AccountEvent) -> tuple[lots.Lot, ...]:
             taken, left = lots.take(state.lots, total, event.amount_points)
             assert taken == event.lots, (event, taken)
             return left
-        case PointsCredited() | PointsReturned() | PointsBought() | PointsActivated():
+        case (
+            PointsCredited()
+            | PointsReturned()
+            | PointsBought()
+            | PointsActivated()
+            | SoldPointsReturned()
+            | BoughtPointsRestored()
+        ):
             return lots.add(state.lots, total, event.lots, event.amount_points)
+        case BoughtPointsReturned():
+            return lots.remove(state.lots, event.lots)
         case PointsExpired():
             lapsed, left = lots.lapse(state.lots, event.amount_points, event.decided_at.unix_ms)
             assert lapsed == event.lots, (event, lapsed)
             return left
         case _:
             return state.lots
+
+
+def _purchases(state: Account, event: AccountEvent) -> tuple[Purchase, ...]:
+    """Return the refundable purchases after `event`: one added, refunded, or all spent.
+
+    Any point leaving the account (a debit, a hold for a SELL order, an expiry) spends every
+    purchase kept: points are fungible, so none of a purchase is known unspent afterwards.
+    """
+    match event:
+        case PointsBought(refundable_until=until) if until.unix_ms:
+            now = event.decided_at.unix_ms
+            kept = [p for p in state.purchases if p.refundable_until.unix_ms >= now]
+            # Points that paid off a debt are spent at once.
+            bought = Purchase(
+                event.trade_id,
+                event.amount_points,
+                until,
+                event.lots,
+                spent=state.available_points < 0,
+            )
+            return (*kept, bought)[-limits.refundable_purchases_max :]
+        case BoughtPointsReturned():
+            return tuple(p for p in state.purchases if p.trade_id != event.trade_id)
+        case PointsDebited(pending_transfer_id="") | PointsHeld() | PointsExpired():
+            return tuple(dataclasses.replace(p, spent=True) for p in state.purchases)
+        case _:
+            return state.purchases
 
 
 def _counted(usage: Usage, event: AccountEvent) -> Usage:
@@ -605,12 +652,19 @@ def _balances(state: Account, event: AccountEvent) -> tuple[int, int, int]:
             available += event.amount_points
             # An order opened before BUY orders were reserved bought what it never reserved.
             buying = max(0, buying - event.amount_points)
-        case PointsMinted() | PointsCredited() | PointsReturned() | PointsActivated():
+        case (
+            PointsMinted()
+            | PointsCredited()
+            | PointsReturned()
+            | PointsActivated()
+            | SoldPointsReturned()
+            | BoughtPointsRestored()
+        ):
             available += event.amount_points
         case PointsDebited(pending_transfer_id=""):
             # A reversal taking an issue's pending points back leaves available (_pending).
             available -= event.amount_points + event.fee_points
-        case PointsBurned() | PointsExpired():
+        case PointsBurned() | PointsExpired() | BoughtPointsReturned():
             available -= event.amount_points
         case PointsHeld():
             available, held = available - event.amount_points, held + event.amount_points

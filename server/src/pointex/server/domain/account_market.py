@@ -6,9 +6,12 @@ order placement and trade processes ask of an account.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pointex.server.domain import errors, lots
 from pointex.server.domain.account_state import (
     Account,
+    Purchase,
     require_amount,
     require_available,
     require_exists,
@@ -22,17 +25,25 @@ from pointex.server.domain.commands import (
     ReleaseBuy,
     ReleasePoints,
     ReserveBuy,
+    RestoreBought,
+    ReturnBought,
+    ReturnSold,
     SellPoints,
 )
 from pointex.server.domain.events import (
+    NEVER,
     AccountEvent,
+    BoughtPointsRestored,
+    BoughtPointsReturned,
     BuyReleased,
     BuyReserved,
     PointsBought,
     PointsHeld,
     PointsReleased,
     PointsSold,
+    SoldPointsReturned,
 )
+from pointex.server.domain.program import LimitIndex
 from pointex.server.domain.values import AccountKind, Instant
 
 
@@ -127,10 +138,13 @@ def sell(state: Account | None, command: SellPoints, at: Instant) -> list[Accoun
     ]
 
 
-def buy(state: Account | None, command: BuyPoints, at: Instant) -> list[AccountEvent]:
-    """Receive a settled trade's quantity."""
+def buy(
+    state: Account | None, command: BuyPoints, at: Instant, rules: LimitIndex
+) -> list[AccountEvent]:
+    """Receive a settled trade's quantity, refundable for the cooling-off window in force."""
     # The buyer paid: only a closed account (which may hold nothing) cannot receive.
     account = require_open(state, command.account_id)
+    window = rules.cooling_off.ms
     return [
         PointsBought(
             command.account_id,
@@ -140,6 +154,7 @@ def buy(state: Account | None, command: BuyPoints, at: Instant) -> list[AccountE
             account.available_points + command.amount_points,
             at,
             command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS,
+            Instant(at.unix_ms + window) if window else NEVER,
         )
     ]
 
@@ -178,5 +193,87 @@ def release_buy(state: Account | None, command: ReleaseBuy) -> list[AccountEvent
             command.trade_id,
             released,
             account.buying_points - released,
+        )
+    ]
+
+
+# --- Cooling-off: a purchase refunded ------------------------------------------------------
+
+
+def purchase_of(account: Account, trade_id: str) -> Purchase | None:
+    """Return the account's refundable purchase of `trade_id`, if it keeps one."""
+    return next((p for p in account.purchases if p.trade_id == trade_id), None)
+
+
+def return_bought(state: Account | None, command: ReturnBought, at: Instant) -> list[AccountEvent]:
+    """Give a purchase's points back for its refund, if its window is open and none is spent."""
+    account = require_open(state, command.account_id)
+    require_may_act(command.caller, account)
+    purchase = purchase_of(account, command.trade_id)
+    context = {"account_id": account.account_id, "trade_id": command.trade_id}
+    if purchase is None:
+        raise errors.FailedPrecondition(
+            errors.PURCHASE_NOT_REFUNDABLE,
+            "the account keeps no refundable purchase of this trade",
+            trade_status="SETTLED",
+            **context,
+        )
+    if purchase.spent:
+        raise errors.FailedPrecondition(
+            errors.PURCHASE_POINTS_SPENT,
+            "points left the account since the purchase; it is no longer refundable",
+            **context,
+        )
+    if at.unix_ms > purchase.refundable_until.unix_ms:
+        until = purchase.refundable_until.unix_ms
+        raise errors.FailedPrecondition(
+            errors.COOLING_OFF_ENDED,
+            "the purchase's cooling-off window has ended",
+            refundable_until=_rfc3339(until),
+            **context,
+        )
+    require_not_frozen(account)
+    return [
+        BoughtPointsReturned(
+            account.account_id,
+            command.trade_id,
+            purchase.amount_points,
+            account.available_points - purchase.amount_points,
+            purchase.lots,
+        )
+    ]
+
+
+def _rfc3339(unix_ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(unix_ms // 1000, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def return_sold(state: Account | None, command: ReturnSold) -> list[AccountEvent]:
+    """Take a refunded sale's points back; only a closed account cannot."""
+    account = require_open(state, command.account_id)
+    kept = command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS
+    return [
+        SoldPointsReturned(
+            account.account_id,
+            command.trade_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+            kept,
+        )
+    ]
+
+
+def restore_bought(state: Account | None, command: RestoreBought) -> list[AccountEvent]:
+    """Give the buyer back a purchase whose refund was declined; never refused."""
+    account = require_exists(state, command.account_id)
+    kept = command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS
+    return [
+        BoughtPointsRestored(
+            account.account_id,
+            command.trade_id,
+            command.amount_points,
+            account.available_points + command.amount_points,
+            kept,
         )
     ]

@@ -40,6 +40,8 @@ class Account:
     lots: tuple[Lot, ...] = NO_LOTS
     # Lots lapsing up to this moment (ms) were announced as expiring soon.
     noticed_through_ms: int = 0
+    # Market purchases within their cooling-off window, oldest first (refundable if unspent).
+    purchases: tuple[Purchase, ...] = ()
 
     def check(self) -> None:
         """Assert the account's own invariants (balances within 0..ceiling)."""
@@ -80,6 +82,21 @@ class PendingIssue:
     transfer_id: str
     amount_points: int
     activates_at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """A market purchase the buyer may have refunded until `refundable_until` (cooling-off).
+
+    `spent`: points left the account since it was bought (or it paid off a debt), so it is
+    no longer refundable; kept, to say so by name.
+    """
+
+    trade_id: str
+    amount_points: int
+    refundable_until: Instant
+    lots: tuple[Lot, ...]
+    spent: bool = False
 
 
 def require_amount(amount_points: int) -> None:

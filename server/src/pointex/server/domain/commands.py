@@ -193,6 +193,35 @@ class BuyPoints:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnBought:
+    """Cooling-off, buyer side: give a refundable purchase's points back (they leave now)."""
+
+    caller: Caller
+    account_id: str
+    trade_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnSold:
+    """Cooling-off, seller side: take a refunded sale's points back."""
+
+    account_id: str
+    trade_id: str
+    amount_points: int
+    lots: tuple[Lot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreBought:
+    """Cooling-off, declined: give the buyer a purchase's points back, in their lots."""
+
+    account_id: str
+    trade_id: str
+    amount_points: int
+    lots: tuple[Lot, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveBuy:
     """First step of a BUY order: count its quantity as being bought, so the account stays open.
 
@@ -239,4 +268,7 @@ AccountCommand = (
     | BuyPoints
     | ReserveBuy
     | ReleaseBuy
+    | ReturnBought
+    | ReturnSold
+    | RestoreBought
 )

@@ -231,6 +231,7 @@ class PointsBought:
     available_points: int  # after this event
     decided_at: Instant = NEVER  # when the account's windows count it (domain/usage.py)
     lots: tuple[Lot, ...] = NO_LOTS  # The seller's lots, which the points keep.
+    refundable_until: Instant = NEVER  # The end of its cooling-off window (NEVER: none).
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +316,39 @@ class PointsExpiringSoon:
 
 
 @dataclass(frozen=True, slots=True)
+class BoughtPointsReturned:
+    """A refunded purchase's points left the buyer, on their way back to the seller."""
+
+    account_id: str
+    trade_id: str
+    amount_points: int
+    available_points: int  # after this event
+    lots: tuple[Lot, ...]  # The lots they were bought in.
+
+
+@dataclass(frozen=True, slots=True)
+class SoldPointsReturned:
+    """A refunded sale's points came back to the seller."""
+
+    account_id: str
+    trade_id: str
+    amount_points: int
+    available_points: int  # after this event
+    lots: tuple[Lot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoughtPointsRestored:
+    """The refund was declined: a purchase's points came back to the buyer."""
+
+    account_id: str
+    trade_id: str
+    amount_points: int
+    available_points: int  # after this event
+    lots: tuple[Lot, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AccountTierSet:
     """The account's member tier is `tier` from now on (empty: none)."""
 
@@ -343,6 +377,9 @@ AccountEvent = (
     | BuyReleased
     | PointsExpired
     | PointsExpiringSoon
+    | BoughtPointsReturned
+    | SoldPointsReturned
+    | BoughtPointsRestored
 )
 
 # Stable type name and current schema version of every account event. The names are
@@ -369,6 +406,9 @@ ACCOUNT_EVENT_TYPES: Final[dict[type[AccountEvent], tuple[str, int]]] = {
     BuyReleased: ("BuyReleased", 1),
     PointsExpired: ("PointsExpired", 1),
     PointsExpiringSoon: ("PointsExpiringSoon", 1),
+    BoughtPointsReturned: ("BoughtPointsReturned", 1),
+    SoldPointsReturned: ("SoldPointsReturned", 1),
+    BoughtPointsRestored: ("BoughtPointsRestored", 1),
 }
 
 ProcessEvent = (

@@ -154,6 +154,22 @@ def add(
     return tuple(merged)
 
 
+def remove(lots: tuple[Lot, ...], leaving: tuple[Lot, ...]) -> tuple[Lot, ...]:
+    """Return the lots after exactly the `leaving` lots left (a refunded purchase's own)."""
+    if not leaving:
+        return lots
+    left = {lot.key: lot for lot in lots}
+    for lot in leaving:
+        there = left[lot.key]
+        assert there.amount_points >= lot.amount_points, (lots, leaving)
+        rest = there.amount_points - lot.amount_points
+        if rest:
+            left[lot.key] = Lot(there.earned_at, there.expires_at, rest)
+        else:
+            del left[lot.key]
+    return tuple(left.values())
+
+
 def _key(lot: Lot) -> tuple[int, int]:
     return lot.key
 

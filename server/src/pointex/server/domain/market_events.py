@@ -196,6 +196,33 @@ class RefundRequired:
     amount: Money
 
 
+@dataclass(frozen=True, slots=True)
+class RefundRequested:
+    """The buyer asked for a settled trade's refund (cooling-off); the points left the buyer."""
+
+    trade_id: str
+    refund_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRefunded:
+    """The provider gave the payment back; the points returned to the seller."""
+
+    trade_id: str
+    refund_id: str
+    provider_refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundDeclined:
+    """The provider refused the refund for good; the points came back to the buyer."""
+
+    trade_id: str
+    refund_id: str
+    reason: str
+
+
 TradeEvent = (
     TradeCreated
     | PaymentRequested
@@ -204,6 +231,9 @@ TradeEvent = (
     | TradeSettled
     | TradeCancelled
     | RefundRequired
+    | RefundRequested
+    | TradeRefunded
+    | RefundDeclined
 )
 
 # Stable type names and schema versions, written literally (see events.py).
@@ -224,4 +254,7 @@ TRADE_EVENT_TYPES: Final[dict[type[TradeEvent], tuple[str, int]]] = {
     TradeSettled: ("TradeSettled", 1),
     TradeCancelled: ("TradeCancelled", 1),
     RefundRequired: ("RefundRequired", 1),
+    RefundRequested: ("RefundRequested", 1),
+    TradeRefunded: ("TradeRefunded", 1),
+    RefundDeclined: ("RefundDeclined", 1),
 }

@@ -23,7 +23,7 @@ from typing import Final
 from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.lots import NO_EXPIRY, ExpiryPolicy
-from pointex.server.domain.values import AccountKind, Caller, Role
+from pointex.server.domain.values import AccountKind, Caller, Role, Span
 
 
 class LimitedOperation(enum.Enum):
@@ -71,6 +71,7 @@ class TransferFee:
 
 _PER_MILLE: Final = 1000
 NO_FEE = TransferFee()
+NO_SPAN: Final = Span(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class ProgramRules:
     reversal_debt_max_points: int = 0
     transfer_fee: TransferFee = NO_FEE
     expiry: ExpiryPolicy = NO_EXPIRY  # How long earned points last (domain/lots.py).
+    # How long after a market purchase settles the buyer may have it refunded (0: never).
+    cooling_off: Span = NO_SPAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,11 @@ def validate(rules: ProgramRules) -> None:
         raise _invalid("rules.reversal_debt_max_points", f"0 to {limits.points_amount_max} points")
     _validate_fee(rules.transfer_fee)
     _validate_expiry(rules.expiry)
+    window = rules.cooling_off.ms
+    if window % _SECOND_MS or not 0 <= window <= limits.cooling_off_days_max * _DAY_MS:
+        raise _invalid(
+            "rules.cooling_off", f"whole seconds, up to {limits.cooling_off_days_max} days"
+        )
     seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
     for i, limit in enumerate(rules.limits):
         field = f"rules.limits[{i}]"
@@ -237,6 +245,7 @@ class LimitIndex:
 
     __slots__ = (
         "_by_scope",
+        "cooling_off",
         "expiry",
         "fees_any",
         "limits_any",
@@ -253,6 +262,7 @@ class LimitIndex:
         self.version = program.version
         self.reversal_debt_max = program.rules.reversal_debt_max_points
         self.expiry = program.rules.expiry  # Whether, and when, points earned now lapse.
+        self.cooling_off = program.rules.cooling_off  # How long a purchase is refundable.
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 

@@ -22,11 +22,14 @@ from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentFailed,
     PaymentRequested,
+    RefundDeclined,
+    RefundRequested,
     RefundRequired,
     TradeCancelled,
     TradeCreated,
     TradeEvent,
     TradeMatched,
+    TradeRefunded,
     TradeSettled,
 )
 from pointex.server.domain.market_fees import side_fee_minor
@@ -40,6 +43,8 @@ class TradeStatus(enum.Enum):
     SETTLING = "SETTLING"
     SETTLED = "SETTLED"
     CANCELLED = "CANCELLED"
+    REFUNDING = "REFUNDING"  # Cooling-off: the buyer's points left; the provider is asked.
+    REFUNDED = "REFUNDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,10 @@ class Trade:
     refund_required: bool = False
     # The lots of the points the seller delivered (PaymentConfirmed): the buyer gets them.
     delivered_lots: tuple[Lot, ...] = NO_LOTS
+    # The cooling-off refund under way or made (REFUNDING, REFUNDED), if any.
+    refund: RefundRequested | None = None
+    # The latest refund the provider declined (the trade is SETTLED again).
+    declined: RefundDeclined | None = None
 
     @property
     def trade_id(self) -> str:
@@ -91,6 +100,15 @@ def evolve(trade: Trade | None, event: TradeEvent) -> Trade:
             trade = replace(trade, status=TradeStatus.CANCELLED, cancel_reason=event.reason)
         case RefundRequired():
             trade = replace(trade, refund_required=True)
+        case RefundRequested():
+            assert trade.status is TradeStatus.SETTLED, trade
+            trade = replace(trade, status=TradeStatus.REFUNDING, refund=event)
+        case TradeRefunded():
+            assert trade.status is TradeStatus.REFUNDING, trade
+            trade = replace(trade, status=TradeStatus.REFUNDED)
+        case RefundDeclined():
+            assert trade.status is TradeStatus.REFUNDING, trade
+            trade = replace(trade, status=TradeStatus.SETTLED, refund=None, declined=event)
     # PaymentFailed and a late PaymentConfirmed are recorded and change no state.
     return trade
 

@@ -58,6 +58,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "SetAccountTier",
             "ReverseIssue",
             "ReverseRedeem",
+            "RefundPurchase",
         )
     },
     "/pointex.v1.CommandService/MintPoints": _OPERATORS,

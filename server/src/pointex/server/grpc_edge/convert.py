@@ -205,7 +205,10 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
         _whole_seconds("rules.expiry.lifetime", message.expiry.lifetime),
         _whole_seconds("rules.expiry.notice", message.expiry.notice),
     )
-    rules = ProgramRules(tuple(converted), message.reversal_debt_max_points, transfer_fee, expiry)
+    cooling_off = _whole_seconds("rules.cooling_off", message.cooling_off)
+    rules = ProgramRules(
+        tuple(converted), message.reversal_debt_max_points, transfer_fee, expiry, cooling_off
+    )
     try:
         validate(rules)
     except errors.InvalidArgument as invalid:

@@ -9,14 +9,17 @@ settlement and not yet bought (the debit/credit events themselves, not the proce
 event, so a batch ending between a credit and its TransferCompleted does not count the points
 twice). A transfer's fee is debited with its points and is in flight on its own until the fee
 account is credited with it, or it comes back to the source (the fee account refused it, or
-the destination refused the whole transfer). Per account, held and pending are each ≥ 0,
+the destination refused the whole transfer). A cooling-off refund's points are in flight from
+the buyer's BoughtPointsReturned until the seller's SoldPointsReturned (refund made) or the
+buyer's BoughtPointsRestored (refund declined). Per account, held and pending are each ≥ 0,
 available is ≥ the account's debt floor (0, or while a reversal under the program's debt
 policy has left the account in debt, the floor that reversal was decided under), and their
 sum is at most the ceiling (the command side counts an account's total the same way).
 I2 (escrow), per account: held = open quantity of its resting SELL orders + quantity of its
 trades pending payment as seller + its escrow steps in flight: a hold whose order is not
 placed yet, a cancelled order or trade whose points are not yet released or returned to the
-book (+), a sale delivered before its trade settled (-). The read store computes the
+book (+), a sale delivered before its trade settled (-). Refunds move available points only,
+and concern settled trades, so they leave I2 as it is. The read store computes the
 expected figure per account and lists the accounts whose held points differ.
 """
 

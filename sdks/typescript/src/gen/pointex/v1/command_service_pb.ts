@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pointex/v1/command_service.proto.
  */
 export const file_pointex_v1_command_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb2ludGV4L3YxL2NvbW1hbmRfc2VydmljZS5wcm90bxIKcG9pbnRleC52MSKTAQoST3BlbkFjY291bnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCRIlCgRraW5kGAMgASgOMhcucG9pbnRleC52MS5BY2NvdW50S2luZBIYChBvd25lcl9wYXJ0bmVyX2lkGAQgASgJEhQKDGRpc3BsYXlfbmFtZRgFIAEoCSJjChNPcGVuQWNjb3VudFJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIkCgdhY2NvdW50GAIgASgLMhMucG9pbnRleC52MS5BY2NvdW50ImkKEU1pbnRQb2ludHNSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGwoTbWVyY2hhbnRfYWNjb3VudF9pZBgCIAEoCRIVCg1hbW91bnRfcG9pbnRzGAMgASgDEgwKBG1lbW8YBCABKAkiVgoSTWludFBvaW50c1Jlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIYChBhdmFpbGFibGVfcG9pbnRzGAIgASgDIrkBChJJc3N1ZVBvaW50c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIbChNtZXJjaGFudF9hY2NvdW50X2lkGAIgASgJEhkKEW1lbWJlcl9hY2NvdW50X2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSDgoGcmVhc29uGAUgASgJEjAKDGFjdGl2YXRlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoTSXNzdWVQb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEwoLdHJhbnNmZXJfaWQYAiABKAkSIQoZbWVyY2hhbnRfYXZhaWxhYmxlX3BvaW50cxgDIAEoAyKIAQoTUmVkZWVtUG9pbnRzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhkKEW1lbWJlcl9hY2NvdW50X2lkGAIgASgJEhsKE21lcmNoYW50X2FjY291bnRfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIOCgZyZWFzb24YBSABKAkidAoUUmVkZWVtUG9pbnRzUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhMKC3RyYW5zZmVyX2lkGAIgASgJEh8KF21lbWJlcl9hdmFpbGFibGVfcG9pbnRzGAMgASgDIqkBChVUcmFuc2ZlclBvaW50c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIXCg9mcm9tX2FjY291bnRfaWQYAiABKAkSFQoNdG9fYWNjb3VudF9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEgwKBG1lbW8YBSABKAkSJwoJZmVlX3F1b3RlGAYgASgLMhQucG9pbnRleC52MS5GZWVRdW90ZSK9AQoWVHJhbnNmZXJQb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEwoLdHJhbnNmZXJfaWQYAiABKAkSHQoVZnJvbV9hdmFpbGFibGVfcG9pbnRzGAMgASgDEhIKCmZlZV9wb2ludHMYBCABKAMSMwoSZmVlX3JlZnVzZWRfcmVhc29uGAUgASgOMhcucG9pbnRleC52MS5FcnJvclJlYXNvbiJpChFCdXJuUG9pbnRzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhsKE21lcmNoYW50X2FjY291bnRfaWQYAiABKAkSFQoNYW1vdW50X3BvaW50cxgDIAEoAxIMCgRtZW1vGAQgASgJIlYKEkJ1cm5Qb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SGAoQYXZhaWxhYmxlX3BvaW50cxgCIAEoAyJOChRGcmVlemVBY2NvdW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIlAKFUZyZWV6ZUFjY291bnRSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SDwoHY2hhbmdlZBgCIAEoCCJQChZVbmZyZWV6ZUFjY291bnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiUgoXVW5mcmVlemVBY2NvdW50UmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEg8KB2NoYW5nZWQYAiABKAgiTQoTQ2xvc2VBY2NvdW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIk8KFENsb3NlQWNjb3VudFJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIPCgdjaGFuZ2VkGAIgASgIIp4CChFQbGFjZU9yZGVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSEQoJbWFya2V0X2lkGAMgASgJEiMKBHNpZGUYBCABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYBSABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBiABKAMSLgoNdGltZV9pbl9mb3JjZRgHIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAggASgJEiwKCWZlZV9xdW90ZRgJIAEoCzIZLnBvaW50ZXgudjEuT3JkZXJGZWVRdW90ZSKWAQoSUGxhY2VPcmRlclJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIgCgVvcmRlchgCIAEoCzIRLnBvaW50ZXgudjEuT3JkZXISIQoGdHJhZGVzGAMgAygLMhEucG9pbnRleC52MS5UcmFkZRITCgt0cmFkZV9jb3VudBgEIAEoDSJNChJDYW5jZWxPcmRlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkimwEKE0NhbmNlbE9yZGVyUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEiAKBW9yZGVyGAIgASgLMhEucG9pbnRleC52MS5PcmRlchIhChljYW5jZWxsZWRfcXVhbnRpdHlfcG9pbnRzGAMgASgDEhcKD3JlbGVhc2VkX3BvaW50cxgEIAEoAyKJAgoPUGF5bWVudENhbGxiYWNrEhMKC3Byb3ZpZGVyX2lkGAEgASgJEhIKCnBheW1lbnRfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSKwoHb3V0Y29tZRgEIAEoDjIaLnBvaW50ZXgudjEuUGF5bWVudE91dGNvbWUSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRIZChFwcm92aWRlcl9ldmVudF9pZBgGIAEoCRItCglzaWduZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXNpZ25hdHVyZRgIIAEoDBIOCgZrZXlfaWQYCSABKAkiWgoVQ29uZmlybVBheW1lbnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSLQoIY2FsbGJhY2sYAiABKAsyGy5wb2ludGV4LnYxLlBheW1lbnRDYWxsYmFjayKtAQoWQ29uZmlybVBheW1lbnRSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEAoIdHJhZGVfaWQYAiABKAkSLQoMdHJhZGVfc3RhdHVzGAMgASgOMhcucG9pbnRleC52MS5UcmFkZVN0YXR1cxIXCg9yZWZ1bmRfcmVxdWlyZWQYBCABKAgSEQoJZHVwbGljYXRlGAUgASgIIlcKEkZhaWxQYXltZW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEi0KCGNhbGxiYWNrGAIgASgLMhsucG9pbnRleC52MS5QYXltZW50Q2FsbGJhY2siqgEKE0ZhaWxQYXltZW50UmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhAKCHRyYWRlX2lkGAIgASgJEi0KDHRyYWRlX3N0YXR1cxgDIAEoDjIXLnBvaW50ZXgudjEuVHJhZGVTdGF0dXMSFwoPcmVmdW5kX3JlcXVpcmVkGAQgASgIEhEKCWR1cGxpY2F0ZRgFIAEoCCI/ChJFeGVjdXRlQnVsa1JlcXVlc3QSKQoIY29tbWFuZHMYASADKAsyFy5wb2ludGV4LnYxLkJ1bGtDb21tYW5kIrQCCgtCdWxrQ29tbWFuZBI2Cgxpc3N1ZV9wb2ludHMYASABKAsyHi5wb2ludGV4LnYxLklzc3VlUG9pbnRzUmVxdWVzdEgAEjgKDXJlZGVlbV9wb2ludHMYAiABKAsyHy5wb2ludGV4LnYxLlJlZGVlbVBvaW50c1JlcXVlc3RIABI8Cg90cmFuc2Zlcl9wb2ludHMYAyABKAsyIS5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVxdWVzdEgAEjQKC21pbnRfcG9pbnRzGAQgASgLMh0ucG9pbnRleC52MS5NaW50UG9pbnRzUmVxdWVzdEgAEjQKC2J1cm5fcG9pbnRzGAUgASgLMh0ucG9pbnRleC52MS5CdXJuUG9pbnRzUmVxdWVzdEgAQgkKB2NvbW1hbmQiPgoTRXhlY3V0ZUJ1bGtSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYucG9pbnRleC52MS5CdWxrUmVzdWx0InAKCkJ1bGtSZXN1bHQSDQoFaW5kZXgYASABKA0SIAoCb2sYAiABKAsyEi5wb2ludGV4LnYxLkJ1bGtPa0gAEiYKBWVycm9yGAMgASgLMhUucG9pbnRleC52MS5CdWxrRXJyb3JIAEIJCgdvdXRjb21lIrUCCgZCdWxrT2sSNwoMaXNzdWVfcG9pbnRzGAEgASgLMh8ucG9pbnRleC52MS5Jc3N1ZVBvaW50c1Jlc3BvbnNlSAASOQoNcmVkZWVtX3BvaW50cxgCIAEoCzIgLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVzcG9uc2VIABI9Cg90cmFuc2Zlcl9wb2ludHMYAyABKAsyIi5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVzcG9uc2VIABI1CgttaW50X3BvaW50cxgEIAEoCzIeLnBvaW50ZXgudjEuTWludFBvaW50c1Jlc3BvbnNlSAASNQoLYnVybl9wb2ludHMYBSABKAsyHi5wb2ludGV4LnYxLkJ1cm5Qb2ludHNSZXNwb25zZUgAQgoKCHJlc3BvbnNlItIBCglCdWxrRXJyb3ISDAoEY29kZRgBIAEoBRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCRI1CghtZXRhZGF0YRgEIAMoCzIjLnBvaW50ZXgudjEuQnVsa0Vycm9yLk1ldGFkYXRhRW50cnkSLgoLcmV0cnlfZGVsYXkYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk0KFVNldEFjY291bnRUaWVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDAoEdGllchgDIAEoCSJRChZTZXRBY2NvdW50VGllclJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIPCgdjaGFuZ2VkGAIgASgIIm8KFlNldFByb2dyYW1SdWxlc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgEEicKBXJ1bGVzGAMgASgLMhgucG9pbnRleC52MS5Qcm9ncmFtUnVsZXMiUgoXU2V0UHJvZ3JhbVJ1bGVzUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEg8KB3ZlcnNpb24YAiABKAQiZQoTUmV2ZXJzZUlzc3VlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEhUKDWFtb3VudF9wb2ludHMYAyABKAMSDgoGcmVhc29uGAQgASgJIn0KFFJldmVyc2VJc3N1ZVJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIcChRyZXZlcnNhbF90cmFuc2Zlcl9pZBgCIAEoCRIfChdtZW1iZXJfYXZhaWxhYmxlX3BvaW50cxgDIAEoAyJmChRSZXZlcnNlUmVkZWVtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEhUKDWFtb3VudF9wb2ludHMYAyABKAMSDgoGcmVhc29uGAQgASgJIoABChVSZXZlcnNlUmVkZWVtUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhwKFHJldmVyc2FsX3RyYW5zZmVyX2lkGAIgASgJEiEKGW1lcmNoYW50X2F2YWlsYWJsZV9wb2ludHMYAyABKAMy8wsKDkNvbW1hbmRTZXJ2aWNlEk4KC09wZW5BY2NvdW50Eh4ucG9pbnRleC52MS5PcGVuQWNjb3VudFJlcXVlc3QaHy5wb2ludGV4LnYxLk9wZW5BY2NvdW50UmVzcG9uc2USSwoKTWludFBvaW50cxIdLnBvaW50ZXgudjEuTWludFBvaW50c1JlcXVlc3QaHi5wb2ludGV4LnYxLk1pbnRQb2ludHNSZXNwb25zZRJOCgtJc3N1ZVBvaW50cxIeLnBvaW50ZXgudjEuSXNzdWVQb2ludHNSZXF1ZXN0Gh8ucG9pbnRleC52MS5Jc3N1ZVBvaW50c1Jlc3BvbnNlElEKDFJlZGVlbVBvaW50cxIfLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVxdWVzdBogLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVzcG9uc2USVwoOVHJhbnNmZXJQb2ludHMSIS5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVxdWVzdBoiLnBvaW50ZXgudjEuVHJhbnNmZXJQb2ludHNSZXNwb25zZRJLCgpCdXJuUG9pbnRzEh0ucG9pbnRleC52MS5CdXJuUG9pbnRzUmVxdWVzdBoeLnBvaW50ZXgudjEuQnVyblBvaW50c1Jlc3BvbnNlElQKDUZyZWV6ZUFjY291bnQSIC5wb2ludGV4LnYxLkZyZWV6ZUFjY291bnRSZXF1ZXN0GiEucG9pbnRleC52MS5GcmVlemVBY2NvdW50UmVzcG9uc2USWgoPVW5mcmVlemVBY2NvdW50EiIucG9pbnRleC52MS5VbmZyZWV6ZUFjY291bnRSZXF1ZXN0GiMucG9pbnRleC52MS5VbmZyZWV6ZUFjY291bnRSZXNwb25zZRJRCgxDbG9zZUFjY291bnQSHy5wb2ludGV4LnYxLkNsb3NlQWNjb3VudFJlcXVlc3QaIC5wb2ludGV4LnYxLkNsb3NlQWNjb3VudFJlc3BvbnNlEksKClBsYWNlT3JkZXISHS5wb2ludGV4LnYxLlBsYWNlT3JkZXJSZXF1ZXN0Gh4ucG9pbnRleC52MS5QbGFjZU9yZGVyUmVzcG9uc2USTgoLQ2FuY2VsT3JkZXISHi5wb2ludGV4LnYxLkNhbmNlbE9yZGVyUmVxdWVzdBofLnBvaW50ZXgudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJXCg5Db25maXJtUGF5bWVudBIhLnBvaW50ZXgudjEuQ29uZmlybVBheW1lbnRSZXF1ZXN0GiIucG9pbnRleC52MS5Db25maXJtUGF5bWVudFJlc3BvbnNlEk4KC0ZhaWxQYXltZW50Eh4ucG9pbnRleC52MS5GYWlsUGF5bWVudFJlcXVlc3QaHy5wb2ludGV4LnYxLkZhaWxQYXltZW50UmVzcG9uc2USUgoLRXhlY3V0ZUJ1bGsSHi5wb2ludGV4LnYxLkV4ZWN1dGVCdWxrUmVxdWVzdBofLnBvaW50ZXgudjEuRXhlY3V0ZUJ1bGtSZXNwb25zZSgBMAESUQoMUmV2ZXJzZUlzc3VlEh8ucG9pbnRleC52MS5SZXZlcnNlSXNzdWVSZXF1ZXN0GiAucG9pbnRleC52MS5SZXZlcnNlSXNzdWVSZXNwb25zZRJUCg1SZXZlcnNlUmVkZWVtEiAucG9pbnRleC52MS5SZXZlcnNlUmVkZWVtUmVxdWVzdBohLnBvaW50ZXgudjEuUmV2ZXJzZVJlZGVlbVJlc3BvbnNlElcKDlNldEFjY291bnRUaWVyEiEucG9pbnRleC52MS5TZXRBY2NvdW50VGllclJlcXVlc3QaIi5wb2ludGV4LnYxLlNldEFjY291bnRUaWVyUmVzcG9uc2USWgoPU2V0UHJvZ3JhbVJ1bGVzEiIucG9pbnRleC52MS5TZXRQcm9ncmFtUnVsZXNSZXF1ZXN0GiMucG9pbnRleC52MS5TZXRQcm9ncmFtUnVsZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
+  fileDesc("CiBwb2ludGV4L3YxL2NvbW1hbmRfc2VydmljZS5wcm90bxIKcG9pbnRleC52MSKTAQoST3BlbkFjY291bnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCRIlCgRraW5kGAMgASgOMhcucG9pbnRleC52MS5BY2NvdW50S2luZBIYChBvd25lcl9wYXJ0bmVyX2lkGAQgASgJEhQKDGRpc3BsYXlfbmFtZRgFIAEoCSJjChNPcGVuQWNjb3VudFJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIkCgdhY2NvdW50GAIgASgLMhMucG9pbnRleC52MS5BY2NvdW50ImkKEU1pbnRQb2ludHNSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGwoTbWVyY2hhbnRfYWNjb3VudF9pZBgCIAEoCRIVCg1hbW91bnRfcG9pbnRzGAMgASgDEgwKBG1lbW8YBCABKAkiVgoSTWludFBvaW50c1Jlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIYChBhdmFpbGFibGVfcG9pbnRzGAIgASgDIrkBChJJc3N1ZVBvaW50c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIbChNtZXJjaGFudF9hY2NvdW50X2lkGAIgASgJEhkKEW1lbWJlcl9hY2NvdW50X2lkGAMgASgJEhUKDWFtb3VudF9wb2ludHMYBCABKAMSDgoGcmVhc29uGAUgASgJEjAKDGFjdGl2YXRlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidQoTSXNzdWVQb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEwoLdHJhbnNmZXJfaWQYAiABKAkSIQoZbWVyY2hhbnRfYXZhaWxhYmxlX3BvaW50cxgDIAEoAyKIAQoTUmVkZWVtUG9pbnRzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhkKEW1lbWJlcl9hY2NvdW50X2lkGAIgASgJEhsKE21lcmNoYW50X2FjY291bnRfaWQYAyABKAkSFQoNYW1vdW50X3BvaW50cxgEIAEoAxIOCgZyZWFzb24YBSABKAkidAoUUmVkZWVtUG9pbnRzUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhMKC3RyYW5zZmVyX2lkGAIgASgJEh8KF21lbWJlcl9hdmFpbGFibGVfcG9pbnRzGAMgASgDIqkBChVUcmFuc2ZlclBvaW50c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIXCg9mcm9tX2FjY291bnRfaWQYAiABKAkSFQoNdG9fYWNjb3VudF9pZBgDIAEoCRIVCg1hbW91bnRfcG9pbnRzGAQgASgDEgwKBG1lbW8YBSABKAkSJwoJZmVlX3F1b3RlGAYgASgLMhQucG9pbnRleC52MS5GZWVRdW90ZSK9AQoWVHJhbnNmZXJQb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEwoLdHJhbnNmZXJfaWQYAiABKAkSHQoVZnJvbV9hdmFpbGFibGVfcG9pbnRzGAMgASgDEhIKCmZlZV9wb2ludHMYBCABKAMSMwoSZmVlX3JlZnVzZWRfcmVhc29uGAUgASgOMhcucG9pbnRleC52MS5FcnJvclJlYXNvbiJpChFCdXJuUG9pbnRzUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhsKE21lcmNoYW50X2FjY291bnRfaWQYAiABKAkSFQoNYW1vdW50X3BvaW50cxgDIAEoAxIMCgRtZW1vGAQgASgJIlYKEkJ1cm5Qb2ludHNSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SGAoQYXZhaWxhYmxlX3BvaW50cxgCIAEoAyJOChRGcmVlemVBY2NvdW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIlAKFUZyZWV6ZUFjY291bnRSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SDwoHY2hhbmdlZBgCIAEoCCJQChZVbmZyZWV6ZUFjY291bnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiUgoXVW5mcmVlemVBY2NvdW50UmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEg8KB2NoYW5nZWQYAiABKAgiTQoTQ2xvc2VBY2NvdW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIk8KFENsb3NlQWNjb3VudFJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIPCgdjaGFuZ2VkGAIgASgIIp4CChFQbGFjZU9yZGVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSEQoJbWFya2V0X2lkGAMgASgJEiMKBHNpZGUYBCABKA4yFS5wb2ludGV4LnYxLk9yZGVyU2lkZRIXCg9xdWFudGl0eV9wb2ludHMYBSABKAMSGQoRbGltaXRfcHJpY2VfbWlub3IYBiABKAMSLgoNdGltZV9pbl9mb3JjZRgHIAEoDjIXLnBvaW50ZXgudjEuVGltZUluRm9yY2USFwoPY2xpZW50X29yZGVyX2lkGAggASgJEiwKCWZlZV9xdW90ZRgJIAEoCzIZLnBvaW50ZXgudjEuT3JkZXJGZWVRdW90ZSKWAQoSUGxhY2VPcmRlclJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIgCgVvcmRlchgCIAEoCzIRLnBvaW50ZXgudjEuT3JkZXISIQoGdHJhZGVzGAMgAygLMhEucG9pbnRleC52MS5UcmFkZRITCgt0cmFkZV9jb3VudBgEIAEoDSJNChJDYW5jZWxPcmRlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCgltYXJrZXRfaWQYAiABKAkSEAoIb3JkZXJfaWQYAyABKAkimwEKE0NhbmNlbE9yZGVyUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEiAKBW9yZGVyGAIgASgLMhEucG9pbnRleC52MS5PcmRlchIhChljYW5jZWxsZWRfcXVhbnRpdHlfcG9pbnRzGAMgASgDEhcKD3JlbGVhc2VkX3BvaW50cxgEIAEoAyI9ChVSZWZ1bmRQdXJjaGFzZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIQCgh0cmFkZV9pZBgCIAEoCSK6AQoWUmVmdW5kUHVyY2hhc2VSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEAoIdHJhZGVfaWQYAiABKAkSLQoMdHJhZGVfc3RhdHVzGAMgASgOMhcucG9pbnRleC52MS5UcmFkZVN0YXR1cxIXCg9kZWNsaW5lZF9yZWFzb24YBCABKAkSHgoWYnV5ZXJfYXZhaWxhYmxlX3BvaW50cxgFIAEoAyKJAgoPUGF5bWVudENhbGxiYWNrEhMKC3Byb3ZpZGVyX2lkGAEgASgJEhIKCnBheW1lbnRfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSKwoHb3V0Y29tZRgEIAEoDjIaLnBvaW50ZXgudjEuUGF5bWVudE91dGNvbWUSIQoGYW1vdW50GAUgASgLMhEucG9pbnRleC52MS5Nb25leRIZChFwcm92aWRlcl9ldmVudF9pZBgGIAEoCRItCglzaWduZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXNpZ25hdHVyZRgIIAEoDBIOCgZrZXlfaWQYCSABKAkiWgoVQ29uZmlybVBheW1lbnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSLQoIY2FsbGJhY2sYAiABKAsyGy5wb2ludGV4LnYxLlBheW1lbnRDYWxsYmFjayKtAQoWQ29uZmlybVBheW1lbnRSZXNwb25zZRImCghwb3NpdGlvbhgBIAEoCzIULnBvaW50ZXgudjEuUG9zaXRpb24SEAoIdHJhZGVfaWQYAiABKAkSLQoMdHJhZGVfc3RhdHVzGAMgASgOMhcucG9pbnRleC52MS5UcmFkZVN0YXR1cxIXCg9yZWZ1bmRfcmVxdWlyZWQYBCABKAgSEQoJZHVwbGljYXRlGAUgASgIIlcKEkZhaWxQYXltZW50UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEi0KCGNhbGxiYWNrGAIgASgLMhsucG9pbnRleC52MS5QYXltZW50Q2FsbGJhY2siqgEKE0ZhaWxQYXltZW50UmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhAKCHRyYWRlX2lkGAIgASgJEi0KDHRyYWRlX3N0YXR1cxgDIAEoDjIXLnBvaW50ZXgudjEuVHJhZGVTdGF0dXMSFwoPcmVmdW5kX3JlcXVpcmVkGAQgASgIEhEKCWR1cGxpY2F0ZRgFIAEoCCI/ChJFeGVjdXRlQnVsa1JlcXVlc3QSKQoIY29tbWFuZHMYASADKAsyFy5wb2ludGV4LnYxLkJ1bGtDb21tYW5kIrQCCgtCdWxrQ29tbWFuZBI2Cgxpc3N1ZV9wb2ludHMYASABKAsyHi5wb2ludGV4LnYxLklzc3VlUG9pbnRzUmVxdWVzdEgAEjgKDXJlZGVlbV9wb2ludHMYAiABKAsyHy5wb2ludGV4LnYxLlJlZGVlbVBvaW50c1JlcXVlc3RIABI8Cg90cmFuc2Zlcl9wb2ludHMYAyABKAsyIS5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVxdWVzdEgAEjQKC21pbnRfcG9pbnRzGAQgASgLMh0ucG9pbnRleC52MS5NaW50UG9pbnRzUmVxdWVzdEgAEjQKC2J1cm5fcG9pbnRzGAUgASgLMh0ucG9pbnRleC52MS5CdXJuUG9pbnRzUmVxdWVzdEgAQgkKB2NvbW1hbmQiPgoTRXhlY3V0ZUJ1bGtSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYucG9pbnRleC52MS5CdWxrUmVzdWx0InAKCkJ1bGtSZXN1bHQSDQoFaW5kZXgYASABKA0SIAoCb2sYAiABKAsyEi5wb2ludGV4LnYxLkJ1bGtPa0gAEiYKBWVycm9yGAMgASgLMhUucG9pbnRleC52MS5CdWxrRXJyb3JIAEIJCgdvdXRjb21lIrUCCgZCdWxrT2sSNwoMaXNzdWVfcG9pbnRzGAEgASgLMh8ucG9pbnRleC52MS5Jc3N1ZVBvaW50c1Jlc3BvbnNlSAASOQoNcmVkZWVtX3BvaW50cxgCIAEoCzIgLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVzcG9uc2VIABI9Cg90cmFuc2Zlcl9wb2ludHMYAyABKAsyIi5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVzcG9uc2VIABI1CgttaW50X3BvaW50cxgEIAEoCzIeLnBvaW50ZXgudjEuTWludFBvaW50c1Jlc3BvbnNlSAASNQoLYnVybl9wb2ludHMYBSABKAsyHi5wb2ludGV4LnYxLkJ1cm5Qb2ludHNSZXNwb25zZUgAQgoKCHJlc3BvbnNlItIBCglCdWxrRXJyb3ISDAoEY29kZRgBIAEoBRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCRI1CghtZXRhZGF0YRgEIAMoCzIjLnBvaW50ZXgudjEuQnVsa0Vycm9yLk1ldGFkYXRhRW50cnkSLgoLcmV0cnlfZGVsYXkYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk0KFVNldEFjY291bnRUaWVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSDAoEdGllchgDIAEoCSJRChZTZXRBY2NvdW50VGllclJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIPCgdjaGFuZ2VkGAIgASgIIm8KFlNldFByb2dyYW1SdWxlc1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgEEicKBXJ1bGVzGAMgASgLMhgucG9pbnRleC52MS5Qcm9ncmFtUnVsZXMiUgoXU2V0UHJvZ3JhbVJ1bGVzUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEg8KB3ZlcnNpb24YAiABKAQiZQoTUmV2ZXJzZUlzc3VlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEhUKDWFtb3VudF9wb2ludHMYAyABKAMSDgoGcmVhc29uGAQgASgJIn0KFFJldmVyc2VJc3N1ZVJlc3BvbnNlEiYKCHBvc2l0aW9uGAEgASgLMhQucG9pbnRleC52MS5Qb3NpdGlvbhIcChRyZXZlcnNhbF90cmFuc2Zlcl9pZBgCIAEoCRIfChdtZW1iZXJfYXZhaWxhYmxlX3BvaW50cxgDIAEoAyJmChRSZXZlcnNlUmVkZWVtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC3RyYW5zZmVyX2lkGAIgASgJEhUKDWFtb3VudF9wb2ludHMYAyABKAMSDgoGcmVhc29uGAQgASgJIoABChVSZXZlcnNlUmVkZWVtUmVzcG9uc2USJgoIcG9zaXRpb24YASABKAsyFC5wb2ludGV4LnYxLlBvc2l0aW9uEhwKFHJldmVyc2FsX3RyYW5zZmVyX2lkGAIgASgJEiEKGW1lcmNoYW50X2F2YWlsYWJsZV9wb2ludHMYAyABKAMyzAwKDkNvbW1hbmRTZXJ2aWNlEk4KC09wZW5BY2NvdW50Eh4ucG9pbnRleC52MS5PcGVuQWNjb3VudFJlcXVlc3QaHy5wb2ludGV4LnYxLk9wZW5BY2NvdW50UmVzcG9uc2USSwoKTWludFBvaW50cxIdLnBvaW50ZXgudjEuTWludFBvaW50c1JlcXVlc3QaHi5wb2ludGV4LnYxLk1pbnRQb2ludHNSZXNwb25zZRJOCgtJc3N1ZVBvaW50cxIeLnBvaW50ZXgudjEuSXNzdWVQb2ludHNSZXF1ZXN0Gh8ucG9pbnRleC52MS5Jc3N1ZVBvaW50c1Jlc3BvbnNlElEKDFJlZGVlbVBvaW50cxIfLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVxdWVzdBogLnBvaW50ZXgudjEuUmVkZWVtUG9pbnRzUmVzcG9uc2USVwoOVHJhbnNmZXJQb2ludHMSIS5wb2ludGV4LnYxLlRyYW5zZmVyUG9pbnRzUmVxdWVzdBoiLnBvaW50ZXgudjEuVHJhbnNmZXJQb2ludHNSZXNwb25zZRJLCgpCdXJuUG9pbnRzEh0ucG9pbnRleC52MS5CdXJuUG9pbnRzUmVxdWVzdBoeLnBvaW50ZXgudjEuQnVyblBvaW50c1Jlc3BvbnNlElQKDUZyZWV6ZUFjY291bnQSIC5wb2ludGV4LnYxLkZyZWV6ZUFjY291bnRSZXF1ZXN0GiEucG9pbnRleC52MS5GcmVlemVBY2NvdW50UmVzcG9uc2USWgoPVW5mcmVlemVBY2NvdW50EiIucG9pbnRleC52MS5VbmZyZWV6ZUFjY291bnRSZXF1ZXN0GiMucG9pbnRleC52MS5VbmZyZWV6ZUFjY291bnRSZXNwb25zZRJRCgxDbG9zZUFjY291bnQSHy5wb2ludGV4LnYxLkNsb3NlQWNjb3VudFJlcXVlc3QaIC5wb2ludGV4LnYxLkNsb3NlQWNjb3VudFJlc3BvbnNlEksKClBsYWNlT3JkZXISHS5wb2ludGV4LnYxLlBsYWNlT3JkZXJSZXF1ZXN0Gh4ucG9pbnRleC52MS5QbGFjZU9yZGVyUmVzcG9uc2USTgoLQ2FuY2VsT3JkZXISHi5wb2ludGV4LnYxLkNhbmNlbE9yZGVyUmVxdWVzdBofLnBvaW50ZXgudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJXCg5SZWZ1bmRQdXJjaGFzZRIhLnBvaW50ZXgudjEuUmVmdW5kUHVyY2hhc2VSZXF1ZXN0GiIucG9pbnRleC52MS5SZWZ1bmRQdXJjaGFzZVJlc3BvbnNlElcKDkNvbmZpcm1QYXltZW50EiEucG9pbnRleC52MS5Db25maXJtUGF5bWVudFJlcXVlc3QaIi5wb2ludGV4LnYxLkNvbmZpcm1QYXltZW50UmVzcG9uc2USTgoLRmFpbFBheW1lbnQSHi5wb2ludGV4LnYxLkZhaWxQYXltZW50UmVxdWVzdBofLnBvaW50ZXgudjEuRmFpbFBheW1lbnRSZXNwb25zZRJSCgtFeGVjdXRlQnVsaxIeLnBvaW50ZXgudjEuRXhlY3V0ZUJ1bGtSZXF1ZXN0Gh8ucG9pbnRleC52MS5FeGVjdXRlQnVsa1Jlc3BvbnNlKAEwARJRCgxSZXZlcnNlSXNzdWUSHy5wb2ludGV4LnYxLlJldmVyc2VJc3N1ZVJlcXVlc3QaIC5wb2ludGV4LnYxLlJldmVyc2VJc3N1ZVJlc3BvbnNlElQKDVJldmVyc2VSZWRlZW0SIC5wb2ludGV4LnYxLlJldmVyc2VSZWRlZW1SZXF1ZXN0GiEucG9pbnRleC52MS5SZXZlcnNlUmVkZWVtUmVzcG9uc2USVwoOU2V0QWNjb3VudFRpZXISIS5wb2ludGV4LnYxLlNldEFjY291bnRUaWVyUmVxdWVzdBoiLnBvaW50ZXgudjEuU2V0QWNjb3VudFRpZXJSZXNwb25zZRJaCg9TZXRQcm9ncmFtUnVsZXMSIi5wb2ludGV4LnYxLlNldFByb2dyYW1SdWxlc1JlcXVlc3QaIy5wb2ludGV4LnYxLlNldFByb2dyYW1SdWxlc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_pointex_v1_common, file_pointex_v1_errors]);
 
 /**
  * Request of CommandService.OpenAccount.
@@ -934,6 +934,84 @@ export const CancelOrderResponseSchema: GenMessage<CancelOrderResponse> = /*@__P
   messageDesc(file_pointex_v1_command_service, 21);
 
 /**
+ * Request of CommandService.RefundPurchase.
+ *
+ * @generated from message pointex.v1.RefundPurchaseRequest
+ */
+export type RefundPurchaseRequest = Message<"pointex.v1.RefundPurchaseRequest"> & {
+  /**
+   * Idempotency key; see CommandService. 1–128 id characters. Required.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The trade to refund: a settled trade in which the account bought points. Required.
+   *
+   * @generated from field: string trade_id = 2;
+   */
+  tradeId: string;
+};
+
+/**
+ * Describes the message pointex.v1.RefundPurchaseRequest.
+ * Use `create(RefundPurchaseRequestSchema)` to create a new message.
+ */
+export const RefundPurchaseRequestSchema: GenMessage<RefundPurchaseRequest> = /*@__PURE__*/
+  messageDesc(file_pointex_v1_command_service, 22);
+
+/**
+ * Response of CommandService.RefundPurchase.
+ *
+ * @generated from message pointex.v1.RefundPurchaseResponse
+ */
+export type RefundPurchaseResponse = Message<"pointex.v1.RefundPurchaseResponse"> & {
+  /**
+   * Position of the refund's last event so far.
+   *
+   * @generated from field: pointex.v1.Position position = 1;
+   */
+  position?: Position | undefined;
+
+  /**
+   * The trade.
+   *
+   * @generated from field: string trade_id = 2;
+   */
+  tradeId: string;
+
+  /**
+   * REFUNDED when the provider gave the payment back; REFUNDING while it cannot answer (the
+   * refund completes later); SETTLED when the provider refused it (see `declined_reason`).
+   *
+   * @generated from field: pointex.v1.TradeStatus trade_status = 3;
+   */
+  tradeStatus: TradeStatus;
+
+  /**
+   * The provider's reason when it refused the refund; empty otherwise.
+   *
+   * @generated from field: string declined_reason = 4;
+   */
+  declinedReason: string;
+
+  /**
+   * The buyer's available points after this call's last step.
+   *
+   * @generated from field: int64 buyer_available_points = 5;
+   */
+  buyerAvailablePoints: bigint;
+};
+
+/**
+ * Describes the message pointex.v1.RefundPurchaseResponse.
+ * Use `create(RefundPurchaseResponseSchema)` to create a new message.
+ */
+export const RefundPurchaseResponseSchema: GenMessage<RefundPurchaseResponse> = /*@__PURE__*/
+  messageDesc(file_pointex_v1_command_service, 23);
+
+/**
  * A payment provider's signed report of a payment's outcome, the body of ConfirmPayment and
  * FailPayment.
  *
@@ -1050,7 +1128,7 @@ export type PaymentCallback = Message<"pointex.v1.PaymentCallback"> & {
  * Use `create(PaymentCallbackSchema)` to create a new message.
  */
 export const PaymentCallbackSchema: GenMessage<PaymentCallback> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 22);
+  messageDesc(file_pointex_v1_command_service, 24);
 
 /**
  * Request of CommandService.ConfirmPayment.
@@ -1079,7 +1157,7 @@ export type ConfirmPaymentRequest = Message<"pointex.v1.ConfirmPaymentRequest"> 
  * Use `create(ConfirmPaymentRequestSchema)` to create a new message.
  */
 export const ConfirmPaymentRequestSchema: GenMessage<ConfirmPaymentRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 23);
+  messageDesc(file_pointex_v1_command_service, 25);
 
 /**
  * Response of CommandService.ConfirmPayment.
@@ -1130,7 +1208,7 @@ export type ConfirmPaymentResponse = Message<"pointex.v1.ConfirmPaymentResponse"
  * Use `create(ConfirmPaymentResponseSchema)` to create a new message.
  */
 export const ConfirmPaymentResponseSchema: GenMessage<ConfirmPaymentResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 24);
+  messageDesc(file_pointex_v1_command_service, 26);
 
 /**
  * Request of CommandService.FailPayment.
@@ -1159,7 +1237,7 @@ export type FailPaymentRequest = Message<"pointex.v1.FailPaymentRequest"> & {
  * Use `create(FailPaymentRequestSchema)` to create a new message.
  */
 export const FailPaymentRequestSchema: GenMessage<FailPaymentRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 25);
+  messageDesc(file_pointex_v1_command_service, 27);
 
 /**
  * Response of CommandService.FailPayment.
@@ -1210,7 +1288,7 @@ export type FailPaymentResponse = Message<"pointex.v1.FailPaymentResponse"> & {
  * Use `create(FailPaymentResponseSchema)` to create a new message.
  */
 export const FailPaymentResponseSchema: GenMessage<FailPaymentResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 26);
+  messageDesc(file_pointex_v1_command_service, 28);
 
 /**
  * One request message of CommandService.ExecuteBulk: a batch of commands.
@@ -1232,7 +1310,7 @@ export type ExecuteBulkRequest = Message<"pointex.v1.ExecuteBulkRequest"> & {
  * Use `create(ExecuteBulkRequestSchema)` to create a new message.
  */
 export const ExecuteBulkRequestSchema: GenMessage<ExecuteBulkRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 27);
+  messageDesc(file_pointex_v1_command_service, 29);
 
 /**
  * One command of a bulk batch: the request message of the equivalent unary RPC, including
@@ -1296,7 +1374,7 @@ export type BulkCommand = Message<"pointex.v1.BulkCommand"> & {
  * Use `create(BulkCommandSchema)` to create a new message.
  */
 export const BulkCommandSchema: GenMessage<BulkCommand> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 28);
+  messageDesc(file_pointex_v1_command_service, 30);
 
 /**
  * One response message of CommandService.ExecuteBulk: the results of one request message.
@@ -1318,7 +1396,7 @@ export type ExecuteBulkResponse = Message<"pointex.v1.ExecuteBulkResponse"> & {
  * Use `create(ExecuteBulkResponseSchema)` to create a new message.
  */
 export const ExecuteBulkResponseSchema: GenMessage<ExecuteBulkResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 29);
+  messageDesc(file_pointex_v1_command_service, 31);
 
 /**
  * The result of one bulk command.
@@ -1362,7 +1440,7 @@ export type BulkResult = Message<"pointex.v1.BulkResult"> & {
  * Use `create(BulkResultSchema)` to create a new message.
  */
 export const BulkResultSchema: GenMessage<BulkResult> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 30);
+  messageDesc(file_pointex_v1_command_service, 32);
 
 /**
  * A successful bulk command: the response message of the equivalent unary RPC, which
@@ -1424,7 +1502,7 @@ export type BulkOk = Message<"pointex.v1.BulkOk"> & {
  * Use `create(BulkOkSchema)` to create a new message.
  */
 export const BulkOkSchema: GenMessage<BulkOk> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 31);
+  messageDesc(file_pointex_v1_command_service, 33);
 
 /**
  * A failed bulk command: what the unary RPC would have returned as its status.
@@ -1476,7 +1554,7 @@ export type BulkError = Message<"pointex.v1.BulkError"> & {
  * Use `create(BulkErrorSchema)` to create a new message.
  */
 export const BulkErrorSchema: GenMessage<BulkError> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 32);
+  messageDesc(file_pointex_v1_command_service, 34);
 
 /**
  * Request of CommandService.SetAccountTier.
@@ -1511,7 +1589,7 @@ export type SetAccountTierRequest = Message<"pointex.v1.SetAccountTierRequest"> 
  * Use `create(SetAccountTierRequestSchema)` to create a new message.
  */
 export const SetAccountTierRequestSchema: GenMessage<SetAccountTierRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 33);
+  messageDesc(file_pointex_v1_command_service, 35);
 
 /**
  * Response of CommandService.SetAccountTier.
@@ -1540,7 +1618,7 @@ export type SetAccountTierResponse = Message<"pointex.v1.SetAccountTierResponse"
  * Use `create(SetAccountTierResponseSchema)` to create a new message.
  */
 export const SetAccountTierResponseSchema: GenMessage<SetAccountTierResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 34);
+  messageDesc(file_pointex_v1_command_service, 36);
 
 /**
  * Request of CommandService.SetProgramRules.
@@ -1577,7 +1655,7 @@ export type SetProgramRulesRequest = Message<"pointex.v1.SetProgramRulesRequest"
  * Use `create(SetProgramRulesRequestSchema)` to create a new message.
  */
 export const SetProgramRulesRequestSchema: GenMessage<SetProgramRulesRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 35);
+  messageDesc(file_pointex_v1_command_service, 37);
 
 /**
  * Response of CommandService.SetProgramRules.
@@ -1605,7 +1683,7 @@ export type SetProgramRulesResponse = Message<"pointex.v1.SetProgramRulesRespons
  * Use `create(SetProgramRulesResponseSchema)` to create a new message.
  */
 export const SetProgramRulesResponseSchema: GenMessage<SetProgramRulesResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 36);
+  messageDesc(file_pointex_v1_command_service, 38);
 
 /**
  * Request of CommandService.ReverseIssue.
@@ -1648,7 +1726,7 @@ export type ReverseIssueRequest = Message<"pointex.v1.ReverseIssueRequest"> & {
  * Use `create(ReverseIssueRequestSchema)` to create a new message.
  */
 export const ReverseIssueRequestSchema: GenMessage<ReverseIssueRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 37);
+  messageDesc(file_pointex_v1_command_service, 39);
 
 /**
  * Response of CommandService.ReverseIssue.
@@ -1683,7 +1761,7 @@ export type ReverseIssueResponse = Message<"pointex.v1.ReverseIssueResponse"> & 
  * Use `create(ReverseIssueResponseSchema)` to create a new message.
  */
 export const ReverseIssueResponseSchema: GenMessage<ReverseIssueResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 38);
+  messageDesc(file_pointex_v1_command_service, 40);
 
 /**
  * Request of CommandService.ReverseRedeem.
@@ -1725,7 +1803,7 @@ export type ReverseRedeemRequest = Message<"pointex.v1.ReverseRedeemRequest"> & 
  * Use `create(ReverseRedeemRequestSchema)` to create a new message.
  */
 export const ReverseRedeemRequestSchema: GenMessage<ReverseRedeemRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 39);
+  messageDesc(file_pointex_v1_command_service, 41);
 
 /**
  * Response of CommandService.ReverseRedeem.
@@ -1760,7 +1838,7 @@ export type ReverseRedeemResponse = Message<"pointex.v1.ReverseRedeemResponse"> 
  * Use `create(ReverseRedeemResponseSchema)` to create a new message.
  */
 export const ReverseRedeemResponseSchema: GenMessage<ReverseRedeemResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_v1_command_service, 40);
+  messageDesc(file_pointex_v1_command_service, 42);
 
 /**
  * CommandService changes state. It is served by the command server, which hosts one actor per
@@ -1993,6 +2071,26 @@ export const CommandService: GenService<{
     methodKind: "unary";
     input: typeof CancelOrderRequestSchema;
     output: typeof CancelOrderResponseSchema;
+  },
+  /**
+   * Refunds a market purchase within the program's cooling-off window
+   * (ProgramRules.cooling_off), if no points have left the buyer's account since it settled:
+   * the trade's quantity leaves the buyer's account at once, the payment provider gives the
+   * buyer's payment back, and the quantity returns to the seller's account (REFUNDED). If the
+   * provider refuses, the points come back to the buyer and the trade stays SETTLED. The call
+   * waits for the provider; if it cannot answer now, the reply says REFUNDING and the refund
+   * completes later. A retry with the same request id answers the refund as it stands.
+   *
+   * Callers: operator; partner owning the buyer's account.
+   * Errors: NOT_FOUND (TRADE_NOT_FOUND); PERMISSION_DENIED (NOT_OWNER); FAILED_PRECONDITION
+   * (PURCHASE_NOT_REFUNDABLE, COOLING_OFF_ENDED, PURCHASE_POINTS_SPENT).
+   *
+   * @generated from rpc pointex.v1.CommandService.RefundPurchase
+   */
+  refundPurchase: {
+    methodKind: "unary";
+    input: typeof RefundPurchaseRequestSchema;
+    output: typeof RefundPurchaseResponseSchema;
   },
   /**
    * A payment provider reports that a trade's payment was confirmed. The callback is signed

@@ -31,10 +31,12 @@ from pointex.server.domain import lots
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import ExpirePoints
 from pointex.server.domain.events import (
+    BoughtPointsRestored,
     PointsActivated,
     PointsBought,
     PointsCredited,
     PointsReturned,
+    SoldPointsReturned,
 )
 from pointex.server.domain.values import Span
 from pointex.server.eventstore.port import StoreError
@@ -43,6 +45,14 @@ from pointex.server.overload import Overloaded
 log = logging.getLogger(__name__)
 
 _MS_PER_S = 1000
+_BRINGING_LOTS = (
+    PointsCredited,
+    PointsReturned,
+    PointsBought,
+    PointsActivated,
+    SoldPointsReturned,
+    BoughtPointsRestored,
+)
 # Accounts whose deadline passed while the server was down, decided at once at start.
 _RESUME_CONCURRENCY = 64
 
@@ -52,7 +62,16 @@ class LotExpiry:
 
     kind = "expiry"
     # The events that bring lots to an account (a deadline the calendar may not know yet).
-    types = frozenset({"PointsCredited", "PointsReturned", "PointsBought", "PointsActivated"})
+    types = frozenset(
+        {
+            "PointsCredited",
+            "PointsReturned",
+            "PointsBought",
+            "PointsActivated",
+            "SoldPointsReturned",
+            "BoughtPointsRestored",
+        }
+    )
 
     def __init__(
         self,
@@ -160,7 +179,7 @@ class LotExpiry:
     def see(self, position: int, event: object) -> None:
         """Note the lots an event brings: the account's deadline is no later than theirs."""
         del position  # Lots are tracked by the calendar, which the checkpoint keeps.
-        assert isinstance(event, PointsCredited | PointsReturned | PointsBought | PointsActivated)
+        assert isinstance(event, _BRINGING_LOTS), event
         if not event.lots:
             return
         first = min(lot.expires_at.unix_ms for lot in event.lots)

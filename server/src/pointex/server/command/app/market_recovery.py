@@ -20,8 +20,11 @@ from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.domain.events import BuyReleased, PointsReleased
 from pointex.server.domain.market_events import (
+    RefundDeclined,
+    RefundRequested,
     TradeCancelled,
     TradeCreated,
+    TradeRefunded,
     TradeSettled,
 )
 from pointex.server.domain.processes import placement
@@ -83,16 +86,32 @@ class OpenPlacements:
 
 
 class OpenTrades:
-    """Trades neither settled nor cancelled, and cancelled trades not yet released to the buyer."""
+    """Trades not ended, buyers not yet released, and refunds the provider has not answered.
+
+    Open: a trade neither settled nor cancelled; a cancelled trade whose buyer's account
+    still counts its quantity as being bought; a refund requested and not yet made or
+    declined.
+    """
 
     kind = "trade"
-    types = frozenset({"TradeCreated", "TradeSettled", "TradeCancelled", "BuyReleased"})
+    types = frozenset(
+        {
+            "TradeCreated",
+            "TradeSettled",
+            "TradeCancelled",
+            "BuyReleased",
+            "RefundRequested",
+            "TradeRefunded",
+            "RefundDeclined",
+        }
+    )
 
     def __init__(self, processes: TradeProcesses) -> None:
         """Track open trades for `processes` to drive on."""
         self._processes = processes
         self.trades: dict[str, tuple[int, TradeCreated]] = {}
         self._buyer_release_due: dict[str, tuple[int, TradeCreated]] = {}
+        self._refunding: dict[str, int] = {}  # Trade id -> where its refund was requested.
 
     def see(self, position: int, event: object) -> None:
         """Open a trade at its creation; close it when settled, or cancelled and released."""
@@ -107,17 +126,21 @@ class OpenTrades:
                     self._buyer_release_due[event.trade_id] = created
             case BuyReleased():  # An order's own release (no trade id) is the placement's.
                 self._buyer_release_due.pop(event.trade_id, None)
+            case RefundRequested():
+                self._refunding[event.trade_id] = position
+            case TradeRefunded() | RefundDeclined():
+                self._refunding.pop(event.trade_id, None)
             case _:
                 raise AssertionError(event)
 
     def oldest(self) -> int | None:
         """Return where the oldest trade found open was created."""
         entries = (*self.trades.values(), *self._buyer_release_due.values())
-        return min((p for p, _ in entries), default=None)
+        return min((*(p for p, _ in entries), *self._refunding.values()), default=None)
 
     def open_count(self) -> int:
         """Return how many trades the scan found open."""
-        return len(self.trades) + len(self._buyer_release_due)
+        return len(self.trades) + len(self._buyer_release_due) + len(self._refunding)
 
     async def resume(self) -> None:
         """Drive each open trade on: deliver a confirmed one, re-arm a pending one.
@@ -129,3 +152,5 @@ class OpenTrades:
             self._processes.start(created)
         for _, created in self._buyer_release_due.values():
             await self._processes.release(trade_process.buyer_release(created))
+        for trade_id in self._refunding:  # Asks the provider again, with the same refund id.
+            await self._processes.drive(trade_id)

@@ -35,7 +35,15 @@ from pointex.server.command.app.runner import (
 )
 from pointex.server.domain import errors, streams
 from pointex.server.domain import trade as trade_model
-from pointex.server.domain.commands import BuyPoints, ReleaseBuy, ReleasePoints, SellPoints
+from pointex.server.domain.commands import (
+    BuyPoints,
+    ReleaseBuy,
+    ReleasePoints,
+    RestoreBought,
+    ReturnBought,
+    ReturnSold,
+    SellPoints,
+)
 from pointex.server.domain.market_commands import ReturnTradeQuantity
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
@@ -61,6 +69,8 @@ from pointex.server.payments.port import (
     PaymentRequest,
     PaymentRequestRefused,
     ProviderUnavailable,
+    RefundRefused,
+    RefundRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -78,7 +88,14 @@ class Loaded:
 
 _STEP_CATEGORIES = frozenset({streams.ACCOUNT, streams.MARKET})
 # The steps that move points, and have a step after them (or end the trade).
-_MOVING_POINTS = (process.CollectFromSeller, process.DeliverToBuyer, process.Cancel)
+_MOVING_POINTS = (
+    process.CollectFromSeller,
+    process.DeliverToBuyer,
+    process.Cancel,
+    process.TakeBackFromBuyer,
+    process.ReturnToSeller,
+    process.RestoreToBuyer,
+)
 
 
 def release_record(release: ReleasePoints | ReleaseBuy) -> StreamAppend:
@@ -230,6 +247,9 @@ class TradeProcesses:
             if isinstance(step, process.RequestPayment):
                 happened = await self._ask_provider(loaded.trade)
                 continue
+            if isinstance(step, process.RequestRefund):
+                happened = await self._ask_refund(loaded.trade)
+                continue
             try:
                 return await self.execute(loaded, step)
             except TradeConflict:
@@ -257,18 +277,25 @@ class TradeProcesses:
         self, loaded: Loaded, step: process.Step, record: tuple[StreamAppend, ...]
     ) -> int:
         trade = loaded.trade
+        work: Awaitable[int]
         match step:
             case process.CollectFromSeller():
-                return await self._collect(trade, step.confirmed, record)
+                work = self._collect(trade, step.confirmed, record)
             case process.DeliverToBuyer():
-                return await self._deliver(trade, step.settled, record)
+                work = self._deliver(trade, step.settled, record)
             case process.Cancel():
-                return await self._cancel(trade, step.events, record)
+                work = self._cancel(trade, step.events, record)
             case process.RecordEvents():
-                return await self.commit_trade_only(trade, step.events, *record)
+                work = self.commit_trade_only(trade, step.events, *record)
+            case process.TakeBackFromBuyer():
+                work = self._take_back(trade, step, record)
+            case process.ReturnToSeller() | process.RestoreToBuyer():
+                work = self._give_back(trade, step, record)
             case process.Acknowledge() | process.Nothing():
-                return await self._acknowledge(loaded, step, record)
-        raise AssertionError(f"{step} is not carried out here")
+                work = self._acknowledge(loaded, step, record)
+            case _:
+                raise AssertionError(f"{step} is not carried out here")
+        return await work
 
     async def _acknowledge(
         self,
@@ -330,6 +357,86 @@ class TradeProcesses:
         decided = await self._commit_via(buyer, buy, extra, trade, trade_first=False)
         self._open.discard(trade.trade_id)
         return decided.position
+
+    async def _take_back(
+        self, trade: Trade, step: process.TakeBackFromBuyer, record: tuple[StreamAppend, ...]
+    ) -> int:
+        """Take the purchase's points from the buyer with the refund's request; drive it on."""
+        buyer_id = trade.created.buyer_account_id
+        extra = (self._append(trade, [step.requested]), *record)
+        command = ReturnBought(step.caller, buyer_id, trade.trade_id)
+        buyer = self._accounts.actor(buyer_id)
+        decided = await self._commit_via(buyer, command, extra, trade, trade_first=True)
+        self._open.add(trade.trade_id)  # Open until the provider answers (recovery too).
+        return decided.position
+
+    async def _give_back(
+        self,
+        trade: Trade,
+        step: process.ReturnToSeller | process.RestoreToBuyer,
+        record: tuple[StreamAppend, ...],
+    ) -> int:
+        """End a refund: the points to the seller (refunded) or back to the buyer (declined)."""
+        created = trade.created
+        command: ReturnSold | RestoreBought
+        if isinstance(step, process.ReturnToSeller):
+            event: TradeEvent = step.refunded
+            account_id = created.seller_account_id
+            command = ReturnSold(
+                account_id, trade.trade_id, created.quantity_points, trade.delivered_lots
+            )
+        else:
+            event = step.declined
+            account_id = created.buyer_account_id
+            command = RestoreBought(
+                account_id, trade.trade_id, created.quantity_points, trade.delivered_lots
+            )
+        extra = (self._append(trade, [event]), *record)
+        account = self._accounts.actor(account_id)
+        decided = await self._commit_via(account, command, extra, trade, trade_first=True)
+        self._open.discard(trade.trade_id)
+        return decided.position
+
+    async def _ask_refund(self, trade: Trade) -> process.RefundMade | process.RefundRefused:
+        """Ask the market's provider to refund the trade (ProviderUnavailable: retry)."""
+        refund, payment = trade.refund, trade.payment
+        assert refund is not None, trade
+        assert payment is not None, trade  # A settled trade's payment was requested.
+        provider = self._providers.get(payment.provider_id)
+        if provider is None:
+            log.warning("no provider %r to refund %s", payment.provider_id, trade.trade_id)
+            return process.RefundRefused("UNKNOWN_PROVIDER")
+        request = RefundRequest(
+            refund.refund_id,
+            trade.trade_id,
+            payment.provider_id,
+            payment.payment_id,
+            refund.amount.amount_minor,
+            refund.amount.currency,
+        )
+        timeout_s = limits.provider_request_timeout_ms_max / 1000
+        try:
+            done = await provider.refund_payment(request, timeout_s=timeout_s)
+        except RefundRefused as refused:
+            log.warning("provider refused the refund of %s: %s", trade.trade_id, refused)
+            return process.RefundRefused(refused.reason)
+        return process.RefundMade(done.provider_refund_id)
+
+    def refund_later(self, trade_id: str) -> None:
+        """Drive a refund on until it ends: the provider, or the seller's account, answers later.
+
+        A seller's account closed meanwhile refuses the points (ACCOUNT_CLOSED): they stay in
+        flight, visible to CheckInvariants, as a closed buyer's do in a settlement.
+        """
+        self._open.add(trade_id)
+        retried = (ProviderUnavailable, StoreError, Overloaded, errors.DomainError, TradeConflict)
+        self.in_background(
+            retry_until_done(
+                lambda: self.advance(trade_id, process.Resumed()),
+                retry_on=retried,
+                what=f"refund of trade {trade_id}",
+            )
+        )
 
     async def _deliver_later(self, trade_id: str) -> None:
         # A closed buyer account refuses the credit (ACCOUNT_CLOSED): the points stay in
@@ -441,7 +548,7 @@ class TradeProcesses:
         trade = loaded.trade
         if trade.status is TradeStatus.CANCELLED:
             await self.release(process.buyer_release(trade.created))
-        elif trade.status is not TradeStatus.SETTLED:
+        elif trade.status is not TradeStatus.SETTLED and trade.status is not TradeStatus.REFUNDED:
             self.start(trade.created)
 
     def _drive_later(self, trade_id: str) -> None:

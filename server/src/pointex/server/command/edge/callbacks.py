@@ -25,10 +25,13 @@ from pointex.v1 import common_pb2
 
 Response = TypeVar("Response", pb.ConfirmPaymentResponse, pb.FailPaymentResponse)
 
-# What a callback's reply reports: a callback leaves a trade settled or cancelled.
+# What a callback's reply reports: a callback leaves a trade settled or cancelled (or finds
+# it refunded, or its refund under way).
 _STATUS = {
     TradeStatus.SETTLED: common_pb2.TRADE_STATUS_SETTLED,
     TradeStatus.CANCELLED: common_pb2.TRADE_STATUS_CANCELLED,
+    TradeStatus.REFUNDING: common_pb2.TRADE_STATUS_REFUNDING,
+    TradeStatus.REFUNDED: common_pb2.TRADE_STATUS_REFUNDED,
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -24,6 +24,7 @@ from pointex.server.command.app.handlers import (
 )
 from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import order_id_for
+from pointex.server.command.app.refunds import PurchaseRefunds
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.market_replies import ProtoMarketHandlers
@@ -43,6 +44,7 @@ from pointex.server.domain import commands as cmd
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.program import SetProgramRules
+from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import Principal, Role, TransferKind
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
@@ -60,6 +62,14 @@ MovedR = TypeVar("MovedR", pb.MintPointsResponse, pb.BurnPointsResponse)
 ChangedR = TypeVar(
     "ChangedR", pb.FreezeAccountResponse, pb.UnfreezeAccountResponse, pb.CloseAccountResponse
 )
+
+
+# What a refund's reply reports: made, under way, or declined (the trade settled again).
+_TRADE_STATUS: Final = {
+    TradeStatus.REFUNDED: common_pb2.TRADE_STATUS_REFUNDED,
+    TradeStatus.REFUNDING: common_pb2.TRADE_STATUS_REFUNDING,
+    TradeStatus.SETTLED: common_pb2.TRADE_STATUS_SETTLED,
+}
 
 
 def _account_message(state: Account | None) -> common_pb2.Account:
@@ -105,12 +115,17 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     """Every state change of Pointex, over gRPC."""
 
     def __init__(
-        self, handlers: CommandHandlers, market: ProtoMarketHandlers, callbacks: CallbackEdge
+        self,
+        handlers: CommandHandlers,
+        market: ProtoMarketHandlers,
+        callbacks: CallbackEdge,
+        refunds: PurchaseRefunds,
     ) -> None:
-        """Serve account commands through `handlers`, the market through the other two."""
+        """Serve account commands through `handlers`, the market through the others."""
         self._handlers = handlers
         self._market = market
         self._callbacks = callbacks
+        self._refunds = refunds
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, _: Context
@@ -331,6 +346,23 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             request_of(request),
             convert.identifier("market_id", request.market_id),
             convert.identifier("order_id", request.order_id),
+        )
+
+    async def RefundPurchase(
+        self, request: pb.RefundPurchaseRequest, _: Context
+    ) -> pb.RefundPurchaseResponse:
+        """Refund a purchase within its cooling-off window."""
+        outcome = await self._refunds.refund(
+            current_principal(),
+            convert.request_id(request.request_id),
+            convert.identifier("trade_id", request.trade_id),
+        )
+        return pb.RefundPurchaseResponse(
+            position=position_message(outcome.position),
+            trade_id=outcome.trade_id,
+            trade_status=_TRADE_STATUS[outcome.status],
+            declined_reason=outcome.declined_reason,
+            buyer_available_points=outcome.buyer_available_points,
         )
 
     async def ConfirmPayment(

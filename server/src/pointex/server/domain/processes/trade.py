@@ -15,6 +15,18 @@ again on the trade as it now is).
                       (past the deadline), then again      + resume        RecordEvents (refund)
   failure             Cancel (payment failed)              Acknowledge     Acknowledge
 
+A settled trade may be refunded within the program's cooling-off window (REFUNDING, then
+REFUNDED, or SETTLED again when the provider declines):
+
+  happened            SETTLED                REFUNDING                REFUNDED
+  RefundAsked         TakeBackFromBuyer      Nothing (the same ask)   Nothing (the same ask)
+  Resumed             Nothing                RequestRefund            Nothing
+  RefundMade          Nothing                ReturnToSeller           Nothing
+  RefundRefused       Nothing                RestoreToBuyer           Nothing
+
+A RefundAsked of another refund id than the one under way or made is refused
+(PURCHASE_NOT_REFUNDABLE); the buyer's account refuses one outside its window or spent.
+
 A Cancel is followed by the buyer's release (`buyer_release`): the trade's quantity stops
 counting as being bought by the buyer's account. It moves no points and is never refused.
 """
@@ -23,18 +35,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pointex.server.domain import errors
 from pointex.server.domain import trade as trade_model
 from pointex.server.domain.commands import ReleaseBuy
 from pointex.server.domain.market_events import (
     PaymentConfirmed,
     PaymentRequested,
+    RefundDeclined,
+    RefundRequested,
     TradeCancelled,
     TradeCreated,
     TradeEvent,
+    TradeRefunded,
     TradeSettled,
 )
 from pointex.server.domain.trade import Callback, Trade, TradeStatus
-from pointex.server.domain.values import Instant, TradeCancelReason
+from pointex.server.domain.values import Caller, Instant, TradeCancelReason
 
 # --- What happened ------------------------------------------------------------------------
 
@@ -72,7 +88,38 @@ class CallbackReceived:
     callback: Callback
 
 
-Happened = Resumed | PaymentCreated | PaymentRefused | DeadlineReached | CallbackReceived
+@dataclass(frozen=True, slots=True)
+class RefundAsked:
+    """The buyer (or the operator) asked for the trade's refund (RefundPurchase)."""
+
+    refund_id: str
+    caller: Caller
+
+
+@dataclass(frozen=True, slots=True)
+class RefundMade:
+    """The provider gave the payment back."""
+
+    provider_refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRefused:
+    """The provider refused the refund for good."""
+
+    reason: str
+
+
+Happened = (
+    Resumed
+    | PaymentCreated
+    | PaymentRefused
+    | DeadlineReached
+    | CallbackReceived
+    | RefundAsked
+    | RefundMade
+    | RefundRefused
+)
 
 # --- The next step ------------------------------------------------------------------------
 
@@ -129,6 +176,33 @@ class Acknowledge:
     resume: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TakeBackFromBuyer:
+    """Take the purchase's points back from the buyer, recording the refund requested."""
+
+    requested: RefundRequested
+    caller: Caller
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefund:
+    """Ask the market's payment provider to give the buyer's payment back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnToSeller:
+    """Give the points back to the seller, recording the trade refunded."""
+
+    refunded: TradeRefunded
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreToBuyer:
+    """Give the points back to the buyer, recording the refund declined."""
+
+    declined: RefundDeclined
+
+
 Step = (
     Nothing
     | RequestPayment
@@ -137,11 +211,19 @@ Step = (
     | DeliverToBuyer
     | Cancel
     | Acknowledge
+    | TakeBackFromBuyer
+    | RequestRefund
+    | ReturnToSeller
+    | RestoreToBuyer
 )
 
 
 def decide(trade: Trade, happened: Happened, now: Instant) -> Step:
     """Return the next step of `trade` after `happened`, at the server's time `now`."""
+    if isinstance(happened, RefundAsked | RefundMade | RefundRefused) or (
+        trade.status is TradeStatus.REFUNDING and isinstance(happened, Resumed)
+    ):
+        return _refund(trade, happened)
     if isinstance(happened, CallbackReceived):
         if trade.status is TradeStatus.PENDING_PAYMENT:
             return _callback_while_pending(trade, happened.callback, now)
@@ -193,14 +275,46 @@ def _callback_while_pending(trade: Trade, callback: Callback, now: Instant) -> S
 
 def _callback_after_pending(trade: Trade, callback: Callback) -> Step:
     if trade.status is not TradeStatus.CANCELLED:
-        # Settling or settled: nothing to change; a settling trade's delivery is still due.
+        # Settling, settled or refunded: nothing to change; a settling trade's delivery is
+        # still due.
         settling = trade.status is TradeStatus.SETTLING
-        return Acknowledge(TradeStatus.SETTLED, trade.refund_required, resume=settling)
+        status = trade.status if trade.refund is not None else TradeStatus.SETTLED
+        return Acknowledge(status, trade.refund_required, resume=settling)
     late = trade_model.late_confirmation(trade, callback) if callback.confirmed else []
     if late:
         return RecordEvents(tuple(late))
     # A failure, or a confirmation whose refund is flagged already.
     return Acknowledge(TradeStatus.CANCELLED, trade.refund_required or callback.confirmed)
+
+
+def _refund(trade: Trade, happened: RefundAsked | RefundMade | RefundRefused | Resumed) -> Step:
+    """Return the step of a cooling-off refund (see the table above)."""
+    refund = trade.refund
+    if isinstance(happened, RefundAsked):
+        asked = happened.refund_id
+        if trade.status is TradeStatus.SETTLED and not (
+            trade.declined is not None and trade.declined.refund_id == asked
+        ):
+            requested = RefundRequested(trade.trade_id, asked, trade.amount_due)
+            return TakeBackFromBuyer(requested, happened.caller)
+        if (refund is not None and refund.refund_id == asked) or trade.declined is not None:
+            return Nothing()  # This refund, under way, made or declined: answered as it is.
+        raise errors.FailedPrecondition(
+            errors.PURCHASE_NOT_REFUNDABLE,
+            f"a {trade.status.value.lower()} trade cannot be refunded",
+            trade_id=trade.trade_id,
+            trade_status=trade.status.value,
+        )
+    if trade.status is not TradeStatus.REFUNDING:
+        return Nothing()
+    assert refund is not None, trade
+    if isinstance(happened, Resumed):
+        return RequestRefund()
+    if isinstance(happened, RefundMade):
+        return ReturnToSeller(
+            TradeRefunded(trade.trade_id, refund.refund_id, happened.provider_refund_id)
+        )
+    return RestoreToBuyer(RefundDeclined(trade.trade_id, refund.refund_id, happened.reason))
 
 
 def _cancel(trade: Trade, reason: TradeCancelReason) -> Cancel:

@@ -1,11 +1,12 @@
 """Project a batch of feed events into the row changes of one read-store transaction.
 
 The caller loads the rows the batch touches (`keys_of`: accounts, orders, trades, the
-pending issues it activates or takes back, the points in flight it returns or whose fee it
-credits, the program's rules when the batch changes them, and the markets when it configures
-one; then the orders of the loaded trades, `order_ids_of`) and passes them in; the batch
-works on copies and returns every change at once (`Changes`). Events this release does not
-project (idempotency records, transfer process steps) still count: the checkpoint passes them.
+pending issues it activates or takes back, the points in flight it returns, whose fee it
+credits or whose refund it settles, the program's rules when the batch changes them, and the
+markets when it configures one; then the orders of the loaded trades, `order_ids_of`) and
+passes them in; the batch works on copies and returns every change at once (`Changes`).
+Events this release does not project (idempotency records, transfer process steps) still
+count: the checkpoint passes them.
 An account stream's event it does not know stops the batch instead (`UnknownAccountEvent`).
 
 Account streams carry the balances after each event, so every movement's balance is also
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pointex.server.domain import streams
-from pointex.server.query.projections import fees
+from pointex.server.query.projections import fees, refunds
 from pointex.server.query.projections.handlers import HANDLERS
 from pointex.server.query.projections.state import BatchState, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, MarketRow, OrderRow, TradeRow
@@ -63,7 +64,8 @@ class Keys:
     trade_ids: list[str]
     program_rules: bool = False  # the batch changes them: load the rules in force
     pending_issue_ids: list[str] = field(default_factory=list)  # transfer ids
-    # Points in flight the batch settles and checks (returns, fees credited): process ids.
+    # Points in flight the batch settles and checks (returns, fees credited, refunds made or
+    # declined): process ids.
     in_flight_ids: list[str] = field(default_factory=list)
     markets: bool = False  # the batch configures a market: load the stored markets
 
@@ -91,6 +93,7 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         if pending_issue_id:
             pending_issues[pending_issue_id] = None
         in_flight.update(dict.fromkeys(fees.in_flight_ids_of(payload)))
+        in_flight.update(dict.fromkeys(refunds.in_flight_ids_of(payload)))
         known = payload.DESCRIPTOR.fields_by_name
         for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
             for name in names:

@@ -3,7 +3,8 @@
 Every handler takes the batch's working state, the feed event and its payload. Events this
 module does not name are passed over (the checkpoint still moves past them), except on an
 account stream, where every event changes the account (`batch.UnknownAccountEvent`). Market
-and trade streams are projected in `orders` and `trades`; program expiry in `expiry`.
+and trade streams are projected in `orders` and `trades`; program expiry in `expiry`;
+cooling-off refunds (their trade and account events) in `refunds`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from pointex.server import limits
 from pointex.server.domain import streams
-from pointex.server.query.projections import expiry, fees, notifications, orders, trades
+from pointex.server.query.projections import expiry, fees, notifications, orders, refunds, trades
 from pointex.server.query.projections.state import (
     BatchState,
     Move,
@@ -405,6 +406,9 @@ HANDLERS: dict[str, Handler] = {
     "points_released": _released,
     "points_sold": _sold,
     "points_bought": _bought,
+    "bought_points_returned": refunds.bought_returned,
+    "sold_points_returned": refunds.sold_returned,
+    "bought_points_restored": refunds.bought_restored,
     "market_configured": orders.market_configured,
     "order_placed": orders.placed,
     "order_rejected": orders.rejected,
@@ -418,5 +422,8 @@ HANDLERS: dict[str, Handler] = {
     "trade_settled": trades.settled,
     "trade_cancelled": trades.cancelled,
     "refund_required": trades.refund_required,
+    "refund_requested": refunds.requested,
+    "trade_refunded": refunds.refunded,
+    "refund_declined": refunds.declined,
     "program_rules_set": _program_rules_set,
 }

@@ -119,8 +119,9 @@ def market(
     order: common_pb2.Order | None = None,
     trade: common_pb2.Trade | None = None,
     payment_required: query_service_pb2.PaymentRequiredDetails | None = None,
+    trade_refund: query_service_pb2.TradeRefundDetails | None = None,
 ) -> NotificationRow:
-    """Return an ORDER_*, TRADE_*, PAYMENT_REQUIRED or REFUND_REQUIRED notification."""
+    """Return an ORDER_*, TRADE_*, PAYMENT_REQUIRED or REFUND_* notification."""
     notification = query_service_pb2.Notification(
         kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
         account_id=account_id,
@@ -133,6 +134,8 @@ def market(
         notification.trade.CopyFrom(trade)
     if payment_required is not None:
         notification.payment_required.CopyFrom(payment_required)
+    if trade_refund is not None:
+        notification.trade_refund.CopyFrom(trade_refund)
     assert notification.WhichOneof("details") is not None, kind
     return NotificationRow(
         position=position,

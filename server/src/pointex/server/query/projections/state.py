@@ -29,8 +29,8 @@ class BatchState:
     notifications: list[NotificationRow] = field(default_factory=list)
     in_flight_added: dict[str, InFlightRow] = field(default_factory=dict)
     in_flight_removed: list[str] = field(default_factory=list)
-    # Stored points in flight the batch settles and must check (`keys_of`: its returns and
-    # its fees' credits), as given.
+    # Stored points in flight the batch settles and must check (`keys_of`: its returns, its
+    # fees' credits, its refunds made or declined), as given.
     in_flight: dict[str, InFlightRow] = field(default_factory=dict)
     minted_points: int = 0
     burned_points: int = 0
@@ -83,7 +83,11 @@ class BatchState:
         return index
 
     def add_in_flight(self, row: InFlightRow) -> None:
-        """Record points that left an account for a process step still to come."""
+        """Record points that left an account for a process step still to come.
+
+        A key the batch removed may be added again (a refund asked again after a decline):
+        the store deletes the removed keys before it inserts the added ones.
+        """
         assert row.process_id not in self.in_flight_added, row
         self.in_flight_added[row.process_id] = row
 

@@ -1,9 +1,11 @@
 """Projections of the trade streams: a trade's payment process, and what it does to orders.
 
-A trade is created PENDING_PAYMENT and ends SETTLED or CANCELLED once. Settling adds its
-quantity to both orders' settled quantity; cancelling moves it from the BUY order's filled to
-its cancelled quantity at once, and from the SELL order's filled quantity when the next step
-says where it goes (OrderQuantityReturned: back to the book; PointsReleased: cancelled).
+A trade is created PENDING_PAYMENT and becomes SETTLED or CANCELLED once; a settled trade
+may then be refunded within the cooling-off window (REFUNDING, then REFUNDED or SETTLED
+again), which `refunds` projects. Settling adds its quantity to both orders' settled
+quantity; cancelling moves it from the BUY order's filled to its cancelled quantity at once,
+and from the SELL order's filled quantity when the next step says where it goes
+(OrderQuantityReturned: back to the book; PointsReleased: cancelled).
 """
 
 from __future__ import annotations

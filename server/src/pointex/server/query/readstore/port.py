@@ -142,7 +142,9 @@ class InFlightRow:
     """Points debited by a process and not yet credited (or returned) on the other side."""
 
     # The process stream, "transfer-<id>" or "trade-<id>"; a transfer's fee, credited to the
-    # fee account as a step of its own, is "transfer-<id>/fee".
+    # fee account as a step of its own, is "transfer-<id>/fee"; a cooling-off refund's points,
+    # between the buyer's return and the seller's arrival (or the buyer's restoration), are
+    # "trade-<id>/refund".
     process_id: str
     account_id: str  # the account the points left
     amount_points: int
@@ -159,6 +161,8 @@ class Changes:
     accounts: tuple[AccountRow, ...] = ()  # the final state of every account it changed
     movements: tuple[MovementRow, ...] = ()
     notifications: tuple[NotificationRow, ...] = ()
+    # Points in flight: removals are applied before additions, so a key ended and started
+    # again within the batch (a refund asked again after a decline) is replaced.
     in_flight_added: tuple[InFlightRow, ...] = ()
     in_flight_removed: tuple[str, ...] = ()  # process ids
     minted_points: int = 0

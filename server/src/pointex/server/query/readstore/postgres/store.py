@@ -399,13 +399,14 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
     await columns(
         sql.INSERT_NOTIFICATIONS, [rows.notification_values(n) for n in changes.notifications]
     )
-    await columns(sql.INSERT_IN_FLIGHT, [rows.in_flight_values(f) for f in changes.in_flight_added])
+    # Removals first: a key the batch ended and started again is replaced, not duplicated.
     if changes.in_flight_removed:
         status = await connection.execute(
             sql.render(sql.DELETE_IN_FLIGHT, generation), list(changes.in_flight_removed)
         )
         if status != f"DELETE {len(changes.in_flight_removed)}":
             raise StoreError(f"read store lost in-flight rows: {changes.in_flight_removed}")
+    await columns(sql.INSERT_IN_FLIGHT, [rows.in_flight_values(f) for f in changes.in_flight_added])
     totals = (changes.minted_points, changes.burned_points, changes.expired_points)
     if any(totals):
         await connection.execute(sql.render(sql.ADD_TOTALS, generation), *totals)

@@ -432,10 +432,11 @@ async def _write_changes(writer: aiosqlite.Connection, changes: Changes, generat
     await many(
         sql.INSERT_NOTIFICATION, [rows.notification_values(n) for n in changes.notifications]
     )
-    await many(sql.INSERT_IN_FLIGHT, [rows.in_flight_values(f) for f in changes.in_flight_added])
+    # Removals first: a key the batch ended and started again is replaced, not duplicated.
     removed = await many(sql.DELETE_IN_FLIGHT, [(p,) for p in changes.in_flight_removed])
     if removed != len(changes.in_flight_removed):
         raise StoreError(f"read store lost in-flight rows: {changes.in_flight_removed}")
+    await many(sql.INSERT_IN_FLIGHT, [rows.in_flight_values(f) for f in changes.in_flight_added])
     totals = (changes.minted_points, changes.burned_points, changes.expired_points)
     if any(totals):
         await writer.execute(sql.render(sql.ADD_TOTALS, generation), totals)
