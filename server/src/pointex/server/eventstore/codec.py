@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, get_type_hints
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server.domain import events as domain_events
 from pointex.server.domain import market_events, program
@@ -141,41 +140,139 @@ _UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {}
 def encode(event: object, metadata: bytes = b"") -> NewEvent:
     """Return the stored form of a domain event."""
     mapping = _BY_CLASS[type(event)]
-    data = _to_proto(mapping, event).SerializeToString()
+    data = _ENCODERS[mapping.domain](event).SerializeToString()
     return NewEvent(mapping.type_name, mapping.schema_version, data, metadata)
 
 
-def _to_proto(mapping: _Mapping, value_object: object) -> Message:
-    values: dict[str, Any] = {}
+# Builds the proto message of one domain value object.
+_Encoder = Callable[[Any], Message]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sorted:
+    """A mapping's fields sorted by how they convert, for its encoder."""
+
+    plain: tuple[str, ...]  # as they are
+    # Enums: the name, whether keyed by identity (a domain enum) or by value (an error
+    # reason's name), and the proto numbers.
+    numbered: tuple[tuple[str, bool, dict[Any, int]], ...]
+    times: tuple[tuple[str, bool], ...]  # the name, whether a Span (else an Instant)
+    messages: tuple[tuple[str, Any], ...]  # sub-messages, repeated or that may be None
+
+
+def _sorted(mapping: _Mapping) -> _Sorted:
+    """Sort a mapping's fields by how they convert."""
+    plain: list[str] = []
+    numbered: list[tuple[str, bool, dict[Any, int]]] = []
+    times: list[tuple[str, bool]] = []
+    messages: list[tuple[str, Any]] = []
     for name, kind in mapping.fields:
-        value = getattr(value_object, name)
-        if isinstance(kind, _OptionalMessage):
-            if value is not None:  # None: the sub-message stays unset.
-                values[name] = _to_proto(kind.item, value)
-            continue
-        values[name] = _value_to_proto(kind, value)
-    return mapping.proto(**values)
+        if kind is None:
+            plain.append(name)
+        elif kind is Instant or kind is Span:
+            times.append((name, kind is Span))
+        elif kind is _REASON:
+            numbered.append((name, False, _reason_numbers(mapping.proto, name)))
+        elif isinstance(kind, _Optional | type):
+            numbered.append((name, True, _enum_numbers(mapping.proto, name, kind)))
+        else:
+            messages.append((name, kind))
+    return _Sorted(tuple(plain), tuple(numbered), tuple(times), tuple(messages))
 
 
-def _value_to_proto(kind: Any, value: Any) -> Any:
-    """Return the proto form of one field's value, converted as `kind` says."""
-    if kind is _REASON:
-        value = _REASON_PREFIX + value if value else 0  # Empty: no reason (UNSPECIFIED).
-    elif kind is Instant:
-        value = Timestamp(
-            seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
-        )
-    elif kind is Span:
-        value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
-    elif isinstance(kind, _Mapping):
-        value = _to_proto(kind, value)
-    elif isinstance(kind, _Repeated):
-        value = [_to_proto(kind.item, item) for item in value]
-    elif isinstance(kind, _Optional):
-        value = _ENUM_PREFIXES[kind.kind] + (value.value if value else "UNSPECIFIED")
-    elif kind is not None:
-        value = _ENUM_PREFIXES[kind] + value.value
-    return value
+def _encoder(mapping: _Mapping) -> _Encoder:
+    """Return a function building `mapping`'s proto message from a domain value object.
+
+    Every appended event goes through it, four for each transfer, so the conversions are
+    sorted once here by kind rather than chosen field by field on every call. A field at
+    its default is left unset, which serializes the same: no field of events.proto has
+    explicit presence apart from sub-messages, and those are always set when present.
+    """
+    fields = _sorted(mapping)
+    plain, numbered, times, messages = fields.plain, fields.numbered, fields.times, fields.messages
+    read_plain = _getter(plain)
+
+    def to_proto(value_object: object) -> Message:
+        message = mapping.proto()
+        for name, value in zip(plain, read_plain(value_object), strict=True):
+            if value:
+                setattr(message, name, value)
+        for name, by_identity, numbers in numbered:
+            value = getattr(value_object, name)
+            if not (value is None or value == ""):  # Absent: UNSPECIFIED.
+                # By identity: an enum member's own hash is a Python-level call.
+                setattr(message, name, numbers[id(value) if by_identity else value])
+        for name, span in times:
+            value = getattr(value_object, name)
+            ms = value.ms if span else value.unix_ms
+            # Setting a field marks the sub-message present even at zero, as a time always is.
+            time = getattr(message, name)
+            time.seconds = ms // _MS_PER_S
+            time.nanos = ms % _MS_PER_S * _NS_PER_MS
+        for name, kind in messages:
+            _set_message(message, name, kind, getattr(value_object, name))
+        return message
+
+    return to_proto
+
+
+def _getter(names: Sequence[str]) -> Callable[[object], tuple[Any, ...]]:
+    """Return a function reading `names` of an object, as a tuple (attrgetter's, for 2+)."""
+    if len(names) >= 2:  # noqa: PLR2004 - attrgetter returns a tuple only for two or more.
+        return operator.attrgetter(*names)
+    return lambda value_object: tuple(getattr(value_object, name) for name in names)
+
+
+def _enum_numbers(proto: type[Message], name: str, kind: Any) -> dict[Any, int]:
+    """Return an enum field's proto numbers by the identity of the domain enum's members."""
+    proto_enum = proto.DESCRIPTOR.fields_by_name[name].enum_type
+    assert proto_enum is not None, (proto, name)
+    domain_enum: type[enum.Enum] = kind.kind if isinstance(kind, _Optional) else kind
+    prefix = _ENUM_PREFIXES[domain_enum]
+    return {
+        id(member): proto_enum.values_by_name[prefix + member.value].number
+        for member in domain_enum
+    }
+
+
+def _reason_numbers(proto: type[Message], name: str) -> dict[Any, int]:
+    """Return an error reason field's proto numbers by reason name (without the prefix)."""
+    proto_enum = proto.DESCRIPTOR.fields_by_name[name].enum_type
+    assert proto_enum is not None, (proto, name)
+    return {
+        value.name.removeprefix(_REASON_PREFIX): value.number
+        for value in proto_enum.values
+        if value.number
+    }
+
+
+def _set_message(message: Message, name: str, kind: Any, value: Any) -> None:
+    """Set a sub-message field from a value dataclass (or a tuple of them, or None)."""
+    if isinstance(kind, _Repeated):
+        getattr(message, name).extend(_ENCODERS[kind.item.domain](item) for item in value)
+    elif isinstance(kind, _OptionalMessage):
+        if value is not None:  # None: the sub-message stays unset.
+            getattr(message, name).CopyFrom(_ENCODERS[kind.item.domain](value))
+    else:
+        assert isinstance(kind, _Mapping), kind
+        # CopyFrom marks the field present even when the value is all defaults.
+        getattr(message, name).CopyFrom(_ENCODERS[kind.domain](value))
+
+
+def _all_mappings(mappings: Iterable[_Mapping]) -> Iterator[_Mapping]:
+    """Yield each mapping and every mapping nested in its fields."""
+    for mapping in mappings:
+        yield mapping
+        for _, kind in mapping.fields:
+            if isinstance(kind, _Mapping):
+                yield from _all_mappings([kind])
+            elif isinstance(kind, _OptionalMessage | _Repeated):
+                yield from _all_mappings([kind.item])
+
+
+_ENCODERS: Final[dict[type[Any], _Encoder]] = {
+    mapping.domain: _encoder(mapping) for mapping in _all_mappings(_BY_CLASS.values())
+}
 
 
 def decode(recorded: RecordedEvent) -> Any:
