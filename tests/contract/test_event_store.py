@@ -325,21 +325,24 @@ async def test_two_writers_racing_on_one_stream_exactly_one_wins(
     assert await writers[1].stream_version(stream_id) == 6
 
 
-@pytest.mark.parametrize("many", [False, True], ids=["one-append", "large-batch"])
+@pytest.mark.parametrize("many", [False, True], ids=["one-append", "one-statement-batch"])
 async def test_any_stream_id_and_type_is_stored_as_given(store: EventStore, many: bool) -> None:
     """Quotes, backslashes, commas, braces, spaces, NULL: each id and type comes back as is.
 
-    Alone, where PostgreSQL sends these columns as array literals, and in a batch large
-    enough for its COPY path.
+    Alone and in a batch large enough for PostgreSQL's one-statement path, which sends
+    these columns as array literals.
     """
     tag = secrets.token_hex(3)
     odd = ['x-a"b', "x-c\\d", "x-e,f", "x-{g}", "x-h i", "x-NULL", "NULL-x", "x-é"]
     stream_ids = [f"{stream_id}{tag}" for stream_id in odd]
-    count = limits.append_copy_events_min // len(odd) + 1 if many else 1
+    count = limits.append_one_statement_events_min // len(odd) + 1 if many else 1
     appends = [
         StreamAppend(stream_id, 0, events(count, type_name=f'T "{i}",\\{{}}'))
         for i, stream_id in enumerate(stream_ids)
     ]
+    if many:  # The first large batch of a writer plans under the lock; the next is one statement.
+        priming = [StreamAppend(new_stream_id(), 0, events(count)) for _ in odd]
+        await store.append_batch([priming])
     written = await store.append_batch([appends])
     assert not any(isinstance(outcome, WrongExpectedVersion) for outcome in written)
     for i, stream_id in enumerate(stream_ids):
@@ -353,18 +356,19 @@ async def test_any_stream_id_and_type_is_stored_as_given(store: EventStore, many
 async def test_a_large_batch_commits_gap_free_and_leaves_out_only_its_conflicting_unit(
     store: EventStore,
 ) -> None:
-    """A group commit past the COPY bound, one unit stale: the others land at head + 1 on.
+    """A group commit past the one-statement bound, one unit stale: the others land in order.
 
-    On PostgreSQL such a batch's rows go by COPY rather than by INSERT; every rule of a
-    smaller batch holds the same: versions per unit in order, each conflict in its slot,
-    positions gap-free from the head, and the reported events are the stored ones.
+    On PostgreSQL such a batch is first tried as one statement, which writes nothing when a
+    version is not the expected one, and then goes through the locked transaction; every
+    rule of a smaller batch holds the same: versions per unit in order, each conflict in its
+    slot, positions gap-free from the head, and the reported events are the stored ones.
     """
     before = await store.head_position()
     existing = new_stream_id()
     await store.append([StreamAppend(existing, 0, events(2))])
     units = [
         [StreamAppend(new_stream_id(), 0, events(4)), StreamAppend(new_stream_id(), 0, events(1))]
-        for _ in range(limits.append_copy_events_min // 5 + 1)
+        for _ in range(limits.append_one_statement_events_min // 5 + 1)
     ]
     stale = len(units) // 2
     units[stale] = [StreamAppend(existing, 1, events(1))]  # The stream is at 2.

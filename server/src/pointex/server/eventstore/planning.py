@@ -161,6 +161,15 @@ def placed(
     return BatchPlan(rows=rows, results=results)
 
 
+def expected_versions(units: Sequence[Sequence[StreamAppend]]) -> dict[str, int]:
+    """Return the version each stream of a batch is expected at, by its first append."""
+    expected: dict[str, int] = {}
+    for unit in units:
+        for append in unit:
+            expected.setdefault(append.stream_id, append.expected_version)
+    return expected
+
+
 def _first_conflict(
     unit: Sequence[StreamAppend], current: Mapping[str, int]
 ) -> WrongExpectedVersion | None:

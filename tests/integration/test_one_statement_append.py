@@ -1,0 +1,201 @@
+"""Large group commits on PostgreSQL go as one statement planned on the head the writer knows.
+
+The store remembers the head after its own appends; a batch of at least
+`limits.append_one_statement_events_min` events is then planned before it is sent and
+inserted in one statement, which writes nothing unless the head and every stream's version
+are what the plan assumed. These tests check that such batches take that path, that each
+assumption that fails (another writer's rows, a stale expected version, a writer holding the
+position lock) sends the batch through the locked transaction with the same outcome, and
+that the log stays gap-free throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+
+from pointex.server import limits
+from pointex.server.eventstore.planning import BatchPlan
+from pointex.server.eventstore.port import (
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    WrongExpectedVersion,
+)
+from pointex.server.eventstore.postgres.appender import POSITION_LOCK_KEY
+from pointex.server.eventstore.postgres.store import PostgresEventStore
+
+EVENT = NewEvent("Counted", 1, b"{}")
+EVENTS_PER_APPEND = 4
+# Enough appends of EVENTS_PER_APPEND events for a batch to go as one statement.
+LARGE_UNITS = limits.append_one_statement_events_min // EVENTS_PER_APPEND + 1
+LOCK_WAIT_S = 0.3
+
+
+class Counted:
+    """A store whose appends are counted by the path they took."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        """Count the appends of `store` from now on."""
+        self.store = store
+        self.locked = 0
+        self.one_statement = 0
+        locked, one_statement = store._appender._write_locked, store._appender._insert_expected
+
+        async def count_locked(units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
+            self.locked += 1
+            return await locked(units)
+
+        async def count_one(units: Sequence[Sequence[StreamAppend]], head: int) -> BatchPlan | None:
+            plan = await one_statement(units, head)
+            self.one_statement += plan is not None
+            return plan
+
+        store._appender._write_locked = count_locked  # type: ignore[method-assign]
+        store._appender._insert_expected = count_one  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def writers(pg_dsn: str, pg_schema: str) -> AsyncIterator[tuple[Counted, Counted]]:
+    """Two stores on one schema, as two command servers would be."""
+    stores = [PostgresEventStore(pg_dsn, schema=pg_schema) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    yield Counted(stores[0]), Counted(stores[1])
+    for store in stores:
+        await store.close()
+
+
+def large_batch(prefix: str, version: int) -> list[list[StreamAppend]]:
+    """Return one unit per stream `prefix-i`, each expecting `version`."""
+    return [
+        [StreamAppend(f"{prefix}-{i}", version, (EVENT,) * EVENTS_PER_APPEND)]
+        for i in range(LARGE_UNITS)
+    ]
+
+
+async def whole_log(store: PostgresEventStore) -> list[RecordedEvent]:
+    """Return every event, in position order."""
+    log: list[RecordedEvent] = []
+    while page := await store.read_all(log[-1].position if log else 0, 1000):
+        log.extend(page)
+    return log
+
+
+async def test_a_large_batch_after_the_first_goes_as_one_statement(
+    writers: tuple[Counted, Counted],
+) -> None:
+    """The first batch learns the head; the next large ones take one statement each."""
+    writer, _ = writers
+    await writer.store.append_batch(large_batch("acct", 0))
+    assert (writer.locked, writer.one_statement) == (1, 0)
+    for version in range(EVENTS_PER_APPEND, 4 * EVENTS_PER_APPEND, EVENTS_PER_APPEND):
+        results = await writer.store.append_batch(large_batch("acct", version))
+        assert all(isinstance(result, list) for result in results)
+    assert (writer.locked, writer.one_statement) == (1, 3)
+    log = await whole_log(writer.store)
+    assert [event.position for event in log] == list(range(1, len(log) + 1))
+    assert len(log) == 4 * LARGE_UNITS * EVENTS_PER_APPEND
+    # Every event carries the clock of its statement, and the store reports what it wrote.
+    last = await writer.store.append_batch(large_batch("acct", 4 * EVENTS_PER_APPEND))
+    reported = [event for result in last if isinstance(result, list) for event in result]
+    assert reported == await writer.store.read_all(len(log), 1000)
+    assert len({event.recorded_at_us for event in reported}) == 1
+
+
+async def test_a_small_batch_takes_the_locked_transaction(
+    writers: tuple[Counted, Counted],
+) -> None:
+    """Below the bound, a batch goes as a transaction even when the head is known."""
+    writer, _ = writers
+    await writer.store.append_batch(large_batch("acct", 0))
+    await writer.store.append([StreamAppend("acct-0", EVENTS_PER_APPEND, (EVENT,))])
+    assert (writer.locked, writer.one_statement) == (2, 0)
+
+
+async def test_another_writers_rows_send_the_batch_through_the_lock(
+    writers: tuple[Counted, Counted],
+) -> None:
+    """A head moved by another store: the statement writes nothing, the transaction does."""
+    first, second = writers
+    await first.store.append_batch(large_batch("a", 0))
+    await second.store.append_batch(large_batch("b", 0))  # first's head is now stale.
+    results = await first.store.append_batch(large_batch("a", EVENTS_PER_APPEND))
+    assert all(isinstance(result, list) for result in results)
+    assert (first.locked, first.one_statement) == (2, 0)
+    log = await whole_log(first.store)
+    assert [event.position for event in log] == list(range(1, len(log) + 1))
+    # Having learnt the new head, the next batch goes as one statement again.
+    await first.store.append_batch(large_batch("a", 2 * EVENTS_PER_APPEND))
+    assert first.one_statement == 1
+
+
+async def test_a_stale_expected_version_is_reported_in_its_slot(
+    writers: tuple[Counted, Counted],
+) -> None:
+    """One unit expects a version its stream has passed: it alone fails, as under the lock."""
+    writer, other = writers
+    await writer.store.append_batch(large_batch("acct", 0))
+    await other.store.append([StreamAppend("acct-3", EVENTS_PER_APPEND, (EVENT,))])
+    # The other store's append also moved the head; learn it with a small append.
+    await writer.store.append([StreamAppend("acct-0", EVENTS_PER_APPEND, (EVENT,))])
+    batch = large_batch("acct", EVENTS_PER_APPEND)
+    batch[0] = [StreamAppend("acct-0", EVENTS_PER_APPEND + 1, (EVENT,) * EVENTS_PER_APPEND)]
+    results = await writer.store.append_batch(batch)
+    conflict = results[3]
+    assert isinstance(conflict, WrongExpectedVersion)
+    assert (conflict.stream_id, conflict.expected_version) == ("acct-3", EVENTS_PER_APPEND)
+    assert conflict.actual_version == EVENTS_PER_APPEND + 1
+    assert all(isinstance(result, list) for i, result in enumerate(results) if i != 3)
+    assert writer.one_statement == 0  # The statement found the version and wrote nothing.
+    log = await whole_log(writer.store)
+    assert [event.position for event in log] == list(range(1, len(log) + 1))
+
+
+async def test_a_version_the_stream_has_not_reached_is_refused_not_skipped_to(
+    writers: tuple[Counted, Counted],
+) -> None:
+    """A unit expecting a later version than its stream's: no version gap, a conflict."""
+    writer, _ = writers
+    await writer.store.append_batch(large_batch("acct", 0))
+    batch = large_batch("acct", EVENTS_PER_APPEND)
+    batch[2] = [StreamAppend("acct-2", 3 * EVENTS_PER_APPEND, (EVENT,) * EVENTS_PER_APPEND)]
+    results = await writer.store.append_batch(batch)
+    conflict = results[2]
+    assert isinstance(conflict, WrongExpectedVersion)
+    assert (conflict.expected_version, conflict.actual_version) == (
+        3 * EVENTS_PER_APPEND,
+        EVENTS_PER_APPEND,
+    )
+    assert writer.one_statement == 0
+    versions = [e.stream_version for e in await whole_log(writer.store) if e.stream_id == "acct-2"]
+    assert versions == list(range(1, EVENTS_PER_APPEND + 1))
+
+
+async def test_a_writer_holding_the_position_lock_is_waited_for(
+    writers: tuple[Counted, Counted], pg_dsn: str, pg_schema: str
+) -> None:
+    """A transaction holding the lock: the batch waits for it, then lands after its rows."""
+    writer, _ = writers
+    await writer.store.append_batch(large_batch("acct", 0))
+    holder = await asyncpg.connect(pg_dsn, server_settings={"search_path": pg_schema})
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", POSITION_LOCK_KEY)
+        append = asyncio.create_task(
+            writer.store.append_batch(large_batch("acct", EVENTS_PER_APPEND))
+        )
+        await asyncio.sleep(LOCK_WAIT_S)
+        assert not append.done(), "the batch landed while another transaction held the lock"
+        await transaction.commit()
+        results = await asyncio.wait_for(append, 10)
+    finally:
+        await holder.close()
+    assert all(isinstance(result, list) for result in results)
+    assert writer.one_statement == 0
+    log = await whole_log(writer.store)
+    assert [event.position for event in log] == list(range(1, len(log) + 1))
