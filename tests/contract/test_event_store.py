@@ -351,3 +351,44 @@ async def test_any_stream_id_and_type_is_stored_as_given(store: EventStore, many
         assert {event.type for event in read} == {f'T "{i}",\\{{}}'}
         assert [event.stream_version for event in read] == list(range(1, count + 1))
     assert await store.stream_versions(stream_ids) == dict.fromkeys(stream_ids, count)
+
+
+async def test_a_large_batch_commits_gap_free_and_leaves_out_only_its_conflicting_unit(
+    store: EventStore,
+) -> None:
+    """A group commit past the one-statement bound, one unit stale: the others land in order.
+
+    On PostgreSQL such a batch is first tried as one statement, which writes nothing when a
+    version is not the expected one, and then goes through the locked transaction; every
+    rule of a smaller batch holds the same: versions per unit in order, each conflict in its
+    slot, positions gap-free from the head, and the reported events are the stored ones.
+    """
+    before = await store.head_position()
+    existing = new_stream_id()
+    await store.append([StreamAppend(existing, 0, events(2))])
+    units = [
+        [StreamAppend(new_stream_id(), 0, events(4)), StreamAppend(new_stream_id(), 0, events(1))]
+        for _ in range(limits.append_one_statement_events_min // 5 + 1)
+    ]
+    stale = len(units) // 2
+    units[stale] = [StreamAppend(existing, 1, events(1))]  # The stream is at 2.
+    units.append([StreamAppend(existing, 2, events(3))])  # Expects what it is at.
+    outcomes = await store.append_batch(units)
+    conflict = outcomes[stale]
+    assert isinstance(conflict, WrongExpectedVersion)
+    assert (conflict.stream_id, conflict.expected_version, conflict.actual_version) == (
+        existing,
+        1,
+        2,
+    )
+    written: list[RecordedEvent] = []
+    for i, outcome in enumerate(outcomes):
+        if i != stale:
+            assert isinstance(outcome, list), outcome
+            written.extend(outcome)
+    assert [event.position for event in written] == list(
+        range(before + 3, before + 3 + len(written))
+    )
+    assert await store.read_all(before + 2, limits.read_batch_events_max) == written
+    assert await store.stream_version(existing) == 5
+    assert len({event.recorded_at_us for event in written}) == 1

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import keyword
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, get_type_hints
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.server.domain import events as domain_events
 from pointex.server.domain import market_events, program
@@ -141,41 +140,113 @@ _UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {}
 def encode(event: object, metadata: bytes = b"") -> NewEvent:
     """Return the stored form of a domain event."""
     mapping = _BY_CLASS[type(event)]
-    data = _to_proto(mapping, event).SerializeToString()
+    data = _ENCODERS[mapping.domain](event).SerializeToString()
     return NewEvent(mapping.type_name, mapping.schema_version, data, metadata)
 
 
-def _to_proto(mapping: _Mapping, value_object: object) -> Message:
-    values: dict[str, Any] = {}
+# Builds the proto message of one domain value object.
+_Encoder = Callable[[Any], Message]
+
+
+def _encoder(mapping: _Mapping) -> _Encoder:
+    """Return a function building `mapping`'s proto message from a domain value object.
+
+    Every appended event goes through it, four for each transfer, so each type gets a
+    function written out field by field, as `dataclasses` writes `__init__`: attribute
+    reads and writes by name compile to the interpreter's specialised instructions, where
+    `getattr`, `setattr` and a loop over the fields cost two thirds more (3.5 against
+    2.1 µs for a PointsDebited, timeit). The source is built only from the dataclass's own
+    field names (identifiers, checked below), never from input. A plain field at its
+    default is left unset, which serializes the same: no field of events.proto has explicit
+    presence apart from sub-messages, and a time is always set, so that its sub-message is
+    present even at zero.
+    """
+    namespace: dict[str, Any] = {"proto": mapping.proto, "set_message": _set_message}
+    lines = ["def to_proto(value_object):", "    message = proto()"]
     for name, kind in mapping.fields:
-        value = getattr(value_object, name)
-        if isinstance(kind, _OptionalMessage):
-            if value is not None:  # None: the sub-message stays unset.
-                values[name] = _to_proto(kind.item, value)
-            continue
-        values[name] = _value_to_proto(kind, value)
-    return mapping.proto(**values)
+        assert name.isidentifier(), name
+        assert not keyword.iskeyword(name), name
+        lines.append(f"    value = value_object.{name}")
+        if kind is None:
+            lines += ["    if value:", f"        message.{name} = value"]
+        elif kind is Instant or kind is Span:
+            unit_ms = "ms" if kind is Span else "unix_ms"
+            lines += [
+                f"    ms = value.{unit_ms}",
+                f"    time = message.{name}",
+                f"    time.seconds = ms // {_MS_PER_S}",
+                f"    time.nanos = ms % {_MS_PER_S} * {_NS_PER_MS}",
+            ]
+        elif kind is _REASON:
+            namespace[f"{name}_numbers"] = _reason_numbers(mapping.proto, name)
+            lines += ["    if value:", f"        message.{name} = {name}_numbers[value]"]
+        elif isinstance(kind, _Optional | type):
+            # By identity: an enum member's own hash is a Python-level call. None (an
+            # optional enum's absence) is UNSPECIFIED, left unset.
+            namespace[f"{name}_numbers"] = _enum_numbers(mapping.proto, name, kind)
+            lines += [
+                "    if value is not None:",
+                f"        message.{name} = {name}_numbers[id(value)]",
+            ]
+        else:
+            namespace[f"{name}_kind"] = kind
+            lines.append(f"    set_message(message, {name!r}, {name}_kind, value)")
+    lines.append("    return message")
+    exec("\n".join(lines), namespace)  # noqa: S102 - the source is built from field names.
+    encoder: _Encoder = namespace["to_proto"]
+    return encoder
 
 
-def _value_to_proto(kind: Any, value: Any) -> Any:
-    """Return the proto form of one field's value, converted as `kind` says."""
-    if kind is _REASON:
-        value = _REASON_PREFIX + value if value else 0  # Empty: no reason (UNSPECIFIED).
-    elif kind is Instant:
-        value = Timestamp(
-            seconds=value.unix_ms // _MS_PER_S, nanos=value.unix_ms % _MS_PER_S * _NS_PER_MS
-        )
-    elif kind is Span:
-        value = Duration(seconds=value.ms // _MS_PER_S, nanos=value.ms % _MS_PER_S * _NS_PER_MS)
-    elif isinstance(kind, _Mapping):
-        value = _to_proto(kind, value)
-    elif isinstance(kind, _Repeated):
-        value = [_to_proto(kind.item, item) for item in value]
-    elif isinstance(kind, _Optional):
-        value = _ENUM_PREFIXES[kind.kind] + (value.value if value else "UNSPECIFIED")
-    elif kind is not None:
-        value = _ENUM_PREFIXES[kind] + value.value
-    return value
+def _enum_numbers(proto: type[Message], name: str, kind: Any) -> dict[Any, int]:
+    """Return an enum field's proto numbers by the identity of the domain enum's members."""
+    proto_enum = proto.DESCRIPTOR.fields_by_name[name].enum_type
+    assert proto_enum is not None, (proto, name)
+    domain_enum: type[enum.Enum] = kind.kind if isinstance(kind, _Optional) else kind
+    prefix = _ENUM_PREFIXES[domain_enum]
+    return {
+        id(member): proto_enum.values_by_name[prefix + member.value].number
+        for member in domain_enum
+    }
+
+
+def _reason_numbers(proto: type[Message], name: str) -> dict[Any, int]:
+    """Return an error reason field's proto numbers by reason name (without the prefix)."""
+    proto_enum = proto.DESCRIPTOR.fields_by_name[name].enum_type
+    assert proto_enum is not None, (proto, name)
+    return {
+        value.name.removeprefix(_REASON_PREFIX): value.number
+        for value in proto_enum.values
+        if value.number
+    }
+
+
+def _set_message(message: Message, name: str, kind: Any, value: Any) -> None:
+    """Set a sub-message field from a value dataclass (or a tuple of them, or None)."""
+    if isinstance(kind, _Repeated):
+        getattr(message, name).extend(_ENCODERS[kind.item.domain](item) for item in value)
+    elif isinstance(kind, _OptionalMessage):
+        if value is not None:  # None: the sub-message stays unset.
+            getattr(message, name).CopyFrom(_ENCODERS[kind.item.domain](value))
+    else:
+        assert isinstance(kind, _Mapping), kind
+        # CopyFrom marks the field present even when the value is all defaults.
+        getattr(message, name).CopyFrom(_ENCODERS[kind.domain](value))
+
+
+def _all_mappings(mappings: Iterable[_Mapping]) -> Iterator[_Mapping]:
+    """Yield each mapping and every mapping nested in its fields."""
+    for mapping in mappings:
+        yield mapping
+        for _, kind in mapping.fields:
+            if isinstance(kind, _Mapping):
+                yield from _all_mappings([kind])
+            elif isinstance(kind, _OptionalMessage | _Repeated):
+                yield from _all_mappings([kind.item])
+
+
+_ENCODERS: Final[dict[type[Any], _Encoder]] = {
+    mapping.domain: _encoder(mapping) for mapping in _all_mappings(_BY_CLASS.values())
+}
 
 
 def decode(recorded: RecordedEvent) -> Any:
