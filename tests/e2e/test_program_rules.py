@@ -9,6 +9,7 @@ limit of its side; GetProgramRules and GetAccount on the query server show what 
 from __future__ import annotations
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -178,3 +179,16 @@ async def test_a_daily_cap_counts_every_transfer_of_the_day(setup: Setup) -> Non
     await s.transfer(s.acme, s.alice, s.bob, 50)
     last = error_info(await rpc_error(s.transfer(s.acme, s.alice, s.bob, 1)))
     assert last.metadata["remaining_points"] == "0"
+
+
+async def test_the_programs_pending_period_holds_an_issue_back(setup: Setup) -> None:
+    """A 30-day pending period: an issue without its own time shows as pending, not available."""
+    s = setup
+    rules = common_pb2.ProgramRules(pending_period=Duration(seconds=30 * 86_400))
+    assert await set_rules(s, 0, rules) == 1
+    await s.issue(s.alice, 70)
+    alice = await s.q_acme.account(s.alice, s.last)  # type: ignore[arg-type]
+    assert (alice.available_points, alice.pending_points) == (0, 70)
+    read = await s.q_acme.call("GetProgramRules", qpb.GetProgramRulesRequest(min_position=s.last))
+    assert isinstance(read, qpb.GetProgramRulesResponse)
+    assert read.rules.pending_period.seconds == 30 * 86_400

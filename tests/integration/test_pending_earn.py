@@ -13,9 +13,12 @@ import time
 from dataclasses import replace
 
 from pointex.server.command.app.activations import PendingActivations
-from pointex.server.command.app.handlers import ReversalRequest
-from pointex.server.domain.values import Instant, TransferKind
+from pointex.server.command.app.handlers import ReversalRequest, TransferRequest
+from pointex.server.domain.program import ProgramRules
+from pointex.server.domain.values import AccountKind, Instant, Span, TransferKind
+from pointex.server.eventstore.port import EventStore
 from tests.conftest import MakeStore
+from tests.integration.test_expiry import set_rules
 from tests.integration.test_transfer_unit import (
     ACME,
     FUNDS_POINTS,
@@ -24,6 +27,9 @@ from tests.integration.test_transfer_unit import (
     check_conservation,
     issue,
 )
+from tests.market_node import ACME as MARKET_ACME
+from tests.market_node import Clock, Provider
+from tests.market_node import Node as MarketNode
 
 SOON_MS = 300
 WAIT_S = 10
@@ -72,3 +78,26 @@ async def test_pending_points_activate_on_time_and_a_reversal_takes_them_back(
         activations.stop()
         await node.stop()
     await check_conservation(store)
+
+
+async def test_the_programs_pending_period_holds_issues_back_and_the_timer_releases_them(
+    store: EventStore,
+) -> None:
+    """An issue with no time of its own waits the program's period, then activates on time."""
+    clock = Clock()
+    node = await MarketNode(store, Provider(), clock).start()
+    try:
+        await set_rules(node, ProgramRules(pending_period=Span(86_400_000)))
+        await node.open("shop", AccountKind.MERCHANT, 100)
+        await node.open("alice", AccountKind.MEMBER)
+        issue = TransferRequest(MARKET_ACME, "p1", TransferKind.ISSUE, "shop", "alice", 40, "")
+        await node.handlers.transfer(issue)
+        state = await node.accounts.peek("alice")
+        assert state is not None
+        assert (state.available_points, state.pending_points) == (0, 40)
+        clock.now_ms += 86_400_000
+        async with asyncio.timeout(WAIT_S):
+            while (await node.balances("alice"))[0] != 40:  # noqa: ASYNC110 - polls an actor.
+                await asyncio.sleep(0.05)
+    finally:
+        await node.stop()

@@ -34,7 +34,15 @@ from pointex.server.domain.events import (
     PointsDebited,
     PointsPending,
 )
-from pointex.server.domain.values import OPERATOR, AccountKind, Caller, Instant, Role, TransferKind
+from pointex.server.domain.values import (
+    OPERATOR,
+    AccountKind,
+    Caller,
+    Instant,
+    Role,
+    Span,
+    TransferKind,
+)
 
 ACME = Caller(Role.PARTNER, "acme")
 NOW = 1_767_225_600_000
@@ -259,3 +267,36 @@ def test_a_reversal_of_spent_points_goes_below_zero_only_within_the_policy() -> 
         decide(in_debt, CloseAccount(ACME, "u1", ""), now_ms=NOW)
     repaid = run(in_debt, CreditPoints("u1", "t9", TransferKind.ISSUE, "m1", 40, ""))
     assert repaid.available_points == 10
+
+
+# --- The program's pending period ---------------------------------------------------------------
+
+
+def _period(ms: int) -> program.LimitIndex:
+    rules = program.ProgramRules(pending_period=Span(ms))
+    return program.LimitIndex(program.Program(1, rules))
+
+
+def test_an_issue_without_its_own_time_is_pending_for_the_programs_period() -> None:
+    """Under a pending period an issue with no activates_at is pending until now + period."""
+    plain = CreditPoints("u1", "t1", TransferKind.ISSUE, "m1", 50, "")
+    (pending,) = decide(member(), plain, _period(86_400_000), NOW)
+    assert isinstance(pending, PointsPending)
+    assert pending.activates_at == Instant(NOW + 86_400_000)
+    (own,) = decide(member(), issue("t2", 50), _period(86_400_000), NOW)
+    assert isinstance(own, PointsPending)
+    assert own.activates_at == LATER  # The issue's own time stands.
+    given = CreditPoints("u1", "t3", TransferKind.TRANSFER, "u2", 50, "")
+    (credited,) = decide(member(), given, _period(86_400_000), NOW)
+    assert isinstance(credited, PointsCredited)  # Only issues wait.
+    (at_once,) = decide(member(), plain, _period(0), NOW)
+    assert isinstance(at_once, PointsCredited)
+
+
+def test_a_pending_period_out_of_its_bounds_is_refused_naming_it() -> None:
+    """Whole seconds, up to the longest activation delay."""
+    too_long = (limits.pending_activation_days_max + 1) * 86_400_000
+    for ms in (1_500, too_long):
+        with pytest.raises(errors.InvalidArgument) as refused:
+            program.validate(program.ProgramRules(pending_period=Span(ms)))
+        assert refused.value.metadata["field"] == "rules.pending_period"

@@ -107,6 +107,7 @@ def _show(session: Session, out: Output, args: argparse.Namespace) -> int:
         ("fee schedule version", str(reply.fee_schedule_version)),
         ("expiry", expiry_text(reply.rules.expiry)),
         ("cooling-off", cooling_off_text(reply.rules.cooling_off)),
+        ("pending period", pending_period_text(reply.rules.pending_period)),
     ]
     out.fields("program rules", pairs)
     limits = reply.rules.limits
@@ -140,6 +141,13 @@ def expiry_text(policy: common_pb2.ExpiryPolicy) -> str:
 
 
 _DAY_S: Final = 86_400
+
+
+def pending_period_text(period: Duration) -> str:
+    """Return a pending period for people: `issued points pending for 30 days`, or `-`."""
+    if not period.seconds:
+        return "-"
+    return f"issued points pending for {_span_text(period.seconds)}"
 
 
 def cooling_off_text(window: Duration) -> str:
@@ -185,7 +193,11 @@ def _set(session: Session, out: Output, args: argparse.Namespace) -> int:
     noun = "limit" if len(rules.limits) == 1 else "limits"
     fee = fee_text(rules.transfer_fee)
     fee_part = "" if fee == "-" else f", transfer fee {fee}"
-    parts = (expiry_text(rules.expiry), cooling_off_text(rules.cooling_off))
+    parts = (
+        expiry_text(rules.expiry),
+        cooling_off_text(rules.cooling_off),
+        pending_period_text(rules.pending_period),
+    )
     more = "".join(f", {text}" for text in parts if text != "-")
     out.line(
         f"program rules set: version {reply.version}, {len(rules.limits)} {noun}{fee_part}{more}"

@@ -314,14 +314,16 @@ class AsyncPointexClient:
         reversal_debt_max_points: int = 0,
         expiry: common_pb2.ExpiryPolicy | None = None,
         cooling_off: dt.timedelta | None = None,
+        pending_period: dt.timedelta | None = None,
         request_id: str | None = None,
     ) -> pb.SetProgramRulesResponse:
         """Replace the program's rules (operator only), if they are still at `expected_version`.
 
         The rules are replaced as a whole: the limits, the transfer fee (`builders.transfer_fee`;
         None: no fee), the reversal debt policy (0: none) and the expiry policy
-        (`builders.expiry_policy`; None: earned points never lapse), and the cooling-off
-        window of market purchases (None: no refunds). `expected_version` is the version
+        (`builders.expiry_policy`; None: earned points never lapse), the cooling-off window
+        of market purchases (None: no refunds) and the pending period of issues (None:
+        issued points are available at once). `expected_version` is the version
         `get_program_rules` returned (0 before any change); a change made meanwhile raises
         Refused with reason PROGRAM_RULES_CHANGED.
         """
@@ -338,6 +340,8 @@ class AsyncPointexClient:
         )
         if cooling_off is not None:
             request.rules.cooling_off.FromTimedelta(cooling_off)
+        if pending_period is not None:
+            request.rules.pending_period.FromTimedelta(pending_period)
         return await self.call_command(self._commands.SetProgramRules, request, rid)
 
     async def place_order(

@@ -1262,6 +1262,7 @@ class ProgramRules(_message.Message):
     TRANSFER_FEE_FIELD_NUMBER: _builtins.int
     EXPIRY_FIELD_NUMBER: _builtins.int
     COOLING_OFF_FIELD_NUMBER: _builtins.int
+    PENDING_PERIOD_FIELD_NUMBER: _builtins.int
     reversal_debt_max_points: _builtins.int
     """The debt policy of reversals: a ReverseIssue or ReverseRedeem that finds fewer points
     available than it takes back (they were spent since) takes the account below zero, down
@@ -1290,6 +1291,14 @@ class ProgramRules(_message.Message):
         purchase keeps the window in force when it settled.
         """
 
+    @_builtins.property
+    def pending_period(self) -> _duration_pb2.Duration:
+        """The program's pending period: points a merchant issues to a member stay pending this
+        long before they can be spent, when the IssuePoints carries no `activates_at` of its
+        own (one that does keeps it). Whole seconds, up to 400 days; zero or unset: issued points
+        are available at once. Applies to issues decided after the change.
+        """
+
     def __init__(
         self,
         *,
@@ -1298,10 +1307,11 @@ class ProgramRules(_message.Message):
         transfer_fee: Global___TransferFee | None = ...,
         expiry: Global___ExpiryPolicy | None = ...,
         cooling_off: _duration_pb2.Duration | None = ...,
+        pending_period: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "pending_period", b"pending_period", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "limits", b"limits", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooling_off", b"cooling_off", "expiry", b"expiry", "limits", b"limits", "pending_period", b"pending_period", "reversal_debt_max_points", b"reversal_debt_max_points", "transfer_fee", b"transfer_fee"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

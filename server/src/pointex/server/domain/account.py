@@ -220,6 +220,11 @@ def _credit(
     state: Account | None, command: CreditPoints, at: Instant, rules: LimitIndex
 ) -> list[AccountEvent]:
     account = check_credit(state, command)
+    period = rules.pending_period.ms
+    if period and command.kind is TransferKind.ISSUE and not command.activates_at.unix_ms:
+        # The program's pending period, for an issue that names no activation time.
+        command = dataclasses.replace(command, activates_at=Instant(at.unix_ms + period))
+        check_credit(state, command)  # Now pending: it counts among the pending issues.
     if command.activates_at.unix_ms > at.unix_ms:
         return [
             PointsPending(

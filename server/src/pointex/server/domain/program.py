@@ -85,6 +85,8 @@ class ProgramRules:
     expiry: ExpiryPolicy = NO_EXPIRY  # How long earned points last (domain/lots.py).
     # How long after a market purchase settles the buyer may have it refunded (0: never).
     cooling_off: Span = NO_SPAN
+    # How long issued points stay pending when the issue names no activation time (0: none).
+    pending_period: Span = NO_SPAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +167,12 @@ def validate(rules: ProgramRules) -> None:
         raise _invalid("rules.reversal_debt_max_points", f"0 to {limits.points_amount_max} points")
     _validate_fee(rules.transfer_fee)
     _validate_expiry(rules.expiry)
-    window = rules.cooling_off.ms
-    if window % _SECOND_MS or not 0 <= window <= limits.cooling_off_days_max * _DAY_MS:
-        raise _invalid(
-            "rules.cooling_off", f"whole seconds, up to {limits.cooling_off_days_max} days"
-        )
+    for field, span, days in (
+        ("rules.cooling_off", rules.cooling_off, limits.cooling_off_days_max),
+        ("rules.pending_period", rules.pending_period, limits.pending_activation_days_max),
+    ):
+        if span.ms % _SECOND_MS or not 0 <= span.ms <= days * _DAY_MS:
+            raise _invalid(field, f"whole seconds, up to {days} days")
     seen: set[tuple[LimitedOperation, AccountKind | None, str]] = set()
     for i, limit in enumerate(rules.limits):
         field = f"rules.limits[{i}]"
@@ -249,6 +252,7 @@ class LimitIndex:
         "expiry",
         "fees_any",
         "limits_any",
+        "pending_period",
         "program",
         "reversal_debt_max",
         "version",
@@ -263,6 +267,7 @@ class LimitIndex:
         self.reversal_debt_max = program.rules.reversal_debt_max_points
         self.expiry = program.rules.expiry  # Whether, and when, points earned now lapse.
         self.cooling_off = program.rules.cooling_off  # How long a purchase is refundable.
+        self.pending_period = program.rules.pending_period  # Issues pending by default.
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 

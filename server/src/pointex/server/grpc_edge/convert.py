@@ -205,9 +205,13 @@ def program_rules(message: common_pb2.ProgramRules) -> ProgramRules:
         _whole_seconds("rules.expiry.lifetime", message.expiry.lifetime),
         _whole_seconds("rules.expiry.notice", message.expiry.notice),
     )
-    cooling_off = _whole_seconds("rules.cooling_off", message.cooling_off)
     rules = ProgramRules(
-        tuple(converted), message.reversal_debt_max_points, transfer_fee, expiry, cooling_off
+        tuple(converted),
+        message.reversal_debt_max_points,
+        transfer_fee,
+        expiry,
+        _whole_seconds("rules.cooling_off", message.cooling_off),
+        _whole_seconds("rules.pending_period", message.pending_period),
     )
     try:
         validate(rules)

@@ -89,8 +89,9 @@ def program_rules_reply(
         expiry = reply.rules.expiry
         if not (expiry.lifetime.ToNanoseconds() or expiry.notice.ToNanoseconds()):
             reply.rules.ClearField("expiry")  # No expiry policy: unset, likewise.
-        if not reply.rules.cooling_off.ToNanoseconds():
-            reply.rules.ClearField("cooling_off")  # No cooling-off window: unset, likewise.
+        for window in ("cooling_off", "pending_period"):  # Zero: unset, likewise.
+            if not getattr(reply.rules, window).ToNanoseconds():
+                reply.rules.ClearField(window)
         reply.set_at.CopyFrom(timestamp(row.set_at_us))
         reply.fee_schedule_version = row.fee_schedule_version
     return reply
