@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from pointex.server.domain import errors
+from pointex.server.domain import errors, lots
 from pointex.server.domain.account import Account, decide, evolve
 from pointex.server.domain.commands import (
     AccountCommand,
@@ -190,3 +190,12 @@ def test_the_refund_steps_follow_the_table() -> None:
     cancelled = settled(status=TradeStatus.CANCELLED)
     with pytest.raises(errors.FailedPrecondition):
         process.decide(cancelled, ask, now)
+
+
+def test_a_refunded_purchase_whose_lot_was_merged_still_takes_all_its_points() -> None:
+    """Lots merged by the account's bound: what is missing leaves from the newest lots."""
+    merged = Lot(Instant(T0 - DAY), Instant(T0 + 40 * DAY), 70)
+    older = Lot(Instant(T0 - 2 * DAY), Instant(T0 + 20 * DAY), 10)
+    left = lots.remove((older, merged), (LOT,))
+    assert left == (older, Lot(merged.earned_at, merged.expires_at, 30))
+    assert lots.remove((older,), (LOT,)) == ()  # Nothing left to take the rest from.

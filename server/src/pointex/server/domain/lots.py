@@ -155,19 +155,31 @@ def add(
 
 
 def remove(lots: tuple[Lot, ...], leaving: tuple[Lot, ...]) -> tuple[Lot, ...]:
-    """Return the lots after exactly the `leaving` lots left (a refunded purchase's own)."""
+    """Return the lots after exactly the `leaving` lots left (a refunded purchase's own).
+
+    A leaving lot no longer found whole (the account's bound merged it into another) takes
+    what is missing from the newest lots, so the points that leave never stay behind.
+    """
     if not leaving:
         return lots
     left = {lot.key: lot for lot in lots}
+    missing = 0
     for lot in leaving:
-        there = left[lot.key]
-        assert there.amount_points >= lot.amount_points, (lots, leaving)
-        rest = there.amount_points - lot.amount_points
-        if rest:
-            left[lot.key] = Lot(there.earned_at, there.expires_at, rest)
-        else:
+        there = left.get(lot.key)
+        gone = min(lot.amount_points, there.amount_points if there is not None else 0)
+        missing += lot.amount_points - gone
+        if there is not None and gone == there.amount_points:
             del left[lot.key]
-    return tuple(left.values())
+        elif there is not None:
+            left[lot.key] = Lot(there.earned_at, there.expires_at, there.amount_points - gone)
+    kept = sorted(left.values(), key=_key)
+    while missing and kept:
+        newest = kept.pop()
+        gone = min(missing, newest.amount_points)
+        missing -= gone
+        if gone < newest.amount_points:
+            kept.append(Lot(newest.earned_at, newest.expires_at, newest.amount_points - gone))
+    return tuple(kept)
 
 
 def _key(lot: Lot) -> tuple[int, int]:
