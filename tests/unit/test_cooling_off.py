@@ -187,6 +187,13 @@ def test_the_refund_steps_follow_the_table() -> None:
     assert process.decide(declined, ask, now) == process.Nothing()  # Answered as it stands.
     assert isinstance(process.decide(declined, process.RefundAsked("r2", ACME), now),
                       process.TakeBackFromBuyer)  # fmt: skip
+    again_refunding = settled(
+        status=TradeStatus.REFUNDING,
+        refund=RefundRequested("tr1", "r2", _CNY),
+        declined=RefundDeclined("tr1", "r1", "NOPE"),
+    )
+    with pytest.raises(errors.FailedPrecondition):  # A third ask, while the second is under way.
+        process.decide(again_refunding, process.RefundAsked("r3", ACME), now)
     cancelled = settled(status=TradeStatus.CANCELLED)
     with pytest.raises(errors.FailedPrecondition):
         process.decide(cancelled, ask, now)

@@ -297,7 +297,12 @@ def _refund(trade: Trade, happened: RefundAsked | RefundMade | RefundRefused | R
         ):
             requested = RefundRequested(trade.trade_id, asked, trade.amount_due)
             return TakeBackFromBuyer(requested, happened.caller)
-        if (refund is not None and refund.refund_id == asked) or trade.declined is not None:
+        declined = trade.declined
+        if (refund is not None and refund.refund_id == asked) or (
+            trade.status is TradeStatus.SETTLED
+            and declined is not None
+            and declined.refund_id == asked
+        ):
             return Nothing()  # This refund, under way, made or declined: answered as it is.
         raise errors.FailedPrecondition(
             errors.PURCHASE_NOT_REFUNDABLE,
