@@ -220,7 +220,7 @@ def _credit(
     state: Account | None, command: CreditPoints, at: Instant, rules: LimitIndex
 ) -> list[AccountEvent]:
     account = check_credit(state, command)
-    period = rules.pending_period.ms
+    period = rules.pending_period_ms
     if period and command.kind is TransferKind.ISSUE and not command.activates_at.unix_ms:
         # The program's pending period, for an issue that names no activation time.
         command = dataclasses.replace(command, activates_at=Instant(at.unix_ms + period))
@@ -246,7 +246,10 @@ def _credit(
             command.amount_points,
             command.memo,
             account.available_points + command.amount_points,
-            _arriving(account, command, at, rules),
+            # Most programs keep no lots: then only a transfer's carried lots can arrive.
+            _arriving(account, command, at, rules)
+            if rules.expiry_on or command.lots
+            else lots.NO_LOTS,
         )
     ]
 
@@ -537,7 +540,9 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
         tier,
         _counted(state.usage, event) if kind in _COUNTED else state.usage,
         _pending(state.pending, event) if kind in _PENDING_CHANGES else state.pending,
-        _lots(state, event) if state.lots or getattr(event, "lots", None) else state.lots,
+        _lots(state, event)
+        if state.lots or (kind in _BRINGING_LOTS and event.lots)  # type: ignore[union-attr]
+        else state.lots,
         event.last_expires_at.unix_ms if kind is PointsExpiringSoon else state.noticed_through_ms,  # type: ignore[union-attr]
         _purchases(state, event) if state.purchases or kind is PointsBought else state.purchases,
     )
@@ -550,6 +555,17 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
     return account
 
 
+# The events that may bring lots to an account without any (domain/lots.py).
+_BRINGING_LOTS = frozenset(
+    {
+        PointsCredited,
+        PointsReturned,
+        PointsBought,
+        PointsActivated,
+        SoldPointsReturned,
+        BoughtPointsRestored,
+    }
+)
 # The events that change what an account has pending, that the windows count, and that state
 # the pending points after them.
 _PENDING_CHANGES = frozenset({PointsPending, PointsActivated, PointsDebited})

@@ -250,9 +250,11 @@ class LimitIndex:
         "_by_scope",
         "cooling_off",
         "expiry",
+        "expiry_on",
         "fees_any",
         "limits_any",
         "pending_period",
+        "pending_period_ms",
         "program",
         "reversal_debt_max",
         "version",
@@ -266,8 +268,10 @@ class LimitIndex:
         self.version = program.version
         self.reversal_debt_max = program.rules.reversal_debt_max_points
         self.expiry = program.rules.expiry  # Whether, and when, points earned now lapse.
+        self.expiry_on = self.expiry.on  # Read on every credit: a slot, not a property.
         self.cooling_off = program.rules.cooling_off  # How long a purchase is refundable.
         self.pending_period = program.rules.pending_period  # Issues pending by default.
+        self.pending_period_ms = self.pending_period.ms
         self._by_scope = {_key(*limit.scope): limit for limit in program.rules.limits}
         self.limits_any = bool(self._by_scope)  # False: nothing is limited (the common case).
 
