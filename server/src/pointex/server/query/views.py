@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
 from pointex.server.domain import program
@@ -84,17 +85,21 @@ def program_rules_reply(
     if row is not None:
         reply.version = row.version
         reply.rules.ParseFromString(row.body)
-        if not reply.rules.transfer_fee.ByteSize():  # No fee: unset, as the operator sent it.
-            reply.rules.ClearField("transfer_fee")
-        expiry = reply.rules.expiry
-        if not (expiry.lifetime.ToNanoseconds() or expiry.notice.ToNanoseconds()):
-            reply.rules.ClearField("expiry")  # No expiry policy: unset, likewise.
-        for window in ("cooling_off", "pending_period"):  # Zero: unset, likewise.
-            if not getattr(reply.rules, window).ToNanoseconds():
-                reply.rules.ClearField(window)
+        # The log keeps every part of the rules; one at its zero was left unset by the operator.
+        _unset_empty(reply.rules)
         reply.set_at.CopyFrom(timestamp(row.set_at_us))
         reply.fee_schedule_version = row.fee_schedule_version
     return reply
+
+
+def _unset_empty(message: Message) -> None:
+    """Clear every sub-message (at any depth) that holds nothing but zeros."""
+    for field, value in message.ListFields():
+        if not isinstance(value, Message):  # A scalar, or a repeated field.
+            continue
+        _unset_empty(value)
+        if not value.ByteSize():
+            message.ClearField(field.name)
 
 
 def transfer_quote_reply(
