@@ -22,6 +22,7 @@ from pointex.server.actors.stream_actor import (
 from pointex.server.domain import account, errors, streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import CloseAccount, DebitPoints
+from pointex.server.domain.events import ACCOUNT_EVENT_TYPES, LOTS_ARRIVING
 from pointex.server.domain.program import NO_LIMITS, LimitIndex
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -54,15 +55,7 @@ PendingWatch = Callable[[str, str, int], None]
 LotsWatch = Callable[[str, Account | None], None]
 # The events after which an account's lots may be due sooner than the expiry timer knows.
 _LOTS_CHANGED = frozenset(
-    {
-        "PointsCredited",
-        "PointsReturned",
-        "PointsBought",
-        "PointsActivated",
-        "PointsReleased",
-        "SoldPointsReturned",
-        "BoughtPointsRestored",
-    }
+    {*(ACCOUNT_EVENT_TYPES[arriving][0] for arriving in LOTS_ARRIVING), "PointsReleased"}
 )
 
 

@@ -52,6 +52,7 @@ from pointex.server.domain.commands import (
     UnfreezeAccount,
 )
 from pointex.server.domain.events import (
+    LOTS_ARRIVING,
     AccountClosed,
     AccountEvent,
     AccountFrozen,
@@ -219,12 +220,12 @@ def check_credit(state: Account | None, command: CreditPoints) -> Account:
 def _credit(
     state: Account | None, command: CreditPoints, at: Instant, rules: LimitIndex
 ) -> list[AccountEvent]:
-    account = check_credit(state, command)
     period = rules.pending_period_ms
     if period and command.kind is TransferKind.ISSUE and not command.activates_at.unix_ms:
-        # The program's pending period, for an issue that names no activation time.
+        # The program's pending period, for an issue that names no activation time: checked
+        # as pending, so it counts among the account's pending issues.
         command = dataclasses.replace(command, activates_at=Instant(at.unix_ms + period))
-        check_credit(state, command)  # Now pending: it counts among the pending issues.
+    account = check_credit(state, command)
     if command.activates_at.unix_ms > at.unix_ms:
         return [
             PointsPending(
@@ -284,7 +285,7 @@ def _return(state: Account | None, command: ReturnPoints) -> list[AccountEvent]:
             command.counterparty_account_id,
             command.amount_points,
             account.available_points + command.amount_points,
-            command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS,
+            account.keeps(command.lots),
         )
     ]
 
@@ -556,16 +557,7 @@ def evolve(state: Account | None, event: AccountEvent) -> Account:
 
 
 # The events that may bring lots to an account without any (domain/lots.py).
-_BRINGING_LOTS = frozenset(
-    {
-        PointsCredited,
-        PointsReturned,
-        PointsBought,
-        PointsActivated,
-        SoldPointsReturned,
-        BoughtPointsRestored,
-    }
-)
+_BRINGING_LOTS = frozenset(LOTS_ARRIVING)
 # The events that change what an account has pending, that the windows count, and that state
 # the pending points after them.
 _PENDING_CHANGES = frozenset({PointsPending, PointsActivated, PointsDebited})

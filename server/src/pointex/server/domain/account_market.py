@@ -44,7 +44,7 @@ from pointex.server.domain.events import (
     SoldPointsReturned,
 )
 from pointex.server.domain.program import LimitIndex
-from pointex.server.domain.values import AccountKind, Instant
+from pointex.server.domain.values import Instant
 
 
 def hold(state: Account | None, command: HoldPoints) -> list[AccountEvent]:
@@ -153,7 +153,7 @@ def buy(
             command.amount_points,
             account.available_points + command.amount_points,
             at,
-            command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS,
+            account.keeps(command.lots),
             Instant(at.unix_ms + window) if window else NEVER,
         )
     ]
@@ -251,29 +251,26 @@ def _rfc3339(unix_ms: int) -> str:
 
 def return_sold(state: Account | None, command: ReturnSold) -> list[AccountEvent]:
     """Take a refunded sale's points back; only a closed account cannot."""
-    account = require_open(state, command.account_id)
-    kept = command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS
-    return [
-        SoldPointsReturned(
-            account.account_id,
-            command.trade_id,
-            command.amount_points,
-            account.available_points + command.amount_points,
-            kept,
-        )
-    ]
+    return _points_back(SoldPointsReturned, require_open(state, command.account_id), command)
 
 
 def restore_bought(state: Account | None, command: RestoreBought) -> list[AccountEvent]:
     """Give the buyer back a purchase whose refund was declined; never refused."""
-    account = require_exists(state, command.account_id)
-    kept = command.lots if account.kind is AccountKind.MEMBER else lots.NO_LOTS
+    return _points_back(BoughtPointsRestored, require_exists(state, command.account_id), command)
+
+
+def _points_back(
+    event: type[SoldPointsReturned | BoughtPointsRestored],
+    account: Account,
+    command: ReturnSold | RestoreBought,
+) -> list[AccountEvent]:
+    """Return the event of a refund's points arriving back at `account`, in their lots."""
     return [
-        BoughtPointsRestored(
+        event(
             account.account_id,
             command.trade_id,
             command.amount_points,
             account.available_points + command.amount_points,
-            kept,
+            account.keeps(command.lots),
         )
     ]

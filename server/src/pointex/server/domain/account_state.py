@@ -70,6 +70,10 @@ class Account:
         """Return available, held and pending points: what the ceiling and I1 count."""
         return self.available_points + self.held_points + self.pending_points
 
+    def keeps(self, arriving: tuple[Lot, ...]) -> tuple[Lot, ...]:
+        """Return the lots it keeps of points arriving in `arriving` (a merchant keeps none)."""
+        return arriving if self.kind is AccountKind.MEMBER else NO_LOTS
+
     def pending_issue(self, transfer_id: str) -> PendingIssue | None:
         """Return the pending points of the issue `transfer_id`, if some are still pending."""
         return next((issue for issue in self.pending if issue.transfer_id == transfer_id), None)

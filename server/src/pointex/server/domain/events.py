@@ -382,6 +382,17 @@ AccountEvent = (
     | BoughtPointsRestored
 )
 
+# The account events that may bring lots (domain/lots.py) to an account: a credit, a return,
+# a purchase, an activation, and a refund's points coming back to either side.
+LOTS_ARRIVING: Final = (
+    PointsCredited,
+    PointsReturned,
+    PointsBought,
+    PointsActivated,
+    SoldPointsReturned,
+    BoughtPointsRestored,
+)
+
 # Stable type name and current schema version of every account event. The names are
 # written literally (not taken from the classes) so that renaming a class cannot change
 # what is stored.

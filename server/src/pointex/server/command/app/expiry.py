@@ -30,14 +30,7 @@ from pointex.server.command.app.runner import ProcessRunner, retry_until_done, s
 from pointex.server.domain import lots
 from pointex.server.domain.account import Account
 from pointex.server.domain.commands import ExpirePoints
-from pointex.server.domain.events import (
-    BoughtPointsRestored,
-    PointsActivated,
-    PointsBought,
-    PointsCredited,
-    PointsReturned,
-    SoldPointsReturned,
-)
+from pointex.server.domain.events import ACCOUNT_EVENT_TYPES, LOTS_ARRIVING
 from pointex.server.domain.values import Span
 from pointex.server.eventstore.port import StoreError
 from pointex.server.overload import Overloaded
@@ -45,14 +38,6 @@ from pointex.server.overload import Overloaded
 log = logging.getLogger(__name__)
 
 _MS_PER_S = 1000
-_BRINGING_LOTS = (
-    PointsCredited,
-    PointsReturned,
-    PointsBought,
-    PointsActivated,
-    SoldPointsReturned,
-    BoughtPointsRestored,
-)
 # Accounts whose deadline passed while the server was down, decided at once at start.
 _RESUME_CONCURRENCY = 64
 
@@ -62,16 +47,7 @@ class LotExpiry:
 
     kind = "expiry"
     # The events that bring lots to an account (a deadline the calendar may not know yet).
-    types = frozenset(
-        {
-            "PointsCredited",
-            "PointsReturned",
-            "PointsBought",
-            "PointsActivated",
-            "SoldPointsReturned",
-            "BoughtPointsRestored",
-        }
-    )
+    types = frozenset(ACCOUNT_EVENT_TYPES[arriving][0] for arriving in LOTS_ARRIVING)
 
     def __init__(
         self,
@@ -179,7 +155,7 @@ class LotExpiry:
     def see(self, position: int, event: object) -> None:
         """Note the lots an event brings: the account's deadline is no later than theirs."""
         del position  # Lots are tracked by the calendar, which the checkpoint keeps.
-        assert isinstance(event, _BRINGING_LOTS), event
+        assert isinstance(event, LOTS_ARRIVING), event
         if not event.lots:
             return
         first = min(lot.expires_at.unix_ms for lot in event.lots)
@@ -197,18 +173,19 @@ class LotExpiry:
     async def resume(self) -> None:
         """Decide every deadline that passed; wait for the others; keep the answers."""
         now_ms = self._clock()
-        passed = [a for a, at_ms in self._calendar.items() if at_ms - self._notice().ms <= now_ms]
+        notice_ms = self._notice().ms  # The calendar keeps expiries; a wake comes before them.
+        passed = [a for a, at_ms in self._calendar.items() if at_ms - notice_ms <= now_ms]
         gate = asyncio.Semaphore(_RESUME_CONCURRENCY)
 
         async def decide(account_id: str) -> None:
             async with gate:
                 next_ms = await self.expire_now(account_id)
             if next_ms:
-                self._calendar[account_id] = next_ms + self._notice().ms
+                self._calendar[account_id] = next_ms + notice_ms
             else:
                 del self._calendar[account_id]
 
         await asyncio.gather(*(decide(account_id) for account_id in passed))
         for account_id, at_ms in self._calendar.items():
-            if at_ms - self._notice().ms > now_ms:  # Not held lots that lapsed: a release tells.
+            if at_ms - notice_ms > now_ms:  # Not held lots that lapsed: a release tells.
                 self._wake(account_id, at_ms)
