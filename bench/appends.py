@@ -1,8 +1,8 @@
 """The event store's own ceiling: group commits of transfers, with no gRPC and no actors.
 
 `python -m bench.appends` appends batches shaped as the bulk scenario's one-unit transfers
-(PointsDebited and PointsCredited on two of `--accounts` account streams, TransferInitiated
-and TransferCompleted on a new transfer stream: four events, real domain events encoded as
+(PointsDebited and PointsCredited on two of `--accounts` account streams, and TransferInitiated
+with `completed` set on a new transfer stream: three events, real domain events encoded as
 the command server encodes them) through `PostgresEventStore.append_batch`, one batch after
 another as the command server's group commit does, for `--seconds`. It prints transfers
 and events per second and the share of a core the writer and PostgreSQL used.
@@ -33,7 +33,6 @@ from pointex.server import limits as server_limits
 from pointex.server.domain.events import (
     PointsCredited,
     PointsDebited,
-    TransferCompleted,
     TransferInitiated,
 )
 from pointex.server.domain.values import TransferKind
@@ -42,8 +41,8 @@ from pointex.server.eventstore.port import StreamAppend
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 
 _CLOCK_TICKS_S: Final = os.sysconf("SC_CLK_TCK")
-_EVENTS_PER_TRANSFER: Final = 4
-# The command server's group commit takes at most this many transfers of four events.
+_EVENTS_PER_TRANSFER: Final = 3
+# The command server's group commit takes at most this many transfers of three events.
 _TRANSFERS_PER_BATCH_MAX: Final = server_limits.append_batch_events_max // _EVENTS_PER_TRANSFER
 _ACCOUNTS_DEFAULT: Final = 10_000
 _SECONDS_DEFAULT: Final = 10.0
@@ -93,14 +92,16 @@ def _transfer(accounts: _Accounts, rng: random.Random) -> list[StreamAppend]:
     kind = TransferKind.TRANSFER
     debit = PointsDebited(source, transfer_id, kind, target, 1, "", 999_999)
     credit = PointsCredited(target, transfer_id, kind, source, 1, "", 1_000_001)
-    initiated = TransferInitiated(transfer_id, kind, source, target, 1, "", transfer_id, 999_999)
+    initiated = TransferInitiated(
+        transfer_id, kind, source, target, 1, "", transfer_id, 999_999, completed=True
+    )
     unit = [
         StreamAppend(source, accounts.versions[source], (codec.encode(debit),)),
         StreamAppend(target, accounts.versions[target], (codec.encode(credit),)),
         StreamAppend(
             f"transfer-{transfer_id}",
             0,
-            (codec.encode(initiated), codec.encode(TransferCompleted(transfer_id))),
+            (codec.encode(initiated),),
         ),
     ]
     accounts.versions[source] += 1

@@ -121,9 +121,9 @@ class Ledger:
     initiated: dict[str, list[TransferInitiated]] = field(
         default_factory=lambda: collections.defaultdict(list)
     )
-    ends: dict[str, list[tuple[int, TransferCompleted | TransferCompensated]]] = field(
-        default_factory=lambda: collections.defaultdict(list)
-    )
+    ends: dict[
+        str, list[tuple[int, TransferInitiated | TransferCompleted | TransferCompensated]]
+    ] = field(default_factory=lambda: collections.defaultdict(list))
     # (account event type, transfer id) -> how many such events the log holds.
     legs: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     available: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
@@ -295,6 +295,8 @@ def _record(ledger: Ledger, recorded: RecordedEvent) -> None:
     match event:
         case TransferInitiated():
             ledger.initiated[recorded.stream_id].append(event)
+            if event.completed:  # Committed whole in one unit: its start is its end.
+                ledger.ends[recorded.stream_id].append((recorded.position, event))
         case TransferCompleted() | TransferCompensated():
             ledger.ends[recorded.stream_id].append((recorded.position, event))
         case (
@@ -321,13 +323,20 @@ def assert_settled_once(ledger: Ledger) -> None:
         assert len(ends) == 1, f"{stream_id} ended {len(ends)} times: {ends}"
         transfer_id = initiated[0].transfer_id
         assert stream_id == f"transfer-{transfer_id}"
-        credited = isinstance(ends[0][1], TransferCompleted)
+        credited = _completed(ends[0][1])
         assert ledger.legs[("PointsDebited", transfer_id)] == 1, transfer_id
         assert ledger.legs[("PointsCredited", transfer_id)] == int(credited), transfer_id
         assert ledger.legs[("PointsReturned", transfer_id)] == int(not credited), transfer_id
     ids = {initiated[0].transfer_id for initiated in ledger.initiated.values()}
     assert {transfer_id for _, transfer_id in ledger.legs} <= ids, "a leg without a process"
     assert set(ledger.ends) <= set(ledger.initiated), "an end without a start"
+
+
+def _completed(end: TransferInitiated | TransferCompleted | TransferCompensated) -> bool:
+    """Tell whether a transfer's end credited its destination (its steps', or one unit's)."""
+    return isinstance(end, TransferCompleted) or (
+        isinstance(end, TransferInitiated) and end.completed
+    )
 
 
 def assert_conserved(ledger: Ledger) -> None:
@@ -362,7 +371,7 @@ def assert_acknowledged_once(ledger: Ledger, attempts: list[Attempt]) -> None:
         ends = ledger.ends.get(stream_id, [])
         assert len(ends) == 1, f"acknowledged, ended {len(ends)} times: {attempt}"
         [(position, end)] = ends
-        assert isinstance(end, TransferCompleted), f"acknowledged but {end}"
+        assert _completed(end), f"acknowledged but {end}"
         assert decode_global(reply.position.token) == position
         assert reply.from_available_points == initiated.from_available_points
 

@@ -17,6 +17,7 @@ from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import order_id_for
 from pointex.server.command.edge.callbacks import _event_key
 from pointex.server.domain import streams
+from pointex.server.eventstore import codec
 from pointex.v1 import command_service_pb2 as pb
 from tests.market_node import ACME, Node
 from tests.simulation.audit import LogAudit, Violation
@@ -36,6 +37,8 @@ def _effects_of(call: Call, audit: LogAudit) -> tuple[int, ...]:
         case "issue" | "transfer" | "redeem":
             completed = any(
                 event.type == "TransferCompleted"
+                # A transfer committed whole in one unit ends at its TransferInitiated.
+                or (event.type == "TransferInitiated" and codec.decode(event).completed)
                 for event in audit.database.streams.get(streams.transfer(key), [])
             )
             credit = effects.credits[key, str(call.args[1])]

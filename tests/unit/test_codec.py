@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pointex.server.domain import events as ev
@@ -145,8 +147,19 @@ def test_round_trip(event: object) -> None:
     """Decoding what encode stored gives back an equal domain event."""
     new = encode(event)
     assert new.type == type(event).__name__
-    assert new.schema_version == 1
+    assert new.schema_version == (2 if isinstance(event, ev.TransferInitiated) else 1)
     assert decode(stored(new.type, new.schema_version, new.data)) == event
+
+
+def test_a_transfer_record_of_schema_1_reads_as_one_that_takes_its_steps() -> None:
+    """A version 1 TransferInitiated (no `completed`) upcasts to an open one; 2 keeps it."""
+    initiated = ev.TransferInitiated("t1", TransferKind.TRANSFER, "u1", "u2", 5, "", "r-1", 0)
+    data = encode(initiated).data
+    assert decode(stored("TransferInitiated", 1, data)) == initiated
+    settled = replace(initiated, completed=True)
+    assert decode(stored("TransferInitiated", 2, encode(settled).data)).completed
+    with pytest.raises(UnknownEventType):
+        decode(stored("TransferInitiated", 3, data))
 
 
 def test_every_event_type_has_a_sample() -> None:

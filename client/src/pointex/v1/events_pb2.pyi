@@ -28,7 +28,8 @@ vanish. Event sequences:
   credit (closed, ceiling): PointsReturned (source), then TransferCompensated. A transfer
   rejected up front writes nothing. When both accounts are at hand, the command server may
   commit the whole transfer in one append: PointsDebited, PointsCredited, then
-  TransferInitiated and TransferCompleted; it is then never open.
+  TransferInitiated with `completed` set; it is then never open. (Before schema version 2
+  of TransferInitiated, such an append ended with TransferInitiated and TransferCompleted.)
 * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
   (trade stream) in the same append; for an IOC remainder, then PointsReleased. A BUY order
@@ -657,6 +658,8 @@ Global___PointsBurned: _TypeAlias = PointsBurned  # noqa: Y015
 class TransferInitiated(_message.Message):
     """A transfer process started (IssuePoints, RedeemPoints or TransferPoints). First event of
     stream transfer-<transfer_id>; committed in one append with the source's PointsDebited.
+    With `completed` set (schema version 2), the whole transfer committed in its append: it
+    started and ended there, and no TransferCompleted follows.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -673,6 +676,7 @@ class TransferInitiated(_message.Message):
     FEE_POINTS_FIELD_NUMBER: _builtins.int
     FEE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     LOTS_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     """The transfer's id."""
     kind: _common_pb2.TransferKind.ValueType
@@ -697,6 +701,13 @@ class TransferInitiated(_message.Message):
     """
     fee_account_id: _builtins.str
     """The account the fee goes to; empty without a fee."""
+    completed: _builtins.bool
+    """True when the transfer was decided on every account at once and committed whole in the
+    append of this event: the destination's PointsCredited (and the fee account's, for a
+    fee) came with the source's PointsDebited, so the transfer is complete and no
+    TransferCompleted follows. False for a transfer that takes its steps (schema version 1
+    events are all of that kind).
+    """
     @_builtins.property
     def activates_at(self) -> _timestamp_pb2.Timestamp:
         """For an issue: when its points become spendable (IssuePoints.activates_at); unset for
@@ -724,10 +735,11 @@ class TransferInitiated(_message.Message):
         fee_points: _builtins.int = ...,
         fee_account_id: _builtins.str = ...,
         lots: _abc.Iterable[_common_pb2.Lot] | None = ...,
+        completed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "lots", b"lots", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activates_at", b"activates_at", "amount_points", b"amount_points", "completed", b"completed", "fee_account_id", b"fee_account_id", "fee_points", b"fee_points", "from_account_id", b"from_account_id", "from_available_points", b"from_available_points", "kind", b"kind", "lots", b"lots", "memo", b"memo", "request_id", b"request_id", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

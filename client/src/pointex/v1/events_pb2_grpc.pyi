@@ -28,7 +28,8 @@ vanish. Event sequences:
   credit (closed, ceiling): PointsReturned (source), then TransferCompensated. A transfer
   rejected up front writes nothing. When both accounts are at hand, the command server may
   commit the whole transfer in one append: PointsDebited, PointsCredited, then
-  TransferInitiated and TransferCompleted; it is then never open.
+  TransferInitiated with `completed` set; it is then never open. (Before schema version 2
+  of TransferInitiated, such an append ended with TransferInitiated and TransferCompleted.)
 * SELL order: PointsHeld (account), then OrderPlaced with its TradeMatched and, for an IOC
   remainder, OrderCancelled (market, one append), each TradeMatched with its TradeCreated
   (trade stream) in the same append; for an IOC remainder, then PointsReleased. A BUY order

@@ -142,6 +142,8 @@ class TransferInitiated:
     fee_points: int = 0  # The fee debited with the points, due to fee_account_id.
     fee_account_id: str = ""
     lots: tuple[Lot, ...] = NO_LOTS  # The lots the debit took, the points' then the fee's.
+    # Committed whole in this event's append (one unit): complete, no TransferCompleted follows.
+    completed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +434,8 @@ ProcessEvent = (
 )
 
 PROCESS_EVENT_TYPES: Final[dict[type[ProcessEvent], tuple[str, int]]] = {
-    TransferInitiated: ("TransferInitiated", 1),
+    # 2: `completed` (a transfer committed in one unit); a version 1 event has it unset.
+    TransferInitiated: ("TransferInitiated", 2),
     TransferCredited: ("TransferCredited", 1),
     TransferCompleted: ("TransferCompleted", 1),
     TransferCompensated: ("TransferCompensated", 1),

@@ -3,7 +3,7 @@
 The payload of every stored event is the matching message of events.proto, so the log,
 the EventFeed and the projections share one schema. Fields map by name; domain enums map
 to proto enums by value name (`AccountKind.MEMBER` <-> `ACCOUNT_KIND_MEMBER`). Reading an
-older schema version goes through `_UPCASTERS` (none are needed yet: every type is v1).
+older schema version goes through `_UPCASTERS`, one version at a time.
 """
 
 from __future__ import annotations
@@ -133,8 +133,11 @@ _BY_CLASS: Final[dict[type[Any], _Mapping]] = {
 }
 _BY_NAME: Final[dict[str, _Mapping]] = {m.type_name: m for m in _BY_CLASS.values()}
 
-# (type name, stored schema version) -> function turning an old payload into the current one.
-_UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {}
+# (type name, stored schema version) -> function turning an old payload into the next one.
+_UPCASTERS: Final[dict[tuple[str, int], Callable[[Message], Message]]] = {
+    # Version 2 added `completed`; every version 1 transfer took its steps (unset: false).
+    ("TransferInitiated", 1): lambda message: message,
+}
 
 
 def encode(event: object, metadata: bytes = b"") -> NewEvent:

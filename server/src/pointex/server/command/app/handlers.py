@@ -604,7 +604,8 @@ class OpenTransfers:
     def see(self, position: int, event: object) -> None:
         """Open a transfer at its initiation; close it at its completion or compensation."""
         if isinstance(event, TransferInitiated):
-            self._found[event.transfer_id] = (position, process.evolve(None, event))
+            if not event.completed:  # Else it committed whole, with its credits.
+                self._found[event.transfer_id] = (position, process.evolve(None, event))
         elif isinstance(event, TransferCredited):
             if (found := self._found.get(event.transfer_id)) is not None:
                 self._found[event.transfer_id] = (found[0], process.evolve(found[1], event))

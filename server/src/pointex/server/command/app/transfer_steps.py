@@ -3,9 +3,10 @@
 A transfer whose two accounts' actors are loaded and have nothing queued is decided at once
 on both (the credit on the destination, then the debit on the source, each by the domain's
 own decide) and committed as one unit: PointsDebited, PointsCredited, then TransferInitiated
-and TransferCompleted on the process stream, whose version 0 is the idempotency record as
-in the step-by-step process. A refusal raises before anything is submitted, with the reason
-the step-by-step process gives; the unit commits whole or not at all, so it is never open.
+with `completed` set on the process stream, whose version 0 is the idempotency record as in
+the step-by-step process: three events, where the steps write four. A refusal raises
+before anything is submitted, with the reason the step-by-step process gives; the unit
+commits whole or not at all, so it is never open.
 
 Any other transfer takes the steps of handlers.py. A transfer's steps are the same whether
 it came alone or in a bulk message; what changes with a batch is only how the steps are
@@ -40,7 +41,6 @@ from pointex.server.domain.commands import CreditPoints
 from pointex.server.domain.events import (
     NEVER,
     AccountEvent,
-    TransferCompleted,
     TransferInitiated,
 )
 from pointex.server.domain.processes import transfer as process
@@ -136,12 +136,12 @@ class Unit:
     """A transfer decided on both accounts and submitted as one unit."""
 
     initiated: TransferInitiated
-    # Resolves with the unit's recorded events once committed; its last is TransferCompleted.
+    # Resolves with the unit's recorded events once committed; its last is TransferInitiated.
     committed: asyncio.Future[list[RecordedEvent]]
 
     def done(self, recorded: list[RecordedEvent]) -> TransferDone:
         """Return the completed transfer, given the unit's recorded events."""
-        # Its last event is TransferCompleted, as a retry reads it from the record.
+        # Its last event is the process record, as a retry reads it.
         return TransferDone(self.initiated, recorded[-1].position)
 
 
@@ -162,7 +162,7 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
     debited = source.propose(
         process.debit_of(request.principal.caller, request, key, request.reverses)
     )
-    initiated = process.initiated_of(request, key, debited.events[0])
+    initiated = process.initiated_of(request, key, debited.events[0], completed=True)
     if initiated.lots:
         # The points keep the lots the debit took from the source (decided second, above).
         credited = destination.propose(process.credit_after(initiated))
@@ -177,9 +177,8 @@ def in_one_unit(actors: AccountActors, request: TransferRequest, key: str) -> Un
             others.append((fee_account, fee_account.propose(process.fee_credit_of(initiated))))
         except errors.DomainError:
             return None
-    record = (codec.encode(initiated), codec.encode(TransferCompleted(key)))
-    # The process record last: the unit's last event is TransferCompleted, as a retry reads it.
-    extra = (*request.also, StreamAppend(streams.transfer(key), 0, record))
+    # The process record last: the unit's last event is the record, as a retry reads it.
+    extra = (*request.also, StreamAppend(streams.transfer(key), 0, (codec.encode(initiated),)))
     return Unit(initiated, source.commit_together(debited, others, extra))
 
 

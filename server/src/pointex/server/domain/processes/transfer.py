@@ -17,7 +17,7 @@ step that goes with it:
   any input   COMPLETED / COMPENSATED: Ended (the recorded outcome)
 
 When every account's actor is loaded, the start commits the whole transfer as one unit
-(the account events, TransferInitiated and TransferCompleted): it is never open. The
+(the account events, then TransferInitiated with `completed` set): it is never open. The
 functions that build each step's commands live here, so both paths build the same ones.
 """
 
@@ -143,7 +143,7 @@ def evolve(transfer: Transfer | None, event: TransferEvent) -> Transfer:
     """Return the transfer after `event`."""
     if isinstance(event, TransferInitiated):
         assert transfer is None, "a transfer is initiated once"
-        return Transfer(event, Phase.DEBITED, 1)
+        return Transfer(event, Phase.COMPLETED if event.completed else Phase.DEBITED, 1)
     assert transfer is not None, f"{type(event).__name__} before TransferInitiated"
     assert event.transfer_id == transfer.transfer_id, event
     if isinstance(event, TransferReversed):
@@ -156,7 +156,8 @@ def evolve(transfer: Transfer | None, event: TransferEvent) -> Transfer:
         assert transfer.initiated.fee_points, "only a transfer with a fee is credited first"
         return replace(transfer, phase=Phase.CREDITED, version=transfer.version + 1)
     if isinstance(event, TransferCompleted):
-        # From CREDITED after a fee's step; from DEBITED otherwise, or in one unit.
+        # From CREDITED after a fee's step; from DEBITED otherwise (or in one unit, before
+        # TransferInitiated could be `completed`).
         assert transfer.phase is Phase.DEBITED or transfer.phase is Phase.CREDITED, transfer
         return replace(
             transfer,
@@ -316,8 +317,13 @@ def debit_of(caller: Caller, terms: TransferTerms, key: str, reverses: str = "")
     )
 
 
-def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> TransferInitiated:
-    """Return the process record that commits with the source's debit."""
+def initiated_of(
+    terms: TransferTerms, key: str, debited: AccountEvent, *, completed: bool = False
+) -> TransferInitiated:
+    """Return the process record that commits with the source's debit.
+
+    `completed`: the transfer commits whole with it, its credits in the same unit.
+    """
     assert isinstance(debited, PointsDebited), debited
     return TransferInitiated(
         key,
@@ -332,6 +338,7 @@ def initiated_of(terms: TransferTerms, key: str, debited: AccountEvent) -> Trans
         debited.fee_points,
         debited.fee_account_id,
         debited.lots,
+        completed,
     )
 
 
