@@ -7,11 +7,13 @@ involved. The plan is pure, so it is the same on every backend by construction.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pointex.server import limits
 from pointex.server.eventstore.port import (
+    NewEvent,
     RecordedEvent,
     Snapshot,
     StoreError,
@@ -44,12 +46,18 @@ def assert_valid_units(units: Sequence[Sequence[StreamAppend]]) -> None:
     events_total = 0
     for unit in units:
         assert 1 <= len(unit) <= limits.append_unit_streams_max, len(unit)
-        stream_ids = [append.stream_id for append in unit]
-        assert len(set(stream_ids)) == len(stream_ids), f"a stream twice in a unit: {stream_ids}"
+        distinct = len({append.stream_id for append in unit})
+        assert distinct == len(unit), f"a stream twice in a unit: {unit}"
         for append in unit:
             assert_valid_append(append)
             events_total += len(append.events)
     assert events_total <= limits.append_batch_events_max, events_total
+
+
+# The event types found well formed: a writer appends the same few types again and again, so
+# each is checked once (up to a bound, past which every further type is checked every time).
+_TYPES_CHECKED: set[str] = set()
+_TYPES_CHECKED_MAX = 1_000
 
 
 def assert_valid_append(append: StreamAppend) -> None:
@@ -58,11 +66,18 @@ def assert_valid_append(append: StreamAppend) -> None:
     assert append.expected_version >= 0, append.expected_version
     assert len(append.events) >= 1, append.stream_id
     for event in append.events:
-        assert 1 <= len(event.type.encode()) <= limits.event_type_bytes_max, event.type
-        assert "." not in event.type, f"a type name, never a Python path: {event.type}"
+        if event.type not in _TYPES_CHECKED:
+            _assert_valid_type(event.type)
         assert event.schema_version >= 1, event.schema_version
         assert len(event.data) <= limits.event_data_bytes_max, len(event.data)
         assert len(event.metadata) <= limits.event_metadata_bytes_max, len(event.metadata)
+
+
+def _assert_valid_type(type_name: str) -> None:
+    assert 1 <= len(type_name.encode()) <= limits.event_type_bytes_max, type_name
+    assert "." not in type_name, f"a type name, never a Python path: {type_name}"
+    if len(_TYPES_CHECKED) < _TYPES_CHECKED_MAX:
+        _TYPES_CHECKED.add(type_name)
 
 
 def assert_valid_snapshot(snapshot: Snapshot) -> None:
@@ -119,45 +134,101 @@ def conflicts(
     return outcomes
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The events of a batch's units that go in, one entry per event in position order.
+
+    Built in one pass over the appends, so that the store's columns and the recorded events
+    are both read from it: the slice of each stream is computed once, and neither is built
+    event by event in Python.
+    """
+
+    stream_ids: list[str]
+    versions: list[int]
+    slices: list[int]
+    events: list[NewEvent]
+    sizes: list[int]  # The events of each unit that goes in, in order.
+
+    def columns(self) -> tuple[Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]]:
+        """Return the types, schema versions, data and metadata of the events, as columns."""
+        if not self.events:
+            return (), (), (), ()
+        types, schema_versions, data, metadata = zip(*self.events, strict=True)
+        return types, schema_versions, data, metadata
+
+
+def placement(
+    units: Sequence[Sequence[StreamAppend]], outcomes: Sequence[WrongExpectedVersion | None]
+) -> Placement:
+    """Return the events of the units whose outcome is None (they go in), in order."""
+    stream_ids: list[str] = []
+    versions: list[int] = []
+    slices: list[int] = []
+    events: list[NewEvent] = []
+    sizes: list[int] = []
+    for unit, conflict in zip(units, outcomes, strict=True):
+        if conflict is not None:
+            continue
+        size = 0
+        for append in unit:
+            stream_id = append.stream_id
+            version = append.expected_version
+            appended = append.events
+            count = len(appended)
+            if count == 1:  # The usual case, without building lists to extend with.
+                stream_ids.append(stream_id)
+                versions.append(version + 1)
+                slices.append(stream_slice(stream_id))
+            else:
+                stream_ids.extend([stream_id] * count)
+                versions.extend(range(version + 1, version + count + 1))
+                slices.extend([stream_slice(stream_id)] * count)
+            events.extend(appended)
+            size += count
+        sizes.append(size)
+    return Placement(stream_ids, versions, slices, events, sizes)
+
+
 def placed(
     units: Sequence[Sequence[StreamAppend]],
     outcomes: Sequence[WrongExpectedVersion | None],
     head_position: int,
     recorded_at_us: int,
+    going_in: Placement | None = None,
 ) -> BatchPlan:
-    """Return the plan of a batch whose units' `conflicts` are `outcomes`."""
-    rows: list[RecordedEvent] = []
+    """Return the plan of a batch whose units' `conflicts` are `outcomes`.
+
+    `going_in` is their `placement`, when the caller built it already.
+    """
+    if going_in is None:
+        going_in = placement(units, outcomes)
+    count = len(going_in.events)
+    types, schema_versions, data, metadata = going_in.columns()
+    # RecordedEvent's fields in order, one column each: built by map rather than a loop.
+    rows = list(
+        map(
+            RecordedEvent,
+            range(head_position + 1, head_position + count + 1),
+            going_in.stream_ids,
+            going_in.versions,
+            going_in.slices,
+            types,
+            schema_versions,
+            data,
+            metadata,
+            itertools.repeat(recorded_at_us, count),
+        )
+    )
     results: list[list[RecordedEvent] | WrongExpectedVersion] = []
-    position = head_position
-    for unit, conflict in zip(units, outcomes, strict=True):
+    sizes = iter(going_in.sizes)
+    start = 0
+    for conflict in outcomes:
         if conflict is not None:
             results.append(conflict)
             continue
-        recorded: list[RecordedEvent] = []
-        for append in unit:
-            stream_id = append.stream_id
-            version = append.expected_version
-            slice_ = stream_slice(stream_id)
-            for event in append.events:
-                position += 1
-                version += 1
-                # Positional, in the field order of RecordedEvent: this runs for every event
-                # of every batch.
-                recorded.append(
-                    RecordedEvent(
-                        position,
-                        stream_id,
-                        version,
-                        slice_,
-                        event.type,
-                        event.schema_version,
-                        event.data,
-                        event.metadata,
-                        recorded_at_us,
-                    )
-                )
-        rows.extend(recorded)
-        results.append(recorded)
+        end = start + next(sizes)
+        results.append(rows[start:end])
+        start = end
     return BatchPlan(rows=rows, results=results)
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
 from pointex.client.positions import position_message
@@ -417,15 +418,25 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
     async def _bulk_batch(
         self, batch: pb.ExecuteBulkRequest, context: Context
     ) -> pb.ExecuteBulkResponse:
-        results: dict[int, pb.BulkResult] = {}
+        # Built in place, result by result: no result is built apart and copied in.
+        response = pb.ExecuteBulkResponse()
+        results = response.results
+        for index in range(len(batch.commands)):
+            results.add(index=index)
         for segment in segments(batch.commands):
             await self._bulk_segment(segment, results, context)
-        return pb.ExecuteBulkResponse(results=[results[i] for i in range(len(batch.commands))])
+        return response
 
     async def _bulk_segment(
-        self, segment: list[Bulk], results: dict[int, pb.BulkResult], context: Context
+        self,
+        segment: list[Bulk],
+        results: RepeatedCompositeFieldContainer[pb.BulkResult],
+        context: Context,
     ) -> None:
-        """Run a segment's commands together: its transfers as one batch, the rest one by one."""
+        """Run a segment's commands together: its transfers as one batch, the rest one by one.
+
+        Each command's result is written into `results[index]`.
+        """
         transfers: list[tuple[int, TransferRpc, TransferRequest]] = []
         singles = []
         for index, which, command in segment:
@@ -436,21 +447,19 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             try:
                 transfers.append((index, rpc, transfer_request(getattr(command, rpc.field), rpc)))
             except Exception as error:  # noqa: BLE001 - each failure becomes that command's result.
-                results[index] = pb.BulkResult(index=index, error=bulk_error(error))
+                results[index].error.CopyFrom(bulk_error(error))
         ran_singles = asyncio.gather(*singles)  # Started now, alongside the transfers.
         if transfers:
             ends = await self._handlers.transfer_many([request for _, _, request in transfers])
             for (index, rpc, _), end in zip(transfers, ends, strict=True):
                 if isinstance(end, TransferDone):
-                    ok = pb.BulkOk()
-                    getattr(ok, rpc.field).CopyFrom(rpc.reply(end))
-                    results[index] = pb.BulkResult(index=index, ok=ok)
+                    rpc.reply(end, getattr(results[index].ok, rpc.field))
                 elif isinstance(end, Exception):
-                    results[index] = pb.BulkResult(index=index, error=bulk_error(end))
+                    results[index].error.CopyFrom(bulk_error(end))
                 else:
                     raise end  # Cancelled: as the command's own RPC would be.
         for result in await ran_singles:
-            results[result.index] = result
+            results[result.index].CopyFrom(result)
 
     async def _bulk_one(
         self, index: int, command: pb.BulkCommand, context: Context

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from pointex.client.positions import position_message
+from pointex.client.positions import encode_global
 from pointex.server.command.app.transfer_steps import TransferDone, TransferRequest
 from pointex.server.domain.events import NEVER
 from pointex.server.domain.values import TransferKind
@@ -22,36 +22,51 @@ from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import errors_pb2
 
 
-def issue_reply(done: TransferDone) -> pb.IssuePointsResponse:
-    """Return IssuePoints' reply for a completed issue."""
-    return pb.IssuePointsResponse(
-        position=position_message(done.position),
-        transfer_id=done.initiated.transfer_id,
-        merchant_available_points=done.initiated.from_available_points,
+def issue_reply(
+    done: TransferDone, reply: pb.IssuePointsResponse | None = None
+) -> pb.IssuePointsResponse:
+    """Return IssuePoints' reply for a completed issue, filled into `reply` if given."""
+    reply = pb.IssuePointsResponse() if reply is None else reply
+    return _filled(reply, done, "merchant_available_points")
+
+
+def redeem_reply(
+    done: TransferDone, reply: pb.RedeemPointsResponse | None = None
+) -> pb.RedeemPointsResponse:
+    """Return RedeemPoints' reply for a completed redemption, filled into `reply` if given."""
+    reply = pb.RedeemPointsResponse() if reply is None else reply
+    return _filled(reply, done, "member_available_points")
+
+
+def transfer_reply(
+    done: TransferDone, reply: pb.TransferPointsResponse | None = None
+) -> pb.TransferPointsResponse:
+    """Return TransferPoints' reply for a completed transfer, filled into `reply` if given."""
+    reply = _filled(
+        pb.TransferPointsResponse() if reply is None else reply, done, "from_available_points"
     )
-
-
-def redeem_reply(done: TransferDone) -> pb.RedeemPointsResponse:
-    """Return RedeemPoints' reply for a completed redemption."""
-    return pb.RedeemPointsResponse(
-        position=position_message(done.position),
-        transfer_id=done.initiated.transfer_id,
-        member_available_points=done.initiated.from_available_points,
-    )
-
-
-def transfer_reply(done: TransferDone) -> pb.TransferPointsResponse:
-    """Return TransferPoints' reply for a completed transfer."""
-    reply = pb.TransferPointsResponse(
-        position=position_message(done.position),
-        transfer_id=done.initiated.transfer_id,
-        from_available_points=done.initiated.from_available_points,
-        fee_points=done.initiated.fee_points,
-    )
+    reply.fee_points = done.initiated.fee_points
     if done.fee_refused_reason:
         reply.fee_refused_reason = errors_pb2.ErrorReason.Value(
             f"ERROR_REASON_{done.fee_refused_reason}"
         )
+    return reply
+
+
+_Reply = TypeVar(
+    "_Reply", pb.IssuePointsResponse, pb.RedeemPointsResponse, pb.TransferPointsResponse
+)
+
+
+def _filled(reply: _Reply, done: TransferDone, balance_field: str) -> _Reply:
+    """Set what every transfer reply states, in place: a bulk reply is built in its response."""
+    if done.position:  # 0 travels as an empty token (position_message).
+        reply.position.token = encode_global(done.position)
+    else:
+        reply.position.SetInParent()
+    reply.transfer_id = done.initiated.transfer_id
+    # The source's balance after the debit, under the RPC's name for the source.
+    setattr(reply, balance_field, done.initiated.from_available_points)
     return reply
 
 
@@ -63,7 +78,8 @@ class TransferRpc:
     kind: TransferKind
     source: str
     target: str
-    reply: Callable[[TransferDone], Message]
+    # Builds the reply, or fills the one given (inside a bulk response).
+    reply: Callable[[TransferDone, Any], Message]
 
 
 ISSUE = TransferRpc(

@@ -21,16 +21,16 @@ import asyncpg
 from pointex.server import limits
 from pointex.server.eventstore.planning import (
     BatchPlan,
+    Placement,
     conflicts,
     expected_versions,
     placed,
+    placement,
     stream_ids_of,
 )
 from pointex.server.eventstore.port import (
     BeforeCommit,
     StreamAppend,
-    WrongExpectedVersion,
-    stream_slice,
 )
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translate, translated
@@ -85,12 +85,13 @@ class Appender:
         """
         expected = expected_versions(units)
         outcomes = conflicts(units, expected)
-        columns, count = _columns(units, outcomes, head + 1)
+        going_in = placement(units, outcomes)
+        count = len(going_in.events)
         async with self._connection() as connection:
             try:
                 inserted, now_us = await connection.fetchrow(
                     sql.INSERT_EXPECTED,
-                    *columns,
+                    *_columns(going_in, head + 1),
                     text_array(list(expected)),
                     int_array(list(expected.values())),
                     head,
@@ -104,7 +105,7 @@ class Appender:
             return None
         assert inserted == count, (inserted, count)
         # The rows are built once, with the clock the statement recorded.
-        return placed(units, outcomes, head, now_us)
+        return placed(units, outcomes, head, now_us, going_in)
 
     async def _write_locked(self, units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
         """Run one appending transaction under the position lock; return the plan and head.
@@ -140,10 +141,11 @@ class Appender:
             sql.HEAD_CLOCK_VERSIONS, text_array(stream_ids)
         )
         outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
-        columns, count = _columns(units, outcomes, head + 1)
+        going_in = placement(units, outcomes)
+        count = len(going_in.events)
         if count:
-            await connection.execute(sql.INSERT_EVENTS, *columns, now_us)
-        return placed(units, outcomes, head, now_us), head + count
+            await connection.execute(sql.INSERT_EVENTS, *_columns(going_in, head + 1), now_us)
+        return placed(units, outcomes, head, now_us, going_in), head + count
 
 
 def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
@@ -157,50 +159,19 @@ def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
     return False
 
 
-def _columns(
-    units: Sequence[Sequence[StreamAppend]],
-    outcomes: Sequence[WrongExpectedVersion | None],
-    first_position: int,
-) -> tuple[tuple[Any, ...], int]:
-    """Return the rows of the units that go in, as `sql._ROWS` takes them, and their count.
-
-    Built from the appends rather than from the plan's rows, so that the one-statement path
-    builds its rows once, after the database has given their clock.
-    """
-    stream_ids: list[str] = []
-    versions: list[int] = []
-    slices: list[int] = []
-    types: list[str] = []
-    schema_versions: list[int] = []
-    data: list[bytes] = []
-    metadata: list[bytes] = []
-    for unit, conflict in zip(units, outcomes, strict=True):
-        if conflict is not None:
-            continue
-        for append in unit:
-            stream_id = append.stream_id
-            slice_ = stream_slice(stream_id)
-            version = append.expected_version
-            for event in append.events:
-                version += 1
-                stream_ids.append(stream_id)
-                versions.append(version)
-                slices.append(slice_)
-                types.append(event.type)
-                schema_versions.append(event.schema_version)
-                data.append(event.data)
-                metadata.append(event.metadata)
-    columns = (
+def _columns(going_in: Placement, first_position: int) -> tuple[Any, ...]:
+    """Return the rows that go in, as `sql._ROWS` takes them: one array per column."""
+    types, schema_versions, data, metadata = going_in.columns()
+    return (
         first_position,
-        text_array(stream_ids),
-        int_array(versions),
-        int_array(slices),
+        text_array(going_in.stream_ids),
+        int_array(going_in.versions),
+        int_array(going_in.slices),
         text_array(types),
         int_array(schema_versions),
         data,
         metadata,
     )
-    return columns, len(stream_ids)
 
 
 def int_array(values: Sequence[int]) -> str:
