@@ -126,7 +126,7 @@ async def migrate(deployment: Deployment) -> None:
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "pointex event store at schema version 1" in out
+    assert "pointex event store at schema version 2" in out
     await deployment.run("owner", GRANTS_SQL)
 
 
@@ -196,6 +196,12 @@ async def test_servers_serve_with_least_privilege_and_postgres_keeps_the_log_app
             assert "permission denied for table events" in await refusal(as_command, statement)
         assert "permission denied" in await refusal(as_command, "CREATE TABLE spare (a int)")
         assert await as_command.fetchval("SELECT count(*) FROM events") == count
+        # A large group commit's one call (migration 0002) is granted: with nothing to append
+        # and nothing expected it writes nothing and reports the head.
+        inserted, head, _ = await as_command.fetchrow(
+            "SELECT * FROM append_events('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"
+        )
+        assert (inserted, head) == (0, count)
         assert "permission denied for schema" in await refusal(
             as_query, f"SELECT count(*) FROM {EVENTS_SCHEMA}.events"
         )
@@ -239,7 +245,7 @@ async def test_restricted_role_without_its_grants_exits_saying_so(
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "schema version 1" in out
+    assert "schema version 2" in out
     code, _, err = await run_command_main(
         env={
             "POINTEX_STORE_URL": deployment.url("command", EVENTS_SCHEMA),

@@ -1,12 +1,12 @@
-"""Large group commits on PostgreSQL go as one statement planned on the head the writer knows.
+"""Large group commits on PostgreSQL go as one call of `append_events`, planned on versions.
 
-The store remembers the head after its own appends; a batch of at least
-`limits.append_one_statement_events_min` events is then planned before it is sent and
-inserted in one statement, which writes nothing unless the head and every stream's version
-are what the plan assumed. These tests check that such batches take that path, that each
-assumption that fails (another writer's rows, a stale expected version, a writer holding the
-position lock) sends the batch through the locked transaction with the same outcome, and
-that the log stays gap-free throughout.
+A batch of at least `limits.append_one_statement_events_min` events is planned on the
+versions its units expect and sent as one call (migration 0002), which waits for the
+position lock in the database and writes nothing unless every stream's version is what the
+plan assumed. These tests check that such batches take that path whatever other writers do,
+that a version that does not hold sends the batch through the locked transaction with the
+same outcome, that calls in flight together from one store land in order after the lock's
+holder, and that the log stays gap-free throughout.
 """
 
 from __future__ import annotations
@@ -43,19 +43,19 @@ class Counted:
         self.store = store
         self.locked = 0
         self.one_statement = 0
-        locked, one_statement = store._appender._write_locked, store._appender._insert_expected
+        locked, one_statement = store._appender._write_locked, store._appender._append_expected
 
-        async def count_locked(units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
+        async def count_locked(units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
             self.locked += 1
             return await locked(units)
 
-        async def count_one(units: Sequence[Sequence[StreamAppend]], head: int) -> BatchPlan | None:
-            plan = await one_statement(units, head)
+        async def count_one(units: Sequence[Sequence[StreamAppend]]) -> BatchPlan | None:
+            plan = await one_statement(units)
             self.one_statement += plan is not None
             return plan
 
         store._appender._write_locked = count_locked  # type: ignore[method-assign]
-        store._appender._insert_expected = count_one  # type: ignore[method-assign]
+        store._appender._append_expected = count_one  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -85,21 +85,19 @@ async def whole_log(store: PostgresEventStore) -> list[RecordedEvent]:
     return log
 
 
-async def test_a_large_batch_after_the_first_goes_as_one_statement(
+async def test_every_large_batch_goes_as_one_call(
     writers: tuple[Counted, Counted],
 ) -> None:
-    """The first batch learns the head; the next large ones take one statement each."""
+    """From the first batch on, a large batch takes one call; it reports what it wrote."""
     writer, _ = writers
-    await writer.store.append_batch(large_batch("acct", 0))
-    assert (writer.locked, writer.one_statement) == (1, 0)
-    for version in range(EVENTS_PER_APPEND, 4 * EVENTS_PER_APPEND, EVENTS_PER_APPEND):
+    for version in range(0, 4 * EVENTS_PER_APPEND, EVENTS_PER_APPEND):
         results = await writer.store.append_batch(large_batch("acct", version))
         assert all(isinstance(result, list) for result in results)
-    assert (writer.locked, writer.one_statement) == (1, 3)
+    assert (writer.locked, writer.one_statement) == (0, 4)
     log = await whole_log(writer.store)
     assert [event.position for event in log] == list(range(1, len(log) + 1))
     assert len(log) == 4 * LARGE_UNITS * EVENTS_PER_APPEND
-    # Every event carries the clock of its statement, and the store reports what it wrote.
+    # Every event carries the clock of its call, and the store reports what it wrote.
     last = await writer.store.append_batch(large_batch("acct", 4 * EVENTS_PER_APPEND))
     reported = [event for result in last if isinstance(result, list) for event in result]
     assert reported == await writer.store.read_all(len(log), 1000)
@@ -109,28 +107,28 @@ async def test_a_large_batch_after_the_first_goes_as_one_statement(
 async def test_a_small_batch_takes_the_locked_transaction(
     writers: tuple[Counted, Counted],
 ) -> None:
-    """Below the bound, a batch goes as a transaction even when the head is known."""
+    """Below the bound, a batch goes as a transaction."""
     writer, _ = writers
     await writer.store.append_batch(large_batch("acct", 0))
     await writer.store.append([StreamAppend("acct-0", EVENTS_PER_APPEND, (EVENT,))])
-    assert (writer.locked, writer.one_statement) == (2, 0)
+    assert (writer.locked, writer.one_statement) == (1, 1)
 
 
-async def test_another_writers_rows_send_the_batch_through_the_lock(
+async def test_another_writers_rows_do_not_stop_the_call(
     writers: tuple[Counted, Counted],
 ) -> None:
-    """A head moved by another store: the statement writes nothing, the transaction does."""
+    """Two stores on one schema, batches interleaved: each call lands after the other's rows."""
     first, second = writers
-    await first.store.append_batch(large_batch("a", 0))
-    await second.store.append_batch(large_batch("b", 0))  # first's head is now stale.
-    results = await first.store.append_batch(large_batch("a", EVENTS_PER_APPEND))
-    assert all(isinstance(result, list) for result in results)
-    assert (first.locked, first.one_statement) == (2, 0)
+    for version in range(0, 3 * EVENTS_PER_APPEND, EVENTS_PER_APPEND):
+        await first.store.append_batch(large_batch("a", version))
+        await second.store.append_batch(large_batch("b", version))
+    assert (first.locked, first.one_statement) == (0, 3)
+    assert (second.locked, second.one_statement) == (0, 3)
     log = await whole_log(first.store)
     assert [event.position for event in log] == list(range(1, len(log) + 1))
-    # Having learnt the new head, the next batch goes as one statement again.
-    await first.store.append_batch(large_batch("a", 2 * EVENTS_PER_APPEND))
-    assert first.one_statement == 1
+    assert [event.stream_id[0] for event in log[:: LARGE_UNITS * EVENTS_PER_APPEND]] == [
+        "a", "b", "a", "b", "a", "b"
+    ]  # fmt: skip
 
 
 async def test_a_stale_expected_version_is_reported_in_its_slot(
@@ -140,7 +138,7 @@ async def test_a_stale_expected_version_is_reported_in_its_slot(
     writer, other = writers
     await writer.store.append_batch(large_batch("acct", 0))
     await other.store.append([StreamAppend("acct-3", EVENTS_PER_APPEND, (EVENT,))])
-    # The other store's append also moved the head; learn it with a small append.
+    # A small append of this store, as before the conflicting batch.
     await writer.store.append([StreamAppend("acct-0", EVENTS_PER_APPEND, (EVENT,))])
     batch = large_batch("acct", EVENTS_PER_APPEND)
     batch[0] = [StreamAppend("acct-0", EVENTS_PER_APPEND + 1, (EVENT,) * EVENTS_PER_APPEND)]
@@ -150,7 +148,8 @@ async def test_a_stale_expected_version_is_reported_in_its_slot(
     assert (conflict.stream_id, conflict.expected_version) == ("acct-3", EVENTS_PER_APPEND)
     assert conflict.actual_version == EVENTS_PER_APPEND + 1
     assert all(isinstance(result, list) for i, result in enumerate(results) if i != 3)
-    assert writer.one_statement == 0  # The statement found the version and wrote nothing.
+    # Only the first batch went as one call: this one's call found the version, wrote nothing.
+    assert (writer.locked, writer.one_statement) == (2, 1)
     log = await whole_log(writer.store)
     assert [event.position for event in log] == list(range(1, len(log) + 1))
 
@@ -170,15 +169,19 @@ async def test_a_version_the_stream_has_not_reached_is_refused_not_skipped_to(
         3 * EVENTS_PER_APPEND,
         EVENTS_PER_APPEND,
     )
-    assert writer.one_statement == 0
+    assert (writer.locked, writer.one_statement) == (1, 1)  # The second batch's call: nothing.
     versions = [e.stream_version for e in await whole_log(writer.store) if e.stream_id == "acct-2"]
     assert versions == list(range(1, EVENTS_PER_APPEND + 1))
 
 
-async def test_a_writer_holding_the_position_lock_is_waited_for(
+async def test_calls_in_flight_together_wait_for_the_lock_and_land_in_order(
     writers: tuple[Counted, Counted], pg_dsn: str, pg_schema: str
 ) -> None:
-    """A transaction holding the lock: the batch waits for it, then lands after its rows."""
+    """Two calls wait for a transaction holding the lock, then land after its rows, in order.
+
+    The second call expects the versions the first one writes, as a batch sent while an
+    earlier one commits would.
+    """
     writer, _ = writers
     await writer.store.append_batch(large_batch("acct", 0))
     holder = await asyncpg.connect(pg_dsn, server_settings={"search_path": pg_schema})
@@ -186,16 +189,31 @@ async def test_a_writer_holding_the_position_lock_is_waited_for(
         transaction = holder.transaction()
         await transaction.start()
         await holder.execute("SELECT pg_advisory_xact_lock($1)", POSITION_LOCK_KEY)
-        append = asyncio.create_task(
+        await holder.execute(
+            "INSERT INTO events (position, stream_id, stream_version, slice, category, type, "
+            "schema_version, data, metadata, recorded_at_us) "
+            "VALUES ((SELECT max(position) + 1 FROM events), 'other-1', 1, 0, 'other', "
+            "'Counted', 1, '', '', 0)"
+        )
+        first = asyncio.create_task(
             writer.store.append_batch(large_batch("acct", EVENTS_PER_APPEND))
         )
+        await asyncio.sleep(LOCK_WAIT_S)  # The first call waits for the lock in the database.
+        second = asyncio.create_task(
+            writer.store.append_batch(large_batch("acct", 2 * EVENTS_PER_APPEND))
+        )
         await asyncio.sleep(LOCK_WAIT_S)
-        assert not append.done(), "the batch landed while another transaction held the lock"
+        assert not first.done(), "a call landed while the lock was held"
+        assert not second.done(), "a call landed while the lock was held"
         await transaction.commit()
-        results = await asyncio.wait_for(append, 10)
+        results = [*await asyncio.wait_for(first, 10), *await asyncio.wait_for(second, 10)]
     finally:
         await holder.close()
     assert all(isinstance(result, list) for result in results)
-    assert writer.one_statement == 0
+    assert (writer.locked, writer.one_statement) == (0, 3)
     log = await whole_log(writer.store)
     assert [event.position for event in log] == list(range(1, len(log) + 1))
+    batch_events = LARGE_UNITS * EVENTS_PER_APPEND
+    assert log[batch_events].stream_id == "other-1"  # The holder's row, then both calls'.
+    versions = [e.stream_version for e in log if e.stream_id == "acct-0"]
+    assert versions == list(range(1, 3 * EVENTS_PER_APPEND + 1))

@@ -29,8 +29,8 @@ append_batch_events_max = 1000
 # a commit; at the bound, at 999 (+6% bulk throughput side by side, docs/benchmarks.md).
 append_batch_units_max = 1000
 
-# Events from which a PostgreSQL group commit, planned on the head and versions its writer
-# expects, goes as one statement instead of a locked transaction of five round trips. Large
+# Events from which a PostgreSQL group commit, planned on the versions its units expect, goes
+# as one call of append_events instead of a locked transaction of five round trips. Large
 # batches (bulk) gain (+17% bulk throughput measured side by side); small ones, under a closed
 # loop of unary calls, lost 2-4%: the shorter commit left less time for the next batch to
 # gather, so more commits were paid per transfer. docs/benchmarks.md has the figures.

@@ -1,11 +1,12 @@
-"""Write group commits to the PostgreSQL event store, one batch at a time.
+"""Write group commits to the PostgreSQL event store.
 
 Every batch can go as one transaction under the position lock (`POSITION_LOCK_KEY`): take
-the lock, read the head and the versions of the batch's streams, plan, insert, COMMIT. A
-large batch whose writer knows the head (its own last append) may instead go as one
-statement planned before it is sent (`sql.INSERT_EXPECTED`), which writes nothing unless the
-head and every stream version are as planned; the insert guard takes the lock for it, so
-the same rules hold on either path (docs/benchmarks.md has the measurements behind it).
+the lock, read the head and the versions of the batch's streams, plan, insert, COMMIT: five
+round trips, and the plan tells each unit's conflict. A large batch goes instead as one
+call of `append_events` (migration 0002), planned on the versions its units expect, which
+waits for the lock in the database and writes nothing unless every version is as planned;
+the batch then takes the transaction. The insert guard checks the lock and the positions on
+either path (docs/benchmarks.md has the measurements behind both).
 """
 
 from __future__ import annotations
@@ -43,72 +44,62 @@ Lender = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 class Appender:
-    """The write side of one store: batches one at a time, and the head after the last."""
+    """The write side of one store: appends, each in one call or one locked transaction."""
 
     def __init__(self, connection: Lender, before_commit: BeforeCommit | None) -> None:
         """Write through connections from `connection`; run `before_commit` before COMMIT."""
         self._connection = connection
         self._before_commit = before_commit
-        # One batch of this process waits for the position lock; the others wait here, so
-        # they do not hold pooled connections that readers need.
+        # One locked transaction of this process waits for the position lock; the others
+        # wait here, so they do not hold pooled connections that readers need.
         self._lock = asyncio.Lock()
-        # The head position after this store's last append, while no other writer is known
-        # to have appended since; None when unknown.
-        self._head: int | None = None
 
     async def write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
-        """Append a large batch in one statement when the head is known, else in a transaction.
+        """Append a large batch in one call if its versions hold, else in a transaction.
 
-        The single writer of a store knows the head (its own last append) and the versions
-        its actors expect, so a large batch is planned before it is sent and inserted in one
-        round trip (`sql.INSERT_EXPECTED`). When that does not hold (the first batch, another
-        writer, a conflict), for small batches (limits.append_one_statement_events_min) and
-        on a store with a before-commit hook (which runs inside the transaction), the batch
-        takes the locked transaction.
+        The units of a group commit were decided on the versions their actors expect, so a
+        large batch is planned on them and sent in one round trip (`sql.APPEND_EVENTS`), which
+        waits for the position lock in the database when another writer holds it. Small batches
+        (limits.append_one_statement_events_min), a batch whose versions did not hold, and
+        every batch of a store with a before-commit hook (which runs inside the transaction)
+        take the locked transaction.
         """
+        if self._before_commit is None and _is_large(units):
+            plan = await self._append_expected(units)
+            if plan is not None:
+                return plan
         async with self._lock:
-            head, self._head = self._head, None  # Unknown until this write ends well.
-            if head is not None and self._before_commit is None and _is_large(units):
-                plan = await self._insert_expected(units, head)
-                if plan is not None:
-                    self._head = plan.rows[-1].position
-                    return plan
-            plan, self._head = await self._write_locked(units)
-            return plan
+            return await self._write_locked(units)
 
-    async def _insert_expected(
-        self, units: Sequence[Sequence[StreamAppend]], head: int
-    ) -> BatchPlan | None:
-        """Insert a batch planned on `head` and its units' expected versions, if they hold.
+    async def _append_expected(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan | None:
+        """Append a batch planned on its units' expected versions, if they hold.
 
-        Returns None, having written nothing, when they do not or another writer raced.
+        Returns None, having written nothing, when they do not.
         """
         expected = expected_versions(units)
         outcomes = conflicts(units, expected)
         going_in = placement(units, outcomes)
-        count = len(going_in.events)
         async with self._connection() as connection:
             try:
-                inserted, now_us = await connection.fetchrow(
-                    sql.INSERT_EXPECTED,
-                    *_columns(going_in, head + 1),
+                inserted, head, now_us = await connection.fetchrow(
+                    sql.APPEND_EVENTS,
+                    *_columns(going_in),
                     text_array(list(expected)),
                     int_array(list(expected.values())),
-                    head,
                 )
-            except (asyncpg.IntegrityConstraintViolationError, asyncpg.LockNotAvailableError):
-                return None  # Another writer came first or holds the lock.
+            except asyncpg.IntegrityConstraintViolationError:
+                return None  # Another writer gave a stream version first.
             except DRIVER_ERRORS as error:
                 # The statement is its own transaction: it may have committed.
                 raise translate(error, during_commit=True) from error
         if inserted == 0:
             return None
-        assert inserted == count, (inserted, count)
-        # The rows are built once, with the clock the statement recorded.
+        assert inserted == len(going_in.events), (inserted, len(going_in.events))
+        # The rows are built once, at the head and with the clock the call recorded.
         return placed(units, outcomes, head, now_us, going_in)
 
-    async def _write_locked(self, units: Sequence[Sequence[StreamAppend]]) -> tuple[BatchPlan, int]:
-        """Run one appending transaction under the position lock; return the plan and head.
+    async def _write_locked(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
+        """Run one appending transaction under the position lock; return its plan.
 
         COMMIT failures are reported as outcome unknown.
         """
@@ -118,7 +109,7 @@ class Appender:
             transaction = connection.transaction(isolation="read_committed")
             await transaction.start()
             try:
-                plan, head = await self._plan_and_insert(connection, units)
+                plan = await self._plan_and_insert(connection, units)
                 if self._before_commit is not None and plan.rows:
                     await self._before_commit(plan.rows)
             except BaseException:
@@ -127,11 +118,11 @@ class Appender:
                 raise
             with translated(during_commit=True):
                 await transaction.commit()
-        return plan, head
+        return plan
 
     async def _plan_and_insert(
         self, connection: Any, units: Sequence[Sequence[StreamAppend]]
-    ) -> tuple[BatchPlan, int]:
+    ) -> BatchPlan:
         """Take the position lock, check versions and insert the batch's rows."""
         await connection.execute(sql.TAKE_LOCK, POSITION_LOCK_KEY)
         # A separate statement after the lock: under READ COMMITTED it takes a new snapshot,
@@ -142,14 +133,13 @@ class Appender:
         )
         outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
         going_in = placement(units, outcomes)
-        count = len(going_in.events)
-        if count:
-            await connection.execute(sql.INSERT_EVENTS, *_columns(going_in, head + 1), now_us)
-        return placed(units, outcomes, head, now_us, going_in), head + count
+        if going_in.events:
+            await connection.execute(sql.INSERT_EVENTS, head + 1, *_columns(going_in), now_us)
+        return placed(units, outcomes, head, now_us, going_in)
 
 
 def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
-    """Tell whether a batch has enough events to go as one statement."""
+    """Tell whether a batch has enough events to go as one call."""
     events = 0
     for unit in units:
         for append in unit:
@@ -159,11 +149,10 @@ def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
     return False
 
 
-def _columns(going_in: Placement, first_position: int) -> tuple[Any, ...]:
+def _columns(going_in: Placement) -> tuple[Any, ...]:
     """Return the rows that go in, as `sql._ROWS` takes them: one array per column."""
     types, schema_versions, data, metadata = going_in.columns()
     return (
-        first_position,
         text_array(going_in.stream_ids),
         int_array(going_in.versions),
         int_array(going_in.slices),

@@ -72,31 +72,16 @@ SELECT {_ROW_VALUES}, $9::bigint
 FROM {_ROWS}
 """  # noqa: S608 - both parts are constants of this module, not input.
 
-# One statement outside any transaction: the batch, planned by the writer on the head
-# position ($11) and stream versions ($9, $10) it expects, is inserted only if they are the
-# store's. Returns the rows inserted (all, or 0 when the expectation does not hold) and the
-# clock recorded with them. A concurrent writer cannot slip in between: the insert guard
-# takes the position lock (failing if another transaction holds it) and refuses positions
-# that do not follow the head without a gap, and the unique indexes refuse a position or a
-# stream version given twice, so any race fails the statement and writes nothing.
-INSERT_EXPECTED = f"""
-WITH clock AS (
-    SELECT (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS now_us
-),
-expected AS (
-    SELECT coalesce(bool_and(coalesce(
-        (SELECT max(e.stream_version) FROM events AS e WHERE e.stream_id = s.stream_id), 0
-    ) = s.version), true) AS holds
-    FROM unnest($9::text::text[], $10::text::bigint[]) AS s(stream_id, version)
-),
-inserted AS ({_INTO_EVENTS}
-    SELECT {_ROW_VALUES}, clock.now_us
-    FROM {_ROWS}, clock, expected
-    WHERE expected.holds AND (SELECT coalesce(max(position), 0) FROM events) = $11
-    RETURNING 1
+# One statement outside any transaction (migration 0002): the rows of a batch ($1 to $7, as
+# the columns of INSERT_EVENTS) go in at the head, once the position lock is free, only if
+# every stream of $8 is at its version in $9. Returns the rows inserted (all, or 0 when a
+# version differs), the head they went in after, and the clock recorded with them.
+APPEND_EVENTS = """
+SELECT inserted, head, recorded_at_us FROM append_events(
+    $1::text::text[], $2::text::bigint[], $3::text::integer[], $4::text::text[],
+    $5::text::integer[], $6::bytea[], $7::bytea[], $8::text::text[], $9::text::bigint[]
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT now_us FROM clock)
-"""  # noqa: S608 - both parts are constants of this module, not input.
+"""
 
 EVENT_COLUMNS = (
     "position, stream_id, stream_version, slice, type, schema_version, data, metadata, "

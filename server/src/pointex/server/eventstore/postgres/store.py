@@ -6,8 +6,8 @@ reads the head. Locks are released after a commit becomes visible, so under READ
 the next holder's fresh statement sees the previous holder's rows. The migrations make the
 database refuse any insert that does not hold that lock or that leaves a gap.
 
-Appends are written by `appender.Appender`, which may send a large batch as one statement
-under the same rules.
+Appends are written by `appender.Appender`, which may send a large batch as one call of the
+database function `append_events`, under the same rules.
 """
 
 from __future__ import annotations
