@@ -11,10 +11,14 @@ GRANT SELECT ON pointex_events.pointex_schema_migrations TO pointex_command;
 -- The log: read and append, nothing else. UPDATE, DELETE and TRUNCATE fail for want of the
 -- privilege, and the table's triggers refuse them to every role, its owner included.
 GRANT SELECT, INSERT ON pointex_events.events TO pointex_command;
--- A large group commit in one call (migration 0002); it runs with the caller's privileges.
+-- A large group commit in one call (migrations 0002, 0003); it runs with the caller's
+-- privileges.
 GRANT EXECUTE ON FUNCTION pointex_events.append_events(
-    text[], bigint[], integer[], text[], integer[], bytea[], bytea[], text[], bigint[]
+    text[], bigint[], integer[], text[], integer[], bytea[], bytea[], text[], bigint[], bigint[]
 ) TO pointex_command;
+-- Slice-range leases (migration 0003): taken (INSERT), renewed and given up (UPDATE); the
+-- insert guard locks the rows of the ranges an append writes (FOR SHARE needs UPDATE).
+GRANT SELECT, INSERT, UPDATE ON pointex_events.slice_leases TO pointex_command;
 -- Snapshots cache what the log says; saving one is an upsert (INSERT ... ON CONFLICT DO
 -- UPDATE), which needs UPDATE. The server never deletes one.
 GRANT SELECT, INSERT, UPDATE ON pointex_events.snapshots TO pointex_command;

@@ -23,6 +23,7 @@ import pytest
 
 from pointex.client.aio import AsyncPointexClient
 from pointex.client.connection import Targets
+from pointex.server.eventstore.postgres.store import PostgresEventStore
 from tests.e2e.conftest import (
     OPERATOR_TOKEN,
     ServerProcess,
@@ -126,7 +127,7 @@ async def migrate(deployment: Deployment) -> None:
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "pointex event store at schema version 2" in out
+    assert "pointex event store at schema version 3" in out
     await deployment.run("owner", GRANTS_SQL)
 
 
@@ -196,12 +197,21 @@ async def test_servers_serve_with_least_privilege_and_postgres_keeps_the_log_app
             assert "permission denied for table events" in await refusal(as_command, statement)
         assert "permission denied" in await refusal(as_command, "CREATE TABLE spare (a int)")
         assert await as_command.fetchval("SELECT count(*) FROM events") == count
-        # A large group commit's one call (migration 0002) is granted: with nothing to append
+        # A large group commit's one call (migrations 0002, 0003) is granted: with nothing to append
         # and nothing expected it writes nothing and reports the head.
-        inserted, head, _ = await as_command.fetchrow(
-            "SELECT * FROM append_events('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"
-        )
+        nothing = ", ".join(["'{}'"] * 10)
+        inserted, head, _ = await as_command.fetchrow(f"SELECT * FROM append_events({nothing})")
         assert (inserted, head) == (0, count)
+        # So are the slice-range leases (migration 0003): take one, renew it, give it up.
+        store = PostgresEventStore(deployment.dsn("command"), schema=EVENTS_SCHEMA)
+        await store.open()
+        try:
+            leases = store.slice_leases("least-privilege-run", 60_000)
+            assert await leases.acquire([63]) == {63: 1}
+            assert await leases.renew() == set()
+            await leases.release()
+        finally:
+            await store.close()
         assert "permission denied for schema" in await refusal(
             as_query, f"SELECT count(*) FROM {EVENTS_SCHEMA}.events"
         )
@@ -245,7 +255,7 @@ async def test_restricted_role_without_its_grants_exits_saying_so(
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "schema version 2" in out
+    assert "schema version 3" in out
     code, _, err = await run_command_main(
         env={
             "POINTEX_STORE_URL": deployment.url("command", EVENTS_SCHEMA),

@@ -10,6 +10,7 @@ from pointex.server.config import SETTINGS, ConfigError, command_config, query_c
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 FEED_TOKEN = "query-0123456789abcdef"
+PG_URL = "postgresql://pointex@db.internal:5432/pointex"
 
 
 @pytest.fixture
@@ -48,6 +49,13 @@ def test_tokens_file_is_required() -> None:
         command_config([], env={})
 
 
+def test_slice_leases_are_off_by_default_and_taken_on_postgres(tokens: dict[str, str]) -> None:
+    """Without the setting the server runs alone; with it, on PostgreSQL, it holds leases."""
+    assert command_config([], env=tokens).slice_lease_ms == 0
+    env = {**tokens, "POINTEX_STORE_URL": PG_URL, "POINTEX_SLICE_LEASE_MS": "5000"}
+    assert command_config([], env=env).slice_lease_ms == 5_000
+
+
 def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, str]) -> None:
     """A flag overrides its POINTEX_* variable, which overrides the default."""
     env = {"POINTEX_LISTEN": "127.0.0.1:6000", "POINTEX_SHUTDOWN_GRACE_S": "3", **tokens}
@@ -70,6 +78,9 @@ def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, st
         ({"POINTEX_LOG_LEVEL": "LOUD"}, "log_level"),
         ({"POINTEX_TLS_CERT": "/nonexistent.pem"}, "tls_cert"),
         ({"POINTEX_TLS_CLIENT_CA": "/ca.pem"}, "tls_client_ca"),
+        ({"POINTEX_SLICE_LEASE_MS": "2000"}, "slice_lease_ms"),  # SQLite: no leases.
+        ({"POINTEX_SLICE_LEASE_MS": "100", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
+        ({"POINTEX_SLICE_LEASE_MS": "-1", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_named(

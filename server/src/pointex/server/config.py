@@ -126,6 +126,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _COMMAND,
     ),
     Setting(
+        "slice_lease_ms",
+        "POINTEX_SLICE_LEASE_MS",
+        "0",
+        "hold the slice ranges by lease in the PostgreSQL event store, each for this many "
+        "milliseconds, renewed a third of the way; the store then refuses this server's "
+        "appends to a range another server took over (docs/scale-out.md). 0: run alone",
+        _COMMAND,
+    ),
+    Setting(
         "auth_tokens_file",
         "POINTEX_AUTH_TOKENS_FILE",
         "",
@@ -313,6 +322,8 @@ class CommandConfig:
     store_url: str
     allow_unsafe_durability: bool
     actors_resident_max: int
+    # 0: the server runs alone and holds no slice-range lease (docs/scale-out.md).
+    slice_lease_ms: int = 0
     # None: no payment provider is configured (payments/providers.py reads the file).
     payment_providers_file: Path | None = None
     # None: the default market (markets.py reads the file).
@@ -539,6 +550,7 @@ def command_config(
         actors_resident_max=_int_in(
             "actors_resident_max", values["actors_resident_max"], 1, limits.actors_resident_max
         ),
+        slice_lease_ms=_slice_lease_ms(values["slice_lease_ms"], values["store_url"]),
         payment_providers_file=(
             _existing_file("payment_providers_file", values["payment_providers_file"])
             if values["payment_providers_file"]
@@ -550,6 +562,16 @@ def command_config(
             else None
         ),
     )
+
+
+def _slice_lease_ms(value: str, store_url: str) -> int:
+    """Return the slice-range lease length, 0 or within bounds, on PostgreSQL only."""
+    lease_ms = _int_in("slice_lease_ms", value, 0, limits.slice_lease_ms_max)
+    if lease_ms and not store_url.startswith("postgresql://"):
+        raise ConfigError("slice_lease_ms: slice-range leases need a PostgreSQL event store")
+    if 0 < lease_ms < limits.slice_lease_ms_min:
+        raise ConfigError(f"slice_lease_ms: 0, or at least {limits.slice_lease_ms_min}")
+    return lease_ms
 
 
 def query_config(

@@ -29,6 +29,12 @@ append_batch_events_max = 1000
 # a commit; at the bound, at 999 (+6% bulk throughput side by side, docs/benchmarks.md).
 append_batch_units_max = 1000
 
+# Bounds of a command server's slice-range lease (POINTEX_SLICE_LEASE_MS). It renews a third
+# of the way, so a shorter lease spends more round trips; a longer one leaves a range without
+# an owner longer after its owner died (docs/scale-out.md).
+slice_lease_ms_min = 500
+slice_lease_ms_max = 600_000
+
 # Events from which a PostgreSQL group commit, planned on the versions its units expect, goes
 # as one call of append_events instead of a locked transaction of five round trips. Large
 # batches (bulk) gain (+17% bulk throughput measured side by side); small ones, under a closed

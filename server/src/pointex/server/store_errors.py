@@ -36,6 +36,14 @@ class CommitOutcomeUnknown(StoreUnavailable):
     """
 
 
+class FencedOff(StoreError):
+    """A slice range's lease changed hands: this writer may no longer append to it.
+
+    Nothing was written. The range's new owner serves its streams; retrying here fails again
+    until this writer holds the range's lease once more.
+    """
+
+
 class DurabilityUnsafe(StoreError):
     """The database may lose acknowledged commits and no override was given."""
 

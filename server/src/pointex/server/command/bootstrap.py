@@ -19,6 +19,7 @@ from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
+from pointex.server.command.app.ownership import SliceOwnership
 from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.recovery import PROCESS_KINDS, recover
@@ -33,6 +34,7 @@ from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
+from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
@@ -63,6 +65,7 @@ class CommandServer:
     feed: EventFeedServicer
     activations: PendingActivations
     expiry: LotExpiry
+    ownership: SliceOwnership | None = None  # None: the server runs alone, without leases.
 
     @property
     def port(self) -> int:
@@ -86,6 +89,8 @@ class CommandServer:
         await finish_processes(self.processes, (self.activations, self.expiry), self.runner)
         await self.lookup.stop()
         await self.committer.stop()
+        if self.ownership is not None:
+            await self.ownership.stop()  # After the last commit: a standby takes over now.
         await self.store.close()
 
 
@@ -150,6 +155,17 @@ async def create_server(config: CommandConfig) -> CommandServer:
     tokens = TokenTable.from_file(config.common.auth_tokens_file)
     store = open_store(config.store_url, allow_unsafe_durability=config.allow_unsafe_durability)
     await store.open()
+    ownership: SliceOwnership | None = None
+    if config.slice_lease_ms:
+        assert isinstance(store, PostgresEventStore), "the configuration checks the store"
+        ownership = SliceOwnership(store, config.slice_lease_ms, "command")
+        try:
+            # Before recovery and every command: what they write carries the ranges' epochs.
+            await ownership.take_all()
+        except BaseException:
+            await ownership.stop()
+            await store.close()
+            raise
     core = start_core(store, resident_max=config.actors_resident_max)
     committer, actors, lookup = core.committer, core.actors, core.lookup
     try:
@@ -198,9 +214,13 @@ async def create_server(config: CommandConfig) -> CommandServer:
             "Member accounts with expiring lots, waiting in the expiry timer.",
             lambda: expiry.watched,
         )
+        if ownership is not None:
+            _ownership_metrics(metrics, ownership)
         running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
         await committer.stop()
+        if ownership is not None:
+            await ownership.stop()
         await store.close()
         raise
     log.info(
@@ -219,6 +239,21 @@ async def create_server(config: CommandConfig) -> CommandServer:
         feed=feed,
         activations=activations,
         expiry=expiry,
+        ownership=ownership,
+    )
+
+
+def _ownership_metrics(metrics: Metrics, ownership: SliceOwnership) -> None:
+    """Add the slice-range leases' gauge and counter (docs/scale-out.md)."""
+    metrics.gauge(
+        "pointex_slice_ranges_held",
+        "Slice ranges this server holds by lease now (of 64).",
+        lambda: ownership.ranges_held,
+    )
+    metrics.total(
+        "pointex_slice_ranges_lost",
+        "Slice ranges another server took over from this one since start.",
+        lambda: ownership.ranges_lost,
     )
 
 

@@ -19,6 +19,7 @@ from pointex.server import limits
 from pointex.server.store_errors import (
     CommitOutcomeUnknown,
     DurabilityUnsafe,
+    FencedOff,
     SchemaTooNew,
     StoreError,
     StoreUnavailable,
@@ -31,6 +32,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "DurabilityUnsafe",
     "EventStore",
+    "FencedOff",
     "NewEvent",
     "RecordedEvent",
     "SchemaTooNew",

@@ -53,6 +53,15 @@ class Appender:
         # One locked transaction of this process waits for the position lock; the others
         # wait here, so they do not hold pooled connections that readers need.
         self._lock = asyncio.Lock()
+        # The epoch of each slice range this writer holds a lease on (leases.py).
+        self._epochs: Callable[[], Sequence[int]] | None = None
+
+    def carry_epochs(self, epochs: Callable[[], Sequence[int]]) -> None:
+        """Write every event at `epochs()[r]` for its slice range r (0: no lease held).
+
+        Read at each append; until this is called, every event is at epoch 0.
+        """
+        self._epochs = epochs
 
     async def write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
         """Append a large batch in one call if its versions hold, else in a transaction.
@@ -86,6 +95,7 @@ class Appender:
                     *_columns(going_in),
                     text_array(list(expected)),
                     int_array(list(expected.values())),
+                    self._epochs_literal(),
                 )
             except asyncpg.IntegrityConstraintViolationError:
                 return None  # Another writer gave a stream version first.
@@ -134,8 +144,14 @@ class Appender:
         outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
         going_in = placement(units, outcomes)
         if going_in.events:
-            await connection.execute(sql.INSERT_EVENTS, head + 1, *_columns(going_in), now_us)
+            await connection.execute(
+                sql.INSERT_EVENTS, head + 1, *_columns(going_in), now_us, self._epochs_literal()
+            )
         return placed(units, outcomes, head, now_us, going_in)
+
+    def _epochs_literal(self) -> str:
+        """Return the epochs this writer's events carry, as the statements take them."""
+        return "{}" if self._epochs is None else int_array(self._epochs())
 
 
 def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 import asyncpg
 
 from pointex.server.eventstore.planning import VersionRaceError
-from pointex.server.eventstore.port import CommitOutcomeUnknown, StoreError, StoreUnavailable
+from pointex.server.eventstore.port import (
+    CommitOutcomeUnknown,
+    FencedOff,
+    StoreError,
+    StoreUnavailable,
+)
+
+# The insert guard's refusal of an event whose slice range's lease changed hands (0003).
+FENCED_OFF_SQLSTATE = "PX001"
 
 # The first row whose exception type matches wins, so specific rows come before general ones.
 TRANSLATION: tuple[tuple[type[BaseException], type[StoreError]], ...] = (
@@ -50,6 +58,8 @@ def translate(error: BaseException, *, during_commit: bool = False) -> StoreErro
         during_commit: The exception ended a COMMIT. If the store became unreachable then,
             the commit may or may not have happened: `CommitOutcomeUnknown`.
     """
+    if getattr(error, "sqlstate", None) == FENCED_OFF_SQLSTATE:
+        return FencedOff(f"PostgreSQL: {error!r}")  # Refused: nothing was written.
     for driver_error, store_error in TRANSLATION:
         if isinstance(error, driver_error):
             if during_commit and issubclass(store_error, StoreUnavailable):

@@ -58,7 +58,7 @@ SELECT
 _INTO_EVENTS = """
 INSERT INTO events (
     position, stream_id, stream_version, slice, category, type, schema_version,
-    data, metadata, recorded_at_us
+    data, metadata, recorded_at_us, epoch
 )"""
 _ROWS = """unnest(
     $2::text::text[], $3::text::bigint[], $4::text::integer[], $5::text::text[],
@@ -67,19 +67,24 @@ _ROWS = """unnest(
 _ROW_VALUES = """$1::bigint + u.n - 1, u.stream_id, u.stream_version, u.slice,
     split_part(u.stream_id, '-', 1), u.type, u.schema_version, u.data, u.metadata"""
 
+# $9 is the clock, $10 the epoch of each slice range the writer holds (leases.py): an event of
+# range r is written at epoch $10[r + 1], 0 where the writer holds no lease.
 INSERT_EVENTS = f"""{_INTO_EVENTS}
-SELECT {_ROW_VALUES}, $9::bigint
+SELECT {_ROW_VALUES}, $9::bigint,
+    coalesce(($10::text::bigint[])[u.slice / 16 + 1], 0)
 FROM {_ROWS}
 """  # noqa: S608 - both parts are constants of this module, not input.
 
 # One statement outside any transaction (migration 0002): the rows of a batch ($1 to $7, as
 # the columns of INSERT_EVENTS) go in at the head, once the position lock is free, only if
 # every stream of $8 is at its version in $9. Returns the rows inserted (all, or 0 when a
-# version differs), the head they went in after, and the clock recorded with them.
+# version differs), the head they went in after, and the clock recorded with them. $10 holds
+# the writer's epochs, as in INSERT_EVENTS.
 APPEND_EVENTS = """
 SELECT inserted, head, recorded_at_us FROM append_events(
     $1::text::text[], $2::text::bigint[], $3::text::integer[], $4::text::text[],
-    $5::text::integer[], $6::bytea[], $7::bytea[], $8::text::text[], $9::text::bigint[]
+    $5::text::integer[], $6::bytea[], $7::bytea[], $8::text::text[], $9::text::bigint[],
+    $10::text::bigint[]
 )
 """
 

@@ -45,6 +45,7 @@ from pointex.server.eventstore.port import (
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.appender import Appender, text_array
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
+from pointex.server.eventstore.postgres.leases import Lease, SliceLeases, read_leases
 from pointex.server.store_errors import SchemaNotMigrated, StoreError
 from pointex.server.store_migrations import Migration, load_migrations, pending_migrations
 
@@ -242,6 +243,21 @@ class PostgresEventStore:
         with translated():
             async with pool.acquire(timeout=self._connect_ms / 1000) as connection:
                 yield connection
+
+    def slice_leases(self, owner_id: str, lease_ms: int) -> SliceLeases:
+        """Return the slice-range leases this store's writer holds as `owner_id`.
+
+        From now on every event this store appends carries the epoch held for its range, and
+        an event of a range held at another epoch is refused (`FencedOff`). Without leases,
+        every event is at epoch 0, as a command server that runs alone writes it.
+        """
+        slice_leases = SliceLeases(self._connection, owner_id, lease_ms)
+        self._appender.carry_epochs(slice_leases.epochs)
+        return slice_leases
+
+    async def leases(self) -> list[Lease]:
+        """Return every slice range's lease, in range order."""
+        return [lease async for lease in read_leases(self._connection)]
 
     async def schema_version(self) -> int:
         """Return the highest migration applied to the database."""

@@ -1,0 +1,155 @@
+"""Slice ranges owned by lease, and the epoch fence the database keeps (migration 0003).
+
+Two stores on one schema stand for two command servers. What is proved, against the real
+PostgreSQL: a range is held by one owner at a time and its epoch rises at every takeover;
+every event is written at its writer's epoch for its range; once a range changed hands, the
+old owner's appends are refused (`FencedOff`) on both append paths and write nothing, as are
+a lease-less writer's; a takeover waits for an append under way; renewal reports a range lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from pointex.server import limits
+from pointex.server.eventstore.port import FencedOff, NewEvent, StreamAppend, stream_slice
+from pointex.server.eventstore.postgres.appender import POSITION_LOCK_KEY
+from pointex.server.eventstore.postgres.leases import SLICE_RANGES, slice_range
+from pointex.server.eventstore.postgres.store import PostgresEventStore
+
+pytestmark = pytest.mark.postgres
+
+EVENT = NewEvent("Counted", 1, b"{}")
+LEASE_MS = 300
+EXPIRED_S = 0.4  # Longer than LEASE_MS.
+WAIT_S = 0.3
+# A batch at least this large goes as one call of append_events, a smaller one in the locked
+# transaction: both paths carry the epochs.
+LARGE_EVENTS = limits.append_one_statement_events_min
+
+
+def streams_in(range_: int, count: int) -> list[str]:
+    """Return `count` account stream ids whose slices lie in `range_`."""
+    found = (f"account-r{range_}x{i}" for i in itertools.count())
+    return list(
+        itertools.islice((s for s in found if slice_range(stream_slice(s)) == range_), count)
+    )
+
+
+@pytest.fixture
+async def stores(pg_dsn: str, pg_schema: str) -> AsyncIterator[list[PostgresEventStore]]:
+    """Three stores on one schema: two command servers and one that runs without a lease."""
+    opened = [PostgresEventStore(pg_dsn, schema=pg_schema) for _ in range(3)]
+    for store in opened:
+        await store.open()
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+async def epochs_written(pg_dsn: str, pg_schema: str, stream_id: str) -> list[int]:
+    """Return the epoch of each event of a stream, in version order."""
+    connection = await asyncpg.connect(pg_dsn, server_settings={"search_path": pg_schema})
+    try:
+        rows = await connection.fetch(
+            "SELECT epoch FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
+        )
+    finally:
+        await connection.close()
+    return [int(row["epoch"]) for row in rows]
+
+
+async def test_a_range_has_one_owner_and_its_epoch_rises_at_each_takeover(
+    stores: list[PostgresEventStore],
+) -> None:
+    """Taken, refused to another while held, taken over once expired, reported lost."""
+    first = stores[0].slice_leases("first-run-1", LEASE_MS)
+    second = stores[1].slice_leases("second-run-1", LEASE_MS)
+    assert await first.acquire([0, 1]) == {0: 1, 1: 1}
+    assert await second.acquire([1, 2]) == {2: 1}  # Range 1 is held.
+    await asyncio.sleep(EXPIRED_S)
+    assert await second.renew() == set()  # Expired, but nobody took it: still its own.
+    assert await second.acquire([1]) == {1: 2}
+    assert await first.renew() == {1}
+    assert first.held() == {0: 1}
+    assert second.held() == {1: 2, 2: 1}
+    leases = {lease.slice_range: lease for lease in await stores[2].leases()}
+    assert sorted(leases) == [0, 1, 2]
+    assert (leases[1].owner_id, leases[1].epoch) == ("second-run-1", 2)
+    assert leases[2].expires_in_ms > 0
+    await second.release([2])
+    assert await first.acquire([2]) == {2: 2}  # Released: taken at once.
+    assert len(first.epochs()) == SLICE_RANGES
+
+
+@pytest.mark.parametrize("events", [1, LARGE_EVENTS], ids=["locked", "one-call"])
+async def test_an_owner_that_lost_its_range_is_fenced_off_and_writes_nothing(
+    stores: list[PostgresEventStore], pg_dsn: str, pg_schema: str, events: int
+) -> None:
+    """Events carry their epoch; after a takeover the old owner's append is refused."""
+    old, new, alone = stores
+    [stream, other] = streams_in(5, 2)
+    [elsewhere] = streams_in(6, 1)
+    first = old.slice_leases("old-run-1", LEASE_MS)
+    assert await first.acquire([5]) == {5: 1}
+    await old.append([StreamAppend(stream, 0, (EVENT,) * events)])
+    assert await epochs_written(pg_dsn, pg_schema, stream) == [1] * events
+    # The old owner is paused past its lease; another server takes the range over.
+    await asyncio.sleep(EXPIRED_S)
+    second = new.slice_leases("new-run-1", LEASE_MS)
+    assert await second.acquire([5]) == {5: 2}
+    head = await old.head_position()
+    with pytest.raises(FencedOff):
+        await old.append([StreamAppend(stream, events, (EVENT,) * events)])
+    with pytest.raises(FencedOff):  # A unit touching the range fails whole.
+        await old.append(
+            [StreamAppend(other, 0, (EVENT,) * events), StreamAppend(elsewhere, 0, (EVENT,))]
+        )
+    with pytest.raises(FencedOff):  # A server without a lease may not write there either.
+        await alone.append([StreamAppend(stream, events, (EVENT,) * events)])
+    assert await old.head_position() == head
+    await new.append([StreamAppend(stream, events, (EVENT,) * events)])
+    assert await epochs_written(pg_dsn, pg_schema, stream) == [1] * events + [2] * events
+    # Outside any lease, a lease-less writer's events are at epoch 0.
+    await alone.append([StreamAppend(elsewhere, 0, (EVENT,))])
+    assert await epochs_written(pg_dsn, pg_schema, elsewhere) == [0]
+
+
+async def test_a_takeover_waits_for_an_append_under_way(
+    stores: list[PostgresEventStore], pg_dsn: str, pg_schema: str
+) -> None:
+    """An insert of the old epoch not yet committed: the takeover waits, then comes after."""
+    old, new, _ = stores
+    [stream] = streams_in(9, 1)
+    first = old.slice_leases("old-run-1", LEASE_MS)
+    assert await first.acquire([9]) == {9: 1}
+    writer = await asyncpg.connect(pg_dsn, server_settings={"search_path": pg_schema})
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute("SELECT pg_advisory_xact_lock($1)", POSITION_LOCK_KEY)
+        await writer.execute(
+            "INSERT INTO events (position, stream_id, stream_version, slice, category, type, "
+            "schema_version, data, metadata, recorded_at_us, epoch) VALUES ("
+            "(SELECT coalesce(max(position), 0) + 1 FROM events), $1, 1, $2, 'account', "
+            "'Counted', 1, '', '', 0, 1)",
+            stream,
+            stream_slice(stream),
+        )
+        await asyncio.sleep(EXPIRED_S)
+        second = new.slice_leases("new-run-1", LEASE_MS)
+        takeover = asyncio.create_task(second.acquire([9]))
+        await asyncio.sleep(WAIT_S)
+        assert not takeover.done(), "the range changed hands under an append of its old epoch"
+        await transaction.commit()
+        assert await asyncio.wait_for(takeover, 10) == {9: 2}
+    finally:
+        await writer.close()
+    assert await epochs_written(pg_dsn, pg_schema, stream) == [1]
+    with pytest.raises(FencedOff):
+        await old.append([StreamAppend(stream, 1, (EVENT,))])
