@@ -25,8 +25,8 @@ from pointex.server.eventstore.port import (
     StreamAppend,
     WrongExpectedVersion,
 )
-from pointex.server.eventstore.postgres.appender import POSITION_LOCK_KEY
 from pointex.server.eventstore.postgres.store import PostgresEventStore
+from tests.integration.by_hand import insert_holding_the_lock
 
 EVENT = NewEvent("Counted", 1, b"{}")
 EVENTS_PER_APPEND = 4
@@ -188,13 +188,7 @@ async def test_calls_in_flight_together_wait_for_the_lock_and_land_in_order(
     try:
         transaction = holder.transaction()
         await transaction.start()
-        await holder.execute("SELECT pg_advisory_xact_lock($1)", POSITION_LOCK_KEY)
-        await holder.execute(
-            "INSERT INTO events (position, stream_id, stream_version, slice, category, type, "
-            "schema_version, data, metadata, recorded_at_us) "
-            "VALUES ((SELECT max(position) + 1 FROM events), 'other-1', 1, 0, 'other', "
-            "'Counted', 1, '', '', 0)"
-        )
+        await insert_holding_the_lock(holder, "other-1")
         first = asyncio.create_task(
             writer.store.append_batch(large_batch("acct", EVENTS_PER_APPEND))
         )

@@ -18,9 +18,9 @@ import pytest
 
 from pointex.server import limits
 from pointex.server.eventstore.port import FencedOff, NewEvent, StreamAppend, stream_slice
-from pointex.server.eventstore.postgres.appender import POSITION_LOCK_KEY
 from pointex.server.eventstore.postgres.leases import SLICE_RANGES, slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
+from tests.integration.by_hand import insert_holding_the_lock
 
 pytestmark = pytest.mark.postgres
 
@@ -132,15 +132,7 @@ async def test_a_takeover_waits_for_an_append_under_way(
     try:
         transaction = writer.transaction()
         await transaction.start()
-        await writer.execute("SELECT pg_advisory_xact_lock($1)", POSITION_LOCK_KEY)
-        await writer.execute(
-            "INSERT INTO events (position, stream_id, stream_version, slice, category, type, "
-            "schema_version, data, metadata, recorded_at_us, epoch) VALUES ("
-            "(SELECT coalesce(max(position), 0) + 1 FROM events), $1, 1, $2, 'account', "
-            "'Counted', 1, '', '', 0, 1)",
-            stream,
-            stream_slice(stream),
-        )
+        await insert_holding_the_lock(writer, stream, epoch=1)
         await asyncio.sleep(EXPIRED_S)
         second = new.slice_leases("new-run-1", LEASE_MS)
         takeover = asyncio.create_task(second.acquire([9]))
