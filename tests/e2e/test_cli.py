@@ -297,6 +297,9 @@ async def test_audit_and_status_of_a_healthy_system_exit_0(cli: Cli) -> None:
     status = await cli.ok("status")
     assert status.stdout.count("SERVING") == 2
     assert "connected" in status.stdout
+    assert "runs alone" in status.stdout  # No slice-range lease: one command server.
+    as_json = (await cli.ok("status", "--json")).json()
+    assert as_json["slice_leases"] == {"leases": [], "answered_by": ""}
 
 
 async def test_watch_prints_notifications_and_resumes_from_its_cursor(cli: Cli) -> None:

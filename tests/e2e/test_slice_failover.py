@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -22,7 +23,8 @@ from pointex.server.eventstore.postgres.leases import SLICE_RANGES
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import command_service_pb2_grpc
-from tests.e2e.conftest import ServerProcess, StartCommandServer
+from tests.e2e.cli_runner import run_cli
+from tests.e2e.conftest import OPERATOR_TOKEN, ServerProcess, StartCommandServer, bearer
 from tests.e2e.test_commands import rid
 from tests.e2e.test_crash import (
     assert_conserved,
@@ -66,7 +68,11 @@ async def _epochs(pg_dsn: str, pg_schema: str) -> list[tuple[int, int, int]]:
     "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_a_paused_owner_is_fenced_off_once_a_standby_took_over(
-    store_url: str, start_command_server: StartCommandServer, pg_dsn: str, pg_schema: str
+    store_url: str,
+    start_command_server: StartCommandServer,
+    pg_dsn: str,
+    pg_schema: str,
+    tmp_path: Path,
 ) -> None:
     """Standby waits, takes over from the paused owner; the resumed owner's write is refused."""
     leases = {"POINTEX_SLICE_LEASE_MS": str(LEASE_MS)}
@@ -91,6 +97,7 @@ async def test_a_paused_owner_is_fenced_off_once_a_standby_took_over(
                 to_second = command_service_pb2_grpc.CommandServiceStub(other)
                 after = await transfer(to_second, _move(members[1], members[2], 7))
                 assert after.reply is not None, after
+                await _assert_owns_every_range(second, to_second, tmp_path)
         finally:
             first.process.send_signal(signal.SIGCONT)
 
@@ -122,6 +129,26 @@ async def test_a_paused_owner_is_fenced_off_once_a_standby_took_over(
     assert len(leases_now) == SLICE_RANGES
     assert {lease.epoch for lease in leases_now} == {2}
     assert "slice ranges taken over by another server" in await _first_log_when_renewed(first)
+
+
+async def _assert_owns_every_range(
+    server: ServerProcess, stub: command_service_pb2_grpc.CommandServiceAsyncStub, tmp_path: Path
+) -> None:
+    """Assert `server` holds every range at epoch 2, as ListSliceLeases and the CLI say."""
+    listed = await stub.ListSliceLeases(
+        pb.ListSliceLeasesRequest(), metadata=bearer(OPERATOR_TOKEN)
+    )
+    assert listed.answered_by.startswith("command-")
+    assert [lease.slice_range for lease in listed.leases] == list(range(SLICE_RANGES))
+    assert {(lease.owner_id, lease.epoch) for lease in listed.leases} == {(listed.answered_by, 2)}
+    assert all(lease.expires_in_ms > 0 for lease in listed.leases)
+    # `pointex status` shows them, one row per owner and epoch.
+    status = await run_cli(
+        tmp_path, "status", "--token", OPERATOR_TOKEN,
+        "--command-target", server.target, "--query-target", server.target,
+    )  # fmt: skip
+    assert f"{listed.answered_by} (answered)" in status.stdout, status
+    assert "0-63" in status.stdout, status
 
 
 async def _first_log_when_renewed(first: ServerProcess) -> str:

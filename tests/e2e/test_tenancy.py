@@ -220,6 +220,11 @@ ROWS: dict[str, Row] = {
         lambda _: pb.SetProgramRulesRequest(request_id=rid(), rules=common_pb2.ProgramRules()),
         FORBIDDEN,
     ),
+    # Who owns which slice ranges is the operator's to see.
+    "/pointex.v1.CommandService/ListSliceLeases": (
+        lambda _: pb.ListSliceLeasesRequest(),
+        FORBIDDEN,
+    ),
     "/pointex.v1.EventFeed/Subscribe": (
         lambda _: event_feed_pb2.SubscribeRequest(),
         FORBIDDEN,

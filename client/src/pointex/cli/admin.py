@@ -14,6 +14,7 @@ from pointex.cli.output import Cell, Output, status_text, to_json
 from pointex.cli.registry import Subcommands, add_after, bounded_int, leaf
 from pointex.cli.session import Session
 from pointex.client.errors import PointexError, from_rpc_error
+from pointex.v1 import command_service_pb2 as cmd
 from pointex.v1 import query_service_pb2 as qry
 
 _INVARIANT = qry.Invariant.DESCRIPTOR
@@ -107,6 +108,7 @@ def _status(session: Session, out: Output, _args: argparse.Namespace) -> int:
             )
         except PointexError as failed:
             problem = failed.line()
+    leases, leases_problem = _slice_leases(session, health["command_server"][1])
     code = _status_code([state for _, state in health.values()], projection)
     if out.json_mode:
         out.json(
@@ -117,6 +119,8 @@ def _status(session: Session, out: Output, _args: argparse.Namespace) -> int:
                 },
                 "projections": to_json(projection) if projection else None,
                 "projections_error": problem or None,
+                "slice_leases": to_json(leases) if leases is not None else None,
+                "slice_leases_error": leases_problem or None,
             }
         )
         return code
@@ -129,7 +133,63 @@ def _status(session: Session, out: Output, _args: argparse.Namespace) -> int:
         out.fields("projections", _projection_fields(projection))
     elif problem:
         out.error(f"projection status: {problem}")
+    if leases is not None:
+        _print_slice_leases(out, leases)
+    elif leases_problem:
+        out.error(f"slice leases: {leases_problem}")
     return code
+
+
+def _slice_leases(
+    session: Session, command_health: str
+) -> tuple[cmd.ListSliceLeasesResponse | None, str]:
+    """Return who owns the slice ranges (operator only), or why it is not known."""
+    if command_health == _UNREACHABLE:
+        return None, ""
+    try:
+        return session.read(session.commands.ListSliceLeases, cmd.ListSliceLeasesRequest()), ""
+    except PointexError as failed:
+        if failed.code == grpc.StatusCode.PERMISSION_DENIED:
+            return None, ""  # A partner's status: the owners are the operator's to see.
+        return None, failed.line()
+
+
+def _print_slice_leases(out: Output, reply: cmd.ListSliceLeasesResponse) -> None:
+    """Print the slice ranges' owners, one row per owner and epoch (docs/scale-out.md)."""
+    if not reply.leases:
+        out.fields("slice ranges", [("owners", "none: the command server runs alone")])
+        return
+    groups: dict[tuple[str, int], list[cmd.SliceLease]] = {}
+    for lease in reply.leases:
+        groups.setdefault((lease.owner_id, lease.epoch), []).append(lease)
+    rows = [
+        (
+            owner_id + (" (answered)" if owner_id == reply.answered_by else ""),
+            f"{epoch:,}",
+            _ranges_text([lease.slice_range for lease in leases]),
+            _lease_age_text(min(lease.expires_in_ms for lease in leases)),
+        )
+        for (owner_id, epoch), leases in groups.items()
+    ]
+    out.table("slice ranges", ("owner", "epoch#", "ranges", "lease"), rows)
+
+
+def _ranges_text(ranges: list[int]) -> str:
+    """Return ranges as runs, e.g. "0-31, 40"."""
+    runs: list[list[int]] = []
+    for slice_range in sorted(ranges):
+        if runs and slice_range == runs[-1][-1] + 1:
+            runs[-1].append(slice_range)
+        else:
+            runs.append([slice_range])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)
+
+
+def _lease_age_text(expires_in_ms: int) -> str:
+    """Return how long the soonest lease of a row has yet, or since when it expired."""
+    if expires_in_ms >= 0:
+        return f"expires in {expires_in_ms / 1000:.1f} s"
+    return f"expired {-expires_in_ms / 1000:.1f} s ago"
 
 
 def _status_code(states: list[str], projection: qry.GetProjectionStatusResponse | None) -> int:

@@ -1540,6 +1540,93 @@ class SetProgramRulesResponse(_message.Message):
 Global___SetProgramRulesResponse: _TypeAlias = SetProgramRulesResponse  # noqa: Y015
 
 @_typing.final
+class ListSliceLeasesRequest(_message.Message):
+    """Request of CommandService.ListSliceLeases. It has no parameters: every lease is listed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSliceLeasesRequest: _TypeAlias = ListSliceLeasesRequest  # noqa: Y015
+
+@_typing.final
+class ListSliceLeasesResponse(_message.Message):
+    """Response of CommandService.ListSliceLeases."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASES_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    answered_by: _builtins.str
+    """The owner id under which the answering command server holds its leases; empty when it
+    holds none by configuration (it runs alone).
+    """
+    @_builtins.property
+    def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceLease]:
+        """One entry per slice range that has ever been leased, in range order; a range never
+        leased has none. At most 64.
+        """
+
+    def __init__(
+        self,
+        *,
+        leases: _abc.Iterable[Global___SliceLease] | None = ...,
+        answered_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "leases", b"leases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSliceLeasesResponse: _TypeAlias = ListSliceLeasesResponse  # noqa: Y015
+
+@_typing.final
+class SliceLease(_message.Message):
+    """The lease of one slice range."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICE_RANGE_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
+    slice_range: _builtins.int
+    """The range: 0 to 63. Range r holds the event slices 16r to 16r + 15 (Event.slice)."""
+    owner_id: _builtins.str
+    """The command server run that holds or last held the range."""
+    epoch: _builtins.int
+    """Raised by one each time the range changes hands; every event of the range is written
+    at the epoch its writer held, and the event store refuses any other.
+    """
+    expires_in_ms: _builtins.int
+    """Milliseconds until the lease expires, by the database's clock; negative once it has
+    expired, when another server may take the range over.
+    """
+    def __init__(
+        self,
+        *,
+        slice_range: _builtins.int = ...,
+        owner_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        expires_in_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expires_in_ms", b"expires_in_ms", "owner_id", b"owner_id", "slice_range", b"slice_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SliceLease: _TypeAlias = SliceLease  # noqa: Y015
+
+@_typing.final
 class ReverseIssueRequest(_message.Message):
     """Request of CommandService.ReverseIssue."""
 

@@ -165,6 +165,11 @@ class CommandServiceStub:
                 request_serializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.SerializeToString,
                 response_deserializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.FromString,
                 _registered_method=True)
+        self.ListSliceLeases = channel.unary_unary(
+                '/pointex.v1.CommandService/ListSliceLeases',
+                request_serializer=pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesRequest.SerializeToString,
+                response_deserializer=pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -504,6 +509,19 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSliceLeases(self, request, context):
+        """Lists the leases by which command servers own the slice ranges of the event store
+        (docs/scale-out.md): who holds each range, at which epoch, and for how long yet. A
+        command server without POINTEX_SLICE_LEASE_MS, or on SQLite, answers with the leases the
+        store has (none on SQLite) and an empty `answered_by`. Changes nothing.
+
+        Callers: operator only.
+        Errors: UNAVAILABLE (STORE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -601,6 +619,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.SetProgramRules,
                     request_deserializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.FromString,
                     response_serializer=pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.SerializeToString,
+            ),
+            'ListSliceLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSliceLeases,
+                    request_deserializer=pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesRequest.FromString,
+                    response_serializer=pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1152,6 +1175,33 @@ class CommandService:
             '/pointex.v1.CommandService/SetProgramRules',
             pointex_dot_v1_dot_command__service__pb2.SetProgramRulesRequest.SerializeToString,
             pointex_dot_v1_dot_command__service__pb2.SetProgramRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSliceLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.v1.CommandService/ListSliceLeases',
+            pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesRequest.SerializeToString,
+            pointex_dot_v1_dot_command__service__pb2.ListSliceLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

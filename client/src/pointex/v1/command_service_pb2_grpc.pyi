@@ -291,6 +291,15 @@ class CommandServiceStub:
     operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
     (PROGRAM_RULES_CHANGED).
     """
+    ListSliceLeases: _grpc.UnaryUnaryMultiCallable[_command_service_pb2.ListSliceLeasesRequest, _command_service_pb2.ListSliceLeasesResponse]
+    """Lists the leases by which command servers own the slice ranges of the event store
+    (docs/scale-out.md): who holds each range, at which epoch, and for how long yet. A
+    command server without POINTEX_SLICE_LEASE_MS, or on SQLite, answers with the leases the
+    store has (none on SQLite) and an empty `answered_by`. Changes nothing.
+
+    Callers: operator only.
+    Errors: UNAVAILABLE (STORE_UNAVAILABLE).
+    """
 
 @_typing.type_check_only
 class CommandServiceAsyncStub(CommandServiceStub):
@@ -554,6 +563,15 @@ class CommandServiceAsyncStub(CommandServiceStub):
     maximum below the minimum or above the per-command maximum, or two limits for one
     operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
     (PROGRAM_RULES_CHANGED).
+    """
+    ListSliceLeases: _aio.UnaryUnaryMultiCallable[_command_service_pb2.ListSliceLeasesRequest, _command_service_pb2.ListSliceLeasesResponse]  # type: ignore[assignment]
+    """Lists the leases by which command servers own the slice ranges of the event store
+    (docs/scale-out.md): who holds each range, at which epoch, and for how long yet. A
+    command server without POINTEX_SLICE_LEASE_MS, or on SQLite, answers with the leases the
+    store has (none on SQLite) and an empty `answered_by`. Changes nothing.
+
+    Callers: operator only.
+    Errors: UNAVAILABLE (STORE_UNAVAILABLE).
     """
 
 class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -929,6 +947,21 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         maximum below the minimum or above the per-command maximum, or two limits for one
         operation, account kind and tier; FIELD_TOO_LONG); FAILED_PRECONDITION
         (PROGRAM_RULES_CHANGED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSliceLeases(
+        self,
+        request: _command_service_pb2.ListSliceLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_service_pb2.ListSliceLeasesResponse, _abc.Awaitable[_command_service_pb2.ListSliceLeasesResponse]]:
+        """Lists the leases by which command servers own the slice ranges of the event store
+        (docs/scale-out.md): who holds each range, at which epoch, and for how long yet. A
+        command server without POINTEX_SLICE_LEASE_MS, or on SQLite, answers with the leases the
+        store has (none on SQLite) and an empty `answered_by`. Changes nothing.
+
+        Callers: operator only.
+        Errors: UNAVAILABLE (STORE_UNAVAILABLE).
         """
 
 def add_CommandServiceServicer_to_server(servicer: CommandServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,7 +19,7 @@ from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
-from pointex.server.command.app.ownership import SliceOwnership
+from pointex.server.command.app.ownership import SliceOwnership, lease_reader
 from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.recovery import PROCESS_KINDS, recover
@@ -189,7 +189,14 @@ async def create_server(config: CommandConfig) -> CommandServer:
             log.info("resumed processes left open", extra={"open": found})
         feed = EventFeedServicer(store)
         refunds = PurchaseRefunds(market.processes, actors)
-        commands = CommandServicer(handlers, market, callbacks, refunds)
+        commands = CommandServicer(
+            handlers,
+            market,
+            callbacks,
+            refunds,
+            leases=lease_reader(store),
+            owner_id=ownership.owner_id if ownership is not None else "",
+        )
         services = [
             Service(
                 event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,

@@ -63,6 +63,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     },
     "/pointex.v1.CommandService/MintPoints": _OPERATORS,
     "/pointex.v1.CommandService/SetProgramRules": _OPERATORS,
+    "/pointex.v1.CommandService/ListSliceLeases": _OPERATORS,
     "/pointex.v1.CommandService/BurnPoints": _OPERATORS,
     "/pointex.v1.CommandService/ConfirmPayment": _PROVIDERS,
     "/pointex.v1.CommandService/FailPayment": _PROVIDERS,

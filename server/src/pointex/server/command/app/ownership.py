@@ -19,14 +19,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 
-from pointex.server.eventstore.postgres.leases import SLICE_RANGES, SliceLeases
+from pointex.server.eventstore.port import EventStore
+from pointex.server.eventstore.postgres.leases import SLICE_RANGES, Lease, SliceLeases
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.store_errors import StoreError
 
 log = logging.getLogger(__name__)
 
 _EVERY_RANGE = tuple(range(SLICE_RANGES))
+
+# Reads every range's lease from the event store (none on a store without leases).
+LeaseReader = Callable[[], Awaitable[list[Lease]]]
+
+
+def lease_reader(store: EventStore) -> LeaseReader:
+    """Return the reader of `store`'s leases: PostgreSQL's table, or none on SQLite."""
+    if isinstance(store, PostgresEventStore):
+        return store.leases
+
+    async def no_leases() -> list[Lease]:
+        return []
+
+    return no_leases
 
 
 class SliceOwnership:

@@ -25,6 +25,7 @@ from pointex.server.command.app.handlers import (
 )
 from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import order_id_for
+from pointex.server.command.app.ownership import LeaseReader
 from pointex.server.command.app.refunds import PurchaseRefunds
 from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
 from pointex.server.command.edge.callbacks import CallbackEdge
@@ -121,12 +122,21 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         market: ProtoMarketHandlers,
         callbacks: CallbackEdge,
         refunds: PurchaseRefunds,
+        *,
+        leases: LeaseReader,
+        owner_id: str = "",
     ) -> None:
-        """Serve account commands through `handlers`, the market through the others."""
+        """Serve account commands through `handlers`, the market through the others.
+
+        `leases` reads the slice ranges' leases; `owner_id` names this server's run when it
+        holds leases (empty when it runs alone).
+        """
         self._handlers = handlers
         self._market = market
         self._callbacks = callbacks
         self._refunds = refunds
+        self._leases = leases
+        self._owner_id = owner_id
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, _: Context
@@ -197,6 +207,23 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             command,
             pb.SetAccountTierResponse,
             lambda _, e: pb.SetAccountTierResponse(changed=bool(e)),
+        )
+
+    async def ListSliceLeases(
+        self, _request: pb.ListSliceLeasesRequest, _: Context
+    ) -> pb.ListSliceLeasesResponse:
+        """List who owns each slice range, at which epoch and for how long (operator only)."""
+        return pb.ListSliceLeasesResponse(
+            leases=[
+                pb.SliceLease(
+                    slice_range=lease.slice_range,
+                    owner_id=lease.owner_id,
+                    epoch=lease.epoch,
+                    expires_in_ms=lease.expires_in_ms,
+                )
+                for lease in await self._leases()
+            ],
+            answered_by=self._owner_id,
         )
 
     async def SetProgramRules(
