@@ -6,7 +6,8 @@ recovers and serves. The first is resumed with its account actors loaded: a tran
 decides on an account the standby changed is refused by the stream's version (ABORTED), and
 one on accounts the standby did not touch, whose versions all hold, by the database's epoch
 fence (UNAVAILABLE); neither writes anything. The log then holds every acknowledged transfer
-once, the points conserved, and no event of the first server's epoch after the takeover.
+once, the points conserved, and no event of the first server's epoch after the takeover; the
+first server, holding none of its ranges, reports NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pointex.server.eventstore.postgres.leases import SLICE_RANGES
 from pointex.server.eventstore.postgres.store import PostgresEventStore
@@ -129,6 +131,9 @@ async def test_a_paused_owner_is_fenced_off_once_a_standby_took_over(
     assert len(leases_now) == SLICE_RANGES
     assert {lease.epoch for lease in leases_now} == {2}
     assert "slice ranges taken over by another server" in await _first_log_when_renewed(first)
+    # Holding none of its ranges, the first server reports NOT_SERVING: a load balancer
+    # sends its calls to the standby that replaced it.
+    assert await _health_when_renewed(first) == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def _assert_owns_every_range(
@@ -149,6 +154,20 @@ async def _assert_owns_every_range(
     )  # fmt: skip
     assert f"{listed.answered_by} (answered)" in status.stdout, status
     assert "0-63" in status.stdout, status
+
+
+async def _health_when_renewed(server: ServerProcess) -> int:
+    """Return the server's health, once it no longer reports SERVING (or after a while)."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        status = health_pb2.HealthCheckResponse.SERVING
+        for _ in range(RENEWAL_POLLS):
+            reply = await stub.Check(health_pb2.HealthCheckRequest())
+            status = reply.status
+            if status != health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(RENEWAL_POLL_S)
+    return int(status)
 
 
 async def _first_log_when_renewed(first: ServerProcess) -> str:

@@ -224,6 +224,9 @@ async def create_server(config: CommandConfig) -> CommandServer:
         if ownership is not None:
             _ownership_metrics(metrics, ownership)
         running = await start_server(config.common, services, tokens, metrics)
+        if ownership is not None:
+            # NOT_SERVING while a range is held by another server: its appends are refused.
+            ownership.on_change(lambda holding_all: running.set_serving(serving=holding_all))
     except BaseException:
         await committer.stop()
         if ownership is not None:

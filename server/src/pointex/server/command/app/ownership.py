@@ -54,6 +54,9 @@ class SliceOwnership:
         self._lease_ms = lease_ms
         self._leases: SliceLeases = store.slice_leases(self.owner_id, lease_ms)
         self._task: asyncio.Task[None] | None = None
+        # Told whether the server holds every range, each time that changes (its health).
+        self._on_change: Callable[[bool], Awaitable[None]] | None = None
+        self._holding_all = False
         # Counts since start, read by the metrics at each scrape.
         self.ranges_lost = 0
 
@@ -61,6 +64,15 @@ class SliceOwnership:
     def ranges_held(self) -> int:
         """Return how many slice ranges this server holds now."""
         return len(self._leases.held())
+
+    def on_change(self, tell: Callable[[bool], Awaitable[None]]) -> None:
+        """Tell `tell` whether this server holds every range, whenever that changes.
+
+        The command server reports NOT_SERVING while it does not: its appends to the missing
+        ranges are refused, so a load balancer should send calls to the server that holds
+        them.
+        """
+        self._on_change = tell
 
     async def take_all(self) -> None:
         """Take every range, waiting while another server holds some; then keep them."""
@@ -78,6 +90,7 @@ class SliceOwnership:
                 waiting_logged = True
             await asyncio.sleep(self._renew_every_s)
         log.info("holding every slice range", extra={"owner_id": self.owner_id})
+        self._holding_all = True
         self._task = asyncio.create_task(self._keep(), name="slice-leases")
 
     async def stop(self) -> None:
@@ -118,3 +131,8 @@ class SliceOwnership:
                 await self._take_missing()
             except StoreError as error:  # The database is away: the next round retries.
                 log.warning("slice leases not renewed: %s", error)
+            holding_all = self.ranges_held == SLICE_RANGES
+            if holding_all != self._holding_all:
+                self._holding_all = holding_all
+                if self._on_change is not None:
+                    await self._on_change(holding_all)
