@@ -4,7 +4,8 @@ Two stores on one schema stand for two command servers. What is proved, against 
 PostgreSQL: a range is held by one owner at a time and its epoch rises at every takeover;
 every event is written at its writer's epoch for its range; once a range changed hands, the
 old owner's appends are refused (`FencedOff`) on both append paths and write nothing, as are
-a lease-less writer's; a takeover waits for an append under way; renewal reports a range lost.
+a lease-less writer's; a takeover waits for an append under way; renewal reports a range lost;
+two standbys that split the ranges end with one holding them all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncpg
 import pytest
 
 from pointex.server import limits
+from pointex.server.command.app.ownership import SliceOwnership
 from pointex.server.eventstore.port import FencedOff, NewEvent, StreamAppend, stream_slice
 from pointex.server.eventstore.postgres.leases import SLICE_RANGES, slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
@@ -28,6 +30,8 @@ EVENT = NewEvent("Counted", 1, b"{}")
 LEASE_MS = 300
 EXPIRED_S = 0.4  # Longer than LEASE_MS.
 WAIT_S = 0.3
+# Long enough for two standbys to give up a split and one of them to take every range.
+RACE_S = 20.0
 # A batch at least this large goes as one call of append_events, a smaller one in the locked
 # transaction: both paths carry the epochs.
 LARGE_EVENTS = limits.append_one_statement_events_min
@@ -145,3 +149,38 @@ async def test_a_takeover_waits_for_an_append_under_way(
     assert await epochs_written(pg_dsn, pg_schema, stream) == [1]
     with pytest.raises(FencedOff):
         await old.append([StreamAppend(stream, 1, (EVENT,))])
+
+
+async def test_two_standbys_that_split_the_ranges_give_them_up_until_one_has_all(
+    stores: list[PostgresEventStore],
+) -> None:
+    """Each standby took half: both give their half up, and one of them then takes all 64."""
+    first_run, second_run, _ = stores
+    standbys = [
+        SliceOwnership(first_run, LEASE_MS, "standby-a"),
+        SliceOwnership(second_run, LEASE_MS, "standby-b"),
+    ]
+    half = SLICE_RANGES // 2
+    # As if each had taken one half of ranges that expired apart.
+    await standbys[0]._leases.acquire(range(half))
+    await standbys[1]._leases.acquire(range(half, SLICE_RANGES))
+    assert [standby.ranges_held for standby in standbys] == [half, half]
+    taking = [asyncio.create_task(standby.take_all()) for standby in standbys]
+    try:
+        done, _ = await asyncio.wait(taking, timeout=RACE_S, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1, "neither standby took every range"
+        await asyncio.sleep(2 * LEASE_MS / 1000)  # The winner renews; the other still waits.
+        winner, loser = standbys if taking[0] in done else standbys[::-1]
+        assert winner.ranges_held == SLICE_RANGES
+        assert loser.ranges_held == 0
+        assert not any(task.done() for task in taking if task not in done)
+        leases = await first_run.leases()
+        assert {lease.owner_id for lease in leases} == {winner.owner_id}
+        # Released, then taken again: every range is past its first epoch.
+        assert min(lease.epoch for lease in leases) >= 2
+    finally:
+        for task in taking:
+            task.cancel()
+        await asyncio.gather(*taking, return_exceptions=True)
+        for standby in standbys:
+            await standby.stop()

@@ -24,7 +24,7 @@ append_batch_events_max = 1000
 
 # Independent units in one group commit. Each unit carries at least one event, so this can
 # never usefully exceed append_batch_events_max; raising it lengthens the per-unit
-# bookkeeping done while the position lock is held (none on the one-statement path, which
+# bookkeeping done while the position lock is held (none on the one-call path, which
 # plans before it sends). At 256, a bulk batch of three-event transfers stopped at 768 events
 # a commit; at the bound, at 999 (+6% bulk throughput side by side, docs/benchmarks.md).
 append_batch_units_max = 1000

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -88,7 +89,11 @@ class SliceOwnership:
                     extra={"ranges_missing": missing, "owner_id": self.owner_id},
                 )
                 waiting_logged = True
-            await asyncio.sleep(self._renew_every_s)
+            if self.ranges_held:
+                # Another standby took the rest as the same leases expired: both give up what
+                # they took, and wait a while of their own, so that one of them takes all.
+                await self._leases.release()
+            await asyncio.sleep(self._renew_every_s * random.uniform(0.5, 1.5))  # noqa: S311
         log.info("holding every slice range", extra={"owner_id": self.owner_id})
         self._holding_all = True
         self._task = asyncio.create_task(self._keep(), name="slice-leases")
