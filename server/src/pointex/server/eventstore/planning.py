@@ -138,23 +138,24 @@ def conflicts(
 class Placement:
     """The events of a batch's units that go in, one entry per event in position order.
 
-    Built in one pass over the appends, so that the store's columns and the recorded events
-    are both read from it: the slice of each stream is computed once, and neither is built
-    event by event in Python.
+    Built once, in one pass over the appends, so that the store's columns and the recorded
+    events are both read from it: the slice of each stream is computed once, and neither is
+    built event by event in Python.
     """
 
     stream_ids: list[str]
     versions: list[int]
     slices: list[int]
-    events: list[NewEvent]
+    types: Sequence[str]
+    schema_versions: Sequence[int]
+    data: Sequence[bytes]
+    metadata: Sequence[bytes]
     sizes: list[int]  # The events of each unit that goes in, in order.
 
-    def columns(self) -> tuple[Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]]:
-        """Return the types, schema versions, data and metadata of the events, as columns."""
-        if not self.events:
-            return (), (), (), ()
-        types, schema_versions, data, metadata = zip(*self.events, strict=True)
-        return types, schema_versions, data, metadata
+    @property
+    def count(self) -> int:
+        """Return how many events go in."""
+        return len(self.stream_ids)
 
 
 def placement(
@@ -186,7 +187,9 @@ def placement(
             events.extend(appended)
             size += count
         sizes.append(size)
-    return Placement(stream_ids, versions, slices, events, sizes)
+    # The events' own fields, as columns (NewEvent's field order).
+    types, schema_versions, data, metadata = zip(*events, strict=True) if events else ((),) * 4
+    return Placement(stream_ids, versions, slices, types, schema_versions, data, metadata, sizes)
 
 
 def placed(
@@ -202,8 +205,7 @@ def placed(
     """
     if going_in is None:
         going_in = placement(units, outcomes)
-    count = len(going_in.events)
-    types, schema_versions, data, metadata = going_in.columns()
+    count = going_in.count
     # RecordedEvent's fields in order, one column each: built by map rather than a loop.
     rows = list(
         map(
@@ -212,10 +214,10 @@ def placed(
             going_in.stream_ids,
             going_in.versions,
             going_in.slices,
-            types,
-            schema_versions,
-            data,
-            metadata,
+            going_in.types,
+            going_in.schema_versions,
+            going_in.data,
+            going_in.metadata,
             itertools.repeat(recorded_at_us, count),
         )
     )

@@ -104,7 +104,7 @@ class Appender:
                 raise translate(error, during_commit=True) from error
         if inserted == 0:
             return None
-        assert inserted == len(going_in.events), (inserted, len(going_in.events))
+        assert inserted == going_in.count, (inserted, going_in.count)
         # The rows are built once, at the head and with the clock the call recorded.
         return placed(units, outcomes, head, now_us, going_in)
 
@@ -143,7 +143,7 @@ class Appender:
         )
         outcomes = conflicts(units, dict(zip(stream_ids, versions, strict=True)))
         going_in = placement(units, outcomes)
-        if going_in.events:
+        if going_in.count:
             await connection.execute(
                 sql.INSERT_EVENTS, head + 1, *_columns(going_in), now_us, self._epochs_literal()
             )
@@ -167,15 +167,14 @@ def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:
 
 def _columns(going_in: Placement) -> tuple[Any, ...]:
     """Return the rows that go in, as `sql._ROWS` takes them: one array per column."""
-    types, schema_versions, data, metadata = going_in.columns()
     return (
         text_array(going_in.stream_ids),
         int_array(going_in.versions),
         int_array(going_in.slices),
-        text_array(types),
-        int_array(schema_versions),
-        data,
-        metadata,
+        text_array(going_in.types),
+        int_array(going_in.schema_versions),
+        going_in.data,
+        going_in.metadata,
     )
 
 

@@ -5,10 +5,12 @@ ranges of slices (range r holds the slices `r * SLICES_PER_RANGE` onwards). A se
 range while it holds the range's row in `slice_leases`: it takes a range that is free or
 whose lease expired, which raises the range's epoch by one, and renews its leases well
 before they expire. Its store writes every event at the epoch it holds for the event's range
-(`epochs`, given to `PostgresEventStore`), and the database refuses an event whose epoch is
-not its range's epoch now (`FencedOff`). The lease alone would not be safe: a server paused
-past its lease (SIGSTOP, a VM stall, a partition) could append after another took the range
-over. The epoch is what stops it, in the database, whatever the paused server believes.
+(`PostgresEventStore.slice_leases` hands `SliceLeases.epochs` to its appends), and the
+database refuses an event whose epoch is not its range's epoch now (`FencedOff`). The
+statements are in sql.py, with the store's others. The lease alone would not be safe: a
+server paused past its lease (SIGSTOP, a VM stall, a partition) could append after another
+took the range over. The epoch is what stops it, in the database, whatever the paused server
+believes.
 
 Every time comes from PostgreSQL's clock, so the servers' clocks play no part. The design,
 its failure cases and what is not built yet are in docs/scale-out.md.
@@ -16,52 +18,18 @@ its failure cases and what is not built yet are in docs/scale-out.md.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from pointex.server.eventstore.port import SLICES
+from pointex.server.eventstore.postgres import sql
+from pointex.server.eventstore.postgres.appender import Lender
 
 # Fixed forever, as SLICES is: every event is stored with the epoch of its range, and the
 # migration's guard maps a slice to its range by this width.
 SLICE_RANGES: Final = 64
 SLICES_PER_RANGE: Final = SLICES // SLICE_RANGES
-
-_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-
-# Take each range asked for that has no lease or whose lease expired; raise its epoch.
-_ACQUIRE = f"""
-INSERT INTO slice_leases AS l (slice_range, owner_id, epoch, expires_at_us)
-SELECT r, $2, 1, {_NOW_US} + $3 FROM unnest($1::integer[]) AS r
-ON CONFLICT (slice_range) DO UPDATE
-    SET owner_id = excluded.owner_id, epoch = l.epoch + 1, expires_at_us = excluded.expires_at_us
-    WHERE l.expires_at_us < {_NOW_US}
-RETURNING slice_range, epoch
-"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
-
-# Extend the leases still held at the epochs taken; a range another owner took is not found.
-_RENEW = f"""
-UPDATE slice_leases AS l SET expires_at_us = {_NOW_US} + $3
-FROM unnest($1::integer[], $4::bigint[]) AS h(slice_range, epoch)
-WHERE l.slice_range = h.slice_range AND l.owner_id = $2 AND l.epoch = h.epoch
-RETURNING l.slice_range
-"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
-
-# Give ranges up at once: the next owner takes them without waiting for the lease to expire.
-_RELEASE = """
-UPDATE slice_leases AS l SET expires_at_us = 0
-FROM unnest($1::integer[], $3::bigint[]) AS h(slice_range, epoch)
-WHERE l.slice_range = h.slice_range AND l.owner_id = $2 AND l.epoch = h.epoch
-"""
-
-_LIST = f"""
-SELECT slice_range, owner_id, epoch, expires_at_us, {_NOW_US} AS now_us
-FROM slice_leases ORDER BY slice_range
-"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
-
-# Lends a connection of the event store's pool, translating driver errors.
-Lender = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 def slice_range(slice_: int) -> int:
@@ -112,7 +80,7 @@ class SliceLeases:
         assert all(0 <= r < SLICE_RANGES for r in ranges), ranges
         async with self._connection() as connection:
             rows = await connection.fetch(
-                _ACQUIRE, list(ranges), self.owner_id, self._lease_ms * 1000
+                sql.ACQUIRE_LEASES, list(ranges), self.owner_id, self._lease_ms * 1000
             )
         taken = {int(row["slice_range"]): int(row["epoch"]) for row in rows}
         for r, epoch in taken.items():
@@ -130,7 +98,11 @@ class SliceLeases:
             return set()
         async with self._connection() as connection:
             rows = await connection.fetch(
-                _RENEW, list(held), self.owner_id, self._lease_ms * 1000, list(held.values())
+                sql.RENEW_LEASES,
+                list(held),
+                self.owner_id,
+                self._lease_ms * 1000,
+                list(held.values()),
             )
         lost = set(held) - {int(row["slice_range"]) for row in rows}
         for r in lost:
@@ -146,17 +118,21 @@ class SliceLeases:
         for r in given:
             self._epochs[r] = 0
         async with self._connection() as connection:
-            await connection.execute(_RELEASE, given, self.owner_id, [held[r] for r in given])
+            await connection.execute(
+                sql.RELEASE_LEASES, given, self.owner_id, [held[r] for r in given]
+            )
 
 
-async def read_leases(connection: Lender) -> AsyncIterator[Lease]:
-    """Yield every range's lease, in range order (ranges never taken have none)."""
+async def read_leases(connection: Lender) -> list[Lease]:
+    """Return every range's lease, in range order (ranges never taken have none)."""
     async with connection() as lent:
-        rows = await lent.fetch(_LIST)
-    for row in rows:
-        yield Lease(
+        rows = await lent.fetch(sql.LIST_LEASES)
+    return [
+        Lease(
             int(row["slice_range"]),
             str(row["owner_id"]),
             int(row["epoch"]),
             (int(row["expires_at_us"]) - int(row["now_us"])) // 1000,
         )
+        for row in rows
+    ]

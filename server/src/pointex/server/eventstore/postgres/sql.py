@@ -130,3 +130,35 @@ WHERE stream_id = $1
 DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE stream_id = $1"
 
 DELETE_ALL_SNAPSHOTS = "DELETE FROM snapshots"
+
+# --- Slice-range leases (migration 0003, leases.py) ----------------------------------------
+
+# Take each range asked for that has no lease or whose lease expired; raise its epoch.
+ACQUIRE_LEASES = f"""
+INSERT INTO slice_leases AS l (slice_range, owner_id, epoch, expires_at_us)
+SELECT r, $2, 1, {_NOW_US} + $3 FROM unnest($1::integer[]) AS r
+ON CONFLICT (slice_range) DO UPDATE
+    SET owner_id = excluded.owner_id, epoch = l.epoch + 1, expires_at_us = excluded.expires_at_us
+    WHERE l.expires_at_us < {_NOW_US}
+RETURNING slice_range, epoch
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+# Extend the leases still held at the epochs taken; a range another owner took is not found.
+RENEW_LEASES = f"""
+UPDATE slice_leases AS l SET expires_at_us = {_NOW_US} + $3
+FROM unnest($1::integer[], $4::bigint[]) AS h(slice_range, epoch)
+WHERE l.slice_range = h.slice_range AND l.owner_id = $2 AND l.epoch = h.epoch
+RETURNING l.slice_range
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+# Give ranges up at once: the next owner takes them without waiting for the lease to expire.
+RELEASE_LEASES = """
+UPDATE slice_leases AS l SET expires_at_us = 0
+FROM unnest($1::integer[], $3::bigint[]) AS h(slice_range, epoch)
+WHERE l.slice_range = h.slice_range AND l.owner_id = $2 AND l.epoch = h.epoch
+"""
+
+LIST_LEASES = f"""
+SELECT slice_range, owner_id, epoch, expires_at_us, {_NOW_US} AS now_us
+FROM slice_leases ORDER BY slice_range
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.

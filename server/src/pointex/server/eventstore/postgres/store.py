@@ -257,7 +257,7 @@ class PostgresEventStore:
 
     async def leases(self) -> list[Lease]:
         """Return every slice range's lease, in range order."""
-        return [lease async for lease in read_leases(self._connection)]
+        return await read_leases(self._connection)
 
     async def schema_version(self) -> int:
         """Return the highest migration applied to the database."""
