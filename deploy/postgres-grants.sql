@@ -16,8 +16,9 @@ GRANT SELECT, INSERT ON pointex_events.events TO pointex_command;
 GRANT EXECUTE ON FUNCTION pointex_events.append_events(
     text[], bigint[], integer[], text[], integer[], bytea[], bytea[], text[], bigint[], bigint[]
 ) TO pointex_command;
--- Slice-range leases (migration 0003): taken (INSERT), renewed and given up (UPDATE); the
--- insert guard locks the rows of the ranges an append writes (FOR SHARE needs UPDATE).
+-- Slice-range leases (migrations 0003, 0004): taken (INSERT, and SELECT FOR UPDATE of the
+-- expired rows), renewed and given up (UPDATE); the insert guard locks the rows of the
+-- ranges an append writes (FOR KEY SHARE needs UPDATE).
 GRANT SELECT, INSERT, UPDATE ON pointex_events.slice_leases TO pointex_command;
 -- Snapshots cache what the log says; saving one is an upsert (INSERT ... ON CONFLICT DO
 -- UPDATE), which needs UPDATE. The server never deletes one.

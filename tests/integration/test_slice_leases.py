@@ -4,8 +4,10 @@ Two stores on one schema stand for two command servers. What is proved, against 
 PostgreSQL: a range is held by one owner at a time and its epoch rises at every takeover;
 every event is written at its writer's epoch for its range; once a range changed hands, the
 old owner's appends are refused (`FencedOff`) on both append paths and write nothing, as are
-a lease-less writer's; a takeover waits for an append under way; renewal reports a range lost;
-two standbys that split the ranges end with one holding them all.
+a lease-less writer's; a takeover waits for an append under way, but not past the lease for
+a writer paused inside it, while the owner's renewal does not wait for it; renewal reports
+a range lost; two standbys that split the ranges
+end with one holding them all.
 """
 
 from __future__ import annotations
@@ -184,3 +186,60 @@ async def test_two_standbys_that_split_the_ranges_give_them_up_until_one_has_all
         await asyncio.gather(*taking, return_exceptions=True)
         for standby in standbys:
             await standby.stop()
+
+
+async def test_a_writer_paused_inside_its_append_holds_a_takeover_no_longer_than_its_lease(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Stalled between its INSERT and COMMIT, the old owner is ended by the database."""
+    [stream] = streams_in(9, 1)
+    stalled = asyncio.Event()
+
+    async def pause_forever(_rows: object) -> None:  # As SIGSTOP would, before COMMIT.
+        stalled.set()
+        await asyncio.sleep(3600)
+
+    old = PostgresEventStore(
+        pg_dsn, schema=pg_schema, before_commit=pause_forever, stalled_transaction_ms=LEASE_MS
+    )
+    new = PostgresEventStore(pg_dsn, schema=pg_schema)
+    await old.open()
+    await new.open()
+    appending = None
+    try:
+        assert await old.slice_leases("old-run-1", LEASE_MS).acquire([9]) == {9: 1}
+        appending = asyncio.create_task(old.append([StreamAppend(stream, 0, (EVENT,))]))
+        await asyncio.wait_for(stalled.wait(), 10)
+        await asyncio.sleep(EXPIRED_S)
+        # The stalled transaction holds range 9's lease row; the database ends it after
+        # LEASE_MS idle, and the takeover goes through (with the default, 30 s, it would not).
+        takeover = new.slice_leases("new-run-1", LEASE_MS).acquire([9])
+        assert await asyncio.wait_for(takeover, 10) == {9: 2}
+    finally:
+        if appending is not None:
+            appending.cancel()
+            await asyncio.gather(appending, return_exceptions=True)
+        await old.close()
+        await new.close()
+    assert await epochs_written(pg_dsn, pg_schema, stream) == []
+
+
+async def test_the_owner_renews_while_its_own_append_is_under_way(
+    stores: list[PostgresEventStore], pg_dsn: str, pg_schema: str
+) -> None:
+    """A renewal does not wait for the owner's uncommitted append (nor deadlock with it)."""
+    owner, _, _ = stores
+    [stream] = streams_in(9, 1)
+    leases = owner.slice_leases("run-1", LEASE_MS)
+    assert await leases.acquire([9]) == {9: 1}
+    writer = await asyncpg.connect(pg_dsn, server_settings={"search_path": pg_schema})
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        await insert_holding_the_lock(writer, stream, epoch=1)
+        # The insert guard holds range 9's lease row until COMMIT; the renewal goes through.
+        assert await asyncio.wait_for(leases.renew(), WAIT_S * 10) == set()
+        await transaction.commit()
+    finally:
+        await writer.close()
+    assert await epochs_written(pg_dsn, pg_schema, stream) == [1]

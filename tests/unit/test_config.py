@@ -54,6 +54,26 @@ def test_slice_leases_are_off_by_default_and_taken_on_postgres(tokens: dict[str,
     assert command_config([], env=tokens).slice_lease_ms == 0
     env = {**tokens, "POINTEX_STORE_URL": PG_URL, "POINTEX_SLICE_LEASE_MS": "5000"}
     assert command_config([], env=env).slice_lease_ms == 5_000
+    # Where the others forward to: derived from the bound port unless given.
+    assert command_config([], env=env).advertise == ""
+    advertised = command_config([], env={**env, "POINTEX_ADVERTISE": "node-2:50051"})
+    assert advertised.advertise == "node-2:50051"
+
+
+def test_a_cluster_refuses_tls_its_forwarding_does_not_carry(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    """Leases with TLS are refused: the hop between the cluster's servers is plaintext."""
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_bytes(name.encode())
+    tls = {
+        "POINTEX_TLS_CERT": str(tmp_path / "cert.pem"),
+        "POINTEX_TLS_KEY": str(tmp_path / "key.pem"),
+    }
+    env = {**tokens, **tls, "POINTEX_STORE_URL": PG_URL}
+    assert command_config([], env=env).common.tls is not None
+    with pytest.raises(ConfigError, match=r"slice_lease_ms: .* without TLS"):
+        command_config([], env={**env, "POINTEX_SLICE_LEASE_MS": "5000"})
 
 
 def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, str]) -> None:
@@ -81,6 +101,7 @@ def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, st
         ({"POINTEX_SLICE_LEASE_MS": "2000"}, "slice_lease_ms"),  # SQLite: no leases.
         ({"POINTEX_SLICE_LEASE_MS": "100", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
         ({"POINTEX_SLICE_LEASE_MS": "-1", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
+        ({"POINTEX_ADVERTISE": "no-port"}, "advertise"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_named(

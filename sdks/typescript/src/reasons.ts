@@ -635,4 +635,14 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "redemption, sell order or expiry), so the purchase is no longer refundable. " +
       "Metadata: \"account_id\", \"trade_id\".",
   }],
+  ["OWNER_UNAVAILABLE", {
+    name: "OWNER_UNAVAILABLE",
+    number: 70,
+    code: "UNAVAILABLE",
+    family: "Unavailable",
+    summary: "In a cluster of command servers, no server can take the call's slice range right " +
+      "now: its owner cannot be reached, the range is changing hands, or its new owner " +
+      "is still recovering it. Nothing was done by this attempt. Retry with the same " +
+      "`request_id`, against any command server.",
+  }],
 ]);

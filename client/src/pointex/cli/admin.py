@@ -159,19 +159,20 @@ def _print_slice_leases(out: Output, reply: cmd.ListSliceLeasesResponse) -> None
     if not reply.leases:
         out.fields("slice ranges", [("owners", "none: the command server runs alone")])
         return
-    groups: dict[tuple[str, int], list[cmd.SliceLease]] = {}
+    groups: dict[tuple[str, str, int], list[cmd.SliceLease]] = {}
     for lease in reply.leases:
-        groups.setdefault((lease.owner_id, lease.epoch), []).append(lease)
+        groups.setdefault((lease.owner_id, lease.owner_address, lease.epoch), []).append(lease)
     rows = [
         (
             owner_id + (" (answered)" if owner_id == reply.answered_by else ""),
+            address or "-",
             f"{epoch:,}",
             _ranges_text([lease.slice_range for lease in leases]),
             _lease_age_text(min(lease.expires_in_ms for lease in leases)),
         )
-        for (owner_id, epoch), leases in groups.items()
+        for (owner_id, address, epoch), leases in groups.items()
     ]
-    out.table("slice ranges", ("owner", "epoch#", "ranges", "lease"), rows)
+    out.table("slice ranges", ("owner", "address", "epoch#", "ranges", "lease"), rows)
 
 
 def _ranges_text(ranges: list[int]) -> str:

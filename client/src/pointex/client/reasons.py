@@ -551,4 +551,13 @@ REASONS: Final[Mapping[str, Reason]] = {
         "redemption, sell order or expiry), so the purchase is no longer refundable. "
         'Metadata: "account_id", "trade_id".',
     ),
+    "OWNER_UNAVAILABLE": Reason(
+        "OWNER_UNAVAILABLE",
+        70,
+        "UNAVAILABLE",
+        "In a cluster of command servers, no server can take the call's slice range right "
+        "now: its owner cannot be reached, the range is changing hands, or its new owner "
+        "is still recovering it. Nothing was done by this attempt. Retry with the same "
+        "`request_id`, against any command server.",
+    ),
 }

@@ -1598,6 +1598,7 @@ class SliceLease(_message.Message):
     OWNER_ID_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
+    OWNER_ADDRESS_FIELD_NUMBER: _builtins.int
     slice_range: _builtins.int
     """The range: 0 to 63. Range r holds the event slices 16r to 16r + 15 (Event.slice)."""
     owner_id: _builtins.str
@@ -1610,6 +1611,10 @@ class SliceLease(_message.Message):
     """Milliseconds until the lease expires, by the database's clock; negative once it has
     expired, when another server may take the range over.
     """
+    owner_address: _builtins.str
+    """host:port where the cluster's other command servers reach the owner to forward it the
+    calls of this range; empty for a lease taken before owners wrote their address.
+    """
     def __init__(
         self,
         *,
@@ -1617,10 +1622,11 @@ class SliceLease(_message.Message):
         owner_id: _builtins.str = ...,
         epoch: _builtins.int = ...,
         expires_in_ms: _builtins.int = ...,
+        owner_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expires_in_ms", b"expires_in_ms", "owner_id", b"owner_id", "slice_range", b"slice_range"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expires_in_ms", b"expires_in_ms", "owner_address", b"owner_address", "owner_id", b"owner_id", "slice_range", b"slice_range"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

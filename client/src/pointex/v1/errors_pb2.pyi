@@ -360,6 +360,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (a transfer, redemption, sell order or expiry), so the purchase is no longer refundable.
     Metadata: "account_id", "trade_id".
     """
+    ERROR_REASON_OWNER_UNAVAILABLE: _ErrorReason.ValueType  # 70
+    """UNAVAILABLE (with RetryInfo). In a cluster of command servers, no server can take the
+    call's slice range right now: its owner cannot be reached, the range is changing hands,
+    or its new owner is still recovering it. Nothing was done by this attempt. Retry with the
+    same `request_id`, against any command server.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -680,5 +686,11 @@ ERROR_REASON_PURCHASE_POINTS_SPENT: ErrorReason.ValueType  # 69
 """FAILED_PRECONDITION. RefundPurchase: points left the buyer's account since the purchase
 (a transfer, redemption, sell order or expiry), so the purchase is no longer refundable.
 Metadata: "account_id", "trade_id".
+"""
+ERROR_REASON_OWNER_UNAVAILABLE: ErrorReason.ValueType  # 70
+"""UNAVAILABLE (with RetryInfo). In a cluster of command servers, no server can take the
+call's slice range right now: its owner cannot be reached, the range is changing hands,
+or its new owner is still recovering it. Nothing was done by this attempt. Retry with the
+same `request_id`, against any command server.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -135,6 +135,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _COMMAND,
     ),
     Setting(
+        "advertise",
+        "POINTEX_ADVERTISE",
+        "",
+        "host:port where the other command servers of a cluster reach this one, to forward "
+        "it the calls of the slice ranges it holds (with slice_lease_ms; default: the listen "
+        "host, or this machine's host name when it listens on every interface, with the "
+        "port bound)",
+        _COMMAND,
+    ),
+    Setting(
         "auth_tokens_file",
         "POINTEX_AUTH_TOKENS_FILE",
         "",
@@ -324,6 +334,8 @@ class CommandConfig:
     actors_resident_max: int
     # 0: the server runs alone and holds no slice-range lease (docs/scale-out.md).
     slice_lease_ms: int = 0
+    # host:port the cluster's other servers forward to; empty: derived from the bound port.
+    advertise: str = ""
     # None: no payment provider is configured (payments/providers.py reads the file).
     payment_providers_file: Path | None = None
     # None: the default market (markets.py reads the file).
@@ -543,14 +555,22 @@ def command_config(
         "Pointex command server: CommandService and EventFeed over the event store. "
         "`pointex-command-server migrate` applies the event store's migrations and exits.",
     )
+    common = _common(values)
+    if common.tls is not None and values["slice_lease_ms"] not in ("", "0"):
+        # The forwarding hop between servers is plaintext (grpc_edge/forwarding.py).
+        raise ConfigError(
+            "slice_lease_ms: a cluster of command servers forwards calls between its servers "
+            "without TLS; run it on a private network without POINTEX_TLS_* settings"
+        )
     return CommandConfig(
-        common=_common(values),
+        common=common,
         store_url=_store_url("store_url", values["store_url"]),
         allow_unsafe_durability=_bool("allow_unsafe_durability", values["allow_unsafe_durability"]),
         actors_resident_max=_int_in(
             "actors_resident_max", values["actors_resident_max"], 1, limits.actors_resident_max
         ),
         slice_lease_ms=_slice_lease_ms(values["slice_lease_ms"], values["store_url"]),
+        advertise=_host_port("advertise", values["advertise"]) if values["advertise"] else "",
         payment_providers_file=(
             _existing_file("payment_providers_file", values["payment_providers_file"])
             if values["payment_providers_file"]

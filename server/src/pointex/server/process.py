@@ -31,9 +31,12 @@ except ImportError:  # pragma: no cover - a platform without uvloop (Windows).
     _UVLOOP = None
 
 # Exit codes an operator (or a supervisor) can act on.
+EXIT_BUG: Final = 1  # the server failed on a bug (logged with its trace)
 EXIT_CONFIG: Final = 2  # a setting, the tokens file or a store URL is invalid
 EXIT_STORE: Final = 3  # a store refused: unreachable, unsafe durability, schema too new or
 # not migrated (and this role may not migrate it)
+EXIT_FENCED: Final = 4  # another command server took this one's slice ranges over: it stopped,
+# and a fresh run (which its supervisor starts) joins the cluster as a standby
 
 
 class HasCommon(Protocol):
@@ -57,6 +60,14 @@ class Serving(Protocol):
     def port(self) -> int:
         """Return the bound port."""
         ...
+
+    @property
+    def exit_code(self) -> int:
+        """Return the process's exit code once it stopped (0, or why it stopped by itself)."""
+        ...
+
+    def halt_with(self, stop: asyncio.Event) -> None:
+        """Set `stop` when the server must stop by itself; it then drains as when signalled."""
 
     async def stopping(self) -> None:
         """End long-lived streams once draining starts."""
@@ -98,27 +109,28 @@ def run_server(
         return EXIT_CONFIG
     configure_logging(config.common.log_level, config.common.log_format)
 
-    async def serve() -> None:
+    async def serve() -> int:
         stop = stop_signal()  # Before the port is announced: see stop_signal.
         server = await create(config)
+        server.halt_with(stop)
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         log.info("event loop", extra={"event_loop": loop})
         print(f"pointex {name} server listening on port {server.port}", flush=True)  # noqa: T201
         await serve_until_signalled(
             stop, server.running, config.common.shutdown_grace_s, server.close, server.stopping
         )
+        return server.exit_code
 
     factory = _UVLOOP if config.common.event_loop == "uvloop" else None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve())
+            return runner.run(serve())
     except (TokenFileError, ValueError) as error:
         log.error("%s: invalid configuration: %s", program, error)  # noqa: TRY400 - no trace needed.
         return EXIT_CONFIG
     except StoreError as error:
         log.error("%s: store refused: %s", program, error)  # noqa: TRY400 - no trace needed.
         return EXIT_STORE
-    return 0
 
 
 def run_task(

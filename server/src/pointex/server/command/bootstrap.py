@@ -6,8 +6,12 @@ wired at import time.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pointex.server.actors.account_actor import Clock
@@ -36,10 +40,13 @@ from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.grpc_edge.auth import TokenTable
+from pointex.server.grpc_edge.forwarding import Routing
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
 from pointex.server.observability.metrics import Metrics
 from pointex.server.payments.providers import build_verifier, create_providers, load_providers
+from pointex.server.process import EXIT_BUG, EXIT_FENCED, EXIT_STORE
+from pointex.server.store_errors import StoreError
 from pointex.v1 import (
     command_service_pb2,
     command_service_pb2_grpc,
@@ -66,11 +73,46 @@ class CommandServer:
     activations: PendingActivations
     expiry: LotExpiry
     ownership: SliceOwnership | None = None  # None: the server runs alone, without leases.
+    # With leases: taking the ranges and recovering them, while the server forwards calls.
+    activation: asyncio.Task[None] | None = None
+    halting: asyncio.Task[None] | None = None  # Stops the server when it must stop by itself.
+    stopped_by_itself: int = 0  # Why it did (an exit code), 0 until then.
 
     @property
     def port(self) -> int:
         """Return the TCP port the server is bound to."""
         return self.running.port
+
+    @property
+    def exit_code(self) -> int:
+        """Return why the server stopped by itself (EXIT_FENCED, EXIT_STORE), else 0."""
+        return self.stopped_by_itself
+
+    def halt_with(self, stop: asyncio.Event) -> None:
+        """Set `stop` if the server cannot take its ranges, or once it lost them (fail-stop)."""
+        if self.ownership is None:
+            return
+        lost, activation = self.ownership.lost, self.activation
+
+        async def halt() -> None:
+            if activation is not None:
+                try:
+                    await activation
+                except StoreError as error:
+                    log.error("the command server cannot take its slice ranges: %s", error)  # noqa: TRY400 - an operating error, no trace needed.
+                    self.stopped_by_itself = EXIT_STORE
+                    stop.set()
+                    return
+                except Exception:  # A bug: logged with its trace, and the server stops.
+                    log.exception("the command server cannot take its slice ranges")
+                    self.stopped_by_itself = EXIT_BUG
+                    stop.set()
+                    return
+            await lost.wait()
+            self.stopped_by_itself = EXIT_FENCED
+            stop.set()
+
+        self.halting = asyncio.create_task(halt(), name="halt-when-fenced")
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, let in-flight ones finish within `grace_s`, close the store."""
@@ -86,11 +128,15 @@ class CommandServer:
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""
+        if self.activation is not None and not self.activation.done():
+            self.activation.cancel()  # A standby stops waiting for the ranges.
+            await asyncio.gather(self.activation, return_exceptions=True)
         await finish_processes(self.processes, (self.activations, self.expiry), self.runner)
         await self.lookup.stop()
         await self.committer.stop()
         if self.ownership is not None:
             await self.ownership.stop()  # After the last commit: a standby takes over now.
+        await self.running.close_forwarding()
         await self.store.close()
 
 
@@ -151,42 +197,33 @@ def lot_expiry(core: CommandCore, clock: Clock) -> LotExpiry:
 
 
 async def create_server(config: CommandConfig) -> CommandServer:
-    """Open the event store (migrating it), then start gRPC with every command-side service."""
+    """Open the event store (migrating it), then start gRPC with every command-side service.
+
+    A server that holds the slice ranges by lease listens first, forwarding every call to
+    the server that holds them, and serves calls itself once it took and recovered them all.
+    """
     tokens = TokenTable.from_file(config.common.auth_tokens_file)
-    store = open_store(config.store_url, allow_unsafe_durability=config.allow_unsafe_durability)
+    store = open_store(
+        config.store_url,
+        allow_unsafe_durability=config.allow_unsafe_durability,
+        # Paused inside an append, a server holds its ranges' lease rows: not past its lease.
+        stalled_transaction_ms=config.slice_lease_ms or None,
+    )
     await store.open()
     ownership: SliceOwnership | None = None
     if config.slice_lease_ms:
         assert isinstance(store, PostgresEventStore), "the configuration checks the store"
         ownership = SliceOwnership(store, config.slice_lease_ms, "command")
-        try:
-            # Before recovery and every command: what they write carries the ranges' epochs.
-            await ownership.take_all()
-        except BaseException:
-            await ownership.stop()
-            await store.close()
-            raise
     core = start_core(store, resident_max=config.actors_resident_max)
     committer, actors, lookup = core.committer, core.actors, core.lookup
+    running: RunningServer | None = None
+    activation: asyncio.Task[None] | None = None
     try:
-        await core.program.load()  # The limits in force, before any command is decided.
         handlers = CommandHandlers(store, actors, lookup, core.runner, core.program)
         market, callbacks = await _market_side(config, store, core)
-        await market.configure()
         activations = PendingActivations(actors, core.runner, wall_clock_ms)
         actors.watch_pending(activations.watch)
         expiry = lot_expiry(core, wall_clock_ms)
-        kinds = (
-            handlers.open_steps(),
-            OpenPlacements(market),
-            OpenTrades(market.processes),
-            activations,
-            expiry,
-        )
-        assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
-        found = await recover(store, kinds)  # Before any command is taken.
-        if any(found.values()):
-            log.info("resumed processes left open", extra={"open": found})
         feed = EventFeedServicer(store)
         refunds = PurchaseRefunds(market.processes, actors)
         commands = CommandServicer(
@@ -197,37 +234,37 @@ async def create_server(config: CommandConfig) -> CommandServer:
             leases=lease_reader(store),
             owner_id=ownership.owner_id if ownership is not None else "",
         )
-        services = [
-            Service(
-                event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
-                lambda server: event_feed_pb2_grpc.add_EventFeedServicer_to_server(feed, server),
-            ),
-            Service(
-                command_service_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
-                lambda server: command_service_pb2_grpc.add_CommandServiceServicer_to_server(
-                    commands, server
-                ),
-            ),
-        ]
+        services = _services(feed, commands)
         metrics = _metrics(core)
         _process_metrics(metrics, core.runner, handlers, market)
-        metrics.gauge(
-            "pointex_pending_issues_watched",
-            "Issues whose points are pending, waiting in the activation timer.",
-            lambda: activations.watched,
-        )
-        metrics.gauge(
-            "pointex_lot_expiry_accounts_watched",
-            "Member accounts with expiring lots, waiting in the expiry timer.",
-            lambda: expiry.watched,
-        )
+        _timer_metrics(metrics, activations, expiry)
+        prepare = functools.partial(_prepare, store, core, handlers, market, (activations, expiry))
         if ownership is not None:
             _ownership_metrics(metrics, ownership)
-        running = await start_server(config.common, services, tokens, metrics)
-        if ownership is not None:
-            # NOT_SERVING while a range is held by another server: its appends are refused.
-            ownership.on_change(lambda holding_all: running.set_serving(serving=holding_all))
+            # Listening first: until it holds and recovered every range, calls go elsewhere.
+            routing = Routing(
+                ownership.route, tuple(service.name for service in services), ownership.owner_id
+            )
+            running = listening = await start_server(
+                config.common, services, tokens, metrics, routing
+            )
+            ownership.advertise(config.advertise or _advertised(config.common.listen, listening))
+            # NOT_SERVING until calls can go somewhere: here, or to the ranges' owner.
+            await listening.set_serving(serving=False)
+            ownership.watch_routable(lambda routable: listening.set_serving(serving=routable))
+            # In the background: a standby listens (forwarding) while it waits for the ranges.
+            activation = asyncio.create_task(
+                _take_ranges_then_serve(ownership, prepare),
+                name="take-slice-ranges",
+            )
+        else:
+            await prepare()
+            running = await start_server(config.common, services, tokens, metrics)
     except BaseException:
+        if running is not None:
+            await running.server.stop(None)
+            await running.close_forwarding()
+            running.close_metrics()
         await committer.stop()
         if ownership is not None:
             await ownership.stop()
@@ -250,6 +287,88 @@ async def create_server(config: CommandConfig) -> CommandServer:
         activations=activations,
         expiry=expiry,
         ownership=ownership,
+        activation=activation,
+    )
+
+
+async def _resume_open_processes(
+    store: EventStore,
+    handlers: CommandHandlers,
+    market: ProtoMarketHandlers,
+    timers: tuple[PendingActivations, LotExpiry],
+) -> None:
+    """Run the recovery scan over the log, before any command is taken."""
+    kinds = (
+        handlers.open_steps(),
+        OpenPlacements(market),
+        OpenTrades(market.processes),
+        *timers,
+    )
+    assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
+    found = await recover(store, kinds)
+    if any(found.values()):
+        log.info("resumed processes left open", extra={"open": found})
+
+
+def _services(feed: EventFeedServicer, commands: CommandServicer) -> list[Service]:
+    """Return the command server's two services."""
+    return [
+        Service(
+            event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
+            lambda server: event_feed_pb2_grpc.add_EventFeedServicer_to_server(feed, server),
+        ),
+        Service(
+            command_service_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
+            lambda server: command_service_pb2_grpc.add_CommandServiceServicer_to_server(
+                commands, server
+            ),
+        ),
+    ]
+
+
+async def _take_ranges_then_serve(
+    ownership: SliceOwnership, prepare: Callable[[], Awaitable[None]]
+) -> None:
+    """Take every slice range (waiting as a standby), `prepare` (recover), then serve here."""
+    # Before recovery and every command: what they write carries the ranges' epochs.
+    await ownership.take_all()
+    await prepare()
+    await ownership.serve()
+    log.info("command server serving its slice ranges", extra={"owner_id": ownership.owner_id})
+
+
+async def _prepare(
+    store: EventStore,
+    core: CommandCore,
+    handlers: CommandHandlers,
+    market: ProtoMarketHandlers,
+    timers: tuple[PendingActivations, LotExpiry],
+) -> None:
+    """Load the program's rules, record the markets' configuration, resume open processes."""
+    await core.program.load()  # The limits in force, before any command is decided.
+    await market.configure()
+    await _resume_open_processes(store, handlers, market, timers)
+
+
+def _advertised(listen: str, running: RunningServer) -> str:
+    """Return host:port where other servers reach this one, from where it listens."""
+    host = listen.rpartition(":")[0]
+    if host in {"0.0.0.0", "[::]", "::"}:  # noqa: S104 - read, not bound.
+        host = socket.gethostname()
+    return f"{host}:{running.port}"
+
+
+def _timer_metrics(metrics: Metrics, activations: PendingActivations, expiry: LotExpiry) -> None:
+    """Add the gauges of the activation and expiry timers."""
+    metrics.gauge(
+        "pointex_pending_issues_watched",
+        "Issues whose points are pending, waiting in the activation timer.",
+        lambda: activations.watched,
+    )
+    metrics.gauge(
+        "pointex_lot_expiry_accounts_watched",
+        "Member accounts with expiring lots, waiting in the expiry timer.",
+        lambda: expiry.watched,
     )
 
 

@@ -20,13 +20,17 @@ from pointex.server.store_urls import (
 )
 
 
-def open_store(url: str, *, allow_unsafe_durability: bool = False) -> EventStore:
+def open_store(
+    url: str, *, allow_unsafe_durability: bool = False, stalled_transaction_ms: int | None = None
+) -> EventStore:
     """Return the store a URL names, configured but not yet opened: await its `open()`.
 
     Args:
         url: ``sqlite:///...`` or ``postgresql://...`` (see the module docstring).
         allow_unsafe_durability: Open even when the database could lose acknowledged
             commits, logging a warning (tests and benchmarks only).
+        stalled_transaction_ms: On PostgreSQL, how long a transaction of this process may
+            wait for it before the database ends it (PostgresEventStore).
 
     Raises:
         ValueError: The URL names no supported backend, or an in-memory SQLite database.
@@ -39,6 +43,9 @@ def open_store(url: str, *, allow_unsafe_durability: bool = False) -> EventStore
     if scheme in POSTGRES_SCHEMES:
         dsn, schema = postgres_dsn_and_schema(url)
         return PostgresEventStore(
-            dsn, schema=schema, allow_unsafe_durability=allow_unsafe_durability
+            dsn,
+            schema=schema,
+            allow_unsafe_durability=allow_unsafe_durability,
+            stalled_transaction_ms=stalled_transaction_ms,
         )
     raise ValueError(f"unsupported event store URL scheme {scheme!r}: use sqlite or postgresql")

@@ -34,6 +34,14 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 Guard: TypeAlias = Callable[[Any], Principal] | None
 
+# The handler constructor of each kind of method, by (request streamed, response streamed).
+METHOD_HANDLERS: dict[tuple[bool, bool], Callable[..., Handler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
 # Exceptions that already are the call's outcome and must pass through untouched.
 _PASS_THROUGH = (grpc.aio.AbortError,)
 
@@ -79,7 +87,7 @@ async def _checked_stream(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
         yield _checked(request)
 
 
-async def _settle(requests: AsyncIterable[Any]) -> None:
+async def settle(requests: AsyncIterable[Any]) -> None:
     """Wait (bounded) for a refused stream's first message or its end, then return.
 
     The status of a client-streaming call refused before it read anything can reach the
@@ -113,7 +121,7 @@ async def _admitted(
 ) -> AsyncIterator[None]:
     """Check the caller and hold its place (admission.py) while the call runs.
 
-    A refused client-streaming call first lets the client's first write land (_settle).
+    A refused client-streaming call first lets the client's first write land (settle).
     """
     with contextlib.ExitStack() as place:
         try:
@@ -121,7 +129,7 @@ async def _admitted(
             place.enter_context(edge.admission.admitted(principal, stream=stream))
         except Exception:
             if streamed:
-                await _settle(request)
+                await settle(request)
             raise
         yield
 
@@ -218,12 +226,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _wrap(self, handler: Handler, method: str) -> Handler:
         guard = None if self._tokens is None else guard_for(self._tokens, method)
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
+        make = METHOD_HANDLERS[(handler.request_streaming, handler.response_streaming)]
         behavior: Any = (
             handler.unary_unary
             or handler.unary_stream

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from pointex.server import limits
 from pointex.server.config import CommonConfig, TlsConfig
 from pointex.server.grpc_edge.auth import TokenTable
+from pointex.server.grpc_edge.forwarding import Forwarder, Routing
 from pointex.server.grpc_edge.interceptors import EdgeInterceptor
 from pointex.server.observability.metrics import Metrics
 
@@ -50,6 +51,12 @@ class RunningServer:
     metrics: Metrics | None = None
     metrics_port: int | None = None  # where /metrics is served, if it is
     tokens_watch: asyncio.Task[None] | None = None  # reads the tokens file again on change
+    forwarder: Forwarder | None = None  # relays calls to their owner in a cluster
+
+    async def close_forwarding(self) -> None:
+        """Close the channels to the cluster's other servers (after the gRPC server stopped)."""
+        if self.forwarder is not None:
+            await self.forwarder.close()
 
     def stop_watching(self) -> None:
         """Stop following the tokens file."""
@@ -101,17 +108,23 @@ async def start_server(
     services: Sequence[Service],
     tokens: TokenTable | None,
     metrics: Metrics | None = None,
+    routing: Routing | None = None,
 ) -> RunningServer:
     """Bind `common.listen`, host `services` plus health and reflection, and start serving.
 
     With `tokens`, every call but health and reflection must carry a valid bearer token.
     With `metrics`, every call is counted, and `/metrics` is served where
-    `common.metrics_listen` says (if it says).
+    `common.metrics_listen` says (if it says). With `routing`, the calls of its services
+    go to the server it names (grpc_edge/forwarding.py) before anything else is done.
     """
     interceptor = EdgeInterceptor(tokens, metrics)
+    forwarder = None if routing is None else Forwarder(routing, tokens, metrics)
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (  # type: ignore[type-arg]
+        (interceptor,) if forwarder is None else (forwarder, interceptor)
+    )
     server = grpc.aio.server(
         options=server_options(),
-        interceptors=(interceptor,),
+        interceptors=interceptors,
         maximum_concurrent_rpcs=limits.grpc_concurrent_rpcs_max,
     )
     if metrics is not None:
@@ -144,6 +157,7 @@ async def start_server(
         service_names=names,
         metrics=metrics,
         metrics_port=metrics_port,
+        forwarder=forwarder,
     )
     if tokens is not None:
         running.tokens_watch = _follow_tokens(tokens, metrics)

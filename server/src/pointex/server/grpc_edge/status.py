@@ -60,6 +60,14 @@ class ShuttingDown(Exception):
     """The server is draining and ends the call; resume elsewhere or later (UNAVAILABLE)."""
 
 
+class OwnerUnavailable(Exception):
+    """No command server can take the call's slice range now (UNAVAILABLE, retry later).
+
+    Its owner is not known, cannot be reached, or is this server still recovering the range
+    (docs/scale-out.md, Routing).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Mapped:
     """How one exception goes on the wire."""
@@ -102,14 +110,22 @@ def map_exception(error: BaseException) -> Mapped | None:
             )
         case StoreError():
             return _map_store_error(error)
-        case PositionNotReached() | ShuttingDown():
-            return _map_query_error(error)
+        case PositionNotReached() | ShuttingDown() | OwnerUnavailable():
+            return _map_server_error(error)
     return None
 
 
-def _map_query_error(error: PositionNotReached | ShuttingDown) -> Mapped:
+def _map_server_error(error: PositionNotReached | ShuttingDown | OwnerUnavailable) -> Mapped:
     if isinstance(error, PositionNotReached):
         return Mapped(grpc.StatusCode.DEADLINE_EXCEEDED, "POSITION_NOT_REACHED", str(error), {})
+    if isinstance(error, OwnerUnavailable):
+        return Mapped(
+            grpc.StatusCode.UNAVAILABLE,
+            "OWNER_UNAVAILABLE",
+            str(error),
+            {},
+            retry_after_ms=limits.unavailable_retry_after_ms,
+        )
     return Mapped(
         grpc.StatusCode.UNAVAILABLE,
         "SHUTTING_DOWN",

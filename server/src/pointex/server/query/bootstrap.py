@@ -7,6 +7,7 @@ EventFeed from the store's checkpoint. Nothing is wired at import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -37,11 +38,15 @@ class QueryServer:
     watch: CheckpointWatch
     subscriber: FeedSubscriber
     rebuilder: Rebuilder
+    exit_code: int = 0  # The query server stops only when signalled.
 
     @property
     def port(self) -> int:
         """Return the TCP port the server is bound to."""
         return self.running.port
+
+    def halt_with(self, stop: asyncio.Event) -> None:
+        """Never set `stop`: the query server stops only when signalled."""
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking RPCs, end streams, let in-flight calls finish within `grace_s`."""

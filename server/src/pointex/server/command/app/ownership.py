@@ -2,21 +2,28 @@
 
 With `POINTEX_SLICE_LEASE_MS` set, the command server owns every slice range through a lease
 in the PostgreSQL event store (eventstore/postgres/leases.py). It takes all of them before
-it recovers or takes a command, waiting as a standby while another server holds them, and
-then renews them a third of the way through each lease, taking again any that it lost and
-that expired since. The store writes each event at the epoch held for its range, and the
-database refuses it once the range changed hands: a server paused past its lease, which
-another server has since replaced, cannot commit anything when it resumes. Its calls answer
-UNAVAILABLE until it holds its ranges again.
+it recovers or takes a command, and renews them a third of the way through each lease. While
+another server holds them, it is a standby: it waits, and forwards every call to the server
+that holds them (`route`, read by grpc_edge/forwarding.py), at the address that server wrote
+in its leases.
+
+The store writes each event at the epoch held for its range, and the database refuses it
+once the range changed hands: a server paused past its lease, which another server has since
+replaced, cannot commit anything when it resumes. At its next renewal (at once, when an
+append was refused so) it finds the ranges lost and stops (fail-stop): its actors, open
+processes and timers describe a past it no longer owns, and a fresh run, started by its
+supervisor, becomes a standby with none of it.
 
 Owning every range is the first step: one active server and standbys that take over when it
-stops renewing. Ranges split across several active servers need calls routed to each
-range's owner, which is not built yet.
+stops renewing. Ranges split across several active servers need each call routed to its
+range's owner and a range's processes recovered when it changes hands, which are not built
+yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -47,17 +54,26 @@ def lease_reader(store: EventStore) -> LeaseReader:
 
 
 class SliceOwnership:
-    """Take every slice range, keep it by renewing, and give it up at a clean stop."""
+    """Take every slice range, keep it by renewing, and give it up at a clean stop.
+
+    Until it holds every range, it routes calls to the server that does.
+    """
 
     def __init__(self, store: PostgresEventStore, lease_ms: int, server_name: str) -> None:
         """Hold the leases of `store` for `lease_ms` each, as one run of `server_name`."""
         self.owner_id = f"{server_name}-{secrets.token_hex(6)}"
+        self._store = store
         self._lease_ms = lease_ms
         self._leases: SliceLeases = store.slice_leases(self.owner_id, lease_ms)
         self._task: asyncio.Task[None] | None = None
-        # Told whether the server holds every range, each time that changes (its health).
-        self._on_change: Callable[[bool], Awaitable[None]] | None = None
-        self._holding_all = False
+        # Where calls go while this server does not serve them (empty: nowhere known).
+        self._owner_address = ""
+        self._serving = False  # Holding every range, and recovered.
+        # Told whether calls can go anywhere now (here or to the owner), when that changes.
+        self._tell_routable: Callable[[bool], Awaitable[None]] | None = None
+        self._routable = False
+        # Set when ranges were taken over: the server stops (see the module's docstring).
+        self.lost = asyncio.Event()
         # Counts since start, read by the metrics at each scrape.
         self.ranges_lost = 0
 
@@ -66,20 +82,43 @@ class SliceOwnership:
         """Return how many slice ranges this server holds now."""
         return len(self._leases.held())
 
-    def on_change(self, tell: Callable[[bool], Awaitable[None]]) -> None:
-        """Tell `tell` whether this server holds every range, whenever that changes.
+    def advertise(self, address: str) -> None:
+        """Write `address` (host:port) in the leases taken from now on, for others to forward."""
+        self._leases.address = address
 
-        The command server reports NOT_SERVING while it does not: its appends to the missing
-        ranges are refused, so a load balancer should send calls to the server that holds
-        them.
-        """
-        self._on_change = tell
+    def route(self) -> str | None:
+        """Return where a call goes: None, served here; an address; "", nowhere now."""
+        if self._serving:
+            return None
+        if self.ranges_held or self.lost.is_set():
+            return ""  # Recovering the ranges just taken, or stopping after losing them.
+        return self._owner_address
+
+    def watch_routable(self, tell: Callable[[bool], Awaitable[None]]) -> None:
+        """Tell `tell` whether calls can go anywhere now (its health), whenever that changes."""
+        self._tell_routable = tell
+
+    async def serve(self) -> None:
+        """Serve calls here from now on: every range is held and recovered."""
+        assert self.ranges_held == SLICE_RANGES, self.ranges_held
+        self._serving = True
+        await self._routing_changed()
+
+    async def _routing_changed(self) -> None:
+        routable = self.route() != ""
+        if routable != self._routable:
+            self._routable = routable
+            if self._tell_routable is not None:
+                await self._tell_routable(routable)
 
     async def take_all(self) -> None:
         """Take every range, waiting while another server holds some; then keep them."""
         waiting_logged = False
         while True:
-            await self._take_missing()
+            try:
+                await self._take_missing()
+            except StoreError as error:  # A deadlock with an append, the database away.
+                log.warning("slice ranges not taken: %s", error)
             missing = SLICE_RANGES - self.ranges_held
             if not missing:
                 break
@@ -93,13 +132,16 @@ class SliceOwnership:
                 # Another standby took the rest as the same leases expired: both give up what
                 # they took, and wait a while of their own, so that one of them takes all.
                 await self._leases.release()
+            await self._find_owner()
             await asyncio.sleep(self._renew_every_s * random.uniform(0.5, 1.5))  # noqa: S311
         log.info("holding every slice range", extra={"owner_id": self.owner_id})
-        self._holding_all = True
+        self._owner_address = ""
+        await self._routing_changed()  # Recovering: nowhere, until `serve`.
         self._task = asyncio.create_task(self._keep(), name="slice-leases")
 
     async def stop(self) -> None:
         """Stop renewing and give every range up at once, for a standby to take."""
+        self._serving = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -117,27 +159,48 @@ class SliceOwnership:
         held = self._leases.held()
         missing = [r for r in _EVERY_RANGE if r not in held]
         if missing:
-            taken = await self._leases.acquire(missing)
-            if taken and held:
-                log.info("took slice ranges back", extra={"ranges": sorted(taken)})
+            await self._leases.acquire(missing)
+
+    async def _find_owner(self) -> None:
+        """Note the address of the one server that holds every range (empty: none does)."""
+        try:
+            leases = await self._store.leases()
+        except StoreError as error:  # The database is away: the next round looks again.
+            log.warning("slice range owners not read: %s", error)
+            return
+        live = {
+            (lease.owner_id, lease.owner_address) for lease in leases if lease.expires_in_ms > 0
+        }
+        whole = len(leases) == SLICE_RANGES and len(live) == 1
+        owner_id, address = next(iter(live)) if whole else ("", "")
+        if owner_id == self.owner_id:
+            address = ""
+        if address != self._owner_address:
+            log.info("forwarding calls", extra={"owner_id": owner_id, "owner_address": address})
+            self._owner_address = address
+            await self._routing_changed()
 
     async def _keep(self) -> None:
+        fenced = self._leases.fenced
         while True:
-            await asyncio.sleep(self._renew_every_s)
+            # A third of the way through the leases, or at once when an append was refused
+            # by its epochs: the ranges it wrote changed hands.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fenced.wait(), self._renew_every_s)
+            fenced.clear()
             try:
                 lost = await self._leases.renew()
-                if lost:
-                    self.ranges_lost += len(lost)
-                    log.error(
-                        "slice ranges taken over by another server; their appends are "
-                        "refused until they are held again",
-                        extra={"ranges": sorted(lost), "owner_id": self.owner_id},
-                    )
-                await self._take_missing()
             except StoreError as error:  # The database is away: the next round retries.
                 log.warning("slice leases not renewed: %s", error)
-            holding_all = self.ranges_held == SLICE_RANGES
-            if holding_all != self._holding_all:
-                self._holding_all = holding_all
-                if self._on_change is not None:
-                    await self._on_change(holding_all)
+                continue
+            if lost:
+                self.ranges_lost += len(lost)
+                self._serving = False
+                log.error(
+                    "slice ranges taken over by another server; stopping, as its actors and "
+                    "processes are no longer this server's",
+                    extra={"ranges": sorted(lost), "owner_id": self.owner_id},
+                )
+                self.lost.set()
+                await self._routing_changed()
+                return

@@ -220,6 +220,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
                     owner_id=lease.owner_id,
                     epoch=lease.epoch,
                     expires_in_ms=lease.expires_in_ms,
+                    owner_address=lease.owner_address,
                 )
                 for lease in await self._leases()
             ],

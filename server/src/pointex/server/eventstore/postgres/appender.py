@@ -31,6 +31,7 @@ from pointex.server.eventstore.planning import (
 )
 from pointex.server.eventstore.port import (
     BeforeCommit,
+    FencedOff,
     StreamAppend,
 )
 from pointex.server.eventstore.postgres import sql
@@ -55,15 +56,28 @@ class Appender:
         self._lock = asyncio.Lock()
         # The epoch of each slice range this writer holds a lease on (leases.py).
         self._epochs: Callable[[], Sequence[int]] | None = None
+        self._on_fenced: Callable[[], None] = _nothing
 
-    def carry_epochs(self, epochs: Callable[[], Sequence[int]]) -> None:
+    def carry_epochs(
+        self, epochs: Callable[[], Sequence[int]], on_fenced: Callable[[], None]
+    ) -> None:
         """Write every event at `epochs()[r]` for its slice range r (0: no lease held).
 
-        Read at each append; until this is called, every event is at epoch 0.
+        Read at each append; until this is called, every event is at epoch 0. `on_fenced` is
+        called whenever the database refuses an append by its epochs (`FencedOff`).
         """
         self._epochs = epochs
+        self._on_fenced = on_fenced
 
     async def write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
+        """Append a batch (see `_write`); tell `on_fenced` when the epochs refuse it."""
+        try:
+            return await self._write(units)
+        except FencedOff:
+            self._on_fenced()
+            raise
+
+    async def _write(self, units: Sequence[Sequence[StreamAppend]]) -> BatchPlan:
         """Append a large batch in one call if its versions hold, else in a transaction.
 
         The units of a group commit were decided on the versions their actors expect, so a
@@ -152,6 +166,10 @@ class Appender:
     def _epochs_literal(self) -> str:
         """Return the epochs this writer's events carry, as the statements take them."""
         return "{}" if self._epochs is None else int_array(self._epochs())
+
+
+def _nothing() -> None:
+    """Do nothing: what a writer without leases does when fenced off (it never is)."""
 
 
 def _is_large(units: Sequence[Sequence[StreamAppend]]) -> bool:

@@ -18,6 +18,7 @@ its failure cases and what is not built yet are in docs/scale-out.md.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -45,13 +46,18 @@ class Lease:
     owner_id: str
     epoch: int
     expires_in_ms: int  # Negative once expired: the range may be taken over.
+    # host:port where other command servers reach the owner (empty: not reachable).
+    owner_address: str = ""
 
 
 class SliceLeases:
     """The ranges one command server holds, and the epoch its appends carry for each."""
 
-    def __init__(self, connection: Lender, owner_id: str, lease_ms: int) -> None:
+    def __init__(self, connection: Lender, owner_id: str, lease_ms: int, address: str = "") -> None:
         """Hold leases as `owner_id`, each for `lease_ms` after it is taken or renewed.
+
+        `address` (host:port) is where other command servers reach this one to forward the
+        calls of its ranges; empty when they cannot.
 
         The owner id names one run of one server: a restarted server takes its ranges again
         under a new id, at a new epoch, since it cannot know what its earlier run appended.
@@ -61,7 +67,11 @@ class SliceLeases:
         self._connection = connection
         self.owner_id = owner_id
         self._lease_ms = lease_ms
+        # Where other command servers reach this one; set once the server listens.
+        self.address = address
         self._epochs = [0] * SLICE_RANGES
+        # Set when the database refused an append by its epochs: a range changed hands.
+        self.fenced = asyncio.Event()
 
     def epochs(self) -> list[int]:
         """Return the epoch held for each range, 0 where none is held (the store's `epochs`)."""
@@ -80,7 +90,11 @@ class SliceLeases:
         assert all(0 <= r < SLICE_RANGES for r in ranges), ranges
         async with self._connection() as connection:
             rows = await connection.fetch(
-                sql.ACQUIRE_LEASES, list(ranges), self.owner_id, self._lease_ms * 1000
+                sql.ACQUIRE_LEASES,
+                list(ranges),
+                self.owner_id,
+                self._lease_ms * 1000,
+                self.address,
             )
         taken = {int(row["slice_range"]): int(row["epoch"]) for row in rows}
         for r, epoch in taken.items():
@@ -133,6 +147,7 @@ async def read_leases(connection: Lender) -> list[Lease]:
             str(row["owner_id"]),
             int(row["epoch"]),
             (int(row["expires_at_us"]) - int(row["now_us"])) // 1000,
+            str(row["owner_address"]),
         )
         for row in rows
     ]

@@ -27,6 +27,9 @@ SELECT_MIGRATIONS = "SELECT version FROM pointex_schema_migrations"
 
 # The database's clock, so that several command servers record one clock.
 _NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+# The time the statement started: one instant for every row it looks at. A lease taken
+# only once expired at the statement's start is expired at every later instant too.
+_STATEMENT_US = "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
 
 INSERT_MIGRATION = f"""
 INSERT INTO pointex_schema_migrations (version, applied_at_us) VALUES ($1, {_NOW_US})
@@ -133,13 +136,26 @@ DELETE_ALL_SNAPSHOTS = "DELETE FROM snapshots"
 
 # --- Slice-range leases (migration 0003, leases.py) ----------------------------------------
 
-# Take each range asked for that has no lease or whose lease expired; raise its epoch.
+# Take each range asked for that has no lease or whose lease expired; raise its epoch, and
+# say where the new owner is reached (migration 0004). The expired rows are locked FOR
+# UPDATE first, in range order: that waits for the appends under way, whose insert guard
+# holds them FOR KEY SHARE until COMMIT (a plain upsert would not: it changes no key).
+# Expiry is judged at the statement's start, not row by row: leases renewed together are
+# taken together, even by a statement that waited across the instant they expired.
 ACQUIRE_LEASES = f"""
-INSERT INTO slice_leases AS l (slice_range, owner_id, epoch, expires_at_us)
-SELECT r, $2, 1, {_NOW_US} + $3 FROM unnest($1::integer[]) AS r
+WITH expired AS (
+    SELECT slice_range FROM slice_leases
+    WHERE slice_range = ANY($1::integer[]) AND expires_at_us < {_STATEMENT_US}
+    ORDER BY slice_range
+    FOR UPDATE
+)
+INSERT INTO slice_leases AS l (slice_range, owner_id, epoch, expires_at_us, owner_address)
+SELECT r, $2, 1, {_NOW_US} + $3, $4 FROM unnest($1::integer[]) AS r
+WHERE (SELECT count(*) FROM expired) >= 0
 ON CONFLICT (slice_range) DO UPDATE
-    SET owner_id = excluded.owner_id, epoch = l.epoch + 1, expires_at_us = excluded.expires_at_us
-    WHERE l.expires_at_us < {_NOW_US}
+    SET owner_id = excluded.owner_id, epoch = l.epoch + 1, expires_at_us = excluded.expires_at_us,
+        owner_address = excluded.owner_address
+    WHERE l.expires_at_us < {_STATEMENT_US}
 RETURNING slice_range, epoch
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.
 
@@ -159,6 +175,6 @@ WHERE l.slice_range = h.slice_range AND l.owner_id = $2 AND l.epoch = h.epoch
 """
 
 LIST_LEASES = f"""
-SELECT slice_range, owner_id, epoch, expires_at_us, {_NOW_US} AS now_us
+SELECT slice_range, owner_id, owner_address, epoch, expires_at_us, {_NOW_US} AS now_us
 FROM slice_leases ORDER BY slice_range
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.

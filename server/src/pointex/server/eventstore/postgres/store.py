@@ -80,6 +80,7 @@ class PostgresEventStore:
         subscribe_idle_ms: int = limits.subscribe_idle_ms_max,
         server_settings: Mapping[str, str] | None = None,
         before_commit: BeforeCommit | None = None,
+        stalled_transaction_ms: int | None = None,
     ) -> None:
         """Configure the store; `open` connects.
 
@@ -94,6 +95,11 @@ class PostgresEventStore:
             subscribe_idle_ms: Longest sleep of a caught-up subscriber without a wake-up.
             server_settings: Extra session settings (tests use them to misconfigure).
             before_commit: Test hook run inside each append transaction before COMMIT.
+            stalled_transaction_ms: Longest pause of this store's process inside a
+                transaction before the database ends it (default: `statement_ms`). A server
+                holding slice ranges by lease sets its lease: a server paused inside an
+                append holds the position lock and its ranges' lease rows, and a takeover
+                must not wait longer than the lease for them.
         """
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}: {schema!r}")
@@ -113,7 +119,7 @@ class PostgresEventStore:
             "application_name": "pointex",
             # A writer stuck between statements (a paused process) would hold the position
             # lock and stall every writer; the server ends its transaction instead.
-            "idle_in_transaction_session_timeout": str(statement_ms),
+            "idle_in_transaction_session_timeout": str(stalled_transaction_ms or statement_ms),
             # Every statement of this store (and of the insert trigger) is an index lookup.
             # An events table that was never analysed (autovacuum off, or a young table)
             # can make the planner pick full scans, and every append then reads the whole
@@ -244,15 +250,17 @@ class PostgresEventStore:
             async with pool.acquire(timeout=self._connect_ms / 1000) as connection:
                 yield connection
 
-    def slice_leases(self, owner_id: str, lease_ms: int) -> SliceLeases:
+    def slice_leases(self, owner_id: str, lease_ms: int, address: str = "") -> SliceLeases:
         """Return the slice-range leases this store's writer holds as `owner_id`.
+
+        `address` is where other command servers reach this one (SliceLeases).
 
         From now on every event this store appends carries the epoch held for its range, and
         an event of a range held at another epoch is refused (`FencedOff`). Without leases,
         every event is at epoch 0, as a command server that runs alone writes it.
         """
-        slice_leases = SliceLeases(self._connection, owner_id, lease_ms)
-        self._appender.carry_epochs(slice_leases.epochs)
+        slice_leases = SliceLeases(self._connection, owner_id, lease_ms, address)
+        self._appender.carry_epochs(slice_leases.epochs, slice_leases.fenced.set)
         return slice_leases
 
     async def leases(self) -> list[Lease]:

@@ -1,0 +1,224 @@
+"""Forwarding a call to the command server that owns it (docs/scale-out.md, Routing).
+
+Any command server of a cluster accepts any call. The `Forwarder` is the server's outermost
+interceptor: for a method of a routed service it asks the server where the call goes now
+(`Route`): here, to the owner's address, or nowhere. A call that goes elsewhere is relayed
+as bytes, not decoded: the request (or request stream) to the owner, with the caller's
+metadata (its bearer token, so the owner authenticates, authorizes and admits it as if
+called directly) and what is left of its deadline, and the owner's responses and final
+status (with its ErrorInfo) back to the caller. The forwarder checks the caller's token and
+role first, with the same tokens file: a caller that fails is refused (and rate-limited by
+its own address) here, and never makes the owner refuse the forwarder's address.
+
+A forwarded call carries `pointex-forwarded`; a server that receives one and cannot take it
+itself refuses it rather than forwarding it again, so two servers with different views of
+the owners cannot pass a call back and forth. A call that has no owner to go to, or whose
+owner cannot be reached, is refused as UNAVAILABLE / OWNER_UNAVAILABLE with a retry delay:
+nothing was done, and the client retries with the same request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias, cast
+
+import grpc
+
+from pointex.server import limits
+from pointex.server.domain.errors import DomainError
+from pointex.server.grpc_edge.auth import TokenTable, guard_for
+from pointex.server.grpc_edge.interceptors import (
+    METHOD_HANDLERS,
+    Continuation,
+    Handler,
+    settle,
+)
+from pointex.server.grpc_edge.status import OwnerUnavailable, abort_for
+from pointex.server.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Set on a forwarded call to the forwarder's owner id: the receiver does not forward it again.
+FORWARDED_HEADER: Final = "pointex-forwarded"
+
+# Where a call goes: None, here; an address (host:port), that server; NOWHERE, refused.
+Route: TypeAlias = str | None
+NOWHERE: Final = ""
+
+# Metadata a relay must not copy: HTTP/2 pseudo-headers and gRPC's own, which the channel
+# sets again for the hop; but the status details (the ErrorInfo) go back as the owner sent them.
+_RESERVED = (":", "grpc-")
+_RESERVED_KEYS = frozenset({"content-type", "te", "user-agent", FORWARDED_HEADER})
+_STATUS_DETAILS = "grpc-status-details-bin"
+# The channel's call of each kind of method, by (request streamed, response streamed).
+_CALL_KINDS: Final = {
+    (False, False): "unary_unary",
+    (False, True): "unary_stream",
+    (True, False): "stream_unary",
+    (True, True): "stream_stream",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where the calls of a server's routed services go, and what it tells the owners."""
+
+    route: Callable[[], Route]  # Asked once per call.
+    services: tuple[str, ...]  # Full names of the services routed (others are always here).
+    forwarder_id: str  # Sent in FORWARDED_HEADER: the server's owner id.
+
+
+def _relayed(metadata: Iterable[Any] | None) -> tuple[tuple[str, Any], ...]:
+    """Return the (key, value) metadata to copy onto the hop (or back to the caller)."""
+    return tuple(
+        (key, value)
+        for key, value in metadata or ()
+        if key == _STATUS_DETAILS or (not key.startswith(_RESERVED) and key not in _RESERVED_KEYS)
+    )
+
+
+class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Relay the calls of routed services to their owner, when it is another server."""
+
+    def __init__(
+        self, routing: Routing, tokens: TokenTable | None, metrics: Metrics | None = None
+    ) -> None:
+        """Route by `routing`; check callers against `tokens`; count calls in `metrics`."""
+        self._routing = routing
+        self._tokens = tokens
+        self._prefixes = tuple(f"/{name}/" for name in routing.services)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._relays: dict[str, Handler] = {}
+        self.forwarded = 0
+        self.refused = 0
+        if metrics is not None:
+            metrics.total(
+                "pointex_calls_forwarded_total",
+                "calls relayed to the command server that owns their slice range",
+                lambda: self.forwarded,
+            )
+            metrics.total(
+                "pointex_calls_unrouted_total",
+                "calls refused (OWNER_UNAVAILABLE) because no server could take them",
+                lambda: self.refused,
+            )
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        """Return the local handler, or one relaying the call to its owner."""
+        method = handler_call_details.method
+        if not method.startswith(self._prefixes):
+            return cast("Handler", await continuation(handler_call_details))
+        route = self._routing.route()
+        if route is None:
+            return cast("Handler", await continuation(handler_call_details))
+        relay = self._relays.get(method)
+        if relay is None:
+            local = await continuation(handler_call_details)
+            if local is None:
+                return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
+            relay = self._relays[method] = self._relay(method, local)
+        return relay
+
+    async def close(self) -> None:
+        """Close the channels to other servers."""
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close(None)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+                    ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+                ],
+            )
+        return channel
+
+    def _target(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, dict[str, Any]]:
+        """Return the owner's address and the hop's call options, or raise OwnerUnavailable."""
+        metadata = context.invocation_metadata() or ()
+        if any(key == FORWARDED_HEADER for key, _ in metadata):
+            raise OwnerUnavailable("the server this call was forwarded to does not own it")
+        route = self._routing.route()
+        if route is None:  # Taken over since the call arrived: it still goes by the hop.
+            raise OwnerUnavailable("the call's slice range changed hands; retry")
+        if route == NOWHERE:
+            raise OwnerUnavailable("no command server owns the call's slice range now")
+        hop = [*_relayed(metadata), (FORWARDED_HEADER, self._routing.forwarder_id)]
+        return route, {"metadata": hop, "timeout": context.time_remaining()}
+
+    def _hop(self, method: str, kind: tuple[bool, bool], request: Any, context: Any) -> Any:
+        """Check the caller, then start the call to the owner; return the hop's call.
+
+        Raises the caller's refusal (DomainError) or OwnerUnavailable.
+        """
+        guard = None if self._tokens is None else guard_for(self._tokens, method)
+        if guard is not None:
+            guard(context)
+        address, options = self._target(context)
+        start = getattr(self._channel(address), _CALL_KINDS[kind])
+        return start(method, None, None)(request, **options)
+
+    def _relay(self, method: str, local: Handler) -> Handler:
+        """Return a handler of `method`'s kind relaying its bytes to the owner."""
+        kind = (local.request_streaming, local.response_streaming)
+        streamed = local.request_streaming
+        forwarder = self
+
+        async def unary_response(request: Any, context: Any) -> Any:
+            try:
+                call = forwarder._hop(method, kind, request, context)
+                response = await call
+                context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
+            except grpc.aio.AioRpcError as error:
+                await forwarder._answer_failed(error, context)
+            except (OwnerUnavailable, DomainError) as error:
+                await forwarder._refuse(error, request, context, streamed=streamed)
+            forwarder.forwarded += 1
+            return response
+
+        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                call = forwarder._hop(method, kind, request, context)
+                async for response in call:
+                    yield response
+                context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
+            except grpc.aio.AioRpcError as error:
+                await forwarder._answer_failed(error, context)
+            except (OwnerUnavailable, DomainError) as error:
+                await forwarder._refuse(error, request, context, streamed=streamed)
+            forwarder.forwarded += 1
+
+        return METHOD_HANDLERS[kind](
+            stream_response if local.response_streaming else unary_response
+        )
+
+    async def _refuse(
+        self, error: Exception, request: Any, context: Any, *, streamed: bool
+    ) -> None:
+        """End a call refused before its hop; a request stream first lets its first write land."""
+        if isinstance(error, OwnerUnavailable):
+            self.refused += 1
+        if streamed:
+            await settle(request)
+        await abort_for(context, error)
+
+    async def _answer_failed(self, error: grpc.aio.AioRpcError, context: Any) -> None:
+        """End the call as the owner ended it; a hop that failed on its way, OWNER_UNAVAILABLE."""
+        self.forwarded += 1
+        trailing = _relayed(error.trailing_metadata())
+        if error.code() == grpc.StatusCode.UNAVAILABLE and not any(
+            key == _STATUS_DETAILS for key, _ in trailing
+        ):
+            # The owner was not reached (or went away): no status of its own came back.
+            log.warning("forwarding failed: %s", error.details())
+            self.refused += 1
+            await abort_for(context, OwnerUnavailable("the owner of the call's range is away"))
+        await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)
