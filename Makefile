@@ -6,6 +6,10 @@
 # sdks/typescript). docs/dependencies.md says how to bump them.
 
 PYTHON ?= python3
+# The e2e suites `make test` runs a second time against a cluster of three command servers
+# on PostgreSQL, their calls going through a standby that forwards them (docs/scale-out.md).
+CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py \
+        tests/e2e/test_cooling_off.py tests/e2e/test_refused_streams.py tests/e2e/test_examples.py
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -19,7 +23,7 @@ PYTEST_FLAGS ?= -q
 # isolation (so the locked setuptools builds them, not whatever is newest).
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
-.PHONY: help install run test test-unit test-contract test-integration test-e2e lint fmt \
+.PHONY: help install run run-cluster test test-cluster test-unit test-contract test-integration test-e2e lint fmt \
         proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check chaos bench \
         bench-quick clean
 
@@ -61,6 +65,9 @@ lock-check: ## fail when a lock is stale against pyproject.toml (offline)
 run: $(INSTALLED) ## start the command and query servers and the sandbox payment provider
 	$(PY) scripts/run_local.py
 
+run-cluster: $(INSTALLED) ## three command servers on PostgreSQL (POINTEX_STORE_URL), the query server, the sandbox
+	$(PY) scripts/run_local.py --cluster
+
 proto: $(INSTALLED) $(NPM_INSTALLED) ## regenerate the Python and TypeScript stubs, the reasons tables, the blocking client
 	$(PY) scripts/gen_protos.py
 	$(PY) scripts/gen_typescript.py
@@ -92,8 +99,12 @@ fmt: $(INSTALLED) ## format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## lint, then the whole suite (PostgreSQL included)
+test: lint ## lint, then the whole suite (PostgreSQL included), then e2e suites on a cluster
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
+	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
+
+test-cluster: $(INSTALLED) ts-build ## e2e suites with each PostgreSQL command server a 3-process cluster
+	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
 
 test-unit: $(INSTALLED) ## the pure domain
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit

@@ -1,12 +1,20 @@
 """Start a local Pointex (`make run`): command server, query server and sandbox provider.
 
 The servers use the SQLite default. Waits until each process answers its health check with
-SERVING, prints where they listen, and stops all three (SIGTERM, graceful) on Ctrl-C. Data
-lives in ./.pointex/ and survives restarts; so do the tokens and the sandbox's secret.
+SERVING, prints where they listen, and stops them all (SIGTERM, graceful) on Ctrl-C. Data
+lives in ./.pointex/ (POINTEX_LOCAL_DIR) and survives restarts; so do the tokens and the
+sandbox's secret.
+
+With `--cluster` (`make run-cluster`), three command servers share one PostgreSQL event
+store (POINTEX_STORE_URL; default the local `postgres` database, schema `pointex_cluster`):
+the first to start holds the slice ranges, the others are standbys that forward every call
+to it (docs/scale-out.md). Like a supervisor, the script starts again a command server that
+exits (killed, or stopped after another took its ranges over), as a new standby.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
@@ -22,12 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMAND_LISTEN = os.environ.get("POINTEX_COMMAND_LISTEN", "127.0.0.1:50051")
 QUERY_LISTEN = os.environ.get("POINTEX_QUERY_LISTEN", "127.0.0.1:50052")
 SANDBOX_LISTEN = os.environ.get("POINTEX_SANDBOX_LISTEN", "127.0.0.1:50053")
+# --cluster: where the second and third command servers listen (the first at COMMAND_LISTEN).
+STANDBY_LISTENS = os.environ.get(
+    "POINTEX_STANDBY_LISTENS", "127.0.0.1:50061,127.0.0.1:50071"
+).split(",")
+CLUSTER_STORE_URL = os.environ.get(
+    "POINTEX_STORE_URL", "postgresql://postgres@127.0.0.1:5432/postgres?schema=pointex_cluster"
+)
+CLUSTER_LEASE_MS = os.environ.get("POINTEX_SLICE_LEASE_MS", "3000")
 HEALTH_WAIT_S = 30
+RESTART_PAUSE_S = 1.0
 
-
-TOKENS_FILE = ROOT / ".pointex" / "tokens"
-SANDBOX_SECRET_FILE = ROOT / ".pointex" / "sandbox.secret"
-PROVIDERS_FILE = ROOT / ".pointex" / "payment-providers.toml"
+DATA_DIR = Path(os.environ.get("POINTEX_LOCAL_DIR", ROOT / ".pointex")).resolve()
+TOKENS_FILE = DATA_DIR / "tokens"
+SANDBOX_SECRET_FILE = DATA_DIR / "sandbox.secret"
+PROVIDERS_FILE = DATA_DIR / "payment-providers.toml"
 SANDBOX_PROVIDER_ID = "sandbox"
 SANDBOX_KEY_ID = "local-1"
 
@@ -106,37 +123,96 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _announce(operator_token: str) -> None:
-    print(
-        "\nPointex is running (SQLite store in .pointex/):\n"
-        f"  command server    {COMMAND_LISTEN}   CommandService, EventFeed, health, reflection\n"
-        f"  query server      {QUERY_LISTEN}   QueryService, health, reflection\n"
-        f"  sandbox provider  {SANDBOX_LISTEN}   SandboxGatewayService (payments), health\n"
-        f"  tokens            {TOKENS_FILE.relative_to(ROOT)} (operator: {operator_token})\n"
-        f"  providers         {PROVIDERS_FILE.relative_to(ROOT)}\n"
-        "Press Ctrl-C to stop.\n",
-        flush=True,
+def _announce(operator_token: str, commands: list[str]) -> None:
+    store = f"PostgreSQL store {CLUSTER_STORE_URL}" if len(commands) > 1 else "SQLite store"
+    lines = [f"\nPointex is running ({store}, data in {DATA_DIR}):"]
+    for index, listen in enumerate(commands):
+        lines.append(
+            f"  command server {index + 1:<2} {listen}   CommandService, EventFeed, health, "
+            "reflection"
+        )
+    lines += [
+        f"  query server      {QUERY_LISTEN}   QueryService, health, reflection",
+        f"  sandbox provider  {SANDBOX_LISTEN}   SandboxGatewayService (payments), health",
+        f"  tokens            {TOKENS_FILE} (operator: {operator_token})",
+        f"  providers         {PROVIDERS_FILE}",
+    ]
+    if len(commands) > 1:
+        lines.append("  `pointex status` shows which command server holds the slice ranges.")
+    lines.append("Press Ctrl-C to stop.\n")
+    print("\n".join(lines), flush=True)
+
+
+class Command:
+    """One command server, started again (as a new run) whenever it exits, in a cluster."""
+
+    def __init__(self, listen: str, extra_env: dict[str, str]) -> None:
+        """Serve on `listen` with `extra_env` settings."""
+        self.listen = listen
+        self._env = extra_env
+        self.process = _start("pointex.server.command.main", listen, extra_env)
+        self.name = f"command server at {listen}"
+
+    def restart_if_exited(self) -> None:
+        """Start the server again if it exited, as a supervisor does."""
+        if self.process.poll() is None:
+            return
+        print(
+            f"{self.name} exited with code {self.process.returncode}; starting it again",
+            flush=True,
+        )
+        time.sleep(RESTART_PAUSE_S)
+        self.process = _start("pointex.server.command.main", self.listen, self._env)
+
+
+def _supervise(
+    commands: list[Command], others: list[subprocess.Popen[bytes]], *, cluster: bool
+) -> None:
+    """Return once a process exits; in a cluster, start exited command servers again."""
+    while all(process.poll() is None for process in others):
+        for command in commands:
+            if cluster:
+                command.restart_if_exited()
+            elif command.process.poll() is not None:
+                return
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the processes in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three command servers on one PostgreSQL event store (docs/scale-out.md)",
     )
-
-
-def main() -> int:
-    """Run the three processes in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    # SIGTERM (a supervisor, `timeout`) stops all three gracefully, like Ctrl-C.
+    cluster = parser.parse_args(argv).cluster
+    # SIGTERM (a supervisor, `timeout`) stops them all gracefully, like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    (ROOT / ".pointex").mkdir(exist_ok=True)
+    DATA_DIR.mkdir(exist_ok=True)
     operator_token = _ensure_tokens()
     _ensure_payment_providers()
-    command = _start(
-        "pointex.server.command.main",
-        COMMAND_LISTEN,
-        {"POINTEX_PAYMENT_PROVIDERS_FILE": str(PROVIDERS_FILE)},
-    )
-    # The query server follows the command server's EventFeed with the query_server credential.
-    query = _start(
-        "pointex.server.query.main",
-        QUERY_LISTEN,
-        {"POINTEX_COMMAND_TARGET": COMMAND_LISTEN, "POINTEX_FEED_TOKEN": _token_of("query_server")},
-    )
+    command_env = {"POINTEX_PAYMENT_PROVIDERS_FILE": str(PROVIDERS_FILE)}
+    query_env = {
+        "POINTEX_COMMAND_TARGET": COMMAND_LISTEN,
+        "POINTEX_FEED_TOKEN": _token_of("query_server"),
+    }
+    listens = [COMMAND_LISTEN]
+    if cluster:
+        command_env |= {
+            "POINTEX_STORE_URL": CLUSTER_STORE_URL,
+            "POINTEX_SLICE_LEASE_MS": CLUSTER_LEASE_MS,
+        }
+        # Its own read store: the SQLite stack's would mix two logs.
+        query_env["POINTEX_READ_STORE_URL"] = f"sqlite:///{DATA_DIR / 'cluster-read.db'}"
+        listens += STANDBY_LISTENS
+    commands = []
+    for listen in listens:  # One at a time: the first to start holds the ranges.
+        commands.append(Command(listen, command_env))
+        _wait_serving(commands[-1].name, listen, commands[-1].process)
+    # The query server follows the first command server's EventFeed with the query_server
+    # credential (forwarded to the ranges' holder in a cluster).
+    query = _start("pointex.server.query.main", QUERY_LISTEN, query_env)
     # The sandbox provider calls the command server back with the payment_provider credential.
     sandbox = _start(
         "pointex.server.payments.sandbox.main",
@@ -149,25 +225,20 @@ def main() -> int:
             "POINTEX_CALLBACK_TOKEN": _token_of("payment_provider"),
         },
     )
-    processes = [
-        ("command server", command),
-        ("query server", query),
-        ("sandbox provider", sandbox),
-    ]
+    others = [("query server", query), ("sandbox provider", sandbox)]
     try:
-        _wait_serving("command server", COMMAND_LISTEN, command)
         _wait_serving("query server", QUERY_LISTEN, query)
         _wait_serving("sandbox provider", SANDBOX_LISTEN, sandbox)
-        _announce(operator_token)
-        while all(process.poll() is None for _, process in processes):
-            time.sleep(0.5)
+        _announce(operator_token, listens)
+        _supervise(commands, [process for _, process in others], cluster=cluster)
     except KeyboardInterrupt:
         pass
     finally:
-        for _, process in processes:
+        everyone = [*((c.name, c.process) for c in reversed(commands)), *others]
+        for _, process in everyone:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for name, process in processes:
+        for name, process in everyone:
             code = process.wait()
             print(f"{name} exited with code {code}")
     return 0

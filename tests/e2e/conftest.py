@@ -25,6 +25,9 @@ OTHER_TOKEN = "partner-other-" + secrets.token_hex(16)
 PROVIDER_TOKEN = "provider-" + secrets.token_hex(16)
 QUERY_TOKEN = "query-" + secrets.token_hex(16)
 STARTUP_TIMEOUT_S = 30
+# Cluster mode: the command servers started for one "server", and their slice-range lease.
+CLUSTER_SIZE = 3
+CLUSTER_LEASE_MS = 3_000
 STOP_TIMEOUT_S = 30
 _PORT_LINE = re.compile(rb"listening on port (\d+)")
 
@@ -115,16 +118,24 @@ def tokens_file(tmp_path: Path) -> Path:
     return path
 
 
+def cluster_mode() -> bool:
+    """Tell whether command servers on PostgreSQL run as a cluster (POINTEX_TEST_CLUSTER=1)."""
+    return os.environ.get("POINTEX_TEST_CLUSTER", "") == "1"
+
+
 @pytest.fixture
 async def start_command_server(
     tmp_path: Path, tokens_file: Path
 ) -> AsyncIterator[StartCommandServer]:
-    """Start command servers on given store URLs; each is stopped after the test."""
+    """Start command servers on given store URLs; each is stopped after the test.
+
+    In cluster mode (`cluster_mode`), a command server on PostgreSQL is a cluster of
+    CLUSTER_SIZE: the first holds the slice ranges, and the one returned is the last standby,
+    which forwards every call to it (docs/scale-out.md). The e2e suites run so in `make test`.
+    """
     started: list[ServerProcess] = []
 
-    async def start(
-        store_url: str, *, markets: bool = True, extra_env: Mapping[str, str] | None = None
-    ) -> ServerProcess:
+    async def start_one(store_url: str, markets: bool, env_: Mapping[str, str]) -> ServerProcess:
         log_path = tmp_path / f"command-{len(started)}.log"
         env = {"POINTEX_STORE_URL": store_url, "POINTEX_AUTH_TOKENS_FILE": str(tokens_file)}
         if not markets:
@@ -132,20 +143,49 @@ async def start_command_server(
             no_markets = tmp_path / "no-markets.toml"
             no_markets.write_text("[markets]\n")
             env["POINTEX_MARKETS_FILE"] = str(no_markets)
-        env.update(extra_env or {})
+        env.update(env_)
         server = await start_server("pointex.server.command.main", log_path, env)
         started.append(server)
         return server
 
+    async def start(
+        store_url: str, *, markets: bool = True, extra_env: Mapping[str, str] | None = None
+    ) -> ServerProcess:
+        env = dict(extra_env or {})
+        # A test that sets the lease itself runs its own cluster, one server at a time.
+        own_cluster = "POINTEX_SLICE_LEASE_MS" in env
+        if own_cluster or not (cluster_mode() and store_url.startswith("postgresql://")):
+            return await start_one(store_url, markets, env)
+        env["POINTEX_SLICE_LEASE_MS"] = str(CLUSTER_LEASE_MS)
+        # The one returned listens where the test asked; the others wherever is free.
+        others = {key: value for key, value in env.items() if key != "POINTEX_LISTEN"}
+        for _ in range(CLUSTER_SIZE - 1):
+            server = await start_one(store_url, markets, others)
+            await wait_serving(server.target)  # The owner, or a standby that knows it.
+        server = await start_one(store_url, markets, env)
+        await wait_serving(server.target)
+        return server
+
     yield start
-    for server in started:
+    # The standbys first: the owner's ranges need not change hands as the cluster stops.
+    for server in reversed(started):
         await server.terminate()
 
 
 @pytest.fixture
-async def command_server(tmp_path: Path, start_command_server: StartCommandServer) -> ServerProcess:
-    """A command server on a fresh SQLite store."""
-    return await start_command_server(f"sqlite:///{tmp_path / 'events.db'}")
+def default_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Return a fresh SQLite store, or in cluster mode a fresh PostgreSQL schema."""
+    if cluster_mode():
+        return f"{request.getfixturevalue('pg_dsn')}?schema={request.getfixturevalue('pg_schema')}"
+    return f"sqlite:///{tmp_path / 'events.db'}"
+
+
+@pytest.fixture
+async def command_server(
+    default_store_url: str, start_command_server: StartCommandServer
+) -> ServerProcess:
+    """A command server on a fresh SQLite store (in cluster mode: a cluster on PostgreSQL)."""
+    return await start_command_server(default_store_url)
 
 
 async def wait_serving(target: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
@@ -255,6 +295,7 @@ def payment_delay_ms() -> int:
 
 @pytest.fixture
 async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
+    default_store_url: str,
     tmp_path: Path,
     unused_tcp_port: int,
     tokens_file: Path,
@@ -262,7 +303,10 @@ async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
     start_command_server: StartCommandServer,
     start_query_server: StartQueryServer,
 ) -> AsyncIterator[Stack]:
-    """Start the sandbox, then the SQLite command server it calls back, then the query server."""
+    """Start the sandbox, then the command server it calls back, then the query server.
+
+    The command server is on SQLite, or in cluster mode a cluster on PostgreSQL.
+    """
     command_target = f"127.0.0.1:{unused_tcp_port}"
     sandbox_env = {
         "POINTEX_COMMAND_TARGET": command_target,
@@ -287,7 +331,7 @@ async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
             f'secret = "{STACK_PROVIDER_SECRET}"\n'
         )
         command = await start_command_server(
-            f"sqlite:///{tmp_path / 'events.db'}",
+            default_store_url,
             extra_env={
                 "POINTEX_LISTEN": command_target,
                 "POINTEX_PAYMENT_PROVIDERS_FILE": str(providers),

@@ -27,6 +27,7 @@ from tests.e2e.cli_runner import (
     run_cli,
     start_cli,
 )
+from tests.e2e.conftest import cluster_mode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # How long a test waits for the command server to activate points issued pending 2 s.
@@ -297,9 +298,16 @@ async def test_audit_and_status_of_a_healthy_system_exit_0(cli: Cli) -> None:
     status = await cli.ok("status")
     assert status.stdout.count("SERVING") == 2
     assert "connected" in status.stdout
-    assert "runs alone" in status.stdout  # No slice-range lease: one command server.
     as_json = (await cli.ok("status", "--json")).json()
-    assert as_json["slice_leases"] == {"leases": [], "answered_by": ""}
+    if cluster_mode():  # Every slice range held by the one holder of the cluster.
+        assert "0-63" in status.stdout, status
+        listed = as_json["slice_leases"]
+        assert isinstance(listed, dict)
+        assert len(listed["leases"]) == 64
+        assert {lease["owner_id"] for lease in listed["leases"]} == {listed["answered_by"]}
+    else:
+        assert "runs alone" in status.stdout  # No slice-range lease: one command server.
+        assert as_json["slice_leases"] == {"leases": [], "answered_by": ""}
 
 
 async def test_watch_prints_notifications_and_resumes_from_its_cursor(cli: Cli) -> None:

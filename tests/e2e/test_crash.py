@@ -214,8 +214,13 @@ async def client(
     rng: random.Random,
     stop: asyncio.Event,
     timeout_s: float = CALL_TIMEOUT_S,
+    *,
+    pause_after_unknown_s: float = 0.0,
 ) -> list[Attempt]:
-    """Transfer 1..AMOUNT_MAX points between random members until `stop`; return the attempts."""
+    """Transfer 1..AMOUNT_MAX points between random members until `stop`; return the attempts.
+
+    After a call whose outcome is unknown, it waits `pause_after_unknown_s` before the next.
+    """
     attempts: list[Attempt] = []
     async with grpc.aio.insecure_channel(target) as channel:
         stub = command_service_pb2_grpc.CommandServiceStub(channel)
@@ -228,6 +233,8 @@ async def client(
                 amount_points=rng.randint(1, AMOUNT_MAX),
             )
             attempts.append(Attempt(request, await transfer(stub, request, timeout_s)))
+            if pause_after_unknown_s and attempts[-1].first.unknown:
+                await asyncio.sleep(pause_after_unknown_s)
     return attempts
 
 
