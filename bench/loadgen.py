@@ -14,6 +14,10 @@ Scenarios:
   caller (bench/market_load.py); the sandbox provider pays each trade by calling back.
 * `echo`, `echo_stream`: the bare grpc.aio echo, unary and bidi ping-pong per caller.
 
+A spec's target may name several servers, comma-separated (the cluster scenario,
+bench/cluster.py): each worker then connects to every one, and its callers (or bulk streams)
+go to them in turn.
+
 Run alone: `python -m bench.loadgen --target 127.0.0.1:PORT --scenario uniform`.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import queue
@@ -76,7 +81,10 @@ class LoadSpec:
         assert 0 < self.processes <= limits.loadgen_processes_max, self.processes
         assert 0 < self.bulk_streams <= limits.bulk_streams_max
         assert limits.hot_narrow_accounts_count <= self.members <= limits.members_count
-        assert self.target.startswith(("127.0.0.1:", "localhost:", "[::1]:")), "loopback only"
+        assert all(
+            target.startswith(("127.0.0.1:", "localhost:", "[::1]:"))
+            for target in self.target.split(",")
+        ), "loopback only"
 
 
 def accounts_of(spec: LoadSpec) -> int:
@@ -224,9 +232,13 @@ async def _bulk_stream(
 
 
 async def _run_callers(
-    spec: LoadSpec, channel: grpc.aio.Channel, recorder: Recorder, callers: range
+    spec: LoadSpec, channels: Sequence[grpc.aio.Channel], recorder: Recorder, callers: range
 ) -> None:
-    stub = command_service_pb2_grpc.CommandServiceStub(channel)
+    channel = channels[0]
+    stubs = [command_service_pb2_grpc.CommandServiceStub(each) for each in channels]
+    # Caller k goes to server k modulo their number (one server: every caller to it).
+    stub_of = [stubs[caller % len(stubs)] for caller in callers]
+    stub = stubs[0]
     metadata = auth_metadata(spec.token)
     echo = channel.unary_unary(
         UNARY_METHOD,
@@ -234,8 +246,15 @@ async def _run_callers(
         response_deserializer=cs.TransferPointsRequest.FromString,
     )
 
-    async def transfer(request: cs.TransferPointsRequest) -> object:
-        return await stub.TransferPoints(request, metadata=metadata, timeout=limits.call_deadline_s)
+    def transfer_through(
+        to: command_service_pb2_grpc.CommandServiceAsyncStub,
+    ) -> Callable[[cs.TransferPointsRequest], Awaitable[object]]:
+        async def transfer(request: cs.TransferPointsRequest) -> object:
+            return await to.TransferPoints(
+                request, metadata=metadata, timeout=limits.call_deadline_s
+            )
+
+        return transfer
 
     async def echo_once(request: cs.TransferPointsRequest) -> object:
         return await echo(request, timeout=limits.call_deadline_s)
@@ -244,13 +263,13 @@ async def _run_callers(
     if spec.scenario == "market":
         tasks = [market_caller(stub, metadata, caller, recorder) for caller in callers]
     elif spec.scenario in TRANSFER_SCENARIOS:
-        tasks = [_unary_caller(transfer, accounts_of(spec), recorder) for _ in callers]
+        tasks = [_unary_caller(transfer_through(to), accounts_of(spec), recorder) for to in stub_of]
     elif spec.scenario == "echo":
         tasks = [_unary_caller(echo_once, limits.members_count, recorder) for _ in callers]
     elif spec.scenario == "echo_stream":
         tasks = [_echo_stream_caller(channel, recorder) for _ in callers]
     else:
-        tasks = [_bulk_stream(stub, spec, recorder) for _ in callers]
+        tasks = [_bulk_stream(to, spec, recorder) for to in stub_of]
     running = [asyncio.create_task(task) for task in tasks]
     drain_end_s = recorder.window_end_s + limits.drain_s_max
     done, unfinished = await asyncio.wait(running, timeout=drain_end_s - time.monotonic())
@@ -266,15 +285,21 @@ async def _worker_async(spec: LoadSpec, index: int, barrier: Barrier) -> Recorde
     # This worker's callers by global index: the market gives each caller its own account.
     first = sum(_share(parallel, spec.processes, j) for j in range(index))
     callers = range(first, first + _share(parallel, spec.processes, index))
-    # A channel of its own (not the process-wide subchannel pool): its own HTTP/2 connection.
+    # A channel of its own (not the process-wide subchannel pool): its own HTTP/2 connection,
+    # to each server the spec names.
     options = [("grpc.use_local_subchannel_pool", 1)]
-    async with grpc.aio.insecure_channel(spec.target, options=options) as channel:
-        await asyncio.wait_for(channel.channel_ready(), _CONNECT_TIMEOUT_S)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(target, options=options))
+            for target in spec.target.split(",")
+        ]
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), _CONNECT_TIMEOUT_S)
         await asyncio.to_thread(barrier.wait, _WORKER_START_TIMEOUT_S)
         window_start_s = time.monotonic() + spec.warmup_s
         recorder = Recorder(window_start_s, window_start_s + spec.measure_s)
         if callers:
-            await _run_callers(spec, channel, recorder, callers)
+            await _run_callers(spec, channels, recorder, callers)
         return recorder.recorded
 
 

@@ -31,6 +31,8 @@ import grpc
 
 from bench import limits
 from bench.accounts import SetupFailed, setup_accounts
+from bench.cluster import SCENARIO as CLUSTER
+from bench.cluster import run_cluster
 from bench.contenders import (
     CONTENDER_NAMES,
     Contender,
@@ -91,9 +93,12 @@ WHERE name = ANY($1::text[]) ORDER BY name
 """
 # Load-generator processes: see docs/benchmarks.md for the 1-versus-2 measurement.
 LOADGEN_PROCESSES_DEFAULT: Final = 2
-# Every scenario of the runner: the load generator's, and the projection replay, which drives
-# no load (bench/replay.py).
-RUN_SCENARIOS: Final = (*SCENARIOS, REPLAY)
+# Every scenario of the runner: the load generator's, the projection replay, which drives
+# no load (bench/replay.py), and the cluster's process counts (bench/cluster.py).
+RUN_SCENARIOS: Final = (*SCENARIOS, REPLAY, CLUSTER)
+# The quick run leaves the cluster out (it starts six servers and sets accounts up three
+# times: about a minute more than the quick run's three); `--scenarios cluster` runs it.
+QUICK_SCENARIOS: Final = (*SCENARIOS, REPLAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,9 +332,13 @@ async def run(options: Options) -> dict[str, Any]:
     machine = await machine_info(options.pg_dsn)
     rows: list[Row] = []
     set_up: set[str] = set()
+    cluster: list[Row] = []
     try:
         for contender in build_contenders(plan, options.contenders):
             rows += await run_contender(contender, options, plan, token, set_up)
+        if CLUSTER in options.scenarios and "pointex-postgres" in options.contenders:
+            _say("cluster: 1, 2 and 3 command servers on PostgreSQL")
+            cluster = await run_cluster(options, plan, token, _env())
     finally:
         await drop_schemas(options.pg_dsn, plan.schemas)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -345,6 +354,8 @@ async def run(options: Options) -> dict[str, Any]:
         "repeat": options.repeat,
         "members": options.members,
         "rows": rows,
+        # Pointex through 1, 2 and 3 command-server processes (bench/cluster.py).
+        "cluster": cluster,
         "ratios": ratios(rows),
         "targets": targets(rows),
     }
@@ -365,8 +376,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--scenarios",
         type=lambda text: _names(text, RUN_SCENARIOS, "scenarios"),
-        default=RUN_SCENARIOS,
-        help=f"comma-separated, from {','.join(RUN_SCENARIOS)} (default: all)",
+        help=f"comma-separated, from {','.join(RUN_SCENARIOS)} (default: all; --quick: all "
+        "but cluster)",
     )
     parser.add_argument(
         "--contenders",
@@ -386,7 +397,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     options = Options(
-        scenarios=args.scenarios,
+        scenarios=args.scenarios or (QUICK_SCENARIOS if args.quick else RUN_SCENARIOS),
         contenders=args.contenders,
         warmup_s=args.warmup if args.warmup is not None else preset["warmup_s"],
         measure_s=args.duration if args.duration is not None else preset["measure_s"],

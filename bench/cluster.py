@@ -1,0 +1,204 @@
+"""The `cluster` scenario: uniform and bulk through 1, 2 and 3 command-server processes.
+
+For each process count it starts that many Pointex command servers on one fresh PostgreSQL
+schema, all holding the slice ranges by lease (docs/scale-out.md): the first to start holds
+every range and serves, the others are standbys that forward every call to it. The load
+generator spreads its callers (and its three bulk streams) over all of them, round robin, so
+with 3 processes two thirds of the calls take a hop. Besides throughput and latency, each row has
+the CPU each server process and PostgreSQL (all its processes) used during the measured
+window, read from /proc, as a share of one core.
+
+What it shows on one machine is what the cluster costs and what it does not buy yet: with
+one holder, every command is still decided on one event loop and committed through one
+position lock; the standbys add a hop. docs/benchmarks.md has the figures and the note on
+what more cores would change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.accounts import setup_accounts
+from bench.contenders import Contender, Plan, Running, new_schema, start
+from bench.loadgen import LoadSpec, run_load
+from bench.report import Row, median_row, summarize
+
+SCENARIO: Final = "cluster"
+WORKLOADS: Final = ("uniform", "bulk")
+PROCESS_COUNTS: Final = (1, 2, 3)
+LEASE_MS: Final = 3_000
+# Bulk streams at every process count: one per server at three, so that each carries some.
+BULK_STREAMS: Final = max(PROCESS_COUNTS)
+_SERVING_TIMEOUT_S: Final = 60
+_TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """Return the user and system CPU ticks of one process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    # After the command name: state is field 3 of stat(5), utime 14 and stime 15.
+    return int(fields[11]) + int(fields[12])
+
+
+def _postgres_pids() -> list[int]:
+    """Return the pids of every PostgreSQL process on the machine (server and backends)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in {"postgres", "postmaster"}:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class CpuWindow:
+    """CPU ticks of the servers and of PostgreSQL at the start and at the end of a window."""
+
+    servers: list[int]
+    started: dict[int, int] = field(default_factory=dict)
+    ended: dict[int, int] = field(default_factory=dict)
+    postgres_started: int = 0
+    postgres_ended: int = 0
+    seconds: float = 0.0
+    _start_s: float = 0.0
+
+    def start(self) -> None:
+        """Read the counters as the window opens."""
+        self.started = {pid: _cpu_ticks(pid) for pid in self.servers}
+        self.postgres_started = sum(_cpu_ticks(pid) for pid in _postgres_pids())
+        self._start_s = time.monotonic()
+
+    def end(self) -> None:
+        """Read the counters as the window closes."""
+        self.ended = {pid: _cpu_ticks(pid) for pid in self.servers}
+        self.postgres_ended = sum(_cpu_ticks(pid) for pid in _postgres_pids())
+        self.seconds = time.monotonic() - self._start_s
+
+    def shares(self) -> tuple[list[float], float]:
+        """Return each server's and PostgreSQL's CPU, in % of one core, over the window."""
+        if not self.seconds:
+            return [0.0] * len(self.servers), 0.0
+
+        def share(ticks: int) -> float:
+            return round(100 * ticks / _TICKS_PER_S / self.seconds, 1)
+
+        servers = [share(self.ended[pid] - self.started[pid]) for pid in self.servers]
+        return servers, share(self.postgres_ended - self.postgres_started)
+
+
+def _contender(plan: Plan, url: str, index: int) -> Contender:
+    return Contender(
+        name=f"pointex-cluster-{index}",
+        store="postgres",
+        module="pointex.server.command.main",
+        args=("--listen", "127.0.0.1:0", "--store-url", url),
+        scenarios=(SCENARIO,),
+        env=(
+            ("POINTEX_AUTH_TOKENS_FILE", str(plan.tokens_file)),
+            ("POINTEX_LOG_FORMAT", "json"),
+            ("POINTEX_LOG_LEVEL", "WARNING"),
+            ("POINTEX_SLICE_LEASE_MS", str(LEASE_MS)),
+        ),
+    )
+
+
+async def _serving(target: str) -> None:
+    """Wait until the server reports SERVING: it holds the ranges, or knows who does."""
+    async with grpc.aio.insecure_channel(target) as channel, asyncio.timeout(_SERVING_TIMEOUT_S):
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _measure(servers: list[Running], workload: str, options: Any, token: str) -> Row:
+    """Run one workload through every server; return its row with the CPU of each."""
+    targets = ",".join(server.target for server in servers)
+    spec = LoadSpec(
+        targets, workload, options.callers, options.processes, options.warmup_s,
+        options.measure_s, token, BULK_STREAMS, options.members,
+    )  # fmt: skip
+    cpu = CpuWindow([server.process.pid for server in servers])
+    closer: list[threading.Timer] = []
+
+    def window_opens() -> None:
+        cpu.start()
+        timer = threading.Timer(options.measure_s, cpu.end)
+        timer.start()
+        closer.append(timer)
+
+    recorded = await asyncio.to_thread(run_load, spec, window_opens)
+    for timer in closer:
+        timer.join()
+    shares, postgres = cpu.shares()
+    summary = summarize(recorded, options.measure_s)
+    return {
+        "contender": "pointex",
+        "store": "postgres",
+        "scenario": SCENARIO,
+        "workload": workload,
+        "processes": len(servers),
+        "concurrency": BULK_STREAMS if workload == "bulk" else options.callers,
+        "status": "ok" if summary["ok"] else "pending",
+        **summary,
+        # The first server holds every range; the others forward to it.
+        "server_cpu_pct": shares,
+        "postgres_cpu_pct": postgres,
+    }
+
+
+async def run_cluster(
+    options: Any,
+    plan: Plan,
+    token: str,
+    env: dict[str, str],
+    *,
+    counts: tuple[int, ...] = PROCESS_COUNTS,
+    workloads: tuple[str, ...] = WORKLOADS,
+) -> list[Row]:
+    """Run the cluster scenario for each process count; return one row per count and load."""
+    rows: list[Row] = []
+    for count in counts:
+        url = f"{plan.pg_dsn}?schema={new_schema(plan)}"
+        servers: list[Running] = []
+        try:
+            for index in range(count):  # One at a time: the first holds the ranges.
+                servers.append(await start(_contender(plan, url, index), plan.scratch, env))
+                await _serving(servers[-1].target)
+            await setup_accounts(servers[0].target, token, options.members)
+            for workload in workloads:
+                runs = [
+                    await _measure(servers, workload, options, token) for _ in range(options.repeat)
+                ]
+                row = median_row(runs)
+                rows.append(row)
+                print(
+                    f"[bench] cluster x{count} {workload}: {row['ops_per_s']:,.0f} ok/s, "
+                    f"servers {row['server_cpu_pct']} % CPU, PostgreSQL "
+                    f"{row['postgres_cpu_pct']} %",
+                    flush=True,
+                )
+        finally:
+            for server in reversed(servers):  # Standbys first: the ranges need not move.
+                await server.stop()
+    return rows

@@ -1,0 +1,59 @@
+"""The cluster scenario works end to end: three command servers, the load spread over them.
+
+Tiny sizes and one measured second per workload; no timing is asserted (SPEC §6 keeps
+performance out of tests). What is proved: the scenario starts the servers on one schema,
+the first holds the ranges and the others forward, the load generator reaches all three,
+and each row carries the CPU of every server process and of PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from bench.cluster import SCENARIO, run_cluster
+from bench.contenders import Plan
+from bench.run import Options, _env, drop_schemas
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Each workload through three processes completes calls, and every process used CPU."""
+    token = secrets.token_hex(24)
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"operator bench-operator {token}\n")
+    plan = Plan(pg_dsn, tmp_path, tokens_file)
+    options = Options(
+        scenarios=(SCENARIO,),
+        contenders=("pointex-postgres",),
+        warmup_s=0,
+        measure_s=1,
+        repeat=1,
+        callers=6,
+        processes=1,
+        members=200,
+        pg_dsn=pg_dsn,
+        output=tmp_path / "latest.json",
+        chart=False,
+    )
+    try:
+        rows = await run_cluster(options, plan, token, _env(), counts=(3,))
+    finally:
+        await drop_schemas(pg_dsn, plan.schemas)
+    assert [(row["workload"], row["processes"]) for row in rows] == [("uniform", 3), ("bulk", 3)]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["ok"] > 0, row
+        assert not row["errors"], row
+        # The holder decides every command; the standbys relay a share of the calls (over one
+        # second, one of them may stay under the clock's 10 ms tick).
+        holder, *standbys = row["server_cpu_pct"]
+        assert len(standbys) == 2, row
+        assert holder > 0, row
+        assert sum(standbys) > 0, row
+        assert row["postgres_cpu_pct"] > 0, row
