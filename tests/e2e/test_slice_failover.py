@@ -48,6 +48,7 @@ from tests.e2e.test_crash import (
     read_ledger,
     transfer,
 )
+from tests.e2e.test_event_feed import drain, error_reason
 
 # The first server renews a third of the way through this: not before the test ends, so
 # that, resumed, it still believes it holds its ranges.
@@ -258,3 +259,33 @@ async def _assert_owns_every_range(
     assert f"{listed.answered_by} (answered)" in status.stdout, status
     assert server.target in status.stdout, status
     assert "0-63" in status.stdout, status
+
+
+@pytest.mark.parametrize(
+    "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_stopping_standby_ends_the_streams_it_relays_with_shutting_down(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """SIGTERM to a standby ends a relayed feed subscription at once, as the holder's would."""
+    leases = {"POINTEX_SLICE_LEASE_MS": str(LEASE_MS)}
+    holder = await start_command_server(store_url, markets=False, extra_env=leases)
+    await wait_serving(holder.target)
+    await open_funded_members(holder.target)
+    standby = await start_command_server(store_url, markets=False, extra_env=leases)
+    await wait_serving(standby.target)
+    async with grpc.aio.insecure_channel(standby.target) as channel:
+        call = event_feed_pb2_grpc.EventFeedStub(channel).Subscribe(
+            event_feed_pb2.SubscribeRequest(),
+            metadata=bearer(QUERY_TOKEN),
+            timeout=TAKEOVER_TIMEOUT_S,
+        )
+        first = await call.read()
+        assert isinstance(first, event_feed_pb2.SubscribeResponse), first
+        standby.process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await drain(call)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(ended.value) == "SHUTTING_DOWN"
+    # The grace period is 10 s by default; ending the stream lets the standby exit before.
+    assert await asyncio.wait_for(standby.process.wait(), 8) == 0

@@ -123,8 +123,12 @@ class CommandServer:
         await self.close()
 
     async def stopping(self) -> None:
-        """End the feed's subscriptions, which would otherwise hold the whole grace period."""
+        """End the feed's subscriptions, which would otherwise hold the whole grace period.
+
+        So are the streams a standby relays to the holder: their callers resume elsewhere.
+        """
         self.feed.stop_streams()
+        self.running.stop_forwarded_streams()
 
     async def close(self) -> None:
         """Finish processes under way, commit what is queued, save the checkpoint, close."""

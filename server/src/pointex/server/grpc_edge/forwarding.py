@@ -19,8 +19,10 @@ nothing was done, and the client retries with the same request id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
 
@@ -35,7 +37,7 @@ from pointex.server.grpc_edge.interceptors import (
     Handler,
     settle,
 )
-from pointex.server.grpc_edge.status import OwnerUnavailable, abort_for
+from pointex.server.grpc_edge.status import OwnerUnavailable, ShuttingDown, abort_for
 from pointex.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ NOWHERE: Final = ""
 _RESERVED = (":", "grpc-")
 _RESERVED_KEYS = frozenset({"content-type", "te", "user-agent", FORWARDED_HEADER})
 _STATUS_DETAILS = "grpc-status-details-bin"
+# A hop that fails is logged at most this often (each failure is counted in the metrics).
+_WARN_EVERY_S: Final = 5.0
 # The channel's call of each kind of method, by (request streamed, response streamed).
 _CALL_KINDS: Final = {
     (False, False): "unary_unary",
@@ -91,6 +95,10 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._prefixes = tuple(f"/{name}/" for name in routing.services)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._relays: dict[str, Handler] = {}
+        # Relayed streams under way: a server that stops ends them at once (stop_streams).
+        self._streams: set[Any] = set()
+        self._stopping = False
+        self._warned_at_s = -_WARN_EVERY_S  # When a failed hop was last logged.
         self.forwarded = 0
         self.refused = 0
         if metrics is not None:
@@ -122,6 +130,12 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return cast("Handler", None)  # grpc answers UNIMPLEMENTED for it.
             relay = self._relays[method] = self._relay(method, local)
         return relay
+
+    def stop_streams(self) -> None:
+        """End every relayed stream now (UNAVAILABLE / SHUTTING_DOWN); callers resume elsewhere."""
+        self._stopping = True
+        for call in self._streams:
+            call.cancel()
 
     async def close(self) -> None:
         """Close the channels to other servers."""
@@ -169,8 +183,14 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _relay(self, method: str, local: Handler) -> Handler:
         """Return a handler of `method`'s kind relaying its bytes to the owner."""
         kind = (local.request_streaming, local.response_streaming)
-        streamed = local.request_streaming
-        forwarder = self
+        relay = self._relay_stream if local.response_streaming else self._relay_unary
+        return METHOD_HANDLERS[kind](relay(method, kind))
+
+    def _relay_unary(
+        self, method: str, kind: tuple[bool, bool]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        """Return the behaviour relaying a call with one response."""
+        forwarder, streamed = self, kind[0]
 
         async def unary_response(request: Any, context: Any) -> Any:
             try:
@@ -184,9 +204,19 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             forwarder.forwarded += 1
             return response
 
+        return unary_response
+
+    def _relay_stream(
+        self, method: str, kind: tuple[bool, bool]
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        """Return the behaviour relaying a call with a stream of responses."""
+        forwarder, streamed = self, kind[0]
+
         async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+            call = None
             try:
                 call = forwarder._hop(method, kind, request, context)
+                forwarder._streams.add(call)
                 async for response in call:
                     yield response
                 context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
@@ -194,11 +224,17 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await forwarder._answer_failed(error, context)
             except (OwnerUnavailable, DomainError) as error:
                 await forwarder._refuse(error, request, context, streamed=streamed)
+            except asyncio.CancelledError:
+                if not forwarder._stopping:
+                    raise  # The caller went away.
+                await abort_for(context, ShuttingDown())
+            finally:
+                if call is not None:  # The caller went away, or the server stops: end the hop.
+                    forwarder._streams.discard(call)
+                    call.cancel()
             forwarder.forwarded += 1
 
-        return METHOD_HANDLERS[kind](
-            stream_response if local.response_streaming else unary_response
-        )
+        return stream_response
 
     async def _refuse(
         self, error: Exception, request: Any, context: Any, *, streamed: bool
@@ -218,7 +254,10 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             key == _STATUS_DETAILS for key, _ in trailing
         ):
             # The owner was not reached (or went away): no status of its own came back.
-            log.warning("forwarding failed: %s", error.details())
+            now_s = time.monotonic()
+            if now_s - self._warned_at_s >= _WARN_EVERY_S:  # Not once per call of a burst.
+                self._warned_at_s = now_s
+                log.warning("forwarding failed: %s", error.details())
             self.refused += 1
             await abort_for(context, OwnerUnavailable("the owner of the call's range is away"))
         await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)

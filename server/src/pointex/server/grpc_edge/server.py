@@ -53,6 +53,11 @@ class RunningServer:
     tokens_watch: asyncio.Task[None] | None = None  # reads the tokens file again on change
     forwarder: Forwarder | None = None  # relays calls to their owner in a cluster
 
+    def stop_forwarded_streams(self) -> None:
+        """End the streams relayed to the cluster's other servers (the server is stopping)."""
+        if self.forwarder is not None:
+            self.forwarder.stop_streams()
+
     async def close_forwarding(self) -> None:
         """Close the channels to the cluster's other servers (after the gRPC server stopped)."""
         if self.forwarder is not None:
