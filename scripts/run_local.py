@@ -206,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         # Its own read store: the SQLite stack's would mix two logs.
         query_env["POINTEX_READ_STORE_URL"] = f"sqlite:///{DATA_DIR / 'cluster-read.db'}"
         listens += STANDBY_LISTENS
+        # Every server's address: the feed moves to whichever one answers (a gRPC name).
+        query_env["POINTEX_COMMAND_TARGET"] = "ipv4:" + ",".join(listens)
     commands = []
     for listen in listens:  # One at a time: the first to start holds the ranges.
         commands.append(Command(listen, command_env))
         _wait_serving(commands[-1].name, listen, commands[-1].process)
-    # The query server follows the first command server's EventFeed with the query_server
-    # credential (forwarded to the ranges' holder in a cluster).
+    # The query server follows the command server's EventFeed with the query_server
+    # credential (in a cluster, any server's, forwarded to the ranges' holder).
     query = _start("pointex.server.query.main", QUERY_LISTEN, query_env)
     # The sandbox provider calls the command server back with the payment_provider credential.
     sandbox = _start(

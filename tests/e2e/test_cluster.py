@@ -31,8 +31,17 @@ import pytest
 from pointex.client.positions import decode_global
 from pointex.server.domain.values import TransferKind
 from pointex.server.process import EXIT_FENCED
+from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import command_service_pb2_grpc
-from tests.e2e.conftest import STOP_TIMEOUT_S, ServerProcess, StartCommandServer, wait_serving
+from tests.e2e.conftest import (
+    ACME_TOKEN,
+    STOP_TIMEOUT_S,
+    ServerProcess,
+    StartCommandServer,
+    StartQueryServer,
+    wait_serving,
+)
+from tests.e2e.test_commands import rid
 from tests.e2e.test_crash import (
     Attempt,
     assert_acknowledged_once,
@@ -45,7 +54,9 @@ from tests.e2e.test_crash import (
     read_settled_ledger,
     retry_all_at_once,
     retry_unknown_one_by_one,
+    transfer,
 )
+from tests.e2e.test_query import Queries
 from tests.e2e.test_slice_failover import answered_by, wait_answered_by_other_than
 
 LEASE_MS = 2_000
@@ -248,3 +259,39 @@ async def test_a_server_joins_and_the_owner_leaves_under_load(
     assert "slice ranges not released" not in owner.log()
     await assert_exactly_once(store_url, joined[0], attempts)
     await assert_served_after_takeover(pg_dsn, pg_schema, attempts)
+
+
+async def test_the_query_server_follows_the_cluster_through_whichever_server_is_up(
+    store_url: str,
+    start_command_server: StartCommandServer,
+    start_query_server: StartQueryServer,
+) -> None:
+    """Given every server's address, the query server's feed outlives the holder it came in by."""
+    owner, standby = await start_cluster(start_command_server, store_url, size=2)
+    # A gRPC name with several addresses: the channel connects to the first that answers.
+    query = await start_query_server(f"ipv4:{owner.target},{standby.target}")
+    members = await open_funded_members(standby.target)
+    first_owner = await _owner_of(owner)
+    owner.process.kill()
+    await owner.process.wait()
+    await _wait_new_owner(standby, first_owner)
+    async with (
+        grpc.aio.insecure_channel(standby.target) as commands_channel,
+        grpc.aio.insecure_channel(query.target) as queries_channel,
+    ):
+        commands = command_service_pb2_grpc.CommandServiceStub(commands_channel)
+        moved = await transfer(
+            commands,
+            pb.TransferPointsRequest(
+                request_id=rid(),
+                from_account_id=members[0],
+                to_account_id=members[1],
+                amount_points=7,
+            ),
+        )
+        assert moved.reply is not None, moved
+        # The query server reaches the new holder's position: its feed moved to the standby.
+        account = await Queries(queries_channel, ACME_TOKEN).account(
+            members[0], moved.reply.position
+        )
+    assert account.available_points == moved.reply.from_available_points
