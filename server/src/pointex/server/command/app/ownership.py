@@ -131,7 +131,10 @@ class SliceOwnership:
             if self.ranges_held:
                 # Another standby took the rest as the same leases expired: both give up what
                 # they took, and wait a while of their own, so that one of them takes all.
-                await self._leases.release()
+                try:
+                    await self._leases.release()
+                except StoreError as error:  # They expire on their own.
+                    log.warning("slice ranges not released: %s", error)
             await self._find_owner()
             await asyncio.sleep(self._renew_every_s * random.uniform(0.5, 1.5))  # noqa: S311
         log.info("holding every slice range", extra={"owner_id": self.owner_id})
