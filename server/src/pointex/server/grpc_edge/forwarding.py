@@ -34,6 +34,7 @@ from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.interceptors import (
     METHOD_HANDLERS,
     Continuation,
+    Guard,
     Handler,
     settle,
 )
@@ -168,12 +169,13 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         hop = [*_relayed(metadata), (FORWARDED_HEADER, self._routing.forwarder_id)]
         return route, {"metadata": hop, "timeout": context.time_remaining()}
 
-    def _hop(self, method: str, kind: tuple[bool, bool], request: Any, context: Any) -> Any:
-        """Check the caller, then start the call to the owner; return the hop's call.
+    def _hop(
+        self, method: str, kind: tuple[bool, bool], guard: Guard, request: Any, context: Any
+    ) -> Any:
+        """Check the caller with `guard`, then start the call to the owner; return the hop's call.
 
         Raises the caller's refusal (DomainError) or OwnerUnavailable.
         """
-        guard = None if self._tokens is None else guard_for(self._tokens, method)
         if guard is not None:
             guard(context)
         address, options = self._target(context)
@@ -183,18 +185,20 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _relay(self, method: str, local: Handler) -> Handler:
         """Return a handler of `method`'s kind relaying its bytes to the owner."""
         kind = (local.request_streaming, local.response_streaming)
+        # Built once per method, as the edge interceptor builds its own.
+        guard = None if self._tokens is None else guard_for(self._tokens, method)
         relay = self._relay_stream if local.response_streaming else self._relay_unary
-        return METHOD_HANDLERS[kind](relay(method, kind))
+        return METHOD_HANDLERS[kind](relay(method, kind, guard))
 
     def _relay_unary(
-        self, method: str, kind: tuple[bool, bool]
+        self, method: str, kind: tuple[bool, bool], guard: Guard
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         """Return the behaviour relaying a call with one response."""
         forwarder, streamed = self, kind[0]
 
         async def unary_response(request: Any, context: Any) -> Any:
             try:
-                call = forwarder._hop(method, kind, request, context)
+                call = forwarder._hop(method, kind, guard, request, context)
                 response = await call
                 context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
             except grpc.aio.AioRpcError as error:
@@ -207,7 +211,7 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return unary_response
 
     def _relay_stream(
-        self, method: str, kind: tuple[bool, bool]
+        self, method: str, kind: tuple[bool, bool], guard: Guard
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         """Return the behaviour relaying a call with a stream of responses."""
         forwarder, streamed = self, kind[0]
@@ -215,7 +219,7 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
             call = None
             try:
-                call = forwarder._hop(method, kind, request, context)
+                call = forwarder._hop(method, kind, guard, request, context)
                 forwarder._streams.add(call)
                 async for response in call:
                     yield response
