@@ -23,11 +23,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import asyncpg
 
+from bench.cpu import postgres_cpu_s
 from bench.run import PG_DSN_DEFAULT
 from pointex.server import limits as server_limits
 from pointex.server.domain.events import (
@@ -40,7 +40,6 @@ from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import StreamAppend
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 
-_CLOCK_TICKS_S: Final = os.sysconf("SC_CLK_TCK")
 _EVENTS_PER_TRANSFER: Final = 3
 # The command server's group commit takes at most this many transfers of three events.
 _TRANSFERS_PER_BATCH_MAX: Final = server_limits.append_batch_events_max // _EVENTS_PER_TRANSFER
@@ -57,24 +56,6 @@ class Measured:
     seconds: float
     writer_cpu_s: float
     postgres_cpu_s: float | None  # None when PostgreSQL's processes cannot be read here
-
-
-def _postgres_cpu_s() -> float | None:
-    """Return the CPU seconds used so far by this machine's PostgreSQL processes."""
-    ticks = 0
-    found = False
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "cmdline").read_bytes().startswith(b"postgres"):
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # The process ended meanwhile.
-        ticks += int(fields[11]) + int(fields[12])
-        found = True
-    return ticks / _CLOCK_TICKS_S if found else None
 
 
 class _Accounts:
@@ -116,7 +97,7 @@ async def measure(
     rng = random.Random(secrets.randbits(32))
     known = _Accounts(accounts)
     transfers = 0
-    pg_before, cpu_before, started = _postgres_cpu_s(), time.process_time(), time.monotonic()
+    pg_before, cpu_before, started = postgres_cpu_s(), time.process_time(), time.monotonic()
     elapsed = 0.0
     while elapsed < seconds:  # At least one batch.
         units = [_transfer(known, rng) for _ in range(transfers_per_batch)]
@@ -124,7 +105,7 @@ async def measure(
         assert all(isinstance(result, list) for result in results), "no conflicts expected"
         transfers += len(units)
         elapsed = time.monotonic() - started
-    pg_after = _postgres_cpu_s()
+    pg_after = postgres_cpu_s()
     return Measured(
         transfers=transfers,
         events=transfers * _EVENTS_PER_TRANSFER,

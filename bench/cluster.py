@@ -4,9 +4,9 @@ For each process count it starts that many Pointex command servers on one fresh 
 schema, all holding the slice ranges by lease (docs/scale-out.md): the first to start holds
 every range and serves, the others are standbys that forward every call to it. The load
 generator spreads its callers (and its three bulk streams) over all of them, round robin, so
-with 3 processes two thirds of the calls take a hop. Besides throughput and latency, each row has
-the CPU each server process and PostgreSQL (all its processes) used during the measured
-window, read from /proc, as a share of one core.
+with 3 processes two thirds of the calls take a hop. Besides throughput and latency, each row
+has the CPU each server process and PostgreSQL's processes used during the measured window,
+read from /proc (bench/cpu.py), as a share of one core.
 
 What it shows on one machine is what the cluster costs and what it does not buy yet: with
 one holder, every command is still decided on one event loop and committed through one
@@ -17,11 +17,9 @@ what more cores would change.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -29,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.accounts import setup_accounts
 from bench.contenders import Contender, Plan, Running, new_schema, start
+from bench.cpu import postgres_cpu_s, process_cpu_s
 from bench.loadgen import LoadSpec, run_load
 from bench.report import Row, median_row, summarize
 
@@ -39,54 +38,30 @@ LEASE_MS: Final = 3_000
 # Bulk streams at every process count: one per server at three, so that each carries some.
 BULK_STREAMS: Final = max(PROCESS_COUNTS)
 _SERVING_TIMEOUT_S: Final = 60
-_TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ticks(pid: int) -> int:
-    """Return the user and system CPU ticks of one process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    # After the command name: state is field 3 of stat(5), utime 14 and stime 15.
-    return int(fields[11]) + int(fields[12])
-
-
-def _postgres_pids() -> list[int]:
-    """Return the pids of every PostgreSQL process on the machine (server and backends)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in {"postgres", "postmaster"}:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 @dataclass
 class CpuWindow:
-    """CPU ticks of the servers and of PostgreSQL at the start and at the end of a window."""
+    """CPU seconds of the servers and of PostgreSQL at the start and at the end of a window."""
 
     servers: list[int]
-    started: dict[int, int] = field(default_factory=dict)
-    ended: dict[int, int] = field(default_factory=dict)
-    postgres_started: int = 0
-    postgres_ended: int = 0
+    started: dict[int, float] = field(default_factory=dict)
+    ended: dict[int, float] = field(default_factory=dict)
+    postgres_started: float = 0.0
+    postgres_ended: float = 0.0
     seconds: float = 0.0
     _start_s: float = 0.0
 
     def start(self) -> None:
         """Read the counters as the window opens."""
-        self.started = {pid: _cpu_ticks(pid) for pid in self.servers}
-        self.postgres_started = sum(_cpu_ticks(pid) for pid in _postgres_pids())
+        self.started = {pid: process_cpu_s(pid) for pid in self.servers}
+        self.postgres_started = postgres_cpu_s() or 0.0
         self._start_s = time.monotonic()
 
     def end(self) -> None:
         """Read the counters as the window closes."""
-        self.ended = {pid: _cpu_ticks(pid) for pid in self.servers}
-        self.postgres_ended = sum(_cpu_ticks(pid) for pid in _postgres_pids())
+        self.ended = {pid: process_cpu_s(pid) for pid in self.servers}
+        self.postgres_ended = postgres_cpu_s() or 0.0
         self.seconds = time.monotonic() - self._start_s
 
     def shares(self) -> tuple[list[float], float]:
@@ -94,8 +69,8 @@ class CpuWindow:
         if not self.seconds:
             return [0.0] * len(self.servers), 0.0
 
-        def share(ticks: int) -> float:
-            return round(100 * ticks / _TICKS_PER_S / self.seconds, 1)
+        def share(cpu_s: float) -> float:
+            return round(100 * cpu_s / self.seconds, 1)
 
         servers = [share(self.ended[pid] - self.started[pid]) for pid in self.servers]
         return servers, share(self.postgres_ended - self.postgres_started)
