@@ -127,7 +127,7 @@ async def migrate(deployment: Deployment) -> None:
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "pointex event store at schema version 4" in out
+    assert "pointex event store at schema version 5" in out
     await deployment.run("owner", GRANTS_SQL)
 
 
@@ -255,7 +255,7 @@ async def test_restricted_role_without_its_grants_exits_saying_so(
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "schema version 4" in out
+    assert "schema version 5" in out
     code, _, err = await run_command_main(
         env={
             "POINTEX_STORE_URL": deployment.url("command", EVENTS_SCHEMA),

@@ -7,7 +7,8 @@ old owner's appends are refused (`FencedOff`) on both append paths and write not
 a lease-less writer's; a takeover waits for an append under way, but not past the lease for
 a writer paused inside it, while the owner's renewal does not wait for it; renewal reports
 a range lost; two standbys that split the ranges
-end with one holding them all.
+end with one holding them all. The fence covers entity streams; process records (transfers,
+trades, requests) are kept by their versions, whoever owns their range (migration 0005).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import pytest
 
 from pointex.server import limits
 from pointex.server.command.app.ownership import SliceOwnership
-from pointex.server.eventstore.port import FencedOff, NewEvent, StreamAppend, stream_slice
+from pointex.server.eventstore.port import (
+    FencedOff,
+    NewEvent,
+    StreamAppend,
+    WrongExpectedVersion,
+    stream_slice,
+)
 from pointex.server.eventstore.postgres.leases import SLICE_RANGES, slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from tests.integration.by_hand import insert_holding_the_lock
@@ -124,6 +131,49 @@ async def test_an_owner_that_lost_its_range_is_fenced_off_and_writes_nothing(
     # Outside any lease, a lease-less writer's events are at epoch 0.
     await alone.append([StreamAppend(elsewhere, 0, (EVENT,))])
     assert await epochs_written(pg_dsn, pg_schema, elsewhere) == [0]
+
+
+def records_in(range_: int, category: str, count: int) -> list[str]:
+    """Return `count` stream ids of a process-record category whose slices lie in `range_`."""
+    found = (f"{category}-r{range_}x{i}" for i in itertools.count())
+    return list(
+        itertools.islice((s for s in found if slice_range(stream_slice(s)) == range_), count)
+    )
+
+
+@pytest.mark.parametrize("events", [1, LARGE_EVENTS], ids=["locked", "one-call"])
+@pytest.mark.parametrize("category", ["transfer", "trade", "request"])
+async def test_process_records_are_kept_by_their_versions_not_by_the_fence(
+    stores: list[PostgresEventStore], events: int, category: str
+) -> None:
+    """A step commits its entity's events with a record in another server's range.
+
+    The owner of an account's range writes the account with a record whose range another
+    server holds; the record's version keeps a second writer of the same step out. The
+    account's own range stays fenced: the other server cannot write the account, not even
+    with a record of its own range.
+    """
+    ours, theirs, _alone = stores
+    [account] = streams_in(7, 1)
+    [record, other_record] = records_in(8, category, 2)
+    mine = ours.slice_leases("ours-run-1", LEASE_MS)
+    other = theirs.slice_leases("theirs-run-1", LEASE_MS)
+    assert await mine.acquire([7]) == {7: 1}
+    assert await other.acquire([8]) == {8: 1}
+    await ours.append(
+        [StreamAppend(account, 0, (EVENT,) * events), StreamAppend(record, 0, (EVENT,))]
+    )
+    with pytest.raises(WrongExpectedVersion):  # The same step, again: its version is taken.
+        await theirs.append([StreamAppend(record, 0, (EVENT,))])
+    head = await ours.head_position()
+    with pytest.raises(FencedOff):
+        await theirs.append(
+            [StreamAppend(account, events, (EVENT,)), StreamAppend(other_record, 0, (EVENT,))]
+        )
+    assert await theirs.head_position() == head
+    # A record's next version goes to whichever writer comes first, by version alone.
+    await theirs.append([StreamAppend(record, 1, (EVENT,) * events)])
+    assert [e.stream_version for e in await ours.read_stream(record)] == list(range(1, events + 2))
 
 
 async def test_a_takeover_waits_for_an_append_under_way(
