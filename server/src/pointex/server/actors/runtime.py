@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from pointex.server import limits
@@ -52,11 +53,13 @@ class AccountActors:
         resident_max: int,
         limits_in_force: LimitsInForce | None = None,
         clock: Clock = wall_clock_ms,
+        here: Callable[[str], bool] | None = None,
     ) -> None:
         """Host actors over `store`, appending through `committer`, at most `resident_max`.
 
         Actors decide under `limits_in_force` (the program's limits; None: no limits), at the
-        time `clock` says.
+        time `clock` says. `here` tells which accounts this server owns (None: every one): an
+        account another server owns has no actor here (command/app/owners.py).
         """
         assert resident_max > 0, resident_max
         self._aggregate = account_aggregate(limits_in_force or (lambda: NO_LIMITS), clock)
@@ -66,6 +69,7 @@ class AccountActors:
         self._committer = committer
         self._resident_max = resident_max
         self._actors: collections.OrderedDict[str, AccountActor] = collections.OrderedDict()
+        self._here = here
         self.activations = 0
         self.passivations = 0
 
@@ -90,10 +94,15 @@ class AccountActors:
         """Return how many actors are in memory now."""
         return len(self._actors)
 
+    def here(self, account_id: str) -> bool:
+        """Tell whether the account's actor may run here: this server owns its range."""
+        return self._here is None or self._here(account_id)
+
     def actor(self, account_id: str) -> AccountActor:
         """Return the account's actor, creating it (inactive) if it is not resident."""
         actor = self._actors.get(account_id)
         if actor is None:
+            assert self.here(account_id), f"account {account_id} is owned by another server"
             actor = AccountActor(
                 account_id,
                 self._store,
@@ -116,7 +125,7 @@ class AccountActors:
         in a row both stay the ones the system holds.
         """
         actor = self._actors.get(account_id)
-        if actor is None or not actor.decides_now:
+        if actor is None or not actor.decides_now or not self.here(account_id):
             return None
         self._actors.move_to_end(account_id)
         return actor

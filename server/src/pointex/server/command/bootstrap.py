@@ -172,20 +172,30 @@ class CommandCore:
 
 
 def start_core(
-    store: EventStore, *, resident_max: int, clock: Clock = wall_clock_ms
+    store: EventStore,
+    *,
+    resident_max: int,
+    clock: Clock = wall_clock_ms,
+    here: Callable[[str], bool] | None = None,
 ) -> CommandCore:
     """Start the group committer and the record look-up, and the actors over them.
 
     The server and the tests that run the command side without gRPC wire it here alike.
     Accounts decide at the time `clock` says (Unix milliseconds): the wall clock, unless a
-    test runs the command side on a clock of its own (tests/simulation).
+    test runs the command side on a clock of its own (tests/simulation). `here` tells which
+    accounts this server owns (None: every one; command/app/owners.py).
     """
     committer = GroupCommitter(store)
     committer.start()
     # Accounts decide under the program's limits; `ProgramActor.load` puts them in force.
     program = ProgramActor(store, committer)
     actors = AccountActors(
-        store, committer, resident_max=resident_max, limits_in_force=program.limits, clock=clock
+        store,
+        committer,
+        resident_max=resident_max,
+        limits_in_force=program.limits,
+        clock=clock,
+        here=here,
     )
     # Reads of retries go in step with the commits (see record_lookup).
     lookup = RecordLookup(store, committer.between_commits)

@@ -35,6 +35,7 @@ from pointex.server.command.app.idempotency import (
     replay_record,
     request_key,
 )
+from pointex.server.command.app.owners import ALL_HERE, Owners
 from pointex.server.command.app.record_lookup import RecordLookup
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.command.app.transfer_steps import (
@@ -87,14 +88,18 @@ class CommandHandlers:
         lookup: RecordLookup,
         runner: ProcessRunner,
         program: ProgramActor,
+        *,
+        owners: Owners = ALL_HERE,
     ) -> None:
         """Serve commands over `store` through `actors`; `lookup` spots retries.
 
         Transfer processes run detached from their callers in `runner`; the program's rules
-        change through `program`.
+        change through `program`. A step on an account another server owns is asked of it
+        through `owners` (owners.py).
         """
         self._store = store
         self._actors = actors
+        self._owners = owners
         self._program = program
         self._lookup = lookup
         self._runner = runner
@@ -329,8 +334,12 @@ class CommandHandlers:
         for transfer in debited:
             step = process.decide(transfer, process.Resumed())
             assert isinstance(step, process.Credit), step
-            credit = Decide(step.command, appending(_append(transfer, step.recorded)))
-            asked.append(tell(self._actors, step.command.account_id, credit))
+            account_id = step.command.account_id
+            if self._actors.here(account_id):
+                credit = Decide(step.command, appending(_append(transfer, step.recorded)))
+                asked.append(tell(self._actors, account_id, credit))
+            else:
+                asked.append(asyncio.ensure_future(self._credit(transfer, step)))
             recorded.append(step.recorded)
         outcomes: list[TransferDone | BaseException] = []
         others: dict[int, Awaitable[TransferDone]] = {}
@@ -361,10 +370,8 @@ class CommandHandlers:
             if isinstance(step, process.Ended):
                 return await self._outcome(transfer.initiated)
             assert isinstance(step, process.Credit), step
-            credit: Decide[Account | None, None]
-            credit = Decide(step.command, appending(_append(transfer, step.recorded)))
             try:
-                decided = await self._actors.ask(step.command.account_id, credit)
+                decided = await self._credit(transfer, step)
             except errors.DomainError as refusal:
                 return await self._refused(transfer, refusal)
             except WrongExpectedVersion as conflict:
@@ -375,6 +382,39 @@ class CommandHandlers:
             if transfer.phase is process.Phase.COMPLETED:
                 self._settled(transfer.initiated)
                 return TransferDone(transfer.initiated, decided.position)
+
+    async def _credit(self, transfer: process.Transfer, step: process.Credit) -> Decided[None]:
+        """Take a credit step: here, or by the server that owns its account."""
+        account_id = step.command.account_id
+        if self._actors.here(account_id):
+            credit: Decide[Account | None, None]
+            credit = Decide(step.command, appending(_append(transfer, step.recorded)))
+            return await self._actors.ask(account_id, credit)
+        position = await self._owners.credit(account_id, transfer.transfer_id)
+        return Decided(None, [], position)
+
+    async def take_credit(self, transfer_id: str) -> int:
+        """Take the credit step due on an account of this server, for the transfer's driver.
+
+        Another server drives the transfer (it owns the source); this one owns the account
+        the credit is due on. Returns the credit's position. Raises the credit's refusal,
+        WrongExpectedVersion on the transfer's stream when no credit is due any more (the
+        driver then reads what happened), or StoreUnavailable when the account is no longer
+        this server's.
+        """
+        loaded = await self._load(transfer_id)
+        if loaded is None:
+            raise errors.NotFound(
+                errors.TRANSFER_NOT_FOUND, "no such transfer", transfer_id=transfer_id
+            )
+        transfer = loaded[0]
+        step = process.decide(transfer, process.Resumed())
+        if not isinstance(step, process.Credit):
+            raise WrongExpectedVersion(_stream(transfer), transfer.version, transfer.version)
+        if not self._actors.here(step.command.account_id):
+            raise StoreUnavailable(f"account {step.command.account_id} is not owned here now")
+        decided = await self._credit(transfer, step)
+        return decided.position
 
     async def _refused(
         self, transfer: process.Transfer, refusal: errors.DomainError
@@ -543,7 +583,12 @@ class CommandHandlers:
         return OpenTransfers(self)
 
     async def resume(self, found: Sequence[tuple[int, process.Transfer]]) -> None:
-        """Finish every transfer the recovery scan found open (before commands are taken)."""
+        """Finish every transfer the recovery scan found open (before commands are taken).
+
+        Only those this server drives (it owns their source); the others are their sources'
+        owners' to finish.
+        """
+        found = [(p, t) for p, t in found if self._actors.here(t.initiated.from_account_id)]
         for position, transfer in found:
             self._reopen(position, transfer.initiated)
         for _, transfer in found:
@@ -555,6 +600,10 @@ class CommandHandlers:
         """Count a transfer found debited in the log as open, here and on its source's actor."""
         self._open[initiated.transfer_id] = (position, initiated)
         self._actors.actor(initiated.from_account_id).transfer_found_open()
+
+    def drives(self, initiated: TransferInitiated) -> bool:
+        """Tell whether this server drives the transfer: it owns the source's range."""
+        return self._actors.here(initiated.from_account_id)
 
     def oldest_open(self) -> int | None:
         """Return the initiation position of the oldest transfer still open, if any."""
@@ -614,8 +663,17 @@ class OpenTransfers:
             self._found.pop(event.transfer_id, None)
 
     def oldest(self) -> int | None:
-        """Return where the oldest transfer still open (after resuming) was initiated."""
-        return self._handlers.oldest_open()
+        """Return where the oldest transfer still open (after resuming) was initiated.
+
+        Those another server drives count as open: the checkpoint is every server's.
+        """
+        elsewhere = [
+            position
+            for position, transfer in self._found.values()
+            if not self._handlers.drives(transfer.initiated)
+        ]
+        here = self._handlers.oldest_open()
+        return min([*elsewhere, *([] if here is None else [here])], default=None)
 
     def open_count(self) -> int:
         """Return how many transfers the scan found open."""
