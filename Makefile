@@ -10,6 +10,8 @@ PYTHON ?= python3
 # on PostgreSQL, their calls going through a standby that forwards them (docs/scale-out.md).
 CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py \
         tests/e2e/test_cooling_off.py tests/e2e/test_refused_streams.py tests/e2e/test_examples.py
+# Those that do not trade, again with the command servers splitting the slice ranges.
+SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -23,7 +25,7 @@ PYTEST_FLAGS ?= -q
 # isolation (so the locked setuptools builds them, not whatever is newest).
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
-.PHONY: help install run run-cluster test test-cluster test-unit test-contract test-integration test-e2e lint fmt \
+.PHONY: help install run run-cluster run-cluster-split test test-cluster test-unit test-contract test-integration test-e2e lint fmt \
         proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check chaos bench \
         bench-quick clean
 
@@ -68,6 +70,9 @@ run: $(INSTALLED) ## start the command and query servers and the sandbox payment
 run-cluster: $(INSTALLED) ## three command servers on PostgreSQL (POINTEX_STORE_URL), the query server, the sandbox
 	$(PY) scripts/run_local.py --cluster
 
+run-cluster-split: $(INSTALLED) ## as run-cluster, the command servers splitting the slice ranges (no trading)
+	$(PY) scripts/run_local.py --split
+
 proto: $(INSTALLED) $(NPM_INSTALLED) ## regenerate the Python and TypeScript stubs, the reasons tables, the blocking client
 	$(PY) scripts/gen_protos.py
 	$(PY) scripts/gen_typescript.py
@@ -102,9 +107,11 @@ fmt: $(INSTALLED) ## format and auto-fix
 test: lint ## lint, then the whole suite (PostgreSQL included), then e2e suites on a cluster
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
 	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
+	POINTEX_TEST_CLUSTER=split $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
 
-test-cluster: $(INSTALLED) ts-build ## e2e suites with each PostgreSQL command server a 3-process cluster
+test-cluster: $(INSTALLED) ts-build ## e2e suites with each PostgreSQL command server a 3-process cluster (whole, then split ranges)
 	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
+	POINTEX_TEST_CLUSTER=split $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
 
 test-unit: $(INSTALLED) ## the pure domain
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit

@@ -10,6 +10,10 @@ store (POINTEX_STORE_URL; default the local `postgres` database, schema `pointex
 the first to start holds the slice ranges, the others are standbys that forward every call
 to it (docs/scale-out.md). Like a supervisor, the script starts again a command server that
 exits (killed, or stopped after another took its ranges over), as a new standby.
+
+With `--split` (`make run-cluster-split`), the three split the slice ranges instead: the
+first serves ranges 0-31, the second 32-63, and the third stands by for 0-31 (schema
+`pointex_split` by default). Such a cluster moves points but does not trade.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ CLUSTER_STORE_URL = os.environ.get(
     "POINTEX_STORE_URL", "postgresql://postgres@127.0.0.1:5432/postgres?schema=pointex_cluster"
 )
 CLUSTER_LEASE_MS = os.environ.get("POINTEX_SLICE_LEASE_MS", "3000")
+# --split: the slice ranges of each command server, in start order, and their store.
+SPLIT_PARTS = ("0-31", "32-63", "0-31")
+SPLIT_STORE_URL = os.environ.get(
+    "POINTEX_STORE_URL", "postgresql://postgres@127.0.0.1:5432/postgres?schema=pointex_split"
+)
 HEALTH_WAIT_S = 30
 RESTART_PAUSE_S = 1.0
 
@@ -123,8 +132,8 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _announce(operator_token: str, commands: list[str]) -> None:
-    store = f"PostgreSQL store {CLUSTER_STORE_URL}" if len(commands) > 1 else "SQLite store"
+def _announce(operator_token: str, commands: list[str], store_url: str) -> None:
+    store = f"PostgreSQL store {store_url}" if len(commands) > 1 else "SQLite store"
     lines = [f"\nPointex is running ({store}, data in {DATA_DIR}):"]
     for index, listen in enumerate(commands):
         lines.append(
@@ -138,7 +147,7 @@ def _announce(operator_token: str, commands: list[str]) -> None:
         f"  providers         {PROVIDERS_FILE}",
     ]
     if len(commands) > 1:
-        lines.append("  `pointex status` shows which command server holds the slice ranges.")
+        lines.append("  `pointex status` shows which command servers hold the slice ranges.")
     lines.append("Press Ctrl-C to stop.\n")
     print("\n".join(lines), flush=True)
 
@@ -186,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="three command servers on one PostgreSQL event store (docs/scale-out.md)",
     )
-    cluster = parser.parse_args(argv).cluster
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="three command servers that split the slice ranges (0-31, 32-63, and a standby)",
+    )
+    args = parser.parse_args(argv)
+    split = args.split
+    cluster = args.cluster or split
     # SIGTERM (a supervisor, `timeout`) stops them all gracefully, like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     DATA_DIR.mkdir(exist_ok=True)
@@ -200,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     listens = [COMMAND_LISTEN]
     if cluster:
         command_env |= {
-            "POINTEX_STORE_URL": CLUSTER_STORE_URL,
+            "POINTEX_STORE_URL": SPLIT_STORE_URL if split else CLUSTER_STORE_URL,
             "POINTEX_SLICE_LEASE_MS": CLUSTER_LEASE_MS,
         }
         # Its own read store: the SQLite stack's would mix two logs.
@@ -209,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         # Every server's address: the feed moves to whichever one answers (a gRPC name).
         query_env["POINTEX_COMMAND_TARGET"] = "ipv4:" + ",".join(listens)
     commands = []
-    for listen in listens:  # One at a time: the first to start holds the ranges.
-        commands.append(Command(listen, command_env))
+    parts = SPLIT_PARTS if split else ("0-63",) * len(listens)
+    for listen, part in zip(listens, parts, strict=True):  # One at a time: first come, first hold.
+        commands.append(Command(listen, command_env | {"POINTEX_SLICE_RANGES": part}))
         _wait_serving(commands[-1].name, listen, commands[-1].process)
     # The query server follows the command server's EventFeed with the query_server
     # credential (in a cluster, any server's, forwarded to the ranges' holder).
@@ -231,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_serving("query server", QUERY_LISTEN, query)
         _wait_serving("sandbox provider", SANDBOX_LISTEN, sandbox)
-        _announce(operator_token, listens)
+        _announce(operator_token, listens, SPLIT_STORE_URL if split else CLUSTER_STORE_URL)
         _supervise(commands, [process for _, process in others], cluster=cluster)
     except KeyboardInterrupt:
         pass

@@ -27,6 +27,8 @@ QUERY_TOKEN = "query-" + secrets.token_hex(16)
 STARTUP_TIMEOUT_S = 30
 # Cluster mode: the command servers started for one "server", and their slice-range lease.
 CLUSTER_SIZE = 3
+# With POINTEX_TEST_CLUSTER=split: two halves, and a standby for the first (returned last).
+SPLIT_PARTS = ("0-31", "32-63", "0-31")
 CLUSTER_LEASE_MS = 3_000
 STOP_TIMEOUT_S = 30
 _PORT_LINE = re.compile(rb"listening on port (\d+)")
@@ -119,8 +121,19 @@ def tokens_file(tmp_path: Path) -> Path:
 
 
 def cluster_mode() -> bool:
-    """Tell whether command servers on PostgreSQL run as a cluster (POINTEX_TEST_CLUSTER=1)."""
-    return os.environ.get("POINTEX_TEST_CLUSTER", "") == "1"
+    """Tell whether command servers on PostgreSQL run as a cluster (POINTEX_TEST_CLUSTER).
+
+    `1`: one server holds every slice range, two stand by. `split`: two servers split the
+    ranges (`0-31`, `32-63`), and a third stands by for the first half (SPLIT_PARTS).
+    """
+    return os.environ.get("POINTEX_TEST_CLUSTER", "") in {"1", "split"}
+
+
+def _cluster_parts() -> tuple[str, ...]:
+    """Return the slice ranges each server of the test cluster takes, the returned one last."""
+    if os.environ.get("POINTEX_TEST_CLUSTER", "") == "split":
+        return SPLIT_PARTS
+    return ("0-63",) * CLUSTER_SIZE
 
 
 @pytest.fixture
@@ -131,7 +144,9 @@ async def start_command_server(
 
     In cluster mode (`cluster_mode`), a command server on PostgreSQL is a cluster of
     CLUSTER_SIZE: the first holds the slice ranges, and the one returned is the last standby,
-    which forwards every call to it (docs/scale-out.md). The e2e suites run so in `make test`.
+    which forwards every call to it (docs/scale-out.md); with split ranges, the first two
+    split them and the one returned stands by for the first half. The e2e suites run so in
+    `make test`.
     """
     started: list[ServerProcess] = []
 
@@ -159,10 +174,11 @@ async def start_command_server(
         env["POINTEX_SLICE_LEASE_MS"] = str(CLUSTER_LEASE_MS)
         # The one returned listens where the test asked; the others wherever is free.
         others = {key: value for key, value in env.items() if key != "POINTEX_LISTEN"}
-        for _ in range(CLUSTER_SIZE - 1):
-            server = await start_one(store_url, markets, others)
-            await wait_serving(server.target)  # The owner, or a standby that knows it.
-        server = await start_one(store_url, markets, env)
+        *first, last = _cluster_parts()
+        for part in first:
+            server = await start_one(store_url, markets, {**others, "POINTEX_SLICE_RANGES": part})
+            await wait_serving(server.target)  # An owner, or a standby that knows one.
+        server = await start_one(store_url, markets, {**env, "POINTEX_SLICE_RANGES": last})
         await wait_serving(server.target)
         return server
 

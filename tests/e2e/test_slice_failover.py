@@ -23,7 +23,7 @@ import asyncpg
 import grpc
 import pytest
 
-from pointex.server.eventstore.postgres.leases import SLICE_RANGES
+from pointex.server.eventstore.port import SLICE_RANGES
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.process import EXIT_FENCED
 from pointex.v1 import command_service_pb2 as pb

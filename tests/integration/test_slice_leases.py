@@ -23,13 +23,14 @@ import pytest
 from pointex.server import limits
 from pointex.server.command.app.ownership import SliceOwnership
 from pointex.server.eventstore.port import (
+    SLICE_RANGES,
     FencedOff,
     NewEvent,
     StreamAppend,
     WrongExpectedVersion,
     stream_slice,
 )
-from pointex.server.eventstore.postgres.leases import SLICE_RANGES, slice_range
+from pointex.server.eventstore.postgres.leases import slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from tests.integration.by_hand import insert_holding_the_lock
 

@@ -23,15 +23,20 @@ import asyncpg
 import pytest
 
 from pointex.server.actors.account_actor import Decide
-from pointex.server.command.app.handlers import CommandHandlers, TransferRequest
+from pointex.server.command.app.handlers import (
+    CommandHandlers,
+    ReversalRequest,
+    TransferRequest,
+)
 from pointex.server.command.app.owners import RangeOwners
 from pointex.server.command.app.recovery import recover
 from pointex.server.command.bootstrap import CommandCore, start_core
 from pointex.server.domain import errors, streams
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
 from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role, TransferKind
-from pointex.server.eventstore.port import StoreUnavailable, stream_slice
-from pointex.server.eventstore.postgres.leases import SLICE_RANGES, SliceLeases, slice_range
+from pointex.server.elsewhere import Elsewhere
+from pointex.server.eventstore.port import SLICE_RANGES, StoreUnavailable, stream_slice
+from pointex.server.eventstore.postgres.leases import SliceLeases, slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from tests.integration.test_transfer_unit import check_conservation
 
@@ -73,7 +78,7 @@ class Server:
         """Hold the ranges, then wire the actors and handlers that write their accounts."""
         leases = self.leases = self.store.slice_leases(f"{self.name}-run", LEASE_MS)
         assert len(await leases.acquire(list(self.ranges))) == len(self.ranges)
-        owners = RangeOwners(leases.epochs, self._credit_at_peer)
+        owners = RangeOwners(lambda r: leases.epochs()[r] != 0, self._credit_at_peer)
         self.core = start_core(self.store, resident_max=100, here=owners.here)
         self.handlers = CommandHandlers(
             self.store,
@@ -280,3 +285,26 @@ async def test_recovery_on_the_sources_owner_takes_the_credit_on_the_other_serve
     finally:
         await restarted.stop()
         await restarted.store.close()
+
+
+async def test_an_issue_to_another_servers_member_is_reversed_by_the_members_owner(
+    servers: tuple[Server, Server],
+) -> None:
+    """The member's owner drives the reversal; the merchant's credit is taken by the other."""
+    first, second = servers
+    merchant, _, theirs = await funded(first, second)
+    issued = await first.handlers.transfer(
+        transfer("gift", merchant, theirs[0], 50, TransferKind.ISSUE)
+    )
+    before = await first.available(merchant)
+    back = ReversalRequest(
+        ACME, "take-back", TransferKind.REVERSE_ISSUE, issued.initiated.transfer_id, 20, ""
+    )
+    head = await first.store.head_position()
+    with pytest.raises(Elsewhere):  # Not the member's owner: its edge sends the call there.
+        await first.handlers.reverse(back)
+    assert await first.store.head_position() == head
+    await second.handlers.reverse(back)
+    assert await second.available(theirs[0]) == FUNDS_POINTS + 50 - 20
+    assert await first.available(merchant) == before + 20
+    await check_conservation(first.store)

@@ -11,6 +11,7 @@ from pointex.server.config import SETTINGS, ConfigError, command_config, query_c
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 FEED_TOKEN = "query-0123456789abcdef"
 PG_URL = "postgresql://pointex@db.internal:5432/pointex"
+LEASED = {"POINTEX_STORE_URL": PG_URL, "POINTEX_SLICE_LEASE_MS": "5000"}
 
 
 @pytest.fixture
@@ -60,6 +61,14 @@ def test_slice_leases_are_off_by_default_and_taken_on_postgres(tokens: dict[str,
     assert advertised.advertise == "node-2:50051"
 
 
+def test_a_server_takes_every_range_unless_told_a_part(tokens: dict[str, str]) -> None:
+    """The ranges a server takes: all 64 by default, or the part the setting lists."""
+    env = {**tokens, "POINTEX_STORE_URL": PG_URL, "POINTEX_SLICE_LEASE_MS": "5000"}
+    assert command_config([], env=env).slice_ranges == tuple(range(64))
+    part = command_config([], env={**env, "POINTEX_SLICE_RANGES": "32-47, 0-3,5,63"})
+    assert part.slice_ranges == (0, 1, 2, 3, 5, *range(32, 48), 63)
+
+
 def test_a_cluster_refuses_tls_its_forwarding_does_not_carry(
     tmp_path: Path, tokens: dict[str, str]
 ) -> None:
@@ -102,6 +111,11 @@ def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, st
         ({"POINTEX_SLICE_LEASE_MS": "100", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
         ({"POINTEX_SLICE_LEASE_MS": "-1", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
         ({"POINTEX_ADVERTISE": "no-port"}, "advertise"),
+        ({"POINTEX_SLICE_RANGES": "0-31"}, "slice_ranges"),  # Part of them, without leases.
+        ({"POINTEX_SLICE_RANGES": "0-64", **LEASED}, "slice_ranges"),
+        ({"POINTEX_SLICE_RANGES": "9-3", **LEASED}, "slice_ranges"),
+        ({"POINTEX_SLICE_RANGES": "a", **LEASED}, "slice_ranges"),
+        ({"POINTEX_SLICE_RANGES": "", **LEASED}, "slice_ranges"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_named(

@@ -645,4 +645,14 @@ export const REASONS: ReadonlyMap<string, Reason> = new Map<string, Reason>([
       "is still recovering it. Nothing was done by this attempt. Retry with the same " +
       "`request_id`, against any command server.",
   }],
+  ["MARKETS_NOT_ON_SPLIT_RANGES", {
+    name: "MARKETS_NOT_ON_SPLIT_RANGES",
+    number: 71,
+    code: "FAILED_PRECONDITION",
+    family: "Refused",
+    summary: "PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks: this cluster " +
+      "splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and " +
+      "trading needs one server holding every range. Nothing was done; the operator " +
+      "runs the cluster with every range on one holder to trade.",
+  }],
 ]);

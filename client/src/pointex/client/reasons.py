@@ -560,4 +560,13 @@ REASONS: Final[Mapping[str, Reason]] = {
         "is still recovering it. Nothing was done by this attempt. Retry with the same "
         "`request_id`, against any command server.",
     ),
+    "MARKETS_NOT_ON_SPLIT_RANGES": Reason(
+        "MARKETS_NOT_ON_SPLIT_RANGES",
+        71,
+        "FAILED_PRECONDITION",
+        "PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks: this cluster "
+        "splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and "
+        "trading needs one server holding every range. Nothing was done; the operator "
+        "runs the cluster with every range on one holder to trade.",
+    ),
 }

@@ -366,6 +366,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     or its new owner is still recovering it. Nothing was done by this attempt. Retry with the
     same `request_id`, against any command server.
     """
+    ERROR_REASON_MARKETS_NOT_ON_SPLIT_RANGES: _ErrorReason.ValueType  # 71
+    """FAILED_PRECONDITION. PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks:
+    this cluster splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and
+    trading needs one server holding every range. Nothing was done; the operator runs the
+    cluster with every range on one holder to trade.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable reason carried in google.rpc.ErrorInfo.reason. Each value says which
@@ -692,5 +698,11 @@ ERROR_REASON_OWNER_UNAVAILABLE: ErrorReason.ValueType  # 70
 call's slice range right now: its owner cannot be reached, the range is changing hands,
 or its new owner is still recovering it. Nothing was done by this attempt. Retry with the
 same `request_id`, against any command server.
+"""
+ERROR_REASON_MARKETS_NOT_ON_SPLIT_RANGES: ErrorReason.ValueType  # 71
+"""FAILED_PRECONDITION. PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks:
+this cluster splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and
+trading needs one server holding every range. Nothing was done; the operator runs the
+cluster with every range on one holder to trade.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

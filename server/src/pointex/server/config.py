@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from pointex.server import limits
+from pointex.server.slices import SLICE_RANGES
 
 DEFAULT_DATA_DIR: Final = ".pointex"
 
@@ -132,6 +133,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "hold the slice ranges by lease in the PostgreSQL event store, each for this many "
         "milliseconds, renewed a third of the way; the store then refuses this server's "
         "appends to a range another server took over (docs/scale-out.md). 0: run alone",
+        _COMMAND,
+    ),
+    Setting(
+        "slice_ranges",
+        "POINTEX_SLICE_RANGES",
+        "0-63",
+        'the slice ranges this server takes and serves, as ranges and numbers ("0-31", '
+        '"0-15,32-47"; with slice_lease_ms). Several servers may share a set: one holds '
+        "it, the others stand by. Accounts of another server's ranges are served there, and "
+        "their calls forwarded to it (docs/scale-out.md)",
         _COMMAND,
     ),
     Setting(
@@ -334,6 +345,8 @@ class CommandConfig:
     actors_resident_max: int
     # 0: the server runs alone and holds no slice-range lease (docs/scale-out.md).
     slice_lease_ms: int = 0
+    # The slice ranges this server takes (all 64 unless it splits them with other servers).
+    slice_ranges: tuple[int, ...] = tuple(range(SLICE_RANGES))
     # host:port the cluster's other servers forward to; empty: derived from the bound port.
     advertise: str = ""
     # None: no payment provider is configured (payments/providers.py reads the file).
@@ -570,6 +583,7 @@ def command_config(
             "actors_resident_max", values["actors_resident_max"], 1, limits.actors_resident_max
         ),
         slice_lease_ms=_slice_lease_ms(values["slice_lease_ms"], values["store_url"]),
+        slice_ranges=_slice_ranges(values["slice_ranges"], values["slice_lease_ms"]),
         advertise=_host_port("advertise", values["advertise"]) if values["advertise"] else "",
         payment_providers_file=(
             _existing_file("payment_providers_file", values["payment_providers_file"])
@@ -592,6 +606,21 @@ def _slice_lease_ms(value: str, store_url: str) -> int:
     if 0 < lease_ms < limits.slice_lease_ms_min:
         raise ConfigError(f"slice_lease_ms: 0, or at least {limits.slice_lease_ms_min}")
     return lease_ms
+
+
+def _slice_ranges(value: str, lease_ms: str) -> tuple[int, ...]:
+    """Return the sorted slice ranges of `value` ("0-31", "0-15,32-47"), all by default."""
+    every = tuple(range(SLICE_RANGES))
+    taken: set[int] = set()
+    for part in value.split(","):
+        low, dash, high = part.strip().partition("-")
+        first = _int_in("slice_ranges", low, 0, SLICE_RANGES - 1)
+        last = _int_in("slice_ranges", high, first, SLICE_RANGES - 1) if dash else first
+        taken.update(range(first, last + 1))
+    ranges = tuple(sorted(taken))
+    if ranges != every and lease_ms in ("", "0"):
+        raise ConfigError("slice_ranges: a server takes part of the ranges only by lease")
+    return ranges
 
 
 def query_config(

@@ -35,6 +35,10 @@ append_batch_units_max = 1000
 slice_lease_ms_min = 500
 slice_lease_ms_max = 600_000
 
+# Longest wait for another command server to take a step of a process on its account
+# (grpc_edge/peer.py); a step not taken by then is retried, as after a store failure.
+peer_call_s = 10.0
+
 # Events from which a PostgreSQL group commit, planned on the versions its units expect, goes
 # as one call of append_events instead of a locked transaction of five round trips. Large
 # batches (bulk) gain (+17% bulk throughput measured side by side); small ones, under a closed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pointex.server.actors.stream_actor import Inspect, StreamActor
+from pointex.server.actors.stream_actor import Inspect, StreamActor, load_stream
 from pointex.server.domain import program, streams
 from pointex.server.domain.program import NO_LIMITS, NO_PROGRAM, LimitIndex, Program
 from pointex.server.eventstore import codec
@@ -60,6 +60,14 @@ class ProgramActor(StreamActor[Program]):
         loaded = await self.tell(current)
         self.publish(loaded)
         return loaded
+
+    async def follow(self) -> None:
+        """Put in force the rules another server committed since (the ranges are split).
+
+        Read from the store; rules this server committed itself are in force already.
+        """
+        committed, _, _ = await load_stream(self._store, self.stream_id, self._aggregate)
+        self.publish(committed)
 
     def publish(self, committed: Program) -> None:
         """Put committed rules in force, unless later ones already are."""

@@ -27,9 +27,12 @@ from pointex.server.actors.account_actor import (
     Message,
     PendingWatch,
     account_aggregate,
+    load_account,
 )
+from pointex.server.domain import streams
 from pointex.server.domain.account import Account
 from pointex.server.domain.program import NO_LIMITS
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
 
@@ -102,7 +105,8 @@ class AccountActors:
         """Return the account's actor, creating it (inactive) if it is not resident."""
         actor = self._actors.get(account_id)
         if actor is None:
-            assert self.here(account_id), f"account {account_id} is owned by another server"
+            if not self.here(account_id):
+                raise Elsewhere(streams.account(account_id))
             actor = AccountActor(
                 account_id,
                 self._store,
@@ -143,6 +147,17 @@ class AccountActors:
     async def peek(self, account_id: str) -> Account | None:
         """Return the account's current state (None if it was never opened)."""
         state: Account | None = await self.ask(account_id, Inspect(lambda state: state))
+        return state
+
+    async def read(self, account_id: str) -> Account | None:
+        """Return the account's state: its actor's here, else the store's (to read, not decide).
+
+        An account another server owns has no actor here; what the store holds of it is as
+        of now, which suffices for what does not change once opened (its owning partner).
+        """
+        if self.here(account_id):
+            return await self.peek(account_id)
+        state, _, _ = await load_account(self._store, streams.account(account_id))
         return state
 
     def _passivate_beyond_cap(self) -> None:

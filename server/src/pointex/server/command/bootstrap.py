@@ -11,8 +11,10 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+import grpc
 
 from pointex.server.actors.account_actor import Clock
 from pointex.server.actors.market_actor import MarketActors
@@ -23,10 +25,17 @@ from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
+from pointex.server.command.app.owners import ALL_HERE, Owners, RangeOwners
 from pointex.server.command.app.ownership import SliceOwnership, lease_reader
 from pointex.server.command.app.payment_callbacks import PaymentCallbacks
 from pointex.server.command.app.record_lookup import RecordLookup
-from pointex.server.command.app.recovery import PROCESS_KINDS, recover
+from pointex.server.command.app.recovery import (
+    CHECKPOINT,
+    PROCESS_KINDS,
+    OpenSteps,
+    checkpoint_of,
+    recover,
+)
 from pointex.server.command.app.refunds import PurchaseRefunds
 from pointex.server.command.app.runner import ProcessRunner
 from pointex.server.command.app.trade_processes import TradeProcesses
@@ -41,11 +50,13 @@ from pointex.server.eventstore.port import EventStore
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.forwarding import Routing
+from pointex.server.grpc_edge.peer import PeerClient, peer_service
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
 from pointex.server.observability.metrics import Metrics
 from pointex.server.payments.providers import build_verifier, create_providers, load_providers
 from pointex.server.process import EXIT_BUG, EXIT_FENCED, EXIT_STORE
+from pointex.server.slices import SLICE_RANGES
 from pointex.server.store_errors import StoreError
 from pointex.v1 import (
     command_service_pb2,
@@ -77,6 +88,7 @@ class CommandServer:
     activation: asyncio.Task[None] | None = None
     halting: asyncio.Task[None] | None = None  # Stops the server when it must stop by itself.
     stopped_by_itself: int = 0  # Why it did (an exit code), 0 until then.
+    peer: PeerClient | None = None  # With split ranges: asks the others for steps on theirs.
 
     @property
     def port(self) -> int:
@@ -141,6 +153,8 @@ class CommandServer:
         if self.ownership is not None:
             await self.ownership.stop()  # After the last commit: a standby takes over now.
         await self.running.close_forwarding()
+        if self.peer is not None:
+            await self.peer.close()
         await self.store.close()
 
 
@@ -224,16 +238,17 @@ async def create_server(config: CommandConfig) -> CommandServer:
         stalled_transaction_ms=config.slice_lease_ms or None,
     )
     await store.open()
-    ownership: SliceOwnership | None = None
-    if config.slice_lease_ms:
-        assert isinstance(store, PostgresEventStore), "the configuration checks the store"
-        ownership = SliceOwnership(store, config.slice_lease_ms, "command")
-    core = start_core(store, resident_max=config.actors_resident_max)
+    ownership, peer, owners = _ownership(config, store)
+    core = start_core(
+        store,
+        resident_max=config.actors_resident_max,
+        here=None if peer is None else owners.here,
+    )
     committer, actors, lookup = core.committer, core.actors, core.lookup
     running: RunningServer | None = None
     activation: asyncio.Task[None] | None = None
     try:
-        handlers = CommandHandlers(store, actors, lookup, core.runner, core.program)
+        handlers = CommandHandlers(store, actors, lookup, core.runner, core.program, owners=owners)
         market, callbacks = await _market_side(config, store, core)
         activations = PendingActivations(actors, core.runner, wall_clock_ms)
         actors.watch_pending(activations.watch)
@@ -247,21 +262,36 @@ async def create_server(config: CommandConfig) -> CommandServer:
             refunds,
             leases=lease_reader(store),
             owner_id=ownership.owner_id if ownership is not None else "",
+            split=peer is not None,
         )
-        services = _services(feed, commands)
+        services = _services(feed, commands, handlers if peer is not None else None)
         metrics = _metrics(core)
         _process_metrics(metrics, core.runner, handlers, market)
         _timer_metrics(metrics, activations, expiry)
-        prepare = functools.partial(_prepare, store, core, handlers, market, (activations, expiry))
+        prepare = functools.partial(
+            _prepare,
+            store,
+            core,
+            handlers,
+            market,
+            (activations, expiry),
+            ranges=None if ownership is None else ownership.ranges,
+        )
         if ownership is not None:
             _ownership_metrics(metrics, ownership)
+            if peer is not None:  # Rules another server changed, in force here too.
+                ownership.every_round(core.program.follow)
             # Listening first: until it holds and recovered every range, calls go elsewhere.
             routing = Routing(
-                ownership.route, tuple(service.name for service in services), ownership.owner_id
+                ownership.route,
+                tuple(service.name for service in services),
+                ownership.owner_id,
+                owner_of=None if peer is None else ownership.find_owner_of,
             )
             running = listening = await start_server(
                 config.common, services, tokens, metrics, routing
             )
+            commands.forwarder = listening.forwarder
             ownership.advertise(config.advertise or _advertised(config.common.listen, listening))
             # NOT_SERVING until calls can go somewhere: here, or to the ranges' owner.
             await listening.set_serving(serving=False)
@@ -282,6 +312,8 @@ async def create_server(config: CommandConfig) -> CommandServer:
         await committer.stop()
         if ownership is not None:
             await ownership.stop()
+        if peer is not None:
+            await peer.close()
         await store.close()
         raise
     log.info(
@@ -302,6 +334,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
         expiry=expiry,
         ownership=ownership,
         activation=activation,
+        peer=peer,
     )
 
 
@@ -310,22 +343,60 @@ async def _resume_open_processes(
     handlers: CommandHandlers,
     market: ProtoMarketHandlers,
     timers: tuple[PendingActivations, LotExpiry],
+    ranges: Sequence[int] | None = None,
 ) -> None:
-    """Run the recovery scan over the log, before any command is taken."""
-    kinds = (
+    """Run the recovery scan over the log, before any command is taken.
+
+    A server of part of the slice ranges (`ranges`) resumes what its ranges have open, under
+    a checkpoint of its own; it does not trade, so it resumes no order or trade.
+    """
+    kinds: tuple[OpenSteps, ...] = (
         handlers.open_steps(),
         OpenPlacements(market),
         OpenTrades(market.processes),
         *timers,
     )
     assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
-    found = await recover(store, kinds)
+    checkpoint = CHECKPOINT if ranges is None else checkpoint_of(ranges, SLICE_RANGES)
+    if checkpoint != CHECKPOINT:
+        kinds = tuple(k for k in kinds if not isinstance(k, OpenPlacements | OpenTrades))
+    found = await recover(store, kinds, checkpoint)
     if any(found.values()):
         log.info("resumed processes left open", extra={"open": found})
 
 
-def _services(feed: EventFeedServicer, commands: CommandServicer) -> list[Service]:
-    """Return the command server's two services."""
+def _ownership(
+    config: CommandConfig, store: EventStore
+) -> tuple[SliceOwnership | None, PeerClient | None, Owners]:
+    """Return the server's slice ownership (None: it runs alone), and where accounts live.
+
+    With part of the ranges, the others' accounts are theirs, and so are steps on them: a
+    peer client asks their owners.
+    """
+    if not config.slice_lease_ms:
+        return None, None, ALL_HERE
+    assert isinstance(store, PostgresEventStore), "the configuration checks the store"
+    ownership = SliceOwnership(store, config.slice_lease_ms, "command", config.slice_ranges)
+    if not ownership.split:
+        return ownership, None, ALL_HERE
+    peer = PeerClient(ownership.find_owner_of)
+    return ownership, peer, RangeOwners(ownership.holds, peer.credit)
+
+
+def _services(
+    feed: EventFeedServicer, commands: CommandServicer, steps: CommandHandlers | None
+) -> list[Service]:
+    """Return the command server's two services; with `steps`, the peer service beside them.
+
+    The peer service (grpc_edge/peer.py) is what servers of split ranges ask each other; it
+    is not a public service, so health and reflection do not list it.
+    """
+
+    def register_commands(server: grpc.aio.Server) -> None:
+        command_service_pb2_grpc.add_CommandServiceServicer_to_server(commands, server)
+        if steps is not None:
+            server.add_generic_rpc_handlers((peer_service(steps.take_credit),))
+
     return [
         Service(
             event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
@@ -333,9 +404,7 @@ def _services(feed: EventFeedServicer, commands: CommandServicer) -> list[Servic
         ),
         Service(
             command_service_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
-            lambda server: command_service_pb2_grpc.add_CommandServiceServicer_to_server(
-                commands, server
-            ),
+            register_commands,
         ),
     ]
 
@@ -357,11 +426,18 @@ async def _prepare(
     handlers: CommandHandlers,
     market: ProtoMarketHandlers,
     timers: tuple[PendingActivations, LotExpiry],
+    *,
+    ranges: Sequence[int] | None,
 ) -> None:
-    """Load the program's rules, record the markets' configuration, resume open processes."""
+    """Load the program's rules, record the markets' configuration, resume open processes.
+
+    A server of part of the slice ranges (`ranges`) does not trade: no market to record.
+    """
     await core.program.load()  # The limits in force, before any command is decided.
-    await market.configure()
-    await _resume_open_processes(store, handlers, market, timers)
+    split = ranges is not None and len(ranges) < SLICE_RANGES
+    if not split:
+        await market.configure()
+    await _resume_open_processes(store, handlers, market, timers, ranges if split else None)
 
 
 def _advertised(listen: str, running: RunningServer) -> str:

@@ -10,12 +10,12 @@ error raises a `StoreError` subclass; driver exceptions never leave an adapter.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from pointex.server import limits
+from pointex.server.slices import SLICE_RANGES, SLICES, stream_entity_id, stream_slice
 from pointex.server.store_errors import (
     CommitOutcomeUnknown,
     DurabilityUnsafe,
@@ -28,6 +28,7 @@ from pointex.server.store_errors import (
 
 __all__ = [
     "SLICES",
+    "SLICE_RANGES",
     "BeforeCommit",
     "CommitOutcomeUnknown",
     "DurabilityUnsafe",
@@ -46,10 +47,6 @@ __all__ = [
     "stream_entity_id",
     "stream_slice",
 ]
-
-# Slices partition the log for a later scaled-out store. The number is fixed forever: a slice
-# is stored with every event, so changing it would re-slice history.
-SLICES = 1024
 
 
 # The three records below are built for every event of every append: named tuples, which
@@ -124,21 +121,6 @@ def stream_category(stream_id: str) -> str:
     """Return the category of a stream: the text before the first ``-``."""
     category, _, _ = stream_id.partition("-")
     return category
-
-
-def stream_entity_id(stream_id: str) -> str:
-    """Return the entity id of a stream: the text after the first ``-``."""
-    _, _, entity_id = stream_id.partition("-")
-    return entity_id
-
-
-def stream_slice(stream_id: str) -> int:
-    """Return the slice of a stream: CRC-32 of its entity id (UTF-8) modulo `SLICES`.
-
-    CRC-32 rather than ``hash()``: Python salts string hashes per process, and the slice is
-    stored forever.
-    """
-    return zlib.crc32(stream_entity_id(stream_id).encode()) % SLICES
 
 
 def is_valid_stream_id(stream_id: str) -> bool:

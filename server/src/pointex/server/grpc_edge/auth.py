@@ -35,7 +35,13 @@ __all__ = ["METHOD_ROLES", "TokenFileError", "TokenTable", "current_principal", 
 
 log = logging.getLogger(__name__)
 
-_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
+# Health, reflection, and what command servers ask each other (grpc_edge/peer.py: a step a
+# process's record says is due, which the process takes anyway).
+_OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/pointex.cluster.v1.Peer/",
+)
 _PARTNERS = frozenset({Role.OPERATOR, Role.PARTNER})
 _PROVIDERS = frozenset({Role.OPERATOR, Role.PAYMENT_PROVIDER})
 _OPERATORS = frozenset({Role.OPERATOR})

@@ -12,7 +12,13 @@ its own address) here, and never makes the owner refuse the forwarder's address.
 
 A forwarded call carries `pointex-forwarded`; a server that receives one and cannot take it
 itself refuses it rather than forwarding it again, so two servers with different views of
-the owners cannot pass a call back and forth. A call that has no owner to go to, or whose
+the owners cannot pass a call back and forth.
+
+With the slice ranges split across servers, a server serves every call itself until it
+reaches an entity of another server's range (`Elsewhere`, raised before anything changed);
+the call then goes to that range's owner, marked `pointex-placed`. A placed call goes no
+further: a server that finds it belongs elsewhere again refuses it (OWNER_UNAVAILABLE), and
+the client retries once the owners have settled. A call that has no owner to go to, or whose
 owner cannot be reached, is refused as UNAVAILABLE / OWNER_UNAVAILABLE with a retry delay:
 nothing was done, and the client retries with the same request id.
 """
@@ -30,6 +36,7 @@ import grpc
 
 from pointex.server import limits
 from pointex.server.domain.errors import DomainError
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.interceptors import (
     METHOD_HANDLERS,
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # Set on a forwarded call to the forwarder's owner id: the receiver does not forward it again.
 FORWARDED_HEADER: Final = "pointex-forwarded"
+# Set on a call sent to the owner of the entity it reached: it goes no further.
+PLACED_HEADER: Final = "pointex-placed"
 
 # Where a call goes: None, here; an address (host:port), that server; NOWHERE, refused.
 Route: TypeAlias = str | None
@@ -53,7 +62,7 @@ NOWHERE: Final = ""
 # Metadata a relay must not copy: HTTP/2 pseudo-headers and gRPC's own, which the channel
 # sets again for the hop; but the status details (the ErrorInfo) go back as the owner sent them.
 _RESERVED = (":", "grpc-")
-_RESERVED_KEYS = frozenset({"content-type", "te", "user-agent", FORWARDED_HEADER})
+_RESERVED_KEYS = frozenset({"content-type", "te", "user-agent", FORWARDED_HEADER, PLACED_HEADER})
 _STATUS_DETAILS = "grpc-status-details-bin"
 # A hop that fails is logged at most this often (each failure is counted in the metrics).
 _WARN_EVERY_S: Final = 5.0
@@ -73,6 +82,9 @@ class Routing:
     route: Callable[[], Route]  # Asked once per call.
     services: tuple[str, ...]  # Full names of the services routed (others are always here).
     forwarder_id: str  # Sent in FORWARDED_HEADER: the server's owner id.
+    # With ranges split across servers: the address of a slice range's owner ("" if none), read
+    # from the leases again when none is known.
+    owner_of: Callable[[int], Awaitable[str]] | None = None
 
 
 def _relayed(metadata: Iterable[Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -82,6 +94,33 @@ def _relayed(metadata: Iterable[Any] | None) -> tuple[tuple[str, Any], ...]:
         for key, value in metadata or ()
         if key == _STATUS_DETAILS or (not key.startswith(_RESERVED) and key not in _RESERVED_KEYS)
     )
+
+
+class PeerChannels:
+    """The channels to the cluster's other command servers, one per address, kept until closed."""
+
+    def __init__(self) -> None:
+        """Hold no channel yet."""
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def to(self, address: str) -> grpc.aio.Channel:
+        """Return the channel to `address`, opening it on first use."""
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+                    ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+                ],
+            )
+        return channel
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close(None)
 
 
 class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -94,8 +133,9 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._routing = routing
         self._tokens = tokens
         self._prefixes = tuple(f"/{name}/" for name in routing.services)
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = PeerChannels()
         self._relays: dict[str, Handler] = {}
+        self._placed: dict[str, Handler] = {}  # Served here, or where the entity lives.
         # Relayed streams under way: a server that stops ends them at once (stop_streams).
         self._streams: set[Any] = set()
         self._stopping = False
@@ -123,7 +163,13 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return cast("Handler", await continuation(handler_call_details))
         route = self._routing.route()
         if route is None:
-            return cast("Handler", await continuation(handler_call_details))
+            local = await continuation(handler_call_details)
+            if self._routing.owner_of is None or local is None or local.response_streaming:
+                return cast("Handler", local)
+            placed = self._placed.get(method)
+            if placed is None:
+                placed = self._placed[method] = self._placing(method, local)
+            return placed
         relay = self._relays.get(method)
         if relay is None:
             local = await continuation(handler_call_details)
@@ -140,21 +186,10 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def close(self) -> None:
         """Close the channels to other servers."""
-        channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            await channel.close(None)
+        await self._channels.close()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-                    ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-                ],
-            )
-        return channel
+        return self._channels.to(address)
 
     def _target(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, dict[str, Any]]:
         """Return the owner's address and the hop's call options, or raise OwnerUnavailable."""
@@ -239,6 +274,72 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             forwarder.forwarded += 1
 
         return stream_response
+
+    def _placing(self, method: str, local: Handler) -> Handler:
+        """Return `local` sending a call that reaches another server's entity to its owner.
+
+        Only calls with one request and one response are placed so: a bulk stream's
+        commands go to their owners one message at a time where it runs (command/edge/bulk.py).
+        """
+        behavior = local.unary_unary
+        serialize = local.response_serializer
+        assert behavior is not None, method
+        assert serialize is not None, method
+        forwarder = self
+
+        async def placed(request: Any, context: Any) -> Any:
+            try:
+                return await behavior(request, context)
+            except Elsewhere as moved:
+                elsewhere = moved
+            try:
+                call = await forwarder._place(method, elsewhere, request, context)
+                response = await call
+                context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
+            except grpc.aio.AioRpcError as error:
+                await forwarder._answer_failed(error, context)
+            except OwnerUnavailable as error:
+                await abort_for(context, error)
+            forwarder.forwarded += 1
+            return response
+
+        def serialized(response: Any) -> bytes:
+            return response if isinstance(response, bytes) else bytes(serialize(response))
+
+        return grpc.unary_unary_rpc_method_handler(
+            placed, request_deserializer=local.request_deserializer, response_serializer=serialized
+        )
+
+    async def _place(self, method: str, moved: Elsewhere, request: Any, context: Any) -> Any:
+        """Start the call to the owner of the entity it reached; return the hop's call.
+
+        Raises OwnerUnavailable (as the call's status) when it has no owner to go to, or was
+        placed already.
+        """
+        address, options = await self.placing(moved, context)
+        start = self._channel(address).unary_unary(method, None, None)
+        return start(request.SerializeToString(), **options)
+
+    async def placing(self, moved: Elsewhere, context: Any) -> tuple[str, dict[str, Any]]:
+        """Return where a call (or a bulk command) that reached `moved` goes, and its options.
+
+        The options carry the caller's metadata and remaining deadline. Raises
+        OwnerUnavailable when no other server owns the entity now, or the call was placed
+        already (it goes no further).
+        """
+        owner_of = self._routing.owner_of
+        metadata = context.invocation_metadata() or ()
+        placed = any(key == PLACED_HEADER for key, _ in metadata)
+        address = "" if owner_of is None or placed else await owner_of(moved.slice_range)
+        if not address:
+            self.refused += 1
+            raise OwnerUnavailable(f"no other command server owns {moved.stream_id} now")
+        hop = [*_relayed(metadata), (PLACED_HEADER, self._routing.forwarder_id)]
+        return address, {"metadata": hop, "timeout": context.time_remaining()}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """Return the channel to another command server (kept until `close`)."""
+        return self._channel(address)
 
     async def _refuse(
         self, error: Exception, request: Any, context: Any, *, streamed: bool

@@ -24,6 +24,7 @@ import grpc
 from pointex.server import limits
 from pointex.server.domain import errors
 from pointex.server.domain.values import Principal
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.grpc_edge.admission import PartnerAdmission
 from pointex.server.grpc_edge.auth import TokenTable, guard_for
 from pointex.server.grpc_edge.status import abort_for, map_exception
@@ -42,8 +43,9 @@ METHOD_HANDLERS: dict[tuple[bool, bool], Callable[..., Handler]] = {
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
 
-# Exceptions that already are the call's outcome and must pass through untouched.
-_PASS_THROUGH = (grpc.aio.AbortError,)
+# Exceptions that already are the call's outcome and must pass through untouched; and a call
+# that reached another server's entity, which the forwarder sends there (forwarding.py).
+_PASS_THROUGH = (grpc.aio.AbortError, Elsewhere)
 
 
 class _Malformed:
@@ -149,6 +151,9 @@ class _Call:
             self._metrics.rpc_done(self._method, code, time.perf_counter() - self._started)
 
     def failed(self, error: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if isinstance(error, Elsewhere):
+            self.done("FORWARDED")  # Answered by the entity's owner (forwarding.py).
+            return
         if isinstance(error, grpc.aio.AbortError):
             code = context.code()
             self.done(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN")

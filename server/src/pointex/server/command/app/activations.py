@@ -93,7 +93,13 @@ class PendingActivations:
     # --- The recovery scan's tracker ------------------------------------------------------
 
     def see(self, position: int, event: object) -> None:
-        """Keep an issue pending from its PointsPending until it activated or went back."""
+        """Keep an issue pending from its PointsPending until it activated or went back.
+
+        Only on this server's accounts (with split slice ranges, the others are their owners').
+        """
+        assert isinstance(event, PointsPending | PointsActivated | PointsDebited), event
+        if not self._actors.here(event.account_id):
+            return
         match event:
             case PointsPending():
                 key = (event.account_id, event.transfer_id)
@@ -107,7 +113,7 @@ class PendingActivations:
                     if found[2] <= 0:  # Reversed in full: nothing will activate.
                         del self._found[(event.account_id, issue)]
             case _:
-                assert isinstance(event, PointsDebited), event
+                pass  # A debit of available points.
 
     def oldest(self) -> int | None:
         """Return where the oldest issue still pending at start was issued."""

@@ -156,8 +156,8 @@ class LotExpiry:
         """Note the lots an event brings: the account's deadline is no later than theirs."""
         del position  # Lots are tracked by the calendar, which the checkpoint keeps.
         assert isinstance(event, LOTS_ARRIVING), event
-        if not event.lots:
-            return
+        if not event.lots or not self._actors.here(event.account_id):
+            return  # With split slice ranges, another server's accounts are its own to expire.
         first = min(lot.expires_at.unix_ms for lot in event.lots)
         known = self._calendar.get(event.account_id)
         if known is None or first < known:

@@ -60,6 +60,7 @@ from pointex.server.domain.events import (
 from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.program import Program, SetProgramRules
 from pointex.server.domain.values import Principal, TransferKind
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
     EventStore,
@@ -184,6 +185,8 @@ class CommandHandlers:
 
         The new limits are in force for every command decided once the change committed.
         """
+        if not self._owners.owns(streams.program()):  # Its owner changes the rules.
+            raise Elsewhere(streams.program())
 
         def ask(decide: Decide[Program, R]) -> Awaitable[Decided[R]]:
             return self._program.tell(decide)
@@ -485,7 +488,7 @@ class CommandHandlers:
             if initiated.kind is TransferKind.ISSUE
             else initiated.to_account_id
         )
-        owner = await self._actors.peek(merchant)
+        owner = await self._actors.read(merchant)  # Its partner: on any server.
         assert owner is not None, merchant  # A completed transfer's accounts exist.
         if not request.principal.caller.may_act_for(owner.owner_partner_id):
             raise errors.PermissionDenied(

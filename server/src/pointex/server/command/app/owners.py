@@ -20,12 +20,11 @@ A server that owns every range (alone, or holding them all) has every account he
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 from pointex.server.domain import streams
-from pointex.server.eventstore.port import stream_slice
-from pointex.server.eventstore.postgres.leases import slice_range
+from pointex.server.slices import range_of
 
 # Asks the owner of an account to take the credit due on it: (account id, transfer id) to the
 # credit's position (see Owners.credit).
@@ -37,6 +36,10 @@ class Owners(Protocol):
 
     def here(self, account_id: str) -> bool:
         """Tell whether this server owns the account's range (its actor may write it)."""
+        ...
+
+    def owns(self, stream_id: str) -> bool:
+        """Tell whether this server owns the stream's range (it may write the stream)."""
         ...
 
     async def credit(self, account_id: str, transfer_id: str) -> int:
@@ -56,6 +59,10 @@ class AllHere:
         """Return True."""
         return True
 
+    def owns(self, stream_id: str) -> bool:  # noqa: ARG002 - every stream is.
+        """Return True."""
+        return True
+
     async def credit(self, account_id: str, transfer_id: str) -> int:
         """Never called: every account's steps are taken here."""
         raise AssertionError(f"credit of {transfer_id} asked elsewhere for {account_id}")
@@ -67,14 +74,18 @@ ALL_HERE: Final = AllHere()
 class RangeOwners:
     """The accounts of the slice ranges this server holds are here; steps on others go out."""
 
-    def __init__(self, epochs: Callable[[], Sequence[int]], credit_at: CreditAt) -> None:
-        """Own the ranges `epochs()` holds (a non-zero epoch); ask others by `credit_at`."""
-        self._epochs = epochs
+    def __init__(self, holds: Callable[[int], bool], credit_at: CreditAt) -> None:
+        """Own the ranges `holds` says this server holds; ask others by `credit_at`."""
+        self._holds = holds
         self._credit_at = credit_at
 
     def here(self, account_id: str) -> bool:
         """Tell whether this server holds the lease of the account's range now."""
-        return self._epochs()[slice_range(stream_slice(streams.account(account_id)))] != 0
+        return self._holds(range_of(streams.account(account_id)))
+
+    def owns(self, stream_id: str) -> bool:
+        """Tell whether this server holds the lease of the stream's range now."""
+        return self._holds(range_of(stream_id))
 
     async def credit(self, account_id: str, transfer_id: str) -> int:
         """Have the owner of `account_id` take the credit due on it (see `Owners.credit`)."""

@@ -14,10 +14,11 @@ append was refused so) it finds the ranges lost and stops (fail-stop): its actor
 processes and timers describe a past it no longer owns, and a fresh run, started by its
 supervisor, becomes a standby with none of it.
 
-Owning every range is the first step: one active server and standbys that take over when it
-stops renewing. Ranges split across several active servers need each call routed to its
-range's owner and a range's processes recovered when it changes hands, which are not built
-yet.
+A server may be given part of the ranges instead (`POINTEX_SLICE_RANGES`): servers given
+disjoint parts split the entities between them, each serving the accounts of its part, and
+servers given the same part share it as holder and standbys. Each keeps a map of every
+range's owner (`owner_of`), read from the leases at each renewal, for the calls and the
+steps that belong to another server's range.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
-from pointex.server.eventstore.port import EventStore
-from pointex.server.eventstore.postgres.leases import SLICE_RANGES, Lease, SliceLeases
+from pointex.server.eventstore.port import SLICE_RANGES, EventStore
+from pointex.server.eventstore.postgres.leases import Lease, SliceLeases
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.store_errors import StoreError
 
@@ -54,14 +56,28 @@ def lease_reader(store: EventStore) -> LeaseReader:
 
 
 class SliceOwnership:
-    """Take every slice range, keep it by renewing, and give it up at a clean stop.
+    """Take its slice ranges, keep them by renewing, and give them up at a clean stop.
 
-    Until it holds every range, it routes calls to the server that does.
+    Until it holds them all, it routes calls to the server that does.
     """
 
-    def __init__(self, store: PostgresEventStore, lease_ms: int, server_name: str) -> None:
-        """Hold the leases of `store` for `lease_ms` each, as one run of `server_name`."""
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        lease_ms: int,
+        server_name: str,
+        ranges: Sequence[int] = _EVERY_RANGE,
+    ) -> None:
+        """Hold the leases of `store` for `lease_ms` each, as one run of `server_name`.
+
+        `ranges`: the slice ranges it takes (every one by default).
+        """
         self.owner_id = f"{server_name}-{secrets.token_hex(6)}"
+        self.ranges = tuple(sorted(ranges))
+        # Each range's owner's address, as the leases said at the last look (none: "").
+        self._owners = [""] * SLICE_RANGES
+        self._looking: asyncio.Future[None] | None = None  # A look at the leases under way.
+        self._looked_at_s = -1e9  # When the last look asked for by a call ended.
         self._store = store
         self._lease_ms = lease_ms
         self._leases: SliceLeases = store.slice_leases(self.owner_id, lease_ms)
@@ -76,15 +92,58 @@ class SliceOwnership:
         self.lost = asyncio.Event()
         # Counts since start, read by the metrics at each scrape.
         self.ranges_lost = 0
+        # Run after each renewal (with part of the ranges: the rules other servers changed).
+        self._every_round: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ranges_held(self) -> int:
         """Return how many slice ranges this server holds now."""
         return len(self._leases.held())
 
+    def every_round(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` after each renewal while the ranges are held (its StoreError is logged)."""
+        self._every_round = work
+
     def advertise(self, address: str) -> None:
         """Write `address` (host:port) in the leases taken from now on, for others to forward."""
         self._leases.address = address
+
+    @property
+    def split(self) -> bool:
+        """Tell whether this server takes part of the ranges only (others own the rest)."""
+        return len(self.ranges) < SLICE_RANGES
+
+    def holds(self, slice_range: int) -> bool:
+        """Tell whether this server holds the range's lease now."""
+        return self._leases.epochs()[slice_range] != 0
+
+    def owner_of(self, slice_range: int) -> str:
+        """Return the address of the range's owner, if another server holds it ("" if none)."""
+        return self._owners[slice_range]
+
+    async def find_owner_of(self, slice_range: int) -> str:
+        """Return the range's owner's address, reading the leases again when none is known.
+
+        Concurrent callers share one read, and a read is not repeated within a tenth of the
+        lease (an owner that just took a range is found; a range without one is not read for
+        on every call).
+        """
+        address = self._owners[slice_range]
+        if address:
+            return address
+        if self._looking is None:
+            if time.monotonic() - self._looked_at_s < self._lease_ms / 10_000:
+                return ""
+            self._looking = asyncio.ensure_future(self._look_again())
+        await asyncio.shield(self._looking)
+        return self._owners[slice_range]
+
+    async def _look_again(self) -> None:
+        try:
+            await self._find_owner()
+        finally:
+            self._looked_at_s = time.monotonic()
+            self._looking = None
 
     def route(self) -> str | None:
         """Return where a call goes: None, served here; an address; "", nowhere now."""
@@ -99,8 +158,8 @@ class SliceOwnership:
         self._tell_routable = tell
 
     async def serve(self) -> None:
-        """Serve calls here from now on: every range is held and recovered."""
-        assert self.ranges_held == SLICE_RANGES, self.ranges_held
+        """Serve calls here from now on: its ranges are held and recovered."""
+        assert self.ranges_held == len(self.ranges), self.ranges_held
         self._serving = True
         await self._routing_changed()
 
@@ -112,14 +171,14 @@ class SliceOwnership:
                 await self._tell_routable(routable)
 
     async def take_all(self) -> None:
-        """Take every range, waiting while another server holds some; then keep them."""
+        """Take its ranges, waiting while another server holds some; then keep them."""
         waiting_logged = False
         while True:
             try:
                 await self._take_missing()
             except StoreError as error:  # A deadlock with an append, the database away.
                 log.warning("slice ranges not taken: %s", error)
-            missing = SLICE_RANGES - self.ranges_held
+            missing = len(self.ranges) - self.ranges_held
             if not missing:
                 break
             if not waiting_logged:
@@ -137,8 +196,12 @@ class SliceOwnership:
                     log.warning("slice ranges not released: %s", error)
             await self._find_owner()
             await asyncio.sleep(self._renew_every_s * random.uniform(0.5, 1.5))  # noqa: S311
-        log.info("holding every slice range", extra={"owner_id": self.owner_id})
+        log.info(
+            "holding its slice ranges",
+            extra={"owner_id": self.owner_id, "ranges_held": self.ranges_held},
+        )
         self._owner_address = ""
+        await self._find_owner()  # The other ranges' owners, for what goes there.
         await self._routing_changed()  # Recovering: nowhere, until `serve`.
         self._task = asyncio.create_task(self._keep(), name="slice-leases")
 
@@ -160,26 +223,34 @@ class SliceOwnership:
 
     async def _take_missing(self) -> None:
         held = self._leases.held()
-        missing = [r for r in _EVERY_RANGE if r not in held]
+        missing = [r for r in self.ranges if r not in held]
         if missing:
             await self._leases.acquire(missing)
 
     async def _find_owner(self) -> None:
-        """Note the address of the one server that holds every range (empty: none does)."""
+        """Note each range's owner, and where this server's calls go while it waits.
+
+        While it waits, its calls go to the one server that holds all of its ranges; with a
+        part of the ranges, to any live owner when none does (it forwards them on by range).
+        """
         try:
             leases = await self._store.leases()
         except StoreError as error:  # The database is away: the next round looks again.
             log.warning("slice range owners not read: %s", error)
             return
-        live = {
-            (lease.owner_id, lease.owner_address) for lease in leases if lease.expires_in_ms > 0
-        }
-        whole = len(leases) == SLICE_RANGES and len(live) == 1
-        owner_id, address = next(iter(live)) if whole else ("", "")
-        if owner_id == self.owner_id:
-            address = ""
+        owners = [""] * SLICE_RANGES
+        for lease in leases:
+            if lease.expires_in_ms > 0 and lease.owner_id != self.owner_id:
+                owners[lease.slice_range] = lease.owner_address
+        self._owners = owners
+        if self.ranges_held:
+            return  # Its calls are served here (or nowhere while it recovers).
+        mine = {owners[r] for r in self.ranges}
+        address = next(iter(mine)) if len(mine) == 1 else ""
+        if not address and self.split:
+            address = next((a for a in owners if a), "")
         if address != self._owner_address:
-            log.info("forwarding calls", extra={"owner_id": owner_id, "owner_address": address})
+            log.info("forwarding calls", extra={"owner_address": address})
             self._owner_address = address
             await self._routing_changed()
 
@@ -196,6 +267,13 @@ class SliceOwnership:
             except StoreError as error:  # The database is away: the next round retries.
                 log.warning("slice leases not renewed: %s", error)
                 continue
+            if self.split:
+                await self._find_owner()
+            if self._every_round is not None:
+                try:
+                    await self._every_round()
+                except StoreError as error:  # The next round does it again.
+                    log.warning("work after the renewal not done: %s", error)
             if lost:
                 self.ranges_lost += len(lost)
                 self._serving = False

@@ -63,13 +63,33 @@ class KeptSteps(Protocol):
         """Return what the checkpoint keeps, as JSON values (after `resume`)."""
 
 
-async def recover(store: EventStore, kinds: Sequence[OpenSteps]) -> dict[str, int]:
+def checkpoint_of(ranges: Sequence[int], every: int) -> str:
+    """Return the checkpoint's name for a server of `ranges` (of `every` slice ranges).
+
+    A server of every range keeps `CHECKPOINT`; one of part of them a checkpoint of its own
+    (`recovery-processes-0-31`), since what is open, and what the expiry calendar keeps,
+    are its ranges' alone.
+    """
+    if len(ranges) == every:
+        return CHECKPOINT
+    runs: list[list[int]] = []
+    for r in sorted(ranges):
+        if runs and runs[-1][1] == r - 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return CHECKPOINT + "-" + "+".join(f"{a}-{b}" for a, b in runs)
+
+
+async def recover(
+    store: EventStore, kinds: Sequence[OpenSteps], checkpoint: str = CHECKPOINT
+) -> dict[str, int]:
     """Scan the log once, resume every open step of every kind; return the open count of each.
 
     Every kind the server runs must be given: the checkpoint saved afterwards assumes that
-    nothing open before it belongs to a kind left out.
+    nothing open before it belongs to a kind left out. `checkpoint` names it (checkpoint_of).
     """
-    after, kept = await _checkpoint(store)
+    after, kept = await _checkpoint(store, checkpoint)
     for steps in kinds:
         if isinstance(steps, KeptSteps) and steps.kind in kept:
             steps.restore(kept[steps.kind])
@@ -90,13 +110,13 @@ async def recover(store: EventStore, kinds: Sequence[OpenSteps]) -> dict[str, in
         await steps.resume()
     oldest = [p for p in (steps.oldest() for steps in kinds) if p is not None]
     keep = {steps.kind: steps.saved() for steps in kinds if isinstance(steps, KeptSteps)}
-    await _save_checkpoint(store, min(oldest, default=after + 1) - 1, keep)
+    await _save_checkpoint(store, checkpoint, min(oldest, default=after + 1) - 1, keep)
     return found
 
 
-async def _checkpoint(store: EventStore) -> tuple[int, dict[str, Any]]:
+async def _checkpoint(store: EventStore, name: str) -> tuple[int, dict[str, Any]]:
     """Return the position up to which the log holds no open step, and what kinds kept."""
-    snapshot = await store.load_snapshot(CHECKPOINT)
+    snapshot = await store.load_snapshot(name)
     if snapshot is not None and snapshot.schema_version == _CHECKPOINT_SCHEMA:
         data = json.loads(snapshot.data)
         return int(data["position"]), dict(data["kept"])
@@ -108,17 +128,19 @@ async def _checkpoint(store: EventStore) -> tuple[int, dict[str, Any]]:
             snapshot.schema_version,
         )
         return 0, {}
+    if name != CHECKPOINT:
+        return 0, {}
     earlier = [await store.load_snapshot(name) for name in _EARLIER_CHECKPOINTS]
     if all(snapshot is not None for snapshot in earlier):
         return min(int(snapshot.data) for snapshot in earlier if snapshot is not None), {}
     return 0, {}
 
 
-async def _save_checkpoint(store: EventStore, safe: int, kept: dict[str, Any]) -> None:
+async def _save_checkpoint(store: EventStore, name: str, safe: int, kept: dict[str, Any]) -> None:
     try:
         data = json.dumps({"position": max(safe, 0), "kept": kept}, separators=(",", ":"))
         checkpoint = Snapshot(
-            CHECKPOINT, max(safe, 1), "RecoveryCheckpoint", _CHECKPOINT_SCHEMA, data.encode()
+            name, max(safe, 1), "RecoveryCheckpoint", _CHECKPOINT_SCHEMA, data.encode()
         )
         await store.save_snapshot(checkpoint)
     except StoreError as error:

@@ -46,6 +46,7 @@ from pointex.server.domain.events import (
 from pointex.server.domain.processes import transfer as process
 from pointex.server.domain.program import FeeQuote
 from pointex.server.domain.values import Instant, Principal, TransferKind
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import RecordedEvent, StoreError, StreamAppend
 from pointex.server.overload import Overloaded
@@ -99,10 +100,13 @@ Started = tuple[TransferInitiated, int] | TransferDone | BaseException | None
 
 
 def tell(actors: AccountActors, account_id: str, message: Message) -> asyncio.Future[Any]:
-    """Deliver `message` to an account's actor; a full mailbox becomes a failed future."""
+    """Deliver `message` to an account's actor; a full mailbox becomes a failed future.
+
+    So does an account another server owns (`Elsewhere`): one transfer of a batch goes there.
+    """
     try:
         return actors.actor(account_id).tell(message)
-    except Overloaded as error:
+    except (Overloaded, Elsewhere) as error:
         refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         refused.set_exception(error)
         return refused

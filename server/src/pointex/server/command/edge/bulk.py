@@ -1,12 +1,26 @@
-"""How ExecuteBulk splits a message into segments and reports a command's failure."""
+"""How ExecuteBulk splits a message into segments and reports a command's failure.
+
+With the slice ranges split across command servers, a bulk command whose first account
+another server owns is sent there: `place_elsewhere` sends each owner one ExecuteBulk
+message of its commands, in the order sent, and their results come back in their places.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
+import grpc
+
+from pointex.client.errors import from_rpc_error
 from pointex.server.command.edge.transfer_rpcs import TRANSFER_RPCS
-from pointex.server.grpc_edge.status import map_exception, to_status
+from pointex.server.elsewhere import Elsewhere
+from pointex.server.grpc_edge.forwarding import Forwarder
+from pointex.server.grpc_edge.status import OwnerUnavailable, map_exception, to_status
 from pointex.v1 import command_service_pb2 as pb
+
+_EXECUTE_BULK = "/pointex.v1.CommandService/ExecuteBulk"
 
 BULK_RPCS = {
     "issue_points": "IssuePoints",
@@ -62,4 +76,63 @@ def bulk_error(error: Exception) -> pb.BulkError:
             result.retry_delay.FromMilliseconds(mapped.retry_after_ms)
     else:
         result.reason = "INTERNAL_ERROR"
+    return result
+
+
+async def place_elsewhere(
+    forwarder: Forwarder,
+    moved: Sequence[tuple[int, pb.BulkCommand, Elsewhere]],
+    context: Any,
+) -> dict[int, pb.BulkResult]:
+    """Run bulk commands that reached other servers' accounts there; return each one's result.
+
+    Each owner gets one ExecuteBulk message of its commands, in the order sent, as the
+    caller (its metadata) and within its deadline. A command with no owner to go to, or
+    whose owner does not answer, fails UNAVAILABLE / OWNER_UNAVAILABLE: nothing was done by
+    this attempt, and the client retries it.
+    """
+    results: dict[int, pb.BulkResult] = {}
+    by_owner: dict[str, tuple[dict[str, Any], list[tuple[int, pb.BulkCommand]]]] = {}
+    for index, command, where in moved:
+        try:
+            address, options = await forwarder.placing(where, context)
+        except OwnerUnavailable as error:
+            results[index] = pb.BulkResult(index=index, error=bulk_error(error))
+            continue
+        by_owner.setdefault(address, (options, []))[1].append((index, command))
+
+    async def at_owner(address: str, options: dict[str, Any], sent: list[tuple[int, Any]]) -> None:
+        call = forwarder.channel(address).stream_stream(
+            _EXECUTE_BULK,
+            request_serializer=pb.ExecuteBulkRequest.SerializeToString,
+            response_deserializer=pb.ExecuteBulkResponse.FromString,
+        )(**options)
+        try:
+            await call.write(pb.ExecuteBulkRequest(commands=[command for _, command in sent]))
+            await call.done_writing()
+            response = await call.read()
+            assert isinstance(response, pb.ExecuteBulkResponse), response
+        except grpc.aio.AioRpcError as error:
+            for index, _ in sent:
+                results[index] = pb.BulkResult(index=index, error=_hop_error(error))
+            return
+        for (index, _), result in zip(sent, response.results, strict=True):
+            result.index = index
+            results[index] = result
+
+    await asyncio.gather(*(at_owner(a, o, sent) for a, (o, sent) in by_owner.items()))
+    return results
+
+
+def _hop_error(error: grpc.aio.AioRpcError) -> pb.BulkError:
+    """Return the BulkError of a command whose owner ended its message with `error`."""
+    failed = from_rpc_error(error)
+    if not failed.reason:  # The owner was not reached: no status of its own came back.
+        return bulk_error(OwnerUnavailable("the owner of the command's account is away"))
+    result = pb.BulkError(
+        code=error.code().value[0], message=error.details() or "", reason=failed.reason
+    )
+    result.metadata.update(failed.metadata)
+    if failed.retry_delay_ms:
+        result.retry_delay.FromMilliseconds(failed.retry_delay_ms)
     return result

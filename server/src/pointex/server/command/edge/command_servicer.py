@@ -27,7 +27,13 @@ from pointex.server.command.app.idempotency import request_key
 from pointex.server.command.app.market_handlers import order_id_for
 from pointex.server.command.app.ownership import LeaseReader
 from pointex.server.command.app.refunds import PurchaseRefunds
-from pointex.server.command.edge.bulk import BULK_RPCS, Bulk, bulk_error, segments
+from pointex.server.command.edge.bulk import (
+    BULK_RPCS,
+    Bulk,
+    bulk_error,
+    place_elsewhere,
+    segments,
+)
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.market_replies import ProtoMarketHandlers
 from pointex.server.command.edge.replies import ProtoReplies, request_of
@@ -43,13 +49,16 @@ from pointex.server.command.edge.transfer_rpcs import (
     transfer_request,
 )
 from pointex.server.domain import commands as cmd
+from pointex.server.domain import errors
 from pointex.server.domain.account import Account
 from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.program import SetProgramRules
 from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import Principal, Role, TransferKind
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.auth import current_principal
+from pointex.server.grpc_edge.forwarding import Forwarder
 from pointex.server.grpc_edge.status import (
     InvalidRequest,
 )
@@ -125,12 +134,18 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         *,
         leases: LeaseReader,
         owner_id: str = "",
+        split: bool = False,
     ) -> None:
         """Serve account commands through `handlers`, the market through the others.
 
         `leases` reads the slice ranges' leases; `owner_id` names this server's run when it
-        holds leases (empty when it runs alone).
+        holds leases (empty when it runs alone). `split`: the cluster splits the ranges across
+        servers; the market's calls are refused (MARKETS_NOT_ON_SPLIT_RANGES), and bulk
+        commands on other servers' accounts go to their owners through `forwarder`, set once
+        the server listens.
         """
+        self._split = split
+        self.forwarder: Forwarder | None = None
         self._handlers = handlers
         self._market = market
         self._callbacks = callbacks
@@ -341,11 +356,21 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             merchant_available_points=done.initiated.from_available_points,
         )
 
+    def _require_trading(self) -> None:
+        """Refuse a market call on a server whose cluster splits the slice ranges."""
+        if self._split:
+            raise errors.FailedPrecondition(
+                errors.MARKETS_NOT_ON_SPLIT_RANGES,
+                "this cluster splits its slice ranges across command servers, and trading "
+                "needs one server holding every range",
+            )
+
     async def _transfer(self, request: Any, rpc: TransferRpc) -> TransferDone:
         return await self._handlers.transfer(transfer_request(request, rpc))
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, _: Context) -> pb.PlaceOrderResponse:
         """Place a limit order; reply once it is matched (and rests, if anything is left)."""
+        self._require_trading()
         principal = current_principal()
         key = request_key(principal, convert.request_id(request.request_id))
         order = PlaceOrder(
@@ -369,6 +394,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.CancelOrderRequest, _: Context
     ) -> pb.CancelOrderResponse:
         """Take a resting order out of the book."""
+        self._require_trading()
         convert.request_id(request.request_id)
         return await self._market.cancel_order(
             current_principal(),
@@ -381,6 +407,7 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.RefundPurchaseRequest, _: Context
     ) -> pb.RefundPurchaseResponse:
         """Refund a purchase within its cooling-off window."""
+        self._require_trading()
         outcome = await self._refunds.refund(
             current_principal(),
             convert.request_id(request.request_id),
@@ -398,12 +425,14 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.ConfirmPaymentRequest, _: Context
     ) -> pb.ConfirmPaymentResponse:
         """A provider's signed confirmation: settle the trade (or flag a late one)."""
+        self._require_trading()
         return await self._callbacks.handle(current_principal(), request, pb.ConfirmPaymentResponse)
 
     async def FailPayment(
         self, request: pb.FailPaymentRequest, _: Context
     ) -> pb.FailPaymentResponse:
         """A provider's signed failure: cancel the trade."""
+        self._require_trading()
         return await self._callbacks.handle(current_principal(), request, pb.FailPaymentResponse)
 
     async def ExecuteBulk(
@@ -467,10 +496,12 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         """
         transfers: list[tuple[int, TransferRpc, TransferRequest]] = []
         singles = []
+        moved: list[tuple[int, pb.BulkCommand, Elsewhere]] = []  # Owned by other servers.
+        sent = {index: command for index, _, command in segment}
         for index, which, command in segment:
             rpc = TRANSFER_RPCS.get(which or "")
             if rpc is None:
-                singles.append(self._bulk_one(index, command, context))
+                singles.append(self._bulk_one(index, command, context, moved))
                 continue
             try:
                 transfers.append((index, rpc, transfer_request(getattr(command, rpc.field), rpc)))
@@ -480,18 +511,36 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         if transfers:
             ends = await self._handlers.transfer_many([request for _, _, request in transfers])
             for (index, rpc, _), end in zip(transfers, ends, strict=True):
-                if isinstance(end, TransferDone):
-                    rpc.reply(end, getattr(results[index].ok, rpc.field))
-                elif isinstance(end, Exception):
-                    results[index].error.CopyFrom(bulk_error(end))
+                if isinstance(end, Elsewhere):
+                    moved.append((index, sent[index], end))
                 else:
-                    raise end  # Cancelled: as the command's own RPC would be.
+                    _bulk_transfer_result(rpc, end, results[index])
         for result in await ran_singles:
-            results[result.index].CopyFrom(result)
+            if result is not None:
+                results[result.index].CopyFrom(result)
+        if moved:
+            await self._bulk_elsewhere(moved, results, context)
+
+    async def _bulk_elsewhere(
+        self,
+        moved: list[tuple[int, pb.BulkCommand, Elsewhere]],
+        results: RepeatedCompositeFieldContainer[pb.BulkResult],
+        context: Context,
+    ) -> None:
+        """Run commands on other servers' accounts at their owners; fill in their results."""
+        assert self.forwarder is not None, "only a server of split ranges meets Elsewhere"
+        placed = await place_elsewhere(self.forwarder, moved, context)
+        for index, result in placed.items():
+            results[index].CopyFrom(result)
 
     async def _bulk_one(
-        self, index: int, command: pb.BulkCommand, context: Context
-    ) -> pb.BulkResult:
+        self,
+        index: int,
+        command: pb.BulkCommand,
+        context: Context,
+        moved: list[tuple[int, pb.BulkCommand, Elsewhere]],
+    ) -> pb.BulkResult | None:
+        """Run one command; None when it went to `moved` (another server owns its account)."""
         which = command.WhichOneof("command")
         if which is None:
             error = InvalidRequest("INVALID_FIELD", "command", "empty bulk command")
@@ -499,8 +548,23 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         method: Awaitable[Any] = getattr(self, BULK_RPCS[which])(getattr(command, which), context)
         try:
             response = await method
+        except Elsewhere as where:
+            moved.append((index, command, where))
+            return None
         except Exception as error:  # noqa: BLE001 - each failure becomes that command's result.
             return pb.BulkResult(index=index, error=bulk_error(error))
         ok = pb.BulkOk()
         getattr(ok, which).CopyFrom(response)
         return pb.BulkResult(index=index, ok=ok)
+
+
+def _bulk_transfer_result(
+    rpc: TransferRpc, end: TransferDone | BaseException, result: pb.BulkResult
+) -> None:
+    """Fill a bulk transfer's result with its reply or its error."""
+    if isinstance(end, TransferDone):
+        rpc.reply(end, getattr(result.ok, rpc.field))
+    elif isinstance(end, Exception):
+        result.error.CopyFrom(bulk_error(end))
+    else:
+        raise end  # Cancelled: as the command's own RPC would be.

@@ -21,16 +21,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
-from pointex.server.eventstore.port import SLICES
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.appender import Lender
-
-# Fixed forever, as SLICES is: every event is stored with the epoch of its range, and the
-# migration's guard maps a slice to its range by this width.
-SLICE_RANGES: Final = 64
-SLICES_PER_RANGE: Final = SLICES // SLICE_RANGES
+from pointex.server.slices import SLICE_RANGES, SLICES_PER_RANGE
 
 
 def slice_range(slice_: int) -> int:

@@ -1,0 +1,157 @@
+"""Command servers that split the slice ranges between them, on one PostgreSQL (scale-out.md).
+
+The first server takes ranges 0-31 and the second 32-63 (`POINTEX_SLICE_RANGES`); a third
+stands by for 0-31. Each serves the accounts of its ranges, and any of them takes any call:
+a call that reaches another server's account goes to its owner, and a transfer between two
+servers' accounts takes its credit on the destination's. Under load from clients spread over
+all three, the owner of 0-31 is killed: the standby takes its ranges over, and every
+acknowledged transfer is in the log once, none open, points conserved. A bulk message mixing
+both servers' accounts runs each command at its account's owner; the market is refused.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from pointex.server.domain.values import TransferKind
+from pointex.server.eventstore.postgres.store import PostgresEventStore
+from pointex.server.slices import range_of
+from pointex.v1 import command_service_pb2 as pb
+from pointex.v1 import command_service_pb2_grpc, common_pb2
+from tests.e2e.conftest import (
+    ACME_TOKEN,
+    OPERATOR_TOKEN,
+    ServerProcess,
+    StartCommandServer,
+    bearer,
+    wait_serving,
+)
+from tests.e2e.test_cluster import LEASE_MS, assert_exactly_once, under_cluster_load
+from tests.e2e.test_commands import rid
+from tests.e2e.test_crash import assert_conserved, open_funded_members, opened_store, read_ledger
+from tests.e2e.test_event_feed import error_reason
+from tests.e2e.test_slice_failover import answered_by
+
+pytestmark = pytest.mark.parametrize(
+    "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+LOW, HIGH = "0-31", "32-63"
+
+
+async def start_split(
+    start_command_server: StartCommandServer, store_url: str, *parts: str
+) -> list[ServerProcess]:
+    """Start a server for each part of the ranges, in order; each once it serves or forwards."""
+    servers = []
+    for part in parts:
+        server = await start_command_server(
+            store_url,
+            markets=False,
+            extra_env={"POINTEX_SLICE_LEASE_MS": str(LEASE_MS), "POINTEX_SLICE_RANGES": part},
+        )
+        await wait_serving(server.target)
+        servers.append(server)
+    return servers
+
+
+def _in_low_half(account_id: str) -> bool:
+    return range_of(f"account-{account_id}") < 32
+
+
+async def test_two_servers_split_the_accounts_and_a_standby_takes_over_a_killed_half(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """Transfers across the two halves under load; the low half's owner killed mid-load."""
+    low, high, standby = await start_split(start_command_server, store_url, LOW, HIGH, LOW)
+    members = await open_funded_members(high.target)
+    assert any(_in_low_half(m) for m in members)
+    assert not all(_in_low_half(m) for m in members)
+
+    async def kill() -> None:
+        low.process.kill()
+        await low.process.wait()
+
+    attempts = await under_cluster_load([low, high, standby], members, kill)
+    await assert_exactly_once(store_url, high, attempts)
+    async with opened_store(store_url) as store:
+        assert isinstance(store, PostgresEventStore)
+        leases = await store.leases()
+    owners = {lease.owner_id for lease in leases if lease.expires_in_ms > 0}
+    assert len(owners) == 2, owners  # The high half's owner, and the standby for the low half.
+    async with grpc.aio.insecure_channel(standby.target) as channel:
+        stub = command_service_pb2_grpc.CommandServiceStub(channel)
+        assert await answered_by(stub) in owners
+    # Transfers between the halves completed, each credit taken by the other half's owner.
+    crossed = [
+        attempt
+        for attempt in attempts
+        if attempt.final.reply is not None
+        and _in_low_half(attempt.request.from_account_id)
+        != _in_low_half(attempt.request.to_account_id)
+    ]
+    assert crossed, "no transfer between the two halves went through"
+
+
+async def test_a_bulk_message_runs_each_command_at_its_accounts_owner(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """A bulk message through one server, mixing both halves; the market is refused."""
+    low, _high = await start_split(start_command_server, store_url, LOW, HIGH)
+    members = await open_funded_members(low.target)
+    lows = [m for m in members if _in_low_half(m)]
+    highs = [m for m in members if not _in_low_half(m)]
+    moves = [(highs[0], lows[0]), (lows[1], highs[1]), (highs[2], highs[3]), (lows[2], lows[3])]
+    request = pb.ExecuteBulkRequest(
+        commands=[
+            pb.BulkCommand(
+                transfer_points=pb.TransferPointsRequest(
+                    request_id=rid(), from_account_id=a, to_account_id=b, amount_points=3
+                )
+            )
+            for a, b in moves
+        ]
+    )
+    async with grpc.aio.insecure_channel(low.target) as channel:
+        stub = command_service_pb2_grpc.CommandServiceStub(channel)
+        call = stub.ExecuteBulk(metadata=bearer(ACME_TOKEN))  # type: ignore[call-arg]
+        await call.write(request)
+        await call.done_writing()
+        response = await call.read()
+        assert isinstance(response, pb.ExecuteBulkResponse)
+        assert [r.index for r in response.results] == [0, 1, 2, 3]
+        assert all(r.HasField("ok") for r in response.results), response
+        # A retry of the whole message is answered from the records, at both owners.
+        again = stub.ExecuteBulk(metadata=bearer(ACME_TOKEN))  # type: ignore[call-arg]
+        await again.write(request)
+        await again.done_writing()
+        replayed = await again.read()
+        assert isinstance(replayed, pb.ExecuteBulkResponse)
+        assert [r.ok.transfer_points.transfer_id for r in replayed.results] == [
+            r.ok.transfer_points.transfer_id for r in response.results
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.PlaceOrder(
+                pb.PlaceOrderRequest(
+                    request_id=rid(),
+                    account_id=lows[0],
+                    market_id="PTS-CNY",
+                    side=common_pb2.ORDER_SIDE_SELL,
+                    quantity_points=1,
+                    limit_price_minor=1,
+                    time_in_force=common_pb2.TIME_IN_FORCE_GTC,
+                ),
+                metadata=bearer(ACME_TOKEN),
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(refused.value) == "MARKETS_NOT_ON_SPLIT_RANGES"
+        listed = await stub.ListSliceLeases(
+            pb.ListSliceLeasesRequest(), metadata=bearer(OPERATOR_TOKEN)
+        )
+    assert len({lease.owner_id for lease in listed.leases}) == 2
+    async with opened_store(store_url) as store:
+        ledger, _ = await read_ledger(store)
+    assert_conserved(ledger)
+    transfers = [i for i in ledger.initiated.values() if i[0].kind == TransferKind.TRANSFER]
+    assert len(transfers) == len(moves)
