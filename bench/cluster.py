@@ -1,17 +1,21 @@
 """The `cluster` scenario: uniform and bulk through 1, 2 and 3 command-server processes.
 
-For each process count it starts that many Pointex command servers on one fresh PostgreSQL
-schema, all holding the slice ranges by lease (docs/scale-out.md): the first to start holds
-every range and serves, the others are standbys that forward every call to it. The load
-generator spreads its callers (and its three bulk streams) over all of them, round robin, so
-with 3 processes two thirds of the calls take a hop. Besides throughput and latency, each row
-has the CPU each server process and PostgreSQL's processes used during the measured window,
-read from /proc (bench/cpu.py), as a share of one core.
+For each layout it starts its Pointex command servers on one fresh PostgreSQL schema, all
+holding slice ranges by lease (docs/scale-out.md). In the `whole` layouts (1, 2 and 3
+processes) the first to start holds every range and serves, and the others are standbys that
+forward every call to it. In the `split` layout two servers split the ranges (`0-31` and
+`32-63`): each decides the commands of its half's accounts, a call that reaches the other
+half's account goes there, and a transfer between the halves takes its credit at the other
+server. The load generator spreads its callers (and its three bulk streams) over all of
+them, round robin. Besides throughput and latency, each row has the CPU each server process
+and PostgreSQL's processes used during the measured window, read from /proc (bench/cpu.py),
+as a share of one core.
 
-What it shows on one machine is what the cluster costs and what it does not buy yet: with
-one holder, every command is still decided on one event loop and committed through one
-position lock; the standbys add a hop. docs/benchmarks.md has the figures and the note on
-what more cores would change.
+What it shows on one machine is what the cluster costs and what it buys: with one holder,
+every command is decided on one event loop, and the standbys add a hop; split, two event
+loops decide, at the price of hops and cross-server steps, and every commit still goes
+through one position lock. docs/benchmarks.md has the figures and the note on what more
+cores would change.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from bench.report import Row, median_row, summarize
 SCENARIO: Final = "cluster"
 WORKLOADS: Final = ("uniform", "bulk")
 PROCESS_COUNTS: Final = (1, 2, 3)
+# Each layout: the slice ranges of each server, in start order ("0-63": all of them).
+WHOLE: Final = "0-63"
+SPLIT: Final = ("0-31", "32-63")
+LAYOUTS: Final = (*(((WHOLE,) * count) for count in PROCESS_COUNTS), SPLIT)
 LEASE_MS: Final = 3_000
 # Bulk streams at every process count: one per server at three, so that each carries some.
 BULK_STREAMS: Final = max(PROCESS_COUNTS)
@@ -76,7 +84,7 @@ class CpuWindow:
         return servers, share(self.postgres_ended - self.postgres_started)
 
 
-def _contender(plan: Plan, url: str, index: int) -> Contender:
+def _contender(plan: Plan, url: str, index: int, ranges: str) -> Contender:
     return Contender(
         name=f"pointex-cluster-{index}",
         store="postgres",
@@ -88,6 +96,7 @@ def _contender(plan: Plan, url: str, index: int) -> Contender:
             ("POINTEX_LOG_FORMAT", "json"),
             ("POINTEX_LOG_LEVEL", "WARNING"),
             ("POINTEX_SLICE_LEASE_MS", str(LEASE_MS)),
+            ("POINTEX_SLICE_RANGES", ranges),
         ),
     )
 
@@ -106,7 +115,9 @@ async def _serving(target: str) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _measure(servers: list[Running], workload: str, options: Any, token: str) -> Row:
+async def _measure(
+    servers: list[Running], layout: str, workload: str, options: Any, token: str
+) -> Row:
     """Run one workload through every server; return its row with the CPU of each."""
     targets = ",".join(server.target for server in servers)
     spec = LoadSpec(
@@ -133,10 +144,12 @@ async def _measure(servers: list[Running], workload: str, options: Any, token: s
         "scenario": SCENARIO,
         "workload": workload,
         "processes": len(servers),
+        # "whole": the first server holds every range; "split": each holds its part.
+        "layout": layout,
         "concurrency": BULK_STREAMS if workload == "bulk" else options.callers,
         "status": "ok" if summary["ok"] else "pending",
         **summary,
-        # The first server holds every range; the others forward to it.
+        # In start order (whole: the holder first, then the standbys).
         "server_cpu_pct": shares,
         "postgres_cpu_pct": postgres,
     }
@@ -148,29 +161,32 @@ async def run_cluster(
     token: str,
     env: dict[str, str],
     *,
-    counts: tuple[int, ...] = PROCESS_COUNTS,
+    layouts: tuple[tuple[str, ...], ...] = LAYOUTS,
     workloads: tuple[str, ...] = WORKLOADS,
 ) -> list[Row]:
-    """Run the cluster scenario for each process count; return one row per count and load."""
+    """Run the cluster scenario for each layout; return one row per layout and load."""
     rows: list[Row] = []
-    for count in counts:
+    for parts in layouts:
+        layout = "whole" if set(parts) == {WHOLE} else "split"
         url = f"{plan.pg_dsn}?schema={new_schema(plan)}"
         servers: list[Running] = []
         try:
-            for index in range(count):  # One at a time: the first holds the ranges.
-                servers.append(await start(_contender(plan, url, index), plan.scratch, env))
+            for index, ranges in enumerate(parts):  # One at a time: the first holds its ranges.
+                contender = _contender(plan, url, index, ranges)
+                servers.append(await start(contender, plan.scratch, env))
                 await _serving(servers[-1].target)
             await setup_accounts(servers[0].target, token, options.members)
             for workload in workloads:
                 runs = [
-                    await _measure(servers, workload, options, token) for _ in range(options.repeat)
+                    await _measure(servers, layout, workload, options, token)
+                    for _ in range(options.repeat)
                 ]
                 row = median_row(runs)
                 rows.append(row)
                 print(
-                    f"[bench] cluster x{count} {workload}: {row['ops_per_s']:,.0f} ok/s, "
-                    f"servers {row['server_cpu_pct']} % CPU, PostgreSQL "
-                    f"{row['postgres_cpu_pct']} %",
+                    f"[bench] cluster x{len(parts)} {layout} {workload}: "
+                    f"{row['ops_per_s']:,.0f} ok/s, servers {row['server_cpu_pct']} % CPU, "
+                    f"PostgreSQL {row['postgres_cpu_pct']} %",
                     flush=True,
                 )
         finally:

@@ -337,7 +337,7 @@ async def run(options: Options) -> dict[str, Any]:
         for contender in build_contenders(plan, options.contenders):
             rows += await run_contender(contender, options, plan, token, set_up)
         if CLUSTER in options.scenarios and "pointex-postgres" in options.contenders:
-            _say("cluster: 1, 2 and 3 command servers on PostgreSQL")
+            _say("cluster: 1, 2 and 3 command servers on PostgreSQL, and 2 that split the ranges")
             cluster = await run_cluster(options, plan, token, _env())
     finally:
         await drop_schemas(options.pg_dsn, plan.schemas)
@@ -354,7 +354,8 @@ async def run(options: Options) -> dict[str, Any]:
         "repeat": options.repeat,
         "members": options.members,
         "rows": rows,
-        # Pointex through 1, 2 and 3 command-server processes (bench/cluster.py).
+        # Pointex through 1, 2 and 3 command-server processes, and 2 splitting the ranges
+        # (bench/cluster.py).
         "cluster": cluster,
         "ratios": ratios(rows),
         "targets": targets(rows),

@@ -1,9 +1,10 @@
 """Generate the Python modules and typed stubs of the pointex.v1 contract.
 
-The same run generates pointex.sandbox.v1, the sandbox payment provider's own API.
+The same run generates pointex.sandbox.v1, the sandbox payment provider's own API, and
+pointex.cluster.v1, what the command servers of a cluster ask each other.
 
 Usage:
-    python scripts/gen_protos.py           # regenerate client/src/pointex/{v1,sandbox/v1}/
+    python scripts/gen_protos.py           # regenerate client/src/pointex/*/v1 and v1/
     python scripts/gen_protos.py --check   # fail when the committed code is stale
 
 The output is committed and never edited by hand. `--check` regenerates into a
@@ -24,7 +25,11 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 # One folder per proto package; protoc writes each package's modules into its own.
-PACKAGE_DIRS = (Path("pointex") / "v1", Path("pointex") / "sandbox" / "v1")
+PACKAGE_DIRS = (
+    Path("pointex") / "v1",
+    Path("pointex") / "sandbox" / "v1",
+    Path("pointex") / "cluster" / "v1",
+)
 # Files in the generated folder that are not generated and must survive regeneration.
 KEEP = {"py.typed", "__init__.py"}
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")

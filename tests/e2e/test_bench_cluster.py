@@ -1,25 +1,27 @@
-"""The cluster scenario works end to end: three command servers, the load spread over them.
+"""The cluster scenario works end to end: three command servers, then two that split the ranges.
 
 Tiny sizes and one measured second per workload; no timing is asserted (SPEC §6 keeps
 performance out of tests). What is proved: the scenario starts the servers on one schema,
 the first holds the ranges and the others forward, the load generator reaches all three,
-and each row carries the CPU of every server process and of PostgreSQL.
+and each row carries the CPU of every server process and of PostgreSQL; split, both servers
+serve without errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from pathlib import Path
 
 import pytest
 
-from bench.cluster import SCENARIO, run_cluster
+from bench.cluster import SCENARIO, SPLIT, run_cluster
 from bench.contenders import Plan
 from bench.run import Options, _env, drop_schemas
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
     pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -41,12 +43,25 @@ async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
         output=tmp_path / "latest.json",
         chart=False,
     )
+    # Split, a bulk message takes its credits across the two servers: the first replies come
+    # after a second or two with these 24 messages of 500 in flight, so the window is longer.
+    split = dataclasses.replace(options, warmup_s=1, measure_s=4)
     try:
-        rows = await run_cluster(options, plan, token, _env(), counts=(3,))
+        rows = await run_cluster(options, plan, token, _env(), layouts=(("0-63",) * 3,))
+        rows += await run_cluster(split, plan, token, _env(), layouts=(SPLIT,))
     finally:
         await drop_schemas(pg_dsn, plan.schemas)
-    assert [(row["workload"], row["processes"]) for row in rows] == [("uniform", 3), ("bulk", 3)]
-    for row in rows:
+    assert [(row["workload"], row["processes"], row["layout"]) for row in rows] == [
+        ("uniform", 3, "whole"),
+        ("bulk", 3, "whole"),
+        ("uniform", 2, "split"),
+        ("bulk", 2, "split"),
+    ]
+    for row in rows[2:]:  # Split: both servers decide commands.
+        assert row["status"] == "ok", row
+        assert not row["errors"], row
+        assert all(share > 0 for share in row["server_cpu_pct"]), row
+    for row in rows[:2]:
         assert row["status"] == "ok", row
         assert row["ok"] > 0, row
         assert not row["errors"], row

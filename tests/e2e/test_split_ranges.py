@@ -5,8 +5,10 @@ stands by for 0-31. Each serves the accounts of its ranges, and any of them take
 a call that reaches another server's account goes to its owner, and a transfer between two
 servers' accounts takes its credit on the destination's. Under load from clients spread over
 all three, the owner of 0-31 is killed: the standby takes its ranges over, and every
-acknowledged transfer is in the log once, none open, points conserved. A bulk message mixing
-both servers' accounts runs each command at its account's owner; the market is refused.
+acknowledged transfer is in the log once, none open, points conserved. Under load again, a
+standby for 32-63 joins and that half's holder stops cleanly: the newcomer holds it at once.
+A bulk message mixing both servers' accounts runs each command at its account's owner; the
+market is refused.
 """
 
 from __future__ import annotations
@@ -92,6 +94,31 @@ async def test_two_servers_split_the_accounts_and_a_standby_takes_over_a_killed_
         != _in_low_half(attempt.request.to_account_id)
     ]
     assert crossed, "no transfer between the two halves went through"
+
+
+async def test_a_server_joins_a_half_and_its_holder_leaves_under_load(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """A standby for 32-63 joins under load; the half's holder stops cleanly: it moves at once."""
+    low, high = await start_split(start_command_server, store_url, LOW, HIGH)
+    members = await open_funded_members(low.target)
+    joined: list[ServerProcess] = []
+
+    async def join_then_leave() -> None:
+        joined.extend(await start_split(start_command_server, store_url, HIGH))
+        assert await high.terminate() == 0
+
+    attempts = await under_cluster_load([low, high], members, join_then_leave)
+    await assert_exactly_once(store_url, low, attempts)
+    assert "slice ranges not released" not in high.log()
+    async with opened_store(store_url) as store:
+        assert isinstance(store, PostgresEventStore)
+        leases = await store.leases()
+    owners = {lease.slice_range: lease.owner_id for lease in leases if lease.expires_in_ms > 0}
+    async with grpc.aio.insecure_channel(joined[0].target) as channel:
+        newcomer = await answered_by(command_service_pb2_grpc.CommandServiceStub(channel))
+    assert {owners[r] for r in range(32, 64)} == {newcomer}
+    assert newcomer not in {owners[r] for r in range(32)}
 
 
 async def test_a_bulk_message_runs_each_command_at_its_accounts_owner(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from pointex.cluster.v1 import peer_pb2_grpc
 from pointex.server.actors.account_actor import Clock
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.program_actor import ProgramActor
@@ -43,6 +44,7 @@ from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.command_servicer import CommandServicer
 from pointex.server.command.edge.feed_servicer import EventFeedServicer
 from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
+from pointex.server.command.edge.peer_servicer import PeerServicer
 from pointex.server.config import CommandConfig
 from pointex.server.eventstore.factory import open_store
 from pointex.server.eventstore.group_commit import GroupCommitter
@@ -50,7 +52,7 @@ from pointex.server.eventstore.port import EventStore
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.grpc_edge.auth import TokenTable
 from pointex.server.grpc_edge.forwarding import Routing
-from pointex.server.grpc_edge.peer import PeerClient, peer_service
+from pointex.server.grpc_edge.peer import PeerClient
 from pointex.server.grpc_edge.server import RunningServer, Service, start_server
 from pointex.server.markets import load_markets
 from pointex.server.observability.metrics import Metrics
@@ -388,14 +390,14 @@ def _services(
 ) -> list[Service]:
     """Return the command server's two services; with `steps`, the peer service beside them.
 
-    The peer service (grpc_edge/peer.py) is what servers of split ranges ask each other; it
-    is not a public service, so health and reflection do not list it.
+    The peer service (command/edge/peer_servicer.py) is what servers of split ranges ask each
+    other; it is not a public service, so health and reflection do not list it.
     """
 
     def register_commands(server: grpc.aio.Server) -> None:
         command_service_pb2_grpc.add_CommandServiceServicer_to_server(commands, server)
         if steps is not None:
-            server.add_generic_rpc_handlers((peer_service(steps.take_credit),))
+            peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(steps.take_credit), server)
 
     return [
         Service(

@@ -35,12 +35,12 @@ __all__ = ["METHOD_ROLES", "TokenFileError", "TokenTable", "current_principal", 
 
 log = logging.getLogger(__name__)
 
-# Health, reflection, and what command servers ask each other (grpc_edge/peer.py: a step a
-# process's record says is due, which the process takes anyway).
+# Health, reflection, and what command servers ask each other (command/edge/peer_servicer.py:
+# a step a process's record says is due, which the process takes anyway).
 _OPEN_SERVICES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
-    "/pointex.cluster.v1.Peer/",
+    "/pointex.cluster.v1.PeerService/",
 )
 _PARTNERS = frozenset({Role.OPERATOR, Role.PARTNER})
 _PROVIDERS = frozenset({Role.OPERATOR, Role.PAYMENT_PROVIDER})

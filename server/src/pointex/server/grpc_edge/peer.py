@@ -1,39 +1,36 @@
-"""What command servers ask each other: the steps of a process on another server's account.
+"""Asking another command server of the cluster to take a step on its account.
 
 With the slice ranges split across command servers (docs/scale-out.md), a transfer is driven
 by the owner of its source, and its credit is taken by the owner of the destination
-(command/app/owners.py). The driver asks it with `pointex.cluster.v1.Peer/TakeCredit`: the
-request is the transfer's id (a `google.protobuf.StringValue`), the answer the credit's
-position (an `Int64Value`), and a refusal comes back as any call's status does (the
-ErrorInfo reason of the credit's DomainError, ABORTED / CONCURRENT_MODIFICATION when no
-credit is due any more, UNAVAILABLE when the server cannot take it now), which `PeerClient`
-turns back into the exception the driver handles.
-
-The service is not in the public API and carries no bearer token: it takes only the step the
-transfer's record says is due, which the process takes anyway, so a caller cannot make it do
-anything else. Like the forwarding hop, it runs on the cluster's private network.
+(command/app/owners.py). The driver asks it with `pointex.cluster.v1.PeerService/TakeCredits`
+(protos/pointex/cluster/v1/peer.proto; command/edge/peer_servicer.py answers it). The credits
+asked of one server during one turn of the event loop go in one call, as the steps of a
+batch of transfers are asked together; each comes back as the credit's position or as the
+status it ended with, which `PeerClient` turns back into the exception the driver handles.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import grpc
-from google.protobuf import wrappers_pb2
 
 from pointex.client.errors import from_rpc_error
+from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server import limits
 from pointex.server.domain import errors, streams
 from pointex.server.eventstore.port import StoreUnavailable, WrongExpectedVersion
 from pointex.server.grpc_edge.forwarding import PeerChannels
 from pointex.server.overload import Overloaded
 from pointex.server.slices import range_of
+from pointex.v1 import command_service_pb2 as pb
 
-SERVICE: Final = "pointex.cluster.v1.Peer"
-TAKE_CREDIT: Final = f"/{SERVICE}/TakeCredit"
+log = logging.getLogger(__name__)
 
-# The DomainError class of each status a refusal comes back with.
+# The DomainError class of each status a refused credit comes back with.
 _REFUSALS: Final[dict[grpc.StatusCode, type[errors.DomainError]]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -41,26 +38,10 @@ _REFUSALS: Final[dict[grpc.StatusCode, type[errors.DomainError]]] = {
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
+_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
-
-def peer_service(
-    take_credit: Callable[[str], Awaitable[int]],
-) -> grpc.GenericRpcHandler[Any, Any]:
-    """Return the handler of the Peer service, taking credits with `take_credit`."""
-
-    async def credit(request: wrappers_pb2.StringValue, _context: Any) -> wrappers_pb2.Int64Value:
-        return wrappers_pb2.Int64Value(value=await take_credit(request.value))
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "TakeCredit": grpc.unary_unary_rpc_method_handler(
-                credit,
-                request_deserializer=wrappers_pb2.StringValue.FromString,
-                response_serializer=wrappers_pb2.Int64Value.SerializeToString,
-            )
-        },
-    )
+# Credits waiting to be asked of one server: (transfer id, the future of its answer).
+_Waiting = list[tuple[str, asyncio.Future[int]]]
 
 
 class PeerClient:
@@ -70,6 +51,8 @@ class PeerClient:
         """Find a slice range's owner's address with `owner_of` ("" when none is known)."""
         self._owner_of = owner_of
         self._channels = PeerChannels()
+        self._waiting: dict[str, _Waiting] = {}  # By address, until this turn's call.
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def credit(self, account_id: str, transfer_id: str) -> int:
         """Have the owner of `account_id` take the credit due on it; return its position.
@@ -81,34 +64,70 @@ class PeerClient:
         address = await self._owner_of(range_of(streams.account(account_id)))
         if not address:
             raise StoreUnavailable(f"no command server owns account {account_id} now")
-        take = self._channels.to(address).unary_unary(
-            TAKE_CREDIT,
-            request_serializer=wrappers_pb2.StringValue.SerializeToString,
-            response_deserializer=wrappers_pb2.Int64Value.FromString,
-        )
-        try:
-            answer = await take(
-                wrappers_pb2.StringValue(value=transfer_id), timeout=limits.peer_call_s
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _refusal(error, transfer_id) from error
-        return int(answer.value)
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(address)
+        if waiting is None:
+            waiting = self._waiting[address] = []
+            asyncio.get_running_loop().call_soon(self._ask, address)
+        waiting.append((transfer_id, answer))
+        return await answer
 
     async def close(self) -> None:
-        """Close the channels to the other servers."""
+        """Close the channels to the other servers (the calls under way end with them)."""
         await self._channels.close()
 
+    def _ask(self, address: str) -> None:
+        """Send the credits waiting for `address` in calls of at most `bulk_commands_max`."""
+        waiting = self._waiting.pop(address)
+        for start in range(0, len(waiting), limits.bulk_commands_max):
+            call = asyncio.create_task(
+                self._take(address, waiting[start : start + limits.bulk_commands_max])
+            )
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
 
-def _refusal(error: grpc.aio.AioRpcError, transfer_id: str) -> Exception:
-    """Return the exception a failed ask stands for, as the driver handles it."""
-    failed = from_rpc_error(error)
-    refusal = _REFUSALS.get(error.code())
-    if refusal is not None and failed.reason:
-        return refusal(failed.reason, error.details() or "", **failed.metadata)
-    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and failed.reason:
+    async def _take(self, address: str, waiting: _Waiting) -> None:
+        stub = peer_pb2_grpc.PeerServiceStub(self._channels.to(address))
+        request = peer_pb2.TakeCreditsRequest(transfer_ids=[t for t, _ in waiting])
+        try:
+            response = await stub.TakeCredits(request, timeout=limits.peer_call_s)
+            answered = len(response.credits) == len(waiting)
+            for (transfer_id, answer), credit in zip(waiting, response.credits, strict=False):
+                if credit.WhichOneof("outcome") == "position":
+                    if not answer.done():
+                        answer.set_result(credit.position)
+                else:
+                    _settle(answer, _refusal(credit.error, transfer_id))
+            if not answered:
+                log.error(
+                    "%s answered %d credits of %d", address, len(response.credits), len(waiting)
+                )
+        except grpc.aio.AioRpcError as error:
+            failed = from_rpc_error(error)
+            whole = pb.BulkError(
+                code=error.code().value[0], reason=failed.reason, message=error.details() or ""
+            )
+            for transfer_id, answer in waiting:
+                _settle(answer, _refusal(whole, transfer_id))
+        finally:  # Cancelled, or answered short: nothing waits for ever.
+            for transfer_id, answer in waiting:
+                _settle(answer, StoreUnavailable(f"the credit of {transfer_id} got no answer"))
+
+
+def _settle(answer: asyncio.Future[int], error: Exception) -> None:
+    if not answer.done():
+        answer.set_exception(error)
+
+
+def _refusal(error: pb.BulkError, transfer_id: str) -> Exception:
+    """Return the exception a credit's error stands for, as the driver handles it."""
+    code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+    refusal = _REFUSALS.get(code)
+    if refusal is not None and error.reason:
+        return refusal(error.reason, error.message, **dict(error.metadata))
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason:
         # The owner is busy (its mailbox or commit queue full): retried as a step is.
-        return Overloaded(failed.reason, error.details() or "", failed.retry_delay_ms or 0)
-    if error.code() == grpc.StatusCode.ABORTED:
-        stream = streams.transfer(transfer_id)
-        return WrongExpectedVersion(stream, -1, -1)
-    return StoreUnavailable(f"the credit of {transfer_id} was not taken: {error.details()}")
+        return Overloaded(error.reason, error.message, error.retry_delay.ToMilliseconds())
+    if code == grpc.StatusCode.ABORTED:
+        return WrongExpectedVersion(streams.transfer(transfer_id), -1, -1)
+    return StoreUnavailable(f"the credit of {transfer_id} was not taken: {error.message}")
