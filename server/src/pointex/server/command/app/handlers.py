@@ -586,12 +586,7 @@ class CommandHandlers:
         return OpenTransfers(self)
 
     async def resume(self, found: Sequence[tuple[int, process.Transfer]]) -> None:
-        """Finish every transfer the recovery scan found open (before commands are taken).
-
-        Only those this server drives (it owns their source); the others are their sources'
-        owners' to finish.
-        """
-        found = [(p, t) for p, t in found if self._actors.here(t.initiated.from_account_id)]
+        """Finish every transfer the recovery scan found open (before commands are taken)."""
         for position, transfer in found:
             self._reopen(position, transfer.initiated)
         for _, transfer in found:
@@ -654,9 +649,14 @@ class OpenTransfers:
         self._found: dict[str, tuple[int, process.Transfer]] = {}
 
     def see(self, position: int, event: object) -> None:
-        """Open a transfer at its initiation; close it at its completion or compensation."""
+        """Open a transfer at its initiation; close it at its completion or compensation.
+
+        Only the transfers this server drives: with split slice ranges, a transfer whose
+        source another server owns is that server's to finish (its checkpoint is its own).
+        """
         if isinstance(event, TransferInitiated):
-            if not event.completed:  # Else it committed whole, with its credits.
+            # A completed one committed whole, with its credits.
+            if not event.completed and self._handlers.drives(event):
                 self._found[event.transfer_id] = (position, process.evolve(None, event))
         elif isinstance(event, TransferCredited):
             if (found := self._found.get(event.transfer_id)) is not None:
@@ -666,17 +666,8 @@ class OpenTransfers:
             self._found.pop(event.transfer_id, None)
 
     def oldest(self) -> int | None:
-        """Return where the oldest transfer still open (after resuming) was initiated.
-
-        Those another server drives count as open: the checkpoint is every server's.
-        """
-        elsewhere = [
-            position
-            for position, transfer in self._found.values()
-            if not self._handlers.drives(transfer.initiated)
-        ]
-        here = self._handlers.oldest_open()
-        return min([*elsewhere, *([] if here is None else [here])], default=None)
+        """Return where the oldest transfer still open (after resuming) was initiated."""
+        return self._handlers.oldest_open()
 
     def open_count(self) -> int:
         """Return how many transfers the scan found open."""
