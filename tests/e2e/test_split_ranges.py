@@ -6,24 +6,32 @@ a call that reaches another server's account goes to its owner, and a transfer b
 servers' accounts takes its credit on the destination's. Under load from clients spread over
 all three, the owner of 0-31 is killed: the standby takes its ranges over, and every
 acknowledged transfer is in the log once, none open, points conserved. Under load again, a
-standby for 32-63 joins and that half's holder stops cleanly: the newcomer holds it at once.
+standby for 32-63 joins and that half's holder stops cleanly: the newcomer holds it at once;
+and the holder of 0-31 is paused past its lease: its standby takes over, and the resumed
+holder is fenced off and stops. A rules change made through one server is in force on the
+other within a renewal.
 A bulk message mixing both servers' accounts runs each command at its account's owner; the
 market is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 import grpc
 import pytest
 
 from pointex.server.domain.values import TransferKind
 from pointex.server.eventstore.postgres.store import PostgresEventStore
+from pointex.server.process import EXIT_FENCED
 from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import command_service_pb2_grpc, common_pb2
 from tests.e2e.conftest import (
     ACME_TOKEN,
     OPERATOR_TOKEN,
+    STOP_TIMEOUT_S,
     ServerProcess,
     StartCommandServer,
     bearer,
@@ -31,15 +39,29 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_cluster import LEASE_MS, assert_exactly_once, under_cluster_load
 from tests.e2e.test_commands import rid
-from tests.e2e.test_crash import assert_conserved, open_funded_members, opened_store, read_ledger
+from tests.e2e.test_crash import (
+    assert_conserved,
+    open_funded_members,
+    opened_store,
+    read_ledger,
+    transfer,
+)
 from tests.e2e.test_event_feed import error_reason
-from tests.e2e.test_slice_failover import answered_by
+from tests.e2e.test_slice_failover import answered_by, wait_answered_by_other_than
 
 pytestmark = pytest.mark.parametrize(
     "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 
 LOW, HIGH = "0-31", "32-63"
+# A rules change reaches the other servers at their next renewal (a third of LEASE_MS).
+RULES_REACH_S = LEASE_MS / 1000 + 5.0
+
+
+def _move(source: str, target: str, points: int) -> pb.TransferPointsRequest:
+    return pb.TransferPointsRequest(
+        request_id=rid(), from_account_id=source, to_account_id=target, amount_points=points
+    )
 
 
 async def start_split(
@@ -94,6 +116,73 @@ async def test_two_servers_split_the_accounts_and_a_standby_takes_over_a_killed_
         != _in_low_half(attempt.request.to_account_id)
     ]
     assert crossed, "no transfer between the two halves went through"
+
+
+async def test_pausing_a_halfs_holder_past_its_lease_under_load_fences_it_off(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """SIGSTOP the holder of 0-31 past its lease under load; resumed, it is fenced and stops.
+
+    Its standby takes the half over; the resumed holder's appends are refused by the epoch
+    fence, and it stops with exit code 4.
+    """
+    low, high, standby = await start_split(start_command_server, store_url, LOW, HIGH, LOW)
+    members = await open_funded_members(high.target)
+    async with grpc.aio.insecure_channel(standby.target) as channel:
+        through_standby = command_service_pb2_grpc.CommandServiceStub(channel)
+        paused_owner = await answered_by(through_standby)
+
+        async def pause_past_the_lease() -> None:
+            low.process.send_signal(signal.SIGSTOP)
+            try:
+                await wait_answered_by_other_than(through_standby, paused_owner)
+            finally:
+                low.process.send_signal(signal.SIGCONT)
+
+        attempts = await under_cluster_load([low, high, standby], members, pause_past_the_lease)
+    assert await asyncio.wait_for(low.process.wait(), STOP_TIMEOUT_S) == EXIT_FENCED
+    assert "slice ranges taken over by another server" in low.log()
+    await assert_exactly_once(store_url, high, attempts)
+
+
+async def test_a_rules_change_at_one_server_is_in_force_at_the_other_within_a_renewal(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """SetProgramRules through either server; the other half's transfers obey it soon after."""
+    low, high = await start_split(start_command_server, store_url, LOW, HIGH)
+    members = await open_funded_members(low.target)
+    lows = [m for m in members if _in_low_half(m)]
+    highs = [m for m in members if not _in_low_half(m)]
+    limit = common_pb2.TransactionLimit(
+        operation=common_pb2.LIMITED_OPERATION_TRANSFER, max_points=10
+    )
+    async with (
+        grpc.aio.insecure_channel(low.target) as to_low,
+        grpc.aio.insecure_channel(high.target) as to_high,
+    ):
+        await command_service_pb2_grpc.CommandServiceStub(to_low).SetProgramRules(
+            pb.SetProgramRulesRequest(
+                request_id=rid(), rules=common_pb2.ProgramRules(limits=[limit])
+            ),
+            metadata=bearer(OPERATOR_TOKEN),
+        )
+        stubs = (
+            command_service_pb2_grpc.CommandServiceStub(to_low),
+            command_service_pb2_grpc.CommandServiceStub(to_high),
+        )
+        # Both halves, each through its own server: refused once the rules reached it.
+        for stub, source, target in ((stubs[0], lows[0], highs[0]), (stubs[1], highs[1], lows[1])):
+            async with asyncio.timeout(RULES_REACH_S):
+                while True:
+                    moved = await transfer(stub, _move(source, target, 11))
+                    if moved.reply is None:
+                        break
+                    await asyncio.sleep(0.1)
+            assert (moved.code, moved.reason) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "LIMIT_EXCEEDED",
+            ), moved
+            assert (await transfer(stub, _move(source, target, 10))).reply is not None
 
 
 async def test_a_server_joins_a_half_and_its_holder_leaves_under_load(
