@@ -33,6 +33,7 @@ class Owner:
         """Answer every credit with position 7 unless told otherwise."""
         self.outcomes: dict[str, BaseException] = {}
         self.asked: list[str] = []
+        self.servicer: PeerServicer | None = None  # The servicer answering for it.
 
     async def take_credit(self, transfer_id: str) -> int:
         """Take (or refuse) one credit."""
@@ -47,7 +48,7 @@ class Owner:
 async def owner() -> AsyncIterator[tuple[Owner, str, list[int]]]:
     """A gRPC server on loopback answering TakeCredits; yields it, its address, call sizes."""
     stand_in = Owner()
-    servicer = PeerServicer(stand_in.take_credit)
+    servicer = stand_in.servicer = PeerServicer(stand_in.take_credit)
     sizes: list[int] = []
 
     class Counting(PeerServicer):
@@ -89,6 +90,10 @@ async def test_credits_asked_together_go_in_one_call_and_each_keeps_its_outcome(
     finally:
         await client.close()
     assert sizes == [5]
+    # What the metrics read: asked of the other server, not taken, taken there.
+    assert (client.credits_asked, client.credits_not_taken) == (5, 4)
+    assert stand_in.servicer is not None
+    assert stand_in.servicer.credits_taken == 1
     position, closed, taken, busy, down = ended
     assert position == 7
     assert isinstance(closed, errors.FailedPrecondition)

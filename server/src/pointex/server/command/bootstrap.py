@@ -266,10 +266,10 @@ async def create_server(config: CommandConfig) -> CommandServer:
             owner_id=ownership.owner_id if ownership is not None else "",
             split=peer is not None,
         )
-        services = _services(feed, commands, handlers if peer is not None else None)
+        services, peer_servicer = _services(feed, commands, handlers, split=peer is not None)
         metrics = _metrics(core)
         _process_metrics(metrics, core.runner, handlers, market)
-        _timer_metrics(metrics, activations, expiry)
+        _side_metrics(metrics, (activations, expiry), peer, peer_servicer)
         prepare = functools.partial(
             _prepare,
             store,
@@ -386,20 +386,21 @@ def _ownership(
 
 
 def _services(
-    feed: EventFeedServicer, commands: CommandServicer, steps: CommandHandlers | None
-) -> list[Service]:
-    """Return the command server's two services; with `steps`, the peer service beside them.
+    feed: EventFeedServicer, commands: CommandServicer, handlers: CommandHandlers, *, split: bool
+) -> tuple[list[Service], PeerServicer | None]:
+    """Return the command server's two services, and with `split` the peer service beside them.
 
     The peer service (command/edge/peer_servicer.py) is what servers of split ranges ask each
     other; it is not a public service, so health and reflection do not list it.
     """
+    peer = PeerServicer(handlers.take_credit) if split else None
 
     def register_commands(server: grpc.aio.Server) -> None:
         command_service_pb2_grpc.add_CommandServiceServicer_to_server(commands, server)
-        if steps is not None:
-            peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(steps.take_credit), server)
+        if peer is not None:
+            peer_pb2_grpc.add_PeerServiceServicer_to_server(peer, server)
 
-    return [
+    services = [
         Service(
             event_feed_pb2.DESCRIPTOR.services_by_name["EventFeed"].full_name,
             lambda server: event_feed_pb2_grpc.add_EventFeedServicer_to_server(feed, server),
@@ -409,6 +410,7 @@ def _services(
             register_commands,
         ),
     ]
+    return services, peer
 
 
 async def _take_ranges_then_serve(
@@ -475,6 +477,38 @@ def _ownership_metrics(metrics: Metrics, ownership: SliceOwnership) -> None:
         "pointex_slice_ranges_lost",
         "Slice ranges another server took over from this one since start.",
         lambda: ownership.ranges_lost,
+    )
+
+
+def _side_metrics(
+    metrics: Metrics,
+    timers: tuple[PendingActivations, LotExpiry],
+    peer: PeerClient | None,
+    servicer: PeerServicer | None,
+) -> None:
+    """Add the timers' gauges, and with split ranges the counters of the peer credits."""
+    _timer_metrics(metrics, *timers)
+    _peer_metrics(metrics, peer, servicer)
+
+
+def _peer_metrics(metrics: Metrics, peer: PeerClient | None, servicer: PeerServicer | None) -> None:
+    """Add the counters of the credits asked of and taken for the other servers (if split)."""
+    if peer is None or servicer is None:
+        return
+    metrics.total(
+        "pointex_peer_credits_asked",
+        "Credits of transfers asked of the servers that own their accounts (split ranges).",
+        lambda: peer.credits_asked,
+    )
+    metrics.total(
+        "pointex_peer_credits_not_taken",
+        "Credits asked of other servers that came back refused or failed (retried or returned).",
+        lambda: peer.credits_not_taken,
+    )
+    metrics.total(
+        "pointex_peer_credits_taken",
+        "Credits taken on this server's accounts for transfers other servers drive.",
+        lambda: servicer.credits_taken,
     )
 
 

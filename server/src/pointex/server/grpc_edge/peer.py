@@ -53,6 +53,9 @@ class PeerClient:
         self._channels = PeerChannels()
         self._waiting: dict[str, _Waiting] = {}  # By address, until this turn's call.
         self._calls: set[asyncio.Task[None]] = set()
+        # Counts since start, read by the metrics at each scrape.
+        self.credits_asked = 0  # Credits asked of other servers.
+        self.credits_not_taken = 0  # Of them, those that came back with an error.
 
     async def credit(self, account_id: str, transfer_id: str) -> int:
         """Have the owner of `account_id` take the credit due on it; return its position.
@@ -70,7 +73,12 @@ class PeerClient:
             waiting = self._waiting[address] = []
             asyncio.get_running_loop().call_soon(self._ask, address)
         waiting.append((transfer_id, answer))
-        return await answer
+        self.credits_asked += 1
+        try:
+            return await answer
+        except Exception:
+            self.credits_not_taken += 1
+            raise
 
     async def close(self) -> None:
         """Close the channels to the other servers (the calls under way end with them)."""

@@ -32,6 +32,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     def __init__(self, take_credit: Callable[[str], Awaitable[int]]) -> None:
         """Take each credit with `take_credit` (CommandHandlers.take_credit)."""
         self._take_credit = take_credit
+        self.credits_taken = 0  # Since start, for the metrics: credits committed for others.
 
     async def TakeCredits(
         self, request: peer_pb2.TakeCreditsRequest, _: Context
@@ -50,6 +51,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         response = peer_pb2.TakeCreditsResponse()
         for outcome in ended:
             if isinstance(outcome, int):
+                self.credits_taken += 1
                 response.credits.add(position=outcome)
             elif isinstance(outcome, Exception):
                 response.credits.add(error=bulk_error(outcome))
