@@ -8,8 +8,9 @@ over gRPC. What is proved: cross-owner issues and transfers complete, each accou
 written at its own owner's epoch; a credit the destination refuses returns the points;
 transfers in both directions at once conserve points and leave none open; a destination
 owner that cannot be reached leaves the transfer open until it answers, then completes it;
-and the recovery scan on the source's owner finishes a transfer a crash left open, taking
-its credit on the other server.
+the recovery scan on the source's owner finishes a transfer a crash left open, taking its
+credit on the other server; an issue is reversed by the member's owner; and a transfer's fee
+is taken by the owner of the fee account.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -33,14 +35,19 @@ from pointex.server.command.app.recovery import recover
 from pointex.server.command.bootstrap import CommandCore, start_core
 from pointex.server.domain import errors, streams
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
+from pointex.server.domain.program import TransferFee
 from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role, TransferKind
 from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.port import SLICE_RANGES, StoreUnavailable, stream_slice
 from pointex.server.eventstore.postgres.leases import SliceLeases, slice_range
 from pointex.server.eventstore.postgres.store import PostgresEventStore
+from pointex.server.slices import range_of
+from tests.integration.test_program_rules import set_rules
 from tests.integration.test_transfer_unit import check_conservation
 
 pytestmark = pytest.mark.postgres
+
+PROGRAM = streams.program()
 
 ACME = Principal("acme", Role.PARTNER)
 LEASE_MS = 120_000  # Held for the whole test without renewal.
@@ -307,4 +314,25 @@ async def test_an_issue_to_another_servers_member_is_reversed_by_the_members_own
     await second.handlers.reverse(back)
     assert await second.available(theirs[0]) == FUNDS_POINTS + 50 - 20
     assert await first.available(merchant) == before + 20
+    await check_conservation(first.store)
+
+
+async def test_a_transfers_fee_is_taken_by_the_fee_accounts_owner(
+    servers: tuple[Server, Server],
+) -> None:
+    """Both members on the first server, the fee account on the second: the fee goes there."""
+    first, second = servers
+    _, ours, _ = await funded(first, second)
+    [fees] = accounts_in(second.ranges, "fees", 1)
+    await second.open(fees, AccountKind.MERCHANT)
+    # The rules change at the owner of the program's range; the other reads them again.
+    rules_at, other = (first, second) if range_of(PROGRAM) in first.ranges else (second, first)
+    fee = TransferFee(flat_points=2, per_mille=10, fee_account_id=fees)  # 100 points pay 3.
+    await set_rules(cast("Any", rules_at), "rules-fee", 0, transfer_fee=fee)
+    await other.core.program.follow()
+    done = await first.handlers.transfer(transfer("with-fee", ours[0], ours[1], 100))
+    assert done.initiated.fee_points == 3
+    assert await first.available(ours[0]) == FUNDS_POINTS - 100 - 3
+    assert await first.available(ours[1]) == FUNDS_POINTS + 100
+    assert await second.available(fees) == 3
     await check_conservation(first.store)
