@@ -14,7 +14,7 @@ SCRIPT = ROOT / "scripts" / "gen_protos.py"
 def _copy_tree(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(ROOT / "protos", root / "protos")
-    for package in ("v1", "sandbox/v1"):
+    for package in ("v1", "sandbox/v1", "cluster/v1"):  # gen_protos.PACKAGE_DIRS
         source = ROOT / "client" / "src" / "pointex" / package
         shutil.copytree(source, root / "client" / "src" / "pointex" / package)
     return root
