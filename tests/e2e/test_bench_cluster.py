@@ -65,10 +65,12 @@ async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
         assert row["status"] == "ok", row
         assert row["ok"] > 0, row
         assert not row["errors"], row
-        # The holder decides every command; the standbys relay a share of the calls (over one
-        # second, one of them may stay under the clock's 10 ms tick).
+        # The holder decides every command; the standbys relay a share of the calls. Relaying
+        # bulk messages as bytes costs a standby under 1% of a core: over one second, both may
+        # stay under the clock's 10 ms tick, so only unary relaying is asserted.
         holder, *standbys = row["server_cpu_pct"]
         assert len(standbys) == 2, row
         assert holder > 0, row
-        assert sum(standbys) > 0, row
+        if row["workload"] == "uniform":
+            assert sum(standbys) > 0, row
         assert row["postgres_cpu_pct"] > 0, row

@@ -111,14 +111,17 @@ async def place_elsewhere(
             await call.write(pb.ExecuteBulkRequest(commands=[command for _, command in sent]))
             await call.done_writing()
             response = await call.read()
-            assert isinstance(response, pb.ExecuteBulkResponse), response
         except grpc.aio.AioRpcError as error:
             for index, _ in sent:
                 results[index] = pb.BulkResult(index=index, error=_hop_error(error))
             return
-        for (index, _), result in zip(sent, response.results, strict=True):
+        answered = response.results if isinstance(response, pb.ExecuteBulkResponse) else ()
+        for (index, _), result in zip(sent, answered, strict=False):
             result.index = index
             results[index] = result
+        for index, _ in sent[len(answered) :]:  # The owner ended the stream short: not done.
+            unanswered = OwnerUnavailable("the owner of the command's account did not answer it")
+            results[index] = pb.BulkResult(index=index, error=bulk_error(unanswered))
 
     await asyncio.gather(*(at_owner(a, o, sent) for a, (o, sent) in by_owner.items()))
     return results
