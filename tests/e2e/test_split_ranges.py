@@ -10,8 +10,9 @@ standby for 32-63 joins and that half's holder stops cleanly: the newcomer holds
 and the holder of 0-31 is paused past its lease: its standby takes over, and the resumed
 holder is fenced off and stops. A rules change made through one server is in force on the
 other within a renewal.
-A bulk message mixing both servers' accounts runs each command at its account's owner; the
-market is refused.
+A live feed subscription at one server delivers what the other commits, gap-free. A bulk
+message mixing both servers' accounts runs each command at its account's owner; the market
+is refused.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ import signal
 import grpc
 import pytest
 
+from pointex.client.positions import decode_global
 from pointex.server.domain.values import TransferKind
 from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.process import EXIT_FENCED
 from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
-from pointex.v1 import command_service_pb2_grpc, common_pb2
+from pointex.v1 import command_service_pb2_grpc, common_pb2, event_feed_pb2, event_feed_pb2_grpc
 from tests.e2e.conftest import (
     ACME_TOKEN,
     OPERATOR_TOKEN,
+    QUERY_TOKEN,
     STOP_TIMEOUT_S,
     ServerProcess,
     StartCommandServer,
@@ -208,6 +211,44 @@ async def test_a_server_joins_a_half_and_its_holder_leaves_under_load(
         newcomer = await answered_by(command_service_pb2_grpc.CommandServiceStub(channel))
     assert {owners[r] for r in range(32, 64)} == {newcomer}
     assert newcomer not in {owners[r] for r in range(32)}
+
+
+async def test_the_feed_at_one_server_delivers_the_others_commits_live_and_gap_free(
+    store_url: str, start_command_server: StartCommandServer
+) -> None:
+    """Subscribed at the first server, a client sees what the second commits, in order."""
+    low, high = await start_split(start_command_server, store_url, LOW, HIGH)
+    members = await open_funded_members(low.target)
+    highs = [m for m in members if not _in_low_half(m)]
+    async with (
+        grpc.aio.insecure_channel(low.target) as to_low,
+        grpc.aio.insecure_channel(high.target) as to_high,
+    ):
+        feed = event_feed_pb2_grpc.EventFeedStub(to_low).Subscribe(
+            event_feed_pb2.SubscribeRequest(), metadata=bearer(QUERY_TOKEN), timeout=30
+        )
+        positions: list[int] = []
+        streams_seen: set[str] = set()
+
+        async def read_until(stream_id: str) -> None:
+            async for response in feed:
+                for event in response.events.events:
+                    positions.append(decode_global(event.position.token))
+                    streams_seen.add(event.stream_id)
+                if stream_id in streams_seen:
+                    return
+
+        await read_until(f"account-{highs[-1]}")  # Caught up with the setup.
+        # Live: committed by the second server only, between its own accounts (one unit).
+        moved = await transfer(
+            command_service_pb2_grpc.CommandServiceStub(to_high), _move(highs[0], highs[1], 4)
+        )
+        assert moved.reply is not None, moved
+        async with asyncio.timeout(RULES_REACH_S):
+            await read_until(f"transfer-{moved.reply.transfer_id}")
+        feed.cancel()
+    assert positions == list(range(1, len(positions) + 1))  # Every event once, no gap.
+    assert decode_global(moved.reply.position.token) in positions
 
 
 async def test_a_bulk_message_runs_each_command_at_its_accounts_owner(
