@@ -225,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         # Every server's address: the feed moves to whichever one answers (a gRPC name).
         query_env["POINTEX_COMMAND_TARGET"] = "ipv4:" + ",".join(listens)
     commands = []
-    parts = SPLIT_PARTS if split else ("0-63",) * len(listens)
+    parts = SPLIT_PARTS if split else (None,) * len(listens)  # None: every range.
     for listen, part in zip(listens, parts, strict=True):  # One at a time: first come, first hold.
-        commands.append(Command(listen, command_env | {"POINTEX_SLICE_RANGES": part}))
+        ranges = {} if part is None else {"POINTEX_SLICE_RANGES": part}
+        commands.append(Command(listen, command_env | ranges))
         _wait_serving(commands[-1].name, listen, commands[-1].process)
     # The query server follows the command server's EventFeed with the query_server
     # credential (in a cluster, any server's, forwarded to the ranges' holder).

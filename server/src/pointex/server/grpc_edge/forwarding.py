@@ -188,9 +188,6 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         """Close the channels to other servers."""
         await self._channels.close()
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        return self._channels.to(address)
-
     def _target(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, dict[str, Any]]:
         """Return the owner's address and the hop's call options, or raise OwnerUnavailable."""
         metadata = context.invocation_metadata() or ()
@@ -214,7 +211,7 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if guard is not None:
             guard(context)
         address, options = self._target(context)
-        start = getattr(self._channel(address), _CALL_KINDS[kind])
+        start = getattr(self.channel(address), _CALL_KINDS[kind])
         return start(method, None, None)(request, **options)
 
     def _relay(self, method: str, local: Handler) -> Handler:
@@ -317,7 +314,7 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         placed already.
         """
         address, options = await self.placing(moved, context)
-        start = self._channel(address).unary_unary(method, None, None)
+        start = self.channel(address).unary_unary(method, None, None)
         return start(request.SerializeToString(), **options)
 
     async def placing(self, moved: Elsewhere, context: Any) -> tuple[str, dict[str, Any]]:
@@ -339,7 +336,7 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def channel(self, address: str) -> grpc.aio.Channel:
         """Return the channel to another command server (kept until `close`)."""
-        return self._channel(address)
+        return self._channels.to(address)
 
     async def _refuse(
         self, error: Exception, request: Any, context: Any, *, streamed: bool

@@ -18,25 +18,25 @@ from typing import Final
 
 import grpc
 
-from pointex.client.errors import from_rpc_error
 from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server import limits
 from pointex.server.domain import errors, streams
 from pointex.server.eventstore.port import StoreUnavailable, WrongExpectedVersion
 from pointex.server.grpc_edge.forwarding import PeerChannels
+from pointex.server.grpc_edge.status import DOMAIN_CODES, hop_bulk_error
 from pointex.server.overload import Overloaded
 from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-# The DomainError class of each status a refused credit comes back with.
+# The DomainError class of each status a refused credit comes back with: the table the edge
+# reports refusals by, read backwards. ABORTED is a step another driver took (a version
+# conflict), and UNAUTHENTICATED cannot come from a refused credit.
 _REFUSALS: Final[dict[grpc.StatusCode, type[errors.DomainError]]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    code: refusal
+    for refusal, code in DOMAIN_CODES.items()
+    if code not in {grpc.StatusCode.ABORTED, grpc.StatusCode.UNAUTHENTICATED}
 }
 _CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -111,10 +111,7 @@ class PeerClient:
                     "%s answered %d credits of %d", address, len(response.credits), len(waiting)
                 )
         except grpc.aio.AioRpcError as error:
-            failed = from_rpc_error(error)
-            whole = pb.BulkError(
-                code=error.code().value[0], reason=failed.reason, message=error.details() or ""
-            )
+            whole = hop_bulk_error(error)
             for transfer_id, answer in waiting:
                 _settle(answer, _refusal(whole, transfer_id))
         finally:  # Cancelled, or answered short: nothing waits for ever.

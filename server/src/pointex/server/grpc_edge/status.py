@@ -19,6 +19,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from pointex.client.errors import from_rpc_error
 from pointex.client.positions import InvalidPositionError
 from pointex.server import limits
 from pointex.server.domain import errors as domain
@@ -31,6 +32,7 @@ from pointex.server.store_errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
+from pointex.v1 import command_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ class Mapped:
     field: str = ""
 
 
-_DOMAIN_CODES: dict[type[domain.DomainError], grpc.StatusCode] = {
+# The status code each kind of refusal is reported with (grpc_edge/peer.py reads it back).
+DOMAIN_CODES: dict[type[domain.DomainError], grpc.StatusCode] = {
     domain.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     domain.NotFound: grpc.StatusCode.NOT_FOUND,
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
@@ -95,7 +98,7 @@ def map_exception(error: BaseException) -> Mapped | None:
     """Return how `error` is reported, or None when it is not a known case (a bug)."""
     match error:
         case domain.DomainError():
-            code = next(c for t, c in _DOMAIN_CODES.items() if isinstance(error, t))
+            code = next(c for t, c in DOMAIN_CODES.items() if isinstance(error, t))
             field = error.field if isinstance(error, InvalidRequest) else ""
             return Mapped(code, error.reason, error.message, error.metadata, field=field)
         case InvalidPositionError():
@@ -220,3 +223,19 @@ async def abort_for(
     # grpc-stubs predates abort_with_status on the aio context; grpc.aio has it.
     await context.abort_with_status(status)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises.
+
+
+def hop_bulk_error(error: grpc.aio.AioRpcError) -> pb.BulkError:
+    """Return what another command server's failed call says, as one command's BulkError.
+
+    Code, message, ErrorInfo reason and metadata, and RetryInfo delay as it sent them; the
+    reason is empty when no status of its own came back (the server was not reached).
+    """
+    failed = from_rpc_error(error)
+    result = pb.BulkError(
+        code=error.code().value[0], message=error.details() or "", reason=failed.reason
+    )
+    result.metadata.update(failed.metadata)
+    if failed.retry_delay_ms:
+        result.retry_delay.FromMilliseconds(failed.retry_delay_ms)
+    return result

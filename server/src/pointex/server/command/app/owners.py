@@ -81,7 +81,7 @@ class RangeOwners:
 
     def here(self, account_id: str) -> bool:
         """Tell whether this server holds the lease of the account's range now."""
-        return self._holds(range_of(streams.account(account_id)))
+        return self.owns(streams.account(account_id))
 
     def owns(self, stream_id: str) -> bool:
         """Tell whether this server holds the lease of the stream's range now."""

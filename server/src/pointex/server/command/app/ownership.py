@@ -17,7 +17,7 @@ supervisor, becomes a standby with none of it.
 A server may be given part of the ranges instead (`POINTEX_SLICE_RANGES`): servers given
 disjoint parts split the entities between them, each serving the accounts of its part, and
 servers given the same part share it as holder and standbys. Each keeps a map of every
-range's owner (`owner_of`), read from the leases at each renewal, for the calls and the
+range's owner (`find_owner_of`), read from the leases at each renewal, for the calls and the
 steps that belong to another server's range.
 """
 
@@ -116,10 +116,6 @@ class SliceOwnership:
     def holds(self, slice_range: int) -> bool:
         """Tell whether this server holds the range's lease now."""
         return self._leases.epochs()[slice_range] != 0
-
-    def owner_of(self, slice_range: int) -> str:
-        """Return the address of the range's owner, if another server holds it ("" if none)."""
-        return self._owners[slice_range]
 
     async def find_owner_of(self, slice_range: int) -> str:
         """Return the range's owner's address, reading the leases again when none is known.

@@ -13,11 +13,15 @@ from typing import Any
 
 import grpc
 
-from pointex.client.errors import from_rpc_error
 from pointex.server.command.edge.transfer_rpcs import TRANSFER_RPCS
 from pointex.server.elsewhere import Elsewhere
 from pointex.server.grpc_edge.forwarding import Forwarder
-from pointex.server.grpc_edge.status import OwnerUnavailable, map_exception, to_status
+from pointex.server.grpc_edge.status import (
+    OwnerUnavailable,
+    hop_bulk_error,
+    map_exception,
+    to_status,
+)
 from pointex.v1 import command_service_pb2 as pb
 
 _EXECUTE_BULK = "/pointex.v1.CommandService/ExecuteBulk"
@@ -129,13 +133,7 @@ async def place_elsewhere(
 
 def _hop_error(error: grpc.aio.AioRpcError) -> pb.BulkError:
     """Return the BulkError of a command whose owner ended its message with `error`."""
-    failed = from_rpc_error(error)
-    if not failed.reason:  # The owner was not reached: no status of its own came back.
+    result = hop_bulk_error(error)
+    if not result.reason:  # The owner was not reached: no status of its own came back.
         return bulk_error(OwnerUnavailable("the owner of the command's account is away"))
-    result = pb.BulkError(
-        code=error.code().value[0], message=error.details() or "", reason=failed.reason
-    )
-    result.metadata.update(failed.metadata)
-    if failed.retry_delay_ms:
-        result.retry_delay.FromMilliseconds(failed.retry_delay_ms)
     return result
