@@ -20,6 +20,8 @@ GRANT EXECUTE ON FUNCTION pointex_events.append_events(
 -- expired rows), renewed and given up (UPDATE); the insert guard locks the rows of the
 -- ranges an append writes (FOR KEY SHARE needs UPDATE).
 GRANT SELECT, INSERT, UPDATE ON pointex_events.slice_leases TO pointex_command;
+-- The members that balance the ranges (migration 0006): joined, renewed, left.
+GRANT SELECT, INSERT, UPDATE, DELETE ON pointex_events.slice_members TO pointex_command;
 -- Snapshots cache what the log says; saving one is an upsert (INSERT ... ON CONFLICT DO
 -- UPDATE), which needs UPDATE. The server never deletes one.
 GRANT SELECT, INSERT, UPDATE ON pointex_events.snapshots TO pointex_command;

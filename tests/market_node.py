@@ -198,8 +198,8 @@ class Node:
             self.handlers.open_steps(),
             OpenPlacements(self.market),
             OpenTrades(self.processes),
-            self.activations,
-            self.expiry,
+            self.activations.tracker(),
+            self.expiry.tracker(),
         )
         assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
         await recover(self.store, kinds)

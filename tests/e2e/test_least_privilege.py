@@ -127,7 +127,7 @@ async def migrate(deployment: Deployment) -> None:
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "pointex event store at schema version 5" in out
+    assert "pointex event store at schema version 6" in out
     await deployment.run("owner", GRANTS_SQL)
 
 
@@ -210,6 +210,11 @@ async def test_servers_serve_with_least_privilege_and_postgres_keeps_the_log_app
             assert await leases.acquire([63]) == {63: 1}
             assert await leases.renew() == set()
             await leases.release()
+            # And the members that balance the ranges (migration 0006): join, read, leave.
+            await leases.join()
+            assert await store.members() == ["least-privilege-run"]
+            await leases.leave()
+            assert await store.members() == []
         finally:
             await store.close()
         assert "permission denied for schema" in await refusal(
@@ -255,7 +260,7 @@ async def test_restricted_role_without_its_grants_exits_saying_so(
         "migrate", "--store-url", deployment.url("owner", EVENTS_SCHEMA), env={}
     )
     assert code == 0, err
-    assert "schema version 5" in out
+    assert "schema version 6" in out
     code, _, err = await run_command_main(
         env={
             "POINTEX_STORE_URL": deployment.url("command", EVENTS_SCHEMA),

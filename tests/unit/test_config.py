@@ -67,6 +67,10 @@ def test_a_server_takes_every_range_unless_told_a_part(tokens: dict[str, str]) -
     assert command_config([], env=env).slice_ranges == tuple(range(64))
     part = command_config([], env={**env, "POINTEX_SLICE_RANGES": "32-47, 0-3,5,63"})
     assert part.slice_ranges == (0, 1, 2, 3, 5, *range(32, 48), 63)
+    assert not part.balanced
+    balanced = command_config([], env={**env, "POINTEX_SLICE_RANGES": " balanced "})
+    assert balanced.balanced
+    assert balanced.slice_ranges == tuple(range(64))
 
 
 def test_a_cluster_refuses_tls_its_forwarding_does_not_carry(
@@ -112,6 +116,7 @@ def test_flag_wins_over_environment_which_wins_over_default(tokens: dict[str, st
         ({"POINTEX_SLICE_LEASE_MS": "-1", "POINTEX_STORE_URL": PG_URL}, "slice_lease_ms"),
         ({"POINTEX_ADVERTISE": "no-port"}, "advertise"),
         ({"POINTEX_SLICE_RANGES": "0-31"}, "slice_ranges"),  # Part of them, without leases.
+        ({"POINTEX_SLICE_RANGES": "balanced"}, "slice_ranges"),  # Balanced, without leases.
         ({"POINTEX_SLICE_RANGES": "0-64", **LEASED}, "slice_ranges"),
         ({"POINTEX_SLICE_RANGES": "9-3", **LEASED}, "slice_ranges"),
         ({"POINTEX_SLICE_RANGES": "a", **LEASED}, "slice_ranges"),

@@ -142,7 +142,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         'the slice ranges this server takes and serves, as ranges and numbers ("0-31", '
         '"0-15,32-47"; with slice_lease_ms). Several servers may share a set: one holds '
         "it, the others stand by. Accounts of another server's ranges are served there, and "
-        "their calls forwarded to it (docs/scale-out.md)",
+        'their calls forwarded to it. "balanced": the servers started so share the ranges '
+        "among themselves, and share them again when one joins or leaves (docs/scale-out.md)",
         _COMMAND,
     ),
     Setting(
@@ -347,6 +348,8 @@ class CommandConfig:
     slice_lease_ms: int = 0
     # The slice ranges this server takes (all 64 unless it splits them with other servers).
     slice_ranges: tuple[int, ...] = tuple(range(SLICE_RANGES))
+    # The live servers share the ranges among themselves, again at each join or leave.
+    balanced: bool = False
     # host:port the cluster's other servers forward to; empty: derived from the bound port.
     advertise: str = ""
     # None: no payment provider is configured (payments/providers.py reads the file).
@@ -584,6 +587,7 @@ def command_config(
         ),
         slice_lease_ms=_slice_lease_ms(values["slice_lease_ms"], values["store_url"]),
         slice_ranges=_slice_ranges(values["slice_ranges"], values["slice_lease_ms"]),
+        balanced=_balanced(values["slice_ranges"], values["slice_lease_ms"]),
         advertise=_host_port("advertise", values["advertise"]) if values["advertise"] else "",
         payment_providers_file=(
             _existing_file("payment_providers_file", values["payment_providers_file"])
@@ -611,6 +615,8 @@ def _slice_lease_ms(value: str, store_url: str) -> int:
 def _slice_ranges(value: str, lease_ms: str) -> tuple[int, ...]:
     """Return the sorted slice ranges of `value` ("0-31", "0-15,32-47"), all by default."""
     every = tuple(range(SLICE_RANGES))
+    if _balanced(value, lease_ms):
+        return every  # Where it starts: the share of a server alone.
     taken: set[int] = set()
     for part in value.split(","):
         low, dash, high = part.strip().partition("-")
@@ -621,6 +627,15 @@ def _slice_ranges(value: str, lease_ms: str) -> tuple[int, ...]:
     if ranges != every and lease_ms in ("", "0"):
         raise ConfigError("slice_ranges: a server takes part of the ranges only by lease")
     return ranges
+
+
+def _balanced(value: str, lease_ms: str) -> bool:
+    """Tell whether `value` asks for the ranges balanced among the live servers."""
+    if value.strip() != "balanced":
+        return False
+    if lease_ms in ("", "0"):
+        raise ConfigError("slice_ranges: servers balance the ranges only by lease")
+    return True
 
 
 def query_config(

@@ -9,6 +9,7 @@ only by the number of actors busy at once, which the mailbox and commit-queue bo
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import time
@@ -35,6 +36,8 @@ from pointex.server.domain.program import NO_LIMITS
 from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import EventStore
+
+_DRAIN_POLL_S = 0.01  # How often a drain looks again at the actors still at work.
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -102,11 +105,15 @@ class AccountActors:
         return self._here is None or self._here(account_id)
 
     def actor(self, account_id: str) -> AccountActor:
-        """Return the account's actor, creating it (inactive) if it is not resident."""
+        """Return the account's actor, creating it (inactive) if it is not resident.
+
+        Raises Elsewhere for an account another server owns, resident here or not: a range
+        given up keeps no actor taking messages.
+        """
+        if self._here is not None and not self._here(account_id):
+            raise Elsewhere(streams.account(account_id))
         actor = self._actors.get(account_id)
         if actor is None:
-            if not self.here(account_id):
-                raise Elsewhere(streams.account(account_id))
             actor = AccountActor(
                 account_id,
                 self._store,
@@ -159,6 +166,25 @@ class AccountActors:
             return await self.peek(account_id)
         state, _, _ = await load_account(self._store, streams.account(account_id))
         return state
+
+    async def drain(self, among: Callable[[str], bool], within_s: float) -> int:
+        """Let the actors of the accounts `among` finish what is under way, then drop them.
+
+        Called once those accounts are no longer here (no new message reaches their actors):
+        waits up to `within_s` for what they are loading, deciding or committing, and
+        returns how many were still at it then (dropped all the same: their commits end on
+        their own, and the range's next owner loads what committed).
+        """
+        ours = [account_id for account_id in self._actors if among(account_id)]
+        deadline = time.monotonic() + within_s
+        busy = ours
+        while busy and time.monotonic() < deadline:
+            await asyncio.sleep(_DRAIN_POLL_S)
+            busy = [a for a in busy if a in self._actors and not self._actors[a].at_rest]
+        for account_id in ours:
+            self._actors.pop(account_id, None)
+        self.passivations += len(ours)
+        return len(busy)
 
     def _passivate_beyond_cap(self) -> None:
         excess = len(self._actors) - self._resident_max

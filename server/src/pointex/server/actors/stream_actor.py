@@ -172,6 +172,11 @@ class StreamActor(Generic[S]):
     @property
     def idle(self) -> bool:
         """Tell whether the actor can be passivated without losing anything."""
+        return self.at_rest
+
+    @property
+    def at_rest(self) -> bool:
+        """Tell whether nothing is loading, queued or committing (its stream is as it holds)."""
         # An actor that is not ready holds no state worth keeping (it would reload anyway).
         return self._loader is None and not self._backlog and self._units_in_flight == 0
 

@@ -24,6 +24,7 @@ from pointex.server.actors.runtime import AccountActors, wall_clock_ms
 from pointex.server.command.app.activations import PendingActivations
 from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
+from pointex.server.command.app.handover import RangeHandover
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.app.owners import ALL_HERE, Owners, RangeOwners
@@ -278,11 +279,11 @@ async def create_server(config: CommandConfig) -> CommandServer:
             market,
             (activations, expiry),
             ranges=None if ownership is None else ownership.ranges,
+            balanced=config.balanced,
         )
         if ownership is not None:
             _ownership_metrics(metrics, ownership)
-            if peer is not None:  # Rules another server changed, in force here too.
-                ownership.every_round(core.program.follow)
+            _with_other_servers(ownership, store, core, handlers, (activations, expiry))
             # Listening first: until it holds and recovered every range, calls go elsewhere.
             routing = Routing(
                 ownership.route,
@@ -300,7 +301,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
             ownership.watch_routable(lambda routable: listening.set_serving(serving=routable))
             # In the background: a standby listens (forwarding) while it waits for the ranges.
             activation = asyncio.create_task(
-                _take_ranges_then_serve(ownership, prepare),
+                _take_ranges_then_serve(ownership, prepare, balanced=config.balanced),
                 name="take-slice-ranges",
             )
         else:
@@ -356,7 +357,8 @@ async def _resume_open_processes(
         handlers.open_steps(),
         OpenPlacements(market),
         OpenTrades(market.processes),
-        *timers,
+        timers[0].tracker(),
+        timers[1].tracker(),
     )
     assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
     checkpoint = CHECKPOINT if ranges is None else checkpoint_of(ranges, SLICE_RANGES)
@@ -378,11 +380,29 @@ def _ownership(
     if not config.slice_lease_ms:
         return None, None, ALL_HERE
     assert isinstance(store, PostgresEventStore), "the configuration checks the store"
-    ownership = SliceOwnership(store, config.slice_lease_ms, "command", config.slice_ranges)
+    ownership = SliceOwnership(
+        store, config.slice_lease_ms, "command", config.slice_ranges, balanced=config.balanced
+    )
     if not ownership.split:
         return ownership, None, ALL_HERE
     peer = PeerClient(ownership.find_owner_of)
-    return ownership, peer, RangeOwners(ownership.holds, peer.credit)
+    return ownership, peer, RangeOwners(ownership.serves, peer.credit)
+
+
+def _with_other_servers(
+    ownership: SliceOwnership,
+    store: EventStore,
+    core: CommandCore,
+    handlers: CommandHandlers,
+    timers: tuple[PendingActivations, LotExpiry],
+) -> None:
+    """With part of the ranges, follow the rules others change; balanced, hand ranges over."""
+    if ownership.split:  # Rules another server changed, in force here too.
+        ownership.every_round(core.program.follow)
+    if ownership.balanced:
+        # A range's actors finish within half a renewal: the renewals stay on time.
+        drain_s = ownership.lease_ms / 6000
+        ownership.hand_over_with(RangeHandover(store, core.actors, handlers, *timers, drain_s))
 
 
 def _services(
@@ -414,9 +434,18 @@ def _services(
 
 
 async def _take_ranges_then_serve(
-    ownership: SliceOwnership, prepare: Callable[[], Awaitable[None]]
+    ownership: SliceOwnership, prepare: Callable[[], Awaitable[None]], *, balanced: bool
 ) -> None:
-    """Take every slice range (waiting as a standby), `prepare` (recover), then serve here."""
+    """Take every slice range (waiting as a standby), `prepare` (recover), then serve here.
+
+    Balanced, `prepare` comes first (it recovers nothing): each range is recovered as taken.
+    """
+    if balanced:
+        await prepare()
+        await ownership.take_all()
+        await ownership.serve()
+        log.info("command server balancing slice ranges", extra={"owner_id": ownership.owner_id})
+        return
     # Before recovery and every command: what they write carries the ranges' epochs.
     await ownership.take_all()
     await prepare()
@@ -432,12 +461,16 @@ async def _prepare(
     timers: tuple[PendingActivations, LotExpiry],
     *,
     ranges: Sequence[int] | None,
+    balanced: bool = False,
 ) -> None:
     """Load the program's rules, record the markets' configuration, resume open processes.
 
     A server of part of the slice ranges (`ranges`) does not trade: no market to record.
+    Balanced, it recovers each range as it takes it (command/app/handover.py).
     """
     await core.program.load()  # The limits in force, before any command is decided.
+    if balanced:
+        return
     split = ranges is not None and len(ranges) < SLICE_RANGES
     if not split:
         await market.configure()

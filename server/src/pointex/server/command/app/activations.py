@@ -32,11 +32,7 @@ _MS_PER_S = 1000
 
 
 class PendingActivations:
-    """Activates pending issues at their time; also the recovery scan's tracker of them."""
-
-    kind = "activation"
-    # A reversal's PointsDebited may take an issue's pending points back, in part or in full.
-    types = frozenset({"PointsPending", "PointsActivated", "PointsDebited"})
+    """Activates pending issues at their time (the recovery scan's `tracker` finds them)."""
 
     def __init__(
         self, actors: AccountActors, runner: ProcessRunner, clock: Callable[[], int]
@@ -49,8 +45,6 @@ class PendingActivations:
         self._due: list[tuple[int, str, str]] = []
         self._added = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
-        # What the recovery scan found still pending: (account, issue) -> [position, ms, points].
-        self._found: dict[tuple[str, str], list[int]] = {}
 
     @property
     def watched(self) -> int:
@@ -90,15 +84,42 @@ class PendingActivations:
             self._timer.cancel()
         self._timer = None
 
-    # --- The recovery scan's tracker ------------------------------------------------------
+    def tracker(self, among: Callable[[str], bool] | None = None) -> PendingFound:
+        """Return a recovery scan's tracker of the issues pending on this server's accounts.
+
+        `among`: those of some accounts only (the ranges a balanced server just took).
+        """
+        return PendingFound(self.watch, among or self._actors.here)
+
+    def forget(self, among: Callable[[str], bool]) -> None:
+        """Drop the issues pending on the accounts `among` (their range's next owner has them)."""
+        self._due = [due for due in self._due if not among(due[1])]
+        heapq.heapify(self._due)
+
+
+class PendingFound:
+    """The recovery scan's tracker of the issues still pending on some accounts."""
+
+    kind = "activation"
+    # A reversal's PointsDebited may take an issue's pending points back, in part or in full.
+    types = frozenset({"PointsPending", "PointsActivated", "PointsDebited"})
+
+    def __init__(
+        self, watch: Callable[[str, str, int], None], among: Callable[[str], bool]
+    ) -> None:
+        """Hand the issues found pending on the accounts `among` to `watch` (the timer's)."""
+        self._watch = watch
+        self._among = among
+        # What the scan found still pending: (account, issue) -> [position, ms, points].
+        self._found: dict[tuple[str, str], list[int]] = {}
 
     def see(self, position: int, event: object) -> None:
         """Keep an issue pending from its PointsPending until it activated or went back.
 
-        Only on this server's accounts (with split slice ranges, the others are their owners').
+        Only on the tracked accounts (with split slice ranges, the others are their owners').
         """
         assert isinstance(event, PointsPending | PointsActivated | PointsDebited), event
-        if not self._actors.here(event.account_id):
+        if not self._among(event.account_id):
             return
         match event:
             case PointsPending():
@@ -126,4 +147,4 @@ class PendingActivations:
     async def resume(self) -> None:
         """Watch every issue found pending; those already due activate at once."""
         for (account_id, transfer_id), (_, at_ms, _) in self._found.items():
-            self.watch(account_id, transfer_id, at_ms)
+            self._watch(account_id, transfer_id, at_ms)

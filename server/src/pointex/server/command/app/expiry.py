@@ -43,11 +43,7 @@ _RESUME_CONCURRENCY = 64
 
 
 class LotExpiry:
-    """Lapses lots at their time and tells of them before; also the recovery scan's tracker."""
-
-    kind = "expiry"
-    # The events that bring lots to an account (a deadline the calendar may not know yet).
-    types = frozenset(ACCOUNT_EVENT_TYPES[arriving][0] for arriving in LOTS_ARRIVING)
+    """Lapses lots at their time and tells of them before (the scan's `tracker` finds them)."""
 
     def __init__(
         self,
@@ -66,8 +62,6 @@ class LotExpiry:
         self._at: dict[str, int] = {}
         self._added = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
-        # The calendar: account -> a moment no later than its next lot's expiry.
-        self._calendar: dict[str, int] = {}
 
     @property
     def watched(self) -> int:
@@ -78,9 +72,9 @@ class LotExpiry:
         """Take the account's lots as they are now: wake for its next deadline."""
         if state is None or not state.lots:
             return
-        self._wake(account_id, min(lot.expires_at.unix_ms for lot in state.lots))
+        self.wake(account_id, min(lot.expires_at.unix_ms for lot in state.lots))
 
-    def _wake(self, account_id: str, expires_ms: int) -> None:
+    def wake(self, account_id: str, expires_ms: int) -> None:
         """Wake for the account before `expires_ms`, by the notice period, unless sooner already."""
         at_ms = expires_ms - self._notice().ms
         known = self._at.get(account_id)
@@ -107,7 +101,7 @@ class LotExpiry:
     async def _expire(self, account_id: str) -> None:
         next_ms = await self.expire_now(account_id)
         if next_ms > self._clock():
-            self._wake(account_id, next_ms + self._notice().ms)
+            self.wake(account_id, next_ms + self._notice().ms)
 
     async def expire_now(self, account_id: str) -> int:
         """Decide the account's expiry now; return its next deadline (0: none ahead now).
@@ -141,27 +135,74 @@ class LotExpiry:
             self._timer.cancel()
         self._timer = None
 
-    # --- The recovery scan's tracker ------------------------------------------------------
+    @property
+    def notice_ms(self) -> int:
+        """Return how long before a lot lapses it is told of, in milliseconds."""
+        return self._notice().ms
+
+    def now_ms(self) -> int:
+        """Return the time now, by the timer's clock."""
+        return self._clock()
+
+    def tracker(self, among: Callable[[str], bool] | None = None) -> LotCalendar:
+        """Return a recovery scan's tracker of the lots on this server's accounts.
+
+        `among`: those of some accounts only (the ranges a balanced server just took).
+        """
+        return LotCalendar(self, among or self._actors.here)
+
+    def forget(self, among: Callable[[str], bool]) -> None:
+        """Stop waking for the accounts `among` (their range's next owner has their lots)."""
+        self._due = [due for due in self._due if not among(due[1])]
+        heapq.heapify(self._due)
+        for account_id in [a for a in self._at if among(a)]:
+            del self._at[account_id]
+
+
+class LotCalendar:
+    """The recovery scan's tracker of the lots on some accounts, with the checkpoint's calendar."""
+
+    kind = "expiry"
+    # The events that bring lots to an account (a deadline the calendar may not know yet).
+    types = frozenset(ACCOUNT_EVENT_TYPES[arriving][0] for arriving in LOTS_ARRIVING)
+
+    def __init__(self, timer: LotExpiry, among: Callable[[str], bool]) -> None:
+        """Keep the calendar of the accounts `among`, for `timer` to wake for."""
+        self._timer = timer
+        self._among = among
+        # The calendar: account -> a moment no later than its next lot's expiry.
+        self._calendar: dict[str, int] = {}
 
     def restore(self, saved: object) -> None:
-        """Take the calendar the checkpoint kept."""
+        """Take the calendar a checkpoint kept (of the tracked accounts; several: the earliest)."""
         assert isinstance(saved, list), saved
-        self._calendar = {str(account_id): int(at_ms) for account_id, at_ms in saved}
+        for account_id, at_ms in saved:
+            if self._among(account_id):
+                self._note(str(account_id), int(at_ms))
 
     def saved(self) -> list[list[Any]]:
         """Return the calendar for the checkpoint: every account with lots, and when."""
         return [[account_id, at_ms] for account_id, at_ms in sorted(self._calendar.items())]
 
+    def saved_by(self, key: Callable[[str], int]) -> dict[int, list[list[Any]]]:
+        """Return the calendar split by `key` of each account (a checkpoint per slice range)."""
+        split: dict[int, list[list[Any]]] = {}
+        for account_id, at_ms in sorted(self._calendar.items()):
+            split.setdefault(key(account_id), []).append([account_id, at_ms])
+        return split
+
+    def _note(self, account_id: str, at_ms: int) -> None:
+        known = self._calendar.get(account_id)
+        if known is None or at_ms < known:
+            self._calendar[account_id] = at_ms
+
     def see(self, position: int, event: object) -> None:
         """Note the lots an event brings: the account's deadline is no later than theirs."""
         del position  # Lots are tracked by the calendar, which the checkpoint keeps.
         assert isinstance(event, LOTS_ARRIVING), event
-        if not event.lots or not self._actors.here(event.account_id):
+        if not event.lots or not self._among(event.account_id):
             return  # With split slice ranges, another server's accounts are its own to expire.
-        first = min(lot.expires_at.unix_ms for lot in event.lots)
-        known = self._calendar.get(event.account_id)
-        if known is None or first < known:
-            self._calendar[event.account_id] = first
+        self._note(event.account_id, min(lot.expires_at.unix_ms for lot in event.lots))
 
     def oldest(self) -> None:
         """Hold no position back: the calendar goes with the checkpoint."""
@@ -172,14 +213,14 @@ class LotExpiry:
 
     async def resume(self) -> None:
         """Decide every deadline that passed; wait for the others; keep the answers."""
-        now_ms = self._clock()
-        notice_ms = self._notice().ms  # The calendar keeps expiries; a wake comes before them.
+        now_ms = self._timer.now_ms()
+        notice_ms = self._timer.notice_ms  # The calendar keeps expiries; a wake comes before.
         passed = [a for a, at_ms in self._calendar.items() if at_ms - notice_ms <= now_ms]
         gate = asyncio.Semaphore(_RESUME_CONCURRENCY)
 
         async def decide(account_id: str) -> None:
             async with gate:
-                next_ms = await self.expire_now(account_id)
+                next_ms = await self._timer.expire_now(account_id)
             if next_ms:
                 self._calendar[account_id] = next_ms + notice_ms
             else:
@@ -188,4 +229,4 @@ class LotExpiry:
         await asyncio.gather(*(decide(account_id) for account_id in passed))
         for account_id, at_ms in self._calendar.items():
             if at_ms - notice_ms > now_ms:  # Not held lots that lapsed: a release tells.
-                self._wake(account_id, at_ms)
+                self._timer.wake(account_id, at_ms)

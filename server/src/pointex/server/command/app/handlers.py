@@ -581,9 +581,26 @@ class CommandHandlers:
         """Return the transfers debited and not yet credited or returned (for metrics)."""
         return len(self._open)
 
-    def open_steps(self) -> OpenTransfers:
-        """Return the recovery scan's tracker of open transfers."""
-        return OpenTransfers(self)
+    def open_steps(self, among: Callable[[str], bool] | None = None) -> OpenTransfers:
+        """Return the recovery scan's tracker of the open transfers this server drives.
+
+        `among`: those from some accounts only (the ranges a balanced server just took).
+        """
+        return OpenTransfers(self, among or self._actors.here)
+
+    def forget(self, among: Callable[[str], bool]) -> int:
+        """Stop driving the open transfers from the accounts `among`; return how many.
+
+        Their range's next owner finds them open in the log and finishes them; the steps
+        under way here end on their own (a step taken twice is refused by the record's
+        version), and their retries stop.
+        """
+        forgotten = [
+            key for key, (_, initiated) in self._open.items() if among(initiated.from_account_id)
+        ]
+        for key in forgotten:
+            del self._open[key]
+        return len(forgotten)
 
     async def resume(self, found: Sequence[tuple[int, process.Transfer]]) -> None:
         """Finish every transfer the recovery scan found open (before commands are taken)."""
@@ -598,10 +615,6 @@ class CommandHandlers:
         """Count a transfer found debited in the log as open, here and on its source's actor."""
         self._open[initiated.transfer_id] = (position, initiated)
         self._actors.actor(initiated.from_account_id).transfer_found_open()
-
-    def drives(self, initiated: TransferInitiated) -> bool:
-        """Tell whether this server drives the transfer: it owns the source's range."""
-        return self._actors.here(initiated.from_account_id)
 
     def oldest_open(self) -> int | None:
         """Return the initiation position of the oldest transfer still open, if any."""
@@ -643,9 +656,10 @@ class OpenTransfers:
         {"TransferInitiated", "TransferCredited", "TransferCompleted", "TransferCompensated"}
     )
 
-    def __init__(self, handlers: CommandHandlers) -> None:
-        """Track open transfers for `handlers` to resume."""
+    def __init__(self, handlers: CommandHandlers, among: Callable[[str], bool]) -> None:
+        """Track the open transfers from the accounts `among`, for `handlers` to resume."""
         self._handlers = handlers
+        self._among = among
         self._found: dict[str, tuple[int, process.Transfer]] = {}
 
     def see(self, position: int, event: object) -> None:
@@ -656,7 +670,7 @@ class OpenTransfers:
         """
         if isinstance(event, TransferInitiated):
             # A completed one committed whole, with its credits.
-            if not event.completed and self._handlers.drives(event):
+            if not event.completed and self._among(event.from_account_id):
                 self._found[event.transfer_id] = (position, process.evolve(None, event))
         elif isinstance(event, TransferCredited):
             if (found := self._found.get(event.transfer_id)) is not None:

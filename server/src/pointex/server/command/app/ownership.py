@@ -19,6 +19,15 @@ disjoint parts split the entities between them, each serving the accounts of its
 servers given the same part share it as holder and standbys. Each keeps a map of every
 range's owner (`find_owner_of`), read from the leases at each renewal, for the calls and the
 steps that belong to another server's range.
+
+Or the servers balance the ranges among themselves (`POINTEX_SLICE_RANGES=balanced`): each
+is a member while it renews its row in `slice_members`, and every member computes the same
+share of the ranges from the live members (`slices.shares`). At each renewal a member gives
+up the ranges no longer its own (`Handover.give`: the work under way on them ends, its actors
+and timers forget them, the leases are released) and takes the free ranges of its share
+(`Handover.take`: the recovery scan finds their open processes, then they are served). A
+member that joins or leaves moves ranges this way within a few renewals; one that dies
+leaves its ranges to the others once its leases expire.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from pointex.server.eventstore.port import SLICE_RANGES, EventStore
 from pointex.server.eventstore.postgres.leases import Lease, SliceLeases
 from pointex.server.eventstore.postgres.store import PostgresEventStore
+from pointex.server.slices import shares
 from pointex.server.store_errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -42,6 +53,19 @@ _EVERY_RANGE = tuple(range(SLICE_RANGES))
 
 # Reads every range's lease from the event store (none on a store without leases).
 LeaseReader = Callable[[], Awaitable[list[Lease]]]
+
+
+class Handover(Protocol):
+    """What a server of balanced ranges does with the ranges it gives up and takes."""
+
+    async def give(self, ranges: Sequence[int]) -> None:
+        """Let the work under way on `ranges` end; forget their actors, transfers and timers.
+
+        Called once they are no longer served here, before their leases are released.
+        """
+
+    async def take(self, ranges: Sequence[int], serve: Callable[[], None]) -> None:
+        """Find the open processes of `ranges`, just taken; call `serve`, then resume them."""
 
 
 def lease_reader(store: EventStore) -> LeaseReader:
@@ -67,11 +91,21 @@ class SliceOwnership:
         lease_ms: int,
         server_name: str,
         ranges: Sequence[int] = _EVERY_RANGE,
+        *,
+        balanced: bool = False,
     ) -> None:
         """Hold the leases of `store` for `lease_ms` each, as one run of `server_name`.
 
-        `ranges`: the slice ranges it takes (every one by default).
+        `ranges`: the slice ranges it takes (every one by default). `balanced`: it takes its
+        share of them among the live members instead, and hands ranges over (`handover`).
         """
+        self.balanced = balanced
+        self._served: set[int] = set()  # Balanced: the ranges held, recovered and served.
+        self._taking: set[asyncio.Task[None]] = set()  # Balanced: recoveries under way.
+        self._handover: Handover | None = None
+        # Counts since start, read by the metrics at each scrape (balanced ranges).
+        self.ranges_given = 0
+        self.ranges_taken = 0
         self.owner_id = f"{server_name}-{secrets.token_hex(6)}"
         self.ranges = tuple(sorted(ranges))
         # Each range's owner's address, as the leases said at the last look (none: "").
@@ -109,13 +143,28 @@ class SliceOwnership:
         self._leases.address = address
 
     @property
+    def lease_ms(self) -> int:
+        """Return how long each lease lasts unless renewed, in milliseconds."""
+        return self._lease_ms
+
+    @property
     def split(self) -> bool:
         """Tell whether this server takes part of the ranges only (others own the rest)."""
-        return len(self.ranges) < SLICE_RANGES
+        return self.balanced or len(self.ranges) < SLICE_RANGES
+
+    def hand_over_with(self, handover: Handover) -> None:
+        """Give and take balanced ranges through `handover` (set before `take_all`)."""
+        self._handover = handover
 
     def holds(self, slice_range: int) -> bool:
         """Tell whether this server holds the range's lease now."""
         return self._leases.epochs()[slice_range] != 0
+
+    def serves(self, slice_range: int) -> bool:
+        """Tell whether the range's accounts are served here: held (balanced: and recovered)."""
+        if self.balanced:
+            return slice_range in self._served
+        return self.holds(slice_range)
 
     async def find_owner_of(self, slice_range: int) -> str:
         """Return the range's owner's address, reading the leases again when none is known.
@@ -155,7 +204,7 @@ class SliceOwnership:
 
     async def serve(self) -> None:
         """Serve calls here from now on: its ranges are held and recovered."""
-        assert self.ranges_held == len(self.ranges), self.ranges_held
+        assert self.balanced or self.ranges_held == len(self.ranges), self.ranges_held
         self._serving = True
         await self._routing_changed()
 
@@ -167,7 +216,14 @@ class SliceOwnership:
                 await self._tell_routable(routable)
 
     async def take_all(self) -> None:
-        """Take its ranges, waiting while another server holds some; then keep them."""
+        """Take its ranges, waiting while another server holds some; then keep them.
+
+        Balanced, it joins the members and takes what of its share is free now, without
+        waiting: the rest comes as the others give it up.
+        """
+        if self.balanced:
+            await self._join()
+            return
         waiting_logged = False
         while True:
             try:
@@ -201,14 +257,84 @@ class SliceOwnership:
         await self._routing_changed()  # Recovering: nowhere, until `serve`.
         self._task = asyncio.create_task(self._keep(), name="slice-leases")
 
+    async def _join(self) -> None:
+        while True:
+            try:
+                await self._leases.join()
+                await self._rebalance()
+                break
+            except StoreError as error:  # The database away: the next round tries again.
+                log.warning("slice ranges not balanced: %s", error)
+            await asyncio.sleep(self._renew_every_s)
+        self._owner_address = ""
+        await self._routing_changed()
+        self._task = asyncio.create_task(self._keep(), name="slice-leases")
+        await self.settled()  # The ranges free at once are recovered before it serves.
+        log.info(
+            "balancing the slice ranges",
+            extra={"owner_id": self.owner_id, "ranges_held": self.ranges_held},
+        )
+
+    async def _rebalance(self) -> None:
+        """Give up the ranges no longer this member's share, and take the free ones that are."""
+        assert self._handover is not None, "a balanced server hands ranges over"
+        members = await self._store.members()
+        share = shares(sorted({*members, self.owner_id})).get(self.owner_id, ())
+        self.ranges = share
+        await self._find_owner()
+        held = self._leases.held()
+        given = sorted(set(held) - set(share))
+        if given:
+            log.info("giving slice ranges up", extra={"ranges": given, "owner_id": self.owner_id})
+            self._served.difference_update(given)
+            await self._handover.give(given)
+            await self._leases.release(given)
+            self._served.difference_update(given)  # Should a recovery have ended meanwhile.
+            self.ranges_given += len(given)
+        taken = sorted(await self._leases.acquire([r for r in share if r not in held]))
+        if taken:
+            log.info("taking slice ranges", extra={"ranges": taken, "owner_id": self.owner_id})
+            # Recovered in a task of its own: a long scan must not hold the renewals back.
+            self._taking.add(asyncio.create_task(self._take(taken), name="take-slice-ranges"))
+
+    async def _take(self, taken: list[int]) -> None:
+        """Recover the ranges just taken, then serve them; give them back if the scan fails."""
+        assert self._handover is not None, "a balanced server hands ranges over"
+
+        def serve() -> None:
+            self._served.update(r for r in taken if self.holds(r))
+
+        try:
+            await self._handover.take(taken, serve)
+        except StoreError as error:
+            log.warning("slice ranges taken but not recovered: %s", error)
+            if self._served.isdisjoint(taken):  # Not served yet: a later round takes them.
+                with contextlib.suppress(StoreError):
+                    await self._leases.release(taken)
+            return
+        finally:
+            self._taking.discard(asyncio.current_task())
+        self.ranges_taken += len(taken)
+
+    async def settled(self) -> None:
+        """Wait for the recoveries of the ranges taken so far to end (balanced ranges)."""
+        while self._taking:
+            await asyncio.gather(*self._taking, return_exceptions=True)
+
     async def stop(self) -> None:
         """Stop renewing and give every range up at once, for a standby to take."""
         self._serving = False
+        self._served.clear()
+        for taking in self._taking:
+            taking.cancel()
+        await asyncio.gather(*self._taking, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
+            if self.balanced:
+                await self._leases.leave()
             await self._leases.release()
         except StoreError as error:  # They expire on their own.
             log.warning("slice ranges not released: %s", error)
@@ -263,7 +389,13 @@ class SliceOwnership:
             except StoreError as error:  # The database is away: the next round retries.
                 log.warning("slice leases not renewed: %s", error)
                 continue
-            if self.split:
+            if self.balanced and not lost:
+                try:
+                    await self._leases.join()
+                    await self._rebalance()
+                except StoreError as error:  # The next round balances again.
+                    log.warning("slice ranges not balanced: %s", error)
+            elif self.split:
                 await self._find_owner()
             if self._every_round is not None:
                 try:
@@ -273,6 +405,7 @@ class SliceOwnership:
             if lost:
                 self.ranges_lost += len(lost)
                 self._serving = False
+                self._served.clear()
                 log.error(
                     "slice ranges taken over by another server; stopping, as its actors and "
                     "processes are no longer this server's",

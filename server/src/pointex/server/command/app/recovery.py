@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pointex.server import limits
@@ -63,6 +63,19 @@ class KeptSteps(Protocol):
         """Return what the checkpoint keeps, as JSON values (after `resume`)."""
 
 
+@runtime_checkable
+class KeptByRange(KeptSteps, Protocol):
+    """A kind whose kept state splits by slice range (a checkpoint of each range keeps its own)."""
+
+    def saved_by(self, key: Callable[[str], int]) -> dict[int, Any]:
+        """Return what the checkpoints keep, split by `key` of each account id."""
+
+
+def range_checkpoint(slice_range: int) -> str:
+    """Return the name of one slice range's checkpoint (servers that balance the ranges)."""
+    return f"{CHECKPOINT}-range-{slice_range}"
+
+
 def checkpoint_of(ranges: Sequence[int], every: int) -> str:
     """Return the checkpoint's name for a server of `ranges` (of `every` slice ranges).
 
@@ -93,6 +106,58 @@ async def recover(
     for steps in kinds:
         if isinstance(steps, KeptSteps) and steps.kind in kept:
             steps.restore(kept[steps.kind])
+    after = await _scan(store, kinds, after)
+    found = {steps.kind: steps.open_count() for steps in kinds}
+    for steps in kinds:
+        await steps.resume()
+    oldest = [p for p in (steps.oldest() for steps in kinds) if p is not None]
+    keep = {steps.kind: steps.saved() for steps in kinds if isinstance(steps, KeptSteps)}
+    await _save_checkpoint(store, checkpoint, min(oldest, default=after + 1) - 1, keep)
+    return found
+
+
+async def recover_ranges(
+    store: EventStore,
+    kinds: Sequence[OpenSteps],
+    ranges: Sequence[int],
+    range_of_account: Callable[[str], int],
+    serve: Callable[[], None],
+) -> dict[str, int]:
+    """Scan the log for the open steps of the slice ranges just taken; serve; resume them.
+
+    `kinds` track the accounts of `ranges` only. The scan starts at the earliest of the
+    ranges' checkpoints (`range_checkpoint`; a range without one: the whole server's, else
+    the log's start), since a checkpoint stays a safe start forever: nothing opened before
+    it was open then, and what opened since is after it. `serve` is called once the scan
+    found what is open, before it is resumed. Each range's checkpoint is saved afterwards.
+    """
+    checkpoints = [await _saved(store, range_checkpoint(r)) for r in ranges]
+    if None in checkpoints:
+        checkpoints.append(await _checkpoint(store, CHECKPOINT))
+    for found in filter(None, checkpoints):
+        for steps in kinds:
+            if isinstance(steps, KeptSteps) and steps.kind in found[1]:
+                steps.restore(found[1][steps.kind])
+    after = await _scan(store, kinds, min(found[0] for found in checkpoints if found))
+    found_open = {steps.kind: steps.open_count() for steps in kinds}
+    serve()
+    for steps in kinds:
+        await steps.resume()
+    oldest = [p for p in (steps.oldest() for steps in kinds) if p is not None]
+    safe = min(oldest, default=after + 1) - 1
+    kept = {
+        steps.kind: steps.saved_by(range_of_account)
+        for steps in kinds
+        if isinstance(steps, KeptByRange)
+    }
+    for slice_range in ranges:
+        own = {kind: by_range.get(slice_range, []) for kind, by_range in kept.items()}
+        await _save_checkpoint(store, range_checkpoint(slice_range), safe, own)
+    return found_open
+
+
+async def _scan(store: EventStore, kinds: Sequence[OpenSteps], after: int) -> int:
+    """Hand every event of a tracked type after `after` to its kinds; return the last read."""
     by_type: dict[str, list[OpenSteps]] = {}
     for steps in kinds:
         for type_name in steps.types:
@@ -105,13 +170,16 @@ async def recover(
                 for steps in trackers:
                     steps.see(recorded.position, event)
         after = page[-1].position
-    found = {steps.kind: steps.open_count() for steps in kinds}
-    for steps in kinds:
-        await steps.resume()
-    oldest = [p for p in (steps.oldest() for steps in kinds) if p is not None]
-    keep = {steps.kind: steps.saved() for steps in kinds if isinstance(steps, KeptSteps)}
-    await _save_checkpoint(store, checkpoint, min(oldest, default=after + 1) - 1, keep)
-    return found
+    return after
+
+
+async def _saved(store: EventStore, name: str) -> tuple[int, dict[str, Any]] | None:
+    """Return a checkpoint of the current schema, None if there is none."""
+    snapshot = await store.load_snapshot(name)
+    if snapshot is None or snapshot.schema_version != _CHECKPOINT_SCHEMA:
+        return None
+    data = json.loads(snapshot.data)
+    return int(data["position"]), dict(data["kept"])
 
 
 async def _checkpoint(store: EventStore, name: str) -> tuple[int, dict[str, Any]]:

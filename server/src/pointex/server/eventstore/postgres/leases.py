@@ -130,6 +130,25 @@ class SliceLeases:
                 sql.RELEASE_LEASES, given, self.owner_id, [held[r] for r in given]
             )
 
+    async def join(self) -> None:
+        """Be one of the members balancing the ranges until a lease from now (migration 0006)."""
+        async with self._connection() as connection:
+            await connection.execute(
+                sql.JOIN_MEMBERS, self.owner_id, self.address, self._lease_ms * 1000
+            )
+
+    async def leave(self) -> None:
+        """Stop being a member: the others share the ranges without this server at once."""
+        async with self._connection() as connection:
+            await connection.execute(sql.LEAVE_MEMBERS, self.owner_id)
+
+
+async def read_members(connection: Lender) -> list[str]:
+    """Return the owner ids of the live members balancing the ranges, in order."""
+    async with connection() as lent:
+        rows = await lent.fetch(sql.LIST_MEMBERS)
+    return [str(row["member_id"]) for row in rows]
+
 
 async def read_leases(connection: Lender) -> list[Lease]:
     """Return every range's lease, in range order (ranges never taken have none)."""

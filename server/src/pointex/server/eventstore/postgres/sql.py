@@ -178,3 +178,24 @@ LIST_LEASES = f"""
 SELECT slice_range, owner_id, owner_address, epoch, expires_at_us, {_NOW_US} AS now_us
 FROM slice_leases ORDER BY slice_range
 """  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+# --- The members that balance the ranges (migration 0006, leases.py) -----------------------
+
+# Be a member, or stay one, for `$3` microseconds more; members long expired are forgotten.
+JOIN_MEMBERS = f"""
+WITH forgotten AS (
+    DELETE FROM slice_members WHERE expires_at_us < {_NOW_US} - $3 * 10 AND member_id <> $1
+)
+INSERT INTO slice_members AS m (member_id, member_address, expires_at_us)
+VALUES ($1, $2, {_NOW_US} + $3)
+ON CONFLICT (member_id) DO UPDATE
+    SET member_address = excluded.member_address, expires_at_us = excluded.expires_at_us
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.
+
+LEAVE_MEMBERS = "DELETE FROM slice_members WHERE member_id = $1"
+
+# The members whose rows have not expired, by id.
+LIST_MEMBERS = f"""
+SELECT member_id, member_address FROM slice_members
+WHERE expires_at_us >= {_NOW_US} ORDER BY member_id
+"""  # noqa: S608 - _NOW_US is a constant of this module, not input.

@@ -45,7 +45,12 @@ from pointex.server.eventstore.port import (
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.appender import Appender, text_array
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
-from pointex.server.eventstore.postgres.leases import Lease, SliceLeases, read_leases
+from pointex.server.eventstore.postgres.leases import (
+    Lease,
+    SliceLeases,
+    read_leases,
+    read_members,
+)
 from pointex.server.store_errors import SchemaNotMigrated, StoreError
 from pointex.server.store_migrations import Migration, load_migrations, pending_migrations
 
@@ -266,6 +271,10 @@ class PostgresEventStore:
     async def leases(self) -> list[Lease]:
         """Return every slice range's lease, in range order."""
         return await read_leases(self._connection)
+
+    async def members(self) -> list[str]:
+        """Return the owner ids of the live command servers balancing the ranges."""
+        return await read_members(self._connection)
 
     async def schema_version(self) -> int:
         """Return the highest migration applied to the database."""
