@@ -25,7 +25,7 @@ PYTEST_FLAGS ?= -q
 # isolation (so the locked setuptools builds them, not whatever is newest).
 LOCKED_INSTALL = $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
-.PHONY: help install run run-cluster run-cluster-split test test-cluster test-unit test-contract test-integration test-e2e lint fmt \
+.PHONY: help install run run-cluster run-cluster-split run-cluster-balanced test test-cluster test-unit test-contract test-integration test-e2e lint fmt \
         proto proto-check docs docs-check buf-lint ts-build lock lock-upgrade lock-check chaos bench \
         bench-quick clean
 
@@ -72,6 +72,9 @@ run-cluster: $(INSTALLED) ## three command servers on PostgreSQL (POINTEX_STORE_
 
 run-cluster-split: $(INSTALLED) ## as run-cluster, the command servers splitting the slice ranges (no trading)
 	$(PY) scripts/run_local.py --split
+
+run-cluster-balanced: $(INSTALLED) ## as run-cluster, the command servers balancing the slice ranges among themselves (no trading)
+	$(PY) scripts/run_local.py --balanced
 
 proto: $(INSTALLED) $(NPM_INSTALLED) ## regenerate the Python and TypeScript stubs, the reasons tables, the blocking client
 	$(PY) scripts/gen_protos.py

@@ -14,6 +14,11 @@ exits (killed, or stopped after another took its ranges over), as a new standby.
 With `--split` (`make run-cluster-split`), the three split the slice ranges instead: the
 first serves ranges 0-31, the second 32-63, and the third stands by for 0-31 (schema
 `pointex_split` by default). Such a cluster moves points but does not trade.
+
+With `--balanced` (`make run-cluster-balanced`), the three balance the slice ranges among
+themselves (POINTEX_SLICE_RANGES=balanced, schema `pointex_balanced` by default): each takes
+its share as it starts, and the shares move whenever one stops or starts again. Such a
+cluster does not trade either.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ CLUSTER_LEASE_MS = os.environ.get("POINTEX_SLICE_LEASE_MS", "3000")
 SPLIT_PARTS = ("0-31", "32-63", "0-31")
 SPLIT_STORE_URL = os.environ.get(
     "POINTEX_STORE_URL", "postgresql://postgres@127.0.0.1:5432/postgres?schema=pointex_split"
+)
+BALANCED_STORE_URL = os.environ.get(
+    "POINTEX_STORE_URL", "postgresql://postgres@127.0.0.1:5432/postgres?schema=pointex_balanced"
 )
 HEALTH_WAIT_S = 30
 RESTART_PAUSE_S = 1.0
@@ -200,9 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="three command servers that split the slice ranges (0-31, 32-63, and a standby)",
     )
+    parser.add_argument(
+        "--balanced",
+        action="store_true",
+        help="three command servers that balance the slice ranges among themselves",
+    )
     args = parser.parse_args(argv)
     split = args.split
-    cluster = args.cluster or split
+    cluster = args.cluster or split or args.balanced
+    store_url = (
+        SPLIT_STORE_URL if split else BALANCED_STORE_URL if args.balanced else CLUSTER_STORE_URL
+    )
     # SIGTERM (a supervisor, `timeout`) stops them all gracefully, like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     DATA_DIR.mkdir(exist_ok=True)
@@ -216,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     listens = [COMMAND_LISTEN]
     if cluster:
         command_env |= {
-            "POINTEX_STORE_URL": SPLIT_STORE_URL if split else CLUSTER_STORE_URL,
+            "POINTEX_STORE_URL": store_url,
             "POINTEX_SLICE_LEASE_MS": CLUSTER_LEASE_MS,
         }
         # Its own read store: the SQLite stack's would mix two logs.
@@ -225,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         # Every server's address: the feed moves to whichever one answers (a gRPC name).
         query_env["POINTEX_COMMAND_TARGET"] = "ipv4:" + ",".join(listens)
     commands = []
-    parts = SPLIT_PARTS if split else (None,) * len(listens)  # None: every range.
+    parts: tuple[str | None, ...] = (None,) * len(listens)  # None: every range.
+    if split:
+        parts = SPLIT_PARTS
+    elif args.balanced:
+        parts = ("balanced",) * len(listens)
     for listen, part in zip(listens, parts, strict=True):  # One at a time: first come, first hold.
         ranges = {} if part is None else {"POINTEX_SLICE_RANGES": part}
         commands.append(Command(listen, command_env | ranges))
@@ -249,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_serving("query server", QUERY_LISTEN, query)
         _wait_serving("sandbox provider", SANDBOX_LISTEN, sandbox)
-        _announce(operator_token, listens, SPLIT_STORE_URL if split else CLUSTER_STORE_URL)
+        _announce(operator_token, listens, store_url)
         _supervise(commands, [process for _, process in others], cluster=cluster)
     except KeyboardInterrupt:
         pass

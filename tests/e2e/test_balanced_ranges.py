@@ -21,6 +21,7 @@ from pointex.server.slices import SLICE_RANGES
 from tests.e2e.conftest import ServerProcess, StartCommandServer, wait_serving
 from tests.e2e.test_cluster import LEASE_MS, assert_exactly_once, under_cluster_load
 from tests.e2e.test_crash import open_funded_members, opened_store
+from tests.e2e.test_metrics import METRICS_ON, scrape
 
 pytestmark = pytest.mark.parametrize(
     "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -39,7 +40,11 @@ async def start_balanced(
         server = await start_command_server(
             store_url,
             markets=False,
-            extra_env={"POINTEX_SLICE_LEASE_MS": str(LEASE_MS), "POINTEX_SLICE_RANGES": "balanced"},
+            extra_env={
+                "POINTEX_SLICE_LEASE_MS": str(LEASE_MS),
+                "POINTEX_SLICE_RANGES": "balanced",
+                **METRICS_ON,
+            },
         )
         await wait_serving(server.target)
         servers.append(server)
@@ -110,5 +115,14 @@ async def test_a_member_stopping_cleanly_hands_its_ranges_over_under_load(
 
     attempts = await under_cluster_load([first, second, third], members, leave)
     await assert_exactly_once(store_url, first, attempts)
-    assert len(await wait_balanced(store_url, 2)) == 2
+    after = await wait_balanced(store_url, 2)
     assert "slice ranges not released" not in third.log()
+    # Each survivor counts the ranges it took: its first share, then part of the leaver's.
+    for server in (first, second):
+        taken = _counter(await scrape(server), "pointex_slice_ranges_taken_total")
+        assert taken > 64 // 3, taken
+    assert sorted(after.values()) == [32, 32]
+
+
+def _counter(page: str, name: str) -> float:
+    return next(float(line.split()[1]) for line in page.splitlines() if line.startswith(name))

@@ -25,17 +25,22 @@ import asyncpg
 import pytest
 
 from pointex.server.actors.account_actor import Decide
+from pointex.server.actors.runtime import wall_clock_ms
+from pointex.server.command.app.activations import PendingActivations
+from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import (
     CommandHandlers,
     ReversalRequest,
     TransferRequest,
 )
+from pointex.server.command.app.handover import RangeHandover, account_range
+from pointex.server.command.app.handover import accounts_in as accounts_in_ranges
 from pointex.server.command.app.owners import RangeOwners
-from pointex.server.command.app.recovery import recover
+from pointex.server.command.app.recovery import range_checkpoint, recover, recover_ranges
 from pointex.server.command.bootstrap import CommandCore, start_core
 from pointex.server.domain import errors, streams
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
-from pointex.server.domain.program import TransferFee
+from pointex.server.domain.program import NO_SPAN, TransferFee
 from pointex.server.domain.values import OPERATOR, AccountKind, Principal, Role, TransferKind
 from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.port import SLICE_RANGES, StoreUnavailable, stream_slice
@@ -336,3 +341,50 @@ async def test_a_transfers_fee_is_taken_by_the_fee_accounts_owner(
     assert await first.available(ours[1]) == FUNDS_POINTS + 100
     assert await second.available(fees) == 3
     await check_conservation(first.store)
+
+
+def _handover(server: Server) -> RangeHandover:
+    """Return a server's hand-over of balanced ranges, with timers of its own."""
+    actors = server.core.actors
+    activations = PendingActivations(actors, server.core.runner, wall_clock_ms)
+    expiry = LotExpiry(actors, server.core.runner, wall_clock_ms, lambda: NO_SPAN)
+    return RangeHandover(server.store, actors, server.handlers, activations, expiry, drain_s=1.0)
+
+
+async def test_a_range_handed_over_with_a_transfer_open_is_finished_by_its_taker(
+    servers: tuple[Server, Server],
+) -> None:
+    """The giver forgets the open transfer; the taker's scan finds it and takes its credit.
+
+    Balanced ranges (command/app/handover.py): the range of the transfer's source moves from
+    the first server to the second while the transfer is open (its credit never got through).
+    """
+    first, second = servers
+    _, ours, theirs = await funded(first, second)
+    moving = account_range(ours[3])
+    second.unreachable = 1_000  # The credit never gets through: the transfer stays open.
+    with pytest.raises(StoreUnavailable):
+        await first.handlers.transfer(transfer("handed", ours[3], theirs[3], 23))
+    assert first.handlers.open_count == 1
+    # The first gives the range up: its actors there are dropped, the transfer forgotten.
+    await first.leases.release([moving])
+    await _handover(first).give([moving])
+    assert first.handlers.open_count == 0
+    with pytest.raises(Elsewhere):
+        first.core.actors.actor(ours[3])
+    second.unreachable = 0
+    assert await second.leases.acquire([moving]) == {moving: 2}
+    served: list[bool] = []
+    await _handover(second).take([moving], lambda: served.append(True))
+    assert served == [True]
+    assert await second.available(theirs[3]) == FUNDS_POINTS + 23
+    assert await second.available(ours[3]) == FUNDS_POINTS - 23
+    assert second.handlers.open_count == 0
+    # The range's checkpoint is past the transfer now: taking the range again finds nothing.
+    checkpoint = await second.store.load_snapshot(range_checkpoint(moving))
+    assert checkpoint is not None
+    tracker = second.handlers.open_steps(accounts_in_ranges([moving]))
+    await recover_ranges(second.store, [tracker], [moving], account_range, lambda: None)
+    assert tracker.open_count() == 0
+    await asyncio.sleep(0.3)  # The first server's background retry, had it not forgotten.
+    await check_conservation(second.store)

@@ -511,6 +511,17 @@ def _ownership_metrics(metrics: Metrics, ownership: SliceOwnership) -> None:
         "Slice ranges another server took over from this one since start.",
         lambda: ownership.ranges_lost,
     )
+    if ownership.balanced:
+        metrics.total(
+            "pointex_slice_ranges_given",
+            "Slice ranges this server handed over to other members since start (balanced).",
+            lambda: ownership.ranges_given,
+        )
+        metrics.total(
+            "pointex_slice_ranges_taken",
+            "Slice ranges this server took and recovered since start (balanced).",
+            lambda: ownership.ranges_taken,
+        )
 
 
 def _side_metrics(
