@@ -41,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.port import SLICE_RANGES, EventStore
 from pointex.server.eventstore.postgres.leases import Lease, SliceLeases
 from pointex.server.eventstore.postgres.store import PostgresEventStore
@@ -311,6 +312,12 @@ class SliceOwnership:
             if self._served.isdisjoint(taken):  # Not served yet: a later round takes them.
                 with contextlib.suppress(StoreError):
                     await self._leases.release(taken)
+            return
+        except Elsewhere:  # Given up again before recovered: their next owner resumes them.
+            log.info("slice ranges moved on while recovered", extra={"ranges": taken})
+            return
+        except Exception:  # A bug: logged with its trace; the next recovery finds what is open.
+            log.exception("slice ranges taken but not recovered", extra={"ranges": taken})
             return
         finally:
             self._taking.discard(asyncio.current_task())
