@@ -6,10 +6,12 @@ processes) the first to start holds every range and serves, and the others are s
 forward every call to it. In the `split` layout two servers split the ranges (`0-31` and
 `32-63`): each decides the commands of its half's accounts, a call that reaches the other
 half's account goes there, and a transfer between the halves takes its credit at the other
-server. The load generator spreads its callers (and its three bulk streams) over all of
-them, round robin. Besides throughput and latency, each row has the CPU each server process
-and PostgreSQL's processes used during the measured window, read from /proc (bench/cpu.py),
-as a share of one core.
+server. In the `balanced` layout two servers balance the ranges among themselves
+(`POINTEX_SLICE_RANGES=balanced`): the same as split, with each server's share hashed over
+the ranges rather than a contiguous half. The load generator spreads its callers (and its
+three bulk streams) over all of them, round robin. Besides throughput and latency, each row
+has the CPU each server process and PostgreSQL's processes used during the measured window,
+read from /proc (bench/cpu.py), as a share of one core.
 
 What it shows on one machine is what the cluster costs and what it buys: with one holder,
 every command is decided on one event loop, and the standbys add a hop; split, two event
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -41,11 +44,13 @@ PROCESS_COUNTS: Final = (1, 2, 3)
 # Each layout: the slice ranges of each server, in start order ("0-63": all of them).
 WHOLE: Final = "0-63"
 SPLIT: Final = ("0-31", "32-63")
-LAYOUTS: Final = (*(((WHOLE,) * count) for count in PROCESS_COUNTS), SPLIT)
+BALANCED: Final = ("balanced", "balanced")
+LAYOUTS: Final = (*(((WHOLE,) * count) for count in PROCESS_COUNTS), SPLIT, BALANCED)
 LEASE_MS: Final = 3_000
 # Bulk streams at every process count: one per server at three, so that each carries some.
 BULK_STREAMS: Final = max(PROCESS_COUNTS)
 _SERVING_TIMEOUT_S: Final = 60
+_LOOK_AGAIN_S: Final = 0.1
 
 
 @dataclass
@@ -115,6 +120,26 @@ async def _serving(target: str) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _balanced(dsn: str, schema: str, members: int) -> None:
+    """Wait until `members` servers share the ranges evenly, then a renewal for the recovery."""
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        async with asyncio.timeout(_SERVING_TIMEOUT_S):
+            while True:
+                rows = await connection.fetch(
+                    "SELECT owner_id, count(*) AS held FROM slice_leases "
+                    "WHERE expires_at_us > extract(epoch FROM clock_timestamp()) * 1000000 "
+                    "GROUP BY owner_id"
+                )
+                held = sorted(int(row["held"]) for row in rows)
+                if len(held) == members and held[-1] - held[0] <= 1:
+                    break
+                await asyncio.sleep(_LOOK_AGAIN_S)
+    finally:
+        await connection.close()
+    await asyncio.sleep(LEASE_MS / 3 / 1000)  # The last ranges taken are recovered by then.
+
+
 async def _measure(
     servers: list[Running], layout: str, workload: str, options: Any, token: str
 ) -> Row:
@@ -144,7 +169,8 @@ async def _measure(
         "scenario": SCENARIO,
         "workload": workload,
         "processes": len(servers),
-        # "whole": the first server holds every range; "split": each holds its part.
+        # "whole": the first server holds every range; "split": each holds its part;
+        # "balanced": each holds its share.
         "layout": layout,
         "concurrency": BULK_STREAMS if workload == "bulk" else options.callers,
         "status": "ok" if summary["ok"] else "pending",
@@ -167,14 +193,17 @@ async def run_cluster(
     """Run the cluster scenario for each layout; return one row per layout and load."""
     rows: list[Row] = []
     for parts in layouts:
-        layout = "whole" if set(parts) == {WHOLE} else "split"
-        url = f"{plan.pg_dsn}?schema={new_schema(plan)}"
+        layout = "whole" if set(parts) == {WHOLE} else "balanced" if parts == BALANCED else "split"
+        schema = new_schema(plan)
+        url = f"{plan.pg_dsn}?schema={schema}"
         servers: list[Running] = []
         try:
             for index, ranges in enumerate(parts):  # One at a time: the first holds its ranges.
                 contender = _contender(plan, url, index, ranges)
                 servers.append(await start(contender, plan.scratch, env))
                 await _serving(servers[-1].target)
+            if layout == "balanced":
+                await _balanced(plan.pg_dsn, schema, len(parts))
             await setup_accounts(servers[0].target, token, options.members)
             for workload in workloads:
                 runs = [

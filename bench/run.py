@@ -337,7 +337,7 @@ async def run(options: Options) -> dict[str, Any]:
         for contender in build_contenders(plan, options.contenders):
             rows += await run_contender(contender, options, plan, token, set_up)
         if CLUSTER in options.scenarios and "pointex-postgres" in options.contenders:
-            _say("cluster: 1, 2 and 3 command servers on PostgreSQL, and 2 that split the ranges")
+            _say("cluster: 1, 2 and 3 command servers on PostgreSQL; 2 that split, 2 that balance")
             cluster = await run_cluster(options, plan, token, _env())
     finally:
         await drop_schemas(options.pg_dsn, plan.schemas)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import os
 import re
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +19,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pointex.server.eventstore.factory import open_store
+from pointex.server.eventstore.postgres.store import PostgresEventStore
+from pointex.server.slices import SLICE_RANGES
 from tests.e2e.cli_runner import Cli
 
 OPERATOR_TOKEN = "operator-" + secrets.token_hex(16)
@@ -29,6 +34,10 @@ STARTUP_TIMEOUT_S = 30
 CLUSTER_SIZE = 3
 # With POINTEX_TEST_CLUSTER=split: two halves, and a standby for the first (returned last).
 SPLIT_PARTS = ("0-31", "32-63", "0-31")
+# With POINTEX_TEST_CLUSTER=balanced: three that balance the ranges among themselves.
+BALANCED_PARTS = ("balanced",) * 3
+# Joining takes a renewal of each side (give, then take), a death the lease besides.
+BALANCED_WITHIN_S = 30.0
 CLUSTER_LEASE_MS = 3_000
 STOP_TIMEOUT_S = 30
 _PORT_LINE = re.compile(rb"listening on port (\d+)")
@@ -125,14 +134,18 @@ def cluster_mode() -> bool:
 
     `1`: one server holds every slice range, two stand by. `split`: two servers split the
     ranges (`0-31`, `32-63`), and a third stands by for the first half (SPLIT_PARTS).
+    `balanced`: three servers balance the ranges among themselves (BALANCED_PARTS).
     """
-    return os.environ.get("POINTEX_TEST_CLUSTER", "") in {"1", "split"}
+    return os.environ.get("POINTEX_TEST_CLUSTER", "") in {"1", "split", "balanced"}
 
 
 def _cluster_parts() -> tuple[str, ...]:
     """Return the slice ranges each server of the test cluster takes, the returned one last."""
-    if os.environ.get("POINTEX_TEST_CLUSTER", "") == "split":
+    mode = os.environ.get("POINTEX_TEST_CLUSTER", "")
+    if mode == "split":
         return SPLIT_PARTS
+    if mode == "balanced":
+        return BALANCED_PARTS
     return ("0-63",) * CLUSTER_SIZE
 
 
@@ -180,12 +193,56 @@ async def start_command_server(
             await wait_serving(server.target)  # An owner, or a standby that knows one.
         server = await start_one(store_url, markets, {**env, "POINTEX_SLICE_RANGES": last})
         await wait_serving(server.target)
+        if last == "balanced":
+            await wait_balanced(store_url, started[-len(_cluster_parts()) :])
         return server
 
     yield start
     # The standbys first: the owner's ranges need not change hands as the cluster stops.
     for server in reversed(started):
         await server.terminate()
+
+
+async def held_by_owner(store_url: str) -> dict[str, int]:
+    """Return how many slice ranges each owner holds by a live lease."""
+    store = open_store(store_url)
+    await store.open()
+    try:
+        assert isinstance(store, PostgresEventStore)
+        leases = await store.leases()
+    finally:
+        await store.close()
+    return dict(collections.Counter(x.owner_id for x in leases if x.expires_in_ms > 0))
+
+
+def ranges_served(server: ServerProcess) -> tuple[str, int]:
+    """Return a balancing server's owner id and how many ranges it said it serves last."""
+    owner, served = "", -1
+    for line in server.log().splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        if "ranges_served" in record:
+            owner, served = str(record["owner_id"]), int(record["ranges_served"])
+    return owner, served
+
+
+async def wait_balanced(store_url: str, servers: Sequence[ServerProcess]) -> dict[str, int]:
+    """Wait until `servers` hold every range, evenly, and each serves all it holds."""
+    held: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(BALANCED_WITHIN_S):
+            while True:
+                held = await held_by_owner(store_url)
+                if (
+                    len(held) == len(servers)
+                    and sum(held.values()) == SLICE_RANGES
+                    and max(held.values()) - min(held.values()) <= 1
+                    and dict(ranges_served(server) for server in servers) == held
+                ):
+                    return held
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        served = [ranges_served(server) for server in servers]
+        pytest.fail(f"not balanced within {BALANCED_WITHIN_S} s: held {held}, served {served}")
 
 
 @pytest.fixture

@@ -11,24 +11,16 @@ Each time every acknowledged transfer is in the log once, none open, points cons
 
 from __future__ import annotations
 
-import asyncio
-import collections
-
 import pytest
 
-from pointex.server.eventstore.postgres.store import PostgresEventStore
-from pointex.server.slices import SLICE_RANGES
-from tests.e2e.conftest import ServerProcess, StartCommandServer, wait_serving
+from tests.e2e.conftest import ServerProcess, StartCommandServer, wait_balanced, wait_serving
 from tests.e2e.test_cluster import LEASE_MS, assert_exactly_once, under_cluster_load
-from tests.e2e.test_crash import open_funded_members, opened_store
+from tests.e2e.test_crash import open_funded_members
 from tests.e2e.test_metrics import METRICS_ON, scrape
 
 pytestmark = pytest.mark.parametrize(
     "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
-
-# Joining takes a renewal of each side (give, then take), a death the lease besides.
-BALANCED_WITHIN_S = 4 * LEASE_MS / 1000 + 5.0
 
 
 async def start_balanced(
@@ -51,47 +43,21 @@ async def start_balanced(
     return servers
 
 
-async def held_by_owner(store_url: str) -> dict[str, int]:
-    """Return how many ranges each owner holds by a live lease."""
-    async with opened_store(store_url) as store:
-        assert isinstance(store, PostgresEventStore)
-        leases = await store.leases()
-    return dict(collections.Counter(x.owner_id for x in leases if x.expires_in_ms > 0))
-
-
-async def wait_balanced(store_url: str, members: int) -> dict[str, int]:
-    """Wait until `members` owners hold every range, in shares one range apart at most."""
-    held: dict[str, int] = {}
-    try:
-        async with asyncio.timeout(BALANCED_WITHIN_S):
-            while True:
-                held = await held_by_owner(store_url)
-                if (
-                    len(held) == members
-                    and sum(held.values()) == SLICE_RANGES
-                    and max(held.values()) - min(held.values()) <= 1
-                ):
-                    return held
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        pytest.fail(f"not balanced among {members} within {BALANCED_WITHIN_S} s: {held}")
-
-
 async def test_a_member_joins_then_one_dies_under_load_and_the_ranges_follow(
     store_url: str, start_command_server: StartCommandServer
 ) -> None:
     """A third server joins under load, then the first is killed: shares move both times."""
     first, second = await start_balanced(start_command_server, store_url, 2)
-    two = await wait_balanced(store_url, 2)
+    two = await wait_balanced(store_url, [first, second])
     members = await open_funded_members(second.target)
     shares: list[dict[str, int]] = []
 
     async def join_then_die() -> None:
-        await start_balanced(start_command_server, store_url, 1)
-        shares.append(await wait_balanced(store_url, 3))
+        [third] = await start_balanced(start_command_server, store_url, 1)
+        shares.append(await wait_balanced(store_url, [first, second, third]))
         first.process.kill()
         await first.process.wait()
-        shares.append(await wait_balanced(store_url, 2))
+        shares.append(await wait_balanced(store_url, [second, third]))
 
     attempts = await under_cluster_load([first, second], members, join_then_die)
     await assert_exactly_once(store_url, second, attempts)
@@ -107,7 +73,7 @@ async def test_a_member_stopping_cleanly_hands_its_ranges_over_under_load(
 ) -> None:
     """Of three members under load, one stops (SIGTERM): the other two share all at once."""
     first, second, third = await start_balanced(start_command_server, store_url, 3)
-    await wait_balanced(store_url, 3)
+    await wait_balanced(store_url, [first, second, third])
     members = await open_funded_members(first.target)
 
     async def leave() -> None:
@@ -115,7 +81,7 @@ async def test_a_member_stopping_cleanly_hands_its_ranges_over_under_load(
 
     attempts = await under_cluster_load([first, second, third], members, leave)
     await assert_exactly_once(store_url, first, attempts)
-    after = await wait_balanced(store_url, 2)
+    after = await wait_balanced(store_url, [first, second])
     assert "slice ranges not released" not in third.log()
     # Each survivor counts the ranges it took: its first share, then part of the leaver's.
     for server in (first, second):

@@ -1,10 +1,10 @@
-"""The cluster scenario works end to end: three command servers, then two that split the ranges.
+"""The cluster scenario works end to end: three servers, then two that split or balance the ranges.
 
 Tiny sizes and one measured second per workload; no timing is asserted (SPEC §6 keeps
 performance out of tests). What is proved: the scenario starts the servers on one schema,
 the first holds the ranges and the others forward, the load generator reaches all three,
-and each row carries the CPU of every server process and of PostgreSQL; split, both servers
-serve without errors.
+and each row carries the CPU of every server process and of PostgreSQL; split or balanced, both
+servers serve without errors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster import SCENARIO, SPLIT, run_cluster
+from bench.cluster import BALANCED, SCENARIO, SPLIT, run_cluster
 from bench.contenders import Plan
 from bench.run import Options, _env, drop_schemas
 
@@ -48,7 +48,7 @@ async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
     split = dataclasses.replace(options, warmup_s=1, measure_s=4)
     try:
         rows = await run_cluster(options, plan, token, _env(), layouts=(("0-63",) * 3,))
-        rows += await run_cluster(split, plan, token, _env(), layouts=(SPLIT,))
+        rows += await run_cluster(split, plan, token, _env(), layouts=(SPLIT, BALANCED))
     finally:
         await drop_schemas(pg_dsn, plan.schemas)
     assert [(row["workload"], row["processes"], row["layout"]) for row in rows] == [
@@ -56,8 +56,10 @@ async def test_three_servers_serve_uniform_and_bulk_and_report_their_cpu(
         ("bulk", 3, "whole"),
         ("uniform", 2, "split"),
         ("bulk", 2, "split"),
+        ("uniform", 2, "balanced"),
+        ("bulk", 2, "balanced"),
     ]
-    for row in rows[2:]:  # Split: both servers decide commands.
+    for row in rows[2:]:  # Split or balanced: both servers decide commands.
         assert row["status"] == "ok", row
         assert not row["errors"], row
         assert all(share > 0 for share in row["server_cpu_pct"]), row

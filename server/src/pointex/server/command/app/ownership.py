@@ -292,6 +292,7 @@ class SliceOwnership:
             await self._leases.release(given)
             self._served.difference_update(given)  # Should a recovery have ended meanwhile.
             self.ranges_given += len(given)
+            self._log_served("slice ranges given up", given)
         taken = sorted(await self._leases.acquire([r for r in share if r not in held]))
         if taken:
             log.info("taking slice ranges", extra={"ranges": taken, "owner_id": self.owner_id})
@@ -322,6 +323,13 @@ class SliceOwnership:
         finally:
             self._taking.discard(asyncio.current_task())
         self.ranges_taken += len(taken)
+        self._log_served("serving slice ranges taken", taken)
+
+    def _log_served(self, what: str, ranges: list[int]) -> None:
+        log.info(
+            what,
+            extra={"owner_id": self.owner_id, "ranges": ranges, "ranges_served": len(self._served)},
+        )
 
     async def settled(self) -> None:
         """Wait for the recoveries of the ranges taken so far to end (balanced ranges)."""
