@@ -79,6 +79,20 @@ async def test_stream_versions_reads_many_streams_at_once(store: EventStore) -> 
     assert await store.stream_versions([one, absent, two]) == {one: 3, absent: 0, two: 1}
 
 
+async def test_read_stream_starts_reads_the_first_events_of_many_streams_at_once(
+    store: EventStore,
+) -> None:
+    """Each stream's first events, in version order; a stream that does not exist is left out."""
+    long, short, absent = new_stream_id("transfer"), new_stream_id("transfer"), new_stream_id()
+    written = await store.append(
+        [StreamAppend(long, 0, events(5)), StreamAppend(short, 0, events(2))]
+    )
+    found = await store.read_stream_starts([long, absent, short], 3)
+    assert found == {long: written[:3], short: written[5:]}
+    assert await store.read_stream_starts([absent], 3) == {}
+    assert await store.read_stream_starts([short], 1) == {short: written[5:6]}
+
+
 async def test_recorded_event_carries_every_stored_field(store: EventStore) -> None:
     """An appended event comes back with position, slice, schema version and a clock."""
     stream_id = new_stream_id("market")

@@ -4,8 +4,9 @@ A PeerServicer answers with a stand-in for `CommandHandlers.take_credit`; a Peer
 it as the driver of a transfer does. What is proved: the credits asked during one turn of
 the event loop go in one call; each credit's outcome comes back as the exception the driver
 handles (the refusal with its reason, a step taken by another driver, a busy owner, an
-operating failure); an owner that cannot be reached, or none known, is StoreUnavailable; an
-oversized call is refused.
+operating failure); an owner that cannot be reached, or none known, is StoreUnavailable; a
+server that no longer owns the account sends the driver to the owner the leases name now;
+an oversized call is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server import limits
 from pointex.server.command.edge.peer_servicer import PeerServicer
 from pointex.server.domain import errors
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore.port import StoreUnavailable, WrongExpectedVersion
 from pointex.server.grpc_edge.interceptors import EdgeInterceptor
 from pointex.server.grpc_edge.peer import PeerClient
@@ -78,7 +80,7 @@ async def test_credits_asked_together_go_in_one_call_and_each_keeps_its_outcome(
         "down": StoreUnavailable("the store is away"),
     }
 
-    async def owner_of(_range: int) -> str:
+    async def owner_of(_range: int, _moved_from: str) -> str:
         return address
 
     client = PeerClient(owner_of)
@@ -108,10 +110,10 @@ async def test_credits_asked_together_go_in_one_call_and_each_keeps_its_outcome(
 async def test_an_owner_unknown_or_unreachable_is_store_unavailable() -> None:
     """No owner known, or one that does not answer: the driver retries later."""
 
-    async def nobody(_range: int) -> str:
+    async def nobody(_range: int, _moved_from: str) -> str:
         return ""
 
-    async def gone(_range: int) -> str:
+    async def gone(_range: int, _moved_from: str) -> str:
         return "127.0.0.1:1"  # Nothing listens there.
 
     for owner_of in (nobody, gone):
@@ -121,6 +123,33 @@ async def test_an_owner_unknown_or_unreachable_is_store_unavailable() -> None:
                 await client.credit("b", "t1")
         finally:
             await client.close()
+
+
+async def test_a_credit_asked_of_a_server_it_moved_from_is_asked_of_its_new_owner(
+    owner: tuple[Owner, str, list[int]],
+) -> None:
+    """The first server asked no longer owns the account: the driver asks the one named next."""
+    stand_in, address, sizes = owner
+    former = Owner()
+    former.outcomes = {"moved": Elsewhere("account-b")}
+    server = grpc.aio.server(interceptors=(EdgeInterceptor(None),))
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(former.take_credit), server)
+    former_address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    looks: list[str] = []
+
+    async def owner_of(_range: int, moved_from: str) -> str:
+        looks.append(moved_from)
+        return address if moved_from == former_address else former_address
+
+    client = PeerClient(owner_of)
+    try:
+        assert await client.credit("b", "moved") == 7
+    finally:
+        await client.close()
+        await server.stop(None)
+    assert looks == ["", former_address]  # Asked again once it said the account moved.
+    assert (former.asked, stand_in.asked, sizes) == (["moved"], ["moved"], [1])
 
 
 async def test_a_call_with_too_many_credits_is_refused(

@@ -298,6 +298,14 @@ class MemoryEventStore:
         stream = self._db.streams.get(stream_id, [])
         return stream[from_version - 1 : from_version - 1 + limit]
 
+    async def read_stream_starts(
+        self, stream_ids: Sequence[str], count: int
+    ) -> dict[str, list[RecordedEvent]]:
+        """Return the first ``count`` events of each stream, in version order, in one read."""
+        assert len(stream_ids) <= limits.read_starts_streams_max, len(stream_ids)
+        await self._round_trip()
+        return {s: self._db.streams[s][:count] for s in stream_ids if self._db.streams.get(s)}
+
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
         """Return up to ``limit`` events with a position above ``after_position``, ascending."""
         assert after_position >= 0, after_position

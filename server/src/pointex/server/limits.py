@@ -332,6 +332,10 @@ assert bulk_commands_max * bulk_messages_in_flight_max <= commit_queue_events_ma
 # Record streams asked about in one store read. Each costs an index probe inside the query;
 # a larger read answers more commands per round trip but holds its callers a little longer.
 record_lookup_streams_max = 1_000
+# Streams whose first events one store read returns (a process's records, read to take its
+# next step), and how many events of each at most: a read of at most 3,000 rows.
+read_starts_streams_max = 1_000
+read_starts_events_max = 3
 
 # --- Processes (transfers, order placements, trades) ------------------------------------------
 

@@ -174,6 +174,15 @@ class EventStore(Protocol):
         """Return up to ``limit`` events of a stream from ``from_version``, in version order."""
         ...
 
+    async def read_stream_starts(
+        self, stream_ids: Sequence[str], count: int
+    ) -> dict[str, list[RecordedEvent]]:
+        """Return the first ``count`` events of each stream, in version order, in one read.
+
+        A stream that does not exist has no entry. At most `read_starts_streams_max` streams.
+        """
+        ...
+
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
         ...

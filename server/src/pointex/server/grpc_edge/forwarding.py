@@ -45,7 +45,12 @@ from pointex.server.grpc_edge.interceptors import (
     Handler,
     settle,
 )
-from pointex.server.grpc_edge.status import OwnerUnavailable, ShuttingDown, abort_for
+from pointex.server.grpc_edge.status import (
+    OwnerUnavailable,
+    ShuttingDown,
+    abort_for,
+    not_its_own,
+)
 from pointex.server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,8 @@ class Routing:
     forwarder_id: str  # Sent in FORWARDED_HEADER: the server's owner id.
     # With ranges split across servers: the address of a slice range's owner ("" if none), read
     # from the leases again when none is known.
-    owner_of: Callable[[int], Awaitable[str]] | None = None
+    # The owner of a slice range, given the address that said it is not its own ("": none).
+    owner_of: Callable[[int, str], Awaitable[str]] | None = None
 
 
 def _relayed(metadata: Iterable[Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -289,14 +295,22 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return await behavior(request, context)
             except Elsewhere as moved:
                 elsewhere = moved
-            try:
-                call = await forwarder._place(method, elsewhere, request, context)
-                response = await call
-                context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
-            except grpc.aio.AioRpcError as error:
-                await forwarder._answer_failed(error, context)
-            except OwnerUnavailable as error:
-                await abort_for(context, error)
+            moved_from = ""
+            while True:
+                try:
+                    call, address = await forwarder._place(
+                        method, elsewhere, request, context, moved_from
+                    )
+                    response = await call
+                    context.set_trailing_metadata(_relayed(await call.trailing_metadata()))
+                    break
+                except grpc.aio.AioRpcError as error:
+                    if not moved_from and not_its_own(error):
+                        moved_from = address  # Its range moved since the last look: once more.
+                        continue
+                    await forwarder._answer_failed(error, context)
+                except OwnerUnavailable as error:
+                    await abort_for(context, error)
             forwarder.forwarded += 1
             return response
 
@@ -307,27 +321,34 @@ class Forwarder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             placed, request_deserializer=local.request_deserializer, response_serializer=serialized
         )
 
-    async def _place(self, method: str, moved: Elsewhere, request: Any, context: Any) -> Any:
-        """Start the call to the owner of the entity it reached; return the hop's call.
+    async def _place(
+        self, method: str, moved: Elsewhere, request: Any, context: Any, moved_from: str
+    ) -> tuple[Any, str]:
+        """Start the call to the owner of the entity it reached; return the hop's call, and where.
 
         Raises OwnerUnavailable (as the call's status) when it has no owner to go to, or was
-        placed already.
+        placed already. `moved_from`: the address that said the entity is not its own.
         """
-        address, options = await self.placing(moved, context)
+        address, options = await self.placing(moved, context, moved_from)
         start = self.channel(address).unary_unary(method, None, None)
-        return start(request.SerializeToString(), **options)
+        return start(request.SerializeToString(), **options), address
 
-    async def placing(self, moved: Elsewhere, context: Any) -> tuple[str, dict[str, Any]]:
+    async def placing(
+        self, moved: Elsewhere, context: Any, moved_from: str = ""
+    ) -> tuple[str, dict[str, Any]]:
         """Return where a call (or a bulk command) that reached `moved` goes, and its options.
 
         The options carry the caller's metadata and remaining deadline. Raises
         OwnerUnavailable when no other server owns the entity now, or the call was placed
-        already (it goes no further).
+        already (it goes no further). `moved_from`: an address that answered that the entity
+        is not its own (its range moved since the last look at the owners).
         """
         owner_of = self._routing.owner_of
         metadata = context.invocation_metadata() or ()
         placed = any(key == PLACED_HEADER for key, _ in metadata)
-        address = "" if owner_of is None or placed else await owner_of(moved.slice_range)
+        address = (
+            "" if owner_of is None or placed else await owner_of(moved.slice_range, moved_from)
+        )
         if not address:
             self.refused += 1
             raise OwnerUnavailable(f"no other command server owns {moved.stream_id} now")

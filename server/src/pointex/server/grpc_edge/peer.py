@@ -23,7 +23,7 @@ from pointex.server import limits
 from pointex.server.domain import errors, streams
 from pointex.server.eventstore.port import StoreUnavailable, WrongExpectedVersion
 from pointex.server.grpc_edge.forwarding import PeerChannels
-from pointex.server.grpc_edge.status import DOMAIN_CODES, hop_bulk_error
+from pointex.server.grpc_edge.status import DOMAIN_CODES, OWNER_UNAVAILABLE, hop_bulk_error
 from pointex.server.overload import Overloaded
 from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
@@ -42,12 +42,19 @@ _CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 # Credits waiting to be asked of one server: (transfer id, the future of its answer).
 _Waiting = list[tuple[str, asyncio.Future[int]]]
+# Finds a slice range's owner's address; the second argument names an address that said the
+# range is not its own ("" when none did). Returns "" when no owner is known.
+OwnerOf = Callable[[int, str], Awaitable[str]]
+
+
+class _Moved(StoreUnavailable):
+    """The server asked does not own the account now: its range moved since the last look."""
 
 
 class PeerClient:
     """Ask the owner of an account to take a step on it, over gRPC."""
 
-    def __init__(self, owner_of: Callable[[int], Awaitable[str]]) -> None:
+    def __init__(self, owner_of: OwnerOf) -> None:
         """Find a slice range's owner's address with `owner_of` ("" when none is known)."""
         self._owner_of = owner_of
         self._channels = PeerChannels()
@@ -64,7 +71,15 @@ class PeerClient:
         stream when no credit is due any more, Overloaded when the owner is too busy to take
         it now, or StoreUnavailable when no owner answers.
         """
-        address = await self._owner_of(range_of(streams.account(account_id)))
+        slice_range = range_of(streams.account(account_id))
+        address = await self._owner_of(slice_range, "")
+        try:
+            return await self._credit_at(address, account_id, transfer_id)
+        except _Moved:  # Asked of its last owner: once more, of the owner the leases name now.
+            address = await self._owner_of(slice_range, address)
+            return await self._credit_at(address, account_id, transfer_id)
+
+    async def _credit_at(self, address: str, account_id: str, transfer_id: str) -> int:
         if not address:
             raise StoreUnavailable(f"no command server owns account {account_id} now")
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -135,4 +150,6 @@ def _refusal(error: pb.BulkError, transfer_id: str) -> Exception:
         return Overloaded(error.reason, error.message, error.retry_delay.ToMilliseconds())
     if code == grpc.StatusCode.ABORTED:
         return WrongExpectedVersion(streams.transfer(transfer_id), -1, -1)
+    if code == grpc.StatusCode.UNAVAILABLE and error.reason == OWNER_UNAVAILABLE:
+        return _Moved(f"the credit of {transfer_id} was asked of a server that no longer owns it")
     return StoreUnavailable(f"the credit of {transfer_id} was not taken: {error.message}")

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -60,6 +60,11 @@ class PositionNotReached(Exception):
 
 class ShuttingDown(Exception):
     """The server is draining and ends the call; resume elsewhere or later (UNAVAILABLE)."""
+
+
+# The reason of a call (or a step) refused because no server can take its range now, or
+# because the server asked does not own it any more.
+OWNER_UNAVAILABLE: Final = "OWNER_UNAVAILABLE"
 
 
 class OwnerUnavailable(Exception):
@@ -124,7 +129,7 @@ def _map_server_error(error: PositionNotReached | ShuttingDown | OwnerUnavailabl
     if isinstance(error, OwnerUnavailable):
         return Mapped(
             grpc.StatusCode.UNAVAILABLE,
-            "OWNER_UNAVAILABLE",
+            OWNER_UNAVAILABLE,
             str(error),
             {},
             retry_after_ms=limits.unavailable_retry_after_ms,
@@ -223,6 +228,18 @@ async def abort_for(
     # grpc-stubs predates abort_with_status on the aio context; grpc.aio has it.
     await context.abort_with_status(status)  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises.
+
+
+def not_its_own(error: grpc.aio.AioRpcError) -> bool:
+    """Tell whether another command server refused a call because the entity is not its own.
+
+    Its range moved since the caller last looked at the owners: asked again, the owner the
+    leases name now may take it.
+    """
+    return (
+        error.code() == grpc.StatusCode.UNAVAILABLE
+        and from_rpc_error(error).reason == OWNER_UNAVAILABLE
+    )
 
 
 def hop_bulk_error(error: grpc.aio.AioRpcError) -> pb.BulkError:

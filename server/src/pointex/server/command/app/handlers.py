@@ -22,7 +22,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from pointex.server import limits
 from pointex.server.actors.account_actor import Decide, Decided
 from pointex.server.actors.program_actor import ProgramActor
 from pointex.server.actors.runtime import AccountActors
@@ -37,6 +36,7 @@ from pointex.server.command.app.idempotency import (
 )
 from pointex.server.command.app.owners import ALL_HERE, Owners
 from pointex.server.command.app.record_lookup import RecordLookup
+from pointex.server.command.app.record_reads import RecordReads
 from pointex.server.command.app.runner import ProcessRunner, retry_until_done
 from pointex.server.command.app.transfer_steps import (
     ReversalRequest,
@@ -103,6 +103,7 @@ class CommandHandlers:
         self._owners = owners
         self._program = program
         self._lookup = lookup
+        self._records = RecordReads(store)
         self._runner = runner
         # Transfers debited and not yet credited or returned: id -> (initiation position, record).
         self._open: dict[str, tuple[int, TransferInitiated]] = {}
@@ -415,7 +416,7 @@ class CommandHandlers:
         if not isinstance(step, process.Credit):
             raise WrongExpectedVersion(_stream(transfer), transfer.version, transfer.version)
         if not self._actors.here(step.command.account_id):
-            raise StoreUnavailable(f"account {step.command.account_id} is not owned here now")
+            raise Elsewhere(streams.account(step.command.account_id))  # It moved since.
         decided = await self._credit(transfer, step)
         return decided.position
 
@@ -542,8 +543,10 @@ class CommandHandlers:
         Its first three events tell its process (TransferCredited comes between for a fee);
         `whole` reads its reversals too.
         """
-        count = limits.read_batch_events_max if whole else 3
-        recorded = await self._store.read_stream(streams.transfer(key), 1, count)
+        if whole:
+            recorded = await self._store.read_stream(streams.transfer(key), 1)
+        else:  # With the other records asked for now, in one read.
+            recorded = await self._records.first_events(streams.transfer(key))
         if not recorded:
             return None
         transfer: process.Transfer | None = None

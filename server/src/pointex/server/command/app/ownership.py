@@ -167,22 +167,25 @@ class SliceOwnership:
             return slice_range in self._served
         return self.holds(slice_range)
 
-    async def find_owner_of(self, slice_range: int) -> str:
+    async def find_owner_of(self, slice_range: int, moved_from: str = "") -> str:
         """Return the range's owner's address, reading the leases again when none is known.
 
         Concurrent callers share one read, and a read is not repeated within a tenth of the
         lease (an owner that just took a range is found; a range without one is not read for
-        on every call).
+        on every call). `moved_from`: the server at that address answered that the range is
+        not its own (it moved since the last look): the leases are read again at once, and
+        "" is returned if they still name it.
         """
         address = self._owners[slice_range]
-        if address:
+        if address and address != moved_from:
             return address
         if self._looking is None:
-            if time.monotonic() - self._looked_at_s < self._lease_ms / 10_000:
+            if not moved_from and time.monotonic() - self._looked_at_s < self._lease_ms / 10_000:
                 return ""
             self._looking = asyncio.ensure_future(self._look_again())
         await asyncio.shield(self._looking)
-        return self._owners[slice_range]
+        address = self._owners[slice_range]
+        return "" if address == moved_from else address
 
     async def _look_again(self) -> None:
         try:

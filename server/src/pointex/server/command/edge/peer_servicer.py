@@ -21,7 +21,8 @@ import grpc
 from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server import limits
 from pointex.server.command.edge.bulk import bulk_error
-from pointex.server.grpc_edge.status import InvalidRequest
+from pointex.server.elsewhere import Elsewhere
+from pointex.server.grpc_edge.status import InvalidRequest, OwnerUnavailable
 
 Context = grpc.aio.ServicerContext[peer_pb2.TakeCreditsRequest, peer_pb2.TakeCreditsResponse]
 
@@ -53,6 +54,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             if isinstance(outcome, int):
                 self.credits_taken += 1
                 response.credits.add(position=outcome)
+            elif isinstance(outcome, Elsewhere):  # Its range moved: the driver asks again.
+                moved = OwnerUnavailable(f"{outcome.stream_id} is not owned here now")
+                response.credits.add(error=bulk_error(moved))
             elif isinstance(outcome, Exception):
                 response.credits.add(error=bulk_error(outcome))
             else:

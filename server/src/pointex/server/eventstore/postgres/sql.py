@@ -103,6 +103,13 @@ ORDER BY stream_version
 LIMIT $3
 """  # noqa: S608 - EVENT_COLUMNS is a constant of this module, not input.
 
+# The first events of many streams ($1: a text array literal, $2: how many of each).
+READ_STREAM_STARTS = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE stream_id = ANY($1::text::text[]) AND stream_version <= $2
+ORDER BY stream_id, stream_version
+"""  # noqa: S608 - EVENT_COLUMNS is a constant of this module, not input.
+
 READ_ALL = f"""
 SELECT {EVENT_COLUMNS} FROM events
 WHERE position > $1

@@ -325,6 +325,18 @@ class PostgresEventStore:
             rows = await connection.fetch(sql.READ_STREAM, stream_id, from_version, limit)
         return [_recorded(row) for row in rows]
 
+    async def read_stream_starts(
+        self, stream_ids: Sequence[str], count: int
+    ) -> dict[str, list[RecordedEvent]]:
+        """Return the first ``count`` events of each stream, in version order, in one read."""
+        assert len(stream_ids) <= limits.read_starts_streams_max, len(stream_ids)
+        assert 1 <= count <= limits.read_starts_events_max, count
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                sql.READ_STREAM_STARTS, text_array(list(stream_ids)), count
+            )
+        return _by_stream(rows)
+
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
         versions = await self.stream_versions([stream_id])
@@ -404,6 +416,15 @@ class PostgresEventStore:
                 await connection.execute(sql.DELETE_ALL_SNAPSHOTS)
             else:
                 await connection.execute(sql.DELETE_SNAPSHOT, stream_id)
+
+
+def _by_stream(rows: Sequence[Any]) -> dict[str, list[RecordedEvent]]:
+    """Return the rows' events by stream, in the order read."""
+    found: dict[str, list[RecordedEvent]] = {}
+    for row in rows:
+        recorded = _recorded(row)
+        found.setdefault(recorded.stream_id, []).append(recorded)
+    return found
 
 
 async def _keep_session(_connection: object) -> None:

@@ -37,6 +37,13 @@ EVENT_COLUMNS = (
     "recorded_at_us"
 )
 
+# The first events of many streams (a JSON array of ids, how many of each).
+READ_STREAM_STARTS = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE stream_id IN (SELECT value FROM json_each(?)) AND stream_version <= ?
+ORDER BY stream_id, stream_version
+"""  # noqa: S608 - EVENT_COLUMNS is a constant of this module, not input.
+
 READ_STREAM = f"""
 SELECT {EVENT_COLUMNS} FROM events
 WHERE stream_id = ? AND stream_version >= ?

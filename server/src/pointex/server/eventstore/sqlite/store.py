@@ -265,6 +265,19 @@ class SqliteEventStore:
         rows = await self._read(sql.READ_STREAM, (stream_id, from_version, limit))
         return [_recorded(row) for row in rows]
 
+    async def read_stream_starts(
+        self, stream_ids: Sequence[str], count: int
+    ) -> dict[str, list[RecordedEvent]]:
+        """Return the first ``count`` events of each stream, in version order, in one read."""
+        assert len(stream_ids) <= limits.read_starts_streams_max, len(stream_ids)
+        assert 1 <= count <= limits.read_starts_events_max, count
+        rows = await self._read(sql.READ_STREAM_STARTS, (json.dumps(list(stream_ids)), count))
+        found: dict[str, list[RecordedEvent]] = {}
+        for row in rows:
+            recorded = _recorded(row)
+            found.setdefault(recorded.stream_id, []).append(recorded)
+        return found
+
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
         versions = await self.stream_versions([stream_id])
