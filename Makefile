@@ -10,9 +10,10 @@ PYTHON ?= python3
 # on PostgreSQL, their calls going through a standby that forwards them (docs/scale-out.md).
 CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py \
         tests/e2e/test_cooling_off.py tests/e2e/test_refused_streams.py tests/e2e/test_examples.py
-# Those that do not trade, again with the command servers splitting the slice ranges, and
-# again with them balancing the ranges among themselves.
+# Those that do not trade, again with the command servers splitting the slice ranges; and the
+# commands again with them balancing the ranges among themselves.
 SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py
+BALANCED_SUITES := tests/e2e/test_commands.py
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -112,12 +113,12 @@ test: lint ## lint, then the whole suite (PostgreSQL included), then e2e suites 
 	$(BIN)/pytest $(PYTEST_FLAGS) tests
 	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
 	POINTEX_TEST_CLUSTER=split $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
-	POINTEX_TEST_CLUSTER=balanced $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
+	POINTEX_TEST_CLUSTER=balanced $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(BALANCED_SUITES)
 
 test-cluster: $(INSTALLED) ts-build ## e2e suites with each PostgreSQL command server a 3-process cluster (whole, split, balanced ranges)
 	POINTEX_TEST_CLUSTER=1 $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(CLUSTER_SUITES)
 	POINTEX_TEST_CLUSTER=split $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
-	POINTEX_TEST_CLUSTER=balanced $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(SPLIT_SUITES)
+	POINTEX_TEST_CLUSTER=balanced $(BIN)/pytest $(PYTEST_FLAGS) -k "not sqlite" $(BALANCED_SUITES)
 
 test-unit: $(INSTALLED) ## the pure domain
 	$(BIN)/pytest $(PYTEST_FLAGS) tests/unit
