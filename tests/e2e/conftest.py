@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import os
 import re
@@ -162,9 +163,10 @@ async def start_command_server(
     `make test`.
     """
     started: list[ServerProcess] = []
+    numbers = itertools.count()  # Each server's log, numbered as it is started.
 
     async def start_one(store_url: str, markets: bool, env_: Mapping[str, str]) -> ServerProcess:
-        log_path = tmp_path / f"command-{len(started)}.log"
+        log_path = tmp_path / f"command-{next(numbers)}.log"
         env = {"POINTEX_STORE_URL": store_url, "POINTEX_AUTH_TOKENS_FILE": str(tokens_file)}
         if not markets:
             # No market records its configuration at start: the log begins empty.
@@ -188,16 +190,28 @@ async def start_command_server(
         # The one returned listens where the test asked; the others wherever is free.
         others = {key: value for key, value in env.items() if key != "POINTEX_LISTEN"}
         *first, last = _cluster_parts()
+        if last == "balanced":  # All at once: the shares settle wherever they start.
+            cluster = await asyncio.gather(
+                *(
+                    start_one(store_url, markets, {**others, "POINTEX_SLICE_RANGES": p})
+                    for p in first
+                ),
+                start_one(store_url, markets, {**env, "POINTEX_SLICE_RANGES": last}),
+            )
+            for member in cluster:
+                await wait_serving(member.target)
+            await wait_balanced(store_url, cluster)
+            return cluster[-1]
         for part in first:
             server = await start_one(store_url, markets, {**others, "POINTEX_SLICE_RANGES": part})
             await wait_serving(server.target)  # An owner, or a standby that knows one.
         server = await start_one(store_url, markets, {**env, "POINTEX_SLICE_RANGES": last})
         await wait_serving(server.target)
-        if last == "balanced":
-            await wait_balanced(store_url, started[-len(_cluster_parts()) :])
         return server
 
     yield start
+    if os.environ.get("POINTEX_TEST_CLUSTER", "") == "balanced":  # No standby: all at once.
+        await asyncio.gather(*(server.terminate() for server in started))
     # The standbys first: the owner's ranges need not change hands as the cluster stops.
     for server in reversed(started):
         await server.terminate()
