@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess, StartCommandServer, wait_balanced, wait_serving
-from tests.e2e.test_cluster import LEASE_MS, assert_exactly_once, under_cluster_load
+from tests.e2e.conftest import ServerProcess, StartCommandServer, wait_balanced
+from tests.e2e.test_cluster import assert_exactly_once, under_cluster_load
 from tests.e2e.test_crash import open_funded_members
 from tests.e2e.test_metrics import METRICS_ON, scrape
+from tests.e2e.test_split_ranges import start_split
 
 pytestmark = pytest.mark.parametrize(
     "_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -27,20 +28,8 @@ async def start_balanced(
     start_command_server: StartCommandServer, store_url: str, count: int
 ) -> list[ServerProcess]:
     """Start `count` servers that balance the ranges, each once it serves."""
-    servers = []
-    for _ in range(count):
-        server = await start_command_server(
-            store_url,
-            markets=False,
-            extra_env={
-                "POINTEX_SLICE_LEASE_MS": str(LEASE_MS),
-                "POINTEX_SLICE_RANGES": "balanced",
-                **METRICS_ON,
-            },
-        )
-        await wait_serving(server.target)
-        servers.append(server)
-    return servers
+    parts = ("balanced",) * count
+    return await start_split(start_command_server, store_url, *parts, extra_env=METRICS_ON)
 
 
 async def test_a_member_joins_then_one_dies_under_load_and_the_ranges_follow(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping
 
 import grpc
 import pytest
@@ -68,19 +69,34 @@ def _move(source: str, target: str, points: int) -> pb.TransferPointsRequest:
 
 
 async def start_split(
-    start_command_server: StartCommandServer, store_url: str, *parts: str
+    start_command_server: StartCommandServer,
+    store_url: str,
+    *parts: str,
+    extra_env: Mapping[str, str] | None = None,
 ) -> list[ServerProcess]:
-    """Start a server for each part of the ranges, in order; each once it serves or forwards."""
+    """Start a server for each part of the ranges, in order; each once it serves or forwards.
+
+    A part is a set of ranges ("0-31"), or "balanced". `extra_env`: more settings for each.
+    """
     servers = []
     for part in parts:
         server = await start_command_server(
             store_url,
             markets=False,
-            extra_env={"POINTEX_SLICE_LEASE_MS": str(LEASE_MS), "POINTEX_SLICE_RANGES": part},
+            extra_env={
+                "POINTEX_SLICE_LEASE_MS": str(LEASE_MS),
+                "POINTEX_SLICE_RANGES": part,
+                **(extra_env or {}),
+            },
         )
         await wait_serving(server.target)
         servers.append(server)
     return servers
+
+
+def _halves(members: list[str]) -> tuple[list[str], list[str]]:
+    """Return the members of the low half of the ranges, and those of the high half."""
+    return [m for m in members if _in_low_half(m)], [m for m in members if not _in_low_half(m)]
 
 
 def _in_low_half(account_id: str) -> bool:
@@ -154,8 +170,7 @@ async def test_a_rules_change_at_one_server_is_in_force_at_the_other_within_a_re
     """SetProgramRules through either server; the other half's transfers obey it soon after."""
     low, high = await start_split(start_command_server, store_url, LOW, HIGH)
     members = await open_funded_members(low.target)
-    lows = [m for m in members if _in_low_half(m)]
-    highs = [m for m in members if not _in_low_half(m)]
+    lows, highs = _halves(members)
     limit = common_pb2.TransactionLimit(
         operation=common_pb2.LIMITED_OPERATION_TRANSFER, max_points=10
     )
@@ -257,8 +272,7 @@ async def test_a_bulk_message_runs_each_command_at_its_accounts_owner(
     """A bulk message through one server, mixing both halves; the market is refused."""
     low, _high = await start_split(start_command_server, store_url, LOW, HIGH)
     members = await open_funded_members(low.target)
-    lows = [m for m in members if _in_low_half(m)]
-    highs = [m for m in members if not _in_low_half(m)]
+    lows, highs = _halves(members)
     moves = [(highs[0], lows[0]), (lows[1], highs[1]), (highs[2], highs[3]), (lows[2], lows[3])]
     request = pb.ExecuteBulkRequest(
         commands=[

@@ -10,7 +10,7 @@ error raises a `StoreError` subclass; driver exceptions never leave an adapter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -115,6 +115,14 @@ class Snapshot:
 # Called inside the appending transaction after its rows are written and before COMMIT.
 # Only tests set it, to hold a transaction open or to make it fail at that instant.
 BeforeCommit = Callable[[Sequence[RecordedEvent]], Awaitable[None]]
+
+
+def by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedEvent]]:
+    """Return `events` grouped by stream, each stream's in the order given."""
+    found: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        found.setdefault(event.stream_id, []).append(event)
+    return found
 
 
 def stream_category(stream_id: str) -> str:

@@ -175,7 +175,11 @@ async def _scan(store: EventStore, kinds: Sequence[OpenSteps], after: int) -> in
 
 async def _saved(store: EventStore, name: str) -> tuple[int, dict[str, Any]] | None:
     """Return a checkpoint of the current schema, None if there is none."""
-    snapshot = await store.load_snapshot(name)
+    return _current(await store.load_snapshot(name))
+
+
+def _current(snapshot: Snapshot | None) -> tuple[int, dict[str, Any]] | None:
+    """Return a checkpoint's position and what kinds kept, if it is of the current schema."""
     if snapshot is None or snapshot.schema_version != _CHECKPOINT_SCHEMA:
         return None
     data = json.loads(snapshot.data)
@@ -185,9 +189,9 @@ async def _saved(store: EventStore, name: str) -> tuple[int, dict[str, Any]] | N
 async def _checkpoint(store: EventStore, name: str) -> tuple[int, dict[str, Any]]:
     """Return the position up to which the log holds no open step, and what kinds kept."""
     snapshot = await store.load_snapshot(name)
-    if snapshot is not None and snapshot.schema_version == _CHECKPOINT_SCHEMA:
-        data = json.loads(snapshot.data)
-        return int(data["position"]), dict(data["kept"])
+    current = _current(snapshot)
+    if current is not None:
+        return current
     if snapshot is not None and snapshot.schema_version == 1:
         return int(snapshot.data), {}
     if snapshot is not None:

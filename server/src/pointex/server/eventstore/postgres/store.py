@@ -41,6 +41,7 @@ from pointex.server.eventstore.port import (
     StoreUnavailable,
     StreamAppend,
     WrongExpectedVersion,
+    by_stream,
 )
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.appender import Appender, text_array
@@ -335,7 +336,7 @@ class PostgresEventStore:
             rows = await connection.fetch(
                 sql.READ_STREAM_STARTS, text_array(list(stream_ids)), count
             )
-        return _by_stream(rows)
+        return by_stream(map(_recorded, rows))
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
@@ -416,15 +417,6 @@ class PostgresEventStore:
                 await connection.execute(sql.DELETE_ALL_SNAPSHOTS)
             else:
                 await connection.execute(sql.DELETE_SNAPSHOT, stream_id)
-
-
-def _by_stream(rows: Sequence[Any]) -> dict[str, list[RecordedEvent]]:
-    """Return the rows' events by stream, in the order read."""
-    found: dict[str, list[RecordedEvent]] = {}
-    for row in rows:
-        recorded = _recorded(row)
-        found.setdefault(recorded.stream_id, []).append(recorded)
-    return found
 
 
 async def _keep_session(_connection: object) -> None:

@@ -42,6 +42,7 @@ from pointex.server.eventstore.port import (
     StoreUnavailable,
     StreamAppend,
     WrongExpectedVersion,
+    by_stream,
     stream_category,
 )
 from pointex.server.eventstore.sqlite import sql
@@ -272,11 +273,7 @@ class SqliteEventStore:
         assert len(stream_ids) <= limits.read_starts_streams_max, len(stream_ids)
         assert 1 <= count <= limits.read_starts_events_max, count
         rows = await self._read(sql.READ_STREAM_STARTS, (json.dumps(list(stream_ids)), count))
-        found: dict[str, list[RecordedEvent]] = {}
-        for row in rows:
-            recorded = _recorded(row)
-            found.setdefault(recorded.stream_id, []).append(recorded)
-        return found
+        return by_stream(map(_recorded, rows))
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event, 0 if the stream does not exist."""
