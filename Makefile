@@ -10,10 +10,11 @@ PYTHON ?= python3
 # on PostgreSQL, their calls going through a standby that forwards them (docs/scale-out.md).
 CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py \
         tests/e2e/test_cooling_off.py tests/e2e/test_refused_streams.py tests/e2e/test_examples.py
-# Those that do not trade, again with the command servers splitting the slice ranges; and the
-# commands again with them balancing the ranges among themselves.
-SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py
-BALANCED_SUITES := tests/e2e/test_commands.py
+# Again with the command servers splitting the slice ranges (trading across owners); and the
+# commands and the market again with them balancing the ranges among themselves.
+SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py \
+        tests/e2e/test_market.py tests/e2e/test_cooling_off.py
+BALANCED_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin

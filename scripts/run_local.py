@@ -13,12 +13,12 @@ exits (killed, or stopped after another took its ranges over), as a new standby.
 
 With `--split` (`make run-cluster-split`), the three split the slice ranges instead: the
 first serves ranges 0-31, the second 32-63, and the third stands by for 0-31 (schema
-`pointex_split` by default). Such a cluster moves points but does not trade.
+`pointex_split` by default). Such a cluster trades across its servers too.
 
 With `--balanced` (`make run-cluster-balanced`), the three balance the slice ranges among
 themselves (POINTEX_SLICE_RANGES=balanced, schema `pointex_balanced` by default): each takes
-its share as it starts, and the shares move whenever one stops or starts again. Such a
-cluster does not trade either.
+its share as it starts, and the shares move whenever one stops or starts again; it trades
+too.
 """
 
 from __future__ import annotations

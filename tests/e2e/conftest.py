@@ -140,6 +140,15 @@ def cluster_mode() -> bool:
     return os.environ.get("POINTEX_TEST_CLUSTER", "") in {"1", "split", "balanced"}
 
 
+async def rules_in_force_everywhere() -> None:
+    """Wait until program rules changed through one server are in force on the others.
+
+    Servers that split or balance the ranges read the rules again at each renewal.
+    """
+    if os.environ.get("POINTEX_TEST_CLUSTER", "") in {"split", "balanced"}:
+        await asyncio.sleep(CLUSTER_LEASE_MS / 3000 * 1.5)
+
+
 def _cluster_parts() -> tuple[str, ...]:
     """Return the slice ranges each server of the test cluster takes, the returned one last."""
     mode = os.environ.get("POINTEX_TEST_CLUSTER", "")

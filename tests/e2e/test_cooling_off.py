@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from pointex.sandbox.v1 import sandbox_pb2
 from pointex.v1 import common_pb2, query_service_pb2
-from tests.e2e.conftest import OPERATOR_TOKEN, bearer
+from tests.e2e.conftest import OPERATOR_TOKEN, bearer, rules_in_force_everywhere
 from tests.e2e.test_event_feed import error_reason
 from tests.e2e.test_market import Market, _order, _settle, _traders, pb
 from tests.e2e.test_market import market as market  # noqa: PLC0414 - the fixture.
@@ -44,6 +44,7 @@ async def test_a_purchase_is_refunded_once_and_a_spent_one_is_refused(market: Ma
         pb.SetProgramRulesRequest(request_id=uuid.uuid4().hex, expected_version=0, rules=rules),
         OPERATOR_TOKEN,
     )
+    await rules_in_force_everywhere()
     seller, buyer = await _traders(market)
     trade_id = await _purchase(market, seller, buyer, 10)
     request = pb.RefundPurchaseRequest(request_id=uuid.uuid4().hex, trade_id=trade_id)

@@ -23,6 +23,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pointex.client.callbacks import sign
 from pointex.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
+from pointex.server.eventstore.port import SLICE_RANGES
+from pointex.server.slices import range_of
 from pointex.v1 import (
     command_service_pb2,
     command_service_pb2_grpc,
@@ -148,9 +150,27 @@ async def market(
         await sandbox.terminate()
 
 
-async def _traders(market: Market) -> tuple[str, str]:
-    """Open a funded seller and an empty buyer (acme's members)."""
+def _low_half(stream_id: str) -> bool:
+    return range_of(stream_id) < SLICE_RANGES // 2
+
+
+def _away_from_market(who: str) -> str:
+    """Return a new account id in the other half of the slice ranges than the market's."""
+    while True:
+        account_id = f"{who}-{uuid.uuid4().hex[:8]}"
+        if _low_half(f"account-{account_id}") != _low_half("market-PTS-CNY"):
+            return account_id
+
+
+async def _traders(market: Market, *, away: bool = False) -> tuple[str, str]:
+    """Open a funded seller and an empty buyer (acme's members).
+
+    `away`: their accounts lie in the other half of the slice ranges than the market, so
+    that servers splitting the ranges in halves own them apart from the market.
+    """
     merchant, seller, buyer = (f"{who}-{uuid.uuid4().hex[:8]}" for who in ("m", "s", "b"))
+    if away:
+        seller, buyer = _away_from_market("s"), _away_from_market("b")
     for account_id, kind in (
         (merchant, common_pb2.ACCOUNT_KIND_MERCHANT),
         (seller, common_pb2.ACCOUNT_KIND_MEMBER),
@@ -223,6 +243,47 @@ async def test_orders_match_and_sandbox_payments_settle_or_cancel(market: Market
     )
     assert not checked.violations, checked
     await _book_and_notifications_agree(market, buyer, paid.trade_id, unpaid.trade_id)
+
+
+async def test_traders_away_from_the_market_trade_and_cancel(market: Market) -> None:
+    """Seller and buyer in the other half of the slice ranges than the market: all happens once.
+
+    With the ranges split across servers (POINTEX_TEST_CLUSTER=split), the orders are held
+    and released by their accounts' owner and placed by the market's, the trades' steps on
+    the accounts are taken by their owner, and a cancellation's release goes there too.
+    """
+    seller, buyer = await _traders(market, away=True)
+    sell = await _order(market, seller, common_pb2.ORDER_SIDE_SELL, 10, 100)
+    paid = (await _order(market, buyer, common_pb2.ORDER_SIDE_BUY, 4, 100)).trades[0]
+    failing = await _order(market, buyer, common_pb2.ORDER_SIDE_BUY, 3, 100)
+    unpaid = failing.trades[0]
+    nothing = await _order(market, buyer, common_pb2.ORDER_SIDE_BUY, 5, 50, tif=2)  # IOC
+    assert not nothing.trades
+    assert nothing.order.cancelled_quantity_points == 5
+    trade = await market.wait_trade(paid.trade_id, nothing.position, until="payment")
+    await _settle(market, trade.payment_id, sandbox_pb2.OUTCOME_CONFIRMED)
+    other = await market.wait_trade(unpaid.trade_id, nothing.position, until="payment")
+    await _settle(market, other.payment_id, sandbox_pb2.OUTCOME_FAILED)
+    await market.wait_trade(paid.trade_id, nothing.position, until="TRADE_STATUS_SETTLED")
+    await market.wait_trade(unpaid.trade_id, nothing.position, until="TRADE_STATUS_CANCELLED")
+    cancel = pb.CancelOrderRequest(
+        request_id=uuid.uuid4().hex, market_id="PTS-CNY", order_id=sell.order.order_id
+    )
+    cancelled = await market.command("CancelOrder", cancel)
+    assert isinstance(cancelled, pb.CancelOrderResponse)
+    assert cancelled.cancelled_quantity_points == 6  # 3 returned by the failed trade
+    again = await market.command("CancelOrder", cancel)
+    assert isinstance(again, pb.CancelOrderResponse)
+    assert again.cancelled_quantity_points == 6
+    checked = await market.queries.CheckInvariants(
+        query_service_pb2.CheckInvariantsRequest(min_position=cancelled.position),
+        metadata=bearer(OPERATOR_TOKEN),
+        timeout=10,
+    )
+    assert not checked.violations, checked
+    seller_account = await market.account(seller)
+    assert (seller_account.available_points, seller_account.held_points) == (96, 0)
+    assert (await market.account(buyer)).available_points == 4
 
 
 async def _book_and_notifications_agree(

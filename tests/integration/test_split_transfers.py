@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from pointex.server.actors.account_actor import Decide
+from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import wall_clock_ms
 from pointex.server.command.app.activations import PendingActivations
 from pointex.server.command.app.expiry import LotExpiry
@@ -35,9 +36,12 @@ from pointex.server.command.app.handlers import (
 )
 from pointex.server.command.app.handover import RangeHandover, account_range
 from pointex.server.command.app.handover import accounts_in as accounts_in_ranges
+from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.owners import RangeOwners
 from pointex.server.command.app.recovery import range_checkpoint, recover, recover_ranges
+from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.bootstrap import CommandCore, start_core
+from pointex.server.command.edge.market_replies import MARKET_REPLIES
 from pointex.server.domain import errors, streams
 from pointex.server.domain.commands import CloseAccount, MintPoints, OpenAccount
 from pointex.server.domain.program import NO_SPAN, TransferFee
@@ -348,7 +352,28 @@ def _handover(server: Server) -> RangeHandover:
     actors = server.core.actors
     activations = PendingActivations(actors, server.core.runner, wall_clock_ms)
     expiry = LotExpiry(actors, server.core.runner, wall_clock_ms, lambda: NO_SPAN)
-    return RangeHandover(server.store, actors, server.handlers, activations, expiry, drain_s=1.0)
+    markets = MarketActors(server.store, server.core.committer, ())  # No market is configured.
+    processes = TradeProcesses(
+        store=server.store,
+        committer=server.core.committer,
+        accounts=actors,
+        markets=markets,
+        providers={},
+        clock=wall_clock_ms,
+        runner=server.core.runner,
+    )
+    market = MarketHandlers(
+        store=server.store,
+        accounts=actors,
+        markets=markets,
+        processes=processes,
+        lookup=server.core.lookup,
+        runner=server.core.runner,
+        replies=MARKET_REPLIES,
+    )
+    return RangeHandover(
+        server.store, actors, server.handlers, activations, expiry, market, drain_s=1.0
+    )
 
 
 async def test_a_range_handed_over_with_a_transfer_open_is_finished_by_its_taker(

@@ -367,10 +367,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     same `request_id`, against any command server.
     """
     ERROR_REASON_MARKETS_NOT_ON_SPLIT_RANGES: _ErrorReason.ValueType  # 71
-    """FAILED_PRECONDITION. PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks:
-    this cluster splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and
-    trading needs one server holding every range. Nothing was done; the operator runs the
-    cluster with every range on one holder to trade.
+    """FAILED_PRECONDITION. No longer sent: servers that split or balance their slice ranges
+    trade across owners. Earlier releases refused PlaceOrder, CancelOrder, RefundPurchase and
+    the payment callbacks with it on such a cluster; nothing was done then.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -700,9 +699,8 @@ or its new owner is still recovering it. Nothing was done by this attempt. Retry
 same `request_id`, against any command server.
 """
 ERROR_REASON_MARKETS_NOT_ON_SPLIT_RANGES: ErrorReason.ValueType  # 71
-"""FAILED_PRECONDITION. PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks:
-this cluster splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and
-trading needs one server holding every range. Nothing was done; the operator runs the
-cluster with every range on one holder to trade.
+"""FAILED_PRECONDITION. No longer sent: servers that split or balance their slice ranges
+trade across owners. Earlier releases refused PlaceOrder, CancelOrder, RefundPurchase and
+the payment callbacks with it on such a cluster; nothing was done then.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

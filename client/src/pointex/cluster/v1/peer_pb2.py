@@ -23,21 +23,40 @@ _sym_db = _symbol_database.Default()
 
 
 from pointex.v1 import command_service_pb2 as pointex_dot_v1_dot_command__service__pb2
+from pointex.v1 import common_pb2 as pointex_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpointex/cluster/v1/peer.proto\x12\x12pointex.cluster.v1\x1a pointex/v1/command_service.proto\"*\n\x12TakeCreditsRequest\x12\x14\n\x0ctransfer_ids\x18\x01 \x03(\t\"G\n\x13TakeCreditsResponse\x12\x30\n\x07\x63redits\x18\x01 \x03(\x0b\x32\x1f.pointex.cluster.v1.TakenCredit\"T\n\x0bTakenCredit\x12\x12\n\x08position\x18\x01 \x01(\x03H\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.pointex.v1.BulkErrorH\x00\x42\t\n\x07outcome2m\n\x0bPeerService\x12^\n\x0bTakeCredits\x12&.pointex.cluster.v1.TakeCreditsRequest\x1a\'.pointex.cluster.v1.TakeCreditsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpointex/cluster/v1/peer.proto\x12\x12pointex.cluster.v1\x1a pointex/v1/command_service.proto\x1a\x17pointex/v1/common.proto\"T\n\x0c\x45ncodedEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\"n\n\rEncodedAppend\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x30\n\x06\x65vents\x18\x03 \x03(\x0b\x32 .pointex.cluster.v1.EncodedEvent\"\x8c\x02\n\x14TakeTradeStepRequest\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rtrade_version\x18\x02 \x01(\x03\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.pointex.cluster.v1.TradeStepKind\x12\x36\n\x0ctrade_events\x18\x04 \x03(\x0b\x32 .pointex.cluster.v1.EncodedEvent\x12\x32\n\x07records\x18\x05 \x03(\x0b\x32!.pointex.cluster.v1.EncodedAppend\x12\x13\n\x0b\x63\x61ller_role\x18\x06 \x01(\t\x12\x19\n\x11\x63\x61ller_partner_id\x18\x07 \x01(\t\"8\n\x15TakeTradeStepResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\r\n\x05moved\x18\x02 \x01(\x08\"\x91\x01\n\x15PlaceHeldOrderRequest\x12,\n\x05order\x18\x01 \x01(\x0b\x32\x1d.pointex.v1.PlaceOrderRequest\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x12\x14\n\x0cprincipal_id\x18\x05 \x01(\t\"Y\n\x16PlaceHeldOrderResponse\x12-\n\x05reply\x18\x01 \x01(\x0b\x32\x1e.pointex.v1.PlaceOrderResponse\x12\x10\n\x08position\x18\x02 \x01(\x03\"\x8a\x01\n\x12ReleaseHeldRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08trade_id\x18\x03 \x01(\t\x12#\n\x04side\x18\x04 \x01(\x0e\x32\x15.pointex.v1.OrderSide\x12\x17\n\x0fquantity_points\x18\x05 \x01(\x03\"\'\n\x13ReleaseHeldResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\"*\n\x12TakeCreditsRequest\x12\x14\n\x0ctransfer_ids\x18\x01 \x03(\t\"G\n\x13TakeCreditsResponse\x12\x30\n\x07\x63redits\x18\x01 \x03(\x0b\x32\x1f.pointex.cluster.v1.TakenCredit\"T\n\x0bTakenCredit\x12\x12\n\x08position\x18\x01 \x01(\x03H\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.pointex.v1.BulkErrorH\x00\x42\t\n\x07outcome*\xc1\x02\n\rTradeStepKind\x12\x1f\n\x1bTRADE_STEP_KIND_UNSPECIFIED\x10\x00\x12\'\n#TRADE_STEP_KIND_COLLECT_FROM_SELLER\x10\x01\x12$\n TRADE_STEP_KIND_DELIVER_TO_BUYER\x10\x02\x12#\n\x1fTRADE_STEP_KIND_RETURN_TO_ORDER\x10\x03\x12%\n!TRADE_STEP_KIND_RELEASE_TO_SELLER\x10\x04\x12(\n$TRADE_STEP_KIND_TAKE_BACK_FROM_BUYER\x10\x05\x12$\n TRADE_STEP_KIND_RETURN_TO_SELLER\x10\x06\x12$\n TRADE_STEP_KIND_RESTORE_TO_BUYER\x10\x07\x32\x9c\x03\n\x0bPeerService\x12^\n\x0bTakeCredits\x12&.pointex.cluster.v1.TakeCreditsRequest\x1a\'.pointex.cluster.v1.TakeCreditsResponse\x12\x64\n\rTakeTradeStep\x12(.pointex.cluster.v1.TakeTradeStepRequest\x1a).pointex.cluster.v1.TakeTradeStepResponse\x12g\n\x0ePlaceHeldOrder\x12).pointex.cluster.v1.PlaceHeldOrderRequest\x1a*.pointex.cluster.v1.PlaceHeldOrderResponse\x12^\n\x0bReleaseHeld\x12&.pointex.cluster.v1.ReleaseHeldRequest\x1a\'.pointex.cluster.v1.ReleaseHeldResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pointex.cluster.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TAKECREDITSREQUEST']._serialized_start=87
-  _globals['_TAKECREDITSREQUEST']._serialized_end=129
-  _globals['_TAKECREDITSRESPONSE']._serialized_start=131
-  _globals['_TAKECREDITSRESPONSE']._serialized_end=202
-  _globals['_TAKENCREDIT']._serialized_start=204
-  _globals['_TAKENCREDIT']._serialized_end=288
-  _globals['_PEERSERVICE']._serialized_start=290
-  _globals['_PEERSERVICE']._serialized_end=399
+  _globals['_TRADESTEPKIND']._serialized_start=1264
+  _globals['_TRADESTEPKIND']._serialized_end=1585
+  _globals['_ENCODEDEVENT']._serialized_start=112
+  _globals['_ENCODEDEVENT']._serialized_end=196
+  _globals['_ENCODEDAPPEND']._serialized_start=198
+  _globals['_ENCODEDAPPEND']._serialized_end=308
+  _globals['_TAKETRADESTEPREQUEST']._serialized_start=311
+  _globals['_TAKETRADESTEPREQUEST']._serialized_end=579
+  _globals['_TAKETRADESTEPRESPONSE']._serialized_start=581
+  _globals['_TAKETRADESTEPRESPONSE']._serialized_end=637
+  _globals['_PLACEHELDORDERREQUEST']._serialized_start=640
+  _globals['_PLACEHELDORDERREQUEST']._serialized_end=785
+  _globals['_PLACEHELDORDERRESPONSE']._serialized_start=787
+  _globals['_PLACEHELDORDERRESPONSE']._serialized_end=876
+  _globals['_RELEASEHELDREQUEST']._serialized_start=879
+  _globals['_RELEASEHELDREQUEST']._serialized_end=1017
+  _globals['_RELEASEHELDRESPONSE']._serialized_start=1019
+  _globals['_RELEASEHELDRESPONSE']._serialized_end=1058
+  _globals['_TAKECREDITSREQUEST']._serialized_start=1060
+  _globals['_TAKECREDITSREQUEST']._serialized_end=1102
+  _globals['_TAKECREDITSRESPONSE']._serialized_start=1104
+  _globals['_TAKECREDITSRESPONSE']._serialized_end=1175
+  _globals['_TAKENCREDIT']._serialized_start=1177
+  _globals['_TAKENCREDIT']._serialized_end=1261
+  _globals['_PEERSERVICE']._serialized_start=1588
+  _globals['_PEERSERVICE']._serialized_end=2000
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,9 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pointex.v1 import command_service_pb2 as _command_service_pb2
+from pointex.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +20,324 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TradeStepKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TradeStepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TradeStepKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRADE_STEP_KIND_UNSPECIFIED: _TradeStepKind.ValueType  # 0
+    """Never sent."""
+    TRADE_STEP_KIND_COLLECT_FROM_SELLER: _TradeStepKind.ValueType  # 1
+    """The seller delivers the paid quantity out of held (PaymentConfirmed, with the lots taken)."""
+    TRADE_STEP_KIND_DELIVER_TO_BUYER: _TradeStepKind.ValueType  # 2
+    """The buyer receives it (TradeSettled)."""
+    TRADE_STEP_KIND_RETURN_TO_ORDER: _TradeStepKind.ValueType  # 3
+    """The trade is cancelled and its quantity returns to its SELL order, if that still rests."""
+    TRADE_STEP_KIND_RELEASE_TO_SELLER: _TradeStepKind.ValueType  # 4
+    """The trade is cancelled and its quantity returns to the seller (the order rests no more)."""
+    TRADE_STEP_KIND_TAKE_BACK_FROM_BUYER: _TradeStepKind.ValueType  # 5
+    """A refund is asked: the buyer gives the purchase back."""
+    TRADE_STEP_KIND_RETURN_TO_SELLER: _TradeStepKind.ValueType  # 6
+    """The refund was made: the seller gets the points back."""
+    TRADE_STEP_KIND_RESTORE_TO_BUYER: _TradeStepKind.ValueType  # 7
+    """The refund was declined: the buyer gets the purchase back."""
+
+class TradeStepKind(_TradeStepKind, metaclass=_TradeStepKindEnumTypeWrapper):
+    """The step of a trade taken on one account or on the market."""
+
+TRADE_STEP_KIND_UNSPECIFIED: TradeStepKind.ValueType  # 0
+"""Never sent."""
+TRADE_STEP_KIND_COLLECT_FROM_SELLER: TradeStepKind.ValueType  # 1
+"""The seller delivers the paid quantity out of held (PaymentConfirmed, with the lots taken)."""
+TRADE_STEP_KIND_DELIVER_TO_BUYER: TradeStepKind.ValueType  # 2
+"""The buyer receives it (TradeSettled)."""
+TRADE_STEP_KIND_RETURN_TO_ORDER: TradeStepKind.ValueType  # 3
+"""The trade is cancelled and its quantity returns to its SELL order, if that still rests."""
+TRADE_STEP_KIND_RELEASE_TO_SELLER: TradeStepKind.ValueType  # 4
+"""The trade is cancelled and its quantity returns to the seller (the order rests no more)."""
+TRADE_STEP_KIND_TAKE_BACK_FROM_BUYER: TradeStepKind.ValueType  # 5
+"""A refund is asked: the buyer gives the purchase back."""
+TRADE_STEP_KIND_RETURN_TO_SELLER: TradeStepKind.ValueType  # 6
+"""The refund was made: the seller gets the points back."""
+TRADE_STEP_KIND_RESTORE_TO_BUYER: TradeStepKind.ValueType  # 7
+"""The refund was declined: the buyer gets the purchase back."""
+Global___TradeStepKind: _TypeAlias = TradeStepKind  # noqa: Y015
+
+@_typing.final
+class EncodedEvent(_message.Message):
+    """An event as the event store keeps it: what a trade's step commits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The event's stable type name (events.proto's message name)."""
+    schema_version: _builtins.int
+    """The version of the type's schema the data follows."""
+    data: _builtins.bytes
+    """The event, as its events.proto message."""
+    metadata: _builtins.bytes
+    """The event's metadata, opaque to the store (e.g. a record's request id)."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        schema_version: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        metadata: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "metadata", b"metadata", "schema_version", b"schema_version", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncodedEvent: _TypeAlias = EncodedEvent  # noqa: Y015
+
+@_typing.final
+class EncodedAppend(_message.Message):
+    """Events appended to one stream at the version its writer saw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    stream_id: _builtins.str
+    """The stream's id (e.g. `request-<key>`)."""
+    expected_version: _builtins.int
+    """The version of the stream's last event the writer saw (0: the stream is new)."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncodedEvent]:
+        """The events, in order."""
+
+    def __init__(
+        self,
+        *,
+        stream_id: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+        events: _abc.Iterable[Global___EncodedEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "expected_version", b"expected_version", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncodedAppend: _TypeAlias = EncodedAppend  # noqa: Y015
+
+@_typing.final
+class TakeTradeStepRequest(_message.Message):
+    """A trade's step to take here."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    TRADE_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TRADE_EVENTS_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    CALLER_ROLE_FIELD_NUMBER: _builtins.int
+    CALLER_PARTNER_ID_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    """The trade's id (its record is `trade-<id>`)."""
+    trade_version: _builtins.int
+    """The version of the trade's record the driver decided the step on."""
+    kind: Global___TradeStepKind.ValueType
+    """Which step."""
+    caller_role: _builtins.str
+    """For TAKE_BACK_FROM_BUYER: the role of the caller who asked for the refund (a Role value
+    name, e.g. `PARTNER`).
+    """
+    caller_partner_id: _builtins.str
+    """For TAKE_BACK_FROM_BUYER: the caller's partner id (empty for the operator)."""
+    @_builtins.property
+    def trade_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncodedEvent]:
+        """The trade events the step records, in order."""
+
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncodedAppend]:
+        """Other records committed in the step's unit (a payment callback's)."""
+
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        trade_version: _builtins.int = ...,
+        kind: Global___TradeStepKind.ValueType = ...,
+        trade_events: _abc.Iterable[Global___EncodedEvent] | None = ...,
+        records: _abc.Iterable[Global___EncodedAppend] | None = ...,
+        caller_role: _builtins.str = ...,
+        caller_partner_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_partner_id", b"caller_partner_id", "caller_role", b"caller_role", "kind", b"kind", "records", b"records", "trade_events", b"trade_events", "trade_id", b"trade_id", "trade_version", b"trade_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeTradeStepRequest: _TypeAlias = TakeTradeStepRequest  # noqa: Y015
+
+@_typing.final
+class TakeTradeStepResponse(_message.Message):
+    """A trade's step taken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """The global position of the step's last event."""
+    moved: _builtins.bool
+    """False for RETURN_TO_ORDER when the SELL order no longer rests (nothing was committed:
+    the quantity goes to the seller instead).
+    """
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        moved: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["moved", b"moved", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeTradeStepResponse: _TypeAlias = TakeTradeStepResponse  # noqa: Y015
+
+@_typing.final
+class PlaceHeldOrderRequest(_message.Message):
+    """An order held on its account, to place in this server's market."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order's id (derived from the caller's request key)."""
+    request_id: _builtins.str
+    """The client's request id of the PlaceOrder call (empty when recovery places the order)."""
+    digest: _builtins.bytes
+    """The SHA-256 of the request's payload without its request id."""
+    principal_id: _builtins.str
+    """The principal who placed the order (empty when recovery places it)."""
+    @_builtins.property
+    def order(self) -> _command_service_pb2.PlaceOrderRequest:
+        """The order's terms, as a PlaceOrder call states them (its request_id is not read)."""
+
+    def __init__(
+        self,
+        *,
+        order: _command_service_pb2.PlaceOrderRequest | None = ...,
+        order_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+        principal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "order", b"order", "order_id", b"order_id", "principal_id", b"principal_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaceHeldOrderRequest: _TypeAlias = PlaceHeldOrderRequest  # noqa: Y015
+
+@_typing.final
+class PlaceHeldOrderResponse(_message.Message):
+    """The placement's reply."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLY_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """The global position of the placement's last event."""
+    @_builtins.property
+    def reply(self) -> _command_service_pb2.PlaceOrderResponse:
+        """The PlaceOrder reply, as recorded with the placement."""
+
+    def __init__(
+        self,
+        *,
+        reply: _command_service_pb2.PlaceOrderResponse | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "reply", b"reply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaceHeldOrderResponse: _TypeAlias = PlaceHeldOrderResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseHeldRequest(_message.Message):
+    """What to release on an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    QUANTITY_POINTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account's id."""
+    order_id: _builtins.str
+    """The order whose quantity is released."""
+    trade_id: _builtins.str
+    """The cancelled trade whose quantity is released (empty: the order's own)."""
+    side: _common_pb2.OrderSide.ValueType
+    """The order's side: SELL releases held points, BUY what was reserved to buy."""
+    quantity_points: _builtins.int
+    """The points, or the quantity, to release."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        side: _common_pb2.OrderSide.ValueType = ...,
+        quantity_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "order_id", b"order_id", "quantity_points", b"quantity_points", "side", b"side", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHeldRequest: _TypeAlias = ReleaseHeldRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseHeldResponse(_message.Message):
+    """A release made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """The global position of the release's event (0: it was made already)."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHeldResponse: _TypeAlias = ReleaseHeldResponse  # noqa: Y015
 
 @_typing.final
 class TakeCreditsRequest(_message.Message):

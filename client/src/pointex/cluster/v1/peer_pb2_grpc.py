@@ -36,6 +36,12 @@ class PeerServiceStub:
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     def __init__(self, channel):
@@ -48,6 +54,21 @@ class PeerServiceStub:
                 '/pointex.cluster.v1.PeerService/TakeCredits',
                 request_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsRequest.SerializeToString,
                 response_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsResponse.FromString,
+                _registered_method=True)
+        self.TakeTradeStep = channel.unary_unary(
+                '/pointex.cluster.v1.PeerService/TakeTradeStep',
+                request_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepRequest.SerializeToString,
+                response_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepResponse.FromString,
+                _registered_method=True)
+        self.PlaceHeldOrder = channel.unary_unary(
+                '/pointex.cluster.v1.PeerService/PlaceHeldOrder',
+                request_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderRequest.SerializeToString,
+                response_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderResponse.FromString,
+                _registered_method=True)
+        self.ReleaseHeld = channel.unary_unary(
+                '/pointex.cluster.v1.PeerService/ReleaseHeld',
+                request_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldRequest.SerializeToString,
+                response_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldResponse.FromString,
                 _registered_method=True)
 
 
@@ -62,6 +83,12 @@ class PeerServiceServicer:
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     def TakeCredits(self, request, context):
@@ -79,6 +106,48 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeTradeStep(self, request, context):
+        """Takes a trade's step on an account or the market of this server (TradeProcesses drives
+        the trade on the server of its market). The server reads the trade's record, checks that
+        it is still at the version the driver decided on, builds the step's command from the
+        record (amounts, parties, lots) and commits it with the step's trade events and records,
+        at that version.
+
+        Errors: ABORTED / CONCURRENT_MODIFICATION when the trade, the account or a record changed
+        first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
+        FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
+        RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
+        entity is not this server's now, UNAVAILABLE when the store failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceHeldOrder(self, request, context):
+        """Places an order held on an account of another server in a market of this one: the market
+        step of a placement (command/app/market_handlers.py). The request's record is written with
+        the placement, as when the account is here.
+        A placement that committed already is answered from that record.
+
+        Errors: the refusal of the market (then recorded as the order's rejection: the caller
+        releases the hold), as PlaceOrder would end with it; ABORTED / REQUEST_IN_PROGRESS while
+        an earlier attempt runs; UNAVAILABLE as for TakeTradeStep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseHeld(self, request, context):
+        """Releases on an account of this server what an order or a trade held on it and no longer
+        needs (an order cancelled in the market of another server, a cancelled trade's buyer),
+        once: the release commits with its record, and a release made already changes nothing.
+
+        Errors: as for TakeTradeStep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -86,6 +155,21 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.TakeCredits,
                     request_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsRequest.FromString,
                     response_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsResponse.SerializeToString,
+            ),
+            'TakeTradeStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeTradeStep,
+                    request_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepRequest.FromString,
+                    response_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepResponse.SerializeToString,
+            ),
+            'PlaceHeldOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceHeldOrder,
+                    request_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderRequest.FromString,
+                    response_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderResponse.SerializeToString,
+            ),
+            'ReleaseHeld': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHeld,
+                    request_deserializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldRequest.FromString,
+                    response_serializer=pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -106,6 +190,12 @@ class PeerService:
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     @staticmethod
@@ -125,6 +215,87 @@ class PeerService:
             '/pointex.cluster.v1.PeerService/TakeCredits',
             pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsRequest.SerializeToString,
             pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeTradeStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.cluster.v1.PeerService/TakeTradeStep',
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepRequest.SerializeToString,
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.TakeTradeStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceHeldOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.cluster.v1.PeerService/PlaceHeldOrder',
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderRequest.SerializeToString,
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.PlaceHeldOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHeld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointex.cluster.v1.PeerService/ReleaseHeld',
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldRequest.SerializeToString,
+            pointex_dot_cluster_dot_v1_dot_peer__pb2.ReleaseHeldResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,12 @@ class PeerServiceStub:
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     @_typing.overload
@@ -54,6 +60,36 @@ class PeerServiceStub:
     RESOURCE_EXHAUSTED (the account's mailbox or the commit queue is full) and UNAVAILABLE
     (the account is not this server's now, or the store failed): the driver retries later.
     """
+    TakeTradeStep: _grpc.UnaryUnaryMultiCallable[_peer_pb2.TakeTradeStepRequest, _peer_pb2.TakeTradeStepResponse]
+    """Takes a trade's step on an account or the market of this server (TradeProcesses drives
+    the trade on the server of its market). The server reads the trade's record, checks that
+    it is still at the version the driver decided on, builds the step's command from the
+    record (amounts, parties, lots) and commits it with the step's trade events and records,
+    at that version.
+
+    Errors: ABORTED / CONCURRENT_MODIFICATION when the trade, the account or a record changed
+    first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
+    FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
+    RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
+    entity is not this server's now, UNAVAILABLE when the store failed.
+    """
+    PlaceHeldOrder: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PlaceHeldOrderRequest, _peer_pb2.PlaceHeldOrderResponse]
+    """Places an order held on an account of another server in a market of this one: the market
+    step of a placement (command/app/market_handlers.py). The request's record is written with
+    the placement, as when the account is here.
+    A placement that committed already is answered from that record.
+
+    Errors: the refusal of the market (then recorded as the order's rejection: the caller
+    releases the hold), as PlaceOrder would end with it; ABORTED / REQUEST_IN_PROGRESS while
+    an earlier attempt runs; UNAVAILABLE as for TakeTradeStep.
+    """
+    ReleaseHeld: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ReleaseHeldRequest, _peer_pb2.ReleaseHeldResponse]
+    """Releases on an account of this server what an order or a trade held on it and no longer
+    needs (an order cancelled in the market of another server, a cancelled trade's buyer),
+    once: the release commits with its record, and a release made already changes nothing.
+
+    Errors: as for TakeTradeStep.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -67,6 +103,12 @@ class PeerServiceAsyncStub(PeerServiceStub):
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -81,6 +123,36 @@ class PeerServiceAsyncStub(PeerServiceStub):
     RESOURCE_EXHAUSTED (the account's mailbox or the commit queue is full) and UNAVAILABLE
     (the account is not this server's now, or the store failed): the driver retries later.
     """
+    TakeTradeStep: _aio.UnaryUnaryMultiCallable[_peer_pb2.TakeTradeStepRequest, _peer_pb2.TakeTradeStepResponse]  # type: ignore[assignment]
+    """Takes a trade's step on an account or the market of this server (TradeProcesses drives
+    the trade on the server of its market). The server reads the trade's record, checks that
+    it is still at the version the driver decided on, builds the step's command from the
+    record (amounts, parties, lots) and commits it with the step's trade events and records,
+    at that version.
+
+    Errors: ABORTED / CONCURRENT_MODIFICATION when the trade, the account or a record changed
+    first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
+    FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
+    RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
+    entity is not this server's now, UNAVAILABLE when the store failed.
+    """
+    PlaceHeldOrder: _aio.UnaryUnaryMultiCallable[_peer_pb2.PlaceHeldOrderRequest, _peer_pb2.PlaceHeldOrderResponse]  # type: ignore[assignment]
+    """Places an order held on an account of another server in a market of this one: the market
+    step of a placement (command/app/market_handlers.py). The request's record is written with
+    the placement, as when the account is here.
+    A placement that committed already is answered from that record.
+
+    Errors: the refusal of the market (then recorded as the order's rejection: the caller
+    releases the hold), as PlaceOrder would end with it; ABORTED / REQUEST_IN_PROGRESS while
+    an earlier attempt runs; UNAVAILABLE as for TakeTradeStep.
+    """
+    ReleaseHeld: _aio.UnaryUnaryMultiCallable[_peer_pb2.ReleaseHeldRequest, _peer_pb2.ReleaseHeldResponse]  # type: ignore[assignment]
+    """Releases on an account of this server what an order or a trade held on it and no longer
+    needs (an order cancelled in the market of another server, a cancelled trade's buyer),
+    once: the release commits with its record, and a release made already changes nothing.
+
+    Errors: as for TakeTradeStep.
+    """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """What the command servers of a cluster ask each other, when they split the slice ranges
@@ -93,6 +165,12 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     from the event store, decides the step due there, and commits the credit on its account
     with the record's next event, at the version it read. So a caller can only make a server
     take a step that a transfer's record says is due, which the transfer's process takes anyway.
+
+    Trading works the same way: an order is held by the owner of its account and placed by the
+    owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+    step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+    reads the trade's record and builds the step's command from it. Releases of what an order or
+    a trade held go to the account's owner (ReleaseHeld).
     """
 
     @_abc_1.abstractmethod
@@ -110,6 +188,54 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         credit is due any more (another driver took the step: the driver reads the record);
         RESOURCE_EXHAUSTED (the account's mailbox or the commit queue is full) and UNAVAILABLE
         (the account is not this server's now, or the store failed): the driver retries later.
+        """
+
+    @_abc_1.abstractmethod
+    def TakeTradeStep(
+        self,
+        request: _peer_pb2.TakeTradeStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.TakeTradeStepResponse, _abc.Awaitable[_peer_pb2.TakeTradeStepResponse]]:
+        """Takes a trade's step on an account or the market of this server (TradeProcesses drives
+        the trade on the server of its market). The server reads the trade's record, checks that
+        it is still at the version the driver decided on, builds the step's command from the
+        record (amounts, parties, lots) and commits it with the step's trade events and records,
+        at that version.
+
+        Errors: ABORTED / CONCURRENT_MODIFICATION when the trade, the account or a record changed
+        first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
+        FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
+        RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
+        entity is not this server's now, UNAVAILABLE when the store failed.
+        """
+
+    @_abc_1.abstractmethod
+    def PlaceHeldOrder(
+        self,
+        request: _peer_pb2.PlaceHeldOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.PlaceHeldOrderResponse, _abc.Awaitable[_peer_pb2.PlaceHeldOrderResponse]]:
+        """Places an order held on an account of another server in a market of this one: the market
+        step of a placement (command/app/market_handlers.py). The request's record is written with
+        the placement, as when the account is here.
+        A placement that committed already is answered from that record.
+
+        Errors: the refusal of the market (then recorded as the order's rejection: the caller
+        releases the hold), as PlaceOrder would end with it; ABORTED / REQUEST_IN_PROGRESS while
+        an earlier attempt runs; UNAVAILABLE as for TakeTradeStep.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseHeld(
+        self,
+        request: _peer_pb2.ReleaseHeldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.ReleaseHeldResponse, _abc.Awaitable[_peer_pb2.ReleaseHeldResponse]]:
+        """Releases on an account of this server what an order or a trade held on it and no longer
+        needs (an order cancelled in the market of another server, a cancelled trade's buyer),
+        once: the release commits with its record, and a release made already changes nothing.
+
+        Errors: as for TakeTradeStep.
         """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ from pointex.server.actors.runtime import AccountActors, wall_clock_ms
 from pointex.server.command.app.activations import PendingActivations
 from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
-from pointex.server.command.app.handover import RangeHandover
+from pointex.server.command.app.handover import RangeHandover, accounts_in, markets_in
 from pointex.server.command.app.market_handlers import MarketHandlers
 from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.app.owners import ALL_HERE, Owners, RangeOwners
@@ -44,6 +44,7 @@ from pointex.server.command.app.trade_processes import TradeProcesses
 from pointex.server.command.edge.callbacks import CallbackEdge
 from pointex.server.command.edge.command_servicer import CommandServicer
 from pointex.server.command.edge.feed_servicer import EventFeedServicer
+from pointex.server.command.edge.market_peers import MarketPeers, MarketPeerSteps
 from pointex.server.command.edge.market_replies import MARKET_REPLIES, ProtoMarketHandlers
 from pointex.server.command.edge.peer_servicer import PeerServicer
 from pointex.server.config import CommandConfig
@@ -252,7 +253,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
     activation: asyncio.Task[None] | None = None
     try:
         handlers = CommandHandlers(store, actors, lookup, core.runner, core.program, owners=owners)
-        market, callbacks = await _market_side(config, store, core)
+        market, callbacks = await _market_side(config, store, core, owners, peer)
         activations = PendingActivations(actors, core.runner, wall_clock_ms)
         actors.watch_pending(activations.watch)
         expiry = lot_expiry(core, wall_clock_ms)
@@ -265,9 +266,10 @@ async def create_server(config: CommandConfig) -> CommandServer:
             refunds,
             leases=lease_reader(store),
             owner_id=ownership.owner_id if ownership is not None else "",
-            split=peer is not None,
         )
-        services, peer_servicer = _services(feed, commands, handlers, split=peer is not None)
+        services, peer_servicer = _services(
+            feed, commands, handlers, market, split=peer is not None
+        )
         metrics = _metrics(core)
         _process_metrics(metrics, core.runner, handlers, market)
         _side_metrics(metrics, (activations, expiry), peer, peer_servicer)
@@ -283,7 +285,7 @@ async def create_server(config: CommandConfig) -> CommandServer:
         )
         if ownership is not None:
             _ownership_metrics(metrics, ownership)
-            _with_other_servers(ownership, store, core, handlers, (activations, expiry))
+            _with_other_servers(ownership, store, core, (handlers, market), (activations, expiry))
             # Listening first: until it holds and recovered every range, calls go elsewhere.
             routing = Routing(
                 ownership.route,
@@ -351,19 +353,20 @@ async def _resume_open_processes(
     """Run the recovery scan over the log, before any command is taken.
 
     A server of part of the slice ranges (`ranges`) resumes what its ranges have open, under
-    a checkpoint of its own; it does not trade, so it resumes no order or trade.
+    a checkpoint of its own: the placements of its accounts and the trades of its markets.
     """
+    accounts = markets = None
+    if ranges is not None:
+        accounts, markets = accounts_in(ranges), markets_in(ranges)
     kinds: tuple[OpenSteps, ...] = (
         handlers.open_steps(),
-        OpenPlacements(market),
-        OpenTrades(market.processes),
+        OpenPlacements(market, accounts),
+        OpenTrades(market.processes, markets),
         timers[0].tracker(),
         timers[1].tracker(),
     )
     assert tuple(steps.kind for steps in kinds) == PROCESS_KINDS, kinds
     checkpoint = CHECKPOINT if ranges is None else checkpoint_of(ranges, SLICE_RANGES)
-    if checkpoint != CHECKPOINT:
-        kinds = tuple(k for k in kinds if not isinstance(k, OpenPlacements | OpenTrades))
     found = await recover(store, kinds, checkpoint)
     if any(found.values()):
         log.info("resumed processes left open", extra={"open": found})
@@ -393,27 +396,35 @@ def _with_other_servers(
     ownership: SliceOwnership,
     store: EventStore,
     core: CommandCore,
-    handlers: CommandHandlers,
+    sides: tuple[CommandHandlers, ProtoMarketHandlers],
     timers: tuple[PendingActivations, LotExpiry],
 ) -> None:
     """With part of the ranges, follow the rules others change; balanced, hand ranges over."""
+    handlers, market = sides
     if ownership.split:  # Rules another server changed, in force here too.
         ownership.every_round(core.program.follow)
     if ownership.balanced:
         # A range's actors finish within half a renewal: the renewals stay on time.
         drain_s = ownership.lease_ms / 6000
-        ownership.hand_over_with(RangeHandover(store, core.actors, handlers, *timers, drain_s))
+        ownership.hand_over_with(
+            RangeHandover(store, core.actors, handlers, *timers, market, drain_s)
+        )
 
 
 def _services(
-    feed: EventFeedServicer, commands: CommandServicer, handlers: CommandHandlers, *, split: bool
+    feed: EventFeedServicer,
+    commands: CommandServicer,
+    handlers: CommandHandlers,
+    market: ProtoMarketHandlers,
+    *,
+    split: bool,
 ) -> tuple[list[Service], PeerServicer | None]:
     """Return the command server's two services, and with `split` the peer service beside them.
 
     The peer service (command/edge/peer_servicer.py) is what servers of split ranges ask each
     other; it is not a public service, so health and reflection do not list it.
     """
-    peer = PeerServicer(handlers.take_credit) if split else None
+    peer = PeerServicer(handlers.take_credit, MarketPeerSteps(market)) if split else None
 
     def register_commands(server: grpc.aio.Server) -> None:
         command_service_pb2_grpc.add_CommandServiceServicer_to_server(commands, server)
@@ -465,15 +476,15 @@ async def _prepare(
 ) -> None:
     """Load the program's rules, record the markets' configuration, resume open processes.
 
-    A server of part of the slice ranges (`ranges`) does not trade: no market to record.
-    Balanced, it recovers each range as it takes it (command/app/handover.py).
+    A server of part of the slice ranges (`ranges`) records the configuration of its own
+    markets. Balanced, it does that and recovers each range as it takes it
+    (command/app/handover.py).
     """
     await core.program.load()  # The limits in force, before any command is decided.
     if balanced:
         return
     split = ranges is not None and len(ranges) < SLICE_RANGES
-    if not split:
-        await market.configure()
+    await market.configure()
     await _resume_open_processes(store, handlers, market, timers, ranges if split else None)
 
 
@@ -554,6 +565,17 @@ def _peer_metrics(metrics: Metrics, peer: PeerClient | None, servicer: PeerServi
         "Credits taken on this server's accounts for transfers other servers drive.",
         lambda: servicer.credits_taken,
     )
+    metrics.total(
+        "pointex_peer_market_steps_asked",
+        "Trade steps, placements and releases asked of the servers that own their accounts "
+        "or markets (split ranges).",
+        lambda: peer.steps_asked,
+    )
+    metrics.total(
+        "pointex_peer_market_steps_taken",
+        "Trade steps, placements and releases taken here for other servers.",
+        lambda: servicer.market_steps_taken,
+    )
 
 
 def _metrics(core: CommandCore) -> Metrics:
@@ -632,13 +654,27 @@ def _process_metrics(
 
 
 async def _market_side(
-    config: CommandConfig, store: EventStore, core: CommandCore
+    config: CommandConfig,
+    store: EventStore,
+    core: CommandCore,
+    owners: Owners = ALL_HERE,
+    peer: PeerClient | None = None,
 ) -> tuple[ProtoMarketHandlers, CallbackEdge]:
-    """Build the markets, trade processes and payment callbacks."""
+    """Build the markets, trade processes and payment callbacks.
+
+    With part of the ranges (`peer`), the markets of others' ranges are theirs, and so are
+    the steps on their accounts and markets: `peer` asks their owners.
+    """
+    peers = MarketPeers(peer) if peer is not None else None
     settings = (
         load_providers(config.payment_providers_file) if config.payment_providers_file else {}
     )
-    markets = MarketActors(store, core.committer, load_markets(config.markets_file).values())
+    markets = MarketActors(
+        store,
+        core.committer,
+        load_markets(config.markets_file).values(),
+        owns=None if peer is None else owners.owns,
+    )
     processes = TradeProcesses(
         store=store,
         committer=core.committer,
@@ -647,6 +683,8 @@ async def _market_side(
         providers=create_providers(settings),
         clock=lambda: time.time_ns() // 1_000_000,
         runner=core.runner,
+        owners=owners,
+        peers=peers,
     )
     market = MarketHandlers(
         store=store,
@@ -656,6 +694,7 @@ async def _market_side(
         lookup=core.lookup,
         runner=core.runner,
         replies=MARKET_REPLIES,
+        place_elsewhere=None if peers is None else peers.place,
     )
     callbacks = PaymentCallbacks(store=store, lookup=core.lookup, processes=processes)
     return market, CallbackEdge(callbacks, build_verifier(settings))

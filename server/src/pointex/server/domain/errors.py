@@ -90,7 +90,7 @@ PURCHASE_NOT_REFUNDABLE = "PURCHASE_NOT_REFUNDABLE"
 COOLING_OFF_ENDED = "COOLING_OFF_ENDED"
 PURCHASE_POINTS_SPENT = "PURCHASE_POINTS_SPENT"
 
-# A cluster whose slice ranges are split across command servers does not trade (scale-out.md).
+# No longer sent: a cluster that splits its slice ranges trades across them (scale-out.md).
 MARKETS_NOT_ON_SPLIT_RANGES = "MARKETS_NOT_ON_SPLIT_RANGES"
 
 # Payment callbacks: who sent it and whether its signature holds (payments/verification.py).

@@ -252,8 +252,8 @@ _ENCODERS: Final[dict[type[Any], _Encoder]] = {
 }
 
 
-def decode(recorded: RecordedEvent) -> Any:
-    """Return the domain event a stored event holds, upcast to the current schema."""
+def decode(recorded: RecordedEvent | NewEvent) -> Any:
+    """Return the domain event a stored (or a sent) event holds, upcast to the current schema."""
     mapping = _BY_NAME.get(recorded.type)
     if mapping is None or recorded.schema_version > mapping.schema_version:
         raise UnknownEventType(f"{recorded.type} v{recorded.schema_version}")

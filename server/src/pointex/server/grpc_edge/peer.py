@@ -7,6 +7,10 @@ by the owner of its source, and its credit is taken by the owner of the destinat
 asked of one server during one turn of the event loop go in one call, as the steps of a
 batch of transfers are asked together; each comes back as the credit's position or as the
 status it ended with, which `PeerClient` turns back into the exception the driver handles.
+
+The other steps (a trade's, an order's placement, a release: command/edge/market_peers.py)
+go one call each (`PeerClient.call`), to the owner of the stream they write; a failed call
+comes back as the exception the step would have raised here.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import grpc
 
 from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server import limits
 from pointex.server.domain import errors, streams
-from pointex.server.eventstore.port import StoreUnavailable, WrongExpectedVersion
+from pointex.server.eventstore.port import (
+    CommitOutcomeUnknown,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
 from pointex.server.grpc_edge.forwarding import PeerChannels
 from pointex.server.grpc_edge.status import DOMAIN_CODES, OWNER_UNAVAILABLE, hop_bulk_error
 from pointex.server.overload import Overloaded
@@ -29,6 +37,13 @@ from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from pointex.cluster.v1.peer_pb2_grpc import PeerServiceAsyncStub
+
+T = TypeVar("T")
+# One call of the peer service, on a stub, with its timeout in seconds.
+Invoke = Callable[["PeerServiceAsyncStub", float], Awaitable[T]]
 
 # The DomainError class of each status a refused credit comes back with: the table the edge
 # reports refusals by, read backwards. ABORTED is a step another driver took (a version
@@ -63,6 +78,7 @@ class PeerClient:
         # Counts since start, read by the metrics at each scrape.
         self.credits_asked = 0  # Credits asked of other servers.
         self.credits_not_taken = 0  # Of them, those that came back with an error.
+        self.steps_asked = 0  # Other steps asked of other servers (`call`).
 
     async def credit(self, account_id: str, transfer_id: str) -> int:
         """Have the owner of `account_id` take the credit due on it; return its position.
@@ -94,6 +110,32 @@ class PeerClient:
         except Exception:
             self.credits_not_taken += 1
             raise
+
+    async def call(self, stream_id: str, invoke: Invoke[T]) -> T:
+        """Make one peer call to the owner of `stream_id`; return its answer.
+
+        Asked of a server that no longer owns the stream, it is asked once more of the owner
+        the leases name now. A failed call raises what the step raised there: its refusal (a
+        DomainError), WrongExpectedVersion on the stream that changed, Overloaded,
+        CommitOutcomeUnknown, or StoreUnavailable when no owner answers.
+        """
+        self.steps_asked += 1
+        slice_range = range_of(stream_id)
+        address = await self._owner_of(slice_range, "")
+        try:
+            return await self._call_at(address, stream_id, invoke)
+        except _Moved:
+            address = await self._owner_of(slice_range, address)
+            return await self._call_at(address, stream_id, invoke)
+
+    async def _call_at(self, address: str, stream_id: str, invoke: Invoke[T]) -> T:
+        if not address:
+            raise StoreUnavailable(f"no command server owns {stream_id} now")
+        stub = peer_pb2_grpc.PeerServiceStub(self._channels.to(address))
+        try:
+            return await invoke(stub, limits.peer_call_s)
+        except grpc.aio.AioRpcError as error:
+            raise _unary_refusal(hop_bulk_error(error), stream_id) from error
 
     async def close(self) -> None:
         """Close the channels to the other servers (the calls under way end with them)."""
@@ -137,6 +179,23 @@ class PeerClient:
 def _settle(answer: asyncio.Future[int], error: Exception) -> None:
     if not answer.done():
         answer.set_exception(error)
+
+
+def _unary_refusal(error: pb.BulkError, stream_id: str) -> Exception:
+    """Return the exception a failed peer call stands for, as the step raised it there."""
+    code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.ABORTED and error.reason:
+        changed = error.metadata.get("stream_id")
+        if error.reason == errors.CONCURRENT_MODIFICATION and changed:
+            return WrongExpectedVersion(changed, -1, -1)
+        return errors.Aborted(error.reason, error.message, **dict(error.metadata))
+    if code == grpc.StatusCode.ABORTED:
+        return StoreUnavailable(f"a step on {stream_id} ended without a status of its own")
+    if code == grpc.StatusCode.UNAVAILABLE and error.reason == "COMMIT_OUTCOME_UNKNOWN":
+        return CommitOutcomeUnknown(f"the outcome of a step on {stream_id} is unknown")
+    if code == grpc.StatusCode.UNAVAILABLE and error.reason == OWNER_UNAVAILABLE:
+        return _Moved(f"a step on {stream_id} was asked of a server that no longer owns it")
+    return _refusal(error, stream_id)
 
 
 def _refusal(error: pb.BulkError, transfer_id: str) -> Exception:

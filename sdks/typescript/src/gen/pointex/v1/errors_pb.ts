@@ -658,10 +658,9 @@ export enum ErrorReason {
   OWNER_UNAVAILABLE = 70,
 
   /**
-   * FAILED_PRECONDITION. PlaceOrder, CancelOrder, RefundPurchase and the payment callbacks:
-   * this cluster splits its slice ranges across command servers (`POINTEX_SLICE_RANGES`), and
-   * trading needs one server holding every range. Nothing was done; the operator runs the
-   * cluster with every range on one holder to trade.
+   * FAILED_PRECONDITION. No longer sent: servers that split or balance their slice ranges
+   * trade across owners. Earlier releases refused PlaceOrder, CancelOrder, RefundPurchase and
+   * the payment callbacks with it on such a cluster; nothing was done then.
    *
    * @generated from enum value: ERROR_REASON_MARKETS_NOT_ON_SPLIT_RANGES = 71;
    */

@@ -8,6 +8,11 @@ issues pending on them and their lots' deadlines are forgotten, for the next own
 finds them all in the log. A range taken is scanned for what is open on its accounts, from
 the ranges' own checkpoints, then served, and what was open is resumed; the ranges'
 checkpoints are saved again (recovery.py).
+
+The markets of a range move with it: the giver drops their actors (the trades it drives go
+on through the markets' next owner, which finds them open too: two drivers of one trade
+are kept apart by its record's version), and the taker records their configuration and
+resumes their open trades, and the open placements of the range's accounts.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.command.app.activations import PendingActivations
 from pointex.server.command.app.expiry import LotExpiry
 from pointex.server.command.app.handlers import CommandHandlers
+from pointex.server.command.app.market_handlers import MarketHandlers
+from pointex.server.command.app.market_recovery import OpenPlacements, OpenTrades
 from pointex.server.command.app.recovery import OpenSteps, recover_ranges
 from pointex.server.domain import streams
 from pointex.server.eventstore.port import EventStore
@@ -39,6 +47,12 @@ def accounts_in(ranges: Sequence[int]) -> Callable[[str], bool]:
     return lambda account_id: account_range(account_id) in among
 
 
+def markets_in(ranges: Sequence[int]) -> Callable[[str], bool]:
+    """Return whether a market lies in one of `ranges`."""
+    among = frozenset(ranges)
+    return lambda market_id: range_of(streams.market(market_id)) in among
+
+
 @dataclass(frozen=True, slots=True)
 class RangeHandover:
     """Gives ranges up and takes them for one command server (ownership.Handover)."""
@@ -48,6 +62,7 @@ class RangeHandover:
     handlers: CommandHandlers
     activations: PendingActivations
     expiry: LotExpiry
+    market: MarketHandlers[Any, Any]
     drain_s: float  # How long the actors of a range given up may take to finish.
 
     async def give(self, ranges: Sequence[int]) -> None:
@@ -57,6 +72,7 @@ class RangeHandover:
         forgotten = self.handlers.forget(among)
         self.activations.forget(among)
         self.expiry.forget(among)
+        self.market.markets.forget(markets_in(ranges))
         log.info(
             "slice ranges handed over",
             extra={"ranges": list(ranges), "actors_busy": busy, "transfers_open": forgotten},
@@ -67,8 +83,11 @@ class RangeHandover:
         among = accounts_in(ranges)
         kinds: tuple[OpenSteps, ...] = (
             self.handlers.open_steps(among),
+            OpenPlacements(self.market, among),
+            OpenTrades(self.market.processes, markets_in(ranges)),
             self.activations.tracker(among),
             self.expiry.tracker(among),
         )
         found = await recover_ranges(self.store, kinds, ranges, account_range, serve)
+        await self.market.configure(markets_in(ranges))
         log.info("slice ranges taken over", extra={"ranges": list(ranges), "open": found})

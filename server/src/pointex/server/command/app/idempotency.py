@@ -116,6 +116,14 @@ async def replay_record(
 
     Raises IDEMPOTENCY_KEY_REUSED when the record holds another payload.
     """
+    found = await read_reply(store, stream, digest, replies)
+    return None if found is None else found[0]
+
+
+async def read_reply(
+    store: EventStore, stream: str, digest: bytes, replies: Replies[R]
+) -> tuple[R, int] | None:
+    """Return the recorded response of a request and its record's position (see replay_record)."""
     recorded = await store.read_stream(stream, 1, 1)
     if not recorded:
         return None
@@ -123,4 +131,4 @@ async def replay_record(
     assert isinstance(record, CommandRecorded)
     if record.payload_sha256 != digest:
         raise key_reused()
-    return replies.decode(record.response, recorded[0].position)
+    return replies.decode(record.response, recorded[0].position), recorded[0].position

@@ -15,6 +15,12 @@ takes no order, and an account with orders or trades under way does not close.
 A request's record (`request-<key>`) is written with the market step; the order id is
 derived from the request key, so a retry names the same order. Payment callbacks are
 recorded per provider event id, which is what a provider redelivers.
+
+With the slice ranges split across command servers, an order is placed by the owner of its
+account (the call is placed there): the hold and the releases are its own, and the market
+step is asked of the market's owner (`PlaceElsewhere`; PeerService/PlaceHeldOrder), which
+records the placement and drives its trades. A cancellation runs on the market's owner, and
+its release is made by the account's owner (trade_processes.py, `TradePeers.release`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,6 +38,7 @@ from pointex.server.actors.stream_actor import Decide, Inspect, appending
 from pointex.server.command.app.idempotency import (
     Replies,
     Request,
+    read_reply,
     recorded_reply,
     replay_record,
     request_key,
@@ -88,6 +95,11 @@ _RESUMED = placement.Resumed()
 def order_id_for(key: str) -> str:
     """Return the id of the order a request key places."""
     return ORDER_ID_PREFIX + key
+
+
+# Asks the owner of the order's market to take the market step of a held order: (order, its
+# request, the principal id) to the placement's reply and the position of its last event.
+PlaceElsewhere = Callable[[PlaceOrder, Request, str], Awaitable[tuple[P, int]]]
 
 
 class MarketReplies(Protocol[P, C]):
@@ -156,8 +168,14 @@ class MarketHandlers(Generic[P, C]):
         lookup: RecordLookup,
         runner: ProcessRunner,
         replies: MarketReplies[P, C],
+        place_elsewhere: PlaceElsewhere[P] | None = None,
     ) -> None:
-        """Serve market commands through these actors and trade processes, steps in `runner`."""
+        """Serve market commands through these actors and trade processes, steps in `runner`.
+
+        `place_elsewhere` asks another server for the market step of an order whose market
+        it owns (with the slice ranges split across servers).
+        """
+        self._place_elsewhere = place_elsewhere
         self._replies = replies
         self._accounts = accounts
         self._markets = markets
@@ -173,10 +191,14 @@ class MarketHandlers(Generic[P, C]):
         """Return the market actors this layer drives."""
         return self._markets
 
-    async def configure(self) -> None:
-        """Record each configured market's configuration where it changed."""
+    async def configure(self, among: Callable[[str], bool] | None = None) -> None:
+        """Record each configured market's configuration where it changed (the markets here).
+
+        `among`: of those markets only (the ranges a balanced server just took).
+        """
         for market in self._markets.configured.values():
-            await self._markets.actor(market.market_id).tell(Decide(ConfigureMarket(market)))
+            if self._markets.here(market.market_id) and (among is None or among(market.market_id)):
+                await self._markets.actor(market.market_id).tell(Decide(ConfigureMarket(market)))
 
     # --- PlaceOrder ---------------------------------------------------------------------
 
@@ -193,8 +215,10 @@ class MarketHandlers(Generic[P, C]):
         caller, principal_id = principal.caller, principal.principal_id
         await self._require_trader(caller, order.account_id)
         self._processes.require_room()
-        market = self._markets.serving(order.market_id)
-        await market.tell(Inspect(lambda book: check_order(book, order)))
+        self._markets.require_configured(order.market_id)
+        if self._markets.here(order.market_id):  # Else its owner checks it as it places it.
+            market = self._markets.actor(order.market_id)
+            await market.tell(Inspect(lambda book: check_order(book, order)))
         # A retry after a failed placement finds the order held already.
         if order.order_id not in self._held:
             await self._hold(caller, order)
@@ -253,53 +277,69 @@ class MarketHandlers(Generic[P, C]):
             await self.place_held(order, self._replies.placing(order), "")
 
     async def place_held(self, order: PlaceOrder, request: Request, principal_id: str) -> P:
-        """Run the market step of a placement (the order is held on its account).
+        """Run the market step of a placement (the order is held on its account), then its release.
 
-        A placement whose commit had an unknown outcome may have happened: then the order is
-        in the book and its reply is the request's record.
+        The market step runs here, or at the market's owner. A refusal rejects the order there
+        and releases the hold here; an IOC remainder is released here.
+        """
+        try:
+            if self._markets.here(order.market_id):
+                response, position = await self.place_in_market(order, request, principal_id)
+            else:
+                assert self._place_elsewhere is not None, order.market_id
+                response, position = await self._place_elsewhere(order, request, principal_id)
+        except errors.DomainError as refusal:
+            if refusal.reason == errors.IDEMPOTENCY_KEY_REUSED:
+                raise  # The order is in the book: its record holds another request.
+            self._held.discard(order.order_id)
+            release = placement.decide(placement.rejected(order), _RESUMED)
+            assert isinstance(release, placement.Release), release
+            await self.release(release.command)
+            raise
+        self._held.discard(order.order_id)
+        _, remainder_points = self._replies.placement_outcome(response)
+        step = placement.decide(placement.placed(order, remainder_points), _RESUMED)
+        if isinstance(step, placement.Release):
+            position = await self.release(step.command, after=position)
+        return self._replies.place.at(response, position)
+
+    async def place_in_market(
+        self, order: PlaceOrder, request: Request, principal_id: str
+    ) -> tuple[P, int]:
+        """Place and match a held order in its market here; return the reply and its position.
+
+        The trades it creates are driven from here. A placement whose commit had an unknown
+        outcome may have happened: then the order is in the book and its reply is the
+        request's record (its trades are driven, unless they are already). A refusal is
+        recorded as the order's rejection and raised: the hold is to be released.
         """
         key = order.order_id.removeprefix(ORDER_ID_PREFIX)
         market = self._markets.actor(order.market_id)
         if await market.tell(Inspect(lambda book: book.find(order.order_id) is not None)):
-            self._held.discard(order.order_id)
-            replayed = await replay_record(
+            recorded = await read_reply(
                 self._store, streams.request(key), request.digest, self._replies.place
             )
-            if replayed is None:  # Rejected after its hold: the refusal is not recorded.
+            if recorded is None:  # Rejected after its hold: the refusal is not recorded.
                 raise errors.FailedPrecondition(
                     errors.MARKET_CLOSED, "the order was rejected", order_id=order.order_id
                 )
-            await self._follow_placement(order, replayed)
-            return replayed
+            replayed, position = recorded
+            trade_ids, _ = self._replies.placement_outcome(replayed)
+            for trade_id in trade_ids:
+                await self._processes.drive(trade_id)
+            return replayed, position
         finish = self._placement_finish(order, key, request, principal_id)
         try:
             decided = await market.tell(Decide(order, finish))
         except errors.DomainError as refusal:
-            await self._reject_held(order, refusal.reason)
-            self._held.discard(order.order_id)
+            rejected = placement.decide(placement.held(order), placement.Refused(refusal.reason))
+            assert isinstance(rejected, placement.Reject), rejected
+            await market.tell(Decide(rejected.command))
             raise
-        self._held.discard(order.order_id)
         placed: Placed[P] = decided.value
         for created in placed.created:
             self._processes.start(created)
-        position = decided.position
-        step = placement.decide(placement.placed(order, placed.remainder_points), _RESUMED)
-        if isinstance(step, placement.Release):
-            position = await self.release(step.command, after=position)
-        return self._replies.place.at(placed.response, position)
-
-    async def _follow_placement(self, order: PlaceOrder, replayed: P) -> None:
-        """Make sure the steps after a placement found committed happen (its answer was lost).
-
-        Its trades are driven (unless they are already) and its IOC remainder released
-        (once: the release is recorded), without waiting for the next start.
-        """
-        trade_ids, remainder_points = self._replies.placement_outcome(replayed)
-        for trade_id in trade_ids:
-            await self._processes.drive(trade_id)
-        step = placement.decide(placement.placed(order, remainder_points), _RESUMED)
-        if isinstance(step, placement.Release):
-            await self.release(step.command)
+        return placed.response, decided.position
 
     def _placement_finish(
         self, order: PlaceOrder, key: str, request: Request, principal_id: str
@@ -329,16 +369,6 @@ class MarketHandlers(Generic[P, C]):
 
         return finish
 
-    async def _reject_held(self, order: PlaceOrder, reason: str) -> None:
-        """Record that a held order cannot be placed, and release what its account held."""
-        held = placement.held(order)
-        rejected = placement.decide(held, placement.Refused(reason))
-        assert isinstance(rejected, placement.Reject), rejected
-        await self._markets.actor(order.market_id).tell(Decide(rejected.command))
-        release = placement.decide(placement.rejected(order), _RESUMED)
-        assert isinstance(release, placement.Release), release
-        await self.release(release.command)
-
     async def release(self, release: ReleasePoints | ReleaseBuy, *, after: int = 0) -> int:
         """Release what an order held on its account (see TradeProcesses.release)."""
         return await self._processes.release(release, after=after)
@@ -363,7 +393,7 @@ class MarketHandlers(Generic[P, C]):
         order = await market.tell(Inspect(lambda book: book.find(order_id)))
         if order is None:
             raise errors.NotFound(errors.ORDER_NOT_FOUND, "no such order", order_id=order_id)
-        account = await self._accounts.peek(order.account_id)
+        account = await self._accounts.read(order.account_id)
         assert account is not None, order
         if not principal.caller.may_act_for(account.owner_partner_id):
             raise errors.PermissionDenied(

@@ -9,11 +9,15 @@ The log tells which steps are open:
   its payment requested (if it was not) and its deadline watched, also a deadline that
   passed while the server was down;
 - a trade cancelled with no BuyReleased for it: the buyer's release is made now.
+
+With the slice ranges split across command servers, a server tracks the placements of its
+accounts (it holds and releases them) and the trades of its markets (it drives them).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pointex.server.command.app.market_handlers import MarketHandlers
@@ -49,8 +53,11 @@ class OpenPlacements:
         }
     )
 
-    def __init__(self, market: MarketHandlers[Any, Any]) -> None:
-        """Track open placements for `market` to finish."""
+    def __init__(
+        self, market: MarketHandlers[Any, Any], among: Callable[[str], bool] | None = None
+    ) -> None:
+        """Track open placements for `market` to finish: of the accounts `among` (None: all)."""
+        self._among = among
         self._market = market
         # Orders with a step due: order id -> (position where it opened, the placement).
         self._open: dict[str, tuple[int, placement.Placement]] = {}
@@ -60,6 +67,8 @@ class OpenPlacements:
         if isinstance(event, PointsReleased | BuyReleased) and event.trade_id:
             return  # A cancelled trade's release: the trade process's own step.
         assert isinstance(event, placement.PlacementEvent), event
+        if self._among is not None and not self._among(event.account_id):
+            return
         known = self._open.get(event.order_id)
         after = placement.evolve(known[1] if known else None, event)
         if after.stage is placement.Stage.DONE:
@@ -106,8 +115,11 @@ class OpenTrades:
         }
     )
 
-    def __init__(self, processes: TradeProcesses) -> None:
-        """Track open trades for `processes` to drive on."""
+    def __init__(
+        self, processes: TradeProcesses, among: Callable[[str], bool] | None = None
+    ) -> None:
+        """Track open trades for `processes` to drive on: of the markets `among` (None: all)."""
+        self._among = among
         self._processes = processes
         self.trades: dict[str, tuple[int, TradeCreated]] = {}
         self._buyer_release_due: dict[str, tuple[int, TradeCreated]] = {}
@@ -117,7 +129,8 @@ class OpenTrades:
         """Open a trade at its creation; close it when settled, or cancelled and released."""
         match event:
             case TradeCreated():
-                self.trades[event.trade_id] = (position, event)
+                if self._among is None or self._among(event.market_id):
+                    self.trades[event.trade_id] = (position, event)
             case TradeSettled():
                 self.trades.pop(event.trade_id, None)
             case TradeCancelled():
@@ -153,4 +166,4 @@ class OpenTrades:
         for _, created in self._buyer_release_due.values():
             await self._processes.release(trade_process.buyer_release(created))
         for trade_id in self._refunding:  # Asks the provider again, with the same refund id.
-            await self._processes.drive(trade_id)
+            await self._processes.drive(trade_id, among=self._among)

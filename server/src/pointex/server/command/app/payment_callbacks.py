@@ -4,7 +4,8 @@ The edge (command/edge/callbacks.py) checks the caller's binding to the provider
 fields, the signature and the signed_at window (payments/verification.py) first; here
 come deduplication on the provider event id, then the match with the trade
 (domain/trade.py), then the step the trade process decides. Every rejection records
-nothing.
+nothing. A callback is applied by the owner of the trade's market, which drives the trade:
+with the slice ranges split across servers, it is placed there.
 
 Every accepted callback is recorded on a stream keyed by (provider, provider event id),
 with the change it causes if any (a failure after settlement, or a second late
@@ -104,6 +105,7 @@ class PaymentCallbacks:
             loaded = await self._processes.load(callback.trade_id)
             trade = trade_model.check_callback(loaded.trade if loaded else None, callback)
             assert loaded is not None
+            self._processes.require_driver(trade)  # Else the call goes to the market's owner.
             happened = process.CallbackReceived(callback)
             step = process.decide(trade, happened, self._processes.now())
             if isinstance(step, process.Cancel) and step.decide_again:

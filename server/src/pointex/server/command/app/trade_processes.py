@@ -11,23 +11,32 @@ decides afresh.
   settle:  PaymentConfirmed + seller's PointsSold, then TradeSettled + buyer's PointsBought
   cancel:  [PaymentFailed +] TradeCancelled + OrderQuantityReturned (market) when the SELL
            order still rests, else + seller's PointsReleased; then buyer's BuyReleased
+
+Each step that moves points is taken on one entity (`TradeStep`: the seller's or buyer's
+account, or the market). With the slice ranges split across command servers, a trade is
+driven by the owner of its market (payment callbacks and refunds are placed there), and a
+step on another server's account is taken by that account's owner (`TradePeers`): it reads
+the trade's record, checks the version the driver decided on, and builds the step's command
+from the record (`take_for_peer`). A release goes to the account's owner the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pointex.server import limits
 from pointex.server.actors.market_actor import MarketActors
 from pointex.server.actors.runtime import AccountActors
 from pointex.server.actors.stream_actor import Decide, Decided, Finish, StreamActor, appending
 from pointex.server.command.app.idempotency import step_record
+from pointex.server.command.app.owners import ALL_HERE, Owners
 from pointex.server.command.app.runner import (
     ProcessRunner,
     pause_after_conflict,
@@ -49,11 +58,11 @@ from pointex.server.domain.market_events import (
     PaymentConfirmed,
     TradeCreated,
     TradeEvent,
-    TradeSettled,
 )
 from pointex.server.domain.processes import trade as process
 from pointex.server.domain.trade import Trade, TradeStatus
-from pointex.server.domain.values import Instant
+from pointex.server.domain.values import Caller, Instant
+from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.group_commit import GroupCommitter
 from pointex.server.eventstore.port import (
@@ -84,6 +93,91 @@ class Loaded:
 
     trade: Trade
     position: int
+
+
+class StepKind(enum.Enum):
+    """A trade's step on one entity (peer.proto's TradeStepKind)."""
+
+    COLLECT_FROM_SELLER = "COLLECT_FROM_SELLER"  # PaymentConfirmed + seller's PointsSold
+    DELIVER_TO_BUYER = "DELIVER_TO_BUYER"  # buyer's PointsBought + TradeSettled
+    RETURN_TO_ORDER = "RETURN_TO_ORDER"  # TradeCancelled + the market's OrderQuantityReturned
+    RELEASE_TO_SELLER = "RELEASE_TO_SELLER"  # TradeCancelled + seller's PointsReleased
+    TAKE_BACK_FROM_BUYER = "TAKE_BACK_FROM_BUYER"  # RefundRequested + buyer's PurchaseReturned
+    RETURN_TO_SELLER = "RETURN_TO_SELLER"  # TradeRefunded + seller's SaleReturned
+    RESTORE_TO_BUYER = "RESTORE_TO_BUYER"  # RefundDeclined + buyer's PurchaseRestored
+
+
+@dataclass(frozen=True, slots=True)
+class TradeStep:
+    """A step of a trade on one entity, with the trade events it records."""
+
+    kind: StepKind
+    events: tuple[TradeEvent, ...]
+    caller: Caller | None = None  # Who asked for the refund (TAKE_BACK_FROM_BUYER).
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A step taken: the position of its last event; `moved`: it committed anything.
+
+    A RETURN_TO_ORDER whose SELL order no longer rests commits nothing (the quantity goes to
+    the seller instead).
+    """
+
+    position: int
+    moved: bool = True
+
+
+class TradePeers(Protocol):
+    """Asks the owner of another server's account or market to take a trade's step there."""
+
+    async def trade_step(
+        self, stream_id: str, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]
+    ) -> Taken:
+        """Have the owner of `stream_id` take `step` of `trade` (at its version), with `record`.
+
+        Raises TradeConflict when the trade changed first, WrongExpectedVersion on another
+        stream that did, the account's refusal (a DomainError), Overloaded, or
+        StoreUnavailable when no owner takes it now.
+        """
+        ...
+
+    async def release(self, release: ReleasePoints | ReleaseBuy) -> int:
+        """Have the owner of the release's account make it, once; return its position (0: made)."""
+        ...
+
+
+def _entity_of(trade: Trade, step: TradeStep) -> tuple[str, object, bool]:
+    """Return the stream that takes `step`, its command, and whether the trade's events go first.
+
+    The command is built from the trade's record alone (and the refund's caller), so the
+    owner of another server's account builds the same one from the same record.
+    """
+    created = trade.created
+    trade_id, quantity, lots = trade.trade_id, created.quantity_points, trade.delivered_lots
+    seller, buyer = created.seller_account_id, created.buyer_account_id
+    command: object
+    match step.kind:
+        case StepKind.COLLECT_FROM_SELLER:
+            command = SellPoints(seller, trade_id, created.sell_order_id, quantity)
+        case StepKind.DELIVER_TO_BUYER:
+            command = BuyPoints(buyer, trade_id, created.buy_order_id, quantity, lots)
+            return streams.account(buyer), command, False
+        case StepKind.RETURN_TO_ORDER:
+            command = ReturnTradeQuantity(
+                created.market_id, trade_id, created.sell_order_id, quantity
+            )
+            return streams.market(created.market_id), command, True
+        case StepKind.RELEASE_TO_SELLER:
+            command = ReleasePoints(seller, created.sell_order_id, trade_id, quantity)
+        case StepKind.TAKE_BACK_FROM_BUYER:
+            assert step.caller is not None, step
+            return streams.account(buyer), ReturnBought(step.caller, buyer, trade_id), True
+        case StepKind.RETURN_TO_SELLER:
+            command = ReturnSold(seller, trade_id, quantity, lots)
+        case StepKind.RESTORE_TO_BUYER:
+            return streams.account(buyer), RestoreBought(buyer, trade_id, quantity, lots), True
+    return streams.account(seller), command, True
 
 
 _STEP_CATEGORIES = frozenset({streams.ACCOUNT, streams.MARKET})
@@ -151,8 +245,16 @@ class TradeProcesses:
         providers: dict[str, PaymentProvider],
         clock: Clock,
         runner: ProcessRunner,
+        owners: Owners = ALL_HERE,
+        peers: TradePeers | None = None,
     ) -> None:
-        """Drive trades over these stores, actors and payment providers, steps in `runner`."""
+        """Drive trades over these stores, actors and payment providers, steps in `runner`.
+
+        `owners` tells which accounts and markets are here; `peers` asks the owners of the
+        others (with the slice ranges split across servers).
+        """
+        self._owners = owners
+        self._peers = peers
         self._store = store
         self._runner = runner
         self._committer = committer
@@ -282,7 +384,8 @@ class TradeProcesses:
             case process.CollectFromSeller():
                 work = self._collect(trade, step.confirmed, record)
             case process.DeliverToBuyer():
-                work = self._deliver(trade, step.settled, record)
+                delivery = TradeStep(StepKind.DELIVER_TO_BUYER, (step.settled,))
+                work = self._deliver(trade, delivery, record)
             case process.Cancel():
                 work = self._cancel(trade, step.events, record)
             case process.RecordEvents():
@@ -311,64 +414,100 @@ class TradeProcesses:
         recorded = await self._committer.submit(record)
         return recorded[-1].position
 
+    async def _take(self, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]) -> Taken:
+        """Take `step` here if its entity is here, else have its owner take it."""
+        stream_id, _, _ = _entity_of(trade, step)
+        if self._owners.owns(stream_id):
+            return await self.take_here(trade, step, record)
+        assert self._peers is not None, f"{stream_id} is elsewhere but no peer is known"
+        with _raced_on(trade):
+            return await self._peers.trade_step(stream_id, trade, step, record)
+
+    async def take_here(
+        self, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]
+    ) -> Taken:
+        """Take `step` on its entity's actor here, with the trade's events and `record`."""
+        stream_id, command, trade_first = _entity_of(trade, step)
+        actor: StreamActor[Any]
+        if step.kind is StepKind.RETURN_TO_ORDER:
+            actor = self._markets.actor(trade.created.market_id)
+        else:
+            account_id = streams.entity_of(stream_id, streams.ACCOUNT)
+            assert account_id is not None, stream_id
+            actor = self._accounts.actor(account_id)
+        extra: tuple[StreamAppend, ...] | Finish[Any, None] = (
+            self._append(trade, step.events),
+            *record,
+        )
+        if step.kind is StepKind.COLLECT_FROM_SELLER:
+            (confirmed,) = step.events
+            assert isinstance(confirmed, PaymentConfirmed), step
+
+            def delivered(
+                _state: object, events: list[Any]
+            ) -> tuple[tuple[StreamAppend, ...], None]:
+                # The confirmation states the lots the sale took: the buyer's credit gets them.
+                (sold,) = events
+                with_lots = replace(confirmed, lots=sold.lots) if sold.lots else confirmed
+                return (self._append(trade, [with_lots]), *record), None
+
+            extra = delivered
+        decided = await self._commit_via(actor, command, extra, trade, trade_first=trade_first)
+        return Taken(decided.position, bool(decided.recorded))
+
+    async def take_for_peer(
+        self, trade_id: str, version: int, step: TradeStep, record: tuple[StreamAppend, ...]
+    ) -> Taken:
+        """Take a step another server's driver decided on the trade at `version`, here.
+
+        Raises TradeConflict when the trade is no longer at that version (the driver decides
+        again), Elsewhere when the step's entity is not here now.
+        """
+        loaded = await self.load(trade_id)
+        if loaded is None or loaded.trade.version != version:
+            raise TradeConflict(trade_id)
+        stream_id, _, _ = _entity_of(loaded.trade, step)
+        if not self._owners.owns(stream_id):
+            raise Elsewhere(stream_id)
+        return await self.take_here(loaded.trade, step, record)
+
+    def require_driver(self, trade: Trade) -> None:
+        """Raise Elsewhere unless this server owns the trade's market, which drives it."""
+        market = streams.market(trade.created.market_id)
+        if not self._owners.owns(market):
+            raise Elsewhere(market)
+
     async def _collect(
         self, trade: Trade, confirmed: PaymentConfirmed, record: tuple[StreamAppend, ...]
     ) -> int:
         """Record the confirmation with the seller's delivery, then credit the buyer."""
-        created = trade.created
-
-        def delivered(_state: object, events: list[Any]) -> tuple[tuple[StreamAppend, ...], None]:
-            # The confirmation states the lots the sale took: the buyer's credit gets them.
-            (sold,) = events
-            with_lots = replace(confirmed, lots=sold.lots) if sold.lots else confirmed
-            return (self._append(trade, [with_lots]), *record), None
-
-        sell = SellPoints(
-            created.seller_account_id,
-            trade.trade_id,
-            created.sell_order_id,
-            created.quantity_points,
-        )
-        seller = self._accounts.actor(created.seller_account_id)
-        decided = await self._commit_via(seller, sell, delivered, trade, trade_first=True)
+        step = TradeStep(StepKind.COLLECT_FROM_SELLER, (confirmed,))
+        taken = await self._take(trade, step, record)
         try:
             delivered_at = await self.advance(trade.trade_id, process.Resumed())
         except (StoreError, Overloaded, errors.DomainError, TradeConflict) as error:
             log.warning("settlement of %s continues later: %s", trade.trade_id, error)
             self.in_background(self._deliver_later(trade.trade_id))
-            return decided.position
+            return taken.position
         assert delivered_at is not None, trade.trade_id
         return delivered_at
 
     async def _deliver(
-        self, trade: Trade, settled: TradeSettled, record: tuple[StreamAppend, ...]
+        self, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]
     ) -> int:
         """Credit the buyer of a confirmed trade and record it settled."""
-        created = trade.created
-        buy = BuyPoints(
-            created.buyer_account_id,
-            trade.trade_id,
-            created.buy_order_id,
-            created.quantity_points,
-            trade.delivered_lots,
-        )
-        buyer = self._accounts.actor(created.buyer_account_id)
-        extra = (self._append(trade, [settled]), *record)
-        decided = await self._commit_via(buyer, buy, extra, trade, trade_first=False)
+        taken = await self._take(trade, step, record)
         self._open.discard(trade.trade_id)
-        return decided.position
+        return taken.position
 
     async def _take_back(
         self, trade: Trade, step: process.TakeBackFromBuyer, record: tuple[StreamAppend, ...]
     ) -> int:
         """Take the purchase's points from the buyer with the refund's request; drive it on."""
-        buyer_id = trade.created.buyer_account_id
-        extra = (self._append(trade, [step.requested]), *record)
-        command = ReturnBought(step.caller, buyer_id, trade.trade_id)
-        buyer = self._accounts.actor(buyer_id)
-        decided = await self._commit_via(buyer, command, extra, trade, trade_first=True)
+        taking = TradeStep(StepKind.TAKE_BACK_FROM_BUYER, (step.requested,), step.caller)
+        taken = await self._take(trade, taking, record)
         self._open.add(trade.trade_id)  # Open until the provider answers (recovery too).
-        return decided.position
+        return taken.position
 
     async def _give_back(
         self,
@@ -377,25 +516,13 @@ class TradeProcesses:
         record: tuple[StreamAppend, ...],
     ) -> int:
         """End a refund: the points to the seller (refunded) or back to the buyer (declined)."""
-        created = trade.created
-        command: ReturnSold | RestoreBought
         if isinstance(step, process.ReturnToSeller):
-            event: TradeEvent = step.refunded
-            account_id = created.seller_account_id
-            command = ReturnSold(
-                account_id, trade.trade_id, created.quantity_points, trade.delivered_lots
-            )
+            giving = TradeStep(StepKind.RETURN_TO_SELLER, (step.refunded,))
         else:
-            event = step.declined
-            account_id = created.buyer_account_id
-            command = RestoreBought(
-                account_id, trade.trade_id, created.quantity_points, trade.delivered_lots
-            )
-        extra = (self._append(trade, [event]), *record)
-        account = self._accounts.actor(account_id)
-        decided = await self._commit_via(account, command, extra, trade, trade_first=True)
+            giving = TradeStep(StepKind.RESTORE_TO_BUYER, (step.declined,))
+        taken = await self._take(trade, giving, record)
         self._open.discard(trade.trade_id)
-        return decided.position
+        return taken.position
 
     async def _ask_refund(self, trade: Trade) -> process.RefundMade | process.RefundRefused:
         """Ask the market's provider to refund the trade (ProviderUnavailable: retry)."""
@@ -456,25 +583,13 @@ class TradeProcesses:
         the buyer's account stops counting it as being bought.
         """
         assert trade.status is TradeStatus.PENDING_PAYMENT, trade
-        created = trade.created
-        extra = (self._append(trade, events), *record)
-        give_back = ReturnTradeQuantity(
-            created.market_id, trade.trade_id, created.sell_order_id, created.quantity_points
-        )
-        market = self._markets.actor(created.market_id)
-        decided = await self._commit_via(market, give_back, extra, trade, trade_first=True)
-        if not decided.recorded:
+        taken = await self._take(trade, TradeStep(StepKind.RETURN_TO_ORDER, tuple(events)), record)
+        if not taken.moved:
             # The SELL order no longer rests (and never will again): the seller gets the points.
-            release = ReleasePoints(
-                created.seller_account_id,
-                created.sell_order_id,
-                trade.trade_id,
-                created.quantity_points,
-            )
-            seller = self._accounts.actor(created.seller_account_id)
-            decided = await self._commit_via(seller, release, extra, trade, trade_first=True)
+            releasing = TradeStep(StepKind.RELEASE_TO_SELLER, tuple(events))
+            taken = await self._take(trade, releasing, record)
         self._open.discard(trade.trade_id)
-        return await self.release(process.buyer_release(created), after=decided.position)
+        return await self.release(process.buyer_release(trade.created), after=taken.position)
 
     async def release(self, release: ReleasePoints | ReleaseBuy, *, after: int = 0) -> int:
         """Release what an order or trade held on an account, once; return its position.
@@ -486,31 +601,44 @@ class TradeProcesses:
         unknown outcome, or by whatever drives the step again) changes nothing.
         """
         try:
-            decided = await self._release_once(release)
+            position = await self._release_once(release)
         except (StoreError, Overloaded, errors.Aborted) as error:
             log.warning("release for %s continues later: %s", release.order_id, error)
             self._runner.spawn(self._release_later(release))
             return after
-        return after if decided is None else decided.position
+        return position or after
 
-    async def _release_once(self, release: ReleasePoints | ReleaseBuy) -> Decided[None] | None:
-        """Commit a release with its record; None when its record shows it was made already."""
+    async def _release_once(self, release: ReleasePoints | ReleaseBuy) -> int:
+        """Commit a release with its record, here or by its account's owner; return its position.
+
+        Returns 0 when its record shows it was made already.
+        """
+        if self._owners.here(release.account_id):
+            return await self.release_here(release)
+        assert self._peers is not None, f"{release.account_id} is elsewhere but no peer is known"
+        return await self._peers.release(release)
+
+    async def release_here(self, release: ReleasePoints | ReleaseBuy) -> int:
+        """Commit a release on an account here, once; return its position (0: made already)."""
         record = release_record(release)
         try:
-            return await self._accounts.ask(release.account_id, Decide(release, appending(record)))
+            decided: Decided[None] = await self._accounts.ask(
+                release.account_id, Decide(release, appending(record))
+            )
         except WrongExpectedVersion as conflict:
             if conflict.stream_id != record.stream_id:
                 raise
-            return None
+            return 0
+        return decided.position
 
     async def _release_later(self, release: ReleasePoints | ReleaseBuy) -> None:
         record = release_record(release).stream_id
 
-        async def release_unless_made() -> Decided[None] | None:
+        async def release_unless_made() -> int:
             # A release whose commit had an unknown outcome may have been made: then the
             # account may refuse it again (its held points are gone), and its record tells.
             if await self._store.read_stream(record, 1, 1):
-                return None
+                return 0
             return await self._release_once(release)
 
         await retry_until_done(
@@ -533,12 +661,13 @@ class TradeProcesses:
         self.watch_deadline(created.trade_id, created.payment_deadline)
         self.in_background(self._resume(created.trade_id))
 
-    async def drive(self, trade_id: str) -> None:
+    async def drive(self, trade_id: str, among: Callable[[str], bool] | None = None) -> None:
         """Make sure what is due for a trade happens (nothing, if this server drives it).
 
         For a trade found after a commit whose answer was lost (its placement's, or one of
         its own steps'): a pending or confirmed trade is started; a cancelled one has its
-        buyer released (once: the release is recorded); a settled one needs nothing.
+        buyer released (once: the release is recorded); a settled one needs nothing. With
+        `among`, only a trade of the markets it names (recovery of some slice ranges).
         """
         if trade_id in self._open:
             return
@@ -546,6 +675,8 @@ class TradeProcesses:
         if loaded is None:
             return
         trade = loaded.trade
+        if among is not None and not among(trade.created.market_id):
+            return  # Another server's market: it drives the trade.
         if trade.status is TradeStatus.CANCELLED:
             await self.release(process.buyer_release(trade.created))
         elif trade.status is not TradeStatus.SETTLED and trade.status is not TradeStatus.REFUNDED:

@@ -35,7 +35,7 @@ from pointex.server.command.edge.bulk import (
     segments,
 )
 from pointex.server.command.edge.callbacks import CallbackEdge
-from pointex.server.command.edge.market_replies import ProtoMarketHandlers
+from pointex.server.command.edge.market_replies import ProtoMarketHandlers, order_of
 from pointex.server.command.edge.replies import ProtoReplies, request_of
 from pointex.server.command.edge.transfer_rpcs import (
     ISSUE,
@@ -49,9 +49,7 @@ from pointex.server.command.edge.transfer_rpcs import (
     transfer_request,
 )
 from pointex.server.domain import commands as cmd
-from pointex.server.domain import errors
 from pointex.server.domain.account import Account
-from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.program import SetProgramRules
 from pointex.server.domain.trade import TradeStatus
 from pointex.server.domain.values import Principal, Role, TransferKind
@@ -134,17 +132,14 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         *,
         leases: LeaseReader,
         owner_id: str = "",
-        split: bool = False,
     ) -> None:
         """Serve account commands through `handlers`, the market through the others.
 
         `leases` reads the slice ranges' leases; `owner_id` names this server's run when it
-        holds leases (empty when it runs alone). `split`: the cluster splits the ranges across
-        servers; the market's calls are refused (MARKETS_NOT_ON_SPLIT_RANGES), and bulk
+        holds leases (empty when it runs alone). With the ranges split across servers, bulk
         commands on other servers' accounts go to their owners through `forwarder`, set once
         the server listens.
         """
-        self._split = split
         self.forwarder: Forwarder | None = None
         self._handlers = handlers
         self._market = market
@@ -356,45 +351,20 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
             merchant_available_points=done.initiated.from_available_points,
         )
 
-    def _require_trading(self) -> None:
-        """Refuse a market call on a server whose cluster splits the slice ranges."""
-        if self._split:
-            raise errors.FailedPrecondition(
-                errors.MARKETS_NOT_ON_SPLIT_RANGES,
-                "this cluster splits its slice ranges across command servers, and trading "
-                "needs one server holding every range",
-            )
-
     async def _transfer(self, request: Any, rpc: TransferRpc) -> TransferDone:
         return await self._handlers.transfer(transfer_request(request, rpc))
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, _: Context) -> pb.PlaceOrderResponse:
         """Place a limit order; reply once it is matched (and rests, if anything is left)."""
-        self._require_trading()
         principal = current_principal()
         key = request_key(principal, convert.request_id(request.request_id))
-        order = PlaceOrder(
-            order_id_for(key),
-            convert.identifier("account_id", request.account_id),
-            convert.identifier("market_id", request.market_id),
-            convert.order_side(request.side),
-            convert.amount("quantity_points", request.quantity_points),
-            convert.price("limit_price_minor", request.limit_price_minor),
-            convert.time_in_force(request.time_in_force),
-            convert.optional_identifier("client_order_id", request.client_order_id),
-            (
-                convert.order_fee_quote("fee_quote", request.fee_quote)
-                if request.HasField("fee_quote")
-                else None
-            ),
-        )
+        order = order_of(request, order_id_for(key))
         return await self._market.place_order(principal, request_of(request), order)
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, _: Context
     ) -> pb.CancelOrderResponse:
         """Take a resting order out of the book."""
-        self._require_trading()
         convert.request_id(request.request_id)
         return await self._market.cancel_order(
             current_principal(),
@@ -407,7 +377,6 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.RefundPurchaseRequest, _: Context
     ) -> pb.RefundPurchaseResponse:
         """Refund a purchase within its cooling-off window."""
-        self._require_trading()
         outcome = await self._refunds.refund(
             current_principal(),
             convert.request_id(request.request_id),
@@ -425,14 +394,12 @@ class CommandServicer(command_service_pb2_grpc.CommandServiceServicer):
         self, request: pb.ConfirmPaymentRequest, _: Context
     ) -> pb.ConfirmPaymentResponse:
         """A provider's signed confirmation: settle the trade (or flag a late one)."""
-        self._require_trading()
         return await self._callbacks.handle(current_principal(), request, pb.ConfirmPaymentResponse)
 
     async def FailPayment(
         self, request: pb.FailPaymentRequest, _: Context
     ) -> pb.FailPaymentResponse:
         """A provider's signed failure: cancel the trade."""
-        self._require_trading()
         return await self._callbacks.handle(current_principal(), request, pb.FailPaymentResponse)
 
     async def ExecuteBulk(

@@ -20,6 +20,7 @@ from pointex.server.domain.market_commands import PlaceOrder
 from pointex.server.domain.market_events import TradeCreated
 from pointex.server.domain.order_book import BookOrder, copy_order
 from pointex.server.domain.values import Instant, Market, OrderSide, TimeInForce
+from pointex.server.grpc_edge import convert
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
 
@@ -128,6 +129,25 @@ def place_request_of(order: PlaceOrder) -> pb.PlaceOrderRequest:
         request.fee_quote.fee_minor = order.fee_quote.fee_minor
         request.fee_quote.schedule_version = order.fee_quote.schedule_version
     return request
+
+
+def order_of(request: pb.PlaceOrderRequest, order_id: str) -> PlaceOrder:
+    """Return the order a PlaceOrder request places, under `order_id`; InvalidRequest if bad."""
+    return PlaceOrder(
+        order_id,
+        convert.identifier("account_id", request.account_id),
+        convert.identifier("market_id", request.market_id),
+        convert.order_side(request.side),
+        convert.amount("quantity_points", request.quantity_points),
+        convert.price("limit_price_minor", request.limit_price_minor),
+        convert.time_in_force(request.time_in_force),
+        convert.optional_identifier("client_order_id", request.client_order_id),
+        (
+            convert.order_fee_quote("fee_quote", request.fee_quote)
+            if request.HasField("fee_quote")
+            else None
+        ),
+    )
 
 
 def placement_digest(order: PlaceOrder) -> bytes:

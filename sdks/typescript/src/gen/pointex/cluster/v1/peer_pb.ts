@@ -2,17 +2,336 @@
 // @generated from file pointex/cluster/v1/peer.proto (package pointex.cluster.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { BulkError } from "../../v1/command_service_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { BulkError, PlaceOrderRequest, PlaceOrderResponse } from "../../v1/command_service_pb.js";
 import { file_pointex_v1_command_service } from "../../v1/command_service_pb.js";
+import type { OrderSide } from "../../v1/common_pb.js";
+import { file_pointex_v1_common } from "../../v1/common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file pointex/cluster/v1/peer.proto.
  */
 export const file_pointex_cluster_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wb2ludGV4L2NsdXN0ZXIvdjEvcGVlci5wcm90bxIScG9pbnRleC5jbHVzdGVyLnYxIioKElRha2VDcmVkaXRzUmVxdWVzdBIUCgx0cmFuc2Zlcl9pZHMYASADKAkiRwoTVGFrZUNyZWRpdHNSZXNwb25zZRIwCgdjcmVkaXRzGAEgAygLMh8ucG9pbnRleC5jbHVzdGVyLnYxLlRha2VuQ3JlZGl0IlQKC1Rha2VuQ3JlZGl0EhIKCHBvc2l0aW9uGAEgASgDSAASJgoFZXJyb3IYAiABKAsyFS5wb2ludGV4LnYxLkJ1bGtFcnJvckgAQgkKB291dGNvbWUybQoLUGVlclNlcnZpY2USXgoLVGFrZUNyZWRpdHMSJi5wb2ludGV4LmNsdXN0ZXIudjEuVGFrZUNyZWRpdHNSZXF1ZXN0GicucG9pbnRleC5jbHVzdGVyLnYxLlRha2VDcmVkaXRzUmVzcG9uc2ViBnByb3RvMw", [file_pointex_v1_command_service]);
+  fileDesc("Ch1wb2ludGV4L2NsdXN0ZXIvdjEvcGVlci5wcm90bxIScG9pbnRleC5jbHVzdGVyLnYxIlQKDEVuY29kZWRFdmVudBIMCgR0eXBlGAEgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAIgASgNEgwKBGRhdGEYAyABKAwSEAoIbWV0YWRhdGEYBCABKAwibgoNRW5jb2RlZEFwcGVuZBIRCglzdHJlYW1faWQYASABKAkSGAoQZXhwZWN0ZWRfdmVyc2lvbhgCIAEoAxIwCgZldmVudHMYAyADKAsyIC5wb2ludGV4LmNsdXN0ZXIudjEuRW5jb2RlZEV2ZW50IowCChRUYWtlVHJhZGVTdGVwUmVxdWVzdBIQCgh0cmFkZV9pZBgBIAEoCRIVCg10cmFkZV92ZXJzaW9uGAIgASgDEi8KBGtpbmQYAyABKA4yIS5wb2ludGV4LmNsdXN0ZXIudjEuVHJhZGVTdGVwS2luZBI2Cgx0cmFkZV9ldmVudHMYBCADKAsyIC5wb2ludGV4LmNsdXN0ZXIudjEuRW5jb2RlZEV2ZW50EjIKB3JlY29yZHMYBSADKAsyIS5wb2ludGV4LmNsdXN0ZXIudjEuRW5jb2RlZEFwcGVuZBITCgtjYWxsZXJfcm9sZRgGIAEoCRIZChFjYWxsZXJfcGFydG5lcl9pZBgHIAEoCSI4ChVUYWtlVHJhZGVTdGVwUmVzcG9uc2USEAoIcG9zaXRpb24YASABKAMSDQoFbW92ZWQYAiABKAgikQEKFVBsYWNlSGVsZE9yZGVyUmVxdWVzdBIsCgVvcmRlchgBIAEoCzIdLnBvaW50ZXgudjEuUGxhY2VPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIOCgZkaWdlc3QYBCABKAwSFAoMcHJpbmNpcGFsX2lkGAUgASgJIlkKFlBsYWNlSGVsZE9yZGVyUmVzcG9uc2USLQoFcmVwbHkYASABKAsyHi5wb2ludGV4LnYxLlBsYWNlT3JkZXJSZXNwb25zZRIQCghwb3NpdGlvbhgCIAEoAyKKAQoSUmVsZWFzZUhlbGRSZXF1ZXN0EhIKCmFjY291bnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSEAoIdHJhZGVfaWQYAyABKAkSIwoEc2lkZRgEIAEoDjIVLnBvaW50ZXgudjEuT3JkZXJTaWRlEhcKD3F1YW50aXR5X3BvaW50cxgFIAEoAyInChNSZWxlYXNlSGVsZFJlc3BvbnNlEhAKCHBvc2l0aW9uGAEgASgDIioKElRha2VDcmVkaXRzUmVxdWVzdBIUCgx0cmFuc2Zlcl9pZHMYASADKAkiRwoTVGFrZUNyZWRpdHNSZXNwb25zZRIwCgdjcmVkaXRzGAEgAygLMh8ucG9pbnRleC5jbHVzdGVyLnYxLlRha2VuQ3JlZGl0IlQKC1Rha2VuQ3JlZGl0EhIKCHBvc2l0aW9uGAEgASgDSAASJgoFZXJyb3IYAiABKAsyFS5wb2ludGV4LnYxLkJ1bGtFcnJvckgAQgkKB291dGNvbWUqwQIKDVRyYWRlU3RlcEtpbmQSHwobVFJBREVfU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASJwojVFJBREVfU1RFUF9LSU5EX0NPTExFQ1RfRlJPTV9TRUxMRVIQARIkCiBUUkFERV9TVEVQX0tJTkRfREVMSVZFUl9UT19CVVlFUhACEiMKH1RSQURFX1NURVBfS0lORF9SRVRVUk5fVE9fT1JERVIQAxIlCiFUUkFERV9TVEVQX0tJTkRfUkVMRUFTRV9UT19TRUxMRVIQBBIoCiRUUkFERV9TVEVQX0tJTkRfVEFLRV9CQUNLX0ZST01fQlVZRVIQBRIkCiBUUkFERV9TVEVQX0tJTkRfUkVUVVJOX1RPX1NFTExFUhAGEiQKIFRSQURFX1NURVBfS0lORF9SRVNUT1JFX1RPX0JVWUVSEAcynAMKC1BlZXJTZXJ2aWNlEl4KC1Rha2VDcmVkaXRzEiYucG9pbnRleC5jbHVzdGVyLnYxLlRha2VDcmVkaXRzUmVxdWVzdBonLnBvaW50ZXguY2x1c3Rlci52MS5UYWtlQ3JlZGl0c1Jlc3BvbnNlEmQKDVRha2VUcmFkZVN0ZXASKC5wb2ludGV4LmNsdXN0ZXIudjEuVGFrZVRyYWRlU3RlcFJlcXVlc3QaKS5wb2ludGV4LmNsdXN0ZXIudjEuVGFrZVRyYWRlU3RlcFJlc3BvbnNlEmcKDlBsYWNlSGVsZE9yZGVyEikucG9pbnRleC5jbHVzdGVyLnYxLlBsYWNlSGVsZE9yZGVyUmVxdWVzdBoqLnBvaW50ZXguY2x1c3Rlci52MS5QbGFjZUhlbGRPcmRlclJlc3BvbnNlEl4KC1JlbGVhc2VIZWxkEiYucG9pbnRleC5jbHVzdGVyLnYxLlJlbGVhc2VIZWxkUmVxdWVzdBonLnBvaW50ZXguY2x1c3Rlci52MS5SZWxlYXNlSGVsZFJlc3BvbnNlYgZwcm90bzM", [file_pointex_v1_command_service, file_pointex_v1_common]);
+
+/**
+ * An event as the event store keeps it: what a trade's step commits.
+ *
+ * @generated from message pointex.cluster.v1.EncodedEvent
+ */
+export type EncodedEvent = Message<"pointex.cluster.v1.EncodedEvent"> & {
+  /**
+   * The event's stable type name (events.proto's message name).
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * The version of the type's schema the data follows.
+   *
+   * @generated from field: uint32 schema_version = 2;
+   */
+  schemaVersion: number;
+
+  /**
+   * The event, as its events.proto message.
+   *
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+
+  /**
+   * The event's metadata, opaque to the store (e.g. a record's request id).
+   *
+   * @generated from field: bytes metadata = 4;
+   */
+  metadata: Uint8Array;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.EncodedEvent.
+ * Use `create(EncodedEventSchema)` to create a new message.
+ */
+export const EncodedEventSchema: GenMessage<EncodedEvent> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 0);
+
+/**
+ * Events appended to one stream at the version its writer saw.
+ *
+ * @generated from message pointex.cluster.v1.EncodedAppend
+ */
+export type EncodedAppend = Message<"pointex.cluster.v1.EncodedAppend"> & {
+  /**
+   * The stream's id (e.g. `request-<key>`).
+   *
+   * @generated from field: string stream_id = 1;
+   */
+  streamId: string;
+
+  /**
+   * The version of the stream's last event the writer saw (0: the stream is new).
+   *
+   * @generated from field: int64 expected_version = 2;
+   */
+  expectedVersion: bigint;
+
+  /**
+   * The events, in order.
+   *
+   * @generated from field: repeated pointex.cluster.v1.EncodedEvent events = 3;
+   */
+  events: EncodedEvent[];
+};
+
+/**
+ * Describes the message pointex.cluster.v1.EncodedAppend.
+ * Use `create(EncodedAppendSchema)` to create a new message.
+ */
+export const EncodedAppendSchema: GenMessage<EncodedAppend> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 1);
+
+/**
+ * A trade's step to take here.
+ *
+ * @generated from message pointex.cluster.v1.TakeTradeStepRequest
+ */
+export type TakeTradeStepRequest = Message<"pointex.cluster.v1.TakeTradeStepRequest"> & {
+  /**
+   * The trade's id (its record is `trade-<id>`).
+   *
+   * @generated from field: string trade_id = 1;
+   */
+  tradeId: string;
+
+  /**
+   * The version of the trade's record the driver decided the step on.
+   *
+   * @generated from field: int64 trade_version = 2;
+   */
+  tradeVersion: bigint;
+
+  /**
+   * Which step.
+   *
+   * @generated from field: pointex.cluster.v1.TradeStepKind kind = 3;
+   */
+  kind: TradeStepKind;
+
+  /**
+   * The trade events the step records, in order.
+   *
+   * @generated from field: repeated pointex.cluster.v1.EncodedEvent trade_events = 4;
+   */
+  tradeEvents: EncodedEvent[];
+
+  /**
+   * Other records committed in the step's unit (a payment callback's).
+   *
+   * @generated from field: repeated pointex.cluster.v1.EncodedAppend records = 5;
+   */
+  records: EncodedAppend[];
+
+  /**
+   * For TAKE_BACK_FROM_BUYER: the role of the caller who asked for the refund (a Role value
+   * name, e.g. `PARTNER`).
+   *
+   * @generated from field: string caller_role = 6;
+   */
+  callerRole: string;
+
+  /**
+   * For TAKE_BACK_FROM_BUYER: the caller's partner id (empty for the operator).
+   *
+   * @generated from field: string caller_partner_id = 7;
+   */
+  callerPartnerId: string;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.TakeTradeStepRequest.
+ * Use `create(TakeTradeStepRequestSchema)` to create a new message.
+ */
+export const TakeTradeStepRequestSchema: GenMessage<TakeTradeStepRequest> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 2);
+
+/**
+ * A trade's step taken.
+ *
+ * @generated from message pointex.cluster.v1.TakeTradeStepResponse
+ */
+export type TakeTradeStepResponse = Message<"pointex.cluster.v1.TakeTradeStepResponse"> & {
+  /**
+   * The global position of the step's last event.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+
+  /**
+   * False for RETURN_TO_ORDER when the SELL order no longer rests (nothing was committed:
+   * the quantity goes to the seller instead).
+   *
+   * @generated from field: bool moved = 2;
+   */
+  moved: boolean;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.TakeTradeStepResponse.
+ * Use `create(TakeTradeStepResponseSchema)` to create a new message.
+ */
+export const TakeTradeStepResponseSchema: GenMessage<TakeTradeStepResponse> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 3);
+
+/**
+ * An order held on its account, to place in this server's market.
+ *
+ * @generated from message pointex.cluster.v1.PlaceHeldOrderRequest
+ */
+export type PlaceHeldOrderRequest = Message<"pointex.cluster.v1.PlaceHeldOrderRequest"> & {
+  /**
+   * The order's terms, as a PlaceOrder call states them (its request_id is not read).
+   *
+   * @generated from field: pointex.v1.PlaceOrderRequest order = 1;
+   */
+  order?: PlaceOrderRequest | undefined;
+
+  /**
+   * The order's id (derived from the caller's request key).
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+
+  /**
+   * The client's request id of the PlaceOrder call (empty when recovery places the order).
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+
+  /**
+   * The SHA-256 of the request's payload without its request id.
+   *
+   * @generated from field: bytes digest = 4;
+   */
+  digest: Uint8Array;
+
+  /**
+   * The principal who placed the order (empty when recovery places it).
+   *
+   * @generated from field: string principal_id = 5;
+   */
+  principalId: string;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.PlaceHeldOrderRequest.
+ * Use `create(PlaceHeldOrderRequestSchema)` to create a new message.
+ */
+export const PlaceHeldOrderRequestSchema: GenMessage<PlaceHeldOrderRequest> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 4);
+
+/**
+ * The placement's reply.
+ *
+ * @generated from message pointex.cluster.v1.PlaceHeldOrderResponse
+ */
+export type PlaceHeldOrderResponse = Message<"pointex.cluster.v1.PlaceHeldOrderResponse"> & {
+  /**
+   * The PlaceOrder reply, as recorded with the placement.
+   *
+   * @generated from field: pointex.v1.PlaceOrderResponse reply = 1;
+   */
+  reply?: PlaceOrderResponse | undefined;
+
+  /**
+   * The global position of the placement's last event.
+   *
+   * @generated from field: int64 position = 2;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.PlaceHeldOrderResponse.
+ * Use `create(PlaceHeldOrderResponseSchema)` to create a new message.
+ */
+export const PlaceHeldOrderResponseSchema: GenMessage<PlaceHeldOrderResponse> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 5);
+
+/**
+ * What to release on an account.
+ *
+ * @generated from message pointex.cluster.v1.ReleaseHeldRequest
+ */
+export type ReleaseHeldRequest = Message<"pointex.cluster.v1.ReleaseHeldRequest"> & {
+  /**
+   * The account's id.
+   *
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * The order whose quantity is released.
+   *
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+
+  /**
+   * The cancelled trade whose quantity is released (empty: the order's own).
+   *
+   * @generated from field: string trade_id = 3;
+   */
+  tradeId: string;
+
+  /**
+   * The order's side: SELL releases held points, BUY what was reserved to buy.
+   *
+   * @generated from field: pointex.v1.OrderSide side = 4;
+   */
+  side: OrderSide;
+
+  /**
+   * The points, or the quantity, to release.
+   *
+   * @generated from field: int64 quantity_points = 5;
+   */
+  quantityPoints: bigint;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.ReleaseHeldRequest.
+ * Use `create(ReleaseHeldRequestSchema)` to create a new message.
+ */
+export const ReleaseHeldRequestSchema: GenMessage<ReleaseHeldRequest> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 6);
+
+/**
+ * A release made.
+ *
+ * @generated from message pointex.cluster.v1.ReleaseHeldResponse
+ */
+export type ReleaseHeldResponse = Message<"pointex.cluster.v1.ReleaseHeldResponse"> & {
+  /**
+   * The global position of the release's event (0: it was made already).
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message pointex.cluster.v1.ReleaseHeldResponse.
+ * Use `create(ReleaseHeldResponseSchema)` to create a new message.
+ */
+export const ReleaseHeldResponseSchema: GenMessage<ReleaseHeldResponse> = /*@__PURE__*/
+  messageDesc(file_pointex_cluster_v1_peer, 7);
 
 /**
  * The transfers whose credits to take.
@@ -34,7 +353,7 @@ export type TakeCreditsRequest = Message<"pointex.cluster.v1.TakeCreditsRequest"
  * Use `create(TakeCreditsRequestSchema)` to create a new message.
  */
 export const TakeCreditsRequestSchema: GenMessage<TakeCreditsRequest> = /*@__PURE__*/
-  messageDesc(file_pointex_cluster_v1_peer, 0);
+  messageDesc(file_pointex_cluster_v1_peer, 8);
 
 /**
  * How each credit ended, in the order of the request's transfer ids.
@@ -55,7 +374,7 @@ export type TakeCreditsResponse = Message<"pointex.cluster.v1.TakeCreditsRespons
  * Use `create(TakeCreditsResponseSchema)` to create a new message.
  */
 export const TakeCreditsResponseSchema: GenMessage<TakeCreditsResponse> = /*@__PURE__*/
-  messageDesc(file_pointex_cluster_v1_peer, 1);
+  messageDesc(file_pointex_cluster_v1_peer, 9);
 
 /**
  * How one credit ended.
@@ -92,7 +411,76 @@ export type TakenCredit = Message<"pointex.cluster.v1.TakenCredit"> & {
  * Use `create(TakenCreditSchema)` to create a new message.
  */
 export const TakenCreditSchema: GenMessage<TakenCredit> = /*@__PURE__*/
-  messageDesc(file_pointex_cluster_v1_peer, 2);
+  messageDesc(file_pointex_cluster_v1_peer, 10);
+
+/**
+ * The step of a trade taken on one account or on the market.
+ *
+ * @generated from enum pointex.cluster.v1.TradeStepKind
+ */
+export enum TradeStepKind {
+  /**
+   * Never sent.
+   *
+   * @generated from enum value: TRADE_STEP_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The seller delivers the paid quantity out of held (PaymentConfirmed, with the lots taken).
+   *
+   * @generated from enum value: TRADE_STEP_KIND_COLLECT_FROM_SELLER = 1;
+   */
+  COLLECT_FROM_SELLER = 1,
+
+  /**
+   * The buyer receives it (TradeSettled).
+   *
+   * @generated from enum value: TRADE_STEP_KIND_DELIVER_TO_BUYER = 2;
+   */
+  DELIVER_TO_BUYER = 2,
+
+  /**
+   * The trade is cancelled and its quantity returns to its SELL order, if that still rests.
+   *
+   * @generated from enum value: TRADE_STEP_KIND_RETURN_TO_ORDER = 3;
+   */
+  RETURN_TO_ORDER = 3,
+
+  /**
+   * The trade is cancelled and its quantity returns to the seller (the order rests no more).
+   *
+   * @generated from enum value: TRADE_STEP_KIND_RELEASE_TO_SELLER = 4;
+   */
+  RELEASE_TO_SELLER = 4,
+
+  /**
+   * A refund is asked: the buyer gives the purchase back.
+   *
+   * @generated from enum value: TRADE_STEP_KIND_TAKE_BACK_FROM_BUYER = 5;
+   */
+  TAKE_BACK_FROM_BUYER = 5,
+
+  /**
+   * The refund was made: the seller gets the points back.
+   *
+   * @generated from enum value: TRADE_STEP_KIND_RETURN_TO_SELLER = 6;
+   */
+  RETURN_TO_SELLER = 6,
+
+  /**
+   * The refund was declined: the buyer gets the purchase back.
+   *
+   * @generated from enum value: TRADE_STEP_KIND_RESTORE_TO_BUYER = 7;
+   */
+  RESTORE_TO_BUYER = 7,
+}
+
+/**
+ * Describes the enum pointex.cluster.v1.TradeStepKind.
+ */
+export const TradeStepKindSchema: GenEnum<TradeStepKind> = /*@__PURE__*/
+  enumDesc(file_pointex_cluster_v1_peer, 0);
 
 /**
  * What the command servers of a cluster ask each other, when they split the slice ranges
@@ -105,6 +493,12 @@ export const TakenCreditSchema: GenMessage<TakenCredit> = /*@__PURE__*/
  * from the event store, decides the step due there, and commits the credit on its account
  * with the record's next event, at the version it read. So a caller can only make a server
  * take a step that a transfer's record says is due, which the transfer's process takes anyway.
+ *
+ * Trading works the same way: an order is held by the owner of its account and placed by the
+ * owner of its market (PlaceHeldOrder); a trade is driven by the owner of its market, and each
+ * step on a seller's or buyer's account is taken by that account's owner (TakeTradeStep), which
+ * reads the trade's record and builds the step's command from it. Releases of what an order or
+ * a trade held go to the account's owner (ReleaseHeld).
  *
  * @generated from service pointex.cluster.v1.PeerService
  */
@@ -126,6 +520,57 @@ export const PeerService: GenService<{
     methodKind: "unary";
     input: typeof TakeCreditsRequestSchema;
     output: typeof TakeCreditsResponseSchema;
+  },
+  /**
+   * Takes a trade's step on an account or the market of this server (TradeProcesses drives
+   * the trade on the server of its market). The server reads the trade's record, checks that
+   * it is still at the version the driver decided on, builds the step's command from the
+   * record (amounts, parties, lots) and commits it with the step's trade events and records,
+   * at that version.
+   *
+   * Errors: ABORTED / CONCURRENT_MODIFICATION when the trade, the account or a record changed
+   * first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
+   * FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
+   * RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
+   * entity is not this server's now, UNAVAILABLE when the store failed.
+   *
+   * @generated from rpc pointex.cluster.v1.PeerService.TakeTradeStep
+   */
+  takeTradeStep: {
+    methodKind: "unary";
+    input: typeof TakeTradeStepRequestSchema;
+    output: typeof TakeTradeStepResponseSchema;
+  },
+  /**
+   * Places an order held on an account of another server in a market of this one: the market
+   * step of a placement (command/app/market_handlers.py). The request's record is written with
+   * the placement, as when the account is here.
+   * A placement that committed already is answered from that record.
+   *
+   * Errors: the refusal of the market (then recorded as the order's rejection: the caller
+   * releases the hold), as PlaceOrder would end with it; ABORTED / REQUEST_IN_PROGRESS while
+   * an earlier attempt runs; UNAVAILABLE as for TakeTradeStep.
+   *
+   * @generated from rpc pointex.cluster.v1.PeerService.PlaceHeldOrder
+   */
+  placeHeldOrder: {
+    methodKind: "unary";
+    input: typeof PlaceHeldOrderRequestSchema;
+    output: typeof PlaceHeldOrderResponseSchema;
+  },
+  /**
+   * Releases on an account of this server what an order or a trade held on it and no longer
+   * needs (an order cancelled in the market of another server, a cancelled trade's buyer),
+   * once: the release commits with its record, and a release made already changes nothing.
+   *
+   * Errors: as for TakeTradeStep.
+   *
+   * @generated from rpc pointex.cluster.v1.PeerService.ReleaseHeld
+   */
+  releaseHeld: {
+    methodKind: "unary";
+    input: typeof ReleaseHeldRequestSchema;
+    output: typeof ReleaseHeldResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pointex_cluster_v1_peer, 0);
