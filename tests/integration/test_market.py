@@ -24,18 +24,26 @@ from hypothesis import strategies as st
 
 from pointex.server import limits
 from pointex.server.actors.stream_actor import Decide
-from pointex.server.command.app.trade_processes import TradeConflict
+from pointex.server.command.app.trade_processes import (
+    Taken,
+    TradeConflict,
+    TradeProcesses,
+    TradeStep,
+)
 from pointex.server.command.edge.feed_servicer import to_wire
 from pointex.server.command.edge.replies import request_of
-from pointex.server.domain import errors
-from pointex.server.domain.commands import CloseAccount
+from pointex.server.domain import errors, streams
+from pointex.server.domain import trade as trade_model
+from pointex.server.domain.commands import CloseAccount, ReleaseBuy, ReleasePoints
 from pointex.server.domain.order_book import OrderBook, held_by_resting_sells
 from pointex.server.domain.processes import trade as process
-from pointex.server.domain.trade import TradeStatus
+from pointex.server.domain.trade import Trade, TradeStatus
 from pointex.server.domain.values import (
     AccountKind,
     AccountStatus,
     Caller,
+    Instant,
+    Money,
     OrderSide,
     Role,
     TimeInForce,
@@ -43,6 +51,7 @@ from pointex.server.domain.values import (
 )
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import (
+    CommitOutcomeUnknown,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -250,6 +259,79 @@ async def test_a_retried_placement_returns_the_original_order(node: Node) -> Non
     again = await node.place(seller, OrderSide.SELL, 5, 100, request_id="r-1")
     assert again.order.order_id == first.order.order_id
     assert await node.balances(seller) == (95, 5)
+
+
+async def test_a_step_taken_elsewhere_whose_answer_was_lost_is_found_and_the_trade_delivered(
+    node: Node,
+) -> None:
+    """The seller's owner took the collection but its answer never came: the trade goes on.
+
+    The driver owns everything but the seller's account (split ranges); the seller's owner
+    commits the step and its answer is lost. The driver reports the outcome as unknown and
+    drives the trade on once the owner answers: the buyer is credited, once.
+    """
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 10, 100)
+    trade_id = (await node.place(buyer, OrderSide.BUY, 4, 120)).trades[0].trade_id
+    await node.settle_background()
+
+    class SellerElsewhere:
+        def here(self, account_id: str) -> bool:
+            return account_id != seller
+
+        def owns(self, stream_id: str) -> bool:
+            return stream_id != streams.account(seller)
+
+        async def credit(self, account_id: str, transfer_id: str) -> int:
+            raise AssertionError((account_id, transfer_id))
+
+    class AnswerLost:
+        async def trade_step(
+            self, _stream: str, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]
+        ) -> Taken:
+            await node.processes.take_for_peer(trade.trade_id, trade.version, step, record)
+            raise StoreUnavailable("the owner's answer was lost")
+
+        async def release(self, release: ReleasePoints | ReleaseBuy) -> int:
+            return await node.processes.release_here(release)
+
+    driver = TradeProcesses(
+        store=node.store,
+        committer=node.committer,
+        accounts=node.accounts,
+        markets=node.markets,
+        providers={"sandbox": node.provider},
+        clock=node.clock,
+        runner=node.runner,
+        owners=SellerElsewhere(),
+        peers=AnswerLost(),
+    )
+    loaded = await driver.load(trade_id)
+    assert loaded is not None
+    assert loaded.trade.payment is not None
+    callback = trade_model.Callback(
+        "sandbox",
+        loaded.trade.payment.payment_id,
+        trade_id,
+        True,
+        Money(loaded.trade.created.amount_due_minor, "CNY"),
+        "evt-lost",
+        Instant(node.clock()),
+        "k1",
+    )
+    try:
+        with pytest.raises(CommitOutcomeUnknown):
+            await driver.advance(trade_id, process.CallbackReceived(callback))
+        for _ in range(1000):  # The trade is driven on in the background: 10 s at most.
+            settled = await driver.load(trade_id)
+            assert settled is not None
+            if settled.trade.status is TradeStatus.SETTLED:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        driver.stop_deadlines()
+    assert await node.balances(seller) == (90, 6)
+    assert await node.balances(buyer) == (4, 0)
 
 
 async def test_a_refused_payment_request_cancels_the_trade(node: Node) -> None:

@@ -152,7 +152,6 @@ class Placed(Generic[P]):
 
     response: P
     created: list[TradeCreated]
-    remainder_points: int  # an IOC remainder, to release on the account
 
 
 class MarketHandlers(Generic[P, C]):
@@ -362,10 +361,7 @@ class MarketHandlers(Generic[P, C]):
                 *(StreamAppend(streams.trade(c.trade_id), 0, (codec.encode(c),)) for c in created),
                 record,
             )
-            remainder = sum(
-                e.cancelled_quantity_points for e in events if isinstance(e, OrderCancelled)
-            )
-            return appends, Placed(response, created, remainder)
+            return appends, Placed(response, created)
 
         return finish
 

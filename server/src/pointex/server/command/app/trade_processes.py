@@ -69,6 +69,7 @@ from pointex.server.eventstore.port import (
     CommitOutcomeUnknown,
     EventStore,
     StoreError,
+    StoreUnavailable,
     StreamAppend,
     WrongExpectedVersion,
 )
@@ -137,8 +138,8 @@ class TradePeers(Protocol):
         """Have the owner of `stream_id` take `step` of `trade` (at its version), with `record`.
 
         Raises TradeConflict when the trade changed first, WrongExpectedVersion on another
-        stream that did, the account's refusal (a DomainError), Overloaded, or
-        StoreUnavailable when no owner takes it now.
+        stream that did, the account's refusal (a DomainError), Overloaded, CommitOutcomeUnknown,
+        or StoreUnavailable when no owner answers (the step may have been taken all the same).
         """
         ...
 
@@ -418,10 +419,18 @@ class TradeProcesses:
         """Take `step` here if its entity is here, else have its owner take it."""
         stream_id, _, _ = _entity_of(trade, step)
         if self._owners.owns(stream_id):
-            return await self.take_here(trade, step, record)
+            with contextlib.suppress(Elsewhere):  # Its range moved just now: ask its new owner.
+                return await self.take_here(trade, step, record)
         assert self._peers is not None, f"{stream_id} is elsewhere but no peer is known"
-        with _raced_on(trade):
-            return await self._peers.trade_step(stream_id, trade, step, record)
+        try:
+            with _raced_on(trade):
+                return await self._peers.trade_step(stream_id, trade, step, record)
+        except CommitOutcomeUnknown:
+            raise
+        except StoreUnavailable as unanswered:
+            # Asked and not answered, it may have been taken there: found out as a commit's
+            # unknown outcome is (`execute` drives the trade on once the owner answers).
+            raise CommitOutcomeUnknown(f"{step.kind.value} of {trade.trade_id}") from unanswered
 
     async def take_here(
         self, trade: Trade, step: TradeStep, record: tuple[StreamAppend, ...]
@@ -614,7 +623,8 @@ class TradeProcesses:
         Returns 0 when its record shows it was made already.
         """
         if self._owners.here(release.account_id):
-            return await self.release_here(release)
+            with contextlib.suppress(Elsewhere):  # Its range moved just now: ask its new owner.
+                return await self.release_here(release)
         assert self._peers is not None, f"{release.account_id} is elsewhere but no peer is known"
         return await self._peers.release(release)
 
