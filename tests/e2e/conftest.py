@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -393,6 +394,37 @@ def payment_delay_ms() -> int:
     return STACK_PAYMENT_DELAY_MS
 
 
+@contextlib.asynccontextmanager
+async def sandbox_provider(
+    tmp_path: Path, command_target: str, secret: str, **settings: str
+) -> AsyncIterator[tuple[ServerProcess, Path]]:
+    """Run the sandbox provider calling back `command_target`, signing with `secret` (key k1).
+
+    Yields it and a providers file naming it, for the command servers. `settings`: more of
+    its environment (e.g. POINTEX_PAYMENT_DELAY_MS). Stopped on leaving.
+    """
+    env = {
+        "POINTEX_COMMAND_TARGET": command_target,
+        "POINTEX_PROVIDER_SECRET": secret,
+        "POINTEX_PROVIDER_KEY_ID": "k1",
+        "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
+        **settings,
+    }
+    sandbox = await start_server(
+        "pointex.server.payments.sandbox.main", tmp_path / "sandbox.log", env
+    )
+    try:
+        await wait_serving(sandbox.target)
+        providers = tmp_path / "providers.toml"
+        providers.write_text(
+            f'[providers.sandbox]\nkind = "sandbox"\ntarget = "{sandbox.target}"\n'
+            f'[[providers.sandbox.keys]]\nkey_id = "k1"\nsecret = "{secret}"\n'
+        )
+        yield sandbox, providers
+    finally:
+        await sandbox.terminate()
+
+
 @pytest.fixture
 async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
     default_store_url: str,
@@ -408,28 +440,13 @@ async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
     The command server is on SQLite, or in cluster mode a cluster on PostgreSQL.
     """
     command_target = f"127.0.0.1:{unused_tcp_port}"
-    sandbox_env = {
-        "POINTEX_COMMAND_TARGET": command_target,
-        "POINTEX_PROVIDER_SECRET": STACK_PROVIDER_SECRET,
-        "POINTEX_PROVIDER_KEY_ID": "k1",
-        "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-        "POINTEX_PAYMENT_DELAY_MS": str(payment_delay_ms),
-        "POINTEX_PAYMENT_FAILURE_RATE_BPS": "0",
-    }
-    sandbox = await start_server(
-        "pointex.server.payments.sandbox.main", tmp_path / "sandbox.log", sandbox_env
-    )
-    try:
-        await wait_serving(sandbox.target)
-        providers = tmp_path / "providers.toml"
-        providers.write_text(
-            "[providers.sandbox]\n"
-            'kind = "sandbox"\n'
-            f'target = "{sandbox.target}"\n'
-            "[[providers.sandbox.keys]]\n"
-            'key_id = "k1"\n'
-            f'secret = "{STACK_PROVIDER_SECRET}"\n'
-        )
+    async with sandbox_provider(
+        tmp_path,
+        command_target,
+        STACK_PROVIDER_SECRET,
+        POINTEX_PAYMENT_DELAY_MS=str(payment_delay_ms),
+        POINTEX_PAYMENT_FAILURE_RATE_BPS="0",
+    ) as (sandbox, providers):
         command = await start_command_server(
             default_store_url,
             extra_env={
@@ -439,8 +456,6 @@ async def stack(  # noqa: PLR0917 - pytest injects fixtures by name.
         )
         query = await start_query_server(command.target)
         yield Stack(command, query, sandbox, tokens_file)
-    finally:
-        await sandbox.terminate()
 
 
 @pytest.fixture

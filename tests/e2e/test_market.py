@@ -39,8 +39,7 @@ from tests.e2e.conftest import (
     StartCommandServer,
     StartQueryServer,
     bearer,
-    start_server,
-    wait_serving,
+    sandbox_provider,
 )
 from tests.e2e.test_event_feed import error_reason
 
@@ -106,28 +105,10 @@ async def market(
 ) -> AsyncIterator[Market]:
     """Start the sandbox, then the command server it calls back, then the query server."""
     command_target = f"127.0.0.1:{unused_tcp_port}"
-    sandbox_env = {
-        "POINTEX_COMMAND_TARGET": command_target,
-        "POINTEX_PROVIDER_SECRET": SECRET,
-        "POINTEX_PROVIDER_KEY_ID": "k1",
-        "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-        # Longer than the test: every payment settles when the test says so.
-        "POINTEX_PAYMENT_DELAY_MS": "600000",
-    }
-    sandbox = await start_server(
-        "pointex.server.payments.sandbox.main", tmp_path / "sandbox.log", sandbox_env
-    )
-    try:
-        await wait_serving(sandbox.target)
-        providers = tmp_path / "providers.toml"
-        providers.write_text(
-            "[providers.sandbox]\n"
-            'kind = "sandbox"\n'
-            f'target = "{sandbox.target}"\n'
-            "[[providers.sandbox.keys]]\n"
-            'key_id = "k1"\n'
-            f'secret = "{SECRET}"\n'
-        )
+    # A delay longer than the test: every payment settles when the test says so.
+    async with sandbox_provider(
+        tmp_path, command_target, SECRET, POINTEX_PAYMENT_DELAY_MS="600000"
+    ) as (sandbox, providers):
         command = await start_command_server(
             store_url,
             extra_env={
@@ -146,8 +127,6 @@ async def market(
                 query_service_pb2_grpc.QueryServiceStub(queries),
                 sandbox_pb2_grpc.SandboxGatewayServiceStub(gateway),
             )
-    finally:
-        await sandbox.terminate()
 
 
 def _low_half(stream_id: str) -> bool:

@@ -25,11 +25,10 @@ from pointex.v1 import common_pb2
 from tests.e2e.conftest import (
     ACME_TOKEN,
     OPERATOR_TOKEN,
-    PROVIDER_TOKEN,
     ServerProcess,
     StartCommandServer,
     StartQueryServer,
-    start_server,
+    sandbox_provider,
     wait_serving,
 )
 
@@ -73,24 +72,9 @@ async def servers(
 ) -> AsyncIterator[Servers]:
     """Start the sandbox, the command server it calls back, then the query server."""
     command_target = f"127.0.0.1:{unused_tcp_port}"
-    sandbox = await start_server(
-        "pointex.server.payments.sandbox.main",
-        tmp_path / "sandbox.log",
-        {
-            "POINTEX_COMMAND_TARGET": command_target,
-            "POINTEX_PROVIDER_SECRET": SECRET,
-            "POINTEX_PROVIDER_KEY_ID": "k1",
-            "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-            "POINTEX_PAYMENT_DELAY_MS": "3600000",  # Never pays within the test.
-        },
-    )
-    try:
-        await wait_serving(sandbox.target)
-        providers = tmp_path / "providers.toml"
-        providers.write_text(
-            f'[providers.sandbox]\nkind = "sandbox"\ntarget = "{sandbox.target}"\n'
-            f'[[providers.sandbox.keys]]\nkey_id = "k1"\nsecret = "{SECRET}"\n'
-        )
+    async with sandbox_provider(  # It never pays within the test.
+        tmp_path, command_target, SECRET, POINTEX_PAYMENT_DELAY_MS="3600000"
+    ) as (_, providers):
         markets = tmp_path / "markets.toml"
         markets.write_text(MARKET.format(seller_bps=50))
         env = {
@@ -102,8 +86,6 @@ async def servers(
         command = await start_command_server(url, extra_env=env)
         query = await start_query_server(command.target)
         yield Servers(command, query, url, env, markets, start_command_server)
-    finally:
-        await sandbox.terminate()
 
 
 async def _traders(servers: Servers) -> tuple[str, str, common_pb2.Position]:

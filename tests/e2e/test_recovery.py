@@ -43,10 +43,8 @@ from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, RecordedEvent, StreamAppend
 from tests.e2e.conftest import (
     OPERATOR_TOKEN,
-    PROVIDER_TOKEN,
     StartCommandServer,
-    start_server,
-    wait_serving,
+    sandbox_provider,
 )
 from tests.e2e.test_crash import opened_store
 
@@ -81,18 +79,13 @@ class Opened:
     pending_issue_id: str = ""
 
 
-def _config_files(tmp_path: Path, sandbox_target: str) -> tuple[Path, Path]:
-    """Write the providers file and a markets file with a short payment window."""
-    providers = tmp_path / "providers.toml"
-    providers.write_text(
-        f'[providers.sandbox]\nkind = "sandbox"\ntarget = "{sandbox_target}"\n'
-        f'[[providers.sandbox.keys]]\nkey_id = "k1"\nsecret = "{SECRET}"\n'
-    )
+def _markets_file(tmp_path: Path) -> Path:
+    """Write a markets file with a short payment window."""
     markets = tmp_path / "markets.toml"
     markets.write_text(
         f'[markets.PTS-CNY]\nprovider_id = "sandbox"\npayment_window_ms = {PAYMENT_WINDOW_MS}\n'
     )
-    return providers, markets
+    return markets
 
 
 async def _trade_pending(client: AsyncPointexClient, suffix: str) -> tuple[str, str, str]:
@@ -153,20 +146,10 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
         "a kind without a case"
     )
     command_target = f"127.0.0.1:{unused_tcp_port}"
-    sandbox = await start_server(
-        "pointex.server.payments.sandbox.main",
-        tmp_path / "sandbox.log",
-        {
-            "POINTEX_COMMAND_TARGET": command_target,
-            "POINTEX_PROVIDER_SECRET": SECRET,
-            "POINTEX_PROVIDER_KEY_ID": "k1",
-            "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-            "POINTEX_PAYMENT_DELAY_MS": "3600000",  # Never pays within the test.
-        },
-    )
-    try:
-        await wait_serving(sandbox.target)
-        providers, markets = _config_files(tmp_path, sandbox.target)
+    async with sandbox_provider(  # It never pays within the test.
+        tmp_path, command_target, SECRET, POINTEX_PAYMENT_DELAY_MS="3600000"
+    ) as (_, providers):
+        markets = _markets_file(tmp_path)
         url = f"sqlite:///{tmp_path / 'events.db'}"
         env = {
             "POINTEX_LISTEN": command_target,
@@ -191,8 +174,6 @@ async def test_recovery_after_sigkill_finishes_an_open_process_of_every_kind(
         await start_command_server(url, extra_env=env)
         async with opened_store(url) as store:
             decoded = await _until(store, lambda events: _all_ended(events, opened))
-    finally:
-        await sandbox.terminate()
     cancelled = [e for e in decoded if isinstance(e, TradeCancelled) and e.trade_id == trade_id]
     assert [e.reason for e in cancelled] == [TradeCancelReason.PAYMENT_DEADLINE_PASSED]
 

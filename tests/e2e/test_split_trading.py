@@ -45,12 +45,11 @@ from pointex.v1 import (
 from tests.e2e.conftest import (
     ACME_TOKEN,
     OPERATOR_TOKEN,
-    PROVIDER_TOKEN,
     ServerProcess,
     StartCommandServer,
     StartQueryServer,
     bearer,
-    start_server,
+    sandbox_provider,
     wait_serving,
 )
 from tests.e2e.test_crash import opened_store
@@ -231,25 +230,13 @@ async def test_trading_across_the_halves_survives_the_markets_owner_killed(
     """Orders from both halves under load; SIGKILL the market's owner; all once, I1/I2 hold."""
     assert range_of("market-PTS-CNY") >= 32, "the market lies in the high half"
     low_target = f"127.0.0.1:{unused_tcp_port}"  # The sandbox calls back the low half's owner.
-    sandbox = await start_server(
-        "pointex.server.payments.sandbox.main",
-        tmp_path / "sandbox.log",
-        {
-            "POINTEX_COMMAND_TARGET": low_target,
-            "POINTEX_PROVIDER_SECRET": SECRET,
-            "POINTEX_PROVIDER_KEY_ID": "k1",
-            "POINTEX_CALLBACK_TOKEN": PROVIDER_TOKEN,
-            "POINTEX_PAYMENT_DELAY_MS": "200",
-            "POINTEX_PAYMENT_FAILURE_RATE_BPS": "2500",
-        },
-    )
-    try:
-        await wait_serving(sandbox.target)
-        providers = tmp_path / "providers.toml"
-        providers.write_text(
-            f'[providers.sandbox]\nkind = "sandbox"\ntarget = "{sandbox.target}"\n'
-            f'[[providers.sandbox.keys]]\nkey_id = "k1"\nsecret = "{SECRET}"\n'
-        )
+    async with sandbox_provider(  # It pays three trades in four, 200 ms after each match.
+        tmp_path,
+        low_target,
+        SECRET,
+        POINTEX_PAYMENT_DELAY_MS="200",
+        POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
+    ) as (_, providers):
         markets = tmp_path / "markets.toml"
         markets.write_text(
             f'[markets.PTS-CNY]\nprovider_id = "sandbox"\npayment_window_ms = {PAYMENT_WINDOW_MS}\n'
@@ -295,8 +282,6 @@ async def test_trading_across_the_halves_survives_the_markets_owner_killed(
                 metadata=bearer(OPERATOR_TOKEN),
                 timeout=30,
             )
-    finally:
-        await sandbox.terminate()
     assert not checked.violations, checked
     placed = [e.order_id for e in decoded if isinstance(e, OrderPlaced)]
     acknowledged = [o.reply.order.order_id for o in orders if o.reply is not None]
