@@ -11,10 +11,11 @@ PYTHON ?= python3
 # Refused streams and cooling-off refunds run against the split cluster instead (below).
 CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py tests/e2e/test_examples.py
 # Again with the command servers splitting the slice ranges (trading across owners); and the
-# commands and the market again with them balancing the ranges among themselves.
+# commands and trading across owners again with them balancing the ranges among themselves.
 SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py \
         tests/e2e/test_market.py tests/e2e/test_cooling_off.py
-BALANCED_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py
+BALANCED_SUITES := tests/e2e/test_commands.py \
+        tests/e2e/test_market.py::test_traders_away_from_the_market_trade_and_cancel
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin

@@ -19,7 +19,8 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from pointex.cluster.v1 import peer_pb2_grpc
+from pointex.client.errors import from_rpc_error
+from pointex.cluster.v1 import peer_pb2, peer_pb2_grpc
 from pointex.server.command.app.idempotency import Request, recorded_reply
 from pointex.server.command.app.trade_processes import StepKind, Taken, TradeConflict, TradeStep
 from pointex.server.command.edge.market_peers import MarketPeers, MarketPeerSteps
@@ -41,6 +42,7 @@ from pointex.server.domain.values import (
     TimeInForce,
 )
 from pointex.server.elsewhere import Elsewhere
+from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import CommitOutcomeUnknown, StreamAppend, WrongExpectedVersion
 from pointex.server.grpc_edge.interceptors import EdgeInterceptor
 from pointex.server.grpc_edge.peer import PeerClient
@@ -69,6 +71,7 @@ class StandIn:
         self.processes = self
         self.asked: list[tuple[Any, ...]] = []
         self.error: BaseException | None = None
+        self.address = ""  # Where the peer server over it listens.
 
     def _answer(self, *asked: Any) -> None:
         self.asked.append(asked)
@@ -109,6 +112,7 @@ async def asked() -> AsyncIterator[tuple[StandIn, MarketPeers, list[str]]]:
     peer_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    stand_in.address = f"127.0.0.1:{port}"
     looks: list[str] = []
 
     async def owner_of(_range: int, moved_from: str) -> str:
@@ -179,3 +183,47 @@ async def test_a_release_and_a_placement_arrive_with_their_terms(
     reply, position = await peers.place(ORDER, request, "acme")
     assert (reply.trade_count, position) == (1, 44)
     assert stand_in.asked == [(sell,), (buy,), (ORDER, request, "acme")]
+
+
+async def test_a_malformed_step_or_release_is_refused_naming_its_field(
+    asked: tuple[StandIn, MarketPeers, list[str]],
+) -> None:
+    """No kind, an unknown role, another trade's event, no side: INVALID_FIELD, nothing taken."""
+    stand_in, _, _ = asked
+    confirmed = codec.encode(dataclasses.replace(CONFIRMED, trade_id="t2"))
+    other_trade = peer_pb2.EncodedEvent(
+        type=confirmed.type, schema_version=confirmed.schema_version, data=confirmed.data
+    )
+    async with grpc.aio.insecure_channel(stand_in.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        for request, field in (
+            (peer_pb2.TakeTradeStepRequest(trade_id="t1", trade_version=3), "kind"),
+            (
+                peer_pb2.TakeTradeStepRequest(
+                    trade_id="t1",
+                    trade_version=3,
+                    kind=peer_pb2.TRADE_STEP_KIND_TAKE_BACK_FROM_BUYER,
+                    caller_role="KING",
+                ),
+                "caller_role",
+            ),
+            (
+                peer_pb2.TakeTradeStepRequest(
+                    trade_id="t1",
+                    trade_version=3,
+                    kind=peer_pb2.TRADE_STEP_KIND_COLLECT_FROM_SELLER,
+                    trade_events=[other_trade],
+                ),
+                "trade_events",
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.TakeTradeStep(request, timeout=5)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, field
+            assert from_rpc_error(refused.value).reason == "INVALID_FIELD", field
+        release = peer_pb2.ReleaseHeldRequest(account_id="a", order_id="o", quantity_points=1)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ReleaseHeld(release, timeout=5)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert from_rpc_error(refused.value).reason == "INVALID_FIELD"
+    assert stand_in.asked == []

@@ -117,7 +117,8 @@ class PeerServiceServicer:
         first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
         FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
         RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
-        entity is not this server's now, UNAVAILABLE when the store failed.
+        entity is not this server's now, UNAVAILABLE when the store failed; INVALID_ARGUMENT /
+        INVALID_FIELD for a request that names no step, an unknown role, or another trade's event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,7 +143,8 @@ class PeerServiceServicer:
         needs (an order cancelled in the market of another server, a cancelled trade's buyer),
         once: the release commits with its record, and a release made already changes nothing.
 
-        Errors: as for TakeTradeStep.
+        Errors: as for TakeTradeStep; INVALID_ARGUMENT for a release with no side, account or
+        order, or no positive quantity.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

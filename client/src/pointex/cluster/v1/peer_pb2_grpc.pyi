@@ -71,7 +71,8 @@ class PeerServiceStub:
     first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
     FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
     RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
-    entity is not this server's now, UNAVAILABLE when the store failed.
+    entity is not this server's now, UNAVAILABLE when the store failed; INVALID_ARGUMENT /
+    INVALID_FIELD for a request that names no step, an unknown role, or another trade's event.
     """
     PlaceHeldOrder: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PlaceHeldOrderRequest, _peer_pb2.PlaceHeldOrderResponse]
     """Places an order held on an account of another server in a market of this one: the market
@@ -88,7 +89,8 @@ class PeerServiceStub:
     needs (an order cancelled in the market of another server, a cancelled trade's buyer),
     once: the release commits with its record, and a release made already changes nothing.
 
-    Errors: as for TakeTradeStep.
+    Errors: as for TakeTradeStep; INVALID_ARGUMENT for a release with no side, account or
+    order, or no positive quantity.
     """
 
 @_typing.type_check_only
@@ -134,7 +136,8 @@ class PeerServiceAsyncStub(PeerServiceStub):
     first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
     FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
     RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
-    entity is not this server's now, UNAVAILABLE when the store failed.
+    entity is not this server's now, UNAVAILABLE when the store failed; INVALID_ARGUMENT /
+    INVALID_FIELD for a request that names no step, an unknown role, or another trade's event.
     """
     PlaceHeldOrder: _aio.UnaryUnaryMultiCallable[_peer_pb2.PlaceHeldOrderRequest, _peer_pb2.PlaceHeldOrderResponse]  # type: ignore[assignment]
     """Places an order held on an account of another server in a market of this one: the market
@@ -151,7 +154,8 @@ class PeerServiceAsyncStub(PeerServiceStub):
     needs (an order cancelled in the market of another server, a cancelled trade's buyer),
     once: the release commits with its record, and a release made already changes nothing.
 
-    Errors: as for TakeTradeStep.
+    Errors: as for TakeTradeStep; INVALID_ARGUMENT for a release with no side, account or
+    order, or no positive quantity.
     """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -206,7 +210,8 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
         FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
         RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
-        entity is not this server's now, UNAVAILABLE when the store failed.
+        entity is not this server's now, UNAVAILABLE when the store failed; INVALID_ARGUMENT /
+        INVALID_FIELD for a request that names no step, an unknown role, or another trade's event.
         """
 
     @_abc_1.abstractmethod
@@ -235,7 +240,8 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         needs (an order cancelled in the market of another server, a cancelled trade's buyer),
         once: the release commits with its record, and a release made already changes nothing.
 
-        Errors: as for TakeTradeStep.
+        Errors: as for TakeTradeStep; INVALID_ARGUMENT for a release with no side, account or
+        order, or no positive quantity.
         """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

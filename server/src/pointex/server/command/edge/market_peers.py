@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
+from google.protobuf.message import DecodeError
+
 from pointex.cluster.v1 import peer_pb2
 from pointex.server.command.app.idempotency import Request
 from pointex.server.command.app.trade_processes import (
@@ -34,11 +36,15 @@ from pointex.server.domain.trade import Trade
 from pointex.server.domain.values import Caller, Role
 from pointex.server.elsewhere import Elsewhere
 from pointex.server.eventstore import codec
+from pointex.server.eventstore.codec import UnknownEventType
 from pointex.server.eventstore.port import NewEvent, StreamAppend, WrongExpectedVersion
+from pointex.server.grpc_edge import convert
 from pointex.server.grpc_edge.peer import PeerClient
-from pointex.server.grpc_edge.status import OwnerUnavailable
+from pointex.server.grpc_edge.status import InvalidRequest, OwnerUnavailable
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import common_pb2
+
+_INVALID = "INVALID_FIELD"
 
 
 def _encoded(events: Iterable[NewEvent]) -> list[peer_pb2.EncodedEvent]:
@@ -134,17 +140,7 @@ class MarketPeerSteps:
 
     async def trade_step(self, request: peer_pb2.TakeTradeStepRequest) -> Taken:
         """Take a trade's step here, as the trade's driver decided it."""
-        kind_name = peer_pb2.TradeStepKind.Name(request.kind).removeprefix("TRADE_STEP_KIND_")
-        caller = (
-            Caller(Role(request.caller_role), request.caller_partner_id)
-            if request.caller_role
-            else None
-        )
-        step = TradeStep(
-            StepKind(kind_name),
-            tuple(codec.decode(e) for e in _decoded(request.trade_events)),
-            caller,
-        )
+        step = _step_of(request)
         record = tuple(
             StreamAppend(a.stream_id, a.expected_version, _decoded(a.events))
             for a in request.records
@@ -159,6 +155,10 @@ class MarketPeerSteps:
 
     async def release(self, request: peer_pb2.ReleaseHeldRequest) -> int:
         """Make a release on an account here, once; return its position (0: made already)."""
+        convert.identifier("account_id", request.account_id)
+        convert.identifier("order_id", request.order_id)
+        convert.amount("quantity_points", request.quantity_points)
+        convert.order_side(request.side)
         release: ReleasePoints | ReleaseBuy
         if request.side == common_pb2.ORDER_SIDE_SELL:
             release = ReleasePoints(
@@ -175,10 +175,32 @@ class MarketPeerSteps:
         self, request: peer_pb2.PlaceHeldOrderRequest
     ) -> tuple[pb.PlaceOrderResponse, int]:
         """Place a held order in its market here; return the reply and its position."""
-        order = order_of(request.order, request.order_id)
+        order = order_of(request.order, convert.identifier("order_id", request.order_id))
         placing = Request(request.request_id, "PlaceOrder", request.digest)
         with _as_status():
             return await self._market.place_in_market(order, placing, request.principal_id)
+
+
+def _step_of(request: peer_pb2.TakeTradeStepRequest) -> TradeStep:
+    """Return the step a TakeTradeStep request names; InvalidRequest when it names none."""
+    convert.identifier("trade_id", request.trade_id)
+    if request.kind == peer_pb2.TRADE_STEP_KIND_UNSPECIFIED:
+        raise InvalidRequest(_INVALID, "kind", "a trade step's kind is required")
+    kind_name = peer_pb2.TradeStepKind.Name(request.kind).removeprefix("TRADE_STEP_KIND_")
+    caller = None
+    if request.caller_role:
+        if request.caller_role not in Role.__members__:
+            raise InvalidRequest(_INVALID, "caller_role", "not a role's name")
+        caller = Caller(Role(request.caller_role), request.caller_partner_id)
+    if StepKind(kind_name) is StepKind.TAKE_BACK_FROM_BUYER and caller is None:
+        raise InvalidRequest(_INVALID, "caller_role", "a refund's step names who asked")
+    try:
+        events = tuple(codec.decode(e) for e in _decoded(request.trade_events))
+    except (UnknownEventType, DecodeError) as error:
+        raise InvalidRequest(_INVALID, "trade_events", f"not a trade event: {error}") from error
+    if not all(getattr(e, "trade_id", None) == request.trade_id for e in events):
+        raise InvalidRequest(_INVALID, "trade_events", "an event of another trade")
+    return TradeStep(StepKind(kind_name), events, caller)
 
 
 @contextlib.contextmanager

@@ -532,7 +532,8 @@ export const PeerService: GenService<{
    * first (the stream that did is in the ErrorInfo's `stream_id`; the driver decides again);
    * FAILED_PRECONDITION or NOT_FOUND with the reason the account refused the step;
    * RESOURCE_EXHAUSTED when the account is busy; UNAVAILABLE / OWNER_UNAVAILABLE when the
-   * entity is not this server's now, UNAVAILABLE when the store failed.
+   * entity is not this server's now, UNAVAILABLE when the store failed; INVALID_ARGUMENT /
+   * INVALID_FIELD for a request that names no step, an unknown role, or another trade's event.
    *
    * @generated from rpc pointex.cluster.v1.PeerService.TakeTradeStep
    */
@@ -563,7 +564,8 @@ export const PeerService: GenService<{
    * needs (an order cancelled in the market of another server, a cancelled trade's buyer),
    * once: the release commits with its record, and a release made already changes nothing.
    *
-   * Errors: as for TakeTradeStep.
+   * Errors: as for TakeTradeStep; INVALID_ARGUMENT for a release with no side, account or
+   * order, or no positive quantity.
    *
    * @generated from rpc pointex.cluster.v1.PeerService.ReleaseHeld
    */
