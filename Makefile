@@ -8,14 +8,14 @@
 PYTHON ?= python3
 # The e2e suites `make test` runs a second time against a cluster of three command servers
 # on PostgreSQL, their calls going through a standby that forwards them (docs/scale-out.md).
-# Refused streams and cooling-off refunds run against the split cluster instead (below).
-CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_market.py tests/e2e/test_examples.py
+# The market, refused streams and cooling-off refunds run against the split cluster instead.
+CLUSTER_SUITES := tests/e2e/test_commands.py tests/e2e/test_examples.py
 # Again with the command servers splitting the slice ranges (trading across owners); and the
-# commands and trading across owners again with them balancing the ranges among themselves.
+# commands again with them balancing the ranges among themselves (their trading is proved by
+# tests/e2e/test_split_trading.py).
 SPLIT_SUITES := tests/e2e/test_commands.py tests/e2e/test_refused_streams.py \
         tests/e2e/test_market.py tests/e2e/test_cooling_off.py
-BALANCED_SUITES := tests/e2e/test_commands.py \
-        tests/e2e/test_market.py::test_traders_away_from_the_market_trade_and_cancel
+BALANCED_SUITES := tests/e2e/test_commands.py
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin

@@ -1,16 +1,16 @@
-"""Trading across command servers that split the slice ranges, with the market's owner killed.
+"""Trading across command servers that split or balance the slice ranges, owners killed.
 
-Three processes split the ranges: `0-31`, `32-63` and a standby for `32-63`, the half that
-holds the market (PTS-CNY lies in range 41). Sellers and buyers live in both halves; clients
-spread over the three servers place SELL orders and IOC BUY orders that match them, and the
-sandbox provider pays most trades (and fails some) a moment after each is matched. Mid-load
-the market's owner is killed (SIGKILL): the standby takes the half over, finds the open
-trades of its market and the placements of its accounts, and drives them on; the steps on
-the low half's accounts keep crossing servers. Every attempt is then retried with its
-request id until answered. What must hold: every acknowledged order is in the book once,
-every order in the log was acknowledged, every trade ends (settled, or cancelled at its
-deadline or on a failed payment), and the query server's CheckInvariants finds I1
-(conservation) and I2 (escrow) intact.
+Split: three processes take `0-31`, `32-63` and a standby for `32-63`, the half that holds
+the market (PTS-CNY lies in range 41). Balanced: two members share the ranges, a third
+joins, then the member that owns the market's range is killed. Sellers and buyers live in
+both halves; clients place SELL orders and IOC BUY orders that match them, and the sandbox
+provider pays most trades (and fails some) a moment after each is matched. After the kill
+the market's next owner finds the open trades of its market and the placements of its
+accounts and drives them on, while the steps on other servers' accounts keep crossing
+servers. Every attempt is then retried with its request id until answered. What must hold:
+every acknowledged order is in the book once, every order in the log was acknowledged,
+every trade ends (settled, or cancelled at its deadline or on a failed payment), and the
+query server's CheckInvariants finds I1 (conservation) and I2 (escrow) intact.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pointex.server.domain.market_events import (
 )
 from pointex.server.eventstore import codec
 from pointex.server.eventstore.port import EventStore, RecordedEvent
+from pointex.server.eventstore.postgres.store import PostgresEventStore
 from pointex.server.slices import range_of
 from pointex.v1 import command_service_pb2 as pb
 from pointex.v1 import (
@@ -50,6 +52,7 @@ from tests.e2e.conftest import (
     StartQueryServer,
     bearer,
     sandbox_provider,
+    wait_balanced,
     wait_serving,
 )
 from tests.e2e.test_crash import opened_store
@@ -220,6 +223,68 @@ async def _start(
     return server
 
 
+def _markets_env(tmp_path: Path, providers: Path) -> dict[str, str]:
+    """Write the markets file (a short payment window); return the servers' market settings."""
+    markets = tmp_path / "markets.toml"
+    markets.write_text(
+        f'[markets.PTS-CNY]\nprovider_id = "sandbox"\npayment_window_ms = {PAYMENT_WINDOW_MS}\n'
+    )
+    return {"POINTEX_PAYMENT_PROVIDERS_FILE": str(providers), "POINTEX_MARKETS_FILE": str(markets)}
+
+
+async def _trade_through(
+    store_url: str,
+    start_query_server: StartQueryServer,
+    servers: list[ServerProcess],
+    fault: Callable[[], Awaitable[list[ServerProcess]]],
+) -> list[Order]:
+    """Trade through `servers` under load, inflict `fault` (it returns the survivors), check.
+
+    Every order is then retried through the survivors until answered; every trade must end,
+    every acknowledged order be placed once and every order placed acknowledged, and
+    CheckInvariants at the log's head find nothing. Returns the orders.
+    """
+    sellers, buyers = await _open_traders(servers[0].target)
+    targets = [server.target for server in servers]
+    stop = asyncio.Event()
+    draw = random.Random()
+    clients = [
+        asyncio.create_task(_client(targets, sellers, buyers, random.Random(draw.random()), stop))
+        for _ in range(CLIENTS)
+    ]
+    await asyncio.sleep(LOAD_BEFORE_S)
+    survivors = [server.target for server in await fault()]
+    await asyncio.sleep(LOAD_AFTER_S)
+    stop.set()
+    orders = [order for orders in await asyncio.gather(*clients) for order in orders]
+    async with asyncio.timeout(ENDED_WITHIN_S):
+        for order in orders:  # The rest, until each is answered, with its request id.
+            while not order.answered:
+                await _send(draw.choice(survivors), order)
+                if not order.answered:
+                    await asyncio.sleep(0.1)
+    decoded, head = await _until_every_trade_ended(store_url)
+    query = await start_query_server(survivors[-1])
+    async with grpc.aio.insecure_channel(query.target) as channel:
+        queries = query_service_pb2_grpc.QueryServiceStub(channel)
+        checked = await queries.CheckInvariants(
+            query_service_pb2.CheckInvariantsRequest(min_position=position_message(head)),
+            metadata=bearer(OPERATOR_TOKEN),
+            timeout=30,
+        )
+    assert not checked.violations, checked
+    placed = [e.order_id for e in decoded if isinstance(e, OrderPlaced)]
+    acknowledged = [o.reply.order.order_id for o in orders if o.reply is not None]
+    assert len(placed) == len(set(placed)), "an order was placed twice"
+    assert set(placed) == set(acknowledged)
+    trades = [e for e in decoded if isinstance(e, TradeCreated)]
+    assert trades, "no order matched"
+    crossed = [t for t in trades if _in_low_half(t.seller_account_id)]
+    assert crossed, "no trade had its seller in the low half"
+    assert any(isinstance(e, TradeSettled) for e in decoded)
+    return orders
+
+
 async def test_trading_across_the_halves_survives_the_markets_owner_killed(
     tmp_path: Path,
     store_url: str,
@@ -237,58 +302,73 @@ async def test_trading_across_the_halves_survives_the_markets_owner_killed(
         POINTEX_PAYMENT_DELAY_MS="200",
         POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
     ) as (_, providers):
-        markets = tmp_path / "markets.toml"
-        markets.write_text(
-            f'[markets.PTS-CNY]\nprovider_id = "sandbox"\npayment_window_ms = {PAYMENT_WINDOW_MS}\n'
-        )
-        env = {
-            "POINTEX_PAYMENT_PROVIDERS_FILE": str(providers),
-            "POINTEX_MARKETS_FILE": str(markets),
-        }
+        env = _markets_env(tmp_path, providers)
         low = await _start(
             start_command_server, store_url, "0-31", {**env, "POINTEX_LISTEN": low_target}
         )
         high = await _start(start_command_server, store_url, "32-63", env)
         standby = await _start(start_command_server, store_url, "32-63", env)
-        sellers, buyers = await _open_traders(low.target)
-        targets = [low.target, high.target, standby.target]
-        stop = asyncio.Event()
-        draw = random.Random()
-        clients = [
-            asyncio.create_task(
-                _client(targets, sellers, buyers, random.Random(draw.random()), stop)
-            )
-            for _ in range(CLIENTS)
-        ]
-        await asyncio.sleep(LOAD_BEFORE_S)
-        high.process.kill()  # The market's owner: its trades and the high half change hands.
-        await high.process.wait()
-        await asyncio.sleep(LOAD_AFTER_S)
-        stop.set()
-        orders = [order for orders in await asyncio.gather(*clients) for order in orders]
-        survivors = [low.target, standby.target]
-        async with asyncio.timeout(ENDED_WITHIN_S):
-            for order in orders:  # The rest, until each is answered, with its request id.
-                while not order.answered:
-                    await _send(draw.choice(survivors), order)
-                    if not order.answered:
-                        await asyncio.sleep(0.1)
-        decoded, head = await _until_every_trade_ended(store_url)
-        query = await start_query_server(standby.target)
-        async with grpc.aio.insecure_channel(query.target) as channel:
-            queries = query_service_pb2_grpc.QueryServiceStub(channel)
-            checked = await queries.CheckInvariants(
-                query_service_pb2.CheckInvariantsRequest(min_position=position_message(head)),
-                metadata=bearer(OPERATOR_TOKEN),
-                timeout=30,
-            )
-    assert not checked.violations, checked
-    placed = [e.order_id for e in decoded if isinstance(e, OrderPlaced)]
-    acknowledged = [o.reply.order.order_id for o in orders if o.reply is not None]
-    assert len(placed) == len(set(placed)), "an order was placed twice"
-    assert set(placed) == set(acknowledged)
-    trades = [e for e in decoded if isinstance(e, TradeCreated)]
-    assert trades, "no order matched"
-    crossed = [t for t in trades if _in_low_half(t.seller_account_id)]
-    assert crossed, "no trade had its seller on the other server"
-    assert any(isinstance(e, TradeSettled) for e in decoded)
+
+        async def kill_the_markets_owner() -> list[ServerProcess]:
+            high.process.kill()  # Its trades and the high half change hands.
+            await high.process.wait()
+            return [low, standby]
+
+        await _trade_through(
+            store_url, start_query_server, [low, high, standby], kill_the_markets_owner
+        )
+
+
+async def test_trading_goes_on_as_balanced_ranges_move_and_the_markets_owner_dies(
+    tmp_path: Path,
+    store_url: str,
+    unused_tcp_port: int,
+    start_command_server: StartCommandServer,
+    start_query_server: StartQueryServer,
+) -> None:
+    """Two balancing members under trading load; a third joins; the market's owner is killed.
+
+    Ranges move twice (the join, then the death), the market's among them at least once: its
+    trades are driven on by its next owner, and every check of the split test holds.
+    """
+    second_target = f"127.0.0.1:{unused_tcp_port}"  # The sandbox calls back the second.
+    async with sandbox_provider(
+        tmp_path,
+        second_target,
+        SECRET,
+        POINTEX_PAYMENT_DELAY_MS="200",
+        POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
+        # Should the second die, the callbacks still queued for it are dropped at the end.
+        POINTEX_SHUTDOWN_GRACE_S="1",
+    ) as (_, providers):
+        env = _markets_env(tmp_path, providers)
+        first, second = await asyncio.gather(
+            _start(start_command_server, store_url, "balanced", env),
+            _start(
+                start_command_server,
+                store_url,
+                "balanced",
+                {**env, "POINTEX_LISTEN": second_target},
+            ),
+        )
+        await wait_balanced(store_url, [first, second])
+
+        async def join_then_kill_the_markets_owner() -> list[ServerProcess]:
+            third = await _start(start_command_server, store_url, "balanced", env)
+            members = [first, second, third]
+            await wait_balanced(store_url, members)
+            async with opened_store(store_url) as store:
+                assert isinstance(store, PostgresEventStore)
+                leases = await store.leases()
+            market_range = range_of("market-PTS-CNY")
+            [owner] = [lease.owner_address for lease in leases if lease.slice_range == market_range]
+            [dying] = [member for member in members if member.target == owner]
+            dying.process.kill()
+            await dying.process.wait()
+            survivors = [member for member in members if member is not dying]
+            await wait_balanced(store_url, survivors)
+            return survivors
+
+        await _trade_through(
+            store_url, start_query_server, [first, second], join_then_kill_the_markets_owner
+        )

@@ -270,10 +270,19 @@ class MarketHandlers(Generic[P, C]):
         self._runner.spawn(retry(), key=key)
 
     async def resume_placement(self, order: PlaceOrder) -> None:
-        """Place an order found held by recovery (recording its request without an id)."""
-        # A refusal rejects the order and releases it: the finished state.
-        with contextlib.suppress(errors.DomainError):
-            await self.place_held(order, self._replies.placing(order), "")
+        """Place an order found held by recovery (recording its request without an id).
+
+        A refusal rejects the order and releases it: the finished state. A placement that
+        cannot be made now (the store, or the market's owner, away) goes on in the
+        background, as a client's does: the recovery that found it is not held back.
+        """
+        request = self._replies.placing(order)
+        try:
+            await self.place_held(order, request, "")
+        except errors.DomainError:
+            return
+        except (StoreError, Overloaded):
+            self._place_later(order, request, "")
 
     async def place_held(self, order: PlaceOrder, request: Request, principal_id: str) -> P:
         """Run the market step of a placement (the order is held on its account), then its release.

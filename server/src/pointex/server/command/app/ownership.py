@@ -312,11 +312,13 @@ class SliceOwnership:
         try:
             await self._handover.take(taken, serve)
         except StoreError as error:
-            log.warning("slice ranges taken but not recovered: %s", error)
             if self._served.isdisjoint(taken):  # Not served yet: a later round takes them.
+                log.warning("slice ranges taken but not recovered: %s", error)
                 with contextlib.suppress(StoreError):
                     await self._leases.release(taken)
-            return
+                return
+            # Served, and resuming what was open failed: the next recovery resumes the rest.
+            log.warning("slice ranges served, not all that was open resumed: %s", error)
         except Elsewhere:  # Given up again before recovered: their next owner resumes them.
             log.info("slice ranges moved on while recovered", extra={"ranges": taken})
             return
