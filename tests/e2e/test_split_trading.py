@@ -16,9 +16,10 @@ query server's CheckInvariants finds I1 (conservation) and I2 (escrow) intact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,24 @@ async def _start(
     return server
 
 
+@contextlib.asynccontextmanager
+async def _paying_sandbox(tmp_path: Path, callback_target: str) -> AsyncIterator[Path]:
+    """Run the sandbox: it pays three trades in four 200 ms after each match, fails the rest.
+
+    Yields the providers file. Should `callback_target` die, the callbacks still queued for
+    it are dropped at the end (a short grace).
+    """
+    async with sandbox_provider(
+        tmp_path,
+        callback_target,
+        SECRET,
+        POINTEX_PAYMENT_DELAY_MS="200",
+        POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
+        POINTEX_SHUTDOWN_GRACE_S="1",
+    ) as (_, providers):
+        yield providers
+
+
 def _markets_env(tmp_path: Path, providers: Path) -> dict[str, str]:
     """Write the markets file (a short payment window); return the servers' market settings."""
     markets = tmp_path / "markets.toml"
@@ -295,13 +314,7 @@ async def test_trading_across_the_halves_survives_the_markets_owner_killed(
     """Orders from both halves under load; SIGKILL the market's owner; all once, I1/I2 hold."""
     assert range_of("market-PTS-CNY") >= 32, "the market lies in the high half"
     low_target = f"127.0.0.1:{unused_tcp_port}"  # The sandbox calls back the low half's owner.
-    async with sandbox_provider(  # It pays three trades in four, 200 ms after each match.
-        tmp_path,
-        low_target,
-        SECRET,
-        POINTEX_PAYMENT_DELAY_MS="200",
-        POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
-    ) as (_, providers):
+    async with _paying_sandbox(tmp_path, low_target) as providers:
         env = _markets_env(tmp_path, providers)
         low = await _start(
             start_command_server, store_url, "0-31", {**env, "POINTEX_LISTEN": low_target}
@@ -332,15 +345,7 @@ async def test_trading_goes_on_as_balanced_ranges_move_and_the_markets_owner_die
     trades are driven on by its next owner, and every check of the split test holds.
     """
     second_target = f"127.0.0.1:{unused_tcp_port}"  # The sandbox calls back the second.
-    async with sandbox_provider(
-        tmp_path,
-        second_target,
-        SECRET,
-        POINTEX_PAYMENT_DELAY_MS="200",
-        POINTEX_PAYMENT_FAILURE_RATE_BPS="2500",
-        # Should the second die, the callbacks still queued for it are dropped at the end.
-        POINTEX_SHUTDOWN_GRACE_S="1",
-    ) as (_, providers):
+    async with _paying_sandbox(tmp_path, second_target) as providers:
         env = _markets_env(tmp_path, providers)
         first, second = await asyncio.gather(
             _start(start_command_server, store_url, "balanced", env),
