@@ -193,13 +193,18 @@ def _unary_refusal(error: pb.BulkError, stream_id: str) -> Exception:
         return StoreUnavailable(f"a step on {stream_id} ended without a status of its own")
     if code == grpc.StatusCode.UNAVAILABLE and error.reason == "COMMIT_OUTCOME_UNKNOWN":
         return CommitOutcomeUnknown(f"the outcome of a step on {stream_id} is unknown")
-    if code == grpc.StatusCode.UNAVAILABLE and error.reason == OWNER_UNAVAILABLE:
-        return _Moved(f"a step on {stream_id} was asked of a server that no longer owns it")
-    return _refusal(error, stream_id)
+    return _failure(error, f"a step on {stream_id}")
 
 
 def _refusal(error: pb.BulkError, transfer_id: str) -> Exception:
     """Return the exception a credit's error stands for, as the driver handles it."""
+    if error.code == grpc.StatusCode.ABORTED.value[0]:  # Another driver took the step.
+        return WrongExpectedVersion(streams.transfer(transfer_id), -1, -1)
+    return _failure(error, f"the credit of {transfer_id}")
+
+
+def _failure(error: pb.BulkError, what: str) -> Exception:
+    """Return the exception a refused or failed step (`what`) stands for, but a conflict."""
     code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
     refusal = _REFUSALS.get(code)
     if refusal is not None and error.reason:
@@ -207,8 +212,6 @@ def _refusal(error: pb.BulkError, transfer_id: str) -> Exception:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason:
         # The owner is busy (its mailbox or commit queue full): retried as a step is.
         return Overloaded(error.reason, error.message, error.retry_delay.ToMilliseconds())
-    if code == grpc.StatusCode.ABORTED:
-        return WrongExpectedVersion(streams.transfer(transfer_id), -1, -1)
     if code == grpc.StatusCode.UNAVAILABLE and error.reason == OWNER_UNAVAILABLE:
-        return _Moved(f"the credit of {transfer_id} was asked of a server that no longer owns it")
-    return StoreUnavailable(f"the credit of {transfer_id} was not taken: {error.message}")
+        return _Moved(f"{what} was asked of a server that no longer owns it")
+    return StoreUnavailable(f"{what} was not taken: {error.message}")
