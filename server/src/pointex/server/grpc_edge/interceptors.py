@@ -141,10 +141,10 @@ class _Call:
 
     __slots__ = ("_method", "_metrics", "_started")
 
-    def __init__(self, metrics: Metrics | None, method: str) -> None:
+    def __init__(self, metrics: Metrics | None, method: str, started: float | None = None) -> None:
         self._metrics = metrics
         self._method = method
-        self._started = time.perf_counter()
+        self._started = time.perf_counter() if started is None else started
 
     def done(self, code: str) -> None:
         if self._metrics is not None:
@@ -162,15 +162,48 @@ class _Call:
         self.done(mapped.code.name if mapped is not None else "INTERNAL")
 
 
-def _wrap_unary_response(
-    behavior: Any, edge: _Edge, method: str, *, streamed: bool
-) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(behavior: Any, edge: _Edge, method: str) -> Callable[..., Awaitable[Any]]:
+    """Wrap a unary-unary handler: what `_wrap_stream_unary` does, written out.
+
+    Most calls are unary, so theirs is the path without context managers: the caller's
+    check, its place and the outcome are taken and given back in this one frame.
+    """
+    guard = edge.guard
+    admission = edge.admission
+    metrics = edge.metrics
+    clock = time.perf_counter
+
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = clock()
+        try:
+            partner = admission.enter(None if guard is None else guard(context), stream=False)
+            try:
+                if type(request) is _Malformed:
+                    raise request.error()
+                response = await behavior(request, context)
+            finally:
+                admission.leave(partner, stream=False)
+        except _PASS_THROUGH as error:
+            _Call(metrics, method, started).failed(error, context)
+            raise
+        except Exception as error:  # noqa: BLE001 - every escape is mapped, none is lost.
+            _Call(metrics, method, started).failed(error, context)
+            await abort_for(context, error)
+        if metrics is not None:
+            metrics.rpc_done(method, "OK", clock() - started)
+        return response
+
+    return wrapped
+
+
+def _wrap_stream_unary(behavior: Any, edge: _Edge, method: str) -> Callable[..., Awaitable[Any]]:
+    """Wrap a client-streaming handler with a unary response (a bulk import's)."""
+
+    async def wrapped(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(edge.metrics, method)
         try:
-            async with _admitted(edge, request, context, streamed=streamed, stream=streamed):
-                request = _checked_stream(request) if streamed else _checked(request)
-                response = await behavior(request, context)
+            async with _admitted(edge, requests, context, streamed=True, stream=True):
+                response = await behavior(_checked_stream(requests), context)
         except _PASS_THROUGH as error:
             call.failed(error, context)
             raise
@@ -238,10 +271,18 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             or handler.stream_unary
             or handler.stream_stream
         )
-        wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         edge = _Edge(guard, self.admission, self._metrics)
+        wrapped: Callable[..., Any]
+        if handler.response_streaming:
+            wrapped = _wrap_stream_response(
+                behavior, edge, method, streamed=handler.request_streaming
+            )
+        elif handler.request_streaming:
+            wrapped = _wrap_stream_unary(behavior, edge, method)
+        else:
+            wrapped = _wrap_unary(behavior, edge, method)
         return make(
-            wrap(behavior, edge, method, streamed=handler.request_streaming),
+            wrapped,
             request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
