@@ -28,6 +28,7 @@ import pytest
 
 from pointex.client.positions import position_message
 from pointex.server import limits
+from pointex.server.domain import streams
 from pointex.server.domain.market_events import (
     OrderPlaced,
     TradeCancelled,
@@ -201,16 +202,33 @@ async def _log(store: EventStore) -> list[RecordedEvent]:
 
 
 async def _until_every_trade_ended(store_url: str) -> tuple[list[object], int]:
-    """Read the log until every trade in it is settled or cancelled; return it and its head."""
-    async with asyncio.timeout(ENDED_WITHIN_S), opened_store(store_url) as store:
-        while True:
-            recorded = await _log(store)
-            decoded = [codec.decode(event) for event in recorded]
-            created = {e.trade_id for e in decoded if isinstance(e, TradeCreated)}
-            ended = {e.trade_id for e in decoded if isinstance(e, TradeSettled | TradeCancelled)}
-            if created <= ended:
-                return decoded, recorded[-1].position
-            await asyncio.sleep(0.25)
+    """Read the log until every trade in it is settled or cancelled; return it and its head.
+
+    Fails naming the trades still open and the last events of their streams.
+    """
+    open_trades: dict[str, list[str]] = {}
+    try:
+        async with asyncio.timeout(ENDED_WITHIN_S), opened_store(store_url) as store:
+            while True:
+                recorded = await _log(store)
+                decoded = [codec.decode(event) for event in recorded]
+                created = {e.trade_id for e in decoded if isinstance(e, TradeCreated)}
+                ended = {
+                    e.trade_id for e in decoded if isinstance(e, TradeSettled | TradeCancelled)
+                }
+                if created <= ended:
+                    return decoded, recorded[-1].position
+                open_trades = {
+                    trade_id: [
+                        f"{event.position} {event.type}"
+                        for event in recorded
+                        if event.stream_id == streams.trade(trade_id)
+                    ][-4:]
+                    for trade_id in sorted(created - ended)[:5]
+                }
+                await asyncio.sleep(0.25)
+    except TimeoutError:
+        pytest.fail(f"trades still open after {ENDED_WITHIN_S} s (up to 5): {open_trades}")
 
 
 async def _start(
