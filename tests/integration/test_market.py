@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pointex.server import limits
 from pointex.server.actors.stream_actor import Decide
 from pointex.server.command.app.trade_processes import (
+    Loaded,
     Taken,
     TradeConflict,
     TradeProcesses,
@@ -237,6 +238,41 @@ async def test_a_deadline_cancels_and_a_late_confirmation_flags_a_refund(node: N
     assert await node.balances(buyer) == (0, 0)
 
 
+async def _until_cancelled(node: Node, trade_id: str) -> Loaded:
+    """Return the trade once it is cancelled (within 10 s, or the test fails)."""
+    async with asyncio.timeout(10):
+        while True:
+            loaded = await node.processes.load(trade_id)
+            assert loaded is not None
+            if loaded.trade.status is TradeStatus.CANCELLED:
+                return loaded
+            await asyncio.sleep(0.05)
+
+
+async def test_a_deadline_whose_cancellation_fails_is_enforced_on_a_retry(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline fires once; a store failure cancelling the trade is retried, not dropped."""
+    seller, buyer = await _two_traders(node)
+    await node.place(seller, OrderSide.SELL, 4, 100)
+    trade = (await node.place(buyer, OrderSide.BUY, 4, 100)).trades[0]
+    await node.settle_background()
+    advance = node.processes.advance
+    refused: list[str] = []
+
+    async def store_down_once(trade_id: str, happened: process.Happened) -> int | None:
+        if isinstance(happened, process.DeadlineReached) and not refused:
+            refused.append(trade_id)
+            raise StoreUnavailable("the store is down for a moment")
+        return await advance(trade_id, happened)
+
+    monkeypatch.setattr(node.processes, "advance", store_down_once)
+    node.clock.now_ms += WINDOW_MS + 1
+    await _until_cancelled(node, trade.trade_id)
+    assert refused == [trade.trade_id]
+    assert await node.balances(seller) == (100, 0)
+
+
 async def test_callbacks_with_wrong_amount_or_reused_event_id_are_refused(node: Node) -> None:
     """AMOUNT_MISMATCH changes nothing; an event id reused with other fields is refused."""
     seller, buyer = await _two_traders(node)
@@ -393,13 +429,7 @@ async def test_a_deadline_that_passed_while_the_server_was_down_is_enforced(
     clock.now_ms += WINDOW_MS + 1  # The server is down while the deadline passes.
     node = await Node(store, Provider(), clock).start()
     try:
-        async with asyncio.timeout(10):
-            while True:
-                loaded = await node.processes.load(trade.trade_id)
-                assert loaded is not None
-                if loaded.trade.status is TradeStatus.CANCELLED:
-                    break
-                await asyncio.sleep(0.05)
+        loaded = await _until_cancelled(node, trade.trade_id)
         assert loaded.trade.cancel_reason is TradeCancelReason.PAYMENT_DEADLINE_PASSED
         assert await node.balances(seller) == (100, 0)
     finally:

@@ -771,7 +771,7 @@ class TradeProcesses:
             now_ms = self._clock()
             while self._deadlines and self._deadlines[0][0] <= now_ms:
                 _, trade_id = heapq.heappop(self._deadlines)
-                self.in_background(self.advance(trade_id, process.DeadlineReached()))
+                self.in_background(self._at_deadline(trade_id))
             wait_ms = self._deadlines[0][0] - now_ms if self._deadlines else None
             self._deadline_added.clear()
             # Sleep until the next deadline, waking early when an earlier one is added; never
@@ -779,6 +779,15 @@ class TradeProcesses:
             timeout_s = min(wait_ms, 1000) / 1000 if wait_ms is not None else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._deadline_added.wait(), timeout_s)
+
+    async def _at_deadline(self, trade_id: str) -> None:
+        """Enforce a trade's deadline, retried as a resumption is: it fires only once here."""
+        await retry_until_done(
+            lambda: self.advance(trade_id, process.DeadlineReached()),
+            retry_on=(StoreError, Overloaded, TradeConflict),
+            what=f"the deadline of trade {trade_id}",
+            pause_first=False,
+        )
 
     def in_background(self, work: Awaitable[object]) -> None:
         """Run a process step detached from any caller (see ProcessRunner.detach)."""
