@@ -163,10 +163,11 @@ class _Call:
 
 
 def _wrap_unary(behavior: Any, edge: _Edge, method: str) -> Callable[..., Awaitable[Any]]:
-    """Wrap a unary-unary handler: what `_wrap_stream_unary` does, written out.
+    """Wrap a unary-unary handler: the caller's check, its place, the call's outcome.
 
-    Most calls are unary, so theirs is the path without context managers: the caller's
-    check, its place and the outcome are taken and given back in this one frame.
+    Most calls are unary, so theirs is the path without context managers (`_admitted`, which
+    the streams keep): the place is taken and given back, and the outcome counted, in this
+    one frame.
     """
     guard = edge.guard
     admission = edge.admission

@@ -781,7 +781,7 @@ class TradeProcesses:
                 await asyncio.wait_for(self._deadline_added.wait(), timeout_s)
 
     async def _at_deadline(self, trade_id: str) -> None:
-        """Enforce a trade's deadline, retried as a resumption is: it fires only once here."""
+        """Cancel a trade whose deadline passed; retry operating failures (it fires once)."""
         await retry_until_done(
             lambda: self.advance(trade_id, process.DeadlineReached()),
             retry_on=(StoreError, Overloaded, TradeConflict),
