@@ -23,14 +23,13 @@ Usage: .venv/bin/python -m bench.edge [--rounds N] [--seconds S] [--layers a,b]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ from typing import Any
 import grpc
 
 from bench import loops
-from bench.cpu import process_cpu_s
+from bench.cluster import CpuWindow
+from bench.contenders import Contender, start
 from bench.loadgen import LoadSpec, run_load
 from pointex.server.config import CommonConfig
 from pointex.server.grpc_edge.auth import TokenTable
@@ -48,11 +48,9 @@ from pointex.v1 import command_service_pb2 as pb
 
 LAYERS = ("bare", "edge", "auth", "metrics")
 SERVICE = "pointex.v1.CommandService"
-ROOT = Path(__file__).resolve().parent.parent
 CALLERS = 64
 LOAD_PROCESSES = 2
 WARMUP_S = 2
-START_TIMEOUT_S = 30
 
 
 async def _answer(request: pb.TransferPointsRequest, context: Any) -> pb.TransferPointsResponse:
@@ -113,31 +111,21 @@ async def _serve(layer: str, tokens_file: Path) -> None:
     await running.server.stop(1)
 
 
-def _measure(layer: str, tokens_file: Path, token: str, seconds: int) -> tuple[float, float]:
+async def _measure(
+    layer: str, scratch: Path, tokens_file: Path, token: str, seconds: int
+) -> tuple[float, float]:
     """Serve `layer` in a process of its own and load it; return calls/s and CPU µs per call."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.edge", "--serve", layer, "--tokens-file", str(tokens_file)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+    contender = Contender(
+        name=f"edge-{layer}",
+        store="none",
+        module="bench.edge",
+        args=("--serve", layer, "--tokens-file", str(tokens_file)),
+        scenarios=("uniform",),
     )
+    server = await start(contender, scratch, dict(os.environ))
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("listening on port "):
-            raise SystemExit(f"the {layer} server did not start: {line!r}")
-        target = f"127.0.0.1:{line.split()[-1]}"
-        window: dict[str, float] = {}
-
-        def sample_end() -> None:
-            window["cpu_end"] = process_cpu_s(server.pid)
-
-        def at_window_start() -> None:
-            window["cpu_start"] = process_cpu_s(server.pid)
-            threading.Timer(seconds, sample_end).start()
-
         spec = LoadSpec(
-            target=target,
+            target=server.target,
             scenario="uniform",
             callers=CALLERS,
             processes=LOAD_PROCESSES,
@@ -145,15 +133,43 @@ def _measure(layer: str, tokens_file: Path, token: str, seconds: int) -> tuple[f
             measure_s=seconds,
             token=token,
         )
-        recorded = run_load(spec, at_window_start)
-        if recorded.errors:
-            raise SystemExit(f"the {layer} server answered errors: {dict(recorded.errors)}")
-        calls_per_s = recorded.ok / seconds
-        cpu_us = (window["cpu_end"] - window["cpu_start"]) * 1e6 / recorded.ok
-        return calls_per_s, cpu_us
+        cpu = CpuWindow([server.process.pid])
+        closer: list[threading.Timer] = []
+
+        def window_opens() -> None:
+            cpu.start()
+            closer.append(threading.Timer(seconds, cpu.end))
+            closer[-1].start()
+
+        recorded = await asyncio.to_thread(run_load, spec, window_opens)
+        for timer in closer:
+            timer.join()
     finally:
-        server.terminate()
-        server.wait(START_TIMEOUT_S)
+        await server.stop()
+    if recorded.errors:
+        raise SystemExit(f"the {layer} server answered errors: {dict(recorded.errors)}")
+    used_s = cpu.ended[server.process.pid] - cpu.started[server.process.pid]
+    return recorded.ok / seconds, used_s * 1e6 / recorded.ok
+
+
+async def _rounds(layers: Sequence[str], rounds: int, seconds: int) -> None:
+    """Measure every layer `rounds` times, alternating; print each run, then the medians."""
+    token = secrets.token_hex(24)
+    results: dict[str, list[tuple[float, float]]] = {layer: [] for layer in layers}
+    with tempfile.TemporaryDirectory() as scratch:
+        tokens_file = Path(scratch) / "tokens"
+        tokens_file.write_text(f"operator edge-operator {token}\n")
+        for round_ in range(1, rounds + 1):
+            for layer in layers:
+                calls, cpu = await _measure(layer, Path(scratch), tokens_file, token, seconds)
+                results[layer].append((calls, cpu))
+                print(f"round {round_} {layer:8s} {calls:8,.0f} calls/s  {cpu:6.0f} µs per call")
+                await asyncio.sleep(1)
+    print("medians:")
+    for layer, runs in results.items():
+        calls = statistics.median(run[0] for run in runs)
+        cpu = statistics.median(run[1] for run in runs)
+        print(f"  {layer:8s} {calls:8,.0f} calls/s  {cpu:6.0f} µs per call")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,22 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(layers) - set(LAYERS)
     if unknown:
         parser.error(f"unknown layers {sorted(unknown)}; choose from {', '.join(LAYERS)}")
-    token = secrets.token_hex(24)
-    results: dict[str, list[tuple[float, float]]] = {layer: [] for layer in layers}
-    with tempfile.TemporaryDirectory() as scratch:
-        tokens_file = Path(scratch) / "tokens"
-        tokens_file.write_text(f"operator edge-operator {token}\n")
-        for round_ in range(1, args.rounds + 1):
-            for layer in layers:
-                calls, cpu = _measure(layer, tokens_file, token, args.seconds)
-                results[layer].append((calls, cpu))
-                print(f"round {round_} {layer:8s} {calls:8,.0f} calls/s  {cpu:6.0f} µs per call")
-                time.sleep(1)
-    print("medians:")
-    for layer, runs in results.items():
-        calls = statistics.median(run[0] for run in runs)
-        cpu = statistics.median(run[1] for run in runs)
-        print(f"  {layer:8s} {calls:8,.0f} calls/s  {cpu:6.0f} µs per call")
+    loops.run(_rounds(layers, args.rounds, args.seconds))
     return 0
 
 
