@@ -153,6 +153,26 @@ async def test_a_failed_batch_leaves_no_rows_and_the_checkpoint_unchanged(
     assert await store.checkpoint() == 2
 
 
+async def test_a_batch_whose_last_copied_rows_fail_writes_nothing(store: ReadStore) -> None:
+    """Notifications, the last rows copied in, failing undo the batch's earlier rows."""
+    log = Log()
+    events = [log.opened("a1", "acme"), log.minted("a1", 9, after=9)]
+    changes = project_batch(events, {}, 0)
+    assert changes.movements
+    assert changes.notifications
+    broken = dataclasses.replace(changes, notifications=changes.notifications * 2)
+    with pytest.raises(StoreError):
+        await store.apply(broken)
+    assert await store.checkpoint() == 0
+    assert await store.history("a1", HistoryFilter(), 0, 10) == []
+    assert await store.notifications(NotificationFilter(), (0, 0), 10) == []
+    await store.apply(changes)
+    written = await store.notifications(NotificationFilter(), (0, 0), 10)
+    assert [(n.position, n.index, n.body) for n in written] == [
+        (n.position, n.index, n.body) for n in changes.notifications
+    ]
+
+
 async def test_a_cancelled_batch_runs_to_its_end_and_the_cancellation_goes_on(
     store: ReadStore,
 ) -> None:

@@ -103,14 +103,8 @@ MOVEMENT_COLUMNS = (
     "held_delta_points, available_points, held_points, counterparty_account_id, transfer_id, "
     "order_id, trade_id, memo, pending_delta_points, pending_points, fee_points"
 )
-INSERT_MOVEMENTS = f"""
-INSERT INTO {{p}}movements ({MOVEMENT_COLUMNS})
-SELECT * FROM unnest(
-    $1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
-    $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-    $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[]
-)
-"""  # noqa: S608 - constant column list.
+# Movements and notifications are only ever added: written by binary COPY (no arrays to build).
+MOVEMENTS_TABLE = "{p}movements"
 _HISTORY_FILTERS = """
     AND ($3::text[] IS NULL OR kind = ANY($3::text[]))
     AND ($4::bigint IS NULL OR recorded_at_us >= $4)
@@ -128,12 +122,7 @@ ORDER BY position DESC LIMIT $6
 """  # noqa: S608 - constant fragments.
 
 NOTIFICATION_COLUMNS = "position, idx, account_id, owner_partner_id, kind, occurred_at_us, body"
-INSERT_NOTIFICATIONS = f"""
-INSERT INTO {{p}}notifications ({NOTIFICATION_COLUMNS})
-SELECT * FROM unnest(
-    $1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[]
-)
-"""  # noqa: S608 - constant column list.
+NOTIFICATIONS_TABLE = "{p}notifications"
 _NOTIFICATION_FILTERS = """
     AND ($3::text[] IS NULL OR account_id = ANY($3::text[]))
     AND ($4::text[] IS NULL OR kind = ANY($4::text[]))

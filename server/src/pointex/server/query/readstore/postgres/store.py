@@ -385,20 +385,40 @@ class PostgresReadStore(PostgresMarketReads):
         return total
 
 
-async def _write_changes(connection: Any, changes: Changes, generation: int) -> None:
-    """Write the rows of one batch with one array statement per table (in the transaction)."""
-
-    async def columns(statement: str, values: Sequence[Sequence[Any]]) -> str | None:
-        if not values:
-            return None
+async def _columns(
+    connection: Any, statement: str, generation: int, values: Sequence[Sequence[Any]]
+) -> None:
+    """Run an array statement over rows' values, one array per column (none: nothing)."""
+    if values:
         arrays = [list(column) for column in zip(*values, strict=True)]
-        return str(await connection.execute(sql.render(statement, generation), *arrays))
+        await connection.execute(sql.render(statement, generation), *arrays)
+
+
+async def _copy(
+    connection: Any, table: str, names: str, generation: int, records: list[tuple[Any, ...]]
+) -> None:
+    """Add rows to a table by binary COPY (none: nothing)."""
+    if records:
+        await connection.copy_records_to_table(
+            sql.render(table, generation), records=records, columns=names.split(", ")
+        )
+
+
+async def _write_changes(connection: Any, changes: Changes, generation: int) -> None:
+    """Write the rows of one batch, one statement per table (in the transaction).
+
+    Rows that are only ever added (movements, notifications) go in by binary COPY; the others
+    by one array statement each.
+    """
+
+    async def columns(statement: str, values: Sequence[Sequence[Any]]) -> None:
+        await _columns(connection, statement, generation, values)
 
     await columns(sql.UPSERT_ACCOUNTS, [rows.account_values(a) for a in changes.accounts])
-    await columns(sql.INSERT_MOVEMENTS, [rows.movement_values(m) for m in changes.movements])
-    await columns(
-        sql.INSERT_NOTIFICATIONS, [rows.notification_values(n) for n in changes.notifications]
-    )
+    movements = [rows.movement_values(m) for m in changes.movements]
+    await _copy(connection, sql.MOVEMENTS_TABLE, sql.MOVEMENT_COLUMNS, generation, movements)
+    notified = [rows.notification_values(n) for n in changes.notifications]
+    await _copy(connection, sql.NOTIFICATIONS_TABLE, sql.NOTIFICATION_COLUMNS, generation, notified)
     # Removals first: a key the batch ended and started again is replaced, not duplicated.
     if changes.in_flight_removed:
         status = await connection.execute(
