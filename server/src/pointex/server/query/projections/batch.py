@@ -16,13 +16,14 @@ at that position rather than serve wrong numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pointex.server.domain import streams
 from pointex.server.query.projections import fees, refunds
 from pointex.server.query.projections.handlers import HANDLERS
-from pointex.server.query.projections.state import BatchState, position_of
+from pointex.server.query.projections.state import BatchState, at_us, position_of
 from pointex.server.query.readstore.market_rows import LevelRow, MarketRow, OrderRow, TradeRow
 from pointex.server.query.readstore.port import (
     AccountRow,
@@ -94,12 +95,14 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
             pending_issues[pending_issue_id] = None
         in_flight.update(dict.fromkeys(fees.in_flight_ids_of(payload)))
         in_flight.update(dict.fromkeys(refunds.in_flight_ids_of(payload)))
-        known = payload.DESCRIPTOR.fields_by_name
-        for names, found in ((_ACCOUNT_FIELDS, accounts), (_ORDER_FIELDS, orders)):
-            for name in names:
-                if name in known and getattr(payload, name):
-                    found[getattr(payload, name)] = None
-        if "trade_id" in known and payload.trade_id:
+        account_fields, order_fields, names_trade = _fields_naming_rows(field_name)
+        for name in account_fields:
+            if value := getattr(payload, name):
+                accounts[value] = None
+        for name in order_fields:
+            if value := getattr(payload, name):
+                orders[value] = None
+        if names_trade and payload.trade_id:
             trades[payload.trade_id] = None
     return Keys(
         list(accounts),
@@ -109,6 +112,19 @@ def keys_of(events: Sequence[events_pb2.Event]) -> Keys:
         list(pending_issues),
         list(in_flight),
         markets=markets,
+    )
+
+
+@functools.cache
+def _fields_naming_rows(field_name: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """Return a payload's fields naming accounts and orders, and whether it names a trade."""
+    payload_type = events_pb2.Event.DESCRIPTOR.fields_by_name[field_name].message_type
+    assert payload_type is not None, field_name  # every payload is a message
+    known = payload_type.fields_by_name
+    return (
+        tuple(name for name in _ACCOUNT_FIELDS if name in known),
+        tuple(name for name in _ORDER_FIELDS if name in known),
+        "trade_id" in known,
     )
 
 
@@ -176,6 +192,8 @@ def project_batch(
             continue
         if event.schema_version != _SCHEMA_VERSION:
             raise UnknownSchemaVersion(f"{event.type} v{event.schema_version} at {position}")
+        batch.position = position
+        batch.at_us = at_us(event)
         handler(batch, event, getattr(event, field_name or ""))
     pending_kept, pending_ended = _pending_issue_changes(batch)
     changes = Changes(

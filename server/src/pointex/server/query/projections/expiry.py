@@ -42,7 +42,7 @@ def expired(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsExpi
     move = Move("EXPIRED", -p.amount_points, available_after=p.available_points)
     account = apply_move(batch, event, p.account_id, move)
     batch.expired_points += p.amount_points
-    notify_moved(batch, event, "POINTS_EXPIRED", account, move)
+    notify_moved(batch, "POINTS_EXPIRED", account, move)
 
 
 def expiring_soon(

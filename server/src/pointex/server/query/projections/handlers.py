@@ -128,14 +128,14 @@ def _minted(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsMint
     move = Move("MINT", p.amount_points, available_after=p.available_points, memo=p.memo)
     account = apply_move(batch, event, p.account_id, move)
     batch.minted_points += p.amount_points
-    notify_moved(batch, event, "POINTS_MINTED", account, move)
+    notify_moved(batch, "POINTS_MINTED", account, move)
 
 
 def _burned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsBurned) -> None:
     move = Move("BURN", -p.amount_points, available_after=p.available_points, memo=p.memo)
     account = apply_move(batch, event, p.account_id, move)
     batch.burned_points += p.amount_points
-    notify_moved(batch, event, "POINTS_BURNED", account, move)
+    notify_moved(batch, "POINTS_BURNED", account, move)
 
 
 # --- Transfers: debit, then credit or return --------------------------------------------------
@@ -170,14 +170,14 @@ def _debited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsDeb
         fee_points=p.fee_points,
     )
     account = apply_move(batch, event, p.account_id, move)
-    position = position_of(event)
+    position = batch.position
     batch.add_in_flight(
         InFlightRow(streams.transfer(p.transfer_id), p.account_id, p.amount_points, position)
     )
     if p.fee_points:
         key = fees.fee_in_flight(p.transfer_id)
         batch.add_in_flight(InFlightRow(key, p.account_id, p.fee_points, position))
-    notify_moved(batch, event, "POINTS_SENT", account, move)
+    notify_moved(batch, "POINTS_SENT", account, move)
 
 
 def _take_back_pending(batch: BatchState, p: events_pb2.PointsDebited) -> None:
@@ -218,7 +218,7 @@ def _credited(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsCr
     else:
         batch.remove_in_flight(streams.transfer(p.transfer_id))
     # The fee account's owner hears of each fee too (a FEE_IN), like any credit.
-    notify_moved(batch, event, "POINTS_RECEIVED", account, move)
+    notify_moved(batch, "POINTS_RECEIVED", account, move)
 
 
 def _pending(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsPending) -> None:
@@ -268,7 +268,7 @@ def _activated(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsA
     )
     account = apply_move(batch, event, p.account_id, move)
     batch.put_pending_issue(dataclasses.replace(issue, amount_points=0))
-    notify_moved(batch, event, "POINTS_RECEIVED", account, move)
+    notify_moved(batch, "POINTS_RECEIVED", account, move)
 
 
 def _returned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsReturned) -> None:
@@ -282,7 +282,7 @@ def _returned(batch: BatchState, event: events_pb2.Event, p: events_pb2.PointsRe
     )
     account = apply_move(batch, event, p.account_id, move)
     fees.settle_returned(batch, p)
-    notify_moved(batch, event, "POINTS_RETURNED", account, move)
+    notify_moved(batch, "POINTS_RETURNED", account, move)
 
 
 # --- Market steps on accounts: escrow and settlement -----------------------------------------

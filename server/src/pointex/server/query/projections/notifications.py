@@ -8,19 +8,37 @@ rebuild, so cursors stay valid.
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
+from typing import Final
 
-from pointex.client.positions import position_message
+from pointex.client.positions import encode_global
 from pointex.server.query.readstore.port import AccountRow, NotificationRow
 from pointex.v1 import common_pb2, query_service_pb2
 
 _PREFIX = "NOTIFICATION_KIND_"
+# Looked up for every notification: the kinds' numbers by name (without the prefix) and back.
+_KIND_NUMBERS: Final = {
+    name.removeprefix(_PREFIX): number
+    for name, number in query_service_pb2.NotificationKind.items()
+}
+_KIND_NAMES: Final = {number: name for name, number in _KIND_NUMBERS.items()}
+_US_PER_S: Final = 1_000_000
+_NS_PER_US: Final = 1_000
 
 
-def _timestamp(us: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(us)
-    return stamp
+def _header(
+    kind: str, account_id: str, position: int, at_us: int
+) -> query_service_pb2.Notification:
+    """Return a notification with its kind, account, time and position, details to be set.
+
+    Filled in place: building submessages and copying them in costs twice as much, once per
+    movement projected.
+    """
+    notification = query_service_pb2.Notification(kind=_KIND_NUMBERS[kind], account_id=account_id)
+    seconds, micros = divmod(at_us, _US_PER_S)
+    notification.occurred_at.seconds = seconds
+    notification.occurred_at.nanos = micros * _NS_PER_US
+    notification.position.token = encode_global(position)
+    return notification
 
 
 def _row(
@@ -36,7 +54,7 @@ def _row(
         index=index,
         account_id=account.account_id,
         owner_partner_id=account.owner_partner_id,
-        kind=query_service_pb2.NotificationKind.Name(notification.kind).removeprefix(_PREFIX),
+        kind=_KIND_NAMES[notification.kind],
         occurred_at_us=at_us,
         body=notification.SerializeToString(),
     )
@@ -49,16 +67,25 @@ def points_moved(
     position: int,
     index: int,
     at_us: int,
-    details: query_service_pb2.PointsMovedDetails,
+    movement_kind: common_pb2.MovementKind.ValueType,
+    amount_points: int,
+    counterparty_account_id: str,
+    transfer_id: str,
+    memo: str,
 ) -> NotificationRow:
-    """Return a POINTS_* notification for `account` (after the movement)."""
-    notification = query_service_pb2.Notification(
-        kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
-        account_id=account.account_id,
-        occurred_at=_timestamp(at_us),
-        position=position_message(position),
-        points_moved=details,
-    )
+    """Return a POINTS_* notification for `account` (after the movement).
+
+    Its `PointsMovedDetails` are the arguments from `movement_kind` on, and the account's
+    available points.
+    """
+    notification = _header(kind, account.account_id, position, at_us)
+    details = notification.points_moved
+    details.movement_kind = movement_kind
+    details.amount_points = amount_points
+    details.counterparty_account_id = counterparty_account_id
+    details.transfer_id = transfer_id
+    details.memo = memo
+    details.available_points = account.available_points
     return _row(notification, account=account, position=position, index=index, at_us=at_us)
 
 
@@ -71,13 +98,8 @@ def points_expiring_soon(
     details: query_service_pb2.PointsExpiringSoonDetails,
 ) -> NotificationRow:
     """Return a POINTS_EXPIRING_SOON notification for `account`: points lapse soon."""
-    notification = query_service_pb2.Notification(
-        kind=query_service_pb2.NOTIFICATION_KIND_POINTS_EXPIRING_SOON,
-        account_id=account.account_id,
-        occurred_at=_timestamp(at_us),
-        position=position_message(position),
-        points_expiring_soon=details,
-    )
+    notification = _header("POINTS_EXPIRING_SOON", account.account_id, position, at_us)
+    notification.points_expiring_soon.CopyFrom(details)
     return _row(notification, account=account, position=position, index=index, at_us=at_us)
 
 
@@ -92,12 +114,9 @@ def account_status(
     role: str,
 ) -> NotificationRow:
     """Return an ACCOUNT_* notification for `account` (after the status change)."""
-    notification = query_service_pb2.Notification(
-        kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
-        account_id=account.account_id,
-        occurred_at=_timestamp(at_us),
-        position=position_message(position),
-        account_status=query_service_pb2.AccountStatusDetails(
+    notification = _header(kind, account.account_id, position, at_us)
+    notification.account_status.CopyFrom(
+        query_service_pb2.AccountStatusDetails(
             status=common_pb2.AccountStatus.Value("ACCOUNT_STATUS_" + account.status),
             reason=reason,
             changed_by_role=common_pb2.Role.Value("ROLE_" + role)
@@ -122,12 +141,7 @@ def market(
     trade_refund: query_service_pb2.TradeRefundDetails | None = None,
 ) -> NotificationRow:
     """Return an ORDER_*, TRADE_*, PAYMENT_REQUIRED or REFUND_* notification."""
-    notification = query_service_pb2.Notification(
-        kind=query_service_pb2.NotificationKind.Value(_PREFIX + kind),
-        account_id=account_id,
-        occurred_at=_timestamp(at_us),
-        position=position_message(position),
-    )
+    notification = _header(kind, account_id, position, at_us)
     if order is not None:
         notification.order.CopyFrom(order)
     if trade is not None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import Final
 
 from pointex.server.domain import streams
 from pointex.server.query.projections import notifications
@@ -16,7 +16,15 @@ from pointex.server.query.readstore.port import (
     PendingIssueRow,
     ProgramRulesRow,
 )
-from pointex.v1 import common_pb2, events_pb2, query_service_pb2
+from pointex.v1 import common_pb2, events_pb2
+
+# Looked up for every movement: enum names without their prefixes, and back.
+_TRANSFER_KINDS: Final[dict[int, str]] = {
+    number: name.removeprefix("TRANSFER_KIND_") for name, number in common_pb2.TransferKind.items()
+}
+_MOVEMENT_KINDS: Final = {
+    name.removeprefix("MOVEMENT_KIND_"): number for name, number in common_pb2.MovementKind.items()
+}
 
 
 @dataclass(slots=True)
@@ -55,6 +63,10 @@ class BatchState:
     pending_issues: dict[str, PendingIssueRow] = field(default_factory=dict)
     pending_issues_stored: frozenset[str] = frozenset()
     pending_issues_changed: dict[str, None] = field(default_factory=dict)
+    # The event being projected: its global position and when it was recorded (µs), set before
+    # each handler runs so that the helpers below need not decode them from the event again.
+    position: int = 0
+    at_us: int = 0
 
     def account(self, account_id: str) -> AccountRow:
         """Return the current row of an account the batch was given or opened."""
@@ -171,7 +183,8 @@ def position_of(event: events_pb2.Event) -> int:
 
 def at_us(event: events_pb2.Event) -> int:
     """Return when the event was recorded, in microseconds since the epoch."""
-    return int(event.recorded_at.ToMicroseconds())
+    recorded_at = event.recorded_at
+    return recorded_at.seconds * 1_000_000 + recorded_at.nanos // 1_000
 
 
 def next_version(event: events_pb2.Event, account: AccountRow) -> int:
@@ -211,13 +224,21 @@ def apply_move(
     """Apply a movement to an account and record it in the account's history."""
     old = batch.account(account_id)
     available = old.available_points + move.available_delta
-    new = dataclasses.replace(
-        old,
+    # Built field by field, not by dataclasses.replace: this runs for every movement.
+    new = AccountRow(
+        account_id=old.account_id,
+        kind=old.kind,
+        status=old.status,
+        owner_partner_id=old.owner_partner_id,
+        display_name=old.display_name,
         available_points=available,
         held_points=old.held_points + move.held_delta,
-        pending_points=old.pending_points + move.pending_delta,
         version=next_version(event, old),
-        updated_at_us=at_us(event),
+        frozen_by_role=old.frozen_by_role,
+        opened_at_us=old.opened_at_us,
+        updated_at_us=batch.at_us,
+        tier=old.tier,
+        pending_points=old.pending_points + move.pending_delta,
         debt_floor_points=_debt_floor(old, available, move),
     )
     if move.available_after is not None:
@@ -235,8 +256,8 @@ def apply_move(
     batch.movements.append(
         MovementRow(
             account_id=account_id,
-            position=position_of(event),
-            recorded_at_us=at_us(event),
+            position=batch.position,
+            recorded_at_us=batch.at_us,
             account_version=new.version,
             kind=move.kind,
             available_delta_points=move.available_delta,
@@ -272,33 +293,27 @@ def _debt_floor(old: AccountRow, available_points: int, move: Move) -> int:
     return old.debt_floor_points
 
 
-def notify_moved(
-    batch: BatchState, event: events_pb2.Event, kind: str, account: AccountRow, move: Move
-) -> None:
-    """Tell the account's owner about a movement (a POINTS_* notification)."""
+def notify_moved(batch: BatchState, kind: str, account: AccountRow, move: Move) -> None:
+    """Tell the account's owner about a movement of the event being projected (POINTS_*)."""
     # A reversal that takes pending points back moves no available points.
     amount = abs(move.available_delta) or abs(move.pending_delta)
-    position = position_of(event)
-    details = query_service_pb2.PointsMovedDetails(
-        movement_kind=common_pb2.MovementKind.Value("MOVEMENT_KIND_" + move.kind),
-        amount_points=amount,
-        counterparty_account_id=move.counterparty_account_id,
-        transfer_id=move.transfer_id,
-        memo=move.memo,
-        available_points=account.available_points,
-    )
+    position = batch.position
     batch.notify(
         notifications.points_moved(
             kind,
             account=account,
             position=position,
             index=batch.next_index(position),
-            at_us=at_us(event),
-            details=details,
+            at_us=batch.at_us,
+            movement_kind=_MOVEMENT_KINDS[move.kind],
+            amount_points=amount,
+            counterparty_account_id=move.counterparty_account_id,
+            transfer_id=move.transfer_id,
+            memo=move.memo,
         )
     )
 
 
 def transfer_kind(kind: int) -> str:
     """Return the name of a TransferKind value without its prefix (ISSUE, TRANSFER, FEE...)."""
-    return common_pb2.TransferKind.Name(kind).removeprefix("TRANSFER_KIND_")  # type: ignore[arg-type]
+    return _TRANSFER_KINDS[kind]
