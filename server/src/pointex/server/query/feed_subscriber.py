@@ -175,6 +175,10 @@ class _Batches:
                 return events, head
             item = self._ahead.get_nowait()
 
+    def more_waiting(self) -> bool:
+        """Return whether the next batch has begun to arrive (a catch-up, a burst)."""
+        return bool(self._carried and self._carried[-1] is not None) or not self._ahead.empty()
+
 
 class FeedSubscriber:
     """Keep the active projections following the feed, reconnecting as needed."""
@@ -207,6 +211,8 @@ class FeedSubscriber:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(Exception):
+            await self._projector.flush()  # A batch still being written commits or fails.
         await self._client.close()
 
     async def _run(self) -> None:
@@ -243,7 +249,8 @@ class FeedSubscriber:
                 backoff.reset()
                 events, head = batch
                 if events:
-                    await self._projector.apply_active(events)
+                    # Behind the feed, a batch is written while the next is projected.
+                    await self._projector.apply_active(events, then_more=batches.more_waiting())
                 self.state.saw_head(head)
         finally:
             call.cancel()

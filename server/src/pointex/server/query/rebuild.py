@@ -1,12 +1,13 @@
 """RebuildProjections: replay the whole log into a fresh generation, then switch or compare.
 
 A rebuild has its own EventFeed subscription from position 0 and writes into a new
-generation of tables while the active one keeps serving and following the feed. When it is
-within one batch of the live checkpoint it takes the projector's lock (the live feed pauses
-between two batches), applies exactly the events up to the live checkpoint, and then either
-makes its generation the active one (nothing is re-read by clients: positions, cursors and
-page tokens are the same in both) or, with `compare_only`, counts the rows that differ and
-drops it. The replaced generation is dropped `limits.retired_generation_keep_ms` later.
+generation of tables while the active one keeps serving and following the feed; each of its
+batches is written while the next is read and projected. When it is within one batch of the
+live checkpoint it pauses the projector (the live feed stops between two batches, the last
+one committed), applies exactly the events up to the live checkpoint, and then either makes
+its generation the active one (nothing is re-read by clients: positions, cursors and page
+tokens are the same in both) or, with `compare_only`, counts the rows that differ and drops
+it. The replaced generation is dropped `limits.retired_generation_keep_ms` later.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ class Rebuilder:
         finally:
             source.close()
             run.finished_at_us = _now_us()
+            with contextlib.suppress(Exception):
+                await self._projector.flush(generation)  # Its failure is the rebuild's, above.
             if not keep:
                 self._drop_later(generation, 0)
         log.info(
@@ -191,13 +194,17 @@ class Rebuilder:
         ):
             events = await source.take(None)
             if events:
-                run.progress = await self._projector.apply_to(generation, events, run.progress)
+                # Each batch is written while the next is read and projected.
+                run.progress = await self._projector.apply_to(
+                    generation, events, run.progress, then_more=True
+                )
                 run.events_applied += len(events)
+        await self._projector.flush(generation)
 
     async def _finish(self, run: RebuildRun, generation: int, source: _Source) -> bool:
         """Catch up exactly with the live checkpoint under the lock; switch or compare."""
         while True:
-            async with self._projector.lock:
+            async with self._projector.paused():
                 live = self._watch.position
                 while run.progress < live:
                     events = await source.take(live)
