@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from pointex.server.eventstore.postgres import sql
-from pointex.server.eventstore.postgres.appender import int_array, text_array
+from pointex.server.pg_arrays import int_array, text_array
 
 EVENTS = 800
 EVENTS_PER_TRANSFER = 4

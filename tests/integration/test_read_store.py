@@ -153,6 +153,18 @@ async def test_a_failed_batch_leaves_no_rows_and_the_checkpoint_unchanged(
     assert await store.checkpoint() == 2
 
 
+async def test_account_text_is_stored_as_given_whatever_its_characters(store: ReadStore) -> None:
+    """Quotes, backslashes, commas, braces, spaces and the word NULL survive the array literal."""
+    log = Log()
+    names = ['say "hi"', "back\\slash", "a,b", "{braces}", " NULL", "NULL", "", "émoji ✓"]
+    events = [log.opened(f"a{i}", "acme") for i in range(len(names))]
+    for event, name in zip(events, names, strict=True):
+        event.account_opened.display_name = name
+    await apply(store, events)
+    stored = await store.accounts([f"a{i}" for i in range(len(names))] + ['"', "a0,a1"])
+    assert [stored[f"a{i}"].display_name for i in range(len(names))] == names
+
+
 async def test_a_batch_whose_last_copied_rows_fail_writes_nothing(store: ReadStore) -> None:
     """Notifications, the last rows copied in, failing undo the batch's earlier rows."""
     log = Log()

@@ -36,6 +36,7 @@ from pointex.server.eventstore.port import (
 )
 from pointex.server.eventstore.postgres import sql
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translate, translated
+from pointex.server.pg_arrays import int_array, text_array
 
 # "pointex" in ASCII, then 01. The migrations' insert guard names the same number.
 POSITION_LOCK_KEY = 0x706F696E74657801
@@ -194,23 +195,3 @@ def _columns(going_in: Placement) -> tuple[Any, ...]:
         going_in.data,
         going_in.metadata,
     )
-
-
-def int_array(values: Sequence[int]) -> str:
-    """Return a PostgreSQL array literal of integers ("{1,2,3}")."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def text_array(values: Sequence[str]) -> str:
-    """Return a PostgreSQL array literal of strings, each quoted ('{"a","b"}').
-
-    Quoted, a string cannot be taken for NULL or split at a comma; a backslash or a double
-    quote in it is escaped.
-    """
-    return "{" + ",".join(f'"{_escaped(value)}"' for value in values) + "}"
-
-
-def _escaped(value: str) -> str:
-    if "\\" in value or '"' in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"')
-    return value

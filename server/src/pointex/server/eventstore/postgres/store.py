@@ -44,7 +44,7 @@ from pointex.server.eventstore.port import (
     by_stream,
 )
 from pointex.server.eventstore.postgres import sql
-from pointex.server.eventstore.postgres.appender import Appender, text_array
+from pointex.server.eventstore.postgres.appender import Appender
 from pointex.server.eventstore.postgres.errors import DRIVER_ERRORS, translated
 from pointex.server.eventstore.postgres.leases import (
     Lease,
@@ -52,6 +52,7 @@ from pointex.server.eventstore.postgres.leases import (
     read_leases,
     read_members,
 )
+from pointex.server.pg_arrays import text_array
 from pointex.server.store_errors import SchemaNotMigrated, StoreError
 from pointex.server.store_migrations import Migration, load_migrations, pending_migrations
 

@@ -63,14 +63,16 @@ ACCOUNT_COLUMNS = (
     "debt_floor_points"
 )
 ACCOUNTS_BY_ID = f"""
-SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text[])
+SELECT {ACCOUNT_COLUMNS} FROM {{p}}accounts WHERE account_id = ANY($1::text::text[])
 """  # noqa: S608 - constant column list.
+# Each column as an array literal in a text parameter (pointex.server.pg_arrays).
 UPSERT_ACCOUNTS = f"""
 INSERT INTO {{p}}accounts ({ACCOUNT_COLUMNS})
 SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-    $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[],
-    $14::bigint[]
+    $1::text::text[], $2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[],
+    $6::text::bigint[], $7::text::bigint[], $8::text::bigint[], $9::text::text[],
+    $10::text::bigint[], $11::text::bigint[], $12::text::text[], $13::text::bigint[],
+    $14::text::bigint[]
 )
 ON CONFLICT (account_id) DO UPDATE SET
     status = excluded.status,

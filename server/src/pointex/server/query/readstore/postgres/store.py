@@ -12,12 +12,13 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from pointex.server import limits
+from pointex.server.pg_arrays import int_array, text_array
 from pointex.server.query.readstore import rows
 from pointex.server.query.readstore.migrations import (
     GENERATION_TABLES,
@@ -195,7 +196,7 @@ class PostgresReadStore(PostgresMarketReads):
             return {}
         statement = sql.render(sql.ACCOUNTS_BY_ID, self._generation(generation))
         async with self._connection() as connection:
-            found = await connection.fetch(statement, account_ids)
+            found = await connection.fetch(statement, text_array(account_ids))
         return {row[0]: AccountRow(*row) for row in found}
 
     async def program_rules(self, generation: int | None = None) -> ProgramRulesRow | None:
@@ -385,6 +386,17 @@ class PostgresReadStore(PostgresMarketReads):
         return total
 
 
+# How each of `ACCOUNT_COLUMNS` travels: an array literal of its type (pg_arrays).
+_ACCOUNT_LITERALS: tuple[Callable[[Sequence[Any]], str], ...] = (
+    *(text_array,) * 5,  # account_id, kind, status, owner_partner_id, display_name
+    *(int_array,) * 3,  # available_points, held_points, version
+    text_array,  # frozen_by_role
+    *(int_array,) * 2,  # opened_at_us, updated_at_us
+    text_array,  # tier
+    *(int_array,) * 2,  # pending_points, debt_floor_points
+)
+
+
 async def _columns(
     connection: Any, statement: str, generation: int, values: Sequence[Sequence[Any]]
 ) -> None:
@@ -414,7 +426,12 @@ async def _write_changes(connection: Any, changes: Changes, generation: int) -> 
     async def columns(statement: str, values: Sequence[Sequence[Any]]) -> None:
         await _columns(connection, statement, generation, values)
 
-    await columns(sql.UPSERT_ACCOUNTS, [rows.account_values(a) for a in changes.accounts])
+    if changes.accounts:
+        accounts = zip(*(rows.account_values(a) for a in changes.accounts), strict=True)
+        literals = [
+            encode(column) for encode, column in zip(_ACCOUNT_LITERALS, accounts, strict=True)
+        ]
+        await connection.execute(sql.render(sql.UPSERT_ACCOUNTS, generation), *literals)
     movements = [rows.movement_values(m) for m in changes.movements]
     await _copy(connection, sql.MOVEMENTS_TABLE, sql.MOVEMENT_COLUMNS, generation, movements)
     notified = [rows.notification_values(n) for n in changes.notifications]
