@@ -9,15 +9,15 @@ prints events/s with the CPU per event of the query server, the command server a
 PostgreSQL over each; the read store is dropped after each round. `drop` drops the log.
 
 Usage:
-  .venv/bin/python scripts/measure_replay.py fill [--bulk-s 40] [--unary-s 10]
-  .venv/bin/python scripts/measure_replay.py replay SCHEMA [--read-store postgres] [--rounds 1]
-  .venv/bin/python scripts/measure_replay.py drop SCHEMA
+  .venv/bin/python -m bench.replay_log fill [--bulk-s 40] [--unary-s 10]
+  .venv/bin/python -m bench.replay_log replay SCHEMA [--read-store postgres] [--rounds 1]
+  .venv/bin/python -m bench.replay_log drop SCHEMA
 
 To compare with an earlier commit, replay the same log on that commit's sources in turn with
 this one's (the servers run with this interpreter and this process's PYTHONPATH):
   git worktree add <worktree> <commit>
   PYTHONPATH=<worktree>/server/src:<worktree>/client/src \
-      .venv/bin/python scripts/measure_replay.py replay SCHEMA
+      .venv/bin/python -m bench.replay_log replay SCHEMA
 """
 
 from __future__ import annotations
