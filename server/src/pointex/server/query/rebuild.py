@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -87,9 +88,14 @@ class _Source:
             response = await self._next()
             if response.WhichOneof("message") == "events":
                 self._pending = list(response.events.events)
-        limit = up_to if up_to is not None else 2**64
-        taken = [e for e in self._pending if decode_global(e.position.token) <= limit]
-        self._pending = self._pending[len(taken) :]
+        pending = self._pending
+        if up_to is None or (pending and decode_global(pending[-1].position.token) <= up_to):
+            taken, self._pending = pending, []  # All of it: positions only grow.
+        else:
+            taken = list(
+                itertools.takewhile(lambda e: decode_global(e.position.token) <= up_to, pending)
+            )
+            self._pending = pending[len(taken) :]
         if taken:
             self._position = decode_global(taken[-1].position.token)
         return taken
