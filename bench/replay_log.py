@@ -29,17 +29,16 @@ import re
 import secrets
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import asyncpg
 import grpc
 
 from bench import replay
 from bench.accounts import setup_accounts
+from bench.cluster import CpuWindow
 from bench.contenders import Contender, Plan, Running, start
-from bench.cpu import postgres_cpu_s, process_cpu_s
 from bench.loadgen import LoadSpec, run_load
+from bench.run import drop_schemas
 from pointex.v1 import query_service_pb2_grpc
 
 DSN = os.environ.get("POINTEX_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -65,27 +64,24 @@ def _command(schema: str, tokens: Path) -> Contender:
     )
 
 
-class _Window:
-    """CPU seconds of two processes and of PostgreSQL over a stretch of wall time."""
+def _window(query: Running, command: Running) -> CpuWindow:
+    """Return a CPU window over the query server, the command server and PostgreSQL, open."""
+    window = CpuWindow([query.process.pid, command.process.pid])
+    window.start()
+    return window
 
-    def __init__(self, query: Running, command: Running) -> None:
-        self._pids = (query.process.pid, command.process.pid)
-        self._started = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
-        query, command = (process_cpu_s(pid) for pid in self._pids)
-        return time.monotonic(), query, command, postgres_cpu_s() or 0.0
-
-    def line(self, what: str, events: int) -> str:
-        """Return events/s and µs of CPU per event of each, since the window opened."""
-        ended = self._read()
-        wall, query, command, postgres = (b - a for a, b in zip(self._started, ended, strict=True))
-        per_event = [f"{1e6 * cpu / events:.1f}" for cpu in (query, command, postgres)]
-        return (
-            f"{what}: {events:,} events in {wall:.1f} s = {events / wall:,.0f} events/s; "
-            f"CPU µs/event: query {per_event[0]}, command {per_event[1]}, "
-            f"PostgreSQL {per_event[2]}"
-        )
+def _line(window: CpuWindow, what: str, events: int) -> str:
+    """Close `window`; return events/s and µs of CPU per event of each process in it."""
+    window.end()
+    query, command = (window.ended[pid] - window.started[pid] for pid in window.servers)
+    postgres = window.postgres_ended - window.postgres_started
+    per_event = [f"{1e6 * cpu / events:.1f}" for cpu in (query, command, postgres)]
+    return (
+        f"{what}: {events:,} events in {window.seconds:.1f} s = "
+        f"{events / window.seconds:,.0f} events/s; CPU µs/event: query {per_event[0]}, "
+        f"command {per_event[1]}, PostgreSQL {per_event[2]}"
+    )
 
 
 async def fill(bulk_s: int, unary_s: int) -> None:
@@ -138,12 +134,12 @@ async def replay_rounds(schema: str, read_store: str, rounds: int) -> None:
 async def _catch_up_and_rebuild(query: Running, command: Running, token: str, head: int) -> None:
     async with grpc.aio.insecure_channel(query.target) as channel:
         stub = query_service_pb2_grpc.QueryServiceStub(channel)
-        window = _Window(query, command)
+        window = _window(query, command)
         await replay.wait_caught_up(stub, token, head)
-        print(window.line("catch-up", head), flush=True)
-        window = _Window(query, command)
+        print(_line(window, "catch-up", head), flush=True)
+        window = _window(query, command)
         status = await replay.rebuild(stub, token)
-        line = window.line("rebuild", status.events_applied)
+        line = _line(window, "rebuild", status.events_applied)
         # The rate the bench reports: the server's own start and end of the rebuild.
         elapsed_ns = status.finished_at.ToNanoseconds() - status.started_at.ToNanoseconds()
         rate = status.events_applied * _NS_PER_S / elapsed_ns
@@ -160,11 +156,7 @@ def _tokens(scratch: Path) -> tuple[str, Path]:
 async def _drop(schema: str) -> None:
     if not _SCHEMA.fullmatch(schema):
         raise SystemExit(f"not a schema name: {schema!r}")
-    connection = await asyncpg.connect(DSN)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
+    await drop_schemas(DSN, [schema])
 
 
 def main(argv: list[str] | None = None) -> int:
